@@ -90,7 +90,10 @@ def test_a_callback_reading_the_policy_during_a_key_eviction() -> None:
     breaker.on_state_change(lambda _change: seen.append(handle.get_stats()["keys"]))
     clock.advance(31.0)
     assert _returns(lambda: handle.for_key("us-1").execute_sync(lambda: "ok"))
-    assert handle.get_stats()["evicted_keys"] == 1  # the HALF_OPEN key with no probe was idle
+    assert _returns(lambda: handle.for_key("ap-1").execute_sync(lambda: "ok"))
+    # The HALF_OPEN key with no probe is idle but holds state: the key holding none went instead.
+    assert handle.get_stats()["evicted_keys"] == 1
+    assert handle._keys.get("eu-1") is not None
 
 
 def test_a_callback_reading_the_manager_during_a_policy_eviction() -> None:

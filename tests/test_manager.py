@@ -500,6 +500,18 @@ def test_bad_manager_parts_are_refused_at_construction_naming_the_field(
         ResilienceManager(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("", ValueError), ("   ", ValueError), ("x" * 300, ValueError), (None, TypeError), (3, TypeError)],
+)
+def test_pipeline_for_refuses_a_bad_name_naming_its_argument(name: object, error: type[Exception]) -> None:
+    """An empty name was refused naming ``PipelineBuilder.name``, an internal class; a long one was cut."""
+    manager = ResilienceManager()
+    with pytest.raises(error, match=r"^ResilienceManager\.pipeline_for\.name must be"):
+        manager.pipeline_for(ResilienceConfig(), name)  # type: ignore[arg-type]
+    assert manager.get_resilience_statistics()["limits"]["policies"] == 0
+
+
 def test_resilient_refuses_a_manager_that_is_not_one_when_it_decorates() -> None:
     """``manager=`` is checked at decoration, not at the first call (an AttributeError there)."""
     with pytest.raises(TypeError, match=r"^resilient\.manager must be a ResilienceManager or None"):

@@ -35,6 +35,7 @@ from otel_resilience.engine.registry import BREAKERS, PIPELINES, RATE_LIMITERS, 
 from otel_resilience.manager.keyed import KeyState, _fold_replaced
 from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
 
 WAIT = 10.0
 """The longest any thread of these tests waits for another (only reached when a test fails)."""
@@ -220,12 +221,14 @@ def test_a_reload_that_drops_the_breaker_keeps_its_calls_exported(
 
 
 def test_an_eviction_never_takes_a_key_s_counts_out_of_the_exported_counters(
-    otel: Otel, manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+    otel: Otel, manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     """At every registry step of an eviction, executions, breaker calls and permits read what was counted."""
     handle = manager.policy("evict-steps", KEYED, max_keys=1)
     calls(handle.for_key("a"), 5)
+    clock.advance(1.0)  # a's bucket is full again: it holds no state, so it may go
     calls(handle.for_key("b"), 5)  # evicts a: the policy's totals hold counts already
+    clock.advance(1.0)
     before = exported(otel, "evict-steps")
     assert before == dict.fromkeys(COUNTERS, 10)
     seen = exported_at_each_step(otel, "evict-steps", monkeypatch, lambda: calls(handle.for_key("c"), 1))
@@ -313,7 +316,7 @@ def test_a_registry_snapshot_holds_what_was_registered_at_its_instant() -> None:
 
 @pytest.mark.parametrize("folded", [False, True], ids=["before-the-fold", "after-the-fold"])
 def test_get_stats_counts_a_key_once_while_it_is_handed_over(
-    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch, folded: bool
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, folded: bool
 ) -> None:
     """Between the key store letting a key go and its hand-over ending, get_stats counts the key once.
 
@@ -326,6 +329,7 @@ def test_get_stats_counts_a_key_once_while_it_is_handed_over(
     handle = manager.policy(name, KEYED, max_keys=1)
     calls(handle.for_key("a"), 5)
     calls(handle, 2)
+    clock.advance(1.0)  # a's bucket is full again: it holds no state, so it may go
     before = stats_totals(handle)
     assert before == {"executions": 7, "breaker": 7, "bulkhead": 7, "rate_limiter": 7}
     handing_over, go_on = threading.Event(), threading.Event()

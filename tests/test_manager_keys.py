@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import math
 import threading
@@ -19,6 +20,7 @@ from otel_resilience import (
     ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
+    HedgingConfig,
     KeyedPolicyView,
     PolicyHandle,
     RateLimitedError,
@@ -28,6 +30,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
     RetryPolicy,
+    resilient,
 )
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
@@ -324,7 +327,11 @@ def test_a_breaker_an_operator_set_keeps_its_key(manager: ResilienceManager, ope
 def test_an_open_breaker_keeps_its_key_until_its_open_period_ends(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:
-    """A key whose breaker is OPEN is not idle; once the period is over it can be evicted."""
+    """A key whose breaker is OPEN is not idle; once the period is over it can be evicted.
+
+    HALF_OPEN with no probe is idle but holds state (made again, the key would be CLOSED): it
+    goes after the idle keys holding none, and once more than ``max_keys`` keys hold some.
+    """
     policy = manager.policy("open-keys", BREAKER, max_keys=1)
     fail_twice(policy.for_key("down"))
     policy.for_key("other").execute_sync(lambda: None)
@@ -332,9 +339,14 @@ def test_an_open_breaker_keeps_its_key_until_its_open_period_ends(
     assert policy.for_key("down").circuit_breaker.state is CircuitState.OPEN
     clock.advance(31.0)  # its OPEN period is over (HALF_OPEN with no probe is idle)
     policy.for_key("third").execute_sync(lambda: None)
-    assert policy._keys.get("down") is None
-    assert policy.keys == 1
-    assert policy.get_stats()["circuit_breaker"]["total_failures"] == 2
+    assert policy._keys.get("other") is None  # it held no state: it went first
+    assert policy._keys.get("down") is not None
+    with pytest.raises(ConnectionError):
+        policy.for_key("third").execute_sync(boom)  # now two keys hold state, one past the cap
+    policy.for_key("fourth").execute_sync(lambda: None)
+    assert len([key for key in ("down", "third") if policy._keys.get(key) is None]) == 1  # one of them
+    assert policy.get_stats()["evicted_keys"] == 2
+    assert policy.get_stats()["circuit_breaker"]["total_failures"] == 3
 
 
 async def test_a_key_with_a_call_running_is_never_evicted(manager: ResilienceManager) -> None:
@@ -757,3 +769,100 @@ def test_keys_with_one_text_are_one_key(manager: ResilienceManager) -> None:
     assert hosts.for_key(1).key == 1  # the view keeps the key it was given
     stats = hosts.get_stats()
     assert (stats["circuit_breaker"]["open_keys"], stats["executions"]["total"]) == (1, 5)
+
+
+def test_a_key_whose_bucket_is_not_full_outlives_churn_through_other_keys(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A key is not evicted (and made again with a full bucket) while idle keys with a full one can go.
+
+    Churn through more keys than ``max_keys`` evicted the oldest idle key whatever its bucket
+    held, so a key that had spent its burst came back with a full one: over its rate.
+    """
+    config = ResilienceConfig(rate_limiter=RateLimiterConfig(rate=1.0, burst=5))
+    policy = manager.policy("churned-limits", config, max_keys=1, idle_ttl=None)
+    spender = policy.for_key("spender")
+    for _ in range(5):
+        spender.execute_sync(lambda: None)
+    with pytest.raises(RateLimitedError):
+        spender.execute_sync(lambda: None)
+    for other in ("b", "c"):
+        policy.for_key(other).execute_sync(lambda: None)
+        clock.advance(1.0)  # the other key's bucket is full again; the spender's holds 1, then 2
+    admitted = 0
+    for _ in range(5):
+        try:
+            spender.execute_sync(lambda: None)
+        except RateLimitedError:
+            break
+        admitted += 1
+    assert admitted == 2  # what 2 s give back at 1/s, not a new burst of 5
+    stats = policy.get_stats()
+    assert stats["evicted_keys"] == 2  # "b" and "c", whose buckets were full again
+    assert stats["executions"]["total"] == 11
+
+
+def test_a_key_whose_breaker_holds_failures_outlives_churn_through_other_keys(
+    manager: ResilienceManager,
+) -> None:
+    """A key's failures short of the threshold are not lost to churn through keys holding none."""
+    policy = manager.policy("churned-failures", BREAKER, max_keys=1, idle_ttl=None)
+    with pytest.raises(ConnectionError):
+        policy.for_key("flaky").execute_sync(boom)
+    for other in ("b", "c", "d"):
+        policy.for_key(other).execute_sync(lambda: None)
+    with pytest.raises(ConnectionError):
+        policy.for_key("flaky").execute_sync(boom)
+    assert policy.for_key("flaky").circuit_breaker.state is CircuitState.OPEN  # 2 failures: threshold
+    assert policy.get_stats()["evicted_keys"] == 3  # "b", "c" and "d", which held no failure
+
+
+def test_keys_that_all_hold_state_stay_bounded_oldest_evicted_first(manager: ResilienceManager) -> None:
+    """When every idle key holds state, the oldest go past max_keys (and the one just made): memory stays bounded."""
+    policy = manager.policy("all-holding", BREAKER, max_keys=2, idle_ttl=None)
+    for key in range(10):
+        with pytest.raises(ConnectionError):
+            policy.for_key(key).execute_sync(boom)
+    assert [key for key, _ in policy._keys.items()] == ["7", "8", "9"]
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (3, 7)
+    assert stats["circuit_breaker"]["total_failures"] == 10
+
+
+def test_protect_refuses_a_sync_function_under_hedging_as_resilient_does(manager: ResilienceManager) -> None:
+    """A handle's (or key view's) protect refused nothing, and every call of the sync function failed."""
+    hedged = ResilienceConfig(hedging=HedgingConfig(delay=0.1))
+    policy = manager.policy("hedged-protect", hedged)
+
+    def sync_call() -> int:
+        return 1
+
+    async def async_call() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match=r"PolicyHandle\.protect: policy 'hedged-protect' hedges"):
+        policy.protect(sync_call)
+    with pytest.raises(TypeError, match=r"KeyedPolicyView\.protect: policy 'hedged-protect' hedges"):
+        policy.for_key("k").protect(sync_call)
+    with pytest.raises(TypeError, match=r"resilient: policy 'hedged-protect' hedges"):
+        resilient(dataclasses.replace(hedged, name="hedged-protect"), manager=manager)(sync_call)
+    assert policy.protect(async_call) is not None
+    assert policy.get_stats()["executions"]["total"] == 0
+
+
+def test_the_keys_count_counts_the_idle_keys_holding_state_a_trim_keeps(manager: ResilienceManager) -> None:
+    """The ``resilience.policy.keys`` gauge reads what an eviction now would keep, keys holding state included.
+
+    It counted the idle keys past ``max_keys`` as gone although those holding state are kept (up
+    to ``max_keys`` of them) beside the busy ones: the gauge read fewer keys than the policy kept.
+    """
+    policy = manager.policy("gauge-holding", BREAKER, max_keys=2, idle_ttl=None)
+    for key in ("open-1", "open-2"):
+        fail_twice(policy.for_key(key))  # OPEN: not idle
+    for key in ("held-1", "held-2", "held-3"):
+        with pytest.raises(ConnectionError):
+            policy.for_key(key).execute_sync(boom)  # one failure: idle, holding state
+    policy.for_key("fresh").execute_sync(lambda: None)  # the youngest: never evicted
+    assert len(policy._keys) == 5  # "held-1" went: three held state, one more than max_keys
+    assert policy.keys == 5  # the 2 OPEN, "held-2" and "held-3" holding state, and "fresh"
+    assert policy._keys.trim() == 0

@@ -462,3 +462,21 @@ def test_an_extra_link_whose_get_stats_raises_breaks_no_statistics(caplog: pytes
     logged = [r for r in caplog.records if "get_stats() of the extra broken-stats link" in r.getMessage()]
     assert len(logged) == 1
     assert logged[0].exc_info is not None
+
+
+def test_the_statistics_list_the_extra_links_of_named_policies_per_key() -> None:
+    """``extra_strategies`` lists every live policy's links: a named policy's were left out."""
+    tallies = Tallies()
+    config = ResilienceConfig(extra_strategies=(ExtraStrategy(tallies, inside="retry"),))
+    manager = ResilienceManager()
+    policy = manager.policy("named-extras", config)
+    policy.execute_sync(lambda: "unkeyed")
+    policy.for_key("k1").execute_sync(lambda: "keyed")
+    policy.for_key("k1").execute_sync(lambda: "keyed")
+    entry = {"kind": "tally", "name": "tally:named-extras", "rank": 401}
+    assert manager.get_resilience_statistics()["extra_strategies"] == {
+        "named-extras": [
+            {**entry, "stats": {"runs": 1, "successes": 1, "failures": 0}, "key": None},
+            {**entry, "stats": {"runs": 2, "successes": 2, "failures": 0}, "key": "k1"},
+        ]
+    }

@@ -96,7 +96,7 @@ def loads(
     Args:
         text: The file's content.
         format: ``"yaml"`` (the default) or ``"toml"``.
-        source: A name for messages (``"resilience.yaml"``), or ``None``.
+        source: A name for messages (``"resilience.yaml"``), or ``None``; never empty.
         previous: An earlier load of the same file: a retry budget with the same name and the
             same settings is taken from it, so that its counts carry over and an unchanged
             policy stays equal to its earlier config (a reload changes nothing that did not
@@ -110,15 +110,18 @@ def loads(
             (YAML; TOML gives lines for syntax errors only).
         ImportError: The format's parser is missing (PyYAML; tomli on 3.10): install the
             ``config`` extra.
-        ValueError: ``format`` is not ``"yaml"`` or ``"toml"``.
+        ValueError: ``format`` is not ``"yaml"`` or ``"toml"``, or ``source`` is empty.
         TypeError: ``text`` is not a ``str`` (bytes: decode them, or :func:`load` the file),
             ``source`` is not a ``str`` or ``None``, or ``previous`` is not a :class:`ConfigFile`
             or ``None``.
     """
     if not isinstance(text, str):
         raise fail("loads", "text", "a str", text, kind=TypeError)
-    if source is not None and not isinstance(source, str):  # it names the file a manager applied
-        raise fail("loads", "source", "a str or None", source, kind=TypeError)
+    if source is not None:  # it names the file a manager applied
+        if not isinstance(source, str):
+            raise fail("loads", "source", "a str or None", source, kind=TypeError)
+        if not source:
+            raise fail("loads", "source", "a non-empty name or None", source)
     _check_previous("loads", previous)
     format = check_format(format)  # noqa: A001 - the argument's own name
     data, lines = parse(text, format, source)
@@ -151,7 +154,8 @@ def load(
             UTF-8 text, or its format cannot be told from its name.
         OSError: The file cannot be read.
         ImportError: The format's parser is missing: install the ``config`` extra.
-        ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"`` (before the file is read).
+        ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty
+            (before the file is read).
         TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
             :class:`ConfigFile` or ``None`` (before the file is read).
     """
@@ -235,6 +239,7 @@ def file_path(owner: str, path: object) -> str:
 
     Raises:
         TypeError: Naming ``owner.path``, for anything else (bytes, a number, ``None``).
+        ValueError: Naming ``owner.path``, for an empty one (it names no file).
     """
     try:
         source = os.fspath(path)  # type: ignore[call-overload]
@@ -242,6 +247,8 @@ def file_path(owner: str, path: object) -> str:
         source = None
     if not isinstance(source, str):
         raise fail(owner, "path", "a str or an os.PathLike of one", path, kind=TypeError)
+    if not source:
+        raise fail(owner, "path", "a non-empty path", path)
     return source
 
 

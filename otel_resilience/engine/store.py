@@ -8,9 +8,13 @@ generated function), so the store that keeps them is bounded:
   added or touched entries that are **idle** (the owner's ``is_idle`` says which: an OPEN
   breaker or a busy bulkhead is not idle);
 * with ``holds_state``, an idle entry that holds state a new one would not have (a CLOSED
-  breaker's failures) is evicted past the capacity only after the idle entries that hold none,
-  and only while more than ``capacity`` such entries are kept (the oldest first), so that churn
-  through entries without state does not wipe it, and memory stays bounded;
+  breaker's failures, a rate limiter's bucket not full) is set aside by an eviction (made
+  young) instead of evicted, so that churn through entries without state does not wipe it; once
+  one eviction has set aside more than ``min(capacity, HELD_LOOKS)`` of them, the oldest of
+  those goes, as an entry holding none would: memory stays bounded (at most ``capacity`` such
+  entries kept beside the newest one in a store of up to :data:`HELD_LOOKS` entries, ``capacity``
+  in all in a larger one), and an eviction looks at ``HELD_LOOKS + 1`` of them at most even when
+  every entry holds state;
 * an entry that is not idle is never evicted: it is moved to the young end and looked at again
   on a later eviction, so the store may hold more than ``capacity`` entries while entries are
   busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
@@ -48,7 +52,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -58,11 +62,14 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, check_hashable, check_int, fail
 
-__all__ = ["BoundedStore", "check_capacity", "key_text", "weak_callback"]
+__all__ = ["HELD_LOOKS", "BoundedStore", "check_capacity", "key_text", "weak_callback"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = ParamSpec("P")
+
+HELD_LOOKS = 16
+"""How many idle entries holding state one eviction sets aside at most before the oldest of them goes."""
 
 _NOTHING: list[tuple[Any, Any]] = []
 """What a look-up that evicted nothing returns (never changed: only read when not empty)."""
@@ -125,12 +132,15 @@ class BoundedStore(Generic[K, V]):
         is_idle: Says whether an entry may be evicted now (called under the store's lock; it
             must not call back into the store).
         holds_state: Says whether an idle entry holds state that a new entry would not have
-            (called as ``is_idle``, on idle entries only): past the capacity such entries are
-            evicted only after the idle entries that hold none, and only while more than
-            ``capacity`` of them are kept (the least recently used first); a use's one look
+            (called as ``is_idle``, on idle entries only): past the capacity an eviction sets
+            such entries aside (young again) and evicts the idle entries that hold none; once it
+            has set aside more than ``min(capacity, HELD_LOOKS)`` of them, the oldest of those
+            goes (asked ``is_idle`` again just before: it may mark the entry it allows to evict,
+            and ``holds_state`` unmark the one it keeps); a use's one look
             moves one to the young end instead of evicting it (the next add or :meth:`trim`
-            evicts it if need be). The ``ttl`` expiry does not ask it, nor does
-            :meth:`unexpired` (which counts as if it were ``None``). ``None``: every idle entry alike.
+            evicts it if need be). The ``ttl`` expiry does not ask it; :meth:`unexpired` asks
+            its own ``holds`` (``None``: it counts as if this were ``None``). ``None``: every
+            idle entry alike.
         on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
         revive: Keep weak references to evicted values and return one that is still alive when
             its key is added again (the values must support weak references).
@@ -306,7 +316,7 @@ class BoundedStore(Generic[K, V]):
         self._hand_over(evicted)
         return len(evicted)
 
-    def unexpired(self, idle: Callable[[V], bool]) -> int:
+    def unexpired(self, idle: Callable[[V], bool], holds: Callable[[V], bool] | None = None) -> int:
         """Return how many entries an :meth:`expire` and a :meth:`trim` now would keep, evicting nothing.
 
         For a reading that must change nothing and wait for nothing (a gauge read in a metric
@@ -323,6 +333,10 @@ class BoundedStore(Generic[K, V]):
             idle: Says whether an entry is idle, as the store's ``is_idle`` does, but changes
                 nothing (an ``is_idle`` may mark the entry it allows to evict); called under the
                 store's lock.
+            holds: Says whether an idle entry holds state, as the store's ``holds_state`` does,
+                but changes nothing: the idle entries holding state are counted as :meth:`trim`
+                keeps them (it sets aside ``min(capacity, HELD_LOOKS)`` of them at most).
+                ``None``: every idle entry alike, as if the store had no ``holds_state``.
         """
         entries, lock, capacity = self._entries, self._lock, self._capacity
         kept = len(entries)
@@ -330,7 +344,7 @@ class BoundedStore(Generic[K, V]):
         if (ttl is None and kept <= capacity) or not entries or not lock.acquire(blocking=False):
             return kept
         try:
-            expiring, moved = False, False
+            expiring, moved, holding, held_limit = False, False, 0, self._held_limit()
             if ttl is not None:
                 now = self._now()
                 expiring = now >= self._due  # else the oldest entry was used less than ttl ago
@@ -349,6 +363,11 @@ class BoundedStore(Generic[K, V]):
                 if kept <= capacity or (place == youngest and not moved):
                     break
                 if idle(value):
+                    if holds is not None and holds(value):
+                        holding += 1  # set aside, as trim() does, until too many are
+                        if holding <= held_limit:
+                            continue
+                        holding -= 1  # as trim(): the oldest set aside goes
                     kept -= 1
             return kept
         finally:
@@ -430,8 +449,11 @@ class BoundedStore(Generic[K, V]):
         """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most.
 
         Idle entries that hold state (``holds_state``) are set aside, moved to the young end as
-        busy ones are, and evicted (the oldest of them first) only if the others did not suffice
-        and more than ``capacity`` of them are kept (the newest entry, never evicted, aside).
+        busy ones are; once more than :meth:`_held_limit` of them are set aside, the oldest of
+        them is evicted (asked ``is_idle`` again first), as an idle entry holding none is. So
+        they go only after the others, and only while more than ``capacity`` of them are kept
+        (the newest entry, never evicted, aside), :data:`HELD_LOOKS` at most: one eviction
+        sets aside no more (it stays O(1) amortised when every entry holds state).
         """
         entries = self._entries
         excess = len(entries) - self._capacity
@@ -439,7 +461,8 @@ class BoundedStore(Generic[K, V]):
         if excess <= 0:
             return evicted
         holds = self._holds_state
-        holding: list[tuple[K, V]] = []
+        holding: deque[tuple[K, V]] = deque()
+        limit = self._held_limit()
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
         for _ in range(len(entries) - 1):
             key, value = next(iter(entries.items()))
@@ -447,22 +470,29 @@ class BoundedStore(Generic[K, V]):
                 break
             if not self._is_idle(value):
                 self._keep_locked(key, newest)
-            elif holds is not None and holds(value):
+                continue
+            if holds is not None and holds(value):
                 holding.append((key, value))
                 self._keep_locked(key, newest)
-            else:
-                self._remove_locked(key)
-                evicted.append((key, value))
-                if len(evicted) == excess:
-                    break
-        if len(evicted) < excess:  # every entry was looked at: the idle ones left all hold state
-            spare = min(excess - len(evicted), len(holding) - self._capacity)
-            for key, value in holding[: max(spare, 0)]:
-                self._remove_locked(key)
-                evicted.append((key, value))
+                if len(holding) <= limit:
+                    continue
+                # Too many hold state: the oldest of them goes, asked again just before (an
+                # is_idle may mark the entry it allows to evict, and a holds_state unmark the
+                # one it keeps): it may be busy by now.
+                key, value = holding.popleft()
+                if not self._is_idle(value):
+                    continue
+            self._remove_locked(key)
+            evicted.append((key, value))
+            if len(evicted) == excess:
+                break
         self._evicted += len(evicted)
         self._set_aside(evicted)
         return evicted
+
+    def _held_limit(self) -> int:
+        """How many idle entries holding state one eviction (or count) sets aside at most."""
+        return min(self._capacity, HELD_LOOKS)
 
     def _keep_locked(self, key: K, newest: K) -> None:
         """Keep ``key`` past an eviction: moved to the young end (before ``newest``), as used now."""

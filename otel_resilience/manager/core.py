@@ -41,8 +41,9 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, check_capacity, weak_callback
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.keyed import breaker_holds_state, limiter_rests
 from otel_resilience.manager.keys import ConfigNamesakes, DefaultNames, config_key, policy_name
 from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
@@ -217,18 +218,6 @@ def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> b
     return (_BREAKER, breaker.name) not in users and breaker.peek_state() is CircuitState.CLOSED
 
 
-def _breaker_holds_failures(breaker: CircuitBreaker) -> bool:
-    """Whether an idle (CLOSED) breaker holds failures a new one would not: a streak, or a window's.
-
-    Such a breaker is evicted past the cap only after the idle breakers that hold none, and
-    only while more than the cap of them are kept (``BoundedStore(holds_state=...)``): under churn
-    through other names, a failing dependency's breaker keeps counting towards its opening. Read
-    without the breaker's lock, as its state is (under the store's lock nothing else is taken):
-    a time window's count is the one of its last call or read (a metrics collection reads it).
-    """
-    return breaker.stats.failure_count > 0
-
-
 def _bulkhead_rests(bulkhead: Bulkhead) -> bool:
     """Whether ``bulkhead`` holds and queues no call.
 
@@ -244,22 +233,9 @@ def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
     return (_BULKHEAD, bulkhead.name) not in users and _bulkhead_rests(bulkhead)
 
 
-def _limiter_rests(limiter: RateLimiter) -> bool:
-    """Whether ``limiter`` is as a new one would be: nobody waits, and its bucket is full.
-
-    A limiter that gave permits lately is kept (as an OPEN breaker is): a new one would hand out
-    a full bucket at once, over the rate. A limiter whose permits a store shares (Redis) keeps
-    them there: only its waiters hold it.
-    """
-    if limiter.waiting:
-        return False
-    config = limiter.config
-    return config.store is not None or limiter.available >= config.burst
-
-
 def _limiter_idle(users: Counter[tuple[str, str]], limiter: RateLimiter) -> bool:
     """A rate limiter may go when no policy uses it (none in ``users``, as for a breaker) and it rests."""
-    return (_LIMITER, limiter.name) not in users and _limiter_rests(limiter)
+    return (_LIMITER, limiter.name) not in users and limiter_rests(limiter)
 
 
 def _policy_idle(policy: _Policy) -> bool:
@@ -280,13 +256,13 @@ def _policy_idle(policy: _Policy) -> bool:
 
 
 def _policy_holds_failures(policy: _Policy) -> bool:
-    """Whether an idle policy's breaker holds failures (:func:`_breaker_holds_failures`).
+    """Whether an idle policy's breaker holds failures (:func:`breaker_holds_state`).
 
     Such a policy is evicted past the cap only after the idle policies whose breaker holds none
     (as for the breakers): while it is live its breaker is in use, so kept with it.
     """
     breaker = policy.breaker
-    return breaker is not None and _breaker_holds_failures(breaker)
+    return breaker is not None and breaker_holds_state(breaker)
 
 
 _GONE: Final = _Entry.__new__(_Entry)
@@ -306,7 +282,8 @@ class ResilienceManager(NamedPolicies):
     bulkhead or limiter a live policy uses, nor one an evicted policy's pipeline, not gone yet,
     uses: a call may still run in it). A CLOSED breaker holding failures, and a policy whose
     breaker holds some, go only after the idle ones holding none, and only while more than
-    ``max_policies`` of them are kept. The counts of an evicted policy are folded into the
+    ``max_policies`` of them (16 at most, :data:`~otel_resilience.engine.store.HELD_LOOKS`)
+    are kept. The counts of an evicted policy are folded into the
     ``executions`` totals, so nothing counted is lost. A policy's rate limiter is kept by the
     policy's name, as its breaker and bulkhead are: the policies of one name share its permits.
     Two live configs that differ under one policy name (or a named policy beside another config
@@ -406,7 +383,7 @@ class ResilienceManager(NamedPolicies):
             "max_policies",
             max_policies,
             is_idle=functools.partial(_breaker_idle, self._users),
-            holds_state=_breaker_holds_failures,
+            holds_state=breaker_holds_state,
             revive=True,
         )
         self._bulkheads: BoundedStore[str, Bulkhead] = BoundedStore(
@@ -560,7 +537,14 @@ class ResilienceManager(NamedPolicies):
         new config object that is *equal* to one seen before (a config built per call, even one
         holding a dict or a list) shares that pipeline, so its state and statistics carry on
         instead of starting afresh.
+
+        Raises:
+            TypeError: ``config`` is not a ResilienceConfig, or ``name`` not a ``str``.
+            ValueError: ``name`` is empty or blank, or longer than a telemetry attribute
+                (``"ResilienceManager.pipeline_for.name must be ..."``): the rule of every
+                name given (:func:`~otel_resilience.engine.validation.check_name`).
         """
+        check_name("ResilienceManager.pipeline_for", "name", name)
         return self._entry_for(config, name).pipeline
 
     def _entry_for(self, config: ResilienceConfig, name: str, fn: Callable[..., Any] | None = None) -> _Entry:
@@ -742,7 +726,9 @@ class ResilienceManager(NamedPolicies):
         ``ResilienceConfig.extra_strategies`` added to each live policy name, outer to inner,
         as ``{"kind", "name", "rank"}`` plus ``"stats"``, the link's ``get_stats()``, when it
         has one (``"stats_error"`` in its place, the error's repr, when that raised: logged,
-        never raised here); ``error_recovery`` the recovery system's
+        never raised here), a named policy's too: the links of its unkeyed calls, then of
+        each live key, each entry with a ``"key"`` (``None`` for the unkeyed calls, else the
+        key's text); ``error_recovery`` the recovery system's
         (``successful_recoveries`` counts recovery *actions* that worked, a different thing
         from ``successful_after_failure``);
         ``limits`` the cap, and how many policies, breakers, bulkheads and rate limiters are kept
@@ -775,7 +761,7 @@ class ResilienceManager(NamedPolicies):
             "policies": policies,
             "circuit_breakers": {name: breaker.get_stats() for name, breaker in breakers},
             "bulkheads": {name: bulkhead.get_stats() for name, bulkhead in bulkheads},
-            "extra_strategies": extra_links(live),
+            "extra_strategies": extra_links(live, self._named_links()),
             "error_recovery": self.recovery_system.get_stats(),
             "alerts": self._alerts.get_stats(),
             "limits": limits,

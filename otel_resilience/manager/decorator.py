@@ -14,6 +14,7 @@ from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager
 from otel_resilience.manager.keys import policy_name
+from otel_resilience.manager.policy import check_drivable
 
 __all__ = ["check_manager", "get_resilience_manager", "resilient"]
 
@@ -90,12 +91,7 @@ def resilient(
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise not_callable("resilient", fn)
-        if cfg.hedging is not None and not is_async_callable(fn):
-            msg = (
-                f"resilient: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
-                "its attempts run side by side as tasks of an event loop; decorate an async function"
-            )
-            raise TypeError(msg)
+        check_drivable("resilient", name, cfg, fn)
         return _bind(fn, cfg, name, manager)
 
     return decorate

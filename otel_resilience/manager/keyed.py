@@ -53,7 +53,17 @@ if TYPE_CHECKING:
     from otel_resilience.manager.ledger import Ledger
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
-__all__ = ["KeyState", "Spec", "build", "key_config", "key_links", "reconfigure", "retire"]
+__all__ = [
+    "KeyState",
+    "Spec",
+    "breaker_holds_state",
+    "build",
+    "key_config",
+    "key_links",
+    "limiter_rests",
+    "reconfigure",
+    "retire",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,34 @@ class Spec:
         return self.config.bulkhead_name or self.name
 
 
+def breaker_holds_state(breaker: CircuitBreaker) -> bool:
+    """Whether an idle breaker holds state a new one would not: failures counted, or not CLOSED.
+
+    The one rule of what a breaker would lose if evicted, for the manager's breakers and
+    policies and for a policy's keys: such a breaker (and what keeps it) is evicted past the cap
+    only after the idle ones holding none, and only while more than the cap of them (16 at
+    most) are kept (``BoundedStore(holds_state=...)``), so that churn through other names or keys does not
+    wipe a failing dependency's count towards its opening, nor the HALF_OPEN probe of a key whose
+    OPEN period is over (made again, it would be CLOSED). Read without the breaker's lock, as its
+    state is (under the store's lock nothing else is taken): a time window's count is the one of
+    its last call or read (a metrics collection reads it).
+    """
+    return breaker.peek_state() is not CircuitState.CLOSED or breaker.stats.failure_count > 0
+
+
+def limiter_rests(limiter: RateLimiter) -> bool:
+    """Whether ``limiter`` is as a new one would be: nobody waits, and its bucket is full.
+
+    A limiter that gave permits lately is kept (as an OPEN breaker is): a new one would hand out
+    a full bucket at once, over the rate. A limiter whose permits a store shares (Redis) keeps
+    them there: only its waiters hold it.
+    """
+    if limiter.waiting:
+        return False
+    config = limiter.config
+    return config.store is not None or limiter.available >= config.burst
+
+
 _RESTING: Final = frozenset((CircuitState.CLOSED, CircuitState.HALF_OPEN))
 """The breaker states a key may be evicted in (:meth:`KeyState.retire_if_idle`)."""
 
@@ -109,6 +147,8 @@ class KeyState:
         metric_key: The metric attribute of its executions, where the policy opted in.
         generation: The policy generation its pipeline was built for.
         pipeline: Its pipeline (replaced by a reload; the calls in flight keep theirs).
+        extras: The extra links of :attr:`pipeline` (``ResilienceConfig.extra_strategies``),
+            with their ranks, outer to inner: what the manager's statistics list.
         breaker: Its circuit breaker, when the config has one.
         bulkhead: Its bulkhead, when the config has one.
         limiter: Its rate limiter, when the config has one.
@@ -135,6 +175,7 @@ class KeyState:
         "breaker",
         "bulkhead",
         "catching_up",
+        "extras",
         "folded",
         "generation",
         "key",
@@ -149,6 +190,7 @@ class KeyState:
     )
 
     pipeline: Pipeline
+    extras: tuple[tuple[int, Step], ...]
     leave: Callable[[], object]
 
     def __init__(self, key: Hashable, text: str | None, metric_key: str | None) -> None:
@@ -201,6 +243,32 @@ class KeyState:
         breaker = self.breaker
         return not self.running and (breaker is None or breaker.peek_state() in _RESTING)
 
+    def holds(self) -> bool:
+        """Whether the key holds state a new one would not have; changes nothing.
+
+        Its breaker holds failures or is not CLOSED (:func:`breaker_holds_state`), or its rate
+        limiter's bucket is not full (:func:`limiter_rests`): made again, the key would count
+        its failures from none, or hand out a full burst at once, over its rate. Such an idle
+        key is evicted past ``max_keys`` only after the idle keys holding none, and only while
+        more than ``max_keys`` of them (16 at most) are kept (``BoundedStore(holds_state=...)``, through
+        :meth:`holds_state`; the ``resilience.policy.keys`` gauge counts with this one).
+        """
+        breaker, limiter = self.breaker, self.limiter
+        return (breaker is not None and breaker_holds_state(breaker)) or (
+            limiter is not None and not limiter_rests(limiter)
+        )
+
+    def holds_state(self) -> bool:
+        """Whether the idle key :meth:`holds` state; if so it is kept, so marked live again.
+
+        The store asks it of a key :meth:`retire_if_idle` just marked evicted; a key it keeps
+        is evicted later only once the store asks :meth:`retire_if_idle` again.
+        """
+        if self.holds():
+            self.live = True
+            return True
+        return False
+
     def retire_if_idle(self) -> bool:
         """Mark the key evicted if it is :meth:`idle`.
 
@@ -229,7 +297,7 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
             state.bulkhead = Bulkhead(spec.bulkhead_name, config.bulkhead_config, clock=spec.clock)
         if config.rate_limiter is not None:
             state.limiter = RateLimiter(spec.name, config.rate_limiter, clock=spec.clock)
-    state.pipeline = _pipeline(spec, state)
+    state.pipeline, state.extras = _pipeline(spec, state)
     state.generation = spec.generation
     return state
 
@@ -250,7 +318,8 @@ def _pipeline(
     register: bool = True,
     extras: tuple[tuple[int, Step], ...] | None = None,
     previous: Pipeline | None = None,
-) -> Pipeline:
+) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
+    """Return a pipeline of ``state`` under ``spec``, and its extra links, outer to inner."""
     inputs = StageInputs(
         spec.name,
         key_config(spec.config, state.text),
@@ -264,7 +333,7 @@ def _pipeline(
         state.metric_key,
         previous=previous,
     )
-    return _made(spec, lambda: compose(inputs, register=register, extras=extras)[0])
+    return _made(spec, lambda: compose(inputs, register=register, extras=extras))
 
 
 def key_links(spec: Spec, config: ResilienceConfig) -> tuple[tuple[int, Step], ...]:
@@ -321,10 +390,10 @@ def reconfigure(
         # their next attempts are the breaker's to admit.
         running = (old, *(p for ref in state.retired if (p := ref()) is not None))
         state.breaker._follow_in_flight(link for pipeline in running for link in pipeline.strategies)
-    pipeline = _pipeline(spec, state, register=False, extras=extras, previous=old)
+    pipeline, links = _pipeline(spec, state, register=False, extras=extras, previous=old)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)
-    state.pipeline = pipeline
+    state.pipeline, state.extras = pipeline, links
     state.generation = spec.generation
     state.retired = [*state.retired, weakref.ref(old)]
     _fold_when_free(state, ledger, lock)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
     from otel_resilience.config.formats import Format
     from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.step import Step
     from otel_resilience.patterns.circuit_breaker import CircuitBreaker
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
@@ -358,6 +359,14 @@ class NamedPolicies:
         except Exception as error:
             handle._reload_failed(error)
             raise
+
+    def _named_links(self) -> list[tuple[str, str | None, tuple[tuple[int, Step], ...]]]:
+        """Return each named policy's extra links: ``(name, key, links)``, unkeyed first, then by key."""
+        with self._handles_lock:
+            handles = dict(self._handles)
+        return [
+            (name, key, links) for name, handle in handles.items() for key, links in handle._extra_links()
+        ]
 
     def _named_statistics(self, totals: dict[str, int]) -> dict[str, dict[str, Any]]:
         """Return each named policy's ``get_stats()``, and add its executions to ``totals``."""

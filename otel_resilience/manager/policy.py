@@ -10,8 +10,10 @@ see docs/design.md, "Changing a policy while it runs").
 
 Keys are kept in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: at most
 ``max_keys`` idle keys (the least recently used go first), and none unused for ``idle_ttl``
-seconds; a key with a call running, or whose breaker is OPEN, is not idle. What an evicted key
-counted is folded into the policy's :class:`~otel_resilience.manager.ledger.Ledger`.
+seconds; a key with a call running, or whose breaker is OPEN, is not idle, and an idle key that
+holds state a new one would not have (:meth:`KeyState.holds_state`: a bucket not full, a breaker
+holding failures) goes past ``max_keys`` only after the idle keys holding none. What an evicted
+key counted is folded into the policy's :class:`~otel_resilience.manager.ledger.Ledger`.
 """
 
 from __future__ import annotations
@@ -266,6 +268,7 @@ class PolicyHandle(_Runs):
             "max_keys",
             max_keys,
             is_idle=KeyState.retire_if_idle,
+            holds_state=KeyState.holds_state,
             on_evict=weak_callback(self._evicted),  # the handle owns its store: no cycle
             ttl=idle_ttl,
             clock=spec.clock if idle_ttl is not None else None,
@@ -303,9 +306,10 @@ class PolicyHandle(_Runs):
         ``resilience.policy.keys`` gauge reads in the metric reader's collection, which must
         evict nothing (an eviction runs callbacks that reach the telemetry being collected).
         So the gauge of a policy no call reaches drops as its keys expire, and reads at most
-        ``max_keys`` once its keys are idle.
+        ``max_keys`` once its keys are idle (one more, the youngest, while ``max_keys`` others,
+        16 at most, hold state: :meth:`KeyState.holds`), as the store keeps them.
         """
-        return self._keys.unexpired(KeyState.idle)
+        return self._keys.unexpired(KeyState.idle, KeyState.holds)
 
     # ------------------------------------------------------------------ calls
 
@@ -313,9 +317,11 @@ class PolicyHandle(_Runs):
         """Decorate ``fn`` (sync or async) so that every call runs under the policy's current config.
 
         Raises:
-            TypeError: ``fn`` is not callable, or is a generator function (async or not).
+            TypeError: ``fn`` is not callable, or is a generator function (async or not), or is
+                sync and the policy's config hedges (hedging is async only: a reload that adds
+                hedging later fails each of its calls with hedging's ``TypeError``).
         """
-        return protect(self.name, self._enter_state, fn, "PolicyHandle.protect")
+        return protect(self.name, self._enter_state, fn, "PolicyHandle.protect", self._spec.config)
 
     def for_key(self, key: Hashable) -> KeyedPolicyView:
         """Return the view of ``key``: calls through it use the key's own breaker, bulkhead and limiter.
@@ -552,6 +558,17 @@ class PolicyHandle(_Runs):
 
     # ------------------------------------------------------------------ statistics
 
+    def _extra_links(self) -> list[tuple[str | None, tuple[tuple[int, Step], ...]]]:
+        """Return the extra links of the unkeyed calls' pipeline and of each live key's: ``(key, links)``.
+
+        The key is ``None`` for the unkeyed calls, else its text; a state without extra links is
+        left out. Read under the policy's lock (a reload replaces a key's pipeline and links
+        under it); the links' ``get_stats()`` (user code) are read after, by the caller.
+        """
+        with self._lock:
+            states = [self._default, *(state for state in self._keys.values() if state.live)]
+            return [(state.text, state.extras) for state in states if state.extras]
+
     def get_stats(self) -> dict[str, Any]:
         """Return the policy's counts, evicted keys included: they never go down.
 
@@ -625,10 +642,10 @@ class KeyedPolicyView(_Runs):
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
 
         Raises:
-            TypeError: ``fn`` is not callable, or is a generator function (async or not).
+            TypeError: As :meth:`PolicyHandle.protect`.
         """
         enter = functools.partial(self.policy._enter, self._text)
-        return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect")
+        return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect", self.policy.config)
 
     def _enter_state(self) -> KeyState:
         return self.policy._enter(self._text)
@@ -676,11 +693,39 @@ def run_sync(state: KeyState, fn: Callable[..., Any], args: Any, kwargs: Any) ->
         state.leave()
 
 
-def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner: str) -> Callable[P, R]:
-    """Wrap ``fn`` so that each call enters a state (``enter()``) and runs in its pipeline."""
+def check_drivable(owner: str, name: str, config: ResilienceConfig, fn: object) -> None:
+    """Refuse, when it is decorated, a sync ``fn`` to run under ``config`` if it hedges.
+
+    The one rule of ``@resilient`` and of a policy handle's (or key view's) ``protect``: hedging
+    is async only (its attempts run side by side as tasks of an event loop), so every call of a
+    sync function under it would fail with a ``TypeError``. A reload that adds hedging to a named
+    policy later is not refused for the sync functions it protects: their calls fail then, each
+    with the hedging's ``TypeError`` (as ``execute_sync`` under it does).
+
+    Raises:
+        TypeError: ``config`` hedges and ``fn`` is not async (``"<owner>: policy ... hedges ..."``).
+    """
+    if config.hedging is not None and not is_async_callable(fn):
+        msg = (
+            f"{owner}: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
+            "its attempts run side by side as tasks of an event loop; decorate an async function"
+        )
+        raise TypeError(msg)
+
+
+def protect(
+    name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner: str, config: ResilienceConfig
+) -> Callable[P, R]:
+    """Wrap ``fn`` so that each call enters a state (``enter()``) and runs in its pipeline.
+
+    Raises:
+        TypeError: ``fn`` is not callable, is a generator function, or is sync and ``config``
+            (the policy's config now) hedges (:func:`check_drivable`).
+    """
     check_protectable(name, fn)  # first: a classmethod object is not callable
     if not callable(fn):
         raise not_callable(owner, fn)
+    check_drivable(owner, name, config, fn)
     wrapper: Callable[..., Any]
     if is_async_callable(fn):
 

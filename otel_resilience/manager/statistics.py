@@ -73,7 +73,10 @@ def executions(retiring: Iterable[PipelineStats], totals: dict[str, int]) -> dic
     return result
 
 
-def extra_links(live: Iterable[PolicyView]) -> dict[str, list[dict[str, Any]]]:
+def extra_links(
+    live: Iterable[PolicyView],
+    named: Iterable[tuple[str, str | None, tuple[tuple[int, Step], ...]]] = (),
+) -> dict[str, list[dict[str, Any]]]:
     """Return the extra links of each live policy name, outer to inner, in one shape for every kind.
 
     Each is ``{"kind", "name", "rank"}``, plus ``"stats"``: the link's ``get_stats()`` when it
@@ -81,20 +84,34 @@ def extra_links(live: Iterable[PolicyView]) -> dict[str, list[dict[str, Any]]]:
     ``get_stats()`` that raises (user code) gives ``"stats_error"``, the error's repr, in place
     of ``"stats"``, and is logged (the first time, then at most once a minute for its kind): one
     broken link must not break the statistics of every policy.
+
+    Args:
+        live: The live policies run by config.
+        named: The named policies' links: ``(policy name, key, links)`` for the unkeyed calls
+            (key ``None``) and each live key (its text), whose entries carry that ``"key"``
+            too (a keyed policy has the links of its config once per key).
     """
     found: dict[str, list[dict[str, Any]]] = {}
     for policy in live:
         for rank, link in policy.extras:
-            entry: dict[str, Any] = {"kind": link.kind, "name": link.name, "rank": rank}
-            get_stats = getattr(link, "get_stats", None)
-            if callable(get_stats):
-                try:
-                    entry["stats"] = get_stats()
-                except Exception as error:  # noqa: BLE001 - reported in the entry, and logged
-                    entry["stats_error"] = describe(error)
-                    _stats_failed(policy.name, link)
-            found.setdefault(policy.name, []).append(entry)
+            found.setdefault(policy.name, []).append(_link_entry(policy.name, rank, link))
+    for name, key, links in named:
+        for rank, link in links:
+            found.setdefault(name, []).append({**_link_entry(name, rank, link), "key": key})
     return found
+
+
+def _link_entry(policy: str, rank: int, link: Step) -> dict[str, Any]:
+    """Return one extra link's entry: ``kind``, ``name``, ``rank``, and its ``stats`` (or ``stats_error``)."""
+    entry: dict[str, Any] = {"kind": link.kind, "name": link.name, "rank": rank}
+    get_stats = getattr(link, "get_stats", None)
+    if callable(get_stats):
+        try:
+            entry["stats"] = get_stats()
+        except Exception as error:  # noqa: BLE001 - reported in the entry, and logged
+            entry["stats_error"] = describe(error)
+            _stats_failed(policy, link)
+    return entry
 
 
 def _stats_failed(policy: str, link: Step) -> None:

@@ -444,6 +444,19 @@ def test_a_source_or_path_of_the_wrong_type_is_refused_naming_it() -> None:
     assert loads(text, source="resilience.yaml").source == "resilience.yaml"
 
 
+def test_an_empty_source_or_path_is_refused_naming_it() -> None:
+    """An empty source names no file: refused as an empty name is (was: a ConfigFile with
+    ``source=""``, whose errors named no file and which ``apply_config`` recorded as the file at
+    ``os.path.abspath("")``, the current directory); an empty path is refused before any read
+    (was: "has no known suffix", or with a format the directory ``.`` read as a file)."""
+    text = "policies: {p: {timeout: 1s}}\n"
+    with pytest.raises(ValueError, match=r"^loads\.source must be a non-empty name or None, got ''"):
+        loads(text, source="")
+    with pytest.raises(ValueError, match=r"^load\.path must be a non-empty path, got ''"):
+        load("", format="yaml")
+    assert loads(text, source=None).source is None
+
+
 def test_an_unknown_suffix_raises_the_error_a_command_words_its_hint_from(tmp_path: Path) -> None:
     """load() raises UnknownFormatError, a ConfigError carrying the fault apart from load()'s hint; it pickles."""
     with pytest.raises(UnknownFormatError) as caught:

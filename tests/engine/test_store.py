@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from otel_resilience.engine.store import BoundedStore, key_text
+from otel_resilience.engine.store import HELD_LOOKS, BoundedStore, key_text
 
 
 class Item:
@@ -99,6 +99,73 @@ def test_idle_entries_holding_state_go_after_the_idle_ones_holding_none() -> Non
     add(s, "g")  # three hold state, one more than the capacity: the least recently used goes
     assert evicted == ["b", "c", "e", "kept"]
     assert [key for key, _ in s.items()] == ["d", "f", "g"]
+
+
+def test_an_entry_holding_state_is_asked_is_idle_again_just_before_it_goes() -> None:
+    """An ``is_idle`` that marks what it allows to evict, and a ``holds_state`` that unmarks what it keeps.
+
+    An entry evicted past the capacity of those holding state went with the mark its
+    ``holds_state`` had taken off (a keyed policy's key stayed live while evicted, its calls
+    counted in no totals).
+    """
+    marked: dict[str, bool] = {}
+    evicted: list[str] = []
+
+    def retire_if_idle(item: Item) -> bool:
+        marked[item.name] = not item.busy
+        return marked[item.name]
+
+    def holds_state(item: Item) -> bool:
+        if item.holds:
+            marked[item.name] = False
+        return item.holds
+
+    s = BoundedStore(
+        "Owner",
+        "cap",
+        1,
+        is_idle=retire_if_idle,
+        holds_state=holds_state,
+        on_evict=lambda key, _item: evicted.append(key),
+    )
+    add(s, "a").holds = True
+    add(s, "b").holds = True
+    add(s, "c")  # two idle entries hold state, one more than the capacity: "a" goes
+    assert evicted == ["a"]
+    assert marked["a"] is True
+    assert marked["b"] is False
+
+
+def test_an_eviction_sets_aside_a_bounded_number_of_entries_holding_state() -> None:
+    """When every idle entry holds state, adding one looks at HELD_LOOKS + 1 of them, not at every one.
+
+    Each add looked at every entry (O(capacity) calls of ``is_idle`` and ``holds_state`` under the
+    store's lock): a keyed policy of 1 000 keys whose limiters all gave permits lately took 6 ms
+    a new key, every call through the policy waiting for the lock meanwhile.
+    """
+    looks: list[str] = []
+    evicted: list[str] = []
+
+    def holds_state(item: Item) -> bool:
+        looks.append(item.name)
+        return True
+
+    s = BoundedStore(
+        "Owner",
+        "cap",
+        100,
+        is_idle=lambda item: not item.busy,
+        holds_state=holds_state,
+        on_evict=lambda key, _item: evicted.append(key),
+    )
+    for index in range(100):
+        add(s, str(index))
+    looks.clear()
+    for index in range(100, 110):
+        add(s, str(index))
+    assert len(looks) <= 10 * (HELD_LOOKS + 1)
+    assert len(evicted) == 10  # one an add: the oldest of those it set aside
+    assert len(s) == 100
 
 
 def test_a_use_past_the_capacity_keeps_an_idle_entry_holding_state() -> None:

@@ -158,7 +158,7 @@ def test_evicted_hosts_keep_their_counts(server: ScriptedHTTPServer) -> None:
         assert client.get(f"http://127.0.0.1:{server.port}/a").status_code == 200
     stats = manager.policy("downstream").get_stats()
     assert stats["keys"] == 1
-    assert stats["evicted_keys"] == 2
+    assert stats["evicted_keys"] == 1  # localhost: 127.0.0.1's breaker holds a failure, so it stays
     assert stats["executions"]["total"] == 3
     assert stats["circuit_breaker"]["total_failures"] == 1
     assert stats["circuit_breaker"]["total_successes"] == 2
