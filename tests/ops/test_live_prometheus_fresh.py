@@ -12,6 +12,9 @@ the exceptions, listed below.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -69,10 +72,9 @@ LEVELS = {
 allows before any call, a recovery rate of 1 while no action was made (nothing failed to recover)."""
 
 
-@pytest.fixture(scope="module")
-def fresh_service() -> Iterator[str]:
-    """The library's /metrics on 127.0.0.1, with named policies of every pattern and no call."""
-    alerts = AlertSystem(name="fresh-alerts")  # not the process-wide one: other tests count its alerts
+def _serve(stop: threading.Event) -> None:
+    """In the child: named policies of every pattern, and no call until ``stop``."""
+    alerts = AlertSystem(name="fresh-alerts")
     manager = ResilienceManager(alert_system=alerts)
     manager.recovery_system.register_recovery_rule(
         ConnectionError, RecoveryAction(strategy=RecoveryStrategy.FALLBACK, fallback_value="recovered")
@@ -91,13 +93,46 @@ def fresh_service() -> Iterator[str]:
         ),
     )
     manager.policy(f"{POLICY}-hedged", ResilienceConfig(hedging=HedgingConfig(delay=1.0), timeout=5.0))
-
-    def idle(stop: threading.Event) -> None:
-        stop.wait()
-
-    with served_metrics(idle) as address:
-        yield address
+    stop.wait()
     alerts.close()
+
+
+def _child() -> None:
+    """The fresh service's process: serve /metrics, print the address, stop when stdin closes."""
+    with served_metrics(_serve) as address:
+        print(address, flush=True)
+        sys.stdin.read()
+
+
+@pytest.fixture(scope="module")
+def fresh_service() -> Iterator[str]:
+    """The library's /metrics on 127.0.0.1, in a process of its own: named policies of every pattern, no call.
+
+    A process of its own: the test process holds what other tests made (breakers half open,
+    telemetry errors counted), which a fresh service has not.
+    """
+    tests = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_live_prometheus_fresh as t; t._child()"
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        try:
+            address = child.stdout.readline().strip()
+            assert address, f"the fresh service did not start (exit code {child.poll()})"
+            yield address
+        finally:
+            child.stdin.close()
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 @pytest.fixture(scope="module")
