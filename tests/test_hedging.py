@@ -10,9 +10,10 @@ import pytest
 from hedging_support import HANG, Dependency, Gate
 
 from otel_resilience import Hedging, HedgingConfig, PercentileDelay, RetryBudget
+from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.patterns.hedging import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MODES
-from otel_resilience.testing import AttemptRecorder, FakeClock
+from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 
 def hedging(clock: FakeClock | None = None, **config: object) -> Hedging:
@@ -47,6 +48,11 @@ def test_defaults_are_pinned() -> None:
         ({"mode": 1}, TypeError, "HedgingConfig.mode must be 'latency'"),
         ({"mode": "parallel", "max_attempts": 0}, ValueError, "HedgingConfig.max_attempts must be"),
         ({"mode": "parallel", "max_attempts": 11}, ValueError, "HedgingConfig.max_attempts must be <= 10"),
+        (
+            {"mode": "parallel", "max_attempts": 2**63},
+            ValueError,
+            "HedgingConfig.max_attempts must be <= 10,",
+        ),
         ({"mode": "parallel", "max_attempts": True}, TypeError, "HedgingConfig.max_attempts"),
         (
             {"mode": "parallel", "actions": (print, print)},
@@ -389,6 +395,29 @@ async def test_a_judgment_that_raises_ends_the_execution_with_its_error() -> Non
     with pytest.raises(RuntimeError, match="cannot judge 'x'"):
         await h.call(dependency)
     assert dependency.cancelled == [1]
+
+
+@pytest.mark.parametrize("judged", ["original", "hedge"])
+async def test_an_execution_a_judgment_ended_is_no_win_but_a_failure(judged: str) -> None:
+    """What a judgment raises answers nothing: the execution counts in ``failed``, no attempt won.
+
+    The pipeline counts it a failure (its error); the hedging's counts and the
+    ``resilience.hedging.won`` event agree, so that a broken predicate never shows as a hedge
+    that paid off.
+    """
+
+    def judge(result: object) -> bool:
+        if result == "x":
+            raise RuntimeError("cannot judge 'x'")
+        return True  # set aside: the next attempt starts
+
+    script = ("x",) if judged == "original" else ("set aside", "x")
+    h = hedging(mode="fallback", hedge_on_result=judge)
+    with EventRecorder() as events, pytest.raises(RuntimeError, match="cannot judge 'x'"):
+        await h.call(Dependency(*script))
+    stats = h.get_stats()
+    assert (stats["original_wins"], stats["hedge_wins"], stats["failed"]) == (0, 0, 1)
+    assert events.of(Event.HEDGE_WON) == []
 
 
 # --- attempts in the execution ---------------------------------------------------------------

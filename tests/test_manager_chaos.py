@@ -111,6 +111,25 @@ def test_a_switched_off_config_keeps_its_link_to_be_switched_on() -> None:
     assert kinds(ResilienceManager(), config) == ["chaos"]
 
 
+async def test_a_chaos_instance_placed_outside_the_retry_injects_a_fault_that_is_not_retried(
+    driver: str,
+) -> None:
+    """``ExtraStrategy(chaos.as_strategy, outside="retry")``: one injection per execution, not retried."""
+    manager, calls = ResilienceManager(), []
+    chaos = Chaos(f"outer-{next(_ids)}", ChaosConfig(fault_rate=1.0, fault=ConnectionError))
+    config = ResilienceConfig(
+        name=f"placed-{next(_ids)}",
+        retry_policy=retry(3),
+        extra_strategies=(ExtraStrategy(chaos.as_strategy, outside="retry"),),
+    )
+    assert kinds(manager, config) == ["chaos", "retry"]
+    with pytest.raises(ConnectionError):
+        await run(manager, driver, config, calls)
+    assert calls == []
+    stats = chaos.get_stats()
+    assert (stats["runs"], stats["faults"]) == (1, 1)
+
+
 async def test_an_injected_fault_is_retried_counted_by_the_breaker_and_answered_by_the_fallback(
     driver: str,
 ) -> None:

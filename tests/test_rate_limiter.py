@@ -386,6 +386,19 @@ async def test_guard_takes_a_permit_before_the_block(clock):
     assert ran == ["sync", "async"]
 
 
+async def test_a_kept_guard_serves_one_block_at_a_time(clock):
+    """One guard serves block after block, each taking its own permit; not two blocks at once."""
+    limiter = limiter_of(clock, rate=1.0, burst=3)
+    guard = limiter.guard()
+    with guard:
+        pass
+    async with guard:
+        pass
+    with guard, pytest.raises(RuntimeError, match="one block at a time"), guard:
+        pass  # pragma: no cover - the second entry raises
+    assert limiter.get_stats()["admitted"] == 3
+
+
 async def test_guard_waits_for_its_permit(clock):
     """A guard waits like a call, for exactly the time its permit needs."""
     limiter = limiter_of(clock, rate=2.0, burst=1, max_wait=1.0)

@@ -219,12 +219,18 @@ def fail(
     return kind(f"{owner}.{field} must be {rule}, got {shown}")
 
 
-def check_int(owner: str, field: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an ``int`` (not a ``bool``) ``>= minimum`` and ``<=`` :data:`MAX_COUNT`."""
+def check_int(owner: str, field: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) ``>= minimum`` and ``<=`` :data:`MAX_COUNT`.
+
+    ``maximum`` (at most :data:`MAX_COUNT`) is the field's own upper bound, named in the error
+    of any value above it, however large.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(owner, field, "an int", value, kind=TypeError)
     if value < minimum:
         raise fail(owner, field, f">= {minimum}", value)
+    if maximum is not None and value > maximum:
+        raise fail(owner, field, f"<= {maximum}", value)
     if value > MAX_COUNT:
         raise fail(owner, field, f"<= {MAX_COUNT} (sys.maxsize)", value)
     return value

@@ -218,9 +218,7 @@ class HedgingConfig:
             raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode, kind=TypeError)
         if mode not in MODES:
             raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode)
-        check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)
-        if self.max_attempts > MAX_ATTEMPTS_LIMIT:
-            raise fail(_OWNER, "max_attempts", f"<= {MAX_ATTEMPTS_LIMIT}", self.max_attempts)
+        check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS_LIMIT)
         self._check_delay()
         self._check_actions()
         hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")

@@ -108,8 +108,9 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
             deadline or a rejection by the policy's own breaker, bulkhead or rate limiter),
             ``original_wins`` and ``hedge_wins``
             (executions answered by the original, by a hedge), ``failed`` (executions with no
-            acceptable outcome, or ended by an attempt of a function that does not fit the
-            driver: the ``TypeError`` the caller gets, after which no hedge starts) and
+            acceptable outcome, ended by a ``hedge_on`` or ``hedge_on_result`` that raised (its
+            error, which answers nothing), or ended by an attempt of a function that does not
+            fit the driver: the ``TypeError`` the caller gets, after which no hedge starts) and
             ``cancelled``.
         """
         return self._core.snapshot()

@@ -254,15 +254,21 @@ class _Race(Hedge):
     ``HEDGE_STARTED`` event). A race that ends before then (a delay function that raised, a
     cancellation: its task cancelled before it ran) gives the withdrawal back, and the hedge is
     counted nowhere: what the counts show is what ran.
+
+    An attempt whose judgment raised (``hedge_on`` or ``hedge_on_result``) ends the execution
+    with that error, which the race takes as its answer: it answered nothing, so it is no win
+    (no ``HEDGE_WON``) and the execution counts in ``failed``, as the pipeline counts its error.
     """
 
-    __slots__ = ("_core", "_original", "_pending", "_started", "_telemetry")
+    __slots__ = ("_core", "_misjudged", "_original", "_pending", "_started", "_telemetry")
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.config.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
         self._core = core
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None
+        self._misjudged: ExecutionContext | None = None
+        """The attempt whose judgment raised (:meth:`accepts`): its error ends the execution."""
         self._started = 0
         self._pending: list[tuple[ExecutionContext, object, str]] | None = None
         """The hedges started and not entered yet, with their withdrawals and triggers."""
@@ -337,9 +343,19 @@ class _Race(Hedge):
                     telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
                 return
 
-    def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
-        """Judge the outcome by the config's ``hedge_on`` and ``hedge_on_result``."""
-        return self._core.accepts(result, error)
+    def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:
+        """Judge the outcome by the config's ``hedge_on`` and ``hedge_on_result``.
+
+        What a judgment raises is re-raised (the race ends the execution with it, unless an
+        attempt won already); the first such attempt is remembered as no answer (:meth:`leave`,
+        :meth:`end`).
+        """
+        try:
+            return self._core.accepts(result, error)
+        except Exception:
+            if self._misjudged is None:
+                self._misjudged = attempt
+            raise
 
     def leave(
         self,
@@ -353,10 +369,16 @@ class _Race(Hedge):
         """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope.
 
         The winner is marked only when another attempt ran beside it: a hedge still pending (its
-        task had not run when the race was won) never runs, and is no attempt it beat.
+        task had not run when the race was won) never runs, and is no attempt it beat; nor is one
+        whose judgment raised (:meth:`accepts`), which answered nothing.
         """
         telemetry, core = self._telemetry, self._core
-        if won and self._started - len(self._pending or ()) > 1 and telemetry.hub.event_listeners:
+        if (
+            won
+            and self._started - len(self._pending or ()) > 1
+            and telemetry.hub.event_listeners
+            and attempt is not self._misjudged
+        ):
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
             telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
         if scope is None:
@@ -381,7 +403,7 @@ class _Race(Hedge):
             if core.budget is not None:
                 for _, withdrawal, _ in pending:
                     core.give_back(withdrawal)
-        if winner is not None:
+        if winner is not None and winner is not self._misjudged:
             next(core.original_wins if winner is self._original else core.hedge_wins)
         elif error is not None and not isinstance(error, Exception):
             next(core.cancelled)

@@ -147,7 +147,8 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         the limiter's own pipeline. Use it where the limited work is not one function call.
 
         Returns:
-            A single-use guard.
+            A guard that serves one block at a time (each entry takes a permit): keep it for
+            block after block, or make one per block that may run beside another.
         """
         return Guard(self._pipeline)
 
