@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import FrozenInstanceError
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -131,6 +133,19 @@ def test_count_window_size_is_bounded_at_construction() -> None:
         ValueError, match=rf"^CountWindow\.size must be <= {MAX_WINDOW_SIZE}, got 1000000000$"
     ):
         CountWindow(size=10**9)
+
+
+@pytest.mark.parametrize(
+    ("window", "field", "bound"),
+    [
+        (lambda n: CountWindow(size=n), "CountWindow.size", MAX_WINDOW_SIZE),
+        (lambda n: TimeWindow(buckets=n), "TimeWindow.buckets", 1000),
+    ],
+)
+def test_a_window_bound_is_named_however_large_the_value(window: Any, field: str, bound: int) -> None:
+    """A value past ``sys.maxsize`` is told the window's own bound, not ``sys.maxsize``'s."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)} must be <= {bound}, got "):
+        window(2**64)
 
 
 def test_time_window_narrow_buckets_name_seconds() -> None:

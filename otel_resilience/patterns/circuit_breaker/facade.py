@@ -147,7 +147,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         function call.
 
         Returns:
-            A single-use guard.
+            A guard that serves one block at a time (each entry is admitted as a call): keep it
+            for block after block, or make one per block that may run beside another.
         """
         return Guard(self._pipeline)
 

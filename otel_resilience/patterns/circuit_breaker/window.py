@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol, final
 
 from otel_resilience.engine.sliding import MIN_BUCKET_WIDTH, SlidingCounts, check_bucket_width
-from otel_resilience.engine.validation import check_duration, check_int, fail
+from otel_resilience.engine.validation import check_duration, check_int
 
 __all__ = [
     "MAX_BUCKETS",
@@ -195,9 +195,7 @@ class CountWindow:
     one byte per call, per breaker, so per key of a keyed policy). The default is 100."""
 
     def __post_init__(self) -> None:
-        size = check_int(_COUNT, "size", self.size, minimum=1)
-        if size > MAX_WINDOW_SIZE:
-            raise fail(_COUNT, "size", f"<= {MAX_WINDOW_SIZE}", size)
+        check_int(_COUNT, "size", self.size, minimum=1, maximum=MAX_WINDOW_SIZE)
 
     def metrics(self) -> WindowMetrics:
         """Return a new, empty runtime window (a :class:`CountWindowMetrics`)."""
@@ -237,9 +235,7 @@ class TimeWindow:
     def __post_init__(self) -> None:
         seconds = check_duration(_TIME, "seconds", self.seconds)
         object.__setattr__(self, "seconds", seconds)
-        buckets = check_int(_TIME, "buckets", self.buckets, minimum=1)
-        if buckets > MAX_BUCKETS:
-            raise fail(_TIME, "buckets", f"<= {MAX_BUCKETS}", buckets)
+        buckets = check_int(_TIME, "buckets", self.buckets, minimum=1, maximum=MAX_BUCKETS)
         check_bucket_width(_TIME, "seconds", seconds, buckets)
 
     def metrics(self) -> WindowMetrics:
