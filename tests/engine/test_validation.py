@@ -172,7 +172,6 @@ COUNTS_IN_USE: list[tuple[Callable[[int], object], str]] = [
     (lambda n: AlertConfig(recovery_window=n), "AlertConfig.recovery_window"),
     (lambda n: ErrorRecoverySystem(pattern_threshold=n), "RecoveryConfig.pattern_threshold"),
     (lambda n: PercentileDelay(0.1, samples=n), "PercentileDelay.samples"),
-    (lambda n: CountWindow(n), "CountWindow.size"),
     (lambda n: RateLimiterConfig(rate=1.0, burst=n), "RateLimiterConfig.burst"),
     (lambda n: BulkheadConfig(max_concurrent=n), "BulkheadConfig.max_concurrent"),
 ]
