@@ -16,7 +16,6 @@ from otel_resilience import (
     AlertSystem,
     BulkheadConfig,
     ChaosConfig,
-    CountWindow,
     ErrorRecoverySystem,
     PercentileDelay,
     RateLimiterConfig,
