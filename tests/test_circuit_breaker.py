@@ -823,6 +823,30 @@ async def test_registered_for_lookup_by_name(clock: FakeClock) -> None:
     assert breaker.state is CircuitState.OPEN
 
 
+@pytest.mark.parametrize("mode", ["disable", "metrics_only"])
+async def test_an_isolation_leaves_an_operators_mode_as_it_is(
+    clock: FakeClock, recorder: EventRecorder, driver: str, mode: str
+) -> None:
+    """disable() and metrics_only() last until reset(): recovery's isolation neither opens nor reports.
+
+    Nothing opens a disabled breaker and a breaker in shadow mode rejects no call (a trip
+    published late by another replica leaves them as they are too); an operator's own
+    force_open() still opens it.
+    """
+    breaker = make(clock, f"operator-{mode}")
+    getattr(breaker, mode)()
+    state = breaker.state
+    reported = changes(recorder, breaker.name)
+    breaker.force_open(30.0, reason="isolated")
+    breaker.force_open(reason="isolated")
+    assert breaker.state is state
+    assert await invoke(breaker, driver, ok) == "ok"
+    assert changes(recorder, breaker.name) == reported
+    assert breaker.stats.total_rejected == 0
+    breaker.force_open(30.0)
+    assert breaker.state is CircuitState.OPEN
+
+
 # -- telemetry -------------------------------------------------------------------------------
 
 

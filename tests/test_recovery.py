@@ -31,7 +31,7 @@ from otel_resilience.errors import (
     RecoveryEscalatedError,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig, CircuitState
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.patterns.recovery import (
     DEFAULT_DELAY,
     DEFAULT_ISOLATE_DURATION,
@@ -950,6 +950,24 @@ async def test_isolate_forces_the_named_breaker_open(driver: str, clock: FakeClo
     assert caught.value is flaky.raised[0]
     assert breaker.opened == [(45.0, "isolated")]
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
+
+
+async def test_isolate_leaves_a_breaker_an_operator_switched_off_as_it_is(
+    driver: str, clock: FakeClock
+) -> None:
+    """ISOLATE never opens a breaker in disable() or metrics_only() mode: both last until reset()."""
+    system = ErrorRecoverySystem(clock=clock)
+    for mode in ("disable", "metrics_only"):
+        breaker = CircuitBreaker(unique(mode), clock=clock)
+        getattr(breaker, mode)()
+        state = breaker.state
+        system.register_recovery_rule(
+            ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=breaker.name)
+        )
+        with pytest.raises(ConnectionError):
+            await run(system, driver, Flaky(1))
+        assert breaker.state is state
+        assert breaker.call_sync(lambda: "served") == "served"
 
 
 async def test_isolate_falls_back_on_the_context_breaker(driver: str, clock: FakeClock) -> None:

@@ -172,6 +172,40 @@ def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], 
         RetryPolicy(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        (  # the default no_retry_on excludes every rejection: the named one would never be retried
+            {"retry_on": CircuitOpenError},
+            (
+                r"RetryPolicy\.no_retry_on must be disjoint from retry_on \(it excludes the retried "
+                r"\(<class 'otel_resilience\.errors\.CircuitOpenError'>,\)\), "
+                r"got \(<class 'otel_resilience\.errors\.ExecutionRejectedError'>,\)"
+            ),
+        ),
+        (
+            {"retry_on": (ConnectionError, TimeoutError), "no_retry_on": OSError},
+            (
+                r"RetryPolicy\.no_retry_on must be disjoint from retry_on \(it excludes the retried "
+                r"\(<class 'ConnectionError'>, <class 'TimeoutError'>\)\)"
+            ),
+        ),
+    ],
+)
+def test_a_retried_type_no_retry_on_excludes_is_refused(kwargs: dict[str, Any], pattern: str) -> None:
+    """An error type named in retry_on that no_retry_on excludes would never be retried: refused.
+
+    no_retry_on wins over retry_on, so such a type is silently dead; a narrower exclusion (a
+    subclass of a retried type) stays valid, and no_retry_on=() retries rejections.
+    """
+    with pytest.raises(ValueError, match=pattern):
+        RetryPolicy(**kwargs)
+    assert RetryPolicy(retry_on=OSError, no_retry_on=ConnectionRefusedError).no_retry_on == (
+        ConnectionRefusedError,
+    )
+    assert RetryPolicy(retry_on=CircuitOpenError, no_retry_on=()).retry_on == (CircuitOpenError,)
+
+
 def test_timedeltas_and_enum_strings_are_normalised() -> None:
     """Durations given as timedelta become float seconds; enum strings become members."""
     policy = RetryPolicy(

@@ -33,6 +33,7 @@ __all__ = [
     "ExceptionTypeCollection",
     "check_callable",
     "check_called_with",
+    "check_disjoint",
     "check_duration",
     "check_error_selector",
     "check_exception_types",
@@ -436,6 +437,33 @@ def check_exception_types(
         check_predicate(owner, field, value)
         return value
     raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
+
+
+def check_disjoint(
+    owner: str, field: str, covering: tuple[type, ...], *, other: str, covered: tuple[type, ...], verb: str
+) -> None:
+    """Refuse types ``covering`` (``field``) that take every error of a type of ``covered`` (``other``).
+
+    The one rule of a selector that wins over another (a breaker's ``ignore_exceptions`` over its
+    ``record_exceptions``, a retry's ``no_retry_on`` over its ``retry_on``): a type the second names
+    whose every error the first takes would be named for nothing, so the pair is refused. A
+    narrower type in ``covering`` (a subclass of a type of ``covered``) carves an exception out,
+    and is valid.
+
+    Args:
+        owner: The configuration class, for the message.
+        field: The winning field, for the message.
+        covering: Its exception types.
+        other: The field it wins over, for the message.
+        covered: That field's exception types.
+        verb: What ``field`` does to them, for the message (``"ignores the recorded"``).
+
+    Raises:
+        ValueError: A type of ``covered`` is a subclass of one of ``covering``.
+    """
+    hidden = tuple(kind for kind in covered if issubclass(kind, covering))
+    if hidden:
+        raise fail(owner, field, f"disjoint from {other} (it {verb} {hidden!r})", covering)
 
 
 def check_error_selector(

@@ -40,6 +40,14 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: count, size: 5}\n",
         "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be <= sliding_window.size (5), got 10",
     ),
+    (  # a retried type the default no_retry_on excludes would never be retried: the default's path
+        POLICY + "    retry:\n      retry_on: [otel_resilience.CircuitOpenError]\n",
+        (
+            "f.yaml:3: policies.p.retry.no_retry_on must be disjoint from retry_on (it excludes the retried "
+            "(<class 'otel_resilience.errors.CircuitOpenError'>,)), "
+            "got (<class 'otel_resilience.errors.ExecutionRejectedError'>,)"
+        ),
+    ),
     (  # a rate setting without a window would be ignored: refused at its own line
         POLICY + "    circuit_breaker:\n      failure_threshold: 3\n      failure_rate_threshold: 0.2\n",
         "f.yaml:5: policies.p.circuit_breaker.failure_rate_threshold must be None unless sliding_window is set, got 0.2",

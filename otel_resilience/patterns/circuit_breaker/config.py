@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
+    check_disjoint,
     check_duration,
     check_error_selector,
     check_int,
@@ -179,14 +180,14 @@ class CircuitBreakerConfig:
             if rejections:
                 expected = f"errors of the dependency ({rejections!r} never called it: always ignored)"
                 raise fail(_OWNER, "record_exceptions", expected, record)
-            covered = tuple(t for t in record if issubclass(t, ignore))
-            if covered:
-                raise fail(
-                    _OWNER,
-                    "ignore_exceptions",
-                    f"disjoint from record_exceptions (it ignores the recorded {covered!r})",
-                    ignore,
-                )
+            check_disjoint(
+                _OWNER,
+                "ignore_exceptions",
+                ignore,
+                other="record_exceptions",
+                covered=record,
+                verb="ignores the recorded",
+            )
 
     def _check_window(self) -> None:
         """Validate the sliding-window fields, the result predicate and the break durations."""

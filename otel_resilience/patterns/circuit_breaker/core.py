@@ -331,15 +331,16 @@ class _BreakerCore:
 
         An isolation (``reason="isolated"``: recovery's ISOLATE) keeps the breaker open *at
         least* that long and never shortens an opening: a breaker already OPEN until then or
-        later (a trip, an operator's opening until reset) is left as it is.
+        later (a trip, an operator's opening until reset) is left as it is. Nor does it override
+        an operator's mode: a DISABLED or METRICS_ONLY breaker stays so until :meth:`reset`.
         """
         open_for = math.inf if duration is None else duration
         with self._lock or self._make_lock():
             current = self._permit
-            if (
-                reason == _REASON_ISOLATED
-                and current.state is _OPEN
-                and current.opened_until >= self._clock.now() + open_for
+            if reason == _REASON_ISOLATED and (
+                current.state is _DISABLED
+                or current.state is _METRICS_ONLY
+                or (current.state is _OPEN and current.opened_until >= self._clock.now() + open_for)
             ):
                 return
             change = self._transition_locked(_OPEN, reason, open_for)

@@ -167,7 +167,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
                 HALF_OPEN as after a trip; ``None`` keeps it OPEN until :meth:`reset`.
             reason: The ``reason`` of the reported state change: ``"forced"`` (an operator) or
                 ``"isolated"`` (the recovery system's ISOLATE action, which never shortens an
-                opening: a breaker already OPEN for ``duration`` or longer is left as it is).
+                opening: a breaker already OPEN for ``duration`` or longer is left as it is; nor
+                does it open a breaker :meth:`disable` or :meth:`metrics_only` switched, until
+                :meth:`reset`).
 
         Raises:
             TypeError: ``duration`` is not a number or ``timedelta``.

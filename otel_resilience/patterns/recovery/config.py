@@ -95,7 +95,8 @@ class RecoveryAction:
     isolate_duration: float = DEFAULT_ISOLATE_DURATION
     """ISOLATE: seconds the breaker stays forced open at least, > 0 (a ``timedelta`` is accepted).
     An opening that lasts longer already (a trip, an operator's opening until reset) is kept, never
-    shortened. Default 30.0 s."""
+    shortened; a breaker an operator switched to ``disable()`` or ``metrics_only()`` is left so.
+    Default 30.0 s."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a

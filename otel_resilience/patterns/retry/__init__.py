@@ -23,7 +23,8 @@ How it behaves, and why:
   ``KeyboardInterrupt`` and ``SystemExit`` are never caught. Rejections
   (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full bulkhead) are
   not retried by default: the dependency was not even called, and retrying a rejection only
-  hammers the protection. :attr:`RetryPolicy.no_retry_on` wins over :attr:`RetryPolicy.retry_on`.
+  hammers the protection. :attr:`RetryPolicy.no_retry_on` wins over :attr:`RetryPolicy.retry_on`,
+  so a type ``retry_on`` names that ``no_retry_on`` excludes whole is refused at construction.
   Nor is what a call hands back on its way out of its task's cancellation: an error raised while
   the ``CancelledError`` was handled
   (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), or a retried result it

@@ -19,6 +19,7 @@ from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
     check_called_with,
+    check_disjoint,
     check_duration,
     check_error_selector,
     check_exception_types,
@@ -160,6 +161,8 @@ class RetryPolicy:
     result (the HTTP integrations close a failed response left open). Default: ``(Exception,)``."""
     no_retry_on: ErrorSelector = (ExecutionRejectedError,)
     """Errors never retried, even if ``retry_on`` matches them: types or a predicate.
+    A type ``retry_on`` names that it excludes whole (a subclass of one of its types) is refused
+    (``ValueError``): it would never be retried; to retry rejections, set ``no_retry_on=()``.
     Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""
     retry_on_result: ResultPredicate | None = None
     """``(result) -> bool``; ``True`` retries the result, and the last one is returned when
@@ -237,6 +240,15 @@ class RetryPolicy:
         if not isinstance(no_retry_on, tuple):
             check_called_with(_OWNER, "no_retry_on", no_retry_on, "error")
         object.__setattr__(self, "no_retry_on", no_retry_on)
+        if isinstance(retry_on, tuple) and isinstance(no_retry_on, tuple):
+            check_disjoint(
+                _OWNER,
+                "no_retry_on",
+                no_retry_on,
+                other="retry_on",
+                covered=retry_on,
+                verb="excludes the retried",
+            )
         check_predicate(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
         check_called_with(_OWNER, "retry_on_result", self.retry_on_result, "result")
         if retry_on == () and self.retry_on_result is None:
