@@ -270,8 +270,11 @@ def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = 
         allow_zero: Whether ``0`` is accepted (e.g. a zero retry delay).
 
     Returns:
-        The duration in seconds as a ``float``.
+        The duration in seconds as a ``float``: ``value`` itself when it is a positive ``float``
+        in range (no copy held per config that checks one again, a step's ``seconds``).
     """
+    if type(value) is float and 0.0 < value <= MAX_DURATION:
+        return value
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
