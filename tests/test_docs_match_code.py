@@ -87,6 +87,28 @@ def test_operations_lists_every_rule_option() -> None:
     assert sorted(listed) == sorted(field.name for field in dataclasses.fields(RuleOptions))
 
 
+def test_operations_alert_table_gives_each_alert_its_for_and_severity() -> None:
+    """The `for` and severity columns of docs/operations.md's alert table are those of the shipped rules."""
+    from otel_resilience.ops import alert_rules  # noqa: PLC0415 - the rules need the ops extra
+
+    rules: dict[str, list[tuple[str, str]]] = {}
+    for group in alert_rules.rules_document(1.0)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rules.setdefault(rule["alert"], []).append(
+                    (rule.get("for", "0s"), rule["labels"]["severity"])
+                )
+    table = {
+        name: (durations, severities)
+        for name, durations, severities in re.findall(
+            r"^\| `(Resilience\w+)` \| .*? \| ([^|]*?) \| ([^|]*?) \|$", OPERATIONS, re.MULTILINE
+        )
+    }
+    assert sorted(table) == sorted(rules)
+    for name, found in rules.items():
+        assert table[name] == (" / ".join(d for d, _ in found), " / ".join(s for _, s in found)), name
+
+
 def _public() -> list[tuple[str, Any]]:
     """Every public name of the package and of its HTTP integrations, with its methods."""
     found: list[tuple[str, Any]] = []

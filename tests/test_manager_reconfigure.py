@@ -14,6 +14,7 @@ from support import freed_on_a_closed_loop, until_sync
 from otel_resilience import (
     BulkheadConfig,
     BulkheadFullError,
+    BulkheadTimeoutError,
     CircuitBreakerConfig,
     CircuitOpenError,
     CountWindow,
@@ -825,3 +826,159 @@ def test_a_key_whose_catch_up_fails_is_not_left_busy(manager: ResilienceManager)
     assert policy.for_key("other").execute_sync(boom) == "new"
     assert policy.keys == 1  # the newcomer, idle, made way
     assert policy.get_stats()["evicted_keys"] == 1
+
+
+async def test_a_smaller_max_waiting_keeps_the_queued_calls_and_refuses_new_ones_until_below_it(
+    manager: ResilienceManager,
+) -> None:
+    """Three queued calls stay queued after a reload to a queue of one; a new call queues only below it."""
+
+    def pool(queue: int) -> ResilienceConfig:
+        return ResilienceConfig(
+            bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=queue, timeout=60.0)
+        )
+
+    policy = manager.policy("queue", pool(3))
+    view = policy.for_key("k")
+    gates = [asyncio.Event() for _ in range(4)]
+    tasks = [asyncio.create_task(view.execute(gate.wait)) for gate in gates]
+    await asyncio.sleep(0)
+    bulkhead = view.bulkhead
+    assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 3)
+    manager.reconfigure("queue", pool(1))
+    assert view.bulkhead is bulkhead
+    assert (bulkhead.stats.waiting, bulkhead.stats.max_waiting) == (3, 1)
+    for held in range(3):  # 3, 2, then 1 queued: none below the new limit of 1
+        with pytest.raises(BulkheadFullError):
+            await view.execute(asyncio.sleep, 0)
+        gates[held].set()
+        await tasks[held]
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 0)
+    late = asyncio.create_task(view.execute(asyncio.sleep, 0, "queued"))
+    await asyncio.sleep(0)
+    assert bulkhead.stats.waiting == 1  # below the new limit: it queues
+    gates[3].set()
+    assert await late == "queued"
+    await asyncio.gather(*tasks)
+    assert not any(task.cancelled() for task in tasks)
+
+
+async def test_a_new_queue_timeout_applies_to_the_calls_that_queue_after_the_reload(
+    manager: ResilienceManager,
+) -> None:
+    """A call queued before the reload keeps its queue timeout; one queued after it has the new one."""
+
+    def pool(timeout: float) -> ResilienceConfig:
+        return ResilienceConfig(
+            bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=timeout)
+        )
+
+    policy = manager.policy("queue-timeout", pool(60.0))
+    gate = asyncio.Event()
+    running = asyncio.create_task(policy.execute(gate.wait))
+    await asyncio.sleep(0)
+    queued_before = asyncio.create_task(policy.execute(asyncio.sleep, 0, "before"))
+    await asyncio.sleep(0)
+    manager.reconfigure("queue-timeout", pool(0.01))
+    with pytest.raises(BulkheadTimeoutError):
+        await policy.execute(asyncio.sleep, 0)
+    assert not queued_before.done()  # still within its 60 s
+    gate.set()
+    await running
+    assert await queued_before == "before"
+
+
+def test_a_lower_failure_threshold_trips_at_the_next_counted_failure(manager: ResilienceManager) -> None:
+    """Three failures under a threshold of 5, then a reload to 2: the reload opens nothing, the next failure does."""
+
+    def breaker(threshold: int) -> ResilienceConfig:
+        return ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=threshold))
+
+    view = manager.policy("lowered", breaker(5)).for_key("k")
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    manager.reconfigure("lowered", breaker(2))
+    assert view.circuit_breaker.state is CircuitState.CLOSED
+    with pytest.raises(ConnectionError):
+        view.execute_sync(boom)
+    assert view.circuit_breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        view.execute_sync(boom)
+
+
+def test_the_window_contents_carry_over_when_the_window_is_unchanged(manager: ResilienceManager) -> None:
+    """Two failures and a success in a count window, a reload of the timeout: one more failure opens it."""
+
+    def breaker(timeout: float) -> ResilienceConfig:
+        window = CountWindow(10)
+        return ResilienceConfig(
+            circuit_breaker=CircuitBreakerConfig(
+                sliding_window=window, minimum_calls=4, failure_rate_threshold=0.5, timeout=timeout
+            )
+        )
+
+    view = manager.policy("windowed", breaker(5.0)).for_key("k")
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    view.execute_sync(lambda: None)
+    manager.reconfigure("windowed", breaker(9.0))
+    with pytest.raises(ConnectionError):
+        view.execute_sync(boom)  # the fourth call in the window: 3 of 4 failed
+    assert view.circuit_breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_rate_limiter_reload_counts_the_time_before_it_at_the_old_rate(
+    manager: ResilienceManager, clock: FakeClock, algorithm: str
+) -> None:
+    """Five seconds at 1 permit/s, then a reload to 100/s: the bucket holds five permits, not a full burst.
+
+    A sliding window judges its admissions over the new window (burst / rate = 0.1 s): the ten
+    of five seconds ago have left it.
+    """
+
+    def limited(rate: float) -> ResilienceConfig:
+        return ResilienceConfig(rate_limiter=RateLimiterConfig(rate=rate, burst=10, algorithm=algorithm))
+
+    view = manager.policy(f"paced-{algorithm}", limited(1.0)).for_key("k")
+    for _ in range(10):
+        view.execute_sync(lambda: None)
+    clock.advance(5.0)
+    manager.reconfigure(f"paced-{algorithm}", limited(100.0))
+    admitted = 0
+    while admitted < 20:
+        try:
+            view.execute_sync(lambda: None)
+        except RateLimitedError:
+            break
+        admitted += 1
+    assert admitted == (5 if algorithm == "token_bucket" else 10)
+
+
+def test_the_probe_successes_of_a_half_open_breaker_carry_over(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """Two of three probe successes before a reload, one after: the breaker closes (its count was kept)."""
+
+    def breaker(probes: int) -> ResilienceConfig:
+        return ResilienceConfig(
+            circuit_breaker=CircuitBreakerConfig(
+                failure_threshold=1, timeout=10.0, success_threshold=3, half_open_max_calls=probes
+            )
+        )
+
+    view = manager.policy("probing", breaker(1)).for_key("k")
+    with pytest.raises(ConnectionError):
+        view.execute_sync(boom)
+    clock.advance(11.0)
+    for _ in range(2):
+        view.execute_sync(lambda: None)
+    assert view.circuit_breaker.state is CircuitState.HALF_OPEN
+    manager.reconfigure("probing", breaker(2))
+    assert view.circuit_breaker.state is CircuitState.HALF_OPEN
+    view.execute_sync(lambda: None)
+    assert view.circuit_breaker.state is CircuitState.CLOSED

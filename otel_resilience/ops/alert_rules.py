@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -451,7 +452,9 @@ class RuleOptions:
 
 def _check_duration(where: str, duration: str) -> None:
     if not _is_duration(duration):
-        raise ValueError(f"{where} must be a Prometheus duration such as '5m', got {duration!r}")
+        raise ValueError(
+            f"{where} must be a Prometheus duration such as '5m' (at most 292y), got {duration!r}"
+        )
 
 
 # --- names, all derived ---------------------------------------------------------------------
@@ -639,8 +642,19 @@ def _events(selector: str, window: str, by: Sequence[str], scale: float = 1.0) -
     )
 
 
+def _exact(value: float) -> str:
+    """``value`` as the rules write a threshold: short (``0.5``, ``3``), yet every digit kept.
+
+    ``:g`` alone keeps six significant digits, so an option set to ``0.1234567`` would be
+    compared as ``0.123457``.
+    """
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def _pct(ratio: float) -> str:
-    return f"{ratio:.0%}"
+    """``ratio`` as a percentage, every digit kept (``0.125`` is ``12.5%``, ``0.001`` is ``0.1%``)."""
+    return f"{_exact(round(ratio * 100, 9))}%"
 
 
 _DURATION: Final = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
@@ -656,9 +670,20 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(duration))
 
 
+_UNIT_MILLIS: Final = {unit: round(seconds * 1000) for unit, seconds in _UNIT_SECONDS.items()}
+_LONGEST_NANOS: Final = 2**63 - 1
+"""Prometheus holds a duration in int64 nanoseconds (about 292 years); a longer one is out of range."""
+
+
 def _is_duration(text: str) -> bool:
-    """Return whether ``text`` is a duration Prometheus accepts (``"5m"``, ``"1h30m"``; not ``"30s5m"``)."""
-    return bool(text) and _PROMETHEUS_DURATION.fullmatch(text) is not None
+    """Return whether ``text`` is a duration Prometheus accepts (``"5m"``, ``"1h30m"``; not ``"30s5m"``).
+
+    Nor one longer than Prometheus can hold (:data:`_LONGEST_NANOS`, about 292 years).
+    """
+    if not text or _PROMETHEUS_DURATION.fullmatch(text) is None:
+        return False
+    millis = sum(int(n) * _UNIT_MILLIS[unit] for n, unit in _DURATION.findall(text))
+    return millis * 1_000_000 <= _LONGEST_NANOS
 
 
 def _check_time_scale(time_scale: float) -> float:
@@ -771,8 +796,8 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
     w = scale_duration(RATE_WINDOW, scale)
     ratio_for = scale_duration(o.ratio_alert_for, scale)
     outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
-    guard = f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}"
-    traffic = f"with at least {o.min_execution_rate:g} executions/s"
+    guard = f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}"
+    traffic = f"with at least {_exact(o.min_execution_rate)} executions/s"
     return (
         RecordingRule(
             R_EXECUTIONS_BY_OUTCOME, f"sum by ({job}, {_POLICY}, {_OUTCOME}) (rate({_EXECUTIONS}[{w}]))"
@@ -793,19 +818,19 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
         RecordingRule(R_TIMEOUT_RATIO, f"{R_TIMEOUTS} / ({R_EXECUTIONS} > 0)"),
         AlertRule(
             A_RETRY_STORM,
-            f"{R_RETRY_RATIO} > {o.retry_storm_ratio:g}\n{guard}",
+            f"{R_RETRY_RATIO} > {_exact(o.retry_storm_ratio)}\n{guard}",
             ratio_for,
             "warning",
             f"Retry storm in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
             f"Policy {{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} made "
             '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (above "
-            f"{o.retry_storm_ratio:g} for {ratio_for}, {traffic}): retries multiply the load on a "
+            f"{_exact(o.retry_storm_ratio)} for {ratio_for}, {traffic}): retries multiply the load on a "
             "dependency that is already struggling.",
             o.runbook_url_base,
         ),
         AlertRule(
             A_FALLBACK_HIGH,
-            f"{R_FALLBACK_RATIO} > {o.fallback_ratio:g}\n{guard}",
+            f"{R_FALLBACK_RATIO} > {_exact(o.fallback_ratio)}\n{guard}",
             ratio_for,
             "warning",
             f"Fallback rate high in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
@@ -818,7 +843,7 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
         ),
         AlertRule(
             A_TIMEOUTS,
-            f"{R_TIMEOUT_RATIO} > {o.timeout_ratio:g}\n{guard}",
+            f"{R_TIMEOUT_RATIO} > {_exact(o.timeout_ratio)}\n{guard}",
             ratio_for,
             "warning",
             f"Timeouts rising in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
@@ -944,8 +969,8 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         AlertRule(
             A_BULKHEAD_FULL,
-            f"{R_BULKHEAD_REJECTION_RATIO} > {o.bulkhead_rejection_ratio:g}\n"
-            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}",
+            f"{R_BULKHEAD_REJECTION_RATIO} > {_exact(o.bulkhead_rejection_ratio)}\n"
+            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}",
             full_for,
             "warning",
             f"Bulkhead {{{{ $labels.resilience_name }}}} rejects calls in {{{{ $labels.{job} }}}}",
@@ -953,14 +978,15 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             "{{ $value | humanizePercentage }} of the executions of policy "
             f"{{{{ $labels.resilience_policy }}}} (full, or queue timeout) over the last {w} "
             f"(above {_pct(o.bulkhead_rejection_ratio)} for {full_for}, with at least "
-            f"{o.min_execution_rate:g} executions/s): callers get BulkheadFullError, "
+            f"{_exact(o.min_execution_rate)} executions/s): callers get BulkheadFullError, "
             "BulkheadTimeoutError or a fallback.",
             o.runbook_url_base,
         ),
         AlertRule(
             A_BULKHEAD_NEAR,
             _as_policy(
-                f"avg_over_time({R_BULKHEAD_SATURATION}[{near_for}]) >= {o.bulkhead_near_saturation:g}\n"
+                f"avg_over_time({R_BULKHEAD_SATURATION}[{near_for}]) "
+                f">= {_exact(o.bulkhead_near_saturation)}\n"
                 f"  and {R_BULKHEAD_SATURATION} offset {near_for}"
             ),
             "0s",
@@ -1009,11 +1035,11 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         AlertRule(
             A_RECOVERY_LOW,
-            f"(\n    {R_RECOVERY_RATE} < {o.recovery_rate_threshold:g}\n"
+            f"(\n    {R_RECOVERY_RATE} < {_exact(o.recovery_rate_threshold)}\n"
             f"  and {on}\n    sum by ({', '.join(by)}) ({R_RECOVERY_ATTEMPTS})"
             f" >= {o.recovery_min_attempts}\n)\n"
             f"or\n(\n    {R_RECOVERY_RATE_SPARSE} == 0\n"
-            f"  and on ({job}, {_POLICY})\n    {R_SUCCESS_RATIO} < {o.recovery_rate_threshold:g}\n)",
+            f"  and on ({job}, {_POLICY})\n    {R_SUCCESS_RATIO} < {_exact(o.recovery_rate_threshold)}\n)",
             scale_duration(o.recovery_for, scale),
             "warning",
             f"Recovery failing for policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
@@ -1080,15 +1106,15 @@ def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
         ),
         AlertRule(
             A_RATE_LIMITED,
-            f"{R_RATE_LIMITED_RATIO} > {o.rate_limited_ratio:g}\n"
-            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}",
+            f"{R_RATE_LIMITED_RATIO} > {_exact(o.rate_limited_ratio)}\n"
+            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}",
             limited_for,
             "warning",
             f"Rate limiter {{{{ $labels.resilience_name }}}} keeps shedding calls in {{{{ $labels.{job} }}}}",
             f"Rate limiter {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} shed "
             "{{ $value | humanizePercentage }} of the executions of policy "
             f"{{{{ $labels.resilience_policy }}}} over the last {w} (above {_pct(o.rate_limited_ratio)} "
-            f"for {limited_for}, with at least {o.min_execution_rate:g} executions/s): callers get "
+            f"for {limited_for}, with at least {_exact(o.min_execution_rate)} executions/s): callers get "
             "RateLimitedError or a fallback's answer; a caller sends more than the limit allows, or the "
             "limit is below the real traffic.",
             o.runbook_url_base,
@@ -1232,10 +1258,11 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
     scaled = (
         ""
         if scale == 1.0
-        else f"\nTIME-SCALED by {scale:g}: every `for`, range and offset is the production value times "
-        f"{scale:g},\nfor a demo run with `--time-scale {scale:g}` (1 s here = {1 / scale:g} s of production "
+        else f"\nTIME-SCALED by {_scale_text(scale)}: every `for`, range and offset is the production value "
+        f"times {_scale_text(scale)},\nfor a demo run with `--time-scale {_scale_text(scale)}` (1 s here = "
+        f"{1 / scale:g} s of production "
         f"time).\nEach group is evaluated every {every} (its `interval`: "
-        f"the production {EVALUATION_INTERVAL} times {scale:g}).\n"
+        f"the production {EVALUATION_INTERVAL} times {_scale_text(scale)}).\n"
         "Recording rule names keep their production windows. Not for production use."
     )
     changed = () if options is None else options.settings
@@ -1265,8 +1292,17 @@ def export_command(time_scale: float = 1.0, settings: Sequence[str] = ()) -> str
     """
     if time_scale == 1.0 and not settings:
         return None
-    scale = f" --time-scale {time_scale:g}" if time_scale != 1.0 else ""
-    return "otel-resilience export alerts DIR" + scale + "".join(f" --set {item}" for item in settings)
+    scale = f" --time-scale {_scale_text(time_scale)}" if time_scale != 1.0 else ""
+    return (
+        "otel-resilience export alerts DIR"
+        + scale
+        + "".join(f" --set {shlex.quote(item)}" for item in settings)
+    )
+
+
+def _scale_text(time_scale: float) -> str:
+    """``time_scale`` as a command line gives it: every digit kept (``1/7`` is not ``0.142857``)."""
+    return repr(float(time_scale))
 
 
 # --- promtool unit tests ----------------------------------------------------------------------

@@ -799,3 +799,56 @@ def test_a_success_body_read_after_the_policy_is_bounded_per_read_by_what_was_le
     [error] = outcome
     assert not isinstance(error, OperationTimeoutError)  # the client's own: the policy had returned
     assert isinstance(error, (httpx.ReadTimeout, requests.ConnectionError))
+
+
+class CountingServer(RawServer):
+    """A :class:`RawServer` counting the connections it accepted (``connections``)."""
+
+    connections = 0
+
+    def _serve(self, connection: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+        super()._serve(connection)
+
+
+@pytest.mark.parametrize(("size", "connections"), [(DRAIN_LIMIT, 1), (4 * DRAIN_LIMIT, 2)])
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+def test_a_failed_body_of_the_drain_limit_is_read_whole_and_its_connection_reused(
+    client: str, size: int, connections: int
+) -> None:
+    """A 503 body of exactly 64 KiB ends within the limit: read whole, its connection sent on again;
+    a longer one is read no further and closed once the retry goes on (the retry opens a new connection)."""
+    server = CountingServer(complete(503, b"x" * size))
+    try:
+        config = ResilienceConfig(name="downstream", retry_policy=TWICE)
+        if client == "httpx":
+            transport = ResilientTransport(config, manager=ResilienceManager())
+            with httpx.Client(transport=transport) as session:
+                response = session.get(f"{server.url}/a")
+            status = response.status_code
+        else:
+            with requests.Session() as requests_client:
+                requests_client.mount("http://", ResilientAdapter(config, manager=ResilienceManager()))
+                status = requests_client.get(f"{server.url}/a").status_code
+        assert (status, server.sent, server.connections) == (200, 2, connections)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("size", "connections"), [(DRAIN_LIMIT, 1), (4 * DRAIN_LIMIT, 2)])
+async def test_aiohttp_a_failed_body_of_the_drain_limit_is_read_whole_and_its_connection_reused(
+    size: int, connections: int
+) -> None:
+    """As with httpx and requests: 64 KiB is read whole and its connection sent on again; a longer one is not."""
+    server = CountingServer(complete(503, b"x" * size))
+    try:
+        middleware = ResilientMiddleware(
+            ResilienceConfig(name="downstream", retry_policy=TWICE), manager=ResilienceManager()
+        )
+        async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+            async with session.get(f"{server.url}/a", timeout=aiohttp.ClientTimeout(total=30)) as response:
+                assert (response.status, await response.read()) == (200, b"ok")
+        assert (server.sent, server.connections) == (2, connections)
+    finally:
+        server.close()

@@ -43,6 +43,7 @@ from otel_resilience.integrations.fastapi import (
 )
 from otel_resilience.integrations.httpx import AsyncResilientTransport
 from otel_resilience.manager import ExtraStrategy
+from otel_resilience.testing import FakeClock
 
 
 def client_of(app: FastAPI) -> httpx.AsyncClient:
@@ -1036,3 +1037,228 @@ def test_load_shedding_refuses_an_app_that_is_not_callable_at_construction(not_a
     callable" on every request."""
     with pytest.raises(TypeError, match=r"^LoadSheddingMiddleware\.app must be callable"):
         LoadSheddingMiddleware(not_an_app, bulkhead=BulkheadConfig(max_concurrent=1))  # type: ignore[arg-type]
+
+
+async def test_a_refusal_before_accept_closes_the_handshake_where_the_server_has_no_denial_response() -> None:
+    """A server without the ``websocket.http.response`` extension: the handshake is closed with 1013
+    and the answer's public message, the error's own message never sent."""
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.websocket("/")
+    async def refused(websocket: WebSocket) -> None:
+        raise CircuitOpenError("payments", "open", 30.0)
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {**_scope(), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    del scope["method"]
+    await app(scope, receive, send)
+    assert sent == [
+        {"type": "websocket.close", "code": 1013, "reason": "A service this one depends on is unavailable."}
+    ]
+
+
+async def _status_of(middleware: LoadSheddingMiddleware) -> tuple[int, str | None]:
+    client = _Client(b"")
+    await middleware(_scope(), client.receive, client.send)
+    headers = dict(client.sent[0]["headers"])
+    retry_after = headers.get(b"retry-after")
+    return client.sent[0]["status"], None if retry_after is None else retry_after.decode()
+
+
+async def test_the_middleware_runs_its_limiter_on_the_managers_clock_and_is_not_the_managers() -> None:
+    """``manager=``: the rate limiter refills on that manager's clock; the manager's statistics do not list it."""
+    clock = FakeClock()
+    manager = ResilienceManager(clock=clock)
+    middleware = LoadSheddingMiddleware(
+        _echo_app(asyncio.Event(), [b"held"]),  # a second entry: the app never waits at its gate
+        rate_limiter=RateLimiterConfig(rate=0.1, burst=1),
+        name="edge.clock",
+        manager=manager,
+    )
+    assert await _status_of(middleware) == (200, None)
+    assert await _status_of(middleware) == (429, "10")  # the next permit is 10 s away on the fake clock
+    clock.advance(10.0)
+    assert await _status_of(middleware) == (200, None)
+    assert "edge.clock" not in repr(manager.get_resilience_statistics())
+
+
+async def test_a_request_waiting_for_a_permit_whose_client_left_gives_up_its_place() -> None:
+    """The rate limiter's wait (``max_wait``) is a queue too: http.disconnect there and the app never runs."""
+    entered: list[bytes] = []
+    gate = asyncio.Event()
+    gate.set()
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), rate_limiter=RateLimiterConfig(rate=0.01, burst=1, max_wait=600.0)
+    )
+    assert middleware.rate_limiter is not None
+    first = _Client(b"first")
+    await middleware(_scope(), first.receive, first.send)
+    second = _Client(b"second")
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.rate_limiter.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    second.leave()
+    await asyncio.wait_for(queued, 10)  # returns long before its permit (100 s away)
+    assert second.sent == []
+    assert entered == [b"first"]
+    stats = middleware.rate_limiter.get_stats()
+    assert (stats["waiting"], stats["cancelled"], stats["admitted"]) == (0, 1, 1)
+
+
+async def test_a_queued_request_whose_client_left_counts_a_cancel(otel: Any) -> None:
+    """The execution of a request given up while it waited ends ``cancelled``; the one that ran, ``success``."""
+    gate, entered = asyncio.Event(), list[bytes]()
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered),
+        bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0),
+        name="edge.left",
+    )
+    assert middleware.bulkhead is not None
+    first, second = _Client(b"first"), _Client(b"second")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.bulkhead.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    second.leave()
+    await asyncio.wait_for(queued, 10)
+    gate.set()
+    await asyncio.wait_for(running, 10)
+    outcomes = sorted(dict(span.attributes or {})["resilience.outcome"] for span in otel.spans("edge.left"))
+    assert outcomes == ["cancelled", "success"]
+
+
+async def test_a_plain_starlette_app_gets_the_answers_and_keeps_a_constructor_handler() -> None:
+    """The handlers work on a plain Starlette app; one given as ``exception_handlers=`` is kept."""
+    from starlette.applications import Starlette  # noqa: PLC0415 - only this test builds one
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
+    async def busy(request: Request, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse("queued for later", 202)
+
+    async def refused(request: Request) -> None:
+        raise {"open": CircuitOpenError("payments", "open", 4.5), "full": BulkheadFullError("api", 1, 0)}[
+            request.path_params["kind"]
+        ]
+
+    app = Starlette(routes=[Route("/{kind}", refused)], exception_handlers={BulkheadFullError: busy})
+    add_exception_handlers(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        opened, full = await client.get("/open"), await client.get("/full")
+    assert (opened.status_code, opened.headers["Retry-After"]) == (503, "5")
+    assert opened.json() == {
+        "detail": "A service this one depends on is unavailable.",
+        "error": "CircuitOpenError",
+    }
+    assert (full.status_code, full.text) == (202, "queued for later")
+
+
+async def test_a_queued_request_whose_client_closes_its_connection_gives_up_its_place_on_a_real_server() -> (
+    None
+):
+    """Served by uvicorn: a POST waiting for the slot whose client closes the connection leaves the
+    queue (cancelled), the app never runs for it, and the running request is answered."""
+    gate, entered = asyncio.Event(), list[bytes]()
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    async with _served(middleware) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            running = asyncio.ensure_future(client.post("/", content=b"first"))
+            while not entered:
+                await asyncio.sleep(0.01)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nsecond")
+            await writer.drain()
+            while middleware.bulkhead.get_stats()["waiting"] == 0:
+                await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+            while middleware.bulkhead.get_stats()["waiting"] == 1:
+                await asyncio.sleep(0.01)
+            gate.set()
+            response = await asyncio.wait_for(running, 10)
+    assert (response.status_code, response.content) == (200, b"first")
+    assert entered == [b"first"]
+    stats = middleware.bulkhead.get_stats()
+    assert (stats["cancelled"], stats["waiting"]) == (1, 0)
+
+
+async def test_a_queued_request_reads_ahead_at_most_a_mebibyte_and_its_app_gets_the_whole_body() -> None:
+    """A 3 MiB body in 256 KiB messages: the waiting request stops reading past 1 MiB (the rest stays
+    with the server), and the app, in its turn, reads what was kept then the rest, in order."""
+    chunks = [bytes([i]) * (256 * 1024) for i in range(12)]
+    q = await _one_running_one_queued(*chunks)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert q.second.incoming.qsize() == 12 - 5  # read until past 1 MiB: five messages, 1.25 MiB
+    q.gate.set()
+    await asyncio.wait_for(asyncio.gather(q.running, q.queued), 10)
+    assert q.entered == [b"first", b"".join(chunks)]
+
+
+async def test_a_downstream_slower_than_the_policys_deadline_is_answered_504(server: Any) -> None:
+    """The client gives up at the policy's deadline: the route's OperationTimeoutError is a 504 naming no host."""
+    server.script("/pay", (200, {}, 3.0))
+    config = ResilienceConfig(name="payments", retry_policy=None, timeout=0.1)
+    transport = AsyncResilientTransport(config, manager=ResilienceManager())
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.get("/checkout")
+    async def checkout() -> int:
+        async with httpx.AsyncClient(transport=transport) as downstream:
+            return (await downstream.get(f"{server.url}/pay")).status_code
+
+    async with client_of(app) as client:
+        response = await client.get("/checkout")
+    assert response.status_code == 504
+    assert "Retry-After" not in response.headers
+    assert response.json() == {"detail": "The operation timed out.", "error": "OperationTimeoutError"}
+
+
+async def test_a_lifespan_scope_passes_through_without_a_slot() -> None:
+    """A lifespan running for the app's whole life holds no slot of a one-slot bulkhead: requests are served."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+    gate.set()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+        if scope["type"] == "lifespan":
+            await receive()  # startup
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # shutdown: never, while the test runs
+            return
+        await _echo_app(gate, ["held"])(scope, receive, send)  # type: ignore[list-item]
+
+    middleware = LoadSheddingMiddleware(app, bulkhead=BulkheadConfig(max_concurrent=1))
+    assert middleware.bulkhead is not None
+    life: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    life.put_nowait({"type": "lifespan.startup"})
+    started: list[dict[str, Any]] = []
+
+    async def life_send(message: dict[str, Any]) -> None:
+        started.append(message)
+
+    lifespan = asyncio.ensure_future(
+        middleware({"type": "lifespan", "asgi": {"version": "3.0"}}, life.get, life_send)
+    )
+    while not started:
+        await asyncio.sleep(0)
+    assert middleware.bulkhead.get_stats()["active"] == 0
+    assert await _status_of(middleware) == (200, None)
+    life.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(lifespan, 10)
+    assert seen == ["lifespan", "http"]

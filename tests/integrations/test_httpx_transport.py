@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -269,6 +271,58 @@ async def test_retry_after_is_read_on_429_and_503_only(driver: str, server: Scri
     start = time.monotonic()
     response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
     assert (response.status_code, server.count("/a")) == (200, 3)
+    assert time.monotonic() - start < 60
+
+
+@DRIVERS
+async def test_a_retry_after_date_is_read_as_the_wait_until_it(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """An HTTP date: two minutes ahead is over max_delay (the 503 returned, sent once); one past asks no wait."""
+    ahead = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=120), usegmt=True)
+    server.script("/ahead", (503, {"Retry-After": ahead}))
+    start = time.monotonic()
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/ahead")
+    assert (response.status_code, server.count("/ahead")) == (503, 1)
+    assert time.monotonic() - start < 60
+    past = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=120), usegmt=True)
+    server.script("/past", (503, {"Retry-After": past}))
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/past")
+    assert (response.status_code, server.count("/past")) == (200, 2)
+
+
+@DRIVERS
+async def test_a_retry_after_past_the_deadline_ends_the_retries_unshortened(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """Retry-After: 30 under max_delay but past a 10 s deadline: the 503 is returned at once, sent once."""
+    server.script("/a", (503, {"Retry-After": "30"}))
+    retry = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=60.0, jitter="none")
+    start = time.monotonic()
+    response = await Clients(driver, policy(retry_policy=retry, timeout=10.0)).request(
+        "GET", f"{server.url}/a"
+    )
+    assert (response.status_code, server.count("/a")) == (503, 1)
+    assert time.monotonic() - start < 9
+
+
+@DRIVERS
+async def test_a_policys_own_delay_from_or_honour_retry_after_off_overrides_the_header(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """Retry-After: 120 on a 503: a ``delay_from`` of the policy's own (0 s), or
+    ``honour_retry_after=False`` (the policy's backoff), retries it at once instead of giving up."""
+    retry = RetryPolicy(
+        max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none", delay_from=lambda _: 0.0
+    )
+    start = time.monotonic()
+    server.script("/own", (503, {"Retry-After": "120"}))
+    response = await Clients(driver, policy(retry_policy=retry)).request("GET", f"{server.url}/own")
+    assert (response.status_code, server.count("/own")) == (200, 2)
+    server.script("/off", (503, {"Retry-After": "120"}))
+    clients = Clients(driver, policy(), options=HttpOptions(honour_retry_after=False))
+    response = await clients.request("GET", f"{server.url}/off")
+    assert (response.status_code, server.count("/off")) == (200, 2)
     assert time.monotonic() - start < 60
 
 

@@ -75,6 +75,21 @@ def test_a_post_is_not_retried_unless_marked(server: ScriptedHTTPServer) -> None
     assert server.count("/c") == 2
 
 
+def test_the_retryable_mark_is_not_carried_to_a_redirects_next_hop(server: ScriptedHTTPServer) -> None:
+    """A marked POST redirected by a 307 (its method and body kept): the next hop is a new request,
+    unmarked, so its 503 is sent once and returned."""
+    server.script("/from", (307, {"Location": "/to"}))
+    server.script("/to", (503, {}))
+    with session() as s:
+        prepared = mark_retryable(
+            s.prepare_request(requests.Request("POST", f"{server.url}/from", data=b"x"))
+        )
+        response = s.send(prepared, allow_redirects=True)
+    assert response.status_code == 503
+    assert (server.count("/from"), server.count("/to")) == (1, 1)
+    assert [body for _, path, _, body in server.requests if path == "/to"] == [b"x"]
+
+
 def test_mark_retryable_refuses_what_would_be_lost_or_misread() -> None:
     """An unprepared Request (its mark would not reach the send) or a non-bool flag is a TypeError."""
     request = requests.Request("POST", "http://orders.internal/orders", data=b"x")

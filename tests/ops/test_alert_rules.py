@@ -833,3 +833,36 @@ def test_no_range_of_a_rules_file_is_shorter_than_the_time_between_two_evaluatio
         for rule in group["rules"]:
             for window in re.findall(r"\[([0-9a-z]+)\]", rule["expr"]):
                 assert ar._seconds(window) >= every, (scale, group["name"], window, _evaluated_every(group))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "alert", "in_expr", "in_description"),
+    [
+        ("retry_storm_ratio", 0.1234567, ar.A_RETRY_STORM, "> 0.1234567", "above 0.1234567 for"),
+        (
+            "min_execution_rate",
+            0.0123456789,
+            ar.A_RETRY_STORM,
+            ">= 0.0123456789",
+            "0.0123456789 executions/s",
+        ),
+        ("fallback_ratio", 0.125, ar.A_FALLBACK_HIGH, "> 0.125", "above 12.5%"),
+        ("timeout_ratio", 0.001, ar.A_TIMEOUTS, "> 0.001", "above 0.1%"),
+        ("bulkhead_near_saturation", 0.855, ar.A_BULKHEAD_NEAR, ">= 0.855", "at least 85.5%"),
+    ],
+)
+def test_a_threshold_set_is_the_one_the_alert_compares_and_states(
+    field, value, alert, in_expr, in_description
+):
+    """`--set FIELD=VALUE` puts that very value in the expression and its description, not a rounding of it."""
+    rule = _alert(yaml.safe_load(ar.render_rules(options=ar.RuleOptions(**{field: value}))), alert)
+    assert in_expr in rule["expr"]
+    assert in_description in rule["annotations"]["description"]
+
+
+def test_a_duration_prometheus_cannot_hold_is_refused_naming_the_field():
+    """Prometheus reads durations as int64 nanoseconds (up to about 292 years): a longer one would be a file it refuses."""
+    assert ar.RuleOptions(ratio_alert_for="292y").ratio_alert_for == "292y"
+    for duration in ("300y", "292y30w", "9223372037s"):
+        with pytest.raises(ValueError, match=r"RuleOptions\.ratio_alert_for must be a Prometheus duration"):
+            ar.RuleOptions(ratio_alert_for=duration)

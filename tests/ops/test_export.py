@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -224,3 +226,35 @@ def test_a_rules_test_of_ones_own_is_kept_by_an_adapted_export(tmp_path) -> None
     own.write_text("rule_files: [alerts.yml]\ntests: []\n", encoding="utf-8")
     export.main(["alerts", str(tmp_path), "--set", "retry_storm_ratio=0.7"])
     assert own.read_text(encoding="utf-8") == "rule_files: [alerts.yml]\ntests: []\n"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--time-scale", str(1 / 7)],
+        ["--time-scale", "0.333333333", "--set", "retry_storm_ratio=0.7"],
+        ["--runbook-url-base", "https://wiki.example.com/R&D/runbooks", "--job-label", "service"],
+        ["--runbook-url-base", "https://wiki.example.com/ops's runbooks;$HOME".replace(" ", "%20")],
+    ],
+)
+def test_the_command_an_adapted_file_names_writes_that_file_again(options, tmp_path) -> None:
+    """The header of adapted or scaled rules names the command that regenerates them: run in a shell, it writes them unchanged."""
+    first = tmp_path / "first"
+    assert export.main(["alerts", str(first), *options]) == 0
+    for name in ("rules.yml", "alertmanager.yml"):
+        text = (first / name).read_text(encoding="utf-8")
+        command = text.split("`", 2)[1]
+        prefix = "otel-resilience export alerts DIR "
+        assert command.startswith(prefix), command
+        # the words a POSIX shell makes of the rest of the command line
+        shell = subprocess.run(
+            ["sh", "-c", "printf '%s\\0' " + command.removeprefix(prefix)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"HOME": "/home/someone", "PATH": os.environ.get("PATH", "")},
+        )
+        words = shell.stdout.split("\0")[:-1]
+        again = tmp_path / f"again-{name}"
+        assert export.main(["alerts", str(again), *words]) == 0
+        assert (again / name).read_text(encoding="utf-8") == text, command

@@ -24,6 +24,7 @@ from otel_resilience import (
     BulkheadConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
+    CircuitOpenError,
     CountWindow,
     FallbackConfig,
     FallbackHandler,
@@ -238,3 +239,36 @@ def test_a_child_forked_inside_a_timed_call_is_not_bound_by_its_deadline() -> No
     assert timed.execute_sync(call) == 0
     assert seen[0] is not None  # the parent's call is bound by its deadline
     assert current_deadline() is None
+
+
+def test_a_child_keeps_its_parents_open_breaker_keys_and_counts_and_counts_on() -> None:
+    """State crosses the fork as the fork found it: an OPEN breaker is open in the child, its counts go on.
+
+    The parent's counts stay the parent's: what the child counts is not seen there.
+    """
+    clock = FakeClock()
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
+    policy = ResilienceManager(clock=clock).policy("forked-state", config)
+    view = policy.for_key("tenant")
+
+    def boom() -> None:
+        raise ConnectionError("down")
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+
+    def child() -> None:
+        assert policy.keys == 1
+        assert view.circuit_breaker.state.name == "OPEN"
+        with pytest.raises(CircuitOpenError):
+            view.execute_sync(boom)
+        assert policy.get_stats()["circuit_breaker"]["total_rejected"] == 1
+        assert policy.get_stats()["executions"]["total"] == 3
+        clock.advance(31.0)  # its period ends in the child as in the parent: a probe closes it
+        view.execute_sync(lambda: None)
+        assert policy.get_stats()["executions"]["total"] == 4
+
+    assert run_in_child(child) == 0
+    stats = policy.get_stats()
+    assert (stats["executions"]["total"], stats["circuit_breaker"]["total_rejected"]) == (2, 0)

@@ -177,3 +177,19 @@ def test_instrument_twice_keeps_the_first_listener(
     instrumentor.instrument(spans=False)
     assert current_listener() is first
     assert _warnings(caplog) == ["Attempting to instrument while already instrumented"]
+
+
+def test_instrument_again_after_instrument_the_function_replaced_its_listener(
+    instrumentor: OtelResilienceInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """instrument() (the function) registers a listener of its own: the instrumentor is no longer
+    instrumented, and its next instrument() registers its listener again, with no warning."""
+    instrumentor.instrument()
+    instrument(record_messages=True)
+    replaced = current_listener()
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    instrumentor.instrument()
+    assert current_listener() is not replaced
+    assert current_listener() is not None
+    assert instrumentor.is_instrumented_by_opentelemetry
+    assert _warnings(caplog) == []
