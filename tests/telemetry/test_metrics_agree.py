@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -577,27 +577,30 @@ def _check_events(exported: Exported, policy: str) -> None:
     )
 
 
+def _check_breaker_calls(exported: Exported, name: str, stats: Mapping[str, Any]) -> None:
+    """A breaker's calls by result equal its statistics' totals."""
+    for result, key in (
+        ("success", "total_successes"),
+        ("failure", "total_failures"),
+        ("rejected", "total_rejected"),
+        ("ignored", "total_ignored"),
+        ("cancelled", "total_cancelled"),
+    ):
+        exported_calls = exported.total(
+            "resilience.circuit_breaker.calls",
+            resilience__name=name,
+            resilience__circuit_breaker__call_result=result,
+        )
+        assert exported_calls == stats[key], (name, result, stats)
+
+
 def _check_alone(exported: Exported, world: World, policy: str, outcomes: Counter[str]) -> None:
     """A pattern used alone: its own statistics equal the metrics."""
     pattern = world.alone[policy]
     stats = pattern.get_stats()
     kind = pattern.kind
     if kind == "circuit_breaker":
-        for result, key in (
-            ("success", "total_successes"),
-            ("failure", "total_failures"),
-            ("rejected", "total_rejected"),
-            ("ignored", "total_ignored"),
-            ("cancelled", "total_cancelled"),
-        ):
-            assert (
-                exported.total(
-                    "resilience.circuit_breaker.calls",
-                    resilience__name=policy,
-                    resilience__circuit_breaker__call_result=result,
-                )
-                == stats[key]
-            ), (policy, result, stats)
+        _check_breaker_calls(exported, policy, stats)
         assert (
             exported.total(
                 "resilience.circuit_breaker.transitions",
@@ -778,21 +781,7 @@ def _check_manager(exported: Exported, world: World, outcomes: dict[str, Counter
         assert +Counter(expected) == outcomes[policy], (policy, expected, outcomes[policy])
         assert counts["total"] == sum(outcomes[policy].values())
     for name, cb_stats in stats["circuit_breakers"].items():
-        for result, key in (
-            ("success", "total_successes"),
-            ("failure", "total_failures"),
-            ("rejected", "total_rejected"),
-            ("ignored", "total_ignored"),
-            ("cancelled", "total_cancelled"),
-        ):
-            assert (
-                exported.total(
-                    "resilience.circuit_breaker.calls",
-                    resilience__name=name,
-                    resilience__circuit_breaker__call_result=result,
-                )
-                == cb_stats[key]
-            ), (name, result, cb_stats)
+        _check_breaker_calls(exported, name, cb_stats)
         assert (
             exported.total(
                 "resilience.rejections", resilience__name=name, resilience__pattern="circuit_breaker"
