@@ -866,3 +866,29 @@ def test_the_keys_count_counts_the_idle_keys_holding_state_a_trim_keeps(manager:
     assert len(policy._keys) == 5  # "held-1" went: three held state, one more than max_keys
     assert policy.keys == 5  # the 2 OPEN, "held-2" and "held-3" holding state, and "fresh"
     assert policy._keys.trim() == 0
+
+
+def test_a_handle_gives_its_unkeyed_breaker_bulkhead_and_limiter_to_operators() -> None:
+    """The patterns of the calls made on the handle itself, as a key's view gives the key's."""
+    manager = ResilienceManager()
+    handle = manager.policy(
+        "unkeyed-operators",
+        ResilienceConfig(
+            circuit_breaker=CircuitBreakerConfig(),
+            bulkhead_config=BulkheadConfig(max_concurrent=3),
+            rate_limiter=RateLimiterConfig(rate=10.0),
+        ),
+    )
+    breaker = handle.circuit_breaker
+    assert breaker is not None
+    assert breaker is not handle.for_key("a").circuit_breaker
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError):
+        handle.execute_sync(lambda: "ok")
+    assert handle.for_key("a").execute_sync(lambda: "ok") == "ok"  # a key has its own
+    breaker.reset()
+    assert handle.execute_sync(lambda: "ok") == "ok"
+    assert handle.bulkhead is not None
+    assert handle.bulkhead.get_stats()["max_concurrent"] == 3
+    assert handle.rate_limiter is not None
+    assert manager.policy("plain-unkeyed", ResilienceConfig()).circuit_breaker is None

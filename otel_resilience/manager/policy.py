@@ -192,6 +192,31 @@ class _Runs(ABC):
     def _enter_state(self) -> KeyState:
         """Return the state a call runs in, with the call counted in."""
 
+    def _state(self) -> KeyState:
+        state = self._enter_state()
+        state.leave()
+        return state
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        """The breaker of the calls made on this object, or ``None`` when the config has none.
+
+        A handle's own (its unkeyed calls'), or the key's for a key's view (made if the key is
+        new). For reading and for operators (``force_open``, ``reset``); run calls through the
+        handle or the view.
+        """
+        return self._state().breaker
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The bulkhead of the calls made on this object, or ``None`` (as :attr:`circuit_breaker`)."""
+        return self._state().bulkhead
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The rate limiter of the calls made on this object, or ``None`` (as :attr:`circuit_breaker`)."""
+        return self._state().limiter
+
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` under the policy, in this object's state.
 
@@ -649,29 +674,6 @@ class KeyedPolicyView(_Runs):
 
     def _enter_state(self) -> KeyState:
         return self.policy._enter(self._text)
-
-    def _state(self) -> KeyState:
-        state = self._enter_state()
-        state.leave()
-        return state
-
-    @property
-    def circuit_breaker(self) -> CircuitBreaker | None:
-        """The key's :class:`~otel_resilience.CircuitBreaker` (made if the key is new), or ``None``.
-
-        For reading and for operators (``force_open``, ``reset``); run calls through the view.
-        """
-        return self._state().breaker
-
-    @property
-    def bulkhead(self) -> Bulkhead | None:
-        """The key's :class:`~otel_resilience.Bulkhead` (made if the key is new), or ``None``."""
-        return self._state().bulkhead
-
-    @property
-    def rate_limiter(self) -> RateLimiter | None:
-        """The key's :class:`~otel_resilience.RateLimiter` (made if the key is new), or ``None``."""
-        return self._state().limiter
 
     def __repr__(self) -> str:
         return f"KeyedPolicyView({self.policy.name!r}, {self.key!r})"
