@@ -108,7 +108,10 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
         f"(OTel semantic convention); `{FAILED_RESULT}` for a returned result the policy judged a "
         "failure (`retry_on_result`, `hedge_on_result`, a fallback's `handle_result`), which no "
-        f"exception names; `{TIMEOUT_ERROR_TYPE}` for a timeout the effective deadline made, as the "
+        "exception names, on spans and execution metrics (the retry's events and counters carry "
+        "none for it; the fallback's name the error it answered, "
+        "`otel_resilience.errors.UnacceptedResultError`, which its function is given); "
+        f"`{TIMEOUT_ERROR_TYPE}` for a timeout the effective deadline made, as the "
         "caller gets it: an attempt an enclosing deadline ended, and the engine's own deadline "
         f"errors, never shown by their class; `{ERROR_TYPE_OTHER}` when unknown.",
     ),
