@@ -90,7 +90,8 @@ class CircuitBreakerStats:
         total_ignored: Calls that raised an ignored error (or an inner rejection, or were given
             to the wrong driver).
         total_cancelled: Calls cancelled (or interrupted) while in flight.
-        times_opened: Transitions into OPEN (trips, forced and isolated).
+        times_opened: Transitions into OPEN from another state (trips, forced and isolated); a
+            forced re-opening of an OPEN breaker (reported ``open`` to ``open``) is none.
     """
 
     __slots__ = (
