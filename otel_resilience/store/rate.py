@@ -85,14 +85,6 @@ def _script(config: RateLimiterConfig, kind: int) -> tuple[str, float]:
     return (scripts.TOKEN_BUCKET, scripts.TOKENS_AVAILABLE)[kind], 1000 / config.rate
 
 
-def _local_config(config: RateLimiterConfig) -> RateLimiterConfig:
-    """The fallback's config: the cluster's rate and burst split between ``expected_replicas``."""
-    replicas = config.expected_replicas
-    return dataclasses.replace(
-        config, rate=config.rate / replicas, burst=max(1, config.burst // replicas), store=None
-    )
-
-
 @dataclasses.dataclass(slots=True, eq=False)
 class _Ask:
     """One request for a permit: the script and its arguments, and the caller's limits."""
@@ -147,7 +139,7 @@ class ClusterRules:
         self._name = name
         """The limiter's name: the operation of a round trip its caller's deadline ended."""
         self._config = config
-        self._local = new_rules(_local_config(config))
+        self._local = new_rules(config.local_share())
         self._lock = fork_safe(threading.Lock())
         self.admitted = self.rejected = self.waited = self.cancelled = 0
         self._waiting = 0
@@ -450,7 +442,7 @@ class ClusterRules:
         """
         if config.algorithm != self._config.algorithm or config.store is not self._store:
             return False
-        self._local.retune(_local_config(config), now)  # the same algorithm, no store: always taken
+        self._local.retune(config.local_share(), now)  # the same algorithm, no store: always taken
         self._config = config
         return True
 

@@ -207,6 +207,36 @@ def test_the_fallback_fields_are_validated() -> None:
         RateLimiterConfig(rate=1.0, store="redis://localhost")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_replica_count_whose_local_share_is_no_rate_is_refused_naming_it(algorithm: str) -> None:
+    """``store_fallback="local"`` takes ``rate / expected_replicas``: a split no limiter can take is refused.
+
+    The config was taken, and the limiter made of it raised a ``ValueError`` naming
+    ``RateLimiterConfig.rate`` with a figure the caller never gave (``1e-11``).
+    """
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="split")
+    try:
+        with pytest.raises(ValueError, match=r"RateLimiterConfig\.expected_replicas") as raised:
+            RateLimiterConfig(
+                rate=1e-6,
+                burst=1,
+                algorithm=algorithm,  # type: ignore[arg-type]
+                store=store,
+                store_fallback="local",
+                expected_replicas=100_000,
+            )
+        assert "1e-06 / 100000" in str(raised.value)
+        config = RateLimiterConfig(
+            rate=1e-6, burst=1, store=store, store_fallback="local", expected_replicas=1000
+        )
+        assert RateLimiter("split", config).get_stats()["rate"] == 1e-6
+        assert (
+            RateLimiterConfig(rate=1e-6, expected_replicas=100_000).expected_replicas == 100_000
+        )  # no store
+    finally:
+        store.close()
+
+
 def test_each_key_of_a_keyed_limiter_has_its_own_cluster_budget(redis_url: str) -> None:
     """KeyedRateLimiter with a store: two replicas share a key's budget; another key has its own."""
     one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")

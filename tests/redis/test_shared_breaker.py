@@ -217,6 +217,32 @@ def _admits(call: Callable[[], object]) -> bool:
     return True
 
 
+def test_the_store_defaults_are_the_documented_ones() -> None:
+    """README: ``timeout`` 250 ms, ``max_connections`` 50, ``probe_lease_ttl`` 5 s, reports every 100 ms."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        assert (store.timeout, store.max_connections, store.lease_ttl_ms) == (0.25, 50, 5000)
+        assert store._interval == 0.1
+        assert store.namespace == "otel_resilience"
+    finally:
+        store.close()
+
+
+def test_calls_that_succeed_cost_no_redis_operation(redis_url: str) -> None:
+    """README: "a breaker costs 0 Redis operations per call while all is well"."""
+    store = RedisStore.from_url(redis_url, namespace="costs")
+    try:
+        breaker = CircuitBreaker("payments", CircuitBreakerConfig(failure_threshold=5, store=store))
+        breaker.call_sync(int)
+        wait_for(lambda: store.ops > 0 and not store._resync, 5.0, "the first read")
+        before = store.ops
+        for _ in range(5_000):
+            breaker.call_sync(int)
+        assert store.ops - before < 50  # a few background rounds at most, never one per call
+    finally:
+        store.close()
+
+
 def test_redis_unreachable_runs_the_breaker_locally(caplog: pytest.LogCaptureFixture) -> None:
     """No Redis: the breaker trips and probes on its own; the store says it is degraded, once."""
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="gone", timeout=0.1)

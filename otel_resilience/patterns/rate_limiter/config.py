@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -106,7 +106,8 @@ class RateLimiterConfig:
     every call, ``"local"`` admits ``rate / expected_replicas`` per second in this process."""
     expected_replicas: int = 1
     """With ``store_fallback="local"``: the replicas the cluster budget is split between while
-    the store is unreachable. An ``int >= 1``; the default is 1."""
+    the store is unreachable (:meth:`local_share`). An ``int >= 1``, with a ``store`` small
+    enough that the share is a limiter's (``rate / expected_replicas >= MIN_RATE``); the default is 1."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -156,6 +157,22 @@ class RateLimiterConfig:
                 _OWNER, "store_fallback", "'open', 'closed' or 'local'", self.store_fallback, kind=kind
             )
         check_int(_OWNER, "expected_replicas", self.expected_replicas, minimum=1)
+        if self.store is not None and self.store_fallback == "local" and self.expected_replicas > 1:
+            try:
+                self.local_share()
+            except ValueError as error:  # the share is no limiter's (a rate below MIN_RATE...)
+                share = f"rate / expected_replicas ({rate:g} / {self.expected_replicas})"
+                rule = f"small enough that {share} is a rate ({error})"
+                raise fail(_OWNER, "expected_replicas", rule, self.expected_replicas) from None
+
+    def local_share(self) -> RateLimiterConfig:
+        """The config of this replica's share while its store is unreachable (``store_fallback="local"``).
+
+        The cluster's ``rate`` and ``burst`` split between ``expected_replicas`` (a burst of at least
+        1), with no store.
+        """
+        replicas = self.expected_replicas
+        return replace(self, rate=self.rate / replicas, burst=max(1, self.burst // replicas), store=None)
 
     @property
     def window(self) -> float:
