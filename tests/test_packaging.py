@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
-from importlib.metadata import requires, version
+from importlib.metadata import metadata, requires, version
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,20 @@ def test_runtime_dependency_is_the_otel_api_only() -> None:
     assert names == ["exceptiongroup", "opentelemetry-api"]
     backport = next(r for r in required if r.startswith("exceptiongroup"))
     assert "python_version < '3.11'" in backport.replace('"', "'")
+
+
+def test_the_readme_install_section_names_the_extras_and_the_version() -> None:
+    """README, "Install": the extras it names are the distribution's (all of them but the
+    project's own ``bench`` and ``test``), and the wheel it names carries the installed version."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(\w+)` \(", section)) | set(re.findall(r"\[(\w+)\]'", section))
+    listed = re.search(r"and one per\s+integration below: (.+?) and `(\w+)`", section, re.DOTALL)
+    assert listed is not None
+    named |= set(re.findall(r"`(\w+)`", listed.group(1))) | {listed.group(2)}
+    extras = set(metadata("otel-resilience").get_all("Provides-Extra") or [])
+    assert named == extras - {"bench", "test"}
+    assert f"otel_resilience-{version('otel-resilience')}-py3-none-any.whl" in section
 
 
 def test_import_loads_no_sdk_and_no_optional_dependency() -> None:

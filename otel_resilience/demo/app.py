@@ -242,11 +242,11 @@ async def run_demo(
     policies = read_policies(options.config, options.config_format)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
     stop = stop or asyncio.Event()
-    stopped_by = "duration"
+    signalled = False
 
     def on_signal() -> None:
-        nonlocal stopped_by
-        stopped_by = "signal"
+        nonlocal signalled
+        signalled = True
         stop.set()
 
     telemetry = DemoTelemetry(options)
@@ -276,12 +276,13 @@ async def run_demo(
 
         ticking.add_done_callback(view_done)
         try:
+            # What ended the run is decided here: a signal during the drain below changes nothing.
             try:
                 await asyncio.wait_for(stop.wait(), timeout=options.duration)
             except asyncio.TimeoutError:
                 stopped_by = "duration"
             else:
-                stopped_by = "signal" if stopped_by == "signal" else "stop"
+                stopped_by = "signal" if signalled else "stop"
         finally:
             await system.stop_load(min(DRAIN_GRACE, _LONGEST_TIMEOUT * options.time_scale))
             ticking.cancel()

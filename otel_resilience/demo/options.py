@@ -11,6 +11,7 @@ Durations given on the command line (``--duration``, ``--interval``) are real (w
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -120,8 +121,12 @@ def check_time_scale(value: float) -> float:
     Raises:
         ValueError: With a message naming ``--time-scale``, the rule and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        msg = f"--time-scale must be a finite number, got {value!r}"
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        msg = f"--time-scale must be a finite number, got {describe(value)}"
         raise ValueError(msg)
     if not MIN_TIME_SCALE <= value <= MAX_TIME_SCALE:
         msg = (
@@ -137,7 +142,8 @@ def check_summary_json(path: Path) -> Path:
     """Return ``path`` if the summary can be written there, checked before the run (not after it).
 
     Its folder must exist, it must not be a folder, and it must take writes: an existing file is
-    opened for appending (its content and times unchanged), a new one is created and removed. A
+    opened for appending (its content and times unchanged), a new one is created and removed (a
+    symbolic link to a file still to be made is kept: the file it points to is removed). A
     path that is neither a file nor missing (a device, a pipe) is left to the write at the end.
 
     Raises:
@@ -160,6 +166,8 @@ def check_summary_json(path: Path) -> Path:
     existed = path.exists()
     if existed and not path.is_file():
         return path
+    # A link to a file still to be made: the file created is the one it points to, not the link.
+    created = path if existed else Path(os.path.realpath(path))  # a link loop fails at the open
     try:
         with path.open("a", encoding="utf-8"):
             pass
@@ -167,7 +175,7 @@ def check_summary_json(path: Path) -> Path:
         msg = f"--summary-json: cannot write {str(path)!r}: {error.strerror or error}"
         raise ValueError(msg) from None
     if not existed:
-        path.unlink(missing_ok=True)
+        created.unlink(missing_ok=True)
     return path
 
 
@@ -236,7 +244,8 @@ class DemoOptions:
     """Everything one demo run needs to know. Validated at construction.
 
     Raises:
-        TypeError: A duration is not a number, or the OTLP endpoint not a string.
+        TypeError: A duration is not a number, the OTLP endpoint not a string, or ``plain`` or
+            ``once`` not a ``bool``.
         ValueError: An option breaks its rule (the message names the command-line option).
     """
 
@@ -275,6 +284,10 @@ class DemoOptions:
     tells it from the file's suffix. Only with :attr:`config`."""
 
     def __post_init__(self) -> None:
+        for flag, value in (("--plain", self.plain), ("--once", self.once)):
+            if not isinstance(value, bool):
+                msg = f"{flag} must be True or False, got {describe(value)}"  # type: ignore[unreachable]
+                raise TypeError(msg)
         if self.scenario not in SCENARIO_NAMES:
             msg = f"--scenario must be one of {', '.join(SCENARIO_NAMES)}, got {self.scenario!r}"
             raise ValueError(msg)

@@ -154,7 +154,8 @@ def summarize(
         views: The final state of every policy.
         recovery_stats: The recovery system's statistics.
         end: The run's end (monotonic).
-        stopped_by: ``"duration"`` or ``"signal"``.
+        stopped_by: ``"duration"``, ``"signal"`` or ``"stop"`` (the ``stop`` event of
+            :func:`~otel_resilience.demo.app.run_demo`).
         budget: The shared retry budget's counts (``DemoSystem.budget_stats``), or ``None``.
 
     Returns:

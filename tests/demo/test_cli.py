@@ -136,6 +136,17 @@ def test_bad_demo_arguments_are_usage_errors(
         ),
         ("duration", 10**400, r"--duration must be a finite number of seconds > 0, got 1000"),
         ("interval", 1e300, r"--interval must be <= \S+ seconds \(threading.TIMEOUT_MAX\), got 1e\+300"),
+        # an int too large for a float raised OverflowError, naming no option
+        pytest.param(
+            "time_scale",
+            10**400,
+            r"^--time-scale must be a finite number, got 1000",
+            id="time_scale-huge-int",
+        ),
+        ("time_scale", float("nan"), r"^--time-scale must be a finite number, got nan$"),
+        # a flag given a string was taken as set ("no" is truthy)
+        ("plain", "no", r"^--plain must be True or False, got 'no'$"),
+        ("once", 1, r"^--once must be True or False, got 1$"),
     ],
 )
 def test_demo_options_validate_every_field(field: str, value: object, message: str) -> None:
@@ -271,6 +282,25 @@ def test_a_summary_json_checked_before_the_run_is_left_as_it_was(tmp_path: Path)
             main(["demo", "--summary-json", str(path), "--format", "yaml"])  # a usage error after the check
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
     assert old.read_text(encoding="utf-8") == "earlier\n"
+
+
+def test_a_summary_json_through_a_symbolic_link_keeps_the_link(tmp_path: Path) -> None:
+    """The check of a link to a file still to be made removes what it created, not the link (it
+    deleted the link and left an empty file where it pointed); the run then writes through it."""
+    (tmp_path / "runs").mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(tmp_path / "runs" / "summary.json")
+    with pytest.raises(SystemExit):
+        main(["demo", "--summary-json", str(link), "--format", "yaml"])  # a usage error after the check
+    assert link.is_symlink()
+    assert list((tmp_path / "runs").iterdir()) == []
+    code, _, _ = _run("demo", *_SHORT_RUN, "--summary-json", str(link))
+    assert code == 0
+    assert link.is_symlink()
+    assert (
+        json.loads((tmp_path / "runs" / "summary.json").read_text(encoding="utf-8"))["stopped_by"]
+        == "duration"
+    )
 
 
 def test_a_summary_json_that_fails_at_the_end_fails_after_showing_the_summary(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,28 @@ async def test_a_stop_ends_the_run_cleanly_and_cancels_calls_in_flight(
     _accounted(summary)
     assert "cancelled at shutdown" in out.getvalue()
     assert _kinds(HUB.event_listeners) == _kinds(listeners)
+
+
+async def test_a_signal_during_the_drain_of_a_run_its_duration_ended_does_not_change_what_stopped_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run ended by --duration reports ``stopped_by: duration`` even when SIGTERM comes while its
+    calls drain (it said ``signal``: the handler rewrote what had already stopped the run)."""
+    stop_load = app.DemoSystem.stop_load
+    signalled = asyncio.Event()
+
+    async def signal_then_stop_load(self: app.DemoSystem, grace: float) -> None:
+        signal.raise_signal(signal.SIGTERM)  # routed to the run's handler by the event loop
+        await asyncio.sleep(0)
+        signalled.set()
+        await stop_load(self, grace)
+
+    monkeypatch.setattr(app.DemoSystem, "stop_load", signal_then_stop_load)
+    options = DemoOptions(scenario="steady", duration=0.3, time_scale=0.01, port=None, plain=True)
+    summary = await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=True)
+    assert signalled.is_set()
+    assert summary["stopped_by"] == "duration"
+    _accounted(summary)
 
 
 async def test_cancelling_the_run_leaves_no_listener_task_or_telemetry_behind() -> None:
