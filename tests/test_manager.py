@@ -17,6 +17,7 @@ from otel_resilience import (
     CountWindow,
     FallbackConfig,
     FallbackStrategy,
+    HedgingConfig,
     OperationTimeoutError,
     RecoveryAction,
     RecoveryStrategy,
@@ -324,6 +325,31 @@ async def test_max_attempts_total_caps_the_calls_retry_and_recovery_multiply(
     stats = manager.get_resilience_statistics()
     assert stats["error_recovery"]["failed_recoveries"] == 1
     assert stats["policies"][config.name or ""]["failed"] == 1
+
+
+async def test_max_attempts_total_counts_hedges_with_retry_attempts(clock: FakeClock) -> None:
+    """The cap counts hedges too: 3 retry attempts x 2 hedged attempts stop at max_attempts_total=5."""
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name=fresh("hedged-cap"),
+        hedging=HedgingConfig(max_attempts=2, mode="fallback"),
+        retry_policy=no_jitter(max_attempts=3, strategy=RetryStrategy.FIXED, initial_delay=0.0),
+        max_attempts_total=5,
+    )
+    calls = []
+
+    async def down() -> None:
+        calls.append(1)
+        raise ConnectionError(f"down {len(calls)}")
+
+    with pytest.raises(ConnectionError):
+        await manager.execute_with_resilience(down, config)
+    assert len(calls) == 5
+    uncapped = dataclasses.replace(config, name=fresh("hedged-uncapped"), max_attempts_total=None)
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        await manager.execute_with_resilience(down, uncapped)
+    assert len(calls) == 6
 
 
 async def test_breakers_and_bulkheads_are_reused_by_name(clock: FakeClock) -> None:

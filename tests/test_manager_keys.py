@@ -15,6 +15,7 @@ import pytest
 from otel_resilience import (
     BulkheadConfig,
     BulkheadFullError,
+    BulkheadTimeoutError,
     CircuitBreakerConfig,
     CircuitOpenError,
     ExtraStrategy,
@@ -513,6 +514,26 @@ def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock:
     assert forever.get_stats()["keys"] == 1
 
 
+def test_idle_ttl_evicts_an_unused_key_whatever_state_it_holds(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """Holding state (failures towards opening, a bucket not full) spares a key from max_keys, never from idle_ttl."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=30.0),
+        rate_limiter=RateLimiterConfig(rate=0.001, burst=2),
+    )
+    policy = manager.policy("ttl-held", config, idle_ttl=60.0)
+    with pytest.raises(ConnectionError):
+        policy.for_key("failing").execute_sync(boom)
+    policy.for_key("spent").execute_sync(lambda: None)
+    clock.advance(61.0)
+    assert policy.keys == 0
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (0, 2)
+    assert stats["circuit_breaker"]["total_failures"] == 1
+    assert policy.for_key("failing").circuit_breaker.get_stats()["failure_count"] == 0  # back fresh
+
+
 def test_the_keys_count_leaves_out_expired_keys_and_evicts_nothing(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:
@@ -674,6 +695,25 @@ def test_a_keys_own_rejections_name_the_key(manager: ResilienceManager, clock: F
         other.execute_sync(lambda: "no permit left")
     assert limited.value.key == "42"
     assert str(limited.value).startswith("rate limiter 'hosts' (key '42') has no permit free")
+
+
+async def test_a_keys_bulkhead_timeout_names_the_key(manager: ResilienceManager, clock: FakeClock) -> None:
+    """A caller that waited for a key's slot in vain is told which key: ``BulkheadTimeoutError.key``."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=5.0))
+    tenant = manager.policy("tenants", config).for_key("t-1")
+    release = asyncio.Event()
+    holder = asyncio.create_task(tenant.execute(release.wait))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(tenant.execute(asyncio.sleep, 0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    clock.advance(6.0)
+    with pytest.raises(BulkheadTimeoutError) as timed_out:
+        await asyncio.wait_for(waiter, timeout=10.0)
+    release.set()
+    await holder
+    assert (timed_out.value.name, timed_out.value.key) == ("tenants", "t-1")
+    assert str(timed_out.value).startswith("bulkhead 'tenants' (key 't-1'): no slot became free within 5")
 
 
 def test_unkeyed_rejections_of_a_keyed_policy_name_no_key(manager: ResilienceManager) -> None:

@@ -114,6 +114,34 @@ def test_configs_that_compare_unequal_never_share_a_policy(
     assert manager.get_resilience_statistics()["limits"]["policies"] == 2
 
 
+class Ambiguous:
+    """A hashable value whose ``==`` raises, as an array's truth or a query expression's does."""
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of this comparison is ambiguous")
+
+
+@pytest.mark.parametrize("holder", [lambda v: v, lambda v: {"value": v}], ids=["hashable", "in-a-dict"])
+def test_configs_whose_values_cannot_be_compared_get_a_policy_each_and_fail_no_call(
+    holder: Any, alerts: AlertSystem
+) -> None:
+    """A value whose ``==`` raises counts as different: the policy lookup never fails a call.
+
+    The second config's lookup compared it with the first's and raised the value's error to the
+    caller: a call failed before its function ran.
+    """
+    manager = ResilienceManager(alert_system=alerts)
+    first, second = holder(Ambiguous()), holder(Ambiguous())
+    assert manager.execute_with_resilience_sync(_search, spec_config(first), "db") == "db"
+    assert manager.execute_with_resilience_sync(_search, spec_config(second), "db") == "db"
+    again = spec_config(first)  # another config object, holding the same value: one policy
+    assert manager.execute_with_resilience_sync(_search, again, "db") == "db"
+    assert manager.get_resilience_statistics()["limits"]["policies"] == 2
+
+
 @pytest.mark.parametrize(
     "default",
     [

@@ -44,7 +44,7 @@ from otel_resilience.engine.store import BoundedStore, check_capacity, weak_call
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import breaker_holds_state, limiter_rests
-from otel_resilience.manager.keys import ConfigNamesakes, DefaultNames, config_key, policy_name
+from otel_resilience.manager.keys import ConfigNamesakes, DefaultNames, PolicyKey, policy_key, policy_name
 from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
@@ -118,7 +118,7 @@ class _Entry:
     live: bool
 
     def __init__(
-        self, config: ResilienceConfig, key: tuple[str, int], policy_key: tuple[str, object], policy: _Policy
+        self, config: ResilienceConfig, key: tuple[str, int], policy_key: PolicyKey, policy: _Policy
     ) -> None:
         self.config = config
         self.key = key
@@ -370,7 +370,7 @@ class ResilienceManager(NamedPolicies):
         # what they read, not the manager), so a manager dropped is freed at once, by reference
         # counting: its breakers and bulkheads leave the registries with it.
         self._users: Counter[tuple[str, str]] = Counter()
-        self._policies: BoundedStore[tuple[str, object], _Policy] = BoundedStore(
+        self._policies: BoundedStore[PolicyKey, _Policy] = BoundedStore(
             "ResilienceManager",
             "max_policies",
             max_policies,
@@ -453,7 +453,7 @@ class ResilienceManager(NamedPolicies):
 
     # ------------------------------------------------------------------ the bounded stores' rules
 
-    def _policy_evicted(self, _key: tuple[str, object], policy: _Policy) -> None:
+    def _policy_evicted(self, _key: PolicyKey, policy: _Policy) -> None:
         """Retire an evicted policy (under the manager's lock): its counts join the totals.
 
         A call may still be running in the evicted pipeline (a policy with no bulkhead looks
@@ -568,7 +568,7 @@ class ResilienceManager(NamedPolicies):
         name = key_attribute(name)
         if fn is not None:
             self._default_names.take(config, name, fn)
-        value_key = (name, config_key(config))
+        value_key = policy_key(name, config)
         with self._lock:
             entry = self._by_id.get(key)
             if entry is not None and entry.config is config and entry.live:

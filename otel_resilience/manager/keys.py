@@ -14,7 +14,15 @@ from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.policy import same_config
 
-__all__ = ["ConfigNamesakes", "DefaultNames", "config_changes", "config_key", "policy_name"]
+__all__ = [
+    "ConfigNamesakes",
+    "DefaultNames",
+    "PolicyKey",
+    "config_changes",
+    "config_key",
+    "policy_key",
+    "policy_name",
+]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 
@@ -45,6 +53,32 @@ def config_key(config: ResilienceConfig) -> object:
     keeps the config, hence the value, alive).
     """
     return _freeze(config)
+
+
+def policy_key(name: str, config: ResilienceConfig) -> PolicyKey:
+    """Return the key of the policy ``name`` runs under ``config``: its name and :func:`config_key`.
+
+    Keys are compared by :func:`_differ`'s rule: a value whose ``==`` raises (an array's truth)
+    differs, so that a lookup in the manager's store never fails a call.
+    """
+    return PolicyKey((name, _freeze(config)))
+
+
+class PolicyKey(tuple[object, ...]):
+    """A policy's key in the manager's store: ``(name, config_key)``, compared by :func:`_differ`'s rule.
+
+    A ``tuple`` (one object, as a plain key: 8 B more per policy, no wrapper) whose ``==`` does
+    not raise: a value of the config whose own ``==`` raises makes two keys differ.
+    """
+
+    __slots__ = ()
+    __hash__ = tuple.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, tuple) and not _differ(tuple(self), tuple(other))
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
 
 def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value

@@ -388,3 +388,21 @@ def test_a_key_named_like_the_overflow_series_takes_no_place_of_its_own(
         if (attrs := dict(point.attributes)).get(sc.POLICY) == "overflow-named" and point.value
     }
     assert executions == {("_OTHER", True, "success"): 1, ("a", None, "success"): 1}
+
+
+def test_a_key_with_its_own_series_keeps_it_after_its_eviction(otel, manager: ResilienceManager) -> None:
+    """The first N keys keep their own ``resilience.key`` value for the handle's life, evicted or not.
+
+    An eviction frees no place: a later key still goes to the overflow series, and the evicted
+    key, back, counts in its own series again.
+    """
+    policy = manager.policy("kept-places", ResilienceConfig(), max_keys=1, key_attribute_limit=1)
+    for key in ("first", "second", "first", "third"):
+        policy.for_key(key).execute_sync(lambda: None)
+    assert policy.get_stats()["evicted_keys"] >= 2
+    executions: dict[str, int] = {}
+    for point in otel.points(sc.EXECUTIONS):
+        attrs = dict(point.attributes)
+        if attrs.get(sc.POLICY) == "kept-places" and sc.KEY in attrs:
+            executions[attrs[sc.KEY]] = executions.get(attrs[sc.KEY], 0) + point.value
+    assert executions == {"first": 2, "_OTHER": 2}
