@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from otel_resilience.engine.validation import MAX_DURATION, check_duration
+from otel_resilience.engine.validation import check_duration
 from otel_resilience.errors import ExecutionRejectedError
 
 if TYPE_CHECKING:
@@ -54,9 +54,7 @@ class Retry:
     def __init__(
         self, delay: float, token: Any, hook: Callable[[], Any] | None = None, hook_name: str = "hook"
     ) -> None:
-        if type(delay) is not float or not 0.0 <= delay <= MAX_DURATION:  # a float in range: two tests
-            delay = check_duration("Retry", "delay", delay, allow_zero=True)
-        self.delay = delay
+        self.delay = check_duration("Retry", "delay", delay, allow_zero=True)
         self.token = token
         self.hook = hook
         self.hook_name = hook_name

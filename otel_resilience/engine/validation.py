@@ -273,8 +273,11 @@ def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = 
         The duration in seconds as a ``float``: ``value`` itself when it is a positive ``float``
         in range (no copy held per config that checks one again, a step's ``seconds``).
     """
-    if type(value) is float and 0.0 < value <= MAX_DURATION:
-        return value
+    if type(value) is float:  # the common case, in two tests: held as it is (a zero as 0.0, never -0.0)
+        if 0.0 < value <= MAX_DURATION:
+            return value
+        if value == 0.0 and allow_zero:
+            return 0.0
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
