@@ -116,7 +116,11 @@ async def test_equal_values_of_different_types_have_different_keys(driver: str) 
     assert len(cache.data) == 1
 
 
-@pytest.mark.parametrize("argument", [["alice"], {"id": 1}, object(), frozenset({1})], ids=repr)
+@pytest.mark.parametrize(
+    "argument",
+    [["alice"], {"id": 1}, object(), frozenset({1})],
+    ids=["a list", "a dict", "an object", "a frozenset"],  # the same in every process
+)
 async def test_other_arguments_are_neither_written_nor_answered(driver: str, argument: object) -> None:
     users = Users()
     cache = MemoryCache()

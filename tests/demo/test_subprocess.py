@@ -24,6 +24,13 @@ _TRIPPED = re.compile(
 """A breaker's transition to open, counted at least once, in a scrape."""
 
 
+def _as_from_a_shell() -> None:
+    """Start a child with SIGINT at its default, as a shell starts it: a test runner's worker may
+    ignore SIGINT (pytest-xdist's do), and a child inherits an ignored signal, so Python would
+    install no ``KeyboardInterrupt`` handler and a Ctrl-C before the demo's own would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _scrape(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -50,7 +57,13 @@ def _demo(arguments: list[str], port: int, cwd: Path, **environ: str) -> Iterato
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **environ)
     command = [sys.executable, "-m", "otel_resilience", "demo", *arguments, "--port", str(port)]
     process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_shell,
     )
     try:
         yield process
@@ -138,7 +151,12 @@ from otel_resilience.__main__ import main
 sys.exit(main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server"]))
 """
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_as_from_a_shell,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -161,7 +179,12 @@ setattr(module, {where!r}, early)
 sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server"]))
 """
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_as_from_a_shell,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

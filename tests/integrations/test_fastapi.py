@@ -185,6 +185,9 @@ class HandlersOnly:
 
     exception_handlers: dict[Any, Any] = {}
 
+    def __repr__(self) -> str:
+        return "HandlersOnly()"
+
 
 @pytest.mark.parametrize("not_an_app", [None, "app", FastAPI, HandlersOnly()], ids=repr)
 def test_add_exception_handlers_refuses_what_is_not_an_app(not_an_app: object) -> None:
