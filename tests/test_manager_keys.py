@@ -534,6 +534,23 @@ def test_idle_ttl_evicts_an_unused_key_whatever_state_it_holds(
     assert policy.for_key("failing").circuit_breaker.get_stats()["failure_count"] == 0  # back fresh
 
 
+def test_idle_ttl_keeps_an_open_key_until_its_open_period_ends(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """An OPEN breaker is not idle: idle_ttl shorter than its timeout never hands the key a CLOSED one
+    early; once the period is over (HALF_OPEN, no probe) the unused key goes."""
+    policy = manager.policy("ttl-open", BREAKER, idle_ttl=10.0)
+    fail_twice(policy.for_key("down"))
+    clock.advance(11.0)  # unused past idle_ttl, OPEN for 19 s more
+    assert policy.keys == 1
+    assert policy.get_stats()["evicted_keys"] == 0
+    with pytest.raises(CircuitOpenError):
+        policy.for_key("down").execute_sync(lambda: "never")
+    clock.advance(29.0)  # OPEN period over; unused for 29 s
+    assert policy.keys == 0
+    assert policy.get_stats()["evicted_keys"] == 1
+
+
 def test_the_keys_count_leaves_out_expired_keys_and_evicts_nothing(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:

@@ -335,6 +335,37 @@ def test_reconfigure_many_changes_every_policy_or_none(manager: ResilienceManage
     assert (first.execute_sync(boom), second.execute_sync(boom)) == ("1b", "2b")
 
 
+def test_a_refused_config_is_named_as_the_method_called_takes_it(manager: ResilienceManager) -> None:
+    """reconfigure_many names its configs[name] (was: reconfigure.config, an argument it has not), and
+    apply_config its policies[name], for a new policy and a changed one (was: policy.config, reconfigure.config)."""
+    manager.policy("first", fallback("1"))
+
+    async def later() -> ResilienceConfig:
+        return fallback("1b")
+
+    many = r"^ResilienceManager\.reconfigure_many\.configs\['first'\] must be "
+    with pytest.raises(TypeError, match=many + r"a ResilienceConfig, got 'nope' \(str\)$"):
+        manager.reconfigure_many({"first": "nope"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=many + r"a plain \(sync\) factory, not a coroutine function"):
+        manager.reconfigure_many({"first": later})  # type: ignore[dict-item]
+    with pytest.raises(
+        ValueError, match=many + r"a ResilienceConfig whose name is None or 'first', got 'other'$"
+    ):
+        manager.reconfigure_many({"first": fallback("1b", name="other")})
+    with pytest.raises(
+        TypeError, match=r"^ResilienceManager\.reconfigure\.config must be a ResilienceConfig, got 5"
+    ):
+        manager.reconfigure("first", 5)  # type: ignore[arg-type]
+    for name in ("first", "new"):
+        with pytest.raises(
+            TypeError,
+            match=rf"^ResilienceManager\.apply_config\.policies\['{name}'\] must be a ResilienceConfig, got 5",
+        ):
+            manager.apply_config({name: 5})  # type: ignore[dict-item]
+    assert manager.policy("first").generation == 1
+    assert "new" not in manager._handles
+
+
 def test_a_refused_name_that_is_no_str_is_reported_under_its_text(manager: ResilienceManager) -> None:
     """resilience.policy is a string attribute: a mapping's key 1 is reported as "1", as reconfigure(1) is."""
     with EventRecorder() as recorder:

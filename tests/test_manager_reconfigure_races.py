@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -27,9 +28,10 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
+from otel_resilience.engine.events import Event
 from otel_resilience.engine.step import Step
 from otel_resilience.patterns.alerts import AlertSystem
-from otel_resilience.testing import FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock
 
 KEYS = ("a", "b")
 CONFIGS = tuple(
@@ -466,3 +468,62 @@ def test_a_reload_staged_as_unchanged_runs_the_factories_if_another_reload_commi
     assert aside.generation == 1
     assert policy.for_key("tenant").execute_sync(lambda: "ok") == "ok"
     assert policy.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+
+
+def test_a_new_policy_a_call_makes_while_a_file_is_applied_takes_the_file_config() -> None:
+    """A call creates the file's new policy, with another config, while the file is checked: the file
+    reloads it with the changed one, all of them taking effect (was: "kept" reloaded, then a
+    ValueError "already exists with another config", "new" left with the call's config)."""
+    manager = ResilienceManager()
+    kept = manager.policy("kept", ResilienceConfig(timeout=1.0))
+    made: list[PolicyHandle] = []
+
+    def factory(_name: str) -> Step:
+        if not made:  # checking the new policy: another thread's call creates it meanwhile
+            thread = threading.Thread(
+                target=lambda: made.append(manager.policy("new", ResilienceConfig(timeout=9.0)))
+            )
+            thread.start()
+            thread.join()
+        return Step()
+
+    filed = ResilienceConfig(timeout=5.0, extra_strategies=(ExtraStrategy(factory, rank=50),))
+    applied = manager.apply_config({"kept": ResilienceConfig(timeout=2.0), "new": filed})
+    assert applied == {"kept": kept, "new": made[0]}
+    assert (kept.config.timeout, kept.generation) == (2.0, 2)
+    assert (made[0].config, made[0].generation) == (filed, 2)
+    assert made[0].get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+
+
+def test_a_new_policy_that_cannot_be_built_after_its_check_changes_nothing() -> None:
+    """Building a new policy fails after its trial passed: no policy is created, none reloaded, and the
+    refusal is reported for it (was: "kept" reloaded and "first" created, "second" refused unreported)."""
+    manager = ResilienceManager()
+    kept = manager.policy("kept", ResilienceConfig(timeout=1.0))
+    built: list[str] = []
+
+    def runs_out(name: str) -> Step:
+        built.append(name)
+        if len(built) == 2:  # the trial's link, then the policy's own: refused
+            raise RuntimeError("no more links")
+        return Step()
+
+    file = {
+        "kept": ResilienceConfig(timeout=2.0),
+        "first": ResilienceConfig(timeout=3.0),
+        "second": ResilienceConfig(timeout=4.0, extra_strategies=(ExtraStrategy(runs_out, rank=50),)),
+    }
+    with EventRecorder() as recorder, pytest.raises(RuntimeError, match="no more links"):
+        manager.apply_config(file)
+    assert (kept.config.timeout, kept.generation) == (1.0, 1)
+    assert sorted(manager._handles) == ["kept"]
+    assert kept.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+    assert [source.name for source in recorder.sources(Event.RELOAD_FAILED)] == ["second"]
+    assert recorder.of(Event.POLICY_RELOADED) == []
+    applied = manager.apply_config(file)  # the factory builds again: the whole file takes effect
+    assert sorted(applied) == ["first", "kept", "second"]
+    assert (kept.config.timeout, applied["first"].config.timeout, applied["second"].config.timeout) == (
+        2.0,
+        3.0,
+        4.0,
+    )

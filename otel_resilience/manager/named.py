@@ -60,6 +60,13 @@ class _Unset(enum.Enum):
 
 _KEEP: Final = _Unset.UNSET
 _POLICY: Final = "ResilienceManager.policy"
+_RECONFIGURE: Final = "ResilienceManager.reconfigure"
+_RECONFIGURE_MANY: Final = "ResilienceManager.reconfigure_many"
+_APPLY: Final = "ResilienceManager.apply_config"
+
+
+class _Taken(Exception):  # noqa: N818 - not an error: a batch judged again
+    """A policy a batch was to create was created by a call meanwhile: nothing changed, judge it again."""
 
 
 class NamedPolicies:
@@ -137,23 +144,28 @@ class NamedPolicies:
                 created = True
             else:
                 created = False
-        if created:  # policies run by config may have its name (and another config)
-            other = None if self._namesakes.told(name) else self._policy_config(name)
-            if other is not None:
-                self._namesakes.check(name, handle.config, [other])
+        if created:
+            self._check_namesakes(name, handle)
             return handle
         _same(handle, None if config is None else handle.adapted(check_config(name, config)), options)
         return handle
 
-    def _check_new(self, name: str, config: ResilienceConfig) -> None:
+    def _check_namesakes(self, name: str, handle: PolicyHandle) -> None:
+        """Warn, once per name, when a policy run by config has the new handle's name and another config."""
+        other = None if self._namesakes.told(name) else self._policy_config(name)
+        if other is not None:
+            self._namesakes.check(name, handle.config, [other])
+
+    def _check_new(self, name: str, config: ResilienceConfig, field: str) -> None:
         """Check that ``policy(name, config)`` would take ``config``, creating nothing; report a refusal.
 
-        As a reload is checked (``PolicyHandle._prepare``): the config, then a pipeline built from
-        it once and dropped (an extra strategy's factory that fails is found here).
+        As a reload is checked (``PolicyHandle._prepare``): the config (its error names
+        ``apply_config``'s ``field``), then a pipeline built from it once and dropped (an extra
+        strategy's factory that fails is found here).
         """
         try:
             check_name(_POLICY, "name", name)
-            checked = check_config(name, config)
+            checked = check_config(name, config, _APPLY, field)
             with namesakes_expected():
                 inputs = StageInputs(
                     name, checked, self._clock, None, None, self.recovery_system, self._find_breaker
@@ -213,7 +225,7 @@ class NamedPolicies:
                 ``Step`` instance.
             Exception: What building ``config`` (or a pipeline from it) raised.
         """
-        return self.reconfigure_many({name: config})[name]
+        return self._reload({name: config}, {}, _RECONFIGURE, "config")[name]
 
     def reconfigure_many(self, configs: Mapping[str, ConfigSource]) -> dict[str, PolicyHandle]:
         """Give several policies new configs at once: all of them, or (if one is refused) none.
@@ -244,24 +256,113 @@ class NamedPolicies:
             Exception: As :meth:`reconfigure`.
         """
         if not isinstance(configs, Mapping):
-            raise fail("ResilienceManager.reconfigure_many", "configs", "a mapping", configs, kind=TypeError)
-        prepared: dict[str, tuple[PolicyHandle, Staged]] = {}
-        for name, source in configs.items():
-            prepared[name] = self._prepare(name, source)
+            raise fail(_RECONFIGURE_MANY, "configs", "a mapping", configs, kind=TypeError)
+        return self._reload(configs, {}, _RECONFIGURE_MANY, "configs[{!r}]")
+
+    def _reload(
+        self,
+        configs: Mapping[str, ConfigSource],
+        new: Mapping[str, ResilienceConfig],
+        owner: str,
+        field: str,
+    ) -> dict[str, PolicyHandle]:
+        """Reload the policies ``configs`` names and create those ``new`` names: all of them, or none.
+
+        ``owner`` and ``field`` (formatted with a policy's name) name the method called and its
+        argument in the error of a config refused. The new policies are created (:meth:`_create_locked`)
+        in the commit of the reloads, before any of them takes effect.
+
+        Raises:
+            _Taken: A call created a policy of ``new`` since the caller looked (nothing changed).
+            Exception: As :meth:`reconfigure_many`.
+        """
+        prepared = {
+            name: self._prepare(name, source, owner, field.format(name)) for name, source in configs.items()
+        }
         while True:
             with self._commit_lock:  # one batch at a time: overlapping batches never interleave
                 stale = [name for name, (handle, staged) in prepared.items() if handle._stale(staged)]
                 if not stale:
-                    generations = {
-                        name: handle._commit(staged) for name, (handle, staged) in prepared.items()
-                    }
+                    created, refused = self._create_locked(new)
+                    if refused is None:
+                        generations = {
+                            name: handle._commit(staged) for name, (handle, staged) in prepared.items()
+                        }
                     break
             for name in stale:  # another batch changed its config since: its factories run now
                 handle, staged = prepared[name]
                 prepared[name] = handle, self._staged(handle, staged.config)
+        if refused is not None:  # reported outside the commit lock, as a reload is
+            self._refused(*refused)
+            try:
+                raise refused[1]
+            finally:
+                del refused  # its error's traceback holds this frame: not bound here (a cycle)
+        for name, handle in created.items():
+            self._check_namesakes(name, handle)
         for name, (handle, _) in prepared.items():
             handle._reloaded(generations[name])
-        return {name: handle for name, (handle, _) in prepared.items()}
+        return {**{name: handle for name, (handle, _) in prepared.items()}, **created}
+
+    def _create_locked(
+        self, new: Mapping[str, ResilienceConfig]
+    ) -> tuple[dict[str, PolicyHandle], tuple[str, Exception] | None]:
+        """Create a policy for each of ``new`` (checked by :meth:`_check_new`), all or none.
+
+        Called under the commit lock: no policy of the batch has changed yet. Every handle is built
+        before any is kept, under the handles' lock (as :meth:`policy` builds one), so that no call
+        finds a policy of a batch that is refused.
+
+        Returns:
+            The handles created, and ``None``; or none and the name and error of the policy whose
+            build raised (its factories), for the caller to report and raise once the lock is free.
+
+        Raises:
+            _Taken: A policy of ``new`` exists now (a call created it): nothing was created.
+        """
+        created: dict[str, PolicyHandle] = {}
+        if not new:
+            return created, None
+        options: dict[str, Any] = {"max_keys": _KEEP, "idle_ttl": _KEEP, "key_attribute_limit": _KEEP}
+        with self._handles_lock:
+            if any(name in self._handles for name in new):
+                raise _Taken
+            for name, config in new.items():
+                try:
+                    created[name] = self._new_handle(name, config, options, None)
+                except Exception as error:  # noqa: BLE001 - the caller reports and raises it
+                    return {}, (name, error)
+            self._handles.update(created)
+        return created, None
+
+    def _apply(self, wanted: Mapping[str, ResilienceConfig]) -> dict[str, PolicyHandle]:
+        """Create the policies of ``wanted`` the manager lacks, and reload the changed others: all or none.
+
+        Every new policy's config is checked (:meth:`_check_new`) and every changed one staged
+        before anything changes; then the new policies are created and the changed ones take
+        their configs in one commit (:meth:`_reload`). A new name a call creates meanwhile (with
+        the call's config) is judged again, as a policy that exists: reloaded if its config is
+        not the one ``wanted`` gives it.
+
+        Returns:
+            The handle of every policy ``wanted`` names.
+
+        Raises:
+            Exception: A config refused (reported; no policy changed), as :meth:`reconfigure_many`.
+        """
+        field = "policies[{!r}]"
+        while True:
+            with self._handles_lock:
+                handles = dict(self._handles)
+            new = {name: config for name, config in wanted.items() if name not in handles}
+            for name, config in new.items():  # what creating it would refuse, before anything changes
+                self._check_new(name, config, field.format(name))
+            changed = {n: c for n, c in wanted.items() if n in handles and _changes(handles[n], c)}
+            try:
+                done = self._reload(changed, new, _APPLY, field)
+            except _Taken:
+                continue  # a call created a new one: judged again, as a policy that exists
+            return {name: done.get(name) or handles[name] for name in wanted}
 
     def apply_config(
         self, policies: Mapping[str, ResilienceConfig], *, customize: Customize | None = None
@@ -328,8 +429,13 @@ class NamedPolicies:
         """
         return ConfigWatch(self, path, interval=interval, customize=customize, format=format)
 
-    def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, Staged]:
-        """Find the handle, build, check and stage its new config; report and raise a refusal."""
+    def _prepare(
+        self, name: str, source: ConfigSource, owner: str, field: str
+    ) -> tuple[PolicyHandle, Staged]:
+        """Find the handle, build, check and stage its new config; report and raise a refusal.
+
+        A refusal of ``source`` names ``owner`` and ``field``: the method called and its argument.
+        """
         handle = self._handles.get(name) if isinstance(name, str) else None
         if handle is None:
             missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
@@ -343,9 +449,9 @@ class NamedPolicies:
             if callable(source) and not isinstance(
                 source, ResilienceConfig
             ):  # a factory: called, never awaited
-                check_sync_callable("ResilienceManager.reconfigure", "config", source, what="factory")
+                check_sync_callable(owner, field, source, what="factory")
                 config = source()
-            checked = handle._prepare(config)
+            checked = handle._prepare(config, owner, field)
         except Exception as error:
             handle._reload_failed(error)
             raise
@@ -376,6 +482,19 @@ class NamedPolicies:
         for stats in named.values():
             add_counts(totals, stats["executions"])
         return named
+
+
+def _changes(handle: PolicyHandle, config: ResilienceConfig) -> bool:
+    """Whether ``config``, as the policy takes it (its ``adapt``), is not the policy's config now.
+
+    A config its ``adapt`` refuses is a change: reloading it refuses it again, and reports that
+    for the policy, as any refused reload, before anything changes.
+    """
+    try:
+        adapted = handle.adapted(config)
+    except Exception:  # noqa: BLE001 - refused and reported by the reload, which raises it
+        return True
+    return not same_config(adapted, handle.config)
 
 
 def _same(handle: PolicyHandle, config: ResilienceConfig | None, options: dict[str, Any]) -> None:

@@ -73,8 +73,11 @@ _OWNER: Final = "ResilienceManager.policy"
 _LOG: Final = logging.getLogger("otel_resilience.manager")
 
 
-def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceConfig:
+def check_config(name: str, config: object, owner: str = _OWNER, field: str = "config") -> ResilienceConfig:
     """Return ``config`` if a policy handle named ``name`` can run it; raise otherwise.
+
+    ``owner`` and ``field`` are the method called and its argument that gave ``config``, as the
+    error names them (``"ResilienceManager.reconfigure_many"``, ``"configs['payments']"``).
 
     Raises:
         TypeError: ``config`` is not a :class:`ResilienceConfig`.
@@ -82,9 +85,9 @@ def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceCo
             (a handle builds a pipeline per key and per reload: give a factory).
     """
     if not isinstance(config, ResilienceConfig):
-        raise fail(owner, "config", "a ResilienceConfig", config, kind=TypeError)
+        raise fail(owner, field, "a ResilienceConfig", config, kind=TypeError)
     if config.name is not None and config.name != name:
-        raise fail(owner, "config", f"a ResilienceConfig whose name is None or {name!r}", config.name)
+        raise fail(owner, field, f"a ResilienceConfig whose name is None or {name!r}", config.name)
     for index, extra in enumerate(config.extra_strategies):
         if isinstance(extra.link, Step):
             msg = (
@@ -471,18 +474,19 @@ class PolicyHandle(_Runs):
 
     # ------------------------------------------------------------------ reloads
 
-    def _prepare(self, config: object) -> ResilienceConfig:
+    def _prepare(self, config: object, owner: str, field: str) -> ResilienceConfig:
         """Check that ``config`` can replace the current one; change nothing.
 
-        Beyond :func:`check_config`, a pipeline is built from it once (and dropped), so that an
-        extra strategy's factory that fails is found before anything changes.
+        Beyond :func:`check_config` (whose errors name ``owner`` and ``field``, the method called
+        and its argument), a pipeline is built from it once (and dropped), so that an extra
+        strategy's factory that fails is found before anything changes.
 
         Raises:
             TypeError: As :func:`check_config`.
             ValueError: As :func:`check_config`.
             Exception: What building a pipeline from ``config`` raised.
         """
-        checked = self.adapted(check_config(self.name, config, "ResilienceManager.reconfigure"))
+        checked = self.adapted(check_config(self.name, config, owner, field))
         spec = self._spec
         with namesakes_expected():
             inputs = StageInputs(self.name, checked, spec.clock, None, None, spec.recovery, spec.breakers)

@@ -1,10 +1,11 @@
 """Policies from a configuration file: applied once (:func:`apply_file`), or kept in step with it.
 
 A file (:func:`otel_resilience.config.load`) names policies. Applying it to a manager creates a
-named policy (``manager.policy(name, config)``) for each new name and reloads the others through
-``manager.reconfigure_many``: every changed policy takes its new config, or (if one is refused)
-none does. A policy the file no longer names is left as it is (a running service may still call
-it); a policy whose config did not change is not reloaded.
+named policy (as ``manager.policy(name, config)`` does) for each new name and reloads the others,
+in one commit as ``manager.reconfigure_many`` does: every new policy is created and every changed
+one takes its new config, or (if one is refused) none is and none does. A policy the file no
+longer names is left as it is (a running service may still call it); a policy whose config did
+not change is not reloaded.
 
 :class:`ConfigWatch` polls the file (its size, times and inode, every ``interval`` seconds, in a
 daemon thread: no extra dependency) and applies it once it changed and is stable: a look that
@@ -46,7 +47,6 @@ from typing import TYPE_CHECKING, Final, cast
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import check_duration, check_sync_callable, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
@@ -71,8 +71,10 @@ def apply_file(
 ) -> dict[str, PolicyHandle]:
     """Create the policies ``policies`` names that ``manager`` lacks, and reload the changed others.
 
-    All or nothing: every new policy's config is checked, and every changed one built, before
-    any policy changes; a refusal is reported once, for the policy it concerns.
+    All or nothing (``manager._apply``): every new policy's config is checked, and every changed
+    one built, before any policy changes; the new policies are created with the reloads, in one
+    commit, and a new one a call creates meanwhile is reloaded to the file's config if it has
+    another. A refusal is reported once, for the policy it concerns.
 
     Returns:
         The handle of every policy the file names.
@@ -92,31 +94,11 @@ def apply_file(
         )
     _check_customize("ResilienceManager.apply_config", customize)
     wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
-    with manager._handles_lock:
-        handles = dict(manager._handles)
-    for name, config in wanted.items():
-        if name not in handles:
-            manager._check_new(name, config)  # what creating it would refuse, before anything changes
-    changed = {n: c for n, c in wanted.items() if n in handles and _changes(handles[n], c)}
-    manager.reconfigure_many(changed)
-    applied = {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
+    applied = manager._apply(wanted)
     source = getattr(policies, "source", None)
     if source is not None:  # a loaded file: a later load of it (a watch's first) keeps its budgets
         manager._applied_files[_file_key(source)] = cast("ConfigFile", policies)
     return applied
-
-
-def _changes(handle: PolicyHandle, config: ResilienceConfig) -> bool:
-    """Whether ``config``, as the policy takes it (its ``adapt``), is not the policy's config now.
-
-    A config its ``adapt`` refuses is a change: reloading it (``reconfigure_many``) refuses it
-    again, and reports that for the policy, as any refused reload, before anything changes.
-    """
-    try:
-        adapted = handle.adapted(config)
-    except Exception:  # noqa: BLE001 - refused and reported by the reload, which raises it
-        return True
-    return not same_config(adapted, handle.config)
 
 
 def _check_customize(owner: str, customize: object) -> None:
