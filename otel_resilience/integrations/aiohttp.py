@@ -107,7 +107,9 @@ class ResilientMiddleware(HttpIntegration):
         except (asyncio.TimeoutError, asyncio.CancelledError) as error:
             total = _total_timed_out(request, error)  # aiohttp's ClientTimeout.total: the request is over
             if raised_in(error, _POOL_WAIT):  # waiting for a connection slot: it never left the client
-                pool_wait_ended(index, cancelled=not total and isinstance(error, asyncio.CancelledError))
+                pool_wait_ended(
+                    error, index, cancelled=not total and isinstance(error, asyncio.CancelledError)
+                )
             if total:
                 raise self._http.client_timed_out(_TotalTimeoutError) from error
             raise

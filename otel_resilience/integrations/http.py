@@ -53,8 +53,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   :func:`~otel_resilience.engine.rerun.may_run_again`, which the integration sets per request.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a 429 or 503
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay (:class:`HttpRetryAfter`;
-  other statuses: :attr:`HttpOptions.retry_after_statuses`); one over ``max_delay`` or past the deadline
-  stops retrying at once (the response is returned), it is never shortened.
+  other failed statuses: :attr:`HttpOptions.retry_after_statuses`); one over ``max_delay`` or past
+  the deadline stops retrying at once (the response is returned), it is never shortened.
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`,
   read on the clock the deadline was computed on
   (:func:`~otel_resilience.engine.deadline.time_left`: a policy's fake clock in tests), to the
@@ -183,7 +183,7 @@ class _Sends(Protocol):
 
     def drop(self, result: object) -> Awaitable[None] | None: ...
 
-    def not_the_hosts(self) -> bool: ...
+    def not_the_hosts(self, error: BaseException) -> bool: ...
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
@@ -286,9 +286,13 @@ class HttpOptions:
             response, instead of returning the response (default ``False``).
         honour_retry_after: Take the delay from a failed response's ``Retry-After`` when the
             policy's ``RetryPolicy.delay_from`` is ``None`` (default ``True``).
-        retry_after_statuses: The failed statuses whose ``Retry-After`` is honoured (default
-            :data:`RETRY_AFTER_STATUSES`: 429 and 503); on any other status the header is
-            ignored and the policy's own backoff applies.
+        retry_after_statuses: The failed statuses whose ``Retry-After`` is honoured, each one of
+            ``failure_statuses`` (a response of another status is no failure, never retried for
+            its status: naming one is refused); on any other failed status the header is ignored
+            and the policy's own backoff applies (a response a ``retry_on_result`` rejects has its
+            header read whatever its status: :class:`HttpRetryAfter`). Default (``None``):
+            those of :data:`RETRY_AFTER_STATUSES` (429 and 503) that are ``failure_statuses``,
+            stored in the field.
         per_host: One breaker and one bulkhead per host (default ``True``).
         deadline_as_timeout: Cap the client's timeout by what is left of the deadline
             (default ``True``).
@@ -302,12 +306,15 @@ class HttpOptions:
     idempotency_header: str | None = "Idempotency-Key"
     raise_on_failure: bool = False
     honour_retry_after: bool = True
-    retry_after_statuses: frozenset[int] = RETRY_AFTER_STATUSES
+    retry_after_statuses: frozenset[int] | None = None
     per_host: bool = True
     deadline_as_timeout: bool = True
     max_hosts: int = DEFAULT_MAX_HOSTS
 
     def __post_init__(self) -> None:
+        defaulted = self.retry_after_statuses is None
+        if defaulted:
+            object.__setattr__(self, "retry_after_statuses", RETRY_AFTER_STATUSES)
         for field in ("failure_statuses", "retry_after_statuses", "retry_methods"):
             value = getattr(self, field)
             if isinstance(value, str) or not isinstance(value, (set, frozenset, list, tuple)):
@@ -318,6 +325,16 @@ class HttpOptions:
             if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
                 raise fail("HttpOptions", field, "HTTP statuses (ints 100..599)", value)
             object.__setattr__(self, field, statuses)
+        retry_after = cast("frozenset[int]", self.retry_after_statuses)
+        if defaulted:  # 429 and 503, where they are failures
+            object.__setattr__(self, "retry_after_statuses", retry_after & self.failure_statuses)
+        elif not retry_after <= self.failure_statuses:  # no failure: its header never read for it
+            raise fail(
+                "HttpOptions",
+                "retry_after_statuses",
+                "failure statuses only (a response of another status is no failure, never retried for it)",
+                sorted(retry_after - self.failure_statuses),
+            )
         methods = frozenset(self.retry_methods)
         if not all(isinstance(m, str) for m in methods):
             raise fail(
@@ -658,7 +675,7 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
         delay_from = retry.delay_from
         options = options or _DEFAULT_OPTIONS
         if delay_from is None and options.honour_retry_after:
-            delay_from = HttpRetryAfter(options.retry_after_statuses)
+            delay_from = HttpRetryAfter(cast("frozenset[int]", options.retry_after_statuses))
         on_result = retry.retry_on_result
         if on_result is not None:  # a retried result is a request sent again, as a retried error
             on_result = HttpRetryOnResult(on_result)
@@ -684,17 +701,17 @@ class _ToldByTheRequest(type):
     """The metaclass of :class:`_NotTheHostsError`: its instances are told by the request, not by class."""
 
     def __instancecheck__(cls, instance: object) -> bool:
-        """Whether ``instance`` ended the request's last send by no fault of the host.
+        """Whether ``instance`` ended one of the request's sends by no fault of the host.
 
-        Asked by the breaker of an HTTP policy, of the error of an attempt that just ended, in
-        its task or thread: the request's record of sends tells it once
+        Asked by the breaker of an HTTP policy, of the error of an attempt that just ended: the
+        request's record of sends tells it once
         (:meth:`~otel_resilience.integrations.sending.Sent.not_the_hosts`).
         """
         request = _RETRYABLE_ERRORS.get()
         return (
             request is not None
             and isinstance(instance, Exception)
-            and cast("_Sends", request[2]).not_the_hosts()
+            and cast("_Sends", request[2]).not_the_hosts(instance)
         )
 
 

@@ -359,7 +359,7 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
             raise
         except asyncio.CancelledError as error:
             if raised_in(error, _POOL_WAIT):  # a deadline's timer (or a race): it never left the client
-                pool_wait_ended(index, cancelled=True)
+                pool_wait_ended(error, index, cancelled=True)
             raise
         except Exception as error:
             body_failed(error, _source(request), index)  # the caller's body generator raised it?

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import requests
@@ -73,6 +73,10 @@ __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_IN_MEMORY: Final = (bytes, str, bytearray, memoryview)
+"""The prepared bodies held in memory, sent whole each time (a form, JSON and a multipart body are
+bytes once prepared; requests streams a ``bytearray`` or ``memoryview`` as it is, whole): a
+request with one may be sent again. An iterator or a file is read as it is sent: never again."""
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -383,7 +387,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             request.method or "GET",
             request.headers,
             getattr(request, _MARK, None),
-            body is None or isinstance(body, (bytes, str)),
+            body is None or isinstance(body, _IN_MEMORY),
         )
         url = urlsplit(request.url or "")
         port = url.port

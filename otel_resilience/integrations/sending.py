@@ -265,7 +265,7 @@ class HttpPolicy:
         if self._timed and time_left() <= 0.0:
             name = self.policy.name or "http"
             if isinstance(error, PoolTimeoutError):
-                pool_wait_ended()
+                pool_wait_ended(error)
                 raise WaitDeadlineReachedError(name, 0.0, "total") from error
             raise DeadlineReachedError(name, 0.0, "total") from error
 
@@ -641,8 +641,8 @@ def _sent_again_after(transport_errors: tuple[type[BaseException], ...]) -> type
     return SentAgainAfter
 
 
-def pool_wait_ended(index: int | None = None, *, cancelled: bool = False) -> None:
-    """Tell the current request that its send at ``index`` ended waiting for a connection of its pool.
+def pool_wait_ended(error: BaseException, index: int | None = None, *, cancelled: bool = False) -> None:
+    """Tell the current request that its send at ``index`` ended with ``error`` waiting for its pool.
 
     The one rule of a pool wait that ran out, for every client: the request never left the
     client, so no breaker counts what ended the send (:func:`_not_the_hosts`). A client's own
@@ -653,12 +653,13 @@ def pool_wait_ended(index: int | None = None, *, cancelled: bool = False) -> Non
     :class:`~otel_resilience.OperationTimeoutError`), and one a client's other timeout ended
     (aiohttp's ``ClientTimeout.connect`` and ``total``, which also bound its connect and the
     whole request). Called by each client where its send ended in the wait
-    (:func:`raised_in`); ``index``: the send's place in the request's record (``None``: the
-    last send, a sync request's). A ``cancelled`` send (a deadline's timer, or the race of a
-    hedge that lost) is told only once the deadline has passed: a hedge that lost is no timeout.
+    (:func:`raised_in`), with the error that ended it; ``index``: the send's place in the
+    request's record (``None``: the last send, a sync request's). A ``cancelled`` send (a
+    deadline's timer, or the race of a hedge that lost) is told only once the deadline has
+    passed: a hedge that lost is no timeout.
     """
     if not cancelled or time_left() <= 0.0:
-        _not_the_hosts(index)
+        _not_the_hosts(error, index)
 
 
 def body_failed(error: BaseException, body: object, index: int | None = None) -> None:
@@ -674,20 +675,20 @@ def body_failed(error: BaseException, body: object, index: int | None = None) ->
     """
     code = getattr(body, "gi_code", None) or getattr(body, "ag_code", None)
     if code is not None and raised_in(error, code):
-        _not_the_hosts(index)
+        _not_the_hosts(error, index)
 
 
-def _not_the_hosts(index: int | None) -> None:
+def _not_the_hosts(error: BaseException, index: int | None) -> None:
     """Have the request's record tell the breaker that its send at ``index`` ended by no fault of the host.
 
-    ``index``: the send's place in the record (``None``: the last send, a sync request's). The
-    breaker of an HTTP policy asks it of the error the send ended with
-    (:class:`~otel_resilience.integrations.http._NotTheHostsError`, :meth:`Sent.not_the_hosts`).
+    ``index``: the send's place in the record (``None``: the last send, a sync request's); ``error``:
+    what the send ended with. The breaker of an HTTP policy asks it of the error the attempt ended
+    with (:class:`~otel_resilience.integrations.http._NotTheHostsError`, :meth:`Sent.not_the_hosts`).
     """
     request = _RETRYABLE_ERRORS.get()
     if request is not None:
         sent = cast("Sent", request[2])
-        sent.spared = len(sent) - 1 if index is None else index
+        sent.spared = (*sent.spared, (len(sent) - 1 if index is None else index, error))
 
 
 def raised_in(error: BaseException, code: CodeType) -> bool:
@@ -741,24 +742,37 @@ class Sent(list[Any]):
         before: How many times the request was sent before this execution (a redirect's earlier
             hops, the send an authentication challenge answered): the resend counts of its sends
             continue from it (:func:`record_send`).
-        spared: The place of the send that ended by no fault of the host (in a wait for a
-            connection of the client's pool, or the caller's body raised), not told yet
-            (:meth:`not_the_hosts`); -1: none.
+        spared: The sends that ended by no fault of the host (in a wait for a connection of the
+            client's pool, or the caller's body raised), not told yet (:meth:`not_the_hosts`):
+            the place of each and the error it ended with.
     """
 
     dropped: int = 0
     before: int = 0
-    spared: int = -1
+    spared: tuple[tuple[int, BaseException], ...] = ()
 
-    def not_the_hosts(self) -> bool:
-        """Whether the last send ended by no fault of the host; told once.
+    def not_the_hosts(self, error: BaseException) -> bool:
+        """Whether ``error``, an attempt's, ended a send of the request by no fault of the host; told once.
 
         Asked by the breaker of an HTTP policy of the error of an attempt that just ended, in its
-        task or thread (:func:`pool_wait_ended`, :func:`body_failed`). Only the last send's is
-        told: a send started since (under hedging, another's) leaves the error counted, as any.
+        task or thread (:func:`pool_wait_ended`, :func:`body_failed`). A send told is known by
+        its error: ``error`` is the one it ended with, or was raised from it (a few at most: an
+        async attempt's timeout from the cancellation of its wait), whichever send it was (under
+        hedging, every send of the race is told apart); or by its place, when it is the last
+        send (a sync attempt's timeout raises an error of its own in place of the wait's). A
+        send told but never asked of (an error the breaker ignores by its class) spares no
+        later send's error.
         """
-        spared, self.spared = self.spared, -1
-        return spared >= 0 and spared == len(self) - 1
+        spared = self.spared
+        if not spared:
+            return False
+        found = next((told for told in spared if _raised_from(error, told[1])), None)
+        if found is None:
+            found = next((told for told in spared if told[0] == len(self) - 1), None)
+            if found is None:
+                return False
+        self.spared = tuple(told for told in spared if told is not found)
+        return True
 
     def drop(self, result: object) -> Awaitable[None] | None:
         """The retry goes on after ``result`` (one of the sends'): close every send so far.
@@ -791,6 +805,18 @@ class Sent(list[Any]):
         """
         close_earlier(self)
         return None
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> bool:
+    """Whether ``error`` is ``cause``, or was raised from it (its chain of causes or contexts, a few)."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if seen is cause:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _AsyncSent(Sent):

@@ -24,6 +24,7 @@ from otel_resilience import (
 )
 from otel_resilience.integrations.http import (
     _RETRYABLE_ERRORS,
+    RETRY_AFTER_STATUSES,
     RETRYABLE,
     FailedResponseError,
     HttpOptions,
@@ -338,6 +339,33 @@ def test_retry_after_statuses_are_an_option_checked_at_construction() -> None:
         HttpOptions(retry_after_statuses={700})
     with pytest.raises(TypeError, match="retry_after_statuses"):
         HttpOptions(retry_after_statuses="503")
+
+
+def test_retry_after_statuses_that_are_no_failures_are_refused() -> None:
+    """A status whose response is a success is never retried, so its Retry-After could never be honoured: refused."""
+    with pytest.raises(ValueError, match="retry_after_statuses"):
+        HttpOptions(retry_after_statuses={418, 503})
+    with pytest.raises(ValueError, match="retry_after_statuses"):
+        HttpOptions(failure_statuses={500}, retry_after_statuses={503})
+    assert HttpOptions(failure_statuses={404, 503}, retry_after_statuses={404}).retry_after_statuses == {404}
+
+
+def test_the_default_retry_after_statuses_are_those_of_429_and_503_that_are_failures() -> None:
+    """Left to its default, the option keeps 429 and 503 where they are failure statuses (a set of failures of one's own is never refused)."""
+    assert HttpOptions(failure_statuses={500, 503}).retry_after_statuses == frozenset({503})
+    assert HttpOptions(failure_statuses={404}).retry_after_statuses == frozenset()
+    assert HttpOptions().retry_after_statuses == RETRY_AFTER_STATUSES
+
+
+@DRIVERS
+async def test_a_retry_after_status_made_a_failure_is_honoured(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """A 418 counted as a failure and named in retry_after_statuses: its Retry-After (120 s, over max_delay) ends the retries."""
+    server.script("/a", (418, {"Retry-After": "120"}))
+    options = HttpOptions(failure_statuses={418, 503}, retry_after_statuses={418})
+    response = await Clients(driver, policy(), options=options).request("GET", f"{server.url}/a")
+    assert (response.status_code, server.count("/a")) == (418, 1)
 
 
 @DRIVERS

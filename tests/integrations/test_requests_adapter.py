@@ -75,6 +75,17 @@ def test_a_post_is_not_retried_unless_marked(server: ScriptedHTTPServer) -> None
     assert server.count("/c") == 2
 
 
+@pytest.mark.parametrize("body", [bytearray(b"order"), memoryview(b"order")], ids=type)
+def test_a_marked_post_whose_body_is_a_buffer_in_memory_is_retried_with_its_body(
+    server: ScriptedHTTPServer, body: bytearray | memoryview
+) -> None:
+    """A bytearray or memoryview body is held in memory as bytes are (requests sends it whole): retried."""
+    server.script("/a", (503, {}))
+    with session() as s:
+        assert s.post(f"{server.url}/a", data=body, headers={"Idempotency-Key": "k"}).status_code == 200
+    assert [sent for _, path, _, sent in server.requests if path == "/a"] == [b"order", b"order"]
+
+
 def test_the_retryable_mark_is_not_carried_to_a_redirects_next_hop(server: ScriptedHTTPServer) -> None:
     """A marked POST redirected by a 307 (its method and body kept): the next hop is a new request,
     unmarked, so its 503 is sent once and returned."""

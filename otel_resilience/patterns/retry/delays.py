@@ -82,7 +82,18 @@ def _seconds(value: object) -> float | None:
 
 
 def _header(headers: object) -> object:
-    """Return the ``Retry-After`` value of a headers mapping (case-insensitive or not), or ``None``."""
+    """Return the ``Retry-After`` value of a headers mapping (case-insensitive or not), or ``None``.
+
+    A field sent more than once is read as every client that joins repeated fields gives it
+    (httpx's and requests' headers): its values in one, comma-separated, which is no
+    ``Retry-After`` value (a singleton field given twice), whatever the mapping. A multi-valued
+    one (aiohttp's ``CIMultiDict``, ``getall``; an ``email.message.Message``, ``get_all``) would
+    otherwise give its first value alone.
+    """
+    every = getattr(headers, "getall", None) or getattr(headers, "get_all", None)
+    if every is not None:
+        values = every(_HEADER, None)
+        return None if not values else ", ".join(values)
     get = getattr(headers, "get", None)
     if get is None:
         return None
@@ -110,6 +121,9 @@ def retry_after_delay(outcome: Any) -> float | None:
        ``httpx.HTTPStatusError`` or a ``requests.HTTPError``;
     3. the ``Retry-After`` header of ``outcome.headers``: aiohttp's ``ClientResponseError``, or
        a retried response object itself (``retry_on_result``).
+
+    A header sent more than once is no value (a singleton field: its values joined, as httpx
+    and requests give them, whatever the headers object).
 
     No HTTP client is imported: these are read as attributes, and anything that fails to read
     (a missing attribute, a property that raises, a value in no known form) counts as absent.
