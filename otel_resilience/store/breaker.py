@@ -4,7 +4,7 @@ A :class:`SharedBreaker` is the store's side of one breaker. The breaker's rules
 it: they read :meth:`merged` (plain attributes) under their lock, and its background work runs
 in the store's thread (:func:`tick`, :meth:`publish`, :func:`read_states`) and its subscriber
 (:meth:`on_message`). Keys, for a breaker named ``name`` in namespace ``ns`` (``:`` and ``%`` in
-the name percent-encoded, so that two names never share a key):
+the namespace and the name percent-encoded, so that two namespaces or names never share a key):
 
 * ``ns:cb:name:state`` - a hash ``{epoch, state, until, reason}``: the cluster's state period;
   ``until`` is the server time (ms) an OPEN period ends. Expires ``key_ttl`` after its last change.
@@ -144,7 +144,7 @@ class SharedBreaker(PeerCounts):
         self._breaker: Callable[[], CircuitBreaker | None] = weakref.ref(breaker)
         self.key_name = key_name(breaker.name, key)
         self._id = replica
-        self._prefix = f"{store.namespace}:cb:{self.key_name}"
+        self._prefix = f"{store.key_prefix}:cb:{self.key_name}"
         self._peers = _NO_COUNTS
         self._peer_probes = 0
         """The other replicas' probe successes in this period, as last read from the store."""

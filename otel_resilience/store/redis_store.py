@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 import urllib.parse
@@ -16,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
-from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
-from otel_resilience.store.breaker import SharedBreaker, key_name, publish_states, read_states, tick
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail, redacted_url
+from otel_resilience.store.breaker import SharedBreaker, key_name, key_part, publish_states, read_states, tick
 from otel_resilience.store.deadlines import Sockets, bound_connections, on_sent, track_sockets, within
 from otel_resilience.store.loops import LoopClients, bounded
 
@@ -51,6 +50,9 @@ _JOIN: Final = 2.0
 """The longest :meth:`RedisStore.close` waits for a publication in flight to be sent, and for each of the
 store's threads (their sockets shut down, they end at once, but for a TCP connection being made,
 which ``timeout`` bounds)."""
+_LEASE_ROUNDS: Final = 3
+"""The shortest ``probe_lease_ttl``, in rounds of the store's thread (``flush_interval``): its holder
+renews a lease every third of its TTL (:func:`_check_lease_ttl`)."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
 _OUTAGE_CODES: Final = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
@@ -58,10 +60,6 @@ _OUTAGE_CODES: Final = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
 ``MASTERDOWN`` have classes of their own): it takes no write (too few replicas, a failed
 snapshot) or runs another client's script. An outage, as ``READONLY``: each breaker taking it
 for its key's refusal logged a warning of its own and left the store reported healthy."""
-_USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
-"""A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
-_PASSWORD_PARAMETER: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
-"""A ``password=`` query parameter's value (redis-py reads one)."""
 
 
 class RedisStore(SharedStore):
@@ -93,7 +91,9 @@ class RedisStore(SharedStore):
     separate replicas. Transitions the parent had queued are published by the parent only.
 
     Attributes:
-        namespace: The prefix of every key (one per service).
+        namespace: The prefix of every key (one per service), percent-encoded there as names are
+            (:attr:`key_prefix`).
+        key_prefix: The namespace as it begins every key (``:`` and ``%`` percent-encoded).
         degraded: Whether Redis is unreachable now (local state only).
         outages: Times the store became unreachable.
         errors: Redis operations that failed (each counted once).
@@ -129,6 +129,7 @@ class RedisStore(SharedStore):
         "channel",
         "degraded",
         "errors",
+        "key_prefix",
         "key_ttl_ms",
         "lease_ttl_ms",
         "max_connections",
@@ -157,6 +158,10 @@ class RedisStore(SharedStore):
         self._sockets, self._sub_sockets = sockets or (Sockets(), Sockets())
         """The sockets each client opens: :meth:`close` shuts them down, ending what waits on them."""
         self.namespace = self.name = namespace
+        self.key_prefix = key_part(namespace)
+        """The first part of every key: the namespace percent-encoded as a name is (:func:`key_part`),
+        so that no key of one namespace is another's (``svc:cb``'s breaker ``db`` and ``svc``'s
+        breaker ``cb`` of key ``db`` had one state, ``svc:cb:cb:db:state``)."""
         self.timeout = timeout
         self.max_connections = max_connections
         self._interval = flush_interval
@@ -223,14 +228,17 @@ class RedisStore(SharedStore):
                 and ``timeout``: from ``timeout``; ``max_connections``; ``retry``): one of them is
                 refused, whatever its value, since redis-py lets the URL win over the store's.
             namespace: The prefix of every key and channel: one per service (its replicas share
-                it; two services with one Redis use two namespaces).
+                it; two services with one Redis use two namespaces). In keys its ``:`` and ``%``
+                are percent-encoded, as a name's are: ``svc:cb`` and ``svc`` never share a key.
             timeout: Seconds any Redis operation may take (connecting included) before it counts
                 as failed and the store as degraded; a rate limiter's call waits at most this.
             flush_interval: Seconds between two reports of a breaker's counts (a failure is
                 reported at once).
             probe_lease_ttl: Seconds a half-open probe lease lasts unless its holder renews it
-                (it does while its probe runs): a crashed prober blocks the others this long
-                (at least 0.001: Redis expires keys in whole milliseconds).
+                (it does while its probe runs, every third of it, in the rounds of the store's
+                thread): a crashed prober blocks the others this long. At least 3 times
+                ``flush_interval`` (a shorter lease expired while its probe ran, and another
+                replica probed too).
             key_ttl: Seconds a breaker's cluster state is kept after its last change (at least 0.001).
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
@@ -272,6 +280,7 @@ class RedisStore(SharedStore):
             if seconds[name] < _SHORTEST_TTL:
                 rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
                 raise fail(_OWNER, name, rule, durations[name])
+        _check_lease_ttl(seconds, probe_lease_ttl)
         pooled = check_int(_OWNER, "max_connections", max_connections, minimum=1)
         client, subscriber, sockets, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
         store = cls(
@@ -324,7 +333,8 @@ class RedisStore(SharedStore):
     def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
         """Return the rules of a rate limiter whose budget all replicas share.
 
-        Its key is ``NAMESPACE:rl:ALGORITHM:NAME`` (``NAME:KEY`` for a policy's key): the
+        Its key is ``NAMESPACE:rl:ALGORITHM:NAME`` (``NAME:KEY`` for a policy's key; each part
+        percent-encoded, :attr:`key_prefix` and :func:`~otel_resilience.store.breaker.key_name`): the
         algorithm is part of it, so two limiters of one name and different algorithms (a rolling
         deploy or a reload that changes ``algorithm``) never share a key (a string for
         ``"token_bucket"``, a list for ``"sliding_window"``), and each has its own budget. A
@@ -335,9 +345,9 @@ class RedisStore(SharedStore):
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
         algorithm, named = config.algorithm, key_name(name, current_key())
-        keys: tuple[str, ...] = (f"{self.namespace}:rl:{algorithm}:{named}",)
+        keys: tuple[str, ...] = (f"{self.key_prefix}:rl:{algorithm}:{named}",)
         if algorithm == "token_bucket":
-            keys = (*keys, f"{self.namespace}:rl:{algorithm}-limits:{named}")
+            keys = (*keys, f"{self.key_prefix}:rl:{algorithm}-limits:{named}")
         return ClusterRules(self, keys, config, name)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
@@ -571,7 +581,7 @@ class RedisStore(SharedStore):
         round and failing again at its next write, an outage and two log records each time.
         """
         next(self._ops)
-        self._client.set(f"{self.namespace}:alive", self._id, px=_PROBE_TTL_MS)
+        self._client.set(f"{self.key_prefix}:alive", self._id, px=_PROBE_TTL_MS)
 
     def _read_states(self, due: bool) -> bool:
         """Read the cluster state of every breaker (``due``, or after reconnecting), else of new ones only.
@@ -776,6 +786,27 @@ if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
     os.register_at_fork(after_in_child=_forked_in_child)
 
 
+def _check_lease_ttl(seconds: dict[str, float], given: object) -> None:
+    """Refuse a ``probe_lease_ttl`` under :data:`_LEASE_ROUNDS` times ``flush_interval``.
+
+    A lease's holder renews it a third of its TTL after the last renewal, in a round of the
+    store's thread (one every ``flush_interval``): a TTL shorter than three rounds expired while
+    its probe ran, and another replica took the lease and probed too (2 probes at once with
+    ``half_open_max_calls=1``, a TTL of 0.3 s and ``flush_interval=0.5``). Compared in
+    milliseconds, as Redis expires keys: ``3 * 0.1`` is 0.30000000000000004 seconds, but 300 ms.
+
+    Raises:
+        ValueError: It is shorter (the message names ``RedisStore.from_url.probe_lease_ttl``).
+    """
+    round_ms = round(seconds["flush_interval"] * 1000)
+    if round(seconds["probe_lease_ttl"] * 1000) < _LEASE_ROUNDS * round_ms:
+        rule = (
+            f">= {_LEASE_ROUNDS} x flush_interval = {_LEASE_ROUNDS * round_ms / 1000:g} s "
+            "(its holder renews it in the store's rounds while its probe runs)"
+        )
+        raise fail(_OWNER, "probe_lease_ttl", rule, given)
+
+
 def _check_database(url: str) -> None:
     """Refuse a ``redis://`` or ``rediss://`` URL whose path is no database number, or not the query's.
 
@@ -789,16 +820,11 @@ def _check_database(url: str) -> None:
         return
     if not database.isdecimal():
         rule = f"a Redis URL whose path is a database number (/0), not /{database}"
-        raise fail(_OWNER, "url", rule, _redacted(url))
+        raise fail(_OWNER, "url", rule, redacted_url(url))
     queried = urllib.parse.parse_qs(parts.query).get("db", [])
     if any(not value.isdecimal() or int(value) != int(database) for value in queried):
         rule = f"a Redis URL naming one database (its path says /{database}, its query db={queried[-1]})"
-        raise fail(_OWNER, "url", rule, _redacted(url))
-
-
-def _redacted(url: str) -> str:
-    """Return ``url`` as a message may show it: its user info and ``password=`` value as ``***``."""
-    return _PASSWORD_PARAMETER.sub(r"\1***", _USER_INFO.sub(r"\1***@", url, count=1))
+        raise fail(_OWNER, "url", rule, redacted_url(url))
 
 
 _OWN_OPTIONS: Final = {
@@ -834,13 +860,13 @@ def _check_url_options(url: str, parse_url: Callable[[str], dict[str, Any]], poo
     for option, source in _OWN_OPTIONS.items():
         if option in given:
             rule = f"a Redis URL without ?{option}= (the store sets it {source})"
-            raise fail(_OWNER, "url", rule, _redacted(url))
+            raise fail(_OWNER, "url", rule, redacted_url(url))
     for pool in pools:
         try:
             pool.connection_class(**pool.connection_kwargs)
         except TypeError as error:
             rule = f"a Redis URL whose query options every client of the store takes ({error})"
-            raise fail(_OWNER, "url", rule, _redacted(url)) from None
+            raise fail(_OWNER, "url", rule, redacted_url(url)) from None
 
 
 def _connect(
@@ -906,7 +932,7 @@ def _connect(
         pool = redis.BlockingConnectionPool.from_url(url, **pooled, **options)
         checked = (pool, async_pool())  # pools connect lazily: neither has a connection yet
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
-        raise fail(_OWNER, "url", f"a Redis URL ({error})", _redacted(url)) from error
+        raise fail(_OWNER, "url", f"a Redis URL ({error})", redacted_url(url)) from error
     _check_url_options(url, parse_url, checked)  # before any client is made of them
     # The subscriber's errors reach the store's subscriber loop as they are: redis-py's pub/sub
     # connects again in its failure handler, whatever the retries (redis-py 6+), so a socket

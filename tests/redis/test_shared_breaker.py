@@ -19,6 +19,8 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     CircuitState,
+    RateLimiter,
+    RateLimiterConfig,
     RedisStore,
     ResilienceConfig,
     ResilienceManager,
@@ -158,6 +160,42 @@ def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     assert other_ns.state is colon.state is keyed.state is CircuitState.CLOSED
 
 
+def test_a_namespace_with_a_colon_never_shares_another_namespaces_keys(
+    replicas: Replica, redis_url: str
+) -> None:
+    """Namespace ``svc:cb``'s breaker ``db`` and namespace ``svc``'s breaker ``cb`` of key ``db`` keep two states.
+
+    The namespace went into each key as it was, while names and keys are percent-encoded: both
+    breakers kept their state in ``svc:cb:cb:db:state``, so a trip in one service opened the other's
+    breaker at its next resync (and a limiter ``state`` of namespace ``svc:cb`` and a breaker ``rl``
+    of key ``token_bucket`` of namespace ``svc`` wrote one key, as a string and as a hash).
+    """
+    with shared_key("db"):
+        keyed = replicas("cb", namespace="svc", resync_interval=0.05)
+    nested = replicas("db", namespace="svc:cb")
+    witness = replicas("db", namespace="svc:cb")
+    nested.force_open(30.0)
+    wait_for(lambda: witness.state is CircuitState.OPEN, 2.0, "the namesake OPEN")
+    store = keyed.config.store
+    assert isinstance(store, RedisStore)
+    ops = store.ops
+    wait_for(lambda: store.ops >= ops + 10, 5.0, "resyncs of the other namespace's breaker")
+    assert keyed.state is CircuitState.CLOSED
+    with shared_key("token_bucket"):
+        breaker = replicas("rl", namespace="svc")
+    breaker.force_open(30.0)
+    wait_for(lambda: breaker._core._shared.epoch > 0, 2.0, "the trip published")  # type: ignore[union-attr]
+    limiter_store = RedisStore.from_url(redis_url, namespace="svc:cb")
+    try:
+        limiter = RateLimiter(
+            "state", RateLimiterConfig(rate=10.0, store=limiter_store, store_fallback="closed")
+        )
+        assert limiter.try_acquire()  # the cluster's permit, not the fallback's refusal of a WRONGTYPE
+        assert limiter_store.errors == 0
+    finally:
+        limiter_store.close()
+
+
 def test_a_name_or_key_utf8_cannot_encode_is_shared_as_any_other(
     replicas: Replica, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -271,6 +309,13 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         RedisStore.from_url("redis://localhost", timeout=0)
 
 
+def test_a_probe_lease_of_three_rounds_is_taken_to_the_millisecond() -> None:
+    """``probe_lease_ttl`` 3 times ``flush_interval`` is taken: ``3 * 0.1`` is not above 0.3."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    RedisStore.from_url(url, probe_lease_ttl=0.3, flush_interval=0.1).close()
+    RedisStore.from_url(url, probe_lease_ttl=0.6, flush_interval=0.2).close()
+
+
 @pytest.mark.parametrize(
     ("arguments", "error", "field"),
     [
@@ -284,6 +329,10 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"url": "redis://localhost:6379/0?socket_timout=1"}, ValueError, "url"),
         ({"url": "rediss://localhost:6379/0?ssl_validate_ocsp=true"}, ValueError, "url"),
         ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
+        # A lease that expires between two renewals while its probe runs: 3 rounds at least.
+        ({"probe_lease_ttl": 0.3, "flush_interval": 0.5}, ValueError, "probe_lease_ttl"),
+        ({"probe_lease_ttl": 0.29}, ValueError, "probe_lease_ttl"),  # flush_interval 0.1: 0.3 at least
+        ({"probe_lease_ttl": 5.0, "flush_interval": 2.0}, ValueError, "probe_lease_ttl"),
         ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
         ({"max_connections": 0}, ValueError, "max_connections"),
         ({"max_connections": -5}, ValueError, "max_connections"),
@@ -301,7 +350,9 @@ def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(
     lease TTL of 0 ms made every lease fail in Redis (the store degraded, "unreachable"), and a
     key TTL of 0 ms deleted each state as it was written. A query option a client of the store
     does not take made each operation that opened a connection raise a ``TypeError``, a rate
-    limiter's permit to its caller too.
+    limiter's permit to its caller too. A lease TTL shorter than three rounds of the store's
+    thread (``flush_interval``) expired while its probe ran: another replica took the lease and
+    probed at once (2 probes with ``half_open_max_calls=1``, a TTL of 0.3 s and ``flush_interval=0.5``).
     """
     options: dict[str, object] = {"url": "redis://127.0.0.1:6379/0", **arguments}
     with pytest.raises(error, match=rf"RedisStore\.from_url\.{field}"):
@@ -511,7 +562,9 @@ def test_a_replica_that_publishes_its_own_trip_keeps_no_probe_of_an_earlier_peri
     """Its leases were of the period before: once its trip is published it holds none, so probes none."""
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    store = RedisStore.from_url(redis_url, namespace="own-trip", flush_interval=30.0, resync_interval=60.0)
+    store = RedisStore.from_url(
+        redis_url, namespace="own-trip", flush_interval=30.0, probe_lease_ttl=90.0, resync_interval=60.0
+    )
     client = redis.Redis.from_url(redis_url)
     try:
         breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store, failure_threshold=1, timeout=30.0))
@@ -671,8 +724,9 @@ def test_a_trip_published_late_leaves_an_operators_mode_as_it_is(
     client = redis.Redis.from_url(redis_url)
     try:
         before = client.hgetall("svc:cb:db:state")
-        link.epoch -= 1  # b tripped before the operator's mode reached it
-        link.publish(store._client, StateChanged("closed", "open", "failure_threshold", 0, 30.0))
+        with link._lock:  # the store's thread reads the cluster's state (and epoch) under it meanwhile
+            link.epoch -= 1  # b tripped before the operator's mode reached it
+            link.publish(store._client, StateChanged("closed", "open", "failure_threshold", 0, 30.0))
         assert client.hgetall("svc:cb:db:state") == before
     finally:
         client.close()
@@ -767,7 +821,7 @@ def test_an_idle_replica_takes_no_probe_lease_from_the_replica_with_calls(redis_
     idle_store = RedisStore.from_url(redis_url, namespace="idle", probe_lease_ttl=30.0, resync_interval=0.01)
     # Its rounds only when something happens to it (a call, a trip): the idle store's come first.
     busy_store = RedisStore.from_url(
-        redis_url, namespace="idle", probe_lease_ttl=30.0, flush_interval=30.0, resync_interval=30.0
+        redis_url, namespace="idle", probe_lease_ttl=90.0, flush_interval=30.0, resync_interval=30.0
     )
     try:
         config = CircuitBreakerConfig(timeout=0.2, success_threshold=1)
@@ -803,7 +857,8 @@ def _half_open_alone(
     """A store and its breaker, tripped and published, the cluster's OPEN period over (Redis' clock)."""
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    store = RedisStore.from_url(redis_url, namespace=namespace, probe_lease_ttl=ttl)
+    # Three rounds of its thread to a lease, the shortest TTL it takes.
+    store = RedisStore.from_url(redis_url, namespace=namespace, probe_lease_ttl=ttl, flush_interval=ttl / 3)
     settings: dict[str, object] = {"failure_threshold": 1, "timeout": 0.05, **options}
     breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
     wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
@@ -856,7 +911,7 @@ def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(re
     """
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    ttl_ms = 50
+    ttl_ms = 300
     store, breaker = _half_open_alone(redis_url, "sparse", ttl_ms / 1000, success_threshold=1)
     client = redis.Redis.from_url(redis_url)
     try:
