@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, Final, Literal
 
 from otel_resilience import ResilienceConfig
@@ -33,6 +34,7 @@ from otel_resilience.demo.summary import format_summary, summarize
 from otel_resilience.demo.system import POLICIES, DemoSystem
 from otel_resilience.demo.view import Frame, PlainView, RichView, View
 from otel_resilience.engine import HUB
+from otel_resilience.engine.validation import redacted_url
 
 __all__ = [
     "DEMO_POLICIES",
@@ -115,7 +117,7 @@ def _header(
     otlp = (
         "off"
         if options.otlp_endpoint is None
-        else f"{options.otlp_endpoint} (OTLP/HTTP protobuf, metrics + traces)"
+        else f"{redacted_url(options.otlp_endpoint)} (OTLP/HTTP protobuf, metrics + traces)"
     )
     return [
         f"otel-resilience demo: scenario {scenario.name} (seed {scenario.seed}): {scenario.description}",
@@ -132,20 +134,32 @@ def _header(
 
 @contextlib.contextmanager
 def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to ``on_signal`` while the block runs (main thread only)."""
-    installed: list[signal.Signals] = []
+    """Route SIGINT and SIGTERM to ``on_signal`` while the block runs (main thread only).
+
+    The handler that was there before is put back after the block, whatever installed it (the
+    application, ``asyncio.run`` for SIGINT, or the event loop's ``add_signal_handler``, whose own
+    table is left alone): ``loop.remove_signal_handler`` would leave ``SIG_DFL`` instead. The
+    handler runs in the main thread, the loop's, and hands the signal to the loop as
+    ``asyncio.run`` hands SIGINT to it (``call_soon_threadsafe`` also wakes the loop up).
+    A signal whose handler was not installed from Python (``getsignal`` gives ``None``) is left alone.
+    """
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(on_signal)
+
+    installed: list[tuple[signal.Signals, Callable[[int, FrameType | None], Any] | int]] = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal)
-            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not on Unix
+            previous = signal.getsignal(sig)
+            if previous is None:
                 continue
-            installed.append(sig)
+            signal.signal(sig, handler)
+            installed.append((sig, previous))
     try:
         yield
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for sig, previous in reversed(installed):
+            signal.signal(sig, previous)
 
 
 def _finite(value: Any) -> Any:
@@ -227,7 +241,8 @@ async def run_demo(
         options: What to run.
         view: Where to show it.
         stop: Set it to end the run early (as a signal would).
-        handle_signals: Whether SIGINT and SIGTERM end the run (main thread only).
+        handle_signals: Whether SIGINT and SIGTERM end the run (main thread only); the handlers
+            found are put back when it ends.
 
     Returns:
         The summary, also written to ``options.summary_json`` when set.

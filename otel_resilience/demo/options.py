@@ -18,7 +18,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from otel_resilience.config.formats import check_format
-from otel_resilience.engine.validation import MAX_DURATION, describe
+from otel_resilience.engine.validation import MAX_DURATION, describe, redacted_url
 
 __all__ = [
     "DEFAULT_HOST",
@@ -223,11 +223,12 @@ def check_otlp_endpoint(value: str) -> str:
     )
     if not isinstance(value, str):
         raise TypeError(f"{rule}, got {value!r}")
+    shown = redacted_url(value)  # user info in the URL is basic authentication: never shown
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as error:  # an invalid IPv6 address, a port out of range or not a number
-        raise ValueError(f"{rule}, got {value!r}: {error}") from None
+        raise ValueError(f"{rule}, got {shown!r}: {error}") from None
     if (
         parts.scheme not in {"http", "https"}
         or not parts.hostname
@@ -235,7 +236,7 @@ def check_otlp_endpoint(value: str) -> str:
         or parts.query
         or parts.fragment
     ):
-        raise ValueError(f"{rule}, got {value!r}")
+        raise ValueError(f"{rule}, got {shown!r}")
     return value.rstrip("/")
 
 

@@ -10,8 +10,9 @@
   HTTP proxies.
 * Spans exist only with ``--otlp-endpoint`` (there is nowhere else to send them).
 
-The providers are handed to :func:`otel_resilience.telemetry.instrument`; nothing is set
-globally, so the demo can run inside another process (its tests) without side effects.
+The providers are handed to :func:`otel_resilience.telemetry.instrumented` for the run; nothing
+is set globally, and the listener registered before the run is registered again after it, so the
+demo can run inside another process (its tests) without side effects.
 
 This is the only module of the demo that imports OpenTelemetry; each import carries
 ``noqa: TID251`` because the rule (only ``otel_resilience/telemetry`` may import OpenTelemetry)
@@ -20,6 +21,7 @@ protects the library, and the demo is an application of it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
@@ -36,7 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry, start_http_server
 
 import otel_resilience
-from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.telemetry import instrumented
 
 if TYPE_CHECKING:
     from otel_resilience.demo.options import DemoOptions
@@ -127,7 +129,7 @@ class DemoTelemetry:
         self.url: str | None = None
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
-        self._had_default = False
+        self._instrumented = contextlib.ExitStack()
         self._spans: _FlushBound | None = None
 
     def start(self) -> None:
@@ -193,14 +195,13 @@ class DemoTelemetry:
                 msg = f"cannot serve /metrics on {options.host}:{options.port}: {reason}; {hint}"
                 raise MetricsServerError(msg) from error
             self.url = options.metrics_url
-        self._had_default = current_listener() is not None
-        instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider)
+        self._instrumented.enter_context(
+            instrumented(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider)
+        )
 
     def stop(self) -> None:
-        """Uninstrument, flush and shut the providers down, and stop serving ``/metrics``."""
-        uninstrument()
-        if self._had_default:
-            install_default()
+        """Put the listener from before the run back, shut the providers down, stop serving ``/metrics``."""
+        self._instrumented.close()
         self._shutdown_providers()
         server = self._server
         if server is not None:

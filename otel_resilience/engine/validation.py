@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
+import re
 import reprlib
 import sys
 import threading
@@ -47,6 +48,7 @@ __all__ = [
     "discard",
     "fail",
     "matched_by_class",
+    "redacted_url",
     "verdict",
     "wrong_return",
 ]
@@ -62,6 +64,11 @@ MAX_ATTRIBUTE_LENGTH: Final = 256
 alert's subject or attribute, a keyed policy's ``resilience.key``, an exception class's
 ``error.type``); longer ones are cut. A name (:func:`check_name`), which becomes
 ``resilience.policy`` or ``resilience.name``, is configuration: a longer one is refused."""
+
+_USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
+"""A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
+_PASSWORD_PARAMETER: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
+"""A ``password=`` query parameter's value (redis-py reads one)."""
 
 ExceptionTypeCollection = list[type[Exception]] | set[type[Exception]] | frozenset[type[Exception]]
 """The collections of exception types :func:`check_exception_types` takes besides a tuple (and
@@ -93,6 +100,15 @@ def _bounded_repr() -> reprlib.Repr:
 
 
 _SHOWN: Final = _bounded_repr()
+
+
+def redacted_url(url: str) -> str:
+    """Return ``url`` as a message or an output may show it: its user info and ``password=`` value as ``***``.
+
+    A URL a user gives may carry credentials (``https://user:password@host``, ``?password=``);
+    the messages that show it, and what a program prints of it, never show them.
+    """
+    return _PASSWORD_PARAMETER.sub(r"\1***", _USER_INFO.sub(r"\1***@", url, count=1))
 
 
 def describe(value: object) -> str:

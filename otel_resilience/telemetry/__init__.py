@@ -12,11 +12,18 @@ To use providers of your own (tests, several SDKs), or to turn telemetry off::
     ...
     uninstrument()
 
+For a block only (a run inside a process instrumented already), :func:`instrumented` registers
+a listener and then puts back the one registered before, untouched::
+
+    with instrumented(meter_provider=mp):
+        ...
+
 Only ``opentelemetry-api`` is imported; the application chooses (and imports) the SDK.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Final
 
@@ -26,11 +33,21 @@ from otel_resilience.telemetry import env
 from otel_resilience.telemetry.otel import VERSION, OtelListener
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["VERSION", "OtelListener", "current_listener", "install_default", "instrument", "uninstrument"]
+__all__ = [
+    "VERSION",
+    "OtelListener",
+    "current_listener",
+    "install_default",
+    "instrument",
+    "instrumented",
+    "uninstrument",
+]
 
 _LOCK: Final = fork_safe(threading.Lock())
 _current: OtelListener | None = None
@@ -92,6 +109,52 @@ def instrument(
     return listener
 
 
+@contextlib.contextmanager
+def instrumented(
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    *,
+    record_messages: bool | None = None,
+    spans: bool | None = None,
+    record_duration: bool | None = None,
+    in_process_histograms: bool | None = None,
+) -> Iterator[OtelListener]:
+    """Report through a listener of these providers for the block, then through the one before.
+
+    As :func:`instrument` (same arguments and errors), except that the listener registered
+    before the block (by ``import otel_resilience``, or an ``instrument(...)`` of the
+    application) is not closed: it stops receiving events during the block and is registered
+    again after it, as it was (its providers, its switches, its counts), or none if there was
+    none. An :func:`instrument` or :func:`uninstrument` called inside the block wins: what it
+    left registered stays, and the listener from before the block is closed. Blocks nest (each
+    puts back the listener its own start found); overlapping ones that end in another order,
+    like two ``instrument()`` calls, leave the last word to the one that ends last.
+
+    Yields:
+        The listener registered for the block (closed after it).
+    """
+    listener = _made(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        record_messages=record_messages,
+        spans=spans,
+        record_duration=record_duration,
+        in_process_histograms=in_process_histograms,
+    )
+    with _LOCK:
+        previous = _replace_locked(listener, close_previous=False)
+    try:
+        yield listener
+    finally:
+        with _LOCK:
+            if _current is listener:
+                _replace_locked(previous)
+            elif previous is not None:  # the block's listener was replaced, and closed, inside it
+                previous.close()
+
+
 def _made(
     *,
     tracer_provider: TracerProvider | None = None,
@@ -114,8 +177,11 @@ def _made(
     )
 
 
-def _replace_locked(listener: OtelListener | None) -> None:
+def _replace_locked(listener: OtelListener | None, *, close_previous: bool = True) -> OtelListener | None:
     """Register ``listener`` (``None``: none) in place of the current one, which is closed.
+
+    With ``close_previous`` false the current one is only unregistered, to be registered again
+    (:func:`instrumented`); it is returned.
 
     The hub swaps them in one change (:meth:`~otel_resilience.engine.events.TelemetryHub.replace_listener`):
     every event reaches one of them, none is reported while neither is registered. The previous
@@ -132,10 +198,11 @@ def _replace_locked(listener: OtelListener | None) -> None:
         HUB.replace_listener(previous, listener)
     elif previous is not None:
         HUB.remove_listener(previous)
-    if previous is not None:
+    if previous is not None and close_previous:
         previous.close(successor=listener)
     if listener is not None:
         listener.take_observables()
+    return previous
 
 
 def uninstrument() -> None:

@@ -45,11 +45,19 @@ then, nothing of the library is exported). The library depends on
 turn telemetry off:
 
 ```python
-from otel_resilience.telemetry import instrument, uninstrument
+from otel_resilience.telemetry import instrument, instrumented, uninstrument
 
 instrument(tracer_provider=tp, meter_provider=mp, logger_provider=lp)  # replaces the default
 uninstrument()                                                          # telemetry off
+
+with instrumented(meter_provider=mp):  # for a block only: the listener before it comes back
+    ...
 ```
+
+`instrumented(...)` takes the arguments of `instrument(...)`; the listener registered before the
+block (the default one, or one of yours) is not closed: it receives no events during the block
+and is registered again after it, as it was. An `instrument()` or `uninstrument()` inside the
+block wins (the listener from before is then closed).
 
 Instrumentation scope: `{scope}` with the package version and schema URL `{schema}`.
 

@@ -16,6 +16,7 @@ import pytest
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, RetryPolicy
 from otel_resilience.__main__ import build_parser, main
+from otel_resilience.demo import app
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
     DEFAULT_INTERVAL,
@@ -26,6 +27,7 @@ from otel_resilience.demo.options import (
     DemoOptions,
 )
 from otel_resilience.demo.policies import customize_from_file
+from otel_resilience.demo.scenarios import build_scenario
 from otel_resilience.demo.services import MemoryCache
 
 _SHORT_RUN = ("--duration", "0.3", "--time-scale", "0.01", "--no-metrics-server", "--plain")
@@ -555,3 +557,32 @@ def test_an_empty_path_is_a_usage_error(
         main(argv)
     assert caught.value.code == 2
     assert f"argument {name}: must not be empty" in capsys.readouterr().err
+
+
+_SECRET = "s3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "endpoint", [f"http://app:{_SECRET}@127.0.0.1:0", f"http://app:{_SECRET}@127.0.0.1:4318?x=1"]
+)
+def test_a_refused_otlp_endpoint_is_shown_without_its_credentials(
+    endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The usage error names --otlp-endpoint and shows the URL with its user info hidden (it showed
+    the password the URL carries, for requests to send as basic authentication)."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--otlp-endpoint", endpoint])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --otlp-endpoint" in err
+    assert _SECRET not in err
+    assert "http://***@127.0.0.1" in err
+
+
+def test_the_header_shows_the_otlp_endpoint_without_its_credentials() -> None:
+    """The run's header names the OTLP receiver, not the password in its URL."""
+    options = DemoOptions(otlp_endpoint=f"https://app:{_SECRET}@otlp.example.com:4318/")
+    scenario = build_scenario(options.scenario, options.seed, repeat=True)
+    header = "\n".join(app._header(options, scenario, None))
+    assert _SECRET not in header
+    assert "OTLP: https://***@otlp.example.com:4318 (OTLP/HTTP protobuf" in header

@@ -402,3 +402,79 @@ async def test_a_retry_budget_no_policy_draws_on_is_not_shown(run_scenario: Any)
     assert not any("budget" in line for line in status)
     assert "retry budget  " not in out
     _accounted(summary)
+
+
+async def test_a_run_in_process_puts_back_the_listener_registered_before_it() -> None:
+    """A listener of the caller's own, registered with instrument(...), is registered again after a run,
+    still reporting to the caller's providers (the run used to leave the default listener in its place)."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    from otel_resilience import RetryPolicy, retry_sync  # noqa: PLC0415
+    from otel_resilience.telemetry import install_default, instrument, uninstrument  # noqa: PLC0415
+
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    mine = instrument(meter_provider=meter_provider)
+    try:
+        options = DemoOptions(scenario="steady", duration=0.3, time_scale=0.01, port=None, plain=True)
+        await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=False)
+        assert current_listener() is mine
+        assert mine.active
+        assert mine in HUB.event_listeners
+        attempts = 0
+
+        def flaky() -> str:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                raise ConnectionError
+            return "ok"
+
+        assert retry_sync(flaky, policy=RetryPolicy(max_attempts=2, initial_delay=0.0)) == "ok"
+        data = reader.get_metrics_data()
+        names = {
+            metric.name
+            for resource in (data.resource_metrics if data else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        assert "resilience.retries" in names
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        meter_provider.shutdown()
+
+
+async def test_a_run_that_handles_signals_puts_back_the_handlers_it_found() -> None:
+    """After a run that routed SIGINT and SIGTERM to its stop, the caller's handlers are in place again:
+    a Python handler and one of the event loop's (the run used to leave SIGTERM at SIG_DFL, killing the
+    caller's process at the next SIGTERM, and SIGINT at Python's default)."""
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def mine(signum: int, frame: object) -> None:
+        received.append("python")
+
+    sigint = signal.getsignal(signal.SIGINT)
+    previous = signal.signal(signal.SIGTERM, mine)
+    options = DemoOptions(scenario="steady", duration=0.3, time_scale=0.01, port=None, plain=True)
+    try:
+        await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=True)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is sigint
+        loop.add_signal_handler(signal.SIGTERM, lambda: received.append("loop"))
+        try:
+            await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=True)
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(100):
+                if received:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+        assert received == ["loop"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
