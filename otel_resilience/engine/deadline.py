@@ -75,7 +75,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncDeadline",
+    "DeadlineIgnored",
     "DeadlineReachedError",
+    "StepDeadline",
     "SyncDeadline",
     "WaitDeadlineReachedError",
     "cancel_alone",
@@ -441,6 +443,17 @@ def _entered_twice(scope: object, operation: str) -> RuntimeError:
     )
 
 
+class DeadlineIgnored(Exception):  # noqa: N818 - a signal of the engine's, never an error a caller sees
+    """Raised by :meth:`StepDeadline.leave` when its deadline fired and the block returned all the same.
+
+    The block caught the scope's cancellation and ended normally: what it returned goes through,
+    as with ``asyncio.timeout``, but the deadline did expire. A step's driver
+    (:meth:`~otel_resilience.engine.step.Step._scoped`) catches it to count and report the expiry
+    (:meth:`~otel_resilience.engine.step.Step.on_expired_ignored`), then returns the block's
+    result. Raised on that rare path only: a block that ends in time pays nothing.
+    """
+
+
 class AsyncDeadline(TimerEntry):
     """An async context manager that cancels the task at an absolute deadline.
 
@@ -584,6 +597,8 @@ class AsyncDeadline(TimerEntry):
         Raises:
             OperationTimeoutError: This scope's own deadline cancelled the block, or was reached
                 by sync code in the block (a :class:`DeadlineReachedError` escaped after it).
+            DeadlineIgnored: A :class:`StepDeadline` only: its own deadline cancelled the block,
+                which caught the cancellation and returned (``exc_type`` ``None``).
         """
         timer = self._timer
         if timer is not None:
@@ -606,12 +621,21 @@ class AsyncDeadline(TimerEntry):
             ours = self._uncancel()  # the cancellation that escaped, unless another one is pending
             if exc_type is asyncio.CancelledError and ours:
                 raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+            if exc_type is None and ours:
+                self._ignored()
         else:
             self._task = None
         reached = exc_type is not None and issubclass(exc_type, DeadlineReachedError)
         if reached and self._clock.now() >= self._deadline:
             self.expired = True  # reached by sync code before the timer could fire
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+
+    def _ignored(self) -> None:
+        """The block caught this scope's cancellation and returned: what it returned goes through.
+
+        As with ``asyncio.timeout``; :attr:`expired` says the deadline fired. A step's scope
+        (:class:`StepDeadline`) tells its driver.
+        """
 
     def _leave_held(self, exc_type: type[BaseException] | None) -> bool:
         """Leave a held scope (see :meth:`enter`); return whether that is all there is to leaving it.
@@ -665,6 +689,21 @@ class AsyncDeadline(TimerEntry):
         if sys.version_info >= (3, 11):
             return task is None or task.uncancel() <= self._cancelling
         return _cancelled_only_by(task, self._cancel_message, self._cancelling)  # pragma: no cover - 3.10
+
+
+class StepDeadline(AsyncDeadline):
+    """The :class:`AsyncDeadline` of a step's driver, which tells it a deadline the block ignored.
+
+    A block that caught the scope's cancellation and returned raises :class:`DeadlineIgnored`
+    from :meth:`leave`, for the driver to count the expiry. The scopes of ``async with``
+    (:func:`~otel_resilience.patterns.timeout.fail_after`) are plain :class:`AsyncDeadline`
+    objects: the block's value goes through, and :attr:`expired` says the deadline fired.
+    """
+
+    __slots__ = ()
+
+    def _ignored(self) -> None:
+        raise DeadlineIgnored
 
 
 def _arm_held(task: asyncio.Task[Any]) -> None:

@@ -397,12 +397,20 @@ class _Race:
             accepted = hedge.accepts(ctx, attempt.result, attempt.error)
         except Exception as error:  # noqa: BLE001 - a judgment that raised ends the execution with it
             attempt.error, accepted = error, True
-        won = accepted and self.winner is None
+        won = accepted and not self.over
         ends = False
         if won:
             self.winner = attempt
             self.over = True
-        elif not accepted and self.winner is None:  # once won, a loser's end (its way out) is no failure
+        elif self.ended():
+            # Ended once the race was over (another attempt won, or the caller's cancellation or
+            # deadline stopped it): it returned or failed in the turn of the loop that decided
+            # the race, or caught the cancellation the race gave it. Its outcome answers nothing:
+            # it ends as that cancellation ends it (a loser's, or the deadline's: :meth:`told`).
+            attempt.cancelled = True
+            hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
+            return
+        elif not accepted:  # the race goes on
             if not isinstance(attempt.error, ExecutionRejectedError):
                 self.failed = True
             else:  # a rejected attempt called nothing: no failure to recover from
@@ -453,6 +461,10 @@ class _Race:
                             self.launch(FAILURE)
                     continue
             self.launch(cast("str", timed))
+
+    def ended(self) -> bool:
+        """Whether the race is over (:attr:`over`), read after an await: other tasks set it meanwhile."""
+        return self.over
 
     def decided(self) -> bool:
         """Whether an attempt won (its task sets :attr:`winner` while the race waits)."""

@@ -60,8 +60,9 @@ from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import (
-    AsyncDeadline,
+    DeadlineIgnored,
     DeadlineReachedError,
+    StepDeadline,
     WaitDeadlineReachedError,
     deadline_reached,
     enforce_binding_deadline,
@@ -95,8 +96,8 @@ __all__ = [
 ]
 
 
-_new_async_deadline: Final = blank(AsyncDeadline)
-_start_async_deadline: Final = AsyncDeadline.__init__
+_new_async_deadline: Final = blank(StepDeadline)
+_start_async_deadline: Final = StepDeadline.__init__
 """A step's async deadline scope, made on every run: allocated in C, then started by its ``__init__``
 (:mod:`~otel_resilience.engine.allocation`). The sync scope is no object (:meth:`Step._scoped_sync`)."""
 
@@ -121,7 +122,15 @@ a step with nothing to do there pays one check. At ``1`` and ``2`` a set standin
 """
 
 
-_CALLED: Final = ("admit", "on_success", "on_failure", "on_expired", "on_cancel", "get_stats")
+_CALLED: Final = (
+    "admit",
+    "on_success",
+    "on_failure",
+    "on_expired",
+    "on_expired_ignored",
+    "on_cancel",
+    "get_stats",
+)
 """What is called on a step and never awaited: its hooks (:meth:`Step.__init_subclass__`), and the
 ``get_stats`` a pipeline's statistics read when the step has one."""
 _PLAIN_HOOK: Final = (
@@ -311,6 +320,14 @@ class Step:
         """
         return None
 
+    def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:
+        """Note that this step's own deadline fired and the run returned all the same (async only).
+
+        The run caught the deadline's cancellation and returned a value, which goes through as
+        with ``asyncio.timeout`` (:meth:`on_success` judges it): the deadline still expired, for
+        the step to count and report. A sync run cannot catch it: its late result is a timeout.
+        """
+
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
         """Give back what :meth:`admit` took: a ``BaseException`` ended the run.
 
@@ -485,7 +502,12 @@ class Step:
                 deadline.leave(type(escaped))
                 raise
             deadline.leave(None)
-            return result  # noqa: TRY300 - the except below is for leave() as well
+            return result  # noqa: TRY300 - the excepts below are for leave() as well
+        except DeadlineIgnored:
+            # Our timer fired and the run caught its cancellation, then returned: its value goes
+            # through, and the deadline that expired is the step's to count.
+            self.on_expired_ignored(ctx, token)
+            return result
         except OperationTimeoutError as error:
             # Raised by an inner scope (or the callee) unless our own timer fired.
             if not deadline.expired or not self._expires:

@@ -35,7 +35,9 @@ Decisions:
   :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`; the ``timeout`` event is still
   reported.
 * **A callee that swallows its cancellation and returns** gets its value through, as
-  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision.
+  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision. The deadline
+  still expired: it counts in ``timeouts`` and reports the ``timeout`` event (the execution
+  succeeds, no default answers it).
 * **The error names what timed out.** In a pipeline, the pipeline's (policy's) name; used
   alone, the handler's ``name``, or, when it is left at :data:`DEFAULT_NAME`, the function it
   ran (found when the deadline expires: a call in time pays nothing for it).
@@ -194,16 +196,20 @@ class _TimeoutCore(Counts):
 
     def timed_out(self, ctx: ExecutionContext, telemetry: StrategyTelemetry) -> bool:
         """Count and report our own deadline's expiry; return whether the default answers."""
-        with self.lock:
-            self.timeouts += 1
-            if self.has_default:
-                self.defaults_returned += 1
-        if telemetry.enabled:
-            telemetry.report(Event.TIMEOUT, TimeoutOccurred(self.timeout, self.scope))
+        self.expired(telemetry, answered=self.has_default)
         if self.has_default:
             ctx.outcome = Outcome.FALLBACK
             return True
         return False
+
+    def expired(self, telemetry: StrategyTelemetry, *, answered: bool) -> None:
+        """Count and report that our own deadline expired (``answered``: the default answers it)."""
+        with self.lock:
+            self.timeouts += 1
+            if answered:
+                self.defaults_returned += 1
+        if telemetry.enabled:
+            telemetry.report(Event.TIMEOUT, TimeoutOccurred(self.timeout, self.scope))
 
     def counts(self) -> dict[str, int]:
         return {"timeouts": self.timeouts, "defaults_returned": self.defaults_returned}
@@ -239,6 +245,10 @@ class _TimeoutStep(Link[TimeoutConfig]):
         if core.timed_out(ctx, self._telemetry):
             return Answer(core.default)
         return None
+
+    def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:  # noqa: ARG002
+        """Count and report our own deadline's expiry, which the call caught before it returned."""
+        self._core.expired(self._telemetry, answered=False)
 
 
 def _name_after(error: OperationTimeoutError, name: str) -> None:

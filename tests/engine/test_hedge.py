@@ -296,7 +296,8 @@ class WaitingGate(Step):
 
 async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
     """A hedge rejected by the race's own chain after another attempt won ends a decided race:
-    no further hedge was due, so none is reported denied (the race over, nothing is refused)."""
+    no further hedge was due, so none is reported denied (the race over, nothing is refused).
+    It is a loser, told a cancellation as every loser is (its outcome answered nothing)."""
     gate = WaitingGate()
 
     async def fn() -> str:  # the original: answers once the hedge waits in the gate, and opens it
@@ -311,7 +312,7 @@ async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
     leaves = [e for e in hedge.events if e[0] == "leave"]
     assert [e[1:] for e in leaves] == [
         (("scope", 1), None, True, True),
-        (("scope", 2), "ExecutionRejectedError", False, False),
+        (("scope", 2), "CancelledError", False, False),
     ]
 
 

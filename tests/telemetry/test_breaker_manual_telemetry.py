@@ -124,3 +124,31 @@ def test_a_forced_reopening_outside_any_span_is_still_counted(otel, clock, alert
     breaker.force_open(20.0)
     assert not trace.get_current_span().is_recording()
     assert _transitions(otel, "no-span")[("open", "open", "forced")] == 1
+
+
+def test_a_would_be_trip_of_metrics_only_carries_the_opening_it_would_make_as_documented(otel, clock, alerts):
+    """A METRICS_ONLY breaker never opens, yet its would-be trip carries ``open_duration``: the docs say so.
+
+    The attribute was documented "on a change to open" only, while the event of a would-be trip
+    (``metrics_only`` to ``metrics_only``) carries it too: how long the breaker would have opened.
+    """
+    breaker = CircuitBreaker(
+        "would-open", CircuitBreakerConfig(failure_threshold=1, timeout=7.0), clock=clock
+    )
+    breaker.metrics_only()
+
+    def boom() -> None:
+        raise ValueError("x")
+
+    with pytest.raises(ValueError, match="x"):
+        breaker.call_sync(boom)
+    (change,) = _changes(otel, "would-open")  # on the breaker's own execution span
+    assert (change[sc.CB_PREVIOUS_STATE], change[sc.CB_STATE], change[sc.CB_OPEN_DURATION]) == (
+        "metrics_only",
+        "metrics_only",
+        7.0,
+    )
+    assert breaker.state is CircuitState.METRICS_ONLY
+    described = sc.attribute(sc.CB_OPEN_DURATION).description
+    assert "METRICS_ONLY" in described
+    assert "would" in described

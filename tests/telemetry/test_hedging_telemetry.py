@@ -413,3 +413,94 @@ async def test_attempts_rejected_side_by_side_with_no_hedge_left_count_no_denial
         raise AssertionError("the open breaker rejects the execution")
     assert _denied(otel, name) == {}
     assert hedging.get_stats()["hedges_denied"] == 0
+
+
+async def test_a_loser_that_caught_its_cancellation_and_returned_ends_cancelled(otel) -> None:
+    """The original swallows the cancellation the race gives it once the hedge won, and returns.
+
+    Its attempt span ended ``success``: a loser, whose result nobody got, counted as the
+    dependency answering; the docs say the losers end ``cancelled``.
+    """
+    name = _fresh("swallowing-loser")
+
+    async def dependency(calls: list[int] = []) -> str:  # noqa: B006 - counts the calls of this test
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return "late"
+        return "hedged"
+
+    h = Hedging(name, HedgingConfig(delay=0.05), clock=FakeClock())
+    assert await h.call(dependency) == "hedged"
+    attempts = _attempts(otel, name)
+    assert attempts[1].attributes[sc.OUTCOME] == "cancelled"
+    assert attempts[1].status.status_code is StatusCode.UNSET
+    assert attempts[2].attributes[sc.OUTCOME] == "success"
+    assert [e.name for e in attempts[2].events] == [sc.EV_HEDGE_WON]
+    outcomes = {
+        (p.attributes[sc.ATTEMPT_TYPE], p.attributes[sc.OUTCOME]): p.count
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.NAME] == name
+    }
+    assert outcomes == {("original", "cancelled"): 1, ("hedge", "success"): 1}
+
+
+async def test_a_loser_that_failed_in_the_turn_the_hedge_won_ends_cancelled_not_error(otel) -> None:
+    """The original wakes in the loop turn the hedge won and fails before the race cancels it: a loser.
+
+    Its attempt span was ERROR (``failure``) in a hedged execution that succeeded.
+    """
+    name = _fresh("late-failing-loser")
+    woken = asyncio.Event()
+
+    async def dependency(calls: list[int] = []) -> str:  # noqa: B006 - counts the calls of this test
+        calls.append(1)
+        if len(calls) == 1:
+            await woken.wait()
+            raise ConnectionError("after the win")
+        woken.set()  # the original runs again only after this attempt won
+        return "hedged"
+
+    h = Hedging(name, HedgingConfig(delay=0.05), clock=FakeClock())
+    assert await h.call(dependency) == "hedged"
+    attempts = _attempts(otel, name)
+    assert attempts[1].attributes[sc.OUTCOME] == "cancelled"
+    assert attempts[1].status.status_code is StatusCode.UNSET
+    assert sc.ERROR_TYPE not in attempts[1].attributes
+    assert attempts[2].attributes[sc.OUTCOME] == "success"
+    assert otel.span(name).attributes[sc.OUTCOME] == "success"
+
+
+async def test_attempts_that_caught_the_deadlines_cancellation_end_timeout_and_none_wins(otel) -> None:
+    """Both attempts still run at the policy's deadline, catch the race's cancellation and return.
+
+    The first to return was marked the winner (``resilience.hedging.won``, outcome ``success``)
+    of an execution that timed out, its answer given to nobody; the docs say an attempt still
+    running at the deadline ends ``timeout``.
+    """
+    name = _fresh("deadline-swallowed")
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "late"
+        return "never"
+
+    config = ResilienceConfig(name=name, timeout=0.05, hedging=HedgingConfig(delay=0.001, max_attempts=2))
+    try:
+        await ResilienceManager().execute_with_resilience(stubborn, config)
+    except OperationTimeoutError:
+        pass
+    else:
+        raise AssertionError("the execution times out")
+    attempts = _attempts(otel, name)
+    assert sorted(attempts) == [1, 2]
+    for span in attempts.values():
+        assert span.attributes[sc.OUTCOME] == "timeout"
+        assert span.attributes[sc.ERROR_TYPE] == sc.TIMEOUT_ERROR_TYPE
+        assert span.events == ()
+    assert otel.span(name).attributes[sc.OUTCOME] == "timeout"
+    assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]

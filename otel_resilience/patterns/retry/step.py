@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, cast
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
@@ -597,6 +597,10 @@ class _RetryStep(Link[RetryPolicy]):
         """
         self._core.attempt_timed_out(self._telemetry, error.timeout)
         return None
+
+    def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:  # noqa: ARG002
+        """Count and report an attempt cut by its own timeout that caught it and returned."""
+        self._core.attempt_timed_out(self._telemetry, cast("float", self.seconds))
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
         """Count the cancelled execution; close the running attempt's scope as it ended.

@@ -193,8 +193,10 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         CB_OPEN_DURATION,
         "double",
-        "How long a circuit breaker stays open (on a change to open); absent when it is forced "
-        "open until reset, which has no length (never `inf`).",
+        "How long a circuit breaker stays open (on a change to open), or, on a trip a "
+        "METRICS_ONLY breaker would make (`metrics_only` to `metrics_only`), how long it would "
+        "have opened (it does not open); absent when it is forced open until reset, which has no "
+        "length (never `inf`).",
         unit="s",
     ),
     AttributeSpec(
