@@ -85,18 +85,37 @@ def _script(config: RateLimiterConfig, kind: int) -> tuple[str, float]:
     return (scripts.TOKEN_BUCKET, scripts.TOKENS_AVAILABLE)[kind], 1000 / config.rate
 
 
+def _since(retuned: float) -> float:
+    """The ms since ``retuned`` (:attr:`ClusterRules._retuned`), as the script counts it back from its now."""
+    return (time.monotonic() - retuned) * 1000
+
+
+def _reloaded(was: RateLimiterConfig) -> float:
+    """The moment (``time.monotonic()``) a reload from ``was`` is taken as of, by the script asked next.
+
+    A token bucket is carried over to the new limits as of now
+    (:data:`~otel_resilience.store.scripts.TOKEN_BUCKET`); a sliding log forgets its admissions
+    from before ``was``'s window ending now (:data:`~otel_resilience.store.scripts.SLIDING_LOG`),
+    as a local log does at its retune.
+    """
+    now = time.monotonic()
+    return now - was.window if was.algorithm == "sliding_window" else now
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class _Ask:
     """One request for a permit: the script and its arguments, and the caller's limits."""
 
     script: str
-    argv: tuple[float, int, float, float]
+    argv: tuple[float, int, float, float, float]
     max_wait: float
     remaining: float
     local: bool = dataclasses.field(kw_only=True)
     """The store is unreachable now: the fallback answers, Redis is not asked."""
     seat: bool = dataclasses.field(default=False, kw_only=True)
     """It holds one of the ``max_waiting`` places while Redis answers (given back with its answer)."""
+    retuned: float = dataclasses.field(default=0.0, kw_only=True)
+    """The :attr:`ClusterRules._retuned` it was asked with (its ``argv`` carries the ms since then)."""
 
 
 class ClusterRules:
@@ -119,6 +138,7 @@ class ClusterRules:
         "_local",
         "_lock",
         "_name",
+        "_retuned",
         "_store",
         "_waiting",
         "_warned",
@@ -139,6 +159,11 @@ class ClusterRules:
         self._name = name
         """The limiter's name: the operation of a round trip its caller's deadline ended."""
         self._config = config
+        self._retuned = 0.0
+        """The moment (``time.monotonic()``) this replica's last reload to other limits is taken as
+        of (:func:`_reloaded`), until a permit's script answered after it (``0.0``: none): the asks
+        pass the ms since, so that the script takes the reload as of its moment, as a local
+        limiter's retune does, never as of an asker's own later call (:meth:`retune`)."""
         self._local = new_rules(config.local_share())
         self._lock = fork_safe(threading.Lock())
         self.admitted = self.rejected = self.waited = self.cancelled = 0
@@ -243,9 +268,9 @@ class ClusterRules:
         caller finding them all taken (waiting for a permit of the cluster or of the fallback,
         or asking) asks for a permit now only.
         """
-        config = self._config
         seat = False
         with self._lock:
+            config, retuned = self._config, self._retuned  # one reload's: its limits, its moment
             if self._taken_locked() >= config.max_waiting and self._full_after_drops_locked():
                 max_wait = 0.0
             elif max_wait > 0:
@@ -253,8 +278,10 @@ class ClusterRules:
                 self._asking += 1
         deadline_ms = -1.0 if remaining == _INF else max(0.0, remaining * 1000)  # -1: no deadline
         script, per = _script(config, _PERMIT)
-        argv = (per, config.burst, max_wait * 1000, deadline_ms)
-        return _Ask(script, argv, max_wait, remaining, local=self._store.local_only, seat=seat)
+        argv = (per, config.burst, max_wait * 1000, deadline_ms, _since(retuned) if retuned else 0.0)
+        return _Ask(
+            script, argv, max_wait, remaining, local=self._store.local_only, seat=seat, retuned=retuned
+        )
 
     def _full_after_drops_locked(self) -> bool:
         """Under the lock, every waiting place taken: whether they still are once dropped waiters left.
@@ -319,6 +346,8 @@ class ClusterRules:
         late = wait_ms > 0 and ask.remaining < _INF and wait_ms / 1000 >= min(ask.remaining, time_left())
         with self._lock:
             self._vacate(ask)  # in the same step as a wait is counted: never both free at once
+            if ask.retuned and ask.retuned == self._retuned:  # the script took the reload's limits
+                self._retuned = 0.0
             if wait_ms < 0 or late:
                 self.rejected += 1
                 return abs(wait_ms) / 1000
@@ -434,16 +463,21 @@ class ClusterRules:
 
         The cluster's permits used are kept: its next permit is asked with the new limits, and
         the script carries its bucket over to them (:data:`~otel_resilience.store.scripts.TOKEN_BUCKET`:
-        tokens kept, at most the new burst; a debt still ends when it did), as
-        :meth:`~otel_resilience.patterns.rate_limiter.rules._Rules.retune` does a local bucket's;
-        a sliding log's admissions are judged over the new window, as a local log's are.
+        tokens kept, at most the new burst; a debt still ends when it did) as of now, this
+        reload's moment (:attr:`_retuned`, which the asks pass as the ms since: no round trip
+        here), as :meth:`~otel_resilience.patterns.rate_limiter.rules._Rules.retune` does a local
+        bucket's; a sliding log's admissions are judged over the new window, as a local log's are,
+        but for those its old window had left by now: forgotten (:func:`_reloaded`).
         The fallback's rules are retuned, not made again: a reload during an outage keeps their
         permits used and their waiters (whose permits are then taken from them), with no new burst.
         """
         if config.algorithm != self._config.algorithm or config.store is not self._store:
             return False
         self._local.retune(config.local_share(), now)  # the same algorithm, no store: always taken
-        self._config = config
+        with self._lock:
+            was, self._config = self._config, config
+            if (config.rate, config.burst) != (was.rate, was.burst):
+                self._retuned = _reloaded(was)
         return True
 
     def available(self, now: float) -> float:
@@ -460,9 +494,11 @@ class ClusterRules:
             WaitDeadlineReachedError: The caller's deadline came before the store's answer.
         """
         if not self._store.local_only:
-            config = self._config
+            with self._lock:
+                config, retuned = self._config, self._retuned
             script, per = _script(config, _READ)
-            ask = _Ask(script, (per, config.burst, 0.0, -1.0), 0.0, _INF, local=False)
+            since = _since(retuned) if retuned else 0.0  # the read writes nothing: the stamp stays
+            ask = _Ask(script, (per, config.burst, 0.0, -1.0, since), 0.0, _INF, local=False)
             reply = self._round_trip(ask, time_left())
             if not isinstance(reply, BaseException):
                 return float(reply)

@@ -216,21 +216,29 @@ would refuse a permit due exactly ``max_wait`` away at some readings (as
 limiter, which compares times instead)."""
 
 _CARRIED_OVER: Final = """
--- KEYS[2]: the limits the bucket was last taken with ('ms-per-permit burst').
+-- KEYS[2]: the limits the bucket was last taken with ('ms-per-permit burst'). ARGV[5]: the ms
+-- since the asker took these limits (its reload), 0 once a permit's script answered it since.
 local function carried_over(tat, interval, burst, limits)
   local was = redis.call('GET', KEYS[2])
   if not was or was == limits then return tat, false end
   local i0, b0 = string.match(was, '^(%S+) (%S+)$')
   i0, b0 = tonumber(i0), tonumber(b0)
   if not (i0 and b0) then return tat, false end
-  local tokens = b0 - (tat - now) / i0
+  local at = now - tonumber(ARGV[5])
+  local tokens = b0 - (math.max(tat, at) - at) / i0
   if tokens < 0 then return tat - b0 * i0 + burst * interval, true end
-  return now + (burst - math.min(tokens, burst)) * interval, true
+  return at + (burst - math.min(tokens, burst)) * interval, true
 end
 """
-"""A cluster token bucket's theoretical arrival time ``tat`` carried over to new ``limits`` (a
-reload), and whether it was: the tokens it holds are kept (at most the new burst: no free
-permits), a debt (permits reserved ahead) still ends when it did. The one rule of
+"""A cluster token bucket's theoretical arrival time ``tat`` (as stored: it may be past) carried over
+to new ``limits`` (a reload), and whether it was. It is carried over as of the asker's reload
+(``ARGV[5]`` ms before now: :attr:`~otel_resilience.store.rate.ClusterRules._retuned`), as a
+local bucket is retuned at its reload: what it refilled since then, it refilled at the new rate
+(carried over as of the asker's next call, the time between refilled at the old rate). A bucket
+whose stored ``tat`` is before that moment was full then. Asked with ``0`` (the asker was
+answered since its reload: another replica, still on other limits, took the bucket back), it
+is carried over as of now. The tokens it held then are kept (at most the new burst: no
+free permits); a debt (permits reserved ahead) still ends when it did. The one rule of
 :data:`TOKEN_BUCKET` and :data:`TOKENS_AVAILABLE`, as a local bucket's retune."""
 
 TOKEN_BUCKET: Final = (
@@ -240,17 +248,16 @@ TOKEN_BUCKET: Final = (
     + """
 -- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA); KEYS[2]: the limits it was
 -- last taken with ('ms-per-permit burst', as ARGV[1] and ARGV[2]). ARGV: ms per permit, burst,
--- max wait ms, ms before the deadline (-1: none). Returns the ms the caller waits for its permit
--- (0: now), or -ms until the next permit when refused (nothing taken); both rounded up to whole
--- ms. Times are ms with microseconds (_NOW_US), the stored one too. Taken with other limits (a
--- reload), the bucket is carried over to them first, as a local one is: the tokens it holds are
--- kept (at most the new burst: no free permits), and a debt (permits reserved ahead) still ends
--- when it did.
+-- max wait ms, ms before the deadline (-1: none), ms since the asker's reload (carried_over).
+-- Returns the ms the caller waits for its permit (0: now), or -ms until the next permit when
+-- refused (nothing taken); both rounded up to whole ms. Times are ms with microseconds
+-- (_NOW_US), the stored one too. Taken with other limits (a reload), the bucket is carried over
+-- to them first, as a local one is at its reload: the tokens it held then are kept (at most the
+-- new burst: no free permits), and a debt (permits reserved ahead) still ends when it did.
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local limits = ARGV[1] .. ' ' .. ARGV[2]
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
 local function save(at)
   local ttl = math.ceil(at - now) + 1000
   redis.call('SET', KEYS[1], at, 'PX', ttl)
@@ -258,6 +265,7 @@ local function save(at)
 end
 local carried
 tat, carried = carried_over(tat, interval, burst, limits)
+if tat < now then tat = now end
 local wait = tat - (now + interval * (burst - 1))
 if wait < 0 then wait = 0 end
 local waited = math.ceil(wait)
@@ -272,14 +280,35 @@ return waited
 """A cluster token bucket as GCRA: two keys (the bucket, its limits), O(1), the same admissions as
 ``"token_bucket"``, a reload's included (:meth:`~otel_resilience.store.rate.ClusterRules.retune`)."""
 
+_FORGOTTEN: Final = """
+-- ARGV[5]: the ms since the asker's reload and its old window before it, 0 once a permit's script
+-- answered it since.
+local forget = tonumber(ARGV[5])
+local function forgotten(at)
+  return forget > 0 and at <= now - forget
+end
+"""
+"""Whether a sliding log's admission at ``at`` had left the asker's window at its reload (``ARGV[5]``
+ms before now is its reload less its old window:
+:attr:`~otel_resilience.store.rate.ClusterRules._retuned`): forgotten, as a local log forgets it
+at its retune, never judged over the new window (a longer one would count it again). The one
+rule of :data:`SLIDING_LOG` and :data:`LOG_AVAILABLE`."""
+
 SLIDING_LOG: Final = (
     _NOW_US
     + _REFUSES
+    + _FORGOTTEN
     + """
 -- KEYS[1]: the admission log (a list, newest first). ARGV: window ms, burst, max wait ms, ms
--- before the deadline (-1: none). Returns as TOKEN_BUCKET does.
+-- before the deadline (-1: none), as _FORGOTTEN. Returns as TOKEN_BUCKET does. Taken with
+-- another window (a reload), the admissions the old one had left at the reload are dropped first.
 local window = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local last = redis.call('LINDEX', KEYS[1], -1)
+while last and forgotten(tonumber(last)) do
+  redis.call('RPOP', KEYS[1])
+  last = redis.call('LINDEX', KEYS[1], -1)
+end
 local oldest = redis.call('LINDEX', KEYS[1], burst - 1)
 local at = now
 if oldest then at = math.max(now, tonumber(oldest) + window) end
@@ -300,14 +329,14 @@ TOKENS_AVAILABLE: Final = (
     _NOW_US
     + _CARRIED_OVER
     + """
--- KEYS and ARGV[1..2] as TOKEN_BUCKET's. Returns the tokens in the bucket now, as a string
+-- KEYS, ARGV[1..2] and ARGV[5] as TOKEN_BUCKET's. Returns the tokens in the bucket now, as a string
 -- (fractional while it refills; negative while permits are reserved ahead), the bucket carried
 -- over to these limits as TOKEN_BUCKET carries it. Writes nothing.
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
 tat = carried_over(tat, interval, burst, ARGV[1] .. ' ' .. ARGV[2])
+if tat < now then tat = now end
 return tostring(burst - (tat - now) / interval)
 """
 )
@@ -315,13 +344,15 @@ return tostring(burst - (tat - now) / interval)
 
 LOG_AVAILABLE: Final = (
     _NOW_US
+    + _FORGOTTEN
     + """
--- KEYS[1] and ARGV[1..2] as SLIDING_LOG's. Returns burst minus the admissions of the window
--- ending now (reservations included), as a string. Writes nothing.
+-- KEYS[1], ARGV[1..2] and ARGV[5] as SLIDING_LOG's. Returns burst minus the admissions of the
+-- window ending now (reservations included; none SLIDING_LOG drops), as a string. Writes nothing.
 local window = tonumber(ARGV[1])
 local taken = 0
 for _, at in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if tonumber(at) + window > now then taken = taken + 1 end
+  at = tonumber(at)
+  if at + window > now and not forgotten(at) then taken = taken + 1 end
 end
 return tostring(tonumber(ARGV[2]) - taken)
 """

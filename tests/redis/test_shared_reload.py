@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import time
@@ -235,14 +236,56 @@ def test_a_reload_to_a_lower_rate_hands_the_shared_bucket_no_free_permits(stores
     assert _admitted(policy) == 0
 
 
+def _available(policy: KeyedPolicyView) -> float:
+    limiter = policy.rate_limiter
+    assert limiter is not None
+    return limiter.available
+
+
 def test_a_reload_to_a_higher_rate_refills_the_shared_bucket_at_the_new_rate(stores: Stores) -> None:
     """A shared bucket of 2 at one permit every 1000 s, drained, reloaded to 1000 a second: it refills at
-    the new rate, as a local bucket does (both permits back within 0.1 s, more as the tries go on). Its
-    key's 2000 s until full kept it empty for that long, whatever the new rate."""
+    the new rate from the reload, as a local bucket does (full 2 ms later: both permits back at the next
+    calls, however slow they are). Carried over as of its next call, the 0.1 s between the reload and
+    that call refilled at the old rate (0.0001 permit): empty, then one permit a millisecond. Its key's
+    2000 s until full kept it empty for that long, whatever the new rate."""
     manager, policy = _drained(stores, RateLimiterConfig(rate=0.001, burst=2))
     _reload(manager, policy, rate=1000.0)
     time.sleep(0.1)
-    assert _admitted(policy) >= 2
+    assert _available(policy) == 2.0  # read, not taken: the bucket is carried over by the next permit
+    assert _admitted(policy, tries=2) == 2
+
+
+def test_a_replica_carries_a_shared_bucket_over_from_its_reload_once(stores: Stores) -> None:
+    """The reload's moment serves this replica's next permit only: once another replica still on the old
+    limits took the bucket back (a rolling reload), this one carries it over as of its own next call,
+    with the tokens the other left (less than one). Carried over as of the reload again (0.15 s
+    before), it would be full at 1000 a second."""
+    manager, policy = _drained(stores, RateLimiterConfig(rate=0.001, burst=2))
+    old = RateLimiterConfig(rate=0.001, burst=2, store=stores("quota"))
+    peer = ResilienceManager().policy("quota", ResilienceConfig(rate_limiter=old)).for_key("t")
+    _reload(manager, policy, rate=1000.0)
+    time.sleep(0.05)
+    assert _admitted(policy, tries=2) == 2  # as of the reload: full
+    _admitted(peer, tries=3)  # the old limits: it takes what the bucket holds (not 2: 1000 a second)
+    held = _available(peer)
+    assert held < 1.0
+    time.sleep(0.1)
+    assert _available(policy) == pytest.approx(held, abs=0.01)  # as of this call: the old rate's 0.0001
+
+
+async def test_an_async_permit_carries_the_shared_bucket_over_from_the_reload(stores: Stores) -> None:
+    """A coroutine's first permit after the reload carries the bucket over as of the reload, as a thread's does."""
+    limiter = RateLimiter("async", RateLimiterConfig(rate=0.001, burst=2, store=stores("quota")))
+
+    async def zero() -> int:
+        return 0
+
+    assert [await limiter.call(zero) for _ in range(2)] == [0, 0]
+    with pytest.raises(RateLimitedError):
+        await limiter.call(zero)
+    assert limiter._reconfigure(dataclasses.replace(limiter.config, rate=1000.0))
+    await asyncio.sleep(0.1)
+    assert [await limiter.call(zero) for _ in range(2)] == [0, 0]
 
 
 def test_a_reload_keeps_when_the_shared_buckets_waiters_get_their_permits(stores: Stores) -> None:
@@ -259,3 +302,22 @@ def test_a_reload_keeps_when_the_shared_buckets_waiters_get_their_permits(stores
     with pytest.raises(RateLimitedError) as raised:
         limiter.call_sync(int)
     assert 990.0 < raised.value.retry_after <= 1001.0
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["local", "shared"])
+def test_a_reload_to_a_longer_window_forgets_the_admissions_the_old_one_had_left(
+    stores: Stores, shared: bool
+) -> None:
+    """A log of 2 in 0.1 s: one admission, 0.15 s, another; reloaded to a window of 100 s, one permit is
+    free, as in a local log, which forgets at its reload what its window had left. The shared log
+    judged its first admission over the new window: no permit for 100 s."""
+    config = RateLimiterConfig(
+        rate=20.0, burst=2, algorithm="sliding_window", store=stores("quota") if shared else None
+    )
+    limiter = RateLimiter("log", config)
+    assert limiter.try_acquire()
+    time.sleep(0.15)  # the admission left the window
+    assert limiter.try_acquire()
+    assert limiter._reconfigure(dataclasses.replace(config, rate=0.02))
+    assert limiter.available >= 1.0  # 2 on a machine slow enough to leave the second out too
+    assert limiter.try_acquire()
