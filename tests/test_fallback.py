@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -258,6 +259,41 @@ def test_bad_config_is_rejected(kwargs: dict[str, object], error: type[Exception
     """Every invalid or contradictory FallbackConfig raises an error naming the class and field."""
     with pytest.raises(error, match=match):
         FallbackConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"handle_exceptions": lambda: True},
+            r"FallbackConfig\.handle_exceptions must be callable as handle_exceptions\(error\)",
+        ),
+        (
+            {"handle_exceptions": lambda error, other: True},
+            r"FallbackConfig\.handle_exceptions must be callable as",
+        ),
+        (
+            {"handle_result": lambda: True},
+            r"FallbackConfig\.handle_result must be callable as handle_result\(result\)",
+        ),
+        ({"handle_result": lambda *, result: True}, r"FallbackConfig\.handle_result must be callable as"),
+    ],
+)
+def test_predicates_that_cannot_take_their_argument_are_refused_when_given(
+    kwargs: dict[str, object], match: str
+) -> None:
+    """A predicate that cannot be called as the handler calls it is a TypeError at construction, not at
+    the first failure (whose error it would replace) or, for ``handle_result``, at every success."""
+    with pytest.raises(TypeError, match=match):
+        FallbackConfig(DEFAULT, **kwargs)  # type: ignore[arg-type]
+
+
+def test_predicates_that_take_their_argument_however_declared_are_accepted() -> None:
+    """Defaults, ``*args``, callable objects, partials and builtins without a signature are accepted."""
+    FallbackConfig(DEFAULT, handle_exceptions=lambda error, *, strict=False: True, handle_result=bool)
+    FallbackConfig(DEFAULT, handle_exceptions=lambda *args: True, handle_result=lambda value=None: False)
+    FallbackConfig(DEFAULT, handle_exceptions=functools.partial(lambda kind, error: True, KeyError))
+    FallbackConfig(DEFAULT, handle_exceptions=KeyError, handle_result=callable)
 
 
 @pytest.mark.parametrize(

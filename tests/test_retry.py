@@ -305,6 +305,46 @@ def test_hooks_that_take_their_arguments_however_declared_are_accepted() -> None
     )
 
 
+class _Told:
+    """A predicate whose ``dropped`` is given at construction: a method, or any other attribute."""
+
+    def __init__(self, dropped: object) -> None:
+        self.dropped = dropped
+
+    def __call__(self, outcome: object) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("field", ["retry_on", "retry_on_result"])
+@pytest.mark.parametrize(
+    ("dropped", "error", "pattern"),
+    [
+        ("close", TypeError, r"\.dropped must be callable, got 'close'"),
+        (lambda: None, TypeError, r"\.dropped must be callable as (retry_on|retry_on_result)\.dropped\("),
+        (lambda a, b: None, TypeError, r"\.dropped must be callable as"),
+    ],
+)
+def test_a_dropped_hook_that_cannot_be_called_as_the_retry_calls_it_is_refused_when_given(
+    field: str, dropped: object, error: type[Exception], pattern: str
+) -> None:
+    """A predicate's ``dropped`` that is no callable, or cannot take the dropped outcome, is a TypeError
+    naming ``RetryPolicy.<field>.dropped`` at construction, not at the first retry (where it would end
+    the execution in place of the retry)."""
+    with pytest.raises(error, match=rf"RetryPolicy\.{field}{pattern}"):
+        RetryPolicy(**{field: _Told(dropped)})  # type: ignore[arg-type]
+
+
+def test_dropped_hooks_that_take_the_outcome_however_declared_are_accepted() -> None:
+    """A ``dropped`` method, a function with defaults or ``*args``, an async one and ``None`` are accepted."""
+    for dropped in (lambda outcome: None, lambda *args: None, _async_dropped, print, None):
+        RetryPolicy(retry_on=_Told(dropped), retry_on_result=_Told(dropped))  # type: ignore[arg-type]
+    RetryPolicy(retry_on_result=Pending(FakeClock(), "sync"))
+
+
+async def _async_dropped(outcome: object) -> None:
+    """An async ``dropped``: awaited by the async drivers."""
+
+
 # -- delays -----------------------------------------------------------------------------------
 
 
@@ -403,6 +443,48 @@ def test_compute_delay_rejects_an_attempt_below_one() -> None:
     """compute_delay is defined for failed attempts 1, 2, … only."""
     with pytest.raises(ValueError, match=r"attempt must be >= 1, got 0"):
         RetryPolicy().compute_delay(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        (
+            {"attempt": 1.5},
+            TypeError,
+            r"RetryPolicy\.compute_delay\.attempt must be an int, got 1\.5 \(float\)",
+        ),
+        (
+            {"attempt": True},
+            TypeError,
+            r"RetryPolicy\.compute_delay\.attempt must be an int, got True \(bool\)",
+        ),
+        ({"attempt": "2"}, TypeError, r"RetryPolicy\.compute_delay\.attempt must be an int, got '2' \(str\)"),
+        (
+            {"attempt": 2, "previous": -1.0},
+            ValueError,
+            r"RetryPolicy\.compute_delay\.previous must be >= 0, got -1\.0",
+        ),
+        (
+            {"attempt": 2, "previous": math.nan},
+            ValueError,
+            r"RetryPolicy\.compute_delay\.previous must be a finite",
+        ),
+        (
+            {"attempt": 2, "previous": "1"},
+            TypeError,
+            r"RetryPolicy\.compute_delay\.previous must be a number",
+        ),
+    ],
+)
+def test_compute_delay_names_an_attempt_or_a_previous_delay_it_cannot_use(
+    kwargs: dict[str, Any], error: type[Exception], pattern: str
+) -> None:
+    """An attempt that is no whole number, or a previous delay that is no seconds ``>= 0``, is refused
+    naming the argument, never read as some other delay (``1.5`` between two attempts, a NaN as none)."""
+    for jitter in (Jitter.NONE, Jitter.DECORRELATED):
+        policy = RetryPolicy(strategy=RetryStrategy.LINEAR, jitter=jitter)
+        with pytest.raises(error, match=pattern):
+            policy.compute_delay(**kwargs)
 
 
 @settings(max_examples=300, deadline=None)

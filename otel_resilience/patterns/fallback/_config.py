@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
+    check_called_with,
     check_duration,
     check_error_selector,
     check_predicate,
@@ -83,7 +84,9 @@ class FallbackConfig:
 
     Raises:
         ValueError: If a value breaks a rule, or a field the strategy does not use is set.
-        TypeError: If a field has the wrong type (e.g. a non-callable fallback function).
+        TypeError: If a field has the wrong type (e.g. a non-callable fallback function), or a
+            predicate cannot be called with the one argument it is given
+            (``handle_exceptions(error)``, ``handle_result(result)``).
     """
 
     strategy: FallbackStrategy
@@ -174,6 +177,7 @@ class FallbackConfig:
         object.__setattr__(self, "fallback_functions", tuple(functions))
         object.__setattr__(self, "handle_exceptions", _check_handle_exceptions(self.handle_exceptions))
         check_predicate(_OWNER, "handle_result", self.handle_result, optional=True)
+        check_called_with(_OWNER, "handle_result", self.handle_result, "result")
         self._check_unused(strategy)
         if strategy is FallbackStrategy.ALTERNATIVE_FUNCTION:
             if not callable(self.fallback_function):
@@ -244,4 +248,6 @@ def _check_handle_exceptions(
     selector = check_error_selector(_OWNER, "handle_exceptions", value, never)
     if selector == ():
         raise fail(_OWNER, "handle_exceptions", "non-empty (or nothing would trigger it)", value)
+    if not isinstance(selector, tuple):
+        check_called_with(_OWNER, "handle_exceptions", selector, "error")
     return selector

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
+    check_callable,
     check_called_with,
     check_disjoint,
     check_duration,
@@ -103,6 +104,8 @@ DEFAULT_JITTER: Final = Jitter.PROPORTIONAL
 DEFAULT_JITTER_RATIO: Final = 0.25
 
 _OWNER: Final = "RetryPolicy"
+_COMPUTE: Final = "RetryPolicy.compute_delay"
+"""The owner named by an error of :meth:`RetryPolicy.compute_delay`'s arguments."""
 _DEFAULT_RNG: Final = fork_reseeded(random.Random())  # noqa: S311 - backoff jitter, not cryptography
 """The default source of jitter: seeded anew in a forked child, so workers forked from one
 process do not back off in step (the thundering herd jitter exists to break)."""
@@ -131,7 +134,8 @@ class RetryPolicy:
     Raises:
         ValueError: A value breaks its rule, or two fields contradict each other.
         TypeError: A value has the wrong type, or a function cannot be called with the one
-            argument it is given (``retry_on(error)``, ``retry_on_result(result)`` ...).
+            argument it is given (``retry_on(error)``, ``retry_on_result(result)``, a
+            predicate's ``dropped`` method ...).
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -256,6 +260,8 @@ class RetryPolicy:
                 "at least one exception type, a predicate, or retry_on_result set (else nothing is retried)"
             )
             raise fail(_OWNER, "retry_on", rule, self.retry_on)
+        _check_dropped("retry_on", retry_on, "error")
+        _check_dropped("retry_on_result", self.retry_on_result, "result")
         self._check_outcome_fields()
 
     def _check_outcome_fields(self) -> None:
@@ -332,11 +338,15 @@ class RetryPolicy:
             The delay in seconds, ``0 <= delay <= max_delay``.
 
         Raises:
-            ValueError: If ``attempt`` is below 1.
+            ValueError: If ``attempt`` is below 1, or ``previous`` is negative or not finite.
+            TypeError: If ``attempt`` is not an ``int``, or ``previous`` not a number (nor ``None``).
         """
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            raise fail(_COMPUTE, "attempt", "an int", attempt, kind=TypeError)
         if attempt < 1:
-            msg = f"RetryPolicy.compute_delay: attempt must be >= 1, got {attempt!r}"
-            raise ValueError(msg)
+            raise fail(_COMPUTE, "attempt", ">= 1", attempt)
+        if previous is not None:
+            previous = check_number(_COMPUTE, "previous", previous, minimum=0.0)
         source = _DEFAULT_RNG if rng is None else rng
         cap = self.max_delay
         if self.strategy is RetryStrategy.RANDOM:
@@ -348,6 +358,20 @@ class RetryPolicy:
         except OverflowError:  # a power or an attempt number past the floats: past any cap, unless times 0
             base = cap if self.initial_delay else 0.0
         return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
+
+
+def _check_dropped(field: str, predicate: object, argument: str) -> None:
+    """Refuse a predicate's ``dropped`` hook that cannot be called as ``dropped(<argument>)``.
+
+    The retry calls it on a failure path only (each outcome it goes on after): a hook that is
+    no callable, or takes other arguments, is refused when the policy is made, naming
+    ``RetryPolicy.<field>.dropped``, not at the first retry, whose outcome its ``TypeError``
+    would replace.
+    """
+    dropped = getattr(predicate, "dropped", None)
+    if dropped is not None:
+        field = f"{field}.dropped"
+        check_called_with(_OWNER, field, check_callable(_OWNER, field, dropped), argument)
 
 
 def _decorrelated(policy: RetryPolicy, source: random.Random, previous: float | None) -> float:
