@@ -209,6 +209,22 @@ def test_token_bucket_never_holds_more_than_burst(clock):
     assert admitted(limiter, 6) == [True] * 5 + [False]
 
 
+@pytest.mark.parametrize(("start", "rate"), [(1e6, 1e12), (1.7e9, 1e7)])
+def test_token_bucket_faster_than_the_clock_ticks_admits_burst_per_reading(start, rate):
+    """A permit due sooner than the clock's next reading (``1 / rate`` below its step at ``now``)
+    is due at that reading, not now: one instant admits ``burst``, the next reading refills."""
+    clock = FakeClock(start)
+    limiter = limiter_of(clock, rate=rate, burst=2)
+    assert admitted(limiter, 5) == [True, True, False, False, False]
+    with pytest.raises(RateLimitedError) as caught:
+        limiter.call_sync(lambda: None)
+    assert caught.value.retry_after == math.ulp(start)  # the clock's next reading
+    clock.advance(caught.value.retry_after)  # it refills more than burst: a full bucket
+    assert admitted(limiter, 3) == [True, True, False]
+    stats = limiter.get_stats()
+    assert (stats["admitted"], stats["rejected"], stats["available"]) == (4, 5, 0.0)
+
+
 def test_sliding_window_admits_burst_per_window(clock):
     """At most burst in any window of burst/rate seconds; a permit frees when its admission leaves it."""
     limiter = limiter_of(clock, rate=2.0, burst=2, algorithm="sliding_window")  # window: 1 s

@@ -191,6 +191,32 @@ def test_a_rollback_after_a_reload_paces_the_newcomer_from_the_waiter_left(algor
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize(("rate", "interval"), [(0.1, 10.0), (10.0, 0.1)])
+@pytest.mark.parametrize("ran", [0, 1])
+def test_every_waiter_left_rolled_back_after_a_reload_paces_the_newcomer_from_the_last_permit(
+    algorithm, rate, interval, ran
+):
+    """The waiters still there cancelled after a reload, the last of them too: as if they never
+    waited, the next permit is one interval of the new rate after the last permit taken (the
+    one at once, or that of a waiter that ran), never sooner (beyond the new rate) nor later."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm))
+    assert rules.acquire(0.0, 10.0) is None  # the bucket is empty at 0
+    waiters = [rules.acquire(0.0, 10.0) for _ in range(3)]
+    assert all(isinstance(waiter, _Reservation) for waiter in waiters)
+    assert rules.retune(RateLimiterConfig(rate=rate, burst=1, max_wait=100.0, algorithm=algorithm), 0.0)
+    for waiter in waiters[:ran]:
+        rules.claim(waiter)  # at its time, 1.0: the last permit taken
+    now = 1.5 if ran else 0.0
+    for waiter in reversed(waiters[ran:]):
+        rules.abandon(waiter, now)
+    last = waiters[ran - 1].due if ran else 0.0
+    due = last + interval
+    assert rules.acquire(now, 0.0) == (None if due <= now else pytest.approx(due - now))
+    stats = rules.snapshot("api", now)
+    assert (stats["waiting"], stats["cancelled"], stats["waited"]) == (0, 3 - ran, ran)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
 async def test_a_reload_to_a_larger_burst_lets_no_newcomer_overtake_the_waiters(algorithm):
     """A reload that widens the burst while callers wait: a newcomer's permit is due after theirs."""
     clock = ManualClock()

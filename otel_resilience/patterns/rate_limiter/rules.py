@@ -79,7 +79,11 @@ class _Reservation:
     (cleared when it is given back: the hole it leaves may be another waiter's reservation next).
     """
 
-    __slots__ = ("dropped", "due", "held")
+    __slots__ = ("dropped", "due", "held", "prior")
+
+    prior: tuple[float, float]
+    """A token bucket's reservation: the bucket as it was just before it, ``(time, tokens)`` (see
+    :meth:`_TokenBucket._reserve_locked`); unset in the others."""
 
     def __init__(self, due: float) -> None:
         self.due = due
@@ -170,8 +174,7 @@ class _Rules(abc.ABC):
                 if self._refuses_locked(due, now, max_wait, remaining):
                     self.rejected += 1
                     return due - now
-                self._take_locked(due)
-                reservation = _Reservation(due)
+                reservation = self._reserve_locked(due, now)
                 self._pending.append(reservation)
                 self.waiting += 1
                 return reservation
@@ -238,9 +241,8 @@ class _Rules(abc.ABC):
         self._holes += 1
         pending = self._pending
         while pending and not pending[-1].held and pending[-1].due > now:
-            pending.pop()
             self._holes -= 1
-            self._give_back_locked(now)
+            self._give_back_locked(pending.pop(), now)
 
     def _hole_locked(self, now: float) -> _Reservation | None:
         """Return the earliest hole not yet past (forgetting those past), or ``None``."""
@@ -307,11 +309,11 @@ class _Rules(abc.ABC):
             self._now = now
             self._give_back_dropped_locked(now)
             self._due_locked(now)
+            self._retuned_locked(config, now)
             self.rate = config.rate
             self.burst = config.burst
             self.max_wait = config.max_wait
             self.max_waiting = config.max_waiting
-            self._retuned_locked(config, now)
         return True
 
     def available(self, now: float) -> float:
@@ -349,12 +351,17 @@ class _Rules(abc.ABC):
     def _take_locked(self, at: float) -> None:
         """Take the next permit, used at time ``at`` (now, or its due time when reserved)."""
 
-    @abc.abstractmethod
-    def _give_back_locked(self, now: float) -> None:
-        """Undo the latest :meth:`_take_locked` (a reservation still in the future), at ``now``.
+    def _reserve_locked(self, due: float, now: float) -> _Reservation:  # noqa: ARG002 - the bucket's
+        """Take the permit due at ``due`` for a caller at ``now`` who waits for it; return its reservation."""
+        self._take_locked(due)
+        return _Reservation(due)
 
-        Called once that reservation has left the pending ones: the next permit is then due as
-        if it had never been made.
+    @abc.abstractmethod
+    def _give_back_locked(self, reservation: _Reservation, now: float) -> None:
+        """Undo the latest reservation taken (``reservation``, still in the future), at ``now``.
+
+        Called once it has left the pending ones: the next permit is then due as if it had never
+        been made.
         """
 
     @abc.abstractmethod
@@ -363,7 +370,11 @@ class _Rules(abc.ABC):
 
     @abc.abstractmethod
     def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:
-        """Adjust the algorithm's own state, up to ``now``, to the limits :meth:`retune` just set."""
+        """Adjust the algorithm's own state, up to ``now``, to ``config``'s limits.
+
+        Called by :meth:`retune` once the state is brought up to ``now``, and before it sets the
+        new limits: the old ones are still the attributes.
+        """
 
 
 class _TokenBucket(_Rules):
@@ -387,44 +398,65 @@ class _TokenBucket(_Rules):
                 tokens = self.tokens + (now - stamp) * self.rate
                 self.tokens = tokens if tokens < self.burst else float(self.burst)
         tokens = self.tokens
-        return now if tokens >= _WHOLE_TOKEN else now + (1.0 - tokens) / self.rate
+        if tokens >= _WHOLE_TOKEN:
+            return now
+        due = now + (1.0 - tokens) / self.rate
+        # A wait shorter than the clock's step at now (a rate beyond its resolution) rounds to now:
+        # the permit is due at the next reading, never now, or one instant would admit past burst.
+        return due if due > now else math.nextafter(now, _INF)
 
     def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
         self.tokens -= 1.0
 
-    def _give_back_locked(self, now: float) -> None:
-        self._due_locked(now)
-        if not self._owe_until_latest_locked(now):
-            self.tokens += 1.0
+    def _reserve_locked(self, due: float, now: float) -> _Reservation:
+        reservation = _Reservation(due)
+        reservation.prior = (now, self.tokens)  # _due_locked brought the bucket to now
+        self.tokens -= 1.0
+        return reservation
+
+    def _give_back_locked(self, reservation: _Reservation, now: float) -> None:
+        """Put the bucket back as it was just before ``reservation``, refilled up to ``now``."""
+        self._due_locked(now)  # its stamp: now
+        at, tokens = reservation.prior
+        tokens += (now - at) * self.rate
+        self.tokens = tokens if tokens < self.burst else float(self.burst)
 
     def _available_locked(self, now: float) -> float:
         self._due_locked(now)
         return self.tokens
 
-    def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:  # noqa: ARG002 - burst is set
-        if self.tokens > self.burst:
-            self.tokens = float(self.burst)
-        self._owe_until_latest_locked(now)
+    def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:
+        """Keep the tokens (at most the new ``burst``) and the reservations' times, at the new rate.
 
-    def _owe_until_latest_locked(self, now: float) -> bool:
-        """Make the debt, at ``now``, last exactly until the latest reservation still ahead, if any.
-
-        The one rule of the debt after a reload and after a rollback. Without a reload, it is
-        what the debt is already (each reservation took one token at the one rate). Across a
-        reload, the reservations' times are what holds, not the tokens they took at the old
-        rate: keeping those tokens at a higher rate would let a newcomer overtake the waiters,
-        at a lower one charge their permits again; and one token given back for a rolled-back
-        reservation would be worth another time at the new rate (at a lower rate, a newcomer
-        would overtake the waiters left, beyond the rate).
-
-        Returns:
-            Whether a reservation is still ahead (the debt was set).
+        Across a reload the reservations' times are what holds, not the tokens they took at the
+        old rate: keeping those tokens at a higher rate would let a newcomer overtake the
+        waiters, at a lower one charge their permits again. So the debt lasts until the latest
+        reservation ahead (:func:`_owed`); and each reservation ahead keeps, as the bucket before
+        it (what its rollback restores), the debt until the one before it if that one is ahead
+        too, else the bucket before it brought up to ``now`` at the old rate, refilled at the
+        new one from then on. A rollback then gives back exactly what the reservation took at
+        the new rate: the next permit is one interval of it after the permit before.
         """
-        pending = self._pending
-        if pending and pending[-1].due > now:
-            self.tokens = (now - pending[-1].due) * self.rate
-            return True
-        return False
+        rate, before = config.rate, None
+        for reservation in self._pending:
+            if reservation.due > now:
+                if before is not None and before.due > now:
+                    reservation.prior = (now, _owed(before.due, now, rate))
+                else:
+                    at, tokens = reservation.prior
+                    reservation.prior = (now, tokens + (now - at) * self.rate)
+            before = reservation
+        tokens = self.tokens if before is None or before.due <= now else _owed(before.due, now, rate)
+        self.tokens = tokens if tokens < config.burst else float(config.burst)
+
+
+def _owed(due: float, now: float, rate: float) -> float:
+    """The tokens at ``now`` of a bucket refilled at ``rate`` whose debt lasts exactly until ``due``.
+
+    The one rule of the debt across a reload: the reservations' times hold (see
+    :meth:`_TokenBucket._retuned_locked`).
+    """
+    return (now - due) * rate
 
 
 class _SlidingLog(_Rules):
@@ -460,7 +492,7 @@ class _SlidingLog(_Rules):
     def _take_locked(self, at: float) -> None:
         self._log.append(at)
 
-    def _give_back_locked(self, now: float) -> None:  # noqa: ARG002 - a log of times
+    def _give_back_locked(self, reservation: _Reservation, now: float) -> None:  # noqa: ARG002 - a log of times
         self._log.pop()
 
     def _available_locked(self, now: float) -> float:
