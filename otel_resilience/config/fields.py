@@ -5,7 +5,9 @@ The reader (:mod:`otel_resilience.config.reader`) walks a file with it and the J
 :class:`Section` is one config class; each :class:`Field` one keyword of that class, with the
 kind of value the file writes (a duration string, exception classes by name ...). The bounds
 stated here are for the schema (an editor's hints): the config classes remain the judges of
-every value, and a test checks that each bound here is the class's.
+every value, and a test checks that each bound here is the class's. The longest name
+(:data:`~otel_resilience.engine.validation.MAX_ATTRIBUTE_LENGTH`, the rule of every name that
+becomes a telemetry attribute) is not repeated here: the schema adds it to the names it bounds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from otel_resilience.engine.sliding import MIN_BUCKET_WIDTH
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.bulkhead import BulkheadConfig
 from otel_resilience.patterns.chaos import ChaosConfig
@@ -25,6 +28,7 @@ from otel_resilience.patterns.hedging.config import MODES as HEDGING_MODES
 from otel_resilience.patterns.rate_limiter import RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.config import ALGORITHMS
 from otel_resilience.patterns.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.retry.budget import BUDGET_BUCKETS
 
 __all__ = ["FORMAT_VERSION", "POLICY", "RETRY_BUDGET", "SECTIONS", "Field", "Kind", "Section"]
 
@@ -216,7 +220,12 @@ RETRY_BUDGET: Final = Section(
     (
         Field("ratio", "number", "Retries allowed per first attempt in the window.", minimum=0),
         Field("min_retries_per_second", "number", "Retries per second always allowed.", minimum=0),
-        _duration("window", "The window's length."),
+        Field(
+            "window",
+            "duration",
+            "The window's length.",
+            minimum=MIN_BUCKET_WIDTH * BUDGET_BUCKETS,  # check_bucket_width: a microsecond per bucket
+        ),
     ),
     refused=(("clock", _code("a time source")),),
 )

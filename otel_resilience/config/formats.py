@@ -61,6 +61,8 @@ _FIRST: Final = {"null": "~nN", "bool": "tTfF", "int": "-+0123456789", "float": 
 
 Parsed = tuple[object, dict[Path, int]]
 """A parsed document and the 1-based line of each path the parser could place."""
+_Pair = tuple["yaml.Node", "yaml.Node"]
+"""A key's node and its value's node, in a mapping node."""
 
 
 def check_format(value: object, field: str = "format") -> Format:
@@ -174,6 +176,8 @@ def _core_value(tag: str, text: str) -> object:
     """
     if not _CORE[tag].match(text):
         raise ValueError(f"{text!r} is not a YAML 1.2 {tag}")
+    if tag == "null":
+        return None
     if tag == "bool":
         return text.lower() == "true"
     if tag == "int":
@@ -205,8 +209,7 @@ def _core_loader(module: Any) -> type[yaml.SafeLoader]:
         full_tag = f"{_YAML_TAG}{tag}"
         first = [*_FIRST[tag], ""] if tag == "null" else list(_FIRST[tag])
         CoreLoader.add_implicit_resolver(full_tag, pattern, first)
-        if tag != "null":
-            CoreLoader.add_constructor(full_tag, construct(tag))
+        CoreLoader.add_constructor(full_tag, construct(tag))
     CoreLoader.add_implicit_resolver(_MERGE, re.compile(r"<<\Z"), ["<"])
     return cast("type[yaml.SafeLoader]", CoreLoader)
 
@@ -248,6 +251,8 @@ class _YamlNodes:
         self._source = source
         self._read: dict[int, tuple[yaml.Node, object]] = {}
         """Each mapping and list read so far, by the identity of its node (kept alive here)."""
+        self._pairs: dict[int, tuple[yaml.Node, dict[object, _Pair]]] = {}
+        """Each mapping's pairs with its merge keys resolved, by the identity of its node (kept alive)."""
 
     def read(self, node: yaml.Node) -> object:
         """The document's data, its keys checked as written first (before merge keys are resolved)."""
@@ -257,8 +262,8 @@ class _YamlNodes:
     def _check_keys(self, node: yaml.Node, path: Path, seen: set[int]) -> None:
         """Refuse a key written twice in one mapping, or one that is a list or a mapping; each node once.
 
-        Done on the tree as written: resolving a merge key (``flatten_mapping``) puts the merged
-        pairs before the mapping's own, which may then repeat them (an override, not a mistake).
+        Done on the tree as written: a key of a merged mapping (``<<``) that the mapping writes
+        too is an override, not a mistake.
         """
         kind = _collection(node)
         if id(node) in seen or kind is None:
@@ -273,15 +278,9 @@ class _YamlNodes:
             if key_node.tag == _MERGE:
                 self._check_keys(value_node, path, seen)
                 continue
-            key = self._construct(key_node, path)
-            line = key_node.start_mark.line + 1
-            try:
-                hash(key)
-            except TypeError:  # a list or a mapping used as a key
-                raise ConfigError(
-                    "has a key that is not a string", path=path, line=line, source=self._source
-                ) from None
+            key = self._key(key_node, path)
             if key in written:
+                line = key_node.start_mark.line + 1
                 raise ConfigError("is written twice", path=(*path, key), line=line, source=self._source)
             written.add(key)
             self._check_keys(value_node, (*path, key), seen)
@@ -307,14 +306,52 @@ class _YamlNodes:
         return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[object, object]:
-        self._loader.flatten_mapping(node)  # resolves `<<: *defaults` merge keys, merged pairs first
         result: dict[object, object] = {}
-        for key_node, value_node in node.value:  # a key written after a merged one overrides it
-            key = self._construct(key_node, path)
+        for key, (key_node, value_node) in self._resolved(node, path).items():
             here = (*path, key)
             self._lines[here] = key_node.start_mark.line + 1
             result[key] = self.convert(value_node, here)
         return result
+
+    def _resolved(self, node: yaml.MappingNode, path: Path) -> dict[object, _Pair]:
+        """The key and value nodes of a mapping, by key, its merge keys (``<<``) resolved as YAML says.
+
+        A merged mapping gives the keys the mapping does not write itself, and of a list of them
+        (``<<: [*a, *b]``) the earlier gives a key both have. The merged keys come first, in the
+        order of their mappings. Each mapping is resolved once (a merge of merges of the same
+        anchors stays linear), and no node is changed (unlike ``flatten_mapping``, which also takes
+        a key from the later mapping of a list).
+        """
+        done = self._pairs.get(id(node))
+        if done is not None:
+            return done[1]
+        merged: list[yaml.MappingNode] = []
+        own: list[_Pair] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged += _merged_mappings(node, value_node)
+            else:
+                own.append((key_node, value_node))
+        pairs: dict[object, _Pair] = {}
+        for source in merged:
+            for key, pair in self._resolved(source, path).items():
+                pairs.setdefault(key, pair)
+        for key_node, value_node in own:  # a key the mapping writes overrides a merged one, in its place
+            pairs[self._key(key_node, path)] = (key_node, value_node)
+        self._pairs[id(node)] = (node, pairs)
+        return pairs
+
+    def _key(self, node: yaml.Node, path: Path) -> object:
+        """The value of a mapping's key node, which must be hashable (not a list or a mapping)."""
+        key = self._construct(node, path)
+        try:
+            hash(key)
+        except TypeError:  # a list or a mapping used as a key
+            line = node.start_mark.line + 1
+            raise ConfigError(
+                "has a key that is not a string", path=path, line=line, source=self._source
+            ) from None
+        return key
 
     def _construct(self, node: yaml.Node, path: Path) -> object:
         """The safe loader's value of ``node``; a value its tag cannot read is an error at ``path``."""
@@ -333,6 +370,40 @@ class _YamlNodes:
                 line=node.start_mark.line + 1,
                 source=self._source,
             ) from None
+
+
+def _merged_mappings(node: yaml.MappingNode, value: yaml.Node) -> list[yaml.MappingNode]:
+    """The mappings a merge key's value names: one mapping, or a list of them (in their order).
+
+    Raises:
+        yaml.constructor.ConstructorError: Anything else (a scalar, a list holding one), with
+            PyYAML's own words.
+    """
+    import yaml  # noqa: PLC0415 - imported by _yaml() already; the extra is optional
+
+    if isinstance(value, yaml.MappingNode):
+        return [value]
+    if not isinstance(value, yaml.SequenceNode):
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping",
+            node.start_mark,
+            f"expected a mapping or list of mappings for merging, but found {_node_kind(value)}",
+            value.start_mark,
+        )
+    for item in value.value:
+        if not isinstance(item, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"expected a mapping for merging, but found {_node_kind(item)}",
+                item.start_mark,
+            )
+    return list(value.value)
+
+
+def _node_kind(node: yaml.Node) -> str:
+    """What a node is, as PyYAML's messages say it: ``"scalar"``, ``"sequence"``, ``"mapping"``."""
+    return str(getattr(node, "id", type(node).__name__))
 
 
 def _collection(node: yaml.Node) -> str | None:

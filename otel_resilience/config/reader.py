@@ -172,6 +172,8 @@ class _Reader:
         if match is None or match["owner"] != section.owner:
             return self.error(path, f"is not a valid {section.owner}: {error}")
         first, *rest = match["fields"].split(".")
+        if not rest and section.refusal(first) is not None:  # a keyword no file writes (a policy's
+            return self.error(path, match["reason"])  # name, its key): the mapping's own error
         written = self._written.get(path, {}).get(first, first)  # the key as written (an alias?)
         return self.error((*path, written, *rest), match["reason"])
 

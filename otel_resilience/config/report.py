@@ -31,12 +31,21 @@ def summary(config: ConfigFile) -> str:
         header += f", {budgets} retry budget{'' if budgets == 1 else 's'}"
     header += " (settings that differ from the defaults)"
     lines = [header]
-    names = {id(budget): name for name, budget in config.retry_budgets.items()}
+    names = {id(budget): _name(name) for name, budget in config.retry_budgets.items()}
     for name, budget in config.retry_budgets.items():
-        lines.append(f"  retry budget {name}: {_settings(RETRY_BUDGET, budget, names) or 'defaults'}")
+        lines.append(f"  retry budget {_name(name)}: {_settings(RETRY_BUDGET, budget, names) or 'defaults'}")
     for name, policy in config.items():
-        lines.append(f"  {name}: {_settings(POLICY, policy, names) or 'no pattern'}")
+        lines.append(f"  {_name(name)}: {_settings(POLICY, policy, names) or 'no pattern'}")
     return "\n".join(lines) + "\n"
+
+
+def _name(name: str) -> str:
+    """A policy's or a budget's name as the account shows it, quoted if it is not printable.
+
+    A line break (or another character that is not printable) in a name would otherwise let it
+    pass for another line of the account.
+    """
+    return name if name.isprintable() else repr(name)
 
 
 def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:

@@ -7,8 +7,8 @@ first line ``# yaml-language-server: $schema=<path or URL of the schema>``, TOML
 Better TOML) with ``#:schema <path or URL>``.
 
 The schema states the shape (keys, types, enums, duration and name patterns) and each class's
-bounds as hints; the loader remains the judge (rules that tie two fields together, such as
-``max_delay >= initial_delay``, are the config classes').
+bounds as hints (a name's longest length too); the loader remains the judge (rules that tie two
+fields together, such as ``max_delay >= initial_delay``, are the config classes').
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from otel_resilience.config.values import (
     POSITIVE_RATE_PATTERN,
     RATE_PATTERN,
 )
+from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH
 
 __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "generate", "main", "render", "shipped"]
 
@@ -38,6 +39,8 @@ SCHEMA_ID: Final = (
 )
 """The schema's ``$id``."""
 _NAME: Final = {"type": "string", "minLength": 1, "pattern": r"\S"}
+_ATTRIBUTE_NAME: Final = {**_NAME, "maxLength": MAX_ATTRIBUTE_LENGTH}
+"""A name that becomes a telemetry attribute (a policy's, a breaker's): check_name's length too."""
 _DEFS: Final = {
     "duration": {
         "description": "Seconds as a number, or a string with units ms, s, m, h: "
@@ -88,7 +91,9 @@ def generate() -> dict[str, Any]:
             "retry_budgets": _named(
                 RETRY_BUDGET, "Retry budgets by name; a retry policy's budget names one."
             ),
-            "policies": _named(POLICY, "Policies by name; the name is the policy's name in telemetry."),
+            "policies": _named(
+                POLICY, "Policies by name; the name is the policy's name in telemetry.", _ATTRIBUTE_NAME
+            ),
         },
         "required": ["policies"],
         "additionalProperties": False,
@@ -96,11 +101,11 @@ def generate() -> dict[str, Any]:
     }
 
 
-def _named(section: Section, description: str) -> dict[str, Any]:
+def _named(section: Section, description: str, names: dict[str, Any] = _NAME) -> dict[str, Any]:
     return {
         "description": description,
         "type": ["object", "null"],
-        "propertyNames": _NAME,
+        "propertyNames": names,
         "additionalProperties": {"anyOf": [{"$ref": f"#/$defs/{section.owner}"}, {"type": "null"}]},
     }
 
@@ -140,7 +145,10 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
         return {"$ref": f"#/$defs/{field.section.owner}"}
     if kind == "window":
         return {"oneOf": [{"$ref": f"#/$defs/{v.owner}"} for v in field.variants]}
-    if kind == "duration":  # a duration's bound is 0, or above 0 (exclusive_minimum)
+    if kind == "duration":  # a duration's bound is 0, above 0 (exclusive_minimum), or its own least
+        if field.minimum:  # one (a budget's window: a microsecond per bucket)
+            number = {"type": "number", "minimum": field.minimum}
+            return {"anyOf": [number, {"type": "string", "pattern": POSITIVE_DURATION_PATTERN}]}
         return {"$ref": "#/$defs/positive_duration" if field.exclusive_minimum else "#/$defs/duration"}
     if kind == "exceptions":
         return {"$ref": "#/$defs/nonempty_exceptions" if field.nonempty else "#/$defs/exceptions"}
@@ -151,7 +159,9 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
     if kind == "rate":
         pattern = POSITIVE_RATE_PATTERN if field.exclusive_minimum else RATE_PATTERN
         return {"anyOf": [{"type": "number", **_bounds(field)}, {"type": "string", "pattern": pattern}]}
-    if kind in ("name", "budget"):
+    if kind == "name":
+        return dict(_ATTRIBUTE_NAME)
+    if kind == "budget":
         return dict(_NAME)
     if kind == "bool":
         return {"type": "boolean"}

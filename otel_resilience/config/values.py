@@ -29,11 +29,15 @@ __all__ = [
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 """Seconds per unit of a duration string."""
+_SPACE: Final = r"[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A space around a duration or a rate: one that Python's ``\\s`` and ECMAScript's (an editor's,
+matching the schema's patterns) both match. Not ``\\s`` itself, which differs between them:
+Python's matches ``\\x1c``-``\\x1f`` and ``\\x85``, ECMAScript's ``\\ufeff``."""
 _PART: Final = r"[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)"
-DURATION_PATTERN: Final = rf"^\s*(?:{_PART})+\s*$"
+DURATION_PATTERN: Final = rf"^{_SPACE}*(?:{_PART})+{_SPACE}*$"
 """A duration string: one or more ``<number><unit>`` with unit ``ms``, ``s``, ``m`` or ``h``
 (``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``), spaces around it allowed."""
-RATE_PATTERN: Final = r"^\s*[0-9]+(?:\.[0-9]+)?/(?:s|m|h)\s*$"
+RATE_PATTERN: Final = rf"^{_SPACE}*[0-9]+(?:\.[0-9]+)?/(?:s|m|h){_SPACE}*$"
 """A rate string: ``<number>/<unit>``, permits per second, minute or hour (``"100/m"``), spaces
 around it allowed."""
 _NOT_ZERO: Final = r"(?=[^1-9]*[1-9])"

@@ -261,3 +261,21 @@ def test_from_env_of_a_file_without_a_known_suffix_names_the_variable(tmp_path: 
         f"{CONFIG_ENV}={str(path)!r} names a file that has no known suffix (.yaml, .yml, .toml): "
         "rename it with one of them"
     )
+
+
+def test_check_shows_a_name_that_is_not_printable_quoted(tmp_path: Path) -> None:
+    """A policy or budget name with a line break (YAML's "\\n") stays on its line, quoted: it cannot
+    pass for another policy's line (was: the name printed as it is, one line becoming two)."""
+    path = tmp_path / "names.yaml"
+    path.write_text(
+        'retry_budgets: {"b\\nx": {}}\n'
+        'policies:\n  "a\\n  forged: timeout=1s": {retry: {budget: "b\\nx"}}\n  plain.name: {}\n',
+        encoding="utf-8",
+    )
+    code, out, _ = _run("check", str(path))
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "  retry budget 'b\\nx': defaults",
+        "  'a\\n  forged: timeout=1s': retry_policy(budget='b\\nx')",
+        "  plain.name: no pattern",
+    ]

@@ -374,6 +374,14 @@ YAML_ERRORS = [
         POLICY + "    spans: !!bool yes\n",
         "f.yaml:3: policies.p.spans is not valid YAML: 'yes' is not a !!bool",
     ),
+    (  # a merged mapping of a tag of its own, keyed by a list (was: a bare TypeError)
+        POLICY + "    <<: !!set {? [a]}\n",
+        "f.yaml:3: policies.p has a key that is not a string",
+    ),
+    (  # !!null too (was: None, so no timeout at all, without a word)
+        POLICY + "    timeout: !!null 5s\n",
+        "f.yaml:3: policies.p.timeout is not valid YAML: '5s' is not a !!null",
+    ),
     (
         POLICY + "    timeout: !!int 1:30\n",
         "f.yaml:3: policies.p.timeout is not valid YAML: '1:30' is not a !!int",
@@ -517,3 +525,15 @@ def test_a_file_that_nests_too_deep_is_a_config_error(text: str, file_format: st
     with pytest.raises(ConfigError) as caught:
         loads(text, file_format, source=f"f.{file_format}")  # type: ignore[arg-type]
     assert str(caught.value) == message
+
+
+def test_a_policy_name_the_class_refuses_is_reported_at_its_key() -> None:
+    """A policy's name is its key: a name too long for telemetry is refused at that key, on its line
+    (was: at `policies.<name>.name`, a key the file cannot write)."""
+    name = "n" * 257
+    with pytest.raises(ConfigError) as caught:
+        loads(f"policies:\n  ok: {{}}\n  {name}:\n    timeout: 1s\n", source="f.yaml")
+    error = caught.value
+    assert error.keys == ("policies", name)
+    assert error.line == 3
+    assert error.reason.startswith("must be a name of at most 256 characters (a telemetry attribute), got ")

@@ -562,6 +562,37 @@ def test_an_alias_of_a_mapping_that_overrides_a_merged_key_loads() -> None:
     assert policies["d"] == dataclasses.replace(policies["c"], name="d")
 
 
+def test_a_merge_of_a_list_of_mappings_takes_each_key_from_the_earliest() -> None:
+    """`<<: [*a, *b]`: a key of `a` wins over the same key of `b`, and the mapping's own keys over both.
+
+    YAML's merge key says so ("keys in mapping nodes earlier in the sequence override keys specified
+    in later mapping nodes"); the last mapping's value was taken (`timeout` 2 s below, not 1 s).
+    """
+    text = (
+        "policies:\n"
+        "  a: &a {timeout: 1s, spans: false}\n"
+        "  b: &b {timeout: 2s, record_duration: false, retry: {max_attempts: 4}}\n"
+        "  c: &c {<<: *a, timeout: 3s}\n"
+        "  merged: {<<: [*a, *b]}\n"
+        "  inline: {<<: [{timeout: 5s}, {timeout: 6s, spans: false}]}\n"
+        "  own: {<<: [*a, *b], timeout: 7s}\n"
+        "  nested: {<<: [*c, *a]}\n"
+        "  twice: {<<: [*a, *a, *b]}\n"
+    )
+    policies = loads(text)
+    assert policies["merged"] == ResilienceConfig(
+        name="merged",
+        timeout=1.0,
+        spans=False,
+        record_duration=False,
+        retry_policy=RetryPolicy(max_attempts=4),
+    )
+    assert policies["inline"] == ResilienceConfig(name="inline", timeout=5.0, spans=False)
+    assert policies["own"].timeout == 7.0
+    assert policies["nested"] == ResilienceConfig(name="nested", timeout=3.0, spans=False)
+    assert policies["twice"] == dataclasses.replace(policies["merged"], name="twice")
+
+
 def test_an_alias_is_the_value_of_its_anchor_read_once() -> None:
     """An alias is its anchor's value, as yaml.safe_load gives it, not a copy made at each use.
 

@@ -7,19 +7,26 @@ sample files against it (and fails on a keyword it does not know, so the schema 
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from otel_resilience import CountWindow, FallbackStrategy, Jitter, RetryStrategy
 from otel_resilience.config import ConfigError, json_schema, loads
 from otel_resilience.config.fields import SECTIONS, Field, Section
 from otel_resilience.config.formats import parse
 from otel_resilience.config.schema import generate, render, shipped
-from otel_resilience.config.values import EXCEPTION_PATTERN
+from otel_resilience.config.values import DURATION_PATTERN, EXCEPTION_PATTERN, RATE_PATTERN
+from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -27,7 +34,7 @@ FIXTURES = Path(__file__).with_name("fixtures")
 _KNOWN = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "properties",
     "additionalProperties", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "pattern",
-    "minLength", "items", "minItems", "anyOf", "oneOf", "allOf", "not", "propertyNames",
+    "minLength", "maxLength", "items", "minItems", "anyOf", "oneOf", "allOf", "not", "propertyNames",
 }  # fmt: skip
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -68,6 +75,8 @@ def _errors(node: dict[str, Any], value: Any, root: dict[str, Any], where: str =
             found.append(f"{where}: does not match {node['pattern']}")
         if len(value) < node.get("minLength", 0):
             found.append(f"{where}: too short")
+        if len(value) > node.get("maxLength", len(value)):
+            found.append(f"{where}: too long")
     if isinstance(value, list) and len(value) < node.get("minItems", 0):
         found.append(f"{where}: too few items")
     if isinstance(value, list) and "items" in node:
@@ -410,6 +419,7 @@ _PROBES: tuple[Any, ...] = (
     True, False, None, "", [], {}, "ConnectionError", ["ConnectionError"], ["ConnectionError", "OSError"],
     "exponential", "none", "latency", "fallback", "token_bucket", "default_value", "cached_value",
     "100/m", "0/s", "0.0/m", "shared", {"kind": "count", "size": 5}, {"kind": "time", "seconds": "0s"},
+    "x" * 256, "x" * 257,  # a name of at most 256 characters
 )  # fmt: skip
 # What a section needs besides the probed field, so that no rule that ties two fields is met.
 # Hedging's delay and mode are tied (a delay in 'latency' mode only): the classes' rule, not the schema's.
@@ -418,6 +428,7 @@ _PROBES: tuple[Any, ...] = (
 _TIED: Final = (
     ("HedgingConfig", "delay", None),
     ("HedgingConfig", "mode", "fallback"),
+    ("HedgingConfig", "mode", "parallel"),
     ("CircuitBreakerConfig", "sliding_window", None),
 )
 _SETTLED: dict[str, dict[str, Any]] = {
@@ -491,4 +502,118 @@ def test_the_schema_accepts_a_value_exactly_when_the_loader_does(section: Sectio
             loaded = False
         if loaded != (_valid(data) == []):
             disagreements.append((value, "loads" if loaded else "refused"))
+    assert disagreements == []
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("policies: {%s: {}}\n" % ("p" * 256), True),
+        ("policies: {%s: {}}\n" % ("p" * 257), False),  # a policy's name is a telemetry attribute
+        ("retry_budgets: {%s: {}}\npolicies: {}\n" % ("b" * 257), True),  # a budget's name is not
+        ("retry_budgets: {b: {window: 0.00001}}\npolicies: {}\n", True),
+        ("retry_budgets: {b: {window: 0.000009}}\npolicies: {}\n", False),  # a microsecond per bucket
+    ],
+)
+def test_names_and_bounds_the_schema_judges_as_the_loader(text: str, accepted: bool) -> None:
+    """A policy's name and a budget's window: the schema's verdict is the loader's."""
+    try:
+        loads(text)
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert (loaded, _valid(yaml.safe_load(text)) == []) == (accepted, accepted)
+
+
+_FIELDS: Final = [(s, f) for s in SECTIONS for f in s.fields if f.kind != "section"]
+_WORDS: Final = sorted(
+    {c for s in SECTIONS for f in s.fields for c in f.choices} | {"ConnectionError", "shared"}
+)
+_VALUES: Final = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(-2, 2),
+    st.text(alphabet="0123456789.smh/ -", max_size=7),
+    st.sampled_from(_WORDS),
+    st.lists(st.sampled_from(["ConnectionError", "OSError", "not a name", 3]), max_size=3),
+)
+
+
+def _judged_alone(section: Section, field: Field, value: Any) -> bool:
+    """Whether the schema can judge ``value`` at ``field`` in the file of :func:`_file_with`.
+
+    Besides :func:`_schema_can_judge` and :data:`_TIED`: the platform's maxima (a duration past
+    ``threading.TIMEOUT_MAX``, a count past ``sys.maxsize``, a rate out of the limiter's range), and
+    the bounds that tie the value to a setting of :data:`_SETTLED` or to a default (a breaker's
+    ``minimum_calls`` within its window, a retry's delays, a window's microsecond per bucket).
+    """
+    if not _schema_can_judge(field, value) or (section.owner, field.name, value) in _TIED:
+        return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    tied = {
+        ("CircuitBreakerConfig", "minimum_calls"): value > CountWindow().size,
+        ("RetryPolicy", "initial_delay"): value > _SETTLED["RetryPolicy"]["max_delay"],
+        ("TimeWindow", "seconds"): 0 < value < 1e-5,
+    }
+    if tied.get((section.owner, field.name), False):
+        return False
+    within = {
+        "duration": value <= MAX_DURATION,
+        "int": value <= MAX_COUNT,
+        "rate": value <= 0 or (value >= 1 / MAX_DURATION and math.ceil(value) <= MAX_COUNT),
+    }
+    return within.get(field.kind, True)
+
+
+@examples(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_FIELDS), _VALUES)
+def test_the_schema_accepts_any_value_exactly_when_the_loader_does(
+    field_of: tuple[Section, Field], value: Any
+) -> None:
+    """The table-driven test above, with values drawn at random: any number, short text of the
+    characters of durations and rates, enum values, lists of names. The file is written as JSON (a
+    YAML 1.2 document), so that the loader reads the very values the schema judges."""
+    section, field = field_of
+    if not _judged_alone(section, field, value):
+        return
+    data = _file_with(section, field, value)
+    try:
+        loads(json.dumps(data))
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert loaded == (_valid(data) == []), (section.owner, field.name, value)
+
+
+def _ecma_space(char: str) -> bool:
+    """Whether ECMAScript's ``\\s`` (the regular expressions of a JSON Schema's ``pattern``) matches ``char``."""
+    return char in "\t\n\v\f\r\ufeff\u2028\u2029" or unicodedata.category(char) == "Zs"
+
+
+@pytest.mark.parametrize("kind", ["duration", "rate"])
+def test_the_spaces_around_a_duration_or_a_rate_are_the_same_for_the_schema_and_the_loader(kind: str) -> None:
+    """An editor matches the schema's patterns by ECMAScript's rules, the loader by Python's: a space
+    around a value is one both call a space (was: the loader took "\\x1c2s" and refused "\\ufeff2s",
+    an editor the other way round)."""
+    text = "2s" if kind == "duration" else "2/s"
+    pattern = DURATION_PATTERN if kind == "duration" else RATE_PATTERN
+    field = "timeout" if kind == "duration" else "rate_limiter"
+    disagreements = []
+    for code in range(0x10000):
+        char = chr(code)
+        if not (char.isspace() or _ecma_space(char)):
+            continue
+        both = char.isspace() and _ecma_space(char)
+        value = char + text
+        try:
+            loads(json.dumps({"policies": {"p": {field: value if kind == "duration" else {"rate": value}}}}))
+            loaded = True
+        except ConfigError:
+            loaded = False
+        if (loaded, bool(re.search(pattern, value))) != (both, both):
+            disagreements.append(char)
     assert disagreements == []
