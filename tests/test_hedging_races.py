@@ -146,6 +146,33 @@ async def test_a_loser_gives_back_what_the_steps_inside_took() -> None:
     assert bulkhead.get_stats()["active"] == 0
 
 
+async def test_a_loser_waiting_for_the_winners_bulkhead_slot_never_calls_the_dependency(
+    clock: FakeClock,
+) -> None:
+    """The hedge queued for the one slot the original holds: the original's answer hands it the slot
+    and wins in one turn of the loop; the hedge is cancelled in that turn, so it never calls the
+    dependency (it took the slot and called it after the race was won, and ran to its end)."""
+    bulkhead = Bulkhead("one-slot", BulkheadConfig(max_concurrent=1))
+    h = Hedging("h-queued-loser", HedgingConfig(delay=0.01, max_attempts=2), clock=clock)
+    pipeline = PipelineBuilder("p").add(h.as_strategy("p")).add(bulkhead.as_strategy("p")).build()
+    gate = Gate("original")
+    dependency = Dependency(gate, "hedge")
+
+    async def release_once_the_hedge_waits() -> None:
+        while bulkhead.get_stats()["waiting"] < 1:
+            await asyncio.sleep(0)
+        gate.event.set()
+
+    releaser = asyncio.ensure_future(release_once_the_hedge_waits())
+    assert await pipeline.execute(dependency) == "original"
+    await releaser
+    assert len(dependency.calls) == 1
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["active"], stats["waiting"]) == (1, 0, 0)
+    assert (h.get_stats()["hedges"], h.get_stats()["original_wins"]) == (1, 1)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 11),
     reason="Task.cancelling() is Python 3.11+: on 3.10 the loser's converted cancellation is retried",
@@ -230,6 +257,34 @@ async def test_a_cancellation_the_dependency_raises_itself_ends_the_race_unchang
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
+async def test_a_cancellation_a_judgment_raises_ends_the_race_unchanged(otel: Any, clock: FakeClock) -> None:
+    """``hedge_on_result`` raises CancelledError for the original's result: as the dependency raising
+    it, it ends the race and reaches the caller, and the original's attempt span ends.
+
+    It was swallowed: the attempt's task ended cancelled as a loser's does, the race started the
+    hedge and returned its result, and the original's attempt span never ended.
+    """
+    own = asyncio.CancelledError("from the judgment")
+
+    def judge(result: str) -> bool:
+        if result == "original":
+            raise own
+        return False
+
+    dependency = Dependency("original", "hedge")
+    config = HedgingConfig(mode="fallback", max_attempts=2, hedge_on_result=judge)
+    h = Hedging("h-judged-cancel", config, clock=clock)
+    with pytest.raises(asyncio.CancelledError) as info:
+        await h.call(dependency)
+    assert info.value is own
+    assert len(dependency.calls) == 1
+    stats = h.get_stats()
+    assert (stats["hedges"], stats["cancelled"], stats["hedge_wins"]) == (0, 1, 0)
+    [attempt] = otel.spans("h-judged-cancel attempt")
+    assert attempt.attributes["resilience.outcome"] == "cancelled"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 async def test_a_hedges_own_cancellation_ends_the_race_and_cancels_the_original(clock: FakeClock) -> None:
     """A hedge whose dependency raises CancelledError itself ends the race as an interrupt would: the
     original still running is cancelled and awaited (never left to answer and swallow it), and the
@@ -253,6 +308,46 @@ async def test_a_hedges_own_cancellation_ends_the_race_and_cancels_the_original(
     assert info.value is own
     assert 0 in dependency.cancelled  # the original was cancelled (the hedge's own error is there too)
     assert sorted(dependency.finished) == [0, 1]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_hedge_waiting_for_the_slot_of_an_original_that_ended_the_race_never_calls(
+    clock: FakeClock,
+) -> None:
+    """The original, holding the one bulkhead slot, raises a cancellation of its own: the race is over.
+
+    The hedge queued for that slot is cancelled in the turn the race ended, so it never calls the
+    dependency (it took the slot the original gave back and called it, to its end, while the
+    caller got the original's cancellation).
+    """
+    own = asyncio.CancelledError("the shared fetch was cancelled")
+    bulkhead = Bulkhead("one-slot-own-cancel", BulkheadConfig(max_concurrent=1))
+    h = Hedging("h-own-cancel-queued", HedgingConfig(delay=0.01, max_attempts=2), clock=clock)
+    pipeline = PipelineBuilder("p").add(h.as_strategy("p")).add(bulkhead.as_strategy("p")).build()
+    opened = asyncio.Event()
+    calls: list[int] = []
+
+    async def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            await opened.wait()
+            raise own
+        await asyncio.sleep(0)
+        return "hedge"
+
+    async def release_once_the_hedge_waits() -> None:
+        while bulkhead.get_stats()["waiting"] < 1:
+            await asyncio.sleep(0)
+        opened.set()
+
+    releaser = asyncio.ensure_future(release_once_the_hedge_waits())
+    with pytest.raises(asyncio.CancelledError) as info:
+        await pipeline.execute(dependency)
+    await releaser
+    assert info.value is own
+    assert calls == [1]
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["active"], stats["waiting"]) == (1, 0, 0)
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

@@ -41,9 +41,13 @@ starts, waits, cancels and awaits. The race, in order:
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
 4. The first acceptable outcome wins. Every other attempt is cancelled **and awaited** before
    the driver returns: no task outlives the race, and each cancelled run gives back what its
-   steps took (their ``on_cancel``). An attempt started beside the winner whose task had not
-   run yet when it won never runs (as when tasks start eagerly, where none is started after a
-   win); nor does one after an attempt that ended the race with an interrupt.
+   steps took (their ``on_cancel``). The winner's task cancels them as it wins, in that turn of
+   the loop: an attempt woken in the same turn (a hedge waiting for the bulkhead slot the
+   winner just gave back) meets the cancellation where it waits, and calls nothing after the
+   win (so does an attempt that ends the race with an interrupt: 7 and 8). An attempt started
+   beside the winner whose task had not run yet when it won never runs (as when tasks start
+   eagerly, where none is started after a win); nor does one after an attempt that ended the
+   race with an interrupt.
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
    (its error re-raised, its result returned), as in Polly; a result returned so counts as a
    failure (:meth:`ExecutionContext.result_failed`): the hedge judged it unacceptable.
@@ -58,10 +62,13 @@ starts, waits, cancels and awaits. The race, in order:
    then propagates. So does a cancellation an attempt raised itself while the race was on (its
    dependency awaited a future cancelled elsewhere: no cancellation of the race's): it is no
    outcome to hedge after, so no attempt starts after it, and it reaches the caller as it was
-   raised, as an interrupt an attempt raised does. When the effective deadline cancelled the
-   caller, each attempt it ended is told so (:meth:`Hedge.leave` gets a
+   raised, as an interrupt an attempt raised does (one its judgment raised, too: no outcome,
+   :meth:`Hedge.accepts`). When the effective deadline cancelled the caller, each attempt it
+   ended is told so (:meth:`Hedge.leave` gets a
    :class:`~otel_resilience.engine.deadline.DeadlineReachedError`: a ``timeout``, as an attempt
-   of a retry the deadline ends), not a cancellation.
+   of a retry the deadline ends), not a cancellation. A cancellation that reaches the caller
+   once an attempt won (in that turn, or while the losers end) still propagates, and
+   :meth:`Hedge.end` is given that winner with it: the win happened, and its task reported it.
 8. A function the driver refused in an attempt (the
    :class:`~otel_resilience.engine.calling.WrongDriver` signal: a plain function given to the
    async API, an action that returns no awaitable) ends the race as an interrupt does: no hedge
@@ -200,7 +207,9 @@ class Hedge(Wait):
     def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
         """Return whether an attempt's outcome is the answer (default: every result, no error).
 
-        What it raises ends the execution with that error (as an accepted outcome).
+        What it raises ends the execution with that error (as an accepted outcome); a
+        ``BaseException`` (a cancellation, an interrupt) ends the race as the attempt raising it
+        would (module doc, 7).
         """
         return error is None
 
@@ -235,7 +244,8 @@ class Hedge(Wait):
         Args:
             ctx: The execution's context.
             winner: The winner's context; ``None`` when no outcome was acceptable, or when the
-                race was cancelled.
+                race was cancelled before an attempt won (an attempt that won before the
+                cancellation reached the race is given with that cancellation as ``error``).
             error: What the driver raises: the winner's (or, without one, the original's)
                 error, the cancellation, or ``None`` when it returns a result. A function the
                 driver refused is given as the ``TypeError`` the caller gets (an ``Exception``:
@@ -382,26 +392,22 @@ class _Race:
         except Exception as error:  # noqa: BLE001 - the hedge judges it
             attempt.error = error
         except BaseException as error:
-            attempt.cancelled = True
-            if not isinstance(error, asyncio.CancelledError):
-                self.over = True  # an interrupt or a refusal ends the race (first_ended raises it)
-            elif not self.over:
-                # Not a loser: the race cancels attempts only once it is over. The attempt raised
-                # it (its dependency awaited a future cancelled elsewhere): no outcome to hedge
-                # after, but a cancellation, which ends the race and reaches the caller as it is.
-                self.over = True
-                self.stopped = error
-            hedge.leave(ctx, scope, self.told(attempt, error), accepted=False, won=False)
+            self.interrupted(attempt, scope, error)
             raise
         try:
             accepted = hedge.accepts(ctx, attempt.result, attempt.error)
         except Exception as error:  # noqa: BLE001 - a judgment that raised ends the execution with it
             attempt.error, accepted = error, True
+        except BaseException as error:  # the judgment's: as the run's, an interrupt or a cancellation
+            self.interrupted(attempt, scope, error)
+            raise
         won = accepted and not self.over
         ends = False
         if won:
             self.winner = attempt
             self.over = True
+            if len(self.attempts) > 1:
+                self.cancel_rivals()
         elif self.ended():
             # Ended once the race was over (another attempt won, or the caller's cancellation or
             # deadline stopped it): it returned or failed in the turn of the loop that decided
@@ -419,6 +425,37 @@ class _Race:
         if ends:  # after the attempt's scope closed: reported on the execution, as every denial
             due = FAILURE if hedge.on_failure else self.timed if self.delay is not None else None
             self.refuse(due, REJECTED)
+
+    def interrupted(self, attempt: _Attempt, scope: Any, error: BaseException) -> None:
+        """End ``attempt``, whose run or judgment raised ``error``, no ``Exception``, before it propagates.
+
+        A loser's cancellation (the race is over) ends it cancelled. Otherwise ``error`` ends the
+        race: an interrupt or a refusal (:meth:`first_ended` raises it), or a cancellation, which
+        is no loser's (the race cancels attempts only once it is over): the attempt raised it
+        (its dependency awaited a future cancelled elsewhere, or its judgment raised it), no
+        outcome to hedge after, and it reaches the caller as it is (:attr:`stopped`).
+        """
+        attempt.cancelled = True
+        if not self.over:
+            self.over = True
+            if isinstance(error, asyncio.CancelledError):
+                self.stopped = error
+            self.cancel_rivals()
+        self.hedge.leave(attempt.ctx, scope, self.told(attempt, error), accepted=False, won=False)
+
+    def cancel_rivals(self) -> None:
+        """Cancel the task of every attempt but the current one's, which just ended the race: in that turn.
+
+        Called by the attempt that won, or that ended the race with an interrupt, a refusal or a
+        cancellation of its own. Not left to :func:`race`, whose task wakes a turn later: an
+        attempt woken meanwhile (its wait ended as this one ended: the bulkhead slot it gave back
+        was handed to it) would go on, and call the dependency after the race was over. Cancelled
+        now, it meets the cancellation where it waits. :func:`race` awaits them.
+        """
+        current = asyncio.current_task()
+        for task in self.tasks:
+            if task is not current:
+                task.cancel()
 
     def told(self, attempt: _Attempt, error: BaseException) -> BaseException:
         """What the hedge is told of the ``error`` that ended ``attempt``'s run (being handled, in its task).
@@ -557,7 +594,8 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
     contest = _Race(step, ctx, hedge)
     try:
         await contest.contest()
-        await _cancel_all(contest.tasks)  # the losers still running
+        if contest.tasks:  # the losers still running, cancelled as the winner won (cancel_rivals)
+            await _ended(contest.tasks)
     except BaseException as stopped:
         contest.over = True  # the attempts cancelled now are losers, not cancellations of their own
         contest.cut = ended_by_deadline(stopped)  # read here: the deadline binds this task, not theirs
@@ -565,8 +603,11 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
             _cancel_unawaited(contest.tasks)
         else:
             await _cancel_all(contest.tasks)
+        # An attempt may have won before the cancellation reached this task (in that turn, or while
+        # the losers ended): its task reported the win as it happened, and the hedge counts it so.
+        winner = contest.winner
         _forget(contest)
-        hedge.end(ctx, None, _told(stopped))
+        hedge.end(ctx, None if winner is None else winner.ctx, _told(stopped))
         raise
     chosen = contest.verdict()
     error: BaseException | None = asyncio.CancelledError() if chosen is None else chosen.error
@@ -616,16 +657,21 @@ def _cancel_unawaited(tasks: set[asyncio.Task[Any]]) -> None:
 
 
 async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until every one has ended, even if we are cancelled meanwhile.
+    """Cancel ``tasks`` and wait until every one has ended, as :func:`_ended` does."""
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    await _ended(tasks)
+
+
+async def _ended(tasks: set[asyncio.Task[Any]]) -> None:
+    """Wait until every one of ``tasks`` (cancelled already) has ended, even if we are cancelled meanwhile.
 
     A cancellation that arrives while they end is re-raised once they all have: no task is left
     behind. Their exceptions are retrieved (the winner's outcome stands), so none is logged as
     "never retrieved".
     """
-    if not tasks:
-        return
-    for task in tasks:
-        task.cancel()
     interrupted: BaseException | None = None
     while True:
         try:

@@ -504,3 +504,49 @@ async def test_attempts_that_caught_the_deadlines_cancellation_end_timeout_and_n
         assert span.events == ()
     assert otel.span(name).attributes[sc.OUTCOME] == "timeout"
     assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]
+
+
+async def test_a_race_won_before_its_caller_was_cancelled_counts_the_win_its_telemetry_shows(otel) -> None:
+    """The hedge wins; the caller is cancelled while the original, a loser, still shuts down.
+
+    The win was reported as it happened (``resilience.hedging.won`` on the hedge's span, the wins
+    counter); the hedging's own counts said the execution was cancelled and won by nobody, so
+    ``hedge_wins`` and the counter of the wins by a hedge disagreed.
+    """
+    name = _fresh("won-then-cancelled")
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await release.wait()  # shuts down slowly
+        return "hedged"
+
+    h = Hedging(name, HedgingConfig(delay=0.05), clock=FakeClock())
+    call = asyncio.ensure_future(h.call(dependency))
+    while 2 not in _attempts(otel, name):  # the hedge won, its span ended
+        await asyncio.sleep(0)
+    call.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+    try:
+        await call
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the caller was cancelled")
+    wins = {
+        p.attributes[sc.ATTEMPT_TYPE]: p.value
+        for p in otel.points(sc.HEDGE_WINS)
+        if p.attributes[sc.NAME] == name
+    }
+    assert wins == {"original": 0, "hedge": 1}
+    stats = h.get_stats()
+    assert (stats["hedge_wins"], stats["original_wins"], stats["cancelled"]) == (1, 0, 0)
+    assert otel.span(name).attributes[sc.OUTCOME] == "cancelled"
+    assert asyncio.all_tasks() == {asyncio.current_task()}

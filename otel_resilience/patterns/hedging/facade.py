@@ -111,7 +111,9 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
             acceptable outcome, ended by a ``hedge_on`` or ``hedge_on_result`` that raised (its
             error, which answers nothing), or ended by an attempt of a function that does not
             fit the driver: the ``TypeError`` the caller gets, after which no hedge starts) and
-            ``cancelled``.
+            ``cancelled`` (executions whose caller was cancelled before an attempt won: one
+            cancelled once an attempt had won counts as that win, as the
+            ``resilience.hedging.wins`` counter does).
         """
         return self._core.snapshot()
 

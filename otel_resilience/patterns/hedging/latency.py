@@ -22,10 +22,10 @@ class LatencyObserver(Protocol):
     """A hedge delay that wants the latencies of accepted results (``HedgingConfig.delay``).
 
     A delay function with an ``observe`` method is handed the latency, in seconds on the
-    hedging's clock, of every attempt that returned a result that was accepted (the winners, and
-    a second acceptable result that ended in the same loop iteration); cancelled and failed
-    attempts are not observed, nor is an error, even one accepted (``hedge_on`` does not match
-    it): the delay follows the latency of answers.
+    hedging's clock, of every attempt that returned a result that was accepted: the winners (a
+    result that ended once the race was won, even in the same turn of the loop, ends as a loser,
+    cancelled); cancelled and failed attempts are not observed, nor is an error, even one
+    accepted (``hedge_on`` does not match it): the delay follows the latency of answers.
     """
 
     def observe(self, seconds: float) -> None:
