@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import CoroutineType, FunctionType
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast, overload
 
 __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
@@ -430,19 +430,24 @@ def check_sync_callable(
     return value
 
 
-def check_predicate(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
+def check_predicate(owner: str, field: str, value: object, *arguments: str, optional: bool = False) -> Any:
     """Return ``value`` if it is a plain (sync) predicate (or ``None`` when ``optional``).
 
     A predicate is called, never awaited: an async one returns a coroutine, which is true, so it
-    would say yes to everything (the rule: :func:`check_sync_callable`).
+    would say yes to everything (the rule: :func:`check_sync_callable`). Given ``arguments`` (the
+    names of what it is called with), one that cannot take them is refused too
+    (:func:`check_called_with`).
     """
-    return check_sync_callable(owner, field, value, what="predicate", optional=optional)
+    predicate = check_sync_callable(owner, field, value, what="predicate", optional=optional)
+    return check_called_with(owner, field, predicate, *arguments) if arguments else predicate
 
 
 def check_exception_types(
     owner: str, field: str, value: object
 ) -> tuple[type[BaseException], ...] | Callable[[BaseException], bool]:
     """Normalise an exception selector: a type, a tuple of types, or a predicate (:func:`check_predicate`).
+
+    A predicate is called as ``predicate(error)``: one that cannot take that argument is refused.
 
     Returns:
         A tuple of exception types, or the predicate unchanged.
@@ -456,7 +461,7 @@ def check_exception_types(
                 raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
         return types
     if callable(value):
-        check_predicate(owner, field, value)
+        check_predicate(owner, field, value, "error")
         return value
     raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
 
@@ -488,8 +493,20 @@ def check_disjoint(
         raise fail(owner, field, f"disjoint from {other} (it {verb} {hidden!r})", covering)
 
 
+@overload
 def check_error_selector(
-    owner: str, field: str, value: object, never: str
+    owner: str, field: str, value: object, never: str, *, predicate: Literal[False]
+) -> tuple[type[Exception], ...]: ...
+
+
+@overload
+def check_error_selector(
+    owner: str, field: str, value: object, never: str, *, predicate: bool = True
+) -> tuple[type[Exception], ...] | Callable[[Exception], bool]: ...
+
+
+def check_error_selector(
+    owner: str, field: str, value: object, never: str, *, predicate: bool = True
 ) -> tuple[type[Exception], ...] | Callable[[Exception], bool]:
     """Normalise a selector of the errors a pattern acts on: ``Exception`` subclasses or a predicate.
 
@@ -503,15 +520,21 @@ def check_error_selector(
         value: A type, a tuple (or list, set) of types, or a predicate.
         never: What the pattern never does with a cancellation, for the message
             (``"cancellation is never retried"``).
+        predicate: Whether a predicate is taken (else exception types only). A predicate is
+            called as ``predicate(error)``: one that cannot take that argument is refused here
+            (:func:`check_called_with`), not at the first error, whose outcome it would replace.
 
     Returns:
         A tuple of ``Exception`` subclasses, or the predicate unchanged.
 
     Raises:
-        TypeError: ``value`` is neither exception types nor callable.
+        TypeError: ``value`` is neither exception types nor callable, is a callable where
+            ``predicate`` is false, or a predicate that cannot be called with one argument.
         ValueError: A type is a ``BaseException`` that is not an ``Exception``.
     """
-    selector = check_exception_types(owner, field, value)
+    if not predicate and callable(value) and not isinstance(value, type):
+        raise fail(owner, field, "exception types", value, kind=TypeError)
+    selector = check_exception_types(owner, field, value)  # a predicate: callable as predicate(error)
     if isinstance(selector, tuple) and not all(issubclass(item, Exception) for item in selector):
         raise fail(owner, field, f"Exception subclasses or a predicate ({never})", value)
     return cast("tuple[type[Exception], ...] | Callable[[Exception], bool]", selector)

@@ -167,9 +167,9 @@ class CircuitBreakerConfig:
         check_int(_OWNER, "half_open_max_calls", self.half_open_max_calls, minimum=1)
         record = check_error_selector(_OWNER, "record_exceptions", self.record_exceptions, _NEVER)
         object.__setattr__(self, "record_exceptions", record)
-        ignore = check_error_selector(_OWNER, "ignore_exceptions", self.ignore_exceptions, _NEVER)
-        if not isinstance(ignore, tuple):
-            raise fail(_OWNER, "ignore_exceptions", "exception types", self.ignore_exceptions, kind=TypeError)
+        ignore = check_error_selector(
+            _OWNER, "ignore_exceptions", self.ignore_exceptions, _NEVER, predicate=False
+        )
         object.__setattr__(self, "ignore_exceptions", ignore)
         self._check_window()
         check_store(_OWNER, self.store)
@@ -217,7 +217,7 @@ class CircuitBreakerConfig:
         if self.max_half_open_wait is not None:
             wait = check_duration(_OWNER, "max_half_open_wait", self.max_half_open_wait)
             object.__setattr__(self, "max_half_open_wait", wait)
-        check_predicate(_OWNER, "record_result", self.record_result, optional=True)
+        check_predicate(_OWNER, "record_result", self.record_result, "result", optional=True)
         if self.break_duration is not None:
             check_sync_callable(_OWNER, "break_duration", self.break_duration, what="function")
             try:

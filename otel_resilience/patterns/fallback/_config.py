@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
-    check_called_with,
     check_duration,
     check_error_selector,
     check_predicate,
@@ -176,8 +175,7 @@ class FallbackConfig:
             raise fail(_OWNER, "fallback_functions", rule, functions, kind=TypeError)
         object.__setattr__(self, "fallback_functions", tuple(functions))
         object.__setattr__(self, "handle_exceptions", _check_handle_exceptions(self.handle_exceptions))
-        check_predicate(_OWNER, "handle_result", self.handle_result, optional=True)
-        check_called_with(_OWNER, "handle_result", self.handle_result, "result")
+        check_predicate(_OWNER, "handle_result", self.handle_result, "result", optional=True)
         self._check_unused(strategy)
         if strategy is FallbackStrategy.ALTERNATIVE_FUNCTION:
             if not callable(self.fallback_function):
@@ -248,6 +246,4 @@ def _check_handle_exceptions(
     selector = check_error_selector(_OWNER, "handle_exceptions", value, never)
     if selector == ():
         raise fail(_OWNER, "handle_exceptions", "non-empty (or nothing would trigger it)", value)
-    if not isinstance(selector, tuple):
-        check_called_with(_OWNER, "handle_exceptions", selector, "error")
     return selector

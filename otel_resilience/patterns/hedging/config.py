@@ -223,7 +223,7 @@ class HedgingConfig:
         self._check_actions()
         hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
         object.__setattr__(self, "hedge_on", hedge_on)
-        check_predicate(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
+        check_predicate(_OWNER, "hedge_on_result", self.hedge_on_result, "result", optional=True)
         if self.mode == "fallback" and hedge_on == () and self.hedge_on_result is None:
             # Only an outcome set aside starts the next attempt in this mode: none ever would.
             rule = (

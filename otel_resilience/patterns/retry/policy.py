@@ -237,12 +237,8 @@ class RetryPolicy:
             timeout = check_duration(_OWNER, "attempt_timeout", self.attempt_timeout)
             object.__setattr__(self, "attempt_timeout", timeout)
         retry_on = check_error_selector(_OWNER, "retry_on", self.retry_on, "cancellation is never retried")
-        if not isinstance(retry_on, tuple):
-            check_called_with(_OWNER, "retry_on", retry_on, "error")
         object.__setattr__(self, "retry_on", retry_on)
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
-        if not isinstance(no_retry_on, tuple):
-            check_called_with(_OWNER, "no_retry_on", no_retry_on, "error")
         object.__setattr__(self, "no_retry_on", no_retry_on)
         if isinstance(retry_on, tuple) and isinstance(no_retry_on, tuple):
             check_disjoint(
@@ -253,8 +249,7 @@ class RetryPolicy:
                 covered=retry_on,
                 verb="excludes the retried",
             )
-        check_predicate(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
-        check_called_with(_OWNER, "retry_on_result", self.retry_on_result, "result")
+        check_predicate(_OWNER, "retry_on_result", self.retry_on_result, "result", optional=True)
         if retry_on == () and self.retry_on_result is None:
             rule = (
                 "at least one exception type, a predicate, or retry_on_result set (else nothing is retried)"
