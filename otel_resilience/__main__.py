@@ -403,8 +403,6 @@ def _run_export(
         options = export_module.generator_options(args)
     except ValueError as error:
         parser.error(str(error))
-    if not 0 < args.time_scale <= 1:
-        parser.error(f"--time-scale must be > 0 and <= 1, got {args.time_scale:g}")
     if (args.time_scale != 1.0 or options is not None) and kind != "alerts":
         parser.error("--time-scale, --runbook-url-base, --job-label and --set apply to `export alerts` only")
     try:

@@ -686,8 +686,12 @@ def _is_duration(text: str) -> bool:
     return millis * 1_000_000 <= _LONGEST_NANOS
 
 
-def _check_time_scale(time_scale: float) -> float:
-    """Return ``time_scale`` as a float if ``0 < time_scale <= 1``; raise otherwise."""
+def check_time_scale(time_scale: float) -> float:
+    """Return ``time_scale`` as a float if ``0 < time_scale <= 1``; raise otherwise.
+
+    The one rule of a rules file's time scale: :func:`render_rules` and the ``--time-scale``
+    option of ``otel-resilience export alerts`` (:func:`~otel_resilience.ops.export.add_generator_options`).
+    """
     if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)):
         msg = f"time_scale must be a number, got {time_scale!r}"
         raise TypeError(msg)
@@ -715,7 +719,7 @@ def scale_duration(duration: str, time_scale: float) -> str:
         TypeError: If ``time_scale`` is not a number.
         ValueError: If ``time_scale`` is out of range or ``duration`` is not a duration.
     """
-    scale = _check_time_scale(time_scale)
+    scale = check_time_scale(time_scale)
     if not _is_duration(duration):
         msg = f"duration must be a Prometheus duration such as '5m', got {duration!r}"
         raise ValueError(msg)
@@ -1202,7 +1206,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         TypeError: If ``time_scale`` is not a number or ``options`` not a :class:`RuleOptions`.
         ValueError: If ``time_scale`` is not in ``(0, 1]``.
     """
-    scale = _check_time_scale(time_scale)
+    scale = check_time_scale(time_scale)
     if options is None:
         options = RuleOptions()
     if not isinstance(options, RuleOptions):  # callers without a type checker
@@ -1229,7 +1233,7 @@ def rules_document(time_scale: float = 1.0, options: RuleOptions | None = None) 
     interval (1 minute unless configured) a window of 15 or 45 s would leave most of each minute
     uncounted, and a refused reload, a drill or an error pattern could fall in no window at all.
     """
-    scale = _check_time_scale(time_scale)
+    scale = check_time_scale(time_scale)
     every = {} if scale == 1.0 else {"interval": scale_duration(EVALUATION_INTERVAL, scale)}
     return {
         "groups": [
@@ -1253,7 +1257,7 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
         TypeError: If ``time_scale`` is not a number.
         ValueError: If ``time_scale`` is not in ``(0, 1]``.
     """
-    scale = _check_time_scale(time_scale)
+    scale = check_time_scale(time_scale)
     every = scale_duration(EVALUATION_INTERVAL, scale)
     scaled = (
         ""

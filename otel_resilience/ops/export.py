@@ -37,7 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.ops.alert_rules import RuleOptions
+from otel_resilience.ops.alert_rules import RuleOptions, check_time_scale
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -268,11 +268,23 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
+def _time_scale(text: str) -> float:
+    """Parse ``--time-scale``: a number, ``0 < F <= 1`` (:func:`~.alert_rules.check_time_scale`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    try:
+        return check_time_scale(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--time-scale``, ``--runbook-url-base``, ``--job-label`` and ``--set`` to ``parser``."""
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=_time_scale,
         default=1.0,
         metavar="F",
         help="alerts only: multiply every for, range and offset of the rules by F, 0 < F <= 1, "
@@ -361,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--time-scale, --runbook-url-base, --job-label and --set apply to `alerts DIR` only "
             "(the committed files are the shipped rules)"
         )
-    if not 0 < args.time_scale <= 1:
-        parser.error(f"--time-scale must be > 0 and <= 1, got {args.time_scale:g}")
     if args.all:
         targets = [(kind, path) for kind in KINDS for path in copy_folders(kind, args.root)]
     else:
