@@ -694,6 +694,48 @@ async def test_a_refusal_the_app_raises_mid_stream_is_raised_not_answered() -> N
             await client.get("/stream")
 
 
+async def test_a_refusal_once_the_response_started_reaches_the_server_and_its_client_as_documented() -> None:
+    """Served by uvicorn, with the handlers: a refusal in a streaming body or a background task is
+    Starlette's RuntimeError to the server; the streaming client gets its body cut short, while a
+    background task runs once the response was sent, so its client has the whole response."""
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    async def refuse() -> None:
+        raise CircuitOpenError("payments", "open", 5.0)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"part1\n"
+            await refuse()
+
+        return StreamingResponse(parts())
+
+    @app.get("/background")
+    async def background(tasks: BackgroundTasks) -> str:
+        tasks.add_task(refuse)
+        return "accepted"
+
+    raised: list[BaseException] = []
+
+    async def server_side(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as error:
+            raised.append(error)
+            raise
+
+    async with _served(server_side) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            with pytest.raises(httpx.RemoteProtocolError):  # the chunked body ends without its last chunk
+                await client.get("/stream")
+            response = await client.get("/background")
+    assert (response.status_code, response.json()) == (200, "accepted")
+    assert [str(error) for error in raised] == ["Caught handled exception, but response already started."] * 2
+    assert all(isinstance(error.__cause__, CircuitOpenError) for error in raised)
+
+
 # ---------------------------------------------------------------- websockets
 
 
@@ -848,13 +890,15 @@ async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The client is watched only while a request waits: one that finds a free slot makes no task
-    (nor waits for one), and the app reads its body from the server itself."""
+    (nor waits for one), and the app reads its body from the server itself. The count is of real
+    calls: a request that waits is counted (a counter of another signature would fail in the loop's
+    callback, unseen, and count nothing)."""
     begun: list[object] = []
     begin = fastapi_integration._Waiting._begin
 
-    def counting_begin(self: Any) -> None:
+    def counting_begin(self: Any, scope: Any) -> None:
         begun.append(self)
-        begin(self)
+        begin(self, scope)
 
     monkeypatch.setattr(fastapi_integration._Waiting, "_begin", counting_begin)
     gate, entered = asyncio.Event(), []
@@ -868,6 +912,12 @@ async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
         await asyncio.sleep(0)
     assert entered == [b"at once"]
     assert begun == []
+
+    q = await _one_running_one_queued(b"second")  # a request that waits: watched
+    q.gate.set()
+    await asyncio.wait_for(asyncio.gather(q.running, q.queued), 10)
+    assert q.entered == [b"first", b"second"]
+    assert len(begun) == 1
 
 
 async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
