@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
+from otel_resilience.engine.facade import Pattern
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Step, set_up
@@ -284,7 +285,8 @@ class ExtraStrategy:
 
     Args:
         link: A factory called with the policy name that returns a fresh
-            :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` subclass whose
+            :class:`~otel_resilience.engine.step.Step` for each pipeline: each policy, and each
+            key of a named policy besides its unkeyed calls (a ``Step`` subclass whose
             ``__init__`` takes the name, ``lambda name: MyStep()``, a pattern's ``as_strategy``),
             run while the manager or the policy builds a pipeline (it must not call into the
             manager, nor into the policy it builds for: a call it makes could wait for that
@@ -304,7 +306,8 @@ class ExtraStrategy:
         TypeError: ``link`` is neither a ``Step`` nor callable, is an async function (a
             factory is called, never awaited) or a callable that cannot take the policy name
             (a ``Step`` class whose ``__init__`` takes no name: give ``lambda name: MyStep()``),
-            a place is of the wrong type, or not exactly one place is given.
+            is a pattern or a pattern class (give its ``as_strategy``), a place is of the wrong
+            type, or not exactly one place is given.
         ValueError: ``inside`` / ``outside`` names no stage.
     """
 
@@ -319,6 +322,8 @@ class ExtraStrategy:
         outside: str | None = None,
         rank: int | None = None,
     ) -> None:
+        if _is_a_pattern(link):
+            raise fail("ExtraStrategy", "link", _LINK_OF_A_PATTERN, link, kind=TypeError)
         if not isinstance(link, Step) and not callable(link):
             raise fail("ExtraStrategy", "link", "a Step or a callable returning one", link, kind=TypeError)
         if not isinstance(link, Step):  # a factory: called with the policy name, never awaited
@@ -334,6 +339,18 @@ class ExtraStrategy:
             raise fail("ExtraStrategy", "rank", "an int", rank, kind=TypeError)
         object.__setattr__(self, "link", link)
         object.__setattr__(self, "rank", rank)
+
+
+_LINK_OF_A_PATTERN: Final = (
+    "a Step or a callable returning one, not a pattern: give its as_strategy (pattern.as_strategy, "
+    "called with the policy name, returns a link sharing the pattern's state)"
+)
+"""The rule for a pattern given in place of its link: the factory of its links is its ``as_strategy``."""
+
+
+def _is_a_pattern(link: object) -> bool:
+    """Whether ``link`` is a pattern or a pattern class, given in place of its links' factory."""
+    return isinstance(link, Pattern) or (isinstance(link, type) and issubclass(link, Pattern))
 
 
 def _check_takes_the_name(factory: Callable[[str], Step]) -> None:
