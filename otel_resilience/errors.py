@@ -166,7 +166,8 @@ class CircuitOpenError(ExecutionRejectedError):
         state: The breaker's state value when it rejected (``"open"`` or ``"half_open"``).
         retry_after: Seconds a caller should wait before it tries again.
             ``"open"``: what is left of the OPEN period, after which a probe is let through
-            (``inf`` when the breaker was forced open until ``reset()``). ``"half_open"``: how
+            (``inf`` when the breaker was forced open until ``reset()``; never ``0.0``: 0.001 s
+            when the period ended as the call was rejected). ``"half_open"``: how
             long a failed probe would keep the breaker OPEN, the next opening's duration (its
             ``break_duration``, else its ``timeout``; never ``0.0``), or the time left before a
             hung probe is reclaimed when ``max_half_open_wait`` is set. Its probes are in flight

@@ -52,7 +52,8 @@ _REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
 _REASON_ISOLATED: Final = "isolated"
 _NEVER_OPENED: Final = -math.inf
 _SHORTEST_WAIT: Final = 0.001
-"""The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
+"""The ``retry_after`` of a rejection whose wait is over as it is made: a HALF_OPEN one whose hung
+probe is due to be reclaimed now, an OPEN one whose period ended after the look that rejected."""
 _FIRST_PERMIT: Final = Permit(0, _CLOSED)
 """The permit of every breaker's first period: permits are told apart within one breaker only."""
 _RESULT: Final = "result"
@@ -291,7 +292,9 @@ class _BreakerCore:
         A HALF_OPEN rejection's ``retry_after`` is the time left before a hung probe is reclaimed
         (``max_half_open_wait``), else how long a failed probe would keep the breaker OPEN: the
         next opening's duration (``break_duration``, else ``timeout``; see
-        :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
+        :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``. An OPEN rejection's is
+        what is left of the period, never ``0.0`` either: the clock moves between the look that
+        found the period running and this one, which may find it over (:data:`_SHORTEST_WAIT`).
         """
         make = permit.open_error  # read, then called: a call of the attribute is a slow look-up
         if permit.state is _HALF_OPEN:
@@ -303,7 +306,7 @@ class _BreakerCore:
             left = permit.probe_started + wait - self._clock.now()
             return make(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = permit.opened_until - self._clock.now()
-        return make(self.name, _OPEN_VALUE, max(0.0, remaining))
+        return make(self.name, _OPEN_VALUE, max(remaining, _SHORTEST_WAIT))
 
     def reject_open(self, permit: Permit) -> float:
         """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.

@@ -317,14 +317,23 @@ def settings_for(config: CircuitBreakerConfig) -> Settings:
 
 
 def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
-    """Return every count and the state of ``core`` as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
-    state = core.state
+    """Return every count and the state of ``core`` as a new dict (see :meth:`CircuitBreaker.get_stats`).
+
+    The state and ``retry_after`` are read under one lock, the move of an OPEN breaker whose timer
+    elapsed to HALF_OPEN made there (and reported after it): an OPEN period that ends between
+    the two readings of the clock is read HALF_OPEN, never OPEN with no time left.
+    """
     with core._lock or core._make_lock():
+        change = core._poll_locked()
+        retry_after = core.retry_after()
+        if not retry_after and change is None:  # OPEN no longer, if its period ended meanwhile
+            change = core._poll_locked()
+        state = core._permit.state
         rates = core._rates_locked()
         stats = core.stats
         # The two counts bumped without the lock are read once, so that the totals add up.
         successes, rejected = stats.total_successes, stats.total_rejected
-        return {
+        read: CircuitBreakerStatsDict = {
             "name": core.name,
             "state": state.value,
             "failure_count": stats.failure_count,
@@ -337,8 +346,10 @@ def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
             "total_cancelled": stats.total_cancelled,
             "times_opened": stats.times_opened,
             "half_open_in_flight": core._permit.in_flight,
-            "retry_after": core.retry_after(),
+            "retry_after": retry_after,
             "last_failure_type": core.last_failure_type,
             "failure_rate": rates[0] if rates else None,
             "slow_call_rate": rates[1] if rates else None,
         }
+    core._emit(change)
+    return read
