@@ -83,7 +83,7 @@ class _Arg(Generic[_T]):
             msg = f"{type(error).__name__}.{self._name}: the error was made without it (args: {error.args!r})"
             raise AttributeError(msg) from None
 
-    def __set__(self, error: BaseException, value: object) -> NoReturn:
+    def __set__(self, error: BaseException, value: NoReturn) -> NoReturn:  # no value type-checks either
         msg = f"{type(error).__name__}.{self._name} is read-only (it is the argument {self._index} in args)"
         raise AttributeError(msg)
 

@@ -34,6 +34,7 @@ from otel_resilience import (
     RetryPolicy,
     RetryStrategy,
 )
+from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.patterns import timeout
 from otel_resilience.patterns.retry.policy import JitterName, StrategyName
 
@@ -57,8 +58,8 @@ REQUIRED_FOR: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def config_classes() -> list[type]:
-    """Every public dataclass a user constructs (``Alert`` is made by the library)."""
-    found = []
+    """Every public dataclass a user constructs (``Alert`` is made by the library), the HTTP options too."""
+    found: list[type] = [HttpOptions]
     for name in otel_resilience.__all__:
         value = getattr(otel_resilience, name)
         if isinstance(value, type) and dataclasses.is_dataclass(value) and name != "Alert":

@@ -456,10 +456,9 @@ class DemoSystem:
             "failures": dict(self.tenant_failures),
         }
 
-    def recovery_stats(self) -> dict[str, Any]:
+    def recovery_stats(self) -> Mapping[str, Any]:
         """Return the recovery system's statistics."""
-        stats: dict[str, Any] = self.manager.recovery_system.get_stats()
-        return stats
+        return self.manager.recovery_system.get_stats()
 
     def close(self) -> None:
         """Stop the alert system listening to the event stream."""

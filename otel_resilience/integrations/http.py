@@ -97,7 +97,7 @@ import re
 from abc import ABCMeta
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
 from otel_resilience.engine.validation import check_int, fail
@@ -130,6 +130,11 @@ __all__ = [
 
 R = TypeVar("R")
 B = TypeVar("B")
+
+if TYPE_CHECKING:
+    # What HttpOptions takes for a set of statuses or methods (each field holds a frozenset).
+    _Statuses = frozenset[int] | set[int] | list[int] | tuple[int, ...]
+    _Methods = frozenset[str] | set[str] | list[str] | tuple[str, ...]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods retried by default (RFC 9110 idempotent methods)."""
@@ -275,6 +280,9 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
 class HttpOptions:
     """How an HTTP client integration judges and retries requests. Every field has a safe default.
 
+    A set of statuses or methods may be given as a ``set``, ``frozenset``, ``list`` or
+    ``tuple`` (for type checkers too); the field holds a ``frozenset``.
+
     Attributes:
         failure_statuses: Statuses that are failures: counted by the breaker, retried
             (default :data:`DEFAULT_FAILURE_STATUSES`).
@@ -310,6 +318,22 @@ class HttpOptions:
     per_host: bool = True
     deadline_as_timeout: bool = True
     max_hosts: int = DEFAULT_MAX_HOSTS
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # set, list or tuple for a frozenset), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            failure_statuses: _Statuses = ...,
+            retry_methods: _Methods = ...,
+            idempotency_header: str | None = ...,
+            raise_on_failure: bool = ...,
+            honour_retry_after: bool = ...,
+            retry_after_statuses: _Statuses | None = ...,
+            per_host: bool = ...,
+            deadline_as_timeout: bool = ...,
+            max_hosts: int = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         defaulted = self.retry_after_statuses is None

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -66,10 +66,12 @@ from otel_resilience.integrations.sending import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from otel_resilience.integrations.http import HttpOptions, PolicyHandleLike
     from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
-__all__ = ["ResilientAdapter", "mark_retryable"]
+__all__ = ["AdapterOptions", "ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -300,12 +302,26 @@ class _Closed:
         raise refused(requests.ConnectionError(closed, request=request))
 
 
+class AdapterOptions(TypedDict, total=False):
+    """The keyword arguments :class:`ResilientAdapter` passes on to ``HTTPAdapter``."""
+
+    pool_connections: int
+    """Connection pools cached (one per host)."""
+    pool_maxsize: int
+    """Connections kept per pool."""
+    max_retries: Literal[0]
+    """0 only: the policy retries (urllib3 would send again inside each attempt)."""
+    pool_block: bool
+    """Whether a request waits for a free connection (until its deadline at most)."""
+
+
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
     ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
     of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
-    ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
+    ``HTTPAdapter`` (:class:`AdapterOptions`: ``pool_connections``, ``pool_maxsize``,
+    ``pool_block``; its ``max_retries`` stays 0).
 
     With ``pool_block=True``, a request waits for a free connection until its deadline at most.
 
@@ -332,9 +348,10 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         *,
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
-        **adapter_options: Any,
+        **adapter_options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(policy, options=options, manager=manager, **adapter_options)
+        # The base passes them on to HTTPAdapter (typed as taking none, for the other clients).
+        super().__init__(policy, options=options, manager=manager, **cast("dict[str, Any]", adapter_options))
         self._open(super().send)  # HTTPAdapter's: each attempt sends with it
 
     def init_poolmanager(

@@ -81,6 +81,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.engine.step import Step
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.fastapi import add_exception_handlers
+from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
@@ -694,3 +695,55 @@ def check_a_step_of_one_s_own() -> None:
     ResilienceConfig(extra_strategies=[ExtraStrategy(lambda policy: CountRuns(), inside="retry")])
     Counted(iter("abc"), None)
     Counted(3, None)  # type: ignore[arg-type]
+
+
+def check_http_options() -> None:
+    """``HttpOptions`` takes a set, a list or a tuple of statuses or methods, as at run time."""
+    HttpOptions(failure_statuses={500, 502, 503}, retry_methods=["GET", "PUT"], retry_after_statuses=(503,))
+    HttpOptions(failure_statuses=frozenset({503}), retry_after_statuses=None)
+    statuses: frozenset[int] = HttpOptions().failure_statuses
+    HttpOptions(failure_statuses="503")  # type: ignore[arg-type]
+    HttpOptions(retry_methods={1})  # type: ignore[arg-type]
+    HttpOptions(failure_statuses={503}).failure_statuses = frozenset()  # type: ignore[misc]
+    print(statuses)
+
+
+def check_adapter_options() -> None:
+    """``ResilientAdapter``'s own keyword arguments are ``HTTPAdapter``'s, each typed (a typo is an error)."""
+    ResilientAdapter(ResilienceConfig(), pool_connections=4, pool_maxsize=20, pool_block=True, max_retries=0)
+    ResilientAdapter(ResilienceConfig(), pool_maxsise=20)  # type: ignore[call-arg]
+    ResilientAdapter(ResilienceConfig(), pool_maxsize="20")  # type: ignore[arg-type]
+    ResilientAdapter(ResilienceConfig(), max_retries=3)  # type: ignore[arg-type]
+
+
+def check_a_rejection_s_fields_are_read_only() -> None:
+    """A rejection's fields are its arguments: assigning one is an error, as at run time."""
+    limited = RateLimitedError("search", 0.5)
+    assert_type(limited.retry_after, float)
+    limited.retry_after = 1.0  # type: ignore[assignment]
+    opened = CircuitOpenError("payments", "open", 1.5)
+    opened.state = "closed"  # type: ignore[assignment]
+    opened.key = "tenant-a"  # type: ignore[assignment]
+    BulkheadFullError("pool", 10, 100).max_waiting = 0  # type: ignore[assignment]
+
+
+async def check_what_recovery_returns() -> None:
+    """A recovered result is an ``object`` (a re-run's or a fallback's); the counts are typed."""
+    recovery = ErrorRecoverySystem()
+    context = RecoveryContext(operation=fetch, args=(1,))
+    assert_type(await recovery.recover_from_error(ConnectionError("reset"), context), object)
+    assert_type(recovery.recover_from_error_sync(ConnectionError("reset"), {"operation": fetch_sync}), object)
+    stats = recovery.get_stats()
+    assert_type(stats["recovery_rate"], float)
+    assert_type(stats["attempts"] + stats["escalations"], int)
+    assert_type(stats["by_strategy"]["retry"]["failed"], int)
+    stats["recoveries"]  # type: ignore[typeddict-item]
+
+
+def check_alert_counts_are_typed() -> None:
+    """An alert system's counts are typed as they are: no ``Any`` to read them through."""
+    stats = otel_resilience.default_alert_system().get_stats()
+    assert_type(stats["total"] + stats["callback_errors"] + stats["subscribers"], int)
+    assert_type(stats["by_kind"], dict[str, int])
+    stats["alerts"]  # type: ignore[typeddict-item]
+    assert_type(otel_resilience.AlertSystem().get_stats()["total"], int)

@@ -49,7 +49,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
@@ -78,6 +78,7 @@ from otel_resilience.patterns.alerts.system import (
     _Handover,
     _standing_in,
 )
+from otel_resilience.patterns.alerts.system import AlertStatsDict as AlertStatsDict
 from otel_resilience.patterns.alerts.system import AlertSystem as AlertSystem
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "AlertConfig",
     "AlertKind",
     "AlertSeverity",
+    "AlertStatsDict",
     "AlertSystem",
     "default_alert_system",
     "subscribe",
@@ -286,7 +288,7 @@ class _ReportedAlerts:
             closed_kept.append((held, now))
         self._closed = closed_kept
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> AlertStatsDict:
         """:meth:`AlertSystem.get_stats` of the system reported now, counts carried on past closes."""
         with self._lock:
             system = self._current_locked()
@@ -294,11 +296,11 @@ class _ReportedAlerts:
             stats, base = system._stats_since(self._handover)
             carried = dict(self._carried)
         if carried or base:
-            by_kind: dict[str, int] = stats["by_kind"]
+            by_kind = stats["by_kind"]
             for kind in by_kind:
                 by_kind[kind] += carried.get(kind, 0) - base.get(kind, 0)
             errors = "callback_errors"
-            stats[errors] += carried.get(errors, 0) - base.get(errors, 0)
+            stats["callback_errors"] += carried.get(errors, 0) - base.get(errors, 0)
             stats["total"] = sum(by_kind.values())
         return stats
 

@@ -11,7 +11,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Final, TypedDict, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import (
@@ -228,6 +228,16 @@ _RECOVERY_ATTEMPTED: Final = Event.RECOVERY_ATTEMPTED
 _BULKHEAD_FULL: Final = AlertKind.BULKHEAD_FULL
 """Members read on every event (a full bulkhead's every rejection), bound once: reading a
 member off its enum class is slow."""
+
+
+class AlertStatsDict(TypedDict):
+    """The snapshot returned by :meth:`AlertSystem.get_stats`."""
+
+    total: int
+    by_kind: dict[str, int]
+    """Alerts raised, by the kind's value (``"circuit_opened"`` ...)."""
+    callback_errors: int
+    subscribers: int
 
 
 class AlertSystem:
@@ -462,12 +472,12 @@ class AlertSystem:
         """The cut its close made, with each system listening then, in the order they stand in (or none)."""
         return self._handovers
 
-    def _stats_since(self, handover: _Handover | None) -> tuple[dict[str, Any], dict[str, int]]:
+    def _stats_since(self, handover: _Handover | None) -> tuple[AlertStatsDict, dict[str, int]]:
         """:meth:`get_stats`, and the counts it took over from at ``handover`` (its own), at one moment."""
         with self._lock:
             return self._stats_locked(), {} if handover is None else dict(handover.base)
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> AlertStatsDict:
         """Return the alert counts.
 
         Returns:
@@ -476,7 +486,7 @@ class AlertSystem:
         with self._lock:
             return self._stats_locked()
 
-    def _stats_locked(self) -> dict[str, Any]:
+    def _stats_locked(self) -> AlertStatsDict:
         return {
             "total": sum(self._by_kind.values()),
             "by_kind": {kind.value: count for kind, count in self._by_kind.items()},

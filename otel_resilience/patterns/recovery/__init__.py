@@ -79,7 +79,7 @@ from otel_resilience.patterns.recovery.config import (
     RecoveryContext,
     RecoveryStrategy,
 )
-from otel_resilience.patterns.recovery.stats import RecoveryStats
+from otel_resilience.patterns.recovery.stats import RecoveryStats, RecoveryStatsDict, StrategyCountsDict
 from otel_resilience.patterns.recovery.system import ErrorRecoverySystem
 
 __all__ = [
@@ -96,5 +96,7 @@ __all__ = [
     "RecoveryConfig",
     "RecoveryContext",
     "RecoveryStats",
+    "RecoveryStatsDict",
     "RecoveryStrategy",
+    "StrategyCountsDict",
 ]

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from otel_resilience.patterns.recovery.config import RecoveryStrategy
 
-__all__ = ["RecoveryStats"]
+__all__ = ["RecoveryStats", "RecoveryStatsDict", "StrategyCountsDict"]
+
+
+class StrategyCountsDict(TypedDict):
+    """One strategy's counts in :class:`RecoveryStatsDict` (``by_strategy``)."""
+
+    attempts: int
+    successful: int
+    failed: int
+
+
+class RecoveryStatsDict(TypedDict):
+    """The snapshot returned by :meth:`ErrorRecoverySystem.get_stats`."""
+
+    attempts: int
+    successful_recoveries: int
+    failed_recoveries: int
+    recovery_rate: float
+    by_strategy: dict[str, StrategyCountsDict]
+    """Keyed by the strategy's value (``"retry"``, ``"fallback"`` ...)."""
+    patterns_detected: int
+    escalations: int
 
 
 class _StrategyCounts:
@@ -67,7 +88,7 @@ class RecoveryStats:
         if strategy is RecoveryStrategy.ESCALATE:
             self.escalations += 1
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecoveryStatsDict:
         """Return the counts as the ``get_stats()`` dict."""
         return {
             "attempts": self.attempts,

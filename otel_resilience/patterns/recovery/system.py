@@ -34,7 +34,7 @@ from otel_resilience.patterns.recovery.config import (
     type_name,
 )
 from otel_resilience.patterns.recovery.detector import PatternDetector
-from otel_resilience.patterns.recovery.stats import RecoveryStats
+from otel_resilience.patterns.recovery.stats import RecoveryStats, RecoveryStatsDict
 from otel_resilience.patterns.recovery.step import CaughtErrorStep, RecoveryStep
 
 __all__ = ["ErrorRecoverySystem"]
@@ -143,7 +143,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         rules = ", ".join(f"{kind.__name__}: {action.strategy.name}" for kind, action in self._rules.items())
         return f"ErrorRecoverySystem({self.name!r}, rules={{{rules}}})"
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> RecoveryStatsDict:
         """Return a consistent snapshot of the recovery statistics.
 
         Returns:
@@ -221,7 +221,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
 
     async def recover_from_error(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None
-    ) -> Any:
+    ) -> object:
         """Recover from an error that was already caught.
 
         Args:
@@ -251,7 +251,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
 
     def recover_from_error_sync(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None
-    ) -> Any:
+    ) -> object:
         """Recover from an error that was already caught, in this thread.
 
         The same as :meth:`recover_from_error`, with a sync ``operation``, hook and fallback.
