@@ -787,6 +787,24 @@ async def test_isolate_reaches_the_breaker_of_the_failing_key(
     assert stats["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
 
 
+def test_isolate_of_a_key_an_operator_disabled_fails_and_leaves_it(manager: ResilienceManager) -> None:
+    """ISOLATE on a key whose breaker an operator disabled opens nothing: a failed attempt, the key served."""
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_duration=20.0)
+    )
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=100), enable_recovery=True
+    )
+    host = manager.policy("isolated-off", config).for_key("host-a")
+    host.circuit_breaker.disable()
+    with pytest.raises(ConnectionError):
+        host.execute_sync(boom)
+    assert host.circuit_breaker.state is CircuitState.DISABLED
+    assert host.execute_sync(lambda: "served") == "served"
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
 def test_a_keys_half_open_rejection_names_the_key(manager: ResilienceManager, clock: FakeClock) -> None:
     config = ResilienceConfig(
         circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0, half_open_max_calls=1)

@@ -970,6 +970,27 @@ async def test_isolate_leaves_a_breaker_an_operator_switched_off_as_it_is(
         assert breaker.call_sync(lambda: "served") == "served"
 
 
+async def test_an_isolation_an_operator_mode_refused_is_a_failed_recovery(
+    driver: str, clock: FakeClock
+) -> None:
+    """ISOLATE on a breaker in disable() or metrics_only() mode opened nothing: a failed attempt, not a success."""
+    for mode in ("disable", "metrics_only"):
+        system = ErrorRecoverySystem(clock=clock)
+        breaker = CircuitBreaker(unique(mode), clock=clock)
+        getattr(breaker, mode)()
+        system.register_recovery_rule(
+            ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=breaker.name)
+        )
+        with pytest.raises(ConnectionError):
+            await run(system, driver, Flaky(1))
+        assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+        breaker.reset()  # back to normal operation: an isolation opens it
+        with pytest.raises(ConnectionError):
+            await run(system, driver, Flaky(1))
+        assert breaker.state is CircuitState.OPEN
+        assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 2, "successful": 1, "failed": 1}
+
+
 async def test_isolate_falls_back_on_the_context_breaker(driver: str, clock: FakeClock) -> None:
     """Without isolate_breaker, ISOLATE opens the breaker the context or the pipeline link names."""
     from_context = StandInBreaker(unique("ctx"))

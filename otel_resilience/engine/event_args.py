@@ -11,7 +11,7 @@ OpenTelemetry listener gives each of them its attribute key through the table
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 __all__ = [
@@ -144,6 +144,12 @@ class FallbackUsed(_StrategyOutcome):
 @dataclass(slots=True)
 class RecoveryAttempted(_StrategyOutcome):
     """A recovery rule acted on an error."""
+
+    dependency_error: str | None = field(default=None, compare=False)
+    """The class name of the last error of the dependency's the recovery saw (the error it acted
+    on, or a re-run's since), named on the execution span; ``None`` when it names none: a step
+    inside it names each failure itself (a retry), or it saw none (a fault a chaos link injected).
+    Not compared: an event is what the rule did, with what result, on which error."""
 
 
 @dataclass(slots=True)

@@ -177,6 +177,10 @@ class Step:
             chain (a retry, a hedging: ``False`` by default). A step outside it that runs the
             chain again (a recovery's re-run) leaves the run's scope to it, so that no attempt
             has two; with none inside, it opens the scope itself.
+        names_failures: Whether the step names the error of each failed run of the rest of the
+            chain as the dependency's last error (a retry: ``False`` by default). A step outside
+            it that runs the chain again (a recovery's re-run) leaves the naming to it, and names
+            what it saw itself with none inside (``resilience.dependency.error.type``).
     """
 
     __slots__ = (
@@ -203,6 +207,7 @@ class Step:
     admit_waits: ClassVar[bool] = True
     admits_early: ClassVar[bool] = False
     opens_attempts: ClassVar[bool] = False
+    names_failures: ClassVar[bool] = False
 
     _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""

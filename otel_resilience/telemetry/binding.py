@@ -53,6 +53,8 @@ _SOURCE_KEYS: Final = (sc.POLICY, sc.PATTERN, sc.NAME)
 """The attributes a point takes from its source rather than from the event."""
 _KEYED: Final = (sc.KEY, sc.METRIC_OVERFLOW)
 """The attributes a point takes from the keyed execution it happens in (where the policy opted in)."""
+_UNSET: Final = object()
+"""An event's missing ``dependency_error`` field (``None`` is a value: it names none)."""
 
 
 class Instruments:
@@ -211,12 +213,16 @@ def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs, args
     """Add the event to ``span`` (a recording span), with the source's names and its values.
 
     An event that names the dependency's last error (``plan.dependency_error``) sets it on the
-    span, unless its error is a rejection (its ``rejection``, which the reporting pattern decides
-    by the outcomes' one rule): a rejection is not the dependency's error, so an execution whose
-    last attempt was rejected still names what the dependency raised before.
+    span: its own ``dependency_error`` when it has that field (a recovery's, which may name a
+    later error than the one it acted on, or none), else its ``error.type``, unless its error is
+    a rejection (its ``rejection``, which the reporting pattern decides by the outcomes' one
+    rule): a rejection is not the dependency's error, so an execution whose last attempt was
+    rejected still names what the dependency raised before.
     """
-    if plan.dependency_error and not getattr(args, "rejection", False):
-        error_type = values.get(sc.ERROR_TYPE)
+    if plan.dependency_error:
+        error_type = getattr(args, "dependency_error", _UNSET)
+        if error_type is _UNSET:
+            error_type = None if getattr(args, "rejection", False) else values.get(sc.ERROR_TYPE)
         if isinstance(error_type, str):
             span.set_attribute(sc.DEPENDENCY_ERROR_TYPE, error_type)
     span.add_event(plan.span_event, {**info.event_attrs, **values})

@@ -18,7 +18,8 @@ and decides *how* what the patterns report is shown:
   (registry ``on_added`` callbacks, and the live instances when the meter is acquired), so that
   ``increase()`` sees the first event;
 * on the execution span, ``resilience.dependency.error.type``: the last error of an attempt
-  that reached the dependency, reported by the retry (rejections never set it).
+  that reached the dependency, reported by the retry, or by a recovery that re-ran it with no
+  retry inside (rejections never set it).
 
 Providers are acquired lazily through the public API (:mod:`otel_resilience.telemetry.providers`), so
 that a provider set after the import, or named by an ``OTEL_PYTHON_*_PROVIDER`` variable, is honoured.

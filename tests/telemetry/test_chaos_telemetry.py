@@ -6,13 +6,19 @@ import contextlib
 import itertools
 from typing import Any
 
+import pytest
+
 from otel_resilience import (
     Chaos,
     ChaosConfig,
     ChaosSwitch,
+    CircuitBreakerConfig,
+    CircuitOpenError,
     FallbackConfig,
     FallbackStrategy,
     Jitter,
+    RecoveryAction,
+    RecoveryStrategy,
     ResilienceConfig,
     ResilienceManager,
     RetryPolicy,
@@ -158,3 +164,80 @@ async def test_an_injected_fault_is_not_named_as_the_dependencys_error(otel: Any
     assert await run() == "real"
     real = otel.span(name)
     assert real.attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"
+
+
+async def test_a_fault_a_recovery_rule_re_ran_for_is_not_named_as_the_dependencys_error(
+    otel: Any, driver: str
+) -> None:
+    """A RETRY rule's re-runs of injected faults leave ``resilience.dependency.error.type`` unset; a real one sets it."""
+    manager = ResilienceManager(clock=FakeClock())
+    manager.recovery_system.register_recovery_rule(
+        OSError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+    )
+    name = f"drill-rerun-{next(_ids)}"
+    switch = ChaosSwitch(on=True)
+    config = ResilienceConfig(
+        name=name,
+        enable_recovery=True,
+        chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=switch),
+    )
+    calls = []
+
+    def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError  # the dependency's own failure, after chaos is switched off
+        return "real"
+
+    async def dependency_async() -> str:
+        return dependency()
+
+    async def run() -> Any:
+        if driver == "sync":
+            return manager.execute_with_resilience_sync(dependency, config)
+        return await manager.execute_with_resilience(dependency_async, config)
+
+    with contextlib.suppress(ConnectionError):
+        await run()
+    drill = otel.span(name)
+    assert drill.attributes[sc.ERROR_TYPE] == "ConnectionError"
+    assert sc.DEPENDENCY_ERROR_TYPE not in drill.attributes
+    assert calls == []
+    otel.span_exporter.clear()
+    switch.disable()
+    assert await run() == "real"
+    assert otel.span(name).attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"
+
+
+async def test_a_rerun_after_an_injected_fault_names_the_dependencys_own_error(
+    otel: Any, driver: str
+) -> None:
+    """A drill's fault started the recovery, the re-run reached the dependency: the span names its error."""
+    switch = ChaosSwitch(on=True)
+    manager = ResilienceManager(clock=FakeClock())
+    manager.recovery_system.register_recovery_rule(
+        OSError,
+        RecoveryAction(RecoveryStrategy.RESTART, max_attempts=2, delay=0.0, restart_hook=switch.disable),
+    )
+    name = f"drill-then-real-{next(_ids)}"
+    config = ResilienceConfig(
+        name=name,
+        enable_recovery=True,
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2),  # the drill's fault, then the real one
+        chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=switch),
+    )
+
+    def dependency() -> str:
+        raise TimeoutError  # the dependency's own failure, once the restart switched chaos off
+
+    async def dependency_async() -> str:
+        return dependency()
+
+    with pytest.raises(CircuitOpenError):
+        if driver == "sync":
+            manager.execute_with_resilience_sync(dependency, config)
+        else:
+            await manager.execute_with_resilience(dependency_async, config)
+    span = otel.span(name)
+    assert span.attributes[sc.ERROR_TYPE] == "otel_resilience.errors.CircuitOpenError"
+    assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"

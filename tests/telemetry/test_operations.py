@@ -317,3 +317,81 @@ def test_a_failure_while_zeroing_is_counted_and_never_reaches_the_constructor(ot
     breaker = CircuitBreaker("zero-broken", CircuitBreakerConfig(failure_threshold=1))
     assert breaker.name == "zero-broken"
     assert otel.listener.errors == before + 1
+
+
+def _failing(*errors: BaseException) -> Any:
+    """A function raising ``errors`` in turn, then returning ``"ok"``."""
+    pending = iter(errors)
+
+    def fn() -> str:
+        error = next(pending, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    return fn
+
+
+async def test_a_recovery_rerun_rejected_names_the_dependency_error(otel, clock, driver, alerts):
+    """A RETRY rule's re-run rejected by the breaker the failure opened: the span names that failure."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+    )
+    config = ResilienceConfig(
+        name="rerun-rejected",
+        enable_recovery=True,
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
+    )
+    with pytest.raises(CircuitOpenError):
+        await _call(manager, config, driver, _flaky(5))
+    span = otel.span("rerun-rejected")
+    assert span.attributes[sc.ERROR_TYPE] == "otel_resilience.errors.CircuitOpenError"
+    assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"
+
+
+async def test_a_recovery_names_its_last_rerun_error_not_the_first(otel, clock, driver, alerts):
+    """A re-run failed with another error the rule covers, the next was rejected: the span names the later one."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        OSError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=3, delay=0.0)
+    )
+    config = ResilienceConfig(
+        name="rerun-last",
+        enable_recovery=True,
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+    )
+    with pytest.raises(CircuitOpenError):
+        await _call(manager, config, driver, _failing(ConnectionError("down"), TimeoutError("slow")))
+    assert otel.span("rerun-last").attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"
+
+
+async def test_a_recovery_around_a_retry_leaves_the_naming_to_the_retry(otel, clock, driver, alerts):
+    """The retry inside saw a later error of the dependency than the recovery: the span keeps the retry's."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        OSError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
+    )
+    config = ResilienceConfig(
+        name="rerun-retry",
+        enable_recovery=True,
+        retry_policy=_fixed(2),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3),
+    )
+    fn = _failing(ConnectionError("a"), ConnectionError("b"), TimeoutError("c"))
+    with pytest.raises(CircuitOpenError):
+        await _call(manager, config, driver, fn)
+    assert otel.span("rerun-retry").attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"
+
+
+async def test_a_recovered_execution_names_the_error_it_recovered_from(otel, clock, driver, alerts):
+    """A re-run that returned: the span (outcome recovered) names the dependency's error before it, as a retry's."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
+    )
+    config = ResilienceConfig(name="rerun-ok", enable_recovery=True)
+    assert await _call(manager, config, driver, _flaky(1)) == "ok"
+    span = otel.span("rerun-ok")
+    assert span.attributes[sc.OUTCOME] == "recovered"
+    assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"

@@ -329,25 +329,29 @@ class _BreakerCore:
 
     # -- manual control ----------------------------------------------------------------------
 
-    def force_open(self, duration: float | None, reason: str) -> None:
+    def force_open(self, duration: float | None, reason: str) -> bool:
         """Open now, for ``duration`` seconds (then HALF_OPEN as after a trip) or until reset.
 
         An isolation (``reason="isolated"``: recovery's ISOLATE) keeps the breaker open *at
         least* that long and never shortens an opening: a breaker already OPEN until then or
         later (a trip, an operator's opening until reset) is left as it is. Nor does it override
         an operator's mode: a DISABLED or METRICS_ONLY breaker stays so until :meth:`reset`.
+
+        Returns:
+            Whether the breaker is OPEN now: ``False`` only for an isolation an operator's mode
+            refused.
         """
         open_for = math.inf if duration is None else duration
         with self._lock or self._make_lock():
             current = self._permit
-            if reason == _REASON_ISOLATED and (
-                current.state is _DISABLED
-                or current.state is _METRICS_ONLY
-                or (current.state is _OPEN and current.opened_until >= self._clock.now() + open_for)
-            ):
-                return
+            if reason == _REASON_ISOLATED:
+                if current.state is _DISABLED or current.state is _METRICS_ONLY:
+                    return False
+                if current.state is _OPEN and current.opened_until >= self._clock.now() + open_for:
+                    return True
             change = self._transition_locked(_OPEN, reason, open_for)
         self._emit(change)
+        return True
 
     def reset(self) -> None:
         """Close now and clear the counts of the current period."""

@@ -154,7 +154,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
     def force_open(
         self, duration: float | timedelta | None = None, *, reason: Literal["forced", "isolated"] = "forced"
-    ) -> None:
+    ) -> bool:
         """Open the breaker now, whatever its state.
 
         Each opening is a reported state change (telemetry and :meth:`on_state_change`), that of
@@ -171,6 +171,10 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
                 does it open a breaker :meth:`disable` or :meth:`metrics_only` switched, until
                 :meth:`reset`).
 
+        Returns:
+            Whether the breaker is OPEN now: ``False`` only for an isolation that a breaker
+            :meth:`disable` or :meth:`metrics_only` switched refused (the ISOLATE failed).
+
         Raises:
             TypeError: ``duration`` is not a number or ``timedelta``.
             ValueError: ``duration`` is not finite and ``> 0``, or ``reason`` is unknown.
@@ -180,7 +184,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
         if reason not in _FORCE_REASONS:
             raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
-        self._core.force_open(seconds, reason)
+        return self._core.force_open(seconds, reason)
 
     def reset(self) -> None:
         """Close the breaker now and clear the counts of the current period (totals are kept).

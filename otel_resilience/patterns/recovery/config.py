@@ -95,8 +95,8 @@ class RecoveryAction:
     isolate_duration: float = DEFAULT_ISOLATE_DURATION
     """ISOLATE: seconds the breaker stays forced open at least, > 0 (a ``timedelta`` is accepted).
     An opening that lasts longer already (a trip, an operator's opening until reset) is kept, never
-    shortened; a breaker an operator switched to ``disable()`` or ``metrics_only()`` is left so.
-    Default 30.0 s."""
+    shortened; a breaker an operator switched to ``disable()`` or ``metrics_only()`` is left so
+    (a failed recovery attempt: nothing was isolated). Default 30.0 s."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -270,7 +270,12 @@ class Isolatable(Protocol):
         ...
 
     def force_open(self, duration: float | None = None, *, reason: Literal["isolated"] = ...) -> object:
-        """Open the breaker for ``duration`` seconds; ``reason="isolated"`` is what recovery passes."""
+        """Open the breaker for ``duration`` seconds; ``reason="isolated"`` is what recovery passes.
+
+        ``False`` returned says it left the breaker not open (a
+        :class:`~otel_resilience.patterns.circuit_breaker.CircuitBreaker` an operator switched to
+        ``disable()`` or ``metrics_only()``): the isolation failed. Anything else is an opening.
+        """
         ...
 
 

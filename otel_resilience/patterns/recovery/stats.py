@@ -46,10 +46,11 @@ class RecoveryStats:
 
     A *recovery attempt* is one rule acting on one error. It is *successful* when the action did
     what it stands for: a RETRY/RESTART re-run returned, a FALLBACK answered, an ISOLATE forced
-    its breaker open. An ESCALATE is an attempt that never succeeds (and is also counted in
-    ``escalations``). A re-run or a fallback the effective deadline ended failed: the caller got
-    the deadline's timeout; so did a re-run of a function that does not fit the driver (the
-    caller got its ``TypeError``). An error no rule covers is not an attempt.
+    its breaker open (or found it open longer already; not one an operator's ``disable()`` or
+    ``metrics_only()`` keeps from opening). An ESCALATE is an attempt that never succeeds (and
+    is also counted in ``escalations``). A re-run or a fallback the effective deadline ended
+    failed: the caller got the deadline's timeout; so did a re-run of a function that does not
+    fit the driver (the caller got its ``TypeError``). An error no rule covers is not an attempt.
 
     Attributes:
         attempts: Recovery attempts that ended (cancelled ones are not counted).

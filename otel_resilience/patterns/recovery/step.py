@@ -41,7 +41,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.notes import chain_failure
+from otel_resilience.engine.notes import chain_failure, injected
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import let_go, may_run_again
 from otel_resilience.engine.stats import attempt_ended
@@ -92,6 +92,11 @@ class Rerun:
         failure: The failure the next ``restart_hook`` call restarts for, until it is called:
             an error the hook raises gets it as its context, so the caller sees what the restart
             was for (:func:`~otel_resilience.engine.notes.chain_failure`).
+        last: The type name of the dependency's last error the recovery saw (the failure it
+            recovers, then each re-run's that is not a rejection, the deadline's timeout, a
+            ``restart_hook``'s error or a fault a chaos link injected), or ``None`` when it names
+            none (:meth:`RecoveryStep.settle`): reported when the recovery ends, and named on the
+            execution span as ``resilience.dependency.error.type``, as a retry names its attempts'.
     """
 
     __slots__ = (
@@ -101,6 +106,7 @@ class Rerun:
         "error_type",
         "failure",
         "handles",
+        "last",
         "left",
         "restarting",
         "sync",
@@ -114,10 +120,13 @@ class Rerun:
         error: Exception,
         ctx: ExecutionContext,
         telemetry: StrategyTelemetry | None,
+        *,
+        names: bool,
     ) -> None:
         self.covered = covered
         self.action = action
         self.error_type = type_name(error)
+        self.last = self.error_type if names and not injected(error) else None
         self.left = action.max_attempts
         self.restarting = False
         self.sync = ctx.sync
@@ -180,7 +189,7 @@ class Rerun:
 class RecoveryStep(Link[RecoveryConfig]):
     """The pipeline link: recovers what the rest of the chain raises, by the system's rules."""
 
-    __slots__ = ("_isolation", "_scopes", "_system")
+    __slots__ = ("_isolation", "_names", "_scopes", "_system")
 
     kind: ClassVar[str] = "recovery"
     judges_first_run: ClassVar[bool] = False
@@ -192,18 +201,26 @@ class RecoveryStep(Link[RecoveryConfig]):
         self._system = system
         self._isolation = isolation
         self._scopes = True  # no step inside yet: the re-runs' attempt scopes are this link's (settle)
+        self._names = True  # and it names the dependency's errors its re-runs end with (settle)
 
     def settle(self) -> list[Any]:
-        """Record the plan (:meth:`Step.settle`), and who opens the re-runs' attempt scopes.
+        """Record the plan (:meth:`Step.settle`), who opens the re-runs' attempt scopes, and who names errors.
 
-        This link does, unless a step inside it opens a scope for each run of the chain
+        This link opens them, unless a step inside it opens a scope for each run of the chain
         (:attr:`~otel_resilience.engine.step.Step.opens_attempts`: a retry, a hedging), which
         then opens the re-runs' too: one scope per attempt, read once here, never per call.
+        Likewise it names the dependency's last error of a RETRY/RESTART recovery
+        (:attr:`Rerun.last`), unless a step inside names each failure itself
+        (:attr:`~otel_resilience.engine.step.Step.names_failures`: a retry), which saw the later ones.
         """
         step = self.next
         while step is not TERMINAL and not step.opens_attempts:
             step = step.next
         self._scopes = step is TERMINAL
+        step = self.next
+        while step is not TERMINAL and not step.names_failures:
+            step = step.next
+        self._names = step is TERMINAL
         return super().settle()
 
     def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
@@ -219,7 +236,7 @@ class RecoveryStep(Link[RecoveryConfig]):
             token.end(_SUCCESS if ctx.result_accepted() else _FAILURE, None)
         if self._cut_by_deadline(ctx, returned=True):
             return self._give_up(token)
-        self._settle(token.action.strategy, token.error_type, success=ctx.recovered())
+        self._settle(token.action.strategy, token.error_type, success=ctx.recovered(), named=token.last)
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
@@ -283,6 +300,8 @@ class RecoveryStep(Link[RecoveryConfig]):
         if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
             if token.handles:  # the re-run's scope (none for its restart hook's failure)
                 token.end(*attempt_ended(error))
+            if self._names and not (passes or token.restarting or injected(error)):
+                token.last = type_name(error)  # the dependency's, and the latest: named at the end
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
         # used alone, the operation is the function that failed, not the system (Link.operation)
@@ -316,7 +335,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         """
         telemetry = self._telemetry
         opens = self._scopes and telemetry.hub.attempt_listeners
-        return Rerun(covered, action, error, ctx, telemetry if opens else None)
+        return Rerun(covered, action, error, ctx, telemetry if opens else None, names=self._names)
 
     def _rerun(self, ctx: ExecutionContext, rerun: Rerun, error: Exception) -> Action:
         """Run the rest again, unless the re-runs ran out or the deadline, the cap or the caller forbid it.
@@ -385,7 +404,7 @@ class RecoveryStep(Link[RecoveryConfig]):
     def _give_up(self, rerun: Rerun) -> Action:
         """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
         rerun.failure = None
-        self._settle(rerun.action.strategy, rerun.error_type, success=False)
+        self._settle(rerun.action.strategy, rerun.error_type, success=False, named=rerun.last)
         return None
 
     def _may_rerun(self, delay: float) -> bool:
@@ -475,7 +494,7 @@ class RecoveryStep(Link[RecoveryConfig]):
                         opened,
                         "it must open the breaker when called, never awaited",
                     )
-                success = True
+                success = opened is not False  # an operator's mode refused it: nothing isolated
         except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
             shown = isolation.breaker if name is None else name
             _LOG.warning("recovery %r could not isolate breaker %r", self.name, shown, exc_info=True)
@@ -497,16 +516,22 @@ class RecoveryStep(Link[RecoveryConfig]):
         self._settle(RecoveryStrategy.ESCALATE, error_type, success=False)
         return RecoveryEscalatedError(error_type, operation)
 
-    def _settle(self, strategy: RecoveryStrategy, error_type: str, *, success: bool) -> None:
-        """Count one ended attempt (of a failure whose type is named ``error_type``) and report it."""
+    def _settle(
+        self, strategy: RecoveryStrategy, error_type: str, *, success: bool, named: str | None = None
+    ) -> None:
+        """Count one ended attempt (of a failure whose type is named ``error_type``) and report it.
+
+        ``named``: the dependency's last error the attempt saw, to name on the span
+        (:attr:`Rerun.last`); ``None`` for none.
+        """
         system = self._system
         with system._lock:
             system.stats.count(strategy, success)
         telemetry = self._telemetry
         if telemetry.enabled:
+            result = "success" if success else "failure"
             telemetry.report(
-                Event.RECOVERY_ATTEMPTED,
-                RecoveryAttempted(strategy.value, "success" if success else "failure", error_type),
+                Event.RECOVERY_ATTEMPTED, RecoveryAttempted(strategy.value, result, error_type, named)
             )
 
     def _what(self, field_name: str) -> str:
@@ -537,6 +562,15 @@ class CaughtErrorStep(RecoveryStep):
     def operation(self, ctx: ExecutionContext) -> str:
         """Its execution's operation is the context's, already named (the caught error's)."""
         return ctx.operation
+
+    def settle(self) -> list[Any]:
+        """As a link's, except that it names no dependency's error: it runs in no execution span of its own.
+
+        The span current where the error was caught is the caller's, whose attributes are its own.
+        """
+        plan = super().settle()
+        self._names = False
+        return plan
 
     def replay(self, *args: Any, **kwargs: Any) -> Any:
         """Raise the caught error the first time, then call the operation."""

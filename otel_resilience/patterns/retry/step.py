@@ -481,6 +481,7 @@ class _RetryStep(Link[RetryPolicy]):
     kind: ClassVar[str] = "retry"
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
     opens_attempts: ClassVar[bool] = True  # each run's scope, a recovery's re-run's included
+    names_failures: ClassVar[bool] = True  # its events name each failed attempt's error
     scope: str = "attempt"
 
     def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:

@@ -210,6 +210,7 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
             (PATTERN, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
         ),
         (MetricBinding(RECOVERY_ATTEMPTS),),
+        dependency_error=True,
     ),
     EventBinding(
         "pattern_detected",

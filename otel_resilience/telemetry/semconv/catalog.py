@@ -231,7 +231,8 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         DEPENDENCY_ERROR_TYPE,
         "string",
         "On the execution span: the class (as `error.type`) of the last error an attempt that "
-        "reached the dependency raised before the execution retried or gave up, so that an "
+        "reached the dependency raised before the execution retried, re-ran it (a recovery "
+        "rule's RETRY or RESTART, unless a retry inside it names them) or gave up, so that an "
         "execution whose last attempt was rejected (`error.type` a rejection) still names the "
         "dependency's own failure. Rejections never set it, nor faults a chaos link injected in "
         "the dependency's place (a drill: the dependency was not called).",
@@ -280,7 +281,7 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
         "fallback and cancelled leave it unset. A returned result the policy judged a failure "
         "(`retry_on_result`, `hedge_on_result` or a fallback's `handle_result` rejected it) is a "
-        f"failure, `error.type` `{FAILED_RESULT}`. After a retried attempt failed, "
+        f"failure, `error.type` `{FAILED_RESULT}`. After a retried attempt or a recovery re-run failed, "
         "`resilience.dependency.error.type` names the dependency's last error. A call through a "
         "keyed policy carries its `resilience.key`.",
         (POLICY, PATTERN, OUTCOME),

@@ -185,8 +185,9 @@ class EventBinding:
         log: The log record it also emits, if any (with the span event's attributes that the
             log spec lists).
         dependency_error: Whether the event names the dependency's last error on the current
-            span (``resilience.dependency.error.type``, from ``error.type``, unless the event's
-            ``rejection`` field says its error is a rejection).
+            span (``resilience.dependency.error.type``: the event's ``dependency_error`` field
+            when it has one, else from ``error.type``, unless the event's ``rejection`` field
+            says its error is a rejection).
     """
 
     event: str
