@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gc
+import pickle
 import re
 import threading
 import warnings
@@ -575,6 +578,27 @@ def test_a_generator_function_is_refused_at_subscribe(system: AlertSystem, hub: 
     assert system.get_stats()["subscribers"] == 0
 
 
+def test_an_object_whose_call_is_a_generator_function_is_refused_at_subscribe(system: AlertSystem) -> None:
+    """A callable object whose ``__call__`` is a generator function, sync or async, never runs its body: refused."""
+
+    class Notifier:
+        def __call__(self, alert: Alert) -> Iterator[None]:
+            raise AssertionError("never run")
+            yield  # pragma: no cover - makes it a generator function
+
+    class AsyncNotifier:
+        async def __call__(self, alert: Alert) -> Any:
+            raise AssertionError("never run")
+            yield  # pragma: no cover - makes it an async generator function
+
+    for callback in (Notifier(), AsyncNotifier()):
+        with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
+            system.subscribe(callback)
+        with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
+            alerts_module.subscribe(callback)
+    assert system.get_stats()["subscribers"] == 0
+
+
 def test_callback_returning_a_coroutine_is_counted_as_failed(
     system: AlertSystem, hub: TelemetryHub, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -592,6 +616,34 @@ def test_callback_returning_a_coroutine_is_counted_as_failed(
     assert awaited == []
     assert system.get_stats()["callback_errors"] == 1
     assert "alert subscriber" in caplog.text
+
+
+def test_callback_returning_a_generator_is_counted_as_failed(
+    system: AlertSystem, hub: TelemetryHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber that returns a generator (sync or async) never runs its body: logged, counted."""
+    ran: list[str] = []
+    seen: list[Alert] = []
+
+    def notify(alert: Alert) -> Iterator[None]:
+        ran.append("generator")
+        yield
+
+    def notify_async(alert: Alert) -> Any:
+        async def notifying() -> Any:
+            ran.append("async generator")
+            yield
+
+        return notifying()
+
+    for callback in (lambda alert: notify(alert), notify_async, seen.append):
+        system.subscribe(callback)
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert ran == []
+    assert [alert.subject for alert in seen] == ["db"]
+    assert system.get_stats()["callback_errors"] == 2
+    assert caplog.text.count("alert subscriber") == 2
+    assert "never runs" in caplog.text
 
 
 def test_history_is_bounded_and_stats_count_by_kind(hub: TelemetryHub, clock: FakeClock) -> None:
@@ -638,6 +690,32 @@ def test_alerts_are_hashable_values(system: AlertSystem, hub: TelemetryHub, cloc
     assert isinstance(
         hash(Alert(AlertKind.ERROR_PATTERN, AlertSeverity.WARNING, "op", "x", clock.now())), int
     )
+
+
+def test_alerts_can_be_pickled_copied_and_turned_into_dicts(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """An alert a subscriber hands on (to another process, a deep copy, ``asdict``) keeps its read-only attributes."""
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    (alert,) = system.history
+    for again in (pickle.loads(pickle.dumps(alert)), copy.deepcopy(alert), copy.copy(alert)):
+        assert again == alert
+        assert hash(again) == hash(alert)
+        assert dict(again.attributes) == dict(alert.attributes)
+        with pytest.raises(TypeError):
+            again.attributes["reason"] = "y"  # type: ignore[index]
+    fields = dataclasses.asdict(alert)
+    assert dict(fields["attributes"]) == {
+        "old": "closed",
+        "reason": "failure_threshold",
+        "reopens": "0",
+        "source.kind": "circuit_breaker",
+        "source.name": "db",
+    }
+    assert fields["kind"] is AlertKind.CIRCUIT_OPEN
+    bare = Alert(AlertKind.ERROR_PATTERN, AlertSeverity.WARNING, "op", "x", clock.now())
+    assert pickle.loads(pickle.dumps(bare)) == bare
+    assert dataclasses.asdict(bare)["attributes"] == {}
 
 
 def test_close_stops_listening(hub: TelemetryHub, clock: FakeClock) -> None:

@@ -27,7 +27,9 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.errors import BulkheadFullError
 from otel_resilience.patterns.alerts import AlertSystem, default_alert_system, subscribe
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.testing import FakeClock
 
 
@@ -322,3 +324,36 @@ def test_a_subscriber_error_of_a_delivery_under_way_at_the_close_is_counted_afte
         raising.join(timeout=10)
         own.close()
         successor.close()
+
+
+def test_two_rejections_of_one_bulkhead_either_side_of_a_close_are_two_alerts(clock: FakeClock) -> None:
+    """A bulkhead reports each rejection with the same objects: the next one is not the last one's dispatch.
+
+    The manager's system alerts on the first rejection; it is closed, the system made since
+    stands in, and alerts on the second. Both are counted, and the ``subscribe()`` subscription
+    handed over at the close gets both.
+    """
+    own = AlertSystem(clock=clock)
+    AlertSystem(clock=clock).close()  # one listened beside it for a moment: it keeps its records
+    manager = ResilienceManager(clock=clock, alert_system=own)
+    seen: list[str] = []
+    unsubscribe = subscribe(lambda alert: seen.append(alert.subject))
+    bulkhead = Bulkhead("pool", BulkheadConfig(max_concurrent=1, max_waiting=0), clock=clock)
+
+    def rejected() -> None:  # the inner call finds the outer one's slot taken
+        with pytest.raises(BulkheadFullError):
+            bulkhead.execute_sync(bulkhead.execute_sync, lambda: None)
+
+    successor = None
+    try:
+        rejected()
+        successor = AlertSystem(clock=clock)
+        own.close()
+        rejected()
+        assert own.get_stats()["total"] == successor.get_stats()["total"] == 1
+        assert manager.get_resilience_statistics()["alerts"]["by_kind"]["bulkhead_full"] == 2
+        assert seen == ["pool", "pool"]
+    finally:
+        unsubscribe()
+        if successor is not None:
+            successor.close()

@@ -21,6 +21,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import discard, fail
 
 __all__ = [
+    "NEVER_RUN",
     "NOT_SYNC",
     "Replay",
     "WrongDriver",
@@ -40,7 +41,10 @@ __all__ = [
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _FUTURES: Final = frozenset((asyncio.Future, asyncio.Task))
-NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType, *_FUTURES))
+NEVER_RUN: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType))
+"""What a call returns before its body ran, which runs only as it is awaited or iterated: a sync
+callback whose result nobody drives (an alert subscriber) that returns one never ran."""
+NOT_SYNC: Final = frozenset((*NEVER_RUN, *_FUTURES))
 """What a sync function must not return: the sync driver cannot run it (an async function's
 coroutine), or the work ends after the call (an asyncio Future or Task, which only an event loop
 completes; a generator's, run only when it is iterated). Exact types: one set lookup per call."""

@@ -331,7 +331,7 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
 
     Raises:
         TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
-            generator function (sync or async).
+            generator function (sync or async), or an object whose ``__call__`` is one of those.
     """
     with _DEFAULT_LOCK:
         subscription = _Subscription(callback, _standing_in_locked()._subscribe(callback))

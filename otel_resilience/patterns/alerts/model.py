@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -58,7 +58,37 @@ SEVERITIES: Final[Mapping[AlertKind, AlertSeverity]] = MappingProxyType(
 """The severity of each kind: a dependency taken out of service, or an error no rule can
 recover, needs a human now (critical); the others are early warnings."""
 
-_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+class _Attributes(Mapping[str, str]):
+    """An alert's attributes: a read-only mapping that can be pickled and deep-copied.
+
+    A ``MappingProxyType`` cannot be: an alert holding one could not be handed to another
+    process, deep-copied, or given to ``dataclasses.asdict``. Made once per alert raised, never
+    on a call's path.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self) -> tuple[type[_Attributes], tuple[dict[str, str]]]:
+        return _Attributes, (self._items,)
+
+
+_EMPTY: Final[Mapping[str, str]] = _Attributes({})
 
 
 _bounded = bounded_text
@@ -67,7 +97,7 @@ _bounded = bounded_text
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One raised alert.
+    """One raised alert: a value, hashed and compared by its fields, copied and pickled whole.
 
     Attributes:
         kind: What it is about.

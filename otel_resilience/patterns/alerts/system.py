@@ -10,9 +10,9 @@ import threading
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from types import MappingProxyType
 from typing import Final, TypedDict, TypeVar
 
+from otel_resilience.engine.calling import NEVER_RUN
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import (
     HUB,
@@ -41,6 +41,7 @@ from otel_resilience.patterns.alerts.model import (
     AlertCallback,
     AlertConfig,
     AlertKind,
+    _Attributes,
     _bounded,
 )
 
@@ -86,7 +87,8 @@ subscriptions), so that no alert of either is delivered twice, or not at all."""
 
 _SERIALS: Final = itertools.count()
 """Numbers every alert system once, for the records of what each made of an event (no reference
-to the system: a record left in a thread's local never keeps a system alive)."""
+to the system: a record left in a thread's local never keeps a system alive); and, in one order,
+when each system started listening and each record was made."""
 
 
 class _Dispatch:
@@ -97,12 +99,14 @@ class _Dispatch:
     which of them the close came between (see :class:`_Handover`).
     """
 
-    __slots__ = ("args", "event", "source", "verdicts")
+    __slots__ = ("args", "event", "source", "stamp", "verdicts")
 
     def __init__(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         self.source = source
         self.event = event
         self.args = args
+        self.stamp = next(_SERIALS)
+        """When it was made: a system that listens since (a larger ``_since``) did not hear its event."""
         self.verdicts: list[_Verdict] = []
 
 
@@ -278,6 +282,7 @@ class AlertSystem:
         "_paired",
         "_rates",
         "_serial",
+        "_since",
         "_subscribers",
         "_succeeding",
         "_telemetry",
@@ -334,6 +339,7 @@ class AlertSystem:
                 peer._paired = True
             self._paired = bool(peers)
             _ALERT_SYSTEMS[self] = None
+            self._since = next(_SERIALS)  # a dispatch's record made before it is no event it hears
             hub.add_listener(self, weak=True)
 
     config = ReadOnly[AlertConfig]("_config", "When it alerts.")
@@ -400,8 +406,9 @@ class AlertSystem:
         """Call ``callback(alert)`` for every alert raised from now on.
 
         Callbacks run in the thread that reported the triggering event, outside any lock, so they
-        must be quick; one that raises, or returns a coroutine (which is closed, never awaited),
-        is logged and counted in ``callback_errors``.
+        must be quick; one that raises, or returns a coroutine (which is closed, never awaited)
+        or a generator, sync or async (never iterated: its body never runs), is logged and
+        counted in ``callback_errors``.
 
         Args:
             callback: A sync callable taking an :class:`Alert`.
@@ -412,7 +419,7 @@ class AlertSystem:
 
         Raises:
             TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
-                generator function (sync or async).
+                generator function (sync or async), or an object whose ``__call__`` is one of those.
         """
         token = self._subscribe(callback)
         owner = weakref.ref(self)
@@ -427,10 +434,11 @@ class AlertSystem:
     def _subscribe(self, callback: AlertCallback) -> int:
         """Check and add a subscription (see :meth:`subscribe`); return its token."""
         check_callable("AlertSystem.subscribe", "callback", callback)
-        if (
-            is_async_callable(callback)
-            or inspect.isgeneratorfunction(callback)
-            or inspect.isasyncgenfunction(callback)
+        # The function a call runs: the callback, or an object's own __call__ (a function's, a
+        # class's or a partial's is a wrapper, never a generator function).
+        runs = (callback, type(callback).__call__)
+        if is_async_callable(callback) or any(
+            inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs
         ):
             raise fail(
                 "AlertSystem.subscribe",
@@ -539,7 +547,10 @@ class AlertSystem:
         """Note in this thread's record of the event being dispatched that this system hears it.
 
         The record is this event's if it is the same event (the same objects), not yet heard by
-        this system: the same dispatch, another listener of which made it. Else a new one.
+        this system, and made while it listened: the same dispatch, another listener of which made
+        it. Else a new one: a pattern may report each event with the same objects (a bulkhead's
+        every rejection), and the record of the last one, made before this system listened (so
+        it was not routed that one), is not this event's.
         """
         serial = self._serial
         dispatch: _Dispatch | None = getattr(_HEARD, "record", None)
@@ -548,6 +559,7 @@ class AlertSystem:
             or dispatch.source is not source
             or dispatch.event is not event
             or dispatch.args is not args
+            or dispatch.stamp < self._since
             or any(verdict.serial == serial for verdict in dispatch.verdicts)
         ):
             dispatch = _HEARD.record = _Dispatch(source, event, args)
@@ -581,7 +593,7 @@ class AlertSystem:
             _bounded(subject),
             summary,
             self._clock.now(),
-            MappingProxyType(bounded),
+            _Attributes(bounded),
         )
 
     def _state_changed(self, source: TelemetrySource, args: StateChanged) -> Alert | None:
@@ -803,9 +815,9 @@ class AlertSystem:
         for _, callback, _ in subscribers:
             try:
                 made = callback(alert)
-                if inspect.iscoroutine(made):
+                if type(made) in NEVER_RUN:  # a coroutine or a generator, sync or async: never driven
                     discard(made)
-                    msg = f"returned a coroutine, which is never awaited: {made!r}"
+                    msg = f"returned {made!r}, whose body never runs: nothing awaits or iterates it"
                     raise TypeError(msg)  # noqa: TRY301 - counted and logged as any subscriber error
             except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern
                 with self._lock:
