@@ -41,6 +41,7 @@ from otel_resilience.patterns.alerts import (
     DEFAULT_RECOVERY_WINDOW,
     MAX_ATTRIBUTE_LENGTH,
     MAX_TRACKED_SUBJECTS,
+    UNTRACKED_OUTAGE_COOLDOWN,
     Alert,
     AlertConfig,
     AlertKind,
@@ -313,28 +314,188 @@ def test_a_real_bulkheads_queue_timeout_raises_the_bulkhead_alert(clock: FakeClo
         ]
 
 
-def test_bulkhead_cooldowns_forget_the_least_recently_alerted_past_the_cap(
+def keyed(hub: TelemetryHub, kind: str, name: str, key: str) -> StrategyTelemetry:
+    return StrategyTelemetry(TelemetrySource(kind, name, key=key), hub)
+
+
+def test_full_keyed_bulkheads_past_the_cap_share_one_cooldown(
     system: AlertSystem, hub: TelemetryHub, clock: FakeClock
 ) -> None:
-    """At most MAX_TRACKED_SUBJECTS bulkheads are remembered: the oldest one forgotten alerts again at once.
+    """1 100 full keys rejecting 3 times in one cooldown raise 1 025 alerts, not 3 300: no storm past the cap.
 
-    An escalation of a recovery system named like a bulkhead keeps its own cooldown.
+    The first MAX_TRACKED_SUBJECTS keys each have their cooldown; the others share one, whose alert
+    says it stands for them. Once the cooldowns end, the same again, and never more keys kept.
     """
+    keys = MAX_TRACKED_SUBJECTS + 76
+    pools = [keyed(hub, "bulkhead", "tenants", f"tenant-{index}") for index in range(keys)]
     full = CallRejected("bulkhead_full")
-    for index in range(MAX_TRACKED_SUBJECTS + 1):
-        reporter(hub, "bulkhead", f"pool-{index}").report(Event.CALL_REJECTED, full)
-    assert len(system.history) == min(MAX_TRACKED_SUBJECTS + 1, system.config.history_size)
-    before = system.get_stats()["by_kind"]["bulkhead_full"]
-    assert before == MAX_TRACKED_SUBJECTS + 1
-    reporter(hub, "bulkhead", f"pool-{MAX_TRACKED_SUBJECTS}").report(Event.CALL_REJECTED, full)
-    assert system.get_stats()["by_kind"]["bulkhead_full"] == before  # still cooling down
-    reporter(hub, "bulkhead", "pool-0").report(Event.CALL_REJECTED, full)  # forgotten: alerts again
-    assert system.get_stats()["by_kind"]["bulkhead_full"] == before + 1
-    assert system.history[-1].subject == "pool-0"
-    reporter(hub, "recovery", "pool-0").report(  # its namesake bulkhead cools down this instant
-        Event.RECOVERY_ATTEMPTED, RecoveryAttempted("escalate", "failure", "OSError")
+    for _ in range(3):
+        for pool in pools:
+            pool.report(Event.CALL_REJECTED, full)
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == MAX_TRACKED_SUBJECTS + 1
+    shared = [alert for alert in system.history if "untracked" in alert.attributes]
+    assert [(a.attributes["key"], a.attributes["untracked"]) for a in shared] == [
+        (f"tenant-{MAX_TRACKED_SUBJECTS}", f"more than {MAX_TRACKED_SUBJECTS} bulkheads")
+    ]
+    assert shared[0].summary == (
+        f"bulkhead 'tenants' (key 'tenant-{MAX_TRACKED_SUBJECTS}') is full and rejecting calls; "
+        f"it stands for every full bulkhead past the {MAX_TRACKED_SUBJECTS} tracked (one alert per cooldown)"
     )
-    assert (system.history[-1].kind, system.history[-1].subject) == (AlertKind.RECOVERY_ESCALATED, "pool-0")
+    clock.advance(30.0)
+    for _ in range(3):
+        for pool in pools:
+            pool.report(Event.CALL_REJECTED, full)
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == 2 * (MAX_TRACKED_SUBJECTS + 1)
+    assert len(system._full_cooldowns) == MAX_TRACKED_SUBJECTS
+
+
+def test_full_bulkheads_past_the_cap_on_many_threads_raise_one_shared_alert(
+    system: AlertSystem, hub: TelemetryHub
+) -> None:
+    """Threads rejecting for 1 100 keys in different orders raise one alert per tracked key and one shared alert."""
+    keys = MAX_TRACKED_SUBJECTS + 76
+    pools = [keyed(hub, "bulkhead", "tenants", f"tenant-{index}") for index in range(keys)]
+    full = CallRejected("bulkhead_full")
+    start = threading.Barrier(4)
+
+    def reject(order: list[StrategyTelemetry]) -> None:
+        start.wait()
+        for _ in range(2):
+            for pool in order:
+                pool.report(Event.CALL_REJECTED, full)
+
+    orders = [pools, pools[::-1], pools[::2] + pools[1::2], pools[1::2] + pools[::2]]
+    threads = [threading.Thread(target=reject, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == MAX_TRACKED_SUBJECTS + 1
+    assert len(system._full_cooldowns) == MAX_TRACKED_SUBJECTS
+
+
+def test_a_bulkhead_past_the_cap_is_tracked_once_a_cooldown_ended(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A subject whose cooldown is over makes room: a bulkhead past the cap then alerts for itself."""
+    full = CallRejected("bulkhead_full")
+    for index in range(MAX_TRACKED_SUBJECTS):
+        reporter(hub, "bulkhead", f"pool-{index}").report(Event.CALL_REJECTED, full)
+    clock.advance(30.0)
+    late = reporter(hub, "bulkhead", "late")
+    late.report(Event.CALL_REJECTED, full)
+    assert (system.history[-1].subject, "untracked" in system.history[-1].attributes) == ("late", False)
+    late.report(Event.CALL_REJECTED, full)
+    reporter(hub, "bulkhead", "pool-0").report(Event.CALL_REJECTED, full)  # its cooldown ended: alerts
+    assert [a.subject for a in system.history[-2:]] == ["late", "pool-0"]
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == MAX_TRACKED_SUBJECTS + 2
+
+
+def test_escalations_past_the_cap_share_one_cooldown(hub: TelemetryHub, clock: FakeClock) -> None:
+    """Error types escalated past the cap share one cooldown, as full bulkheads do; a namesake bulkhead keeps its own."""
+    with AlertSystem(clock=clock, hub=hub) as system:
+        recovery = reporter(hub, "recovery", "pool-0")
+        for _ in range(2):
+            for index in range(MAX_TRACKED_SUBJECTS + 5):
+                recovery.report(
+                    Event.RECOVERY_ATTEMPTED, RecoveryAttempted("escalate", "failure", f"Error{index}")
+                )
+        assert system.get_stats()["by_kind"]["recovery_escalated"] == MAX_TRACKED_SUBJECTS + 1
+        assert system.history[-1].attributes["untracked"] == f"more than {MAX_TRACKED_SUBJECTS} escalations"
+        reporter(hub, "bulkhead", "pool-0").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+        assert (system.history[-1].kind, "untracked" in system.history[-1].attributes) == (
+            AlertKind.BULKHEAD_FULL,
+            False,
+        )
+
+
+def test_reopens_of_keyed_breakers_past_the_cap_share_one_cooldown(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """1 100 keyed breakers in outage re-opening 3 times raise 1 101 alerts, not 4 400: each opening alerts, re-opens not.
+
+    The re-opens of the outages not tracked share one cooldown (UNTRACKED_OUTAGE_COOLDOWN), whose
+    alert says it stands for them; a new outage past the cap still alerts for itself.
+    """
+    keys = MAX_TRACKED_SUBJECTS + 76
+    breakers = [keyed(hub, "circuit_breaker", "tenants", f"tenant-{index}") for index in range(keys)]
+    for breaker in breakers:
+        open_breaker(breaker)
+    assert system.get_stats()["by_kind"]["circuit_open"] == keys
+    for reopens in range(1, 4):
+        for breaker in breakers:
+            breaker.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", reopens))
+    assert system.get_stats()["by_kind"]["circuit_open"] == keys + 1
+    (shared,) = [alert for alert in system.history if "untracked" in alert.attributes]
+    assert shared.attributes["untracked"] == f"more than {MAX_TRACKED_SUBJECTS} breakers"
+    assert shared.summary == (
+        "circuit breaker 'tenants' (key 'tenant-0') re-opened (probe_failed), 1 re-open in this outage; "
+        f"it stands for every breaker in outage past the {MAX_TRACKED_SUBJECTS} tracked (one alert per "
+        f"{UNTRACKED_OUTAGE_COOLDOWN:g} s)"
+    )
+    clock.advance(UNTRACKED_OUTAGE_COOLDOWN)
+    for breaker in breakers:
+        breaker.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", 4))
+    assert system.get_stats()["by_kind"]["circuit_open"] == keys + 2
+    breakers[0].report(Event.STATE_CHANGED, StateChanged("half_open", "closed", "probe_succeeded", 4))
+    open_breaker(breakers[0])  # a new outage: alerts for itself
+    assert system.get_stats()["by_kind"]["circuit_open"] == keys + 3
+    assert "untracked" not in system.history[-1].attributes
+    assert len(system._episodes) == MAX_TRACKED_SUBJECTS
+
+
+def test_one_subjects_alerts_are_unchanged_by_the_cap(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A keyed bulkhead and a keyed breaker alone alert as before: their own cooldown and episode, no shared attribute."""
+    pool = keyed(hub, "bulkhead", "tenants", "acme")
+    breaker = keyed(hub, "circuit_breaker", "tenants", "acme")
+    full = CallRejected("bulkhead_full")
+    for _ in range(3):
+        pool.report(Event.CALL_REJECTED, full)
+        clock.advance(10.0)
+    open_breaker(breaker)
+    breaker.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", 1))
+    pool.report(Event.CALL_REJECTED, full)  # 30 s after the first: its cooldown ended
+    assert [(a.kind, a.timestamp, a.summary, dict(a.attributes)) for a in system.history] == [
+        (
+            AlertKind.BULKHEAD_FULL,
+            1000.0,
+            "bulkhead 'tenants' (key 'acme') is full and rejecting calls",
+            {
+                "reason": "bulkhead_full",
+                "cooldown": "30",
+                "source.kind": "bulkhead",
+                "source.name": "tenants",
+                "key": "acme",
+            },
+        ),
+        (
+            AlertKind.CIRCUIT_OPEN,
+            1030.0,
+            "circuit breaker 'tenants' (key 'acme') opened (failure_threshold)",
+            {
+                "old": "closed",
+                "reason": "failure_threshold",
+                "reopens": "0",
+                "source.kind": "circuit_breaker",
+                "source.name": "tenants",
+                "key": "acme",
+            },
+        ),
+        (
+            AlertKind.BULKHEAD_FULL,
+            1030.0,
+            "bulkhead 'tenants' (key 'acme') is full and rejecting calls",
+            {
+                "reason": "bulkhead_full",
+                "cooldown": "30",
+                "source.kind": "bulkhead",
+                "source.name": "tenants",
+                "key": "acme",
+            },
+        ),
+    ]
 
 
 def test_low_recovery_rate_needs_min_attempts(hub: TelemetryHub, clock: FakeClock) -> None:

@@ -22,6 +22,11 @@ events every pattern reports it raises an :class:`Alert` when
 * a recovery escalated (``RECOVERY_ATTEMPTED`` with strategy ``"escalate"``): at most one alert
   per recovery system and error type per ``escalation_cooldown``.
 
+More subjects than :data:`MAX_TRACKED_SUBJECTS` of a kind make no storm: the bulkheads and the
+escalations a full table has no room for share one cooldown, and the re-opens of outages it does
+not hold one :data:`UNTRACKED_OUTAGE_COOLDOWN`; the one alert that stands for them has the
+``untracked`` attribute.
+
 Each alert goes to the subscribers (plain sync callbacks, an async one refused; one that raises
 is logged and counted, never propagated), into a bounded :attr:`AlertSystem.history`, and back
 onto the event stream as ``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the
@@ -67,6 +72,7 @@ from otel_resilience.patterns.alerts.model import (
 from otel_resilience.patterns.alerts.model import DEFAULT_RECOVERY_WINDOW as DEFAULT_RECOVERY_WINDOW
 from otel_resilience.patterns.alerts.model import MAX_TRACKED_SUBJECTS as MAX_TRACKED_SUBJECTS
 from otel_resilience.patterns.alerts.model import SEVERITIES as SEVERITIES
+from otel_resilience.patterns.alerts.model import UNTRACKED_OUTAGE_COOLDOWN as UNTRACKED_OUTAGE_COOLDOWN
 from otel_resilience.patterns.alerts.model import Alert as Alert
 from otel_resilience.patterns.alerts.model import AlertCallback as AlertCallback
 from otel_resilience.patterns.alerts.model import AlertConfig as AlertConfig
@@ -91,6 +97,7 @@ __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_TRACKED_SUBJECTS",
     "SEVERITIES",
+    "UNTRACKED_OUTAGE_COOLDOWN",
     "Alert",
     "AlertCallback",
     "AlertConfig",

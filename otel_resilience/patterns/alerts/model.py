@@ -25,8 +25,16 @@ DEFAULT_ESCALATION_COOLDOWN: Final = 60.0
 DEFAULT_HISTORY_SIZE: Final = 100
 """Recent alerts kept in :attr:`AlertSystem.history`."""
 MAX_TRACKED_SUBJECTS: Final = 1024
-"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most, each (the
-least recently seen of its kind forgotten)."""
+"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most, each.
+
+Past it, a breaker's new outage (or a recovery system's rate) forgets the least recently seen
+one, and a subject whose cooldown ended makes room; the bulkheads and escalations left without
+room share one cooldown per kind, the re-opens of outages not kept one
+:data:`UNTRACKED_OUTAGE_COOLDOWN` (the alert standing for them has the ``untracked`` attribute):
+more subjects make no more alerts."""
+UNTRACKED_OUTAGE_COOLDOWN: Final = 60.0
+"""Seconds between two ``CIRCUIT_OPEN`` alerts for re-opens of outages not tracked (past
+:data:`MAX_TRACKED_SUBJECTS`): one alert stands for all of them, as breakers have no cooldown."""
 
 
 class AlertKind(IdentityEnum):
@@ -115,6 +123,9 @@ class Alert:
             alert of a keyed policy's breaker or bulkhead (one per key) has ``key`` (its
             ``resilience.key``, a long key cut as there, so two keys are two values): each key's
             outage is an episode of its own, each key's full bulkhead has a cooldown of its own.
+            An alert that stands for the subjects of its kind past
+            :data:`MAX_TRACKED_SUBJECTS` (their shared cooldown) has ``untracked`` (``"more than
+            1024 bulkheads"``, ``"... breakers"`` or ``"... escalations"``); no other alert has it.
     """
 
     kind: AlertKind

@@ -37,6 +37,7 @@ from otel_resilience.engine.validation import check_callable, check_name, discar
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
     SEVERITIES,
+    UNTRACKED_OUTAGE_COOLDOWN,
     Alert,
     AlertCallback,
     AlertConfig,
@@ -233,6 +234,26 @@ _BULKHEAD_FULL: Final = AlertKind.BULKHEAD_FULL
 """Members read on every event (a full bulkhead's every rejection), bound once: reading a
 member off its enum class is slow."""
 
+_OWN: Final = 1
+""":meth:`AlertSystem._cooled_down`: the subject's own cooldown started (0: it still cools down)."""
+_SHARED: Final = 2
+""":meth:`AlertSystem._cooled_down`: the cooldown shared by the subjects past the cap started."""
+
+_UNTRACKED: Final = {
+    AlertKind.CIRCUIT_OPEN: ("breakers", "breaker in outage"),
+    _BULKHEAD_FULL: ("bulkheads", "full bulkhead"),
+    AlertKind.RECOVERY_ESCALATED: ("escalations", "escalation"),
+}
+"""What an alert standing for the subjects past :data:`MAX_TRACKED_SUBJECTS` of a kind calls
+them: in its ``untracked`` attribute, and in its summary."""
+
+
+def _untracked(kind: AlertKind, summary: str, cooldown: str) -> tuple[str, dict[str, str]]:
+    """The summary and the attribute of an alert that stands for every untracked subject of ``kind``."""
+    many, one = _UNTRACKED[kind]
+    stands = f"it stands for every {one} past the {MAX_TRACKED_SUBJECTS} tracked (one alert per {cooldown})"
+    return f"{summary}; {stands}", {"untracked": f"more than {MAX_TRACKED_SUBJECTS} {many}"}
+
 
 class AlertStatsDict(TypedDict):
     """The snapshot returned by :meth:`AlertSystem.get_stats`."""
@@ -287,6 +308,7 @@ class AlertSystem:
         "_succeeding",
         "_telemetry",
         "_tokens",
+        "_untracked_until",
     )
 
     def __init__(
@@ -322,6 +344,8 @@ class AlertSystem:
         self._full_cooldowns: dict[str | tuple[str, str], float] = {}
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
+        self._untracked_until: dict[AlertKind, float] = {}
+        """When the cooldown shared by the subjects of a kind past the cap ends (see :meth:`_cooled_down`)."""
         self._closed = False
         self._handovers: tuple[_Handover, ...] = ()
         """The cut its close made, with each system listening beside it then (see :meth:`close`)."""
@@ -522,12 +546,14 @@ class AlertSystem:
             # A bulkhead's rejection counts, whatever its reason (full, or a queue timeout), as
             # the Prometheus bulkhead rule sums them all; no other's, whatever routed it here.
             # The cooldown asked here: a bulkhead that stays full is in it for each rejection.
-            if source.kind == _ALERTING_REJECTIONS and self._cooled_down(
-                self._full_cooldowns,
-                source.name if source.key is None else (source.name, source.key),
-                self._config.bulkhead_cooldown,
+            if source.kind == _ALERTING_REJECTIONS and (
+                started := self._cooled_down(
+                    self._full_cooldowns,
+                    source.name if source.key is None else (source.name, source.key),
+                    self._config.bulkhead_cooldown,
+                )
             ):
-                self._raise(self._bulkhead_full(source, args), verdict)
+                self._raise(self._bulkhead_full(source, args, started), verdict)
         else:
             alert: Alert | None = None
             if event is _STATE_CHANGED:
@@ -600,7 +626,12 @@ class AlertSystem:
         """Start (and alert), continue or end the outage episode of the breaker ``source``.
 
         A keyed policy's breakers (one per key, one name) each have their own episode: the
-        source's key tells them apart.
+        source's key tells them apart. At most :data:`MAX_TRACKED_SUBJECTS` episodes are kept: a
+        new one (an opening from CLOSED, always an alert) forgets the least recently seen. The
+        re-opens of an outage not kept while the table is full (forgotten, or begun before this
+        system listened) share one cooldown, :data:`UNTRACKED_OUTAGE_COOLDOWN`: one alert stands
+        for them all, so that more breakers in outage than the table holds, re-opening in turn,
+        are no storm. With room in the table, such a re-open alerts once for its episode.
         """
         name = source.name
         episode = (name, source.key)
@@ -612,16 +643,25 @@ class AlertSystem:
         if new != "open":
             return None
         reopens = args.reopens  # the breaker says where its episode starts: 0
+        shared = False
         with self._lock:
             episodes = self._episodes
             # A re-opening (from HALF_OPEN), or an OPEN breaker forced open again: the same outage.
-            if (reopens or args.old == new) and episode in episodes:
+            if reopens or args.old == new:
+                if episode in episodes:
+                    episodes.move_to_end(episode)
+                    return None
+                shared = len(episodes) >= MAX_TRACKED_SUBJECTS
+            if shared:
+                if not self._shared_cooldown_locked(
+                    AlertKind.CIRCUIT_OPEN, self._clock.now(), UNTRACKED_OUTAGE_COOLDOWN
+                ):
+                    return None
+            else:
+                episodes[episode] = None
                 episodes.move_to_end(episode)
-                return None
-            episodes[episode] = None
-            episodes.move_to_end(episode)
-            if len(episodes) > MAX_TRACKED_SUBJECTS:
-                episodes.popitem(last=False)
+                if len(episodes) > MAX_TRACKED_SUBJECTS:
+                    episodes.popitem(last=False)
         breaker = f"circuit breaker {_bounded(name)!r}"
         if source.key is not None:
             breaker = f"{breaker} (key {key_attribute(source.key)!r})"
@@ -629,6 +669,11 @@ class AlertSystem:
         if reopens:
             plural = "s" if reopens > 1 else ""
             summary = f"{breaker} re-opened ({args.reason}), {reopens} re-open{plural} in this outage"
+        untracked: dict[str, str] = {}
+        if shared:
+            summary, untracked = _untracked(
+                AlertKind.CIRCUIT_OPEN, summary, f"{UNTRACKED_OUTAGE_COOLDOWN:g} s"
+            )
         return self._make(
             AlertKind.CIRCUIT_OPEN,
             name,
@@ -637,41 +682,69 @@ class AlertSystem:
             old=args.old,
             reason=args.reason,
             reopens=str(reopens),
+            **untracked,
         )
 
-    def _cooled_down(self, cooldowns: dict[_K, float], key: _K, cooldown: float) -> bool:
+    def _cooled_down(self, cooldowns: dict[_K, float], key: _K, cooldown: float) -> int:
         """Whether the subject ``key`` of the alert kind whose table is ``cooldowns`` may alert now.
 
-        If so, its cooldown starts: the table keeps when it ends. Whether a subject still cools
-        down is read without the lock (a bulkhead that stays full reports every rejection here;
-        the one read of the dict is atomic). Found over, it is asked again under the lock, at the
+        If so, a cooldown starts: the subject's own (returns :data:`_OWN`: the table keeps when
+        it ends), or, for a subject the full table has no room for, the one shared by every
+        such subject of the kind (returns :data:`_SHARED`: its alert stands for them all); else
+        0. Whether a subject still cools down is read without the lock (a bulkhead that stays
+        full reports every rejection here; the one read of the dict is atomic; the clock is
+        read only for a subject it holds). Found over, it is asked again under the lock, at the
         time then: another thread may have started one since that read, which silences this
         subject as it would have in turn (with a cooldown of 0, it does not). Each kind has its
         own table (a plain ``dict``, oldest first: its look-up is specialised where an
         ``OrderedDict``'s is not), keyed by what tells its subjects apart (a bulkhead's name, a
         bare string whose hash is kept: no key is built per rejection; a keyed policy's
-        bulkhead, one per key, by name and key).
+        bulkhead, one per key, by name and key). A table holds :data:`MAX_TRACKED_SUBJECTS`
+        subjects at most: a subject is forgotten once its cooldown ended (it would alert again
+        anyway), never while it cools down, which would let it alert again at once (many
+        subjects, each forgotten before its turn came back, would each alert every time).
         """
-        now = self._clock.now()
         until = cooldowns.get(key)
-        if until is not None and now < until:
-            return False
+        if until is not None and self._clock.now() < until:
+            return 0
         with self._lock:
             now = self._clock.now()
             current = cooldowns.get(key)
-            if current is not None and now < current:  # another thread alerted meanwhile
-                return False
-            cooldowns.pop(key, None)  # re-inserted last: the oldest subject is the first key
+            if current is not None:
+                if now < current:  # another thread alerted meanwhile
+                    return 0
+                del cooldowns[key]  # re-inserted last: the oldest subject is the first key
+            elif len(cooldowns) >= MAX_TRACKED_SUBJECTS and not self._forget_cooled_locked(cooldowns, now):
+                kind = _BULKHEAD_FULL if cooldowns is self._full_cooldowns else AlertKind.RECOVERY_ESCALATED
+                return _SHARED if self._shared_cooldown_locked(kind, now, cooldown) else 0
             cooldowns[key] = now + cooldown
-            if len(cooldowns) > MAX_TRACKED_SUBJECTS:
-                del cooldowns[next(iter(cooldowns))]
-            return True
+            return _OWN
 
-    def _bulkhead_full(self, source: TelemetrySource, args: EventArgs) -> Alert:
+    @staticmethod
+    def _forget_cooled_locked(cooldowns: dict[_K, float], now: float) -> bool:
+        """Forget the subjects of ``cooldowns`` whose cooldown ended; return whether any was.
+
+        They are the first keys: a table's cooldowns all last the same (its kind's setting), so
+        they end in the order they started, the order of the keys.
+        """
+        ended = list(itertools.takewhile(lambda subject: cooldowns[subject] <= now, cooldowns))
+        for subject in ended:
+            del cooldowns[subject]
+        return bool(ended)
+
+    def _shared_cooldown_locked(self, kind: AlertKind, now: float, cooldown: float) -> bool:
+        """Whether an untracked subject of ``kind`` may alert at ``now``; if so, their cooldown starts."""
+        if now < self._untracked_until.get(kind, now):
+            return False
+        self._untracked_until[kind] = now + cooldown
+        return True
+
+    def _bulkhead_full(self, source: TelemetrySource, args: EventArgs, started: int) -> Alert:
         """The alert of a full bulkhead whose cooldown :meth:`on_event` just started.
 
         ``args`` is the rejection that raised it: its ``reason`` (``"bulkhead_full"`` or
-        ``"queue_timeout"``) is the alert's ``reason`` attribute.
+        ``"queue_timeout"``) is the alert's ``reason`` attribute. ``started``: which cooldown
+        (:meth:`_cooled_down`): the one shared past the cap makes it stand for those bulkheads.
         """
         name = source.name
         reason = args.reason if isinstance(args, CallRejected) else ""
@@ -679,13 +752,18 @@ class AlertSystem:
         bulkhead = f"bulkhead {_bounded(name)!r}"
         if source.key is not None:
             bulkhead = f"{bulkhead} (key {key_attribute(source.key)!r})"
+        summary = f"{bulkhead} is full and rejecting calls"
+        untracked: dict[str, str] = {}
+        if started == _SHARED:
+            summary, untracked = _untracked(_BULKHEAD_FULL, summary, "cooldown")
         return self._make(
             _BULKHEAD_FULL,
             name,
-            f"{bulkhead} is full and rejecting calls",
+            summary,
             source,
             reason=reason,
             cooldown=f"{cooldown:g}",
+            **untracked,
         )
 
     def _pattern(self, source: TelemetrySource, args: PatternDetected) -> Alert:
@@ -744,16 +822,23 @@ class AlertSystem:
                 ),
                 verdict,
             )
-        if args.strategy == "escalate" and self._cooled_down(
-            self._escalation_cooldowns, (name, args.error_type), config.escalation_cooldown
+        if args.strategy == "escalate" and (
+            started := self._cooled_down(
+                self._escalation_cooldowns, (name, args.error_type), config.escalation_cooldown
+            )
         ):
+            summary = f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}"
+            untracked: dict[str, str] = {}
+            if started == _SHARED:
+                summary, untracked = _untracked(AlertKind.RECOVERY_ESCALATED, summary, "cooldown")
             self._raise(
                 self._make(
                     AlertKind.RECOVERY_ESCALATED,
                     name,
-                    f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}",
+                    summary,
                     source,
                     error_type=args.error_type,
+                    **untracked,
                 ),
                 verdict,
             )
