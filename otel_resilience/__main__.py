@@ -93,26 +93,8 @@ examples:
 """
 
 
-def _without_option(error: ValueError) -> str:
-    """Return the message without its leading ``--option`` (argparse names the option itself)."""
-    message = str(error)
-    return message.split(" ", 1)[1] if message.startswith("--") else message
-
-
-def _arg(check: Callable[[float], float]) -> Callable[[str], float]:
-    """Return an argparse ``type`` that parses a number and validates it with ``check``."""
-
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        try:
-            return check(value)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(_without_option(error)) from None
-
-    return convert
+_without_option: Final = export_module.without_option
+_arg: Final = export_module.number_argument
 
 
 def _int_arg(check: Callable[[int], int]) -> Callable[[str], int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
@@ -54,10 +55,12 @@ __all__ = [
     "export_artifacts",
     "generator_options",
     "main",
+    "number_argument",
     "packaged",
     "path_argument",
     "render",
     "stale_artifacts",
+    "without_option",
 ]
 
 KINDS: Final = ("dashboards", "alerts", "collector", "runbooks")
@@ -268,23 +271,37 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
-def _time_scale(text: str) -> float:
-    """Parse ``--time-scale``: a number, ``0 < F <= 1`` (:func:`~.alert_rules.check_time_scale`)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    try:
-        return check_time_scale(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def without_option(error: ValueError) -> str:
+    """Return the message without its leading ``--option`` (argparse names the option itself)."""
+    message = str(error)
+    return message.split(" ", 1)[1] if message.startswith("--") else message
+
+
+def number_argument(check: Callable[[float], float]) -> Callable[[str], float]:
+    """Return an argparse ``type`` that parses a number and validates it with ``check``.
+
+    The commands' one rule of a number option: a text that is no number, or a number ``check``
+    refuses (its ``ValueError``), is a usage error naming the option.
+    """
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        try:
+            return check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(without_option(error)) from None
+
+    return convert
 
 
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--time-scale``, ``--runbook-url-base``, ``--job-label`` and ``--set`` to ``parser``."""
     parser.add_argument(
         "--time-scale",
-        type=_time_scale,
+        type=number_argument(check_time_scale),
         default=1.0,
         metavar="F",
         help="alerts only: multiply every for, range and offset of the rules by F, 0 < F <= 1, "
