@@ -813,3 +813,102 @@ async def test_durations_beyond_the_platform_limit_are_refused_and_the_limit_its
     async with fail_after(threading.TIMEOUT_MAX) as scope:
         await asyncio.sleep(0)
     assert not scope.expired
+
+
+async def test_a_scope_held_under_an_async_generators_scope_still_ends_at_its_own_deadline() -> None:
+    """A looser scope opened under an async generator's tighter one is enforced once the generator's ends first.
+
+    The generator's scope leaves while the consumer's is open (the generator finished inside it):
+    the consumer's deadline, no longer bounded by the generator's, ends its block, as
+    ``asyncio.timeout`` would.
+    """
+
+    async def numbers():
+        async with fail_after(TIMER, operation="generator"):
+            yield 1
+            yield 2
+
+    generator = numbers()
+    await generator.__anext__()
+    hang = Hang()
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        async with fail_after(4 * TIMER, operation="consumer"):
+            assert [item async for item in generator] == [2]
+            await hang()
+    assert info.value.operation == "consumer"
+    assert time.monotonic() - started < BOUND
+    assert hang.cancelled == 1
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_an_async_generators_scope_ended_in_a_consumers_scope_leaves_the_deadlines_in_force() -> None:
+    """The deadline published stays the tightest of the scopes still open, whatever order they leave in."""
+    clock = FakeClock()
+
+    async def numbers():
+        async with fail_after(100.0, clock=clock, operation="generator"):
+            yield 1
+            yield 2
+
+    async with fail_after(500.0, clock=clock, operation="outer"):
+        generator = numbers()
+        await generator.__anext__()
+        async with fail_after(50.0, clock=clock, operation="consumer"):
+            assert [item async for item in generator] == [2]
+            assert current_deadline() == 50.0
+        assert current_deadline() == 500.0
+    assert current_deadline() is None
+
+
+async def test_a_handler_held_under_an_async_generators_scope_still_times_out_at_its_own_deadline() -> None:
+    """A handler's call that finishes an async generator, whose tighter scope ends first, still ends at the handler's deadline."""
+
+    async def numbers():
+        async with fail_after(TIMER, operation="generator"):
+            yield 1
+            yield 2
+
+    generator = numbers()
+    await generator.__anext__()
+    hang = Hang()
+
+    async def consume() -> None:
+        assert [item async for item in generator] == [2]
+        await hang()
+
+    handler = TimeoutHandler(4 * TIMER, name="consumer")
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        await handler.with_timeout(consume)
+    assert info.value.operation == "consumer"
+    assert time.monotonic() - started < BOUND
+    assert hang.cancelled == 1
+    assert handler.get_stats()["timeouts"] == 1
+
+
+@pytest.mark.parametrize("outer", [None, 10.0], ids=["armed", "held"])
+def test_an_abandoned_async_generators_scope_closed_at_shutdown_reports_no_error(outer: float | None) -> None:
+    """The loop closes an async generator left unfinished in a task it cancels at shutdown: no error is reported.
+
+    The generator's scope is left by that task, cancelled, once the one that entered it ended: a
+    finalisation, as a generator closed elsewhere is, not a misplaced exit.
+    """
+    reported: list[dict[str, Any]] = []
+
+    async def numbers():
+        async with fail_after(30.0, operation="generator"):
+            yield 1
+            yield 2
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        generator = numbers()
+        if outer is None:
+            await generator.__anext__()
+        else:
+            async with fail_after(outer):
+                await generator.__anext__()
+
+    asyncio.run(main())
+    assert reported == []

@@ -44,10 +44,12 @@ forking thread is a new owner.
 **How a scope publishes its deadline.** An async scope sets a cell of its own and resets the
 variable when it ends, leaving that cell nobody's: a copy of the context taken in its block
 carries no deadline of it once it ended. A sync scope narrows its owner's cell in place and puts
-the previous deadline back when it ends (the scopes of one owner are nested, so they end in the reverse order
-they began); where the context holds no cell of its owner yet, the first sync scope sets one and
-leaves it there, deadline-free once it ends, for the next: a thread's calls through a timeout set
-and reset no context variable (about a fifth of what a sync scope cost).
+the previous deadline back when it ends (the scopes of one owner are nested, so they end in the
+reverse order they began; a generator's :class:`SyncDeadline`, left inside a scope entered since,
+leaves its owner a deadline-free cell when no deadline was in force before it); where the context
+holds no cell of its owner yet, the first sync scope sets one and leaves it there, deadline-free
+once it ends, for the next: a thread's calls through a timeout set and reset no context variable
+(about a fifth of what a sync scope cost).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import sys
 import threading
 import types
 import weakref
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.timer import TimerEntry, loop_timer
@@ -435,6 +437,18 @@ def _left_elsewhere(scope: object, operation: str) -> RuntimeError:
     )
 
 
+def _closed_elsewhere(exc_type: type[BaseException] | None, task: asyncio.Task[Any] | None) -> bool:
+    """Whether an async scope left outside its task is closed with its coroutine, not misplaced.
+
+    Both async exits' rule (:meth:`AsyncDeadline.leave`, :meth:`AsyncDeadline._leave_held`). An
+    async generator left unfinished is closed by its loop in a task of its own: ``GeneratorExit``
+    thrown into it, or, when the loop shuts down and cancels that task before it ran, a
+    ``CancelledError`` once the task that entered the scope ended (nothing can leave it in that
+    task any more). Neither is an exit by another task than the one that entered the scope.
+    """
+    return exc_type is GeneratorExit or (exc_type is asyncio.CancelledError and (task is None or task.done()))
+
+
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
     """Build the error for a deadline scope entered a second time (scopes are single-use)."""
     return RuntimeError(
@@ -589,7 +603,41 @@ class AsyncDeadline(TimerEntry):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        timer = self._timer
+        if timer is not None and (_DEADLINE.get() is not self._cell or self._task in timer.held):
+            self._leave_before_later_scopes()
         self.leave(exc_type)
+
+    def _leave_before_later_scopes(self) -> None:
+        """Leave an armed scope while its task may hold scopes entered after it (an async generator's scope).
+
+        An ``async with`` block may span a ``yield``: an async generator's scope, entered in one
+        step of it, is left in a later one, inside a scope its consumer entered in between. The
+        scopes of the task then no longer end in the reverse order they began, and the context
+        variable's reset would put back the deadline this scope replaced over a later scope's
+        still open (and, once that one left, this scope's dead cell instead of the deadline in
+        force). So the later scope's cell stays in force, and this scope's cell takes the deadline
+        it replaced, which the later scope puts back as it leaves (the scope of that deadline, finding
+        a cell equal to its own in force, then leaves as usual). A scope held under this one's
+        deadline relied on its cancellation, which will never come: the task's held scopes are
+        armed, each at its own deadline (:func:`_arm_held`; one held under an earlier scope still
+        open is armed too, which changes nothing: that scope fires first). Only the scopes of
+        ``async with`` come here (a step's scope begins and ends in one call); a scope left by
+        another task is left to :meth:`leave`, which refuses it.
+        """
+        task = self._task
+        loop = _get_running_loop()
+        if task is None or loop is None or _current_task(loop) is not task:
+            return
+        cell = self._cell
+        current = _DEADLINE.get()
+        if current is not cell and current != cell:  # (equal: the cell that took this scope's deadline)
+            replaced = self._token.old_value
+            if replaced is not Token.MISSING and replaced[1] is cell[1]:
+                cell[:] = replaced  # in force again once the later scope leaves
+                self._cell = [_NO_DEADLINE, _NO_OWNER, None]  # what leave() marks nobody's
+            self._token = _DEADLINE.set(_DEADLINE.get())  # leave()'s reset keeps the later scope's cell
+        _arm_held(task)
 
     def leave(self, exc_type: type[BaseException] | None) -> None:
         """Leave the scope (what ``async with`` does last), with the type of what escaped, if any.
@@ -611,7 +659,7 @@ class AsyncDeadline(TimerEntry):
                 # A coroutine closed outside its task's context: a task that never ran again, freed
                 # once its loop was closed. Nothing reads that context any more. Else: left by
                 # another task (or in another context) than the one that entered it.
-                if exc_type is not GeneratorExit:
+                if not _closed_elsewhere(exc_type, self._task):
                     raise self._left_elsewhere() from None
         elif self._task is None:
             return  # left already
@@ -659,9 +707,9 @@ class AsyncDeadline(TimerEntry):
                 waiting.remove(self)
             if not waiting:
                 del self._held_by.held[task]  # type: ignore[arg-type] # held: its task is set
-        if exc_type is not GeneratorExit and (
+        if (
             (loop := _get_running_loop()) is None or _current_task(loop) is not task
-        ):
+        ) and not _closed_elsewhere(exc_type, task):
             raise self._left_elsewhere()
         if waiting is None:
             return False
@@ -1032,6 +1080,12 @@ class SyncDeadline:
         if cell is None:
             if exc_type is None:
                 enforce_binding_deadline(self._clock, previous, deadline - self._timeout, self._operation)
-        elif withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
+            return
+        if cell[0] is not deadline and previous == _NO_DEADLINE and _DEADLINE.get() is cell:
+            # A scope entered since narrowed the cell and is still open (this one, a generator's,
+            # is left inside it): leaving, it would put back this scope's deadline, ended by then.
+            # The owner gets a deadline-free cell of its own; that scope's goes with it.
+            _DEADLINE.set([_NO_DEADLINE, owner, cell[2]])
+        if withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
             self.expired = True
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None

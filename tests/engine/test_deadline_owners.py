@@ -784,3 +784,33 @@ def test_a_sync_scope_left_in_a_forked_child_by_the_thread_that_forked_raises_no
     with scope:
         assert run_in_child(child) == 0
     assert current_deadline() is None
+
+
+def test_a_sync_generators_scope_ended_in_a_consumers_scope_leaves_no_deadline_behind() -> None:
+    """A generator's scope left inside a scope its consumer entered since puts back no deadline of its own.
+
+    The consumer's scope, leaving last, puts back the deadline it replaced: the generator's, whose
+    scope has ended. The thread keeps no deadline once both ended, and a later call in it is
+    bounded by its own timeout only. (Run in a thread of its own, whose context starts empty.)
+    """
+    clock = FakeClock(0.0)
+    seen: list[object] = []
+
+    def numbers():
+        with SyncDeadline(clock, 5.0, "generator"):
+            yield 1
+            yield 2
+
+    def consume() -> None:
+        generator = numbers()
+        next(generator)
+        with SyncDeadline(clock, 1.0, "consumer"):
+            assert list(generator) == [2]
+        seen.append(current_deadline())
+        clock.advance(6.0)
+        seen.append(TimeoutHandler(10.0, clock=clock, name="later").with_timeout_sync(lambda: "ok"))
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    thread.join(timeout=10)
+    assert seen == [None, "ok"]
