@@ -498,6 +498,124 @@ def test_one_subjects_alerts_are_unchanged_by_the_cap(
     ]
 
 
+def test_recovery_systems_past_the_cap_share_one_rate_window(hub: TelemetryHub, clock: FakeClock) -> None:
+    """1 100 recovery systems failing 10 times each, 3 rounds, raise 1 025 alerts, not 3 300: no storm past the cap.
+
+    A window below the threshold is never forgotten (its new window would alert again at once);
+    the systems left without room share one window, whose alert says it stands for them.
+    """
+    systems = MAX_TRACKED_SUBJECTS + 76
+    recoveries = [reporter(hub, "recovery", f"recovery-{index}") for index in range(systems)]
+    with AlertSystem(clock=clock, hub=hub) as system:
+        for _ in range(3):
+            for recovery in recoveries:
+                attempts(recovery, *["failure"] * 10)
+            clock.advance(60.0)
+        assert system.get_stats()["by_kind"]["low_recovery_rate"] == MAX_TRACKED_SUBJECTS + 1
+        (shared,) = [alert for alert in system.history if "untracked" in alert.attributes]
+        assert (shared.subject, shared.attributes["untracked"], shared.attributes["attempts"]) == (
+            f"recovery-{MAX_TRACKED_SUBJECTS}",
+            f"more than {MAX_TRACKED_SUBJECTS} recovery systems",
+            "10",
+        )
+        assert shared.summary == (
+            f"recovery rate of 'recovery-{MAX_TRACKED_SUBJECTS}' with the other untracked recovery systems "
+            "fell to 0% over their last 10 attempts (threshold 80%); it stands for every recovery system "
+            f"past the {MAX_TRACKED_SUBJECTS} tracked (one alert per fall below the threshold)"
+        )
+        assert len(system._rates) == MAX_TRACKED_SUBJECTS
+
+
+def test_a_recovery_system_past_the_cap_is_tracked_once_a_rate_is_back(
+    hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A window back at the threshold makes room: a recovery system past the cap then alerts for itself.
+
+    The least recently seen window above the threshold is the one forgotten, never one below it.
+    """
+    config = AlertConfig(min_recovery_attempts=4, recovery_window=10)
+    with AlertSystem(config, clock=clock, hub=hub) as system:
+        recoveries = [reporter(hub, "recovery", f"recovery-{index}") for index in range(MAX_TRACKED_SUBJECTS)]
+        for recovery in recoveries:
+            attempts(recovery, *["failure"] * 4)
+        late = reporter(hub, "recovery", "late")
+        attempts(late, *["failure"] * 4)  # no room: the shared window
+        assert (
+            system.history[-1].attributes["untracked"] == f"more than {MAX_TRACKED_SUBJECTS} recovery systems"
+        )
+        attempts(recoveries[7], *["success"] * 10)  # back above the threshold: re-armed
+        attempts(recoveries[3], *["success"] * 10)
+        attempts(late, *["failure"] * 4)  # forgets recovery-7, the least recently seen re-armed
+        assert (system.history[-1].subject, "untracked" in system.history[-1].attributes) == ("late", False)
+        assert "recovery-7" not in system._rates
+        assert "recovery-3" in system._rates
+        attempts(recoveries[0], *["failure"] * 10)  # still below in its own window: nothing
+        attempts(recoveries[5], "failure")  # a new attempt of a system whose window is kept
+        assert system.get_stats()["by_kind"]["low_recovery_rate"] == MAX_TRACKED_SUBJECTS + 2
+        assert len(system._rates) == MAX_TRACKED_SUBJECTS
+
+
+def test_a_name_given_again_past_the_cap_leaves_room_for_the_next_rate_back_at_the_threshold(
+    hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A window below the threshold forgotten because its name is given again no longer holds its place."""
+    config = AlertConfig(min_recovery_attempts=4, recovery_window=10)
+    with AlertSystem(config, clock=clock, hub=hub) as system:
+        recoveries = [reporter(hub, "recovery", f"gone-{index}") for index in range(MAX_TRACKED_SUBJECTS)]
+        for recovery in recoveries:
+            attempts(recovery, *["failure"] * 4)
+        ErrorRecoverySystem("gone-0", clock=clock)  # a name given again: its rate starts clean
+        attempts(reporter(hub, "recovery", "fresh"), *["failure"] * 4)  # the room it left
+        attempts(recoveries[9], *["success"] * 10)  # back at the threshold: the one to forget
+        attempts(reporter(hub, "recovery", "late"), *["failure"] * 4)
+        assert (system.history[-1].subject, "untracked" in system.history[-1].attributes) == ("late", False)
+        assert "gone-9" not in system._rates
+        assert system.get_stats()["by_kind"]["low_recovery_rate"] == MAX_TRACKED_SUBJECTS + 2
+
+
+def test_one_recovery_systems_rate_alerts_are_unchanged_by_the_cap(
+    hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A recovery system alone alerts as before: once per fall below the threshold, its own window, no shared attribute."""
+    with AlertSystem(clock=clock, hub=hub) as system:
+        recovery = reporter(hub, "recovery", "payments")
+        attempts(recovery, *["failure"] * 10)
+        clock.advance(5.0)
+        attempts(recovery, *["failure"] * 30)
+        attempts(recovery, *["success"] * 100)  # back above the threshold: re-armed
+        clock.advance(5.0)
+        attempts(recovery, *["failure"] * 21)  # 79 of its last 100
+        assert [(a.kind, a.subject, a.timestamp, a.summary, dict(a.attributes)) for a in system.history] == [
+            (
+                AlertKind.LOW_RECOVERY_RATE,
+                "payments",
+                1000.0,
+                "recovery rate of 'payments' fell to 0% over its last 10 attempts (threshold 80%)",
+                {
+                    "rate": "0.0000",
+                    "attempts": "10",
+                    "threshold": "0.8",
+                    "source.kind": "recovery",
+                    "source.name": "payments",
+                },
+            ),
+            (
+                AlertKind.LOW_RECOVERY_RATE,
+                "payments",
+                1010.0,
+                "recovery rate of 'payments' fell to 79% over its last 100 attempts (threshold 80%)",
+                {
+                    "rate": "0.7900",
+                    "attempts": "100",
+                    "threshold": "0.8",
+                    "source.kind": "recovery",
+                    "source.name": "payments",
+                },
+            ),
+        ]
+        assert len(system._rates) == 1
+
+
 def test_low_recovery_rate_needs_min_attempts(hub: TelemetryHub, clock: FakeClock) -> None:
     """With the default minimum of 10 attempts, 1 failure out of 2 raises nothing."""
     with AlertSystem(clock=clock, hub=hub) as system:

@@ -23,8 +23,9 @@ events every pattern reports it raises an :class:`Alert` when
   per recovery system and error type per ``escalation_cooldown``.
 
 More subjects than :data:`MAX_TRACKED_SUBJECTS` of a kind make no storm: the bulkheads and the
-escalations a full table has no room for share one cooldown, and the re-opens of outages it does
-not hold one :data:`UNTRACKED_OUTAGE_COOLDOWN`; the one alert that stands for them has the
+escalations a full table has no room for share one cooldown, the re-opens of outages it does
+not hold one :data:`UNTRACKED_OUTAGE_COOLDOWN`, and the recovery systems one rate window (a
+window below the threshold is never forgotten); the one alert that stands for them has the
 ``untracked`` attribute.
 
 Each alert goes to the subscribers (plain sync callbacks, an async one refused; one that raises

@@ -27,11 +27,12 @@ DEFAULT_HISTORY_SIZE: Final = 100
 MAX_TRACKED_SUBJECTS: Final = 1024
 """Breakers in an outage, bulkheads, recovery systems and escalations tracked at most, each.
 
-Past it, a breaker's new outage (or a recovery system's rate) forgets the least recently seen
-one, and a subject whose cooldown ended makes room; the bulkheads and escalations left without
-room share one cooldown per kind, the re-opens of outages not kept one
-:data:`UNTRACKED_OUTAGE_COOLDOWN` (the alert standing for them has the ``untracked`` attribute):
-more subjects make no more alerts."""
+Past it, a breaker's new outage forgets the least recently seen one, and a subject whose
+cooldown ended makes room (a recovery rate: one back at the threshold, the least recently seen
+first); the bulkheads and escalations left without room share one cooldown per kind, the
+re-opens of outages not kept one :data:`UNTRACKED_OUTAGE_COOLDOWN`, the recovery systems one rate
+window (the alert standing for them has the ``untracked`` attribute): more subjects make no
+more alerts."""
 UNTRACKED_OUTAGE_COOLDOWN: Final = 60.0
 """Seconds between two ``CIRCUIT_OPEN`` alerts for re-opens of outages not tracked (past
 :data:`MAX_TRACKED_SUBJECTS`): one alert stands for all of them, as breakers have no cooldown."""
@@ -124,8 +125,9 @@ class Alert:
             ``resilience.key``, a long key cut as there, so two keys are two values): each key's
             outage is an episode of its own, each key's full bulkhead has a cooldown of its own.
             An alert that stands for the subjects of its kind past
-            :data:`MAX_TRACKED_SUBJECTS` (their shared cooldown) has ``untracked`` (``"more than
-            1024 bulkheads"``, ``"... breakers"`` or ``"... escalations"``); no other alert has it.
+            :data:`MAX_TRACKED_SUBJECTS` (their shared cooldown, or rate window) has ``untracked``
+            (``"more than 1024 bulkheads"``, ``"... breakers"``, ``"... escalations"`` or ``"...
+            recovery systems"``); no other alert has it.
     """
 
     kind: AlertKind

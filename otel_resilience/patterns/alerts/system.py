@@ -200,8 +200,18 @@ class _Handover:
                 system._deliver(alert, handed)
 
 
+_FELL: Final = 1
+""":meth:`_RateWindow.record`: the rate just fell below the threshold (an alert); a window more below it."""
+_REARMED: Final = -1
+""":meth:`_RateWindow.record`: the rate is back at the threshold; a window less below it."""
+
+
 class _RateWindow:
-    """The results of the last ``size`` recovery attempts, with a running success count."""
+    """The results of the last ``size`` recovery attempts, with a running success count.
+
+    ``below``: its rate fell below the threshold and has not been back at it since: the alert of
+    the fall was raised, and it stays silent until then (its cooldown, which a time cannot end).
+    """
 
     __slots__ = ("below", "results", "successes")
 
@@ -210,13 +220,26 @@ class _RateWindow:
         self.successes = 0
         self.below = False
 
-    def record(self, success: bool) -> None:
+    def record(self, success: bool, config: AlertConfig) -> int:
+        """Add one attempt's result; return :data:`_FELL` (alert), :data:`_REARMED` or 0.
+
+        The rule of ``LOW_RECOVERY_RATE``: one alert per fall below ``recovery_rate_threshold``,
+        once ``min_recovery_attempts`` were seen, re-armed when the rate is back at or above it.
+        """
         results = self.results
         if len(results) == results.maxlen and results[0]:
             self.successes -= 1
         results.append(success)
         if success:
             self.successes += 1
+        if self.successes / len(results) >= config.recovery_rate_threshold:
+            if self.below:
+                self.below = False
+                return _REARMED
+        elif len(results) >= config.min_recovery_attempts and not self.below:
+            self.below = True
+            return _FELL
+        return 0
 
 
 _WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
@@ -243,6 +266,7 @@ _UNTRACKED: Final = {
     AlertKind.CIRCUIT_OPEN: ("breakers", "breaker in outage"),
     _BULKHEAD_FULL: ("bulkheads", "full bulkhead"),
     AlertKind.RECOVERY_ESCALATED: ("escalations", "escalation"),
+    AlertKind.LOW_RECOVERY_RATE: ("recovery systems", "recovery system"),
 }
 """What an alert standing for the subjects past :data:`MAX_TRACKED_SUBJECTS` of a kind calls
 them: in its ``untracked`` attribute, and in its summary."""
@@ -302,12 +326,14 @@ class AlertSystem:
         "_lock",
         "_paired",
         "_rates",
+        "_rates_below",
         "_serial",
         "_since",
         "_subscribers",
         "_succeeding",
         "_telemetry",
         "_tokens",
+        "_untracked_rates",
         "_untracked_until",
     )
 
@@ -339,6 +365,10 @@ class AlertSystem:
         self._by_kind = dict.fromkeys(AlertKind, 0)
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
+        self._rates_below = 0
+        """How many windows of ``_rates`` are below the threshold (while all are, none is forgotten)."""
+        self._untracked_rates = _RateWindow(config.recovery_window)
+        """The window the recovery systems ``_rates`` has no room for share (:meth:`_rate_window_locked`)."""
         # When each subject's cooldown ends: a full bulkhead by name, an escalation by (system, error).
         # A keyed policy's bulkheads (one per key, one name) by (name, key): each key cools down alone.
         self._full_cooldowns: dict[str | tuple[str, str], float] = {}
@@ -786,39 +816,47 @@ class AlertSystem:
         config = self._config
         name = source.name
         low: tuple[int, int] | None = None
+        shared = False
         with self._lock:
             rates = self._rates
             window = rates.get(name)
             if window is None:
-                window = rates[name] = _RateWindow(config.recovery_window)
-                if len(rates) > MAX_TRACKED_SUBJECTS:
-                    rates.popitem(last=False)
+                window = self._rate_window_locked(name)
+                shared = window is self._untracked_rates
             else:
                 rates.move_to_end(name)
-            window.record(args.result == "success")
-            seen = len(window.results)
-            rate = window.successes / seen
-            if rate >= config.recovery_rate_threshold:
-                window.below = False
-            elif seen >= config.min_recovery_attempts and not window.below:
-                window.below = True
-                low = (window.successes, seen)
+            change = window.record(args.result == "success", config)
+            if change:
+                if not shared:
+                    self._rates_below += change
+                if change == _FELL:
+                    low = (window.successes, len(window.results))
         if low is not None:
             successes, seen = low
             threshold = config.recovery_rate_threshold
             # The rate in tenths of a percent, rounded down (from the counts: exact), so that the
             # summary never shows it at the threshold it fell below; the threshold as configured.
             tenths = successes * 1000 // seen
+            systems, whose = f"{_bounded(name)!r}", "its"
+            if shared:  # the window of every system past the cap: the alert stands for them all
+                systems, whose = f"{systems} with the other untracked recovery systems", "their"
+            summary = (
+                f"recovery rate of {systems} fell to {tenths / 10:g}% over {whose} last {seen} attempts "
+                f"(threshold {threshold * 100:g}%)"
+            )
+            stands: dict[str, str] = {}
+            if shared:
+                summary, stands = _untracked(AlertKind.LOW_RECOVERY_RATE, summary, "fall below the threshold")
             self._raise(
                 self._make(
                     AlertKind.LOW_RECOVERY_RATE,
                     name,
-                    f"recovery rate of {_bounded(name)!r} fell to {tenths / 10:g}% over its last {seen} "
-                    f"attempts (threshold {threshold * 100:g}%)",
+                    summary,
                     source,
                     rate=f"{successes / seen:.4f}",
                     attempts=str(seen),
                     threshold=f"{threshold:g}",
+                    **stands,
                 ),
                 verdict,
             )
@@ -843,6 +881,29 @@ class AlertSystem:
                 verdict,
             )
 
+    def _rate_window_locked(self, name: str) -> _RateWindow:
+        """The rate window of recovery system ``name``, which ``_rates`` lacks: a new one, or the shared one.
+
+        The cooldown tables' rule (:meth:`_cooled_down`), for the rate windows, whose cooldown is
+        no time: a window below the threshold stays silent until its rate is back at it. The
+        table holds :data:`MAX_TRACKED_SUBJECTS` windows at most: full, it forgets the least
+        recently seen window whose cooldown ended (back at the threshold: its next fall would
+        alert anyway), never one below it, whose system's new window would alert again once
+        ``min_recovery_attempts`` failed (more systems than the table, each forgotten before its
+        turn came back, would each alert every round). While every window is below it, a system
+        without one counts in the window shared by every such system (``_untracked_rates``): the
+        same rule, one alert standing for them all per fall below the threshold. Only a system
+        the table does not hold comes here (its first attempt, or one past the cap): the count
+        of windows below it (``_rates_below``) spares the look-up while none can be forgotten.
+        """
+        rates = self._rates
+        if len(rates) >= MAX_TRACKED_SUBJECTS:
+            if self._rates_below >= len(rates):
+                return self._untracked_rates
+            del rates[next(subject for subject, window in rates.items() if not window.below)]
+        window = rates[name] = _RateWindow(self._config.recovery_window)
+        return window
+
     def _counted_before_locked(self, verdict: _Verdict, kind: AlertKind) -> tuple[int, ...]:
         """An alert counted after a cut: not the manager's if the closed system decided the event before it.
 
@@ -860,9 +921,14 @@ class AlertSystem:
         return decided
 
     def _forget_recovery_system(self, name: str) -> None:
-        """Forget the recovery rate and the escalation cooldowns kept for recovery system ``name``."""
+        """Forget the recovery rate and the escalation cooldowns kept for recovery system ``name``.
+
+        Not its results in the window shared past the cap (counted there with the others').
+        """
         with self._lock:
-            self._rates.pop(name, None)
+            window = self._rates.pop(name, None)
+            if window is not None and window.below:
+                self._rates_below -= 1
             cooldowns = self._escalation_cooldowns
             for subject in [subject for subject in cooldowns if subject[0] == name]:
                 del cooldowns[subject]
