@@ -508,3 +508,25 @@ def test_a_managers_carriers_of_evicted_policies_are_bounded_by_its_live_names(a
     names = {p.name for p in PIPELINES.items() if p.name.startswith("bounded-carriers-")}  # type: ignore[attr-defined]
     assert len(names) <= 8, sorted(names)
     assert manager.get_resilience_statistics()["executions"]["total"] == 200
+
+
+def test_a_new_policy_s_series_read_0_from_its_own_pipeline_alone(
+    otel: Otel, manager: ResilienceManager
+) -> None:
+    """Before any key is evicted a policy registers one pipeline per series: its totals are made on first fold.
+
+    Its unkeyed state's pipeline already exports the policy's series at 0 from the start; a
+    second, empty one doubled the memory of every policy for nothing.
+    """
+    handle = manager.policy("fresh-totals", KEYED)
+    mine = [p for p in PIPELINES.items() if p.telemetry.source.pipeline == "fresh-totals"]
+    assert mine == [handle._default.pipeline]
+    assert exported(otel, "fresh-totals") == dict.fromkeys(COUNTERS, 0)
+    points = [
+        point
+        for point in otel.metrics()[sc.EXECUTIONS].data.data_points
+        if point.attributes.get(sc.POLICY) == "fresh-totals"
+    ]
+    assert points
+    assert {point.value for point in points} == {0}
+    assert handle.get_stats()["executions"]["total"] == 0

@@ -74,19 +74,26 @@ class NamesakeOwner:
     is warned once per kind and name, not at each instance.
     """
 
-    __slots__ = ("_lock", "_warned")
+    __slots__ = ("_warned",)
 
     def __init__(self) -> None:
-        self._lock = fork_safe(threading.Lock())
-        self._warned: set[tuple[str, str]] = set()
+        # Made by the first warning: every named policy holds a token, few are ever warned.
+        self._warned: set[tuple[str, str]] | None = None
 
     def first_warning(self, kind: str, name: str) -> bool:
         """Whether this is the first namesake warning of ``kind`` and ``name`` for this owner."""
-        with self._lock:
-            if (kind, name) in self._warned:
+        with _WARNINGS:
+            warned = self._warned
+            if warned is None:
+                warned = self._warned = set()
+            elif (kind, name) in warned:
                 return False
-            self._warned.add((kind, name))
+            warned.add((kind, name))
             return True
+
+
+_WARNINGS: Final = fork_safe(threading.Lock())
+"""The lock of every :class:`NamesakeOwner`'s warnings (rare: a namesake registered)."""
 
 
 _ANY_OWNER: Final = NamesakeOwner()

@@ -13,7 +13,9 @@ an empty :class:`~otel_resilience.engine.pipeline.Pipeline` per metric key (its
 :class:`~otel_resilience.engine.stats.PipelineStats` hold the executions), a
 :class:`BreakerTotals` and a :class:`LimiterTotals` (read as a breaker and a rate limiter of the
 policy's name, never found by name: ``findable=False``). A series is the sum of the live keys
-and the ledger, so it only grows.
+and the ledger, so it only grows. A carrier is made by the first fold of its kind: until then
+the policy's unkeyed state (registered for the handle's lifetime) is what makes its series
+exist, at 0.
 
 **Every count in exactly one exported place, at every instant.** A fold is one
 :meth:`~otel_resilience.engine.registry.Registry.replace` (:func:`fold`): the folded instance
@@ -130,9 +132,9 @@ class Ledger:
         self._pipelines: dict[str | None, Pipeline] = {}
         self._breakers: dict[str, BreakerTotals] = {}
         self._limiter: LimiterTotals | None = None
-        self._bulkhead = dict.fromkeys(BULKHEAD_TOTALS, 0)
-        self._pipelines[None] = carrier = self._carrier(None)
-        PIPELINES.register(carrier, findable=False)  # the policy's series exist (at 0) from the start
+        self._bulkhead: dict[str, int] | None = None  # made by the first fold of a bulkhead
+        # No carrier before a first fold: the policy's unkeyed pipeline, registered for the
+        # handle's lifetime, already makes its series exist (at 0) from the start.
 
     def _carrier(self, metric_key: str | None) -> Pipeline:
         """Return a new, empty carrier of the executions of the metric key ``metric_key`` (unregistered)."""
@@ -170,7 +172,10 @@ class Ledger:
         A bulkhead exports gauges only (what is active and queued now): its counts are the
         statistics', read under the policy's lock, so no registry step is needed.
         """
-        _add_into(self._bulkhead, bulkhead_totals(bulkhead.get_stats()))
+        totals = self._bulkhead
+        if totals is None:
+            totals = self._bulkhead = dict.fromkeys(BULKHEAD_TOTALS, 0)
+        _add_into(totals, bulkhead_totals(bulkhead.get_stats()))
         BULKHEADS.unregister(bulkhead)
 
     def fold_limiter(self, limiter: RateLimiter) -> None:
@@ -199,7 +204,8 @@ class Ledger:
 
     def bulkheads(self) -> dict[str, int]:
         """Return the bulkhead counts of every evicted key (:data:`BULKHEAD_TOTALS`)."""
-        return dict(self._bulkhead)
+        totals = self._bulkhead
+        return dict.fromkeys(BULKHEAD_TOTALS, 0) if totals is None else dict(totals)
 
     def limiters(self) -> dict[str, int]:
         """Return the rate limiter counts of every evicted key (:data:`LIMITER_TOTALS`)."""

@@ -51,21 +51,25 @@ class SharedDraws:
     no link uses them. The policy's links of the seed in use (its unkeyed calls' among them)
     keep that one's sequence going.
 
-    Thread-safe: a generator is made under a lock; a draw (``random.Random.random``) is atomic.
+    Thread-safe: a generator is made under a lock (:data:`_DRAWING`, shared: drawing is only
+    asked when a chaos link is built); a draw (``random.Random.random``) is atomic. Every policy
+    holds one, few build a chaos link: the table of generators is made by the first.
     """
 
-    __slots__ = ("_draws", "_lock")
+    __slots__ = ("_draws",)
 
     def __init__(self) -> None:
-        self._draws: weakref.WeakValueDictionary[int | None, Draw] = weakref.WeakValueDictionary()
-        self._lock = fork_safe(threading.Lock())
+        self._draws: weakref.WeakValueDictionary[int | None, Draw] | None = None
 
     def draw(self, seed: int | None) -> Draw:
         """Return the draw of the generator for ``seed`` (``None``: seeded from the operating system)."""
-        with self._lock:
-            found = self._draws.get(seed)
+        with _DRAWING:
+            draws = self._draws
+            if draws is None:
+                draws = self._draws = weakref.WeakValueDictionary()
+            found = draws.get(seed)
             if found is None:
-                found = self._draws[seed] = _new_draw(seed)
+                found = draws[seed] = _new_draw(seed)
             return found
 
     @contextlib.contextmanager
@@ -78,6 +82,8 @@ class SharedDraws:
             _SHARED.reset(token)
 
 
+_DRAWING: Final = fork_safe(threading.Lock())
+"""The lock of every :class:`SharedDraws`' generators (taken when a chaos link is built)."""
 _SHARED: Final[contextvars.ContextVar[SharedDraws | None]] = contextvars.ContextVar(
     "chaos_draws", default=None
 )
