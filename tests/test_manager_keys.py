@@ -422,7 +422,7 @@ def test_keys_expired_while_a_new_key_fails_to_build_are_still_folded(
     failing.append(True)
     with pytest.raises(RuntimeError, match="factory down"):
         policy.for_key("new").execute_sync(lambda: None)
-    assert policy._keys.values(evicting=True) == []
+    assert not policy._keys._leaving  # none stranded as leaving (a failed build touches no key)
     stats = policy.get_stats()
     assert (stats["keys"], stats["evicted_keys"]) == (0, 1)
     assert stats["executions"]["total"] == 1
@@ -454,6 +454,46 @@ def test_a_key_whose_build_fails_takes_no_metric_attribute(manager: ResilienceMa
     assert metric_keys == {"good": "good", "later": "_OTHER"}
     policy.for_key("broken").execute_sync(lambda: None)  # built now: past the limit
     assert {state.key: state.metric_key for state in policy._keys.values()}["broken"] == "_OTHER"
+
+
+def test_a_new_keys_slow_build_holds_no_call_of_the_keys_kept(manager: ResilienceManager) -> None:
+    """A new key's extra strategy factory (user code, maybe slow) runs outside the keys' store lock.
+
+    It ran under it: while one thread built a new key, every call of every other key of the policy
+    (each takes that lock to find its key) waited for the factory, as did ``get_stats()``. The
+    calls that find one key new at once still build it once.
+    """
+    building, release = threading.Event(), threading.Event()
+    made: list[str] = []
+
+    def factory(_name: str) -> Step:
+        made.append(threading.current_thread().name)
+        if threading.current_thread().name == "builder":
+            building.set()
+            release.wait(30.0)
+        return Step()
+
+    config = ResilienceConfig(extra_strategies=(ExtraStrategy(factory, rank=50),))
+    policy = manager.policy("slow-build", config)
+    policy.for_key("kept").execute_sync(lambda: None)
+    builders = [
+        threading.Thread(target=policy.for_key("new").execute_sync, args=(lambda: None,), name=name)
+        for name in ("builder", "second")
+    ]
+    builders[0].start()
+    assert building.wait(10.0)
+    builders[1].start()  # finds "new" being built: waits for it, builds nothing
+    kept = threading.Thread(target=policy.for_key("kept").execute_sync, args=(lambda: None,))
+    kept.start()
+    kept.join(10.0)  # generous: it waits for nothing
+    blocked = kept.is_alive()
+    release.set()
+    for thread in (kept, *builders):
+        thread.join(10.0)
+    assert not blocked
+    assert made.count("builder") == 1
+    assert "second" not in made
+    assert policy.get_stats()["executions"]["total"] == 4
 
 
 class Strict:

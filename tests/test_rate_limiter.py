@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import math
 import pickle
+import weakref
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.events import CallRejected, Event
 from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
 from otel_resilience.patterns.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
 from otel_resilience.testing import FakeClock
@@ -600,3 +602,44 @@ def test_an_unhashable_key_is_refused_naming_the_key(clock: FakeClock) -> None:
     ):
         per_key.for_key([])  # type: ignore[arg-type]
     assert len(per_key) == 0
+
+
+def test_a_none_key_is_refused_as_a_policys_is(clock: FakeClock) -> None:
+    """``for_key(None)`` is refused naming the key, as ``PolicyHandle.for_key(None)`` is.
+
+    It was taken as the key ``"None"``: every caller whose tenant was missing shared one budget.
+    """
+    per_key = RateLimiter.per_key("none", RateLimiterConfig(rate=1.0), clock=clock)
+    with pytest.raises(
+        TypeError, match=r"^KeyedRateLimiter\.for_key\.key must be a hashable value other than None, got None"
+    ):
+        per_key.for_key(None)  # type: ignore[type-var]
+    assert len(per_key) == 0
+    assert per_key.for_key("None") is per_key.for_key("None")  # the text "None" is a key as any
+
+
+def test_a_dropped_keyed_limiter_is_freed_by_reference_counting(clock: FakeClock) -> None:
+    """A keyed limiter a program stops using leaves at once, with its keys' limiters and executions.
+
+    Its store held its own bound methods (``on_evict``, ``on_revive``): a cycle that only the
+    cyclic garbage collector frees, so with the collector off (a pre-fork server that freezes it)
+    the dropped limiter stayed alive, and its keys' executions stayed registered and exported.
+    """
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        per_key = RateLimiter.per_key(
+            "dropped", RateLimiterConfig(rate=1.0, burst=2), max_keys=1, clock=clock
+        )
+        assert per_key.for_key("a").call_sync(lambda: 1) == 1
+        per_key.for_key("b").call_sync(lambda: 2)  # evicts "a"
+        watched = [weakref.ref(per_key), weakref.ref(per_key.for_key("b"))]
+        del per_key
+        assert [ref() for ref in watched] == [None, None]
+        assert not [p for p in PIPELINES.items() if p.name == "dropped"]
+        assert not [r for r in RATE_LIMITERS.items() if r.name == "dropped"]
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()

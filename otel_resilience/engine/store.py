@@ -97,13 +97,16 @@ def key_text(owner: str, key: object) -> str:
     what a key is written as (its ``resilience.key``, a rejection's ``key``, its cached fallback
     value's key, its budget's or breaker's name in a shared store) is its text, so keys with one
     text are one key, one state: ``1`` and ``"1"`` are one key, and ``1`` and ``1.0``, equal in
-    Python, are two (``"1"``, ``"1.0"``). A caller gives a ``str`` key as it is (``type(key) is
-    str``: nothing else to do) and the others to this.
+    Python, are two (``"1"``, ``"1.0"``). ``None`` is no key (a missing tenant or host would
+    share the state of the text ``"None"``). A caller gives a ``str`` key as it is
+    (``type(key) is str``: nothing else to do) and the others to this.
 
     Raises:
-        TypeError: ``key`` is not hashable (``"<owner>.key must be hashable, ..."``).
+        TypeError: ``key`` is not hashable (``"<owner>.key must be hashable, ..."``), or is ``None``.
         Exception: What ``key.__str__`` raised.
     """
+    if key is None:
+        raise fail(owner, "key", "a hashable value other than None", key, kind=TypeError)
     check_hashable(owner, "key", key)
     return str.__str__(str(key))  # a str exactly, though a __str__ may return a subclass of str
 

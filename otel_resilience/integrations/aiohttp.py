@@ -55,6 +55,7 @@ from otel_resilience.integrations.sending import (
     HttpPolicy,
     Sent,
     body_failed,
+    host_port,
     pool_wait_ended,
     raised_in,
     record_send,
@@ -85,7 +86,7 @@ class ResilientMiddleware(HttpIntegration):
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url, body = self._http, request.url, request.body
         replayable = http.replayable(request.method, request.headers, None, not body or _in_memory(body))
-        port = None if url.is_default_port() else url.port
+        port = host_port(url.scheme, url.port)  # the scheme's own port: the host's one key
         host = url.raw_host or ""  # an IDNA name as sent: xn--...
         return await http.send(host, port, replayable, self._send_once, (request, handler))
 

@@ -58,6 +58,7 @@ from otel_resilience.integrations.sending import (
     Sent,
     body_failed,
     close_earlier,
+    host_port,
     pool_wait_ended,
     raised_in,
     record_send,
@@ -432,8 +433,10 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url = self._http, request.url
-        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
-        return http.send_sync(host, url.port, _judge(http, request), self._attempt, request)
+        host, port = url.raw_host.decode("ascii"), url.port  # an IDNA name as sent: xn--...
+        if port is not None:  # written out: httpx keeps the scheme's own after a capital scheme
+            port = host_port(url.scheme, port)
+        return http.send_sync(host, port, _judge(http, request), self._attempt, request)
 
     def close(self) -> None:
         """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""
@@ -453,8 +456,10 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url = self._http, request.url
-        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
-        return await http.send(host, url.port, _judge(http, request), self._attempt, request)
+        host, port = url.raw_host.decode("ascii"), url.port  # an IDNA name as sent: xn--...
+        if port is not None:  # written out: httpx keeps the scheme's own after a capital scheme
+            port = host_port(url.scheme, port)
+        return await http.send(host, port, _judge(http, request), self._attempt, request)
 
     async def aclose(self) -> None:
         """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""

@@ -61,6 +61,7 @@ from otel_resilience.integrations.sending import (
     Sent,
     body_failed,
     close_earlier,
+    host_port,
     record_send,
     refused,
 )
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["AdapterOptions", "ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _IN_MEMORY: Final = (bytes, str, bytearray, memoryview)
 """The prepared bodies held in memory, sent whole each time (a form, JSON and a multipart body are
 bytes once prepared; requests streams a ``bytearray`` or ``memoryview`` as it is, whole): a
@@ -407,9 +407,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             body is None or isinstance(body, _IN_MEMORY),
         )
         url = urlsplit(request.url or "")
-        port = url.port
-        if port == _DEFAULT_PORTS.get(url.scheme):  # the scheme's own port: the host's one key
-            port = None
+        port = host_port(url.scheme, url.port)  # the scheme's own port: the host's one key
         exchange = (request, stream, timeout, verify, cert, proxies)
         return http.send_sync(url.hostname or "", port, replayable, self._attempt, exchange)
 

@@ -54,6 +54,7 @@ __all__ = [
     "body_failed",
     "close_dropped",
     "close_earlier",
+    "host_port",
     "pool_wait_ended",
     "raised_in",
     "record_send",
@@ -908,6 +909,20 @@ async def _aclose(response: Any) -> None:
         await aclose()
     else:
         response.release()
+
+
+_SCHEME_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+"""The port of each scheme a client sends to when its URL names none."""
+
+
+def host_port(scheme: str, port: int | None) -> int | None:
+    """The port a host's key carries (:meth:`HttpPolicy.route`): ``None`` for the scheme's own.
+
+    ``http://h:80`` is ``http://h``: one host, one key (``h``), whether a client gives the port
+    written out or not (httpx keeps it after a scheme written in capitals: ``HTTP://h:80``).
+    ``scheme`` in lower case, as the clients give it.
+    """
+    return None if port == _SCHEME_PORTS.get(scheme) else port
 
 
 def _key(host: str, port: int | None) -> str:

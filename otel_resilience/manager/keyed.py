@@ -514,20 +514,34 @@ def _folding_leave(state: KeyState, ledger: Ledger, lock: threading.Lock) -> Cal
     thread allocates, maybe one that holds ``lock``), which never blocks on it
     (:func:`~otel_resilience.engine.closing.give_back`).
     """
-    count_out = state._ended.__next__
-    held = weakref.ref(state)
+    return _FoldingLeave(state, ledger, lock)
 
-    def fold() -> None:
-        with lock:
-            current = held()
-            if current is not None and current.leave is leave:
-                _fold_when_free(current, ledger, lock)
 
-    def leave() -> None:
-        count_out()
-        give_back(lock, fold)
+class _FoldingLeave:
+    """A key's count-out while replaced instances wait for its calls to end (:func:`_folding_leave`).
 
-    return leave
+    An object, not a closure: a closure that compares the state's ``leave`` with itself refers
+    to itself, a cycle that, once replaced, would keep the policy's ledger (and what it has
+    registered, exported under the policy's name) until the cyclic garbage collector runs.
+    """
+
+    __slots__ = ("_count_out", "_held", "_ledger", "_lock")
+
+    def __init__(self, state: KeyState, ledger: Ledger, lock: threading.Lock) -> None:
+        self._count_out = state._ended.__next__
+        self._held = weakref.ref(state)
+        self._ledger = ledger
+        self._lock = lock
+
+    def __call__(self) -> None:
+        self._count_out()
+        give_back(self._lock, self._fold)
+
+    def _fold(self) -> None:
+        with self._lock:
+            current = self._held()
+            if current is not None and current.leave is self:
+                _fold_when_free(current, self._ledger, self._lock)
 
 
 def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> None:

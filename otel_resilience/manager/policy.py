@@ -262,6 +262,7 @@ class PolicyHandle(_Runs):
     __slots__ = (
         "__weakref__",
         "_adapt",
+        "_building",
         "_default",
         "_keys",
         "_ledger",
@@ -291,6 +292,8 @@ class PolicyHandle(_Runs):
         self._spec = spec
         # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
         self._lock = fork_safe(threading.Lock())
+        # Held while a new key is built (its extra strategies' factories run), not the store's lock.
+        self._building = fork_safe(threading.Lock())
         self._keys: BoundedStore[str, KeyState] = BoundedStore(
             _OWNER,
             "max_keys",
@@ -382,14 +385,32 @@ class PolicyHandle(_Runs):
         while True:
             state = keys.use(key)  # a key in use: no builder made for it
             if state is None:
-                state, _ = keys.get_or_add(key, functools.partial(self._new_state, key))
+                state = self._add(key)
             if state.enter():
                 if state.generation != self._spec.generation:
                     self._catch_up(state)
                 return state
 
+    def _add(self, key: str) -> KeyState:
+        """Return the state of the key of text ``key``, built now if the store has none.
+
+        The build runs the extra strategies' factories (user code, maybe slow): under the
+        policy's build lock, not the store's, which every call takes to find its key. So the
+        calls of the keys kept go on meanwhile, and a key is built once: the calls that find it
+        new at once wait for the first one's build, then find it.
+        """
+        keys = self._keys
+        with self._building:
+            state = keys.use(key)
+            if state is None:
+                made = self._new_state(key)
+                state, _ = keys.get_or_add(key, lambda: made)
+            return state
+
     def _new_state(self, key: str) -> KeyState:
-        """Build a new key's state (under the store's lock) from the current config; ``key`` is its text.
+        """Build a new key's state from the current config, under the build lock (:meth:`_add`).
+
+        ``key`` is its text.
 
         A key takes its own metric attribute (one of the ``key_attribute_limit`` places) only
         once its state is built: a build that raises (an extra strategy's factory) takes none.
@@ -633,17 +654,6 @@ class PolicyHandle(_Runs):
         return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
 
 
-def _text_of(key: object) -> str:
-    """Return the text a policy knows ``key`` by (:func:`~otel_resilience.engine.store.key_text`).
-
-    Raises:
-        TypeError: ``key`` is not hashable, or is ``None`` (``"PolicyHandle.for_key.key ..."``).
-    """
-    if key is None:
-        raise fail("PolicyHandle.for_key", "key", "a hashable value other than None", key, kind=TypeError)
-    return key_text("PolicyHandle.for_key", key)
-
-
 class KeyedPolicyView(_Runs):
     """One key of a :class:`PolicyHandle`: calls through it use the key's breaker, bulkhead and limiter.
 
@@ -665,7 +675,7 @@ class KeyedPolicyView(_Runs):
     def __init__(self, policy: PolicyHandle, key: Hashable) -> None:
         self.policy = policy
         self.key = key
-        self._text = key if type(key) is str else _text_of(key)
+        self._text = key if type(key) is str else key_text("PolicyHandle.for_key", key)
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.

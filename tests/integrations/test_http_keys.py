@@ -293,3 +293,24 @@ def test_a_hosts_key_is_its_name_in_lower_case_without_the_trailing_dot() -> Non
     assert len({id(view.circuit_breaker) for view in views}) == 1
     assert http.route("127.0.0.1.", None).key == "127.0.0.1"
     assert http.route("::1", None).key == "[::1]"
+
+
+async def test_the_schemes_own_port_written_out_is_one_key_with_the_host_for_every_client(
+    server: ScriptedHTTPServer,
+) -> None:
+    """``HTTP://Example.test:80`` is ``http://example.test``: one host, one breaker, keyed without the port.
+
+    httpx keeps the port of a URL whose scheme is written in capitals (``HTTP://h:80``, whose
+    ``url.port`` is 80, where ``http://h:80`` gives ``None``): its transports keyed the host
+    ``example.test:80``, a second breaker for the host ``example.test``.
+    """
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="own-port", circuit_breaker=CircuitBreakerConfig(failure_threshold=12))
+    for client in ("httpx", "httpx-async", "requests", "aiohttp"):  # through the server as a proxy
+        for url in ("HTTP://Example.test:80/a", "http://example.test:80/a", "http://example.test/a"):
+            assert await get(client, config, manager, url, proxy=server.url) == 200
+    handle = manager.policy("own-port")
+    assert handle.keys == 1
+    breaker = handle.for_key("example.test").circuit_breaker
+    assert breaker is not None
+    assert breaker.get_stats()["total_requests"] == 12

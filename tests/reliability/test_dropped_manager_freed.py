@@ -198,3 +198,41 @@ def test_a_task_ended_by_a_timeout_is_freed_by_reference_counting() -> None:
     watched.append(weakref.ref(manager))
     del manager
     assert [ref() for ref in watched] == [None, None]
+
+
+@pytest.mark.usefixtures("collector_off")
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+def test_a_policy_reloaded_while_a_call_ran_leaves_with_its_manager(keyed: bool) -> None:
+    """A reload that drops a breaker a call still runs in leaves nothing registered once the manager goes.
+
+    The key's count-out that folds the dropped breaker when that call ends referred to itself
+    (a closure cycle) and held the policy's ledger: once replaced, it kept the ledger, its
+    breaker totals and executions carriers registered, exported under the policy's name (and
+    summed into the series of a new manager's policy of that name) until the cyclic collector
+    ran, never where it is frozen.
+    """
+    name = "reloaded-in-flight"
+
+    async def use(manager: ResilienceManager) -> None:
+        policy = manager.policy(name, ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
+        runs = policy.for_key("k") if keyed else policy
+        release = asyncio.Event()
+
+        async def answer_later() -> int:
+            await release.wait()
+            return 1
+
+        running = asyncio.ensure_future(runs.execute(answer_later))
+        await asyncio.sleep(0)
+        manager.reconfigure(name, ResilienceConfig())  # drops the breaker the running call holds
+        release.set()
+        assert await running == 1  # folded as it ends: the count-out is the plain one again
+        assert await runs.execute(_aok) == 1
+
+    manager = ResilienceManager()
+    asyncio.run(use(manager))
+    watched = weakref.ref(manager)
+    del manager
+    assert watched() is None
+    for registry in (BREAKERS, PIPELINES, POLICIES):
+        assert [item for item in registry.items() if getattr(item, "name", None) == name] == []

@@ -17,7 +17,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.shared import shared_key
-from otel_resilience.engine.store import BoundedStore, key_text
+from otel_resilience.engine.store import BoundedStore, key_text, weak_callback
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, new_rules
@@ -259,9 +259,9 @@ class KeyedRateLimiter(Generic[K]):
             "max_keys",
             max_keys,
             is_idle=_idle,
-            on_evict=self._fold,
+            on_evict=weak_callback(self._fold),  # the keyed limiter owns its store: no cycle
             revive=True,
-            on_revive=self._revived,
+            on_revive=weak_callback(self._revived),
         )
 
     name = ReadOnly[str]("_name", "The name of every key's limiter.")
@@ -277,10 +277,10 @@ class KeyedRateLimiter(Generic[K]):
             key: A ``str``, or any hashable value, known by its text ``str(key)``
                 (:func:`~otel_resilience.engine.store.key_text`): keys with one text share one
                 limiter and one budget (``1`` and ``"1"``; ``1`` and ``1.0`` are two), with a
-                store (which names the budget by the text) or without.
+                store (which names the budget by the text) or without. Not ``None``.
 
         Raises:
-            TypeError: ``key`` is not hashable.
+            TypeError: ``key`` is not hashable, or is ``None``.
         """
         given: object = key  # K narrows to no str: its value does
         text = given if type(given) is str else key_text("KeyedRateLimiter.for_key", given)
