@@ -117,6 +117,10 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         ("", None),
         ("soon", None),
         ("Wed, 99 Foo 2015", None),
+        ("Wed, 21 Oct 2015 07:28:30 GMT, Wed, 21 Oct 2015 07:29:00 GMT", None),  # joined: read as the first
+        ("Wed, 21 Oct 2015 07:28:30 GMT, 0", None),
+        ("Wednesday, 21-Oct-15 07:28:30 GMT", 30.0),  # RFC 850's form: one comma
+        ("Wed Oct 21 07:28:30 2015", 30.0),  # asctime's: none
     ],
 )
 def test_parse_retry_after_reads_delta_seconds_and_http_dates(value: str, seconds: float | None) -> None:

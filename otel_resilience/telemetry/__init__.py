@@ -51,6 +51,10 @@ __all__ = [
 
 _LOCK: Final = fork_safe(threading.Lock())
 _current: OtelListener | None = None
+_put_back: dict[OtelListener, OtelListener | None] = {}
+"""Each open :func:`instrumented` block's listener, and the listener its end puts back: the one
+its start found, or, once a block overlapping it ended, the one that block's start found (a
+block's listener is no listener to put back once its block is over)."""
 
 
 def instrument(
@@ -128,8 +132,9 @@ def instrumented(
     again after it, as it was (its providers, its switches, its counts), or none if there was
     none. An :func:`instrument` or :func:`uninstrument` called inside the block wins: what it
     left registered stays, and the listener from before the block is closed. Blocks nest (each
-    puts back the listener its own start found); overlapping ones that end in another order,
-    like two ``instrument()`` calls, leave the last word to the one that ends last.
+    puts back the listener its own start found); of overlapping ones that end in another order,
+    the one that ends last puts back the listener from before the first (a block's own listener
+    is never put back once its block is over).
 
     Yields:
         The listener registered for the block (closed after it).
@@ -144,15 +149,33 @@ def instrumented(
         in_process_histograms=in_process_histograms,
     )
     with _LOCK:
-        previous = _replace_locked(listener, close_previous=False)
+        _put_back[listener] = _replace_locked(listener, close_previous=False)
     try:
         yield listener
     finally:
         with _LOCK:
+            previous = _put_back.pop(listener)
             if _current is listener:
                 _replace_locked(previous)
-            elif previous is not None:  # the block's listener was replaced, and closed, inside it
-                previous.close()
+            else:
+                _left_replaced_locked(listener, previous)
+
+
+def _left_replaced_locked(listener: OtelListener, previous: OtelListener | None) -> None:
+    """End a block whose ``listener`` another registration replaced inside it.
+
+    A block started since (overlapping it) unregistered it without closing it, to put it back:
+    that block puts back ``previous`` instead, and the listener is closed. Else an
+    :func:`instrument` or :func:`uninstrument` replaced it (and closed it): it wins, and
+    ``previous``, which no block puts back, is closed.
+    """
+    for block, found in _put_back.items():
+        if found is listener:
+            _put_back[block] = previous
+            listener.close(successor=_current)
+            return
+    if previous is not None:
+        previous.close()
 
 
 def _made(

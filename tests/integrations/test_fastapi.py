@@ -24,6 +24,7 @@ from otel_resilience import (
     BulkheadFullError,
     CircuitBreakerConfig,
     CircuitOpenError,
+    ExecutionRejectedError,
     OperationTimeoutError,
     PolicyHandle,
     RateLimitedError,
@@ -172,6 +173,41 @@ async def test_a_handler_the_app_registered_first_is_kept() -> None:
         (502, "slow"),
     ]
     assert (responses[1].status_code, responses[1].headers["Retry-After"]) == (429, "2")
+
+
+async def test_a_handler_for_a_parent_class_neither_keeps_nor_replaces_ours() -> None:
+    """Handlers the app has for ``ExecutionRejectedError`` and ``TimeoutError``, before and after:
+    ours are added all the same, and Starlette answers with the handler of the error's nearest
+    class, ours; another rejection the parents' handlers still answer."""
+    app = FastAPI()
+
+    @app.exception_handler(ExecutionRejectedError)
+    async def rejected(request: Any, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse("app's rejection", 200)
+
+    add_exception_handlers(app)
+
+    @app.exception_handler(TimeoutError)
+    async def timed(request: Any, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse("app's timeout", 200)
+
+    @app.get("/open")
+    async def open_breaker() -> None:
+        raise CircuitOpenError("payments", "open", 30.0)
+
+    @app.get("/slow")
+    async def slow() -> None:
+        raise OperationTimeoutError("payments", 1.0)
+
+    @app.get("/other")
+    async def other() -> None:
+        raise ExecutionRejectedError("another refusal")
+
+    async with client_of(app) as client:
+        opened, timed_out, refused = [await client.get(path) for path in ("/open", "/slow", "/other")]
+    assert (opened.status_code, opened.json()["error"]) == (503, "CircuitOpenError")
+    assert (timed_out.status_code, timed_out.json()["error"]) == (504, "OperationTimeoutError")
+    assert (refused.status_code, refused.text) == (200, "app's rejection")
 
 
 def test_error_response_refuses_other_errors() -> None:

@@ -8,9 +8,11 @@ values among them, asks for nothing, and the policy's own backoff applies.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import httpx
@@ -96,6 +98,31 @@ async def test_several_retry_after_fields_ask_for_nothing_with_every_client(
     """Two fields, 30 s (over max_delay) then 0: no form (a singleton field given twice), so the backoff retries."""
     answering.values = ("30", "0")
     assert (await _status(client, answering.url), answering.sent) == (200, 2)
+
+
+@CLIENTS
+async def test_several_retry_after_dates_ask_for_nothing_with_every_client(
+    client: str, answering: _Server
+) -> None:
+    """Two HTTP dates, a minute ahead (over max_delay): no form either, so the backoff retries.
+
+    Joined (``"<date>, <date>"``, as httpx and requests give them), they were read as the first
+    date: the 503 was returned, sent once.
+    """
+    ahead = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+    answering.values = (ahead, ahead)
+    assert (await _status(client, answering.url), answering.sent) == (200, 2)
+
+
+@CLIENTS
+async def test_one_retry_after_date_over_max_delay_ends_the_retries_with_every_client(
+    client: str, answering: _Server
+) -> None:
+    """The control: one date a minute ahead, over max_delay: the 503 is returned, sent once."""
+    answering.values = (
+        email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True),
+    )
+    assert (await _status(client, answering.url), answering.sent) == (503, 1)
 
 
 @CLIENTS

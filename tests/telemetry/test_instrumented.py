@@ -101,3 +101,39 @@ def test_instrument_inside_the_block_wins() -> None:
     assert later.active
     assert not mine.active
     assert mine not in HUB.event_listeners
+
+
+def test_overlapping_blocks_ending_in_another_order_put_back_the_listener_before_both() -> None:
+    """Two blocks, the first ending first (two runs in process at once): neither block's listener
+    stays registered after both, and the application's, closed by no ``instrument()``, is back.
+
+    The first block's end found the second's listener registered and took it for one an
+    ``instrument()`` made: it closed the application's listener, and the second block's end put
+    back the first block's, which reported to that block's providers from then on.
+    """
+    mine = instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    first_block, second_block = instrumented(), instrumented()
+    first = first_block.__enter__()
+    second = second_block.__enter__()
+    first_block.__exit__(None, None, None)
+    assert current_listener() is second
+    assert not first.active
+    second_block.__exit__(None, None, None)
+    assert current_listener() is mine
+    assert mine.active
+    assert (first in HUB.event_listeners, second in HUB.event_listeners) == (False, False)
+
+
+def test_instrument_inside_overlapping_blocks_wins() -> None:
+    """An ``instrument()`` inside two overlapping blocks stays registered, whatever order they end
+    in; the listener from before them and the blocks' own are closed."""
+    mine = instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    first_block, second_block = instrumented(), instrumented()
+    first = first_block.__enter__()
+    second = second_block.__enter__()
+    later = instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    first_block.__exit__(None, None, None)
+    second_block.__exit__(None, None, None)
+    assert current_listener() is later
+    assert later.active
+    assert not any(listener.active for listener in (mine, first, second))

@@ -26,7 +26,10 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
     The value is delta-seconds (``"120"``; a decimal such as ``"1.5"`` is accepted too; ASCII
     digits only: ``"-1"``, ``"+5"``, ``"1e3"`` or ``"1_0"`` is none) or an HTTP date
     (``"Wed, 21 Oct 2015 07:28:00 GMT"``, read with :func:`email.utils.parsedate_to_datetime`; a
-    date without a zone is taken as UTC). A date in the past asks for no wait: 0.0.
+    date without a zone is taken as UTC). A date in the past asks for no wait: 0.0. A value
+    with more than one comma is none: an HTTP date has one at most, and values joined (a field
+    sent more than once, ``"<date>, <date>"``) are no value, though the date parser reads the
+    first date of them.
 
     Args:
         value: The header's value.
@@ -42,6 +45,8 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
     if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)
         return seconds if math.isfinite(seconds) else math.inf  # past the float range: still valid
+    if text.count(",") > 1:  # joined values: parsedate_to_datetime would read the first date
+        return None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
