@@ -27,7 +27,8 @@ from otel_resilience import (
     RetryBudget,
     RetryPolicy,
 )
-from otel_resilience.config import loads
+from otel_resilience.config import ConfigError, loads
+from otel_resilience.config.formats import UnknownFormatError
 from otel_resilience.engine import SYSTEM_CLOCK
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -38,9 +39,10 @@ from otel_resilience.errors import (
     RecoveryEscalatedError,
     UnacceptedResultError,
 )
+from otel_resilience.patterns.recovery import RecoveryContext
 
 FIELDS = ("name", "state", "retry_after", "max_concurrent", "max_waiting", "timeout", "reason")
-FIELDS += ("operation", "scope", "error_type", "result")
+FIELDS += ("operation", "scope", "error_type", "result", "keys", "path", "line", "source", "fault")
 
 ERRORS = {
     "circuit open": lambda: CircuitOpenError("db", "open", 1.5),
@@ -54,6 +56,10 @@ ERRORS = {
     "unaccepted": lambda: UnacceptedResultError("fallback", {"a": 1}),
     "unaccepted, keyword result": lambda: UnacceptedResultError("fallback", result=[1]),
     "unaccepted, keywords": lambda: UnacceptedResultError(name="fallback", result=[1]),
+    "config": lambda: ConfigError(
+        "must be >= 1, got 0", path=("policies", "p", "retries"), line=3, source="f.yaml"
+    ),
+    "unknown format": lambda: UnknownFormatError("settings.ini"),
 }
 
 
@@ -172,3 +178,17 @@ def test_a_failed_response_error_comes_back_with_its_response(client: str, way: 
     assert back.replay is None
     assert str(back) == str(error)
     assert back.__notes__ == ["seen by the worker"]
+
+
+@pytest.mark.parametrize("way", ["pickle", "deepcopy", "asdict"])
+def test_a_recovery_context_comes_back_whole(way: str) -> None:
+    """A context made with its defaults (no keyword arguments) pickles, deep-copies, and turns into a dict."""
+    context = RecoveryContext(args=(1,), operation_name="op")
+    if way == "asdict":
+        assert dataclasses.asdict(context)["kwargs"] == {}
+        return
+    back = pickle.loads(pickle.dumps(context)) if way == "pickle" else copy.deepcopy(context)
+    assert back == context
+    assert dict(back.kwargs) == {}
+    with pytest.raises(TypeError):
+        back.kwargs["a"] = 1  # type: ignore[index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["ConfigError", "Path", "render_path"]
@@ -73,7 +74,12 @@ class ConfigError(ValueError):
         return f"{where}: {what}" if where else what
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (self.reason, self.keys, self.line, self.source))
+        """Pickle and copy with every field and the notes (``ValueError``'s own keeps its message only)."""
+        return (*self._remade(), self.__dict__)
+
+    def _remade(self) -> tuple[Callable[..., ConfigError], tuple[object, ...]]:
+        """What makes this error again and its arguments: a subclass with other arguments gives its own."""
+        return _rebuild, (self.reason, self.keys, self.line, self.source)
 
 
 def _rebuild(reason: str, path: Path, line: int | None, source: str | None) -> ConfigError:

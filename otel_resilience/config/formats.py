@@ -102,8 +102,8 @@ class UnknownFormatError(ConfigError):
         self.fault = f"has no known suffix ({', '.join(FORMATS)})"
         super().__init__(f"{self.fault}: pass format='yaml' or 'toml'", source=source)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (UnknownFormatError, (self.source,))
+    def _remade(self) -> tuple[Callable[..., ConfigError], tuple[object, ...]]:
+        return UnknownFormatError, (self.source,)
 
 
 def file_format(source: str, given: Format | None = None) -> Format:

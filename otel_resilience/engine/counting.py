@@ -22,25 +22,28 @@ import abc
 import itertools
 import os
 import threading
-from typing import TYPE_CHECKING, Final, overload
+from typing import TYPE_CHECKING, Final, TypeVar, overload
 
-__all__ = ["Counter", "CounterValue", "Counts", "add_to", "read_all"]
+__all__ = ["Counter", "CounterValue", "Counts", "add_to", "read_all", "snapshot"]
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     _Count = itertools.count[int]
 else:
     _Count = itertools.count  # not subscriptable at run time
 
 
-_READS: Final = threading.Lock()
-"""The lock of every counter's reads and bulk adds (:attr:`Counter.value`, :meth:`Counter.add`).
+_T = TypeVar("_T")
+
+_READS: Final = threading.RLock()
+"""The lock of every counter's reads and bulk adds (:attr:`Counter.value`, :meth:`Counter.add`),
+and of every snapshot that holds a lock of calls (:func:`snapshot`).
 
 Held across ``os.fork()`` (it is never held while anything else runs): a read is never half done
 in a forked child, whose counters then count on from the parent's values, and the child finds
-the lock free."""
+the lock free. Reentrant: a snapshot reads counters while it holds it."""
 if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
     os.register_at_fork(before=_READS.acquire, after_in_parent=_READS.release, after_in_child=_READS.release)
 
@@ -77,6 +80,19 @@ class Counter(_Count):
         """
         with _READS:
             self._reads = self._drawn_by_reads() - count
+
+
+def snapshot(lock: threading.Lock, read: Callable[[], _T]) -> _T:
+    """Return ``read()``, run under ``lock``, a lock the calls of a pattern take to count.
+
+    The one rule of a read of such a lock outside a call (``get_stats()``, maybe in a thread of
+    its own): ``lock`` is taken only under :data:`_READS`, which ``os.fork()`` waits for. So no
+    snapshot holds it at a fork, and a forked child's calls find it free (a call in flight at
+    the fork is the one thing that can hold it there: see ``engine.forking``), at no cost to
+    the calls, which take ``lock`` alone.
+    """
+    with _READS, lock:
+        return read()
 
 
 def read_all(counters: Iterable[Counter]) -> list[int]:
@@ -141,8 +157,10 @@ class Counts(abc.ABC):
 
     def stats(self) -> dict[str, int]:
         """Return a snapshot: ``executions``, then :meth:`counts`, all read under :attr:`lock`."""
-        with self.lock:
-            return {"executions": self.executions.value, **self.counts()}
+        return snapshot(self.lock, self._snapshot)
+
+    def _snapshot(self) -> dict[str, int]:
+        return {"executions": self.executions.value, **self.counts()}
 
 
 def add_to(into: object, counts: dict[str, int], sign: int = 1) -> None:

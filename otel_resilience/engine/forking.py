@@ -22,7 +22,10 @@ during a reload does).
 The locks that only a call takes (a pattern's counts, a retry's statistics) are not registered:
 a fork with calls in flight in other threads leaves the child without what those calls held
 anyway (a bulkhead slot, a probe, a permit are never given back there), so a pre-fork server
-forks with none in flight, as it does, and those locks are free. Registering them would cost a
+forks with none in flight, as it does, and those locks are free. A snapshot of those counts
+(``get_stats()``, maybe in a thread of its own) takes such a lock only under the counters' read
+lock, which the fork waits for (:func:`~otel_resilience.engine.counting.snapshot`): no snapshot
+holds one at a fork. Registering them would cost a
 weak reference for each pattern instance (about 500 B per policy). A ``CACHED_VALUE`` fallback's
 lock is the exception: a background cache write ends (counting its error) after its call
 returned, so it and the write order's lock are registered. Waits that belong to a thread of

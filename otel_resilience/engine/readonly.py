@@ -1,4 +1,4 @@
-"""Read-only public attributes over private slots, in one line each.
+"""Read-only public attributes over private slots, in one line each; a read-only mapping.
 
 ``ratio = ReadOnly[float]("_ratio", "Retries allowed per first attempt.")`` in a class body
 publishes the slot ``_ratio`` as the read-only attribute ``ratio``: a ``property`` whose getter is
@@ -10,11 +10,14 @@ them too (an assignment is a type error, as it is an ``AttributeError`` at run t
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
-__all__ = ["ReadOnly"]
+__all__ = ["FrozenMapping", "ReadOnly"]
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class ReadOnly(property, Generic[T]):
@@ -41,3 +44,32 @@ class ReadOnly(property, Generic[T]):
 
         def __set__(self, instance: object, value: NoReturn, /) -> None:
             """No value can be assigned (``property``'s own ``__set__`` raises ``AttributeError``)."""
+
+
+class FrozenMapping(Mapping[K, V]):
+    """A read-only mapping (a copy of ``items``) that can be pickled and deep-copied.
+
+    A ``MappingProxyType`` cannot be: a value holding one (an alert's attributes, a recovery
+    context's keyword arguments) could not be handed to another process, deep-copied, or given to
+    ``dataclasses.asdict``. Made with the value that holds it, never on a call's path.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[K, V]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self) -> tuple[type[FrozenMapping[K, V]], tuple[dict[K, V]]]:
+        return type(self), (self._items,)

@@ -32,6 +32,7 @@ from otel_resilience import (
     RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
+    Retry,
     RetryBudget,
     RetryPolicy,
     current_deadline,
@@ -41,6 +42,8 @@ from otel_resilience import (
 from otel_resilience.engine import counting
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.registry import BULKHEADS, PIPELINES, RATE_LIMITERS
+from otel_resilience.patterns.fallback._step import FallbackCore
+from otel_resilience.patterns.retry.stats import RetryStats
 from otel_resilience.testing import FakeClock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
@@ -272,3 +275,70 @@ def test_a_child_keeps_its_parents_open_breaker_keys_and_counts_and_counts_on() 
     assert run_in_child(child) == 0
     stats = policy.get_stats()
     assert (stats["executions"]["total"], stats["circuit_breaker"]["total_rejected"]) == (2, 0)
+
+
+def _raises_key_error() -> None:
+    raise KeyError("not retried")
+
+
+def _retry() -> tuple[Any, Callable[[], object], type, str]:
+    retry = Retry("forked-retry", RetryPolicy(max_attempts=2, retry_on=(ValueError,), initial_delay=0.0))
+
+    def call() -> None:
+        with pytest.raises(KeyError):
+            retry.run_sync(_raises_key_error)
+
+    return retry, call, RetryStats, "as_dict"
+
+
+def _fallback() -> tuple[Any, Callable[[], object], type, str]:
+    config = FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=0)
+    fallback = FallbackHandler(config, name="forked-stats-fallback")
+    return fallback, lambda: fallback.run_sync(_raises_key_error), FallbackCore, "counts"
+
+
+# A pattern, a call that takes the lock its get_stats() holds (to count a failure, a fallback
+# used), and what that snapshot reads inside the lock (paused there by the test).
+STATS_READERS: dict[str, Callable[[], tuple[Any, Callable[[], object], type, str]]] = {
+    "a retry's": _retry,
+    "a fallback's": _fallback,
+}
+
+
+@pytest.mark.parametrize("pattern", list(STATS_READERS))
+def test_a_child_forked_while_another_thread_reads_stats_calls(
+    pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``get_stats()`` in another thread at the fork (a health endpoint's) leaves the child's calls free.
+
+    The snapshot's lock is one the pattern's calls take to count: held at the fork by a thread
+    the child lacks, the child's first failed call would hang. The snapshot pauses inside it (1 s
+    at most) while the test forks.
+    """
+    instance, call, reads, method = STATS_READERS[pattern]()
+    call()
+    inside, go = threading.Event(), threading.Event()
+    original = getattr(reads, method)
+
+    def paused(self: object) -> object:
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            go.wait(1.0)
+        return original(self)
+
+    monkeypatch.setattr(reads, method, paused)
+    reader = threading.Thread(target=instance.get_stats, daemon=True)
+    reader.start()
+    try:
+        assert inside.wait(5.0)
+
+        def child() -> None:
+            call()
+            assert instance.get_stats()["executions"] == 2
+
+        code = run_in_child(child, timeout=10.0)
+    finally:
+        go.set()
+        reader.join(5.0)
+    assert code == 0
+    call()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.events import IdentityEnum, bounded_text
+from otel_resilience.engine.readonly import FrozenMapping
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
@@ -68,36 +69,7 @@ SEVERITIES: Final[Mapping[AlertKind, AlertSeverity]] = MappingProxyType(
 recover, needs a human now (critical); the others are early warnings."""
 
 
-class _Attributes(Mapping[str, str]):
-    """An alert's attributes: a read-only mapping that can be pickled and deep-copied.
-
-    A ``MappingProxyType`` cannot be: an alert holding one could not be handed to another
-    process, deep-copied, or given to ``dataclasses.asdict``. Made once per alert raised, never
-    on a call's path.
-    """
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = dict(items)
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return repr(self._items)
-
-    def __reduce__(self) -> tuple[type[_Attributes], tuple[dict[str, str]]]:
-        return _Attributes, (self._items,)
-
-
-_EMPTY: Final[Mapping[str, str]] = _Attributes({})
+_EMPTY: Final[Mapping[str, str]] = FrozenMapping({})
 
 
 _bounded = bounded_text

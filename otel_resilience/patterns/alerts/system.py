@@ -31,7 +31,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
-from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.readonly import FrozenMapping, ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
 from otel_resilience.engine.validation import check_callable, check_name, discard, fail
 from otel_resilience.patterns.alerts.model import (
@@ -42,7 +42,6 @@ from otel_resilience.patterns.alerts.model import (
     AlertCallback,
     AlertConfig,
     AlertKind,
-    _Attributes,
     _bounded,
 )
 
@@ -649,7 +648,7 @@ class AlertSystem:
             _bounded(subject),
             summary,
             self._clock.now(),
-            _Attributes(bounded),
+            FrozenMapping(bounded),
         )
 
     def _state_changed(self, source: TelemetrySource, args: StateChanged) -> Alert | None:

@@ -10,10 +10,10 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from otel_resilience.engine.events import error_type_name
+from otel_resilience.engine.readonly import FrozenMapping
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import (
     check_callable,
@@ -190,7 +190,7 @@ class RecoveryConfig:
         check_int(owner, "max_fingerprints", self.max_fingerprints, minimum=1)
 
 
-_EMPTY_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
+_EMPTY_KWARGS: Final[Mapping[str, Any]] = FrozenMapping({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.events import StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.forking import fork_safe
@@ -95,8 +96,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
             ``retries_denied``, ``non_retryable``, ``cancelled`` and ``attempt_timeouts``; see
             :class:`RetryStats`.
         """
-        with self._core.lock:
-            return self._core.stats.as_dict()
+        core = self._core
+        return snapshot(core.lock, core.stats.as_dict)
 
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse a sync function while ``on_retry`` is async (after an async generator function)."""
