@@ -14,7 +14,8 @@ then serves until stopped. Every server answers any path:
 and has two admin paths, never counted nor failed:
 
 * ``POST /admin/mode`` with ``{"mode": "down", "count": 2, "retry_after": 1}``: switch the mode,
-  for the next ``count`` requests only (then ``healthy`` again) when ``count`` is given;
+  for the next ``count`` requests only (then ``healthy`` again) when ``count`` is given; a body it
+  cannot apply is answered ``400`` with the field named, and changes nothing;
 * ``GET /admin/stats``: ``{"mode": ..., "requests": {"GET /items/1": 3, ...}}``.
 """
 
@@ -41,14 +42,25 @@ class State:
         self.requests: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def switch(self, body: dict[str, Any]) -> None:
-        """Apply an admin ``/admin/mode`` body."""
+    def switch(self, body: Any) -> None:
+        """Apply an admin ``/admin/mode`` body whole, or nothing of it (an error naming the field)."""
+        if not isinstance(body, dict):
+            raise TypeError(f"the body must be a JSON object, not {body!r}")
         mode = body.get("mode", "healthy")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        count = body.get("count")
+        if count is not None and type(count) is not int:
+            raise TypeError(f"count must be an integer, not {count!r}")
+        if count is not None and count < 1:
+            raise ValueError(f"count must be >= 1, not {count!r}")
+        retry_after = body.get("retry_after", self.retry_after)
+        if type(retry_after) is not int:
+            raise TypeError(f"retry_after must be an integer (seconds), not {retry_after!r}")
+        if retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, not {retry_after!r}")
         with self.lock:
-            self.mode, self.count = mode, body.get("count")
-            self.retry_after = int(body.get("retry_after", self.retry_after))
+            self.mode, self.count, self.retry_after = mode, count, retry_after
 
     def answer(self, request: str) -> tuple[int, dict[str, str]]:
         """Count ``request`` and return the status and headers the current mode gives it."""
@@ -101,7 +113,7 @@ def handler_for(state: State) -> type[BaseHTTPRequestHandler]:
             elif path == "/admin/mode":
                 try:
                     state.switch(json.loads(body or b"{}"))
-                except ValueError as error:
+                except (TypeError, ValueError) as error:  # not JSON, or a body it cannot apply
                     self._reply(400, {"error": str(error)}, {})
                 else:
                     self._reply(200, state.stats(), {})

@@ -104,6 +104,10 @@ async def test_healthy_throttled_down_and_back(
     assert before >= 3  # three attempts at least, by the first GET
     assert (await service.get("/items/3")).status_code == 503
     assert await sent(inventory, "GET /items/3") == before  # refused without a send
+    response = await service.post("/orders", json={"item": 2})  # the same host: the same breaker
+    assert response.status_code == 503
+    assert 1 <= int(response.headers["Retry-After"]) <= 2
+    assert await sent(inventory, "POST /orders") == 1
 
     # Per host: pricing has its own breaker and still answers.
     assert (await service.get("/prices/2")).status_code == 200

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.metadata
+import importlib.util
 import os
 import queue
+import re
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -135,3 +139,44 @@ def test_a_killed_launcher_leaves_no_downstream_behind(tmp_path: Path) -> None:
         while not all(_refused(url) for url in downstreams.values()):
             assert time.monotonic() < end, "the downstream process outlived its killed parent"
             time.sleep(0.2)
+
+
+def _distribution_of(module: str) -> str | None:
+    """The installed distribution whose files hold ``module`` (``None``: the standard library)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, module
+    if spec.origin is None or not spec.origin.startswith(tuple(site.getsitepackages())):
+        return None
+    origin = Path(spec.origin).resolve()
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            if Path(str(dist.locate_file(file))).resolve() == origin:
+                return re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+    raise AssertionError(f"no distribution holds {module} ({origin})")
+
+
+def test_the_readme_install_command_brings_every_package_the_example_imports() -> None:
+    """The example's README says what to install beside the demo's extra: every import is covered."""
+    readme = (ROOT / "examples" / "http_service" / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"pip install ([^\n`]+)", readme)
+    assert command is not None, "the README gives no pip install command for the example"
+    named = set(command.group(1).split())
+    requirements = importlib.metadata.requires("otel-resilience") or []  # the core's and .[demo]'s
+    named |= {
+        re.split(r"[<>=!~;\[ ]", requirement)[0].lower()
+        for requirement in requirements
+        if "extra ==" not in requirement or 'extra == "demo"' in requirement
+    }
+    imported: set[str] = set()
+    for source in (ROOT / "examples" / "http_service").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+                imported.add(node.module)
+    own = ("examples", "otel_resilience", "__future__")
+    needed = {module: _distribution_of(module) for module in imported if module.partition(".")[0] not in own}
+    missing = {module: dist for module, dist in needed.items() if dist is not None and dist not in named}
+    assert not missing, (
+        f"imported by the example, installed by neither the README's command nor .[demo]: {missing}"
+    )
