@@ -168,7 +168,10 @@ SDK's observable path: 1 000 policies called once each collect in 0.24 s, agains
 the SDK's histograms, so at a 60 s export interval it pays for itself from about 7 calls per
 policy per minute. With the SDK,
 a full pipeline's call costs about 0.9x a hand-written span + histogram this way, against 1.5x
-through the SDK's histograms (docs/benchmarks.md, "Round 16").
+through the SDK's histograms (docs/benchmarks.md, "Round 16"). A duration the SDK's histogram drops
+(negative, NaN or infinite: a pipeline clock read going back) is not counted here either; it is
+counted as a telemetry error (`resilience.telemetry.errors`), so the `.sum` counter never goes
+down.
 
 Exported Prometheus names are derived by `semconv.prometheus_series()` exactly as the OTel
 Prometheus exporter derives them (checked against a real scrape in the tests): dots become

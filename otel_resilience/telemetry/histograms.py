@@ -15,12 +15,19 @@ What it costs: no exemplars (no link from a latency bucket to a trace); the dura
 OTLP backend as three monotonic sums rather than one histogram (Prometheus and PromQL read them
 as a histogram, other backends see counters); the bucket bounds are the registry's
 (``DURATION_BOUNDARIES``), which SDK Views do not change.
+
+A duration the SDK's histogram drops (negative, NaN or infinite: a clock read going back) is not
+counted either: :meth:`InProcessHistogram.record` refuses it with a ``ValueError``, which the
+listener counts as a telemetry error. A counted one would take the sum counter down (a reset to
+``rate``) or make it NaN for good.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -47,14 +54,34 @@ _OVERFLOW_KEY: Final = frozenset({(sc.METRIC_OVERFLOW, True)})
 _OWNER: Final = "InProcessHistogram"
 
 
+class _Refused:
+    """The count of the durations no histogram holds: adding to it refuses the duration.
+
+    First and last in a series' counts, where the bisection places a negative or NaN duration and
+    an infinite one (see ``InProcessHistogram._search``): the refusal costs a counted duration
+    nothing, and the sum is not touched (``record`` adds to it after the count).
+    """
+
+    __slots__ = ()
+
+    def __add__(self, other: object) -> int:
+        raise ValueError("InProcessHistogram: a duration must be finite and non-negative (seconds)")
+
+
+_REFUSED: Final = _Refused()
+
+
 class _Series:
-    """One attribute set's counts: per bucket (the last is above every bound), and the sum."""
+    """One attribute set's counts, and the sum.
+
+    ``counts`` is the buckets' (the last is above every bound) between two :data:`_REFUSED`.
+    """
 
     __slots__ = ("attributes", "counts", "total")
 
     def __init__(self, attributes: Attrs, buckets: int) -> None:
         self.attributes = attributes
-        self.counts = [0] * buckets
+        self.counts: list[int] = [_REFUSED, *([0] * buckets), _REFUSED]  # type: ignore[list-item]
         self.total = 0.0
 
 
@@ -78,7 +105,17 @@ class InProcessHistogram:
         TypeError: ``boundaries`` is not a sequence of numbers, or ``limit`` is not an int.
     """
 
-    __slots__ = ("_bounds", "_by_content", "_by_dict", "_labels", "_limit", "_lock")
+    __slots__ = (
+        "_bounds",
+        "_by_content",
+        "_by_dict",
+        "_labels",
+        "_limit",
+        "_lock",
+        "_search",
+        "_served",
+        "_snapshot",
+    )
 
     def __init__(self, boundaries: Sequence[float], limit: int = SERIES_LIMIT) -> None:
         if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence):
@@ -88,6 +125,10 @@ class InProcessHistogram:
             raise fail(_OWNER, "boundaries", "non-empty and strictly increasing", boundaries)
         self._limit = check_int(_OWNER, "limit", limit, minimum=1)
         self._bounds = bounds
+        self._search = (-math.ulp(0.0), *bounds, sys.float_info.max)
+        """The bounds between two more: below 0 (the largest negative float) and the largest
+        finite float. The bisection of a duration places it in a series' counts: a negative or
+        NaN one at the first, an infinite one at the last (both :data:`_REFUSED`)."""
         self._labels = (*(repr(bound) for bound in bounds), "+Inf")
         self._lock = fork_safe(threading.Lock())
         self._by_content: dict[frozenset[tuple[str, object]], _Series] = {}
@@ -95,15 +136,23 @@ class InProcessHistogram:
         """The series of each attribute dict seen, by its ``id`` (the entry keeps the dict alive,
         so the id is not reused while it is here): a cache of :meth:`_find_locked`, cleared when
         it outgrows the series (dicts the listener dropped and made again)."""
+        self._snapshot: list[tuple[Attrs, list[int], float]] = []
+        self._served: set[str] = set()
+        """The copy of the counts a collection reads, and which of its three counters read it."""
 
     def record(self, value: float, attributes: Attrs) -> None:
-        """Count ``value`` (seconds) in its bucket of the series of ``attributes``."""
+        """Count ``value`` (seconds) in its bucket of the series of ``attributes``.
+
+        Raises:
+            ValueError: ``value`` is negative, NaN or infinite (not counted, as the SDK's
+                histogram drops it).
+        """
         lock = self._lock
         lock.acquire()  # not `with`: on every execution, half the cost
         try:
             seen = self._by_dict.get(id(attributes))
             series = self._find_locked(attributes) if seen is None else seen[1]
-            series.counts[bisect.bisect_left(self._bounds, value)] += 1
+            series.counts[bisect.bisect_left(self._search, value)] += 1
             series.total += value
         finally:
             lock.release()
@@ -123,18 +172,29 @@ class InProcessHistogram:
         self._by_dict[id(attributes)] = (attributes, series)
         return series
 
-    def _read(self) -> list[tuple[Attrs, list[int], float]]:
-        """Each attribute set's bucket counts and sum, copied under the lock."""
+    def _read(self, counter: str) -> list[tuple[Attrs, list[int], float]]:
+        """Each attribute set's bucket counts and sum, as one collection's three counters read them.
+
+        The first of the three to read copies the counts under the lock, and the other two read
+        that copy: a record landing between their reads is in none of them (the collection's
+        ``.count`` is its ``+Inf`` bucket, as in a histogram's point) but in the next collection,
+        whose first read, of whichever counter, is that of a counter that read the copy already.
+        """
         with self._lock:
-            return [
-                (series.attributes, list(series.counts), series.total) for series in self._by_content.values()
-            ]
+            if counter in self._served or not self._served:
+                self._served.clear()
+                self._snapshot = [
+                    (series.attributes, series.counts[1:-1], series.total)
+                    for series in self._by_content.values()
+                ]
+            self._served.add(counter)
+            return self._snapshot
 
     def buckets(self) -> list[Observation]:
         """The cumulative count of the values at most each bound, per set (``le``; ``+Inf``: all)."""
         observations = []
         bound = sc.BUCKET_BOUND
-        for attributes, counts, _ in self._read():
+        for attributes, counts, _ in self._read("bucket"):
             running = 0
             for label, count in zip(self._labels, counts, strict=True):
                 running += count
@@ -143,11 +203,11 @@ class InProcessHistogram:
 
     def sums(self) -> list[Observation]:
         """The sum of the values, per set."""
-        return [Observation(total, attributes) for attributes, _, total in self._read()]
+        return [Observation(total, attributes) for attributes, _, total in self._read("sum")]
 
     def counts(self) -> list[Observation]:
         """How many values, per set."""
-        return [Observation(sum(counts), attributes) for attributes, counts, _ in self._read()]
+        return [Observation(sum(counts), attributes) for attributes, counts, _ in self._read("count")]
 
 
 _BY_METER: Final[weakref.WeakKeyDictionary[Meter, dict[str, InProcessHistogram]]] = (

@@ -6,10 +6,14 @@ Exported through three observable counters each: cumulative bucket counts by ``l
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_support import Otel
 
 from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
@@ -185,3 +189,99 @@ def test_bad_arguments_are_refused_naming_the_field(
     NaN breaks the bisection), a text or a bool taken for numbers, a limit that is no int."""
     with pytest.raises(kind, match=f"InProcessHistogram.{field}"):
         InProcessHistogram(boundaries, limit=limit)
+
+
+def test_durations_the_sdk_histogram_refuses_are_not_counted() -> None:
+    """Negative, NaN and infinite durations: the SDK's histogram drops them, so does this one.
+
+    Counted, a negative duration made the sum counter go down (a counter reset to ``rate``) and a
+    NaN made it NaN for good; now each is refused with a ValueError (which the listener counts
+    as a telemetry error), and the counts, sum and buckets are the SDK histogram's.
+    """
+    reader = InMemoryMetricReader()
+    sdk = (
+        MeterProvider(metric_readers=[reader])
+        .get_meter("reference")
+        .create_histogram("reference", explicit_bucket_boundaries_advisory=list(sc.DURATION_BOUNDARIES))
+    )
+    histogram = InProcessHistogram(sc.DURATION_BOUNDARIES)
+    attributes = {sc.POLICY: "refused"}
+    for value in (0.0, -0.0, 5e-324, 0.001, 60.0, 60.5, 1e308):
+        sdk.record(value, attributes)
+        histogram.record(value, attributes)
+    for value in (-1.0, -5e-324, math.nan, math.inf, -math.inf):
+        sdk.record(value, attributes)
+        with pytest.raises(ValueError, match="duration must be finite and non-negative"):
+            histogram.record(value, attributes)
+    (point,) = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    assert [o.value for o in histogram.counts()] == [point.count] == [7]
+    assert [o.value for o in histogram.sums()] == [point.sum]
+    assert [o.value for o in histogram.buckets()] == list(itertools.accumulate(point.bucket_counts))
+
+
+def test_a_clock_stepping_back_is_a_telemetry_error_not_a_negative_duration(collected: Otel) -> None:
+    """A pipeline clock read going back: the sum counter does not go down, the error is counted."""
+    readings = iter((10.0, 11.0, 20.0, 5.0))
+
+    class SteppingClock(FakeClock):
+        def now(self) -> float:
+            return next(readings)
+
+    clock = SteppingClock()
+    source = TelemetrySource("pipeline", "stepped", "stepped")
+    pipeline = PipelineBuilder("stepped", clock=clock, source=source).build()
+    pipeline.execute_sync(lambda: None)
+    pipeline.execute_sync(lambda: None)
+    metrics = collected.metrics()
+    assert list(_by_attributes(metrics[sc.EXECUTION_LATENCY_COUNT]).values()) == [1]
+    assert list(_by_attributes(metrics[sc.EXECUTION_LATENCY_SUM]).values()) == [1.0]
+    assert sum(_by_attributes(metrics[sc.TELEMETRY_ERRORS]).values()) == 1
+
+
+def test_one_collection_reads_the_three_counters_from_one_snapshot() -> None:
+    """A record between the reads of the bucket, sum and count counters waits for the next collection.
+
+    Read each from its own copy, a collection under load exported a ``.count`` above the ``+Inf``
+    bucket (196 collections of 200 with two threads executing), as no histogram's point can be.
+    """
+    histogram = InProcessHistogram(sc.DURATION_BOUNDARIES)
+    attributes = {sc.POLICY: "snapshot"}
+    histogram.record(0.5, attributes)
+    assert [o.value for o in histogram.buckets()][-1] == 1
+    histogram.record(2.0, attributes)  # lands while the collection reads its other counters
+    assert [o.value for o in histogram.sums()] == [0.5]
+    assert [o.value for o in histogram.counts()] == [1]
+    # the next collection, in whichever order its counters are read, has it
+    assert [o.value for o in histogram.counts()] == [2]
+    assert [o.value for o in histogram.sums()] == [2.5]
+    assert [o.value for o in histogram.buckets()][-1] == 2
+
+
+def test_collections_under_load_export_points_a_histogram_could(collected: Otel) -> None:
+    """Threads execute while a reader collects: per collection, ``.count`` is the ``+Inf`` bucket."""
+    pipeline = PipelineBuilder("loaded", source=TelemetrySource("pipeline", "loaded", "loaded")).build()
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            pipeline.execute_sync(lambda: None)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(50):
+            metrics = collected.metrics()
+            if sc.EXECUTION_LATENCY_COUNT not in metrics:
+                continue
+            (count,) = (p.value for p in metrics[sc.EXECUTION_LATENCY_COUNT].data.data_points)
+            (every,) = (
+                p.value
+                for p in metrics[sc.EXECUTION_LATENCY_BUCKETS].data.data_points
+                if p.attributes[sc.BUCKET_BOUND] == "+Inf"
+            )
+            assert count == every
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
