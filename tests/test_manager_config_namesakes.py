@@ -256,20 +256,23 @@ def _evict_policies_of_others(manager: ResilienceManager, count: int = 4) -> Non
 def test_a_policy_beside_a_retiring_one_of_its_name_is_warned_about(
     clock: FakeClock, alerts: AlertSystem, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An evicted policy whose pipeline still runs (a decorated function holds it) is a live config.
+    """An evicted policy whose pipeline still runs (a call running there holds it) is a live config.
 
     The look found the name's other policy (counted as retiring) but read the configs of the
     live policies only: none differed, and no warning was given, though both configs run.
     """
     manager = ResilienceManager(max_policies=1, clock=clock, alert_system=alerts)
     name = unique("billing")
-    decorated = resilient(retrying(name, 2), manager=manager)(answer)  # holds its last pipeline
+    config = retrying(name, 2)
+    decorated = resilient(config, manager=manager)(answer)
     decorated()
+    running = manager.pipeline_for(config, name)  # held, as by a call still running there
     _evict_policies_of_others(manager)
     assert name not in manager.get_resilience_statistics()["policies"]  # evicted, still running
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         manager.execute_with_resilience_sync(answer, retrying(name, 3))
     found = warnings(caplog)
+    assert running.execute_sync(answer) == "ok"
     assert len(found) == 1, found
     assert repr(name) in found[0]
     assert "retry_policy" in found[0]
@@ -281,8 +284,10 @@ def test_a_named_policy_beside_a_retiring_one_of_its_name_is_warned_about(
     """A named policy made while a policy of its name run by config is retiring is told of it too."""
     manager = ResilienceManager(max_policies=1, clock=clock, alert_system=alerts)
     name = unique("invoices")
-    decorated = resilient(retrying(name, 2), manager=manager)(answer)
+    config = retrying(name, 2)
+    decorated = resilient(config, manager=manager)(answer)
     decorated()
+    running = manager.pipeline_for(config, name)  # held, as by a call still running there
     _evict_policies_of_others(manager)
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         manager.policy(name, retrying(None, 3))
@@ -291,3 +296,4 @@ def test_a_named_policy_beside_a_retiring_one_of_its_name_is_warned_about(
     found = warnings(caplog)
     assert len(found) == 1, found
     assert repr(name) in found[0]
+    assert running.execute_sync(answer) == "ok"

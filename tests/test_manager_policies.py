@@ -304,6 +304,55 @@ def test_live_policies_breakers_and_bulkheads_are_capped_and_counts_kept(alerts:
     assert stats["executions"]["successful"] == 200
 
 
+def test_decorated_functions_not_called_again_do_not_pin_evicted_policies(alerts: AlertSystem) -> None:
+    """A @resilient function whose policy was evicted holds neither its pipeline nor its breaker.
+
+    It keeps its cache entry until its next call: 300 such functions kept 300 breakers and
+    300 bulkheads past max_policies=4 (their pipelines retiring for ever, as if a call ran).
+    """
+    manager = ResilienceManager(max_policies=4, alert_system=alerts)
+    functions = []
+    for i in range(40):
+
+        @resilient(
+            ResilienceConfig(
+                name=f"dep-{i}", circuit_breaker=CircuitBreakerConfig(), bulkhead_config=BulkheadConfig()
+            ),
+            manager=manager,
+        )
+        def call() -> int:
+            return 1
+
+        functions.append(call)
+    for call in functions:
+        call()
+    for i in range(4):  # new policies: the stores trim what their evicted ones released
+        manager.execute_with_resilience_sync(lambda: 1, ResilienceConfig(name=f"other-{i}"))
+    stats = manager.get_resilience_statistics()
+    assert stats["limits"]["circuit_breakers"] <= 4
+    assert stats["limits"]["bulkheads"] <= 4
+    assert stats["executions"]["total"] == 44
+    assert [call() for call in functions] == [1] * 40  # an evicted one finds its policy again
+    assert manager.get_resilience_statistics()["executions"]["total"] == 84
+
+
+def test_an_entry_read_as_its_policy_is_evicted_still_runs_calls(alerts: AlertSystem) -> None:
+    """A cache entry that dies between its look-up and its call runs the call in its policy found again."""
+    manager = ResilienceManager(max_policies=1, alert_system=alerts)
+    config = ResilienceConfig(name="first", circuit_breaker=CircuitBreakerConfig())
+    entry = manager._entry_for(config, "first")
+    manager.execute_with_resilience_sync(lambda: 1, config)
+    for i in range(3):
+        manager.execute_with_resilience_sync(lambda: 1, ResilienceConfig(name=f"other-{i}"))
+    assert not entry.live
+    assert entry.pipeline.execute_packed_sync(lambda: 2, (), {}) == 2
+    assert asyncio.run(entry.pipeline.execute_packed(asyncio.sleep, (0, 3), {})) == 3
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 6
+    assert stats["policies"]["first"]["total"] == 2
+    assert manager.pipeline_for(config, "first") is manager._entry_for(config, "first").pipeline
+
+
 def test_open_breakers_and_busy_bulkheads_are_not_evicted(alerts: AlertSystem) -> None:
     """An OPEN breaker and a bulkhead holding a call survive any number of other policies."""
     manager = ResilienceManager(max_policies=2, alert_system=alerts)

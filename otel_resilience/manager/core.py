@@ -116,6 +116,7 @@ class _Entry:
     __slots__ = ("config", "key", "live", "pipeline", "policy_key")
 
     live: bool
+    pipeline: Pipeline | _Moved
 
     def __init__(
         self, config: ResilienceConfig, key: tuple[str, int], policy_key: PolicyKey, policy: _Policy
@@ -125,6 +126,38 @@ class _Entry:
         self.policy_key = policy_key
         self.pipeline = policy.pipeline
         self.live = True
+
+    def die(self, manager: ResilienceManager) -> None:
+        """Mark the entry dead (under the manager's lock), and let go of its pipeline.
+
+        A holder keeps a dead entry until its next call (a ``@resilient`` function called no
+        more keeps it for ever): holding the pipeline would keep an evicted policy retiring,
+        and its breaker and bulkhead in use, past ``max_policies``. ``live`` turns ``False``
+        first, so a holder reading ``pipeline`` and then ``live`` sees either the pipeline or
+        a dead entry; one that read ``live`` first and ``pipeline`` after gets a
+        :class:`_Moved`, which runs the call in the policy found again.
+        """
+        self.live = False
+        self.pipeline = _Moved(manager, self.config, self.key[0])
+
+
+class _Moved:
+    """A dead entry's stand-in for its pipeline: runs each call in its policy, found again."""
+
+    __slots__ = ("_config", "_manager", "_name")
+
+    def __init__(self, manager: ResilienceManager, config: ResilienceConfig, name: str) -> None:
+        self._manager, self._config, self._name = manager, config, name
+
+    def found(self) -> Pipeline:
+        """Return the pipeline of the entry's policy now (building the policy again if evicted)."""
+        return self._manager._pipeline(self._config, self._name)
+
+    async def execute_packed(self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Any) -> R:
+        return await self.found().execute_packed(fn, args, kwargs)
+
+    def execute_packed_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: Any) -> R:
+        return self.found().execute_packed_sync(fn, args, kwargs)
 
 
 @dataclass(eq=False, slots=True)
@@ -464,7 +497,7 @@ class ResilienceManager(NamedPolicies):
         the pipeline's place at once (:meth:`_fold_dead_locked` says why).
         """
         for entry in policy.entries:
-            entry.live = False
+            entry.die(self)
             if self._by_id.get(entry.key) is entry:
                 del self._by_id[entry.key]
         policy.entries.clear()
@@ -545,7 +578,14 @@ class ResilienceManager(NamedPolicies):
                 name given (:func:`~otel_resilience.engine.validation.check_name`).
         """
         check_name("ResilienceManager.pipeline_for", "name", name)
-        return self._entry_for(config, name).pipeline
+        return self._pipeline(config, name)
+
+    def _pipeline(self, config: ResilienceConfig, name: str) -> Pipeline:
+        """Return the pipeline of the cache entry of ``config`` and ``name`` (``name`` unchecked)."""
+        while True:
+            pipeline = self._entry_for(config, name).pipeline
+            if not isinstance(pipeline, _Moved):  # else its entry died as it was read: find it again
+                return pipeline
 
     def _entry_for(self, config: ResilienceConfig, name: str, fn: Callable[..., Any] | None = None) -> _Entry:
         """Return the cache entry of :meth:`pipeline_for` (building its policy if needed).
@@ -615,7 +655,7 @@ class ResilienceManager(NamedPolicies):
 
     def _drop_entry_locked(self, entry: _Entry) -> None:
         """Forget an identity-cache entry (its policy stays)."""
-        entry.live = False
+        entry.die(self)
         del self._by_id[entry.key]
         policy = self._policies.get(entry.policy_key)  # kept while its entries are cached
         if policy is not None:

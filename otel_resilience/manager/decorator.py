@@ -12,7 +12,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable, keep_metadata
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.core import _GONE, ResilienceManager
+from otel_resilience.manager.core import _GONE, ResilienceManager, _Moved
 from otel_resilience.manager.keys import policy_name
 from otel_resilience.manager.policy import check_drivable
 
@@ -125,7 +125,7 @@ def _bind(
     # The manager cannot change under it: a given one, or the default one, created once.
     entry = _GONE
 
-    def lookup() -> Pipeline:
+    def lookup() -> Pipeline | _Moved:
         nonlocal entry
         owner = manager or get_resilience_manager()
         owner._default_names.take(config, name, fn)  # bound to its policy: not on a call that finds it
