@@ -34,7 +34,9 @@ execution's span and events), not for its clients.
 In a websocket endpoint, the handlers answer a refusal raised before ``accept()`` the same way
 (Starlette's websocket denial response, where the server supports it; else the handshake is
 closed); once the websocket is accepted, they close it with code 1013 (try again later) and the
-answer's public message as the reason.
+answer's public message as the reason. A refusal raised in the body of a denial response the
+endpoint started is raised to the server as Starlette's ``RuntimeError`` from it, as for an HTTP
+response that started.
 """
 
 from __future__ import annotations
@@ -157,8 +159,16 @@ async def _refuse_websocket(websocket: WebSocket, error: Exception) -> Response 
 
     Returns the answer for Starlette to send (a denial response, only before ``accept()`` and
     where the server supports it), or ``None`` once the websocket is closed here (or was already).
+
+    Raises:
+        RuntimeError: From ``error``, raised in the body of a denial response the endpoint had
+            started: as for an HTTP response started (Starlette's own error, which Starlette's
+            handling raises for ``http.response.start`` only), the server gets it, and the
+            unfinished denial is not left for its client to wait on.
     """
     state = websocket.application_state
+    if state is WebSocketState.RESPONSE:
+        raise RuntimeError("Caught handled exception, but response already started.") from error
     if state is WebSocketState.CONNECTING and _DENIAL in (websocket.scope.get("extensions") or {}):
         return error_response(error)
     if state in (WebSocketState.CONNECTING, WebSocketState.CONNECTED):
@@ -314,6 +324,14 @@ def _carry(error: BaseException) -> _InnerPolicyError:
 
 _READ_AHEAD: Final = 1 << 20
 """The most request body (bytes) read, and kept for the app, while a request waits for its turn."""
+_READ_AHEAD_MESSAGES: Final = 1024
+"""The most messages read, and kept for the app, while a request waits for its turn.
+
+Each costs some 220 bytes to keep (a dict and a bytes object) whatever its body: a client that
+sends its body a byte per packet would otherwise have one waiting request keep about 220 MiB
+under :data:`_READ_AHEAD`. A body sent at the network's pace comes in fewer (a server gives what
+it has received by each read: some 720 messages for a mebibyte in 1460-byte TCP segments).
+"""
 
 
 def _expects_continue(scope: Scope) -> bool:
@@ -332,8 +350,9 @@ class _Waiting:
     A task reads ``receive()`` while the request waits: each message read is kept and given
     back, in order, to the app's first calls of :meth:`receive` (the app reads the whole body).
     An ``http.disconnect`` cancels the waiting request (``left``): its queue place is given up
-    and the app never runs. Past :data:`_READ_AHEAD` bytes of body the task stops reading (the
-    memory a waiting request holds is bounded; the app then sees the disconnect itself). A
+    and the app never runs. Past :data:`_READ_AHEAD` bytes of body, or once it holds
+    :data:`_READ_AHEAD_MESSAGES` messages, the task stops reading (the memory a waiting request
+    holds is bounded; the app then sees the disconnect itself). A
     request with ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
 
     The task is made only once the request's task yields to the loop before its turn came (a
@@ -364,7 +383,7 @@ class _Waiting:
 
     async def _watch(self) -> None:
         size = 0
-        while size <= _READ_AHEAD:
+        while size <= _READ_AHEAD and len(self._read) < _READ_AHEAD_MESSAGES:
             try:
                 message = await self._receive()
             except Exception as error:  # noqa: BLE001 - the app's receive() raises it, in its turn

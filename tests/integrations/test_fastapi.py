@@ -1154,6 +1154,42 @@ async def test_a_refusal_before_accept_closes_the_handshake_where_the_server_has
     ]
 
 
+async def test_a_refusal_in_a_denial_response_already_started_reaches_the_server() -> None:
+    """A refusal raised in the body of a denial response the endpoint started can no longer be
+    answered: it reaches the server as an HTTP response's does (Starlette's RuntimeError from it),
+    never swallowed with the denial left unfinished (its client waiting for the rest)."""
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.websocket("/")
+    async def denied(websocket: WebSocket) -> None:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"part1"
+            raise CircuitOpenError("payments", "open", 30.0)
+
+        await websocket.send_denial_response(StreamingResponse(parts(), status_code=403))
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {**_scope(), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    scope["extensions"] = {"websocket.http.response": {}}
+    del scope["method"]
+    with pytest.raises(RuntimeError, match="response already started") as raised:
+        await app(scope, receive, send)
+    assert isinstance(raised.value.__cause__, CircuitOpenError)
+    assert [message["type"] for message in sent] == [
+        "websocket.http.response.start",  # one start only: the answer is not sent over it
+        "websocket.http.response.body",
+    ]
+    assert sent[0]["status"] == 403
+
+
 async def _status_of(middleware: LoadSheddingMiddleware) -> tuple[int, str | None]:
     client = _Client(b"")
     await middleware(_scope(), client.receive, client.send)
@@ -1295,6 +1331,22 @@ async def test_a_queued_request_reads_ahead_at_most_a_mebibyte_and_its_app_gets_
     q.gate.set()
     await asyncio.wait_for(asyncio.gather(q.running, q.queued), 10)
     assert q.entered == [b"first", b"".join(chunks)]
+
+
+async def test_a_queued_request_dribbled_a_byte_per_message_keeps_a_bounded_number_of_them() -> None:
+    """A slow client's body, a byte per message: each message kept costs some 220 bytes (a dict and
+    a bytes object), so a byte count alone would let one waiting request keep about 220 MiB for its
+    1 MiB of body. It stops reading after a bounded number of messages, the app in its turn reads
+    what was kept then the rest, in order."""
+    sent = 20_000  # 20 kB of body: far below the mebibyte, far above the messages kept
+    q = await _one_running_one_queued(*[bytes([i % 256]) for i in range(sent)])
+    for _ in range(100):
+        await asyncio.sleep(0)
+    kept = sent - q.second.incoming.qsize()
+    assert kept <= 1024
+    q.gate.set()
+    await asyncio.wait_for(asyncio.gather(q.running, q.queued), 30)
+    assert q.entered == [b"first", bytes(i % 256 for i in range(sent))]
 
 
 async def test_a_downstream_slower_than_the_policys_deadline_is_answered_504(server: Any) -> None:
