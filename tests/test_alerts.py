@@ -955,6 +955,29 @@ def test_attributes_are_bounded_and_read_only(system: AlertSystem, hub: Telemetr
         alert.attributes["operation"] = "y"  # type: ignore[index]
 
 
+def test_summaries_are_cut_as_every_value(system: AlertSystem, hub: TelemetryHub) -> None:
+    """A summary made of long names (each cut already) is itself cut to MAX_ATTRIBUTE_LENGTH, as a key is."""
+    name, key = "b" * MAX_ATTRIBUTE_LENGTH, "k" * 1000
+    tel = StrategyTelemetry(TelemetrySource("circuit_breaker", name, key=key), hub)
+    open_breaker(tel)
+    StrategyTelemetry(TelemetrySource("bulkhead", name, key=key), hub).report(
+        Event.CALL_REJECTED, CallRejected("bulkhead_full")
+    )
+    long = "x" * 1000
+    reporter(hub, "recovery", "r").report(Event.PATTERN_DETECTED, PatternDetected(long, long, 5, 1.0))
+    attempts(reporter(hub, "recovery", name), "failure", "failure", strategy="escalate")
+    assert kinds(system) == [
+        AlertKind.CIRCUIT_OPEN,
+        AlertKind.BULKHEAD_FULL,
+        AlertKind.ERROR_PATTERN,
+        AlertKind.RECOVERY_ESCALATED,
+    ]
+    for alert in system.history:
+        assert len(alert.summary) == MAX_ATTRIBUTE_LENGTH, alert.kind
+        assert "...#" in alert.summary[-20:], alert.kind  # a digest of the whole: two subjects, two summaries
+        assert alert.summary.startswith(("circuit breaker 'bbb", "bulkhead 'bbb", "xxx", "ConnectionError"))
+
+
 def test_alerts_are_hashable_values(system: AlertSystem, hub: TelemetryHub, clock: FakeClock) -> None:
     """An alert (a frozen value) can be hashed: kept in a set or used as a key; equal alerts hash alike."""
     open_breaker(reporter(hub, "circuit_breaker", "db"))

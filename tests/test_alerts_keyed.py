@@ -147,7 +147,6 @@ def test_two_long_keys_are_told_apart_in_their_alerts(
     assert keys == [key_attribute(first), key_attribute(second)]  # as on the keys' spans and metrics
     assert len(set(keys)) == 2
     assert all(len(key) <= 256 for key in keys)
-    assert [f"(key {key!r})" in alert.summary for key, alert in zip(keys, opened, strict=True)] == [
-        True,
-        True,
-    ]
+    summaries = [alert.summary for alert in opened]
+    assert len(set(summaries)) == 2  # cut as the keys are: a digest of the whole ends each
+    assert all(len(summary) <= 256 and "(key 'host-xxx" in summary for summary in summaries)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import timedelta
 
@@ -455,6 +456,81 @@ async def test_a_budget_that_allows_no_hedge_leaves_the_original_alone(clock: Fa
     assert len(dependency.calls) == 1
     assert budget.get_stats()["first_attempts"] == 1  # the execution deposited; nothing was withdrawn
     assert budget.get_stats()["retries"] == 0
+
+
+class NoHedges:
+    """A budget that allows no hedge."""
+
+    def deposit(self) -> None:
+        """Count nothing."""
+
+    def try_withdraw(self) -> bool:
+        """Allow no hedge."""
+        return False
+
+    def refund(self) -> None:
+        """Nothing was withdrawn."""
+
+
+class HeldRefusal(NoHedges):
+    """A budget that allows no hedge and holds why as a plain value."""
+
+    def __init__(self, refusal: object) -> None:
+        self.refusal = refusal
+
+
+class ComputedRefusal(NoHedges):
+    """A budget that allows no hedge and says why only when asked (a property)."""
+
+    def __init__(self, refusal: object) -> None:
+        self._refusal = refusal
+
+    @property
+    def refusal(self) -> object:
+        """Why the latest hedge was refused."""
+        return self._refusal
+
+
+@pytest.mark.parametrize(
+    ("refusal", "error", "message"),
+    [
+        (42, TypeError, re.escape("HedgingConfig.budget.refusal must be a str, got 42 (int)")),
+        ("", ValueError, "HedgingConfig.budget.refusal must be a non-empty name"),
+        ("x" * 257, ValueError, "HedgingConfig.budget.refusal must be a name of at most 256 characters"),
+    ],
+    ids=["not a str", "empty", "too long"],
+)
+def test_a_budgets_refusal_that_is_no_name_is_refused_at_construction(
+    refusal: object, error: type[Exception], message: str
+) -> None:
+    """A budget holding a ``refusal`` that could be no ``denied_by`` attribute is refused when configured."""
+    with pytest.raises(error, match=message):
+        HedgingConfig(mode="parallel", budget=HeldRefusal(refusal))
+
+
+@pytest.mark.parametrize(
+    ("refusal", "error"),
+    [("x" * 300, ValueError), (["a", "b"], TypeError), (None, TypeError)],
+    ids=["too long", "a list", "None"],
+)
+async def test_a_budgets_refusal_read_as_it_refuses_must_be_a_name(
+    clock: FakeClock, refusal: object, error: type[Exception]
+) -> None:
+    """A refusal read only once the budget refused (a computed one) and no name fails the execution
+    naming it, and never becomes a ``denied_by`` attribute."""
+    h = hedging(clock, mode="parallel", budget=ComputedRefusal(refusal))
+    with EventRecorder() as events, pytest.raises(error, match=r"HedgingConfig\.budget\.refusal must be"):
+        await h.call(Dependency("original"))
+    assert events.of(Event.HEDGE_DENIED) == []
+    assert h.get_stats()["failed"] == 1
+
+
+async def test_a_budgets_refusal_names_the_denial(clock: FakeClock) -> None:
+    """A budget's ``refusal``, read as it refuses, is the denial's ``denied_by``."""
+    h = hedging(clock, mode="parallel", budget=ComputedRefusal("quota"))
+    with EventRecorder() as events:
+        assert await h.call(Dependency("original")) == "original"
+    assert [args.denied_by for args in events.of(Event.HEDGE_DENIED)] == ["quota"]
 
 
 async def test_each_hedge_is_one_retry_withdrawn_from_the_budget(clock: FakeClock) -> None:

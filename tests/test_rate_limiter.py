@@ -227,6 +227,22 @@ def test_token_bucket_faster_than_the_clock_ticks_admits_burst_per_reading(start
     assert (stats["admitted"], stats["rejected"], stats["available"]) == (4, 5, 0.0)
 
 
+@pytest.mark.parametrize(("start", "rate"), [(1e6, 1e12), (1.7e9, 1e8), (1.7e9, 1e7)])
+def test_sliding_window_shorter_than_the_clock_ticks_admits_burst_per_reading(start, rate):
+    """A window ``burst / rate`` below the clock's step at ``now`` still holds what it admitted at
+    ``now``: one instant admits ``burst``, and its admissions leave at the clock's next reading."""
+    clock = FakeClock(start)
+    limiter = limiter_of(clock, rate=rate, burst=2, algorithm="sliding_window")
+    assert admitted(limiter, 5) == [True, True, False, False, False]
+    with pytest.raises(RateLimitedError) as caught:
+        limiter.call_sync(lambda: None)
+    assert caught.value.retry_after == math.ulp(start)  # the clock's next reading
+    clock.advance(caught.value.retry_after)
+    assert admitted(limiter, 3) == [True, True, False]
+    stats = limiter.get_stats()
+    assert (stats["admitted"], stats["rejected"], stats["available"]) == (4, 5, 0.0)
+
+
 def test_sliding_window_admits_burst_per_window(clock):
     """At most burst in any window of burst/rate seconds; a permit frees when its admission leaves it."""
     limiter = limiter_of(clock, rate=2.0, burst=2, algorithm="sliding_window")  # window: 1 s

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import threading
 import weakref
 
@@ -167,6 +168,20 @@ def test_a_reload_to_a_lower_rate_paces_the_newcomer_from_the_last_waiter(algori
         rules.claim(waiter)
     assert rules.acquire(12.9, 0.0) == pytest.approx(0.1)
     assert rules.acquire(13.0, 0.0) is None
+
+
+@pytest.mark.parametrize(("start", "rate"), [(1e6, 1e12), (1.7e9, 1e8)])
+def test_waiters_of_a_sliding_window_shorter_than_the_clock_ticks_are_due_burst_per_reading(start, rate):
+    """A window below the clock's step: the permits waited for are due ``burst`` per reading, each
+    reading after the one whose admissions fill the window, never more at one reading."""
+    rules = new_rules(RateLimiterConfig(rate=rate, burst=2, max_wait=1.0, algorithm="sliding_window"))
+    assert [rules.acquire(start, 1.0) for _ in range(2)] == [None, None]
+    waiters = [rules.acquire(start, 1.0) for _ in range(6)]
+    assert all(isinstance(waiter, _Reservation) for waiter in waiters)
+    readings = [start]
+    for _ in range(3):
+        readings.append(math.nextafter(readings[-1], math.inf))
+    assert [waiter.due for waiter in waiters] == [reading for reading in readings[1:] for _ in range(2)]
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
@@ -607,6 +622,24 @@ def test_a_reservation_dropped_while_the_lock_was_held_is_given_back_before_the_
     assert isinstance(again, _Reservation)
     assert again.due == 1.0
     assert (rules.waiting, rules.cancelled, rules.rejected) == (1, 1, 0)
+
+
+def test_a_key_whose_waiter_was_dropped_while_the_lock_was_held_is_idle():
+    """A key's only waiter dropped while its lock was held waits no more: the key reads no waiter,
+    and is evicted as an idle key is, not kept past ``max_keys`` until its counts are read."""
+    clock = FakeClock(0.0)
+    config = RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0)
+    keyed = RateLimiter.per_key("tenants", config, max_keys=1, clock=clock)
+    limiter = keyed.for_key("a")
+    rules = limiter._rules
+    assert rules.acquire(0.0, 0.0) is None
+    dropped = rules.acquire(0.0, 10.0)
+    assert isinstance(dropped, _Reservation)
+    with rules._lock:
+        rules.drop(dropped, 0.0)  # the lock is held: left for its next holder
+    assert limiter.waiting == 0
+    keyed.for_key("b")
+    assert keyed.get_stats() == {"keys": 1, "max_keys": 1, "evicted": 1}
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])

@@ -796,7 +796,8 @@ def key_attribute(key: str) -> str:
     states. The one rule of the key's span attribute and of its metric attribute, and of a name
     the library takes from a function (:func:`~otel_resilience.engine.naming.callable_name`: a
     policy or a retry named after the function it runs), which cannot be refused as a configured
-    name is. Run once per key's pipeline, or per policy built, never per call.
+    name is, and of an alert's summary (made of such values: two subjects, two summaries). Run
+    once per key's pipeline, per policy built or per alert, never per call.
     """
     if len(key) <= MAX_ATTRIBUTE_LENGTH:
         return key

@@ -164,7 +164,9 @@ class SlidingCounts:
         the event leaves that bucket's count and the totals, or nothing happens when that
         bucket has left the window (the event no longer counts). ``None`` takes it off the
         newest bucket, for an event recorded in it (forgotten at once, by a caller that holds
-        the same lock).
+        the same lock). Nothing happens either when that bucket counted no event so marked (as
+        far as its counts of each mark tell): no count is ever taken below what it counted, nor
+        a mark's count left above the events'.
         """
         if not self._live:
             return
@@ -179,8 +181,11 @@ class SlidingCounts:
                 slot = 0 if slot + 1 == size else slot + 1
             else:
                 return  # the bucket left the window: the event no longer counts
-        if not self._events[slot] or (a and not self._a[slot]) or (b and not self._b[slot]):
-            return  # nothing so marked was counted there: nothing to take off
+        events, marked_a, marked_b = self._events[slot], self._a[slot], self._b[slot]
+        if (marked_a if a else events - marked_a) < 1 or (marked_b if b else events - marked_b) < 1:
+            # No event so marked was counted there: nothing to take off (an unmarked one taken
+            # off a bucket of marked events would leave more marked than counted).
+            return
         self._events[slot] -= 1
         self._total_events -= 1
         if a:

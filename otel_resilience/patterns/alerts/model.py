@@ -84,7 +84,10 @@ class Alert:
         kind: What it is about.
         severity: How urgent it is.
         subject: The breaker, bulkhead, operation or recovery system concerned.
-        summary: One human-readable sentence.
+        summary: One human-readable sentence, at most :data:`MAX_ATTRIBUTE_LENGTH` characters: a
+            longer one (made of long names) is cut as a long key is
+            (:func:`~otel_resilience.engine.events.key_attribute`, ending in ``...#`` and a
+            digest of the whole), so that two alerts about two subjects never read alike.
         timestamp: When it was raised, in seconds on the alert system's clock
             (``time.monotonic`` by default: compare alerts with each other, not with wall time).
         attributes: Bounded strings that detail it (names, exception type names, numbers).

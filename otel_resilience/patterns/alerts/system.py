@@ -646,7 +646,7 @@ class AlertSystem:
             kind,
             SEVERITIES[kind],
             _bounded(subject),
-            summary,
+            key_attribute(summary),  # made of values cut each: cut as a whole too, told apart as keys
             self._clock.now(),
             FrozenMapping(bounded),
         )

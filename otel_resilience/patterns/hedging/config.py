@@ -14,6 +14,7 @@ from otel_resilience.engine.validation import (
     check_duration,
     check_error_selector,
     check_int,
+    check_name,
     check_predicate,
     check_sync_callable,
     fail,
@@ -28,6 +29,7 @@ __all__ = [
     "HedgeDelay",
     "HedgingConfig",
     "HedgingMode",
+    "hedge_refusal",
     "refund_hedge",
     "withdraw_hedge",
 ]
@@ -62,7 +64,8 @@ class HedgeBudget(Protocol):
     One hedge is one retry withdrawn from it; an execution of a hedging step deposits one first
     attempt unless a retry in the same policy already does it for the execution. A budget may
     name why it refused the hedge it just refused (a ``refusal`` attribute: a
-    ``resilience.hedging.denied_by`` value); without one a refusal is ``"budget"``. A budget that
+    ``resilience.hedging.denied_by`` value, so a name, :func:`hedge_refusal`); without one a
+    refusal is ``"budget"``. A budget that
     names its withdrawals as :class:`~otel_resilience.patterns.retry.RetryBudget` does (a
     ``withdraw()`` returning a receipt, ``None`` when denied, and ``refund(receipt)``) gets
     each hedge that never ran back exactly, however long after it was withdrawn.
@@ -104,6 +107,33 @@ def refund_hedge(budget: HedgeBudget, withdrawal: object) -> None:
         budget.refund(withdrawal)  # type: ignore[call-arg] # it names withdrawals: refund(receipt)
     else:
         budget.refund()
+
+
+def hedge_refusal(budget: HedgeBudget) -> str:
+    """Return why ``budget`` refused the hedge it just refused: its ``refusal``, else ``"budget"``.
+
+    The one rule of a budget's refusal: it becomes the ``resilience.hedging.denied_by`` attribute
+    of a metric and a span event, so it is a name (a non-empty ``str`` of at most
+    :data:`~otel_resilience.engine.validation.MAX_ATTRIBUTE_LENGTH` characters,
+    :func:`~otel_resilience.engine.validation.check_name`), never cut or changed. Checked where a
+    hedging reads it, once the budget refused (a property, or an attribute set as it refuses, is
+    read then), and where :class:`HedgingConfig` takes the budget, for a plain value it holds already.
+
+    Raises:
+        TypeError: The refusal is not a ``str`` (the message names ``HedgingConfig.budget.refusal``).
+        ValueError: It is empty, blank or longer than a name may be.
+    """
+    return check_name(_OWNER, "budget.refusal", getattr(budget, "refusal", "budget"))
+
+
+def _holds_refusal(budget: object) -> bool:
+    """Whether ``budget`` holds a ``refusal`` as a plain value, read with no code of its own run.
+
+    A property (or any descriptor: ``HttpHedgeBudget`` names its refusal by the current request)
+    says why it refused only once it has: it is read, and checked, then.
+    """
+    held = inspect.getattr_static(budget, "refusal", None)
+    return held is not None and not hasattr(type(held), "__get__")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +266,8 @@ class HedgingConfig:
         if budget is not None and (isinstance(budget, type) or not isinstance(budget, HedgeBudget)):
             rule = "a RetryBudget (deposit, try_withdraw, refund) or None"
             raise fail(_OWNER, "budget", rule, budget, kind=TypeError)
+        if budget is not None and _holds_refusal(budget):
+            hedge_refusal(budget)
 
     def _check_delay(self) -> None:
         delay: object = self.delay

@@ -31,7 +31,13 @@ from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import verdict, wrong_return
-from otel_resilience.patterns.hedging.config import KIND, HedgingConfig, refund_hedge, withdraw_hedge
+from otel_resilience.patterns.hedging.config import (
+    KIND,
+    HedgingConfig,
+    hedge_refusal,
+    refund_hedge,
+    withdraw_hedge,
+)
 from otel_resilience.patterns.hedging.latency import LatencyObserver
 
 _SUCCESS: Final = Outcome.SUCCESS
@@ -286,7 +292,7 @@ class _Race(Hedge):
             return self._original
         budget, withdrawal = core.budget, None
         if budget is not None and (withdrawal := core.withdraw()) is None:
-            self.deny(trigger, getattr(budget, "refusal", "budget"))
+            self.deny(trigger, hedge_refusal(budget))
             return None
         attempt = ctx.fork()
         if attempt is None:  # the execution's cap on attempts in total

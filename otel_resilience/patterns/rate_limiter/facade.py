@@ -182,7 +182,14 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         """
         return self._rules.available(self._clock.now())
 
-    waiting = ReadOnly[int]("_rules.waiting", "Callers waiting for a permit now.")
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a permit now.
+
+        Read as :meth:`get_stats` reads it: a waiter freed unfinished while another held the
+        limiter's lock (its reservation left for the lock's next holder) no longer counts.
+        """
+        return self.get_stats()["waiting"]
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return a consistent snapshot of the counts.

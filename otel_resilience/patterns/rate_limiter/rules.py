@@ -30,6 +30,9 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
   ever holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
   reservation (a rolled-back one must not lose the entry that becomes ``log[-burst]`` again),
   and forgets entries older than the window.
+
+Both round a permit's time the same way (:func:`_due_after`): at a rate beyond the clock's
+resolution, a permit not free now is due at the clock's next reading, never now.
 """
 
 from __future__ import annotations
@@ -400,10 +403,7 @@ class _TokenBucket(_Rules):
         tokens = self.tokens
         if tokens >= _WHOLE_TOKEN:
             return now
-        due = now + (1.0 - tokens) / self.rate
-        # A wait shorter than the clock's step at now (a rate beyond its resolution) rounds to now:
-        # the permit is due at the next reading, never now, or one instant would admit past burst.
-        return due if due > now else math.nextafter(now, _INF)
+        return _due_after(now + (1.0 - tokens) / self.rate, now)
 
     def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
         self.tokens -= 1.0
@@ -450,6 +450,17 @@ class _TokenBucket(_Rules):
         self.tokens = tokens if tokens < config.burst else float(config.burst)
 
 
+def _due_after(due: float, start: float) -> float:
+    """Return ``due``, the end of a wait begun at ``start``, or the clock's next reading after ``start``.
+
+    The one rule of a rate beyond the clock's resolution: a wait shorter than the clock's step at
+    ``start`` (a token bucket's ``(1 - tokens) / rate`` from now, a sliding log's window from an
+    admission) rounds ``start + wait`` to ``start``; it then ends at the next reading, never at
+    ``start``, or one instant would admit past ``burst``.
+    """
+    return due if due > start else math.nextafter(start, _INF)
+
+
 def _owed(due: float, now: float, rate: float) -> float:
     """The tokens at ``now`` of a bucket refilled at ``rate`` whose debt lasts exactly until ``due``.
 
@@ -472,22 +483,30 @@ class _SlidingLog(_Rules):
         self._log: deque[float] = deque()
 
     def _forget_locked(self, now: float) -> None:
-        """Drop entries no window from ``now`` on contains, and those beyond the ones kept."""
+        """Drop entries no window from ``now`` on contains, and those beyond the ones kept.
+
+        An entry at ``t`` leaves at ``t + window``, or, when that rounds to ``t`` (a window below
+        the clock's step at ``t``), at the next reading after ``t`` (:func:`_due_after`): never
+        at the reading that took it. So an entry still here is due to leave after ``now``.
+        """
         log, window = self._log, self._window
         keep = self.burst + len(self._pending)
-        while log and (log[0] + window <= now or len(log) > keep):
+        while log and ((log[0] + window <= now and log[0] < now) or len(log) > keep):
             log.popleft()
 
     def _due_locked(self, now: float) -> float:
         self._forget_locked(now)
         log = self._log
-        due = log[-self.burst] + self._window if len(log) >= self.burst else now
         pending = self._pending
-        if pending and pending[-1].due > due:
-            # FIFO: never before the latest reservation, which a reload to a larger burst or a
-            # shorter window would allow (the log then stays sorted, as its reads assume).
-            due = pending[-1].due
-        return due if due > now else now  # noqa: FURB136 - on every call: a compare, not a call
+        if len(log) < self.burst:
+            if pending and pending[-1].due > now:
+                # FIFO: never before the latest reservation, which a reload to a larger burst or
+                # a shorter window would allow (the log then stays sorted, as its reads assume).
+                return pending[-1].due
+            return now
+        oldest = log[-self.burst]  # still in the window: it leaves after now
+        due = _due_after(oldest + self._window, oldest)
+        return pending[-1].due if pending and pending[-1].due > due else due
 
     def _take_locked(self, at: float) -> None:
         self._log.append(at)

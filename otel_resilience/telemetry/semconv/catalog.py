@@ -226,7 +226,12 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         ALERT_SUBJECT, "string", "The breaker, bulkhead, operation or recovery system the alert is about."
     ),
-    AttributeSpec(ALERT_SUMMARY, "string", "The alert's one-line summary (span events only; the log body)."),
+    AttributeSpec(
+        ALERT_SUMMARY,
+        "string",
+        "The alert's one-line summary (span events only; the log body), at most 256 characters: "
+        "a longer one, made of long names, is cut as a long `resilience.key` is.",
+    ),
     AttributeSpec(
         DEPENDENCY_ERROR_TYPE,
         "string",
