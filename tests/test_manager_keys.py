@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import math
 import threading
+import time
 import tracemalloc
 from datetime import timedelta
 
@@ -1007,3 +1008,211 @@ def test_a_handle_gives_its_unkeyed_breaker_bulkhead_and_limiter_to_operators() 
     assert handle.bulkhead.get_stats()["max_concurrent"] == 3
     assert handle.rate_limiter is not None
     assert manager.policy("plain-unkeyed", ResilienceConfig()).circuit_breaker is None
+
+
+OPERATOR_ACTIONS = ("force_open", "force_closed", "reset", "disable", "metrics_only")
+
+
+@pytest.mark.parametrize("action", OPERATOR_ACTIONS)
+def test_a_breaker_kept_past_its_keys_eviction_refuses_to_be_set(
+    manager: ResilienceManager, action: str
+) -> None:
+    """An evicted key's breaker, kept by a caller, is no longer the key's: setting it raises, naming
+    the key, and changes nothing (the key's calls run on the key's breaker as it is)."""
+    policy = manager.policy(f"stale-{action}", BREAKER, max_keys=1)
+    kept = policy.for_key("eu-1").circuit_breaker
+    assert kept is not None
+    policy.for_key("us-1").execute_sync(lambda: None)  # "eu-1" was idle: evicted
+    assert policy._keys.get("eu-1") is None
+    with pytest.raises(RuntimeError, match=r"circuit breaker 'stale-.*' \(key 'eu-1'\).*evicted") as raised:
+        getattr(kept, action)()
+    assert "for_key('eu-1').circuit_breaker" in str(raised.value)
+    assert kept.state is CircuitState.CLOSED  # left as it was
+    assert policy.for_key("eu-1").execute_sync(lambda: "runs") == "runs"
+    live = policy.for_key("eu-1").circuit_breaker
+    assert live is not None
+    assert live is not kept
+    getattr(live, action)()  # the key's own breaker takes it
+    assert live.state is not CircuitState.CLOSED or action in {"force_closed", "reset"}
+
+
+def test_a_breaker_kept_past_its_keys_idle_ttl_refuses_to_be_forced_open(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """An operator who opens a key's breaker taken before the key expired is told, not ignored."""
+    policy = manager.policy("stale-ttl", BREAKER, idle_ttl=60.0)
+    kept = policy.for_key("eu-1").circuit_breaker
+    assert kept is not None
+    clock.advance(61.0)
+    assert policy.get_stats()["evicted_keys"] == 1
+    with pytest.raises(RuntimeError, match="idle_ttl"):
+        kept.force_open()
+    assert policy.for_key("eu-1").execute_sync(lambda: "runs") == "runs"
+
+
+def test_a_live_keys_breaker_kept_by_a_caller_stays_the_keys(manager: ResilienceManager) -> None:
+    """While its key is kept, a breaker taken from the view is the key's: forcing it open keeps the
+    key (OPEN is not idle) and rejects the key's calls."""
+    policy = manager.policy("kept-breaker", BREAKER, max_keys=1)
+    kept = policy.for_key("eu-1").circuit_breaker
+    assert kept is not None
+    kept.force_open()
+    policy.for_key("us-1").execute_sync(lambda: None)
+    with pytest.raises(CircuitOpenError):
+        policy.for_key("eu-1").execute_sync(lambda: "never")
+    kept.reset()
+    assert policy.for_key("eu-1").execute_sync(lambda: "runs") == "runs"
+    assert policy.for_key("eu-1").circuit_breaker is kept
+
+
+def test_forcing_a_kept_breaker_while_other_threads_evict_its_key_is_never_lost(
+    manager: ResilienceManager,
+) -> None:
+    """A force races the eviction of its key: it raises (the key was evicted), or the key keeps
+    the breaker it forced, OPEN: never a forced breaker the key's calls no longer use."""
+    policy = manager.policy("stale-race", BREAKER, max_keys=1)
+    stop = threading.Event()
+
+    def churn() -> None:
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            policy.for_key(f"other-{turn % 3}").execute_sync(lambda: None)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    refused = forced = 0
+    try:
+        for turn in range(300):
+            key = f"target-{turn}"
+            kept = policy.for_key(key).circuit_breaker
+            assert kept is not None
+            if turn % 2:
+                time.sleep(0.001)  # the other threads' calls may evict the key meanwhile
+            try:
+                kept.force_open()
+            except RuntimeError:
+                refused += 1
+                continue
+            forced += 1
+            assert policy.for_key(key).circuit_breaker is kept
+            assert kept.state is CircuitState.OPEN
+            kept.reset()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert refused + forced == 300
+
+
+@pytest.mark.parametrize("change", ["renamed", "dropped"])
+def test_a_breaker_a_reload_replaced_refuses_to_be_set(manager: ResilienceManager, change: str) -> None:
+    """A breaker a reload renamed or dropped, kept by a caller (a key's or the unkeyed calls'), is
+    no longer in use: setting it raises rather than set a breaker no call asks."""
+    policy = manager.policy(f"replaced-{change}", BREAKER)
+    keyed, unkeyed = policy.for_key("eu-1").circuit_breaker, policy.circuit_breaker
+    assert keyed is not None
+    assert unkeyed is not None
+    if change == "renamed":
+        manager.reconfigure(policy.name, dataclasses.replace(BREAKER, circuit_breaker_name="renamed"))
+    else:
+        manager.reconfigure(policy.name, ResilienceConfig())
+    with pytest.raises(RuntimeError, match=r"\(key 'eu-1'\).*a reload of policy .* replaced it") as raised:
+        keyed.force_open()
+    assert "for_key('eu-1').circuit_breaker" in str(raised.value)
+    with pytest.raises(RuntimeError, match=r"unkeyed calls.*a reload of policy .* replaced it"):
+        unkeyed.disable()
+    assert keyed.state is CircuitState.CLOSED
+    assert unkeyed.state is CircuitState.CLOSED
+    assert policy.for_key("eu-1").execute_sync(lambda: "runs") == "runs"
+    assert policy.execute_sync(lambda: "runs") == "runs"
+
+
+def test_a_breaker_a_reload_kept_stays_the_one_in_use(manager: ResilienceManager) -> None:
+    """A reload that keeps the breaker (its name, a new threshold) reconfigures it in place: a
+    caller's breaker is still the one the calls use."""
+    policy = manager.policy("kept-by-reload", BREAKER)
+    keyed, unkeyed = policy.for_key("eu-1").circuit_breaker, policy.circuit_breaker
+    assert keyed is not None
+    assert unkeyed is not None
+    retuned = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=30.0))
+    manager.reconfigure(policy.name, retuned)
+    keyed.force_open()
+    unkeyed.force_open()
+    with pytest.raises(CircuitOpenError):
+        policy.for_key("eu-1").execute_sync(lambda: "never")
+    with pytest.raises(CircuitOpenError):
+        policy.execute_sync(lambda: "never")
+
+
+@pytest.mark.parametrize("evicted_by", ["max_keys", "idle_ttl"])
+def test_a_key_whose_bulkhead_slot_is_held_outside_a_call_is_never_evicted(
+    manager: ResilienceManager, clock: FakeClock, evicted_by: str
+) -> None:
+    """A slot taken from the key's bulkhead (``view.bulkhead.slot()``) keeps the key, as a call does:
+    a new state for the key would admit a call over the limit, and lose the slot's outcome."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    policy = manager.policy(f"held-slot-{evicted_by}", config, max_keys=1, idle_ttl=60.0)
+    bulkhead = policy.for_key("tenant").bulkhead
+    assert bulkhead is not None
+    with bulkhead.slot():
+        if evicted_by == "idle_ttl":
+            clock.advance(61.0)
+        policy.for_key("other").execute_sync(lambda: None)
+        assert policy.get_stats()["evicted_keys"] == 0
+        assert policy.for_key("tenant").bulkhead is bulkhead
+        with pytest.raises(BulkheadFullError):
+            policy.for_key("tenant").execute_sync(lambda: "over the limit")
+    policy.for_key("third").execute_sync(lambda: None)  # the slot is free: the key may go
+    stats = policy.get_stats()
+    assert stats["evicted_keys"] >= 1
+    assert policy._keys.get("tenant") is None
+    assert stats["bulkhead"]["completed"] == 3  # the slot's, "other"'s and "third"'s
+    assert stats["bulkhead"]["rejected"] == 1
+
+
+async def test_a_key_whose_rate_limiter_has_a_waiter_outside_a_call_is_never_evicted() -> None:
+    """A caller waiting on the key's limiter (``view.rate_limiter.guard()``) keeps the key, as a call
+    does: a new limiter for the key would hand out a full bucket at once, over the rate, and the
+    waiter's permit would be counted by one no longer the key's."""
+    manager = ResilienceManager()  # the system clock: the waiter waits (100 s) until cancelled
+    config = ResilienceConfig(rate_limiter=RateLimiterConfig(rate=0.01, burst=1, max_wait=1000.0))
+    policy = manager.policy("waited-on", config, idle_ttl=0.001)
+    view = policy.for_key("tenant")
+    limiter = view.rate_limiter
+    assert limiter is not None
+    await view.execute(asyncio.sleep, 0)  # the burst spent
+
+    async def wait_for_a_permit() -> None:
+        async with limiter.guard():
+            pass
+
+    waiter = asyncio.create_task(wait_for_a_permit())
+    while not limiter.waiting:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # unused past idle_ttl
+    try:
+        assert policy.get_stats()["evicted_keys"] == 0
+        assert view.rate_limiter is limiter  # a new one would have a full bucket
+    finally:
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    await asyncio.sleep(0.01)
+    stats = policy.get_stats()
+    assert stats["evicted_keys"] == 1  # nobody waits now
+    assert stats["rate_limiter"]["cancelled"] == 1
+
+
+def test_the_unkeyed_breaker_of_a_dropped_manager_is_still_set_by_its_holder() -> None:
+    """No policy is left to use it, and nothing to tell: an operator's tear-down resets it as before."""
+    manager = ResilienceManager()
+    breaker = manager.policy("dropped-with-its-manager", BREAKER).circuit_breaker
+    assert breaker is not None
+    del manager
+    gc.collect()
+    breaker.force_open()
+    assert breaker.state is CircuitState.OPEN
+    breaker.reset()
+    assert breaker.state is CircuitState.CLOSED

@@ -23,10 +23,12 @@ call runs in it (see :meth:`KeyState.retire_if_idle`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -81,6 +83,10 @@ class Spec:
             registered under it (:func:`~otel_resilience.engine.registry.namesakes_expected`),
             so they are no namesakes of each other, but a namesake of anyone else's is warned about.
         draws: The random generators its keys' chaos links share, the same at every generation.
+        kept: Whether the policy keeps a key's state now (:meth:`PolicyHandle._keeps`, through a
+            weak reference to the policy: asked under none of its locks, by an operator's action
+            on a key's breaker whose key looked evicted, :func:`_holding`); ``None`` (no policy
+            yet) leaves its keys' breakers unheld.
     """
 
     name: str
@@ -91,6 +97,7 @@ class Spec:
     breakers: Callable[[str], CircuitBreaker | None]
     owner: NamesakeOwner = dataclasses.field(default_factory=NamesakeOwner, compare=False, repr=False)
     draws: SharedDraws = dataclasses.field(default_factory=SharedDraws, compare=False, repr=False)
+    kept: Callable[[KeyState], bool] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def breaker_name(self) -> str:
@@ -236,12 +243,21 @@ class KeyState:
         would come back CLOSED. An OPEN one is not, nor one an operator set DISABLED or
         METRICS_ONLY: the key would come back with a breaker that does what they said no longer
         (every state is read with ``peek_state``: under the store's lock, no callback runs). The
-        bulkhead and the rate limiter are idle when no call runs. Changes nothing (the
-        ``resilience.policy.keys`` gauge counts with it:
-        :meth:`~otel_resilience.engine.store.BoundedStore.unexpired`).
+        bulkhead and the rate limiter are idle when no call runs and, besides, no slot is held
+        or waited for and no permit waited for outside a call (a ``view.bulkhead.slot()`` block,
+        a wait in ``view.rate_limiter.guard()``): a new bulkhead or limiter for the key would
+        admit calls over its limit or its rate, and what the block counts at its end would be
+        counted by one no longer the key's. Changes nothing (the ``resilience.policy.keys``
+        gauge counts with it: :meth:`~otel_resilience.engine.store.BoundedStore.unexpired`).
         """
-        breaker = self.breaker
-        return not self.running and (breaker is None or breaker.peek_state() in _RESTING)
+        if self.running:
+            return False
+        breaker, bulkhead, limiter = self.breaker, self.bulkhead, self.limiter
+        if bulkhead is not None and (bulkhead.stats.active or bulkhead.stats.waiting):
+            return False
+        if limiter is not None and limiter.waiting:
+            return False
+        return breaker is None or breaker.peek_state() in _RESTING
 
     def holds(self) -> bool:
         """Whether the key holds state a new one would not have; changes nothing.
@@ -292,7 +308,7 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
     config = spec.config
     with namesakes_expected(spec.owner), shared_key(text):
         if config.circuit_breaker is not None:
-            state.breaker = _new_breaker(spec, spec.breaker_name, config.circuit_breaker, text)
+            state.breaker = _new_breaker(spec, spec.breaker_name, config.circuit_breaker, state)
         if config.bulkhead_config is not None:
             state.bulkhead = Bulkhead(spec.bulkhead_name, config.bulkhead_config, clock=spec.clock)
         if config.rate_limiter is not None:
@@ -435,17 +451,102 @@ def _carry(
     return instance
 
 
-def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, text: str | None) -> CircuitBreaker:
-    """A key's new breaker, whose own events (state changes) carry the key (none for unkeyed calls)."""
+def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, state: KeyState) -> CircuitBreaker:
+    """A key's new breaker (or the unkeyed calls'), whose own events (state changes) carry the key.
+
+    The breaker is in use only while the policy keeps the key and no reload replaced it: its
+    operator actions (``force_open``, ``reset``, ...) run with the key held, and raise once it is
+    no longer (:func:`_holding`).
+    """
     breaker = CircuitBreaker(name, config, clock=spec.clock)
+    text = state.text
     if text is not None:
         breaker._report_as(text)
+    if spec.kept is not None:
+        breaker._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, text))
     return breaker
+
+
+class _Hold:
+    """What an owned breaker's operator actions run within (:meth:`CircuitBreaker._hold_by`).
+
+    A small object per key's breaker, holding its key's state weakly (no cycle: a key's state
+    holds its breaker).
+    """
+
+    __slots__ = ("kept", "policy", "state", "text")
+
+    def __init__(
+        self,
+        state: weakref.ref[KeyState],
+        kept: Callable[[KeyState], bool],
+        policy: str,
+        text: str | None,
+    ) -> None:
+        self.state = state
+        self.kept = kept
+        self.policy = policy
+        self.text = text
+
+    def __call__(self, breaker: CircuitBreaker) -> AbstractContextManager[object]:
+        return _holding(self.state, breaker, self.kept, policy=self.policy, text=self.text)
+
+
+@contextlib.contextmanager
+def _holding(
+    held: weakref.ref[KeyState],
+    breaker: CircuitBreaker,
+    kept: Callable[[KeyState], bool],
+    *,
+    policy: str,
+    text: str | None,
+) -> Iterator[None]:
+    """Hold the key ``text`` (``None``: the unkeyed calls) while an operator sets its breaker.
+
+    The action is counted in the key as a call is (:meth:`KeyState.enter`), so the key is not
+    evicted while it runs; once set, the breaker keeps the key (OPEN, DISABLED, METRICS_ONLY are
+    not idle) or lets it go (CLOSED). A key an eviction is deciding about looks evicted for an
+    instant: the policy is asked (``kept``) whether it keeps the key's state, and the key entered
+    again if so. An evicted key's calls use the breaker its next call made, and a breaker a
+    reload replaced (renamed, or dropped) is asked by no new call: setting either would change
+    nothing the calls see, so it raises. An action racing a reload is set before it: the
+    reload's word is the later one, as for a breaker it replaces after an operator set it. The
+    unkeyed calls' breaker of a policy gone (its manager dropped) is set as a breaker of no one.
+
+    Raises:
+        RuntimeError: The key was evicted (idle past ``max_keys``, or unused for ``idle_ttl``),
+            or a reload replaced the breaker.
+    """
+    state = held()
+    while state is not None and not state.enter():
+        if not kept(state):  # False too once the policy is gone
+            state = None
+    if state is None and text is None:  # the policy is gone: no call can use the breaker again
+        yield
+        return
+    if state is None:
+        why = f"policy {policy!r} evicted the key (idle past max_keys, or unused for idle_ttl)"
+    elif state.breaker is not breaker:
+        state.leave()
+        why = f"a reload of policy {policy!r} replaced it (renamed, or dropped)"
+    else:
+        try:
+            yield
+        finally:
+            state.leave()
+        return
+    subject = "(its unkeyed calls)" if text is None else f"(key {text!r})"
+    where = "handle" if text is None else f"handle.for_key({text!r})"
+    msg = (
+        f"circuit breaker {breaker.name!r} {subject} is no longer in use: {why}, and its calls use another; "
+        f"take the one in use again: {where}.circuit_breaker"
+    )
+    raise RuntimeError(msg)
 
 
 def _breaker(state: KeyState, spec: Spec) -> CircuitBreaker | None:
     config = spec.config.circuit_breaker
-    make = lambda name, cfg: _new_breaker(spec, name, cfg, state.text)  # noqa: E731
+    make = lambda name, cfg: _new_breaker(spec, name, cfg, state)  # noqa: E731
     return _carry(state.breaker, config, spec.breaker_name, make, state.replaced)
 
 

@@ -10,10 +10,11 @@ see docs/design.md, "Changing a policy while it runs").
 
 Keys are kept in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: at most
 ``max_keys`` idle keys (the least recently used go first), and none unused for ``idle_ttl``
-seconds; a key with a call running, or whose breaker is OPEN, is not idle, and an idle key that
-holds state a new one would not have (:meth:`KeyState.holds_state`: a bucket not full, a breaker
-holding failures) goes past ``max_keys`` only after the idle keys holding none. What an evicted
-key counted is folded into the policy's :class:`~otel_resilience.manager.ledger.Ledger`.
+seconds; a key with a call running, a bulkhead slot held, or whose breaker is OPEN, is not idle
+(:meth:`KeyState.idle`), and an idle key that holds state a new one would not have
+(:meth:`KeyState.holds_state`: a bucket not full, a breaker holding failures) goes past
+``max_keys`` only after the idle keys holding none. What an evicted key counted is folded into
+the policy's :class:`~otel_resilience.manager.ledger.Ledger`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
@@ -289,7 +291,7 @@ class PolicyHandle(_Runs):
         self.name = spec.name
         self._adapt = adapt
         self.key_attribute_limit = check_key_attribute_limit(key_attribute_limit)
-        self._spec = spec
+        self._spec = spec = dataclasses.replace(spec, kept=_keeps(weakref.ref(self)))
         # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
         self._lock = fork_safe(threading.Lock())
         # Held while a new key is built (its extra strategies' factories run), not the store's lock.
@@ -483,6 +485,16 @@ class PolicyHandle(_Runs):
             if lock is None:  # free again in a forked child: a thread of the parent may hold it
                 lock = state.catching_up = fork_safe(threading.Lock())
         return lock
+
+    def _keeps(self, state: KeyState) -> bool:
+        """Whether ``state`` is the one the policy keeps for its key now: an eviction decided.
+
+        Looked up under the store's lock, where each eviction decides: a key it keeps is live
+        again once the lock is released; one it evicted has left (another state may be there).
+        For an operator's action on a key's breaker whose key looked evicted (its state not
+        :attr:`~KeyState.live`). A look-up is a use of the key.
+        """
+        return state.text is not None and self._keys.use(state.text) is state
 
     def _evicted(self, _key: str, state: KeyState) -> None:
         """Fold an evicted key's counts into the policy's totals (outside the store's lock).
@@ -691,6 +703,16 @@ class KeyedPolicyView(_Runs):
 
     def __repr__(self) -> str:
         return f"KeyedPolicyView({self.policy.name!r}, {self.key!r})"
+
+
+def _keeps(handle: weakref.ref[PolicyHandle]) -> Callable[[KeyState], bool]:
+    """Return :meth:`PolicyHandle._keeps` of ``handle`` while it lives (held by key breakers: no cycle)."""
+
+    def keeps(state: KeyState) -> bool:
+        policy = handle()
+        return policy is not None and policy._keeps(state)
+
+    return keeps
 
 
 async def run(state: KeyState, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:

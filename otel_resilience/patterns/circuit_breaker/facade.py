@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any, Final, Literal
 
@@ -27,6 +29,11 @@ from otel_resilience.patterns.circuit_breaker.state import (
 from otel_resilience.patterns.circuit_breaker.step import _BreakerStep
 
 _FORCE_REASONS: Final = ("forced", "isolated")
+_HOLDERS: Final[
+    weakref.WeakKeyDictionary[CircuitBreaker, Callable[[CircuitBreaker], AbstractContextManager[object]]]
+] = weakref.WeakKeyDictionary()
+"""Each owned breaker's hold (:meth:`CircuitBreaker._hold_by`): kept beside the breakers, not in a
+slot of every one (a standalone breaker has none, and keeps its bytes)."""
 
 
 class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
@@ -74,6 +81,21 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def _report_as(self, key: str) -> None:
         """Report the breaker's own events as the ones of a keyed policy's ``key`` (see ``report_as``)."""
         self._core.report_as(key)
+
+    def _hold_by(self, holder: Callable[[CircuitBreaker], AbstractContextManager[object]]) -> None:
+        """Run each operator action (:meth:`force_open`, :meth:`reset`, ...) within ``holder(self)``.
+
+        For an owner that may stop using the breaker (a named policy: its key evicted, or a reload
+        that replaced it): ``holder(breaker)`` raises when it no longer does, and keeps it in use while
+        the action runs. Set once, before the breaker is given out. Calls never look at it, nor
+        does an isolation (recovery's, within a call of the owner).
+        """
+        _HOLDERS[self] = holder
+
+    def _held(self) -> AbstractContextManager[object]:
+        """What an operator action runs within: the owner's hold (:meth:`_hold_by`), or nothing."""
+        holder = _HOLDERS.get(self)
+        return nullcontext() if holder is None else holder(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)
@@ -178,31 +200,38 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         Raises:
             TypeError: ``duration`` is not a number or ``timedelta``.
             ValueError: ``duration`` is not finite and ``> 0``, or ``reason`` is unknown.
+            RuntimeError: An operator's opening (``"forced"``, as every action below) of a named
+                policy's breaker no longer in use: its key was evicted, or a reload replaced it.
         """
         seconds = None
         if duration is not None:
             seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
         if reason not in _FORCE_REASONS:
             raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
-        return self._core.force_open(seconds, reason)
+        # An isolation runs within a call of the breaker's owner: the owner's hold is an operator's.
+        with self._held() if reason == "forced" else nullcontext():
+            return self._core.force_open(seconds, reason)
 
     def reset(self) -> None:
         """Close the breaker now and clear the counts of the current period (totals are kept).
 
         Also the way back to normal operation from :meth:`disable` and :meth:`metrics_only`.
         """
-        self._core.reset()
+        with self._held():
+            self._core.reset()
 
     def force_closed(self) -> None:
         """Close the breaker now, as an operator: :meth:`reset`, reported with reason ``"forced"``."""
-        self._core.force_state(CircuitState.CLOSED, "forced")
+        with self._held():
+            self._core.force_state(CircuitState.CLOSED, "forced")
 
     def disable(self) -> None:
         """Switch the breaker off until :meth:`reset`: every call goes through and is counted.
 
         The state is :attr:`CircuitState.DISABLED`; nothing opens the breaker meanwhile.
         """
-        self._core.force_state(CircuitState.DISABLED, "forced")
+        with self._held():
+            self._core.force_state(CircuitState.DISABLED, "forced")
 
     def metrics_only(self) -> None:
         """Run the breaker in shadow mode until :meth:`reset`, for a safe roll-out.
@@ -213,7 +242,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         :meth:`on_state_change` callbacks), after which its counts start again. No call is ever
         rejected.
         """
-        self._core.force_state(CircuitState.METRICS_ONLY, "forced")
+        with self._held():
+            self._core.force_state(CircuitState.METRICS_ONLY, "forced")
 
     def on_state_change(self, callback: Callable[[StateChanged], Any]) -> Callable[[], None]:
         """Call ``callback(change)`` after each state change of this breaker.
