@@ -34,7 +34,9 @@ idempotent request once more when its connection was reset or closed without an 
 a new request, so a new execution of the policy (after the policy's attempts ran out, the
 breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`). A
 request under way when its session closes (its retry backing off) is not sent again: it ends
-with aiohttp's own ``RuntimeError("Session is closed")``.
+with aiohttp's own ``RuntimeError("Session is closed")``; one whose connector closed under an
+open session (``connector_owner=False``, closed by its owner) or while the session closed, with
+aiohttp's own ``ClientConnectionError("Connector is closed.")``, once, not counted by the breaker.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ _REPLAYABLE_BODIES = (payload.BytesPayload, payload.StringPayload, payload.JsonB
 _POOL_WAIT: Final = BaseConnector._wait_for_available_connection.__code__
 """aiohttp's wait for a free connection slot (``TCPConnector(limit=...)``): a timeout or a
 cancellation raised in it ended the send before it left the client (:func:`raised_in`)."""
+_CONNECT: Final = BaseConnector.connect.__code__
+"""aiohttp's connect: an error raised in it once the session is closed (its connector closed, by
+the session or by the connector's owner) ended a send that never left the client."""
 
 
 class ResilientMiddleware(HttpIntegration):
@@ -119,6 +124,8 @@ class ResilientMiddleware(HttpIntegration):
                 raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
         except Exception as error:
+            if request.session.closed and raised_in(error, _CONNECT):  # its connector closed: never sent
+                raise refused(error).with_traceback(error.__traceback__) from None
             body_failed(error, getattr(request.body, "_value", None), index)  # the caller's generator's?
             raise
         raise FailedResponseError(response, response.status)

@@ -300,7 +300,8 @@ class HttpOptions:
             and the policy's own backoff applies (a response a ``retry_on_result`` rejects has its
             header read whatever its status: :class:`HttpRetryAfter`). Default (``None``):
             those of :data:`RETRY_AFTER_STATUSES` (429 and 503) that are ``failure_statuses``,
-            stored in the field.
+            read in the field as a frozenset and derived again from ``failure_statuses`` by
+            ``dataclasses.replace`` (a set given is checked, and kept, whatever the change).
         per_host: One breaker and one bulkhead per host (default ``True``).
         deadline_as_timeout: Cap the client's timeout by what is left of the deadline
             (default ``True``).
@@ -336,7 +337,8 @@ class HttpOptions:
         ) -> None: ...
 
     def __post_init__(self) -> None:
-        defaulted = self.retry_after_statuses is None
+        # A default stored as derived is derived again (dataclasses.replace passes it back).
+        defaulted = self.retry_after_statuses is None or type(self.retry_after_statuses) is _Derived
         if defaulted:
             object.__setattr__(self, "retry_after_statuses", RETRY_AFTER_STATUSES)
         for field in ("failure_statuses", "retry_after_statuses", "retry_methods"):
@@ -351,7 +353,7 @@ class HttpOptions:
             object.__setattr__(self, field, statuses)
         retry_after = cast("frozenset[int]", self.retry_after_statuses)
         if defaulted:  # 429 and 503, where they are failures
-            object.__setattr__(self, "retry_after_statuses", retry_after & self.failure_statuses)
+            object.__setattr__(self, "retry_after_statuses", _Derived(retry_after & self.failure_statuses))
         elif not retry_after <= self.failure_statuses:  # no failure: its header never read for it
             raise fail(
                 "HttpOptions",
@@ -376,6 +378,23 @@ class HttpOptions:
             if not isinstance(getattr(self, field), bool):
                 raise fail("HttpOptions", field, "a bool", getattr(self, field), kind=TypeError)
         check_int("HttpOptions", "max_hosts", self.max_hosts, minimum=1)
+
+
+class _Derived(frozenset[int]):
+    """:attr:`HttpOptions.retry_after_statuses` left to its default: derived from ``failure_statuses``.
+
+    A frozenset of its statuses (equal to, and read as, the plain one), marked so that an
+    ``HttpOptions`` made from it (``dataclasses.replace``, a copy, a pickle) derives it again from
+    its own ``failure_statuses`` rather than checking it as a value the caller gave.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(frozenset(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Derived, (tuple(self),)
 
 
 _DEFAULT_OPTIONS: Final = HttpOptions()

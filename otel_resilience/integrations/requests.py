@@ -27,7 +27,8 @@ from it (a redirect's next hop, an authentication's second send) is judged by it
 headers alone; an ``Idempotency-Key`` header goes with it.
 
 A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
-in a bulkhead's queue or for a rate limiter's permit) is not sent, neither again nor for the
+in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
+connection of its pool) is not sent, neither again nor for the
 first time: it ends with requests' own error for a closed pool (a ``ConnectionError`` from
 urllib3's ``ClosedPoolError``), once, not retried. A new request is sent, through new pools, as
 requests sends one after ``close()``.
@@ -38,6 +39,8 @@ whole execution (every attempt nests inside it) rather than one span per send.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict, cast
@@ -150,12 +153,61 @@ def _bound_waits(manager: PoolManager, http: HttpPolicy) -> None:
 
 
 def _bounded(pool: type[HTTPConnectionPool], http: HttpPolicy) -> type[HTTPConnectionPool]:
-    """Return a subclass of the urllib3 ``pool`` class whose wait for a connection ``http`` bounds."""
+    """Return a subclass of the urllib3 ``pool`` class whose wait for a connection ``http`` bounds.
+
+    Closing such a pool (:meth:`ResilientAdapter.close`) ends the waits for its connections too
+    (:class:`_ClosedSlot`): urllib3's own close leaves a request waiting for one until a
+    connection comes back, then sends it through the closed pool.
+    """
 
     def _get_conn(self: HTTPConnectionPool, timeout: float | None = None) -> Any:
         return pool._get_conn(self, http.timeout_left() if timeout is None else timeout)
 
-    return type(pool.__name__, (pool,), {"_get_conn": _get_conn, "__module__": __name__})
+    def close(self: HTTPConnectionPool) -> None:
+        waits = self.pool
+        pool.close(self)
+        if waits is not None:
+            _ClosedSlot(self, waits).pass_on()
+
+    return type(pool.__name__, (pool,), {"_get_conn": _get_conn, "close": close, "__module__": __name__})
+
+
+def _closed_pool(error: requests.ConnectionError) -> bool:
+    """Whether ``error`` is requests' error for a request to a closed pool (urllib3's ``ClosedPoolError``)."""
+    return isinstance(next(iter(error.args), None), ClosedPoolError)
+
+
+class _ClosedSlot:
+    """What a closed blocking pool's queue gives a request still waiting in it: urllib3's ``ClosedPoolError``.
+
+    urllib3 checks each connection it takes from the queue (``is_connection_dropped``, which
+    reads ``is_connected``, or ``sock`` before urllib3 2): this one raises there, after putting
+    itself back for the next request waiting. The request is not sent (requests raises its
+    ``ConnectionError`` for a closed pool: refused, :meth:`_AdapterLink._send_once`); a
+    connection given back to the closed pool is closed (urllib3's ``_put_conn``).
+    """
+
+    __slots__ = ("_pool", "_queue")
+
+    def __init__(self, pool: HTTPConnectionPool, waits: Any) -> None:
+        self._pool = pool
+        self._queue = waits
+
+    def pass_on(self) -> None:
+        """Put this in the queue, for the next request waiting in it (if there is room: a pool's size)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(self, block=False)
+
+    @property
+    def is_connected(self) -> NoReturn:
+        """Refuse the request that took this from the queue (and pass it on to the next)."""
+        self.pass_on()
+        raise ClosedPoolError(self._pool, "Pool is closed.")
+
+    sock = is_connected
+
+    def close(self) -> None:
+        """Nothing to close: no connection."""
 
 
 class _Rest:
@@ -260,6 +312,8 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             http.deadline_reached(error)
             raise
         except Exception as error:
+            if isinstance(error, requests.ConnectionError) and _closed_pool(error):  # closed: sent no more
+                raise refused(error).with_traceback(error.__traceback__) from None
             body_failed(error, request.body)  # the caller's body generator raised it?
             raise
         if response.status_code in http.failure_statuses:
@@ -286,9 +340,10 @@ class _Closed:
     """What the requests under way when their adapter closed send through: nothing (a closed :class:`Link`).
 
     Each send of a request under way when its adapter closed raises requests' own error for a
-    request to a closed pool (a ``ConnectionError`` from urllib3's ``ClosedPoolError``), final
-    (:func:`refused`: a transport error otherwise, which the retry would try again). It holds
-    the adapter's send, as a closed link holds what it sent through.
+    request to a closed pool (a ``ConnectionError`` from urllib3's ``ClosedPoolError``), which
+    the attempt makes final, as for a request its pool's close ended (:func:`refused`: a
+    transport error otherwise, which the retry would try again). It holds the adapter's send,
+    as a closed link holds what it sent through.
     """
 
     __slots__ = ("send",)
@@ -299,7 +354,7 @@ class _Closed:
     def __call__(self, request: requests.PreparedRequest, **_: Any) -> NoReturn:
         """Refuse the request: its adapter closed."""
         closed = ClosedPoolError(None, "Pool is closed.")  # type: ignore[arg-type] # no pool: none is made
-        raise refused(requests.ConnectionError(closed, request=request))
+        raise requests.ConnectionError(closed, request=request)
 
 
 class AdapterOptions(TypedDict, total=False):
@@ -412,6 +467,17 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         return http.send_sync(url.hostname or "", port, replayable, self._attempt, exchange)
 
     def close(self) -> None:
-        """Close the adapter's pools; a request under way is not sent (:class:`_Closed`)."""
+        """Close the adapter's pools; a request under way is not sent (:class:`_Closed`).
+
+        Each pool is closed (urllib3 2 only forgets them): a request waiting for one of its
+        connections (``pool_block=True``) is refused at once (:class:`_ClosedSlot`), and a
+        connection an earlier response gives back is closed, not kept in a pool nothing uses.
+        """
         self._close_link(_Closed)
+        for manager in (self.poolmanager, *self.proxy_manager.values()):
+            pools = manager.pools
+            for key in pools.keys():  # noqa: SIM118 - urllib3's container refuses to be iterated
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
         super().close()

@@ -24,10 +24,16 @@ import requests
 from support import BackoffCheck, ScriptedHTTPServer
 from urllib3.exceptions import ClosedPoolError
 
-from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
 from otel_resilience.integrations import httpx as ours
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
-from otel_resilience.integrations.http import HttpOptions
+from otel_resilience.integrations.http import HttpOptions, RequestNotSentError
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -367,3 +373,97 @@ def test_requests_a_request_queued_when_its_session_closed_is_never_sent(server:
     assert isinstance(queued, BaseException)
     assert _closed_pool(queued)
     assert server.count("/queued") == 0
+
+
+def test_requests_a_request_waiting_for_a_connection_when_its_session_closed_is_never_sent(
+    server: ScriptedHTTPServer,
+) -> None:
+    """With ``pool_block=True``, a request waiting for the pool's one connection at the close is refused at once.
+
+    It neither waits for the connection the other request holds (with no deadline: for good) nor
+    is sent through the closed adapter once that connection comes back; the breaker counts nothing.
+    """
+    entered, release = threading.Event(), threading.Event()
+
+    class Holding(ResilientAdapter):
+        def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+            if req.url is not None and req.url.endswith("/held"):  # sent, its connection held
+                entered.set()
+                assert release.wait(10.0)
+            return super().build_response(req, resp)
+
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="pooled", circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+    adapter = Holding(config, manager=manager, pool_maxsize=1, pool_block=True)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    outcomes: dict[str, object] = {}
+
+    def get(path: str) -> None:
+        try:
+            outcomes[path] = session.get(f"{server.url}{path}").status_code
+        except Exception as error:
+            outcomes[path] = error
+
+    first = threading.Thread(target=get, args=("/held",))
+    second = threading.Thread(target=get, args=("/waiting",))
+    try:
+        first.start()
+        assert entered.wait(10.0)
+        pools = adapter.poolmanager.pools
+        (key,) = pools.keys()  # the host's one pool
+        queue = pools[key].pool
+        second.start()
+        until = time.monotonic() + 10.0
+        while not queue.not_empty._waiters and time.monotonic() < until:  # type: ignore[attr-defined]
+            time.sleep(0.005)
+        assert queue.not_empty._waiters  # type: ignore[attr-defined] # waiting for the held connection
+        session.close()
+        second.join(10.0)
+        assert not second.is_alive()  # refused at the close, the held connection not given back yet
+    finally:
+        release.set()
+        first.join(10.0)
+        second.join(10.0)
+    assert outcomes["/held"] == 200
+    waiting = outcomes["/waiting"]
+    assert isinstance(waiting, RequestNotSentError)
+    assert _closed_pool(waiting)
+    assert server.count("/waiting") == 0
+    assert manager.policy("pooled").get_stats()["circuit_breaker"]["total_failures"] == 0
+
+
+async def test_aiohttp_a_request_whose_connector_closed_during_its_backoff_is_not_sent_again(
+    server: ScriptedHTTPServer,
+) -> None:
+    """A connector closed under its session (its owner closed it) refuses the retry: refused once, not the host's.
+
+    aiohttp's own ``ClientConnectionError("Connector is closed.")`` reaches the caller, once: the
+    retry does not try again (each would be refused, after its backoff) and the breaker counts the
+    503 only.
+    """
+    server.script("/a", (503, {}), (503, {}))
+    connector = aiohttp.TCPConnector()
+
+    async def close() -> None:
+        await connector.close()
+
+    clock = BackoffCheck(close)
+    retry = RetryPolicy(max_attempts=4, initial_delay=30.0, max_delay=30.0, jitter="none")
+    breaker = CircuitBreakerConfig(failure_threshold=3)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(name="connector", retry_policy=retry, circuit_breaker=breaker)
+    session = aiohttp.ClientSession(
+        middlewares=(ResilientMiddleware(config, manager=manager),),
+        connector=connector,
+        connector_owner=False,
+    )
+    try:
+        with pytest.raises(aiohttp.ClientConnectionError, match="Connector is closed") as caught:
+            await asyncio.wait_for(session.get(f"{server.url}/a"), 10.0)
+    finally:
+        await session.close()
+    assert isinstance(caught.value, RequestNotSentError)
+    assert server.count("/a") == 1
+    assert len(clock.outcomes) == 1  # one backoff (the one the close ran in): no retry after the refusal
+    assert manager.policy("connector").get_stats()["circuit_breaker"]["total_failures"] == 1  # the 503

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import pickle
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -776,3 +778,21 @@ async def test_a_result_retried_by_the_policy_is_sent_again_only_when_http_allow
     assert sends == ["POST"]
     assert (await clients.request("GET", "http://downstream.internal/jobs/1")).status_code == 202
     assert sends == ["POST", "GET", "GET", "GET"]
+
+
+def test_a_default_retry_after_statuses_follows_failure_statuses_through_replace() -> None:
+    """Left to its default, the field is derived again by dataclasses.replace; an explicit one still checked."""
+    options = dataclasses.replace(HttpOptions(), failure_statuses={500})
+    assert options.retry_after_statuses == frozenset()
+    assert options == HttpOptions(failure_statuses={500})
+    assert dataclasses.replace(options, failure_statuses={429, 500}).retry_after_statuses == {429}
+    assert HttpOptions() == HttpOptions(retry_after_statuses={429, 503})
+    assert hash(HttpOptions()) == hash(HttpOptions(retry_after_statuses={429, 503}))
+    assert "retry_after_statuses=frozenset({429, 503})" in repr(HttpOptions())
+    explicit = HttpOptions(retry_after_statuses={503})
+    assert dataclasses.replace(explicit, failure_statuses={503, 500}).retry_after_statuses == {503}
+    with pytest.raises(ValueError, match="retry_after_statuses"):
+        dataclasses.replace(explicit, failure_statuses={500})
+    assert pickle.loads(pickle.dumps(HttpOptions())) == HttpOptions()
+    unpickled = pickle.loads(pickle.dumps(HttpOptions()))
+    assert dataclasses.replace(unpickled, failure_statuses={500}).retry_after_statuses == frozenset()
