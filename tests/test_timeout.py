@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from support import run_threads
 
+from otel_resilience import time_left
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import PipelineBuilder, classify_error
@@ -912,3 +913,77 @@ def test_an_abandoned_async_generators_scope_closed_at_shutdown_reports_no_error
 
     asyncio.run(main())
     assert reported == []
+
+
+async def test_a_looser_consumers_deadline_is_published_once_an_async_generators_tighter_scope_ends() -> None:
+    """An async generator's scope ending inside a looser scope its consumer opened since leaves that scope's deadline published.
+
+    The consumer's scope was held under the generator's tighter deadline; once that scope ended,
+    the consumer's deadline is the one in force: enforced, and read by ``current_deadline()``,
+    with and without an earlier deadline around both, until the consumer's scope ends.
+    """
+    clock = FakeClock()
+
+    async def numbers():
+        async with fail_after(10.0, clock=clock, operation="generator"):
+            yield 1
+            yield 2
+
+    seen: list[object] = []
+    generator = numbers()
+    await generator.__anext__()
+    async with fail_after(40.0, clock=clock, operation="consumer"):
+        assert [item async for item in generator] == [2]
+        seen.extend((current_deadline(), time_left()))
+    seen.append(current_deadline())
+    async with fail_after(100.0, clock=clock, operation="outer"):
+        generator = numbers()
+        await generator.__anext__()
+        async with fail_after(40.0, clock=clock, operation="consumer"):
+            assert [item async for item in generator] == [2]
+            seen.append(current_deadline())
+        seen.append(current_deadline())
+    seen.append(current_deadline())
+
+    async def consume(generator) -> object:
+        assert [item async for item in generator] == [2]
+        return current_deadline()
+
+    generator = numbers()
+    await generator.__anext__()
+    seen.append(await TimeoutHandler(40.0, clock=clock, name="consumer").with_timeout(consume, generator))
+    seen.append(current_deadline())
+    assert seen == [40.0, 40.0, None, 40.0, 100.0, None, 40.0, None]
+    assert not loop_timer(asyncio.get_running_loop()).held
+
+
+async def test_a_consumers_deadline_armed_by_an_earlier_expiry_is_published_once_an_async_generators_scope_ends() -> (
+    None
+):
+    """A looser scope held under a generator's, armed since by another scope's expiry, is published once the generator's ends.
+
+    The consumer's scope was armed when a scope inside it fired (its block may have caught that
+    cancellation); the generator's scope ending afterwards leaves the consumer's deadline in force,
+    read by ``current_deadline()``, as when nothing had fired.
+    """
+    clock = FakeClock()
+
+    async def numbers():
+        async with fail_after(10.0, clock=clock, operation="generator"):
+            yield 1
+            yield 2
+
+    seen: list[object] = []
+    generator = numbers()
+    await generator.__anext__()
+    async with fail_after(40.0, clock=clock, operation="consumer"):
+        async with move_on_after(0, clock=clock) as expired:
+            await asyncio.sleep(30)
+        seen.append(expired.expired)
+        assert [item async for item in generator] == [2]
+        seen.append(current_deadline())
+        async with fail_after(50.0, clock=clock, operation="looser"):
+            seen.append(current_deadline())
+    seen.append(current_deadline())
+    assert seen == [True, 40.0, 40.0, None]
+    assert not loop_timer(asyncio.get_running_loop()).held

@@ -43,13 +43,16 @@ forking thread is a new owner.
 
 **How a scope publishes its deadline.** An async scope sets a cell of its own and resets the
 variable when it ends, leaving that cell nobody's: a copy of the context taken in its block
-carries no deadline of it once it ended. A sync scope narrows its owner's cell in place and puts
-the previous deadline back when it ends (the scopes of one owner are nested, so they end in the
-reverse order they began; a generator's :class:`SyncDeadline`, left inside a scope entered since,
-leaves its owner a deadline-free cell when no deadline was in force before it); where the context
-holds no cell of its owner yet, the first sync scope sets one and leaves it there, deadline-free
-once it ends, for the next: a thread's calls through a timeout set and reset no context variable
-(about a fifth of what a sync scope cost).
+carries no deadline of it once it ended. A step's sync scope narrows its owner's cell in place
+and puts the previous deadline back when it ends (it begins and ends in one call, so the scopes
+of one owner end in the reverse order they began); where the context holds no cell of its owner
+yet, the first sync scope sets one and leaves it there, deadline-free once it ends, for the next:
+a thread's calls through a timeout set and reset no context variable (about a fifth of what a
+sync scope cost). A :class:`SyncDeadline` object, which a generator can leave inside scopes
+entered since, sets a narrowed cell of its own instead and puts back the cell it replaced, so
+that the later scopes, putting back what they replaced as they leave, write to a cell no longer
+in force (:meth:`SyncDeadline.__exit__`); a scope bound by its deadline then ends at its own
+(:func:`_still_binds`).
 """
 
 from __future__ import annotations
@@ -496,6 +499,7 @@ class AsyncDeadline(TimerEntry):
         "_entered",
         "_held_by",
         "_operation",
+        "_published",
         "_scope",
         "_task",
         "_timeout",
@@ -508,7 +512,11 @@ class AsyncDeadline(TimerEntry):
     _held_by: LoopTimer
     """Held (:meth:`enter`): the timer of its loop, whose held scopes it is among until armed."""
     _waiting: list[TimerEntry] | None
-    """Held: its task's held scopes, which it is in; ``None`` once armed (:func:`_arm_held`) or left."""
+    """Held: its task's held scopes, which it is in (and stays in once armed, until it leaves);
+    ``None`` once armed (:func:`_arm_held`) or left."""
+    _published: tuple[_Cell, float, Clock | None] | None
+    """Held, then published once the scope it was held under ended first (:func:`_publish_held`):
+    the cell it narrowed, and the deadline and clock to put back in it as it leaves. Unset otherwise."""
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -621,7 +629,10 @@ class AsyncDeadline(TimerEntry):
         a cell equal to its own in force, then leaves as usual). A scope held under this one's
         deadline relied on its cancellation, which will never come: the task's held scopes are
         armed, each at its own deadline (:func:`_arm_held`; one held under an earlier scope still
-        open is armed too, which changes nothing: that scope fires first). Only the scopes of
+        open is armed too, which changes nothing: that scope fires first), and their deadlines,
+        bound by this one's until now, are published in this scope's cell, kept in force
+        (:func:`_publish_held`; deadline-free before them when no deadline of the task was in force
+        before this scope). Only the scopes of
         ``async with`` come here (a step's scope begins and ends in one call); a scope left by
         another task is left to :meth:`leave`, which refuses it.
         """
@@ -630,13 +641,23 @@ class AsyncDeadline(TimerEntry):
         if task is None or loop is None or _current_task(loop) is not task:
             return
         cell = self._cell
+        held = cast("list[AsyncDeadline]", loop_timer(loop).held.get(task, []))
         current = _DEADLINE.get()
-        if current is not cell and current != cell:  # (equal: the cell that took this scope's deadline)
+        # A later scope's cell in force (not one equal to this scope's cell: the cell that took
+        # the deadline of this scope, an outer one, from a generator's that ended)
+        later = current is not cell and current != cell
+        if later or held:
+            kept = cell.copy()
             replaced = self._token.old_value
             if replaced is not Token.MISSING and replaced[1] is cell[1]:
                 cell[:] = replaced  # in force again once the later scope leaves
+            else:
+                cell[0] = _NO_DEADLINE  # no deadline of the task before this scope: the held scopes' alone
+            if _publish_held(cell, held) or later:
                 self._cell = [_NO_DEADLINE, _NO_OWNER, None]  # what leave() marks nobody's
-            self._token = _DEADLINE.set(_DEADLINE.get())  # leave()'s reset keeps the later scope's cell
+                self._token = _DEADLINE.set(current)  # leave()'s reset keeps the cell in force
+            else:  # the held scopes are no later than the deadline before this one: left as usual
+                cell[:] = kept
         _arm_held(task)
 
     def leave(self, exc_type: type[BaseException] | None) -> None:
@@ -698,7 +719,17 @@ class AsyncDeadline(TimerEntry):
         task = self._task
         waiting = self._waiting
         if waiting is None:
-            self._held_by.cancel(self)  # armed when a scope of its task fired
+            timer = self._held_by
+            timer.cancel(self)  # armed when a scope of its task fired
+            listed = timer.held[task]  # type: ignore[index] # held: its task is set
+            listed.remove(self)
+            if not listed:
+                del timer.held[task]  # type: ignore[arg-type]
+            published = getattr(self, "_published", None)  # (set on that rare path only)
+            if published is not None:  # published once the scope it was held under ended first
+                self._published = None
+                cell, deadline, clock = published
+                cell[0], cell[2] = deadline, clock  # the deadline it replaced
         else:
             self._waiting = None
             if waiting[-1] is self:  # the scopes of a task end in the reverse order they began
@@ -754,6 +785,35 @@ class StepDeadline(AsyncDeadline):
         raise DeadlineIgnored
 
 
+def _publish_held(cell: _Cell, held: list[AsyncDeadline]) -> bool:
+    """Publish in ``cell`` the held scopes' deadlines, their earlier scope ended first: whether any was.
+
+    An async generator's scope, left inside looser scopes its consumer entered since (held under
+    its deadline: :meth:`AsyncDeadline.enter`), no longer bounds them: each of them still open,
+    in the order they were entered, narrows ``cell`` (the task's, in force once the generator's
+    scope left) as a sync scope does, and puts back the deadline it replaced as it leaves
+    (:meth:`AsyncDeadline._leave_held`). A scope held under a deadline still in force narrows
+    nothing. On two clocks, by the seconds left (:func:`_across`).
+    """
+    published = False
+    for scope in held:
+        if getattr(scope, "_published", None) is not None:
+            continue  # published already, under a scope of its task that ended before
+        deadline, _, clock = cell
+        if clock is scope._clock or deadline == _NO_DEADLINE:
+            if scope._deadline >= deadline:
+                continue
+            cell[0], cell[2] = scope._deadline, scope._clock
+        else:
+            narrowed = _across(deadline, clock, scope._deadline - scope._clock.now())
+            if narrowed is None:
+                continue
+            cell[0] = narrowed
+        scope._published = (cell, deadline, clock)
+        published = True
+    return published
+
+
 def _arm_held(task: asyncio.Task[Any]) -> None:
     """Arm the held scopes of ``task``, for a scope of it fired: each at its own deadline.
 
@@ -762,17 +822,20 @@ def _arm_held(task: asyncio.Task[Any]) -> None:
     left to end it, as each ``asyncio.timeout`` is armed. Each is armed at what is left of its
     deadline on its clock; one passed already fires at once. Its cancellation is then its own
     timeout only when no other request is pending (:meth:`AsyncDeadline._uncancel`): while the
-    earlier scope's cancellation is on its way out, that scope reports it.
+    earlier scope's cancellation is on its way out, that scope reports it. They stay listed
+    until they leave, for the scope they were held under may end first (an async generator's:
+    :meth:`AsyncDeadline._leave_before_later_scopes` publishes their deadlines then).
     """
     loop = task.get_loop()
     timer = loop_timer(loop)
-    held = timer.held.pop(task, None)
+    held = timer.held.get(task)
     if held is None:
         return
     now = loop.time()
     for scope in cast("list[AsyncDeadline]", held):
-        scope._waiting = None
-        timer.add(loop, scope, now + max(scope._deadline - scope._clock.now(), 0.0))
+        if scope._waiting is not None:  # (else armed already)
+            scope._waiting = None
+            timer.add(loop, scope, now + max(scope._deadline - scope._clock.now(), 0.0))
 
 
 # Python 3.10: a task counts no cancellations (no ``Task.cancelling``/``uncancel``), and one
@@ -997,16 +1060,39 @@ def _publish_across(cell: _Cell, timeout: float, deadline: float) -> tuple[float
     return deadline, None, deadline - timeout + (previous - outer_clock.now())
 
 
-def enforce_binding_deadline(clock: Clock, binding: float, started: float, operation: str) -> None:
+def enforce_binding_deadline(
+    clock: Clock, binding: float, deadline: float, timeout: float, operation: str
+) -> bool:
     """Leave a sync scope that an earlier deadline of its owner binds (:func:`publish_deadline`'s ``None``).
 
-    Its block returned: at or after ``binding`` (the effective deadline when the scope began at
-    ``started``), that is a :class:`DeadlineReachedError`, which the scope owning the deadline
-    turns into its own timeout. An async scope cannot see a late return of sync code, and an
-    outer sync scope would see it only after the steps between had taken it for a success.
+    Its block returned: at or after ``binding`` (the effective deadline when the scope, of
+    ``deadline`` and ``timeout``, began), that is a :class:`DeadlineReachedError`, which the
+    scope owning the deadline turns into its own timeout. An async scope cannot see a late
+    return of sync code, and an outer sync scope would see it only after the steps between had
+    taken it for a success. Unless the scope of that deadline ended first (a generator's,
+    left inside this scope: :func:`_still_binds`): this scope's own deadline then binds it.
+
+    Returns:
+        Whether the block returned at or after the scope's own deadline, the earlier one having
+        ended first: a timeout of the scope's own (``False`` on every other way out).
     """
     if clock.now() >= binding:
-        raise DeadlineReachedError(operation, max(binding - started, 0.0), "total")
+        if _still_binds(clock, binding):
+            raise DeadlineReachedError(operation, max(binding - (deadline - timeout), 0.0), "total")
+        return clock.now() >= deadline
+    return False
+
+
+def _still_binds(clock: Clock, binding: float) -> bool:
+    """Whether ``binding``, on ``clock``, the deadline that bound a sync scope as it began, is still in force.
+
+    While the scope of that deadline is open, the deadline in force is no later. Its scope may
+    have ended first, out of order: a generator's, left inside scopes entered since. A later
+    deadline in force (on ``clock``), or none, tells that. A deadline in force on another
+    clock is taken to bind: two clocks' times are never compared.
+    """
+    in_force, _, in_force_clock = _own_cell()
+    return in_force != _NO_DEADLINE and (in_force_clock is not clock or in_force <= binding)
 
 
 def withdraw_deadline(
@@ -1041,7 +1127,17 @@ class SyncDeadline:
         expired: Whether this scope raised for its own deadline.
     """
 
-    __slots__ = ("_clock", "_entered", "_operation", "_owner", "_published", "_scope", "_timeout", "expired")
+    __slots__ = (
+        "_before",
+        "_clock",
+        "_entered",
+        "_operation",
+        "_owner",
+        "_published",
+        "_scope",
+        "_timeout",
+        "expired",
+    )
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -1056,7 +1152,18 @@ class SyncDeadline:
         if self._entered:
             raise _entered_twice(self, self._operation)
         self._entered = True
-        self._published = publish_deadline(self._clock, self._timeout)
+        before = _DEADLINE.get()
+        kept = before.copy()
+        published = publish_deadline(self._clock, self._timeout)
+        if published[1] is before:
+            # Narrowed the owner's cell in place: a cell of its own instead, set over it, which the
+            # scope can leave out of order (a generator's, left inside scopes entered since).
+            mine = before.copy()
+            before[:] = kept
+            published = (published[0], mine, published[2])
+            _DEADLINE.set(mine)
+        self._published = published
+        self._before = before
         self._owner = _DEADLINE.get()[1]  # the owner publish_deadline found: its cell is the context's
         return self
 
@@ -1070,22 +1177,52 @@ class SyncDeadline:
         if published is None:
             return
         deadline, cell, previous = published
+        before, self._before = self._before, _NOBODYS
         owner = self._owner
         if owner is not _owner() and owner is not _THREAD.forked_from:  # (a child leaves its parent's)
             if cell is not None:
-                cell[0] = previous  # the scope is gone: its deadline binds its owner no more
+                cell[1] = _Ended(before)  # the scope is gone: its deadline binds its owner no more
             if exc_type is not GeneratorExit:  # a generator closed elsewhere: nothing to tell
                 raise _left_elsewhere(self, self._operation)
             return
         if cell is None:
-            if exc_type is None:
-                enforce_binding_deadline(self._clock, previous, deadline - self._timeout, self._operation)
+            if exc_type is None and enforce_binding_deadline(
+                self._clock, previous, deadline, self._timeout, self._operation
+            ):
+                self._expire()
             return
-        if cell[0] is not deadline and previous == _NO_DEADLINE and _DEADLINE.get() is cell:
-            # A scope entered since narrowed the cell and is still open (this one, a generator's,
-            # is left inside it): leaving, it would put back this scope's deadline, ended by then.
-            # The owner gets a deadline-free cell of its own; that scope's goes with it.
-            _DEADLINE.set([_NO_DEADLINE, owner, cell[2]])
+        current = _DEADLINE.get()
+        while current is not cell and type(current[1]) is _Ended:  # scopes entered since, ended
+            current = current[1].before
+        if current is cell:
+            while type(before[1]) is _Ended:  # a scope that ended while one entered since was open
+                before = before[1].before
+            _DEADLINE.set(before)
+        # Nobody's from now on: a copy of the context taken in the block carries no deadline of
+        # it. A scope entered since that set a cell of its own and is still open (this one, a
+        # generator's, is left inside it) puts this cell back as it leaves: it then leads such a
+        # scope on to the cell in force before this one.
+        cell[1] = _Ended(before)
         if withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
-            self.expired = True
-            raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+            self._expire()
+
+    def _expire(self) -> None:
+        """Raise this scope's own timeout: its block returned (or its engine wait stopped) too late."""
+        self.expired = True
+        raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+
+
+class _Ended:
+    """The owner of the cell of a :class:`SyncDeadline` that ended: nobody's, no reader takes it for theirs.
+
+    Such a cell may still be in force, or be put back: its scope ended while a scope entered
+    since was open (a generator's), or was left by another thread or task. A
+    :class:`SyncDeadline` leaving puts back the cell it replaced, or, when that one's scope
+    ended, the cell in force before that scope (:attr:`before`); it finds its own cell in force
+    behind the cells of such scopes entered since.
+    """
+
+    __slots__ = ("before",)
+
+    def __init__(self, before: _Cell) -> None:
+        self.before = before

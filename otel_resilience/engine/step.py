@@ -704,9 +704,9 @@ class Step:
                 raise
         else:
             if cell is None:  # an earlier deadline binds the block: its owner judges it
-                enforce_binding_deadline(clock, previous, deadline - seconds, ctx.operation)
-                return result
-            if not withdraw_deadline(cell, previous, deadline, clock, None):
+                if not enforce_binding_deadline(clock, previous, deadline, seconds, ctx.operation):
+                    return result
+            elif not withdraw_deadline(cell, previous, deadline, clock, None):
                 return result
         # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped,
         # and not kept by this frame, which the timeout's traceback holds.

@@ -346,20 +346,27 @@ class _CountingVar:
 
 
 def test_a_threads_sync_scopes_set_the_context_variable_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first sync scope of a thread sets a cell of its own; every later one narrows it in place."""
+    """The first sync scope of a thread's calls sets a cell of its own; every later one narrows it in place.
+
+    A ``SyncDeadline`` object, which a generator can leave out of order, sets a cell of its own
+    over the one in force, and puts that one back as it ends.
+    """
     counting = _CountingVar(deadline._DEADLINE)
     monkeypatch.setattr(deadline, "_DEADLINE", counting)
     clock = FakeClock(0.0)
     seen: list[float | None] = []
+    outer = TimeoutHandler(2.0, clock=clock, name="outer")
+    inner = TimeoutHandler(1.0, clock=clock, name="inner")
+    looser = TimeoutHandler(5.0, clock=clock, name="looser")  # the outer one binds: nothing changes
+
+    def body() -> None:
+        inner.with_timeout_sync(lambda: seen.append(current_deadline()))
+        looser.with_timeout_sync(lambda: seen.append(current_deadline()))
+        seen.append(current_deadline())
 
     def calls() -> None:  # a new thread: a new, empty context
         for _ in range(3):
-            with SyncDeadline(clock, 2.0, "outer"):
-                with SyncDeadline(clock, 1.0, "inner"):
-                    seen.append(current_deadline())
-                with SyncDeadline(clock, 5.0, "looser"):  # the outer one binds: nothing changes
-                    seen.append(current_deadline())
-                seen.append(current_deadline())
+            outer.with_timeout_sync(body)
             seen.append(current_deadline())
 
     worker = threading.Thread(target=calls)
@@ -367,6 +374,21 @@ def test_a_threads_sync_scopes_set_the_context_variable_once(monkeypatch: pytest
     worker.join(timeout=10.0)
     assert seen == [1.0, 2.0, 2.0, None] * 3
     assert (counting.sets, counting.resets) == (1, 0)
+
+    def objects() -> None:
+        with SyncDeadline(clock, 2.0, "outer"):
+            with SyncDeadline(clock, 1.0, "inner"):
+                seen.append(current_deadline())
+            with SyncDeadline(clock, 5.0, "looser"):
+                seen.append(current_deadline())
+            seen.append(current_deadline())
+        seen.append(current_deadline())
+
+    seen.clear()
+    worker = threading.Thread(target=objects)
+    worker.start()
+    worker.join(timeout=10.0)
+    assert seen == [1.0, 2.0, 2.0, None]
 
 
 def test_a_context_copied_inside_a_sync_scope_has_no_deadline_once_the_scope_ended() -> None:

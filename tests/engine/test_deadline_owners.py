@@ -814,3 +814,142 @@ def test_a_sync_generators_scope_ended_in_a_consumers_scope_leaves_no_deadline_b
     thread.start()
     thread.join(timeout=10)
     assert seen == [None, "ok"]
+
+
+def _in_a_thread_of_its_own(body: Callable[[], list[object]]) -> list[object]:
+    """Run ``body`` in a thread of its own (whose context starts empty); return what it returned, or raised."""
+    seen: list[object] = []
+
+    def run() -> None:
+        try:
+            seen.extend(body())
+        except Exception as error:
+            seen.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    return seen
+
+
+@pytest.mark.parametrize("consumer", ["SyncDeadline", "TimeoutHandler"])
+def test_a_sync_generators_scope_ended_in_a_tighter_consumers_scope_leaves_no_stale_deadline_under_an_outer_one(
+    consumer: str,
+) -> None:
+    """A generator's scope left inside a tighter scope its consumer entered since: once both ended, the outer deadline is in force.
+
+    The consumer's scope, leaving, puts back the deadline it replaced: the generator's, ended by
+    then. The outer scope's deadline is the one published after it, and a later call inside the
+    outer scope, past the generator's deadline, is bounded by the outer deadline, not failed.
+    """
+    clock = FakeClock(0.0)
+
+    def numbers():
+        with SyncDeadline(clock, 20.0, "generator"):
+            yield 1
+            yield 2
+
+    def consume(generator: Any) -> object:
+        assert list(generator) == [2]
+        return current_deadline()
+
+    def body() -> list[object]:
+        seen: list[object] = []
+        with SyncDeadline(clock, 100.0, "outer"):
+            generator = numbers()
+            next(generator)
+            if consumer == "SyncDeadline":
+                with SyncDeadline(clock, 5.0, "consumer"):
+                    seen.append(consume(generator))
+            else:
+                seen.append(
+                    TimeoutHandler(5.0, clock=clock, name="consumer").with_timeout_sync(consume, generator)
+                )
+            seen.append(current_deadline())
+            clock.advance(30.0)
+            seen.append(TimeoutHandler(60.0, clock=clock, name="later").with_timeout_sync(current_deadline))
+            seen.append(current_deadline())
+        seen.append(current_deadline())
+        return seen
+
+    # A step's scope, which narrowed the generator's deadline, is no longer published once that ended.
+    inside = 5.0 if consumer == "SyncDeadline" else 100.0
+    assert _in_a_thread_of_its_own(body) == [inside, 100.0, 90.0, 100.0, None]
+
+
+def test_a_scope_bound_by_a_sync_generators_ended_scope_is_not_failed_at_that_deadline() -> None:
+    """A looser scope entered under a generator's scope that ended inside it ends at its own deadline, not the generator's.
+
+    The generator's deadline bound the consumer's call when it began; once the generator's scope
+    ended, the call returning past that deadline but before its own is a success, and a later call
+    is bounded by its own timeout.
+    """
+    clock = FakeClock(0.0)
+
+    def numbers():
+        with SyncDeadline(clock, 5.0, "generator"):
+            yield 1
+            yield 2
+
+    def consume(generator: Any) -> str:
+        assert list(generator) == [2]
+        clock.advance(6.0)
+        return "consumed"
+
+    def body() -> list[object]:
+        generator = numbers()
+        next(generator)
+        seen: list[object] = [
+            TimeoutHandler(20.0, clock=clock, name="consumer").with_timeout_sync(consume, generator)
+        ]
+        seen.append(current_deadline())
+        generator = numbers()
+        next(generator)
+        with SyncDeadline(clock, 20.0, "consumer"):
+            seen.append(consume(generator))
+        seen.append(current_deadline())
+        return seen
+
+    assert _in_a_thread_of_its_own(body) == ["consumed", None, "consumed", None]
+
+    def late(generator: Any) -> str:
+        assert list(generator) == [2]
+        clock.advance(25.0)  # past the consumer's own deadline too
+        return "late"
+
+    handler = TimeoutHandler(20.0, clock=clock, name="consumer")
+
+    def late_body() -> list[object]:
+        generator = numbers()
+        next(generator)
+        try:
+            handler.with_timeout_sync(late, generator)
+        except OperationTimeoutError as error:
+            return [type(error), error.operation, error.timeout, handler.get_stats()["timeouts"]]
+        return ["no timeout"]
+
+    assert _in_a_thread_of_its_own(late_body) == [OperationTimeoutError, "consumer", 20.0, 1]
+
+
+async def test_a_sync_scope_left_by_another_task_leaves_no_deadline_behind_an_outer_scope() -> None:
+    """A SyncDeadline left by another task, inside an outer one: once the outer one ended, its task has no deadline."""
+    clock = FakeClock(0.0)
+    entered, leave = asyncio.Event(), asyncio.Event()
+    seen: list[float | None] = []
+    scope = SyncDeadline(clock, 5.0, "misplaced")
+
+    async def enters() -> None:
+        with SyncDeadline(clock, 10.0, "outer"):
+            scope.__enter__()
+            entered.set()
+            await leave.wait()
+        seen.append(current_deadline())
+        seen.append(TimeoutHandler(60.0, clock=clock, name="later").with_timeout_sync(current_deadline))
+
+    task = asyncio.create_task(enters())
+    await entered.wait()
+    with pytest.raises(RuntimeError, match=r"'misplaced' was left by another task or thread"):
+        scope.__exit__(None, None, None)
+    leave.set()
+    await task
+    assert seen == [None, 60.0]
