@@ -14,6 +14,7 @@ code per kind of event:
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from math import isfinite
 from typing import TYPE_CHECKING, Final, cast
@@ -229,7 +230,12 @@ def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs, args
 
 
 def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> LogRecord:
-    """Return the log record ``log`` (the plan's) of the event."""
+    """Return the log record ``log`` (the plan's) of the event, stamped with the time it is made.
+
+    An event's record carries the time it happened (now, on the wall clock), as the OpenTelemetry
+    SDK stamps its events: without one, OTLP sends ``time_unix_nano`` 0, "unknown", and a backend
+    has only the time a processor observed it.
+    """
     fields = {field: getattr(args, field) for field, _ in plan.fields}
     severity = log.spec.severity
     if log.severity_field:
@@ -237,6 +243,7 @@ def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, 
     number = SeverityNumber[severity]
     attrs = {key: value for key, value in {**info.event_attrs, **values}.items() if key in plan.log_keys}
     return LogRecord(
+        timestamp=time.time_ns(),
         severity_number=number,
         severity_text=number.name,
         body=log.body.format_map(fields),

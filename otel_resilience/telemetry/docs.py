@@ -67,7 +67,9 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   whether a tracer, meter or logger provider has been set since; no span, context or attribute
   object is created (`start_execution` returns `None`). While nothing is set that costs a few
   µs per execution (the API's getters look up environment variables); a global provider can be
-  set only once, so each is acquired once and no longer asked for.
+  set only once, so each is acquired once and no longer asked for. A provider that hands out
+  the API's no-op tracer or meter (a no-op provider, an SDK disabled by `OTEL_SDK_DISABLED=true`,
+  a meter provider shut down) opens nothing either: no span, context or instrument.
 * **A call that succeeds** makes one synchronous SDK metric call per duration histogram: the
   execution's and, under a retry or a hedging, which time every attempt, its attempt's. A
   policy switches both off (`ResilienceConfig(record_duration=False)`, or
@@ -285,8 +287,8 @@ def _event_tables() -> list[str]:
     )
     lines.append("\n## Log events\n")
     lines.append(
-        "Log records with `event_name` set, emitted through the logger provider (nothing is emitted "
-        "until one is configured).\n"
+        "Log records with `event_name` set, stamped with the time of the event (wall clock), emitted "
+        "through the logger provider (nothing is emitted until one is configured).\n"
     )
     lines += _table(
         "| Event name | Severity | Attributes | Description |",

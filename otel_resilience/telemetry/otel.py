@@ -106,6 +106,17 @@ __all__ = ["VERSION", "OtelListener"]
 _LOG: Final = logging.getLogger("otel_resilience")
 
 
+def _no_op(made: object, no_op: type) -> bool:
+    """Whether a provider handed out the API's no-op tracer or meter (``no_op``): nothing to open.
+
+    A no-op provider does, and so does an SDK provider disabled by ``OTEL_SDK_DISABLED=true`` (or a
+    meter provider shut down): the listener then opens no span and makes no instrument, as with
+    no SDK, rather than paying a context and the no-op calls on every execution. The class itself
+    only: a subclass of it is a tracer or meter that does something of its own.
+    """
+    return type(made) is no_op
+
+
 class OtelListener:
     """Shows what the patterns report as OpenTelemetry spans, span events, metrics and logs.
 
@@ -296,16 +307,18 @@ class OtelListener:
     # --- providers ---------------------------------------------------------------------------
 
     def _use_tracer_provider(self, provider: TracerProvider) -> None:
+        """Take ``provider``'s tracer (none when it hands out the no-op one, see :func:`_no_op`)."""
         self._tracer_pending = False
-        if not isinstance(provider, trace.NoOpTracerProvider):
-            self._tracer = provider.get_tracer(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
+        tracer = provider.get_tracer(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
+        if not _no_op(tracer, trace.NoOpTracer):
+            self._tracer = tracer
 
     def _use_meter_provider(self, provider: MeterProvider) -> None:
-        """Create the instruments on ``provider`` (none on a no-op provider)."""
+        """Create the instruments on ``provider``'s meter (none on the no-op one, see :func:`_no_op`)."""
         self._meter_pending = False
-        if isinstance(provider, metrics.NoOpMeterProvider):
-            return
         meter = provider.get_meter(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
+        if _no_op(meter, metrics.NoOpMeter):
+            return
         self._instruments = instruments = binding.Instruments(meter, in_process=self._in_process)
         self._observables = Observables(meter, self, instruments.in_process)
         self._zeroing = binding.Zeroing(instruments, self.failed)

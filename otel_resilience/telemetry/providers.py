@@ -6,12 +6,13 @@ by ``OTEL_PYTHON_TRACER_PROVIDER`` (or its meter and logger twins). Until a prov
 getter returns the API's placeholder, a proxy provider; these functions return ``None`` for it.
 
 While nothing is set, each getter looks up an environment variable on every call (about 1 µs).
-So a later look at the tracer (or logger) asks the proxy provider kept from the first look for a
-tracer (logger) instead, which reads the API's provider without that lookup: it answers with a
-proxy tracer until a provider is set, and with the real provider's tracer after. The meter's
-proxy provider keeps every meter it hands out, so it is not asked: after the first look, the
-meter getter is asked again only once the API holds a meter provider (:func:`meter_unset`), so
-that a process that sets a tracer provider only does not pay the lookup on every execution.
+So after the first look, the tracer and meter getters are asked again only once the API holds a
+provider of their signal (:func:`tracer_unset`, :func:`meter_unset`), so that a process that sets
+one of them only does not pay for the other on every execution (the lookup, or the proxy tracer
+and no-op tracer the tracer's proxy provider makes on every ``get_tracer``; the meter's keeps
+every meter it hands out). A later look at the logger asks the proxy provider kept from the first
+look for a logger instead, which reads the API's provider without the lookup (it is asked only
+while nothing records).
 
 Providers are *acquired* through those getters only. Until one is set, though, asking them on
 every execution costs 3-5 µs a call (the environment lookups; measured against 0.3 µs for the
@@ -41,7 +42,15 @@ from opentelemetry.metrics import _internal as _metrics_state
 
 from otel_resilience.telemetry import semconv as sc
 
-__all__ = ["VERSION", "logger_provider", "meter_provider", "meter_unset", "nothing_set", "tracer_provider"]
+__all__ = [
+    "VERSION",
+    "logger_provider",
+    "meter_provider",
+    "meter_unset",
+    "nothing_set",
+    "tracer_provider",
+    "tracer_unset",
+]
 
 _P = TypeVar("_P")
 
@@ -116,6 +125,22 @@ named by an ``OTEL_PYTHON_*_PROVIDER`` variable loads then).
 """
 
 
+def _tracer_unset() -> bool:
+    """Whether the API holds no global tracer provider (its own "not set yet" state)."""
+    return trace._TRACER_PROVIDER is None
+
+
+def _proxy_hands_out_proxies() -> bool:
+    """Another API version: whether the proxy provider kept from the first look still hands out a proxy."""
+    return isinstance(_tracer_proxy[0].get_tracer(sc.SCOPE_NAME), trace.ProxyTracer)
+
+
+tracer_unset: Final = _tracer_unset if hasattr(trace, "_TRACER_PROVIDER") else _proxy_hands_out_proxies
+"""``tracer_unset()``, once the getter has returned the proxy provider: whether no global tracer
+provider is set, so the getter need not be asked again (on another API version, asked of the proxy
+provider kept from the first look)."""
+
+
 def _meter_unset() -> bool:
     """Whether the API holds no global meter provider (its own "not set yet" state)."""
     return _metrics_state._METER_PROVIDER is None
@@ -132,7 +157,7 @@ _meter_looked: list[bool] = []
 
 def tracer_provider() -> trace.TracerProvider | None:
     """Return the global tracer provider, or ``None`` while none is set."""
-    if _tracer_proxy and isinstance(_tracer_proxy[0].get_tracer(sc.SCOPE_NAME), trace.ProxyTracer):
+    if _tracer_proxy and tracer_unset():
         return None
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider):

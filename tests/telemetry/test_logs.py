@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ async def test_alert_is_a_log_record_with_event_name(otel):
         "resilience.alert.severity": "critical",
         "resilience.alert.subject": "ml",
     }
+
+
+async def test_an_event_record_is_stamped_with_the_time_it_happened(otel):
+    """The record carries its timestamp (when it was emitted, on the wall clock), as the OpenTelemetry
+    SDK's events are stamped: without one, OTLP sends ``time_unix_nano`` 0, "unknown"."""
+    telemetry = StrategyTelemetry(TelemetrySource("alerts", "default"))
+    telemetry.report(Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "ml", "breaker 'ml' opened"))
+    (record,) = otel.logs()
+    assert record.timestamp is not None
+    assert abs(record.timestamp - time.time_ns()) < 60 * 10**9  # now, on the wall clock (generous)
 
 
 async def test_warning_alert_logs_at_warn(otel):

@@ -224,6 +224,31 @@ async def test_noop_providers_open_nothing():
     assert not listener.meter_ready
 
 
+@pytest.mark.parametrize("made", ["disabled", "shut_down"])
+async def test_providers_that_hand_out_no_op_tracers_and_meters_open_nothing(
+    monkeypatch: pytest.MonkeyPatch, made: str
+) -> None:
+    """An SDK disabled by OTEL_SDK_DISABLED=true (or a meter provider shut down) hands out the API's
+    no-op tracer and meter: as with no-op providers, start_execution returns None, no context is
+    attached and no instrument is made (each execution paid a context and the no-op calls)."""
+    if made == "disabled":
+        monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    meter_provider = MeterProvider(shutdown_on_exit=False)
+    if made == "shut_down":
+        tracer_provider = NoOpTracerProvider()  # an SDK tracer provider shut down still traces
+        meter_provider.shutdown()
+    listener = OtelListener(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, hub=TelemetryHub()
+    )
+    try:
+        assert listener.start_execution(TelemetrySource("pipeline", "x", "x"), "x") is None
+        assert listener.tracer is None
+        assert not listener.meter_ready
+    finally:
+        listener.close()
+
+
 def _run(code: str, **env: str) -> str:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     for variable in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"):
@@ -400,6 +425,48 @@ def test_with_a_tracer_provider_only_the_meter_getter_is_not_asked_on_every_call
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         pipeline.execute_sync(lambda: 1)
         print(current_listener().meter_ready)
+        """
+    )
+    assert out.split() == ["0", "True"]
+
+
+def test_with_a_meter_provider_only_the_tracer_is_not_looked_up_on_every_call():
+    """A metrics-only process: once looked at, the tracer provider is asked for again only once the
+    API holds one (the proxy provider's get_tracer makes a proxy tracer and a no-op tracer each time)."""
+    out = _run(
+        """
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        from otel_resilience.engine.pipeline import PipelineBuilder
+        from otel_resilience.telemetry import current_listener
+
+        asked = 0
+        getter = trace.get_tracer_provider
+        proxy_get_tracer = trace.ProxyTracerProvider.get_tracer
+
+        def counted():
+            global asked
+            asked += 1
+            return getter()
+
+        def counted_get_tracer(self, *args, **kwargs):
+            global asked
+            asked += 1
+            return proxy_get_tracer(self, *args, **kwargs)
+
+        trace.get_tracer_provider = counted
+        trace.ProxyTracerProvider.get_tracer = counted_get_tracer
+        pipeline = PipelineBuilder("metrics-only").build()
+        for _ in range(20):
+            pipeline.execute_sync(lambda: 1)
+        print(asked)
+        trace.set_tracer_provider(TracerProvider())
+        pipeline.execute_sync(lambda: 1)
+        print(current_listener().tracer is not None)
         """
     )
     assert out.split() == ["0", "True"]
