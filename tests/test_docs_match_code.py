@@ -1,10 +1,13 @@
-"""What the README, docs/operations.md and the public docstrings say matches the code they describe."""
+"""What the README, the docs (docs/*.md) and the public docstrings say matches the code they describe."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import re
+import shlex
+from enum import Enum
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,12 @@ from typing import Any
 import pytest
 
 import otel_resilience
+from otel_resilience.config.fields import SECTIONS
 from otel_resilience.integrations import aiohttp, fastapi, http, httpx, requests
 from otel_resilience.integrations.fastapi import BULKHEAD_RETRY_AFTER
 from otel_resilience.manager import STAGES
 from otel_resilience.ops.alert_rules import RuleOptions
+from otel_resilience.telemetry import semconv
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -80,6 +85,32 @@ def test_readme_states_the_retry_after_of_each_refusal() -> None:
     assert "none for a breaker forced open" in stated, stated
 
 
+def test_readme_names_every_field_a_configuration_file_refuses() -> None:
+    """The README's "What takes code stays in code" names every keyword a configuration file refuses."""
+    text = " ".join(README.split())
+    found = re.search(r"\*\*What takes code stays in code\*\*: (.*?) The file refuses them", text)
+    assert found is not None
+    named = set(re.findall(r"`(\w+)`", found.group(1)))
+    # A policy's name is its key in the file (the "Keys" item says so), not a field it may write.
+    refused = {key for section in SECTIONS for key, _ in section.refused} - {"name"}
+    assert sorted(refused - named) == []
+
+
+def test_readme_lists_every_instrument_a_keyed_policy_may_give_its_key() -> None:
+    """The README names every instrument that carries ``resilience.key`` under ``key_attribute_limit``."""
+    text = " ".join(README.split())
+    found = re.search(
+        r"key_attribute_limit=N\)` opts in to a `resilience\.key` metric attribute on (.*?): the first N",
+        text,
+    )
+    assert found is not None
+    listed = set(re.findall(r"`(resilience\.[\w.]+)`", found.group(1)))
+    keyed = {
+        spec.name for spec in semconv.INSTRUMENTS if "resilience.key" in spec.attributes + spec.conditional
+    }
+    assert sorted(listed) == sorted(keyed)
+
+
 def test_operations_lists_every_rule_option() -> None:
     """docs/operations.md lists every field `otel-resilience export alerts --set` accepts."""
     row = next(line for line in OPERATIONS.splitlines() if line.startswith("| `--set FIELD=VALUE`"))
@@ -107,6 +138,35 @@ def test_operations_alert_table_gives_each_alert_its_for_and_severity() -> None:
     assert sorted(table) == sorted(rules)
     for name, found in rules.items():
         assert table[name] == (" / ".join(d for d, _ in found), " / ".join(s for _, s in found)), name
+
+
+def _scripts_run(command: str) -> list[str]:
+    """The files of the repository a shell command runs: ``./x args``, ``bash x`` and ``python x.py``."""
+    words = shlex.split(command.split(" #", 1)[0].removeprefix("$ "))
+    while words and re.fullmatch(r"\w+=\S*", words[0]):  # VAR=value before the command
+        words = words[1:]
+    run = words[:1] if words and words[0].startswith("./") else []
+    return run + [
+        word
+        for before, word in itertools.pairwise(words)
+        if before == "bash" or (word.endswith(".py") and before != "-m")
+    ]
+
+
+def test_every_script_a_shell_example_runs_is_in_the_repository() -> None:
+    """A command copied from a shell block of the README or the docs finds the script it runs."""
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    missing = []
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, flags=re.DOTALL):
+            for command in block.replace("\\\n", " ").splitlines():
+                missing += [
+                    f"{document.relative_to(ROOT)}: {script}"
+                    for script in _scripts_run(command)
+                    if not (ROOT / script).is_file()
+                ]
+    assert missing == []
 
 
 def _public() -> list[tuple[str, Any]]:
@@ -151,12 +211,51 @@ def test_public_docstring_args_are_the_parameters(name: str, obj: Any) -> None:
     assert sorted(documented) == sorted(parameters), name
 
 
-def test_every_name_the_package_exports_is_named_in_the_readme_or_the_docs() -> None:
-    """A user finds each public name of ``otel_resilience`` where the library is described."""
-    root = Path(__file__).resolve().parent.parent
-    text = (root / "README.md").read_text(encoding="utf-8")
-    text += "".join(path.read_text(encoding="utf-8") for path in sorted((root / "docs").glob("*.md")))
+def _named_in_the_docs() -> set[str]:
+    """Every word of a code block or code span of the README and docs/*.md."""
+    text = README + "".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md")))
     blocks = re.compile(r"```.*?```", flags=re.DOTALL)
     code = blocks.findall(text) + re.findall(r"`[^`]+`", blocks.sub("", text))  # code blocks and spans
-    named = set(re.findall(r"\w+", " ".join(code)))
+    return set(re.findall(r"\w+", " ".join(code)))
+
+
+def test_every_name_the_package_exports_is_named_in_the_readme_or_the_docs() -> None:
+    """A user finds each public name of ``otel_resilience`` where the library is described."""
+    named = _named_in_the_docs()
     assert [name for name in otel_resilience.__all__ if name not in named] == []
+
+
+# Made by the library, never by a user: a policy handle (``manager.policy``), a store's clients
+# (``RedisStore.from_url``), the error a failed response raises (``raise_on_failure``).
+_NOT_CALLED_BY_USERS = {
+    "otel_resilience.PolicyHandle",
+    "otel_resilience.RedisStore",
+    "otel_resilience.integrations.http.FailedResponseError",
+}
+
+
+def test_every_option_a_public_name_takes_is_named_in_the_readme_or_the_docs() -> None:
+    """A user finds each optional argument of the public classes and functions described too.
+
+    Those of the package and of its HTTP integrations (an enumeration's members aside).
+    """
+    named = _named_in_the_docs()
+    missing = []
+    for module in (otel_resilience, http, httpx, requests, aiohttp, fastapi):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            qualified = f"{module.__name__}.{name}"
+            if qualified in _NOT_CALLED_BY_USERS or not callable(obj):
+                continue
+            if inspect.isclass(obj) and issubclass(obj, Enum):
+                continue
+            try:
+                parameters = inspect.signature(obj).parameters.values()
+            except (TypeError, ValueError):  # no signature to read (a protocol)
+                continue
+            missing += [
+                f"{qualified}({parameter.name}=)"
+                for parameter in parameters
+                if parameter.default is not parameter.empty and parameter.name not in named
+            ]
+    assert missing == []

@@ -6,6 +6,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +146,26 @@ def test_a_call_that_finds_its_policy_takes_no_name(manager: ResilienceManager) 
     for _ in range(3):
         manager.execute_with_resilience_sync(fn, config)
     assert counting.taken == 2
+
+
+def test_the_readme_says_one_config_object_run_for_two_modules_is_not_warned_about(
+    manager: ResilienceManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config object already run for one module's function finds its policy unchecked: the README says so.
+
+    The check is made where a config object is new to the manager (a call that finds its policy
+    costs nothing more), so the README must not promise a warning for every namesake.
+    """
+    name = unique("quote")
+    config = ResilienceConfig()
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        manager.execute_with_resilience_sync(namesake("app.a", name), config)
+        assert manager.execute_with_resilience_sync(namesake("app.b", name), config) == "app.b"
+    assert warnings(caplog) == []  # one policy for both, told apart nowhere
+    readme = " ".join(
+        (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").split()
+    )
+    said = readme.split("Functions of two modules with one qualified name", 1)[1].split(
+        " Two configs that differ", 1
+    )[0]
+    assert "config object" in said, said

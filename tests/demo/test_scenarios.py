@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,6 +114,28 @@ def test_surge_floods_content_api_then_strains_both_budgeted_dependencies(seed: 
     once = build_scenario("surge", seed, repeat=False)
     assert once.state("content_api", CYCLE + 200.0).condition.extra_load == 0.0
     assert scenario.state("content_api", CYCLE + 200.0).condition.extra_load == SURGE_LOAD
+
+
+def test_the_docs_give_the_surge_flood_the_length_it_has() -> None:
+    """Where the README or the docs say how many minutes `surge` floods content_api, the schedule agrees.
+
+    The flood runs from t = 60 s to the end of the strain, 390 to 450 s later whatever the seed.
+    """
+    lengths = []
+    for seed in range(300):
+        _, strained = build_scenario("surge", seed).windows("content_api")
+        lengths.append(strained.end - 60.0)
+    assert 390.0 <= min(lengths) < 400.0
+    assert 440.0 < max(lengths) <= 450.0
+    root = Path(__file__).resolve().parents[2]
+    stated = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for found in re.finditer(r"(\d+(?:\.\d+)?)(?:-| to )(\d+(?:\.\d+)?) minutes", text):
+            if "surge" in text[max(0, found.start() - 300) : found.start()]:
+                stated.append((path.name, float(found.group(1)) * 60, float(found.group(2)) * 60))
+    assert stated, "no document gives the surge flood's length in minutes"
+    assert [entry for entry in stated if entry[1:] != (390.0, 450.0)] == []
 
 
 def test_steady_has_only_bursts_that_retries_absorb() -> None:
