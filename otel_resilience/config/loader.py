@@ -154,8 +154,8 @@ def load(
             UTF-8 text, or its format cannot be told from its name.
         OSError: The file cannot be read.
         ImportError: The format's parser is missing: install the ``config`` extra.
-        ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty
-            (before the file is read).
+        ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty or
+            holds a NUL character (before the file is read).
         TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
             :class:`ConfigFile` or ``None`` (before the file is read).
     """
@@ -239,7 +239,8 @@ def file_path(owner: str, path: object) -> str:
 
     Raises:
         TypeError: Naming ``owner.path``, for anything else (bytes, a number, ``None``).
-        ValueError: Naming ``owner.path``, for an empty one (it names no file).
+        ValueError: Naming ``owner.path``, for an empty one or one with a NUL character (it names no
+            file).
     """
     try:
         source = os.fspath(path)  # type: ignore[call-overload]
@@ -249,6 +250,8 @@ def file_path(owner: str, path: object) -> str:
         raise fail(owner, "path", "a str or an os.PathLike of one", path, kind=TypeError)
     if not source:
         raise fail(owner, "path", "a non-empty path", path)
+    if "\0" in source:  # no file has such a name: the operating system's call would refuse it unnamed
+        raise fail(owner, "path", "a path without NUL", path)
     return source
 
 

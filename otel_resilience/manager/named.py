@@ -380,8 +380,9 @@ class NamedPolicies:
 
         Raises:
             TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync)
-                function (nothing changed), or returns no :class:`ResilienceConfig` (reported;
-                no policy changed).
+                function (nothing changed), or returns no :class:`ResilienceConfig`, or a value
+                is not one (a function that builds one included, which :meth:`reconfigure`
+                takes): reported, no policy changed.
             Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
         """
         return apply_file(self, policies, customize)
@@ -435,6 +436,8 @@ class NamedPolicies:
         """Find the handle, build, check and stage its new config; report and raise a refusal.
 
         A refusal of ``source`` names ``owner`` and ``field``: the method called and its argument.
+        ``source`` is a config, or for ``reconfigure`` and ``reconfigure_many`` a function that
+        builds one; ``apply_config`` takes configs only (a function is refused, as for a new name).
         """
         handle = self._handles.get(name) if isinstance(name, str) else None
         if handle is None:
@@ -446,9 +449,8 @@ class NamedPolicies:
                 del missing  # its traceback holds this frame: not bound here (a cycle)
         try:
             config = source
-            if callable(source) and not isinstance(
-                source, ResilienceConfig
-            ):  # a factory: called, never awaited
+            # A factory (reconfigure's, never apply_config's): called, never awaited.
+            if owner != _APPLY and callable(source) and not isinstance(source, ResilienceConfig):
                 check_sync_callable(owner, field, source, what="factory")
                 config = source()
             checked = handle._prepare(config, owner, field)

@@ -44,6 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
+from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import check_duration, check_sync_callable, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
@@ -81,7 +82,8 @@ def apply_file(
 
     Raises:
         TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync) function
-            (nothing changed), or returns no ``ResilienceConfig`` (reported; no policy changed).
+            (nothing changed), or returns no ``ResilienceConfig``, or a value is not one (a
+            function that builds one included): reported, no policy changed.
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
     if not isinstance(policies, Mapping):
@@ -201,8 +203,10 @@ class ConfigWatch:
         apply_file(manager, self._last, customize)
         self.applied = 1
         self._stop = threading.Event()
-        self._thread = self._start()
+        # Running before its thread starts: a child forked by another thread from now on starts
+        # one of its own (a child forked before the watch was known as running would have none).
         _RUNNING.add(self)
+        self._thread = self._start()
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"otel-resilience watch {self.path}", daemon=True)
@@ -313,15 +317,17 @@ class ConfigWatch:
         self._pending = None
 
     def _refused(self, error: BaseException) -> None:
+        """Count and log a refused file: the file read (its absolute path) and the error, with its type."""
         self.failed += 1
-        _LOG.warning("configuration file %s refused, the last good one stays: %s", self.path, error)
+        message = "configuration file %s refused, the last good one stays: %s: %s"
+        _LOG.warning(message, self._file, error_type_name(error), error)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the thread outlives anything a look raises: logged
-                _LOG.exception("watch of configuration file %s failed; watching on", self.path)
+                _LOG.exception("watch of configuration file %s failed; watching on", self._file)
 
     def stop(self) -> None:
         """Stop watching (the policies keep their configs); waits for the watch thread to end."""

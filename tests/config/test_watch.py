@@ -94,6 +94,22 @@ def test_apply_config_refuses_what_is_not_names_to_configs_naming_it() -> None:
         manager.policy("fine")
 
 
+def test_apply_config_refuses_a_function_for_a_policy_that_exists_as_for_a_new_one() -> None:
+    """apply_config takes configs, not functions that build one (reconfigure's factories): a
+    TypeError naming the argument, reported for that policy, nothing changed, whether the name
+    exists or not (was: a new name's function refused, an existing name's called and its config
+    taken, so one mapping was refused or applied depending on which names existed)."""
+    manager = ResilienceManager()
+    payments = manager.policy("payments", ResilienceConfig(timeout=1.0))
+    message = r"^ResilienceManager\.apply_config\.policies\[{!r}\] must be a ResilienceConfig, got <function"
+    for name in ("inventory", "payments"):
+        with pytest.raises(TypeError, match=message.format(name)):
+            manager.apply_config({name: lambda: ResilienceConfig(timeout=2.0)})  # type: ignore[dict-item]
+    assert "inventory" not in manager._handles
+    assert (payments.generation, payments.config.timeout) == (1, 1.0)
+    assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+
+
 def test_customize_adds_what_a_file_cannot_express(tmp_path: Path) -> None:
     """customize(name, config) gives the config to use (here: a name-dependent change)."""
     path = tmp_path / "resilience.yaml"
@@ -720,3 +736,47 @@ def test_a_watch_of_a_relative_path_follows_its_file_after_the_process_changes_d
         assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
         assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
         assert watch.path == path  # as given
+
+
+def test_a_refused_file_is_logged_with_the_file_read_and_the_error_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch's warning names the file it reads (absolute: a relative path given is read where
+    the watch began, whatever directory the process is in now) and the error's type (was: the path
+    as given, ``resilience.yaml``, which named another file once the process changed directory,
+    and the bare message, ``'cache_service'`` for a ``KeyError``, which says nothing of why)."""
+    (tmp_path / "service").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    _write(tmp_path / "elsewhere" / "resilience.yaml", BROKEN)  # another file of the same name
+    monkeypatch.chdir(tmp_path / "service")
+    _write(Path("resilience.yaml"), FIRST)
+    refuse: list[str] = []
+
+    def customize(_name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if refuse:
+            raise KeyError(refuse[0])
+        return config
+
+    manager = ResilienceManager()
+    with manager.watch("resilience.yaml", interval=3600, customize=customize) as watch:
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        refuse.append("cache_service")
+        _write(tmp_path / "service" / "resilience.yaml", SECOND)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="otel_resilience"):
+            assert not _look_twice(watch)
+    (record,) = [r for r in caplog.records if r.name == "otel_resilience"]
+    service_file = tmp_path / "service" / "resilience.yaml"
+    assert record.getMessage() == (
+        f"configuration file {service_file} refused, the last good one stays: KeyError: 'cache_service'"
+    )
+
+
+def test_a_path_with_a_nul_character_is_refused_naming_it() -> None:
+    """No file has such a name: a ValueError naming the path, before any look (was: the bare
+    ``embedded null byte`` of the operating system's call, naming no argument)."""
+    manager = ResilienceManager()
+    with pytest.raises(ValueError, match=r"^ResilienceManager\.watch\.path must be a path without NUL, got "):
+        manager.watch("resilience\x00.yaml")
+    with pytest.raises(ValueError, match=r"^load\.path must be a path without NUL, got "):
+        load("resilience\x00.yaml")

@@ -42,6 +42,7 @@ from otel_resilience import (
 from otel_resilience.engine import counting
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.registry import BULKHEADS, PIPELINES, RATE_LIMITERS
+from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.patterns.fallback._step import FallbackCore
 from otel_resilience.patterns.retry.stats import RetryStats
 from otel_resilience.testing import FakeClock
@@ -190,6 +191,40 @@ def test_a_config_watch_goes_on_in_a_forked_child(tmp_path: Path) -> None:
         assert run_in_child(child) == 0
     finally:
         watch.stop()
+
+
+def test_a_child_forked_while_a_watch_starts_its_thread_watches_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork by another thread once the watch's thread started, before watch() returned (a pool
+    forking while a start-up thread makes the watch): the child's copy watches with a thread of its
+    own (was: the watch counted as running only after its thread started, so a child forked in
+    between had a watch with no thread, its policies never following the file)."""
+    pytest.importorskip("yaml")
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    start = ConfigWatch._start
+    codes: list[int] = []
+
+    def start_then_fork(watch: ConfigWatch) -> threading.Thread:
+        thread = start(watch)
+        if not codes:  # once: the child's own start (after the fork) forks nothing
+            codes.append(-1)
+
+            def child() -> None:
+                restarted = getattr(watch, "_thread", None)
+                assert restarted is not None
+                assert restarted.is_alive()
+
+            forker = threading.Thread(target=lambda: codes.append(run_in_child(child)))
+            forker.start()
+            forker.join()
+        return thread
+
+    monkeypatch.setattr(ConfigWatch, "_start", start_then_fork)
+    watch = ResilienceManager().watch(path, interval=0.01)
+    watch.stop()
+    assert codes == [-1, 0]
 
 
 def test_a_stopped_config_watch_stays_stopped_in_a_forked_child(tmp_path: Path) -> None:
