@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -433,3 +434,27 @@ def test_the_generators_of_evicted_keys_with_seeds_of_their_own_are_released() -
         assert len(policy._spec.draws._draws) <= 8  # type: ignore[attr-defined]
     finally:
         manager.alert_system.close()
+
+
+def test_a_broken_drill_is_logged_once_per_policy_not_once_per_key(caplog: pytest.LogCaptureFixture) -> None:
+    """Each key's chaos link is made anew (and again when evicted): they share the policy's one warning.
+
+    A predicate that raises, in a policy whose 300 keys cycle through 4 slots, logged a warning
+    with its traceback for every key made (301 of them), each saying it was logged once.
+    """
+
+    def broken(ctx: Any) -> bool:
+        raise RuntimeError("bug in the drill's predicate")
+
+    manager = ResilienceManager(alert_system=AlertSystem(name=f"chaos-broken-{next(_ids)}"))
+    try:
+        config = ResilienceConfig(chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError, enabled=broken))
+        policy = manager.policy(f"broken-drill-{next(_ids)}", config, max_keys=4)
+        with caplog.at_level(logging.WARNING, logger="otel_resilience.chaos"):
+            for key in range(300):
+                assert policy.for_key(f"tenant-{key}").execute_sync(lambda: "real") == "real"
+            assert policy.execute_sync(lambda: "real") == "real"
+    finally:
+        manager.alert_system.close()
+    logged = [record for record in caplog.records if "enabled predicate failed" in record.getMessage()]
+    assert len(logged) == 1

@@ -781,6 +781,27 @@ def test_async_hook_in_sync_driver_is_a_type_error(clock: FakeClock) -> None:
     assert system.get_stats()["failed_recoveries"] == 1
 
 
+def test_an_async_hook_refused_in_a_thread_keeps_the_failure_it_restarted_for(clock: FakeClock) -> None:
+    """The refusal is the hook's error: like any it raises, it chains the dependency's failure.
+
+    It had no context: the caller got the TypeError alone, the dependency's error lost (a
+    fallback_function refused the same way keeps it).
+    """
+
+    async def hook() -> None:
+        return None
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook, delay=0.0)
+    )
+    flaky = Flaky(1)
+    with pytest.raises(TypeError, match="restart_hook returned an awaitable") as info:
+        system.execute_sync(flaky.run_sync)
+    assert info.value.__context__ is flaky.raised[0]
+    assert len(flaky.calls) == 1  # no re-run after it
+
+
 # -- FALLBACK ----------------------------------------------------------------------------------
 
 

@@ -352,7 +352,7 @@ def check_callable(owner: str, field: str, value: object, *, optional: bool = Fa
     return value
 
 
-def check_called_with(owner: str, field: str, value: Any, *arguments: str) -> Any:
+def check_called_with(owner: str, field: str, value: Any, *arguments: str, hint: str = "") -> Any:
     """Return ``value`` if it can be called as the library calls it, with ``arguments`` (positional).
 
     The one rule of a hook's or a predicate's parameters, read from its signature
@@ -366,13 +366,14 @@ def check_called_with(owner: str, field: str, value: Any, *arguments: str) -> An
         field: The field name.
         value: A callable (checked as one already), or ``None``.
         arguments: The names of the arguments it is called with, in order, for the message.
+        hint: Appended to the rule, to say what to give instead (``""``: nothing).
 
     Raises:
         TypeError: ``"<Class>.<field> must be callable as <field>(<arguments>), got <value>"``.
     """
     if value is None or _takes(value, len(arguments)) is not False:
         return value
-    rule = f"callable as {field}({', '.join(arguments)})"
+    rule = f"callable as {field}({', '.join(arguments)}){hint}"
     raise fail(owner, field, rule, value, kind=TypeError)
 
 

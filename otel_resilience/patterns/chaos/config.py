@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Union
 
 from otel_resilience.engine.validation import (
+    check_called_with,
     check_duration,
     check_number,
     check_predicate,
@@ -135,9 +136,9 @@ class ChaosConfig:
     of it is raised each time, so that concurrent calls never share one traceback), an
     ``Exception`` subclass (instantiated with no argument: a class that needs arguments is
     refused) or a factory (a plain function, not a coroutine function) called with no argument
-    that returns an ``Exception``. Each injected exception gets a note saying chaos injected it
-    (one: an exception a factory returns again is raised anew, with one such note, its traceback
-    that of the latest injection only).
+    that returns an ``Exception`` (one that needs an argument is refused). Each injected
+    exception gets a note saying chaos injected it (one: an exception a factory returns again is
+    raised anew, with one such note, its traceback that of the latest injection only).
     Cancellation and interrupts (``BaseException``) are not faults."""
     latency_rate: float = 0.0
     """The share of runs delayed by :attr:`latency` before the dependency is called (or before
@@ -152,10 +153,11 @@ class ChaosConfig:
     ``[0, 1]``."""
     outcome: Any = None
     """The injected result: a value (``None`` by default), or a callable, called with no argument
-    for each injection, whose return value is the result (to inject a callable itself, wrap it:
-    ``outcome=lambda: handler``). Neither driver awaits it: an awaitable (a coroutine) is refused,
-    given as the value or a coroutine function as the factory; one a factory returns is closed
-    and that run is not injected (counted in the ``errors`` statistic). A value is the very
+    for each injection (one that needs an argument is refused), whose return value is the result
+    (to inject a callable itself, wrap it: ``outcome=lambda: handler``). Neither driver awaits
+    it: an awaitable (a coroutine) is refused, given as the value or a coroutine function as the
+    factory; one a factory returns is closed and that run is not injected (counted in the
+    ``errors`` statistic). A value is the very
     object at every injection (never a copy, as a fallback's ``default_value``): a caller that
     changes the result it got changes every later one; give an immutable value, or a factory
     that builds a fresh one."""
@@ -166,8 +168,9 @@ class ChaosConfig:
     function: it is called, never awaited; its ``operation``, ``attempt``,
     ``args`` and ``kwargs``; context variables of the caller, such as a request's tenant or
     OpenTelemetry baggage, are readable too) that returns whether this run may be injected.
-    A :class:`ChaosSwitch` is such a predicate. A predicate is asked before any random draw; one
-    that raises counts as ``False`` (logged once and counted in the ``errors`` statistic). It
+    A :class:`ChaosSwitch` is such a predicate; one that cannot take that argument is refused.
+    A predicate is asked before any random draw; one that raises counts as ``False`` (logged
+    once, for a policy's links once in all, and counted in the ``errors`` statistic). It
     compares by identity: reuse one predicate object (a lambda written per call makes each
     config a policy of its own)."""
     seed: int | None = None
@@ -208,6 +211,7 @@ class ChaosConfig:
         self._check_fault()
         if callable(self.outcome):
             check_sync_callable(_OWNER, "outcome", self.outcome, what="factory", hint=_INJECT_A_FUNCTION)
+            check_called_with(_OWNER, "outcome", self.outcome, hint=_INJECT_A_FUNCTION)  # with no argument
         elif inspect.isawaitable(self.outcome):  # no driver awaits it: it would be every result
             rule = "a value or a plain (sync) factory, not an awaitable (the result, never awaited)"
             raise fail(_OWNER, "outcome", rule, self.outcome, kind=TypeError)
@@ -220,7 +224,7 @@ class ChaosConfig:
             if not callable(enabled):
                 rule = "a bool, a ChaosSwitch or a predicate"
                 raise fail(_OWNER, "enabled", rule, enabled, kind=TypeError)
-            check_predicate(_OWNER, "enabled", enabled)
+            check_predicate(_OWNER, "enabled", enabled, "ctx")
         seed: object = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise fail(_OWNER, "seed", "an int or None", seed, kind=TypeError)
@@ -248,6 +252,7 @@ class ChaosConfig:
             raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
         else:
             check_sync_callable(_OWNER, "fault", fault, what="factory")
+            check_called_with(_OWNER, "fault", fault)  # called with no argument
 
     @property
     def injects(self) -> bool:

@@ -51,15 +51,21 @@ class SharedDraws:
     no link uses them. The policy's links of the seed in use (its unkeyed calls' among them)
     keep that one's sequence going.
 
+    The links share the policy's one warning too (:meth:`first_failure`): a drill that fails
+    (a predicate or factory that raises) is logged once for the policy, not once per key's link
+    (each key made, and made again after its eviction, would log it with its traceback).
+
     Thread-safe: a generator is made under a lock (:data:`_DRAWING`, shared: drawing is only
-    asked when a chaos link is built); a draw (``random.Random.random``) is atomic. Every policy
-    holds one, few build a chaos link: the table of generators is made by the first.
+    asked when a chaos link is built, and a failure when the drill fails); a draw
+    (``random.Random.random``) is atomic. Every policy holds one, few build a chaos link: the
+    table of generators is made by the first.
     """
 
-    __slots__ = ("_draws",)
+    __slots__ = ("_draws", "_logged")
 
     def __init__(self) -> None:
         self._draws: weakref.WeakValueDictionary[int | None, Draw] | None = None
+        self._logged = False
 
     def draw(self, seed: int | None) -> Draw:
         """Return the draw of the generator for ``seed`` (``None``: seeded from the operating system)."""
@@ -71,6 +77,12 @@ class SharedDraws:
             if found is None:
                 found = draws[seed] = _new_draw(seed)
             return found
+
+    def first_failure(self) -> bool:
+        """Whether a failure of the drill's own code is the first of the policy's links: it is logged."""
+        with _DRAWING:
+            first, self._logged = not self._logged, True
+            return first
 
     @contextlib.contextmanager
     def sharing(self) -> Iterator[None]:
@@ -127,7 +139,8 @@ class _Rules:
     """The shared state of one :class:`~otel_resilience.Chaos`: its switch, random draws and counts.
 
     Its generator is its own, seeded with ``config.seed``; or, built while a policy's
-    :meth:`SharedDraws.sharing` is on, the policy's for that seed.
+    :meth:`SharedDraws.sharing` is on, the policy's for that seed, and so is the warning that
+    the drill failed (:meth:`SharedDraws.first_failure`).
 
     :meth:`decide` judges a run; :meth:`fault` and :meth:`outcome` make what is injected. A bug in
     the drill (a predicate or factory that raises) never fails the real call: that injection is
@@ -142,6 +155,7 @@ class _Rules:
         "_lock",
         "_outcomes",
         "_runs",
+        "_shared",
         "config",
         "errors",
         "name",
@@ -153,7 +167,7 @@ class _Rules:
         self.config = config
         self.on = True
         self._enabled: Any = config.enabled
-        shared = _SHARED.get()
+        self._shared = shared = _SHARED.get()
         self._draw = _new_draw(config.seed) if shared is None else shared.draw(config.seed)
         self._runs = Counter()
         self._faults = Counter()
@@ -254,11 +268,15 @@ class _Rules:
         return True, outcome
 
     def _failed(self, what: str, *, trace: bool = True) -> None:
-        """Count a failure of the drill's own code; log the first one (inside its ``except`` block)."""
+        """Count a failure of the drill's own code; log the first one (inside its ``except`` block).
+
+        The first of its policy's links, when it is a policy's (:meth:`SharedDraws.first_failure`).
+        """
         with self._lock:
             self.errors += 1
             first = self.errors == 1
-        if first:
+        shared = self._shared
+        if first and (shared is None or shared.first_failure()):
             _LOG.warning(
                 "chaos %r: %s failed, so that run was not injected (logged once; counted in "
                 "get_stats()['errors'])",

@@ -17,6 +17,7 @@ from otel_resilience.engine.readonly import FrozenMapping
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import (
     check_callable,
+    check_called_with,
     check_duration,
     check_int,
     check_name,
@@ -80,7 +81,8 @@ class RecoveryAction:
     """RETRY/RESTART: seconds to wait before each re-run, >= 0 (a ``timedelta`` is accepted).
     Default 1.0 s. A re-run whose delay would end past the current deadline is not started."""
     restart_hook: Callable[[], object] | None = None
-    """RESTART (required there): called with no arguments before each re-run; may be async."""
+    """RESTART (required there): called with no arguments before each re-run (one that needs an
+    argument is refused); may be async."""
     fallback_value: object = None
     """FALLBACK: the value returned in place of the failed call. Default ``None``."""
     fallback_function: Callable[..., object] | None = None
@@ -124,6 +126,7 @@ class RecoveryAction:
             self, "isolate_duration", check_duration(owner, "isolate_duration", self.isolate_duration)
         )
         check_callable(owner, "restart_hook", self.restart_hook, optional=True)
+        check_called_with(owner, "restart_hook", self.restart_hook)  # called with no argument
         check_callable(owner, "fallback_function", self.fallback_function, optional=True)
         if self.isolate_breaker is not None:
             check_name(owner, "isolate_breaker", self.isolate_breaker)

@@ -35,7 +35,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from otel_resilience.engine.calling import coroutine_function_in_sync, handled_error, refused
+from otel_resilience.engine.calling import (
+    coroutine_function_in_sync,
+    handled_error,
+    refuse_awaitable,
+    refused,
+)
 from otel_resilience.engine.closing import closing
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
@@ -92,6 +97,8 @@ class Rerun:
         failure: The failure the next ``restart_hook`` call restarts for, until it is called:
             an error the hook raises gets it as its context, so the caller sees what the restart
             was for (:func:`~otel_resilience.engine.notes.chain_failure`).
+        hook_name: How error messages name the ``restart_hook`` (the driver's hook name, set
+            with :attr:`failure`).
         last: The type name of the dependency's last error the recovery saw (the failure it
             recovers, then each re-run's that is not a rejection, the deadline's timeout, a
             ``restart_hook``'s error or a fault a chaos link injected), or ``None`` when it names
@@ -106,6 +113,7 @@ class Rerun:
         "error_type",
         "failure",
         "handles",
+        "hook_name",
         "last",
         "left",
         "restarting",
@@ -134,22 +142,27 @@ class Rerun:
         self.telemetry = telemetry
         self.handles: Any = None
         self.failure: Exception | None = None
+        self.hook_name = ""
 
     def restart(self) -> object:
         """Call the rule's ``restart_hook`` before a re-run (the driver's hook of the re-run).
 
         :attr:`restarting` is set until the hook returned (an awaitable it returns: until that
         ended, in the async driver), so an error it raises is told from the re-run's. An
-        awaitable returned to the sync driver, which refuses it, is the hook's failure too. An
-        error the hook raises has the failure it restarts for as its context (:attr:`failure`).
-        Once it returned, the re-run's attempt scope opens (:meth:`open`).
+        awaitable it returns in a thread is refused here, as the sync driver refuses one
+        (:func:`~otel_resilience.engine.calling.refuse_awaitable`, named :attr:`hook_name`): the
+        hook's failure too. An error the hook raises, that refusal included, has the failure it
+        restarts for as its context (:attr:`failure`). Once it returned, the re-run's attempt
+        scope opens (:meth:`open`).
         """
         failure, self.failure = self.failure, None
         self.restarting = True
         try:
             value = self.action.restart_hook()  # type: ignore[misc] # a RESTART rule has one
             if inspect.isawaitable(value):
-                return value if self.sync else self._restarted(value, failure)
+                if self.sync:
+                    refuse_awaitable(self.hook_name, value)  # raises: a thread cannot await it
+                return self._restarted(value, failure)
         except Exception as error:
             chain_failure(error, failure)
             raise
@@ -362,7 +375,8 @@ class RecoveryStep(Link[RecoveryConfig]):
                 retry = Retry(delay, rerun, hook, self._what("restart_hook"))
             else:
                 rerun.failure = error  # the context of an error the hook raises (Rerun.restart)
-                retry = Retry(delay, rerun, rerun.restart, self._what("restart_hook"))
+                rerun.hook_name = what = self._what("restart_hook")
+                retry = Retry(delay, rerun, rerun.restart, what)
             return Call(
                 let_go,
                 (ctx.fn,),

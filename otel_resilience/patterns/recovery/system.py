@@ -16,7 +16,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
-from otel_resilience.engine.validation import check_name, check_sync_callable, fail
+from otel_resilience.engine.validation import check_called_with, check_name, check_sync_callable, fail
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.recovery.config import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -170,16 +170,16 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 the breaker itself (what the manager passes: the policy's own breaker) or its name.
             breakers: Finds a breaker by name (an ``isolate_breaker``, or ``breaker`` given as a
                 name); the manager passes the lookup among its own breakers. Default: every live
-                breaker (the most recently created of that name). A plain function: it is called,
-                never awaited.
+                breaker (the most recently created of that name). A plain function: it is called
+                with the name, never awaited.
 
         Returns:
             An unlinked :class:`~otel_resilience.engine.step.Step` sharing this system's
             rules, stats and pattern detector.
 
         Raises:
-            TypeError: ``breaker`` is neither a name nor a breaker, or ``breakers`` is not callable
-                or is async (a coroutine function).
+            TypeError: ``breaker`` is neither a name nor a breaker, or ``breakers`` is not callable,
+                is async (a coroutine function) or cannot take the name.
             ValueError: ``breaker`` is an empty name.
         """
         if isinstance(breaker, str):
@@ -193,6 +193,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 kind=TypeError,
             )
         check_sync_callable("ErrorRecoverySystem", "breakers", breakers, optional=True, what="function")
+        check_called_with("ErrorRecoverySystem", "breakers", breakers, "name")
         return RecoveryStep(self, self._telemetry_for(pipeline), Isolation(breaker, breakers or any_breaker))
 
     def _link(self, telemetry: StrategyTelemetry) -> RecoveryStep:
