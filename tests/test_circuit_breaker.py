@@ -1567,3 +1567,38 @@ async def test_a_rejection_describes_the_state_that_rejected_it(
     assert caught.value.key == "tenant-a"
     assert recorder.of(Event.CALL_REJECTED)[-1] == CallRejected("half_open_full")
     assert breaker.stats.total_rejected == 1
+
+
+class _TransientClasses(type):
+    """A metaclass that counts classes marked ``transient`` as subclasses (``issubclass`` only)."""
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return bool(getattr(subclass, "transient", False)) or type.__subclasscheck__(cls, subclass)
+
+
+class Transient(Exception, metaclass=_TransientClasses):
+    """Every class marked ``transient`` is its subclass, by ``issubclass``; none of their errors is one."""
+
+
+class MarkedFlaky(ConnectionError):
+    """A class marked ``transient``: a subclass of :class:`Transient` by ``issubclass`` alone."""
+
+    transient = True
+
+
+@pytest.mark.parametrize("field", ["record_exceptions", "ignore_exceptions"])
+async def test_exception_types_match_as_isinstance_does_whatever_issubclass_says(
+    clock: FakeClock, driver: str, field: str
+) -> None:
+    """A metaclass's ``__subclasscheck__`` that ``isinstance`` never asks is not asked by the breaker either:
+    the error of a class only ``issubclass`` counts in the selector is no match."""
+    breaker = make(clock, **{field: (Transient,)})
+
+    def unavailable() -> None:
+        raise MarkedFlaky
+
+    assert not isinstance(MarkedFlaky(), Transient)
+    with pytest.raises(MarkedFlaky):
+        await invoke(breaker, driver, unavailable)
+    expected = (1, 0) if field == "ignore_exceptions" else (0, 0)
+    assert (breaker.stats.total_failures, breaker.stats.total_ignored) == expected

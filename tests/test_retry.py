@@ -730,6 +730,49 @@ async def test_retry_does_what_is_retryable_says_for_types_matched_by_instance(
     assert len(calls) == attempts
 
 
+class _TransientClasses(type):
+    """A metaclass that counts classes marked ``transient`` as subclasses (``issubclass`` only).
+
+    ``isinstance`` does not ask ``__subclasscheck__`` (``type.__instancecheck__`` reads the
+    instance's real class hierarchy): an instance of a marked class is no instance of it.
+    """
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return bool(getattr(subclass, "transient", False)) or type.__subclasscheck__(cls, subclass)
+
+
+class Transient(Exception, metaclass=_TransientClasses):
+    """Every class marked ``transient`` is its subclass, by ``issubclass``; none of their errors is one."""
+
+
+class MarkedFlaky(ConnectionError):
+    """A class marked ``transient``: a subclass of :class:`Transient` by ``issubclass`` alone."""
+
+    transient = True
+
+
+@pytest.mark.parametrize(("field", "attempts"), [("retry_on", 1), ("no_retry_on", 3)])
+async def test_retry_does_what_is_retryable_says_for_types_with_a_subclass_check_of_their_own(
+    driver: str, clock: FakeClock, field: str, attempts: int
+) -> None:
+    """A metaclass's ``__subclasscheck__`` that ``isinstance`` does not ask is not asked by the retry either.
+
+    ``RetryPolicy.is_retryable`` matches as ``isinstance`` does: an error whose class only
+    ``issubclass`` counts in the selector is no match, so the retry makes the attempts its policy promises.
+    """
+    policy = exact(max_attempts=3, **{field: (Transient,)})
+    assert policy.is_retryable(MarkedFlaky()) is (field == "no_retry_on")
+    calls: list[int] = []
+
+    def unavailable() -> None:
+        calls.append(1)
+        raise MarkedFlaky
+
+    with pytest.raises(MarkedFlaky):
+        await invoke(Retry("dep", policy, clock=clock), driver, unavailable)
+    assert len(calls) == attempts
+
+
 async def test_max_attempts_one_never_retries(driver: str, clock: FakeClock, recorder: EventRecorder) -> None:
     """max_attempts=1 calls once and gives up with reason max_attempts."""
     r = Retry("dep", exact(max_attempts=1), clock=clock)
@@ -1651,6 +1694,26 @@ def test_retry_without_parentheses_is_a_clear_type_error() -> None:
         retry(fn)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"on_retry": 5}, TypeError, r"^retry\.on_retry must be callable or None, got 5"),
+        ({"on_retry": lambda attempt: None}, TypeError, r"^retry\.on_retry must be callable as"),
+        ({"clock": 5}, TypeError, r"^retry\.clock must be a Clock"),
+        ({"rng": 5}, TypeError, r"^retry\.rng must be a random\.Random or None, got 5"),
+    ],
+)
+def test_the_retry_decorator_refuses_bad_options_when_made(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """@retry(...) refuses a bad hook, clock or random source when it is made, as its policy and name.
+
+    Not later, when it is applied to a function (maybe in another module), naming the Retry it builds.
+    """
+    with pytest.raises(error, match=match):
+        retry(**kwargs)
+
+
 async def test_retry_async_and_retry_sync_pass_arguments_through(clock: FakeClock) -> None:
     """The one-shot functions pass positional and keyword arguments to the function."""
     calls: list[tuple[int, str]] = []
@@ -1792,6 +1855,52 @@ def test_one_shot_functions_reuse_one_retry_per_name_and_policy(clock: FakeClock
     assert len(runners) == 2
 
 
+def _closing_hook(tag: object, seen: list[Any]) -> Callable[[int, Exception | None], None]:
+    """An ``on_retry`` lambda closing over ``tag`` and ``seen``: a hook of its own at every call."""
+    return lambda attempt, error: seen.append((tag, attempt))
+
+
+def _one_shot_runners(name: str) -> set[Retry]:
+    """The one-shot retries kept for the function named ``name``."""
+    retry_module = sys.modules["otel_resilience.patterns.retry"]
+    return {entry[1] for key, entry in retry_module._ONE_SHOT.items() if key[0] == name}
+
+
+def test_one_shot_functions_reuse_one_retry_for_an_inline_lambda_hook(clock: FakeClock) -> None:
+    """The SPEC's form, ``on_retry=lambda ...`` written in the call, builds one Retry, not one per call.
+
+    Each call makes a new function object from the same code: one that closes over nothing and
+    has the same defaults runs as the first one does, so its Retry is reused (a Retry per call
+    cost about ten times the call). A lambda with other defaults, or one closing over a
+    variable, gets a Retry of its own, whose hook is its own.
+    """
+    policy = exact(initial_delay=0.0, max_delay=0.0)
+    seen: list[tuple[str, int]] = []
+
+    def dep() -> str:
+        dep.calls += 1  # type: ignore[attr-defined]
+        if dep.calls % 2:  # type: ignore[attr-defined]
+            raise Boom
+        return "ok"
+
+    dep.calls = 0  # type: ignore[attr-defined]
+    dep.__qualname__ = "one_shot_inline_lambda"
+    for _ in range(5):
+        hook = lambda attempt, error, seen=seen: seen.append(("same", attempt))  # noqa: E731
+        assert retry_sync(dep, policy=policy, on_retry=hook, clock=clock) == "ok"
+    (runner,) = _one_shot_runners("one_shot_inline_lambda")
+    assert runner.get_stats()["successes_after_retry"] == 5
+    assert seen == [("same", 1)] * 5
+    other: list[tuple[str, int]] = []
+    hook = lambda attempt, error, seen=other: seen.append(("other", attempt))  # noqa: E731
+    assert retry_sync(dep, policy=policy, on_retry=hook, clock=clock) == "ok"
+    for tag in ("a", "b"):
+        assert retry_sync(dep, policy=policy, on_retry=_closing_hook(tag, seen), clock=clock) == "ok"
+    assert other == [("other", 1)]
+    assert seen[5:] == [("a", 1), ("b", 1)]
+    assert len(_one_shot_runners("one_shot_inline_lambda")) == 4
+
+
 class _UnhashableHook:
     """An ``on_retry`` hook that cannot be hashed: the one-shot functions build a retry for each call."""
 
@@ -1805,7 +1914,7 @@ class _UnhashableHook:
 async def test_one_shot_counts_survive_the_retries_dropped_from_the_cache(
     otel: Any, clock: FakeClock, driver: str, hook: str
 ) -> None:
-    """600 one-shot calls, each with a new hook (a new Retry each), export 600 executions and 600 retries.
+    """600 one-shot calls, each with a hook of its own (a new Retry each), export 600 executions and 600 retries.
 
     The one-shot cache keeps at most _ONE_SHOT_MAX retries: those it drops, and those it never
     kept, are freed, and the executions they counted must stay in ``resilience.executions``.
@@ -1825,8 +1934,8 @@ async def test_one_shot_counts_survive_the_retries_dropped_from_the_cache(
 
     dep.calls = 0  # type: ignore[attr-defined]
     dep.__qualname__ = adep.__qualname__ = name
-    for _ in range(calls):
-        on_retry = (lambda attempt, error: None) if hook == "lambda" else _UnhashableHook()
+    for call in range(calls):
+        on_retry = _closing_hook(call, []) if hook == "lambda" else _UnhashableHook()
         if driver == "sync":
             assert retry_sync(dep, policy=policy, on_retry=on_retry, clock=clock) == "ok"
         else:

@@ -541,9 +541,24 @@ def check_error_selector(
     return cast("tuple[type[Exception], ...] | Callable[[Exception], bool]", selector)
 
 
-_PLAIN_INSTANCE_CHECKS: Final = (type.__instancecheck__, abc.ABCMeta.__instancecheck__)
-"""The ``__instancecheck__`` of metaclasses whose ``isinstance(x, C)`` is ``issubclass(type(x), C)``:
-``type``'s and ``ABCMeta``'s (which asks the class of the instance)."""
+_ABC_INSTANCE_CHECK: Final[object] = abc.ABCMeta.__instancecheck__
+_TYPE_INSTANCE_CHECK: Final[object] = type.__instancecheck__
+_TYPE_SUBCLASS_CHECK: Final[object] = type.__subclasscheck__
+
+
+def _answers_by_class(meta: type) -> bool:
+    """Whether ``isinstance(x, C)`` is ``issubclass(type(x), C)`` for a class ``C`` of metaclass ``meta``.
+
+    ``ABCMeta``'s ``__instancecheck__`` asks ``__subclasscheck__`` for the class of the instance,
+    whatever it is. ``type``'s reads the class's real hierarchy and never asks it: with it, the two
+    agree only while ``__subclasscheck__`` is ``type``'s too (one of a metaclass's own would count
+    classes ``isinstance`` does not count).
+    """
+    check: object = meta.__instancecheck__
+    if check is _ABC_INSTANCE_CHECK:
+        return True
+    subclass_check: object = meta.__subclasscheck__
+    return check == _TYPE_INSTANCE_CHECK and subclass_check == _TYPE_SUBCLASS_CHECK
 
 
 def matched_by_class(types: tuple[type, ...]) -> bool:
@@ -553,7 +568,8 @@ def matched_by_class(types: tuple[type, ...]) -> bool:
     a fallback's ``handle_exceptions``, a breaker's ``record_exceptions``). A step may test the
     error's class instead, cheaper when the answer is usually no (docs/design.md), only when that
     gives the same answer: when no class's metaclass has an ``__instancecheck__`` of its own (one
-    that matches instances by their fields, say an HTTP status, matches no class). Asked once, when
-    the selector is set.
+    that matches instances by their fields, say an HTTP status, matches no class), nor a
+    ``__subclasscheck__`` that its ``isinstance`` never asks (:func:`_answers_by_class`). Asked
+    once, when the selector is set.
     """
-    return all(type(kind).__instancecheck__ in _PLAIN_INSTANCE_CHECKS for kind in types)
+    return all(_answers_by_class(type(kind)) for kind in types)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Awaitable, Callable
+from types import FunctionType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import not_callable
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.events import StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
@@ -33,6 +34,18 @@ _RETURNS: Final = "The first accepted result (or the last result, if results wer
 """What both verbs of a retry return."""
 _RAISES: Final = ("Exception: The last error, re-raised as is (with a note) when retrying stopped.",)
 """What both verbs of a retry raise, besides ``TypeError``."""
+
+
+def _check_options(owner: str, on_retry: object, rng: object) -> None:
+    """Refuse an ``on_retry`` not callable as ``on_retry(attempt, error)``, an ``rng`` not a Random.
+
+    The rule of a retry's hook and random source, for :class:`Retry` and the :func:`retry`
+    decorator that builds one (the message names ``<owner>.<field>``).
+    """
+    check_callable(owner, "on_retry", on_retry, optional=True)
+    check_called_with(owner, "on_retry", on_retry, "attempt", "error")
+    if rng is not None and not isinstance(rng, random.Random):
+        raise fail(owner, "rng", "a random.Random or None", rng, kind=TypeError)
 
 
 class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
@@ -71,10 +84,7 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
         rng: random.Random | None = None,
     ) -> None:
         policy = config_or_default("Retry", "policy", policy, _DEFAULT_POLICY)
-        check_callable("Retry", "on_retry", on_retry, optional=True)
-        check_called_with("Retry", "on_retry", on_retry, "attempt", "error")
-        if rng is not None and not isinstance(rng, random.Random):
-            raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
+        _check_options("Retry", on_retry, rng)
         super().__init__(name, policy, clock)
         self._core = _RetryCore(name, policy, on_retry, clock, rng)
 
@@ -140,7 +150,9 @@ async def retry_async(
     Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``, as
     :func:`~otel_resilience.engine.naming.callable_name` names a callable), built on the first
     call and reused by later calls with the same name, policy object, hook, clock and random
-    source (a :class:`Retry` holds no reference to the function).
+    source (a :class:`Retry` holds no reference to the function). A hook written in the call
+    (``on_retry=lambda attempt, error: ...``) is the same hook at every call when it closes over
+    no variable: one with a closure (``self.log`` in a method) gets a :class:`Retry` per call.
     ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
 
     Args:
@@ -200,7 +212,8 @@ def retry_sync(
 
 
 _ONE_SHOT_MAX: Final = 256
-"""How many one-shot retries :func:`retry_async` / :func:`retry_sync` keep for reuse."""
+"""How many entries the one-shot cache of :func:`retry_async` / :func:`retry_sync` keeps (a retry
+built for a plain function hook has two: its hook's and its twin's, :func:`_hook_twin`)."""
 _ONE_SHOT: dict[tuple[object, ...], tuple[RetryPolicy | None, Retry]] = {}
 _CARRIERS: Final[dict[str, Pipeline]] = {}
 """The exported executions of the one-shot retries of each name (see :class:`_OneShotRetry`).
@@ -224,7 +237,10 @@ def _one_shot(
 
     A :class:`Retry` does not hold the function it runs, so one built for the same name (the
     function's name), policy object, hook, clock and random source is reused: the call builds
-    nothing. At most :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). What a
+    nothing. A hook made anew by each call from the same code (``on_retry=lambda ...`` written
+    in the call, as in the SPEC) is the same hook when it runs as the first one does
+    (:func:`_hook_twin`): the retry built for that one is reused too, found on this miss path
+    only. At most :data:`_ONE_SHOT_MAX` entries are kept (the cache is emptied when full). What a
     dropped retry counted stays exported: every retry built here counts its executions into the
     carrier of its name (:class:`_OneShotRetry`). Arguments are validated by :class:`Retry`
     before anything is kept.
@@ -237,12 +253,56 @@ def _one_shot(
         return _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
+    twin = _hook_twin(on_retry)
+    if twin is not None:
+        twin = (name, id(policy), twin, clock, rng)
+        entry = _ONE_SHOT.get(twin)
+        if entry is not None and entry[0] is policy:
+            return entry[1]
     # Named after the function, cut as a long key is if too long for a name (only when built).
     runner = _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
-    if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
+    if len(_ONE_SHOT) >= _ONE_SHOT_MAX - 1:
         _ONE_SHOT.clear()
     _ONE_SHOT[key] = (policy, runner)
+    if twin is not None:
+        _ONE_SHOT[twin] = (policy, runner)
     return runner
+
+
+def _hook_twin(hook: object) -> tuple[object, ...] | None:
+    """Return what a plain function that closes over nothing runs as, or ``None`` for any other hook.
+
+    Two such functions with the same code, globals and default values (the same objects) run
+    alike whichever is called: what each call of ``on_retry=lambda attempt, error: ...`` makes.
+    A function that closes over variables (its cells made per call, their values free to change)
+    is no twin of another.
+    """
+    if type(hook) is not FunctionType or hook.__closure__ is not None:
+        return None
+    kwdefaults = hook.__kwdefaults__ or {}
+    held = (hook.__globals__, *(hook.__defaults__ or ()), *kwdefaults.values())
+    return (hook.__code__, tuple(kwdefaults), _SameObjects(held))
+
+
+class _SameObjects:
+    """Objects told apart by identity (hashed and compared by it), kept alive by the key that holds them.
+
+    Globals and default values may be unhashable, or equal without being the same (two lists).
+    """
+
+    __slots__ = ("_hash", "objects")
+
+    def __init__(self, objects: tuple[object, ...]) -> None:
+        self.objects = objects
+        self._hash = hash(tuple(map(id, objects)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not _SameObjects or len(other.objects) != len(self.objects):
+            return False
+        return all(mine is theirs for mine, theirs in zip(self.objects, other.objects, strict=True))
 
 
 class _OneShotRetry(Retry):
@@ -324,10 +384,16 @@ def retry(
         The decorator.
 
     Raises:
-        TypeError: If ``policy`` is not a ``RetryPolicy`` (e.g. ``@retry`` without parentheses).
+        TypeError: If ``policy`` is not a ``RetryPolicy`` (e.g. ``@retry`` without parentheses),
+            ``on_retry`` cannot be called as ``on_retry(attempt, error)``, ``clock`` is not a
+            ``Clock`` or ``rng`` not a ``random.Random``: when the decorator is made, naming
+            ``retry.<field>``.
+        ValueError: If ``name`` is empty.
     """
     if policy is not None and not isinstance(policy, RetryPolicy):
         raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
+    _check_options("retry", on_retry, rng)
+    check_clock("retry", clock)
     if name is not None:
         check_name("retry", "name", name)
     return _RetryDecorator(name, {"policy": policy, "on_retry": on_retry, "clock": clock, "rng": rng})
