@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import inspect
 import logging
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from otel_resilience import (
     ResilienceManager,
     Retry,
     RetryPolicy,
+    resilient,
 )
 
 
@@ -241,3 +243,57 @@ def test_a_coroutine_returned_by_a_function_called_never_awaited_is_closed_when_
         gc.collect()
     assert raised == (expected.__name__ if expected is not None else "nothing")
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+class _AsyncCache:
+    """A cache service whose ``get`` and ``set`` are async."""
+
+    async def get(self, key: str) -> object:
+        return None
+
+    async def set(self, key: str, value: object) -> None:
+        return None
+
+
+ASYNC_FALLBACK_PARTS: dict[str, tuple[str, FallbackConfig]] = {
+    "fallback_function": (
+        "fallback_function",
+        FallbackConfig(strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=_AsyncHook()),
+    ),
+    "fallback_functions": (
+        r"fallback_functions\[1\]",
+        FallbackConfig(strategy=FallbackStrategy.MULTIPLE_ATTEMPTS, fallback_functions=[str, _AsyncHook()]),
+    ),
+    "cache_service": (
+        r"cache_service\.get",
+        FallbackConfig(strategy=FallbackStrategy.CACHED_VALUE, cache_key="k", cache_service=_AsyncCache()),
+    ),
+}
+
+
+@pytest.mark.parametrize("part", list(ASYNC_FALLBACK_PARTS))
+def test_a_policy_whose_fallback_is_async_refuses_a_sync_function_when_it_decorates(
+    manager: ResilienceManager, part: str
+) -> None:
+    """``@resilient``, a policy handle's and a key view's ``protect`` refuse it, as the fallback's own does.
+
+    No call of it could run: the sync driver refuses each with the fallback's ``TypeError``,
+    counted a failed execution. ``FallbackHandler.protect`` refused it when it decorated, and a
+    policy that hedges did; a policy whose fallback is async decorated it.
+    """
+    field, fallback = ASYNC_FALLBACK_PARTS[part]
+    with pytest.raises(TypeError, match=rf"^fallback 'fallback': {field} is a coroutine function"):
+        FallbackHandler(fallback).protect(_down)
+    config = ResilienceConfig(fallback_config=fallback)
+    policy = manager.policy(f"async-{part}", config)
+    decorators = {
+        "resilient": resilient(config, manager=manager),
+        "PolicyHandle.protect": policy.protect,
+        "KeyedPolicyView.protect": policy.for_key("k").protect,
+    }
+    for name, decorate in decorators.items():
+        with pytest.raises(TypeError, match=rf"policy '[\w-]+' falls back through {field}, which is async"):
+            decorate(_down)
+            pytest.fail(f"{name} decorated it")
+        assert inspect.iscoroutinefunction(decorate(_adown)), name  # an async one is taken
+    assert manager.get_resilience_statistics()["executions"]["failed"] == 0

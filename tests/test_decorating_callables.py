@@ -220,3 +220,45 @@ def test_a_plain_wrapper_of_an_async_function_is_refused_with_the_fix(
         ):
             decorate(fetch)(1)
             pytest.fail(f"{name} passed the coroutine on")
+
+
+class GeneratorCallable:
+    """A callable object whose ``__call__`` is a generator function."""
+
+    def __call__(self) -> Any:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it a generator function
+
+
+class AsyncGeneratorCallable:
+    """A callable object whose ``__call__`` is an async generator function."""
+
+    async def __call__(self) -> Any:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it an async generator function
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind"),
+    [
+        (GeneratorCallable(), "a generator function"),
+        (AsyncGeneratorCallable(), "an async generator function"),
+        (functools.partial(GeneratorCallable()), "a generator function"),
+        (functools.partial(AsyncGeneratorCallable()), "an async generator function"),
+    ],
+    ids=["object", "async object", "partial", "async partial"],
+)
+def test_an_object_whose_call_is_a_generator_function_is_refused_when_decorated(
+    every_decorator: dict[str, Decorator], manager: ResilienceManager, fn: Callable[[], Any], kind: str
+) -> None:
+    """Refused when decorated, as a generator function is, not on every call.
+
+    What calling it makes decides, as it decides the driver: such an object returns an iterator
+    before its body runs. It was decorated, and each call then failed with the ``TypeError``,
+    counted a failed execution.
+    """
+    for name, decorate in every_decorator.items():
+        with pytest.raises(TypeError, match=rf"fn is {kind}, which returns an iterator"):
+            decorate(fn)
+            pytest.fail(f"{name} decorated it")
+    assert manager.get_resilience_statistics()["executions"]["total"] == 0

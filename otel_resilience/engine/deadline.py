@@ -721,10 +721,11 @@ class AsyncDeadline(TimerEntry):
         if waiting is None:
             timer = self._held_by
             timer.cancel(self)  # armed when a scope of its task fired
-            listed = timer.held[task]  # type: ignore[index] # held: its task is set
-            listed.remove(self)
-            if not listed:
-                del timer.held[task]  # type: ignore[arg-type]
+            listed = timer.held.get(task)  # type: ignore[arg-type] # held: its task is set
+            if listed is not None:  # (None: its loop closed, its timer let go of it)
+                listed.remove(self)
+                if not listed:
+                    del timer.held[task]  # type: ignore[arg-type]
             published = getattr(self, "_published", None)  # (set on that rare path only)
             if published is not None:  # published once the scope it was held under ended first
                 self._published = None

@@ -433,14 +433,20 @@ class _Race:
         race: an interrupt or a refusal (:meth:`first_ended` raises it), or a cancellation, which
         is no loser's (the race cancels attempts only once it is over): the attempt raised it
         (its dependency awaited a future cancelled elsewhere, or its judgment raised it), no
-        outcome to hedge after, and it reaches the caller as it is (:attr:`stopped`).
+        outcome to hedge after, and it reaches the caller as it is (:attr:`stopped`). An attempt
+        whose coroutine is closed (the collector freeing a race its closed loop left pending, on
+        whichever thread allocates, maybe one that runs no loop, and maybe before the race's own)
+        cancels its rivals without asking for the running task, as the race does when closed.
         """
         attempt.cancelled = True
         if not self.over:
             self.over = True
             if isinstance(error, asyncio.CancelledError):
                 self.stopped = error
-            self.cancel_rivals()
+            if type(error) is GeneratorExit:  # closed, maybe where no loop runs: as race() when closed
+                _cancel_unawaited(self.tasks)
+            else:
+                self.cancel_rivals()
         self.hedge.leave(attempt.ctx, scope, self.told(attempt, error), accepted=False, won=False)
 
     def cancel_rivals(self) -> None:
@@ -642,7 +648,7 @@ def _forget(contest: _Race) -> None:
 
 
 def _cancel_unawaited(tasks: set[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` without waiting for them: their race's coroutine is being closed.
+    """Cancel ``tasks`` without waiting for them: their race's coroutine, or an attempt's, is being closed.
 
     As the garbage collector frees a race its closed loop left pending (on whichever thread
     allocates), or as ``close()`` ends one: a coroutine awaits nothing then. A task of a live loop

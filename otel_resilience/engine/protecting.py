@@ -106,14 +106,21 @@ def is_async_callable(fn: object) -> TypeGuard[Callable[..., Coroutine[Any, Any,
     ``functools.partial`` of such an object). Type checkers see the same: such a callable's
     return type is a coroutine, so the decorators' overloads type its wrapper as async.
     """
-    if inspect.iscoroutinefunction(fn):
-        return True
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(_runs(fn))
+
+
+def _runs(fn: object) -> object:
+    """Return the function a call of ``fn`` runs: ``fn`` (a partial's function), or an object's ``__call__``.
+
+    A function, a method or a class is itself what runs (a class's ``__call__`` is a method of
+    its metaclass); any other object runs its ``__call__``. What it is decides what a call makes,
+    a coroutine, an iterator or a result (:func:`is_async_callable`, :func:`check_protectable`).
+    """
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.isroutine(fn) or isinstance(fn, type):
-        return False
-    call = getattr(fn, "__call__", None)  # noqa: B004 - the method itself is what is asked about
-    return inspect.iscoroutinefunction(call)
+        return fn
+    return getattr(fn, "__call__", None)  # noqa: B004 - the method itself is what is asked about
 
 
 def check_protectable(name: str, fn: object) -> None:
@@ -121,7 +128,9 @@ def check_protectable(name: str, fn: object) -> None:
 
     A generator function, async or not, returns an iterator at once, before its body runs (the
     sync driver would count that as a success, the async one cannot await it): both drivers
-    refuse it when called, ``protect`` here, before any call. A ``staticmethod`` or
+    refuse it when called, ``protect`` here, before any call; so is an object whose ``__call__``
+    is one, or a ``functools.partial`` of either (what a call runs decides, as it decides the
+    driver: :func:`is_async_callable`). A ``staticmethod`` or
     ``classmethod`` object (the decorator written below ``@staticmethod``/``@classmethod``) is
     refused too: its wrapper would be a plain function, bound as an instance method.
 
@@ -141,9 +150,10 @@ def check_protectable(name: str, fn: object) -> None:
             "decorator gets the function itself"
         )
         raise TypeError(msg)
-    if inspect.isasyncgenfunction(fn):
+    runs = _runs(fn)
+    if inspect.isasyncgenfunction(runs):
         raise async_generator_refused(repr(name)).as_type_error()
-    if inspect.isgeneratorfunction(fn):
+    if inspect.isgeneratorfunction(runs):
         raise generator_refused(repr(name)).as_type_error()
 
 

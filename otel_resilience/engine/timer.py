@@ -76,6 +76,19 @@ class TimerEntry(ABC):
         """Called by the loop timer once the entry is due (on the loop's thread, in an empty context)."""
 
 
+class _LetGo(dict[Any, Any]):
+    """The held scopes of a closed loop's timer, once it let go of them (:meth:`LoopTimer.forget`): none.
+
+    A held scope whose task is freed later leaves its own list of its task's held scopes, then
+    deletes its task's key when the list is empty, as on a live timer: here the key is gone.
+    """
+
+    __slots__ = ()
+
+    def __delitem__(self, key: object) -> None:
+        self.pop(key, None)
+
+
 class LoopTimer:
     """The timed entries of one event loop, behind one armed loop timer. Used from the loop's thread only."""
 
@@ -120,6 +133,26 @@ class LoopTimer:
             entry.timer_state = _ENDED
             self._heap_ended += 1
             self._tidy_heap()
+
+    def forget(self) -> None:
+        """Let go of every entry: this is a closed loop's timer, which never fires again.
+
+        Its entries hold their tasks (a scope its task, a queued bulkhead call its future), and
+        one of them kept alive elsewhere (a waiter a bulkhead still queues) keeps this timer: the
+        other tasks of the loop, among them the call that holds the slot that waiter waits for,
+        would never be freed. Each entry is left idle first, so that one left later (as the
+        collector frees its task, on any thread) cancels nothing here: an entry still listed is
+        reachable, and so not being freed, until then. The held scopes go too: a scope left later
+        leaves its own list, and finds its task's key gone (:class:`_LetGo`).
+        """
+        for entry in self._lane:
+            entry.timer_state = _IDLE
+        for _, _, entry in self._heap:
+            entry.timer_state = _IDLE
+        self._lane = deque()
+        self._heap = []
+        self._lane_ended = self._heap_ended = 0
+        self.held = _LetGo()  # its keys are tasks
 
     def _leave_lane(self, entry: TimerEntry) -> None:
         """Take ``entry`` out of the lane: at once from the front, else lazily (compacted when half ended).
@@ -225,11 +258,12 @@ def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
 def _drop_closed() -> None:
     """Forget the timers of closed loops (once per new loop's timer: a few entries to look at).
 
-    A closed loop runs nothing again, so its timer has nothing left to fire (an entry that ends
-    later, as its task is freed, cancels itself in the timer it holds). The key stays unused while
-    the closed loop lives, so its death callback, if it still runs, removes nothing else.
+    A closed loop runs nothing again, so its timer has nothing left to fire: it lets go of its
+    entries (:meth:`LoopTimer.forget`), which an entry kept alive elsewhere would otherwise keep
+    with the timer. The key stays unused while the closed loop lives, so its death callback, if
+    it still runs, removes nothing else.
     """
-    for key, (ref, _) in list(_TIMERS.items()):
+    for key, (ref, timer) in list(_TIMERS.items()):
         loop = ref()
-        if loop is not None and loop.is_closed():
-            _TIMERS.pop(key, None)
+        if loop is not None and loop.is_closed() and _TIMERS.pop(key, None) is not None:
+            timer.forget()  # by the one thread that took it out

@@ -137,6 +137,9 @@ class Waiter(Wait, TimerEntry):
 
     __slots__ = ("nudged", "owner", "queue", "state")
 
+    loop: asyncio.AbstractEventLoop | None
+    """The event loop it waits on (``None``: a thread's waiter)."""
+
     def __init__(self, queue: WaitQueue, owner: WaitOwner) -> None:
         self.state = WAITING
         self.nudged = False
@@ -176,6 +179,9 @@ class SyncWaiter(Waiter):
     """A thread blocked on a lock of its own, released to wake it."""
 
     __slots__ = ("signal",)
+
+    loop: None = None
+    """A thread's waiter runs on no event loop (an :class:`AsyncWaiter`'s ``loop`` is its loop)."""
 
     def __init__(self, queue: WaitQueue, owner: WaitOwner) -> None:
         Waiter.__init__(self, queue, owner)  # named, not super(): one per queued call
@@ -228,6 +234,8 @@ class AsyncWaiter(Waiter):
     """
 
     __slots__ = ("future", "loop")
+
+    loop: asyncio.AbstractEventLoop
 
     def __init__(self, queue: WaitQueue, owner: WaitOwner, loop: asyncio.AbstractEventLoop) -> None:
         Waiter.__init__(self, queue, owner)  # named, not super(): one per queued call

@@ -51,6 +51,7 @@ from otel_resilience.manager.policy_stats import policy_stats
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker
+from otel_resilience.patterns.fallback._step import first_async_part
 from otel_resilience.patterns.rate_limiter import RateLimiter
 
 __all__ = [
@@ -732,21 +733,36 @@ def run_sync(state: KeyState, fn: Callable[..., Any], args: Any, kwargs: Any) ->
 
 
 def check_drivable(owner: str, name: str, config: ResilienceConfig, fn: object) -> None:
-    """Refuse, when it is decorated, a sync ``fn`` to run under ``config`` if it hedges.
+    """Refuse, when it is decorated, a sync ``fn`` under ``config`` if it hedges or its fallback is async.
 
     The one rule of ``@resilient`` and of a policy handle's (or key view's) ``protect``: hedging
-    is async only (its attempts run side by side as tasks of an event loop), so every call of a
-    sync function under it would fail with a ``TypeError``. A reload that adds hedging to a named
-    policy later is not refused for the sync functions it protects: their calls fail then, each
-    with the hedging's ``TypeError`` (as ``execute_sync`` under it does).
+    is async only (its attempts run side by side as tasks of an event loop), and a fallback with
+    an async part (a coroutine ``fallback_function``, an async cache service: see
+    :func:`~otel_resilience.patterns.fallback._step.first_async_part`) cannot be awaited by the
+    sync driver, so every call of a sync function under it would fail with a ``TypeError`` (a
+    ``FallbackHandler``'s own ``protect`` refuses it too). A reload that adds hedging or such a
+    fallback to a named policy later is not refused for the sync functions it protects: their
+    calls fail then, each with that ``TypeError`` (as ``execute_sync`` under it does).
 
     Raises:
-        TypeError: ``config`` hedges and ``fn`` is not async (``"<owner>: policy ... hedges ..."``).
+        TypeError: ``config`` hedges (``"<owner>: policy ... hedges ..."``) or its fallback has an
+            async part (``"<owner>: policy ... falls back through ..."``), and ``fn`` is not async.
     """
-    if config.hedging is not None and not is_async_callable(fn):
+    fallback = config.fallback_config
+    if (config.hedging is None and fallback is None) or is_async_callable(fn):
+        return
+    if config.hedging is not None:
         msg = (
             f"{owner}: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
             "its attempts run side by side as tasks of an event loop; decorate an async function"
+        )
+        raise TypeError(msg)
+    part = None if fallback is None else first_async_part(fallback)
+    if part is not None:
+        msg = (
+            f"{owner}: policy {name!r} falls back through {part}, which is async (a coroutine "
+            "function, or an object whose __call__ is one: ResilienceConfig.fallback_config), and "
+            "a sync call cannot await it; decorate an async function, or make it sync"
         )
         raise TypeError(msg)
 

@@ -165,7 +165,8 @@ class _BulkheadCore(BulkheadStats):
     before its task could claim it is taken back by the next caller that finds no free slot
     (:meth:`acquire`), or by the next waiter whose timeout comes (:meth:`expire`); the waiter
     returns to the front of the queue. A queued waiter whose loop is closed will never run: it
-    leaves the queue, counted cancelled, when a slot is passed on, or when a caller would be
+    leaves the queue, counted cancelled, when a slot is passed on, when it is at the front as a
+    caller queues (:meth:`_leave_gone_front_locked`), or when a caller would be
     refused for a full queue (:meth:`_make_room_locked`, which also times out a stopped loop's
     waiter past its queue timeout): a caller is refused only when the queue is full of waiters
     that may still run the call.
@@ -215,9 +216,12 @@ class _BulkheadCore(BulkheadStats):
                 self._refused += 1  # every slot busy and no place in the queue
                 return FULL
             waiter = new_waiter(ctx.sync, self, owner)
-            if self._queue is _NO_QUEUE:
-                self._queue = deque()
-            self._queue.append(waiter)
+            queue = self._queue
+            if queue is _NO_QUEUE:
+                queue = self._queue = deque()
+            elif queue and queue[0].loop is not waiter.loop:
+                self._leave_gone_front_locked()  # the oldest waiter's loop, not this one's, may be closed
+            queue.append(waiter)
             self.waiting += 1
             if self.waiting > self.peak_waiting:  # noqa: PLR1730 - a compare, not a call
                 self.peak_waiting = self.waiting
@@ -435,6 +439,20 @@ class _BulkheadCore(BulkheadStats):
         waiter.state = CANCELLED
         self.cancelled += 1
         return True
+
+    def _leave_gone_front_locked(self) -> None:
+        """Take the waiters at the front of the queue whose loop is closed out of it, as a call queues.
+
+        Such a waiter never runs, and what its task holds is never freed while the queue keeps
+        it: maybe the call holding the slot it waits for (a hedge's attempt keeps its race, the
+        race its other attempts), which then never gives it back, so that the call queuing now
+        would wait out its timeout. Those of a loop closed while they waited are the oldest, so
+        the front is looked at, when it waits on another loop than the call queuing now (which
+        runs): none on a call that finds a slot, nor on one queuing behind a waiter of its loop.
+        """
+        queue = self._queue
+        while queue and self._gone_leaves_locked(queue[0]):
+            pass
 
     def _make_room_locked(self) -> bool:
         """Free the places of a full queue's waiters that cannot run the call; return whether one is free.

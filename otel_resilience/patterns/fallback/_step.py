@@ -47,8 +47,12 @@ def _type_name(error: BaseException) -> str:
     return error_type_name(error) or type(error).__name__
 
 
-def _first_async_part(config: FallbackConfig) -> str | None:
-    """Name the first async part (:func:`is_async_callable`) the sync driver would have to await, if any."""
+def first_async_part(config: FallbackConfig) -> str | None:
+    """Name the first async part (:func:`is_async_callable`) the sync driver would have to await, if any.
+
+    The one rule of a fallback that no sync call can run under: its handler's ``protect`` and a
+    manager policy's decorators (``manager.policy.check_drivable``) refuse a sync function then.
+    """
     parts: list[tuple[str, object]] = [("fallback_function", config.fallback_function)]
     parts.extend((f"fallback_functions[{i}]", fn) for i, fn in enumerate(config.fallback_functions))
     service = config.cache_service
@@ -108,7 +112,7 @@ class FallbackCore(Counts):
         self.predicate: Callable[[Exception], bool] | None = (
             None if isinstance(handle, tuple) else cast("Callable[[Exception], bool]", handle)
         )
-        self.sync_blocker = _first_async_part(config)
+        self.sync_blocker = first_async_part(config)
         self.fallback_successes = 0
         self.fallback_failures = 0
         self.cache_hits = 0
