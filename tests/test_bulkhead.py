@@ -21,6 +21,7 @@ from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.engine.waiting import ADMITTED, FULL, GRANTED, TIMED_OUT, AsyncWaiter, SyncWaiter
@@ -408,6 +409,50 @@ async def test_waiter_cancelled_after_handoff_passes_slot_on():
     assert ran == ["second"]
     assert bulkhead.stats.cancelled == 1
     assert_idle(bulkhead)
+
+
+async def test_a_waiter_handed_a_slot_whose_wake_up_an_interrupt_stopped_takes_it_at_its_timeout(monkeypatch):
+    """An interrupt in the thread that frees a slot, after the hand-off and before the wake-up: the waiter still runs.
+
+    The interrupt reaches the thread that gave the slot back; the waiter, handed the slot, is
+    woken at its queue timeout at the latest (as a thread's waiter is), takes the slot and runs.
+    """
+    bulkhead = Bulkhead("handoff-interrupted", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    holding, leave = threading.Event(), threading.Event()
+    interrupted: list[BaseException] = []
+
+    def hold() -> None:
+        holding.set()
+        assert leave.wait(timeout=10)
+
+    def holder() -> None:
+        try:
+            bulkhead.execute_sync(hold)
+        except KeyboardInterrupt as interrupt:  # raised as the slot is given back
+            interrupted.append(interrupt)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    await until(holding.is_set)
+
+    async def work() -> str:
+        return "ran"
+
+    waiter = asyncio.create_task(bulkhead.execute(work))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    woken = AsyncWaiter.wake
+
+    def interrupted_once(self: AsyncWaiter) -> bool:
+        monkeypatch.setattr(AsyncWaiter, "wake", woken)
+        raise KeyboardInterrupt  # as a signal's handler raises it, where the thread is then
+
+    monkeypatch.setattr(AsyncWaiter, "wake", interrupted_once)
+    leave.set()
+    await asyncio.to_thread(thread.join, 10)
+    assert [type(error) for error in interrupted] == [KeyboardInterrupt]
+    assert await asyncio.wait_for(waiter, 10) == "ran"
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["timed_out"], stats["active"], stats["waiting"]) == (2, 0, 0, 0)
 
 
 async def test_deadline_cancels_a_queued_waiter():
@@ -1473,6 +1518,65 @@ def test_slot_in_threads_and_single_use() -> None:
     with slot, pytest.raises(RuntimeError, match="one block at a time"), slot:
         pass
     assert bulkhead.get_stats()["active"] == 0
+
+
+class _PausingPipeline:
+    """A bulkhead's own pipeline whose step, once ``armed``, is looked up only after ``resume`` is set.
+
+    Holds the first thread that enters a guard between its check that the guard is free and its
+    admission, so that a second thread enters the same guard in that instant.
+    """
+
+    def __init__(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+        self.armed = False
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    @property
+    def strategies(self) -> Any:
+        if self.armed:
+            self.armed = False
+            self.paused.set()
+            assert self.resume.wait(timeout=10)
+        return self._pipeline.strategies
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipeline, name)
+
+
+def test_one_slot_holder_entered_by_two_threads_at_once_admits_one_and_leaks_no_slot() -> None:
+    """Two threads entering one slot holder in the same instant: one holds the slot, the other is refused."""
+    bulkhead = Bulkhead("slots-raced", BulkheadConfig(max_concurrent=2, max_waiting=0))
+    pipeline = _PausingPipeline(bulkhead._pipeline)
+    slot = Guard(pipeline)  # what bulkhead.slot() returns, on a pipeline that can pause
+    pipeline.armed = True
+    outcomes: list[str] = []
+
+    def first() -> None:
+        with slot:
+            outcomes.append("first ran")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert pipeline.paused.wait(timeout=10)  # the first thread is entering, not yet admitted
+    try:
+        with slot:
+            outcomes.append("second ran")
+            pipeline.resume.set()  # the first one enters while this block holds the guard
+            thread.join(timeout=10)
+    except RuntimeError as error:
+        outcomes.append(f"second refused: {error}")
+    finally:
+        pipeline.resume.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert outcomes == [
+        "second refused: a guard of bulkhead 'slots-raced' serves one block at a time; make another",
+        "first ran",
+    ]
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["completed"], stats["total"]) == (0, 1, 1)
 
 
 async def _items():

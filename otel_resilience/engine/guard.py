@@ -7,7 +7,7 @@ judged as a call's would be, by the same hooks the drivers call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.context import ExecutionContext
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from otel_resilience.engine.pipeline import Pipeline
 
 __all__ = ["Guard", "guarded_block"]
+
+_BLOCK: Final = 0
+"""The one key of :attr:`Guard._held`: the block the guard serves."""
 
 
 def guarded_block() -> None:
@@ -39,23 +42,46 @@ class Guard:
     pipeline counts the execution in its stats (a rejection included, and an entry cancelled or
     interrupted while it waited, as a call's driver counts it); no execution scope (span) is
     opened. Only a step whose rules never decide an action can guard a block (a breaker, a
-    bulkhead); one guard serves one block.
+    bulkhead); one guard serves one block at a time, however many threads (or event loops)
+    enter it at once: the others are refused with ``RuntimeError``.
     """
 
-    __slots__ = ("_ctx", "_pipeline", "_step", "_token")
+    __slots__ = ("_held", "_pipeline", "_step", "_token")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
         self._step = pipeline.strategies[0]
-        self._ctx: ExecutionContext | None = None
+        self._held: dict[int, ExecutionContext] = {}
+        """The context of the block the guard serves, under :data:`_BLOCK`; empty while it serves none."""
         self._token: Any = None
 
-    def _admit(self, *, sync: bool) -> Any:
-        # The pipeline's step now: a reload of the pattern gives its own pipeline a new one
-        # (Pipeline.relink), which a guard made before it, and kept, enters from then on.
-        step = self._step = self._pipeline.strategies[0]
-        ctx = self._ctx = ExecutionContext(guarded_block, (), {}, self._pipeline.name, None, sync)
-        return step.admit(ctx) if step._admits else None
+    def _admit(self, sync: bool) -> Any:
+        """Hold the guard for a block, then ask the step to admit it; return the step's token.
+
+        The guard is held in one atomic step (``dict.setdefault`` of the block's context), so
+        that of entries made at once, from any threads or event loops, one holds it and the
+        others are refused before they change it, or take a slot (a permit, a probe) that its
+        holder would leave with, or that no one would give back.
+
+        Raises:
+            RuntimeError: If the guard serves a block: the guard is left as it is.
+            BaseException: What the step's ``admit`` raises (or an interrupt once the guard is
+                held): counted, the guard freed.
+        """
+        ctx = ExecutionContext(guarded_block, (), {}, self._pipeline.name, None, sync)
+        try:
+            if self._held.setdefault(_BLOCK, ctx) is not ctx:
+                kind, name = self._step.kind, self._pipeline.name
+                msg = f"a guard of {kind} {name!r} serves one block at a time; make another"
+                raise RuntimeError(msg)  # noqa: TRY301 - the guard is another block's: left as it is
+            # The pipeline's step now: a reload of the pattern gives its own pipeline a new one
+            # (Pipeline.relink), which a guard made before it, and kept, enters from then on.
+            step = self._step = self._pipeline.strategies[0]
+            return step.admit(ctx) if step._admits else None
+        except BaseException as error:
+            if self._held.get(_BLOCK) is ctx:  # held by this entry: counted, and freed
+                self._refused(error)
+            raise
 
     def _admitted(self, token: Any) -> Any:
         """Return the token a :class:`Wait` gave; refuse an :class:`Answer`, which cannot replace a block."""
@@ -65,12 +91,6 @@ class Guard:
             raise RuntimeError(msg)
         return token
 
-    def _check_unused(self) -> None:
-        if self._ctx is not None:
-            kind, name = self._step.kind, self._pipeline.name
-            msg = f"a guard of {kind} {name!r} serves one block at a time; make another"
-            raise RuntimeError(msg)
-
     def _refused(self, error: BaseException) -> None:
         """Count an entry that raised (a rejection, or a cancellation while it waited); free the guard.
 
@@ -78,7 +98,7 @@ class Guard:
         driver (:class:`~otel_resilience.engine.calling.WrongDriver`, a hedging step in a thread)
         is a failure, whose ``TypeError`` is raised from here in place of the signal.
         """
-        self._ctx = None
+        self._held.clear()
         self._pipeline._failed(error)
 
     def _leave(self, error: BaseException | None, *, cancelled: bool = False) -> None:
@@ -88,8 +108,9 @@ class Guard:
         :func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`): counted by its type as
         the pipeline counts it, it ends the run as a cancellation does (``on_cancel``).
         """
-        step, ctx, token = self._step, self._ctx, self._token
-        self._ctx = self._token = None
+        step, token = self._step, self._token
+        self._token = None
+        ctx = self._held.pop(_BLOCK, None)  # the guard is free from here: another block may enter
         if ctx is None:  # pragma: no cover - the with statement only exits an entered guard
             return
         stats = self._pipeline.stats
@@ -115,9 +136,8 @@ class Guard:
             raise RuntimeError(msg)
 
     def __enter__(self) -> Guard:
-        self._check_unused()
+        token = self._admit(True)  # noqa: FBT003 - positional: on every entry
         try:
-            token = self._admit(sync=True)
             if issubclass(type(token), Wait):
                 token = self._admitted(token.wait_sync())
         except BaseException as error:  # a rejection, or an interrupt while it waited
@@ -130,9 +150,8 @@ class Guard:
         self._leave(exc)
 
     async def __aenter__(self) -> Guard:
-        self._check_unused()
+        token = self._admit(False)  # noqa: FBT003 - positional: on every entry
         try:
-            token = self._admit(sync=False)
             if issubclass(type(token), Wait):
                 token = self._admitted(await token.wait())
         except BaseException as error:  # a rejection, or a cancellation while it waited

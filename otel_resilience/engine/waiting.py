@@ -167,12 +167,14 @@ class Waiter(Wait, TimerEntry):
         """Timer callback, at the queue timeout: end the wait if still queued, and wake the waiter.
 
         A waiter the queue timed out already (:meth:`overdue`, while its loop was stopped) is
-        woken too. The waiting call, woken, reports the timeout itself
+        woken too, and so is one handed a place whose task has not resumed yet: its wake-up may
+        never have been sent (an interrupt raised in the thread that handed the place over,
+        before it woke the waiter), and a waiter already woken only looks again. The waiting
+        call, woken, takes its place, or reports the timeout itself
         (:meth:`WaitOwner.wait_timed_out`).
         """
         self.queue.expire(self)
-        if self.state == TIMED_OUT:
-            self.wake()
+        self.wake()
 
 
 class SyncWaiter(Waiter):

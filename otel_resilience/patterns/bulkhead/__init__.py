@@ -33,7 +33,9 @@ Design:
 * **No slot is ever leaked.** A cancelled waiter leaves the queue; a waiter cancelled just
   after it was handed a slot passes the slot on; a running call gives its slot back in the
   hook the driver calls whether it returned, raised or was cancelled (exactly one of them). A
-  slot handed to a waiter whose event loop has been closed is passed on too. A task its closed
+  slot handed to a waiter whose event loop has been closed is passed on too; one handed to a
+  waiter that an interrupt in the freeing thread left unwoken is taken at the waiter's queue
+  timeout at the latest (:meth:`~otel_resilience.engine.waiting.Waiter.fire`). A task its closed
   loop left pending, which the garbage collector frees on whichever thread allocates (maybe one
   that holds the lock), never blocks on the lock to give its slot back.
 * **A stopped loop holds no slot.** A freed slot skips a waiter whose event loop is not running
