@@ -175,7 +175,9 @@ class SharedBreaker(PeerCounts):
         """In a forked child: report as the new replica ``replica``, without the parent's leases or counts.
 
         The counts of the current period stay the parent's (it reports them): the child's start
-        from none, and the parent's reach the child as a peer's.
+        from none, and the parent's reach the child as a peer's. So do the leases: the child's
+        probe limit is its own (none) from the fork on, not from its store's first round, in
+        which its calls probed on a lease its parent held (and probed on).
         """
         self._id = replica
         self._last_report = None
@@ -185,6 +187,7 @@ class SharedBreaker(PeerCounts):
         breaker = self.breaker
         if breaker is not None:
             shared.forget_counts(breaker._core)
+            self._apply_probe_limit(breaker)
 
     # -- what the breaker's rules read (under their lock; never blocking) --------------------
 

@@ -18,6 +18,7 @@ from otel_resilience.engine.shared import STORES, SharedStore, current_key, reti
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail, redacted_url
 from otel_resilience.store.breaker import SharedBreaker, key_name, key_part, publish_states, read_states, tick
 from otel_resilience.store.deadlines import Sockets, bound_connections, on_sent, track_sockets, within
+from otel_resilience.store.demotion import leave_demoted
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
@@ -889,6 +890,9 @@ def _connect(
     :meth:`RedisStore.answered`).
 
     The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
+    The connections of both kinds of client are dropped once their server answers ``READONLY``
+    (a primary demoted under them: :mod:`~otel_resilience.store.demotion`), so that the store
+    follows a failover behind its endpoint.
     The operations' client and each async client keep at most ``max_connections`` connections
     (a ``BlockingConnectionPool``): a caller finding them all in use waits for one, at most
     ``timeout`` (within the operation's time: :mod:`~otel_resilience.store.deadlines` on a thread,
@@ -926,10 +930,10 @@ def _connect(
 
     def async_pool() -> Any:
         async_options = {**pooled, **options, "retry": AsyncRetry(NoBackoff(), 0)}
-        return redis.asyncio.BlockingConnectionPool.from_url(url, **async_options)
+        return leave_demoted(redis.asyncio.BlockingConnectionPool.from_url(url, **async_options))
 
     try:
-        pool = redis.BlockingConnectionPool.from_url(url, **pooled, **options)
+        pool = leave_demoted(redis.BlockingConnectionPool.from_url(url, **pooled, **options))
         checked = (pool, async_pool())  # pools connect lazily: neither has a connection yet
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
         raise fail(_OWNER, "url", f"a Redis URL ({error})", redacted_url(url)) from error

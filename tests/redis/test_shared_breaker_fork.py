@@ -11,8 +11,10 @@ import os
 import pytest
 from forking_support import run_in_child
 from shared_workers import wait_for
+from tcp_proxy import TcpFaultProxy
 
-from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitState, RedisStore
+from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState, RedisStore
+from otel_resilience.store.breaker import SharedBreaker
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 
@@ -85,3 +87,48 @@ def test_a_forked_child_does_not_count_its_parents_failures_again(redis_url: str
 
 def _boom() -> None:
     raise RuntimeError("down")
+
+
+def test_a_forked_child_runs_no_probe_on_its_parents_lease(proxy: TcpFaultProxy) -> None:
+    """The parent's probe lease is the parent's: the child probes only once it holds one of its own.
+
+    The child forgot the leases it was born with (``leases = 0``) but kept the probe limit they
+    had set on its breaker: until its store's first round read the cluster's state again (a
+    round trip, longer on a slow link), its calls probed on a lease the parent held, and the
+    parent probed on it too: two probes with ``half_open_max_calls=1``.
+    """
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    store = RedisStore.from_url(url, namespace="forked-lease", timeout=5.0, flush_interval=0.05)
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1, timeout=0.05, success_threshold=1, store=store)
+        breaker = CircuitBreaker("db", config)
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        with pytest.raises(RuntimeError):
+            breaker.call_sync(_boom)
+        link = breaker._core._shared
+        assert isinstance(link, SharedBreaker)
+        wait_for(lambda: link.epoch > 0 and breaker._core.retry_after() == 0.0, 5.0, "the OPEN period over")
+        assert not _admits(breaker)  # HALF_OPEN, no lease yet: rejected, and wanting one
+        wait_for(lambda: link.leases == 1, 5.0, "the lease taken for the rejected call")
+        proxy.set("delay", 2.0)  # the child's store answers nothing for a while: no round of it ends
+
+        def child() -> None:
+            assert link.leases == 0
+            assert breaker._core.settings.half_open_max_calls == 0  # the lease is the parent's
+            assert not _admits(breaker)
+            store.close()
+
+        assert run_in_child(child) == 0
+        proxy.set("pass")
+        assert _admits(breaker)  # the parent's probe, on its lease
+    finally:
+        store.close()
+
+
+def _admits(breaker: CircuitBreaker) -> bool:
+    """Whether a call through ``breaker`` ran (``False``: it was rejected)."""
+    try:
+        breaker.call_sync(int)
+    except CircuitOpenError:
+        return False
+    return True

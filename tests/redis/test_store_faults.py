@@ -8,6 +8,7 @@ under calls in flight is no outage, and a store with many breakers still publish
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -1095,3 +1096,116 @@ def test_transitions_whose_round_trip_failed_are_published_when_the_store_is_bac
         trips.gate.set()
         store.close()
         other.close()
+
+
+@pytest.fixture
+def failover() -> Iterator[tuple[RedisServer, RedisServer, TcpFaultProxy]]:
+    """A primary and the server that takes over from it, behind one endpoint (a fault proxy: a DNS name)."""
+    old, new = RedisServer().start(), RedisServer().start()
+    for server in (old, new):  # a replica's first sync loads its snapshot from the socket: no file written
+        client = redis.Redis(port=server.port)
+        client.config_set("repl-diskless-sync", "yes")
+        client.config_set("repl-diskless-load", "swapdb")
+        client.close()
+    endpoint = TcpFaultProxy("127.0.0.1", old.port).start()
+    yield old, new, endpoint
+    endpoint.stop()
+    old.stop()
+    new.stop()
+
+
+def _fail_over(old: RedisServer, new: RedisServer, endpoint: TcpFaultProxy) -> None:
+    """The endpoint's primary becomes a replica of ``new``, and the endpoint leads to ``new`` from now on.
+
+    The connections open to the old primary stay open (as through a DNS name or a load balancer):
+    it answers them ``READONLY`` to every write, as a demoted primary does.
+    """
+    demoted = redis.Redis(port=old.port)
+    try:
+        demoted.replicaof("127.0.0.1", new.port)
+    finally:
+        demoted.close()
+    endpoint.target = ("127.0.0.1", new.port)
+
+
+def test_a_failover_behind_the_stores_endpoint_is_followed_to_the_new_primary(
+    failover: tuple[RedisServer, RedisServer, TcpFaultProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A primary demoted under the store (``READONLY``) is an outage until the store reaches the new one.
+
+    The store kept its connections to the demoted primary, which answered its every attempt to
+    reach Redis again ``READONLY``: it stayed degraded for good (every breaker on local state)
+    while the endpoint had led to a primary taking writes since the failover.
+    """
+    old, new, endpoint = failover
+    store = RedisStore.from_url(_via(endpoint), namespace="failover", flush_interval=0.02)
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1000, store=store)
+        breakers = [CircuitBreaker(f"db{index}", config) for index in range(3)]
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            _fail_over(old, new, endpoint)
+            for breaker in breakers:  # their reports, pipelined, meet the demoted primary: an outage
+                _fail(breaker)
+            wait_for(lambda: store.degraded, 5.0, "the outage")
+            wait_for(lambda: not store.degraded, 8.0, "the store on the new primary")
+        assert "read only replica" in caplog.text
+        assert "background work failed" not in caplog.text  # the pipeline's other replies: never read
+        assert store.outages == 1
+    finally:
+        store.close()
+
+
+async def test_an_async_permit_follows_a_failover_to_the_new_primary(
+    failover: tuple[RedisServer, RedisServer, TcpFaultProxy],
+) -> None:
+    """Each connection of a loop's client to the demoted primary is left once it answered ``READONLY``.
+
+    Kept, the one connection the loop's permits reused answered every permit ``READONLY``, each
+    time the store's thread had reached the new primary again: an outage, and the fallback, for good.
+    """
+    old, new, endpoint = failover
+    store = RedisStore.from_url(
+        _via(endpoint), namespace="failover-async", flush_interval=0.02, max_connections=4
+    )
+    try:
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1e6, burst=1000, store=store))
+        assert await asyncio.gather(*(limiter.call(_zero) for _ in range(8))) == [0] * 8  # the loop's client
+        _fail_over(old, new, endpoint)
+        answered = 0  # permits in a row the cluster answered (not the fallback)
+        deadline = time.monotonic() + 10.0
+        while answered < 20 and time.monotonic() < deadline:
+            if store.degraded:
+                await asyncio.sleep(0.01)
+                continue
+            fallbacks = store.fallback_permits
+            assert await limiter.call(_zero) == 0
+            answered = answered + 1 if store.fallback_permits == fallbacks else 0
+        assert answered == 20
+        assert store.outages <= 4 + 1  # once per connection to the demoted primary at most, the thread's too
+    finally:
+        store.close()
+
+
+async def _zero() -> int:
+    return 0
+
+
+def test_a_flushed_script_cache_costs_no_error_and_no_outage(control: redis.Redis, redis_url: str) -> None:
+    """``SCRIPT FLUSH`` (as a restart empties the cache): every script is sent whole (``EVAL``), never ``NOSCRIPT``."""
+    store = RedisStore.from_url(redis_url, namespace="flushed", flush_interval=0.02)
+    try:
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1000, store=store))
+        limiter = RateLimiter(
+            "api", RateLimiterConfig(rate=1000.0, burst=100, store=store, store_fallback="closed")
+        )
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        for _ in range(5):
+            control.script_flush()
+            assert limiter.try_acquire()
+            ops = store.ops
+            _fail(breaker)
+            wait_for(lambda ops=ops: store.ops > ops, 5.0, "the failure reported")
+        assert (store.errors, store.outages, store.degraded) == (0, 0, False)
+    finally:
+        store.close()
