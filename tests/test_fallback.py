@@ -296,6 +296,47 @@ def test_predicates_that_take_their_argument_however_declared_are_accepted() -> 
     FallbackConfig(DEFAULT, handle_exceptions=KeyError, handle_result=callable)
 
 
+class _TakesNothing:
+    """A callable object whose ``__call__`` takes no argument."""
+
+    def __call__(self) -> str:
+        return "never"
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        lambda: "degraded",
+        lambda *, error: "degraded",
+        _TakesNothing(),
+        functools.partial(lambda error: "degraded", KeyError("bound")),
+    ],
+)
+def test_a_fallback_function_that_cannot_take_the_error_is_refused_when_given(function: object) -> None:
+    """``fallback_function(error, *args, **kwargs)`` always gets the error first: one with no positional
+    parameter left is a TypeError at construction, not a TypeError in place of every answer."""
+    with pytest.raises(
+        TypeError,
+        match=r"FallbackConfig\.fallback_function must be callable as fallback_function\(error, \*args, \*\*kwargs\)",
+    ):
+        FallbackConfig(ALTERNATIVE, fallback_function=function)  # type: ignore[arg-type]
+
+
+def test_fallback_functions_that_take_the_error_and_the_calls_arguments_are_accepted(driver: str) -> None:
+    """The error first, then the call's own arguments, however declared (more positional parameters,
+    ``*args``, keyword-only ones the call passes, builtins without a signature)."""
+    for function in (
+        lambda error, user_id: ("spare", user_id),
+        lambda *args: ("spare", args[1]),
+        lambda error, *rest, strict=False: ("spare", rest[0]),
+        functools.partial(lambda tag, error, user_id: (tag, user_id), "spare"),
+    ):
+        handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=function))
+        assert asyncio.run(run(handler, driver, Failing(KeyError("down")), 7)) == ("spare", 7)
+    FallbackConfig(ALTERNATIVE, fallback_function=repr)
+    FallbackConfig(ALTERNATIVE, fallback_function=lambda error, *, user_id: user_id)
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "match"),
     [
@@ -1040,6 +1081,35 @@ def test_async_generator_functions_are_refused() -> None:
         handler.protect(_produce)
     with pytest.raises(TypeError, match="async generator function"):
         handler.execute_with_fallback_sync(_produce)
+
+
+def _spare_rows(*args: object) -> object:
+    yield "spare"
+    raise LookupError("no spare either")  # never runs inside the fallback: it is iterated after it
+
+
+async def _spare_stream(*args: object) -> AsyncIterator[str]:
+    yield "spare"
+
+
+@pytest.mark.parametrize("function", [_spare_rows, _spare_stream, functools.partial(_spare_rows, "tag")])
+@pytest.mark.parametrize("strategy", [ALTERNATIVE, MULTIPLE])
+def test_generator_fallback_functions_are_refused_when_given(
+    function: object, strategy: FallbackStrategy
+) -> None:
+    """A generator function (sync or async) makes an iterator before its body runs: it would answer
+    every failure with that iterator, a success that cannot fail (a MULTIPLE_ATTEMPTS function after it
+    never runs), as the protected function itself is refused for."""
+    field = r"fallback_function" if strategy is ALTERNATIVE else r"fallback_functions\[1\]"
+    kwargs = (
+        {"fallback_function": function}
+        if strategy is ALTERNATIVE
+        else {"fallback_functions": (lambda *args: "first", function)}
+    )
+    with pytest.raises(
+        TypeError, match=rf"FallbackConfig\.{field} must be a function that returns its answer"
+    ):
+        FallbackConfig(strategy, **kwargs)  # type: ignore[arg-type]
 
 
 class StalledCache:

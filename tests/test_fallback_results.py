@@ -106,6 +106,43 @@ async def test_a_failing_alternative_chains_the_value_not_accepted(driver: str) 
     assert handler.get_stats()["fallback_failures"] == 1
 
 
+@pytest.mark.parametrize("driver", ["async", "sync"])
+async def test_an_alternative_failing_in_its_own_handling_still_chains_the_value_not_accepted(
+    driver: str,
+) -> None:
+    """An alternative whose error has a context of its own (raised while it handled its replica's
+    error) keeps it, and the value not accepted ends the chain, where a handled error would be:
+    ``RuntimeError -> LookupError -> UnacceptedResultError``, nothing of the chain lost."""
+    replica_error = LookupError("no replica")
+
+    def alternative(error: Exception) -> dict[str, int]:
+        try:
+            raise replica_error
+        except LookupError:
+            raise RuntimeError("no answer") from None
+
+    async def primary_async() -> dict[str, int]:
+        return {"status": 503}
+
+    handler = FallbackHandler(
+        name="alt-fails-inside",
+        config=FallbackConfig(
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=alternative, handle_result=bad
+        ),
+    )
+    with pytest.raises(RuntimeError, match="no answer") as caught:
+        if driver == "async":
+            await handler.execute_with_fallback(primary_async)
+        else:
+            handler.execute_with_fallback_sync(lambda: {"status": 503})
+    assert caught.value.__context__ is replica_error
+    assert caught.value.__suppress_context__  # the alternative's own `from None` is kept
+    unaccepted = replica_error.__context__
+    assert isinstance(unaccepted, UnacceptedResultError)
+    assert unaccepted.result == {"status": 503}
+    assert unaccepted.__context__ is None
+
+
 def test_a_value_not_accepted_is_never_cached_and_a_miss_returns_it() -> None:
     cache = Cache()
     config = FallbackConfig(

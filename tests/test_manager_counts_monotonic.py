@@ -464,7 +464,7 @@ def per_call_config(name: str) -> ResilienceConfig:
     return ResilienceConfig(
         name=name,
         fallback_config=FallbackConfig(
-            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=lambda: 0
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=lambda _error: 0
         ),
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support import run_threads
 
-from otel_resilience import time_left
+from otel_resilience import Retry, RetryPolicy, time_left
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import PipelineBuilder, classify_error
@@ -710,6 +710,29 @@ async def test_callee_that_swallows_its_cancellation_returns_its_value() -> None
 
     assert await handler.with_timeout(stubborn) == "swallowed"
     assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+
+
+async def test_callee_that_turns_its_cancellation_into_an_error_still_counts_the_expiry(recorder) -> None:
+    """A callee that raises an error of its own in place of the deadline's cancellation: the error passes unchanged, and the expiry is counted and reported."""
+    handler = TimeoutHandler(TIMER, default="default", name="ml")
+    retrying = Retry("ml", RetryPolicy(max_attempts=1, attempt_timeout=TIMER))
+
+    async def converting() -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise ConnectionError("aborted") from None
+        return "never"
+
+    with pytest.raises(ConnectionError, match="aborted"):
+        await handler.with_timeout(converting)
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(TIMER, "total")]
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    with pytest.raises(ConnectionError, match="aborted"):
+        await retrying.execute(converting)
+    assert retrying.get_stats()["attempt_timeouts"] == 1
+    assert recorder.of(Event.TIMEOUT)[1:] == [TimeoutOccurred(TIMER, "attempt")]
 
 
 # -- a deadline binds the task that set it ---------------------------------------------------

@@ -452,6 +452,16 @@ def _closed_elsewhere(exc_type: type[BaseException] | None, task: asyncio.Task[A
     return exc_type is GeneratorExit or (exc_type is asyncio.CancelledError and (task is None or task.done()))
 
 
+def _own_error(exc_type: type[BaseException]) -> bool:
+    """Whether a block cut by its scope's deadline raised an error of its own in place of the cancellation.
+
+    An ``Exception`` other than a timeout (which the scope's owner judges as its expiry): the
+    block caught the ``CancelledError`` and raised, say, its client's error. That error goes
+    through, as with ``asyncio.timeout``; the deadline still expired, as for a block that returned.
+    """
+    return issubclass(exc_type, Exception) and not issubclass(exc_type, OperationTimeoutError)
+
+
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
     """Build the error for a deadline scope entered a second time (scopes are single-use)."""
     return RuntimeError(
@@ -461,13 +471,14 @@ def _entered_twice(scope: object, operation: str) -> RuntimeError:
 
 
 class DeadlineIgnored(Exception):  # noqa: N818 - a signal of the engine's, never an error a caller sees
-    """Raised by :meth:`StepDeadline.leave` when its deadline fired and the block returned all the same.
+    """Raised by :meth:`StepDeadline.leave` when its deadline fired and the block did not end by it.
 
-    The block caught the scope's cancellation and ended normally: what it returned goes through,
-    as with ``asyncio.timeout``, but the deadline did expire. A step's driver
-    (:meth:`~otel_resilience.engine.step.Step._scoped`) catches it to count and report the expiry
-    (:meth:`~otel_resilience.engine.step.Step.on_expired_ignored`), then returns the block's
-    result. Raised on that rare path only: a block that ends in time pays nothing.
+    The block caught the scope's cancellation and returned, or raised an error of its own in its
+    place: what it returned or raised goes through, as with ``asyncio.timeout``, but the deadline
+    did expire. A step's driver (:meth:`~otel_resilience.engine.step.Step._scoped`) catches it to
+    count and report the expiry (:meth:`~otel_resilience.engine.step.Step.on_expired_ignored`),
+    then returns the block's result or raises its error. Raised on that rare path only: a block
+    that ends in time pays nothing.
     """
 
 
@@ -667,7 +678,8 @@ class AsyncDeadline(TimerEntry):
             OperationTimeoutError: This scope's own deadline cancelled the block, or was reached
                 by sync code in the block (a :class:`DeadlineReachedError` escaped after it).
             DeadlineIgnored: A :class:`StepDeadline` only: its own deadline cancelled the block,
-                which caught the cancellation and returned (``exc_type`` ``None``).
+                which caught the cancellation and returned (``exc_type`` ``None``), or raised an
+                error of its own in its place (an ``Exception`` other than a timeout).
         """
         timer = self._timer
         if timer is not None:
@@ -690,7 +702,7 @@ class AsyncDeadline(TimerEntry):
             ours = self._uncancel()  # the cancellation that escaped, unless another one is pending
             if exc_type is asyncio.CancelledError and ours:
                 raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
-            if exc_type is None and ours:
+            if ours and (exc_type is None or _own_error(exc_type)):
                 self._ignored()
         else:
             self._task = None
@@ -700,10 +712,10 @@ class AsyncDeadline(TimerEntry):
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
 
     def _ignored(self) -> None:
-        """The block caught this scope's cancellation and returned: what it returned goes through.
+        """The block caught this scope's cancellation and returned, or raised an error of its own.
 
-        As with ``asyncio.timeout``; :attr:`expired` says the deadline fired. A step's scope
-        (:class:`StepDeadline`) tells its driver.
+        What it returned or raised goes through, as with ``asyncio.timeout``; :attr:`expired`
+        says the deadline fired. A step's scope (:class:`StepDeadline`) tells its driver.
         """
 
     def _leave_held(self, exc_type: type[BaseException] | None) -> bool:

@@ -82,9 +82,24 @@ def _add_note_310(error: BaseException, note: str) -> None:  # pragma: no cover 
 
 
 def chain_failure(error: BaseException, failure: BaseException | None) -> None:
-    """Make ``failure`` the context of ``error``, raised by a function called for it, unless it has one.
+    """Make ``failure`` the context at the end of ``error``'s chain, raised by a function called for it.
 
-    An error with a context of its own (raised while its function handled another) keeps it.
+    Where an error raised while ``failure`` was handled would have it: an error with a context of
+    its own (raised while its function handled another) keeps it, and the first error of that
+    chain, the one raised outside the function's own handling, gets ``failure``. A chain that
+    holds ``failure`` already (the function re-raised it, or chained it itself) is left as it is,
+    and so is one that loops.
     """
-    if failure is not None and error.__context__ is None and error is not failure:
-        error.__context__ = failure
+    if failure is None:
+        return
+    seen: set[int] = set()
+    last = error
+    while True:
+        if last is failure or id(last) in seen:
+            return
+        seen.add(id(last))
+        context = last.__context__
+        if context is None:
+            break
+        last = context
+    last.__context__ = failure

@@ -326,11 +326,13 @@ class Step:
         return None
 
     def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:
-        """Note that this step's own deadline fired and the run returned all the same (async only).
+        """Note that this step's own deadline fired and the run did not end by it (async only).
 
         The run caught the deadline's cancellation and returned a value, which goes through as
-        with ``asyncio.timeout`` (:meth:`on_success` judges it): the deadline still expired, for
-        the step to count and report. A sync run cannot catch it: its late result is a timeout.
+        with ``asyncio.timeout`` (:meth:`on_success` judges it), or raised an error of its own in
+        its place, which goes through likewise (:meth:`on_failure` judges it): the deadline still
+        expired, for the step to count and report. A sync run cannot catch it: its late result is
+        a timeout.
         """
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
@@ -504,7 +506,12 @@ class Step:
             try:
                 result = await (self.next.execute(ctx) if nxt is None else run(nxt, ctx, None, inner))
             except BaseException as escaped:
-                deadline.leave(type(escaped))
+                try:
+                    deadline.leave(type(escaped))
+                except DeadlineIgnored:
+                    # Our timer fired and the run caught its cancellation, then raised an error of
+                    # its own: that error goes through, and the deadline that expired is counted.
+                    self.on_expired_ignored(ctx, token)
                 raise
             deadline.leave(None)
             return result  # noqa: TRY300 - the excepts below are for leave() as well

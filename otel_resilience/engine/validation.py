@@ -405,6 +405,60 @@ def _takes(value: Any, count: int) -> bool | None:
     return True
 
 
+def check_called_first(owner: str, field: str, value: Any, *arguments: str) -> Any:
+    """Return ``value`` if it can take ``arguments`` (positional) first, then the protected call's own.
+
+    The rule of a function the library calls with arguments of its own followed by the call's
+    (a fallback's ``fallback_function(error, *args, **kwargs)``): what follows is known at each
+    call only, so only room for ``arguments`` first is checked (a parameter each, or ``*args``),
+    when it is given rather than at a failure, whose error its ``TypeError`` would replace.
+    ``None``, and a callable whose signature cannot be read (some builtins), are taken as they are.
+
+    Raises:
+        TypeError: ``"<Class>.<field> must be callable as <field>(<arguments>, *args, **kwargs),
+            got <value>"``.
+    """
+    if value is None or _has_room(value, len(arguments)) is not False:
+        return value
+    rule = f"callable as {field}({', '.join((*arguments, '*args', '**kwargs'))})"
+    raise fail(owner, field, rule, value, kind=TypeError)
+
+
+_POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+"""The kinds of parameter a positional argument binds to (besides ``*args``)."""
+
+
+def _has_room(value: Any, count: int) -> bool | None:
+    """Whether ``value`` binds ``count`` positional arguments first, whatever else it requires.
+
+    ``None``: not known (no signature to read).
+    """
+    if type(value) is FunctionType:
+        code = value.__code__
+        return count <= code.co_argcount or bool(code.co_flags & inspect.CO_VARARGS)
+    try:
+        signature = inspect.signature(value, follow_wrapped=False)
+    except Exception:  # noqa: BLE001 - no signature to read (a builtin, a foreign callable)
+        return None
+    kinds = [parameter.kind for parameter in signature.parameters.values()]
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(kind in _POSITIONAL for kind in kinds) >= count
+
+
+def check_not_generator(owner: str, field: str, value: object, rule: str) -> None:
+    """Refuse a generator function (sync or async; a partial of one too) where what a call returns answers.
+
+    The one rule of a function that stands in for the protected one (a fallback's, a hedge's
+    action): a generator function returns an iterator at once, before its body runs, so its call
+    cannot fail, and what it answers is no result. The protected function itself is refused so
+    (:func:`~otel_resilience.engine.protecting.check_protectable`).
+
+    Raises:
+        TypeError: ``"<Class>.<field> must be <rule>, got <value>"``.
+    """
+    if inspect.isgeneratorfunction(value) or inspect.isasyncgenfunction(value):
+        raise fail(owner, field, rule, value, kind=TypeError)
+
+
 def check_sync_callable(
     owner: str, field: str, value: object, *, what: str, hint: str = "", optional: bool = False
 ) -> Any:

@@ -35,9 +35,10 @@ Decisions:
   :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`; the ``timeout`` event is still
   reported.
 * **A callee that swallows its cancellation and returns** gets its value through, as
-  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision. The deadline
-  still expired: it counts in ``timeouts`` and reports the ``timeout`` event (the execution
-  succeeds, no default answers it).
+  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision; one that raises an
+  error of its own in its place (its client's) gets that error through unchanged. The deadline
+  still expired: it counts in ``timeouts`` and reports the ``timeout`` event (no default answers
+  it).
 * **The error names what timed out.** In a pipeline, the pipeline's (policy's) name; used
   alone, the handler's ``name``, or, when it is left at :data:`DEFAULT_NAME`, the function it
   ran (found when the deadline expires: a call in time pays nothing for it).

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
+    check_called_first,
     check_duration,
     check_error_selector,
+    check_not_generator,
     check_predicate,
     fail,
 )
@@ -25,6 +27,11 @@ __all__ = [
 ]
 
 _OWNER: Final = "FallbackConfig"
+
+_NOT_A_GENERATOR: Final = (
+    "a function that returns its answer, not a generator function (whose iterator, made before its "
+    "body runs, would answer every failure)"
+)
 
 DEFAULT_HANDLE_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (Exception,)
 """Default ``handle_exceptions``: every ``Exception`` (never cancellation)."""
@@ -100,10 +107,13 @@ class FallbackConfig:
     that builds a fresh one."""
     fallback_function: Callable[..., Any] | None = None
     """``ALTERNATIVE_FUNCTION`` only (required there): called as
-    ``fallback_function(error, *args, **kwargs)``; sync or async. The default is ``None``."""
+    ``fallback_function(error, *args, **kwargs)``; sync or async. One with no room for the error
+    first (``lambda: value``), or a generator function, is refused with ``TypeError``. The default
+    is ``None``."""
     fallback_functions: tuple[Callable[..., Any], ...] = ()
     """``MULTIPLE_ATTEMPTS`` only (required there, non-empty): called in order as
-    ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
+    ``fn(*args, **kwargs)``; sync or async (a generator function is refused with ``TypeError``).
+    Normalised to a tuple. The default is ``()``."""
     cache_key: str | None = None
     """``CACHED_VALUE`` only (required there): the non-empty key successes are written under,
     one value for every call (the last good one: never a result the policy judged a failure,
@@ -186,14 +196,17 @@ class FallbackConfig:
                     self.fallback_function,
                     kind=TypeError,
                 )
+            check_called_first(_OWNER, "fallback_function", self.fallback_function, "error")
+            check_not_generator(_OWNER, "fallback_function", self.fallback_function, _NOT_A_GENERATOR)
         elif strategy is FallbackStrategy.CACHED_VALUE:
             self._check_cache()
         elif strategy is FallbackStrategy.MULTIPLE_ATTEMPTS:
             if not functions:
                 raise fail(_OWNER, "fallback_functions", "non-empty (MULTIPLE_ATTEMPTS needs it)", functions)
-            for function in functions:
+            for index, function in enumerate(functions):
                 if not callable(function):
                     raise fail(_OWNER, "fallback_functions", "callables only", functions, kind=TypeError)
+                check_not_generator(_OWNER, f"fallback_functions[{index}]", function, _NOT_A_GENERATOR)
 
     def _check_unused(self, strategy: FallbackStrategy) -> None:
         """Reject a field that ``strategy`` would silently ignore."""

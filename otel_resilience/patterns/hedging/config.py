@@ -15,6 +15,7 @@ from otel_resilience.engine.validation import (
     check_error_selector,
     check_int,
     check_name,
+    check_not_generator,
     check_predicate,
     check_sync_callable,
     fail,
@@ -55,6 +56,7 @@ ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Except
 """Which errors: an exception type, a tuple of types, or a predicate ``(error) -> bool``."""
 
 _OWNER: Final = "HedgingConfig"
+_NOT_A_GENERATOR: Final = "an async function (a generator function makes an iterator, not an awaitable)"
 
 
 @runtime_checkable
@@ -295,9 +297,7 @@ class HedgingConfig:
             raise fail(_OWNER, "actions", "a tuple of async functions or None", actions, kind=TypeError)
         for index, action in enumerate(actions):
             check_callable(_OWNER, f"actions[{index}]", action)
-            if inspect.isgeneratorfunction(action) or inspect.isasyncgenfunction(action):
-                rule = "an async function (a generator function makes an iterator, not an awaitable)"
-                raise fail(_OWNER, f"actions[{index}]", rule, action, kind=TypeError)
+            check_not_generator(_OWNER, f"actions[{index}]", action, _NOT_A_GENERATOR)
         if len(actions) > self.max_attempts - 1:
             rule = f"at most max_attempts - 1 ({self.max_attempts - 1}) functions: more would never run"
             raise fail(_OWNER, "actions", rule, actions)

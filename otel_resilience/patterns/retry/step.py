@@ -600,7 +600,7 @@ class _RetryStep(Link[RetryPolicy]):
         return None
 
     def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:  # noqa: ARG002
-        """Count and report an attempt cut by its own timeout that caught it and returned."""
+        """Count and report an attempt cut by its own timeout that caught it and returned (or raised)."""
         self._core.attempt_timed_out(self._telemetry, cast("float", self.seconds))
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
