@@ -4,10 +4,13 @@ reclaimed probes, DISABLED and METRICS_ONLY, per-instance callbacks. All on a Fa
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
+import pickle
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -559,6 +562,57 @@ def test_each_new_field_is_validated_with_its_name(field: str, value: object, er
 def test_minimum_calls_cannot_exceed_the_count_window() -> None:
     with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.minimum_calls"):
         CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=6)
+
+
+def test_minimum_calls_left_unset_is_capped_at_a_count_window() -> None:
+    """Left unset, ``minimum_calls`` is ``min(10, size)`` with a count window (Resilience4j's cap).
+
+    ``CircuitBreakerConfig(sliding_window=CountWindow(5))`` was refused for a value never written
+    (``minimum_calls must be <= sliding_window.size (5), got 10``).
+    """
+    small = CircuitBreakerConfig(sliding_window=CountWindow(5))
+    assert small.minimum_calls == 5
+    assert "minimum_calls=5," in repr(small)
+    assert small == CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=5)
+    assert hash(small) == hash(CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=5))
+    assert CircuitBreakerConfig(sliding_window=CountWindow(50)).minimum_calls == DEFAULT_MINIMUM_CALLS
+    assert CircuitBreakerConfig(sliding_window=CountWindow(10)).minimum_calls == DEFAULT_MINIMUM_CALLS
+    assert CircuitBreakerConfig(sliding_window=TimeWindow(1.0, 1)).minimum_calls == DEFAULT_MINIMUM_CALLS
+    # An explicit value larger than the window is still refused, naming the field.
+    with pytest.raises(
+        ValueError, match=r"CircuitBreakerConfig\.minimum_calls must be <= sliding_window\.size \(5\), got 10"
+    ):
+        CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=10)
+
+
+def test_a_derived_minimum_calls_is_derived_again_by_replace() -> None:
+    """``dataclasses.replace`` (or a copy, a pickle) derives it again; an explicit one stays explicit."""
+    wide = CircuitBreakerConfig(sliding_window=CountWindow(20))
+    assert replace(wide, sliding_window=CountWindow(3)).minimum_calls == 3
+    small = CircuitBreakerConfig(sliding_window=CountWindow(3))
+    assert replace(small, sliding_window=CountWindow(20)).minimum_calls == DEFAULT_MINIMUM_CALLS
+    assert replace(small, sliding_window=TimeWindow()).minimum_calls == DEFAULT_MINIMUM_CALLS
+    for twin in (pickle.loads(pickle.dumps(small)), copy.copy(small), copy.deepcopy(small)):
+        assert twin == small
+        assert repr(twin) == repr(small)
+        assert replace(twin, sliding_window=CountWindow(20)).minimum_calls == DEFAULT_MINIMUM_CALLS
+    explicit = CircuitBreakerConfig(sliding_window=CountWindow(20), minimum_calls=10)
+    with pytest.raises(
+        ValueError, match=r"CircuitBreakerConfig\.minimum_calls must be <= sliding_window\.size \(3\)"
+    ):
+        replace(explicit, sliding_window=CountWindow(3))
+    assert replace(explicit, sliding_window=CountWindow(30)).minimum_calls == 10
+
+
+def test_a_small_count_window_left_to_its_minimum_opens_once_full() -> None:
+    """A window of 4 calls with ``minimum_calls`` unset judges its rate from the 4th call."""
+    clock = FakeClock()
+    breaker, _ = make(clock, sliding_window=CountWindow(4))
+    for fn in (ok, boom, ok):
+        run(breaker, fn)
+    assert breaker.state is CircuitState.CLOSED  # 1 of 3 failed, and 3 < 4
+    run(breaker, boom)
+    assert breaker.state is CircuitState.OPEN  # 2 of 4
 
 
 WINDOW_ONLY = {"failure_rate_threshold": 0.2, "minimum_calls": 3, "slow_call_rate_threshold": 0.5}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from datetime import timedelta
@@ -56,9 +57,9 @@ def test_defaults_are_pinned() -> None:
         ),
         ({"mode": "parallel", "max_attempts": True}, TypeError, "HedgingConfig.max_attempts"),
         (
-            {"mode": "parallel", "actions": (print, print)},
+            {"mode": "parallel", "max_attempts": 2, "actions": (print, print)},
             ValueError,
-            "HedgingConfig.actions must be at most",
+            "HedgingConfig.actions must be at most max_attempts - 1 (1) functions",
         ),
         ({"mode": "parallel", "actions": print}, TypeError, "HedgingConfig.actions must be a tuple"),
         ({"mode": "parallel", "actions": (1,)}, TypeError, "HedgingConfig.actions[0] must be callable"),
@@ -111,6 +112,35 @@ def test_config_normalises_what_it_accepts() -> None:
     predicate = HedgingConfig(delay=0.1, hedge_on=callable)
     assert predicate.hedge_on is callable
     assert HedgingConfig(delay=PercentileDelay(0.05)).delay.__class__ is PercentileDelay
+
+
+async def region(*args: object) -> str:
+    """An action standing for another region."""
+    return "other region"
+
+
+def test_max_attempts_left_out_makes_room_for_every_action() -> None:
+    """Left out, ``max_attempts`` is 2 or one more than the ``actions`` given; written, it is checked.
+
+    ``HedgingConfig(mode="fallback", actions=(west, east))`` was refused for a ``max_attempts``
+    never written (``actions must be at most max_attempts - 1 (1) functions``).
+    """
+    config = HedgingConfig(mode="fallback", actions=(region, region))
+    assert config.max_attempts == 3
+    assert "max_attempts=3," in repr(config)
+    assert config == HedgingConfig(mode="fallback", max_attempts=3, actions=(region, region))
+    assert hash(config) == hash(HedgingConfig(mode="fallback", max_attempts=3, actions=(region, region)))
+    assert HedgingConfig(mode="fallback", actions=(region,)).max_attempts == DEFAULT_MAX_ATTEMPTS
+    assert HedgingConfig(mode="parallel").max_attempts == DEFAULT_MAX_ATTEMPTS
+    assert HedgingConfig(delay=0.1, actions=[region] * 9).max_attempts == MAX_ATTEMPTS_LIMIT
+    with pytest.raises(ValueError, match=r"^HedgingConfig\.actions must be at most max_attempts - 1 \(9\)"):
+        HedgingConfig(delay=0.1, actions=[region] * 10)
+    # dataclasses.replace derives it again from the actions it gives; a written one stays.
+    assert dataclasses.replace(config, actions=None).max_attempts == DEFAULT_MAX_ATTEMPTS
+    assert dataclasses.replace(config, actions=(region,) * 4).max_attempts == 5
+    assert Hedging("h", config).get_stats()["max_attempts"] == 3
+    with pytest.raises(ValueError, match=r"^HedgingConfig\.actions must be at most max_attempts - 1 \(2\)"):
+        dataclasses.replace(HedgingConfig(mode="parallel", max_attempts=3), actions=(region,) * 3)
 
 
 def test_hedging_refuses_a_missing_config() -> None:

@@ -9,6 +9,7 @@ import gc
 import inspect
 import logging
 import math
+import pickle
 import random
 import sys
 import threading
@@ -114,6 +115,39 @@ def test_defaults_are_pinned() -> None:
     assert policy.retry_on == (Exception,)
     assert policy.no_retry_on == (ExecutionRejectedError,)
     assert policy.retry_on_result is None
+
+
+def test_a_delay_left_unset_gives_way_to_the_other_one_set() -> None:
+    """An ``initial_delay`` over 60 s alone raises the default cap; a ``max_delay`` under 1 s lowers the first delay.
+
+    ``RetryPolicy(strategy="fixed", initial_delay=120)`` was refused for a ``max_delay`` never written
+    (``max_delay must be >= initial_delay (120 s), got 60.0``), and ``RetryPolicy(max_delay=0.5)`` for an
+    ``initial_delay`` never written.
+    """
+    slow = RetryPolicy(strategy="fixed", initial_delay=120)
+    assert (slow.initial_delay, slow.max_delay) == (120.0, 120.0)
+    assert "max_delay=120.0," in repr(slow)
+    assert exact(strategy="fixed", initial_delay=120).compute_delay(3) == 120.0
+    quick = RetryPolicy(max_delay=0.5)
+    assert (quick.initial_delay, quick.max_delay) == (0.5, 0.5)
+    assert quick == RetryPolicy(initial_delay=0.5, max_delay=0.5)
+    assert hash(quick) == hash(RetryPolicy(initial_delay=0.5, max_delay=0.5))
+    assert RetryPolicy(initial_delay=2.0).max_delay == DEFAULT_MAX_DELAY
+    assert RetryPolicy(max_delay=5.0).initial_delay == DEFAULT_INITIAL_DELAY
+    # Both written: the rule between them holds, naming max_delay.
+    with pytest.raises(
+        ValueError, match=r"RetryPolicy\.max_delay must be >= initial_delay \(120 s\), got 60\.0"
+    ):
+        RetryPolicy(initial_delay=120, max_delay=60.0)
+    # dataclasses.replace (a copy, a pickle) derives an unset delay again; a written one stays.
+    assert dataclasses.replace(slow, initial_delay=1.0).max_delay == DEFAULT_MAX_DELAY
+    assert dataclasses.replace(quick, max_delay=30.0).initial_delay == DEFAULT_INITIAL_DELAY
+    again = pickle.loads(pickle.dumps(slow))
+    assert again == slow
+    assert repr(again) == repr(slow)
+    assert dataclasses.replace(again, initial_delay=1.0).max_delay == DEFAULT_MAX_DELAY
+    with pytest.raises(ValueError, match=r"RetryPolicy\.max_delay must be >= initial_delay"):
+        dataclasses.replace(RetryPolicy(initial_delay=1.0, max_delay=60.0), initial_delay=120)
 
 
 def test_enum_values_are_pinned() -> None:

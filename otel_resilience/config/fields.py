@@ -192,7 +192,8 @@ CIRCUIT_BREAKER: Final = Section(
         Field(
             "minimum_calls",
             "int",
-            "Needs a window: the calls it must hold before a rate counts (default 10).",
+            "Needs a window: the calls it must hold before a rate counts (default 10, at most a count "
+            "window's size).",
             minimum=1,
             nullable=True,
         ),
@@ -242,11 +243,22 @@ RETRY: Final = Section(
             choices=tuple(m.value for m in RetryStrategy),
             enum=RetryStrategy,
         ),
-        Field("initial_delay", "duration", "The delay before the first retry.", minimum=0),
+        Field(
+            "initial_delay",
+            "duration",
+            "The delay before the first retry (default 1s, or a max_delay written shorter).",
+            minimum=0,
+        ),
         Field(
             "multiplier", "number", "Growth factor of exponential delays.", minimum=0, exclusive_minimum=True
         ),
-        Field("max_delay", "duration", "The cap of every delay (the top of a random one).", minimum=0),
+        Field(
+            "max_delay",
+            "duration",
+            "The cap of every delay, the top of a random one (default 60s, or an initial_delay "
+            "written longer).",
+            minimum=0,
+        ),
         Field(
             "jitter",
             "choice",

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from otel_resilience.config.fields import POLICY, RETRY_BUDGET, Field, Section
 from otel_resilience.config.loader import ConfigFile
-from otel_resilience.engine.validation import describe
+from otel_resilience.engine.validation import Derived, describe
 from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["summary"]
@@ -52,8 +52,9 @@ def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:
     """The fields of ``value`` that differ from its class's defaults, ``key=value`` or ``key(...)``.
 
     A default the class resolves from the other fields (``None`` for a breaker window's
-    ``minimum_calls``) is compared as resolved: the field is listed when it holds another value
-    than ``value`` would with that field left out.
+    ``minimum_calls``, a :class:`~otel_resilience.engine.validation.Derived` one for a retry's
+    ``max_delay``) is compared as resolved: the field is listed when it holds another value than
+    ``value`` would with that field left out.
     """
     defaults = {
         name: parameter.default
@@ -71,9 +72,10 @@ def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:
 
 def _left_out(value: object, name: str, default: object) -> object:
     """What field ``name`` of ``value`` holds when it is given its ``default`` (the rest as they are)."""
-    if default is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+    derived = default is None or isinstance(default, Derived)
+    if derived and dataclasses.is_dataclass(value) and not isinstance(value, type):
         try:
-            return getattr(dataclasses.replace(value, **{name: None}), name)
+            return getattr(dataclasses.replace(value, **{name: default}), name)
         except (TypeError, ValueError):  # the other fields need it set: it differs
             return _DIFFERS
     return default

@@ -25,12 +25,13 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import CoroutineType, FunctionType
-from typing import Any, Final, Literal, cast, overload
+from typing import Any, ClassVar, Final, Literal, cast, overload
 
 __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_COUNT",
     "MAX_DURATION",
+    "Derived",
     "ExceptionTypeCollection",
     "check_callable",
     "check_called_with",
@@ -69,6 +70,30 @@ _USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
 """A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
 _PASSWORD_PARAMETER: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
 """A ``password=`` query parameter's value (redis-py reads one)."""
+
+
+class Derived:
+    """A field's default that its configuration class derives from the other fields, marked as such.
+
+    Mixed into a subclass of the field's type (``class _Calls(Derived, int): plain = int``): the
+    value is equal to, hashed and shown (``repr``) as the plain one, so every reader sees the value
+    in force. A configuration given one back (``dataclasses.replace``, a copy, a pickle) finds it
+    marked and derives it again from its own fields, rather than checking it as a value the caller
+    wrote. Where every call reads the value, its owner keeps the plain one (an ``int`` or
+    ``float`` subclass misses the interpreter's fast paths).
+    """
+
+    __slots__ = ()
+
+    plain: ClassVar[Callable[[Any], object]]
+    """The field's own type: what the value is shown, pickled and read as."""
+
+    def __repr__(self) -> str:
+        return repr(type(self).plain(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (type(self).plain(self),)
+
 
 ExceptionTypeCollection = list[type[Exception]] | set[type[Exception]] | frozenset[type[Exception]]
 """The collections of exception types :func:`check_exception_types` takes besides a tuple (and

@@ -100,7 +100,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
-from otel_resilience.engine.validation import check_int, fail
+from otel_resilience.engine.validation import Derived, check_int, fail
 from otel_resilience.manager import ResilienceConfig
 from otel_resilience.patterns.hedging import HedgeBudget
 from otel_resilience.patterns.hedging.config import refund_hedge, withdraw_hedge
@@ -380,7 +380,7 @@ class HttpOptions:
         check_int("HttpOptions", "max_hosts", self.max_hosts, minimum=1)
 
 
-class _Derived(frozenset[int]):
+class _Derived(Derived, frozenset[int]):
     """:attr:`HttpOptions.retry_after_statuses` left to its default: derived from ``failure_statuses``.
 
     A frozenset of its statuses (equal to, and read as, the plain one), marked so that an
@@ -389,12 +389,7 @@ class _Derived(frozenset[int]):
     """
 
     __slots__ = ()
-
-    def __repr__(self) -> str:
-        return repr(frozenset(self))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _Derived, (tuple(self),)
+    plain = frozenset
 
 
 _DEFAULT_OPTIONS: Final = HttpOptions()

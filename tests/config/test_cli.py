@@ -76,6 +76,29 @@ def test_check_lists_no_rate_setting_of_a_window_left_at_its_default(tmp_path: P
     ]
 
 
+def test_check_lists_no_default_derived_from_a_setting_written(tmp_path: Path) -> None:
+    """A default the class derives from the fields written (a small window's minimum_calls, a long
+    first delay's cap) is no change to list: only what the file wrote is."""
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "policies:\n"
+        "  small:\n"
+        "    circuit_breaker: {sliding_window: {kind: count, size: 5}}\n"
+        "  slow:\n"
+        "    retry: {strategy: fixed, initial_delay: 2m}\n"
+        "  quick:\n"
+        "    retry: {max_delay: 500ms}\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run("check", str(path))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "  small: circuit_breaker(sliding_window=count(size=5))",
+        "  slow: retry_policy(strategy=fixed initial_delay=120s)",
+        "  quick: retry_policy(max_delay=0.5s)",
+    ]
+
+
 def test_check_an_invalid_file_exits_1_with_the_error(tmp_path: Path) -> None:
     """Exit 1; the error on stderr with file, line and path; nothing on stdout."""
     path = tmp_path / "bad.yaml"

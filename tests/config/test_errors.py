@@ -36,9 +36,10 @@ YAML_ERRORS = [
         POLICY + "    retry:\n      attempt_timeout: 2s\n    timeout: 1s\n",
         "f.yaml:4: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, got 2.0",
     ),
-    (  # a default the file did not write breaks a rule: the path of that field, the line of its section
-        POLICY + "    circuit_breaker:\n      sliding_window: {kind: count, size: 5}\n",
-        "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be <= sliding_window.size (5), got 10",
+    (
+        POLICY
+        + "    circuit_breaker:\n      sliding_window: {kind: count, size: 5}\n      minimum_calls: 6\n",
+        "f.yaml:5: policies.p.circuit_breaker.minimum_calls must be <= sliding_window.size (5), got 6",
     ),
     (  # a retried type the default no_retry_on excludes would never be retried: the default's path
         POLICY + "    retry:\n      retry_on: [otel_resilience.CircuitOpenError]\n",

@@ -220,6 +220,15 @@ def test_rate_settings_left_out_or_null_take_their_defaults_with_a_window() -> N
     assert policies["plain"].circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
 
 
+def test_a_small_count_window_left_without_minimum_calls_loads() -> None:
+    """A count window smaller than ``minimum_calls``' default caps it there, as in code."""
+    policies = loads("policies:\n  p:\n    circuit_breaker: {sliding_window: {kind: count, size: 5}}\n")
+    breaker = policies["p"].circuit_breaker
+    assert breaker == CircuitBreakerConfig(sliding_window=CountWindow(5))
+    assert breaker is not None
+    assert breaker.minimum_calls == 5
+
+
 def test_aliases_and_field_names_load_alike() -> None:
     """retry/retry_policy, fallback/fallback_config, bulkhead/bulkhead_config are the same keys."""
     short = loads(

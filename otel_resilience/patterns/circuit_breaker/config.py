@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
+    Derived,
     ExceptionTypeCollection,
     check_disjoint,
     check_duration,
@@ -43,7 +44,8 @@ breaker, a rate limiter) never called the dependency. ``record_exceptions`` may 
 DEFAULT_FAILURE_RATE_THRESHOLD: Final = 0.5
 """Share of failed calls in the sliding window that opens a windowed breaker (Resilience4j's default)."""
 DEFAULT_MINIMUM_CALLS: Final = 10
-"""Calls the sliding window must hold before its rates can open the breaker."""
+"""Calls the sliding window must hold before its rates can open the breaker (at most a
+``CountWindow``'s ``size``, as Resilience4j caps it: a window of 5 calls judges from the 5th)."""
 DEFAULT_SLOW_CALL_RATE_THRESHOLD: Final = 1.0
 """Share of slow calls in the sliding window that opens the breaker (all of them, by default)."""
 
@@ -54,7 +56,8 @@ _WINDOW_ONLY: Final[tuple[tuple[str, object, str], ...]] = (
     ("slow_call_rate_threshold", DEFAULT_SLOW_CALL_RATE_THRESHOLD, "slow_call_duration"),
 )
 """The settings that act only through a sliding window: each with what ``None`` is where it
-acts, and the field it acts through (the slow-call rate, through ``slow_call_duration``)."""
+acts (``minimum_calls``' is capped by a count window: :meth:`CircuitBreakerConfig._default`), and
+the field it acts through (the slow-call rate, through ``slow_call_duration``)."""
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 """One exception class or a tuple of them."""
@@ -109,7 +112,8 @@ class CircuitBreakerConfig:
     minimum_calls: int | None = None
     """With a ``sliding_window``: the calls it must hold before a rate can open the breaker. An
     ``int >= 1``, at most a ``CountWindow``'s ``size``; ``None`` (the default) is 10 with a
-    window (resolved and stored), and stays ``None`` without one."""
+    window, capped at a ``CountWindow``'s ``size`` (resolved and stored, and resolved again by
+    ``dataclasses.replace`` from the window then), and stays ``None`` without one."""
     slow_call_duration: float | None = None
     """With a ``sliding_window``: a call that takes at least this long (seconds or a
     ``timedelta``) counts as slow, whether it succeeded or failed; ``None`` (the default) counts
@@ -189,6 +193,18 @@ class CircuitBreakerConfig:
                 verb="ignores the recorded",
             )
 
+    def _default(self, field: str, default: object) -> object:
+        """The one place a window setting's default is decided: ``default``, but ``minimum_calls``'.
+
+        ``minimum_calls`` left unset is at most a ``CountWindow``'s ``size`` (Resilience4j's cap),
+        marked as derived so that ``dataclasses.replace`` derives it again from its window.
+        """
+        if field != "minimum_calls":
+            return default
+        window = self.sliding_window
+        calls = cast("int", default)
+        return _DerivedCalls(min(calls, window.size) if isinstance(window, CountWindow) else calls)
+
     def _check_window(self) -> None:
         """Validate the sliding-window fields, the result predicate and the break durations."""
         window: object = self.sliding_window
@@ -198,9 +214,8 @@ class CircuitBreakerConfig:
         for field, default, needs in _WINDOW_ONLY:  # slow_call_duration before the rate it needs
             value = getattr(self, field)
             acts = getattr(self, needs) is not None
-            if value is None:
-                if acts:  # the one place a window's default is decided
-                    object.__setattr__(self, field, default)
+            if value is None or isinstance(value, _DerivedCalls):  # unset, or derived for other fields
+                object.__setattr__(self, field, self._default(field, default) if acts else None)
                 continue
             if field == "minimum_calls":
                 value = check_int(_OWNER, field, value, minimum=1)
@@ -225,6 +240,13 @@ class CircuitBreakerConfig:
             except Exception as error:
                 expected = "a function returning a finite number of seconds > 0 (called with 1)"
                 raise fail(_OWNER, "break_duration", expected, self.break_duration) from error
+
+
+class _DerivedCalls(Derived, int):
+    """:attr:`CircuitBreakerConfig.minimum_calls` left unset: derived from the ``sliding_window``."""
+
+    __slots__ = ()
+    plain = int
 
 
 def break_seconds(break_duration: Callable[[int], float], openings: int) -> float:

@@ -234,7 +234,8 @@ class Settings:
         # Read only with a sliding window, where the config holds each of them (its validation
         # stores the default of one left None); without a window they are None, and unread.
         self.rate_threshold = cast("float", config.failure_rate_threshold)
-        self.minimum_calls = cast("int", config.minimum_calls)
+        minimum = config.minimum_calls  # a default derived from the window is an int subclass
+        self.minimum_calls = cast("int", None if minimum is None else int(minimum))
         self.slow_call_duration = config.slow_call_duration
         self.slow_threshold = cast("float", config.slow_call_rate_threshold)
         self.record_result: Callable[[Any], bool] | None = config.record_result

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
+    Derived,
     ExceptionTypeCollection,
     check_callable,
     check_duration,
@@ -138,6 +139,13 @@ def _holds_refusal(budget: object) -> bool:
     return held is not None and not hasattr(type(held), "__get__")
 
 
+class _DerivedAttempts(Derived, int):
+    """:attr:`HedgingConfig.max_attempts` left out: derived from the ``actions``."""
+
+    __slots__ = ()
+    plain = int
+
+
 @dataclass(frozen=True, slots=True)
 class HedgingConfig:
     """When a :class:`~otel_resilience.Hedging` starts further attempts, and which answer wins.
@@ -193,9 +201,10 @@ class HedgingConfig:
     ``observe(seconds)`` method is told the latency of every accepted result). What the function
     returns must be seconds ``>= 0``; otherwise the execution fails with ``TypeError`` or
     ``ValueError``. No default: a latency figure has no safe one."""
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int = _DerivedAttempts(DEFAULT_MAX_ATTEMPTS)
     """Attempts at most, the original included, ``1 <= max_attempts <= 10`` (1: never hedge).
-    Default: 2."""
+    Default: 2, or one more than the ``actions`` given (up to 10), so that each runs
+    (``dataclasses.replace`` derives it again)."""
     mode: HedgingMode = "latency"
     """``"latency"`` (the default): the original starts; while no acceptable outcome came, another
     attempt starts each time the latest has run ``delay`` seconds, and at once when an attempt
@@ -250,9 +259,11 @@ class HedgingConfig:
             raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode, kind=TypeError)
         if mode not in MODES:
             raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode)
-        check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS_LIMIT)
+        derived = isinstance(self.max_attempts, _DerivedAttempts)
+        if not derived:
+            check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS_LIMIT)
         self._check_delay()
-        self._check_actions()
+        self._check_actions(derived=derived)
         hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
         object.__setattr__(self, "hedge_on", hedge_on)
         check_predicate(_OWNER, "hedge_on_result", self.hedge_on_result, "result", optional=True)
@@ -289,12 +300,16 @@ class HedgingConfig:
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))
 
-    def _check_actions(self) -> None:
+    def _check_actions(self, *, derived: bool) -> None:
+        """Validate ``actions``, and decide ``max_attempts`` left out (``derived``): room for each."""
         actions: object = self.actions
+        if actions is not None and not isinstance(actions, (tuple, list)):
+            raise fail(_OWNER, "actions", "a tuple of async functions or None", actions, kind=TypeError)
+        if derived:  # the one place its default is decided
+            room = DEFAULT_MAX_ATTEMPTS if actions is None else max(DEFAULT_MAX_ATTEMPTS, len(actions) + 1)
+            object.__setattr__(self, "max_attempts", _DerivedAttempts(min(room, MAX_ATTEMPTS_LIMIT)))
         if actions is None:
             return
-        if not isinstance(actions, (tuple, list)):
-            raise fail(_OWNER, "actions", "a tuple of async functions or None", actions, kind=TypeError)
         for index, action in enumerate(actions):
             check_callable(_OWNER, f"actions[{index}]", action)
             check_not_generator(_OWNER, f"actions[{index}]", action, _NOT_A_GENERATOR)

@@ -85,6 +85,7 @@ class _HedgingCore:
         "failed",
         "hedge_wins",
         "hedges",
+        "max_attempts",
         "name",
         "observer",
         "on_failure",
@@ -97,6 +98,7 @@ class _HedgingCore:
         self.config = config
         self.clock = clock
         self.budget: HedgeBudget | None = config.budget
+        self.max_attempts = int(config.max_attempts)  # a default derived from actions is an int subclass
         self.deposits = deposits and config.budget is not None
         actions = config.actions
         self.actions = None if actions is None else tuple(_action(name, i, a) for i, a in enumerate(actions))
@@ -192,7 +194,7 @@ class _HedgingCore:
         return {
             "name": self.name,
             "mode": self.config.mode,
-            "max_attempts": self.config.max_attempts,
+            "max_attempts": self.max_attempts,
             "executions": self.executions.value,
             "hedges": self.hedges.value,
             "hedges_denied": self.denied.value,
@@ -269,7 +271,7 @@ class _Race(Hedge):
     __slots__ = ("_core", "_misjudged", "_original", "_pending", "_started", "_telemetry")
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__(core.config.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
+        super().__init__(core.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
         self._core = core
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
+    Derived,
     ExceptionTypeCollection,
     check_callable,
     check_called_with,
@@ -122,6 +123,13 @@ def _enum_member(field: str, enum_cls: type[enum.Enum], value: object) -> Any:
     raise fail(_OWNER, field, f"a {enum_cls.__name__} (or one of {allowed})", value)
 
 
+class _DerivedDelay(Derived, float):
+    """:attr:`RetryPolicy.initial_delay` or :attr:`RetryPolicy.max_delay` left out: derived from the other."""
+
+    __slots__ = ()
+    plain = float
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Which failures are retried, how often, and how long to wait in between.
@@ -142,14 +150,16 @@ class RetryPolicy:
     """Attempts in total, the first included (``>= 1``; 1 means no retry). Default: 3."""
     strategy: RetryStrategy = DEFAULT_STRATEGY
     """How delays grow. Default: ``RetryStrategy.EXPONENTIAL``."""
-    initial_delay: float = DEFAULT_INITIAL_DELAY
-    """Seconds (or a ``timedelta``) before the first retry, ``>= 0``. Default: 1.0 s."""
+    initial_delay: float = _DerivedDelay(DEFAULT_INITIAL_DELAY)
+    """Seconds (or a ``timedelta``) before the first retry, ``>= 0``. Default: 1.0 s, or a
+    ``max_delay`` written shorter (``dataclasses.replace`` derives it again)."""
     multiplier: float = DEFAULT_MULTIPLIER
     """Growth factor of ``EXPONENTIAL`` (``>= 1`` there; ``> 0`` and unused otherwise). Default: 2.0."""
-    max_delay: float = DEFAULT_MAX_DELAY
+    max_delay: float = _DerivedDelay(DEFAULT_MAX_DELAY)
     """Seconds (or a ``timedelta``) that bound every delay, after jitter; ``>= initial_delay``.
     With ``RetryStrategy.RANDOM`` it is the top of the range delays are drawn from, so set it
-    there (the default draws up to 60 s). Default: 60.0 s."""
+    there (the default draws up to 60 s). Default: 60.0 s, or an ``initial_delay`` written longer
+    (``dataclasses.replace`` derives it again); both written, a shorter one is refused."""
     jitter: Jitter = DEFAULT_JITTER
     """How each delay is randomised. Default: ``Jitter.PROPORTIONAL``."""
     jitter_ratio: float = DEFAULT_JITTER_RATIO
@@ -214,16 +224,13 @@ class RetryPolicy:
         check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)
         strategy = _enum_member("strategy", RetryStrategy, self.strategy)
         object.__setattr__(self, "strategy", strategy)
-        initial = check_duration(_OWNER, "initial_delay", self.initial_delay, allow_zero=True)
+        initial, max_delay = self._delays()
         object.__setattr__(self, "initial_delay", initial)
+        object.__setattr__(self, "max_delay", max_delay)
         multiplier = check_number(_OWNER, "multiplier", self.multiplier, minimum=0.0, min_inclusive=False)
         if strategy is RetryStrategy.EXPONENTIAL and multiplier < 1:
             raise fail(_OWNER, "multiplier", ">= 1 when strategy is EXPONENTIAL", self.multiplier)
         object.__setattr__(self, "multiplier", multiplier)
-        max_delay = check_duration(_OWNER, "max_delay", self.max_delay, allow_zero=True)
-        if max_delay < initial:
-            raise fail(_OWNER, "max_delay", f">= initial_delay ({initial:g} s)", self.max_delay)
-        object.__setattr__(self, "max_delay", max_delay)
         jitter = _enum_member("jitter", Jitter, self.jitter)
         object.__setattr__(self, "jitter", jitter)
         if jitter is Jitter.PROPORTIONAL:
@@ -258,6 +265,27 @@ class RetryPolicy:
         _check_dropped("retry_on", retry_on, "error")
         _check_dropped("retry_on_result", self.retry_on_result, "result")
         self._check_outcome_fields()
+
+    def _delays(self) -> tuple[float, float]:
+        """Validate ``initial_delay`` and ``max_delay``; one left to its default gives way to the other.
+
+        The one place their defaults are decided: ``max_delay`` left out is 60 s or the written
+        ``initial_delay`` if longer, ``initial_delay`` left out is 1 s or the written ``max_delay``
+        if shorter; each marked derived, so that ``dataclasses.replace`` derives it again.
+        """
+        initial: float | None = None
+        if not isinstance(self.initial_delay, _DerivedDelay):
+            initial = check_duration(_OWNER, "initial_delay", self.initial_delay, allow_zero=True)
+        cap: float | None = None
+        if not isinstance(self.max_delay, _DerivedDelay):
+            cap = check_duration(_OWNER, "max_delay", self.max_delay, allow_zero=True)
+        if initial is None:
+            initial = _DerivedDelay(DEFAULT_INITIAL_DELAY if cap is None else min(DEFAULT_INITIAL_DELAY, cap))
+        if cap is None:
+            cap = _DerivedDelay(max(DEFAULT_MAX_DELAY, initial))
+        elif cap < initial:
+            raise fail(_OWNER, "max_delay", f">= initial_delay ({initial:g} s)", self.max_delay)
+        return initial, cap
 
     def _check_outcome_fields(self) -> None:
         """Validate ``budget`` and ``delay_from``, and the jitter that reads the execution's delays."""
