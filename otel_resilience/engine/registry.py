@@ -34,6 +34,7 @@ __all__ = [
     "POLICIES",
     "RATE_LIMITERS",
     "RECOVERY_SYSTEMS",
+    "WATCHES",
     "Named",
     "NamesakeOwner",
     "Registry",
@@ -369,3 +370,5 @@ RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter")
 """Every live rate limiter (each key's limiter of a keyed one included: they share its name)."""
 BUDGETED_RETRIES: Final[Registry[Named]] = Registry("retry_budget")
 """Every live retry link (a retry in one policy) that has a retry budget."""
+WATCHES: Final[Registry[Named]] = Registry("config_watch")
+"""Every running configuration file watch (``manager.watch``), named after its file."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -335,14 +335,18 @@ class NamedPolicies:
             self._handles.update(created)
         return created, None
 
-    def _apply(self, wanted: Mapping[str, ResilienceConfig]) -> dict[str, PolicyHandle]:
+    def _apply(
+        self, wanted: Mapping[str, ResilienceConfig], owed: Collection[str] = ()
+    ) -> dict[str, PolicyHandle]:
         """Create the policies of ``wanted`` the manager lacks, and reload the changed others: all or none.
 
         Every new policy's config is checked (:meth:`_check_new`) and every changed one staged
         before anything changes; then the new policies are created and the changed ones take
         their configs in one commit (:meth:`_reload`). A new name a call creates meanwhile (with
         the call's config) is judged again, as a policy that exists: reloaded if its config is
-        not the one ``wanted`` gives it.
+        not the one ``wanted`` gives it. A policy of ``owed`` (a refused reload of it was reported,
+        and none taken since) that ``wanted`` names with the config it has is reported reloaded
+        (a succeeded reload, its generation unchanged): the configuration given is in force.
 
         Returns:
             The handle of every policy ``wanted`` names.
@@ -362,6 +366,9 @@ class NamedPolicies:
                 done = self._reload(changed, new, _APPLY, field)
             except _Taken:
                 continue  # a call created a new one: judged again, as a policy that exists
+            for name in owed:
+                if name in wanted and name not in done and name in handles:
+                    handles[name]._reloaded(handles[name].generation)
             return {name: done.get(name) or handles[name] for name in wanted}
 
     def apply_config(

@@ -24,7 +24,16 @@ left half-written (it does not parse), or refused in a part no single policy own
 an unknown top-level key) is a failure of the file as a whole: it is reported for every policy the
 last good file named. As every change, it counts only once two looks found it the same, so a write
 seen in progress, finished by the next look, alerts nobody (nothing is logged or counted), and a
-file left broken does.
+file left broken does. It is counted once; for as long as it stays so, :attr:`ConfigWatch.stale`
+is true and ``resilience.config.stale`` is 1 for the file (``ResilienceConfigStale`` alerts on it).
+The next file applied counts a succeeded reload of each policy a refusal was reported for (or, when
+the manager refused the file, of each policy it changed: none took its config), its config changed
+or not: the last good file put back as it was ends the refusal too.
+
+A stamp is not trusted while the file's times are within :data:`RACY_WINDOW_NS` of the look that
+read it: a filesystem with coarse timestamps gives a rewrite of the same size in the same tick the
+same stamp, so such a file is read again at each look (its content's hash compared) until a look
+finds its times older than that (git's "racily clean" entries).
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -38,16 +47,19 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.registry import WATCHES
 from otel_resilience.engine.validation import check_duration, check_sync_callable, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
@@ -60,6 +72,13 @@ __all__ = ["DEFAULT_WATCH_INTERVAL", "ConfigWatch", "Customize", "apply_file"]
 DEFAULT_WATCH_INTERVAL: Final = 2.0
 """Seconds between two looks at a watched file."""
 
+RACY_WINDOW_NS: Final = 3_000_000_000
+"""How close (in ns) a file's modification or change time may be to the moment it was looked at
+for its stamp not to be trusted: a filesystem whose timestamps are coarse (FAT's 2 s, 1 s on some
+network and older filesystems, the kernel's clock tick on the others) gives a rewrite of the same
+size within one tick the same stamp. Such a file is read again at each look until a look
+finds its times this much older than itself (git's "racily clean" entries)."""
+
 Customize = Callable[[str, "ResilienceConfig"], "ResilienceConfig"]
 """Called with each policy's name and its config from the file; returns the config to use (what a
 file cannot express, a fallback function or a cache service, is added here in code)."""
@@ -68,14 +87,18 @@ _LOG: Final = logging.getLogger("otel_resilience")
 
 
 def apply_file(
-    manager: NamedPolicies, policies: Mapping[str, ResilienceConfig], customize: Customize | None = None
+    manager: NamedPolicies,
+    policies: Mapping[str, ResilienceConfig],
+    customize: Customize | None = None,
+    owed: Collection[str] = (),
 ) -> dict[str, PolicyHandle]:
     """Create the policies ``policies`` names that ``manager`` lacks, and reload the changed others.
 
     All or nothing (``manager._apply``): every new policy's config is checked, and every changed
     one built, before any policy changes; the new policies are created with the reloads, in one
     commit, and a new one a call creates meanwhile is reloaded to the file's config if it has
-    another. A refusal is reported once, for the policy it concerns.
+    another. A refusal is reported once, for the policy it concerns. A policy of ``owed`` (a watch
+    reported a refused reload of it) the file gives the config it has counts a succeeded reload.
 
     Returns:
         The handle of every policy the file names.
@@ -96,7 +119,7 @@ def apply_file(
         )
     _check_customize("ResilienceManager.apply_config", customize)
     wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
-    applied = manager._apply(wanted)
+    applied = manager._apply(wanted, owed)
     source = getattr(policies, "source", None)
     if source is not None:  # a loaded file: a later load of it (a watch's first) keeps its budgets
         manager._applied_files[_file_key(source)] = cast("ConfigFile", policies)
@@ -163,6 +186,9 @@ class ConfigWatch:
         format: The file's format, ``"yaml"`` or ``"toml"``: the one given, else its suffix's.
         applied: How many times a changed file was applied (the first load included).
         failed: How many changed files were refused (nothing changed each time).
+        stale: Whether the last changed file the watch settled on was refused (no file applied
+            since): the configuration in force is not the file's. Exported as
+            ``resilience.config.stale`` for as long as it holds (the refusal is counted once).
     """
 
     def __init__(
@@ -190,28 +216,44 @@ class ConfigWatch:
         self._file = Path(_file_key(path))
         self.applied = 0
         self.failed = 0
+        self.stale = False
         self._manager = manager
         self._customize = customize
+        # The policies a refused file was reported for, since the last file applied: the next
+        # file applied counts a succeeded reload of each, changed or not (a revert included).
+        self._owed: set[str] = set()
         # One look at a time (the thread's and a caller's check()): a change is applied once, and
         # never an older file after a newer one. Free in a forked child.
         self._checking = fork_safe(threading.Lock())
         # What the last look found changed (its stamp and the hash of its content), applied at the
         # next look if the file is still the same: None when the last look found nothing new.
         self._pending: tuple[tuple[int, ...] | None, bytes | None] | None = None
+        # The file applied (or refused) last: its stamp, the hash of its content, and when the
+        # look that read it began (its stamp is trusted once its times are well before that).
+        looked_at = time.time_ns()
         self._stamp = self._look()
-        self._last: ConfigFile = self._load(self._read(), None)
+        content = self._read()
+        self._last: ConfigFile = self._load(content, None)
         apply_file(manager, self._last, customize)
+        self._digest = _digest(content)
+        self._looked_at = looked_at
         self.applied = 1
         self._stop = threading.Event()
         # Running before its thread starts: a child forked by another thread from now on starts
         # one of its own (a child forked before the watch was known as running would have none).
         _RUNNING.add(self)
+        WATCHES.register(self, findable=False)
         self._thread = self._start()
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"otel-resilience watch {self.path}", daemon=True)
         thread.start()
         return thread
+
+    @property
+    def name(self) -> str:
+        """The file watched (its absolute path): the ``resilience.config.file`` of its telemetry."""
+        return os.fspath(self._file)
 
     def _restart_in_child(self) -> None:
         """Start the watch's thread again in a forked child (the parent's did not come along)."""
@@ -267,7 +309,9 @@ class ConfigWatch:
 
         A look that finds the file changed since it was last applied (or refused) reads it and
         applies nothing; the next look applies what it reads if the file has the same size,
-        times, inode and content as then (a save in progress is never applied half written).
+        times, inode and content as then (a save in progress is never applied half written). A
+        file whose times are within :data:`RACY_WINDOW_NS` of the look that read it last is read
+        again, and changed if its content is another (a rewrite its stamp cannot tell).
 
         Returns:
             Whether a changed file was applied (``False``: unchanged, changed since the previous
@@ -277,12 +321,22 @@ class ConfigWatch:
             return self._check_locked()
 
     def _check_locked(self) -> bool:
+        looked_at = time.time_ns()
         stamp = self._look()
-        if stamp == self._stamp:  # as applied (or refused) last
-            self._pending = None
-            return False
-        content = self._read()
-        seen = (stamp, None if isinstance(content, OSError) else hashlib.sha256(content).digest())
+        if stamp == self._stamp:  # as applied (or refused) last, unless its stamp is racy
+            if not self._racy(stamp):
+                self._pending = None
+                return False
+            content = self._read()
+            digest = _digest(content)
+            if digest == self._digest:  # the same content: the stamp is trusted once old enough
+                self._looked_at = looked_at
+                self._pending = None
+                return False
+        else:
+            content = self._read()
+            digest = _digest(content)
+        seen = (stamp, digest)
         if seen != self._pending:  # new since the previous look: applied if the next finds it the same
             self._pending = seen
             return False
@@ -294,31 +348,45 @@ class ConfigWatch:
             # One refused reload of the file; of a policy too when the refused value is its own,
             # else of every policy the last good file named (each one's configuration is stale).
             del content  # an error reading the file: its traceback holds this frame (a cycle)
-            self._settled(stamp)
+            self._settled(stamp, digest, looked_at)
             self._refused(error)
             concerned = _policy_of(error)
-            for name in (concerned,) if concerned is not None else tuple(self._last):
+            names = (concerned,) if concerned is not None else tuple(self._last)
+            self._owed.update(names)
+            for name in names:
                 self._manager._refused(name, error)
             return False
         try:
-            apply_file(self._manager, loaded, self._customize)
+            apply_file(self._manager, loaded, self._customize, self._owed)
         except Exception as error:  # noqa: BLE001 - reported once, for the policy it concerns
-            self._settled(stamp)
+            self._settled(stamp, digest, looked_at)
             self._refused(error)
+            # All or nothing: no policy the file changes took its config (the refusal was
+            # reported for the one it concerns).
+            self._owed.update(name for name, config in loaded.items() if _changed(self._last, name, config))
             return False
-        self._settled(stamp)
+        self._settled(stamp, digest, looked_at)
         self._last = loaded
+        self._owed = set()
+        self.stale = False
         self.applied += 1
         return True
 
-    def _settled(self, stamp: tuple[int, ...] | None) -> None:
+    def _racy(self, stamp: tuple[int, ...] | None) -> bool:
+        """Whether the file of ``stamp`` (as settled) may have been rewritten since within its times' tick."""
+        return stamp is not None and self._looked_at - max(stamp[1], stamp[4]) < RACY_WINDOW_NS
+
+    def _settled(self, stamp: tuple[int, ...] | None, digest: bytes | None, looked_at: int) -> None:
         """The file of ``stamp`` was applied or refused: the next look looks for a newer one."""
         self._stamp = stamp
+        self._digest = digest
+        self._looked_at = looked_at
         self._pending = None
 
     def _refused(self, error: BaseException) -> None:
         """Count and log a refused file: the file read (its absolute path) and the error, with its type."""
         self.failed += 1
+        self.stale = True
         message = "configuration file %s refused, the last good one stays: %s: %s"
         _LOG.warning(message, self._file, error_type_name(error), error)
 
@@ -332,6 +400,7 @@ class ConfigWatch:
     def stop(self) -> None:
         """Stop watching (the policies keep their configs); waits for the watch thread to end."""
         _RUNNING.discard(self)
+        WATCHES.unregister(self)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
@@ -344,6 +413,17 @@ class ConfigWatch:
 
     def __repr__(self) -> str:
         return f"ConfigWatch({str(self.path)!r}, interval={self.interval:g}, applied={self.applied})"
+
+
+def _digest(content: bytes | OSError) -> bytes | None:
+    """The hash of a file's content (``None``: it could not be read)."""
+    return None if isinstance(content, OSError) else hashlib.sha256(content).digest()
+
+
+def _changed(last: Mapping[str, ResilienceConfig], name: str, config: ResilienceConfig) -> bool:
+    """Whether a policy of the file applied last is given another config."""
+    previous = last.get(name)
+    return previous is not None and not same_config(previous, config)
 
 
 def _policy_of(error: BaseException) -> str | None:

@@ -88,6 +88,7 @@ __all__ = [
     "A_BULKHEAD_FULL",
     "A_BULKHEAD_NEAR",
     "A_CHAOS_DRILL",
+    "A_CONFIG_STALE",
     "A_ERROR_PATTERN",
     "A_FALLBACK_HIGH",
     "A_RATE_LIMITED",
@@ -110,6 +111,7 @@ __all__ = [
     "BULKHEAD_NEAR_SATURATION",
     "BULKHEAD_REJECTION_RATIO",
     "CHAOS_DRILL_WINDOW",
+    "CONFIG_STALE_FOR",
     "ERROR_PATTERN_FOR",
     "ERROR_PATTERN_WINDOW",
     "EVALUATION_INTERVAL",
@@ -140,6 +142,7 @@ __all__ = [
     "R_BULKHEAD_REJECTION_RATIO",
     "R_BULKHEAD_SATURATION",
     "R_CHAOS_INJECTIONS",
+    "R_CONFIG_STALE",
     "R_ERROR_PATTERNS",
     "R_EXECUTIONS",
     "R_EXECUTIONS_BY_OUTCOME",
@@ -268,6 +271,10 @@ RELOAD_FAILED_WINDOW: Final = "15m"
 """How long after a refused reload of a named policy :data:`A_RELOAD_FAILED` keeps firing: long
 enough for the person who changed the file to see it, short enough to resolve soon after the file
 is fixed (a successful reload does not end it earlier)."""
+CONFIG_STALE_FOR: Final = "15m"
+"""How long a watched configuration file must stay refused before :data:`A_CONFIG_STALE` fires:
+:data:`A_RELOAD_FAILED` tells of the refusal for :data:`RELOAD_FAILED_WINDOW` after it is counted
+(once), and this one takes over when that window has passed, for as long as the file is left so."""
 STORE_DEGRADED_FOR: Final = "2m"
 """How long a shared store must stay unreachable before :data:`A_STORE_DEGRADED` fires: a store
 reconnects within seconds (its retries back off to 5 s), so two minutes is an outage, not a blip."""
@@ -499,6 +506,8 @@ _STORE_DEGRADED: Final = naming.series(sc.STORE_DEGRADED)
 _CHAOS_KIND: Final = naming.label(sc.CHAOS_KIND)
 _RELOADS: Final = naming.series(sc.RELOAD)
 _RELOAD_OUTCOME: Final = naming.label(sc.RELOAD_OUTCOME)
+_CONFIG_STALE: Final = naming.series(sc.CONFIG_STALE)
+_CONFIG_FILE: Final = naming.label(sc.CONFIG_FILE)
 
 
 def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
@@ -568,6 +577,9 @@ R_STORE_DEGRADED: Final = _record("job_name", _STORE_DEGRADED, "sum")
 R_RELOAD_FAILURES: Final = _record("job_policy_error", _RELOADS, f"increase{RELOAD_FAILED_WINDOW}", "_failed")
 """Refused reloads of each named policy within :data:`RELOAD_FAILED_WINDOW`, by ``error.type``,
 each series' first included: above 0, the policy runs an older configuration than its file."""
+R_CONFIG_STALE: Final = _record("job_file", _CONFIG_STALE, "sum")
+"""Instances of each service whose watch refused the last version of a configuration file (by its
+path) and applied none since: above 0, they run an older configuration than the file on disk."""
 """Faults, delays and results the chaos links of each policy injected within
 :data:`CHAOS_DRILL_WINDOW`, each series' first included: above 0, the policy is under a drill."""
 
@@ -586,6 +598,7 @@ A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
 A_CHAOS_DRILL: Final = "ResilienceChaosDrillActive"
 A_RELOAD_FAILED: Final = "ResilienceReloadFailed"
+A_CONFIG_STALE: Final = "ResilienceConfigStale"
 A_STORE_DEGRADED: Final = "ResilienceSharedStoreDegraded"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
@@ -602,6 +615,7 @@ ALERT_NAMES: Final = (
     A_RATE_LIMITED,
     A_CHAOS_DRILL,
     A_RELOAD_FAILED,
+    A_CONFIG_STALE,
     A_STORE_DEGRADED,
 )
 """Every alert name, in the order of the rules file."""
@@ -1150,9 +1164,14 @@ def _chaos_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
 
 
 def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
-    """The refused reloads of each named policy, and the alert that its configuration is stale."""
+    """The refused reloads of each named policy, and the alerts that its configuration is stale.
+
+    A refused file is counted once: the refusal alert resolves a window after it though the file
+    may still be refused; the watched file's stale gauge keeps the second alert on meanwhile.
+    """
     job = o.job_label
     window = scale_duration(RELOAD_FAILED_WINDOW, scale)
+    wait = scale_duration(CONFIG_STALE_FOR, scale)
     failed = _sel(_RELOADS, _eq(_RELOAD_OUTCOME, naming.value(sc.RELOAD_OUTCOME, "failed")))
     return (
         RecordingRule(R_RELOAD_FAILURES, _events(failed, window, (job, _POLICY, _ERROR_TYPE), scale)),
@@ -1167,6 +1186,20 @@ def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRu
             f"({{{{ $labels.error_type }}}}): it kept running its previous configuration, so what runs "
             "is not what the configuration file (or the last reconfigure call) says. The service log "
             "has the refusal's message.",
+            o.runbook_url_base,
+        ),
+        RecordingRule(R_CONFIG_STALE, f"sum by ({job}, {_CONFIG_FILE}) ({_CONFIG_STALE})"),
+        AlertRule(
+            A_CONFIG_STALE,
+            f"{R_CONFIG_STALE} > 0",
+            wait,
+            "warning",
+            f"Configuration file {{{{ $labels.{_CONFIG_FILE} }}}} of {{{{ $labels.{job} }}}} still refused",
+            f"The watch of configuration file {{{{ $labels.{_CONFIG_FILE} }}}} refused its last version "
+            f'in {{{{ printf "%.0f" $value }}}} instance(s) of service {{{{ $labels.{job} }}}}, and has '
+            f"applied none for {wait}: the policies run an older configuration than the file on disk "
+            "(the file does not load, is missing, or a policy refused it). The refusal was counted "
+            "once; the service log has its message.",
             o.runbook_url_base,
         ),
     )
@@ -2163,6 +2196,30 @@ def _reload_failed_case() -> _Case:
     )
 
 
+def _config_stale_case() -> _Case:
+    rule = _rule(A_CONFIG_STALE)
+    stale = _job(**{_CONFIG_FILE: "/etc/app/resilience.yaml"})
+    return _Case(
+        "configuration stale: fires once a watched file has stayed refused 15m, for as long as it "
+        "stays so, and resolves once a version applies; a refusal fixed within 15m stays silent",
+        A_CONFIG_STALE,
+        (
+            # Refused at t+5m, left so for 30m, then fixed; the other file refused for 10m only.
+            (
+                _input(_CONFIG_STALE, {_CONFIG_FILE: "/etc/app/resilience.yaml"}),
+                _gauge((0, 5), (1, 30), (0, 11)),
+            ),
+            (_input(_CONFIG_STALE, {_CONFIG_FILE: "/etc/app/other.yaml"}), _gauge((0, 10), (1, 10), (0, 26))),
+        ),
+        (
+            ("15m", ()),
+            ("21m", (_Firing(rule, stale, "1"),)),
+            ("34m", (_Firing(rule, stale, "1"),)),
+            ("36m", ()),
+        ),
+    )
+
+
 def _store_degraded_case() -> _Case:
     rule = _rule(A_STORE_DEGRADED)
     return _Case(
@@ -2206,6 +2263,7 @@ def rules_test_document() -> dict[str, Any]:
         _rate_limited_case(),
         _chaos_drill_case(),
         _reload_failed_case(),
+        _config_stale_case(),
         _store_degraded_case(),
     )
     return {

@@ -1022,7 +1022,7 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
         f"From `{rejections}`.",
         "ops",
         (_or_zero(_Query(top, f"{{{{{_POLICY}}}}} / {{{{{key}}}}}")),),
-        width=8,
+        width=6,
         min=0,
     )
 
@@ -1038,7 +1038,7 @@ def _keys_in_use(selector: dict[str, str]) -> _Panel:
         f"From `{keys}`.",
         "short",
         (_or_zero(_Query(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})", f"{{{{{_POLICY}}}}}")),),
-        width=8,
+        width=6,
         min=0,
     )
 
@@ -1063,7 +1063,27 @@ def _reloads(selector: dict[str, str]) -> _Panel:
         ),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_RELOAD_FAILED,
-        width=8,
+        width=6,
+        min=0,
+    )
+
+
+def _stale_files(selector: dict[str, str]) -> _Panel:
+    stale = naming.series(sc.CONFIG_STALE)
+    file = naming.label(sc.CONFIG_FILE)
+    return _Panel(
+        "timeseries",
+        "Configuration files refused",
+        "Instances whose watch (manager.watch) refused the last version of a configuration file and "
+        "applied none since, by file: their policies run an older configuration than the file on "
+        "disk. The refusal is counted once (Refused reloads); this stays up for as long as the file "
+        f"is left so. {ar.A_CONFIG_STALE} fires when one stays so for {ar.CONFIG_STALE_FOR}; one "
+        f"series at 0 when none is refused. From `{stale}`. {_rule_note(ar.R_CONFIG_STALE)}",
+        "short",
+        (_or_zero(_Query(_recorded(ar.R_CONFIG_STALE, {"job": selector["job"]}), f"{{{{{file}}}}}")),),
+        thresholds=_above((1, _ORANGE)),
+        alert=ar.A_CONFIG_STALE,
+        width=6,
         min=0,
     )
 
@@ -1180,7 +1200,12 @@ def _overview() -> _Dashboard:
             ("Drills (chaos)", (_chaos_injections(_POLICY_SEL), _chaos_drills(_POLICY_SEL))),
             (
                 "Keyed and reloaded policies",
-                (_top_keys(_POLICY_SEL), _keys_in_use(_POLICY_SEL), _reloads(_POLICY_SEL)),
+                (
+                    _top_keys(_POLICY_SEL),
+                    _keys_in_use(_POLICY_SEL),
+                    _reloads(_POLICY_SEL),
+                    _stale_files(_POLICY_SEL),
+                ),
             ),
         ),
     )

@@ -44,6 +44,7 @@ from otel_resilience.engine.registry import (
     PIPELINES,
     POLICIES,
     RATE_LIMITERS,
+    WATCHES,
 )
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
@@ -55,6 +56,7 @@ from otel_resilience.telemetry.views import (
     Owner,
     PolicyView,
     RateLimiterView,
+    WatchView,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +129,7 @@ class Observables:
                 (sc.RL_PERMITS, self._rate_limiter_permits),
                 (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
                 (sc.POLICY_KEYS, self._policy_keys),
+                (sc.CONFIG_STALE, self._config_stale),
                 (sc.TELEMETRY_ERRORS, self._telemetry_errors),
                 *STORE_CALLBACKS,
             )
@@ -268,6 +271,15 @@ class Observables:
             for name, keys in _fold(POLICIES.items(), PolicyView, _KEYS, operator.add).items()
         ]
 
+    @staticmethod
+    def _config_stale() -> list[Observation]:
+        """1 per watched file while its last changed version was refused, else 0 (any of its watches)."""
+        file_key = sc.CONFIG_FILE
+        return [
+            Observation(stale, {file_key: path})
+            for path, stale in _fold(WATCHES.items(), WatchView, _stale, max).items()
+        ]
+
     def _telemetry_errors(self) -> list[Observation]:
         return [Observation(self._owner.total_errors + self._carried)]
 
@@ -404,6 +416,11 @@ _ACTIVE: Final = operator.attrgetter("stats.active")
 _QUEUED: Final = operator.attrgetter("stats.waiting")
 _CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")
 _QUEUE_LIMIT: Final = operator.attrgetter("stats.max_waiting")
+
+
+def _stale(watch: WatchView) -> int:
+    """1 for a watch whose last changed file was refused, else 0."""
+    return int(watch.stale)
 
 
 def _utilization(bulkhead: BulkheadView) -> float | None:

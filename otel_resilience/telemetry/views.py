@@ -23,6 +23,7 @@ __all__ = [
     "PolicyView",
     "RateLimiterView",
     "RetryBudgetView",
+    "WatchView",
 ]
 
 
@@ -199,4 +200,19 @@ class PolicyView(Protocol):
     @property
     def keys(self) -> int:
         """The keys it keeps now."""
+        ...
+
+
+@runtime_checkable
+class WatchView(Protocol):
+    """What the observable instruments read from a configuration file watch (``manager.watch``)."""
+
+    @property
+    def name(self) -> str:
+        """The file watched (its absolute path)."""
+        ...
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last changed version of the file was refused, and none applied since."""
         ...

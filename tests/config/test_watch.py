@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -780,3 +781,154 @@ def test_a_path_with_a_nul_character_is_refused_naming_it() -> None:
         manager.watch("resilience\x00.yaml")
     with pytest.raises(ValueError, match=r"^load\.path must be a path without NUL, got "):
         load("resilience\x00.yaml")
+
+
+def test_a_good_file_put_back_after_a_refused_one_counts_a_succeeded_reload(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """The last good file restored as it was (a revert): each policy its refusal was reported
+    for counts a succeeded reload, though its config did not change, so the runbook's check
+    (`succeeded` grew after the failure) sees the recovery (was: nothing counted)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        payments, search = manager.policy("payments"), manager.policy("search")
+        _write(path, BROKEN)  # payments' threshold of 0: refused for payments
+        assert not _look_twice(watch)
+        _write(path, FIRST)
+        assert _look_twice(watch)
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+        assert payments.generation == 1  # nothing to reload: the file's config is in force
+        assert search.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+        path.unlink()  # a file refused as a whole: every policy of the last good file
+        assert not _look_twice(watch)
+        _write(path, FIRST)
+        assert _look_twice(watch)
+        assert payments.get_stats()["reloads"] == {"succeeded": 2, "failed": 2}
+        assert search.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+        _write(path, FIRST + "\n")  # applied again with no refusal between: nothing owed
+        assert _look_twice(watch)
+        assert payments.get_stats()["reloads"] == {"succeeded": 2, "failed": 2}
+    assert _reloads(reader, "succeeded") == {"payments": 2, "search": 1}
+
+
+def _reloads(reader: InMemoryMetricReader, outcome: str) -> dict[str, int]:
+    """The ``resilience.reload`` points of ``outcome``, by policy."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str(point.attributes["resilience.policy"]): int(point.value)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "resilience.reload"
+        for point in metric.data.data_points
+        if point.attributes.get("resilience.reload.outcome") == outcome and point.value
+    }
+
+
+def _stale(reader: InMemoryMetricReader) -> dict[str, int]:
+    """The ``resilience.config.stale`` points, by file."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return {}
+    return {
+        str(point.attributes["resilience.config.file"]): int(point.value)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "resilience.config.stale"
+        for point in metric.data.data_points
+    }
+
+
+def test_a_file_left_refused_is_reported_stale_until_a_good_one_applies(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """A refused file is counted once, but the gauge stays 1 for as long as the file in force is
+    not the one on disk (was: nothing told an alert the configuration was still stale once the
+    failed count stopped growing); 0 once a file applies; no series once the watch stops."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    key = os.path.abspath(path)  # noqa: PTH100 - the path the watch names, links not followed
+    with manager.watch(path, interval=3600) as watch:
+        assert _stale(reader) == {key: 0}
+        _write(path, BROKEN)
+        assert not watch.check()
+        assert _stale(reader) == {key: 0}  # a change seen once is no refusal yet
+        assert not watch.check()
+        for _ in range(3):  # left broken: reported once, stale at every collection
+            assert not watch.check()
+            assert _stale(reader) == {key: 1}
+        assert watch.failed == 1
+        path.unlink()
+        assert not _look_twice(watch)
+        assert _stale(reader) == {key: 1}
+        _write(path, SECOND)
+        assert _look_twice(watch)
+        assert _stale(reader) == {key: 0}
+    assert _stale(reader) == {}
+
+
+def test_a_rewrite_within_the_timestamp_tick_of_the_last_read_is_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem with coarse timestamps: a rewrite of the same size in the tick the file was
+    read in keeps its stamp. As git's racily clean entries, a file whose modification time is
+    too close to the time it was read is read again at each look until it no longer is (was:
+    such a rewrite was never applied)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        tick = time.time_ns()  # every write lands in this tick: one stamp
+        monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), tick, 1, 2, tick))
+        assert _look_twice(watch)  # the stamp is new: the file applied (nothing reloaded)
+        payments = manager.policy("payments")
+        assert not watch.check()  # re-read: the same content, nothing new
+        _write(path, FIRST.replace("failure_threshold: 3", "failure_threshold: 4"))  # the same size
+        assert _look_twice(watch)
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=4)
+        assert (payments.generation, watch.applied, watch.failed) == (2, 3, 0)
+        assert not watch.check()
+
+
+def test_a_file_read_well_after_it_was_written_is_not_read_again_while_its_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The racily clean check costs a read only while the file's time is close to its read."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        old = time.time_ns() - 60 * 10**9
+        monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), old, 1, 2, old))
+        assert _look_twice(watch)
+        reads: list[None] = []
+        read = watch._read
+        monkeypatch.setattr(watch, "_read", lambda: reads.append(None) or read())
+        assert not watch.check()
+        assert reads == []
+
+
+def test_a_good_file_put_back_after_the_manager_refused_one_counts_each_policy_it_changed(
+    tmp_path: Path,
+) -> None:
+    """All or nothing: a file the manager refused (its new inventory) left every policy it changed
+    on its old config; the last good file put back counts a succeeded reload of each of them."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600, customize=_refusing_customize) as watch:
+        payments, search = manager.policy("payments"), manager.policy("search")
+        _write(path, SECOND)  # payments changed, inventory refused
+        assert not _look_twice(watch)
+        assert watch.stale
+        _write(path, FIRST)
+        assert _look_twice(watch)
+        assert not watch.stale
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+        assert search.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}  # SECOND left it as it was
+        assert payments.generation == 1

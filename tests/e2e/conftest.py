@@ -398,14 +398,16 @@ class AlertKey:
         )
 
 
-WITHOUT_DEMO_DATA: Final = frozenset({ar.R_ERROR_PATTERNS, ar.R_STORE_DEGRADED})
+WITHOUT_DEMO_DATA: Final = frozenset({ar.R_ERROR_PATTERNS, ar.R_STORE_DEGRADED, ar.R_CONFIG_STALE})
 """Recording rules whose source series the demos cannot produce. An error pattern's series exist
 only once its event happened, with labels no one can know in advance (the operation and error
 type), and the demos' scenarios do not produce one: the dependency's errors are absorbed by
 retries or, in an outage, turned into rejections by the breaker, and rejections are never error
 patterns. A shared store's series exist only where a RedisStore is configured, and the demos run
-on embedded defaults with no external service. Their metric names are checked against a real
-scrape in tests/ops/test_exported_names.py (a store that cannot reach its server included), their
+on embedded defaults with no external service. A watched configuration file's series exist only
+where a watch runs, and the demos configure their policies in code. Their metric names are checked
+against a real scrape in tests/ops/test_exported_names.py (a store that cannot reach its server and
+a file left refused included), their
 expressions by promtool's unit tests; the recovery-rate alert in a hard outage by
 tests/e2e/test_recovery_alert_outage.py, a store against a real redis-server by tests/redis."""
 ALERTS: dict[str, AlertKey] = {

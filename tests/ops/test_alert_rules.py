@@ -29,6 +29,7 @@ REQUIRED_ALERTS = {
     "ResilienceRateLimitedSustained",
     "ResilienceChaosDrillActive",
     "ResilienceReloadFailed",
+    "ResilienceConfigStale",
     "ResilienceSharedStoreDegraded",
 }
 
@@ -95,7 +96,10 @@ def test_alerts_carry_severity_summary_description_and_runbook(rules, repo):
         annotations = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= set(annotations)
         assert "$value" in annotations["description"]
-        assert re.search(r"\$labels\.(resilience_policy|resilience_name)", annotations["description"])
+        assert re.search(
+            r"\$labels\.(resilience_policy|resilience_name|resilience_config_file)",
+            annotations["description"],
+        )
         assert annotations["runbook_url"].endswith(f"/docs/runbooks/{rule['alert']}.md")
         runbook = (repo / "docs" / "runbooks" / f"{rule['alert']}.md").read_text()
         for section in ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation"):
@@ -133,6 +137,7 @@ def test_thresholds_are_pinned():
     assert (ar.RETRY_BUDGET_WINDOW, ar.RETRY_BUDGET_FOR) == ("5m", "10m")
     assert (ar.RATE_LIMITED_RATIO, ar.RATE_LIMITED_FOR) == (0.1, "5m")
     assert ar.STORE_DEGRADED_FOR == "2m"
+    assert (ar.RELOAD_FAILED_WINDOW, ar.CONFIG_STALE_FOR) == ("15m", "15m")
 
 
 def test_recovery_threshold_matches_the_in_process_alert():
@@ -814,6 +819,59 @@ def test_one_refused_reload_fires_the_scaled_alert_at_the_interval_its_file_is_e
                         "alertname": ar.A_RELOAD_FAILED,
                         "exp_alerts": [{"exp_labels": {**alert_labels, "severity": "warning"}}],
                     }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(tests))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_file_left_refused_keeps_an_alert_firing_once_the_refusal_window_has_passed(promtool, tmp_path):
+    """A watched file refused at t+5m and left so: the refusal is counted once, so ResilienceReloadFailed
+    resolves 15m later; ResilienceConfigStale, on the file's stale gauge, takes over for as long as
+    the file stays refused (was: no alert while the configuration was still stale)."""
+    document = ar.rules_document()
+    (group,) = [
+        g for g in document["groups"] if any(r.get("alert") == ar.A_RELOAD_FAILED for r in g["rules"])
+    ]
+    for rule in group["rules"]:
+        rule.pop("annotations", None)  # the labels say which alert fired; its text is tested elsewhere
+    (tmp_path / ar.RULES_FILE).write_text(yaml.safe_dump({"groups": [group]}))
+    job = {"job": "shop", "instance": "shop-1:9464"}
+    failed = {naming.label(sc.POLICY): "checkout", naming.label(sc.ERROR_TYPE): "ConfigError"}
+    file = {naming.label(sc.CONFIG_FILE): "/etc/shop/resilience.yaml"}
+
+    def selector(labels):
+        return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+    outcome = {naming.label(sc.RELOAD_OUTCOME): "failed"}
+    refused = naming.series(sc.RELOAD) + selector({**job, **failed, **outcome})
+    stale = naming.series(sc.CONFIG_STALE) + selector({**job, **file})
+
+    def check(at, alert, labels):
+        expected = [{"exp_labels": {"job": "shop", **labels, "severity": "warning"}}] if labels else []
+        return {"eval_time": at, "alertname": alert, "exp_alerts": expected}
+
+    tests = {
+        "rule_files": [ar.RULES_FILE],
+        "evaluation_interval": ar.EVALUATION_INTERVAL,
+        "tests": [
+            {
+                "name": "a file refused at t+5m and left so",
+                "interval": "1m",
+                "input_series": [
+                    {"series": refused, "values": "_x5 1x90"},  # counted once, at its refusal
+                    {"series": stale, "values": "0x4 1x90"},
+                ],
+                "alert_rule_test": [
+                    check("10m", ar.A_RELOAD_FAILED, failed),
+                    check("10m", ar.A_CONFIG_STALE, None),
+                    check("40m", ar.A_RELOAD_FAILED, None),
+                    check("40m", ar.A_CONFIG_STALE, file),
+                    check("90m", ar.A_CONFIG_STALE, file),
                 ],
             }
         ],

@@ -64,6 +64,7 @@ def test_overview_has_the_required_panels(dashboards):
         "Top keys by rejections": "timeseries",
         "Keys in use": "timeseries",
         "Refused reloads": "timeseries",
+        "Configuration files refused": "timeseries",
     }
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -45,6 +47,7 @@ from otel_resilience import (
     RetryBudget,
     RetryPolicy,
 )
+from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.ops import checks, naming
 from otel_resilience.patterns.retry import Jitter
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
@@ -152,6 +155,15 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     )
     with pytest.raises(TypeError):
         manager.reconfigure(tenants.name, "not a config")  # type: ignore[arg-type]
+    # A watched configuration file left refused (its stale gauge at 1).
+    folder = tempfile.TemporaryDirectory()
+    path = Path(folder.name) / "resilience.yaml"
+    path.write_text(f"policies:\n  ops-watched-{suffix}:\n    timeout: 1s\n")
+    watch = manager.watch(path, interval=3600)
+    path.write_text("policies: [")  # no YAML: refused once two looks find it the same
+    watch.check()
+    watch.check()
+    assert watch.stale
     # A breaker sharing its state through a store that cannot be reached: the store's health
     # series (degraded, one outage, its failed operations) and the breaker's shared gauge at 0.
     store = RedisStore.from_url(
@@ -160,7 +172,7 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     shared = CircuitBreaker(f"ops-shared-{suffix}", CircuitBreakerConfig(store=store), clock=clock)
     while not store.degraded:
         await asyncio.sleep(0.01)
-    return [manager, recovery, pool, shadow, limiter, tenants, store, shared]
+    return [manager, recovery, pool, shadow, limiter, tenants, store, shared, watch, folder]
 
 
 @pytest.fixture
@@ -190,6 +202,10 @@ async def _scraped(*, in_process: bool) -> AsyncIterator[str]:
         for item in alive:
             if isinstance(item, RedisStore):
                 item.close()  # its thread would retry the missing server until the session ends
+            elif isinstance(item, ConfigWatch):
+                item.stop()
+            elif isinstance(item, tempfile.TemporaryDirectory):
+                item.cleanup()
         del alive
     finally:
         alerts.close()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,7 @@ from otel_resilience import (
     RetryBudget,
     RetryPolicy,
 )
+from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
@@ -196,8 +199,11 @@ async def _attempt_async(call: Callable[[], Any]) -> None:
         await call()
 
 
-def _exercise(otel: Otel) -> None:
-    """Run every pattern through its telemetry: successes, failures, rejections, timeouts, ..."""
+def _exercise(otel: Otel, folder: Path) -> ConfigWatch:
+    """Run every pattern through its telemetry: successes, failures, rejections, timeouts, ...
+
+    Returns the watch of a configuration file of ``folder`` it left refused (stop it once read).
+    """
     recovery = ErrorRecoverySystem(pattern_threshold=2)
     recovery.register_recovery_rule(
         DependencyError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=1, delay=0.001)
@@ -245,6 +251,12 @@ def _exercise(otel: Otel) -> None:
         for key in ("a", "b", "c"):
             _attempt(lambda key=key: keyed.for_key(key).execute_sync(_fail))
         manager.reconfigure("keyed", ResilienceConfig(retry_policy=RetryPolicy(max_attempts=2)))
+        watched = folder / "resilience.yaml"
+        watched.write_text("policies:\n  watched:\n    timeout: 1s\n")
+        watch = manager.watch(watched, interval=3600)
+        watched.write_text("policies: [")  # no YAML: refused once two looks find it the same
+        watch.check()
+        watch.check()
         _attempt(lambda: manager.reconfigure("keyed", ResilienceConfig(name="another")))
         breaker = CircuitBreaker("alone", CircuitBreakerConfig(failure_threshold=1))
         _attempt(lambda: breaker.run_sync(_fail))
@@ -300,16 +312,21 @@ def _exercise(otel: Otel) -> None:
                 await _attempt_async(lambda config=config: manager.execute_with_resilience(_afail, config))
 
         asyncio.run(run_async())
+    return watch
 
 
 @pytest.fixture(params=["sdk-histograms", "in-process-histograms"])
-def exercised(request: pytest.FixtureRequest, otel: Otel) -> Otel:
+def exercised(request: pytest.FixtureRequest, otel: Otel) -> Iterator[Otel]:
     if request.param == "in-process-histograms":
         instrument(
             otel.tracer_provider, otel.meter_provider, otel.logger_provider, in_process_histograms=True
         )
-    _exercise(otel)
-    return otel
+    with tempfile.TemporaryDirectory() as folder:
+        watch = _exercise(otel, Path(folder))
+        try:
+            yield otel
+        finally:
+            watch.stop()
 
 
 def test_every_metric_emitted_is_documented_with_its_unit_kind_bounds_and_attributes(exercised: Otel) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
@@ -86,7 +88,12 @@ def _scraped(*, in_process: bool) -> Iterator[str]:
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
-    named = ResilienceManager().policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
+    manager = ResilienceManager()
+    named = manager.policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
+    folder = tempfile.TemporaryDirectory()
+    path = Path(folder.name) / "resilience.yaml"
+    path.write_text("policies:\n  prom-watched:\n    timeout: 1s\n")
+    watch = manager.watch(path, interval=3600)  # its stale gauge, at 0
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="prom-store", timeout=0.1)
     shared = CircuitBreaker("prom-shared", CircuitBreakerConfig(store=store))  # the store's series
     assert bulkhead.execute_sync(lambda: 1) == 1
@@ -127,6 +134,8 @@ def _scraped(*, in_process: bool) -> Iterator[str]:
             install_default()
         provider.shutdown()
         store.close()
+        watch.stop()
+        folder.cleanup()
         del breaker, windowed, bulkhead, budgeted, limiter, named, shared
 
 

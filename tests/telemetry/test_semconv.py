@@ -282,6 +282,7 @@ def test_public_names_are_pinned():
         "resilience.alerts",
         "resilience.chaos.injections",
         "resilience.reload",
+        "resilience.config.stale",
         "resilience.policy.keys",
         "resilience.circuit_breaker.shared",
         "resilience.store.degraded",

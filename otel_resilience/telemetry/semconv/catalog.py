@@ -30,6 +30,7 @@ from otel_resilience.telemetry.semconv.names import (
     CHAOS_DELAY,
     CHAOS_KIND,
     CHAOS_KINDS,
+    CONFIG_FILE,
     DEPENDENCY_ERROR_TYPE,
     ERROR_PATTERN_COUNT,
     ERROR_PATTERN_WINDOW,
@@ -274,6 +275,12 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "Whether a policy took a new configuration (`succeeded`) or refused it and changed "
         "nothing (`failed`).",
         RELOAD_OUTCOMES,
+    ),
+    AttributeSpec(
+        CONFIG_FILE,
+        "string",
+        "A configuration file a watch (`manager.watch(path)`) keeps the policies in step with: its "
+        "absolute path.",
     ),
 )
 """Every attribute key, in documentation order."""

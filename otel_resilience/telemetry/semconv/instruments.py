@@ -35,6 +35,8 @@ from otel_resilience.telemetry.semconv.names import (
     CB_TRANSITIONS,
     CHAOS_INJECTIONS,
     CHAOS_KIND,
+    CONFIG_FILE,
+    CONFIG_STALE,
     DURATION_BOUNDARIES,
     ERROR_PATTERNS,
     ERROR_TYPE,
@@ -419,6 +421,19 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "refused and nothing changed. Both series start at 0 when the policy is created.",
         (POLICY, RELOAD_OUTCOME),
         (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        CONFIG_STALE,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "For each configuration file a running watch keeps policies in step with: 1 while the "
+        "last changed version of the file the watch settled on was refused (it does not load, is "
+        "missing, or a policy refused it) and no version was applied since: the configuration in "
+        "force is not the file's. 0 while the file applied last is the one on disk. A refusal is "
+        "counted once in `resilience.reload`; this stays 1 for as long as the file is left so. "
+        "Watches of one file in a process share a series (1 while any of them is stale); a "
+        "stopped watch reports none.",
+        (CONFIG_FILE,),
     ),
     InstrumentSpec(
         POLICY_KEYS,

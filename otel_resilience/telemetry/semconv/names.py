@@ -54,6 +54,8 @@ __all__ = [
     "CHAOS_INJECTIONS",
     "CHAOS_KIND",
     "CHAOS_KINDS",
+    "CONFIG_FILE",
+    "CONFIG_STALE",
     "DEFAULT_LOG_SEVERITY",
     "DEPENDENCY_ERROR_TYPE",
     "DURATION_BOUNDARIES",
@@ -213,6 +215,7 @@ METRIC_OVERFLOW: Final = "otel.metric.overflow"
 """``true`` on the one series of the keys past a policy's ``key_attribute_limit`` (the attribute
 the OpenTelemetry SDK sets on the overflow series of a cardinality limit)."""
 RELOAD_OUTCOME: Final = "resilience.reload.outcome"
+CONFIG_FILE: Final = "resilience.config.file"
 
 CHAOS_KIND: Final = "resilience.chaos.kind"
 CHAOS_DELAY: Final = "resilience.chaos.delay"
@@ -440,6 +443,7 @@ TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
 CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
 RELOAD: Final = "resilience.reload"
 POLICY_KEYS: Final = "resilience.policy.keys"
+CONFIG_STALE: Final = "resilience.config.stale"
 CB_SHARED: Final = "resilience.circuit_breaker.shared"
 STORE_DEGRADED: Final = "resilience.store.degraded"
 STORE_OUTAGES: Final = "resilience.store.outages"
