@@ -25,7 +25,7 @@ from otel_resilience.config import ConfigError, json_schema, loads
 from otel_resilience.config.fields import SECTIONS, Field, Section
 from otel_resilience.config.formats import parse
 from otel_resilience.config.schema import generate, render, shipped
-from otel_resilience.config.values import DURATION_PATTERN, EXCEPTION_PATTERN, RATE_PATTERN
+from otel_resilience.config.values import DURATION_PATTERN, EXCEPTION_PATTERN, RATE_PATTERN, parse_duration
 from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -552,6 +552,11 @@ def _judged_alone(section: Section, field: Field, value: Any) -> bool:
     """
     if not _schema_can_judge(field, value) or (section.owner, field.name, value) in _TIED:
         return False
+    if field.kind == "duration" and isinstance(value, str):
+        try:  # a duration written with units ties its section's delays as its seconds do
+            value = parse_duration(value)
+        except ValueError:
+            return True
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     tied = {
