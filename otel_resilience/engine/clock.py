@@ -28,11 +28,11 @@ class Clock(Protocol):
         """Return the current monotonic time in seconds."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, /) -> None:
         """Suspend the current task for ``seconds``."""
         ...
 
-    def sleep_sync(self, seconds: float) -> None:
+    def sleep_sync(self, seconds: float, /) -> None:
         """Block the current thread for ``seconds``."""
         ...
 

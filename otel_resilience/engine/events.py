@@ -215,7 +215,7 @@ class TelemetrySource(NamedTuple):
 class TelemetryListener(Protocol):
     """Receives the rare events every pattern reports."""
 
-    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs, /) -> None:
         """Handle one event. Must be fast; exceptions are caught and counted by the hub.
 
         ``event`` is an :class:`Event` member, or a kind a pattern declared (:class:`EventKind`).
@@ -227,18 +227,18 @@ class TelemetryListener(Protocol):
 class ExecutionListener(Protocol):
     """Receives execution and attempt scopes (for spans and duration histograms)."""
 
-    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+    def start_execution(self, source: TelemetrySource, operation: str, /) -> object:
         """Open a scope around one logical execution; return a handle (or ``None`` to skip)."""
         ...
 
     def end_execution(
-        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None, /
     ) -> None:
         """Close the execution scope opened by :meth:`start_execution`."""
         ...
 
     def start_attempt(
-        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
+        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None, /
     ) -> object:
         """Open a scope around one attempt; return a handle (or ``None`` to skip).
 
@@ -253,7 +253,7 @@ class ExecutionListener(Protocol):
         """
         ...
 
-    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None, /) -> None:
         """Close the attempt scope opened by :meth:`start_attempt`."""
         ...
 

@@ -260,8 +260,10 @@ class Pattern(abc.ABC, Generic[C, L]):
         public = self._verbs.get(verb, verb)
         return not_callable(f"{self._owner}.{public}", fn)
 
+    # ``self`` is declared on the two verbs: read from a class (``Pattern.run`` given to :func:`verb`,
+    # ``CircuitBreaker.call``), an undeclared one leaves the class's type arguments unknown to pyright.
     def run(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+        self: Pattern[Any, Any], fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
         """Await ``fn(*args, **kwargs)`` through this instance's link.
 
@@ -277,7 +279,7 @@ class Pattern(abc.ABC, Generic[C, L]):
             raise self._not_callable("run", fn)
         return (self._standalone or self._pipeline).execute_packed(fn, args, kwargs)
 
-    def run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run_sync(self: Pattern[Any, Any], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread through this instance's link.
 
         Raises:

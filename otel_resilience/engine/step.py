@@ -300,7 +300,8 @@ class Step:
 
     # -- the rules: what a pattern overrides ----------------------------------------------------
 
-    def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the default admits every call
+    # The hooks take by position what the drivers pass by position: an override names its own.
+    def admit(self, ctx: ExecutionContext, /) -> Any:  # noqa: ARG002 - the default admits every call
         """Admit a run of the rest of the chain: return a token for it, or the rejection.
 
         The token is handed back to the hook that ends the run. A :class:`Wait` makes the driver
@@ -309,15 +310,15 @@ class Step:
         """
         return None
 
-    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any, /) -> Action:  # noqa: ARG002
         """Judge a run that returned ``result``; ``None`` returns it."""
         return None
 
-    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception, /) -> Action:  # noqa: ARG002
         """Judge a run that raised ``error``; ``None`` re-raises it. May raise in its place."""
         return None
 
-    def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
+    def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError, /) -> Action:  # noqa: ARG002
         """Judge a run cut by this step's own deadline (:attr:`seconds`), before :meth:`on_failure`.
 
         An action decided here ends the run; ``None`` hands ``error`` on to :meth:`on_failure`
@@ -325,7 +326,7 @@ class Step:
         """
         return None
 
-    def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:
+    def on_expired_ignored(self, ctx: ExecutionContext, token: Any, /) -> None:
         """Note that this step's own deadline fired and the run did not end by it (async only).
 
         The run caught the deadline's cancellation and returned a value, which goes through as
@@ -335,7 +336,7 @@ class Step:
         a timeout.
         """
 
-    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
+    def on_cancel(self, ctx: ExecutionContext, token: Any, /, *, running: bool) -> None:
         """Give back what :meth:`admit` took: a ``BaseException`` ended the run.
 
         Args:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 from own_pattern_support import Quota, QuotaConfig, QuotaEvent, QuotaExhaustedError, QuotaGranted, QuotaStep
@@ -146,3 +146,28 @@ def test_verb_publishes_run_or_run_sync_only(method: Any) -> None:
     """``verb`` names one of the two run methods: anything else is a TypeError naming its argument, not a KeyError."""
     with pytest.raises(TypeError, match=r"verb\.method must be Pattern\.run or Pattern\.run_sync"):
         verb(method, "Do it.", returns="What it returned.", raises=())
+
+
+def _patterns(base: type[Pattern[Any, Any]]) -> list[type[Pattern[Any, Any]]]:
+    found = [base]
+    for sub in base.__subclasses__():
+        found += _patterns(sub)
+    return found
+
+
+def test_a_verb_read_from_its_class_declares_its_self_type() -> None:
+    """``Pattern.run`` (given to ``verb``) and ``CircuitBreaker.call`` read from the class name their ``self``.
+
+    Left undeclared, a checker that does not infer a generic class's arguments from nothing
+    (pyright) types ``Pattern.run`` read from the class as ``Pattern[Unknown, Unknown]``: the
+    documented ``call = verb(Pattern.run, ...)`` and every verb read from its class
+    (``CircuitBreaker.call_sync(breaker, fn)``) were "partially unknown" errors in strict mode.
+    """
+    verbs = [(cls, name) for cls in _patterns(Pattern) for name in ("run", "run_sync", *cls._verbs.values())]
+    assert {cls.__name__ for cls, _ in verbs} >= {"CircuitBreaker", "Bulkhead", "Hedging", "Quota"}
+    undeclared = [
+        f"{cls.__name__}.{name}"
+        for cls, name in verbs
+        if get_type_hints(getattr(cls, name)).get("self") != Pattern[Any, Any]
+    ]
+    assert undeclared == []

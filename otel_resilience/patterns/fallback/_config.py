@@ -73,11 +73,11 @@ class CacheService(Protocol):
     A miss is signalled by returning :data:`MISSING` or ``None``.
     """
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, /) -> Any:
         """Return the value stored under ``key``, or :data:`MISSING` / ``None`` for a miss."""
         ...
 
-    def set(self, key: str, value: Any) -> Any:
+    def set(self, key: str, value: Any, /) -> Any:
         """Store ``value`` under ``key`` (the result, or what it awaits to, is ignored)."""
         ...
 

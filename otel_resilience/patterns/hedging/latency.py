@@ -28,7 +28,7 @@ class LatencyObserver(Protocol):
     accepted (``hedge_on`` does not match it): the delay follows the latency of answers.
     """
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, /) -> None:
         """Record one accepted result's latency (must be fast, thread-safe, and never raise)."""
         ...
 

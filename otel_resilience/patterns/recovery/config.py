@@ -272,7 +272,7 @@ class Isolatable(Protocol):
         """The breaker's name."""
         ...
 
-    def force_open(self, duration: float | None = None, *, reason: Literal["isolated"] = ...) -> object:
+    def force_open(self, duration: float | None = None, /, *, reason: Literal["isolated"] = ...) -> object:
         """Open the breaker for ``duration`` seconds; ``reason="isolated"`` is what recovery passes.
 
         ``False`` returned says it left the breaker not open (a
