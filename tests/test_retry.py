@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -14,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -48,6 +50,7 @@ from otel_resilience.errors import (
     ExecutionRejectedError,
     OperationTimeoutError,
 )
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.patterns.retry import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_JITTER,
@@ -508,13 +511,19 @@ def test_compute_delay_rejects_an_attempt_below_one() -> None:
             TypeError,
             r"RetryPolicy\.compute_delay\.previous must be a number",
         ),
+        (
+            {"attempt": 1, "rng": 5},
+            TypeError,
+            r"RetryPolicy\.compute_delay\.rng must be a random\.Random or None, got 5 \(int\)",
+        ),
     ],
 )
 def test_compute_delay_names_an_attempt_or_a_previous_delay_it_cannot_use(
     kwargs: dict[str, Any], error: type[Exception], pattern: str
 ) -> None:
-    """An attempt that is no whole number, or a previous delay that is no seconds ``>= 0``, is refused
-    naming the argument, never read as some other delay (``1.5`` between two attempts, a NaN as none)."""
+    """An attempt that is no whole number, a previous delay that is no seconds ``>= 0``, or a random
+    source that is no ``random.Random``, is refused naming the argument, never read as some other
+    delay (``1.5`` between two attempts, a NaN as none) nor met as an ``AttributeError``."""
     for jitter in (Jitter.NONE, Jitter.DECORRELATED):
         policy = RetryPolicy(strategy=RetryStrategy.LINEAR, jitter=jitter)
         with pytest.raises(error, match=pattern):
@@ -1258,6 +1267,207 @@ def test_attempt_timeout_turns_a_late_sync_result_into_a_retried_timeout(
     assert r.execute_sync(late_then_fast) == "fresh"
     assert calls == 2
     assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(1.0, "attempt")]
+    assert r.stats.attempt_timeouts == 1
+
+
+class Held:
+    """A result holding a resource: ``retry_on_result`` retries an unready one, its ``dropped`` closes it."""
+
+    def __init__(self, name: str, *, ready: bool = True) -> None:
+        self.name, self.ready, self.closed = name, ready, False
+
+
+class ClosesDropped:
+    """``retry_on_result`` that retries an unready :class:`Held` and closes each result it is told of."""
+
+    def __init__(self, log: list[str], clock: FakeClock) -> None:
+        self.log, self.clock = log, clock
+
+    def __call__(self, result: Held) -> bool:
+        return not result.ready
+
+    def dropped(self, result: Held) -> None:
+        result.closed = True
+        self.log.append(f"dropped {result.name} after {len(self.clock.sleeps)} backoffs")
+
+
+def late_then(clock: FakeClock, *then: Held) -> Callable[[], Held]:
+    """A sync call whose first attempt returns a ready result past a 1 s attempt timeout, then ``then``."""
+    answers = iter(then)
+    made: list[Held] = []
+
+    def call() -> Held:
+        if not made:
+            made.append(Held("late"))
+            clock.advance(5.0)
+            return made[0]
+        return next(answers)
+
+    call.made = made  # type: ignore[attr-defined]
+    return call
+
+
+def test_a_late_sync_result_is_told_to_retry_on_result_dropped_before_the_backoff(clock: FakeClock) -> None:
+    """A sync attempt's result that came after its attempt timeout is dropped (the attempt is a timeout):
+    ``retry_on_result.dropped`` is told of it, before ``on_retry`` and the backoff, as of a retried result."""
+    log: list[str] = []
+    call = late_then(clock, Held("fresh"))
+    policy = exact(attempt_timeout=1.0, initial_delay=0.5, retry_on_result=ClosesDropped(log, clock))
+    r = Retry("dep", policy, clock=clock, on_retry=lambda attempt, error: log.append(f"on_retry {attempt}"))
+    assert r.execute_sync(call).name == "fresh"
+    late = call.made[0]  # type: ignore[attr-defined]
+    assert late.closed
+    assert log == ["dropped late after 0 backoffs", "on_retry 1"]
+    assert clock.sleeps == [0.5]
+    assert r.stats.attempt_timeouts == 1
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"max_attempts": 1},  # no retry left
+        {"retry_on": ConnectionError},  # a timeout is not retried
+    ],
+)
+def test_a_late_sync_result_the_retry_stops_after_is_told_to_retry_on_result_dropped(
+    clock: FakeClock, policy: dict[str, Any]
+) -> None:
+    """Retrying stops after the late attempt: the caller gets its timeout, and the late result is let
+    go all the same, told to ``retry_on_result.dropped`` before the timeout is raised."""
+    log: list[str] = []
+    call = late_then(clock)
+    r = Retry(
+        "dep", exact(attempt_timeout=1.0, retry_on_result=ClosesDropped(log, clock), **policy), clock=clock
+    )
+    with pytest.raises(OperationTimeoutError) as info:
+        r.execute_sync(call)
+    assert info.value.scope == "attempt"
+    assert call.made[0].closed  # type: ignore[attr-defined]
+    assert log == ["dropped late after 0 backoffs"]
+    assert clock.sleeps == []
+
+
+def test_a_late_sync_result_whose_dropped_hook_raises_ends_the_execution(clock: FakeClock) -> None:
+    """What ``retry_on_result.dropped`` raises for a late result ends the execution, as for a retried result:
+    the retry scheduled never runs (given back to the budget)."""
+    budget = RetryBudget(ratio=0.0, min_retries_per_second=1.0, window=10.0, clock=clock)
+
+    class Refuses(ClosesDropped):
+        def dropped(self, result: Held) -> None:
+            raise RuntimeError(f"could not close {result.name}")
+
+    call = late_then(clock, Held("fresh"))
+    policy = exact(attempt_timeout=1.0, retry_on_result=Refuses([], clock), budget=budget)
+    r = Retry("dep", policy, clock=clock)
+    with pytest.raises(RuntimeError, match="could not close late"):
+        r.execute_sync(call)
+    assert len(call.made) == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+    stats = budget.get_stats()
+    assert (stats["retries"], stats["available"]) == (0, 10)  # the retry withdrawn, given back
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_an_interrupt_in_the_dropped_hook_of_a_late_sync_result_ends_the_execution(
+    clock: FakeClock, max_attempts: int
+) -> None:
+    """A KeyboardInterrupt in ``retry_on_result.dropped`` for a late result goes through, whether the retry
+    had stopped or scheduled a retry (given back to the budget, never run)."""
+    budget = RetryBudget(ratio=0.0, min_retries_per_second=1.0, window=10.0, clock=clock)
+
+    class Interrupted(ClosesDropped):
+        def dropped(self, result: Held) -> None:
+            raise KeyboardInterrupt
+
+    call = late_then(clock, Held("fresh"))
+    policy = exact(
+        attempt_timeout=1.0, max_attempts=max_attempts, retry_on_result=Interrupted([], clock), budget=budget
+    )
+    r = Retry("dep", policy, clock=clock)
+    with pytest.raises(KeyboardInterrupt):
+        r.execute_sync(call)
+    assert len(call.made) == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+    assert budget.get_stats()["retries"] == 0
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_late_sync_result_of_a_policy_s_attempt_timeout_is_told_to_retry_on_result_dropped(
+    clock: FakeClock, max_attempts: int
+) -> None:
+    """A policy's attempt timeout is a link of its own, inside breaker and bulkhead: the result it drops
+    is handed on to the retry, which lets it go as its own attempt timeout's (``retry_on_result.dropped``),
+    whether the retry goes on or gives up, the next call none the worse."""
+    log: list[str] = []
+    call = late_then(clock, Held("fresh"), Held("next call"))
+    policy = exact(
+        attempt_timeout=1.0,
+        initial_delay=0.5,
+        max_attempts=max_attempts,
+        retry_on_result=ClosesDropped(log, clock),
+    )
+    guarded = ResilienceManager(clock=clock).policy("late-attempts", ResilienceConfig(retry_policy=policy))
+    if max_attempts == 1:
+        with pytest.raises(OperationTimeoutError):
+            guarded.execute_sync(call)
+    else:
+        assert guarded.execute_sync(call).name == "fresh"
+    assert call.made[0].closed  # type: ignore[attr-defined]
+    assert log == ["dropped late after 0 backoffs"]
+    assert guarded.execute_sync(call).name in {"fresh", "next call"}
+    assert log == ["dropped late after 0 backoffs"]
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_the_timeout_of_a_late_sync_attempt_keeps_no_hold_on_its_result(
+    clock: FakeClock, alone: bool
+) -> None:
+    """The result let go is freed at once (the garbage collector off): the timeout the caller gets holds
+    it in no frame of its traceback, nor in a reference cycle, whether the attempt timeout is the
+    retry's own or a policy's link handing the result on."""
+    freed: list[weakref.ref[Held]] = []
+
+    def late() -> Held:
+        clock.advance(5.0)
+        result = Held("late")
+        freed.append(weakref.ref(result))
+        return result
+
+    policy = exact(attempt_timeout=1.0, max_attempts=1, retry_on_result=ClosesDropped([], clock))
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises(OperationTimeoutError) as info:
+            if alone:
+                Retry("dep", policy, clock=clock).execute_sync(late)
+            else:
+                ResilienceManager(clock=clock).policy(
+                    "held", ResilienceConfig(retry_policy=policy)
+                ).execute_sync(late)
+        assert info.value.scope == "attempt"
+        assert freed[0]() is None  # while the timeout is held: neither kept by it nor in a cycle
+    finally:
+        gc.enable()
+
+
+async def test_a_late_async_result_goes_through_to_retry_on_result(clock: FakeClock) -> None:
+    """In a task the attempt timeout cancels the attempt: a result comes after it only from a call that
+    caught the cancellation and returned, and it goes through (as with ``asyncio.timeout``), judged by
+    ``retry_on_result``, whose ``dropped`` is told of it when it is retried: no result is dropped unheard."""
+    log: list[str] = []
+    made: list[Held] = []
+
+    async def catches_the_cancellation() -> Held:
+        made.append(Held(f"attempt {len(made) + 1}", ready=len(made) > 0))
+        if len(made) == 1:
+            with contextlib.suppress(asyncio.CancelledError):  # returns all the same, past its timeout
+                await asyncio.sleep(10)
+        return made[-1]
+
+    r = Retry("dep", exact(attempt_timeout=0.05, retry_on_result=ClosesDropped(log, clock)), clock=clock)
+    assert (await r.execute(catches_the_cancellation)).name == "attempt 2"
+    assert made[0].closed
+    assert log == ["dropped attempt 1 after 0 backoffs"]
     assert r.stats.attempt_timeouts == 1
 
 

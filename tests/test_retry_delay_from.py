@@ -144,6 +144,24 @@ def test_parse_retry_after_takes_a_now_without_a_zone_as_utc() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:30", now=naive) == parse_retry_after(date, now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "pattern"),
+    [
+        ((5,), {}, r"parse_retry_after\.value must be a str, got 5 \(int\)"),
+        ((b"120",), {}, r"parse_retry_after\.value must be a str, got b'120' \(bytes\)"),
+        (("Wed, 21 Oct 2015 07:28:30 GMT",), {"now": "x"}, r"parse_retry_after\.now must be a datetime"),
+        (("120",), {"now": 0}, r"parse_retry_after\.now must be a datetime"),  # unread here: refused
+    ],
+)
+def test_parse_retry_after_names_an_argument_of_the_wrong_type(
+    args: tuple[object, ...], kwargs: dict[str, object], pattern: str
+) -> None:
+    """A value that is no text, or a ``now`` that is no datetime, is a TypeError naming the argument
+    (not an AttributeError from a method of the wrong object)."""
+    with pytest.raises(TypeError, match=pattern):
+        parse_retry_after(*args, **kwargs)  # type: ignore[arg-type]
+
+
 # -- retry_after_delay --------------------------------------------------------------------------
 
 

@@ -190,9 +190,16 @@ class Counted:
 
 
 class _Acted:
-    """What :meth:`Step._scoped` returns when :meth:`Step.on_expired` decided an action."""
+    """What :meth:`Step._scoped` returns when :meth:`Step.on_expired` decided an action.
 
-    __slots__ = ("action",)
+    Or, from :meth:`Step._scoped_sync`, with no action (``None``), a sync run's result that came
+    after the step's own deadline (:attr:`late`) with the timeout it is (:attr:`error`), for a
+    step that hears of late results (:meth:`Step.on_late`): judged by the driver outside the run.
+    """
 
-    def __init__(self, action: Action) -> None:
+    __slots__ = ("action", "error", "late")
+
+    def __init__(self, action: Action, error: Exception | None = None, late: object = None) -> None:
         self.action = action
+        self.error = error
+        self.late = late

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = [
+    "NO_RESULT",
     "AsyncDeadline",
     "DeadlineReachedError",
     "ExecutionContext",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 _SUCCESS: Final = Outcome.SUCCESS
+NO_RESULT: Final = object()
+"""No result: what a sync run cut by a deadline returned when it raised, or none was handed on."""
 _RECOVERED: Final = Outcome.RECOVERED
 _FAILURE: Final = Outcome.FAILURE
 _FALLBACK: Final = Outcome.FALLBACK
@@ -92,6 +95,7 @@ class ExecutionContext:
         "attempt",
         "fn",
         "kwargs",
+        "late",
         "max_attempts",
         "operation",
         "outcome",
@@ -104,6 +108,8 @@ class ExecutionContext:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
+    late: tuple[BaseException, Any]
+    """Unset but between :meth:`hand_late` and :meth:`take_late` (never set on a call in time)."""
     operation: str
     attempt: int
     max_attempts: int | None
@@ -133,6 +139,26 @@ class ExecutionContext:
         self.outcome = _SUCCESS
         self.parent = None
         self.properties = None
+
+    def hand_late(self, error: BaseException, result: Any) -> None:
+        """Hand on ``result``, what a sync run returned after a deadline, with its timeout ``error``.
+
+        A timeout step inside a retry (the attempt timeout of a policy) drops the result and
+        raises ``error``: the retry outside, which judges ``error``, lets the result go
+        (:meth:`take_late`).
+        """
+        self.late = (error, result)
+
+    def take_late(self, error: BaseException) -> Any:
+        """Return the result handed on with ``error`` (:meth:`hand_late`), else :data:`NO_RESULT`.
+
+        What was handed on is forgotten, whichever error it came with.
+        """
+        handed = getattr(self, "late", None)
+        if handed is None:
+            return NO_RESULT
+        del self.late
+        return handed[1] if handed[0] is error else NO_RESULT
 
     def fork(self, *, new_attempt: bool = True) -> ExecutionContext | None:
         """Start the context of an attempt that runs beside others of this execution (a hedge).

@@ -33,8 +33,9 @@ The contract a driver keeps for every step:
 * a hook the step class does not override is never called (read once per class);
 * for every token :meth:`Step.admit` returned (or :attr:`Step.standing` held), exactly one of
   :meth:`Step.on_success` (for a :class:`Counted` token with its count set: the count),
-  :meth:`Step.on_failure` (or ``on_expired``) or :meth:`Step.on_cancel` runs per run of the rest
-  of the chain, so a step that takes a permit or a slot gives it back on every path;
+  :meth:`Step.on_failure` (or ``on_expired``, or, for a sync run that returned after the step's
+  own deadline, ``on_late`` when the step overrides it) or :meth:`Step.on_cancel` runs per run of
+  the rest of the chain, so a step that takes a permit or a slot gives it back on every path;
 * a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
   to ``on_failure``: it reaches ``on_cancel`` and is re-raised; so does, in the async driver, an
   error the call raised on its way out of its task's cancellation
@@ -58,6 +59,7 @@ from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import NOT_SYNC, not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import NO_RESULT
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import (
     DeadlineIgnored,
@@ -128,6 +130,7 @@ _CALLED: Final = (
     "on_failure",
     "on_expired",
     "on_expired_ignored",
+    "on_late",
     "on_cancel",
     "get_stats",
 )
@@ -211,6 +214,8 @@ class Step:
 
     _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""
+    _hears_late: ClassVar[bool] = False
+    """Whether the class overrides :meth:`on_late` (read when a sync run returned late only)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Record once per class which hooks it overrides: the drivers skip the others.
@@ -234,6 +239,7 @@ class Step:
             cls.on_expired is not Step.on_expired,
             cls.on_cancel is not Step.on_cancel,
         )
+        cls._hears_late = cls.on_late is not Step.on_late
 
     def __init__(self) -> None:
         self.next: Step = TERMINAL
@@ -335,6 +341,27 @@ class Step:
         expired, for the step to count and report. A sync run cannot catch it: its late result is
         a timeout.
         """
+
+    def on_late(
+        self,
+        ctx: ExecutionContext,
+        token: Any,
+        error: OperationTimeoutError,
+        result: Any,  # noqa: ARG002
+        /,
+    ) -> Action:
+        """Judge a sync run that returned ``result`` after this step's own deadline: the timeout ``error``.
+
+        A thread cannot be cut: the sync driver drops such a result, and the run is a timeout
+        (:meth:`on_expired` has heard of it and passed it on). A step that overrides this hook
+        judges that timeout here, in place of :meth:`on_failure`, told of the result the driver
+        drops once the hook returns (a retry lets it go as a retried result:
+        ``retry_on_result.dropped``); ``None`` re-raises ``error``. A step that does not override
+        it never hears of a late result: :meth:`on_failure` judges the timeout. The async driver
+        drops no result: a run that returns after its deadline caught the deadline's
+        cancellation, and its result goes through (:meth:`on_expired_ignored`).
+        """
+        return self.on_failure(ctx, token, error) if self._fails else None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, /, *, running: bool) -> None:
         """Give back what :meth:`admit` took: a ``BaseException`` ended the run.
@@ -634,7 +661,8 @@ class Step:
                     self.on_cancel(ctx, token, running=action is None)
                 raise
             if seconds is not None and type(result) is _Acted:
-                action = result.action
+                if (action := result.action) is None:  # a late result, for the step to judge (on_late)
+                    action = self._late(ctx, token, result)
             elif (
                 not judges  # a Counted token's success is counted while its count is set (no call):
                 or (type(token) is Counted and (c := token.count) is not None and next(c) is not None)
@@ -710,22 +738,48 @@ class Step:
         except BaseException as escaped:
             if cell is None or not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
                 raise
+            result = NO_RESULT  # the chain's engine wait reached our deadline: its error is dropped
         else:
             if cell is None:  # an earlier deadline binds the block: its owner judges it
                 if not enforce_binding_deadline(clock, previous, deadline, seconds, ctx.operation):
                     return result
             elif not withdraw_deadline(cell, previous, deadline, clock, None):
                 return result
-        # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped,
-        # and not kept by this frame, which the timeout's traceback holds.
-        result = None
+        # Our own deadline passed: what the chain returned is dropped, a timeout; a step that hears
+        # of late results (on_late) is handed it, by the driver, outside the run. Never kept by
+        # this frame, which the timeout's traceback holds.
         error = OperationTimeoutError(ctx.operation, seconds, self.scope)
-        if not self._expires or (action := self.on_expired(ctx, token, error)) is None:
+        if self._expires and (action := self.on_expired(ctx, token, error)) is not None:
+            return _Acted(action)
+        if result is not NO_RESULT and self._hears_late:
+            return _Acted(None, error, result)
+        result = None
+        try:
+            raise error from None
+        finally:
+            del error  # its traceback holds this frame: not bound here (a cycle)
+
+    def _late(self, ctx: ExecutionContext, token: Any, late: _Acted) -> Action:
+        """Have the step judge a sync run that returned after its own deadline (:meth:`on_late`).
+
+        Called by the sync driver outside the run, as :meth:`on_failure` is for a failed one, so
+        that what the hook raises ends the execution and is not judged as the run's outcome.
+
+        Returns:
+            The step's action; the timeout is re-raised when it decided none.
+        """
+        error, result = late.error, late.late
+        late.error = late.late = None
+        try:
+            action = self.on_late(ctx, token, cast("OperationTimeoutError", error), result)
+        finally:
+            result = None  # dropped: not kept by this frame, which a traceback through it holds
+        if action is None:
             try:
-                raise error from None
+                raise cast("OperationTimeoutError", error) from None
             finally:
-                del error  # its traceback holds this frame: not bound here (a cycle)
-        return _Acted(action)
+                error = None  # its traceback holds this frame: not bound here (a cycle)
+        return action
 
     def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
         """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error).

@@ -246,7 +246,9 @@ def _attempt_timeout(at: StageInputs) -> Step | None:
     seconds = None if policy is None else policy.attempt_timeout
     if seconds is None:
         return None
-    return TimeoutHandler(seconds, name=at.name, scope="attempt", clock=at.clock).as_strategy(at.name)
+    link = TimeoutHandler(seconds, name=at.name, scope="attempt", clock=at.clock).as_strategy(at.name)
+    link.hands_late = True  # a late sync result goes to the retry, which lets it go (its dropped hook)
+    return link
 
 
 def _chaos(at: StageInputs) -> Step | None:

@@ -226,7 +226,7 @@ class _TimeoutStep(Link[TimeoutConfig]):
     read only when the deadline expires). A named handler's error names the handler.
     """
 
-    __slots__ = ("_core", "_names_function", "scope")
+    __slots__ = ("_core", "_names_function", "hands_late", "scope")
 
     kind: ClassVar[str] = _KIND
 
@@ -237,6 +237,9 @@ class _TimeoutStep(Link[TimeoutConfig]):
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
         self._names_function = core.name == DEFAULT_NAME
+        # Whether a late sync result is handed on to the retry outside (the attempt timeout of a
+        # policy: manager.stages), rather than dropped here unheard (on_late).
+        self.hands_late = False
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""
@@ -250,6 +253,18 @@ class _TimeoutStep(Link[TimeoutConfig]):
     def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:  # noqa: ARG002
         """Count and report our own deadline's expiry, which the call caught before it returned."""
         self._core.expired(self._telemetry, answered=False)
+
+    def on_late(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError, result: Any) -> Action:  # noqa: ARG002
+        """Raise the timeout a sync run that returned ``result`` after our deadline is; hand the result on.
+
+        The result is dropped here: for the retry outside when the link :attr:`hands_late` (the
+        attempt timeout of a policy), which lets it go as a result it retries
+        (``retry_on_result.dropped``), with the timeout it judges
+        (:meth:`~otel_resilience.engine.context.ExecutionContext.hand_late`).
+        """
+        if self.hands_late:
+            ctx.hand_late(error, result)
+        return None
 
 
 def _name_after(error: OperationTimeoutError, name: str) -> None:

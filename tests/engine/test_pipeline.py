@@ -423,9 +423,11 @@ def test_execution_context_started_by_hand_or_by_a_driver_is_the_same() -> None:
     start_context(by_driver, print, (1,), {"k": 2}, "op", 3, True)
     assert isinstance(by_driver, ExecutionContext)
     fields = ExecutionContext.__slots__
-    unset = object()  # ``rejected`` is an attempt's (``fork``) only: an execution's own never reads it
+    # ``rejected`` is an attempt's (``fork``) only: an execution's own never reads it; ``late`` is set
+    # only while a late sync result is handed on (``hand_late``), never on a call in time
+    unset = object()
     assert [getattr(by_hand, f, unset) for f in fields] == [getattr(by_driver, f, unset) for f in fields]
-    assert [f for f in fields if getattr(by_hand, f, unset) is unset] == ["rejected"]
+    assert [f for f in fields if getattr(by_hand, f, unset) is unset] == ["late", "rejected"]
     assert by_hand.fork(new_attempt=False).rejected is False
     assert by_hand.attempt == 1
     assert by_hand.outcome is Outcome.SUCCESS

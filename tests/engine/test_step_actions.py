@@ -15,6 +15,8 @@ import pytest
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Answer, Call, Retry, Step
+from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.testing import FakeClock
 
 _DECIDES = r"Decides\('decides'\) decided {}: a step's hook returns None, an Answer, a Retry or a Call"
 
@@ -142,8 +144,55 @@ async def test_a_step_s_own_deadline_may_be_a_timedelta(driver: str) -> None:
     assert (pipeline.execute_sync(lambda: "ok") if driver == "sync" else await pipeline.execute(fn)) == "ok"
 
 
+class HearsLate(Timed):
+    """A user's step with a 1 s deadline on a fake clock that records how a run past it is judged."""
+
+    def __init__(self, clock: FakeClock, decision: object = None) -> None:
+        super().__init__(1.0)
+        self.clock = clock
+        self.decision = decision
+        self.heard: list[tuple[str, object]] = []
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Any:
+        self.heard.append(("on_failure", type(error).__name__))
+
+
+class HearsLateResults(HearsLate):
+    """:class:`HearsLate` that hears of the result a sync run returned past its deadline (``on_late``)."""
+
+    def on_late(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError, result: Any) -> Any:
+        self.heard.append(("on_late", (error.timeout, result)))
+        return self.decision
+
+
+def test_a_sync_run_past_the_step_s_own_deadline_is_judged_by_on_late_with_its_result() -> None:
+    """The sync driver drops a result that came after the step's own deadline (the run is a timeout):
+    a step that overrides ``on_late`` judges that timeout in place of ``on_failure``, told of the result,
+    and what it decides ends the run (``None`` re-raises the timeout); any other step's ``on_failure``
+    judges the timeout, as before."""
+    clock = FakeClock()
+
+    def late() -> str:
+        clock.advance(5.0)
+        return "late"
+
+    answered = HearsLateResults(clock, Answer("judged"))
+    assert PipelineBuilder("late-answered").add(answered).build().execute_sync(late) == "judged"
+    assert answered.heard == [("on_late", (1.0, "late"))]
+
+    passed = HearsLateResults(clock)
+    with pytest.raises(OperationTimeoutError):
+        PipelineBuilder("late-passed").add(passed).build().execute_sync(late)
+    assert passed.heard == [("on_late", (1.0, "late"))]
+
+    unheard = HearsLate(clock)
+    with pytest.raises(OperationTimeoutError):
+        PipelineBuilder("late-unheard").add(unheard).build().execute_sync(late)
+    assert unheard.heard == [("on_failure", "OperationTimeoutError")]
+
+
 @pytest.mark.parametrize(
-    "hook", ["admit", "on_success", "on_failure", "on_expired", "on_cancel", "get_stats"]
+    "hook", ["admit", "on_success", "on_failure", "on_expired", "on_late", "on_cancel", "get_stats"]
 )
 def test_a_step_whose_hook_is_a_coroutine_function_is_refused_in_its_class_statement(hook: str) -> None:
     """The drivers call hooks and never await them: an ``async def`` hook would never run (an admit that admits all)."""

@@ -61,7 +61,8 @@ How it behaves, and why:
   :class:`~otel_resilience.engine.context.AsyncDeadline` with scope ``"attempt"``; a timed-out
   attempt raises :class:`~otel_resilience.errors.OperationTimeoutError`, which is retried by
   default. Sync attempts cannot be pre-empted: a :class:`~otel_resilience.engine.context.SyncDeadline`
-  publishes the deadline to the callee and turns a late result into a timeout.
+  publishes the deadline to the callee and turns a late result into a timeout; that result,
+  dropped, is told to ``retry_on_result.dropped`` when the predicate has it.
 * **``on_retry(attempt, error)``** runs before each backoff, after the decision to retry;
   ``attempt`` is the number of the attempt that failed, unique in the execution (so the first
   call is ``on_retry(1, error)``) and

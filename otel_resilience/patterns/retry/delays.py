@@ -13,9 +13,12 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
+from otel_resilience.engine.validation import fail
+
 __all__ = ["parse_retry_after", "retry_after_delay"]
 
 _HEADER: Final = "Retry-After"
+_PARSE: Final = "parse_retry_after"
 _DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 """delta-seconds: ASCII digits, a decimal fraction allowed (no sign, exponent, ``_`` or other digits)."""
 
@@ -40,7 +43,15 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
         Seconds ``>= 0``, or ``None`` when the value is neither form (or a negative number, or
         ``inf``/``nan``). Delta-seconds too many digits for a float are ``inf``: longer than any
         ``max_delay``, so retrying gives up, as for any value over it.
+
+    Raises:
+        TypeError: ``value`` is not a ``str``, or ``now`` neither a ``datetime`` nor ``None``
+            (whether or not the value is a date).
     """
+    if not isinstance(value, str):
+        raise fail(_PARSE, "value", "a str", value, kind=TypeError)
+    if now is not None and not isinstance(now, datetime):
+        raise fail(_PARSE, "now", "a datetime or None", now, kind=TypeError)
     text = value.strip()
     if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)

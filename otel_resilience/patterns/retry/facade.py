@@ -20,7 +20,7 @@ from otel_resilience.engine.protecting import check_protectable, is_async_callab
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.validation import check_callable, check_called_with, check_name, fail
-from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
+from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy, _check_rng
 from otel_resilience.patterns.retry.stats import RetryStats
 from otel_resilience.patterns.retry.step import _RetryCore, _RetryStep
 
@@ -44,8 +44,7 @@ def _check_options(owner: str, on_retry: object, rng: object) -> None:
     """
     check_callable(owner, "on_retry", on_retry, optional=True)
     check_called_with(owner, "on_retry", on_retry, "attempt", "error")
-    if rng is not None and not isinstance(rng, random.Random):
-        raise fail(owner, "rng", "a random.Random or None", rng, kind=TypeError)
+    _check_rng(owner, rng)
 
 
 class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):

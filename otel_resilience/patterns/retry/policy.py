@@ -185,6 +185,8 @@ class RetryPolicy:
     the backoff, so that it may free what the result holds (the HTTP integrations close the
     response, its connection back in the pool during the backoff); an awaitable it returns is
     awaited (async drivers; the sync driver refuses one), and what it raises ends the execution.
+    A sync attempt's result that came after ``attempt_timeout`` is dropped too (the attempt is
+    a timeout), whether or not the retry goes on: it is told of it first.
     Default: ``None`` (results are never retried)."""
     budget: RetryBudget | None = None
     """A :class:`~otel_resilience.patterns.retry.RetryBudget` the retries draw from, shared with other
@@ -362,7 +364,8 @@ class RetryPolicy:
 
         Raises:
             ValueError: If ``attempt`` is below 1, or ``previous`` is negative or not finite.
-            TypeError: If ``attempt`` is not an ``int``, or ``previous`` not a number (nor ``None``).
+            TypeError: If ``attempt`` is not an ``int``, ``previous`` not a number (nor ``None``),
+                or ``rng`` not a ``random.Random`` (nor ``None``).
         """
         if isinstance(attempt, bool) or not isinstance(attempt, int):
             raise fail(_COMPUTE, "attempt", "an int", attempt, kind=TypeError)
@@ -370,6 +373,8 @@ class RetryPolicy:
             raise fail(_COMPUTE, "attempt", ">= 1", attempt)
         if previous is not None:
             previous = check_number(_COMPUTE, "previous", previous, minimum=0.0)
+        if rng is not None:
+            _check_rng(_COMPUTE, rng)
         source = _DEFAULT_RNG if rng is None else rng
         cap = self.max_delay
         if self.strategy is RetryStrategy.RANDOM:
@@ -381,6 +386,16 @@ class RetryPolicy:
         except OverflowError:  # a power or an attempt number past the floats: past any cap, unless times 0
             base = cap if self.initial_delay else 0.0
         return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
+
+
+def _check_rng(owner: str, rng: object) -> None:
+    """Refuse an ``rng`` neither a ``random.Random`` nor ``None``: a ``TypeError`` naming ``<owner>.rng``.
+
+    The rule of a retry's random source, wherever one is given: :class:`Retry`, the
+    :func:`retry` decorator, :meth:`RetryPolicy.compute_delay`.
+    """
+    if rng is not None and not isinstance(rng, random.Random):
+        raise fail(owner, "rng", "a random.Random or None", rng, kind=TypeError)
 
 
 def _check_dropped(field: str, predicate: object, argument: str) -> None:

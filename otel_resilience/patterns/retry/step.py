@@ -18,6 +18,7 @@ from otel_resilience.engine.admission import UnheardStanding
 from otel_resilience.engine.calling import WrongDriver, handled_error, refused
 from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.closing import give_back
+from otel_resilience.engine.context import NO_RESULT
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import (
     Event,
@@ -39,6 +40,7 @@ from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import matched_by_class, verdict, wrong_return
+from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.patterns.retry.budget import RetryBudget
 from otel_resilience.patterns.retry.delays import seconds_of
 from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
@@ -59,7 +61,6 @@ if TYPE_CHECKING:
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Action
-    from otel_resilience.errors import OperationTimeoutError
     from otel_resilience.patterns.retry.policy import OnRetry
 
 __all__: list[str] = []
@@ -569,12 +570,17 @@ class _RetryStep(Link[RetryPolicy]):
         self._core.cancelled(in_attempt=True)
         ctx.result_failed()
 
-    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
+    def on_failure(
+        self, ctx: ExecutionContext, token: Any, error: Exception, late: object = NO_RESULT
+    ) -> Action:
         """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops.
 
         An enclosing scope's deadline, reached in a thread, is not judged: it passes to that
         scope (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), the attempt ended
-        as that deadline's cancellation ends it in a task (:meth:`on_cancel`).
+        as that deadline's cancellation ends it in a task (:meth:`on_cancel`). ``late`` is the
+        result of a sync attempt that returned after its own timeout (:meth:`on_late`); for a
+        timeout of a step inside (the attempt timeout of a policy), the result that step handed
+        on with it (:meth:`~otel_resilience.engine.context.ExecutionContext.take_late`).
         """
         if passes_to_its_scope(error):
             self.on_cancel(ctx, token, running=True)
@@ -583,7 +589,18 @@ class _RetryStep(Link[RetryPolicy]):
             token = None
         elif token.handles:
             token.end(classify_error(error), error)
-        return self._after(ctx, token, error)
+        if late is NO_RESULT and type(error) is OperationTimeoutError:  # a timeout step's, inside?
+            late = ctx.take_late(error)  # what it dropped, handed on (ExecutionContext.hand_late)
+        return self._after(ctx, token, error, late=late)
+
+    def on_late(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError, result: Any) -> Action:
+        """Judge a sync attempt that returned ``result`` after its own timeout: the timeout ``error``.
+
+        It is judged as any timed-out attempt (:meth:`on_failure`); its result, which the
+        driver drops, is let go as a retried result is (:meth:`_after`: ``retry_on_result.dropped``
+        hears of it first), whether or not the retry goes on.
+        """
+        return self.on_failure(ctx, token, error, result)
 
     def on_expired(
         self,
@@ -667,30 +684,41 @@ class _RetryStep(Link[RetryPolicy]):
         return _after_on_retry(ctx, retry, value, error)
 
     def _after(
-        self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None, result: object = None
+        self,
+        ctx: ExecutionContext,
+        token: _Attempts | None,
+        error: Exception | None,
+        result: object = None,
+        late: object = NO_RESULT,
     ) -> Action:
         """Decide what follows a failed attempt (``error``, or a retried ``result`` when ``None``).
 
+        ``late`` is the result of a sync attempt that returned after its own timeout (``error``),
+        which the driver drops: ``retry_on_result.dropped`` hears of it first, as of a retried
+        result, whether or not the retry goes on.
+
         Returns:
-            ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
-            by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one,
-            and first by one of ``retry_on_result.dropped`` for a retried result, or of
+            ``None`` when retrying stops (after a late result with ``retry_on_result.dropped``:
+            a :class:`~otel_resilience.engine.step.Call` of it, then ``error`` re-raised); else a
+            :class:`RunAgain` after the backoff, preceded by a ``Call`` of ``on_retry`` when there
+            is one, and first by one of ``retry_on_result.dropped`` for a retried result, or of
             ``retry_on.dropped`` for a retried error, when the predicate has that method
-            (:attr:`RetryPolicy.retry_on_result`, :attr:`RetryPolicy.retry_on`).
+            (:attr:`RetryPolicy.retry_on_result`, :attr:`RetryPolicy.retry_on`), and of
+            ``retry_on_result.dropped`` for a late result before them.
         """
         core = self._core
         failed = ctx.attempt
         if token is None:
             wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
             if wait is None:
-                return None
+                return None if late is NO_RESULT else self._let_go_late(late, None, error)
             token = _Attempts(ctx, self._telemetry)
         else:
             wait = core.schedule(
                 self._telemetry, ctx, token.count, error, result=result, previous=token.previous
             )
             if wait is None:
-                return None
+                return None if late is NO_RESULT else self._let_go_late(late, None, error)
         token.count += 1
         token.previous = delay = wait.delay
         token.withdrawal = wait.withdrawal
@@ -715,38 +743,66 @@ class _RetryStep(Link[RetryPolicy]):
         else:
             dropped, what, outcome = core.error_dropped, core.error_dropped_what, error
         if dropped is not None:  # the retried result or error, let go before the backoff
-            return Call(
-                dropped,
-                (outcome,),
-                {},
-                self._after_dropped,
-                state=(retry, action),
-                what=what,
-                cancelled=self._dropped_stopped,
-            )
-        return action
+            action = self._dropping(dropped, what, outcome, retry, action)
+        return action if late is NO_RESULT else self._let_go_late(late, retry, action)
 
-    def _dropped_stopped(self, ctx: ExecutionContext, state: tuple[RunAgain, Action]) -> None:
+    def _let_go_late(self, late: object, retry: RunAgain | None, then: Action | Exception) -> Action:
+        """Have ``retry_on_result.dropped`` (if the predicate has it) let ``late`` go, then ``then``.
+
+        ``late`` is a sync attempt's result that came after its own timeout; ``then`` what follows
+        (``retry``'s actions), or the timeout to re-raise when retrying stops (``retry`` ``None``).
+        """
+        core = self._core
+        if core.dropped is not None:
+            return self._dropping(core.dropped, core.dropped_what, late, retry, then)
+        if isinstance(then, Exception):
+            return None  # retrying stops: the timeout is re-raised
+        return then
+
+    def _dropping(
+        self, dropped: Any, what: str, outcome: object, retry: RunAgain | None, then: Action | Exception
+    ) -> Call:
+        """Return the ``Call`` of a ``dropped`` hook told of ``outcome``, then ``then``."""
+        return Call(
+            dropped,
+            (outcome,),
+            {},
+            self._after_dropped,
+            state=(retry, then),
+            what=what,
+            cancelled=self._dropped_stopped,
+        )
+
+    def _dropped_stopped(
+        self, ctx: ExecutionContext, state: tuple[RunAgain | None, Action | Exception]
+    ) -> None:
         """A cancellation or an interrupt ended a ``dropped`` hook: as :meth:`_retry_stopped`."""
-        self._retry_stopped(ctx, state[0])
+        if state[0] is not None:  # None: retrying had stopped (a late result let go)
+            self._retry_stopped(ctx, state[0])
 
     def _after_dropped(
         self,
         ctx: ExecutionContext,  # noqa: ARG002 - a Call's continuation
-        state: tuple[RunAgain, Action],
+        state: tuple[RunAgain | None, Action | Exception],
         value: object,  # noqa: ARG002 - what it returned (or awaited) is not used
         error: Exception | None,
     ) -> Action:
         """Continue once a ``dropped`` hook let the retried result (or error) go: ``on_retry``, the backoff.
 
         What it raised ends the execution, as an error of ``on_retry`` does: the retry scheduled
-        is given back.
+        is given back. After a late result the retry stopped on, the timeout is re-raised.
         """
-        retry, action = state
+        retry, then = state
         if error is not None:
-            self.give_back(retry.token)
+            if retry is not None:
+                self.give_back(retry.token)
             try:
                 raise error
             finally:
                 del error  # its traceback holds this frame: not bound here (a cycle)
-        return action
+        if isinstance(then, Exception):  # retrying stopped after a late result: its timeout
+            try:
+                raise then from None
+            finally:
+                del then, state  # its traceback holds this frame: not bound here (a cycle)
+        return then
