@@ -37,6 +37,12 @@ request under way when its session closes (its retry backing off) is not sent ag
 with aiohttp's own ``RuntimeError("Session is closed")``; one whose connector closed under an
 open session (``connector_owner=False``, closed by its owner) or while the session closed, with
 aiohttp's own ``ClientConnectionError("Connector is closed.")``, once, not counted by the breaker.
+One waiting for its answer at the close ends with the error the close gave it, as aiohttp raises
+it (``ServerDisconnectedError``; a GET aiohttp sends again itself: ``Connector is closed.``),
+once: not retried, not counted by the breaker. One waiting for a connection slot
+(``TCPConnector(limit=...)``), whose wait aiohttp's close cancels, its task not cancelled, ends
+with ``ClientConnectionError("Connector is closed.")``, never sent: not a cancellation (Python
+3.11+: on 3.10 nothing tells it from a cancellation of the task, which it stays).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from otel_resilience.integrations.sending import (
     HttpPolicy,
     Sent,
     body_failed,
+    closed_during,
     host_port,
     pool_wait_ended,
     raised_in,
@@ -113,6 +120,8 @@ class ResilientMiddleware(HttpIntegration):
         except (asyncio.TimeoutError, asyncio.CancelledError) as error:
             total = _total_timed_out(request, error)  # aiohttp's ClientTimeout.total: the request is over
             if raised_in(error, _POOL_WAIT):  # waiting for a connection slot: it never left the client
+                if not total and _slot_closed(request, error):  # the session's close ended the wait
+                    raise refused(aiohttp.ClientConnectionError("Connector is closed.")) from None
                 pool_wait_ended(
                     error, index, cancelled=not total and isinstance(error, asyncio.CancelledError)
                 )
@@ -124,9 +133,12 @@ class ResilientMiddleware(HttpIntegration):
                 raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
         except Exception as error:
-            if request.session.closed and raised_in(error, _CONNECT):  # its connector closed: never sent
-                raise refused(error).with_traceback(error.__traceback__) from None
-            body_failed(error, getattr(request.body, "_value", None), index)  # the caller's generator's?
+            if request.session.closed:  # closed (or its connector) while the request was under way
+                if raised_in(error, _CONNECT):  # before it was sent
+                    raise refused(error).with_traceback(error.__traceback__) from None
+                closed_during(error, index)  # waiting for its answer
+            else:
+                body_failed(error, getattr(request.body, "_value", None), index)  # the caller's generator's?
             raise
         raise FailedResponseError(response, response.status)
 
@@ -170,6 +182,20 @@ def _total_timed_out(request: aiohttp.ClientRequest, error: BaseException) -> bo
                 return False
             task.uncancel()
     return True
+
+
+def _slot_closed(request: aiohttp.ClientRequest, error: BaseException) -> bool:
+    """Whether the close of ``request``'s session (or of its connector) ended its wait for a connection slot.
+
+    aiohttp's close cancels each wait for a slot of the connector's (``TCPConnector(limit=...)``):
+    the ``CancelledError`` reaches the request's task, which nobody cancelled. A task that is
+    being cancelled too (its count of cancellations: Python 3.11+; on 3.10 nothing tells it)
+    keeps its cancellation.
+    """
+    if isinstance(error, asyncio.CancelledError) and sys.version_info >= (3, 11) and request.session.closed:
+        task = asyncio.current_task()
+        return task is not None and not task.cancelling()
+    return False
 
 
 def _in_memory(body: object) -> bool:

@@ -766,7 +766,10 @@ class _NotTheHostsError(Exception, metaclass=_ToldByTheRequest):
       aiohttp's ``ClientTimeout.connect`` or ``total`` (which bound its connect and the whole
       request too): :func:`~otel_resilience.integrations.sending.pool_wait_ended`;
     * the caller's body generator raising while the client sent it (the caller's own failure):
-      :func:`~otel_resilience.integrations.sending.body_failed`.
+      :func:`~otel_resilience.integrations.sending.body_failed`;
+    * the caller closing its own client while the request waited for its answer (httpx's
+      ``ReadError``, aiohttp's ``ServerDisconnectedError``):
+      :func:`~otel_resilience.integrations.sending.closed_during`.
 
     A class matches none of it (``record_exceptions`` and ``ignore_exceptions`` stay disjoint).
     """

@@ -26,9 +26,12 @@ instrumentation, pass :func:`~otel_resilience.integrations.http.resend_count_hoo
 request hook to put ``http.request.resend_count`` on the client spans of resends.
 
 A request under way when its transport is closed (``client.close()``: its retry backing off,
-waiting in a bulkhead's queue or for a rate limiter's permit, a hedge about to start) is not
-sent, neither again nor for the first time: it ends with the ``RuntimeError`` httpx raises for a
-closed client. A new request opens the transport again, as httpx's own transports allow. A
+waiting in a bulkhead's queue or for a rate limiter's permit, a hedge about to start, waiting
+for a free connection of the pool of the ``httpx.HTTPTransport`` wrapped) is not sent, neither
+again nor for the first time: it ends with the ``RuntimeError`` httpx raises for a
+closed client. One waiting for its answer at the close ends with the error the close gave it
+(httpx's ``ReadError``), once: not retried, not counted by the breaker (the caller closed its
+own client). A new request opens the transport again, as httpx's own transports allow. A
 client's ``proxy=`` routes its requests through a transport of its own, around this one: give
 the proxy to the transport wrapped.
 """
@@ -37,8 +40,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar
 
+import httpcore
 import httpx
 from httpcore._async.connection_pool import AsyncPoolRequest
 from httpx._multipart import MultipartStream
@@ -58,6 +62,7 @@ from otel_resilience.integrations.sending import (
     Sent,
     body_failed,
     close_earlier,
+    closed_during,
     host_port,
     pool_wait_ended,
     raised_in,
@@ -275,12 +280,54 @@ class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
         raise refused(RuntimeError(_CLOSED))
 
     def close(self) -> None:
-        """Close the wrapped transport (again)."""
+        """Close the wrapped transport (again); a request waiting for its pool is refused."""
+        _refuse_waits(self.transport)
         self.transport.close()
 
     async def aclose(self) -> None:
-        """Close the wrapped transport (again)."""
+        """Close the wrapped transport (again); as :meth:`close`."""
+        _refuse_waits(self.transport)
         await self.transport.aclose()
+
+
+class _ClosedPool:
+    """What httpcore's closed pool gives a request waiting for one of its connections: a refusal.
+
+    httpcore's ``close()`` closes the connections it holds, nothing more: a request waiting for
+    one (every connection in use, ``max_connections``) is given a new one once a request in
+    use ends, and sent through the closed pool, on a connection nothing closes again. This one,
+    given in place of a connection (:func:`_refuse_waits`), refuses it with httpx's own error for
+    a closed client (:func:`refused`); httpcore then drops the request from its pool.
+    """
+
+    __slots__ = ()
+
+    def handle_request(self, request: httpcore.Request) -> NoReturn:  # noqa: ARG002 - httpcore's signature
+        """Refuse the request: its client closed."""
+        raise refused(RuntimeError(_CLOSED))
+
+    async def handle_async_request(self, request: httpcore.Request) -> NoReturn:  # noqa: ARG002
+        """Refuse the request: its client closed."""
+        raise refused(RuntimeError(_CLOSED))
+
+
+def _refuse_waits(transport: object) -> None:
+    """Give each request waiting for a connection of ``transport``'s httpcore pool a :class:`_ClosedPool`.
+
+    Before the pool closes, under its lock, so that no request ending then gives a waiting one a
+    new connection first. A transport of another kind (no httpcore pool) is left as it is.
+    """
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, (httpcore.ConnectionPool, httpcore.AsyncConnectionPool)):
+        return
+    with pool._optional_thread_lock:
+        for waiting in pool._requests:
+            if waiting.is_queued():
+                waiting.assign_to_connection(_REFUSAL)
+
+
+_REFUSAL: Final[Any] = _ClosedPool()
+"""What a waiting request is given in place of a connection (httpcore calls its ``handle_request`` only)."""
 
 
 class _SyncLink(Link[httpx.BaseTransport]):
@@ -317,7 +364,10 @@ class _SyncLink(Link[httpx.BaseTransport]):
             http.deadline_reached(error)
             raise
         except Exception as error:
-            body_failed(error, _source(request), index)  # the caller's body generator raised it?
+            if self._closed:  # the caller closed the client while the request was under way
+                closed_during(error, index)
+            else:
+                body_failed(error, _source(request), index)  # the caller's body generator raised it?
             raise
         if consumed:
             response.close()
@@ -363,7 +413,10 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
                 pool_wait_ended(error, index, cancelled=True)
             raise
         except Exception as error:
-            body_failed(error, _source(request), index)  # the caller's body generator raised it?
+            if self._closed:  # the caller closed the client while the request was under way
+                closed_during(error, index)
+            else:
+                body_failed(error, _source(request), index)  # the caller's body generator raised it?
             raise
         if consumed:
             await response.aclose()

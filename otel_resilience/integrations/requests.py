@@ -30,8 +30,9 @@ A request under way when its adapter closes (``session.close()``: its retry back
 in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
 connection of its pool) is not sent, neither again nor for the
 first time: it ends with requests' own error for a closed pool (a ``ConnectionError`` from
-urllib3's ``ClosedPoolError``), once, not retried. A new request is sent, through new pools, as
-requests sends one after ``close()``.
+urllib3's ``ClosedPoolError``), once, not retried. One waiting for its answer gets it: the close
+leaves a connection in use open. A new request is sent, through new pools, as requests sends
+one after ``close()``.
 
 The OpenTelemetry requests instrumentation wraps ``Session.send``, so its client span covers the
 whole execution (every attempt nests inside it) rather than one span per send.

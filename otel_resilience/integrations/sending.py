@@ -54,6 +54,7 @@ __all__ = [
     "body_failed",
     "close_dropped",
     "close_earlier",
+    "closed_during",
     "host_port",
     "pool_wait_ended",
     "raised_in",
@@ -554,6 +555,7 @@ class HttpIntegration:
             closing = self._link
             sender = closing._sender
             closing._sender = closed = guard(sender)
+            closing._closed = True
             self._open(sender)
         return closed
 
@@ -574,14 +576,17 @@ class Link(ABC, Generic[S]):
     too, with the client's own error for a closed client (:func:`refused`), while the requests
     entering after get a new link, open again. An open link's sends pay nothing for it. Sent,
     a request of a closed client would open a connection in its closed pool, which nothing
-    would close again.
+    would close again. A send under way at the close (waiting for its answer) ends with the
+    error the close gave it, as the client raises it: the link tells it, :attr:`_closed`
+    read on that error only (:func:`closed_during`).
     """
 
-    __slots__ = ("_http", "_sender")
+    __slots__ = ("_closed", "_http", "_sender")
 
     def __init__(self, http: HttpPolicy, sender: S) -> None:
         self._http = http
         self._sender = sender
+        self._closed = False  # set by the client's close (HttpIntegration._close_link), never reset
 
     @abstractmethod
     def _send_once(self, request: Any, sent: Sent) -> Any:
@@ -615,6 +620,26 @@ def refused(error: E) -> E:
     copy.args = error.args
     copy.__dict__.update(error.__dict__)  # requests': its request and response
     return cast("E", copy)
+
+
+def closed_during(error: BaseException, index: int | None = None) -> None:
+    """Tell the current request that the caller closed its client while its send at ``index`` was under way.
+
+    The one rule of a send that the caller's own close cut (``client.close()`` or
+    ``session.close()`` while the request waited for its answer): the client's error for it
+    (httpx's ``ReadError``, aiohttp's ``ServerDisconnectedError``) is no failure of the host, so
+    no breaker counts it (:func:`_not_the_hosts`); nothing sends the request again (each send
+    would be refused by the closed client, after its wait: :func:`_sent_no_more`); and the
+    caller gets that error once, as the client raised it (it is not a
+    :class:`RequestNotSentError`: the host may have had the request). Called by each client,
+    on a send's error, when its client was closed (:class:`Link`, or a closed aiohttp session);
+    ``index``: the send's place in the request's record (``None``: the last send, a sync
+    request's).
+    """
+    if isinstance(error, RequestNotSentError):  # refused by the closed client: told by its class
+        return
+    _sent_no_more()
+    _not_the_hosts(error, index)
 
 
 _REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}
@@ -744,8 +769,8 @@ class Sent(list[Any]):
             hops, the send an authentication challenge answered): the resend counts of its sends
             continue from it (:func:`record_send`).
         spared: The sends that ended by no fault of the host (in a wait for a connection of the
-            client's pool, or the caller's body raised), not told yet (:meth:`not_the_hosts`):
-            the place of each and the error it ended with.
+            client's pool, the caller's body raised, or the caller closed the client), not told
+            yet (:meth:`not_the_hosts`): the place of each and the error it ended with.
     """
 
     dropped: int = 0
@@ -756,13 +781,13 @@ class Sent(list[Any]):
         """Whether ``error``, an attempt's, ended a send of the request by no fault of the host; told once.
 
         Asked by the breaker of an HTTP policy of the error of an attempt that just ended, in its
-        task or thread (:func:`pool_wait_ended`, :func:`body_failed`). A send told is known by
-        its error: ``error`` is the one it ended with, or was raised from it (a few at most: an
-        async attempt's timeout from the cancellation of its wait), whichever send it was (under
-        hedging, every send of the race is told apart); or by its place, when it is the last
-        send (a sync attempt's timeout raises an error of its own in place of the wait's). A
-        send told but never asked of (an error the breaker ignores by its class) spares no
-        later send's error.
+        task or thread (:func:`pool_wait_ended`, :func:`body_failed`, :func:`closed_during`). A send
+        told is known by its error: ``error`` is the one it ended with, or was raised from it (a few
+        at most: an async attempt's timeout from the cancellation of its wait), whichever send it
+        was (under hedging, every send of the race is told apart); or by its place, when it is the
+        last send (a sync attempt's timeout raises an error of its own in place of the wait's). A
+        send told but never asked of (an error the breaker ignores by its class) spares no later
+        send's error.
         """
         spared = self.spared
         if not spared:

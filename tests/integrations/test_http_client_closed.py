@@ -1,10 +1,12 @@
-"""A client closed while one of its requests is under way (its retry backing off, queued in a bulkhead).
+"""A client closed while one of its requests is under way (its retry backing off, queued, waiting for its answer).
 
 The client would never send the request once closed (httpx refuses a closed client's requests,
 aiohttp a closed session's): neither does the policy. The request ends with the client's own
 error, sent no more, and no connection is opened that the closed client would never close
 (httpx's pool opens one again for any send: it would be left open for good). A new request
 opens an httpx transport again, as httpx's own transports allow (one shared by two clients).
+A request waiting for its answer at the close ends with the error the close gave it, as the
+client raises it, once: the caller's close is not the host's failure.
 """
 
 from __future__ import annotations
@@ -467,3 +469,265 @@ async def test_aiohttp_a_request_whose_connector_closed_during_its_backoff_is_no
     assert server.count("/a") == 1
     assert len(clock.outcomes) == 1  # one backoff (the one the close ran in): no retry after the refusal
     assert manager.policy("connector").get_stats()["circuit_breaker"]["total_failures"] == 1  # the 503
+
+
+SLOW = (200, {}, 2.0)
+"""An answer the server holds back long enough for the client to close while its request waits for it."""
+
+
+def _nothing() -> None:
+    """A backoff that only records that the retry backed off (:class:`BackoffCheck`)."""
+
+
+async def _anothing() -> None:
+    """The async :func:`_nothing`."""
+
+
+def _sent(server: ScriptedHTTPServer, path: str) -> None:
+    """Wait until the server has ``path``'s request (it then holds its answer back)."""
+    until = time.monotonic() + 10.0
+    while server.count(path) == 0 and time.monotonic() < until:
+        time.sleep(0.005)
+    assert server.count(path) == 1
+
+
+async def _asent(server: ScriptedHTTPServer, path: str) -> None:
+    """The async :func:`_sent`."""
+    for _ in range(2000):
+        if server.count(path):
+            break
+        await asyncio.sleep(0.005)
+    assert server.count(path) == 1
+
+
+ANSWERED = ResilienceConfig(
+    name="answered",
+    retry_policy=BACKOFF,
+    circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
+)
+"""A request retried after a transport failure, to a breaker that opens at the first failure."""
+
+
+def _breaker(manager: ResilienceManager) -> dict[str, Any]:
+    stats: dict[str, Any] = manager.policy("answered").get_stats()["circuit_breaker"]
+    return stats
+
+
+def test_httpx_a_request_waiting_for_its_answer_when_its_client_closed_ends_with_httpx_error_once(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The close cuts the read: httpx's own error, not the host's failure, not retried (it was a ReadError, counted, retried)."""
+    server.script("/slow", SLOW, SLOW)
+    clock = BackoffCheck(_nothing)
+    manager = ResilienceManager(clock=clock)
+    client = httpx.Client(transport=ResilientTransport(ANSWERED, manager=manager))
+    outcome: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            client.get(f"{server.url}/slow")
+        except Exception as error:
+            outcome.append(error)
+
+    sending = threading.Thread(target=get)
+    sending.start()
+    _sent(server, "/slow")
+    client.close()
+    sending.join(10.0)
+    assert not sending.is_alive()
+    (error,) = outcome
+    assert isinstance(error, httpx.TransportError)  # httpx's own, as httpx raises it without the policy
+    assert not isinstance(error, RequestNotSentError)  # it was sent
+    assert clock.outcomes == []  # no backoff: not retried
+    assert server.count("/slow") == 1
+    assert _breaker(manager)["total_failures"] == 0
+    assert _breaker(manager)["times_opened"] == 0
+
+
+async def test_httpx_async_a_request_waiting_for_its_answer_when_its_client_closed_ends_with_httpx_error_once(
+    server: ScriptedHTTPServer,
+) -> None:
+    """As with the sync transport: the close's ``ReadError`` is not the host's, and not retried."""
+    server.script("/slow", SLOW, SLOW)
+    clock = BackoffCheck(_anothing)
+    manager = ResilienceManager(clock=clock)
+    client = httpx.AsyncClient(transport=AsyncResilientTransport(ANSWERED, manager=manager))
+    sending = asyncio.ensure_future(client.get(f"{server.url}/slow"))
+    await _asent(server, "/slow")
+    await client.aclose()
+    with pytest.raises(httpx.TransportError) as caught:
+        await asyncio.wait_for(sending, 10.0)
+    assert not isinstance(caught.value, RequestNotSentError)
+    assert clock.outcomes == []
+    assert server.count("/slow") == 1
+    assert _breaker(manager)["total_failures"] == 0
+
+
+async def _closed_while_waiting(
+    server: ScriptedHTTPServer, method: str, middlewares: tuple[Any, ...]
+) -> BaseException:
+    """What a request to ``/slow`` raises when its session closes while it waits for the answer."""
+    before = server.count("/slow")
+    session = aiohttp.ClientSession(middlewares=middlewares)
+    sending = asyncio.ensure_future(session.request(method, f"{server.url}/slow"))
+    for _ in range(2000):
+        if server.count("/slow") > before:
+            break
+        await asyncio.sleep(0.005)
+    assert server.count("/slow") == before + 1
+    await session.close()
+    with pytest.raises(aiohttp.ClientConnectionError) as caught:
+        await asyncio.wait_for(sending, 10.0)
+    return caught.value
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_aiohttp_a_request_waiting_for_its_answer_when_its_session_closed_ends_with_aiohttp_error_once(
+    server: ScriptedHTTPServer, method: str
+) -> None:
+    """The close cuts the read: the caller gets aiohttp's own error, not counted by the breaker, not retried.
+
+    aiohttp raises ``ServerDisconnectedError`` (a GET, which aiohttp sends again itself through
+    its closed connector: ``Connector is closed.``). It was counted by the breaker (which
+    opened: the caller then got ``CircuitOpenError``), and the retry sent the GET again.
+    """
+    server.script("/slow", SLOW, SLOW, SLOW)
+    own = await _closed_while_waiting(server, method, ())
+    clock = BackoffCheck(_anothing)
+    manager = ResilienceManager(clock=clock)
+    error = await _closed_while_waiting(server, method, (ResilientMiddleware(ANSWERED, manager=manager),))
+    assert isinstance(error, type(own))
+    assert str(error) == str(own)
+    assert clock.outcomes == []  # no backoff: not retried
+    assert server.count("/slow") == 2  # once each
+    assert _breaker(manager)["total_failures"] == 0
+
+
+def test_requests_a_request_waiting_for_its_answer_when_its_session_closed_gets_it(
+    server: ScriptedHTTPServer,
+) -> None:
+    """requests' close leaves a connection in use open: the request under way gets its answer, counted once."""
+    server.script("/slow", (200, {}, 0.5))
+    manager = ResilienceManager(clock=BackoffCheck(_nothing))
+    session = requests.Session()
+    session.mount("http://", ResilientAdapter(ANSWERED, manager=manager))
+    outcome: list[object] = []
+    sending = threading.Thread(target=lambda: outcome.append(session.get(f"{server.url}/slow").status_code))
+    sending.start()
+    _sent(server, "/slow")
+    session.close()
+    sending.join(10.0)
+    assert outcome == [200]
+    assert server.count("/slow") == 1
+    assert _breaker(manager)["total_successes"] == 1
+
+
+async def test_aiohttp_a_request_waiting_for_a_connection_slot_when_its_session_closed_is_refused(
+    server: ScriptedHTTPServer,
+) -> None:
+    """aiohttp cancels the slot's wait at the close, the task itself not cancelled: the connector's closed error.
+
+    It was a ``CancelledError`` out of a task nobody cancelled, counted as the caller's
+    cancellation (execution outcome and breaker).
+    """
+    server.script("/held", SLOW)
+    manager = ResilienceManager(clock=BackoffCheck(_anothing))
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1),
+        middlewares=(ResilientMiddleware(ANSWERED, manager=manager),),
+    )
+    held = asyncio.ensure_future(session.get(f"{server.url}/held"))
+    await _asent(server, "/held")
+    waiting = asyncio.ensure_future(session.get(f"{server.url}/waiting"))
+    connector = session.connector
+    assert connector is not None
+    for _ in range(1000):
+        if connector._waiters:
+            break
+        await asyncio.sleep(0)
+    assert connector._waiters  # waiting for the one slot, which /held holds
+    await session.close()
+    with pytest.raises(aiohttp.ClientConnectionError, match="Connector is closed") as caught:
+        await asyncio.wait_for(waiting, 10.0)
+    assert isinstance(caught.value, RequestNotSentError)
+    assert not waiting.cancelled()
+    with pytest.raises(aiohttp.ClientConnectionError):  # cut by the close too
+        await asyncio.wait_for(held, 10.0)
+    assert server.count("/waiting") == 0
+    stats = manager.policy("answered").get_stats()
+    assert stats["executions"]["cancelled"] == 0
+    assert stats["circuit_breaker"]["total_cancelled"] == 0
+    assert stats["circuit_breaker"]["total_failures"] == 0
+
+
+def _queued_in_pool(pool: Any) -> bool:
+    """Whether a request waits for a connection of httpcore's ``pool`` (all its connections in use)."""
+    return any(waiting.is_queued() for waiting in list(pool._requests))
+
+
+def test_httpx_a_request_waiting_for_a_connection_when_its_client_closed_is_never_sent(
+    server: ScriptedHTTPServer,
+) -> None:
+    """A request waiting in httpx's pool (``max_connections=1``) at the close is refused, no connection opened.
+
+    It was sent once the request holding the connection ended: through the closed pool, on a
+    connection it opened there and nothing closed again.
+    """
+    server.script("/held", SLOW)
+    inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager(clock=BackoffCheck(_nothing))
+    client = httpx.Client(transport=ResilientTransport(ANSWERED, inner, manager=manager))
+    outcomes: dict[str, object] = {}
+
+    def get(path: str) -> None:
+        try:
+            outcomes[path] = client.get(f"{server.url}{path}").status_code
+        except Exception as error:
+            outcomes[path] = error
+
+    held = threading.Thread(target=get, args=("/held",))
+    waiting = threading.Thread(target=get, args=("/waiting",))
+    held.start()
+    _sent(server, "/held")
+    waiting.start()
+    until = time.monotonic() + 10.0
+    while not _queued_in_pool(inner._pool) and time.monotonic() < until:
+        time.sleep(0.005)
+    assert _queued_in_pool(inner._pool)
+    client.close()
+    held.join(10.0)
+    waiting.join(10.0)
+    refusal = outcomes["/waiting"]
+    assert isinstance(refusal, RuntimeError)
+    assert "client has been closed" in str(refusal)
+    assert isinstance(refusal, RequestNotSentError)
+    assert server.count("/waiting") == 0
+    assert inner._pool.connections == []  # none opened in the closed pool
+    assert _breaker(manager)["total_failures"] == 0
+
+
+async def test_httpx_async_a_request_waiting_for_a_connection_when_its_client_closed_is_never_sent(
+    server: ScriptedHTTPServer,
+) -> None:
+    """As with the sync transport: a request waiting in the async pool at the close is refused."""
+    server.script("/held", SLOW)
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager(clock=BackoffCheck(_anothing))
+    client = httpx.AsyncClient(transport=AsyncResilientTransport(ANSWERED, inner, manager=manager))
+    held = asyncio.ensure_future(client.get(f"{server.url}/held"))
+    await _asent(server, "/held")
+    waiting = asyncio.ensure_future(client.get(f"{server.url}/waiting"))
+    for _ in range(1000):
+        if _queued_in_pool(inner._pool):
+            break
+        await asyncio.sleep(0)
+    assert _queued_in_pool(inner._pool)
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="client has been closed") as caught:
+        await asyncio.wait_for(waiting, 10.0)
+    assert isinstance(caught.value, RequestNotSentError)
+    with pytest.raises(httpx.TransportError):  # cut by the close
+        await asyncio.wait_for(held, 10.0)
+    assert server.count("/waiting") == 0
+    assert inner._pool.connections == []
+    assert _breaker(manager)["total_failures"] == 0
