@@ -17,6 +17,7 @@ from otel_resilience import (
     BulkheadConfig,
     BulkheadFullError,
     BulkheadTimeoutError,
+    CircuitBreaker,
     CircuitBreakerConfig,
     CircuitOpenError,
     ExtraStrategy,
@@ -654,7 +655,7 @@ def test_evicted_keys_leave_the_registries_and_their_counts_stay(manager: Resili
     named = [b for b in BREAKERS.items() if b.name == "ledger"]
     assert sum(b.stats.total_successes for b in named) == 2  # b's live breaker + the ledger's totals
     assert BREAKERS.get("ledger") is not None
-    assert type(BREAKERS.get("ledger")).__name__ == "CircuitBreaker"  # never the ledger
+    assert isinstance(BREAKERS.get("ledger"), CircuitBreaker)  # never the ledger's BreakerTotals
 
 
 def test_the_manager_statistics_list_named_policies_and_count_them(manager: ResilienceManager) -> None:
@@ -1216,3 +1217,187 @@ def test_the_unkeyed_breaker_of_a_dropped_manager_is_still_set_by_its_holder() -
     assert breaker.state is CircuitState.OPEN
     breaker.reset()
     assert breaker.state is CircuitState.CLOSED
+
+
+ONE_FAILURE_OPENS = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0))
+
+
+def _evict_others(policy: PolicyHandle) -> None:
+    """Run calls of two other keys: past ``max_keys=1`` every idle key but the last goes."""
+    for other in ("other-1", "other-2"):
+        policy.for_key(other).execute_sync(lambda: None)
+
+
+@pytest.mark.parametrize("way", ["guard", "call_sync", "protect"])
+def test_a_block_run_with_a_keys_breaker_holds_the_key(manager: ResilienceManager, way: str) -> None:
+    """A block (or call) run with ``for_key(k).circuit_breaker`` is a call of the key: the key is
+    not evicted while it runs, so its outcome is the key's (failure_threshold=1: OPEN after it)."""
+    policy = manager.policy(f"block-{way}", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+
+    def failing_block() -> None:
+        _evict_others(policy)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        if way == "guard":
+            with breaker.guard():
+                failing_block()
+        elif way == "call_sync":
+            breaker.call_sync(failing_block)
+        else:
+            breaker.protect(failing_block)()
+    assert policy.for_key("a").circuit_breaker is breaker
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.stats.total_failures == 1
+
+
+@pytest.mark.parametrize("way", ["guard", "call", "protect"])
+async def test_an_async_block_run_with_a_keys_breaker_holds_the_key(
+    manager: ResilienceManager, way: str
+) -> None:
+    """As in threads: the key is held from the block's entry to its exit, across its awaits."""
+    policy = manager.policy(f"async-block-{way}", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+
+    async def failing_block() -> None:
+        await asyncio.sleep(0)
+        _evict_others(policy)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        if way == "guard":
+            async with breaker.guard():
+                await failing_block()
+        elif way == "call":
+            await breaker.call(failing_block)
+        else:
+            await breaker.protect(failing_block)()
+    assert policy.for_key("a").circuit_breaker is breaker
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_a_block_of_an_evicted_keys_breaker_is_refused_naming_the_view(manager: ResilienceManager) -> None:
+    """The key evicted before the block: its old breaker would count the outcome where no call
+    looks; the block is refused as an operator action is, before it runs."""
+    policy = manager.policy("evicted-block", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    _evict_others(policy)
+    ran: list[int] = []
+    with pytest.raises(RuntimeError, match=r"handle\.for_key\('a'\)\.circuit_breaker"), breaker.guard():
+        ran.append(1)
+    with pytest.raises(RuntimeError, match="evicted the key"):
+        breaker.call_sync(ran.append, 2)
+    assert ran == []
+    assert breaker.stats.total_requests == 0
+    assert policy.for_key("a").circuit_breaker is not breaker
+
+
+def test_a_block_of_a_keys_breaker_that_succeeds_lets_the_key_go_after_it(manager: ResilienceManager) -> None:
+    """The hold ends with the block: an idle key with nothing to keep is evicted as before; a
+    standalone breaker is not held by anyone."""
+    policy = manager.policy("block-ends", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    guard = breaker.guard()
+    for _ in range(2):  # one guard, block after block
+        with guard:
+            pass
+    assert breaker.stats.total_successes == 2
+    _evict_others(policy)
+    assert policy._keys.get("a") is None
+    assert type(CircuitBreaker("standalone-block")) is CircuitBreaker
+
+
+def test_a_block_of_a_keys_breaker_a_reload_replaced_meanwhile_is_counted_in_the_policy(
+    manager: ResilienceManager,
+) -> None:
+    """A reload that renames the breaker while a block runs with it folds it once the block ends:
+    the block's failure is in the policy's totals, never counted after the fold and lost."""
+    policy = manager.policy("reloaded-block", BREAKER)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    renamed = dataclasses.replace(BREAKER, circuit_breaker_name="reloaded-block-2")
+    with pytest.raises(ConnectionError), breaker.guard():
+        manager.reconfigure("reloaded-block", renamed)
+        raise ConnectionError("down")
+    assert policy.get_stats()["circuit_breaker"]["total_failures"] == 1
+    with pytest.raises(RuntimeError, match="a reload of policy 'reloaded-block' replaced it"):
+        breaker.call_sync(lambda: None)
+
+
+async def test_a_cancelled_block_of_a_keys_breaker_lets_the_key_go(manager: ResilienceManager) -> None:
+    """A block or call cancelled while it runs gives the key back (counted cancelled), as a call's end does."""
+    policy = manager.policy("cancelled-block", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    entered = asyncio.Event()
+
+    async def in_a_block() -> None:
+        async with breaker.guard():
+            entered.set()
+            await asyncio.sleep(3600)
+
+    async def in_a_call() -> None:
+        entered.set()
+        await asyncio.sleep(3600)
+
+    for runs in (in_a_block(), breaker.call(in_a_call)):
+        entered.clear()
+        task = asyncio.ensure_future(runs)
+        await entered.wait()
+        state = policy._keys.get("a")
+        assert state is not None
+        assert state.running == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert state.running == 0
+    assert breaker.stats.total_cancelled == 2
+    _evict_others(policy)
+    assert policy._keys.get("a") is None
+
+
+def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refused(
+    manager: ResilienceManager,
+) -> None:
+    """Under other threads' churn through the keys, a failing block run with a key's breaker either
+    is refused (the key went before it) or opens the breaker its key keeps: never one no call uses."""
+    policy = manager.policy("block-race", ONE_FAILURE_OPENS, max_keys=1)
+    stop = threading.Event()
+
+    def churn() -> None:
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            policy.for_key(f"other-{turn % 3}").execute_sync(lambda: None)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    refused = counted = 0
+    try:
+        for turn in range(200):
+            key = f"target-{turn}"
+            kept = policy.for_key(key).circuit_breaker
+            assert kept is not None
+            try:
+                with kept.guard():
+                    time.sleep(0.001 * (turn % 2))  # the other threads' calls run meanwhile
+                    raise ConnectionError("down")
+            except RuntimeError:
+                refused += 1
+                continue
+            except ConnectionError:
+                counted += 1
+            assert policy.for_key(key).circuit_breaker is kept
+            assert kept.state is CircuitState.OPEN
+            kept.reset()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert refused + counted == 200

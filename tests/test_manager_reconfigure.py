@@ -35,7 +35,7 @@ from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.step import Step
 from otel_resilience.manager.keyed import KeyState
-from otel_resilience.patterns.circuit_breaker import CircuitState
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import EventRecorder, FakeClock
 
@@ -570,9 +570,7 @@ async def test_a_breaker_a_reload_drops_leaves_the_exported_series_when_its_last
         raise ConnectionError("down")
 
     def breakers() -> list[object]:
-        return [
-            b for b in BREAKERS.items() if type(b).__name__ == "CircuitBreaker" and b.name == "dropped-open"
-        ]
+        return [b for b in BREAKERS.items() if isinstance(b, CircuitBreaker) and b.name == "dropped-open"]
 
     running = asyncio.create_task(runs.execute(answer_later))
     await asyncio.sleep(0)
@@ -617,11 +615,7 @@ def test_a_call_in_flight_at_a_reload_freed_after_its_loop_closed_never_blocks_o
         await asyncio.sleep(3600)
 
     def breakers() -> list[object]:
-        return [
-            b
-            for b in BREAKERS.items()
-            if type(b).__name__ == "CircuitBreaker" and b.name == "freed-in-flight"
-        ]
+        return [b for b in BREAKERS.items() if isinstance(b, CircuitBreaker) and b.name == "freed-in-flight"]
 
     reloaded: list[bool] = []
 

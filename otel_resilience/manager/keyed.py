@@ -455,8 +455,9 @@ def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, state: Key
     """A key's new breaker (or the unkeyed calls'), whose own events (state changes) carry the key.
 
     The breaker is in use only while the policy keeps the key and no reload replaced it: its
-    operator actions (``force_open``, ``reset``, ...) run with the key held, and raise once it is
-    no longer (:func:`_holding`).
+    operator actions (``force_open``, ``reset``, ...) and the calls and blocks run with it
+    (``call``, ``call_sync``, ``protect``, ``guard()``) run with the key held, and raise once it
+    is no longer (:func:`_holding`).
     """
     breaker = CircuitBreaker(name, config, clock=spec.clock)
     text = state.text
@@ -468,7 +469,7 @@ def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, state: Key
 
 
 class _Hold:
-    """What an owned breaker's operator actions run within (:meth:`CircuitBreaker._hold_by`).
+    """What an owned breaker's operator actions and own calls run within (:meth:`CircuitBreaker._hold_by`).
 
     A small object per key's breaker, holding its key's state weakly (no cycle: a key's state
     holds its breaker).
@@ -501,17 +502,22 @@ def _holding(
     policy: str,
     text: str | None,
 ) -> Iterator[None]:
-    """Hold the key ``text`` (``None``: the unkeyed calls) while an operator sets its breaker.
+    """Hold the key ``text`` (``None``: the unkeyed calls) while its breaker is set, or runs a call.
 
-    The action is counted in the key as a call is (:meth:`KeyState.enter`), so the key is not
-    evicted while it runs; once set, the breaker keeps the key (OPEN, DISABLED, METRICS_ONLY are
+    An operator's action, or a call or block run with the breaker itself (``breaker.guard()``,
+    ``breaker.call``).
+
+    The action (or call) is counted in the key as a call is (:meth:`KeyState.enter`), so the key
+    is not evicted while it runs, and the outcome of a call is counted by the breaker the key's
+    calls use; once set, the breaker keeps the key (OPEN, DISABLED, METRICS_ONLY are
     not idle) or lets it go (CLOSED). A key an eviction is deciding about looks evicted for an
     instant: the policy is asked (``kept``) whether it keeps the key's state, and the key entered
     again if so. An evicted key's calls use the breaker its next call made, and a breaker a
     reload replaced (renamed, or dropped) is asked by no new call: setting either would change
-    nothing the calls see, so it raises. An action racing a reload is set before it: the
-    reload's word is the later one, as for a breaker it replaces after an operator set it. The
-    unkeyed calls' breaker of a policy gone (its manager dropped) is set as a breaker of no one.
+    nothing the calls see (and a call's outcome would be counted where no call looks), so it
+    raises. An action racing a reload is set before it: the reload's word is the later one, as
+    for a breaker it replaces after an operator set it. The unkeyed calls' breaker of a policy
+    gone (its manager dropped) is set as a breaker of no one.
 
     Raises:
         RuntimeError: The key was evicted (idle past ``max_keys``, or unused for ``idle_ttl``),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_callable, check_duration, fail
@@ -27,6 +29,9 @@ from otel_resilience.patterns.circuit_breaker.state import (
     snapshot,
 )
 from otel_resilience.patterns.circuit_breaker.step import _BreakerStep
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _FORCE_REASONS: Final = ("forced", "isolated")
 _HOLDERS: Final[
@@ -87,10 +92,16 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
         For an owner that may stop using the breaker (a named policy: its key evicted, or a reload
         that replaced it): ``holder(breaker)`` raises when it no longer does, and keeps it in use while
-        the action runs. Set once, before the breaker is given out. Calls never look at it, nor
-        does an isolation (recovery's, within a call of the owner).
+        the action runs. Set once, before the breaker is given out. The calls and blocks run with
+        the breaker itself (:meth:`call`, :meth:`call_sync`, :meth:`protect`, :meth:`guard`) run
+        within it too, from their start to their end: the breaker becomes a
+        :class:`_HeldCircuitBreaker`, so that a standalone breaker's calls pay nothing for it.
+        The owner's own calls (its pipelines' links) never look at it, nor does an isolation
+        (recovery's, within a call of the owner).
         """
         _HOLDERS[self] = holder
+        if type(self) is CircuitBreaker:
+            self.__class__ = _HeldCircuitBreaker
 
     def _held(self) -> AbstractContextManager[object]:
         """What an operator action runs within: the owner's hold (:meth:`_hold_by`), or nothing."""
@@ -351,6 +362,118 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def __repr__(self) -> str:
         # Peeked: a repr (a log line, a debugger) must not move the breaker nor run its callbacks.
         return f"CircuitBreaker({self.name!r}, state={self._core.peek_state().value})"
+
+
+class _HeldCircuitBreaker(CircuitBreaker):
+    """An owned breaker (:meth:`CircuitBreaker._hold_by`): its own calls and blocks run within its hold.
+
+    A call made with the breaker itself, rather than through its owner, is one of the owner's
+    (a keyed policy's key) all the same: held, the key is not evicted while it runs, so its
+    outcome is counted by the breaker the key's calls use; once the key was evicted (or a reload
+    replaced the breaker), the call is refused before it runs, as an operator action is. The
+    class of a breaker given its hold, never made directly: its layout is the breaker's.
+    """
+
+    __slots__ = ()
+
+    def call(  # the verb's signature, run within the hold
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        run = CircuitBreaker.call  # refuses a non-callable fn before any await
+        return self._held_call(run(self, fn, *args, **kwargs))
+
+    async def _held_call(self, run: Coroutine[Any, Any, R]) -> R:
+        try:
+            hold = self._held()
+            hold.__enter__()
+        except BaseException:
+            run.close()  # never started: no "never awaited" warning
+            raise
+        try:
+            return await run
+        finally:
+            hold.__exit__(None, None, None)
+
+    def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._held():
+            return CircuitBreaker.call_sync(self, fn, *args, **kwargs)
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        protected = CircuitBreaker.protect(self, fn)
+        held = self._held
+        if is_async_callable(fn):  # the rule Pattern.protect chose the driver by
+            run = cast("Callable[..., Awaitable[Any]]", protected)
+
+            @functools.wraps(fn)
+            async def held_async(*args: Any, **kwargs: Any) -> Any:
+                with held():
+                    return await run(*args, **kwargs)
+
+            return held_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def held_sync(*args: P.args, **kwargs: P.kwargs) -> R:
+            with held():
+                return protected(*args, **kwargs)
+
+        return held_sync
+
+    def guard(self) -> Guard:
+        return _HeldGuard(self._pipeline, self._held)
+
+
+class _HeldGuard(Guard):
+    """A guard of an owned breaker: each block runs within the breaker's hold, entry to exit."""
+
+    __slots__ = ("_hold", "_holding")
+
+    def __init__(self, pipeline: Any, hold: Callable[[], AbstractContextManager[object]]) -> None:
+        super().__init__(pipeline)
+        self._hold = hold
+        self._holding: AbstractContextManager[object] | None = None
+
+    def _take(self) -> AbstractContextManager[object]:
+        hold = self._hold()
+        hold.__enter__()
+        return hold
+
+    def __enter__(self) -> Guard:
+        hold = self._take()
+        try:
+            Guard.__enter__(self)
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        self._holding = hold
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        hold, self._holding = self._holding, None  # read while the block holds the guard
+        try:
+            Guard.__exit__(self, exc_type, exc, tb)
+        finally:
+            if hold is not None:
+                hold.__exit__(None, None, None)
+
+    async def __aenter__(self) -> Guard:
+        hold = self._take()
+        try:
+            await Guard.__aenter__(self)
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        self._holding = hold
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        hold, self._holding = self._holding, None
+        try:
+            await Guard.__aexit__(self, exc_type, exc, tb)
+        finally:
+            if hold is not None:
+                hold.__exit__(None, None, None)
 
 
 class _Subscription:
