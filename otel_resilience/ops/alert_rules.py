@@ -809,12 +809,21 @@ class AlertRule:
 Rules = tuple[tuple[str, tuple[RecordingRule | AlertRule, ...]], ...]
 
 
+def _traffic_guard(o: RuleOptions) -> str:
+    """The minimum-traffic guard (``and on (job, policy) ...``) of an alert on a share of executions.
+
+    A share of a few calls is noise: the alert judges a policy only while it runs at least
+    ``min_execution_rate`` executions per second (:data:`R_EXECUTIONS`).
+    """
+    return f"and on ({o.job_label}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}"
+
+
 def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
     job = o.job_label
     w = scale_duration(RATE_WINDOW, scale)
     ratio_for = scale_duration(o.ratio_alert_for, scale)
     outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
-    guard = f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}"
+    guard = _traffic_guard(o)
     traffic = f"with at least {_exact(o.min_execution_rate)} executions/s"
     return (
         RecordingRule(
@@ -987,8 +996,7 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         AlertRule(
             A_BULKHEAD_FULL,
-            f"{R_BULKHEAD_REJECTION_RATIO} > {_exact(o.bulkhead_rejection_ratio)}\n"
-            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}",
+            f"{R_BULKHEAD_REJECTION_RATIO} > {_exact(o.bulkhead_rejection_ratio)}\n{_traffic_guard(o)}",
             full_for,
             "warning",
             f"Bulkhead {{{{ $labels.resilience_name }}}} rejects calls in {{{{ $labels.{job} }}}}",
@@ -1057,7 +1065,8 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             f"  and {on}\n    sum by ({', '.join(by)}) ({R_RECOVERY_ATTEMPTS})"
             f" >= {o.recovery_min_attempts}\n)\n"
             f"or\n(\n    {R_RECOVERY_RATE_SPARSE} == 0\n"
-            f"  and on ({job}, {_POLICY})\n    {R_SUCCESS_RATIO} < {_exact(o.recovery_rate_threshold)}\n)",
+            f"  and on ({job}, {_POLICY})\n    {R_SUCCESS_RATIO} < {_exact(o.recovery_rate_threshold)}\n"
+            f"  {_traffic_guard(o)}\n)",
             scale_duration(o.recovery_for, scale),
             "warning",
             f"Recovery failing for policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
@@ -1066,7 +1075,8 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             f"{{{{ $value | humanizePercentage }}}} of the errors they acted on: under "
             f"{_pct(o.recovery_rate_threshold)} of at least {o.recovery_min_attempts} actions in the "
             f"last {w}, or none of the actions of the last {sparse} while under "
-            f"{_pct(o.recovery_rate_threshold)} of the policy's executions succeed.",
+            f"{_pct(o.recovery_rate_threshold)} of the policy's executions succeed (with at least "
+            f"{_exact(o.min_execution_rate)} executions/s).",
             o.runbook_url_base,
         ),
         AlertRule(
@@ -1124,8 +1134,7 @@ def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
         ),
         AlertRule(
             A_RATE_LIMITED,
-            f"{R_RATE_LIMITED_RATIO} > {_exact(o.rate_limited_ratio)}\n"
-            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {_exact(o.min_execution_rate)}",
+            f"{R_RATE_LIMITED_RATIO} > {_exact(o.rate_limited_ratio)}\n{_traffic_guard(o)}",
             limited_for,
             "warning",
             f"Rate limiter {{{{ $labels.resilience_name }}}} keeps shedding calls in {{{{ $labels.{job} }}}}",
@@ -1810,8 +1819,8 @@ def _recovery_case() -> _Case:
         "actions in 5m, or 3 failed actions in 11m while the policy fails, or 1 failed action in a 30m "
         "outage) and resolves within 5m of the return; 1 of 2, 5 failed actions in 5m (under the "
         "10-action guard), exactly 80 %, 85 %, one failed action of a healthy policy, one success "
-        "among the failed actions of an outage, or failed actions while exactly 80 % of the policy's "
-        "executions succeed stay silent",
+        "among the failed actions of an outage, failed actions while exactly 80 % of the policy's "
+        "executions succeed, or the failed call and action of a policy with too little traffic stay silent",
         A_RECOVERY_LOW,
         (
             # Many actions, 20 % recovered from t+10m to t+30m.
@@ -1858,6 +1867,11 @@ def _recovery_case() -> _Case:
             (attempts("partial", "failure"), _counter((0, 48), start=1, missing=12)),
             executions("partial", "success", (60, 10), (48, 50)),
             executions("partial", "rejected", (0, 10), (12, 50)),
+            # Too little traffic (a call every 5 minutes): one call fails at t+12m and its one action fails.
+            (attempts("trickle", "success"), _counter((0, 60))),
+            (attempts("trickle", "failure"), _counter((0, 11), (1, 1), (0, 48))),
+            executions("trickle", "success", *(segment for _ in range(12) for segment in ((0, 4), (1, 1)))),
+            executions("trickle", "failure", (0, 11), (1, 1), (0, 48)),
         ),
         (
             ("10m", ()),
@@ -2238,6 +2252,211 @@ def _store_degraded_case() -> _Case:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _QuietCase:
+    """One ``promtool`` test group in which no alert of the file fires at the given times."""
+
+    name: str
+    series: tuple[tuple[str, str], ...]
+    at: tuple[str, ...]
+    recorded: tuple[_Recorded, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in self.series],
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": alert, "exp_alerts": []}
+                for at in self.at
+                for alert in ALERT_NAMES
+            ],
+            "promql_expr_test": [expected.as_dict() for expected in self.recorded],
+        }
+
+
+def _zero_traffic_case() -> _QuietCase:
+    """Every alert at zero traffic: a policy whose calls stopped, and one never called.
+
+    The first policy's 20 unhealthy minutes fire every alert; then its calls stop. Every series stays,
+    flat: the rates are 0, the ratios over them have no sample (never NaN), and no alert fires.
+    """
+    busy, idle = 20, 100
+    total = busy + idle + 1
+
+    def stopped(per_minute: float) -> str:
+        return _counter((per_minute, busy), (0, idle))
+
+    def flat() -> str:
+        return _gauge((0, total))
+
+    series: list[tuple[str, str]] = []
+    for policy, counter in (("checkout", stopped), ("unused", lambda _: flat())):
+        series += [
+            (_input(_EXECUTIONS, {_POLICY: policy, _PATTERN: "pipeline", _OUTCOME: "success"}), counter(30)),
+            (_input(_EXECUTIONS, {_POLICY: policy, _PATTERN: "pipeline", _OUTCOME: "failure"}), counter(30)),
+            (_input(_RETRIES, {_POLICY: policy, _NAME: policy}), counter(60)),
+            (
+                _input(
+                    _FALLBACKS,
+                    {
+                        _POLICY: policy,
+                        _NAME: policy,
+                        _FALLBACK_STRATEGY: "default_value",
+                        _FALLBACK_RESULT: "success",
+                        _ERROR_TYPE: "TimeoutError",
+                    },
+                ),
+                counter(12),
+            ),
+            (
+                _input(
+                    _TIMEOUTS, {_POLICY: policy, _PATTERN: "timeout", _NAME: policy, _TIMEOUT_SCOPE: "total"}
+                ),
+                counter(6),
+            ),
+            (
+                _input(
+                    _REJECTIONS,
+                    {
+                        _POLICY: policy,
+                        _PATTERN: "bulkhead",
+                        _NAME: policy,
+                        _REJECTION_REASON: "bulkhead_full",
+                    },
+                ),
+                counter(6),
+            ),
+            (
+                _input(
+                    _REJECTIONS,
+                    {
+                        _POLICY: policy,
+                        _PATTERN: "rate_limiter",
+                        _NAME: policy,
+                        _REJECTION_REASON: "rate_limited",
+                    },
+                ),
+                counter(12),
+            ),
+            (
+                _input(
+                    _RECOVERY_ATTEMPTS,
+                    {
+                        _POLICY: policy,
+                        _NAME: "recovery",
+                        _RECOVERY_STRATEGY: "retry",
+                        _RECOVERY_RESULT: "failure",
+                    },
+                ),
+                counter(15),
+            ),
+            (
+                _input(
+                    _RECOVERY_ATTEMPTS,
+                    {
+                        _POLICY: policy,
+                        _NAME: "recovery",
+                        _RECOVERY_STRATEGY: "retry",
+                        _RECOVERY_RESULT: "success",
+                    },
+                ),
+                flat(),
+            ),
+            (
+                _input(
+                    _ERROR_PATTERNS,
+                    {_POLICY: policy, _NAME: "recovery", _OPERATION: "call", _ERROR_TYPE: "ConnectionError"},
+                ),
+                counter(1),
+            ),
+            (
+                _input(_RETRY_EXHAUSTED, {_POLICY: policy, _NAME: policy, _RETRY_STOP_REASON: "budget"}),
+                counter(2),
+            ),
+            (_input(_CHAOS_INJECTIONS, {_POLICY: policy, _NAME: policy, _CHAOS_KIND: "fault"}), counter(1)),
+            (_input(_RELOADS, {_POLICY: policy, _RELOAD_OUTCOME: "failed"}), counter(0.05)),
+            (
+                _input(_BULKHEAD_ACTIVE, {_NAME: policy}),
+                _gauge((10 if counter is stopped else 0, busy), (0, idle + 1)),
+            ),
+            (_input(_BULKHEAD_LIMIT, {_NAME: policy}), _gauge((10, total))),
+            (
+                _input(_BULKHEAD_UTILIZATION, {_NAME: policy}),
+                _gauge((1 if counter is stopped else 0, busy), (0, idle + 1)),
+            ),
+            (
+                _input(_STORE_DEGRADED, {_NAME: policy}),
+                _gauge((1 if counter is stopped else 0, busy), (0, idle + 1)),
+            ),
+            (
+                _input(
+                    _CB_TRANSITIONS,
+                    {_NAME: policy, _CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_rate"},
+                ),
+                counter(0.25),
+            ),
+            (
+                _input(
+                    _CB_TRANSITIONS,
+                    {
+                        _NAME: policy,
+                        _CB_PREVIOUS: "metrics_only",
+                        _CB_STATE: "metrics_only",
+                        _CB_REASON: "failure_rate",
+                    },
+                ),
+                counter(1),
+            ),
+        ]
+    # The breaker of the stopped policy was open in its last unhealthy minutes (then its calls stopped and it
+    # closed); a metrics_only breaker made would-be trips while it had calls, and stays metrics_only.
+    series += _breaker_states("checkout", ("closed", 10), ("open", 10), ("closed", idle + 1))
+    series += _breaker_states("unused", ("closed", total))
+    # A watched file refused in those minutes, then fixed: the watch of a service that stopped too.
+    series.append(
+        (_input(_CONFIG_STALE, {_CONFIG_FILE: "/etc/app/resilience.yaml"}), _gauge((1, busy), (0, idle + 1)))
+    )
+    series += _breaker_states("shadow", ("metrics_only", total))
+    series.append(
+        (
+            _input(
+                _CB_TRANSITIONS,
+                {
+                    _NAME: "shadow",
+                    _CB_PREVIOUS: "metrics_only",
+                    _CB_STATE: "metrics_only",
+                    _CB_REASON: "failure_rate",
+                },
+            ),
+            stopped(1),
+        )
+    )
+    both = ("checkout", "unused")
+    return _QuietCase(
+        "zero traffic: once a policy's calls stop (after 20 unhealthy minutes), and for a policy never "
+        "called, the rates are 0, the ratios over them have no sample (no NaN), and no alert fires",
+        tuple(series),
+        ("50m", "80m", "100m", "120m"),
+        (
+            _Recorded("15m", R_RETRY_RATIO, ((_job(**{_POLICY: "checkout"}), 1.0),)),
+            _Recorded("60m", R_EXECUTIONS, tuple((_job(**{_POLICY: p}), 0.0) for p in both)),
+            *(
+                _Recorded("60m", rule, ())
+                for rule in (
+                    R_SUCCESS_RATIO,
+                    R_RETRY_RATIO,
+                    R_FALLBACK_RATIO,
+                    R_TIMEOUT_RATIO,
+                    R_BULKHEAD_REJECTION_RATIO,
+                    R_RATE_LIMITED_RATIO,
+                    R_RECOVERY_RATE,
+                )
+            ),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -2265,6 +2484,7 @@ def rules_test_document() -> dict[str, Any]:
         _reload_failed_case(),
         _config_stale_case(),
         _store_degraded_case(),
+        _zero_traffic_case(),
     )
     return {
         "rule_files": [RULES_FILE],

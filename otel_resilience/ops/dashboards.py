@@ -271,15 +271,34 @@ def _quantile(q: float, instrument: str, selector: str, by: str) -> str:
     return f"histogram_quantile({q:g}, sum by ({_BUCKET}, {_by(by)}) ({rate}))"
 
 
+def _quantile_or_zero(q: float, instrument: str, selector: str, by: str, legend: str) -> _Query:
+    """The ``q`` quantile of a histogram, 0 for each group with no record in the window, else a zero line.
+
+    For a histogram whose series appear at its first record (a backoff, a permit wait, a hedged
+    attempt): once they exist, a window without records makes ``histogram_quantile`` answer NaN (its
+    buckets did not move), which Grafana draws as no data. That NaN is dropped (``>= 0``) and the
+    group reads 0, from the same buckets summed over ``le``; a service with no such series at all
+    reads its zero line (:func:`_or_zero`).
+    """
+    rate = _histogram_rate(instrument, "bucket", selector)
+    buckets = f"sum by ({_BUCKET}, {_by(by)}) ({rate})"
+    expr = f"histogram_quantile({q:g}, {buckets}) >= 0\nor 0 * sum without ({_BUCKET}) ({buckets})"
+    return _or_zero(_Query(expr, legend, exemplar=True))
+
+
 def _quantiles(
     instrument: str, selector: str, by: str, legend: str, *, or_zero: bool = False
 ) -> tuple[_Query, ...]:
     """p50, p95 and p99 of a histogram; ``or_zero`` for one whose series appear at their first record."""
-    queries = []
-    for q in (0.5, 0.95, 0.99):
-        query = _Query(_quantile(q, instrument, selector, by), f"p{round(q * 100)} {legend}", exemplar=True)
-        queries.append(_or_zero(query) if or_zero else query)
-    return tuple(queries)
+    if or_zero:
+        return tuple(
+            _quantile_or_zero(q, instrument, selector, by, f"p{round(q * 100)} {legend}")
+            for q in (0.5, 0.95, 0.99)
+        )
+    return tuple(
+        _Query(_quantile(q, instrument, selector, by), f"p{round(q * 100)} {legend}", exemplar=True)
+        for q in (0.5, 0.95, 0.99)
+    )
 
 
 def _above(*levels: tuple[float, str]) -> tuple[tuple[float | None, str], ...]:
@@ -963,12 +982,12 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
         f"`{bucket}` ({attempt_type} set). {_in_process_note(sc.ATTEMPT_DURATION)}",
         "s",
         (
-            _or_zero(
-                _Query(
-                    _quantile(0.95, sc.ATTEMPT_DURATION, typed, f"{_POLICY}, {attempt_type}"),
-                    f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
-                    exemplar=True,
-                )
+            _quantile_or_zero(
+                0.95,
+                sc.ATTEMPT_DURATION,
+                typed,
+                f"{_POLICY}, {attempt_type}",
+                f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
             ),
         ),
         width=8,

@@ -924,3 +924,29 @@ def test_a_duration_prometheus_cannot_hold_is_refused_naming_the_field():
     for duration in ("300y", "292y30w", "9223372037s"):
         with pytest.raises(ValueError, match=r"RuleOptions\.ratio_alert_for must be a Prometheus duration"):
             ar.RuleOptions(ratio_alert_for=duration)
+
+
+def test_every_alert_is_silent_at_zero_traffic_after_firing_on_the_same_series(promtool, repo, tmp_path):
+    """The zero-traffic case of rules_test.yml: a policy's 20 unhealthy minutes fire every alert (so the
+    silence that follows is not that of series the rules do not read); once its calls stop, and for a
+    policy never called, none fires (its checks are in the committed file, run by promtool)."""
+    (case,) = [case for case in ar.rules_test_document()["tests"] if case["name"].startswith("zero traffic")]
+    assert {check["alertname"] for check in case["alert_rule_test"]} == set(ar.ALERT_NAMES)
+    assert all(check["exp_alerts"] == [] for check in case["alert_rule_test"])
+    busy = {
+        "rule_files": [str(repo / "alerts" / ar.RULES_FILE)],
+        "evaluation_interval": ar.EVALUATION_INTERVAL,
+        "tests": [
+            {
+                **{key: case[key] for key in ("name", "interval", "input_series")},
+                "alert_rule_test": [
+                    {"eval_time": "18m", "alertname": alert, "exp_alerts": []} for alert in ar.ALERT_NAMES
+                ],
+            }
+        ],
+    }
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(busy))
+    result = run(promtool, "test", "rules", path)
+    fired = set(re.findall(r"alertname: (\w+), time: 18m", result.stdout + result.stderr))
+    assert fired == set(ar.ALERT_NAMES), result.stdout + result.stderr

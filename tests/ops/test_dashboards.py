@@ -959,3 +959,52 @@ def test_the_stop_reason_panel_names_every_stop_reason(dashboards):
     panel = by_title(dashboards["otel-resilience-retries-timeouts.json"], "Retries exhausted by stop reason")
     missing = [r for r in sc.RETRY_STOP_REASONS if r.replace("_", " ") not in panel["description"]]
     assert missing == []
+
+
+_QUIET_QUANTILES = {
+    # (dashboard, panel): (histogram, extra labels of its series, labels of the panel's series)
+    ("otel-resilience-retries-timeouts.json", "Backoff delay p50 / p95 / p99"): (
+        sc.RETRY_DELAY_METRIC,
+        'resilience_name="p"',
+        '{job="svc", resilience_policy="p"}',
+    ),
+    ("otel-resilience-retries-timeouts.json", "Permit wait p50 / p95 / p99"): (
+        sc.RL_WAIT_METRIC,
+        'resilience_name="p"',
+        '{job="svc", resilience_policy="p"}',
+    ),
+    ("otel-resilience-retries-timeouts.json", "Attempt latency p95: originals and hedges"): (
+        sc.ATTEMPT_DURATION,
+        (
+            'resilience_pattern="hedging", resilience_name="p", resilience_outcome="success", '
+            'resilience_attempt_type="hedge"'
+        ),
+        '{job="svc", resilience_policy="p", resilience_attempt_type="hedge"}',
+    ),
+}
+
+
+@pytest.mark.parametrize("panel", sorted(_QUIET_QUANTILES))
+def test_a_quantile_panel_that_promises_0_shows_0_once_its_histogram_goes_quiet(
+    promtool, dashboards, tmp_path, panel
+):
+    """A quantile panel whose description promises one series at 0 while nothing was recorded keeps it once the
+    histogram has had records and has none in the window: a 0 for that policy, not the NaN histogram_quantile
+    returns for buckets that did not move (which Grafana draws as no data)."""
+    name, title = panel
+    histogram, extra, labels = _QUIET_QUANTILES[panel]
+    bucket = naming.series(histogram, "bucket")
+    where = f'job="svc", instance="i0", resilience_policy="p", {extra}'
+    inputs = [
+        {"series": f'{bucket}{{{where}, le="{le}"}}', "values": f"0+{per_minute}x10 {10 * per_minute}+0x30"}
+        for le, per_minute in (("0.1", 1), ("1", 2), ("+Inf", 2))
+    ]
+    inputs.append(
+        {"series": f'{naming.series(sc.TELEMETRY_ERRORS)}{{job="svc", instance="i0"}}', "values": "0x40"}
+    )
+    checks_ = [
+        {"expr": _all(target["expr"]), "eval_time": "30m", "exp_samples": [{"labels": labels, "value": 0}]}
+        for target in by_title(dashboards[name], title)["targets"]
+    ]
+    failed = _promtool_test(promtool, tmp_path, "quiet", inputs, checks_)
+    assert not failed, (title, failed)
