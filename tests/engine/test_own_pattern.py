@@ -163,7 +163,10 @@ def test_a_verb_read_from_its_class_declares_its_self_type() -> None:
     documented ``call = verb(Pattern.run, ...)`` and every verb read from its class
     (``CircuitBreaker.call_sync(breaker, fn)``) were "partially unknown" errors in strict mode.
     """
-    verbs = [(cls, name) for cls in _patterns(Pattern) for name in ("run", "run_sync", *cls._verbs.values())]
+    public = [
+        cls for cls in _patterns(Pattern) if not cls.__name__.startswith("_")
+    ]  # what users read verbs of
+    verbs = [(cls, name) for cls in public for name in ("run", "run_sync", *cls._verbs.values())]
     assert {cls.__name__ for cls, _ in verbs} >= {"CircuitBreaker", "Bulkhead", "Hedging", "Quota"}
     undeclared = [
         f"{cls.__name__}.{name}"
