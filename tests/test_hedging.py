@@ -11,10 +11,17 @@ from datetime import timedelta
 import pytest
 from hedging_support import HANG, Dependency, Gate
 
-from otel_resilience import Hedging, HedgingConfig, PercentileDelay, RetryBudget
+from otel_resilience import (
+    Hedging,
+    HedgingConfig,
+    PercentileDelay,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryBudget,
+)
 from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.patterns.hedging import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MODES
+from otel_resilience.patterns.hedging import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_SAMPLES, MODES
 from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 
@@ -272,6 +279,22 @@ async def test_percentile_delay_learns_a_latency_slept_on_a_fake_clock_without_t
     assert h.get_stats()["hedges"] == 0
 
 
+async def test_the_keys_of_a_policy_share_its_percentile_delay(clock: FakeClock) -> None:
+    """A keyed policy's hedging delay is an object of its config: it learns from every key's answers."""
+    delay = PercentileDelay(initial=1.0, percentile=50, samples=5, min_samples=2)
+    manager = ResilienceManager(clock=clock)
+    handle = manager.policy("keyed-delay", ResilienceConfig(hedging=HedgingConfig(delay=delay)))
+
+    async def answer(seconds: float) -> str:
+        await clock.sleep(seconds)
+        return "answer"
+
+    assert await handle.for_key("eu-1").execute(answer, 0.2) == "answer"
+    assert delay() == 1.0  # one latency: under min_samples
+    assert await handle.for_key("us-1").execute(answer, 0.1) == "answer"
+    assert delay() == pytest.approx(0.1)  # the median of both keys' latencies
+
+
 def test_percentile_delay_rules() -> None:
     """initial until min_samples, a floor, a bounded window; bad values name the field."""
     delay = PercentileDelay(0.5, percentile=50, samples=3, min_samples=2, minimum=0.1)
@@ -296,6 +319,19 @@ def test_percentile_delay_rules() -> None:
         PercentileDelay(0.1, samples=3, min_samples=4)
     with pytest.raises(ValueError, match=r"PercentileDelay.initial must be > 0 seconds"):
         PercentileDelay(0)
+
+
+def test_percentile_delay_keeps_a_bounded_number_of_latencies() -> None:
+    """``samples`` has a ceiling: the latencies kept (and sorted again after each new one) stay bounded.
+
+    A window of a million latencies would hold that many floats, and sort them all each time a
+    delay is asked for after a new answer: once per call.
+    """
+    assert PercentileDelay(0.05, samples=MAX_SAMPLES).samples == MAX_SAMPLES
+    with pytest.raises(ValueError, match=rf"PercentileDelay.samples must be <= {MAX_SAMPLES}, got 1000000"):
+        PercentileDelay(0.05, samples=1_000_000)
+    with pytest.raises(ValueError, match=rf"PercentileDelay.samples must be <= {MAX_SAMPLES}"):
+        PercentileDelay(0.05, samples=2**63)
 
 
 def test_percentile_delay_refuses_a_floor_above_its_initial_delay() -> None:

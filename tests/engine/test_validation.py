@@ -17,7 +17,6 @@ from otel_resilience import (
     BulkheadConfig,
     ChaosConfig,
     ErrorRecoverySystem,
-    PercentileDelay,
     RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
@@ -170,7 +169,6 @@ COUNTS_IN_USE: list[tuple[Callable[[int], object], str]] = [
     (lambda n: AlertSystem(AlertConfig(history_size=n)), "AlertConfig.history_size"),
     (lambda n: AlertConfig(recovery_window=n), "AlertConfig.recovery_window"),
     (lambda n: ErrorRecoverySystem(pattern_threshold=n), "RecoveryConfig.pattern_threshold"),
-    (lambda n: PercentileDelay(0.1, samples=n), "PercentileDelay.samples"),
     (lambda n: RateLimiterConfig(rate=1.0, burst=n), "RateLimiterConfig.burst"),
     (lambda n: BulkheadConfig(max_concurrent=n), "BulkheadConfig.max_concurrent"),
 ]

@@ -47,12 +47,13 @@ from otel_resilience.patterns.hedging.config import (
     HedgingMode,
 )
 from otel_resilience.patterns.hedging.facade import Hedging
-from otel_resilience.patterns.hedging.latency import LatencyObserver, PercentileDelay
+from otel_resilience.patterns.hedging.latency import MAX_SAMPLES, LatencyObserver, PercentileDelay
 from otel_resilience.patterns.hedging.step import HedgingStatsDict
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "MAX_ATTEMPTS_LIMIT",
+    "MAX_SAMPLES",
     "MODES",
     "HedgeBudget",
     "HedgeDelay",

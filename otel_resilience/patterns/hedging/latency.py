@@ -12,9 +12,13 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
-__all__ = ["LatencyObserver", "PercentileDelay"]
+__all__ = ["MAX_SAMPLES", "LatencyObserver", "PercentileDelay"]
 
 _OWNER: Final = "PercentileDelay"
+
+MAX_SAMPLES: Final = 10_000
+"""The most latencies a :class:`PercentileDelay` may keep (``samples``): it holds each of them, and
+sorts them all again each time a delay is asked for after a new one (once per hedged call)."""
 
 
 @runtime_checkable
@@ -56,7 +60,8 @@ class PercentileDelay:
         initial: The delay in seconds until ``min_samples`` latencies were observed (``> 0``; a
             ``timedelta`` is accepted).
         percentile: Which percentile, ``0 < percentile < 100``. Default: 95.
-        samples: How many of the latest latencies it keeps, ``>= 1``. Default: 100.
+        samples: How many of the latest latencies it keeps, ``1 <= samples <= 10000``
+            (:data:`MAX_SAMPLES`). Default: 100.
         min_samples: How many it needs before it uses them, ``1 <= min_samples <= samples``.
             Default: ``min(10, samples)``.
         minimum: The shortest delay it returns, seconds ``>= 0`` and ``<= initial`` (a floor under
@@ -93,7 +98,7 @@ class PercentileDelay:
         )
         if self.percentile >= 100.0:  # the top of the range is excluded
             raise fail(_OWNER, "percentile", "< 100", percentile)
-        size = check_int(_OWNER, "samples", samples, minimum=1)
+        size = check_int(_OWNER, "samples", samples, minimum=1, maximum=MAX_SAMPLES)
         needed = (
             min(10, size) if min_samples is None else check_int(_OWNER, "min_samples", min_samples, minimum=1)
         )
