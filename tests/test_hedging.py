@@ -322,10 +322,10 @@ def test_percentile_delay_rules() -> None:
 
 
 def test_percentile_delay_keeps_a_bounded_number_of_latencies() -> None:
-    """``samples`` has a ceiling: the latencies kept (and sorted again after each new one) stay bounded.
+    """``samples`` has a ceiling: the latencies kept (twice: in arrival order and sorted) stay bounded.
 
-    A window of a million latencies would hold that many floats, and sort them all each time a
-    delay is asked for after a new answer: once per call.
+    A window of a million latencies would hold that many floats twice, and move up to all of the
+    sorted ones along by one for each new answer: once per call.
     """
     assert PercentileDelay(0.05, samples=MAX_SAMPLES).samples == MAX_SAMPLES
     with pytest.raises(ValueError, match=rf"PercentileDelay.samples must be <= {MAX_SAMPLES}, got 1000000"):

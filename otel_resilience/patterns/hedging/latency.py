@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left, insort
 from collections import deque
 from datetime import timedelta
 from typing import Final, Protocol, runtime_checkable
@@ -17,8 +18,9 @@ __all__ = ["MAX_SAMPLES", "LatencyObserver", "PercentileDelay"]
 _OWNER: Final = "PercentileDelay"
 
 MAX_SAMPLES: Final = 10_000
-"""The most latencies a :class:`PercentileDelay` may keep (``samples``): it holds each of them, and
-sorts them all again each time a delay is asked for after a new one (once per hedged call)."""
+"""The most latencies a :class:`PercentileDelay` may keep (``samples``): it holds each of them twice
+(in arrival order and sorted), and each new one moves up to all of the sorted ones along by one
+(an insertion into a list, once per accepted answer)."""
 
 
 @runtime_checkable
@@ -52,9 +54,11 @@ class PercentileDelay:
     low, which hedges a little more, never less.
 
     One instance may serve several hedging configs (they share the latencies: give each
-    dependency its own). Thread-safe; the percentile is recomputed (nearest rank: the
-    ``ceil(percentile / 100 * n)``-th smallest of the ``n`` kept, over a sorted copy,
-    O(samples log samples)) at most once per new observation, when a delay is asked for.
+    dependency its own). Thread-safe. The latencies are kept sorted as they come (a bisection
+    finds where the new one goes, and the oldest, once ``samples`` are kept, leaves the same
+    way: O(log samples) comparisons and a move of the larger ones along), so asking for the
+    delay indexes the nearest rank (the ``ceil(percentile / 100 * n)``-th smallest of the ``n``
+    kept), once per new observation.
 
     Args:
         initial: The delay in seconds until ``min_samples`` latencies were observed (``> 0``; a
@@ -77,6 +81,7 @@ class PercentileDelay:
         "_dirty",
         "_latencies",
         "_lock",
+        "_ordered",
         "initial",
         "min_samples",
         "minimum",
@@ -108,7 +113,8 @@ class PercentileDelay:
         self.minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
         if self.minimum > self.initial:  # initial is returned first: it may not be under the floor
             raise fail(_OWNER, "minimum", f"<= initial ({self.initial!r})", minimum)
-        self._latencies: deque[float] = deque(maxlen=size)
+        self._latencies: deque[float] = deque(maxlen=size)  # in arrival order: the oldest leaves first
+        self._ordered: list[float] = []  # the same latencies, sorted (equal ones in arrival order)
         self._lock = fork_safe(threading.Lock())
         self._cached = self.initial
         self._dirty = False
@@ -124,7 +130,12 @@ class PercentileDelay:
         """Record one accepted result's latency, in seconds (a NaN, negative, infinite or bool is ignored)."""
         if seconds >= 0 and not math.isinf(seconds) and seconds is not True and seconds is not False:
             with self._lock:
-                self._latencies.append(seconds)
+                latencies = self._latencies
+                ordered = self._ordered
+                insort(ordered, seconds)  # after its equals, as a stable sort of the arrivals puts it
+                if len(latencies) == latencies.maxlen:  # the oldest leaves: the first of its equals
+                    del ordered[bisect_left(ordered, latencies[0])]
+                latencies.append(seconds)
                 self._dirty = True
 
     def __call__(self) -> float:
@@ -132,9 +143,8 @@ class PercentileDelay:
         with self._lock:
             if self._dirty:
                 self._dirty = False
-                latencies = self._latencies
-                if len(latencies) >= self.min_samples:
-                    ordered = sorted(latencies)
+                ordered = self._ordered
+                if len(ordered) >= self.min_samples:
                     rank = int(ceil_whole(self.percentile * len(ordered) / 100.0))
                     self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
             return self._cached

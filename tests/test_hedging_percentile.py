@@ -1,0 +1,165 @@
+"""PercentileDelay's kept latencies: a reference model, and what observing and asking cost.
+
+The reference is as naive as possible: the accepted latencies in a list, the latest ``samples``
+of them sorted again with ``sorted()`` each time a delay is asked for, the nearest rank taken,
+the floor applied. Hypothesis compares the real delay with it on random sequences of
+observations (duplicates, ``0.0`` and ``-0.0``, ints, refused values) and questions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_resilience import PercentileDelay
+from otel_resilience.engine.rounding import ceil_whole
+
+
+class Reference:
+    """The delay a PercentileDelay must return, computed by brute force."""
+
+    def __init__(
+        self, initial: float, percentile: float, samples: int, min_samples: int, minimum: float
+    ) -> None:
+        self.initial = initial
+        self.percentile = percentile
+        self.samples = samples
+        self.min_samples = min_samples
+        self.minimum = minimum
+        self.accepted: list[float] = []
+        self.delay = initial
+
+    def observe(self, seconds: Any) -> None:
+        if isinstance(seconds, bool) or math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+            return
+        self.accepted.append(seconds)
+
+    def __call__(self) -> float:
+        kept = self.accepted[-self.samples :]
+        if len(kept) >= self.min_samples:
+            ordered = sorted(kept)
+            rank = int(ceil_whole(self.percentile * len(ordered) / 100.0))
+            self.delay = max(self.minimum, ordered[max(rank, 1) - 1])
+        return self.delay
+
+
+LATENCIES = st.one_of(
+    st.sampled_from([0.0, -0.0, 0.001, 0.002, 0.002, 0.5, 1, 2]),  # duplicates, signed zeros, ints
+    st.floats(min_value=0.0, max_value=10.0),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.001, -1, True, False]),  # refused
+)
+STEPS = st.lists(st.one_of(LATENCIES, st.just("ask")), max_size=120)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=STEPS,
+    percentile=st.sampled_from([0.1, 7.0, 14.0, 50.0, 90.0, 95.0, 99.0, 99.9, 99.99]),
+    samples=st.integers(min_value=1, max_value=12),
+    data=st.data(),
+)
+def test_percentile_delay_matches_a_sorted_reference(
+    steps: list[Any], percentile: float, samples: int, data: st.DataObject
+) -> None:
+    """Every answer is the reference's, bit for bit (a ``-0.0`` stays ``-0.0``, an int an int)."""
+    min_samples = data.draw(st.integers(min_value=1, max_value=samples), label="min_samples")
+    minimum = data.draw(st.sampled_from([0.0, 0.001, 0.5]), label="minimum")
+    delay = PercentileDelay(
+        1.0, percentile=percentile, samples=samples, min_samples=min_samples, minimum=minimum
+    )
+    reference = Reference(1.0, percentile, samples, min_samples, minimum)
+    for step in [*steps, "ask"]:
+        if isinstance(step, str):
+            got, expected = delay(), reference()
+            assert (type(got), repr(got)) == (type(expected), repr(expected))
+        else:
+            delay.observe(step)
+            reference.observe(step)
+
+
+@pytest.mark.parametrize("samples", [1, 2, 100, 1000])
+def test_percentile_delay_matches_the_reference_on_a_long_run(samples: int) -> None:
+    """A seeded run many windows long, with many repeated values, asking after every observation."""
+    rng = random.Random(samples)
+    delay = PercentileDelay(1.0, percentile=95, samples=samples, min_samples=1)
+    reference = Reference(1.0, 95.0, samples, 1, 0.0)
+    for _ in range(3 * samples + 50):
+        seconds = rng.choice([rng.random(), rng.randrange(20) / 1000])
+        delay.observe(seconds)
+        reference.observe(seconds)
+        assert delay() == reference()
+
+
+class Counted(float):
+    """A latency that counts the ``<`` comparisons it takes part in (sorting and bisecting use only ``<``)."""
+
+    comparisons = 0
+
+    def __lt__(self, other: object) -> bool:
+        Counted.comparisons += 1
+        return float(self) < float(other)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("samples", [100, 1000])
+def test_asking_costs_no_sort_and_observing_a_bisection(samples: int) -> None:
+    """A delay asked after each new latency (once per hedged call) costs O(log samples), not a sort.
+
+    Comparisons are counted, not time: asking compares at most once (the floor); observing into
+    a full window bisects twice (the latency leaving, the one arriving).
+    """
+    rng = random.Random(17)
+    delay = PercentileDelay(1.0, percentile=95, samples=samples, min_samples=1)
+    for _ in range(samples):
+        delay.observe(Counted(rng.random()))
+    delay()
+    bound = 2 * math.ceil(math.log2(samples) + 1)
+    for _ in range(20):
+        Counted.comparisons = 0
+        delay.observe(Counted(rng.random()))
+        observed = Counted.comparisons
+        Counted.comparisons = 0
+        delay()
+        assert observed <= bound
+        assert Counted.comparisons <= 1
+
+
+def test_threads_observing_and_asking_at_once_keep_both_orders_in_step() -> None:
+    """Threads observe and ask together; afterwards the window still holds exactly the latest ``samples``.
+
+    Once the threads are done, ``samples`` known latencies are observed: had a thread's
+    insertion or removal been lost, a stale latency would still be among the sorted ones.
+    """
+    delay = PercentileDelay(1.0, percentile=50, samples=100, min_samples=1)
+    errors: list[BaseException] = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(2_000):
+                    delay.observe(rng.choice([rng.random(), 0.5]))
+                    delay()
+            except BaseException as error:  # a thread's error would not reach the test otherwise
+                errors.append(error)
+                raise
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []
+    for millis in range(100, 0, -1):
+        delay.observe(millis / 1000 + 10)  # above every latency the threads observed
+    assert delay() == 50 / 1000 + 10  # the 50th of 10.001 ... 10.100
