@@ -389,6 +389,8 @@ def _run_export(
         parser.error("--time-scale, --runbook-url-base, --job-label and --set apply to `export alerts` only")
     try:
         written = export_module.export_artifacts(kind, directory, time_scale=args.time_scale, options=options)
+    except ValueError as error:  # a time scale the rules refuse (rendered before anything is written)
+        parser.error(str(error))
     except export_module.MissingExtraError as error:
         err.write(f"otel-resilience export: {error}\n")
         return 1

@@ -696,8 +696,12 @@ def _is_duration(text: str) -> bool:
     """
     if not text or _PROMETHEUS_DURATION.fullmatch(text) is None:
         return False
-    millis = sum(int(n) * _UNIT_MILLIS[unit] for n, unit in _DURATION.findall(text))
-    return millis * 1_000_000 <= _LONGEST_NANOS
+    return _millis(text) * 1_000_000 <= _LONGEST_NANOS
+
+
+def _millis(duration: str) -> int:
+    """The length of a Prometheus duration (one :data:`_PROMETHEUS_DURATION` matches), in milliseconds."""
+    return sum(int(n) * _UNIT_MILLIS[unit] for n, unit in _DURATION.findall(duration))
 
 
 def check_time_scale(time_scale: float) -> float:
@@ -719,8 +723,11 @@ def scale_duration(duration: str, time_scale: float) -> str:
     """Return the Prometheus ``duration`` multiplied by ``time_scale``.
 
     ``scale_duration("5m", 0.05) == "15s"``; a result that is not a whole number of seconds is
-    written in milliseconds (``"1m"`` at ``0.01`` is ``"600ms"``). At ``time_scale == 1``, and
-    for a zero duration (``"0s"``: fire at once), the duration is returned unchanged.
+    written in whole milliseconds (``"1m"`` at ``0.01`` is ``"600ms"``). At ``time_scale == 1``,
+    and for a zero duration (``"0s"``: fire at once), the duration is returned unchanged. A
+    result under 1 ms, the shortest duration written, is refused rather than raised to 1 ms:
+    that would give durations the rules keep apart (a warning's ``for`` and its critical's) one
+    length, and fire the page with the warning.
 
     Args:
         duration: A Prometheus duration such as ``"5m"`` or ``"1h30m"``.
@@ -731,7 +738,8 @@ def scale_duration(duration: str, time_scale: float) -> str:
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
-        ValueError: If ``time_scale`` is out of range or ``duration`` is not a duration.
+        ValueError: If ``time_scale`` is out of range or would make ``duration`` shorter than
+            1 ms, or ``duration`` is not a duration.
     """
     scale = check_time_scale(time_scale)
     if not _is_duration(duration):
@@ -739,10 +747,18 @@ def scale_duration(duration: str, time_scale: float) -> str:
         raise ValueError(msg)
     if scale == 1.0:
         return duration
-    seconds = _seconds(duration)
-    if seconds == 0:
+    production = _millis(duration)
+    if production == 0:
         return duration
-    millis = max(1, round(seconds * scale * 1000))
+    scaled = production * scale
+    if scaled < 1 and not math.isclose(scaled, 1):
+        msg = (
+            f"time_scale={time_scale!r} makes {duration!r} {scaled:g} ms: under 1 ms, the shortest "
+            f"duration the rules write; use a time_scale of at least {1 / production:.6g} "
+            f"(1 ms per {duration})"
+        )
+        raise ValueError(msg)
+    millis = round(scaled)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
@@ -1297,7 +1313,8 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
-        ValueError: If ``time_scale`` is not in ``(0, 1]``.
+        ValueError: If ``time_scale`` is not in ``(0, 1]``, or would make a rule duration
+            shorter than 1 ms (see :func:`scale_duration`).
     """
     scale = check_time_scale(time_scale)
     every = scale_duration(EVALUATION_INTERVAL, scale)

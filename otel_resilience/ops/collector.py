@@ -21,9 +21,11 @@ the span event name in the sampling policies come from
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from otel_resilience.ops import _yaml, alert_rules, naming
+from otel_resilience.patterns.timeout import DEFAULT_TIMEOUT
 from otel_resilience.telemetry import semconv as sc
 
 __all__ = [
@@ -65,6 +67,19 @@ Long enough that a live service's series never blink: one export may be late or 
 intervals), the batch may hold the next one (its timeout), and a scrape must still see it (one
 scrape interval). Short enough that a dead instance's gauges (a breaker left open, a bulkhead
 full) leave the dashboards and stop feeding alerts about 2 minutes after its last export.
+"""
+_SDK_SPAN_EXPORT_DELAY: Final = 5
+"""Seconds an application's ended span may wait before it is exported: the OpenTelemetry SDK's
+default batch span processor delay (``OTEL_BSP_SCHEDULE_DELAY``, 5000 ms)."""
+_DECISION_WAIT: Final = math.ceil(DEFAULT_TIMEOUT) + 2 * _SDK_SPAN_EXPORT_DELAY
+"""Seconds the tail sampler waits after a trace's first span before it decides (40 s).
+
+A failed execution's span ends last: at the deadline (the default total timeout,
+:data:`~otel_resilience.patterns.timeout.DEFAULT_TIMEOUT`, bounds its attempts and backoffs
+together) while its first attempt's span may reach the Collector at once. It must arrive before
+the decision, or the "keep every failed trace" policy never sees it and only the baseline share
+keeps the trace: so the wait is that timeout, plus the SDK's export delay, plus one more for an
+export that is late. A policy with a longer deadline needs a longer ``decision_wait``.
 """
 
 
@@ -170,7 +185,7 @@ def _execution_span_outcome(outcome: str) -> str:
 def _tail_sampling() -> dict[str, Any]:
     """Keep failed, rejected, timed-out and retry-exhausted traces; sample recovered ones."""
     return {
-        "decision_wait": "10s",
+        "decision_wait": f"{_DECISION_WAIT}s",
         "num_traces": 50000,
         "expected_new_traces_per_sec": 100,
         "policies": [
@@ -255,7 +270,10 @@ _COLLECTOR_NOTES: Final = {
     "Prometheus needs --web.enable-remote-write-receiver.",
     "otelcol-tail-sampling.yaml": "As otelcol.yaml, plus tail sampling: keeps every failed, rejected,\n"
     "timed-out or retry-exhausted trace, samples recovered ones. Run ONE collector (or route\n"
-    "by trace id with the loadbalancing exporter): all spans of a trace must meet.",
+    "by trace id with the loadbalancing exporter): all spans of a trace must meet.\n"
+    f"decision_wait {_DECISION_WAIT}s = the default total timeout ({DEFAULT_TIMEOUT:g}s) + 2 x the SDK's "
+    f"span export\ndelay ({_SDK_SPAN_EXPORT_DELAY}s): a trace that fails at its deadline is decided "
+    "after its failure arrived.\nRaise it for policies with a longer timeout.",
 }
 
 

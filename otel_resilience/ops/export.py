@@ -406,7 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.all:
                 _write(directory, render(kind))
             else:
-                for path in export_artifacts(kind, directory, time_scale=args.time_scale, options=options):
+                try:
+                    paths = export_artifacts(kind, directory, time_scale=args.time_scale, options=options)
+                except ValueError as error:  # a time scale the rules refuse (checked before any write)
+                    parser.error(str(error))
+                for path in paths:
                     sys.stdout.write(f"wrote {path}\n")
     except MissingExtraError as error:
         sys.stderr.write(f"{parser.prog}: {error}\n")

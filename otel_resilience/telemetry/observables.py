@@ -10,12 +10,12 @@ the moment it is created; an instance that is garbage-collected stops being repo
 Series are per *name*. Live instances that share a name (a standalone ``CircuitBreaker("x")``
 beside a manager policy ``x``) share one set of series, by one rule (:func:`_fold`): counts and
 gauges are summed over them, a breaker's state series report the most severe of their states
-(OPEN, then HALF_OPEN, then a state an operator set, METRICS_ONLY then DISABLED, then CLOSED), so
-an open breaker, or one an operator set apart, is never hidden by a closed namesake (a keyed
-policy's keys all share its name), rates the highest and thresholds the lowest of theirs, and
-a bulkhead's utilization (of its slots, of its queue) the highest of theirs (a keyed policy's
-most saturated key). Each instrument's callback reads each instance once, in time linear in the
-number of live instances.
+(by :data:`~otel_resilience.telemetry.semconv.CB_STATE_SEVERITY`, the order the dashboards take
+across instances too), so an open breaker, or one an operator set apart, is never hidden by a
+closed namesake (a keyed policy's keys all share its name), rates the highest and thresholds
+the lowest of theirs, and a bulkhead's utilization (of its slots, of its queue) the highest of
+theirs (a keyed policy's most saturated key). Each instrument's callback reads each instance
+once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
@@ -287,14 +287,13 @@ class Observables:
 _FITS: Final[dict[tuple[type, type], bool]] = {}
 """Whether a class has what a view protocol reads, by (class, protocol): checked once per class."""
 
-_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 4, 3, 1, 2), strict=True))
-"""How severe a breaker state is, by value: open 4, half_open 3, metrics_only 2, disabled 1,
-closed (or any other) 0. The states an operator sets rank above closed: the would-open alert
-reads the metrics_only series, which a closed namesake (a new key's breaker) must not hide."""
+_SEVERITY: Final = {value: rank for rank, value in enumerate(sc.CB_STATE_SEVERITY)}
+"""How severe a breaker state is, by value: its place in ``sc.CB_STATE_SEVERITY`` (closed, or
+any other value, 0)."""
 
 
 def _severity(state: enum.Enum) -> int:
-    """Rank a breaker state: OPEN, HALF_OPEN, METRICS_ONLY, DISABLED, then CLOSED."""
+    """Rank a breaker state by ``sc.CB_STATE_SEVERITY``: the higher, the more severe."""
     return _SEVERITY.get(str(state.value), 0)
 
 

@@ -29,7 +29,8 @@ def _without_durations(document):
         ("1m", 0.01, "600ms"),
         ("1h30m", 0.5, "2700s"),
         ("10m", 1.0, "10m"),
-        ("1s", 0.0001, "1ms"),
+        ("1s", 0.001, "1ms"),
+        ("1s", 0.0015, "2ms"),
     ],
 )
 def test_scale_duration_multiplies_a_prometheus_duration(duration, scale, expected):
@@ -52,6 +53,8 @@ def test_scale_duration_multiplies_a_prometheus_duration(duration, scale, expect
         ("m5", 0.5, ValueError, r"duration must be a Prometheus duration"),
         ("30s5m", 1.0, ValueError, r"duration must be a Prometheus duration"),  # units out of order
         ("5m5m", 0.5, ValueError, r"duration must be a Prometheus duration"),  # a unit twice
+        ("1s", 0.0001, ValueError, r"time_scale=0.0001 makes '1s' 0.1 ms: under 1 ms"),  # was 1 ms
+        ("1m", 1e-6, ValueError, r"at least 1.66+7e-05"),
     ],
 )
 def test_scale_duration_rejects_bad_input(duration, scale, error, message):

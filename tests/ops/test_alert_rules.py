@@ -124,6 +124,29 @@ def test_breaker_open_severity_grows_with_duration(rules):
     assert ladder == {"warning": ar.BREAKER_OPEN_WARNING_FOR, "critical": ar.BREAKER_OPEN_CRITICAL_FOR}
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1e-5])
+def test_a_time_scale_under_a_millisecond_per_rule_duration_is_refused(scale):
+    """A time scale that would make a rule duration shorter than 1 ms is refused, naming time_scale.
+
+    At 1e-6 the breaker-open warning (1m) and its critical (10m) would both wait 1 ms: the
+    page would fire with the warning. At 1e-5 the 1m and 2m durations would both be 1 ms.
+    """
+    with pytest.raises(ValueError, match=r"time_scale=1e-0[56] .*'1m'.* under 1 ms"):
+        ar.render_rules(scale)
+
+
+def test_the_smallest_time_scale_keeps_the_breaker_open_ladder():
+    """At the smallest time scale the shipped rules accept (1 ms per production minute, their shortest
+    duration), the breaker-open alert still warns before it pages."""
+    text = ar.render_rules(1 / 60_000)
+    ladder = {
+        r["labels"]["severity"]: r["for"]
+        for r in alert_rules_of(yaml.safe_load(text))
+        if r["alert"] == ar.A_BREAKER_OPEN
+    }
+    assert ladder == {"warning": "1ms", "critical": "10ms"}
+
+
 def test_thresholds_are_pinned():
     """The thresholds users rely on are pinned (the dashboards draw the same constants)."""
     assert (ar.RETRY_STORM_RATIO, ar.FALLBACK_RATIO, ar.TIMEOUT_RATIO) == (0.5, 0.1, 0.05)

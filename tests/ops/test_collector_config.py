@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from otel_resilience.ops import collector, naming
+from otel_resilience.patterns.timeout import DEFAULT_TIMEOUT
 from otel_resilience.telemetry import semconv as sc
 
 # Component types of otelcol-contrib the configs may use (pinned: a new type is a deliberate change).
@@ -169,6 +170,19 @@ def test_tail_sampling_keeps_failures_and_exhausted_retries_and_samples_recovere
     for condition in re.findall(r'attributes\["([^"]+)"\] == "([^"]+)"', kept):
         key, value = condition
         assert value in sc.attribute(key).values
+
+
+def test_tail_sampling_waits_for_an_execution_that_runs_to_the_default_timeout(collector_configs):
+    """The decision waits for an execution span that ends at the default deadline (30 s, attempts and
+    backoffs included) and is exported one SDK span-batch delay (OTEL_BSP_SCHEDULE_DELAY, 5 s) later.
+
+    With a 10 s wait, a trace whose first attempt span arrives at once and whose execution span
+    reports ``timeout`` 30 s later was decided before its failure arrived: kept by the 5 % baseline
+    only."""
+    wait = collector_configs["otelcol-tail-sampling.yaml"]["processors"]["tail_sampling"]["decision_wait"]
+    match = re.fullmatch(r"(\d+)s", wait)
+    assert match is not None, wait
+    assert int(match[1]) > DEFAULT_TIMEOUT + 5
 
 
 def unit_overrides(config):

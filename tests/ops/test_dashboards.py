@@ -481,13 +481,17 @@ def test_breaker_timeline_maps_every_state(dashboards, state):
 
 
 def test_breaker_timeline_orders_the_states_by_severity(dashboards):
-    """Closed green; metrics_only blue and disabled grey (every call passes) above it; half-open and open
-    above both, and the only states drawn as thresholds. The query maps each state to its level."""
+    """Closed green; disabled grey and metrics_only blue (every call passes) above it; half-open and open
+    above both, and the only states drawn as thresholds. The query maps each state to its level.
+
+    Across instances the worst level wins, by the order the in-process gauge merges namesakes by
+    (``sc.CB_STATE_SEVERITY``): an operator sees the same state either way."""
     panel = by_title(dashboards["otel-resilience-circuit-breakers.json"], "Circuit breaker states")
     options = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
     levels = {o["text"]: int(level) for level, o in options.items()}
     colors = {o["text"]: o["color"] for o in options.values()}
-    assert sorted(levels, key=levels.get) == ["closed", "metrics_only", "disabled", "half_open", "open"]
+    assert sorted(levels, key=levels.get) == ["closed", "disabled", "metrics_only", "half_open", "open"]
+    assert sorted(levels, key=levels.get) == list(sc.CB_STATE_SEVERITY)
     assert colors == {
         "closed": "green",
         "metrics_only": "blue",

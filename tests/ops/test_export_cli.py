@@ -86,6 +86,24 @@ def test_options_for_another_kind_are_a_usage_error(tmp_path, capsys):
     assert "apply to `export alerts` only" in capsys.readouterr().err
 
 
+def test_a_time_scale_under_a_millisecond_per_rule_duration_is_a_usage_error(tmp_path, capsys):
+    """`export alerts DIR --time-scale 1e-6` exits 2 naming time_scale, and writes nothing."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "rules"), "--time-scale", "1e-6"])
+    assert caught.value.code == 2
+    assert "time_scale=1e-06" in capsys.readouterr().err
+    assert not (tmp_path / "rules").exists()
+
+
+def test_the_module_cli_refuses_a_time_scale_under_a_millisecond_per_rule_duration(tmp_path, capsys):
+    """`python -m otel_resilience.ops.export alerts DIR --time-scale 1e-6` is a usage error too (exit 2)."""
+    with pytest.raises(SystemExit) as caught:
+        export.main(["alerts", str(tmp_path / "rules"), "--time-scale", "1e-6"])
+    assert caught.value.code == 2
+    assert "time_scale=1e-06" in capsys.readouterr().err
+    assert not (tmp_path / "rules").exists()
+
+
 def test_export_reports_a_write_error(tmp_path):
     """An OSError while writing is reported with the folder, and exits 1."""
     blocker = tmp_path / "file"

@@ -662,6 +662,25 @@ async def test_a_new_keys_closed_breaker_never_hides_a_state_an_operator_set(ote
     assert states() == {"closed": 0, "open": 1, "half_open": 0, "disabled": 0, "metrics_only": 0}
 
 
+@pytest.mark.parametrize("first_disabled", [True, False])
+def test_namesakes_disabled_and_metrics_only_export_metrics_only(otel, first_disabled):
+    """Two live breakers of one name, one DISABLED and one METRICS_ONLY, export metrics_only in either order.
+
+    The order is ``sc.CB_STATE_SEVERITY``, the one the dashboards' state timeline takes across
+    instances too: a metrics_only breaker's would-be trips are what the would-open alert reads.
+    """
+    first, second = CircuitBreaker("split-mode"), CircuitBreaker("split-mode")
+    (first if first_disabled else second).disable()
+    (second if first_disabled else first).metrics_only()
+    states = {
+        p.attributes[sc.CB_STATE]: p.value
+        for p in otel.points(sc.CB_STATE_METRIC)
+        if p.attributes["resilience.name"] == "split-mode"
+    }
+    assert states == {"closed": 0, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 1}
+    assert sc.CB_STATE_SEVERITY.index("metrics_only") > sc.CB_STATE_SEVERITY.index("disabled")
+
+
 def test_a_second_live_breaker_or_bulkhead_of_a_name_is_logged(caplog):
     """Registering a breaker or bulkhead while a live namesake exists logs that their series combine; a unique name logs nothing."""
     first = CircuitBreaker("namesake-breaker")

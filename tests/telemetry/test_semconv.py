@@ -344,3 +344,10 @@ def test_record_messages_is_off_by_default():
     )  # the env's, false unset
     assert resolve(RECORD_MESSAGES, None, {}) is False
     assert inspect.signature(OtelListener).parameters["record_messages"].default is False
+
+
+def test_breaker_state_severity_orders_every_state_once():
+    """The one severity order of breaker states holds every state once: closed least, open most."""
+    assert sorted(sc.CB_STATE_SEVERITY) == sorted(sc.CB_STATE_VALUES)
+    assert sc.CB_STATE_SEVERITY[0] == "closed"
+    assert sc.CB_STATE_SEVERITY[-1] == "open"

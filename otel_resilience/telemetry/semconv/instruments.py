@@ -31,6 +31,7 @@ from otel_resilience.telemetry.semconv.names import (
     CB_SLOW_CALL_RATE,
     CB_STATE,
     CB_STATE_METRIC,
+    CB_STATE_SEVERITY,
     CB_TRANSITION_REASON,
     CB_TRANSITIONS,
     CHAOS_INJECTIONS,
@@ -174,7 +175,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "1",
         "1 for the breaker's current state and 0 for the others, for every live breaker from "
         "the moment it is created. Breakers that share a name (a keyed policy's, one per key) "
-        "show the most severe of their states: open, half_open, metrics_only, disabled, closed.",
+        "show the most severe of their states: " + ", ".join(reversed(CB_STATE_SEVERITY)) + ".",
         (NAME, CB_STATE),
     ),
     InstrumentSpec(

@@ -45,6 +45,7 @@ __all__ = [
     "CB_SLOW_CALL_RATE",
     "CB_STATE",
     "CB_STATE_METRIC",
+    "CB_STATE_SEVERITY",
     "CB_STATE_VALUES",
     "CB_TRANSITIONS",
     "CB_TRANSITIONS_KNOWN",
@@ -250,6 +251,17 @@ PATTERN_VALUES: Final = (
     "hedging",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
+CB_STATE_SEVERITY: Final = ("closed", "disabled", "metrics_only", "half_open", "open")
+"""Breaker states from the least to the most severe: the one order of the state an operator sees
+when breakers of one name disagree, within a process (the state gauge merging namesakes, such as
+a keyed policy's keys) and across a service's instances (the dashboards' state timeline).
+
+The states that reject calls come last, open above half_open (which lets probes through). Below
+them the two modes an operator sets, both letting every call through: ``metrics_only`` ranks
+above ``disabled`` because it is the one with something to watch (it reports the trips it would
+make, which ``ResilienceCircuitBreakerWouldOpen`` reads from the metrics_only series), while a
+disabled breaker is inert; a disabled namesake must not hide a breaker on trial. Either mode
+ranks above closed, so a closed namesake (a new key's breaker) never hides what an operator set."""
 CB_TRANSITION_REASONS: Final = (
     "failure_threshold",
     "failure_rate",
