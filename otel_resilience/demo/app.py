@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -141,7 +143,9 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
     table is left alone): ``loop.remove_signal_handler`` would leave ``SIG_DFL`` instead. The
     handler runs in the main thread, the loop's, and hands the signal to the loop as
     ``asyncio.run`` hands SIGINT to it (``call_soon_threadsafe`` also wakes the loop up).
-    A signal whose handler was not installed from Python (``getsignal`` gives ``None``) is left alone.
+    A signal whose handler was not installed from Python (``getsignal`` gives ``None``) is left alone,
+    and so is one the process ignores (``SIG_IGN``: a background job of a script, which a Ctrl-C
+    meant for the foreground must not stop), as Python leaves SIGINT then.
     """
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
@@ -151,7 +155,7 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous = signal.getsignal(sig)
-            if previous is None:
+            if previous is None or previous is signal.SIG_IGN:
                 continue
             signal.signal(sig, handler)
             installed.append((sig, previous))
@@ -173,11 +177,44 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _dump(summary: dict[str, Any], handle: IO[str]) -> None:
+    json.dump(_finite(summary), handle, indent=2, allow_nan=False)
+    handle.write("\n")
+
+
 def write_summary_json(summary: dict[str, Any], path: Any) -> None:
-    """Write ``summary`` to ``path`` as indented, strict JSON (non-finite numbers become ``null``)."""
-    with open(path, "w", encoding="utf-8") as handle:  # noqa: PTH123 - path may be str or Path
-        json.dump(_finite(summary), handle, indent=2, allow_nan=False)
-        handle.write("\n")
+    """Write ``summary`` to ``path`` as indented, strict JSON (non-finite numbers become ``null``).
+
+    A regular file (or a new one) is replaced whole: the JSON is written to a new file in the same
+    folder, then renamed over it (through a symbolic link, the file it points to), so a reader sees
+    the earlier summary or the new one, and a failed write (a full disk) leaves the earlier one. The
+    file keeps its permissions; a new one gets the usual ones (the umask's). A folder that takes no
+    new file, or a path that is not a regular file (a device, a pipe), is written in place.
+    """
+    given = Path(path)
+    if given.exists() and not given.is_file():  # not resolved: /dev/stdout of a pipe names no file
+        with given.open("w", encoding="utf-8") as handle:
+            _dump(summary, handle)
+        return
+    target = Path(os.path.realpath(given))
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:  # the folder takes no new file, while the file takes writes (checked before the run)
+        with target.open("w", encoding="utf-8") as handle:
+            _dump(summary, handle)
+        return
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if target.exists():
+                temporary.chmod(stat.S_IMODE(target.stat().st_mode))
+            _dump(summary, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 class _Ticker:

@@ -68,6 +68,35 @@ _SPAN_QUEUE: Final = 16_384
 """Spans buffered before the batch processor drops (the demo makes a few hundred per second)."""
 
 
+class _FirstExportError(logging.Filter):
+    """Lets the first warning or error of the OTLP exporters through and counts the others.
+
+    The exporters log every failed export and every retry of one: a receiver that is down would
+    write a few lines a second for the whole run, into the live view. The first says it is down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._shown = False
+        self.hidden = 0
+        """Warnings and errors not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is shown: anything under a warning, and the first warning or error."""
+        if record.levelno < logging.WARNING:
+            return True
+        with self._lock:
+            if self._shown:
+                self.hidden += 1
+                return False
+            self._shown = True
+        record.msg = (
+            f"{record.msg} (the next OTLP export errors are not shown: their number is given at the end)"
+        )
+        return True
+
+
 class MetricsServerError(RuntimeError):
     """The ``/metrics`` server could not start (the port is busy, the address is wrong...)."""
 
@@ -131,6 +160,8 @@ class DemoTelemetry:
         self._thread: threading.Thread | None = None
         self._instrumented = contextlib.ExitStack()
         self._spans: _FlushBound | None = None
+        self._export_errors: _FirstExportError | None = None
+        self._export_loggers: list[logging.Logger] = []
 
     def start(self) -> None:
         """Build the providers, serve ``/metrics`` and instrument the library.
@@ -159,6 +190,12 @@ class DemoTelemetry:
                 OTLPSpanExporter,
             )
 
+            self._export_errors = _FirstExportError()
+            self._export_loggers = [
+                logging.getLogger(exporter.__module__) for exporter in (OTLPMetricExporter, OTLPSpanExporter)
+            ]
+            for logger in self._export_loggers:
+                logger.addFilter(self._export_errors)
             readers.append(
                 PeriodicExportingMetricReader(
                     OTLPMetricExporter(
@@ -229,3 +266,11 @@ class DemoTelemetry:
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
             self.meter_provider = None
+        export_errors = self._export_errors
+        if export_errors is not None:  # after the shutdown: its last exports are counted too
+            for logger in self._export_loggers:
+                logger.removeFilter(export_errors)
+            self._export_errors = None
+            self._export_loggers = []
+            if export_errors.hidden:
+                _LOG.warning("%d more OTLP export error(s) not shown (after the first)", export_errors.hidden)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import socket
 import threading
@@ -168,3 +169,39 @@ def test_stop_gives_up_the_spans_still_queued_for_an_unreachable_receiver() -> N
     exported = math.ceil(OTLP_FLUSH_TIMEOUT / OTLP_EXPORT_TIMEOUT)
     assert receiver.batches == exported < batches
     assert bound.dropped == (batches - exported) * _BATCH
+
+
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+)
+
+
+def test_a_receiver_that_is_down_is_reported_once_not_at_every_export(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The exporters log each failed export and each retry (about 4 lines a second with a receiver that
+    is down, into the live view): the run shows the first one and counts the others, once, at the end."""
+    with socket.socket() as probe:  # a port nothing listens on: every export is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    telemetry = DemoTelemetry(DemoOptions(port=None, otlp_endpoint=f"http://127.0.0.1:{port}"))
+    caplog.set_level(logging.WARNING)
+    telemetry.start()
+    try:
+        for name in _EXPORTER_LOGGERS:  # what the exporters log in a minute of a run
+            for _ in range(100):
+                logging.getLogger(name).warning("Transient error %s encountered while exporting", "refused")
+                logging.getLogger(name).error(
+                    "Failed to export batch due to timeout, max retries or shutdown."
+                )
+    finally:
+        telemetry.stop()
+    shown = [record for record in caplog.records if record.name in _EXPORTER_LOGGERS]
+    assert len(shown) == 1
+    assert "not shown" in shown[0].getMessage()
+    counted = [record.getMessage() for record in caplog.records if record.name == "otel_resilience.demo"]
+    assert any("OTLP export error(s) not shown" in message for message in counted)
+    caplog.clear()
+    logging.getLogger(_EXPORTER_LOGGERS[0]).warning("after the run")  # the exporters' logging as it was
+    assert [record.getMessage() for record in caplog.records] == ["after the run"]

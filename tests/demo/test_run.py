@@ -448,6 +448,30 @@ async def test_a_run_in_process_puts_back_the_listener_registered_before_it() ->
         meter_provider.shutdown()
 
 
+async def test_a_signal_the_process_ignores_stays_ignored_by_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started with SIGINT and SIGTERM ignored (a background job of a script: ``demo &``, which
+    a Ctrl-C meant for the foreground must not stop) keeps ignoring them during the run, as it did
+    before it (the run made them stop it, then put SIG_IGN back)."""
+    start_load = app.DemoSystem.start_load
+
+    def signal_then_start_load(self: app.DemoSystem) -> None:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        start_load(self)
+
+    monkeypatch.setattr(app.DemoSystem, "start_load", signal_then_start_load)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    options = DemoOptions(scenario="steady", duration=0.3, time_scale=0.01, port=None, plain=True)
+    try:
+        summary = await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=True)
+        assert {sig: signal.getsignal(sig) for sig in previous} == dict.fromkeys(previous, signal.SIG_IGN)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert summary["stopped_by"] == "duration"
+    _accounted(summary)
+
+
 async def test_a_run_that_handles_signals_puts_back_the_handlers_it_found() -> None:
     """After a run that routed SIGINT and SIGTERM to its stop, the caller's handlers are in place again:
     a Python handler and one of the event loop's (the run used to leave SIGTERM at SIG_DFL, killing the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import threading
 from pathlib import Path
@@ -151,6 +152,72 @@ def test_the_summary_json_is_strict(tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
     write_summary_json({"a": math.inf, "b": [1.5, math.nan], "c": {"d": "x"}}, path)
     assert json.loads(path.read_text(encoding="utf-8")) == {"a": None, "b": [1.5, None], "c": {"d": "x"}}
+
+
+def test_the_summary_json_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader of the file (a check polling for it) sees the earlier summary or the new one, never
+    a half-written file: it was truncated first, then written in pieces."""
+    path = tmp_path / "summary.json"
+    path.write_text('{"earlier": true}\n', encoding="utf-8")
+    path.chmod(0o640)
+    seen: list[str] = []
+    dump = json.dump
+
+    def watched(value: Any, handle: Any, **kwargs: Any) -> None:
+        handle.write('{"partial": ')
+        handle.flush()
+        seen.append(path.read_text(encoding="utf-8"))  # what a reader sees in the middle of the write
+        handle.seek(0)
+        handle.truncate()
+        dump(value, handle, **kwargs)
+
+    from otel_resilience.demo import app  # noqa: PLC0415
+
+    monkeypatch.setattr(app.json, "dump", watched)
+    write_summary_json({"new": 1}, path)
+    assert seen == ['{"earlier": true}\n']
+    assert json.loads(path.read_text(encoding="utf-8")) == {"new": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert path.stat().st_mode & 0o777 == 0o640  # the file's permissions kept
+
+
+def test_a_summary_json_that_fails_to_write_leaves_the_earlier_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails (a full disk) leaves the earlier summary as it was and no partial file."""
+    path = tmp_path / "summary.json"
+    path.write_text('{"earlier": true}\n', encoding="utf-8")
+
+    def full(value: Any, handle: Any, **kwargs: Any) -> None:
+        handle.write('{"partial": ')
+        raise OSError(28, "No space left on device")
+
+    from otel_resilience.demo import app  # noqa: PLC0415
+
+    monkeypatch.setattr(app.json, "dump", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_summary_json({"new": 1}, path)
+    assert path.read_text(encoding="utf-8") == '{"earlier": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_summary_json_to_a_device_or_a_pipe_is_written_in_place(tmp_path: Path) -> None:
+    """A path that is not a regular file (a device, a pipe: ``/dev/stdout`` of ``| jq``) is written
+    as it is, not replaced (nor resolved: ``/proc/self/fd/1`` of a pipe names no file)."""
+    write_summary_json({"new": 1}, Path("/dev/null"))
+    assert Path("/dev/null").is_char_device()
+    reader, writer = os.pipe()
+    try:
+        write_summary_json({"new": 1}, Path(f"/proc/self/fd/{writer}"))
+        os.close(writer)
+        writer = -1
+        with os.fdopen(reader, encoding="utf-8") as handle:
+            reader = -1
+            assert json.loads(handle.read()) == {"new": 1}
+    finally:
+        for descriptor in (reader, writer):
+            if descriptor >= 0:
+                os.close(descriptor)
 
 
 def test_the_hedging_line_names_what_refused_each_hedge() -> None:
