@@ -217,6 +217,16 @@ def test_an_async_predicate_is_refused() -> None:
             ChaosConfig(fault_rate=1.0, fault=OSError, enabled=predicate)
 
 
+def test_a_class_as_enabled_is_refused() -> None:
+    """ChaosSwitch (the class) as enabled would make a switch per run, never a verdict: refused by name."""
+    with pytest.raises(
+        TypeError,
+        match=r"^ChaosConfig\.enabled must be a predicate \(a function or an instance\), not a class",
+    ):
+        ChaosConfig(fault_rate=1.0, fault=OSError, enabled=ChaosSwitch)  # type: ignore[arg-type]
+    assert ChaosConfig(fault_rate=1.0, fault=OSError, enabled=ChaosSwitch()).injects
+
+
 def test_configs_compare_by_value_and_switches_by_identity() -> None:
     """Equal settings are equal configs (a policy is shared); two switches are two configs."""
     switch = ChaosSwitch()

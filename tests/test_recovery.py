@@ -1043,6 +1043,32 @@ async def test_isolate_without_a_breaker_fails_and_logs(
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
 
 
+async def test_isolate_of_a_missing_breaker_logs_once_per_name_and_counts_every_failure(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ISOLATE rule naming no live breaker warns once per name, however many failures; each is counted."""
+    missing, other = unique("missing"), unique("other")
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=missing)
+    )
+    system.register_recovery_rule(
+        TimeoutError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=other)
+    )
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for _ in range(5):
+            with pytest.raises(ConnectionError):
+                await run(system, driver, Flaky(1))
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await run(system, driver, Flaky(1, TimeoutError))
+    warned = [r.getMessage() for r in caplog.records if "found no circuit breaker" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert missing in warned[0]
+    assert other in warned[1]
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 8, "successful": 0, "failed": 8}
+
+
 async def test_isolate_whose_resolver_raises_fails_and_reraises_the_original(
     driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from otel_support import Otel
 from support import BrokenQualname, add_note, converted_cancellation, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
@@ -69,6 +70,7 @@ from otel_resilience.patterns.retry import (
 )
 from otel_resilience.patterns.retry.budget import RetryBudget
 from otel_resilience.patterns.retry.step import _RetryStep
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 
@@ -2268,3 +2270,68 @@ def test_an_empty_retry_on_needs_retry_on_result() -> None:
         RetryPolicy(retry_on=[])
     results_only = RetryPolicy(retry_on=(), retry_on_result=lambda result: result is None)
     assert not results_only.is_retryable(ConnectionError("down"))
+
+
+async def test_an_on_retry_that_raises_ends_the_execution_counted_as_a_failure_everywhere(
+    driver: str, clock: FakeClock, otel: Otel
+) -> None:
+    """``on_retry`` raises: the retry's stats, the pipeline's and the OTel metrics all count one failed execution."""
+
+    def on_retry(attempt: int, error: BaseException | None) -> None:
+        raise RuntimeError("on_retry failed")
+
+    def failing() -> None:
+        raise ConnectionError("down")
+
+    async def afailing() -> None:
+        raise ConnectionError("down")
+
+    policy = RetryPolicy(strategy=RetryStrategy.FIXED, initial_delay=1.0, jitter=Jitter.NONE, max_attempts=3)
+    retry = Retry("hooked", policy, clock=clock, on_retry=on_retry)
+    with pytest.raises(RuntimeError, match="on_retry failed"):
+        if driver == "sync":
+            retry.execute_sync(failing)
+        else:
+            await retry.execute(afailing)
+    stats = retry.get_stats()
+    assert (stats["executions"], stats["non_retryable"], stats["successes"]) == (1, 1, 0)
+    assert (stats["attempts"], stats["retries"]) == (1, 1)
+    assert retry._pipeline.stats.as_dict()["failed"] == 1
+    executions = {
+        dict(p.attributes)[sc.OUTCOME]: p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if dict(p.attributes)[sc.POLICY] == "hooked"
+    }
+    assert sum(executions.values()) == stats["executions"]
+    assert executions["failure"] == 1
+    retries = [p.value for p in otel.points(sc.RETRIES) if dict(p.attributes)[sc.POLICY] == "hooked"]
+    assert retries == [stats["retries"]]
+
+
+async def test_a_dropped_hook_that_raises_ends_the_execution_counted_as_a_failure(
+    driver: str, clock: FakeClock
+) -> None:
+    """``retry_on_result.dropped`` raises before a retry: the retry and its pipeline count one failed execution."""
+
+    class Pending:
+        def __call__(self, result: object) -> bool:
+            return result == "pending"
+
+        def dropped(self, result: object) -> None:
+            raise RuntimeError("could not let the result go")
+
+    async def apending() -> str:
+        return "pending"
+
+    policy = RetryPolicy(
+        strategy=RetryStrategy.FIXED, initial_delay=1.0, jitter=Jitter.NONE, retry_on_result=Pending()
+    )
+    retry = Retry("dropping", policy, clock=clock)
+    with pytest.raises(RuntimeError, match="could not let the result go"):
+        if driver == "sync":
+            retry.execute_sync(lambda: "pending")
+        else:
+            await retry.execute(apending)
+    stats = retry.get_stats()
+    assert (stats["executions"], stats["non_retryable"]) == (1, 1)
+    assert retry._pipeline.stats.as_dict()["failed"] == 1

@@ -514,10 +514,16 @@ def check_predicate(owner: str, field: str, value: object, *arguments: str, opti
     """Return ``value`` if it is a plain (sync) predicate (or ``None`` when ``optional``).
 
     A predicate is called, never awaited: an async one returns a coroutine, which is true, so it
-    would say yes to everything (the rule: :func:`check_sync_callable`). Given ``arguments`` (the
-    names of what it is called with), one that cannot take them is refused too
-    (:func:`check_called_with`).
+    would say yes to everything (the rule: :func:`check_sync_callable`). A class whose instances
+    are callable is refused too: its instance is the predicate (``ChaosSwitch()``, not
+    ``ChaosSwitch``), and calling the class makes one (true, or an error when it cannot take the
+    argument), never a verdict; a class that answers (``bool``) is a predicate. Given
+    ``arguments`` (the names of what it is called with), one that cannot take them is refused
+    too (:func:`check_called_with`).
     """
+    if isinstance(value, type) and any("__call__" in vars(kind) for kind in value.__mro__):
+        rule = "a predicate (a function or an instance), not a class whose instances are predicates"
+        raise fail(owner, field, rule, value, kind=TypeError)
     predicate = check_sync_callable(owner, field, value, what="predicate", optional=optional)
     return check_called_with(owner, field, predicate, *arguments) if arguments else predicate
 

@@ -300,6 +300,13 @@ _NOT_THE_SERVICE: Final = (
 """Labels that cannot name the service (``RuleOptions.job_label``): the rules group, match or set
 each with its own meaning, so a service put there would be overwritten or mixed with it."""
 
+_ORDERED_OPTIONS: Final = (
+    ("breaker_open_warning_for", "breaker_open_critical_for", "severity grows with duration"),
+)
+"""The ``for`` pairs that must stay strictly ordered, shorter first, and why: in the options
+(:class:`RuleOptions`) and once scaled (:func:`rule_groups`), where rounding to whole
+milliseconds may give the two one length."""
+
 _WINDOW_OPTIONS: Final = ("bulkhead_near_for",)
 """The options that are the range of a ``*_over_time`` function as well (a ``for`` may be 0s, a
 range may not)."""
@@ -395,13 +402,11 @@ class RuleOptions:
                     f"RuleOptions.{name} is the window of an average and must be longer than 0, "
                     f"got {getattr(self, name)!r}"
                 )
-        warning, critical = self.breaker_open_warning_for, self.breaker_open_critical_for
-        if _seconds(critical) <= _seconds(warning):
-            msg = (
-                "RuleOptions.breaker_open_critical_for must be longer than breaker_open_warning_for "
-                f"({warning}), got {critical!r}: severity grows with duration"
-            )
-            raise ValueError(msg)
+        for shorter, longer, why in _ORDERED_OPTIONS:
+            first, then = getattr(self, shorter), getattr(self, longer)
+            if _seconds(then) <= _seconds(first):
+                msg = f"RuleOptions.{longer} must be longer than {shorter} ({first}), got {then!r}: {why}"
+                raise ValueError(msg)
         if not re.fullmatch(r"https?://\S+", self.runbook_url_base):
             msg = f"RuleOptions.runbook_url_base must be an http(s) URL, got {self.runbook_url_base!r}"
             raise ValueError(msg)
@@ -1270,6 +1275,8 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
     if not isinstance(options, RuleOptions):  # callers without a type checker
         msg = f"options must be a RuleOptions, got {options!r}"  # type: ignore[unreachable]
         raise TypeError(msg)
+    if scale != 1.0:
+        _check_scaled_order(options, scale)
     return (
         ("otel_resilience.executions", _execution_group(options, scale)),
         ("otel_resilience.circuit_breakers", _breaker_group(options, scale)),
@@ -1281,6 +1288,30 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.configuration", _reload_group(options, scale)),
         ("otel_resilience.shared_stores", _store_group(options, scale)),
     )
+
+
+def _check_scaled_order(options: RuleOptions, scale: float) -> None:
+    """Refuse a ``scale`` that rounds a pair of :data:`_ORDERED_OPTIONS` to one length (or reverses it).
+
+    :func:`scale_duration` writes whole milliseconds: two ``for`` durations the options keep
+    apart may round to one (``1m`` and ``70s`` at 1/60000 are both ``1ms``), and the page would
+    fire with the warning. A scale at which they differ by 1 ms or more before rounding keeps them
+    apart, which the message suggests.
+
+    Raises:
+        ValueError: Naming ``time_scale``, the pair and the length both round to.
+    """
+    for shorter, longer, why in _ORDERED_OPTIONS:
+        first, then = getattr(options, shorter), getattr(options, longer)
+        scaled_first, scaled_then = scale_duration(first, scale), scale_duration(then, scale)
+        if _millis(scaled_then) <= _millis(scaled_first):
+            least = 1 / (_millis(then) - _millis(first))
+            msg = (
+                f"time_scale={scale!r} makes {shorter} ({first!r}) and {longer} ({then!r}) both "
+                f"{scaled_first} once rounded to whole milliseconds, which must stay apart ({why}); "
+                f"use a time_scale of at least {least:.6g}"
+            )
+            raise ValueError(msg)
 
 
 def rules_document(time_scale: float = 1.0, options: RuleOptions | None = None) -> dict[str, Any]:

@@ -147,6 +147,24 @@ def test_the_smallest_time_scale_keeps_the_breaker_open_ladder():
     assert ladder == {"warning": "1ms", "critical": "10ms"}
 
 
+def test_a_time_scale_that_rounds_an_adapted_ladder_to_one_length_is_refused():
+    """An adapted warning (1m) and critical (70s) both round to 1 ms at the smallest time scale:
+    the page would fire with the warning, so that scale is refused, naming time_scale."""
+    options = ar.RuleOptions(breaker_open_warning_for="1m", breaker_open_critical_for="70s")
+    with pytest.raises(
+        ValueError,
+        match=r"time_scale=1\.666\d*e-05 makes breaker_open_warning_for \('1m'\) and "
+        r"breaker_open_critical_for \('70s'\) both 1ms",
+    ):
+        ar.render_rules(1 / 60_000, options)
+    ladder = {
+        r["labels"]["severity"]: r["for"]
+        for r in alert_rules_of(yaml.safe_load(ar.render_rules(1e-4, options)))
+        if r["alert"] == ar.A_BREAKER_OPEN
+    }
+    assert ladder == {"warning": "6ms", "critical": "7ms"}
+
+
 def test_thresholds_are_pinned():
     """The thresholds users rely on are pinned (the dashboards draw the same constants)."""
     assert (ar.RETRY_STORM_RATIO, ar.FALLBACK_RATIO, ar.TIMEOUT_RATIO) == (0.5, 0.1, 0.05)

@@ -160,3 +160,23 @@ def test_an_empty_directory_is_a_usage_error(tmp_path, monkeypatch, capsys):
     assert caught.value.code == 2
     assert "argument DIR: must not be empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_time_scale_that_collapses_an_adapted_ladder_is_a_usage_error(tmp_path, capsys):
+    """`export alerts DIR --set ... --time-scale` that rounds the warning and the page to one length exits 2."""
+    argv = [
+        "export",
+        "alerts",
+        str(tmp_path / "rules"),
+        "--set",
+        "breaker_open_warning_for=1m",
+        "--set",
+        "breaker_open_critical_for=70s",
+        "--time-scale",
+        str(1 / 60_000),
+    ]
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "time_scale=1.6666666666666667e-05 makes breaker_open_warning_for" in capsys.readouterr().err
+    assert not (tmp_path / "rules").exists()

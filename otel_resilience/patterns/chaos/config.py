@@ -168,7 +168,8 @@ class ChaosConfig:
     function: it is called, never awaited; its ``operation``, ``attempt``,
     ``args`` and ``kwargs``; context variables of the caller, such as a request's tenant or
     OpenTelemetry baggage, are readable too) that returns whether this run may be injected.
-    A :class:`ChaosSwitch` is such a predicate; one that cannot take that argument is refused.
+    A :class:`ChaosSwitch` is such a predicate (an instance: the class itself is refused); one
+    that cannot take that argument is refused.
     A predicate is asked before any random draw; one that raises counts as ``False`` (logged
     once, for a policy's links once in all, and counted in the ``errors`` statistic). It
     compares by identity: reuse one predicate object (a lambda written per call makes each

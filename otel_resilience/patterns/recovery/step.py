@@ -514,14 +514,22 @@ class RecoveryStep(Link[RecoveryConfig]):
             _LOG.warning("recovery %r could not isolate breaker %r", self.name, shown, exc_info=True)
         else:
             if target is None and name is None and isolation.breaker is None:
-                _LOG.warning(
-                    "recovery %r has no circuit breaker to isolate: the rule names none (isolate_breaker) "
-                    "and the call has none",
-                    self.name,
-                )
+                if self._system._first_unfound(None):
+                    _LOG.warning(
+                        "recovery %r has no circuit breaker to isolate: the rule names none "
+                        "(isolate_breaker) and the call has none (logged once; every failed isolation "
+                        "counted in get_stats()['by_strategy']['isolate']['failed'])",
+                        self.name,
+                    )
             elif target is None:
                 shown = name or isolation.breaker
-                _LOG.warning("recovery %r found no circuit breaker %r to isolate", self.name, shown)
+                if self._system._first_unfound(str(shown)):  # a name: the call's own breaker given as one
+                    _LOG.warning(
+                        "recovery %r found no circuit breaker %r to isolate (logged once per name; every "
+                        "failed isolation counted in get_stats()['by_strategy']['isolate']['failed'])",
+                        self.name,
+                        shown,
+                    )
         self._settle(RecoveryStrategy.ISOLATE, type_name(error), success=success)
 
     def _escalate(self, error: Exception, operation: str) -> RecoveryEscalatedError:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Mapping
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
@@ -42,6 +42,9 @@ __all__ = ["ErrorRecoverySystem"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_MAX_UNFOUND: Final = 256
+"""Breaker names an ISOLATE found no breaker of that one system warns of (once each)."""
+
 
 class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"):
     """Recovers from errors by rules per exception type, detects error patterns, keeps stats.
@@ -72,7 +75,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         ValueError: ``name`` is empty, or a setting is out of range.
     """
 
-    __slots__ = ("_detector", "_lock", "_rules", "stats")
+    __slots__ = ("_detector", "_lock", "_rules", "_unfound", "stats")
 
     def __init__(
         self,
@@ -89,7 +92,22 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         self._rules: Mapping[type, RecoveryAction] = MappingProxyType({})
         self._detector = PatternDetector(config.pattern_threshold, config.pattern_window, max_fingerprints)
         self.stats = RecoveryStats()
+        self._unfound: set[str | None] = set()
         RECOVERY_SYSTEMS.register(self)
+
+    def _first_unfound(self, name: str | None) -> bool:
+        """Note an ISOLATE that found no breaker ``name`` (``None``: none named); whether to warn of it.
+
+        Warned once per name (an outage fails every call: a line per failure would flood the
+        log), each failure still counted (``by_strategy["isolate"]["failed"]``). At most
+        :data:`_MAX_UNFOUND` names are remembered: past them, no more are warned of.
+        """
+        with self._lock:
+            unfound = self._unfound
+            if name in unfound or len(unfound) >= _MAX_UNFOUND:
+                return False
+            unfound.add(name)
+            return True
 
     @property
     def rules(self) -> Mapping[type[Exception], RecoveryAction]:

@@ -61,7 +61,7 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
         on_retry: ``on_retry(attempt, error)``, called before each backoff with the number of
             the attempt that failed (unique in the execution) and its error (``None`` when a
             result was retried). Sync or async; the sync drivers refuse an async one. Its
-            exceptions propagate.
+            exceptions propagate, ending the execution as a failure (``non_retryable``).
         clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
         rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
 

@@ -25,7 +25,9 @@ class RetryStats:
         retries_denied: Executions given up on because the policy's
             :class:`~otel_resilience.patterns.retry.RetryBudget` allowed no retry (also counted in
             ``exhausted``; stop reason ``"budget"``).
-        non_retryable: Executions ended by an error the policy does not retry, by a result
+        non_retryable: Executions ended by an error the policy does not retry (an error ``on_retry``
+            or a ``dropped`` hook raised before a retry included: it ends the execution as a
+            failure), by a result
             its ``retry_on_result`` rejected of an operation that may run only once (an HTTP
             POST: returned, a failure), or by a function that does not fit the driver (the
             ``TypeError`` the caller gets: a coroutine function given to the sync API, a plain
@@ -74,8 +76,8 @@ class RetryStats:
     def executions(self) -> int:
         """Executions that ended in one of the outcomes above.
 
-        An execution ended by an exception from a user callback (``on_retry`` or a predicate)
-        is not counted.
+        An execution ended by an exception from a predicate is not counted; one ended by an
+        exception from ``on_retry`` or a ``dropped`` hook before a retry is, in ``non_retryable``.
         """
         return self.as_dict()["executions"]
 

@@ -457,16 +457,6 @@ class _Attempts:
             self.telemetry.end_attempt(handles, outcome, error)
 
 
-def _after_on_retry(ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None) -> Action:  # noqa: ARG001
-    """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution."""
-    if error is not None:
-        try:
-            raise error
-        finally:
-            del error  # its traceback holds this frame: not bound here (a cycle)
-    return retry
-
-
 class _RetryStep(Link[RetryPolicy]):
     """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
 
@@ -675,13 +665,35 @@ class _RetryStep(Link[RetryPolicy]):
         """
         self.give_back(retry.token)
 
+    def _ended_by_hook(self, retry: RunAgain) -> None:
+        """A hook called before ``retry`` raised: the execution ends as a failure (the pipeline's count).
+
+        The retry scheduled is given back, and the execution counted in ``non_retryable``: the
+        hook's error is one this retry does not retry.
+        """
+        self.give_back(retry.token)
+        core = self._core
+        with core.lock:
+            core.stats.non_retryable += 1
+
     def _after_hook(
-        self, ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - a Call's continuation
+        retry: RunAgain,
+        value: object,  # noqa: ARG002
+        error: Exception | None,
     ) -> Action:
-        """Continue after ``on_retry`` (:func:`_after_on_retry`); the retry it ended is given back."""
-        if error is not None:
-            self.give_back(retry.token)
-        return _after_on_retry(ctx, retry, value, error)
+        """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution.
+
+        The error ends it as a failure (:meth:`_ended_by_hook`).
+        """
+        if error is None:
+            return retry
+        self._ended_by_hook(retry)
+        try:
+            raise error
+        finally:
+            del error  # its traceback holds this frame: not bound here (a cycle)
 
     def _after(
         self,
@@ -727,7 +739,7 @@ class _RetryStep(Link[RetryPolicy]):
         if core.hook is None:
             action = retry
         elif wait.withdrawal is None:
-            action = Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
+            action = Call(core.hook, (failed, error), {}, self._after_hook, state=retry, what=core.hook_what)
         else:
             action = Call(
                 core.hook,
@@ -789,13 +801,14 @@ class _RetryStep(Link[RetryPolicy]):
     ) -> Action:
         """Continue once a ``dropped`` hook let the retried result (or error) go: ``on_retry``, the backoff.
 
-        What it raised ends the execution, as an error of ``on_retry`` does: the retry scheduled
-        is given back. After a late result the retry stopped on, the timeout is re-raised.
+        What it raised ends the execution, as an error of ``on_retry`` does (:meth:`_ended_by_hook`;
+        counted already when the retry had stopped). After a late result the retry stopped on,
+        the timeout is re-raised.
         """
         retry, then = state
         if error is not None:
             if retry is not None:
-                self.give_back(retry.token)
+                self._ended_by_hook(retry)
             try:
                 raise error
             finally:
