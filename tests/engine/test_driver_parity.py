@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import selectors
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +48,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from otel_support import Otel, instrumented
+from otel_support import instrumented
+from parity_support import FakeTimeLoop, LoopClock, error_shown, logs_seen, points_seen, shown, spans_seen
 
 from otel_resilience import (
     BulkheadConfig,
@@ -88,9 +88,6 @@ retries, raise a rejection of a limit of the dependency's own, raise the builtin
 ``Exception`` (an interrupt: never a failure)."""
 DURATIONS = {"slow": 2.0, "slower": 3.0}
 """Calls that take time (seconds), then return ``"bad"``: an attempt timeout (2.5 s) cuts the slower one."""
-
-WALL_CLOCK_HISTOGRAMS = frozenset({"resilience.attempt.duration"})
-"""Histograms of wall-clock durations: only their counts are compared."""
 
 START = 1000.0
 _examples = itertools.count()
@@ -575,41 +572,6 @@ def _rules(plan: Plan, recovery: ErrorRecoverySystem, restarts: list[int], clock
         recovery.register_recovery_rule(error, action)
 
 
-class LoopClock(FakeClock):
-    """The fake clock whose async sleep waits on the (fake-time) loop: a deadline's timer due first cuts it."""
-
-    __slots__ = ()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        await asyncio.sleep(seconds)
-
-
-class FakeTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop on the fake clock: when nothing is ready, time moves on to the next timer (virtual time)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(_FakeTimeSelector(clock))
-        self._fake = clock
-
-    def time(self) -> float:
-        return self._fake.now()
-
-
-class _FakeTimeSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    """A selector that, asked to wait, moves the fake clock on by the wait instead (no I/O is awaited)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self._fake = clock
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        ready: list[Any] = super().select(timeout if timeout is None else 0)
-        if not ready and timeout is not None and timeout > 0:
-            self._fake.advance(timeout)
-        return ready
-
-
 class Script:
     """The protected function's behaviour: each call does the script's next outcome (then ``ok``)."""
 
@@ -654,26 +616,6 @@ class Script:
         if outcome == "interrupt":
             raise Interrupt(f"call {index}")
         return outcome
-
-
-def _shown(value: object, name: str) -> Any:
-    """``value`` with the run's own names replaced by ``NAME`` (the two runs are named apart)."""
-    if isinstance(value, str):
-        return value.replace(name, "NAME")
-    if isinstance(value, dict):
-        return {_shown(k, name): _shown(v, name) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_shown(v, name) for v in value)
-    return value
-
-
-def _error_shown(error: BaseException, name: str) -> tuple[Any, ...]:
-    """What the caller sees of an error: its type, message and notes, and the types it chains."""
-    cause = None if error.__cause__ is None else type(error.__cause__).__name__
-    shown = error.__context__ if not error.__suppress_context__ else None
-    context = None if shown is None else type(shown).__name__
-    notes = tuple(getattr(error, "__notes__", ()))
-    return ("raised", type(error).__name__, _shown(str(error), name), _shown(notes, name), cause, context)
 
 
 @contextmanager
@@ -722,7 +664,7 @@ def _run(driver: str, plan: Plan, name: str) -> Observed:
                         call_async, config, execution % 2, **arguments(execution)
                     )
                 except (Exception, Interrupt) as error:
-                    seen(before, started, _error_shown(error, name))
+                    seen(before, started, error_shown(error, name))
                 else:
                     seen(before, started, ("returned", result))
                 clock.advance(advance)
@@ -742,18 +684,18 @@ def _run(driver: str, plan: Plan, name: str) -> Observed:
                             call_sync, config, execution % 2, **arguments(execution)
                         )
                     except (Exception, Interrupt) as error:
-                        seen(before, started, _error_shown(error, name))
+                        seen(before, started, error_shown(error, name))
                     else:
                         seen(before, started, ("returned", result))
                     clock.advance(advance)
-            observed.statistics = _shown(manager.get_resilience_statistics(), name)
+            observed.statistics = shown(manager.get_resilience_statistics(), name)
             observed.links = _links(manager.pipeline_for(config, name), name)
             observed.restarts = len(restarts)
             observed.cache = dict(cache.data)
             if otel is not None:
-                observed.spans = _spans(otel, name)
-                observed.metrics = _points(otel, name)
-                observed.logs = _logs(otel, name)
+                observed.spans = spans_seen(otel, name)
+                observed.metrics = points_seen(otel, name)
+                observed.logs = logs_seen(otel, name)
         finally:
             alerts.close()
     return observed
@@ -772,48 +714,7 @@ def _links(pipeline: Pipeline, name: str) -> list[Any]:
             counts = core.stats.as_dict()  # a retry's
         else:
             counts = None
-        found.append((link.kind, _shown(counts, name)))
-    return found
-
-
-def _spans(otel: Otel, name: str) -> list[Any]:
-    """Every finished span, in the order they ended: name, status, attributes, events, has a parent."""
-    return [
-        (
-            _shown(span.name, name),
-            span.status.status_code.name,
-            _shown(span.status.description, name),
-            _shown(dict(span.attributes or {}), name),
-            [(event.name, _shown(dict(event.attributes or {}), name)) for event in span.events],
-            span.parent is not None,
-        )
-        for span in otel.span_exporter.get_finished_spans()
-    ]
-
-
-def _logs(otel: Otel, name: str) -> list[Any]:
-    """Every log record emitted through the SDK: severity, body and attributes."""
-    return [
-        (record.severity_text, _shown(str(record.body), name), _shown(dict(record.attributes or {}), name))
-        for record in otel.logs()
-    ]
-
-
-def _points(otel: Otel, name: str) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
-    """Every metric point of this run (an attribute names it), by metric name and attributes."""
-    found: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
-    for metric_name, metric in otel.metrics().items():
-        for point in metric.data.data_points:
-            attributes = dict(point.attributes)
-            if not any(isinstance(value, str) and name in value for value in attributes.values()):
-                continue
-            key = (metric_name, frozenset(_shown(attributes, name).items()))
-            if hasattr(point, "value"):
-                found[key] = point.value
-            elif metric_name in WALL_CLOCK_HISTOGRAMS:
-                found[key] = point.count
-            else:
-                found[key] = (point.count, point.sum, tuple(point.bucket_counts))
+        found.append((link.kind, shown(counts, name)))
     return found
 
 
