@@ -12,6 +12,8 @@ import math
 import random
 import sys
 import threading
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -37,7 +39,13 @@ class Reference:
         self.delay = initial
 
     def observe(self, seconds: Any) -> None:
-        if isinstance(seconds, bool) or math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or seconds > sys.float_info.max  # infinite, or an int no float holds
+            or math.isnan(seconds)
+            or seconds < 0
+        ):
             return
         self.accepted.append(seconds)
 
@@ -54,6 +62,7 @@ LATENCIES = st.one_of(
     st.sampled_from([0.0, -0.0, 0.001, 0.002, 0.002, 0.5, 1, 2]),  # duplicates, signed zeros, ints
     st.floats(min_value=0.0, max_value=10.0),
     st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.001, -1, True, False]),  # refused
+    st.sampled_from([None, "0.5", 1j, Decimal("NaN"), Decimal("0.5"), Fraction(1, 2), 10**400]),  # refused
 )
 STEPS = st.lists(st.one_of(LATENCIES, st.just("ask")), max_size=120)
 
@@ -163,3 +172,29 @@ def test_threads_observing_and_asking_at_once_keep_both_orders_in_step() -> None
     for millis in range(100, 0, -1):
         delay.observe(millis / 1000 + 10)  # above every latency the threads observed
     assert delay() == 50 / 1000 + 10  # the 50th of 10.001 ... 10.100
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [None, "0.5", b"1", 1j, Decimal("NaN"), Decimal("0.5"), Fraction(1, 2), 10**400, object()],
+    ids=[
+        "none",
+        "str",
+        "bytes",
+        "complex",
+        "decimal-nan",
+        "decimal",
+        "fraction",
+        "int-past-floats",
+        "object",
+    ],
+)
+def test_percentile_delay_ignores_what_is_no_number_of_seconds(seconds: Any) -> None:
+    """``observe`` never raises (the LatencyObserver protocol): what is no int or float, or an int no float
+    holds, is ignored, as NaN is; the delay stays one the hedging takes (a ``Fraction`` it refuses)."""
+    delay = PercentileDelay(0.5, percentile=99, samples=3, min_samples=1)
+    delay.observe(seconds)
+    assert repr(delay()) == "0.5"  # initial: nothing kept
+    delay.observe(0.2)
+    delay.observe(seconds)
+    assert repr(delay()) == "0.2"  # the highest kept: only 0.2

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from otel_support import Otel
+from otel_support import Otel, attempts_ended
 from support import BrokenQualname, add_note, converted_cancellation, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
@@ -1075,28 +1075,90 @@ async def test_on_retry_errors_propagate(driver: str, clock: FakeClock) -> None:
     assert clock.sleeps == []
 
 
-@pytest.mark.parametrize("judge", ["retry_on", "no_retry_on", "delay_from"])
-async def test_an_attempt_whose_error_a_policy_function_fails_to_judge_is_still_counted(
-    driver: str, clock: FakeClock, judge: str
-) -> None:
-    """A retry_on, no_retry_on or delay_from that raises ends the execution with its error, and the
-    attempt it was judging is counted as ended, as every other (the execution is not counted)."""
-    judged: list[Exception] = []
-    answer = {"retry_on": True, "no_retry_on": False, "delay_from": None}[judge]
+def _judged_by(judge: str, fails_at: int) -> tuple[RetryPolicy, Callable[[], Any]]:
+    """A policy whose ``judge`` raises at its ``fails_at``-th judgement, and a function it judges (5 failures)."""
+    judged: list[object] = []
+    answer = {"retry_on": True, "no_retry_on": False, "delay_from": None, "retry_on_result": True}[judge]
 
-    def buggy(error: Exception) -> Any:
-        judged.append(error)
-        if len(judged) == 2:
+    def buggy(outcome: object) -> Any:
+        judged.append(outcome)
+        if len(judged) == fails_at:
             raise RuntimeError("callback bug")
         return answer
 
-    r = Retry("dep", exact(**{judge: buggy}), clock=clock)
-    fn = flaky(5)
+    if judge == "retry_on_result":
+        return exact(retry_on_result=buggy), lambda: "pending"
+    return exact(**{judge: buggy}), flaky(5)
+
+
+@pytest.mark.parametrize("fails_at", [1, 2])
+@pytest.mark.parametrize("judge", ["retry_on", "no_retry_on", "delay_from", "retry_on_result"])
+async def test_an_execution_a_policy_function_fails_to_judge_is_counted_a_failure(
+    driver: str, clock: FakeClock, judge: str, fails_at: int
+) -> None:
+    """A retry_on, no_retry_on, delay_from or retry_on_result that raises ends the execution with its
+    error: the attempt it was judging ended, and the execution is counted in ``non_retryable``
+    (a failure, as the pipeline counts it)."""
+    policy, fn = _judged_by(judge, fails_at)
+    r = Retry("dep", policy, clock=clock)
     with pytest.raises(RuntimeError, match="callback bug"):
         await invoke(r, driver, fn)
-    assert fn.calls == 2  # type: ignore[attr-defined]
     stats = r.get_stats()
-    assert (stats["attempts"], stats["retries"], stats["executions"]) == (2, 1, 0)
+    assert (stats["attempts"], stats["retries"]) == (fails_at, fails_at - 1)
+    assert (stats["executions"], stats["non_retryable"], stats["successes"]) == (1, 1, 0)
+    assert r._pipeline.stats.as_dict()["failed"] == 1
+
+
+@pytest.mark.parametrize("judge", ["retry_on", "no_retry_on", "delay_from", "retry_on_result"])
+async def test_a_policy_function_that_raises_ends_the_execution_counted_as_a_failure_everywhere(
+    driver: str, clock: FakeClock, otel: Otel, judge: str
+) -> None:
+    """A policy function raises after a retry: the retry's stats, the pipeline's and the OTel metrics
+    count one failed execution, its attempts and its retry alike."""
+    policy, fn = _judged_by(judge, 2)
+    name = f"judged-{judge}-{driver}"  # the observable counts every live retry of a name
+    r = Retry(name, policy, clock=clock)
+    with pytest.raises(RuntimeError, match="callback bug"):
+        await invoke(r, driver, fn)
+    stats = r.get_stats()
+    assert (stats["executions"], stats["non_retryable"], stats["successes"]) == (1, 1, 0)
+    assert (stats["attempts"], stats["retries"]) == (2, 1)
+    assert r._pipeline.stats.as_dict()["failed"] == 1
+    executions = {
+        dict(p.attributes)[sc.OUTCOME]: p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if dict(p.attributes)[sc.POLICY] == name and p.value
+    }
+    assert executions == {"failure": stats["executions"]}
+    assert sum(attempts_ended(otel, "retry", name).values()) == stats["attempts"]
+    retries = [p.value for p in otel.points(sc.RETRIES) if dict(p.attributes)[sc.POLICY] == name]
+    assert retries == [stats["retries"]]
+
+
+@pytest.mark.parametrize("judge", ["retry_on", "no_retry_on", "delay_from", "retry_on_result"])
+async def test_a_policy_function_interrupted_ends_the_execution_counted_cancelled(
+    driver: str, clock: FakeClock, judge: str
+) -> None:
+    """An interrupt (sync) or a cancellation (async) out of a policy function ends the execution: the retry
+    counts it cancelled, its attempt ended, as the pipeline does (and as for ``on_retry``)."""
+    stop: type[BaseException] = KeyboardInterrupt if driver == "sync" else asyncio.CancelledError
+    judged: list[object] = []
+    answer = {"retry_on": True, "no_retry_on": False, "delay_from": None, "retry_on_result": True}[judge]
+
+    def stopped(outcome: object) -> Any:
+        judged.append(outcome)
+        if len(judged) == 2:
+            raise stop
+        return answer
+
+    fn = (lambda: "pending") if judge == "retry_on_result" else flaky(5)
+    r = Retry("dep", exact(**{judge: stopped}), clock=clock)
+    with pytest.raises(stop):
+        await invoke(r, driver, fn)
+    stats = r.get_stats()
+    assert (stats["executions"], stats["cancelled"], stats["non_retryable"]) == (1, 1, 0)
+    assert (stats["attempts"], stats["retries"]) == (2, 1)
+    assert r._pipeline.stats.as_dict()["cancelled"] == 1
 
 
 # -- cancellation -----------------------------------------------------------------------------

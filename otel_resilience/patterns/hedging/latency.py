@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import sys
 import threading
 from bisect import bisect_left, insort
 from collections import deque
@@ -21,6 +21,10 @@ MAX_SAMPLES: Final = 10_000
 """The most latencies a :class:`PercentileDelay` may keep (``samples``): it holds each of them twice
 (in arrival order and sorted), and each new one moves up to all of the sorted ones along by one
 (an insertion into a list, once per accepted answer)."""
+
+
+_LARGEST: Final = sys.float_info.max
+"""The longest latency kept: an infinite one, or an ``int`` no float holds, is ignored."""
 
 
 @runtime_checkable
@@ -127,8 +131,16 @@ class PercentileDelay:
         return maxlen
 
     def observe(self, seconds: float) -> None:
-        """Record one accepted result's latency, in seconds (a NaN, negative, infinite or bool is ignored)."""
-        if seconds >= 0 and not math.isinf(seconds) and seconds is not True and seconds is not False:
+        """Record one accepted result's latency, in seconds (a NaN, negative, infinite or bool is ignored).
+
+        So is what is no number of seconds as a delay function returns one (an ``int`` or a
+        ``float``: not ``None``, a string, a ``Decimal`` or a ``Fraction``), and an ``int`` too
+        large for a float: ``observe`` never raises (:class:`LatencyObserver`), and the delay
+        is always one the hedging takes.
+        """
+        if (
+            type(seconds) is float or (isinstance(seconds, int) and type(seconds) is not bool)
+        ) and 0 <= seconds <= _LARGEST:
             with self._lock:
                 latencies = self._latencies
                 ordered = self._ordered

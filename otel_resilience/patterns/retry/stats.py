@@ -25,14 +25,16 @@ class RetryStats:
         retries_denied: Executions given up on because the policy's
             :class:`~otel_resilience.patterns.retry.RetryBudget` allowed no retry (also counted in
             ``exhausted``; stop reason ``"budget"``).
-        non_retryable: Executions ended by an error the policy does not retry (an error ``on_retry``
-            or a ``dropped`` hook raised before a retry included: it ends the execution as a
-            failure), by a result
+        non_retryable: Executions ended by an error the policy does not retry (an error one of its
+            functions raised included: ``retry_on``, ``no_retry_on``, ``delay_from`` or
+            ``retry_on_result`` judging an attempt, ``on_retry`` or a ``dropped`` hook before a
+            retry; it ends the execution as a failure), by a result
             its ``retry_on_result`` rejected of an operation that may run only once (an HTTP
             POST: returned, a failure), or by a function that does not fit the driver (the
             ``TypeError`` the caller gets: a coroutine function given to the sync API, a plain
             function to the async one, a sync call of a policy with hedging).
-        cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
+        cancelled: Executions cancelled (or interrupted) during an attempt or a backoff, or in
+            one of the policy's functions or hooks.
         retries: Backoffs scheduled (``RETRY_SCHEDULED``).
         attempt_timeouts: Attempts that hit their own ``attempt_timeout``.
         other_attempts: Attempts that ended other than as a first-attempt success.
@@ -76,8 +78,9 @@ class RetryStats:
     def executions(self) -> int:
         """Executions that ended in one of the outcomes above.
 
-        An execution ended by an exception from a predicate is not counted; one ended by an
-        exception from ``on_retry`` or a ``dropped`` hook before a retry is, in ``non_retryable``.
+        An execution ended by an exception from one of the policy's functions (a predicate,
+        ``delay_from``, ``on_retry``, a ``dropped`` hook) is counted as the pipeline counts it: a
+        failure in ``non_retryable``, a cancellation or an interrupt in ``cancelled``.
         """
         return self.as_dict()["executions"]
 
@@ -87,7 +90,8 @@ class RetryStats:
 
         A failed attempt is counted before the policy judges its error, so also when a
         predicate or ``delay_from`` raises; an attempt whose result ``retry_on_result`` raised on
-        is not (its result is judged on the success path, which counts nothing before).
+        is counted once it raised (its result is judged on the success path, which counts
+        nothing before).
         """
         return self.as_dict()["attempts"]
 

@@ -409,10 +409,10 @@ class _RetryCore:
                 retried = verdict(retried, "RetryPolicy.retry_on_result", self.name)
             if retried:
                 return False
-        stats = self.stats
-        if attempt == 1:
-            next(stats._first_attempt_successes)
+        if attempt == 1:  # no local: two bytecodes less, for the NOP of on_success's try
+            next(self.stats._first_attempt_successes)
         else:
+            stats = self.stats
             next(stats._other_attempts)
             next(stats._successes_after_retry)
         return True
@@ -527,11 +527,16 @@ class _RetryStep(Link[RetryPolicy]):
 
         A retried result that came back while the task is being cancelled (the call swallowed
         its ``CancelledError``: :func:`~otel_resilience.engine.cancelling.returned_on_the_way`)
-        is not run again: :meth:`_returned_cancelled`.
+        is not run again: :meth:`_returned_cancelled`. What ``retry_on_result`` raises ends the
+        execution as a failure: :meth:`_misjudged`.
         """
         if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
-            if self._core.accepts(result, 1):
-                return None
+            try:
+                if self._core.accepts(result, 1):
+                    return None
+            except BaseException as error:
+                self._misjudged(error, counted=False)
+                raise
             if returned_on_the_way(ctx):
                 self._returned_cancelled(ctx)
                 return None
@@ -541,6 +546,9 @@ class _RetryStep(Link[RetryPolicy]):
             if self._core.accepts(result, token.count):
                 outcome = _SUCCESS
                 return None
+        except BaseException as error:
+            self._misjudged(error, counted=False)
+            raise
         finally:
             token.end(outcome, None)
         if returned_on_the_way(ctx):
@@ -665,13 +673,34 @@ class _RetryStep(Link[RetryPolicy]):
         """
         self.give_back(retry.token)
 
-    def _ended_by_hook(self, retry: RunAgain) -> None:
-        """A hook called before ``retry`` raised: the execution ends as a failure (the pipeline's count).
+    def _misjudged(self, error: BaseException, *, counted: bool) -> None:
+        """A policy function raised ``error`` judging an attempt: the execution ends, as the pipeline counts.
 
-        The retry scheduled is given back, and the execution counted in ``non_retryable``: the
-        hook's error is one this retry does not retry.
+        An ``Exception`` ends it as a failure (:meth:`_ended_by_callback`); a cancellation or an
+        interrupt as a cancelled execution (as :meth:`on_cancel` counts one). ``counted``: whether
+        the attempt was counted as ended before the function ran (a failed one:
+        :meth:`_RetryCore.schedule` counts it first); a result's (``retry_on_result``) is counted
+        here, on the failure path, as a success counts nothing before
+        :meth:`_RetryCore.accepts` returns.
         """
-        self.give_back(retry.token)
+        core = self._core
+        if not isinstance(error, Exception):
+            core.cancelled(in_attempt=not counted)
+            return
+        if not counted:
+            next(core.stats._other_attempts)
+        self._ended_by_callback(None)
+
+    def _ended_by_callback(self, retry: RunAgain | None) -> None:
+        """A function of the user raised: the execution ends as a failure (the pipeline's count).
+
+        A policy function judging an attempt (``retry_on``, ``no_retry_on``, ``delay_from``,
+        ``retry_on_result``; ``retry`` ``None``), or a hook called before ``retry`` (``on_retry``,
+        a ``dropped`` hook): the retry scheduled is given back, and the execution counted in
+        ``non_retryable``, the error being one this retry does not retry.
+        """
+        if retry is not None:
+            self.give_back(retry.token)
         core = self._core
         with core.lock:
             core.stats.non_retryable += 1
@@ -685,11 +714,11 @@ class _RetryStep(Link[RetryPolicy]):
     ) -> Action:
         """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution.
 
-        The error ends it as a failure (:meth:`_ended_by_hook`).
+        The error ends it as a failure (:meth:`_ended_by_callback`).
         """
         if error is None:
             return retry
-        self._ended_by_hook(retry)
+        self._ended_by_callback(retry)
         try:
             raise error
         finally:
@@ -720,17 +749,20 @@ class _RetryStep(Link[RetryPolicy]):
         """
         core = self._core
         failed = ctx.attempt
+        try:
+            if token is None:
+                wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
+            else:
+                wait = core.schedule(
+                    self._telemetry, ctx, token.count, error, result=result, previous=token.previous
+                )
+        except BaseException as raised:  # a policy function (retry_on, no_retry_on, delay_from) raised
+            self._misjudged(raised, counted=True)
+            raise
+        if wait is None:
+            return None if late is NO_RESULT else self._let_go_late(late, None, error)
         if token is None:
-            wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
-            if wait is None:
-                return None if late is NO_RESULT else self._let_go_late(late, None, error)
             token = _Attempts(ctx, self._telemetry)
-        else:
-            wait = core.schedule(
-                self._telemetry, ctx, token.count, error, result=result, previous=token.previous
-            )
-            if wait is None:
-                return None if late is NO_RESULT else self._let_go_late(late, None, error)
         token.count += 1
         token.previous = delay = wait.delay
         token.withdrawal = wait.withdrawal
@@ -801,14 +833,14 @@ class _RetryStep(Link[RetryPolicy]):
     ) -> Action:
         """Continue once a ``dropped`` hook let the retried result (or error) go: ``on_retry``, the backoff.
 
-        What it raised ends the execution, as an error of ``on_retry`` does (:meth:`_ended_by_hook`;
+        What it raised ends the execution, as an error of ``on_retry`` does (:meth:`_ended_by_callback`;
         counted already when the retry had stopped). After a late result the retry stopped on,
         the timeout is re-raised.
         """
         retry, then = state
         if error is not None:
             if retry is not None:
-                self._ended_by_hook(retry)
+                self._ended_by_callback(retry)
             try:
                 raise error
             finally:
