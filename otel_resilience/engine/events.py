@@ -213,7 +213,14 @@ class TelemetrySource(NamedTuple):
 
 @runtime_checkable
 class TelemetryListener(Protocol):
-    """Receives the rare events every pattern reports."""
+    """Receives the rare events every pattern reports.
+
+    A listener that reports events of its own as it hears one (an
+    :class:`~otel_resilience.AlertSystem`: ``ALERT_RAISED`` from a state change) says so with a
+    class attribute ``derives_events = True``: the hub hands every event to it after the
+    listeners that do not, so that what it reports is recorded after its cause (a span's
+    ``resilience.alert.raised`` after the state change that raised it), whichever was added first.
+    """
 
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs, /) -> None:
         """Handle one event. Must be fast; exceptions are caught and counted by the hub.
@@ -274,6 +281,10 @@ class TelemetryHub:
     by its :func:`weakref.proxy`, which is what :attr:`event_listeners` and the routes list: its
     methods are reached through the proxy in C, so an event costs it no Python frame more.
 
+    Every event reaches its listeners in the order they were added, those that derive events
+    from it (``derives_events``, see :class:`TelemetryListener`) after all the others: an
+    event they report while they hear one is then heard by the others after its cause.
+
     A registered listener may declare itself *dormant* (:meth:`set_dormant`) while it has
     nowhere to send anything (the OpenTelemetry listener with no SDK configured): it stays
     registered but is left out of :attr:`event_listeners` and :attr:`attempt_listeners`, so
@@ -285,8 +296,9 @@ class TelemetryHub:
     (:attr:`quiet`).
 
     Attributes:
-        event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated);
-            one added with ``weak=True`` appears as its :func:`weakref.proxy`.
+        event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated),
+            in the order events reach them; one added with ``weak=True`` appears as its
+            :func:`weakref.proxy`.
         execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
         attempt_listeners: The awake execution listeners, asked to open attempt scopes.
         quiet: A function that returns ``True`` while no execution listener needs asking to open
@@ -299,6 +311,7 @@ class TelemetryHub:
 
     __slots__ = (
         "_asleep_while",
+        "_derivers",
         "_dormant",
         "_errors",
         "_followers",
@@ -316,6 +329,7 @@ class TelemetryHub:
         self._lock = fork_safe(threading.Lock())
         self._registered: tuple[TelemetryListener, ...] = ()
         self._dormant: tuple[object, ...] = ()
+        self._derivers: tuple[object, ...] = ()
         self._asleep_while: dict[int, Callable[[], bool]] = {}
         self.quiet: Callable[[], bool] = _ALWAYS
         self.event_listeners: tuple[TelemetryListener, ...] = ()
@@ -341,7 +355,8 @@ class TelemetryHub:
 
         Raises:
             TypeError: ``listener`` implements neither protocol (it would never be called), or
-                ``weak`` is true and it has no weak reference; ``weak`` is not a bool.
+                ``weak`` is true and it has no weak reference, or its ``derives_events`` is
+                not a bool; ``weak`` is not a bool.
         """
         self._register(None, listener, weak, "add_listener", "listener")
 
@@ -378,6 +393,10 @@ class TelemetryHub:
         executions = isinstance(new, ExecutionListener)
         if not events and not executions:
             raise fail(api, field, _A_LISTENER, new, kind=TypeError)
+        derives = getattr(type(new), "derives_events", False)  # a class attribute (a mock's is none)
+        if not isinstance(derives, bool):  # read by truth, a "no" would reorder it silently
+            rule = "a listener whose derives_events is a bool"
+            raise fail(api, field, rule, new, kind=TypeError)
         if weak and not isinstance(new, _PROXY_TYPES):
             try:
                 weakref.ref(new)
@@ -400,6 +419,8 @@ class TelemetryHub:
             if executions and not any(x is held for x in self.execution_listeners):
                 self.execution_listeners = (*self.execution_listeners, cast("ExecutionListener", held))
             self._dormant = tuple(x for x in self._dormant if x is not held)
+            others = tuple(x for x in self._derivers if x is not held)
+            self._derivers = (*others, held) if derives and events else others
             self._asleep_while.pop(id(held), None)
             self._publish_locked()
 
@@ -430,6 +451,7 @@ class TelemetryHub:
             cast("ExecutionListener", listener) if x is proxy else x for x in self.execution_listeners
         )
         self._dormant = tuple(listener if x is proxy else x for x in self._dormant)
+        self._derivers = tuple(listener if x is proxy else x for x in self._derivers)
         asleep_while = self._asleep_while.pop(id(proxy), None)
         if asleep_while is not None:
             self._asleep_while[id(listener)] = asleep_while
@@ -439,6 +461,7 @@ class TelemetryHub:
         """Unregister the entry ``held`` (a listener or the weak proxy of one), and its log rate."""
         self._registered = tuple(x for x in self._registered if x is not held)
         self._dormant = tuple(x for x in self._dormant if x is not held)
+        self._derivers = tuple(x for x in self._derivers if x is not held)
         self.execution_listeners = tuple(x for x in self.execution_listeners if x is not held)
         self._asleep_while.pop(id(held), None)
         self._forget_log_rate_locked(held)
@@ -521,7 +544,13 @@ class TelemetryHub:
     def _publish_locked(self) -> None:
         self._drop_freed_locked()
         dormant = self._dormant
-        self.event_listeners = tuple(x for x in self._registered if not any(x is d for d in dormant))
+        derivers = self._derivers
+        awake = [x for x in self._registered if not any(x is d for d in dormant)]
+        # Those that derive events last: what they report while hearing one comes after its cause.
+        self.event_listeners = (
+            *(x for x in awake if not any(x is d for d in derivers)),
+            *(x for x in awake if any(x is d for d in derivers)),
+        )
         self.attempt_listeners = tuple(
             x for x in self.execution_listeners if not any(x is d for d in dormant)
         )

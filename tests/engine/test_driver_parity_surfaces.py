@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from otel_support import Otel, instrumented
@@ -58,7 +57,6 @@ from otel_resilience import (
     RetryBudget,
     RetryPolicy,
     TimeoutHandler,
-    default_alert_system,
 )
 from otel_resilience.engine.deadline import sleep_sync_within_deadline
 from otel_resilience.integrations.http import HttpOptions
@@ -156,17 +154,6 @@ def _in_virtual_time(clock: LoopClock, main: Callable[[], Any]) -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _alerts_listen_first() -> None:
-    """The process-wide alert system listens before any run's SDK listener, in every run alike.
-
-    Its place among the hub's listeners orders a span's events (an alert's before the event
-    that raised it, or after): made by the first run of the process, it would come after that
-    run's listener only.
-    """
-    default_alert_system()
 
 
 # -- guards ---------------------------------------------------------------------------------------

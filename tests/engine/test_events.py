@@ -8,6 +8,7 @@ import weakref
 import pytest
 
 from otel_resilience.engine.events import (
+    AlertRaised,
     Event,
     EventKind,
     RetryScheduled,
@@ -117,6 +118,58 @@ def test_replace_listener_swaps_two_listeners_in_one_change_of_the_hub() -> None
     hub.replace_listener(old, new)  # old not registered: new stays, no error
     hub.replace_listener(new, new)  # itself: kept
     assert hub.event_listeners == (other, new)
+
+
+class _Deriving(_Recording):
+    """Reports an alert of its own as it hears a retry, as an alert system does."""
+
+    derives_events = True
+
+    def __init__(self, hub: TelemetryHub) -> None:
+        super().__init__()
+        self._telemetry = StrategyTelemetry(TelemetrySource("alerts", "a"), hub)
+
+    def on_event(self, source: object, event: object, args: object) -> None:
+        super().on_event(source, event, args)
+        if event is Event.RETRY_SCHEDULED:
+            self._telemetry.report(Event.ALERT_RAISED, AlertRaised("k", "warning", "s", "summary"))
+
+
+def test_a_listener_that_derives_events_hears_each_after_the_others_whenever_it_was_added() -> None:
+    """Added first, a listener that reports events as it hears one still hears each event after the
+    others: they hear the cause before what it derived from it, held weakly or strongly, after
+    another listener came and after it slept and woke."""
+    hub = TelemetryHub()
+    deriving, first, later = _Deriving(hub), _Recording(), _Recording()
+    hub.add_listener(deriving, weak=True)
+    hub.add_listener(first)
+    reporter = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+    reporter.report(Event.RETRY_SCHEDULED, RetryScheduled(1, 0.0, None))
+    assert first.events == [Event.RETRY_SCHEDULED, Event.ALERT_RAISED]
+    hub.add_listener(deriving)  # held strongly from now on, in its place
+    hub.set_dormant(deriving, dormant=True)
+    hub.set_dormant(deriving, dormant=False)
+    hub.add_listener(later)
+    assert hub.event_listeners == (first, later, deriving)
+    reporter.report(Event.RETRY_SCHEDULED, RetryScheduled(2, 0.0, None))
+    expected = [Event.RETRY_SCHEDULED, Event.ALERT_RAISED]
+    assert (first.events[2:], later.events) == (expected, expected)
+    hub.remove_listener(first)
+    assert hub.event_listeners == (later, deriving)
+
+
+def test_add_listener_refuses_a_derives_events_that_is_no_bool_naming_the_argument() -> None:
+    """``derives_events = "no"`` would be read by truth, and put the listener last silently."""
+
+    class _Saying(_Recording):
+        derives_events = "no"
+
+    hub = TelemetryHub()
+    with pytest.raises(
+        TypeError, match=r"TelemetryHub\.add_listener\.listener must be a listener whose derives"
+    ):
+        hub.add_listener(_Saying())
+    assert hub.event_listeners == ()
 
 
 def test_replace_listener_holds_the_new_one_as_add_listener_does_and_names_its_own_arguments() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from opentelemetry.trace import StatusCode
+from otel_support import instrumented
 
 from otel_resilience.errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
@@ -478,3 +480,44 @@ def test_a_slow_call_is_a_success_in_its_span_even_when_it_trips_the_breaker(ote
     changed = [e for e in tripping.events if e.name == sc.EV_STATE_CHANGED]
     assert [e.attributes["resilience.circuit_breaker.state"] for e in changed] == ["open"]
     assert changed[0].attributes["resilience.circuit_breaker.transition_reason"] == "slow_call_rate"
+
+
+@pytest.mark.parametrize("alerts_first", [True, False], ids=["alerts-first", "instrumented-first"])
+async def test_an_alert_is_recorded_after_its_cause_whatever_listens_first(clock, alerts_first):
+    """A span shows the state change or rejection before the alert it raised, whichever of the alert
+    system and the SDK listener was registered first."""
+    default_alert_system().close()
+    with contextlib.ExitStack() as stack:
+        if alerts_first:
+            alerts = stack.enter_context(AlertSystem(clock=clock, name="order-alerts"))
+            otel = stack.enter_context(instrumented())
+        else:
+            otel = stack.enter_context(instrumented())
+            alerts = stack.enter_context(AlertSystem(clock=clock, name="order-alerts"))
+        manager = ResilienceManager(clock=clock, alert_system=alerts)
+        breaker = ResilienceConfig(name="order-cb", circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+        with pytest.raises(OSError, match="io"):
+            await call(manager, breaker, "async", script(OSError("io")))
+        (tripping,) = otel.spans("order-cb")
+        assert event_names(tripping) == [sc.EV_STATE_CHANGED, sc.EV_ALERT]
+
+        config = ResilienceConfig(
+            name="order-bh", bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0)
+        )
+        release = asyncio.Event()
+        entered = asyncio.Event()
+
+        async def hold() -> str:
+            entered.set()
+            await release.wait()
+            return "done"
+
+        running = asyncio.create_task(manager.execute_with_resilience(hold, config))
+        await entered.wait()
+        with pytest.raises(BulkheadFullError):
+            await manager.execute_with_resilience(hold, config)
+        release.set()
+        assert await asyncio.wait_for(running, 5) == "done"
+        rejected = next(s for s in otel.spans("order-bh") if s.attributes["resilience.outcome"] == "rejected")
+        assert event_names(rejected) == [sc.EV_CALL_REJECTED, sc.EV_ALERT]
+        assert [a.kind.value for a in alerts.history] == ["circuit_open", "bulkhead_full"]

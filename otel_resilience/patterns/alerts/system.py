@@ -336,6 +336,10 @@ class AlertSystem:
         "_untracked_until",
     )
 
+    derives_events: Final = True
+    """It reports ``ALERT_RAISED`` as it hears the event that raised it: the hub hands it every
+    event after its other listeners, so that an alert is recorded after its cause."""
+
     def __init__(
         self,
         config: AlertConfig | None = None,
