@@ -1731,7 +1731,9 @@ def test_a_retry_whose_admit_has_work_of_its_own_has_no_standing_admission(
     the engine asks ``admit`` on every call, and the sync driver still refuses the hook."""
     retry = Retry("asks", exact(max_attempts=2, **policy), on_retry=hook)
     assert retry.as_strategy().standing.token is None
-    assert Retry("stands", exact(max_attempts=2)).as_strategy().standing.token is not None
+    stands = Retry("stands", exact(max_attempts=2))
+    assert stands.execute_sync(flaky(0)) == "ok"  # the idle listener found dormant (first call of a process)
+    assert stands.as_strategy().standing.token is not None
     if hook is not None:
         with pytest.raises(TypeError, match="on_retry"):
             retry.execute_sync(flaky(0))
