@@ -1779,3 +1779,22 @@ def test_the_stats_repr_names_the_public_type_and_every_count() -> None:
         "BulkheadStats(active=1, waiting=0, max_concurrent=2, max_waiting=1, total=1, completed=0, "
         "rejected=0, timed_out=0, cancelled=0, peak_active=1, peak_waiting=0)"
     )
+
+
+def test_a_call_through_its_own_full_bulkhead_waits_for_a_second_slot_as_documented() -> None:
+    """A slot is the call's, not its thread's: a function that calls through its own bulkhead of one
+    waits out the queue timeout (BulkheadTimeoutError), or is refused at once with no queue (README)."""
+    queued = Bulkhead("recursing", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    unqueued = Bulkhead("recursing-unqueued", BulkheadConfig(max_concurrent=1, max_waiting=0))
+
+    def through(bulkhead: Bulkhead) -> Any:
+        def call(depth: int) -> int:
+            return depth if depth == 0 else bulkhead.execute_sync(call, depth - 1)
+
+        return call
+
+    with pytest.raises(BulkheadTimeoutError):
+        queued.execute_sync(through(queued), 1)
+    with pytest.raises(BulkheadFullError):
+        unqueued.execute_sync(through(unqueued), 1)
+    assert queued.get_stats()["active"] == unqueued.get_stats()["active"] == 0
