@@ -193,6 +193,34 @@ def test_policy_returns_one_handle_per_name(manager: ResilienceManager) -> None:
     assert manager.policy("defaults", ResilienceConfig()).max_keys == DEFAULT_MAX_KEYS
 
 
+@pytest.mark.parametrize(
+    ("attribute", "value"), [("name", "other"), ("key_attribute_limit", -5), ("max_keys", 3)]
+)
+def test_a_handle_option_cannot_be_assigned(
+    manager: ResilienceManager, attribute: str, value: object
+) -> None:
+    """A handle's name and options are fixed: assigning one is refused, never taken unchecked."""
+    policy = manager.policy("fixed", ResilienceConfig())
+    before = getattr(policy, attribute)
+    with pytest.raises(AttributeError):
+        setattr(policy, attribute, value)
+    assert getattr(policy, attribute) == before
+    assert manager.policy("fixed") is policy
+    assert repr(policy) == "PolicyHandle('fixed', generation=1, keys=0)"
+
+
+@pytest.mark.parametrize(("attribute", "value"), [("key", "b"), ("policy", None)])
+def test_a_key_view_cannot_be_pointed_elsewhere(
+    manager: ResilienceManager, attribute: str, value: object
+) -> None:
+    """A key view's key and policy are fixed: it never shows one key while its calls run under another."""
+    policy = manager.policy("views", ResilienceConfig())
+    view = policy.for_key("a")
+    with pytest.raises(AttributeError):
+        setattr(view, attribute, value)
+    assert (view.key, view.policy) == ("a", policy)
+
+
 def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> None:
     """A Step instance (one pipeline only), another name, a bad option or config are refused."""
     with pytest.raises(ValueError, match=r"extra_strategies\[0\].*factory"):

@@ -371,9 +371,25 @@ def test_a_refused_name_that_is_no_str_is_reported_under_its_text(manager: Resil
     with EventRecorder() as recorder:
         with pytest.raises(TypeError, match=r"name must be a str, got 1 \(int\)"):
             manager.apply_config({1: ResilienceConfig()})  # type: ignore[dict-item]
-        with pytest.raises(KeyError, match="no policy named 1"):
+        with pytest.raises(TypeError, match=r"name must be a str, got 1 \(int\)"):
             manager.reconfigure(1, ResilienceConfig())  # type: ignore[arg-type]
     assert [(s.name, s.pipeline) for s in recorder.sources(Event.RELOAD_FAILED)] == [("1", "1")] * 2
+
+
+@pytest.mark.parametrize("name", [None, 1, b"payments", ("payments",)])
+def test_a_reload_of_a_name_that_is_no_str_is_a_type_error_naming_the_argument(
+    manager: ResilienceManager, name: object
+) -> None:
+    """reconfigure and reconfigure_many refuse a name of the wrong type as policy() does, never a KeyError."""
+    manager.policy("payments", fallback("kept"))
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.reconfigure\.name must be a str, got "):
+        manager.reconfigure(name, fallback("new"))  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^ResilienceManager\.reconfigure_many\.configs must be keyed by policy names \(str\), got ",
+    ):
+        manager.reconfigure_many({"payments": fallback("new"), name: fallback("new")})  # type: ignore[dict-item]
+    assert manager.policy("payments").config == fallback("kept")
 
 
 class _Uncomparable:

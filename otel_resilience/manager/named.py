@@ -219,8 +219,8 @@ class NamedPolicies:
 
         Raises:
             KeyError: No policy has that name.
-            TypeError: ``config`` is not a :class:`ResilienceConfig` (or does not build one: an
-                async function is refused before it is called).
+            TypeError: ``name`` is not a ``str``, or ``config`` is not a :class:`ResilienceConfig`
+                (or does not build one: an async function is refused before it is called).
             ValueError: ``config`` names another policy, or has an extra strategy given as a
                 ``Step`` instance.
             Exception: What building ``config`` (or a pipeline from it) raised.
@@ -448,7 +448,7 @@ class NamedPolicies:
         """
         handle = self._handles.get(name) if isinstance(name, str) else None
         if handle is None:
-            missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
+            missing = _no_policy(name, owner)
             report_failure(name, missing, 0)
             try:
                 raise missing
@@ -491,6 +491,19 @@ class NamedPolicies:
         for stats in named.values():
             add_counts(totals, stats["executions"])
         return named
+
+
+def _no_policy(name: object, owner: str) -> Exception:
+    """The error of a reload of ``name``, which names no policy: a ``TypeError`` when it is no ``str``.
+
+    A name of the wrong type is refused as ``policy()`` refuses it, naming the argument it came
+    in: ``reconfigure``'s ``name``, a key of ``reconfigure_many``'s ``configs``.
+    """
+    if isinstance(name, str):
+        return KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
+    if owner == _RECONFIGURE:
+        return fail(owner, "name", "a str", name, kind=TypeError)
+    return fail(owner, "configs", "keyed by policy names (str)", name, kind=TypeError)
 
 
 def _changes(handle: PolicyHandle, config: ResilienceConfig) -> bool:

@@ -254,12 +254,7 @@ class PolicyHandle(_Runs):
     Made by ``manager.policy(name, config)``; the manager keeps it for its lifetime (handles
     are named on purpose, never evicted). Calls made on the handle itself share one breaker,
     bulkhead and rate limiter (the unkeyed state); calls made through :meth:`for_key` get the
-    key's own.
-
-    Attributes:
-        name: The policy name (``resilience.policy`` in telemetry).
-        key_attribute_limit: How many keys get their own ``resilience.key`` metric attribute
-            (0: none, the default; keys are a span attribute only).
+    key's own. Its name and options are fixed (read-only attributes).
     """
 
     __slots__ = (
@@ -267,18 +262,26 @@ class PolicyHandle(_Runs):
         "_adapt",
         "_building",
         "_default",
+        "_key_attribute_limit",
         "_keys",
         "_ledger",
         "_lock",
         "_metric_keys",
+        "_name",
         "_reloads",
         "_spec",
         "_telemetry",
-        "key_attribute_limit",
-        "name",
     )
 
     _owner: ClassVar[str] = "PolicyHandle"
+
+    name = ReadOnly[str]("_name", "The policy name (``resilience.policy`` in telemetry).")
+
+    key_attribute_limit = ReadOnly[int](
+        "_key_attribute_limit",
+        "How many keys get their own ``resilience.key`` metric attribute (0: none, the default; keys "
+        "are a span attribute only).",
+    )
 
     def __init__(
         self,
@@ -289,9 +292,9 @@ class PolicyHandle(_Runs):
         key_attribute_limit: int = 0,
         adapt: Adapt | None = None,
     ) -> None:
-        self.name = spec.name
+        self._name = spec.name
         self._adapt = adapt
-        self.key_attribute_limit = check_key_attribute_limit(key_attribute_limit)
+        self._key_attribute_limit = check_key_attribute_limit(key_attribute_limit)
         self._spec = spec = dataclasses.replace(spec, kept=_keeps(weakref.ref(self)))
         # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
         self._lock = fork_safe(threading.Lock())
@@ -431,7 +434,7 @@ class PolicyHandle(_Runs):
         :data:`OVERFLOW_KEY`; ``None`` when the limit is 0. A key whose text is
         :data:`OVERFLOW_KEY` is counted in the overflow series, whose value it is, and takes no place.
         """
-        limit = self.key_attribute_limit
+        limit = self._key_attribute_limit
         if not limit:
             return None, False
         found = self._metric_keys.get(key)
@@ -671,23 +674,24 @@ class KeyedPolicyView(_Runs):
     """One key of a :class:`PolicyHandle`: calls through it use the key's breaker, bulkhead and limiter.
 
     Made by :meth:`PolicyHandle.for_key`. It holds no state: each call finds the key's state,
-    by the key's text (:func:`~otel_resilience.engine.store.key_text`, taken once, here).
-
-    Attributes:
-        policy: The policy handle.
-        key: The key, as given.
+    by the key's text (:func:`~otel_resilience.engine.store.key_text`, taken once, here), so its
+    key and policy are fixed (read-only attributes).
 
     Raises:
         TypeError: ``key`` is not hashable, or is ``None``.
     """
 
-    __slots__ = ("_text", "key", "policy")
+    __slots__ = ("_key", "_policy", "_text")
 
     _owner: ClassVar[str] = "KeyedPolicyView"
 
+    policy = ReadOnly[PolicyHandle]("_policy", "The policy handle.")
+
+    key = ReadOnly[Hashable]("_key", "The key, as given.")
+
     def __init__(self, policy: PolicyHandle, key: Hashable) -> None:
-        self.policy = policy
-        self.key = key
+        self._policy = policy
+        self._key = key
         self._text = key if type(key) is str else key_text("PolicyHandle.for_key", key)
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -696,14 +700,14 @@ class KeyedPolicyView(_Runs):
         Raises:
             TypeError: As :meth:`PolicyHandle.protect`.
         """
-        enter = functools.partial(self.policy._enter, self._text)
-        return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect", self.policy.config)
+        enter = functools.partial(self._policy._enter, self._text)
+        return protect(self._policy._name, enter, fn, "KeyedPolicyView.protect", self._policy.config)
 
     def _enter_state(self) -> KeyState:
-        return self.policy._enter(self._text)
+        return self._policy._enter(self._text)
 
     def __repr__(self) -> str:
-        return f"KeyedPolicyView({self.policy.name!r}, {self.key!r})"
+        return f"KeyedPolicyView({self._policy._name!r}, {self._key!r})"
 
 
 def _keeps(handle: weakref.ref[PolicyHandle]) -> Callable[[KeyState], bool]:
