@@ -172,6 +172,9 @@ class FakeClock:
         """
         with self._lock:  # the time and the record of one moment
             state = dict(getattr(self, "__dict__", {}))
+            for name in _subclass_slots(type(self)):
+                if hasattr(self, name):  # a slot never set stays unset on the copy
+                    state[name] = getattr(self, name)
             state.update(_now=self._now, sleeps=list(self.sleeps))
         return state
 
@@ -293,9 +296,10 @@ class EventRecorder:
 
     Attributes:
         events: ``(source, event, args)`` tuples in the order they reached the recorder. An
-            event that a listener reports while it handles another (the alert system's
-            ``ALERT_RAISED`` for a breaker's ``STATE_CHANGED``) reaches it before that one when
-            that listener was registered first.
+            event that a listener reports while it handles another reaches it before that one
+            when that listener was registered first, unless the listener derives events
+            (``derives_events``, as an alert system does: its ``ALERT_RAISED`` for a breaker's
+            ``STATE_CHANGED`` reaches the recorder after that one, whenever it was registered).
     """
 
     def __init__(self, hub: TelemetryHub = HUB) -> None:
@@ -346,6 +350,24 @@ class EventRecorder:
                 self._entered -= 1
                 if not self._entered:
                     self._hub.remove_listener(self)
+
+
+def _subclass_slots(cls: type) -> list[str]:
+    """The attribute names of the slots a subclass of :class:`FakeClock` and its mixins declare (mangled).
+
+    The clock's own slots are not among them: its copy gets a lock and sleepers of its own.
+    """
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is FakeClock:
+            continue
+        declared = klass.__dict__.get("__slots__", ())
+        for name in (declared,) if isinstance(declared, str) else declared:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            private = name.startswith("__") and not name.endswith("__")
+            names.append(f"_{klass.__name__.lstrip('_')}{name}" if private else name)
+    return names
 
 
 def _check_kind(owner: str, event: object) -> None:

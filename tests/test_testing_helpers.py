@@ -12,6 +12,9 @@ import threading
 import pytest
 
 from otel_resilience import (
+    AlertSystem,
+    CircuitBreaker,
+    CircuitBreakerConfig,
     OperationTimeoutError,
     RetryBudget,
     TimeoutHandler,
@@ -120,6 +123,39 @@ def test_a_copied_subclass_of_the_fake_clock_keeps_its_class_and_attributes(way:
     assert (type(twin), twin.label, twin.now()) == (_NamedClock, "primary", 1.0)
     twin.sleep_sync(2.0)
     assert (clock.now(), clock.sleeps, twin.now()) == (1.0, [], 3.0)
+
+
+class _SlottedClock(FakeClock):
+    """A user's clock that keeps its attributes in slots (one of them private)."""
+
+    __slots__ = ("__secret", "label")
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.__secret = label.upper()
+
+    def secret(self) -> str:
+        return self.__secret
+
+
+@pytest.mark.parametrize("way", list(_COPIES))
+def test_a_copied_slotted_subclass_of_the_fake_clock_keeps_its_attributes(way: str) -> None:
+    """A subclass's attributes held in slots are copied too (a copy had none: ``AttributeError``)."""
+    clock = _SlottedClock("primary")
+    clock.advance(1.0)
+    twin = _COPIES[way](clock)
+    assert (type(twin), twin.label, twin.secret(), twin.now()) == (_SlottedClock, "primary", "PRIMARY", 1.0)
+    twin.sleep_sync(2.0)
+    assert (clock.now(), clock.sleeps, twin.now()) == (1.0, [], 3.0)
+
+
+def test_a_copied_slotted_subclass_leaves_an_unset_slot_unset() -> None:
+    """A slot the clock never set stays unset on its copy (no error, no made-up value)."""
+    clock = _SlottedClock.__new__(_SlottedClock)
+    FakeClock.__init__(clock)
+    twin = copy.copy(clock)
+    assert not hasattr(twin, "label")
 
 
 def test_a_retry_budget_on_a_fake_clock_can_be_deep_copied() -> None:
@@ -310,6 +346,29 @@ def test_an_event_reported_while_another_is_handled_reaches_a_later_recorder_fir
         _report(hub, Event.CALL_REJECTED, CallRejected("bulkhead_full"))
     hub.remove_listener(alerting)
     assert [event for _, event, _ in recorder.events] == [Event.ALERT_RAISED, Event.CALL_REJECTED]
+
+
+def test_an_alert_reaches_a_recorder_after_the_state_change_that_raised_it() -> None:
+    """An alert system registered before the recorder still reports its alert after the change.
+
+    The docstring said the alert system's ``ALERT_RAISED`` reached a later recorder before the
+    breaker's ``STATE_CHANGED``: it derives events, so the hub hands it every event last.
+    """
+    system = AlertSystem(name="registered-first")
+    try:
+        breaker = CircuitBreaker(
+            "db", CircuitBreakerConfig(failure_threshold=1, timeout=30.0), clock=FakeClock()
+        )
+        with EventRecorder() as recorder, pytest.raises(ConnectionError):
+            breaker.call_sync(_refused)
+    finally:
+        system.close()
+    heard = [event for _, event, _ in recorder.events]
+    assert heard == [Event.STATE_CHANGED, Event.ALERT_RAISED]
+
+
+def _refused() -> None:
+    raise ConnectionError("refused")
 
 
 class _CollectingHub(TelemetryHub):
