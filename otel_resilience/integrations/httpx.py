@@ -315,13 +315,17 @@ def _refuse_waits(transport: object) -> None:
     """Give each request waiting for a connection of ``transport``'s httpcore pool a :class:`_ClosedPool`.
 
     Before the pool closes, under its lock, so that no request ending then gives a waiting one a
-    new connection first. A transport of another kind (no httpcore pool) is left as it is.
+    new connection first. A transport of another kind (no httpcore pool), or a pool of an
+    httpcore whose insides differ, is left as it is.
     """
     pool = getattr(transport, "_pool", None)
     if not isinstance(pool, (httpcore.ConnectionPool, httpcore.AsyncConnectionPool)):
         return
-    with pool._optional_thread_lock:
-        for waiting in pool._requests:
+    lock, waits = getattr(pool, "_optional_thread_lock", None), getattr(pool, "_requests", None)
+    if lock is None or waits is None:  # another httpcore's pool: closed as httpcore closes it
+        return
+    with lock:
+        for waiting in waits:
             if waiting.is_queued():
                 waiting.assign_to_connection(_REFUSAL)
 
