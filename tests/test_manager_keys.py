@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import math
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -1094,12 +1096,9 @@ def test_a_live_keys_breaker_kept_by_a_caller_stays_the_keys(manager: Resilience
     assert policy.for_key("eu-1").circuit_breaker is kept
 
 
-def test_forcing_a_kept_breaker_while_other_threads_evict_its_key_is_never_lost(
-    manager: ResilienceManager,
-) -> None:
-    """A force races the eviction of its key: it raises (the key was evicted), or the key keeps
-    the breaker it forced, OPEN: never a forced breaker the key's calls no longer use."""
-    policy = manager.policy("stale-race", BREAKER, max_keys=1)
+@contextlib.contextmanager
+def _churning(policy: PolicyHandle) -> Iterator[None]:
+    """Two threads calling through other keys of ``policy`` (max_keys=1) while the block runs: they evict."""
     stop = threading.Event()
 
     def churn() -> None:
@@ -1111,8 +1110,22 @@ def test_forcing_a_kept_breaker_while_other_threads_evict_its_key_is_never_lost(
     threads = [threading.Thread(target=churn) for _ in range(2)]
     for thread in threads:
         thread.start()
-    refused = forced = 0
     try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_forcing_a_kept_breaker_while_other_threads_evict_its_key_is_never_lost(
+    manager: ResilienceManager,
+) -> None:
+    """A force races the eviction of its key: it raises (the key was evicted), or the key keeps
+    the breaker it forced, OPEN: never a forced breaker the key's calls no longer use."""
+    policy = manager.policy("stale-race", BREAKER, max_keys=1)
+    refused = forced = 0
+    with _churning(policy):
         for turn in range(300):
             key = f"target-{turn}"
             kept = policy.for_key(key).circuit_breaker
@@ -1128,10 +1141,6 @@ def test_forcing_a_kept_breaker_while_other_threads_evict_its_key_is_never_lost(
             assert policy.for_key(key).circuit_breaker is kept
             assert kept.state is CircuitState.OPEN
             kept.reset()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert refused + forced == 300
 
 
@@ -1395,19 +1404,8 @@ def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refu
     """Under other threads' churn through the keys, a failing block run with a key's breaker either
     is refused (the key went before it) or opens the breaker its key keeps: never one no call uses."""
     policy = manager.policy("block-race", ONE_FAILURE_OPENS, max_keys=1)
-    stop = threading.Event()
-
-    def churn() -> None:
-        turn = 0
-        while not stop.is_set():
-            turn += 1
-            policy.for_key(f"other-{turn % 3}").execute_sync(lambda: None)
-
-    threads = [threading.Thread(target=churn) for _ in range(2)]
-    for thread in threads:
-        thread.start()
     refused = counted = 0
-    try:
+    with _churning(policy):
         for turn in range(200):
             key = f"target-{turn}"
             kept = policy.for_key(key).circuit_breaker
@@ -1424,8 +1422,4 @@ def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refu
             assert policy.for_key(key).circuit_breaker is kept
             assert kept.state is CircuitState.OPEN
             kept.reset()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert refused + counted == 200

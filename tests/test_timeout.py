@@ -8,6 +8,7 @@ import inspect
 import math
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -938,6 +939,13 @@ def test_an_abandoned_async_generators_scope_closed_at_shutdown_reports_no_error
     assert reported == []
 
 
+async def _generator_of_two(seconds: float, clock: FakeClock) -> AsyncIterator[int]:
+    """An async generator whose own deadline scope (``seconds`` on ``clock``) spans its two items."""
+    async with fail_after(seconds, clock=clock, operation="generator"):
+        yield 1
+        yield 2
+
+
 async def test_a_looser_consumers_deadline_is_published_once_an_async_generators_tighter_scope_ends() -> None:
     """An async generator's scope ending inside a looser scope its consumer opened since leaves that scope's deadline published.
 
@@ -946,11 +954,7 @@ async def test_a_looser_consumers_deadline_is_published_once_an_async_generators
     with and without an earlier deadline around both, until the consumer's scope ends.
     """
     clock = FakeClock()
-
-    async def numbers():
-        async with fail_after(10.0, clock=clock, operation="generator"):
-            yield 1
-            yield 2
+    numbers = functools.partial(_generator_of_two, 10.0, clock)
 
     seen: list[object] = []
     generator = numbers()
@@ -990,11 +994,7 @@ async def test_a_consumers_deadline_armed_by_an_earlier_expiry_is_published_once
     read by ``current_deadline()``, as when nothing had fired.
     """
     clock = FakeClock()
-
-    async def numbers():
-        async with fail_after(10.0, clock=clock, operation="generator"):
-            yield 1
-            yield 2
+    numbers = functools.partial(_generator_of_two, 10.0, clock)
 
     seen: list[object] = []
     generator = numbers()
