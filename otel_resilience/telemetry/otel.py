@@ -56,6 +56,7 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import LogRecord, get_logger
 from opentelemetry.trace import Tracer
 
+from otel_resilience.engine.closing import closing, later
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.events import (
     HUB,
@@ -87,13 +88,16 @@ from otel_resilience.telemetry.scopes import (
     event_span,
     finish_span,
     leave,
+    leave_closed,
     open_attempt_span,
     open_execution_span,
 )
 
 _SUCCESS: Final = Outcome.SUCCESS  # bound once: a member read off its enum class costs ~55 ns
+_CANCELLED: Final = Outcome.CANCELLED
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextvars import Token
 
     from opentelemetry._logs import Logger, LoggerProvider
@@ -461,6 +465,9 @@ class OtelListener:
             error: The exception that escaped, if any.
         """
         scope: Scope = handle  # type: ignore[assignment] # start_execution's (no typing.cast: a call)
+        if outcome is _CANCELLED and closing():
+            self._end_closed(scope, self.end_execution, outcome, duration, error)
+            return
         error_type = None
         try:
             error_type = error_type_of(outcome, error)
@@ -524,6 +531,9 @@ class OtelListener:
             error: The exception the attempt raised, if any.
         """
         scope: AttemptScope = handle  # type: ignore[assignment] # start_attempt's (no typing.cast: a call)
+        if outcome is _CANCELLED and closing():
+            self._end_closed(scope, self.end_attempt, outcome, error)
+            return
         error_type = None
         try:
             error_type = error_type_of(outcome, error)
@@ -548,7 +558,20 @@ class OtelListener:
         except Exception:  # noqa: BLE001
             self.failed(where)
         finally:
-            leave(scope, outcome)
+            leave(scope)
+
+    @staticmethod
+    def _end_closed(scope: Scope, end: Callable[..., None], *args: object) -> None:
+        """End the scope of a call whose coroutine is being closed: on the thread of later work.
+
+        The collector may close it on a thread that holds a lock of the SDK (an export, a
+        measurement under way: :mod:`~otel_resilience.engine.closing`), which ending its span or
+        recording its duration would take again. What the scope made current is restored here,
+        where it was made current if anywhere (:func:`leave_closed`); ``end`` runs later, on
+        the library's own thread, where nothing is left to restore.
+        """
+        leave_closed(scope)
+        later(end, scope, *args)
 
     # --- TelemetryListener ---------------------------------------------------------------
 

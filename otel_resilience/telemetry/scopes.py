@@ -30,7 +30,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_resilience.engine.closing import closing
 from otel_resilience.engine.events import Outcome, TelemetrySource, error_type_name, key_attribute
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
@@ -61,6 +60,7 @@ __all__ = [
     "event_span",
     "finish_span",
     "leave",
+    "leave_closed",
     "open_attempt_span",
     "open_execution_span",
 ]
@@ -81,7 +81,6 @@ themselves are bounded where they are kept (the SDK's cardinality limit, or
 
 _FAILURE: Final = Outcome.FAILURE
 _TIMEOUT: Final = Outcome.TIMEOUT
-_CANCELLED: Final = Outcome.CANCELLED
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
@@ -343,17 +342,8 @@ def enter_switches(scope: Scope | None, info: SourceInfo) -> Scope:
     return scope
 
 
-def leave(scope: Scope, outcome: Outcome | None = None) -> None:
-    """Restore what a scope made current when it began: its switches, its key, its context.
-
-    ``outcome``: how the scope's execution or attempt ended. One cancelled while its coroutine
-    is being closed (:func:`~otel_resilience.engine.closing.closing`: a ``GeneratorExit`` being
-    handled, whether the scope is told of it or not, as an attempt's is not) restores only where
-    the scope's context is current (:func:`_leave_closed`).
-    """
-    if outcome is _CANCELLED and closing():
-        _leave_closed(scope)
-        return
+def leave(scope: Scope) -> None:
+    """Restore what a scope made current when it began: its switches, its key, its context."""
     if scope.switch_token is not None:
         SWITCHED_OFF.reset(scope.switch_token)
     if scope.key_token is not None:
@@ -362,24 +352,27 @@ def leave(scope: Scope, outcome: Outcome | None = None) -> None:
         otel_context.detach(scope.token)
 
 
-def _leave_closed(scope: Scope) -> None:
+def leave_closed(scope: Scope) -> None:
     """:func:`leave` for a scope whose coroutine is being closed: restore nothing in another context.
 
     The garbage collector closes the coroutine of a task its closed loop left pending on whichever
     thread allocates, in that thread's context, not the task's: what the scope made current went
     with the task, and the context current here is not the scope's to change (resetting a token of
     another context raises, and OpenTelemetry logs a detach there as an error). A coroutine closed
-    by hand in its own context restores as any scope does.
+    by hand in its own context restores as any scope does. Either way the scope holds no token
+    afterwards: a :func:`leave` of it (where its span is ended, later) restores nothing.
     """
+    switch_token, key_token, token = scope.switch_token, scope.key_token, scope.token
+    scope.switch_token = scope.key_token = scope.token = None
     try:
-        if scope.switch_token is not None:
-            SWITCHED_OFF.reset(scope.switch_token)
-        if scope.key_token is not None:
-            KEYED_EXECUTION.reset(scope.key_token)
+        if switch_token is not None:
+            SWITCHED_OFF.reset(switch_token)
+        if key_token is not None:
+            KEYED_EXECUTION.reset(key_token)
     except ValueError:  # a token of another context: nothing current here is the scope's
         return
-    if scope.token is not None and trace.get_current_span() is scope.span:
-        otel_context.detach(scope.token)
+    if token is not None and trace.get_current_span() is scope.span:
+        otel_context.detach(token)
 
 
 def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Scope | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -29,6 +30,7 @@ from otel_resilience import (
     RetryPolicy,
     fail_after,
 )
+from otel_resilience.engine import closing
 from otel_resilience.engine import timer as timer_module
 from otel_resilience.engine.events import HUB
 
@@ -124,6 +126,7 @@ def _freed_quietly(
         _timed_call_on_a_new_loop(manager)
         gc.collect()
         assert _timed_call_on_a_new_loop(manager) is None  # this thread's context is intact
+        assert closing.settled(30.0)  # their telemetry, ended off the collector's thread
     assert closed() is None
     assert unraisable == []
     assert (HUB.errors, otel.listener.errors) == (errors, 0)
@@ -169,6 +172,40 @@ def test_an_attempt_of_a_closed_loop_ends_its_telemetry_quietly(
     _freed_quietly(manager, lambda: [policy.execute(_failing_once())], otel, unraisable, caplog)
     attempts = [span for span in otel.spans() if span.attributes.get("resilience.attempt") == 2]
     assert [span.attributes["resilience.outcome"] for span in attempts] == ["cancelled"]
+
+
+def test_a_call_freed_where_a_lock_of_the_sdk_is_held_ends_its_telemetry_off_that_thread(
+    otel: Otel, unraisable: list[object]
+) -> None:
+    """The collector may free an abandoned call inside the SDK's own code, under one of its locks.
+
+    It runs on whichever thread allocates, maybe one exporting a span or recording a measurement
+    under a lock of the SDK's that is not reentrant: ending the call's span or recording its
+    duration there took that lock again, and the thread hung for good (the test's timeout, 120 s,
+    ended it). The call's telemetry is ended on a thread of the library's own, once the lock is free.
+    """
+    manager = ResilienceManager()
+    policy = manager.policy("closed-under-a-lock", ResilienceConfig(timeout=30.0))
+    loop = asyncio.new_event_loop()
+    call = policy.execute(_hang)
+    task = loop.create_task(call)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+
+    def freed_by_the_collector_under_the_lock() -> None:
+        with otel.span_exporter._lock:  # an export under way on this thread
+            call.close()
+
+    thread = threading.Thread(target=freed_by_the_collector_under_the_lock, daemon=True)
+    thread.start()
+    thread.join(30.0)
+    assert not thread.is_alive(), "the thread that freed the call hangs on a lock it holds"
+    assert closing.settled(30.0)
+    assert otel.span("closed-under-a-lock").attributes["resilience.outcome"] == "cancelled"
+    [point] = otel.points("resilience.execution.duration")
+    assert (dict(point.attributes)["resilience.outcome"], point.count) == ("cancelled", 1)
+    assert unraisable == []
+    del task
 
 
 async def _hang_in_a_looser_scope() -> None:
