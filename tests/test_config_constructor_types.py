@@ -37,6 +37,7 @@ from otel_resilience import (
 from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.patterns import timeout
 from otel_resilience.patterns.retry.policy import JitterName, StrategyName
+from otel_resilience.testing import FakeClock
 
 # Arguments a class needs to be valid at all, so that the field under test decides.
 REQUIRED: dict[str, dict[str, Any]] = {
@@ -187,7 +188,8 @@ def test_a_watch_interval_is_typed_as_taking_the_timedelta_it_takes(tmp_path: Pa
     """ResilienceManager.watch(interval=...) takes a timedelta, for type checkers too."""
     path = tmp_path / "resilience.yaml"
     path.write_text("policies: {}\n", encoding="utf-8")
-    with otel_resilience.ResilienceManager().watch(path, interval=timedelta(seconds=1)) as watch:
+    manager = otel_resilience.ResilienceManager(clock=FakeClock())  # the file just written: no wait
+    with manager.watch(path, interval=timedelta(seconds=1)) as watch:
         assert watch.interval == 1.0
     annotation = inspect.signature(otel_resilience.ResilienceManager.watch).parameters["interval"].annotation
     assert "timedelta" in str(annotation)

@@ -33,7 +33,15 @@ or not: the last good file put back as it was ends the refusal too.
 A stamp is not trusted while the file's times are within :data:`RACY_WINDOW_NS` of the look that
 read it: a filesystem with coarse timestamps gives a rewrite of the same size in the same tick the
 same stamp, so such a file is read again at each look (its content's hash compared) until a look
-finds its times older than that (git's "racily clean" entries).
+finds its times older than that (git's "racily clean" entries). Nor is the stamp of a file that
+could not be read (a process out of file descriptors, a permission or I/O error): it is read again
+at each look, and applied once it can be, though its stamp did not change.
+
+The first load, made before the watch is returned, is held to the same rule (a service started
+while the file is being saved neither starts on its first chunk nor fails on it): it is applied
+once two looks find the file the same. The second look comes at once when the file's times are
+:data:`RACY_WINDOW_NS` older than the first (nobody wrote it since), else one ``interval`` later
+but no later than when they are (at most 3 s), a sleep on the manager's clock.
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -64,6 +72,7 @@ from otel_resilience.manager.policy import same_config
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
     from otel_resilience.config.formats import Format
+    from otel_resilience.engine.clock import Clock
     from otel_resilience.manager.named import NamedPolicies
     from otel_resilience.manager.policy import PolicyHandle
 
@@ -78,6 +87,9 @@ for its stamp not to be trusted: a filesystem whose timestamps are coarse (FAT's
 network and older filesystems, the kernel's clock tick on the others) gives a rewrite of the same
 size within one tick the same stamp. Such a file is read again at each look until a look
 finds its times this much older than itself (git's "racily clean" entries)."""
+_FIRST_LOAD_WAIT: Final = RACY_WINDOW_NS / 1e9
+"""The longest a first load waits (on the manager's clock) for a file being written to settle."""
+
 
 Customize = Callable[[str, "ResilienceConfig"], "ResilienceConfig"]
 """Called with each policy's name and its config from the file; returns the config to use (what a
@@ -174,10 +186,11 @@ def _customized(
 class ConfigWatch:
     """Keeps a manager's named policies in step with a configuration file (see the module doc).
 
-    Made by ``manager.watch(path)``, which applies the file once before returning (a file that
-    fails then raises, so a service does not start on a broken configuration). Stop it with
-    :meth:`stop`, or use it as a context manager. A forked child of the process watches on with
-    a thread of its own (see the module doc) until it stops its copy.
+    Made by ``manager.watch(path)``, which applies the file once before returning, once it is
+    stable (see the module doc: a file written in the last 3 s is waited for, on the manager's
+    clock), and raises if it fails then, so a service does not start on a broken configuration.
+    Stop it with :meth:`stop`, or use it as a context manager. A forked child of the process
+    watches on with a thread of its own (see the module doc) until it stops its copy.
 
     Attributes:
         path: The file watched, as given (a relative path names the file of the working
@@ -223,20 +236,18 @@ class ConfigWatch:
         # file applied counts a succeeded reload of each, changed or not (a revert included).
         self._owed: set[str] = set()
         # One look at a time (the thread's and a caller's check()): a change is applied once, and
-        # never an older file after a newer one. Free in a forked child.
-        self._checking = fork_safe(threading.Lock())
+        # never an older file after a newer one; stop() waits for the look under way. Reentrant: a
+        # customize may stop the watch whose look calls it. Free in a forked child.
+        self._checking = fork_safe(threading.RLock())
         # What the last look found changed (its stamp and the hash of its content), applied at the
         # next look if the file is still the same: None when the last look found nothing new.
         self._pending: tuple[tuple[int, ...] | None, bytes | None] | None = None
         # The file applied (or refused) last: its stamp, the hash of its content, and when the
         # look that read it began (its stamp is trusted once its times are well before that).
-        looked_at = time.time_ns()
-        self._stamp = self._look()
-        content = self._read()
+        looked_at, stamp, content = self._first_look(manager._clock)
         self._last: ConfigFile = self._load(content, None)
         apply_file(manager, self._last, customize)
-        self._digest = _digest(content)
-        self._looked_at = looked_at
+        self._settled(stamp, _digest(content), looked_at)
         self.applied = 1
         self._stop = threading.Event()
         # Running before its thread starts: a child forked by another thread from now on starts
@@ -310,21 +321,24 @@ class ConfigWatch:
         A look that finds the file changed since it was last applied (or refused) reads it and
         applies nothing; the next look applies what it reads if the file has the same size,
         times, inode and content as then (a save in progress is never applied half written). A
-        file whose times are within :data:`RACY_WINDOW_NS` of the look that read it last is read
-        again, and changed if its content is another (a rewrite its stamp cannot tell).
+        file whose times are within :data:`RACY_WINDOW_NS` of the look that read it last, or that
+        could not be read then, is read again, and changed if its content is another (a rewrite
+        its stamp cannot tell, a file readable again).
 
         Returns:
             Whether a changed file was applied (``False``: unchanged, changed since the previous
-            look, or refused and reported).
+            look, refused and reported, or the watch is stopped: it applies nothing).
         """
         with self._checking:
+            if self._stop.is_set():
+                return False
             return self._check_locked()
 
     def _check_locked(self) -> bool:
         looked_at = time.time_ns()
         stamp = self._look()
-        if stamp == self._stamp:  # as applied (or refused) last, unless its stamp is racy
-            if not self._racy(stamp):
+        if stamp == self._stamp:  # as applied (or refused) last, unless its stamp is not trusted
+            if self._trusted(stamp):
                 self._pending = None
                 return False
             content = self._read()
@@ -336,9 +350,7 @@ class ConfigWatch:
         else:
             content = self._read()
             digest = _digest(content)
-        seen = (stamp, digest)
-        if seen != self._pending:  # new since the previous look: applied if the next finds it the same
-            self._pending = seen
+        if not self._settles(stamp, digest):
             return False
         # The new stamp is kept once the file was applied or refused, not before: a child forked
         # in between (its copy of the watch never finishes this look) looks at the file again.
@@ -372,9 +384,52 @@ class ConfigWatch:
         self.applied += 1
         return True
 
-    def _racy(self, stamp: tuple[int, ...] | None) -> bool:
-        """Whether the file of ``stamp`` (as settled) may have been rewritten since within its times' tick."""
-        return stamp is not None and self._looked_at - max(stamp[1], stamp[4]) < RACY_WINDOW_NS
+    def _first_look(self, clock: Clock) -> tuple[int, tuple[int, ...] | None, bytes | OSError]:
+        """The file once it is stable, for the first load: when it began, the stamp and content read.
+
+        The rule of every later load (:meth:`_settles`): a look finds the file as the previous one
+        did. Only the wait between the two looks differs: none for a file whose times are
+        :data:`RACY_WINDOW_NS` older than the look (nobody wrote it for that long), else one
+        ``interval`` but no longer than until they are (a start-up never waits an interval of an
+        hour), on the manager's ``clock``. A file still rewritten after :data:`_FIRST_LOAD_WAIT`
+        of waits (a process that rewrites it in place at every turn) is loaded as last read: a
+        start-up waits for a save, not for good.
+        """
+        waited = 0.0
+        while True:
+            looked_at = time.time_ns()
+            stamp = self._look()
+            content = self._read()
+            if self._settles(stamp, _digest(content)) or waited >= _FIRST_LOAD_WAIT:
+                return looked_at, stamp, content
+            racy = _racy_ns(stamp, looked_at)
+            if racy:
+                pause = min(self.interval, racy / 1e9, _FIRST_LOAD_WAIT - waited)
+                clock.sleep_sync(pause)
+                waited += pause
+
+    def _settles(self, stamp: tuple[int, ...] | None, digest: bytes | None) -> bool:
+        """Whether a look finds the file as the previous look did (it is applied), else it waits for the next.
+
+        The one rule of a stable file, for the first load and every later one: a save that is not
+        atomic, caught half written, is never applied (nor refused), even when it parses.
+        """
+        seen = (stamp, digest)
+        if seen != self._pending:  # new since the previous look: applied if the next finds it the same
+            self._pending = seen
+            return False
+        return True
+
+    def _trusted(self, stamp: tuple[int, ...] | None) -> bool:
+        """Whether the file of ``stamp`` (as settled) is known to hold the content settled on.
+
+        Not while its times are racy (it may have been rewritten since within their tick), nor when
+        its content could not be read (an error, ``EMFILE`` or ``EACCES``, that may pass while the
+        file stays the same): such a file is read again at each look.
+        """
+        if stamp is None:  # no file: nothing to read
+            return True
+        return self._digest is not None and _racy_ns(stamp, self._looked_at) == 0
 
     def _settled(self, stamp: tuple[int, ...] | None, digest: bytes | None, looked_at: int) -> None:
         """The file of ``stamp`` was applied or refused: the next look looks for a newer one."""
@@ -398,12 +453,18 @@ class ConfigWatch:
                 _LOG.exception("watch of configuration file %s failed; watching on", self._file)
 
     def stop(self) -> None:
-        """Stop watching (the policies keep their configs); waits for the watch thread to end."""
+        """Stop watching (the policies keep their configs); waits for the watch thread to end.
+
+        A :meth:`check` under way in another thread ends first (no policy changes once this
+        returns); a later one applies nothing.
+        """
         _RUNNING.discard(self)
         WATCHES.unregister(self)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
+        with self._checking:  # a caller's check() under way has ended (this thread's goes on)
+            pass
 
     def __enter__(self) -> ConfigWatch:
         return self
@@ -418,6 +479,17 @@ class ConfigWatch:
 def _digest(content: bytes | OSError) -> bytes | None:
     """The hash of a file's content (``None``: it could not be read)."""
     return None if isinstance(content, OSError) else hashlib.sha256(content).digest()
+
+
+def _racy_ns(stamp: tuple[int, ...] | None, looked_at: int) -> int:
+    """How long after ``looked_at`` (ns) the file of ``stamp`` is no longer racy (0: it is not).
+
+    Its times are then :data:`RACY_WINDOW_NS` older than the look; at most the window (times in
+    the future), 0 for no file.
+    """
+    if stamp is None:
+        return 0
+    return min(max(max(stamp[1], stamp[4]) + RACY_WINDOW_NS - looked_at, 0), RACY_WINDOW_NS)
 
 
 def _changed(last: Mapping[str, ResilienceConfig], name: str, config: ResilienceConfig) -> bool:

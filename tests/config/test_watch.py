@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,9 +22,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.config import ConfigError, load, loads
 from otel_resilience.engine.events import Event, ReloadFailed
-from otel_resilience.manager.watch import ConfigWatch
+from otel_resilience.manager.watch import RACY_WINDOW_NS, ConfigWatch
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
-from otel_resilience.testing import EventRecorder
+from otel_resilience.testing import EventRecorder, FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = """\
@@ -60,6 +60,11 @@ def _write(path: Path, text: str) -> None:
         os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
 
 
+def _manager() -> ResilienceManager:
+    """A manager on a fake clock: a watch's start-up wait for a file just written takes no time."""
+    return ResilienceManager(clock=FakeClock())
+
+
 def _look_twice(watch: ConfigWatch) -> bool:
     """Two looks at a file written since the last one: the first finds it new (not applied yet),
     the second finds it unchanged and applies it; returns what the second look returned."""
@@ -71,7 +76,7 @@ def test_apply_config_creates_new_policies_and_reloads_changed_ones_only(tmp_pat
     """New names get a handle; a changed config is reloaded; an unchanged one keeps its generation."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     handles = manager.apply_config(load(path))
     assert set(handles) == {"payments", "search"}
     assert handles["payments"].config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
@@ -86,7 +91,7 @@ def test_apply_config_creates_new_policies_and_reloads_changed_ones_only(tmp_pat
 
 def test_apply_config_refuses_what_is_not_names_to_configs_naming_it() -> None:
     """Not a mapping, or a name that is not a str: a TypeError naming the argument, and nothing created."""
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(TypeError, match=r"^ResilienceManager\.apply_config\.policies must be a mapping"):
         manager.apply_config([ResilienceConfig()])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^ResilienceManager\.policy\.name must be a str, got 5 \(int\)$"):
@@ -100,7 +105,7 @@ def test_apply_config_refuses_a_function_for_a_policy_that_exists_as_for_a_new_o
     TypeError naming the argument, reported for that policy, nothing changed, whether the name
     exists or not (was: a new name's function refused, an existing name's called and its config
     taken, so one mapping was refused or applied depending on which names existed)."""
-    manager = ResilienceManager()
+    manager = _manager()
     payments = manager.policy("payments", ResilienceConfig(timeout=1.0))
     message = r"^ResilienceManager\.apply_config\.policies\[{!r}\] must be a ResilienceConfig, got <function"
     for name in ("inventory", "payments"):
@@ -115,7 +120,7 @@ def test_customize_adds_what_a_file_cannot_express(tmp_path: Path) -> None:
     """customize(name, config) gives the config to use (here: a name-dependent change)."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
 
     def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
         return ResilienceConfig(**{**vars_of(config), "max_attempts_total": 4 if name == "search" else None})
@@ -170,7 +175,7 @@ def test_a_watch_applies_a_changed_file_and_keeps_the_last_good_one_when_it_brea
     """check(): a changed file is applied; a broken one changes nothing and counts a failed reload."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600.0) as watch:  # the test drives check() itself
         assert watch.applied == 1
         assert not watch.check()  # unchanged
@@ -192,9 +197,9 @@ def test_a_watch_on_a_broken_file_refuses_to_start(tmp_path: Path) -> None:
     path = tmp_path / "resilience.yaml"
     _write(path, BROKEN)
     with pytest.raises(ConfigError, match="failure_threshold"):
-        ResilienceManager().watch(path)
+        _manager().watch(path)
     with pytest.raises(ValueError, match="interval"):
-        ResilienceManager().watch(path, interval=0)
+        _manager().watch(path, interval=0)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +219,7 @@ def test_a_watch_interval_its_thread_cannot_wait_is_refused_at_once(
     """An interval the watch thread's wait would refuse (inf, above TIMEOUT_MAX) fails the call, not the thread."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(error, match=message):
         manager.watch(path, interval=interval)  # type: ignore[arg-type]
     assert manager.apply_config({}) == {}  # nothing was applied: the file is read after the check
@@ -226,7 +231,7 @@ def test_a_watch_interval_may_be_a_timedelta(tmp_path: Path) -> None:
     """A timedelta is seconds, as for every duration of the library."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    with ResilienceManager().watch(path, interval=timedelta(minutes=5)) as watch:
+    with _manager().watch(path, interval=timedelta(minutes=5)) as watch:
         assert watch.interval == 300.0
         assert watch._thread.is_alive()
 
@@ -237,7 +242,7 @@ def test_the_watch_thread_applies_changes_by_itself(tmp_path: Path) -> None:
 
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     watch = manager.watch(path, interval=0.01)
     try:
         _write(path, SECOND)
@@ -287,7 +292,7 @@ def test_a_watch_of_the_file_applied_at_start_up_reloads_no_policy(tmp_path: Pat
     """The start-up file (applied, then watched) keeps its budgets: no policy is reloaded, no count lost."""
     path = tmp_path / "resilience.yaml"
     _write(path, BUDGETED)
-    manager = ResilienceManager()
+    manager = _manager()
     handles = manager.apply_config(load(str(path)))  # what get_resilience_manager() does at start-up
     budget = handles["payments"].config.retry_policy.budget  # type: ignore[union-attr]
     assert budget is not None
@@ -309,7 +314,7 @@ def test_a_file_whose_new_policy_is_refused_changes_no_policy(tmp_path: Path) ->
     """All or nothing: payments keeps its config when the new inventory is refused, and the file is retried."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     watch = manager.watch(path, interval=3600, customize=_refusing_customize)
     try:
         _write(path, SECOND)
@@ -331,7 +336,7 @@ def test_a_value_the_loader_refuses_is_counted_for_its_policy_only(tmp_path: Pat
     """A complete file with a refused value: one refused reload of the file and of that policy."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     watch = manager.watch(path, interval=3600)
     try:
         _write(path, BROKEN)  # refused by the loader (payments' threshold of 0)
@@ -348,7 +353,7 @@ def test_the_runbook_reads_the_error_type_a_value_refused_in_a_watched_file_repo
     out of range in a watched file is reported as the loader's ConfigError, and it must say so."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with EventRecorder() as recorder, manager.watch(path, interval=3600) as watch:
         _write(path, BROKEN)  # payments' threshold of 0: out of range
         assert not _look_twice(watch)
@@ -369,7 +374,7 @@ def test_a_value_the_policy_adapt_refuses_is_a_failed_reload_of_that_policy(tmp_
 
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     payments = manager.policy("payments", load(path)["payments"], adapt=at_most_five_seconds)
     with manager.watch(path, interval=3600) as watch:
         _write(path, FIRST.replace("timeout: 2s", "timeout: 10s"))
@@ -397,7 +402,7 @@ def test_a_file_seen_deleted_or_half_written_for_one_look_is_neither_applied_nor
     reports a failed reload (nothing to alert on); the complete file applies once it is stable."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
         caplog.clear()
         with caplog.at_level("WARNING", logger="otel_resilience"):
@@ -423,7 +428,7 @@ def test_a_file_left_deleted_or_broken_is_a_failed_reload_of_every_policy_once(
     the alert's signal); no more after."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         _break(path, event)
         assert not watch.check()
@@ -445,7 +450,7 @@ def test_the_watch_outlives_an_error_of_a_look(tmp_path: Path, monkeypatch: pyte
     """A look that raises is logged; the thread watches on and applies the next change."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     watch = manager.watch(path, interval=0.01)
     looks: list[int] = []
     real = watch.check
@@ -497,7 +502,7 @@ def _config_map(folder: Path, version: str, text: str) -> None:
 def test_a_watch_sees_the_file_behind_a_swapped_link_even_of_the_same_size_and_time(tmp_path: Path) -> None:
     """A ConfigMap update swaps the ``..data`` link: another file, seen though size and mtime match."""
     _config_map(tmp_path, "v1", FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(tmp_path / "resilience.yaml", interval=3600) as watch:
         _config_map(tmp_path, "v2", FIRST.replace("failure_threshold: 3", "failure_threshold: 7"))
         assert _look_twice(watch)
@@ -507,7 +512,7 @@ def test_a_watch_sees_the_file_behind_a_swapped_link_even_of_the_same_size_and_t
 def test_a_watch_of_a_linked_file_applied_at_start_up_reloads_no_policy_after_a_swap(tmp_path: Path) -> None:
     """The file is known by the path it was applied under, not by the target a link swap changes."""
     _config_map(tmp_path, "v1", BUDGETED)
-    manager = ResilienceManager()
+    manager = _manager()
     handles = manager.apply_config(load(tmp_path / "resilience.yaml"))  # at start-up
     _config_map(tmp_path, "v2", BUDGETED)  # another key of the ConfigMap changed: this file did not
     with manager.watch(tmp_path / "resilience.yaml", interval=3600):
@@ -520,7 +525,7 @@ def test_two_watches_of_one_file_reload_a_changed_budget_once(tmp_path: Path) ->
     """The second watch loads with the budgets in force: its look finds nothing to reload."""
     path = tmp_path / "resilience.yaml"
     _write(path, BUDGETED)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as first, manager.watch(path, interval=3600) as second:
         payments = manager.policy("payments")
         _write(path, BUDGETED.replace("ratio: 0.2", "ratio: 0.3"))
@@ -547,7 +552,7 @@ def test_a_check_while_the_watch_thread_applies_the_change_waits_for_it(tmp_path
                 release.wait(10.0)
         return config
 
-    manager = ResilienceManager()
+    manager = _manager()
     watch = manager.watch(path, interval=0.01, customize=customize)
     try:
         _write(path, SECOND)
@@ -570,7 +575,7 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
     """Refused before anything is applied, even by a file without policies (no call would find it)."""
     path = tmp_path / "resilience.yaml"
     _write(path, "policies: {}\n")
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(
         TypeError, match=r"^ResilienceManager\.apply_config\.customize must be callable or None"
     ):
@@ -585,7 +590,7 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
 
 def test_a_watch_path_that_names_no_file_is_refused_at_once_naming_it() -> None:
     """A TypeError naming path, as load(path) words it (was: os.fspath's, naming no argument)."""
-    manager = ResilienceManager()
+    manager = _manager()
     for path in (1, None, b"resilience.yaml"):
         with pytest.raises(
             TypeError, match=r"^ResilienceManager\.watch\.path must be a str or an os\.PathLike of one, got "
@@ -605,7 +610,7 @@ def test_a_customize_that_returns_no_config_is_named_in_the_refusal() -> None:
     async def later(config: ResilienceConfig) -> ResilienceConfig:
         return config
 
-    manager = ResilienceManager()
+    manager = _manager()
     first = loads(FIRST)
     message = r"^customize\('payments', config\) returned None; it must return a ResilienceConfig$"
     with pytest.raises(TypeError, match=message):
@@ -634,7 +639,7 @@ def test_a_file_caught_half_written_is_not_applied_even_when_it_parses(tmp_path:
     complete file is, once a look finds it unchanged since the previous one."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
         payments = manager.policy("payments")
         _write(path, TRUNCATED)
@@ -657,7 +662,7 @@ def test_a_rewrite_the_file_stamp_misses_is_applied_only_once_its_content_is_sta
     """A coarse clock: two writes with the same size, times and inode; the content tells them apart."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         monkeypatch.setattr(watch, "_look", lambda: (1, 2, 3, 4, 5))  # one stamp, not the applied file's
         payments = manager.policy("payments")
@@ -676,7 +681,7 @@ def test_a_watch_reads_a_file_in_the_format_it_is_given(tmp_path: Path) -> None:
     """format= is load()'s: a file whose name says no format (policies.conf) can be watched."""
     path = tmp_path / "policies.conf"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(
         ConfigError, match=r"policies\.conf: has no known suffix .*: pass format='yaml' or 'toml'"
     ):
@@ -705,7 +710,7 @@ def test_a_watch_format_the_loader_does_not_read_is_refused_at_once_naming_it(
     """A ValueError naming format before the file is read, as load(format=...) refuses it."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(ValueError, match=r"^ResilienceManager\.watch\.format must be 'yaml' or 'toml', got "):
         manager.watch(path, interval=3600, format=value)  # type: ignore[arg-type]
     assert "payments" not in manager._handles
@@ -726,7 +731,7 @@ def test_a_watch_of_a_relative_path_follows_its_file_after_the_process_changes_d
     monkeypatch.chdir(tmp_path / "service")
     path = Path("resilience.yaml")
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         monkeypatch.chdir(tmp_path / "elsewhere")
         assert not _look_twice(watch)  # nothing changed
@@ -758,7 +763,7 @@ def test_a_refused_file_is_logged_with_the_file_read_and_the_error_type(
             raise KeyError(refuse[0])
         return config
 
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch("resilience.yaml", interval=3600, customize=customize) as watch:
         monkeypatch.chdir(tmp_path / "elsewhere")
         refuse.append("cache_service")
@@ -776,7 +781,7 @@ def test_a_refused_file_is_logged_with_the_file_read_and_the_error_type(
 def test_a_path_with_a_nul_character_is_refused_naming_it() -> None:
     """No file has such a name: a ValueError naming the path, before any look (was: the bare
     ``embedded null byte`` of the operating system's call, naming no argument)."""
-    manager = ResilienceManager()
+    manager = _manager()
     with pytest.raises(ValueError, match=r"^ResilienceManager\.watch\.path must be a path without NUL, got "):
         manager.watch("resilience\x00.yaml")
     with pytest.raises(ValueError, match=r"^load\.path must be a path without NUL, got "):
@@ -791,7 +796,7 @@ def test_a_good_file_put_back_after_a_refused_one_counts_a_succeeded_reload(
     (`succeeded` grew after the failure) sees the recovery (was: nothing counted)."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         payments, search = manager.policy("payments"), manager.policy("search")
         _write(path, BROKEN)  # payments' threshold of 0: refused for payments
@@ -851,7 +856,7 @@ def test_a_file_left_refused_is_reported_stale_until_a_good_one_applies(
     failed count stopped growing); 0 once a file applies; no series once the watch stops."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     key = os.path.abspath(path)  # noqa: PTH100 - the path the watch names, links not followed
     with manager.watch(path, interval=3600) as watch:
         assert _stale(reader) == {key: 0}
@@ -881,7 +886,7 @@ def test_a_rewrite_within_the_timestamp_tick_of_the_last_read_is_applied(
     such a rewrite was never applied)."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         tick = time.time_ns()  # every write lands in this tick: one stamp
         monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), tick, 1, 2, tick))
@@ -901,7 +906,7 @@ def test_a_file_read_well_after_it_was_written_is_not_read_again_while_its_stamp
     """The racily clean check costs a read only while the file's time is close to its read."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600) as watch:
         old = time.time_ns() - 60 * 10**9
         monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), old, 1, 2, old))
@@ -920,7 +925,7 @@ def test_a_good_file_put_back_after_the_manager_refused_one_counts_each_policy_i
     on its old config; the last good file put back counts a succeeded reload of each of them."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
-    manager = ResilienceManager()
+    manager = _manager()
     with manager.watch(path, interval=3600, customize=_refusing_customize) as watch:
         payments, search = manager.policy("payments"), manager.policy("search")
         _write(path, SECOND)  # payments changed, inventory refused
@@ -932,3 +937,195 @@ def test_a_good_file_put_back_after_the_manager_refused_one_counts_each_policy_i
         assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
         assert search.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}  # SECOND left it as it was
         assert payments.generation == 1
+
+
+class _WritingClock(FakeClock):
+    """A fake clock on which a writer finishes its save while the watch waits (its first sleep)."""
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        super().__init__()
+        self._finish: Callable[[], None] | None = finish
+
+    def sleep_sync(self, seconds: float) -> None:
+        super().sleep_sync(seconds)
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            finish()
+
+
+def test_a_watch_never_starts_on_a_file_caught_half_written_even_when_it_parses(tmp_path: Path) -> None:
+    """The first load waits for the file to settle as every later one does: the first chunk of a
+    save (a valid file with fewer keys) is not applied, the complete file is (was: applied at once,
+    payments without its timeout and no inventory until the next look)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, TRUNCATED)  # just written: a writer may still be at work
+    clock = _WritingClock(lambda: _write(path, SECOND))
+    manager = ResilienceManager(clock=clock)
+    with manager.watch(path, interval=3600) as watch:
+        payments = manager.policy("payments")
+        assert (payments.generation, payments.config.timeout) == (1, 2.0)
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert manager.policy("inventory").config.timeout == 1.0
+        assert (watch.applied, watch.failed) == (1, 0)
+        assert 0 < sum(clock.sleeps) <= 2 * RACY_WINDOW_NS / 1e9  # up to the racy window, not an interval
+        assert not _look_twice(watch)  # nothing new: the file applied is the one on disk
+
+
+def test_a_watch_never_starts_refused_on_a_file_caught_half_written(tmp_path: Path) -> None:
+    """A save caught mid-key (no YAML) at start-up: watch() waits for it instead of raising."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, SECOND[: SECOND.index("inventory") + 5])
+    manager = ResilienceManager(clock=_WritingClock(lambda: _write(path, SECOND)))
+    with manager.watch(path, interval=3600) as watch:
+        assert manager.policy("inventory").config.timeout == 1.0
+        assert (watch.applied, watch.failed) == (1, 0)
+
+
+class _RewritingClock(FakeClock):
+    """A fake clock on which a process rewrites the file in place at every sleep (a render loop)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+
+    def sleep_sync(self, seconds: float) -> None:
+        super().sleep_sync(seconds)
+        _write(self._path, FIRST if len(self.sleeps) % 2 else SECOND)
+
+
+def test_a_watch_of_a_file_rewritten_at_every_look_starts_after_the_racy_window(tmp_path: Path) -> None:
+    """A start-up waits for a save, not for good: a file still rewritten after the racy window of
+    waits is loaded as last read (was: watch() never returned)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, SECOND)
+    clock = _RewritingClock(path)
+    manager = ResilienceManager(clock=clock)
+    with manager.watch(path, interval=0.5) as watch:
+        assert watch.applied == 1
+        assert sum(clock.sleeps) == pytest.approx(RACY_WINDOW_NS / 1e9)
+        assert manager.policy("inventory").config.timeout == 1.0  # SECOND: the last one written
+    assert len(clock.sleeps) == 6
+
+
+def test_a_watch_of_a_file_untouched_for_the_racy_window_starts_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose times are older than the racy window is settled: no wait at start-up."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    old = time.time_ns() - 60 * 10**9
+    monkeypatch.setattr(ConfigWatch, "_look", lambda _: (len(FIRST), old, 1, 2, old))
+    clock = FakeClock()
+    with ResilienceManager(clock=clock).watch(path, interval=3600) as watch:
+        assert watch.applied == 1
+    assert clock.sleeps == []
+
+
+def test_a_watch_waits_one_short_interval_for_a_file_just_written(tmp_path: Path) -> None:
+    """The start-up wait is one interval when that is shorter than the racy window."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    clock = FakeClock()
+    with ResilienceManager(clock=clock).watch(path, interval=0.05) as watch:
+        assert watch.applied == 1
+    assert clock.sleeps == [0.05]
+
+
+def test_a_watch_of_a_missing_file_is_refused_at_once(tmp_path: Path) -> None:
+    """Nothing to wait for: a missing file raises without a wait."""
+    clock = FakeClock()
+    with pytest.raises(FileNotFoundError):
+        ResilienceManager(clock=clock).watch(tmp_path / "resilience.yaml", interval=3600)
+    assert clock.sleeps == []
+
+
+def test_a_changed_file_refused_as_unreadable_is_applied_once_it_can_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that failed for two looks (a process out of file descriptors, EMFILE) is one refused
+    reload; once the same file can be read it is applied, though its stamp did not change (was:
+    its stamp, never read, was trusted: the new file never applied, the watch stale for good)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        _write(path, SECOND)
+        old = time.time_ns() - 60 * 10**9  # written well before the looks: its stamp is not racy
+        monkeypatch.setattr(watch, "_look", lambda: (len(SECOND), old, 1, 2, old))
+        read = watch._read
+        monkeypatch.setattr(watch, "_read", lambda: OSError(24, "Too many open files"))
+        assert not _look_twice(watch)
+        assert (watch.applied, watch.failed, watch.stale) == (1, 1, True)
+        monkeypatch.setattr(watch, "_read", read)
+        assert _look_twice(watch)
+        assert (watch.applied, watch.failed, watch.stale) == (2, 1, False)
+        assert manager.policy("inventory").config.timeout == 1.0
+        assert not watch.check()  # read and applied: its stamp is trusted again
+
+
+def test_a_stopped_watch_applies_nothing(tmp_path: Path) -> None:
+    """stop(): the policies keep their configs; a check() after it changes none (was: applied the
+    changed file, payments' breaker at 5 after the watch was stopped)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        pass
+    _write(path, SECOND)
+    assert not _look_twice(watch)
+    assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+    assert "inventory" not in manager._handles
+    assert (watch.applied, watch.failed) == (1, 0)
+
+
+def test_stop_waits_for_a_check_under_way_in_another_thread(tmp_path: Path) -> None:
+    """A check() applying the file in another thread when stop() is called has ended once stop()
+    returns: no policy changes after it (was: stop() returned, the file was applied later)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    applying, release = threading.Event(), threading.Event()
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if name == "inventory":  # only SECOND names it: the change, held while it is applied
+            applying.set()
+            release.wait(10.0)
+        return config
+
+    manager = _manager()
+    watch = manager.watch(path, interval=3600, customize=customize)
+    _write(path, SECOND)
+    assert not watch.check()
+    checker = threading.Thread(target=watch.check)
+    checker.start()
+    try:
+        assert applying.wait(10.0)
+        stopped: list[int] = []
+        stopper = threading.Thread(target=lambda: (watch.stop(), stopped.append(watch.applied)))
+        stopper.start()
+        stopper.join(0.2)  # unchanged code: stop() returns while the file is still being applied
+        release.set()
+        stopper.join(10.0)
+        checker.join(10.0)
+        assert stopped == [2]  # stop() returned once the change under way was applied
+    finally:
+        release.set()
+        watch.stop()
+
+
+def test_a_customize_may_stop_the_watch_whose_check_calls_it(tmp_path: Path) -> None:
+    """stop() from within the check() under way returns (no deadlock on its own look)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    watches: list[ConfigWatch] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if name == "inventory" and watches:
+            watches[0].stop()
+        return config
+
+    manager = _manager()
+    watches.append(manager.watch(path, interval=3600, customize=customize))
+    _write(path, SECOND)
+    assert _look_twice(watches[0])  # the look under way finishes
+    assert not watches[0]._thread.is_alive()
+    assert not watches[0].check()

@@ -45,6 +45,7 @@ from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
 from otel_resilience.patterns.retry import Retry, RetryBudget, RetryPolicy
 from otel_resilience.store import RedisStore
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
+from otel_resilience.testing import FakeClock
 
 
 class _Quiet(WSGIRequestHandler):
@@ -88,7 +89,7 @@ def _scraped(*, in_process: bool) -> Iterator[str]:
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
-    manager = ResilienceManager()
+    manager = ResilienceManager(clock=FakeClock())  # a watch's start-up wait for a file just written: no time
     named = manager.policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
     folder = tempfile.TemporaryDirectory()
     path = Path(folder.name) / "resilience.yaml"
