@@ -5,6 +5,9 @@
 * :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
 * :class:`AttemptRecorder`: a step that records the attempt number of every run it sees, to
   place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
+* :func:`fresh_defaults`: a new process-wide manager and alert system for a block (a test), so
+  that a breaker a ``@resilient`` function opened in one test does not reject the next test's
+  calls, nor a cooldown of the alerts silence its alerts.
 
 What a fake clock does not drive:
 
@@ -32,18 +35,26 @@ What a fake clock does not drive:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_number, fail
+from otel_resilience.manager.decorator import new_default_manager, replace_default_manager
+from otel_resilience.manager.watch import stop_watches
+from otel_resilience.patterns.alerts import close_process_wide
 
 if TYPE_CHECKING:
-    from otel_resilience.engine.context import ExecutionContext
+    from collections.abc import Iterator
 
-__all__ = ["AttemptRecorder", "EventRecorder", "FakeClock"]
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.manager import ResilienceManager
+
+__all__ = ["AttemptRecorder", "EventRecorder", "FakeClock", "fresh_defaults"]
 
 _SETTLE: Final = 8
 """Loop iterations an async sleep waits, once the time moved, before it moves the time on: what
@@ -350,6 +361,81 @@ class EventRecorder:
                 self._entered -= 1
                 if not self._entered:
                     self._hub.remove_listener(self)
+
+
+@contextlib.contextmanager
+def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager]:
+    """Run the block with a new process-wide manager and alert system; then put the manager before back.
+
+    What a test suite shares through the process, one test with the next: the manager
+    :func:`~otel_resilience.get_resilience_manager` returns, in which every ``@resilient``
+    function given no ``manager`` keeps its breaker, bulkhead, rate limiter and counts (and the
+    HTTP integrations and the FastAPI dependency given none keep their policy), and the
+    process-wide alert system (its cooldowns, history and counts). In the block, the manager is
+    a new one, made as at start-up (the policies ``OTEL_RESILIENCE_CONFIG`` names applied) on
+    ``clock``, and the alert system is a new one: the one before is closed as the block starts
+    and the block's as it ends (the :func:`~otel_resilience.subscribe` subscriptions follow
+    them). After the block, the manager before is the process-wide one again (none: one is made
+    at the next use). A ``@resilient`` function runs in the manager in place at its call, bound
+    before the block or in it; a call running as the block starts or ends ends in the manager
+    it started in. The watches of the block's manager (``manager.watch(path)``, made by the
+    test's start-up code) are stopped as it ends. Blocks nest. In a ``conftest.py``::
+
+        @pytest.fixture(autouse=True)
+        def _fresh_resilience():
+            with fresh_defaults() as manager:
+                yield manager
+
+    It leaves alone what the test's own code holds: a pattern or a manager made at import (a
+    module's ``CircuitBreaker("db")``, a handle of ``get_resilience_manager().policy(...)``), an
+    alert system of the application, and the telemetry listener (give each test its providers
+    with :func:`~otel_resilience.telemetry.instrumented`).
+
+    A two-test suite, as a test runner would run it::
+
+        >>> from otel_resilience import CircuitBreakerConfig, CircuitOpenError, ResilienceConfig, resilient
+        >>> @resilient(ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1)))
+        ... def charge(down):
+        ...     if down:
+        ...         raise ConnectionError("card network down")
+        ...     return "charged"
+        >>> with fresh_defaults():  # test 1: the outage opens the breaker
+        ...     try:
+        ...         charge(down=True)
+        ...     except ConnectionError:
+        ...         pass
+        ...     try:
+        ...         charge(down=False)
+        ...     except CircuitOpenError:
+        ...         print("rejected")
+        rejected
+        >>> with fresh_defaults():  # test 2: a manager of its own, its breaker closed
+        ...     charge(down=False)
+        'charged'
+
+    Args:
+        clock: The clock of the block's manager and of every pattern it creates (a
+            :class:`FakeClock` lets a ``@resilient`` function's breaker timeout pass with
+            ``advance``). Default: the system clock.
+
+    Yields:
+        The block's process-wide manager.
+
+    Raises:
+        TypeError: ``clock`` is not a clock (nothing is changed).
+        otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
+            be loaded (the manager before stays).
+    """
+    check_clock("fresh_defaults", clock)
+    close_process_wide()  # before the manager is made: it reports the alert system it finds
+    manager = new_default_manager(clock)
+    before = replace_default_manager(manager)
+    try:
+        yield manager
+    finally:
+        replace_default_manager(before)
+        stop_watches(manager)
+        close_process_wide()
 
 
 def _subclass_slots(cls: type) -> list[str]:

@@ -142,16 +142,28 @@ class _Entry:
 
 
 class _Moved:
-    """A dead entry's stand-in for its pipeline: runs each call in its policy, found again."""
+    """A dead entry's stand-in for its pipeline: runs each call in its policy, found again.
+
+    It holds its manager weakly: a ``@resilient`` function keeps its dead entry until its next
+    call, and a manager that stopped being the process-wide one (a test's block ended) would
+    otherwise live on through it, its breakers registered (and exported) beside the next
+    manager's namesakes. A call that reaches it once that manager is gone (only a function
+    bound by default can, in a race with the end of the block) runs in the process-wide one.
+    """
 
     __slots__ = ("_config", "_manager", "_name")
 
     def __init__(self, manager: ResilienceManager, config: ResilienceConfig, name: str) -> None:
-        self._manager, self._config, self._name = manager, config, name
+        self._manager, self._config, self._name = weakref.ref(manager), config, name
 
     def found(self) -> Pipeline:
         """Return the pipeline of the entry's policy now (building the policy again if evicted)."""
-        return self._manager._pipeline(self._config, self._name)
+        manager = self._manager()
+        if manager is None:
+            from otel_resilience.manager.decorator import get_resilience_manager  # noqa: PLC0415 - it imports this module
+
+            manager = get_resilience_manager()
+        return manager._pipeline(self._config, self._name)
 
     async def execute_packed(self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Any) -> R:
         return await self.found().execute_packed(fn, args, kwargs)
@@ -652,6 +664,16 @@ class ResilienceManager(NamedPolicies):
                 if gone.carrier.name == name and gone.config is not besides:
                     return gone.config
         return None
+
+    def _unbind(self) -> None:
+        """Forget every identity-cache entry (the policies stay): each holder looks its policy up again.
+
+        When the manager stops being the process-wide one, the ``@resilient`` functions bound to
+        it by default then run in the one that takes its place from their next call.
+        """
+        with self._lock:
+            for entry in list(self._by_id.values()):
+                self._drop_entry_locked(entry)
 
     def _drop_entry_locked(self, entry: _Entry) -> None:
         """Forget an identity-cache entry (its policy stays)."""

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable, keep_metadata
@@ -16,7 +17,13 @@ from otel_resilience.manager.core import _GONE, ResilienceManager, _Moved
 from otel_resilience.manager.keys import policy_name
 from otel_resilience.manager.policy import check_drivable
 
-__all__ = ["check_manager", "get_resilience_manager", "resilient"]
+__all__ = [
+    "check_manager",
+    "get_resilience_manager",
+    "new_default_manager",
+    "replace_default_manager",
+    "resilient",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,24 +37,61 @@ def get_resilience_manager() -> ResilienceManager:
 
     When the environment variable ``OTEL_RESILIENCE_CONFIG`` names a configuration file, the
     manager is created with the named policies it defines (``manager.apply_config``); the file
-    is read once, here (``manager.watch(path)`` follows its changes).
+    is read once, here (``manager.watch(path)`` follows its changes). In a test suite,
+    :func:`otel_resilience.testing.fresh_defaults` gives each test a process-wide manager of its
+    own, made the same way.
 
     Raises:
         otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
             be loaded (no manager is created: the next call tries again).
     """
-    if _DEFAULT:
+    try:
         return _DEFAULT[0]
-    with _DEFAULT_LOCK:
-        if not _DEFAULT:
-            from otel_resilience.config import from_env  # noqa: PLC0415 - config imports the manager
+    except IndexError:  # none yet, or none since a test's block (otel_resilience.testing) ended
+        with _DEFAULT_LOCK:
+            if not _DEFAULT:
+                _DEFAULT.append(new_default_manager())
+            return _DEFAULT[0]
 
-            manager = ResilienceManager()
-            loaded = from_env()
-            if loaded is not None:
-                manager.apply_config(loaded)
+
+def new_default_manager(clock: Clock = SYSTEM_CLOCK) -> ResilienceManager:
+    """Make a manager as the process-wide one is made: the policies ``OTEL_RESILIENCE_CONFIG`` names applied.
+
+    Args:
+        clock: The clock of the manager and of every pattern it creates.
+
+    Raises:
+        otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
+            be loaded.
+    """
+    from otel_resilience.config import from_env  # noqa: PLC0415 - config imports the manager
+
+    manager = ResilienceManager(clock=clock)
+    loaded = from_env()
+    if loaded is not None:
+        manager.apply_config(loaded)
+    return manager
+
+
+def replace_default_manager(manager: ResilienceManager | None) -> ResilienceManager | None:
+    """Make ``manager`` the process-wide manager (``None``: none until the next use); return the one before.
+
+    For tests (:func:`otel_resilience.testing.fresh_defaults`). The ``@resilient`` functions bound
+    to the manager before (by default or by name) look their policy up again at their next call,
+    so that those run by default run in ``manager`` from then on; a call running meanwhile ends
+    in the manager it started in.
+    """
+    with _DEFAULT_LOCK:
+        before = _DEFAULT[0] if _DEFAULT else None
+        if manager is None:
+            _DEFAULT.clear()
+        elif _DEFAULT:
+            _DEFAULT[0] = manager
+        else:
             _DEFAULT.append(manager)
-        return _DEFAULT[0]
+    if before is not None and before is not manager:
+        before._unbind()
+    return before
 
 
 @overload
@@ -121,16 +165,20 @@ def _bind(
     fn: Callable[P, R], config: ResilienceConfig, name: str, manager: ResilienceManager | None
 ) -> Callable[P, R]:
     """Return ``fn`` wrapped to run every call through its policy's pipeline (the driver chosen once)."""
-    # The function's cache entry, looked up again only once it has left the manager's cache.
-    # The manager cannot change under it: a given one, or the default one, created once.
+    # The function's cache entry, looked up again only once it has left the manager's cache (its
+    # manager drops them all when it stops being the process-wide one: a test's block).
     entry = _GONE
 
     def lookup() -> Pipeline | _Moved:
         nonlocal entry
-        owner = manager or get_resilience_manager()
-        owner._default_names.take(config, name, fn)  # bound to its policy: not on a call that finds it
-        entry = owner._entry_for(config, name)
-        return entry.pipeline
+        while True:
+            owner = manager or get_resilience_manager()
+            owner._default_names.take(config, name, fn)  # bound to its policy: not on a call that finds it
+            entry = owner._entry_for(config, name)
+            # The default manager replaced meanwhile (a test's block, replace_default_manager) may
+            # have unbound its functions before this entry was made: look it up in the new one.
+            if manager is not None or get_resilience_manager() is owner:
+                return entry.pipeline
 
     if is_async_callable(fn):
         async_fn: Callable[..., Awaitable[Any]] = fn

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from otel_resilience.manager.named import NamedPolicies
     from otel_resilience.manager.policy import PolicyHandle
 
-__all__ = ["DEFAULT_WATCH_INTERVAL", "ConfigWatch", "Customize", "apply_file"]
+__all__ = ["DEFAULT_WATCH_INTERVAL", "ConfigWatch", "Customize", "apply_file", "stop_watches"]
 
 DEFAULT_WATCH_INTERVAL: Final = 2.0
 """Seconds between two looks at a watched file."""
@@ -514,6 +514,18 @@ def _policy_of(error: BaseException) -> str | None:
 
 _RUNNING: Final[weakref.WeakSet[ConfigWatch]] = weakref.WeakSet()
 """The watches not stopped yet (each is kept alive by its thread)."""
+
+
+def stop_watches(manager: NamedPolicies) -> None:
+    """Stop every running watch of ``manager`` (its policies keep their configs).
+
+    For a manager that leaves the process-wide place at the end of a test's block
+    (:func:`otel_resilience.testing.fresh_defaults`): a watch its start-up code left running
+    would go on polling, and keep it alive, for the rest of the test session.
+    """
+    for watch in list(_RUNNING):
+        if watch._manager is manager:
+            watch.stop()
 
 
 def _restart_in_child() -> None:

@@ -53,6 +53,7 @@ from otel_resilience import (
     RecoveryStrategy,
     RedisStore,
     ResilienceConfig,
+    ResilienceManager,
     Retry,
     RetryBudget,
     RetryPolicy,
@@ -86,7 +87,7 @@ from otel_resilience.integrations.httpx import AsyncResilientTransport, Resilien
 from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
 from otel_resilience.telemetry.histograms import InProcessHistogram
-from otel_resilience.testing import EventRecorder, FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock, fresh_defaults
 
 
 class Audit(Step):
@@ -378,6 +379,15 @@ async def check_every_protect_and_block() -> None:
     async with RateLimiter("typing", RateLimiterConfig(rate=1.0)).guard():
         pass
     print(a, b, c, d, e, f, g, built, clock.now())
+
+
+def check_fresh_defaults() -> None:
+    """``fresh_defaults`` yields the block's process-wide manager; its clock is a ``Clock``."""
+    with fresh_defaults(clock=FakeClock()) as manager:
+        fresh: ResilienceManager = manager
+        print(fresh)
+    with fresh_defaults(clock=1.0):  # type: ignore[arg-type]
+        pass
 
 
 async def check_every_decorator_keeps_the_parameters() -> None:

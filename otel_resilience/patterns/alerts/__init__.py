@@ -106,6 +106,7 @@ __all__ = [
     "AlertSeverity",
     "AlertStatsDict",
     "AlertSystem",
+    "close_process_wide",
     "default_alert_system",
     "subscribe",
 ]
@@ -155,6 +156,19 @@ def default_alert_system() -> AlertSystem:
         return system  # made when none listened: the first listening, and the subscriptions' holder
     with _DEFAULT_LOCK:
         return _standing_in_locked()
+
+
+def close_process_wide() -> None:
+    """Close the process-wide alert system this module made, if it listens: the next use makes a new one.
+
+    For tests (:func:`otel_resilience.testing.fresh_defaults`): its cooldowns, history and counts
+    go with it. An alert system of the application standing in for it is left listening. The
+    :func:`subscribe` subscriptions and the managers that follow the process-wide system move to
+    the one standing in next, as at any close.
+    """
+    system = _DEFAULT
+    if system is not None:
+        system.close()  # idempotent
 
 
 def _standing_in_locked() -> AlertSystem:
