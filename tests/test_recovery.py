@@ -421,6 +421,175 @@ async def test_retry_stops_on_an_error_the_rule_does_not_cover(driver: str, cloc
     assert system.get_stats()["failed_recoveries"] == 1
 
 
+class Sequence(Flaky):
+    """Fails with the given error classes in turn (fresh instances), then returns ``result``."""
+
+    def __init__(self, *errors: type[Exception], result: Any = "ok") -> None:
+        super().__init__(len(errors), result=result)
+        self.errors = errors
+
+    def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+        if len(self.calls) < len(self.errors):
+            self.error = self.errors[len(self.calls)]
+        return super().run_sync(*args, **kwargs)
+
+
+async def test_a_reruns_error_another_rule_covers_is_acted_on_by_that_rule(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Each outcome is judged by the rules: a re-run's error of another rule's class ends the recovery
+    as failed, and that rule acts on it (here a FALLBACK answers)."""
+    system = ErrorRecoverySystem(unique("handover"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=1.0))
+    system.register_recovery_rule(ValueError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="fb"))
+    flaky = Sequence(ConnectionError, ValueError, ValueError)
+    assert await run(system, driver, flaky) == "fb"
+    assert len(flaky.calls) == 2
+    assert clock.sleeps == [1.0]
+    stats = system.get_stats()
+    assert stats["by_strategy"]["retry"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 1, "failed": 0}
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
+        RecoveryAttempted("retry", "failure", "ConnectionError", "ValueError"),
+        RecoveryAttempted("fallback", "success", "ValueError"),
+    ]
+    assert system._pipeline.stats.fallback == 1
+
+
+async def test_a_subclass_rule_acts_on_a_reruns_error_its_base_rule_would_retry(
+    driver: str, clock: FakeClock
+) -> None:
+    """The rule lookup decides for a re-run's error too: a subclass's rule wins over the base's
+    RETRY that is running (here it escalates, from the re-run's error)."""
+    system = ErrorRecoverySystem(unique("subclass"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=1.0))
+    system.register_recovery_rule(ConnectionResetError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    flaky = Sequence(ConnectionError, ConnectionResetError, ConnectionResetError, ConnectionResetError)
+    with pytest.raises(RecoveryEscalatedError) as caught:
+        await run(system, driver, flaky)
+    assert caught.value.__cause__ is flaky.raised[1]
+    assert caught.value.error_type == "ConnectionResetError"
+    assert len(flaky.calls) == 2
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["failed_recoveries"], stats["escalations"]) == (2, 2, 1)
+
+
+async def test_a_reruns_error_of_an_isolate_rule_isolates_and_is_raised(
+    driver: str, clock: FakeClock
+) -> None:
+    """An ISOLATE rule covering a re-run's error forces its breaker open; the caller gets that error."""
+    breaker = StandInBreaker(unique("db"))
+    system = ErrorRecoverySystem(unique("isolating"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    system.register_recovery_rule(
+        PermissionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=breaker.name)
+    )
+    flaky = Sequence(ConnectionError, PermissionError, PermissionError)
+    with pytest.raises(PermissionError) as caught:
+        await run(system, driver, flaky)
+    assert caught.value is flaky.raised[1]
+    assert breaker.opened == [(DEFAULT_ISOLATE_DURATION, "isolated")]
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
+
+
+async def test_a_reruns_error_of_another_retry_rule_runs_under_that_rules_delay_and_limit(
+    driver: str, clock: FakeClock
+) -> None:
+    """Another RETRY rule covering a re-run's error takes over with its own delay and re-runs."""
+    system = ErrorRecoverySystem(unique("two-retries"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=1, delay=1.0))
+    system.register_recovery_rule(TimeoutError, retry(max_attempts=2, delay=5.0))
+    flaky = Sequence(ConnectionError, *[TimeoutError] * 9)
+    with pytest.raises(TimeoutError, match="fail 4") as caught:
+        await run(system, driver, flaky)
+    assert caught.value is flaky.raised[-1]
+    assert len(flaky.calls) == 4
+    assert clock.sleeps == [1.0, 5.0, 5.0]
+    assert system.get_stats()["by_strategy"]["retry"] == {"attempts": 2, "successful": 0, "failed": 2}
+
+
+async def test_a_rule_taking_over_never_starts_its_delay_past_the_deadline(
+    driver: str, clock: FakeClock
+) -> None:
+    """The rule a re-run's error hands the recovery to measures its own delay against the deadline."""
+    system = ErrorRecoverySystem(unique("over-deadline"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=1.0))
+    system.register_recovery_rule(TimeoutError, retry(max_attempts=3, delay=5.0))
+    flaky = Sequence(ConnectionError, TimeoutError)
+    with SyncDeadline(clock, 3.0, "op"), pytest.raises(TimeoutError, match="fail 2"):
+        await run(system, driver, flaky)
+    assert clock.sleeps == [1.0]
+    assert len(flaky.calls) == 2
+    assert system.get_stats()["by_strategy"]["retry"] == {"attempts": 2, "successful": 0, "failed": 2}
+
+
+async def test_rules_taking_turns_make_each_its_re_runs_once_per_execution(
+    driver: str, clock: FakeClock
+) -> None:
+    """Two RETRY rules whose errors alternate never re-run forever: a rule's ``max_attempts`` bounds
+    its re-runs in the whole execution, whichever rule ran in between."""
+    system = ErrorRecoverySystem(unique("turns"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2, delay=1.0))
+    system.register_recovery_rule(TimeoutError, retry(max_attempts=2, delay=5.0))
+    flaky = Sequence(*[ConnectionError, TimeoutError] * 10)
+    with pytest.raises(ConnectionError, match="fail 5"):
+        await run(system, driver, flaky)
+    assert len(flaky.calls) == 5
+    assert clock.sleeps == [1.0, 5.0, 1.0, 5.0]
+    assert system.get_stats()["by_strategy"]["retry"] == {"attempts": 5, "successful": 0, "failed": 5}
+    # the next execution starts with every rule's re-runs again
+    flaky = Sequence(ConnectionError, TimeoutError)
+    assert await run(system, driver, flaky) == "ok"
+    assert len(flaky.calls) == 3
+
+
+async def test_a_caught_errors_rerun_is_judged_by_the_rules_too(driver: str, clock: FakeClock) -> None:
+    """``recover_from_error``: a re-run's error of another rule's class is that rule's."""
+    system = ErrorRecoverySystem(unique("caught"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    system.register_recovery_rule(ValueError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="fb"))
+    flaky = Sequence(ValueError)
+    context = RecoveryContext(operation=op_for(driver, flaky), operation_name="query")
+    assert await recover(system, driver, ConnectionError("caught"), context) == "fb"
+    assert len(flaky.calls) == 1
+
+
+async def test_in_a_manager_the_error_a_rerun_of_the_retry_gave_up_on_is_judged_by_the_rules(
+    driver: str, clock: FakeClock
+) -> None:
+    """Recovery ⊃ Retry: the error the retry gives up with on a re-run is matched again, and a
+    FALLBACK rule for it answers (the execution's outcome ``fallback``)."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(ConnectionError, retry(max_attempts=1))
+    manager.recovery_system.register_recovery_rule(
+        ValueError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="fb")
+    )
+    config = ResilienceConfig(
+        name=unique("policy"),
+        enable_recovery=True,
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.1),
+    )
+    flaky = Sequence(ConnectionError, ConnectionError, ValueError, ValueError)
+    assert await run_in(manager, config, driver, flaky) == "fb"
+    assert len(flaky.calls) == 4
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["retry"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 1, "failed": 0}
+    executions = manager.get_resilience_statistics()["executions"]
+    assert (executions["fallback"], executions["failed"]) == (1, 0)
+
+
+def test_each_reruns_error_counts_towards_a_pattern(clock: FakeClock, recorder: EventRecorder) -> None:
+    """A re-run's error reaches the system as the first run's does: it counts towards a pattern."""
+    system = ErrorRecoverySystem(unique("rerun-patterns"), clock=clock, pattern_threshold=3)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
+    with pytest.raises(ConnectionError):
+        system.execute_sync(Flaky(9).run_sync)
+    assert recorder.of(Event.PATTERN_DETECTED) == [
+        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 3, 60.0)
+    ]
+
+
 @pytest.mark.parametrize("rejection", REJECTION_TYPES, ids=lambda kind: kind.__name__)
 async def test_a_rerun_rejected_ends_the_recovery_even_under_a_catch_all_rule(
     rejection: type[ExecutionRejectedError], driver: str, clock: FakeClock
@@ -785,11 +954,12 @@ def test_an_async_hook_refused_in_a_thread_keeps_the_failure_it_restarted_for(cl
     """The refusal is the hook's error: like any it raises, it chains the dependency's failure.
 
     It had no context: the caller got the TypeError alone, the dependency's error lost (a
-    fallback_function refused the same way keeps it).
+    fallback_function refused the same way keeps it). A plain function returning an awaitable:
+    only its call tells (a coroutine function is refused before, see below).
     """
 
-    async def hook() -> None:
-        return None
+    def hook() -> Any:
+        return asyncio.sleep(0)
 
     system = ErrorRecoverySystem(clock=clock)
     system.register_recovery_rule(
@@ -800,6 +970,33 @@ def test_an_async_hook_refused_in_a_thread_keeps_the_failure_it_restarted_for(cl
         system.execute_sync(flaky.run_sync)
     assert info.value.__context__ is flaky.raised[0]
     assert len(flaky.calls) == 1  # no re-run after it
+
+
+def test_an_async_hook_is_refused_in_a_thread_before_its_delay_is_slept(clock: FakeClock) -> None:
+    """A coroutine function as ``restart_hook`` can never run in a thread: refused at once, as an async
+    operation is (no delay slept for nothing, nothing let go), the failure it restarted for as its
+    context, the recovery failed."""
+
+    async def hook() -> None:
+        return None
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook, delay=5.0)
+    )
+    flaky = Flaky(1)
+    with pytest.raises(TypeError, match="restart_hook") as info:
+        system.execute_sync(flaky.run_sync)
+    assert clock.sleeps == []
+    assert info.value.__context__ is flaky.raised[0]
+    assert len(flaky.calls) == 1
+    assert system.get_stats()["by_strategy"]["restart"] == {"attempts": 1, "successful": 0, "failed": 1}
+    error = ConnectionError("caught")
+    with pytest.raises(TypeError, match="restart_hook") as caught:
+        system.recover_from_error_sync(error, RecoveryContext(operation=flaky.run_sync))
+    assert caught.value.__context__ is error
+    assert clock.sleeps == []
+    assert len(flaky.calls) == 1
 
 
 # -- FALLBACK ----------------------------------------------------------------------------------
@@ -881,6 +1078,40 @@ async def test_a_fallback_function_the_deadline_ends_is_a_failed_recovery_in_bot
     assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 0, "failed": 1}
     assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
         RecoveryAttempted("fallback", "failure", "ConnectionError")
+    ]
+
+
+async def test_a_fallback_a_reruns_error_led_to_ended_by_the_deadline_counts_each_recovery_once(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """The RETRY a re-run's error ended failed is counted once, when the FALLBACK that took over is
+    then ended by the deadline (cancelled, async; answered too late, sync)."""
+
+    def late(*_: Any) -> str:
+        clock.advance(10.0)
+        return "late"
+
+    async def hung(*_: Any) -> str:
+        clock.advance(10.0)
+        await asyncio.Event().wait()
+        return "never"
+
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    manager.recovery_system.register_recovery_rule(
+        ValueError,
+        RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=hung if driver == "async" else late),
+    )
+    timeout = 0.05 if driver == "async" else 5.0
+    config = ResilienceConfig(enable_recovery=True, timeout=timeout, name=unique("policy"))
+    with pytest.raises(OperationTimeoutError):
+        await run_in(manager, config, driver, Sequence(ConnectionError, ValueError))
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["retry"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
+        RecoveryAttempted("retry", "failure", "ConnectionError", "ValueError"),
+        RecoveryAttempted("fallback", "failure", "ValueError"),
     ]
 
 

@@ -8,10 +8,16 @@ class the error is an instance of all the same (``isinstance``: an ABC its class
 with). The actions are:
 
 * ``RETRY``: run the operation again, up to ``max_attempts`` times, ``delay`` seconds apart,
-  while it keeps failing with an error the rule covers; when the re-runs run out, the *last*
-  error is re-raised unchanged (never wrapped). Like retry attempts, re-runs happen outside the
-  handling of the original error, so a re-run's error (or rejection) does not chain it. Each
-  re-run is a new attempt of the execution: it takes the next attempt number
+  while it keeps failing with an error this rule is the one to act on; when the re-runs run out,
+  the *last* error is re-raised unchanged (never wrapped). A re-run's error is judged by the
+  rules as the first run's is (fed to the pattern detector, matched by the one rule lookup):
+  another rule's ends this recovery as a failed attempt, and that rule acts on it (a FALLBACK
+  answers, an ISOLATE isolates, an ESCALATE escalates, another RETRY/RESTART re-runs with its
+  own ``delay`` and re-runs); one no rule covers ends it as failed and propagates unchanged. A
+  rule makes at most ``max_attempts`` re-runs in one execution, whichever rules acted in
+  between, so rules whose errors take turns never re-run forever. Like retry attempts, re-runs
+  happen outside the handling of the original error, so a re-run's error (or rejection) does not
+  chain it. Each re-run is a new attempt of the execution: it takes the next attempt number
   (:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`, shared with retry),
   and is not started once the execution made its cap of attempts in total
   (``ResilienceConfig.max_attempts_total``): like a re-run the deadline leaves no room for, the
@@ -22,7 +28,9 @@ with). The actions are:
 * ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
   that re-creates or re-connects the failing component. A hook that raises ends the recovery
   as a failed attempt, whatever error it raises (even one the rule covers): its error
-  propagates unchanged, and neither the hook nor the operation runs again.
+  propagates unchanged, and neither the hook nor the operation runs again. In the sync driver an
+  async hook (a coroutine function) is a ``TypeError`` before the delay, ending the recovery the
+  same way; one that only returns an awaitable is refused when it returns it.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
   called with the operation's own arguments (sync or async). A fallback the effective deadline
   ends is a failed recovery, as a re-run it ends, and the caller gets the deadline's timeout:

@@ -76,7 +76,8 @@ class RecoveryAction:
     strategy: RecoveryStrategy
     """The recovery strategy (required)."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    """RETRY/RESTART: re-runs after the triggering failure, >= 1. Default 3."""
+    """RETRY/RESTART: re-runs after the triggering failure, >= 1: the most this rule makes in one
+    execution, whichever rules acted on the re-runs' errors in between. Default 3."""
     delay: float = DEFAULT_DELAY
     """RETRY/RESTART: seconds to wait before each re-run, >= 0 (a ``timedelta`` is accepted).
     Default 1.0 s. A re-run whose delay would end past the current deadline is not started."""

@@ -50,7 +50,9 @@ class RecoveryStats:
     ``metrics_only()`` keeps from opening). An ESCALATE is an attempt that never succeeds (and
     is also counted in ``escalations``). A re-run or a fallback the effective deadline ended
     failed: the caller got the deadline's timeout; so did a re-run of a function that does not
-    fit the driver (the caller got its ``TypeError``). An error no rule covers is not an attempt.
+    fit the driver (the caller got its ``TypeError``). A RETRY/RESTART whose re-run failed with
+    an error of another rule failed too, and that rule acting on it is an attempt of its own. An
+    error no rule covers is not an attempt.
 
     Attributes:
         attempts: Recovery attempts that ended (cancelled ones are not counted).

@@ -8,8 +8,11 @@ lookup) and answers with an action:
   failure), while the deadline leaves room for the delay and the execution may make another
   attempt. Each re-run's token is the :class:`Rerun` of the recovery: its rule, the failure that
   started it, the re-runs left. A re-run's failure comes back to ``on_failure`` with that token
-  and is not observed again: an error the rule covers goes on to the next re-run; another, or
-  the last re-run's, ends the recovery as a failed attempt and is raised unchanged. A re-run
+  and is observed and matched as the first run's: an error of the recovery's own rule goes on to
+  the next re-run (the last re-run's is raised unchanged, the recovery failed); another rule's
+  ends the recovery as a failed attempt and that rule acts on it, a RETRY/RESTART one taking the
+  token over (:meth:`Rerun.take`) with the re-runs it has left in the execution; an error no
+  rule covers ends it as failed and is raised unchanged. A re-run
   that returns makes it a successful one (:meth:`RecoveryStep.on_success`), unless its result is
   one the policy judged a failure (a retry inside gave up on it): then the recovery failed. A
   ``restart_hook`` that raises (:meth:`Rerun.restart`) ends the recovery as a failed attempt
@@ -59,6 +62,7 @@ from otel_resilience.patterns.recovery.config import (
     RecoveryAction,
     RecoveryConfig,
     RecoveryStrategy,
+    Rule,
     type_name,
 )
 
@@ -78,6 +82,10 @@ _CANCELLED: Final = Outcome.CANCELLED
 class Rerun:
     """The token of a RETRY/RESTART recovery's re-runs: its rule, the failure it recovers, re-runs left.
 
+    One token serves the execution's re-runs: when a re-run's error is another RETRY/RESTART
+    rule's, that rule's recovery takes the token over (:meth:`take`), with the re-runs that rule
+    has left in the execution (:attr:`spent`).
+
     It keeps the failure's type name (what telemetry reports), not the failure: the token lives in
     the frames of the re-runs, which the tracebacks of the re-runs' errors hold, and a token
     holding the failure (its traceback, its frames) would make a reference cycle of them all.
@@ -90,6 +98,14 @@ class Rerun:
     recovery's hooks close it (:meth:`end`).
 
     Attributes:
+        covered: The class of the rule whose recovery runs (the rule lookup's answer).
+        action: That rule's action.
+        error_type: The type name of the failure that started that recovery.
+        left: The re-runs that recovery may still make.
+        spent: The re-runs each rule (by its class) made in the execution: a rule's
+            ``max_attempts`` bounds them all, so rules whose errors take turns never re-run forever.
+        ended: Whether the recovery ended (:meth:`RecoveryStep._give_up`): counted once, so a
+            cancellation of what follows (another rule's ``fallback_function``) does not count it again.
         restarting: Whether the rule's ``restart_hook`` is running, or raised (:meth:`restart`):
             a failure judged meanwhile is the hook's, not a re-run's.
         telemetry: What opens the re-runs' attempt scopes, or ``None`` when the token opens none.
@@ -110,6 +126,7 @@ class Rerun:
         "action",
         "covered",
         "ctx",
+        "ended",
         "error_type",
         "failure",
         "handles",
@@ -117,6 +134,7 @@ class Rerun:
         "last",
         "left",
         "restarting",
+        "spent",
         "sync",
         "telemetry",
     )
@@ -131,11 +149,9 @@ class Rerun:
         *,
         names: bool,
     ) -> None:
-        self.covered = covered
-        self.action = action
-        self.error_type = type_name(error)
+        self.spent: dict[type, int] = {}
+        self.take(covered, action, error)
         self.last = self.error_type if names and not injected(error) else None
-        self.left = action.max_attempts
         self.restarting = False
         self.sync = ctx.sync
         self.ctx = ctx
@@ -143,6 +159,17 @@ class Rerun:
         self.handles: Any = None
         self.failure: Exception | None = None
         self.hook_name = ""
+
+    def take(self, covered: type, action: RecoveryAction, error: Exception) -> None:
+        """Recover ``error`` by the rule of ``covered`` from now on: the first rule, or a re-run's error's.
+
+        Its re-runs left are its ``max_attempts`` less those it made in the execution already.
+        """
+        self.covered = covered
+        self.action = action
+        self.error_type = type_name(error)
+        self.left = action.max_attempts - self.spent.get(covered, 0)
+        self.ended = False
 
     def restart(self) -> object:
         """Call the rule's ``restart_hook`` before a re-run (the driver's hook of the re-run).
@@ -264,7 +291,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         calls this) is no cancellation: a failed re-run, with the ``TypeError`` the caller gets,
         that no rule covers (the recovery failed, and no re-run follows).
         """
-        if type(token) is Rerun:
+        if type(token) is Rerun and not token.ended:  # ended: counted when it ended
             token.failure = None  # a restart that will not be called (its wait ended otherwise)
             if running and (signal := refused()) is not None:
                 if token.handles:
@@ -298,7 +325,11 @@ class RecoveryStep(Link[RecoveryConfig]):
         return (ctx.sync or not (returned or closing())) and time_left() <= 0.0
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
-        """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.
+        """Act on a failure by the rule that covers it, a re-run's as the first run's.
+
+        A re-run's error of the recovery's own rule goes on to its next re-run; another rule's
+        ends the recovery as failed, and that rule acts on it (the lookup decides: a subclass's
+        rule wins over the running recovery's base class).
 
         A ``restart_hook``'s failure (:attr:`Rerun.restarting`) ends the recovery as failed,
         whatever the rule covers: re-running would call the failing hook again.
@@ -315,16 +346,32 @@ class RecoveryStep(Link[RecoveryConfig]):
                 token.end(*attempt_ended(error))
             if self._names and not (passes or token.restarting or injected(error)):
                 token.last = type_name(error)  # the dependency's, and the latest: named at the end
-            goes_on = not passes and not token.restarting and isinstance(error, token.covered)
-            return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
-        # used alone, the operation is the function that failed, not the system (Link.operation)
-        rule = None if passes else self._system._observe(error, self.operation(ctx), self._telemetry)
-        if rule is None:
+            if passes or token.restarting:
+                return self._give_up(token)
+        elif passes:
             return None
+        # used alone, the operation is the function that failed, not the system (Link.operation)
+        rule = self._system._observe(error, self.operation(ctx), self._telemetry)
+        if token is not None:  # a re-run's error, judged by the rules as the first run's
+            if rule is not None and rule[0] is token.covered:
+                return self._rerun(ctx, token, error)
+            self._give_up(token)  # not the recovery's rule: it failed, and the error's rule acts
+        return None if rule is None else self._act(ctx, token, rule, error)
+
+    def _act(self, ctx: ExecutionContext, token: Rerun | None, rule: Rule, error: Exception) -> Action:
+        """Act on ``error`` by ``rule``: the first run's, or a re-run's that another rule covers.
+
+        A RETRY/RESTART rule starts the execution's re-run token, or takes over the one of the
+        recovery the re-run's error ended (:meth:`Rerun.take`).
+        """
         covered, action = rule
         strategy = action.strategy
         if strategy in RERUN:
-            return self._rerun(ctx, self._start(ctx, covered, action, error), error)
+            if token is None:
+                token = self._start(ctx, covered, action, error)
+            else:
+                token.take(covered, action, error)
+            return self._rerun(ctx, token, error)
         if strategy is RecoveryStrategy.FALLBACK:
             if action.fallback_function is None:
                 return self._fell_back(ctx, error, action.fallback_value)
@@ -363,13 +410,20 @@ class RecoveryStep(Link[RecoveryConfig]):
         action = rerun.action
         delay = action.delay
         if (
-            rerun.left
+            rerun.left > 0  # a replaced rule with fewer re-runs than it made leaves fewer than none
             and may_run_again(error, ctx.fn)
             and self._may_rerun(delay)
             and ctx.next_attempt() is not None
         ):
-            first = rerun.left == action.max_attempts  # the step's token is the first run's, not `rerun`
+            if action.restart_hook is not None and ctx.sync and is_async_callable(action.restart_hook):
+                # never runs in a thread: refused before its delay is slept (and anything let go) for nothing
+                self._give_up(rerun)
+                what = self._what("restart_hook")
+                raise TypeError(f"{what} is async, which the sync driver cannot await; use the async API")
+            spent = rerun.spent
+            first = not spent  # the step's token is the first run's, not `rerun`
             rerun.left -= 1
+            spent[rerun.covered] = spent.get(rerun.covered, 0) + 1
             if action.restart_hook is None:
                 hook = None if rerun.telemetry is None else rerun.open
                 retry = Retry(delay, rerun, hook, self._what("restart_hook"))
@@ -418,6 +472,7 @@ class RecoveryStep(Link[RecoveryConfig]):
     def _give_up(self, rerun: Rerun) -> Action:
         """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
         rerun.failure = None
+        rerun.ended = True
         self._settle(rerun.action.strategy, rerun.error_type, success=False, named=rerun.last)
         return None
 
