@@ -278,7 +278,10 @@ class RateLimitedError(ExecutionRejectedError):
     Attributes:
         name: The rate limiter's name.
         retry_after: Seconds until the next permit is due, ``> 0``: a caller that comes back
-            then finds one, unless others took it first.
+            then finds one, unless others took it first. At most
+            :data:`~otel_resilience.engine.validation.MAX_DURATION`, as every duration: a permit
+            due later (a caller refused behind the waiters of a limiter with a long period, each
+            up to ``max_wait`` away) reads ``MAX_DURATION``, which any sleep takes.
         key: The key whose own rate limiter rejected, in a keyed policy (``str(key)``); else ``None``.
     """
 

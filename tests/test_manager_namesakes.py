@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
+from otel_support import Otel
 
 from otel_resilience import (
     BulkheadConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
+    RateLimiter,
+    RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
 )
 from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
 KEYED = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(), bulkhead_config=BulkheadConfig())
@@ -72,3 +78,98 @@ def test_two_managers_keyed_policies_of_one_name_are_warned_about_once_each(
         "a second live circuit_breaker",
         "a second live circuit_breaker",
     ], found
+
+
+SHARED = "is a policy of another live ResilienceManager too"
+RETRY_ONLY = ResilienceConfig(name="in-two-managers-retry", retry_policy=RetryPolicy(max_attempts=2))
+
+
+def shared_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if SHARED in r.getMessage()]
+
+
+def test_two_managers_policies_of_one_name_are_warned_about_naming_the_policy(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem, otel: Otel
+) -> None:
+    """Their counts are one series, which goes down when either manager is freed: said once, by name."""
+    first, second = ResilienceManager(alert_system=alerts), ResilienceManager(alert_system=alerts)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for _ in range(5):
+            first.execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+        for _ in range(2):
+            second.execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+        series = {"resilience.policy": "in-two-managers-retry", "resilience.outcome": "success"}
+        assert _exported(otel, sc.EXECUTIONS, series) == 7
+        del first  # freed at once: its five calls leave the series
+        assert _exported(otel, sc.EXECUTIONS, series) == 2
+    found = shared_warnings(caplog)
+    assert len(found) == 1, found
+    assert "policy 'in-two-managers-retry'" in found[0]
+    assert "go down" in found[0]
+
+
+def test_a_named_policy_beside_another_managers_policy_of_its_name_is_warned_about(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem
+) -> None:
+    """A handle (``manager.policy``) made where another manager runs a config of its name is told of too."""
+    ResilienceManager(alert_system=alerts).execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+    second = ResilienceManager(alert_system=alerts)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        second.policy("in-two-managers-retry", RETRY_ONLY)  # the first manager was freed: no namesake
+        assert shared_warnings(caplog) == []
+        third = ResilienceManager(alert_system=alerts)
+        third.execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+        third.execute_with_resilience_sync(lambda: None, dataclasses.replace(RETRY_ONLY, timeout=5.0))
+    found = shared_warnings(caplog)
+    assert len(found) == 1, found  # once per manager and name
+    assert "policy 'in-two-managers-retry'" in found[0]
+
+
+def test_one_managers_own_policies_of_one_name_are_no_other_managers(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem
+) -> None:
+    """Configs and a handle of one name in one manager are its own: only the config warning applies."""
+    manager = ResilienceManager(alert_system=alerts)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        manager.execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+        manager.policy("in-two-managers-retry", RETRY_ONLY).execute_sync(lambda: None)
+        manager.execute_with_resilience_sync(lambda: None, dataclasses.replace(RETRY_ONLY, timeout=5.0))
+    assert shared_warnings(caplog) == []
+
+
+def _exported(otel: Otel, metric: str, attributes: dict[str, str]) -> int:
+    """The exported ``metric``, summed over the series whose attributes include ``attributes``."""
+    return sum(
+        point.value for point in otel.points(metric) if attributes.items() <= dict(point.attributes).items()
+    )
+
+
+def test_a_standalone_rate_limiter_beside_a_policys_of_its_name_is_warned_about(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem, otel: Otel
+) -> None:
+    """Their permits are one series, which goes down when either is freed: said, as for a breaker."""
+    limits = RateLimiterConfig(rate=1000.0, burst=1000)
+    manager = ResilienceManager(alert_system=alerts)
+    config = ResilienceConfig(name="limited-twice", rate_limiter=limits)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for _ in range(5):
+            manager.execute_with_resilience_sync(lambda: None, config)
+        standalone = RateLimiter("limited-twice", limits)
+        for _ in range(2):
+            standalone.call_sync(lambda: None)
+        permits = {"resilience.name": "limited-twice"}
+        assert _exported(otel, sc.RL_PERMITS, permits) == 7
+    found = warnings(caplog)
+    assert len(found) == 1, found
+    assert "a second live rate_limiter is named 'limited-twice'" in found[0]
+
+
+def test_a_keyed_rate_limiters_own_keys_are_no_namesakes(caplog: pytest.LogCaptureFixture) -> None:
+    """Its keys share its name on purpose: made, evicted and revived, they are not warned about."""
+    keyed = RateLimiter.per_key("keys-only", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        held = keyed.for_key("a")  # held: evicted, then revived
+        for key in ("b", "c", "a", "b"):
+            keyed.for_key(key).call_sync(lambda: None)
+        held.call_sync(lambda: None)
+    assert warnings(caplog) == []

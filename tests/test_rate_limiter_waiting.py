@@ -18,6 +18,7 @@ from support import collect_inside, until, until_sync
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, TimeoutHandler, fail_after
 from otel_resilience.engine.events import CallRejected, Event
+from otel_resilience.engine.validation import MAX_DURATION
 from otel_resilience.patterns.rate_limiter.rules import _Reservation, new_rules
 from otel_resilience.testing import FakeClock
 
@@ -730,3 +731,26 @@ async def test_tasks_and_threads_share_the_permits(clock):
     threads_done = asyncio.gather(*(asyncio.to_thread(attempt_sync) for _ in range(15)))
     tasks_done = asyncio.gather(*(attempt() for _ in range(15)))
     assert sum(await threads_done) + sum(await tasks_done) == 20
+
+
+async def test_a_retry_after_behind_the_waiters_of_a_long_period_is_a_duration():
+    """Rejected behind waiters past ``MAX_DURATION`` of permits, a caller's ``retry_after`` is at most it.
+
+    Each waiter may wait up to ``max_wait`` (itself a duration), and the permit of the caller
+    rejected then is one period later still: 1e10 s here, which no sleep takes.
+    """
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1e-9, burst=1, max_wait=MAX_DURATION, max_waiting=20)
+    assert limiter.try_acquire()
+    tasks = await start_waiters(limiter, clock, 9, [])  # their permits due at 1e9 ... 9e9 s
+
+    async def fn():
+        return "never"
+
+    with pytest.raises(RateLimitedError) as raised:
+        await limiter.call(fn)
+    assert raised.value.retry_after == MAX_DURATION
+    assert f"due in {MAX_DURATION:.3f} s" in str(raised.value)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -303,7 +303,8 @@ class Registry(Generic[T]):
         if namesake is not None and self.warn_namesakes:
             _LOG.warning(
                 "a second live %s is named %r: their telemetry series are combined (counts summed, "
-                "the most severe state shown); give each instance its own name to tell them apart",
+                "the most severe state shown; when one is freed its counts leave the sums, so a "
+                "counter goes down); give each instance its own name to tell them apart",
                 self.kind,
                 item.name,
             )
@@ -366,8 +367,9 @@ POLICIES: Final[Registry[Named]] = Registry("policy")
 """Every live policy handle (``ResilienceManager.policy``): its reloads and keys are exported."""
 RECOVERY_SYSTEMS: Final[Registry[Named]] = Registry("recovery")
 """Every live error recovery system."""
-RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter")
-"""Every live rate limiter (each key's limiter of a keyed one included: they share its name)."""
+RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter", warn_namesakes=True)
+"""Every live rate limiter (each key's limiter of a keyed one included: they share its name, made
+inside :func:`namesakes_expected` with the keyed one's token)."""
 BUDGETED_RETRIES: Final[Registry[Named]] = Registry("retry_budget")
 """Every live retry link (a retry in one policy) that has a retry budget."""
 WATCHES: Final[Registry[Named]] = Registry("config_watch")

@@ -44,7 +44,14 @@ from otel_resilience.engine.store import BoundedStore, check_capacity, weak_call
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import breaker_holds_state, limiter_rests
-from otel_resilience.manager.keys import ConfigNamesakes, DefaultNames, PolicyKey, policy_key, policy_name
+from otel_resilience.manager.keys import (
+    ConfigNamesakes,
+    DefaultNames,
+    ManagerNamesakes,
+    PolicyKey,
+    policy_key,
+    policy_name,
+)
 from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
@@ -333,7 +340,9 @@ class ResilienceManager(NamedPolicies):
     policy's name, as its breaker and bulkhead are: the policies of one name share its permits.
     Two live configs that differ under one policy name (or a named policy beside another config
     of its name) are logged once per name, as a warning naming the fields that differ, when the
-    second policy is made. See ``docs/design.md``.
+    second policy is made; so is a policy whose name another live manager has a policy of (the
+    two share its telemetry series, whose counters go down when either manager is freed). See
+    ``docs/design.md``.
 
     Named policies (:meth:`policy`, :meth:`reconfigure`) are the other way in: a handle per
     name, with state per key and a config that can change while calls run.
@@ -457,6 +466,7 @@ class ResilienceManager(NamedPolicies):
         self._applied_files: dict[str, ConfigFile] = {}
         self._default_names = DefaultNames()
         self._namesakes = ConfigNamesakes()
+        self._managers = ManagerNamesakes(self._named, self._handles)
 
     @property
     def alert_system(self) -> AlertSystem:
@@ -643,6 +653,7 @@ class ResilienceManager(NamedPolicies):
             handle = self._handles.get(name)
             others = (self._policy_config(name, besides=config), None if handle is None else handle.config)
             self._namesakes.check(name, config, [other for other in others if other is not None])
+        self._managers.check(name)
         return entry
 
     def _policy_config(self, name: str, besides: ResilienceConfig | None = None) -> ResilienceConfig | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_module, callable_name
@@ -17,6 +18,7 @@ from otel_resilience.manager.policy import same_config
 __all__ = [
     "ConfigNamesakes",
     "DefaultNames",
+    "ManagerNamesakes",
     "PolicyKey",
     "config_changes",
     "config_key",
@@ -264,4 +266,61 @@ class ConfigNamesakes:
             "(manager.policy(name, config))",
             name,
             changes,
+        )
+
+
+class ManagerNamesakes:
+    """The policy names one manager shares with another live manager: warned about once each.
+
+    Telemetry series are per policy name, not per manager: the policies of one name in two live
+    managers share its series (counts summed), and a manager freed takes its counts out of them,
+    so the exported counters go down, which a backend reads as a counter reset (a manager's own
+    evicted policies never do that: their counts are carried on). That is what sharing a name
+    across managers means, so never silent: a warning on the ``otel_resilience`` logger, once
+    per manager and name, when a manager makes a policy (run by config, or a named one) whose
+    name another live manager has a policy of. Checked where a policy is made, never on a call
+    that finds its policy: one look at each other live manager's names.
+
+    Args:
+        named: The manager's count of policies run by config, live or retiring, by name.
+        handles: The manager's named policies, by name.
+    """
+
+    __slots__ = ("__weakref__", "_handles", "_lock", "_named", "_warned")
+
+    _LIVE: ClassVar[weakref.WeakSet[ManagerNamesakes]] = weakref.WeakSet()
+    """Those of every live manager (held weakly: they go with their manager)."""
+    _LIVE_LOCK: ClassVar[threading.Lock] = fork_safe(threading.Lock())
+
+    def __init__(self, named: Mapping[str, int], handles: Mapping[str, object]) -> None:
+        # The manager's own mappings, not the manager: nothing it owns refers back to it.
+        self._named = named
+        self._handles = handles
+        self._warned: set[str] = set()
+        self._lock = fork_safe(threading.Lock())
+        with self._LIVE_LOCK:
+            self._LIVE.add(self)
+
+    def has(self, name: str) -> bool:
+        """Whether the manager has a policy named ``name`` (run by config, or a named one)."""
+        return name in self._named or name in self._handles
+
+    def check(self, name: str) -> None:
+        """Warn, once per name, if another live manager has a policy of ``name``, just made here."""
+        if name in self._warned:
+            return
+        with self._LIVE_LOCK:
+            others = [other for other in self._LIVE if other is not self]
+        if not any(other.has(name) for other in others):
+            return
+        with self._lock:
+            if name in self._warned:
+                return
+            self._warned.add(name)
+        _LOG.warning(
+            "policy %r is a policy of another live ResilienceManager too: the two share its telemetry "
+            "series (counts summed), and when either manager is freed its counts leave them, so the "
+            "exported counters go down (a backend reads a counter reset); give each manager's "
+            "policies names of their own, or share one manager",
+            name,
         )

@@ -20,7 +20,7 @@ from otel_resilience.engine.store import check_capacity
 from otel_resilience.engine.validation import check_duration, check_name, check_sync_callable, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
-from otel_resilience.manager.keys import ConfigNamesakes
+from otel_resilience.manager.keys import ConfigNamesakes, ManagerNamesakes
 from otel_resilience.manager.policy import (
     DEFAULT_IDLE_TTL,
     DEFAULT_MAX_KEYS,
@@ -87,6 +87,8 @@ class NamedPolicies:
     """The manager's lookup of a breaker by name (for recovery rules that isolate one)."""
     _namesakes: ConfigNamesakes
     """The policy names warned about for two live configs (once each)."""
+    _managers: ManagerNamesakes
+    """The policy names warned about for another live manager's policy of the name (once each)."""
     _policy_config: Callable[[str], ResilienceConfig | None]
     """The config of a live policy of a name that runs by config (the manager's), or ``None``."""
 
@@ -151,10 +153,14 @@ class NamedPolicies:
         return handle
 
     def _check_namesakes(self, name: str, handle: PolicyHandle) -> None:
-        """Warn, once per name, when a policy run by config has the new handle's name and another config."""
+        """Warn, once per name, when a policy run by config has the new handle's name and another config.
+
+        And when another live manager has a policy of its name (:class:`ManagerNamesakes`).
+        """
         other = None if self._namesakes.told(name) else self._policy_config(name)
         if other is not None:
             self._namesakes.check(name, handle.config, [other])
+        self._managers.check(name)
 
     def _check_new(self, name: str, config: ResilienceConfig, field: str) -> None:
         """Check that ``policy(name, config)`` would take ``config``, creating nothing; report a refusal.

@@ -181,7 +181,11 @@ underscores, the unit becomes a suffix (`s` -> `_seconds`; `{{call}}`-style unit
 none), counters gain `_total`, histograms `_bucket`, `_sum` and `_count`.
 
 Observable counts come from live instances: an instance that is garbage-collected stops being
-reported (its counters disappear, which Prometheus treats as a reset).
+reported (its counters disappear, which Prometheus treats as a reset). Where live instances share
+a name (a standalone breaker beside a policy of its name, two managers' policies of one name),
+their series are summed, and one freed takes its counts out of the sum: the counter goes down,
+also a reset to Prometheus. Both are logged as a warning when the second instance or policy is
+made (see docs/design.md, "Same-named instances share one set of series").
 
 ## Telemetry never breaks the application
 

@@ -410,7 +410,12 @@ def test_a_file_seen_deleted_or_half_written_for_one_look_is_neither_applied_nor
             assert not watch.check()
             _write(path, SECOND)  # the complete version, before the next look
             assert _look_twice(watch)
-        assert caplog.records == [], [r.getMessage() for r in caplog.records]
+        # An earlier test's manager kept alive (an app held by a library's cache) with a policy
+        # of this file's names is told of once, when this manager makes it: not the watch's.
+        logged = [
+            r.getMessage() for r in caplog.records if "another live ResilienceManager" not in r.getMessage()
+        ]
+        assert logged == [], logged
         assert (watch.applied, watch.failed) == (2, 0)
         for name in ("payments", "search"):
             assert manager.policy(name).get_stats()["reloads"]["failed"] == 0

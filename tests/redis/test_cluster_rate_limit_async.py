@@ -22,6 +22,7 @@ from otel_resilience import (
     RedisStore,
 )
 from otel_resilience.engine import SYSTEM_CLOCK, SyncDeadline
+from otel_resilience.engine.validation import MAX_DURATION
 
 SLOW = 2.0
 """How late Redis answers behind the proxy: half of it on the way there, half on the way back."""
@@ -402,5 +403,32 @@ async def test_callers_asking_at_once_never_wait_beyond_max_waiting(redis_url: s
         assert stats["waiting"] == 0
         assert sum(isinstance(result, RateLimitedError) for result in results) >= 4
         assert len(ran) == stats["admitted"] <= 2
+    finally:
+        store.close()
+
+
+async def test_a_cluster_retry_after_behind_the_waiters_of_a_long_period_is_a_duration(
+    redis_url: str,
+) -> None:
+    """Refused behind cluster waiters past ``MAX_DURATION`` of permits, a caller's ``retry_after`` is at most it."""
+    store = RedisStore.from_url(redis_url, namespace="rl-long-period")
+    try:
+        limiter = RateLimiter(
+            "long-period",
+            RateLimiterConfig(rate=1e-9, burst=1, max_wait=MAX_DURATION, max_waiting=20, store=store),
+        )
+        assert limiter.try_acquire()
+        waiters = [asyncio.create_task(limiter.call(_zero)) for _ in range(9)]  # due at 1e9 ... 9e9 s
+        for _ in range(3000):  # each waiter's round trip to Redis: a generous bound, in real time
+            if limiter.waiting == 9:
+                break
+            await asyncio.sleep(0.01)
+        assert limiter.waiting == 9
+        with pytest.raises(RateLimitedError) as raised:
+            await limiter.call(_zero)  # its permit: 1e10 s away
+        assert raised.value.retry_after == MAX_DURATION
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
     finally:
         store.close()

@@ -33,7 +33,8 @@ Design:
   later than ``max_wait``, or not before the deadline of an enclosing timeout
   (:func:`~otel_resilience.engine.deadline.time_left`: a wait that would outlast the call's
   time budget is useless), or when ``max_waiting`` callers already wait. ``retry_after`` is the
-  time until the permit it would have had.
+  time until the permit it would have had, at most ``MAX_DURATION`` (a permit due later, behind
+  the waiters of a long period, reads ``MAX_DURATION``: a duration any sleep takes).
 * **Cancellation gives the permit back.** A waiter cancelled (or timed out by its task's deadline)
   before its time gives its reservation back: the latest reservation is rolled back exactly; an
   earlier one is handed to the next caller who would wait, who waits only until that permit's

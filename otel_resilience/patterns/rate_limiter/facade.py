@@ -15,7 +15,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
+from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.engine.store import BoundedStore, key_text, weak_callback
 from otel_resilience.engine.validation import check_name, fail
@@ -242,7 +242,7 @@ class KeyedRateLimiter(Generic[K]):
         ValueError: ``name`` is empty, or ``max_keys`` is an ``int < 1``.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_config", "_executions", "_keys", "_name", "_totals")
+    __slots__ = ("__weakref__", "_clock", "_config", "_executions", "_keys", "_name", "_owner", "_totals")
 
     def __init__(
         self,
@@ -260,6 +260,7 @@ class KeyedRateLimiter(Generic[K]):
         self._config = config
         self._clock = clock
         self._totals = KeyTotals(name)
+        self._owner = NamesakeOwner()  # its keys' limiters share its name on purpose: no warning
         self._executions: Pipeline | None = None  # made by the first key's own pipeline
         self._keys: BoundedStore[str, RateLimiter] = BoundedStore(
             "KeyedRateLimiter",
@@ -307,10 +308,12 @@ class KeyedRateLimiter(Generic[K]):
 
     def _revived(self, key: str, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
         """An evicted key's limiter, still held by a caller, is the key's limiter again."""
-        self._totals.revived(limiter)
+        with namesakes_expected(self._owner):
+            self._totals.revived(limiter)
 
     def _new(self) -> RateLimiter:
-        return _KeyLimiter(self._name, self._config, self._clock, weakref.ref(self))
+        with namesakes_expected(self._owner):
+            return _KeyLimiter(self._name, self._config, self._clock, weakref.ref(self))
 
     def _count_into(self, pipeline: Pipeline) -> None:
         """Make a key's own pipeline (built unregistered) count into the keys' executions.

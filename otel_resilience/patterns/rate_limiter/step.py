@@ -11,6 +11,7 @@ from otel_resilience.engine.actions import Rejected, Wait
 from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.validation import MAX_DURATION
 from otel_resilience.errors import RateLimitedError, keyed_rejection
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import (
@@ -82,7 +83,10 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
             if telemetry.hub.event_listeners:
                 telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
             make = self._error  # read, then called: a call of the attribute is a slow look-up
-            return Rejected(make(self.name, got))
+            # A duration, as every one the library states: the permit of a caller refused behind
+            # waiters of a long period (each up to max_wait away, then one period more), or of
+            # a shared limiter's reservations, may be due later than any sleep takes.
+            return Rejected(make(self.name, min(got, MAX_DURATION)))
         return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:
