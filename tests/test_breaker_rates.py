@@ -829,3 +829,109 @@ def test_ten_thousand_calls_match_the_reference(window: CountWindow | TimeWindow
         model.counts["rejected"],
     )
     assert model.counts["rejected"] > 0
+
+
+async def _probe(breaker: CircuitBreaker, clock: FakeClock, driver: str, seconds: float) -> str:
+    """One call through ``driver`` that takes ``seconds`` on the fake clock."""
+    if driver == "sync":
+
+        def sync_call() -> str:
+            clock.sleep_sync(seconds)
+            return "ok"
+
+        return breaker.call_sync(sync_call)
+
+    async def async_call() -> str:
+        clock.advance(seconds)
+        return "ok"
+
+    return await breaker.call(async_call)
+
+
+async def test_slow_probes_reopen_a_breaker_opened_by_its_slow_call_rate(driver: str) -> None:
+    """Probes are judged by the slow-call rate too: slow successes never close a slow dependency."""
+    clock = FakeClock()
+    breaker, changes = make(
+        clock,
+        sliding_window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=0.5,
+        timeout=5.0,
+        success_threshold=2,
+    )
+    for _ in range(4):
+        await _probe(breaker, clock, driver, 1.5)
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(5.0)
+    assert await _probe(breaker, clock, driver, 1.5) == "ok"  # a slow probe: still a success for the caller
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert await _probe(breaker, clock, driver, 1.5) == "ok"  # 2 slow of 2 probes: 1.0 >= 0.5
+    assert breaker.state is CircuitState.OPEN
+    assert [(c.old, c.new, c.reason) for c in changes] == [
+        ("closed", "open", "slow_call_rate"),
+        ("open", "half_open", "timeout_elapsed"),
+        ("half_open", "open", "slow_call_rate"),
+    ]
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_failures"], stats["times_opened"]) == (6, 0, 2)
+    clock.advance(5.0)
+    assert await _probe(breaker, clock, driver, 1.5) == "ok"  # 1 slow ...
+    assert await _probe(breaker, clock, driver, 0.5) == "ok"  # ... of 2: 0.5 >= 0.5, open again
+    assert [c.reason for c in changes][-1] == "slow_call_rate"
+    clock.advance(5.0)
+    assert await _probe(breaker, clock, driver, 0.5) == "ok"
+    assert await _probe(breaker, clock, driver, 0.5) == "ok"  # fast probes close it
+    assert [(c.old, c.new, c.reason) for c in changes][-1] == ("half_open", "closed", "probe_succeeded")
+
+
+async def test_slow_probes_under_the_slow_call_rate_threshold_close_the_breaker(driver: str) -> None:
+    """The probes' slow-call rate is judged against its threshold, as the window's is."""
+    clock = FakeClock()
+    breaker, changes = make(
+        clock,
+        sliding_window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=0.75,
+        timeout=5.0,
+        success_threshold=4,
+        half_open_max_calls=4,
+    )
+    breaker.force_open(5.0)
+    clock.advance(5.0)
+    for seconds in (1.5, 0.5, 1.5, 2.0):  # 3 slow of 4: 0.75 >= 0.75
+        await _probe(breaker, clock, driver, seconds)
+    assert [c.reason for c in changes][-1] == "slow_call_rate"
+    clock.advance(breaker.get_stats()["retry_after"])
+    for seconds in (1.5, 0.5, 1.5, 0.5):  # 2 slow of 4: under 0.75
+        await _probe(breaker, clock, driver, seconds)
+    assert breaker.state is CircuitState.CLOSED
+    assert [c.reason for c in changes][-1] == "probe_succeeded"
+
+
+def test_a_reload_keeps_the_slow_probes_of_the_half_open_period() -> None:
+    """A reload carries HALF_OPEN with its probe successes, and the slow ones among them."""
+    clock = FakeClock()
+    config = CircuitBreakerConfig(
+        sliding_window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        timeout=5.0,
+        success_threshold=2,
+    )
+    breaker = CircuitBreaker("reloaded", config, clock=clock)
+    changes: list[StateChanged] = []
+    breaker.on_state_change(changes.append)
+
+    def slow() -> str:
+        clock.sleep_sync(1.5)
+        return "slow"
+
+    breaker.force_open(5.0)
+    clock.advance(5.0)
+    assert run(breaker, slow) == "slow"  # 1 slow probe of 2
+    breaker._reconfigure(replace(config, timeout=7.0))
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert run(breaker, slow) == "slow"  # 2 slow of 2: 1.0 >= 1.0 (the default threshold)
+    assert [(c.old, c.new, c.reason) for c in changes][-1] == ("half_open", "open", "slow_call_rate")

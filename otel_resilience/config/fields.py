@@ -200,7 +200,8 @@ CIRCUIT_BREAKER: Final = Section(
         _duration("slow_call_duration", "Needs a window: a call at least this long is slow.", nullable=True),
         _share(
             "slow_call_rate_threshold",
-            "Needs slow_call_duration: the slow share that opens it (default 1.0).",
+            "Needs slow_call_duration: the slow share that opens it, or re-opens it from HALF_OPEN "
+            "(of the probes that succeeded; default 1.0).",
         ),
         _duration(
             "max_half_open_wait",

@@ -42,10 +42,10 @@ class PeerCounts(abc.ABC):
     """What a shared breaker's rules ask of the store, under the breaker's lock (never blocking).
 
     ``merged`` adds the latest counts of the other replicas (as the store last read them) to the
-    local ones, ``merged_probes`` their probe successes of the current HALF_OPEN period; ``failed``
-    and ``probed`` say a call just failed or a probe just succeeded, so the store reports it at
-    once rather than with its next batch. All only read or set plain attributes: none waits on
-    the network.
+    local ones, ``merged_probes`` their probe successes (and the slow ones among them) of the
+    current HALF_OPEN period; ``failed`` and ``probed`` say a call just failed or a probe just
+    succeeded, so the store reports it at once rather than with its next batch. All only read or
+    set plain attributes: none waits on the network.
     """
 
     __slots__ = ()
@@ -59,8 +59,8 @@ class PeerCounts(abc.ABC):
         """Note that a call just failed (wakes the store's background work; never blocks)."""
 
     @abc.abstractmethod
-    def merged_probes(self, local: int) -> int:
-        """Return ``local`` HALF_OPEN probe successes plus the other replicas' in this period."""
+    def merged_probes(self, local: tuple[int, int]) -> tuple[int, int]:
+        """Return ``local`` HALF_OPEN ``(probe successes, slow ones)`` plus the other replicas'."""
 
     @abc.abstractmethod
     def probed(self) -> None:

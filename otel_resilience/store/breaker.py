@@ -13,7 +13,9 @@ the namespace and the name percent-encoded, so that two namespaces or names neve
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
-  OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker.
+  OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker, unless
+  the sum of ``ns:cb:name:slowprobes:EPOCH`` (the slow ones among them, one field per replica)
+  says the probes were too slow: it re-opens then.
 * ``ns:cb:name:wants:EPOCH`` - a hash, one field per replica: when a call of it was last rejected
   again for want of a lease another replica held (server ms); a holder none of whose calls
   probed since it took its leases gives them up to it (:meth:`SharedBreaker._lease_request`).
@@ -126,6 +128,7 @@ class SharedBreaker(PeerCounts):
         "_max_age",
         "_open_reason",
         "_peer_probes",
+        "_peer_slow_probes",
         "_peers",
         "_prefix",
         "_probed",
@@ -148,6 +151,8 @@ class SharedBreaker(PeerCounts):
         self._peers = _NO_COUNTS
         self._peer_probes = 0
         """The other replicas' probe successes in this period, as last read from the store."""
+        self._peer_slow_probes = 0
+        """The slow ones among them (with ``slow_call_duration``)."""
         self._probed = False
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
@@ -201,9 +206,9 @@ class SharedBreaker(PeerCounts):
         self._failed = True
         self._store._wake.set()
 
-    def merged_probes(self, local: int) -> int:
-        """Return ``local`` probe successes plus the peers' in this period, as last read from the store."""
-        return local + self._peer_probes
+    def merged_probes(self, local: tuple[int, int]) -> tuple[int, int]:
+        """Return ``local`` ``(probe successes, slow ones)`` plus the peers' in this period, as last read."""
+        return (local[0] + self._peer_probes, local[1] + self._peer_slow_probes)
 
     def probed(self) -> None:
         """Wake the store's thread: a probe success is reported at once (the cluster sums them)."""
@@ -446,10 +451,12 @@ class SharedBreaker(PeerCounts):
             f"{self._prefix}:state",
             f"{self._prefix}:probes:{self.epoch}",
             f"{self._prefix}:wants:{self.epoch}",
+            f"{self._prefix}:slowprobes:{self.epoch}",
         ]
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         argv += [core.stats.success_count, store.key_ttl_ms, 1 if again else 0, self._since if idle else 0]
+        argv.append(core._permit.slow_probes)
         return keys, argv
 
     def _leases_held(self, client: Any, breaker: CircuitBreaker, reply: Any, now: float) -> None:
@@ -460,7 +467,7 @@ class SharedBreaker(PeerCounts):
         """
         core = breaker._core
         store = self._store
-        held, first_ms, state, others, wanted, server_ms = reply
+        held, first_ms, state, others, wanted, server_ms, others_slow = reply
         state = _text(state)
         if state not in ("", "open"):
             self.resync(client)  # the cluster moved on (closed by another replica's probes)
@@ -470,9 +477,9 @@ class SharedBreaker(PeerCounts):
         self.leases = int(held)
         self._lease_due = now + min(int(first_ms) / 1000, store.lease_ttl_ms / 3000) if held else now
         self._apply_probe_limit(breaker)
-        if int(others) != self._peer_probes:
-            self._peer_probes = int(others)
-            shared.reconsider(core)  # the cluster's probe successes may close it now
+        if int(others) != self._peer_probes or int(others_slow) != self._peer_slow_probes:
+            self._peer_probes, self._peer_slow_probes = int(others), int(others_slow)
+            shared.reconsider(core)  # the cluster's probe successes may close (or re-open) it now
         if int(wanted) and self.leases:
             self._give_up_leases(client, breaker)
 
@@ -513,6 +520,7 @@ class SharedBreaker(PeerCounts):
     def _forget(self) -> None:
         """Forget what the store said of the peers' period (a new period, or the store gone)."""
         self._peers, self._peer_probes, self._last_report, self.leases = _NO_COUNTS, 0, None, 0
+        self._peer_slow_probes = 0
         self._wanted = False
 
     def detach(self) -> None:

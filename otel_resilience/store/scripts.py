@@ -134,16 +134,18 @@ TAKE_LEASES: Final = (
     + """
 -- KEYS[1]: the state hash; KEYS[2]: the period's probe successes (a hash, one field per
 -- replica); KEYS[3]: the period's wants (a hash: each replica's latest call rejected again for
--- want of a lease, in server ms). ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1),
--- this replica's probe successes, key ttl ms, wanting (0/1: a call of this replica was rejected
--- again while it held no lease), since (when this replica took the leases it holds, ms; 0: look
--- for no want). Returns {leases held, ms until the first of them expires, cluster state, the
--- other replicas' probe successes in this period, whether another replica wants a lease since,
--- the server's time in ms}.
+-- want of a lease, in server ms); KEYS[4]: the period's slow probe successes (a hash, one field
+-- per replica). ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1), this replica's
+-- probe successes, key ttl ms, wanting (0/1: a call of this replica was rejected again while it
+-- held no lease), since (when this replica took the leases it holds, ms; 0: look for no want),
+-- this replica's slow probe successes. Returns {leases held, ms until the first of them
+-- expires, cluster state, the other replicas' probe successes in this period, whether another
+-- replica wants a lease since, the server's time in ms, the other replicas' slow probe
+-- successes in this period}.
 local v = redis.call('HMGET', KEYS[1], 'state', 'until')
 local state = v[1] or ''
-if state ~= '' and state ~= 'open' then return {0, 0, state, 0, 0, now} end
-if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state, 0, 0, now} end
+if state ~= '' and state ~= 'open' then return {0, 0, state, 0, 0, now, 0} end
+if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state, 0, 0, now, 0} end
 local held, first = 0, tonumber(ARGV[3])
 for i = 1, tonumber(ARGV[4]) do
   local key = ARGV[1] .. i
@@ -160,11 +162,20 @@ if tonumber(ARGV[6]) > 0 then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
-local others = 0
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  if all[i] ~= ARGV[2] then others = others + tonumber(all[i + 1]) end
+if tonumber(ARGV[10]) > 0 then
+  redis.call('HSET', KEYS[4], ARGV[2], ARGV[10])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
+local function others_of(key)
+  local sum = 0
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[2] then sum = sum + tonumber(all[i + 1]) end
+  end
+  return sum
+end
+local others = others_of(KEYS[2])
+local others_slow = others_of(KEYS[4])
 if ARGV[8] == '1' and held == 0 then
   redis.call('HSET', KEYS[3], ARGV[2], now)
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
@@ -177,13 +188,13 @@ if held > 0 and since > 0 then
     if wants[i] ~= ARGV[2] and tonumber(wants[i + 1]) > since then wanted = 1 end
   end
 end
-return {held, first, state, others, wanted, now}
+return {held, first, state, others, wanted, now, others_slow}
 """
 )
 """Hold (take, or renew with ``renew``) up to ``max`` probe leases of an OPEN period that ended;
-report this replica's probe successes and return the others'; record that this replica's calls
-want a lease another holds, and say whether another's came since this one took its own (it then
-gives them up: :data:`GIVE_UP_LEASES`)."""
+report this replica's probe successes (and the slow ones among them) and return the others';
+record that this replica's calls want a lease another holds, and say whether another's came since
+this one took its own (it then gives them up: :data:`GIVE_UP_LEASES`)."""
 
 GIVE_UP_LEASES: Final = """
 -- ARGV: lease key prefix, owner, max leases. Deletes the leases the owner holds; returns how many.

@@ -19,6 +19,7 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     CircuitState,
+    CountWindow,
     RateLimiter,
     RateLimiterConfig,
     RedisStore,
@@ -540,7 +541,7 @@ def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str)
         assert first.call_sync(int) == 0  # 1 of 3
         assert first.state is CircuitState.HALF_OPEN
         others = [b for b in group if b is not first]
-        reported = lambda: all(b._core._shared.merged_probes(0) == 1 for b in others)  # type: ignore[union-attr]  # noqa: E731
+        reported = lambda: all(b._core._shared.merged_probes((0, 0))[0] == 1 for b in others)  # type: ignore[union-attr]  # noqa: E731
         wait_for(reported, 2.0, "the success reported")
         stores[group.index(first)].close()  # the first prober leaves the cluster; its leases expire
         wait_for(lambda: holder() is not None, 3.0, "another replica holding the probe leases")
@@ -553,6 +554,57 @@ def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str)
         third = next(b for b in others if b is not second)
         wait_for(lambda: third.state is CircuitState.CLOSED, 2.0, "the third replica CLOSED")
         assert third.get_stats()["total_successes"] == 0  # it never probed
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_slow_probes_on_several_replicas_are_summed_to_reopen(redis_url: str) -> None:
+    """Two slow probe successes, one per replica, are the cluster's 2 slow of 2: it opens again.
+
+    Judged on its own slow probe alone (1 of 2: under the threshold of 1.0), the second replica
+    closed the cluster's breaker on a dependency still slow.
+    """
+    stores = [RedisStore.from_url(redis_url, namespace="slow-probes", probe_lease_ttl=0.6) for _ in range(2)]
+    try:
+        config = CircuitBreakerConfig(
+            timeout=0.3,
+            half_open_max_calls=2,
+            success_threshold=2,
+            sliding_window=CountWindow(10),
+            slow_call_duration=0.5,
+            slow_call_rate_threshold=1.0,
+        )
+        with namesakes_expected():
+            group = [CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores]
+        group[0].force_open(0.3)
+        wait_for(_opened(*group), 2.0, "all OPEN")
+        _want_probes(*group)
+
+        def slow() -> int:
+            time.sleep(0.6)  # at least slow_call_duration, however loaded the machine
+            return 0
+
+        def holder() -> CircuitBreaker | None:
+            live = [b for b in group if not b.config.store.local_only]  # type: ignore[attr-defined]
+            held = [b for b in live if b._core.settings.half_open_max_calls]
+            return held[0] if len(held) == 1 else None
+
+        wait_for(lambda: holder() is not None, 3.0, "one replica holding the probe leases")
+        first = holder()
+        assert first is not None
+        second = next(b for b in group if b is not first)
+        changes: list[StateChanged] = []
+        second.on_state_change(changes.append)
+        assert first.call_sync(slow) == 0  # 1 slow of 2
+        assert first.state is CircuitState.HALF_OPEN
+        reported = lambda: second._core._shared.merged_probes((0, 0)) == (1, 1)  # type: ignore[union-attr]  # noqa: E731
+        wait_for(reported, 2.0, "the slow success reported")
+        stores[group.index(first)].close()  # the first prober leaves the cluster; its leases expire
+        wait_for(lambda: holder() is second, 3.0, "the other replica holding the probe leases")
+        assert second.call_sync(slow) == 0  # 2 slow of 2, summed over two replicas
+        assert second.state is CircuitState.OPEN
+        assert [(c.old, c.new, c.reason) for c in changes] == [("half_open", "open", "slow_call_rate")]
     finally:
         for store in stores:
             store.close()

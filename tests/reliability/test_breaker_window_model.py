@@ -95,6 +95,7 @@ class Model:
     generation: int = 0
     failure_count: int = 0
     success_count: int = 0
+    slow_probes: int = 0
     in_flight: int = 0
     probe_started: float = 0.0
     opened_until: float = -math.inf
@@ -130,7 +131,7 @@ class Model:
 
     def transition(self, new: str, reason: str, open_for: float | None = None) -> None:
         old = self.state
-        self.success_count = 0
+        self.success_count = self.slow_probes = 0
         duration = None
         if new == OPEN:
             if old == HALF_OPEN:
@@ -233,8 +234,16 @@ class Model:
             if self.state == HALF_OPEN:
                 self.in_flight -= 1
                 self.success_count += 1
+                self.slow_probes += slow
                 if self.success_count >= self.shape.success_threshold:
-                    self.transition(CLOSED, "probe_succeeded")
+                    shape = self.shape
+                    if (
+                        shape.slow_rate is not None
+                        and self.slow_probes / self.success_count >= shape.slow_rate
+                    ):
+                        self.transition(OPEN, "slow_call_rate")  # the probes were too slow
+                    else:
+                        self.transition(CLOSED, "probe_succeeded")
                 return
             self.judge(False, slow)
         elif outcome == "failure":

@@ -81,7 +81,9 @@ class CircuitBreakerConfig:
     """Consecutive counted failures in CLOSED that open the breaker; a success resets the
     count. An ``int >= 1``; the default is 5."""
     success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
-    """Probe successes in HALF_OPEN that close the breaker. An ``int >= 1``; the default is 2."""
+    """Probe successes in HALF_OPEN that close the breaker (with ``slow_call_duration``, unless
+    the slow ones among them are at ``slow_call_rate_threshold``: it re-opens then). An
+    ``int >= 1``; the default is 2."""
     timeout: float = DEFAULT_TIMEOUT
     """Seconds the breaker stays OPEN before it lets a probe through. A finite number ``> 0`` or
     a ``timedelta`` (normalised to ``float`` seconds); the default is 60.0 s."""
@@ -119,7 +121,9 @@ class CircuitBreakerConfig:
     ``timedelta``) counts as slow, whether it succeeded or failed; ``None`` (the default) counts
     no call as slow. A slow success is still a success for the caller and in spans."""
     slow_call_rate_threshold: float | None = None
-    """With ``slow_call_duration``: open when ``slow / calls >= slow_call_rate_threshold``. A
+    """With ``slow_call_duration``: open when ``slow / calls >= slow_call_rate_threshold``, and
+    re-open from HALF_OPEN when the probe successes reach ``success_threshold`` and the slow
+    ones among them are at this share (rather than close). A
     number in ``(0, 1]``; ``None`` (the default) is 1.0 with ``slow_call_duration`` (resolved and
     stored), and stays ``None`` without it (set, it is refused: no call would be slow)."""
     record_result: Callable[[Any], bool] | None = None

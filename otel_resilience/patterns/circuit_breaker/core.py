@@ -450,19 +450,32 @@ class _BreakerCore:
         if permit.state is _HALF_OPEN:
             permit.in_flight -= 1
             stats.success_count += 1
+            if slow:
+                permit.slow_probes += 1
             if self._shared is not None:
                 self._shared.probed()
             return self._close_if_probed_locked()
         return self._judge_locked(permit.state, False, slow)  # noqa: FBT003
 
     def _close_if_probed_locked(self) -> StateChanged | None:
-        """The one rule of closing: ``success_threshold`` probe successes (summed over replicas if shared)."""
+        """The one rule of closing: ``success_threshold`` probe successes (summed over replicas if shared).
+
+        The probes are judged by the slow-call rate too (with ``slow_call_duration``), as
+        Resilience4j judges its half-open calls: when the successes reach the threshold and the
+        slow ones among them are at ``slow_call_rate_threshold``, the dependency is still slow
+        and the breaker re-opens (``slow_call_rate``) instead of closing. A failed probe
+        re-opens it at once (:meth:`_on_failure_locked`).
+        """
         successes = self.stats.success_count
+        slow = self._permit.slow_probes
         if self._shared is not None:
-            successes = self._shared.merged_probes(successes)
-        if successes >= self.settings.success_threshold:
-            return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
-        return None
+            successes, slow = self._shared.merged_probes((successes, slow))
+        settings = self.settings
+        if successes < settings.success_threshold:
+            return None
+        if settings.slow_call_duration is not None and slow / successes >= settings.slow_threshold:
+            return self._transition_locked(_OPEN, _REASON_SLOW_CALL_RATE)
+        return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
 
     def _on_failure_locked(
         self, permit: Permit, error: Exception | None, slow: bool = False

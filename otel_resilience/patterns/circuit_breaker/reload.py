@@ -6,7 +6,8 @@ were made (which is what Polly's and Resilience4j's registries do). What carries
 
 * **the state and its timer**: CLOSED stays CLOSED, an OPEN breaker stays OPEN until the end of
   the period it is in (the new ``timeout`` / ``break_duration`` apply to the next opening),
-  HALF_OPEN stays HALF_OPEN with the probe successes it has; DISABLED and METRICS_ONLY stay;
+  HALF_OPEN stays HALF_OPEN with the probe successes it has (and the slow ones among them);
+  DISABLED and METRICS_ONLY stay;
 * **the counts**: the lifetime totals (one stats object, one lock for both cores), the
   consecutive failures (a lower ``failure_threshold`` trips at the next counted failure), and
   the sliding window's contents **when the window is the same** (``sliding_window`` equal);
@@ -61,6 +62,7 @@ def reconfigured_core_locked(old: _BreakerCore, config: CircuitBreakerConfig) ->
         period.reopens,
         0,
         period.probe_started,
+        period.slow_probes,
         open_error=period.open_error,
     )
     new._watchers = old._watchers

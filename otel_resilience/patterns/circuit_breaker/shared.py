@@ -10,7 +10,8 @@ operations, each under the core's lock, none waiting on the network:
 * :func:`reconsider` judges the current counts again (the peers' counts changed): a breaker
   whose peers' failures bring the cluster to its threshold opens without a call of its own, and
   a HALF_OPEN one whose peers' probe successes bring the cluster's to ``success_threshold``
-  closes (``_BreakerCore._close_if_probed_locked``, the one rule of closing);
+  closes, or re-opens when too many of the cluster's probes were slow
+  (``_BreakerCore._close_if_probed_locked``, the one rule of closing);
 * :func:`adopt` takes a state published by another replica (OPEN for ``open_for`` seconds,
   CLOSED, ...), reported as a state change like any other; an OPEN breaker only moves its timer;
 * :func:`set_probe_limit` sets how many HALF_OPEN probes this replica may run now: the probe
@@ -65,13 +66,15 @@ def forget_counts(core: _BreakerCore) -> None:
     """
     with core._lock or core._make_lock():
         core.stats.failure_count = core.stats.success_count = 0
+        if core._permit.slow_probes:  # HALF_OPEN's own period (the first one, shared, has none)
+            core._permit.slow_probes = 0
         if core.window is not None:
             core.window.clear()
         core._update_lock_free_locked()  # the streak changed
 
 
 def reconsider(core: _BreakerCore) -> None:
-    """Judge the merged counts again now: open (CLOSED) or close (HALF_OPEN) the breaker if the rule says."""
+    """Judge the merged counts again now: open (CLOSED), close or re-open (HALF_OPEN) as the rules say."""
     with core._lock or core._make_lock():
         state = core._permit.state
         shared = core._shared

@@ -159,6 +159,8 @@ class Permit:
             carried to the next periods until the breaker next opens from CLOSED).
         in_flight: HALF_OPEN: the probes running now.
         probe_started: HALF_OPEN: when the newest probe started (with ``max_half_open_wait``).
+        slow_probes: HALF_OPEN: the probe successes that were slow (with ``slow_call_duration``),
+            judged when the probe successes reach ``success_threshold``.
         reclaimed: HALF_OPEN: set when the period's hung probes were counted as failed
             (``max_half_open_wait``).
         retired: The period a retired core (replaced by a reload) keeps: it never moves again,
@@ -174,6 +176,7 @@ class Permit:
     reopens: int = 0
     in_flight: int = 0
     probe_started: float = 0.0
+    slow_probes: int = 0
     reclaimed: bool = False
     retired: bool = False
     open_error: Callable[[str, str, float], CircuitOpenError] = CircuitOpenError

@@ -293,6 +293,7 @@ CB_TRANSITIONS_KNOWN: Final = (
     ("half_open", "closed", "forced"),
     ("half_open", "open", "probe_failed"),
     ("half_open", "open", "probe_timed_out"),
+    ("half_open", "open", "slow_call_rate"),
     ("half_open", "open", "forced"),
     ("half_open", "open", "isolated"),
     *((old, new, "forced") for old in CB_STATE_VALUES for new in ("disabled", "metrics_only") if old != new),
