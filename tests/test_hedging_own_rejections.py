@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from otel_resilience import (
+    Bulkhead,
     BulkheadConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -21,6 +22,7 @@ from otel_resilience import (
     ResilienceManager,
     RetryBudget,
 )
+from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import BulkheadFullError
 from otel_resilience.testing import FakeClock
@@ -113,7 +115,8 @@ async def test_a_rejection_from_an_actions_own_breaker_still_fails_over(clock: F
 async def test_a_hedge_the_bulkhead_rejects_ends_hedging_while_the_original_runs(clock: FakeClock) -> None:
     """In a policy: the original holds the one slot; the first hedge is turned away; no 3rd attempt.
 
-    The original's answer is the execution's; the budget was charged only the hedge that ran.
+    The original's answer is the execution's; the budget was charged nothing: the hedge turned
+    away called nothing, and is given back.
     """
     budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0)
     manager = ResilienceManager()
@@ -143,7 +146,7 @@ async def test_a_hedge_the_bulkhead_rejects_ends_hedging_while_the_original_runs
     assert await task == "quote"
     assert calls == [1]
     assert handle.get_stats()["bulkhead"]["rejected"] == 1
-    assert budget.get_stats()["retries"] == 1
+    assert budget.get_stats()["retries"] == 0
 
 
 async def test_the_originals_own_rejection_is_raised(clock: FakeClock) -> None:
@@ -224,3 +227,133 @@ async def test_a_plain_function_returning_an_awaitable_is_a_valid_action() -> No
 
     hedging = Hedging("h", HedgingConfig(mode="fallback", actions=(lambda value: secondary(value),)))
     assert await hedging.call(failing, 21) == 42
+
+
+# -- a hedge the policy's own link turns away is no hedge sent ----------------------------------
+
+
+def hedged_over_one_slot(clock: FakeClock, hedging: HedgingConfig) -> tuple[Any, Hedging, Bulkhead]:
+    """Hedging outside a bulkhead of one slot and no queue: a hedge beside the original is turned away."""
+    outer = Hedging("h", hedging, clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    pipeline = PipelineBuilder("p").add(outer.as_strategy("p")).add(bulkhead.as_strategy("p")).build()
+    return pipeline, outer, bulkhead
+
+
+async def run_beside_a_slow_original(clock: FakeClock, pipeline: Any, bulkhead: Bulkhead, fn: Any) -> Any:
+    """Start ``fn`` under ``pipeline``; once the original holds the slot, pass the hedge delay (0.01 s)."""
+    task = asyncio.ensure_future(pipeline.execute(fn))
+    while not bulkhead.get_stats()["active"]:
+        await asyncio.sleep(0)
+    clock.advance(0.02)  # the hedge starts, and meets the full bulkhead
+    while not bulkhead.get_stats()["rejected"]:
+        await asyncio.sleep(0)
+    for _ in range(20):  # a further hedge, were one started, would start at once
+        await asyncio.sleep(0)
+    return task
+
+
+@pytest.mark.parametrize("max_attempts", [2, 3])
+async def test_a_hedge_the_bulkhead_turns_away_is_given_back_and_denied_not_sent(
+    clock: FakeClock, max_attempts: int, recorder: Any, task_factory: str
+) -> None:
+    """The original holds the one slot; the hedge is turned away before it calls anything.
+
+    It sent nothing: the budget gets it back, ``hedges`` and ``HEDGE_STARTED`` leave it out, it
+    is the hedge counted denied (``rejected``, its own trigger), and the original won no race.
+    Before: ``hedges`` 1, the budget's ``retries`` 1, a ``HEDGE_WON`` for the original, and with
+    ``max_attempts=2`` no denial at all. A hedge started eagerly is turned away as it starts.
+    """
+    budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0, clock=clock)
+    pipeline, hedging, bulkhead = hedged_over_one_slot(
+        clock, HedgingConfig(delay=0.01, max_attempts=max_attempts, budget=budget)
+    )
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        await release.wait()
+        return "quote"
+
+    task = await run_beside_a_slow_original(clock, pipeline, bulkhead, answer)
+    release.set()
+    assert await task == "quote"
+    assert calls == [1]
+    assert bulkhead.get_stats()["rejected"] == 1  # no further hedge met it again
+    assert budget.get_stats()["retries"] == 0
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 1, 1)
+    assert recorder.of(Event.HEDGE_STARTED) == []
+    assert recorder.of(Event.HEDGE_WON) == []
+    assert [(d.trigger, d.denied_by) for d in recorder.of(Event.HEDGE_DENIED)] == [("delay", "rejected")]
+
+
+async def test_a_hedge_that_ran_beside_one_turned_away_is_still_counted_and_charged(clock: FakeClock) -> None:
+    """Parallel, three attempts, two slots: the original and the 1st hedge run, the 2nd is turned away.
+
+    The hedge that ran is counted and charged; the one turned away is given back and denied.
+    """
+    budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0, clock=clock)
+    hedging = Hedging("h", HedgingConfig(mode="parallel", max_attempts=3, budget=budget), clock=clock)
+    bulkhead = Bulkhead("slots", BulkheadConfig(max_concurrent=2, max_waiting=0))
+    pipeline = PipelineBuilder("p").add(hedging.as_strategy("p")).add(bulkhead.as_strategy("p")).build()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        if len(calls) > 1:  # the hedge that got a slot: slower than the original
+            await asyncio.Event().wait()
+        while not bulkhead.get_stats()["rejected"]:
+            await asyncio.sleep(0)
+        return "quote"
+
+    assert await pipeline.execute(answer) == "quote"
+    assert len(calls) == 2
+    assert budget.get_stats()["retries"] == 1
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (1, 1, 1)
+
+
+async def test_a_hedge_turned_away_is_no_answer_whatever_hedge_on_leaves_out(clock: FakeClock) -> None:
+    """``hedge_on`` names only the dependency's errors: the hedge turned away is still no answer.
+
+    The original in flight goes on and answers, as the docs say of the policy's own rejections.
+    Before, the rejection (no ``ConnectionError``) was taken as a definite answer: the caller got
+    ``BulkheadFullError`` and the original, which held the slot and was about to answer, was
+    cancelled.
+    """
+    pipeline, hedging, bulkhead = hedged_over_one_slot(
+        clock, HedgingConfig(delay=0.01, max_attempts=3, hedge_on=(ConnectionError, TimeoutError))
+    )
+    release = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def answer() -> str:
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+        return "quote"
+
+    task = await run_beside_a_slow_original(clock, pipeline, bulkhead, answer)
+    release.set()
+    assert await task == "quote"
+    assert cancelled == []
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 1, 1)
+
+
+async def test_an_original_turned_away_is_raised_whatever_hedge_on_leaves_out(clock: FakeClock) -> None:
+    """The original meets the policy's own open breaker, ``hedge_on`` leaving rejections out: raised, no hedge."""
+    budget = RetryBudget(ratio=1.0, min_retries_per_second=0.0, clock=clock)
+    hedging = Hedging("h", HedgingConfig(mode="fallback", hedge_on=(ConnectionError,), budget=budget))
+    breaker = CircuitBreaker("inner", CircuitBreakerConfig(failure_threshold=5))
+    pipeline = PipelineBuilder("p").add(hedging.as_strategy("p")).add(breaker.as_strategy("p")).build()
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError):
+        await pipeline.execute(asyncio.sleep, 0)
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["failed"]) == (0, 1, 1)
+    assert budget.get_stats()["retries"] == 0

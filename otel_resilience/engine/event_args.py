@@ -211,7 +211,11 @@ class ChaosInjected:
 
 @dataclass(slots=True)
 class HedgeStarted:
-    """A hedged execution started another attempt beside (or after) the ones before it."""
+    """A hedged execution ran another attempt beside (or after) the ones before it.
+
+    Reported as the race ends, for each hedge that ran: one the policy's own breaker, bulkhead
+    or rate limiter rejected before it called anything is a :class:`HedgeDenied` instead.
+    """
 
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "trigger")
 
@@ -235,8 +239,9 @@ class HedgeDenied:
     """``"budget"`` (the hedge budget had none to give), ``"not_replayable"`` (the request may be
     sent only once: an HTTP integration's budget says so), ``"max_attempts"`` (the execution's
     cap on attempts in total was reached), ``"deadline"`` (the effective deadline had passed
-    when the hedge came due) or ``"rejected"`` (an attempt was rejected by the policy's
-    own breaker, bulkhead or rate limiter, which every further attempt would meet)."""
+    when the hedge came due) or ``"rejected"`` (the hedge, before it called anything, or the
+    attempt before it was rejected by the policy's own breaker, bulkhead or rate limiter, which
+    every further attempt would meet)."""
 
 
 @dataclass(slots=True)

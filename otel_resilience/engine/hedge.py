@@ -26,13 +26,18 @@ starts, waits, cancels and awaits. The race, in order:
    that the chain it runs rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`
    raised while a step of the rest of the chain admitted it: the policy's own open breaker,
    full bulkhead or rate limiter, :attr:`ExecutionContext.rejected`): every further attempt
-   would meet the same step, and a hedge it never starts is asked of no budget. A rejection
-   that came out of the function an attempt called (an alternative endpoint behind a policy
-   of its own) is an unacceptable outcome like any other: the next attempt starts.
-   A hedge that was due and does not start for one of these two reasons is reported to
+   would meet the same step, and a hedge it never starts is asked of no budget. Such an
+   attempt is *turned away*: it never ran its action, the hedge is told so
+   (:meth:`Hedge.turned_away`: what it charged for it is given back), and its rejection is no
+   outcome to judge (never the answer, whatever :meth:`Hedge.accepts` would say), so the
+   attempts in flight go on. A rejection that came out of the function an attempt called (an
+   alternative endpoint behind a policy of its own) is an outcome like any other, judged: the
+   next attempt starts when it is not acceptable.
+   A hedge that was due and does not start or run for one of these two reasons is reported to
    :meth:`Hedge.deny`, once, where the race decides it: :data:`DEADLINE` (the deadline had
-   passed when the hedge was due), or :data:`REJECTED` (the trigger of the hedge that would
-   have followed the rejected attempt). A hedge delay that would end at or past the deadline
+   passed when the hedge was due), or :data:`REJECTED` (a hedge turned away, with its own
+   trigger; after an original turned away, the trigger of the hedge that would have followed
+   it, if one could still start). A hedge delay that would end at or past the deadline
    ends hedging by delay for the rest of the race (a hedge by failure may still start before
    the deadline) and is not a denial: that hedge never came due, and an execution whose
    original answers in time would otherwise count one on every call.
@@ -200,6 +205,17 @@ class Hedge(Wait):
             reason: Why it does not start: :data:`DEADLINE` or :data:`REJECTED`.
         """
 
+    def turned_away(self, attempt: ExecutionContext) -> None:
+        """Called in the attempt's task once its chain rejected it, before :meth:`leave`; must not raise.
+
+        A step of the rest of the chain refused it (:attr:`ExecutionContext.rejected`: the
+        policy's own open breaker, full bulkhead or rate limiter), so it never ran its action:
+        what it was charged as it started (a hedge's withdrawal from a budget) is to be given
+        back, and it is no attempt that ran beside the winner. Its rejection is never judged
+        (:meth:`accepts`): it is not an answer. For a hedge (not the original) the race reports
+        the denial (:meth:`deny`, :data:`REJECTED`) after :meth:`leave`.
+        """
+
     def enter(self, attempt: ExecutionContext) -> Any:  # noqa: ARG002 - the default keeps nothing
         """Called in the attempt's task before it runs; what it returns is handed to :meth:`leave`."""
         return None
@@ -269,11 +285,13 @@ class Hedge(Wait):
 class _Attempt:
     """One attempt of a race: its context, when it started (on the step's clock) and how it ended."""
 
-    __slots__ = ("cancelled", "ctx", "error", "result", "started")
+    __slots__ = ("cancelled", "ctx", "error", "result", "started", "trigger")
 
-    def __init__(self, ctx: ExecutionContext, started: float) -> None:
+    def __init__(self, ctx: ExecutionContext, started: float, trigger: str | None) -> None:
         self.ctx = ctx
         self.started = started
+        self.trigger = trigger
+        """Why it started (:data:`DELAY`, :data:`FAILURE`, :data:`PARALLEL`); ``None`` for the original."""
         self.result: Any = None
         self.error: Exception | None = None
         self.cancelled = False
@@ -365,7 +383,7 @@ class _Race:
         if attempt_ctx is None:
             self.more = False
             return
-        attempt = _Attempt(attempt_ctx, now := self.clock.now())
+        attempt = _Attempt(attempt_ctx, now := self.clock.now(), trigger)
         self.attempts.append(attempt)
         self.latest = now
         self.more = len(self.attempts) < hedge.limit
@@ -391,6 +409,9 @@ class _Race:
             attempt.result = await self.next.execute(ctx)
         except Exception as error:  # noqa: BLE001 - the hedge judges it
             attempt.error = error
+            if ctx.rejected and isinstance(error, ExecutionRejectedError):
+                self.turned_away(attempt, scope)
+                return
         except BaseException as error:
             self.interrupted(attempt, scope, error)
             raise
@@ -402,7 +423,6 @@ class _Race:
             self.interrupted(attempt, scope, error)
             raise
         won = accepted and not self.over
-        ends = False
         if won:
             self.winner = attempt
             self.over = True
@@ -416,13 +436,32 @@ class _Race:
             attempt.cancelled = True
             hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
             return
-        elif not accepted:  # the race goes on
-            if not isinstance(attempt.error, ExecutionRejectedError):
-                self.failed = True
-            else:  # a rejected attempt called nothing: no failure to recover from
-                ends = ctx.rejected and self.more  # so would every further attempt be rejected
+        elif not accepted and not isinstance(attempt.error, ExecutionRejectedError):
+            self.failed = True  # the race goes on (a rejection from the function it called: no failure)
         hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
-        if ends:  # after the attempt's scope closed: reported on the execution, as every denial
+
+    def turned_away(self, attempt: _Attempt, scope: Any) -> None:
+        """End ``attempt``, which the chain it runs rejected (:attr:`ExecutionContext.rejected`).
+
+        It never ran its action: the hedge is told so first (:meth:`Hedge.turned_away`). Its
+        rejection is no outcome to judge (never an answer, whatever :meth:`Hedge.accepts` would
+        say of it) and no failure to recover from. The race goes on with the attempts in flight,
+        but starts none after it: every further attempt would meet the same step. A hedge turned
+        away is itself the hedge denied (:data:`REJECTED`, its own trigger); an original turned
+        away denies the hedge due next, if one may still start. Once the race is over (the
+        rejection came in the turn of the loop that decided it) it ends as a loser.
+        """
+        hedge, ctx = self.hedge, attempt.ctx
+        hedge.turned_away(ctx)
+        if self.ended():
+            attempt.cancelled = True
+            hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
+            return
+        hedge.leave(ctx, scope, attempt.error, accepted=False, won=False)
+        # After the attempt's scope closed: reported on the execution, as every denial.
+        if attempt.trigger is not None:
+            self.refuse(attempt.trigger, REJECTED)
+        elif self.more:
             due = FAILURE if hedge.on_failure else self.timed if self.delay is not None else None
             self.refuse(due, REJECTED)
 

@@ -10,6 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from otel_resilience import (
+    BulkheadConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitOpenError,
@@ -395,10 +396,13 @@ async def test_a_hedge_after_an_attempt_the_policys_own_breaker_rejected_is_deni
     assert budget.get_stats()["retries"] == 0
 
 
-async def test_attempts_rejected_side_by_side_with_no_hedge_left_count_no_denial(otel) -> None:
-    """Parallel mode: every attempt started at once is rejected; no hedge was left to start: no denial.
+async def test_attempts_rejected_side_by_side_count_each_hedge_turned_away_as_denied(otel) -> None:
+    """Parallel mode: every attempt started at once is rejected by the policy's own breaker.
 
-    With three attempts started, a fourth (past max_attempts) was never due.
+    Each hedge turned away called nothing: it is counted denied (``rejected``, by its trigger),
+    never as a hedge sent; the original turned away denies nothing more, as no hedge was left to
+    start (a fourth, past max_attempts, was never due). Before, both hedges were counted in
+    ``resilience.hedging.hedges`` and no denial was counted.
     """
     name = _fresh("parallel-rejected")
     hedging = Hedging(name, HedgingConfig(mode="parallel", max_attempts=3))
@@ -411,8 +415,11 @@ async def test_attempts_rejected_side_by_side_with_no_hedge_left_count_no_denial
         pass
     else:
         raise AssertionError("the open breaker rejects the execution")
-    assert _denied(otel, name) == {}
-    assert hedging.get_stats()["hedges_denied"] == 0
+    assert _denied(otel, name) == {("parallel", "rejected"): 2}
+    assert _denied_events(otel, name) == [("parallel", "rejected")] * 2
+    assert not [p for p in otel.points(sc.HEDGES) if p.attributes[sc.NAME] == name and p.value]
+    assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
+    assert (hedging.get_stats()["hedges"], hedging.get_stats()["hedges_denied"]) == (0, 2)
 
 
 async def test_a_loser_that_caught_its_cancellation_and_returned_ends_cancelled(otel) -> None:
@@ -550,3 +557,46 @@ async def test_a_race_won_before_its_caller_was_cancelled_counts_the_win_its_tel
     assert (stats["hedge_wins"], stats["original_wins"], stats["cancelled"]) == (1, 0, 0)
     assert otel.span(name).attributes[sc.OUTCOME] == "cancelled"
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_hedge_the_policys_own_bulkhead_turns_away_is_denied_not_counted_sent(otel) -> None:
+    """The original holds the one slot; the hedge meets the full bulkhead before it calls anything.
+
+    Its attempt span stays (outcome ``rejected``), but it is no hedge sent: the hedges counter and
+    the ``started`` event leave it out, it is counted denied (``delay``, ``rejected``), and the
+    original's answer won no race. Before: ``resilience.hedging.hedges`` 1, a ``started`` event,
+    a win by the original, and no denial (``max_attempts=2``: no hedge was left after it).
+    """
+    name = _fresh("turned-away")
+    clock = FakeClock()
+    config = ResilienceConfig(
+        name=name,
+        hedging=HedgingConfig(delay=0.01, max_attempts=2),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+    )
+    manager = ResilienceManager(clock=clock)
+    handle = manager.policy(name, config)
+    release = asyncio.Event()
+
+    async def answer() -> str:
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(handle.execute(answer))
+    while not handle.get_stats()["bulkhead"]["active"]:
+        await asyncio.sleep(0)
+    clock.advance(0.02)
+    while not handle.get_stats()["bulkhead"]["rejected"]:
+        await asyncio.sleep(0)
+    release.set()
+    assert await task == "quote"
+    attempts = _attempts(otel, name)
+    assert attempts[2].attributes[sc.ATTEMPT_TYPE] == "hedge"
+    assert attempts[2].attributes[sc.OUTCOME] == "rejected"
+    assert attempts[1].events == ()  # no resilience.hedging.won: no hedge ran beside it
+    assert not [p for p in otel.points(sc.HEDGES) if p.attributes[sc.NAME] == name and p.value]
+    assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]
+    assert _denied(otel, name) == {("delay", "rejected"): 1}
+    assert _denied_events(otel, name) == [("delay", "rejected")]
+    assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
+    assert otel.span(name).attributes[sc.OUTCOME] == "success"

@@ -30,7 +30,8 @@ Design:
 * **Async only**; the sync API raises ``TypeError``.
 * **Telemetry**: each attempt of a hedged execution is an attempt scope typed ``original`` or
   ``hedge`` (an attempt span with ``resilience.attempt.type``, losers ended ``cancelled``);
-  ``Event.HEDGE_STARTED`` (``resilience.hedging.hedges``) for each hedge and
+  ``Event.HEDGE_STARTED`` (``resilience.hedging.hedges``) for each hedge that ran, as the race
+  ends (not one the policy's own link rejected: a ``HEDGE_DENIED``, ``rejected``), and
   ``Event.HEDGE_WON`` (``resilience.hedging.wins``, a span event on the winner's span) when
   more than one attempt raced.
 """

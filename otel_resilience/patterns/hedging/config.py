@@ -169,8 +169,10 @@ class HedgingConfig:
     hedging in the same pipeline (an open breaker, a full bulkhead, a rate limiter: an
     :class:`~otel_resilience.errors.ExecutionRejectedError` raised while that link admitted it)
     starts no further hedge, by failure or by delay: every hedge would meet the same link. The
-    rejection is that attempt's outcome; the attempts in flight go on and may still win, and a
-    hedge never started is never withdrawn from ``budget``. An original rejected so, with
+    rejection is that attempt's outcome, never the answer (whatever ``hedge_on`` leaves out);
+    the attempts in flight go on and may still win, and a hedge never started is never
+    withdrawn from ``budget``. A hedge rejected so called nothing: it is given back to
+    ``budget`` and counted denied (``rejected``), not as a hedge sent. An original rejected so, with
     nothing else in flight, makes the execution raise the rejection. A rejection that comes out
     of the function an attempt calls (an entry of ``actions`` behind a breaker of its own) is
     set aside like any other error: the next attempt starts.

@@ -258,17 +258,20 @@ class _Race(Hedge):
     """One hedged execution's race: the decisions of its link, and which attempt is the original.
 
     A hedge is *pending* from its start (:meth:`start`: its withdrawal from the budget) until its
-    task enters it (:meth:`enter`), where it runs: only then is it counted (``hedges``, the
-    ``HEDGE_STARTED`` event). A race that ends before then (a delay function that raised, a
-    cancellation: its task cancelled before it ran) gives the withdrawal back, and the hedge is
-    counted nowhere: what the counts show is what ran.
+    task enters it (:meth:`enter`), then *running*. A race that ends before its task entered it (a
+    delay function that raised, a cancellation: its task cancelled before it ran) gives the
+    withdrawal back, and the hedge is counted nowhere; so does a hedge the chain it runs turned
+    away (:meth:`turned_away`: the policy's own breaker, bulkhead or rate limiter rejected it
+    before it ran its action), which the race counts denied instead (``rejected``). The hedges
+    that ran are counted as the race ends (:meth:`end`: ``hedges``, the ``HEDGE_STARTED`` event),
+    once no step can turn them away any more: what the counts show is what ran.
 
     An attempt whose judgment raised (``hedge_on`` or ``hedge_on_result``) ends the execution
     with that error, which the race takes as its answer: it answered nothing, so it is no win
     (no ``HEDGE_WON``) and the execution counts in ``failed``, as the pipeline counts its error.
     """
 
-    __slots__ = ("_core", "_misjudged", "_original", "_pending", "_started", "_telemetry")
+    __slots__ = ("_core", "_misjudged", "_original", "_pending", "_running", "_started", "_telemetry")
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
@@ -278,8 +281,12 @@ class _Race(Hedge):
         self._misjudged: ExecutionContext | None = None
         """The attempt whose judgment raised (:meth:`accepts`): its error ends the execution."""
         self._started = 0
+        """The attempts started, less those turned away (:meth:`turned_away`; none starts after one)."""
         self._pending: list[tuple[ExecutionContext, object, str]] | None = None
-        """The hedges started and not entered yet, with their withdrawals and triggers."""
+        """The hedges started and not entered yet, with their withdrawals and triggers (a list from
+        the first hedge's start on: ``None`` when none started)."""
+        self._running: list[tuple[ExecutionContext, object, str]] | None = None
+        """The hedges entered and not turned away: counted as the race ends (:meth:`end`)."""
 
     def delay(self, started: int) -> float | None:  # noqa: ARG002 - the same before every hedge
         """Return the hedge delay (0 in parallel mode, ``None`` in fallback mode)."""
@@ -325,7 +332,8 @@ class _Race(Hedge):
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it.
 
-        A pending hedge is no longer pending: it runs, and is counted here.
+        A pending hedge is no longer pending: it runs (counted as the race ends, unless the chain
+        turns it away).
         """
         telemetry, core = self._telemetry, self._core
         if self._pending:
@@ -340,15 +348,30 @@ class _Race(Hedge):
         return _Scope(handles, core.clock.now(), attempt_type)
 
     def _run(self, attempt: ExecutionContext) -> None:
-        """Count the pending hedge ``attempt`` as started, now that its task runs it."""
+        """Move the pending hedge ``attempt`` to the running ones, now that its task runs it."""
         pending = cast("list[tuple[ExecutionContext, object, str]]", self._pending)
-        for index, (hedge, _, trigger) in enumerate(pending):
-            if hedge is attempt:
+        for index, entry in enumerate(pending):
+            if entry[0] is attempt:
                 del pending[index]
-                next(self._core.hedges)
-                telemetry = self._telemetry
-                if telemetry.hub.event_listeners:
-                    telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+                if self._running is None:
+                    self._running = []
+                self._running.append(entry)
+                return
+
+    def turned_away(self, attempt: ExecutionContext) -> None:
+        """The chain ``attempt`` runs rejected it before it ran its action: it is no attempt that ran.
+
+        It leaves :attr:`_started` (so no win over it is reported), and a hedge gives its
+        withdrawal back and is never counted in ``hedges``: it called nothing, and the race
+        counts it denied (``rejected``, :meth:`deny`).
+        """
+        self._started -= 1
+        running, budget = self._running, self._core.budget
+        for index, (hedge, withdrawal, _) in enumerate(running or ()):
+            if hedge is attempt:
+                del running[index]  # type: ignore[union-attr] # found in it: a list
+                if budget is not None:
+                    self._core.give_back(withdrawal)
                 return
 
     def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:
@@ -403,20 +426,33 @@ class _Race(Hedge):
         winner: ExecutionContext | None,
         error: BaseException | None,
     ) -> None:
-        """Count how the execution ended; give back the hedges withdrawn that never ran."""
+        """Count how the execution ended and the hedges that ran; give back those withdrawn that never ran."""
         core = self._core
         pending = self._pending
-        if pending:
+        if pending is not None:  # a hedge started
             self._pending = None
             if core.budget is not None:
                 for _, withdrawal, _ in pending:
                     core.give_back(withdrawal)
+            self._count_run()
         if winner is not None and winner is not self._misjudged:
             next(core.original_wins if winner is self._original else core.hedge_wins)
         elif error is not None and not isinstance(error, Exception):
             next(core.cancelled)
         else:
             next(core.failed)
+
+    def _count_run(self) -> None:
+        """Count the hedges that ran (``hedges``, ``HEDGE_STARTED``), in the order they started."""
+        running, self._running = self._running, None
+        if not running:
+            return
+        core, telemetry = self._core, self._telemetry
+        listening = telemetry.hub.event_listeners
+        for attempt, _, trigger in running:
+            next(core.hedges)
+            if listening:
+                telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
 
 
 class _HedgingStep(Link[HedgingConfig]):

@@ -271,7 +271,7 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         (("attempt", ATTEMPT), ("trigger", HEDGE_TRIGGER)),
         SpanEventSpec(
             EV_HEDGE_STARTED,
-            "A hedged execution started another attempt (a hedge), and why.",
+            "A hedged execution ran another attempt (a hedge), and why; reported as the race ends.",
             (PATTERN, NAME, ATTEMPT, HEDGE_TRIGGER),
         ),
         (MetricBinding(HEDGES),),
@@ -283,7 +283,8 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
             EV_HEDGE_DENIED,
             "A hedge was due but refused: by the hedge budget, by the execution's cap on attempts, "
             "because the request may be sent only once, by the deadline, or because the policy's "
-            "own breaker, bulkhead or rate limiter rejected an attempt.",
+            "own breaker, bulkhead or rate limiter rejected the hedge (before it called anything) "
+            "or the attempt before it.",
             (PATTERN, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
         ),
         (MetricBinding(HEDGES_DENIED),),

@@ -295,10 +295,10 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         HEDGES,
         _K.COUNTER,
         "{hedge}",
-        "Hedges started: attempts of a hedged execution after the original, by trigger. Each is a "
-        "call of the dependency, unless a step inside the hedging rejected it (an open breaker, a "
-        "full bulkhead: `resilience.rejections`); compare with `resilience.executions` of the "
-        "policy for the extra load hedging adds.",
+        "Hedges that ran: attempts of a hedged execution after the original, by trigger, counted "
+        "as the race ends. A hedge a step inside the hedging rejected (an open breaker, a full "
+        "bulkhead) called nothing and is counted in `resilience.hedging.denied` instead; compare "
+        "with `resilience.executions` of the policy for the extra load hedging adds.",
         (POLICY, NAME, HEDGE_TRIGGER),
     ),
     InstrumentSpec(
