@@ -18,7 +18,10 @@ rules, which needs the ``ops`` extra. ``check`` validates a configuration file a
 policies (YAML needs the ``config`` extra); ``schema`` prints the file's JSON Schema. ``--help``
 works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
-module, an invalid configuration file, a closed standard output), 2 for a usage error.
+module, an invalid configuration file, a closed standard output), 2 for a usage error. SIGINT or
+SIGTERM before a command begins (while its arguments are read; for ``demo``, until its run) stops
+it with one line and status 0; the ``otel-resilience`` script covers the package's loading too
+(``_otel_resilience_cli``).
 """
 
 from __future__ import annotations
@@ -28,13 +31,12 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from _otel_resilience_cli import signals_interrupt, stopped_by_signal
 from otel_resilience import config as config_module
 from otel_resilience.config.formats import Format, UnknownFormatError, file_format
 from otel_resilience.config.report import summary as config_summary
@@ -50,6 +52,7 @@ from otel_resilience.demo.options import (
     TICK,
     DemoOptions,
     check_duration_option,
+    check_host,
     check_interval,
     check_otlp_endpoint,
     check_port,
@@ -113,11 +116,16 @@ def _int_arg(check: Callable[[int], int]) -> Callable[[str], int]:
     return convert
 
 
-def _otlp(text: str) -> str:
-    try:
-        return check_otlp_endpoint(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(_without_option(error)) from None
+def _text_arg(check: Callable[[str], str]) -> Callable[[str], str]:
+    """Return an argparse ``type`` that validates a text with ``check`` (a ``ValueError``: a usage error)."""
+
+    def convert(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(_without_option(error)) from None
+
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "1 is production timing)",
     )
     demo.add_argument(
-        "--host", default=DEFAULT_HOST, metavar="ADDR", help=f"address of /metrics (default: {DEFAULT_HOST})"
+        "--host",
+        type=_text_arg(check_host),
+        default=DEFAULT_HOST,
+        metavar="ADDR",
+        help=f"address of /metrics (default: {DEFAULT_HOST})",
     )
     metrics = demo.add_mutually_exclusive_group()
     metrics.add_argument(
@@ -187,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--otlp-endpoint",
-        type=_otlp,
+        type=_text_arg(check_otlp_endpoint),
         default=None,
         metavar="URL",
         help="also export metrics and traces over OTLP/HTTP (protobuf) to URL/v1/metrics and "
@@ -306,7 +318,31 @@ def _unknown_format(path: Path, given: Format | None) -> str | None:
     return None
 
 
-def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str], err: IO[str]) -> int:
+def _run_demo(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str] | None, err: IO[str]
+) -> int:
+    """Run ``otel-resilience demo``; a signal before its run stops it with one line.
+
+    The run routes SIGINT and SIGTERM to its own stop; before it (the checks, the imports of the
+    ``demo`` extra, the setup) either ends the command with :func:`stopped_by_signal`.
+    """
+    try:
+        with signals_interrupt():
+            return _start_demo(args, parser, out, err)
+    except KeyboardInterrupt:  # a signal before the run routes SIGINT and SIGTERM to its own stop
+        return stopped_by_signal("otel-resilience demo", err)
+
+
+def _start_demo(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str] | None, err: IO[str]
+) -> int:
+    if out is None:  # started with standard output closed: nothing could show the run
+        raise _OutputError("it is closed")
+    if args.summary_json is not None:  # before the run: not a failure after the whole of it
+        try:
+            check_summary_json(args.summary_json)
+        except ValueError as error:
+            parser.error(str(error))
     try:
         options = _demo_options(args)
     except ValueError as error:
@@ -315,24 +351,19 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO
     if problem is not None:
         err.write(f"otel-resilience demo: --config: {problem}\n")
         return 1
-    try:
-        with _sigterm_interrupts():
-            needed = list(_DEMO_MODULES)
-            if options.otlp_endpoint is not None:
-                needed.append(_OTLP_MODULE)
-            missing = _missing(needed)
-            if missing:
-                err.write(
-                    f"otel-resilience demo: missing {', '.join(missing)}; "
-                    "install the demo extra: pip install 'otel-resilience[demo]'\n"
-                )
-                return 1
-            from otel_resilience.demo import app  # noqa: PLC0415 - imports the demo's optional dependencies
+    needed = list(_DEMO_MODULES)
+    if options.otlp_endpoint is not None:
+        needed.append(_OTLP_MODULE)
+    missing = _missing(needed)
+    if missing:
+        err.write(
+            f"otel-resilience demo: missing {', '.join(missing)}; "
+            "install the demo extra: pip install 'otel-resilience[demo]'\n"
+        )
+        return 1
+    from otel_resilience.demo import app  # noqa: PLC0415 - imports the demo's optional dependencies
 
-            return app.main(options, out=out, err=err)
-    except KeyboardInterrupt:  # a signal before the run routes SIGINT and SIGTERM to its own stop
-        err.write("otel-resilience demo: stopped by signal\n")
-        return 0
+    return app.main(options, out=out, err=err)
 
 
 def _demo_options(args: argparse.Namespace) -> DemoOptions:
@@ -352,28 +383,6 @@ def _demo_options(args: argparse.Namespace) -> DemoOptions:
         config=args.config,
         config_format=args.format,
     )
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Make SIGTERM interrupt like Ctrl-C while the block runs (main thread, default handler only).
-
-    The demo's run routes both signals to a clean stop; this covers the moments before (its
-    imports, its setup), where SIGTERM would otherwise kill the process without a word.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is signal.default_int_handler:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_export(
@@ -467,15 +476,19 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         err: Standard error (default ``sys.stderr``).
 
     Returns:
-        The exit status: 0 success, 1 failure.
+        The exit status: 0 success (or stopped by a signal before the command began), 1 failure.
 
     Raises:
         SystemExit: With status 2 on a usage error, or 0 after ``--help`` (argparse).
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        with signals_interrupt():  # no command has begun: a signal stops it, as while it loads
+            parser = build_parser()
+            args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return stopped_by_signal("otel-resilience", err)
     try:
         return _run(args, parser, out, err)
     except _OutputError as error:
@@ -493,13 +506,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str]
         _emit(out, f"otel-resilience {__version__}\n")
         return 0
     if args.command == "demo":
-        if out is None:  # started with standard output closed: nothing could show the run
-            raise _OutputError("it is closed")
-        if args.summary_json is not None:  # before the run: not a failure after the whole of it
-            try:
-                check_summary_json(args.summary_json)
-            except ValueError as error:
-                args.command_parser.error(str(error))
         return _run_demo(args, args.command_parser, out, err)
     if args.command == "export":
         return _run_export(args, args.command_parser, out, err)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
 import os
@@ -134,8 +135,27 @@ def _header(
     ]
 
 
+class _WriteInterruptedError(BaseException):
+    """A signal came while the run's summary file was being written (see :class:`_SignalRoute`)."""
+
+
+class _SignalRoute:
+    """Where the run's SIGINT and SIGTERM go: to the loop, or into a write that may wait for ever.
+
+    While :attr:`interrupting` is set (the summary file being written, after the run: a pipe
+    nobody reads yet blocks its ``open`` with the loop stopped), the handler raises
+    :class:`_WriteInterruptedError` where the main thread is, instead of handing the signal to a
+    loop that would never take it.
+    """
+
+    __slots__ = ("interrupting",)
+
+    def __init__(self) -> None:
+        self.interrupting = False
+
+
 @contextlib.contextmanager
-def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> Iterator[None]:
+def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> Iterator[_SignalRoute]:
     """Route SIGINT and SIGTERM to ``on_signal`` while the block runs (main thread only).
 
     The handler that was there before is put back after the block, whatever installed it (the
@@ -145,10 +165,15 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
     ``asyncio.run`` hands SIGINT to it (``call_soon_threadsafe`` also wakes the loop up).
     A signal whose handler was not installed from Python (``getsignal`` gives ``None``) is left alone,
     and so is one the process ignores (``SIG_IGN``: a background job of a script, which a Ctrl-C
-    meant for the foreground must not stop), as Python leaves SIGINT then.
+    meant for the foreground must not stop), as Python leaves SIGINT then. The block gets the
+    :class:`_SignalRoute` of the handler.
     """
+    route = _SignalRoute()
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
+        if route.interrupting:
+            route.interrupting = False  # once: the write is abandoned, and the teardown goes on
+            raise _WriteInterruptedError
         loop.call_soon_threadsafe(on_signal)
 
     installed: list[tuple[signal.Signals, Callable[[int, FrameType | None], Any] | int]] = []
@@ -160,7 +185,7 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
             signal.signal(sig, handler)
             installed.append((sig, previous))
     try:
-        yield
+        yield route
     finally:
         for sig, previous in reversed(installed):
             signal.signal(sig, previous)
@@ -288,7 +313,8 @@ async def run_demo(
         MetricsServerError: ``/metrics`` could not be served on ``host:port``.
         DemoConfigError: ``options.config`` cannot be read, names a policy the demo lacks, or
             holds a value out of range once scaled to the time scale.
-        OSError: The summary could not be written to ``options.summary_json`` (after it was shown),
+        OSError: The summary could not be written to ``options.summary_json`` (after it was shown;
+            with ``handle_signals``, SIGINT or SIGTERM stops a write that waits, for a pipe's reader),
             or the view could not write its output (then the run ends at once).
     """
     policies = read_policies(options.config, options.config_format)
@@ -304,8 +330,9 @@ async def run_demo(
     telemetry = DemoTelemetry(options)
     telemetry.start()
     with contextlib.ExitStack() as cleanup:
+        route = _SignalRoute()  # not routed: the summary file is then written as any file
         if handle_signals:  # entered first, left last: a signal during the teardown ends nothing early
-            cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
+            route = cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
         cleanup.callback(telemetry.stop)
         start = time.monotonic()
         monitor = Monitor(POLICIES, start=start, scenario=scenario, time_scale=options.time_scale)
@@ -357,9 +384,16 @@ async def run_demo(
         view.end(format_summary(summary))
         if options.summary_json is not None:
             try:
-                write_summary_json(summary, options.summary_json)
+                try:
+                    route.interrupting = True  # the run is over: a signal abandons the file, not waits for it
+                    write_summary_json(summary, options.summary_json)
+                finally:
+                    route.interrupting = False
             except OSError as error:
                 raise _SummaryFileError(error.errno, error.strerror, error.filename) from error
+            except _WriteInterruptedError:
+                stopped = InterruptedError(errno.EINTR, "stopped by a signal before it was written")
+                raise _SummaryFileError(errno.EINTR, stopped.strerror, str(options.summary_json)) from stopped
         return summary
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 

@@ -31,6 +31,7 @@ __all__ = [
     "TICK",
     "DemoOptions",
     "check_duration_option",
+    "check_host",
     "check_interval",
     "check_otlp_endpoint",
     "check_port",
@@ -209,6 +210,42 @@ def check_port(value: int) -> int:
     return value
 
 
+def _unresolvable_name(host: str) -> str | None:
+    """Why the resolver cannot take the address ``host``, or ``None``.
+
+    ``socket.getaddrinfo`` encodes a name with IDNA before it looks it up: a name that codec
+    refuses (an empty label, one over 63 characters) raises a ``UnicodeError`` there, not the
+    ``OSError`` of a name that does not resolve.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError as error:
+        return str(error.__cause__ or error)
+    return None
+
+
+def check_host(value: str) -> str:
+    """Return ``value`` if it can be the address of ``/metrics``: an IP address or a host name.
+
+    Whether a name resolves, and whether the address is this machine's, is known when the server
+    starts (then a failure is :class:`~otel_resilience.demo.otel.MetricsServerError`).
+
+    Raises:
+        ValueError: With a message naming ``--host``, the rule and the value.
+    """
+    if not isinstance(value, str) or not value.strip():
+        msg = f"--host must be a non-empty address, got {value!r}"
+        raise ValueError(msg)
+    reason = _unresolvable_name(value)
+    if reason is not None:
+        msg = (
+            "--host must be an IP address or a host name (no empty label, none over 63 characters), "
+            f"got {value!r}: {reason}"
+        )
+        raise ValueError(msg)
+    return value
+
+
 def check_otlp_endpoint(value: str) -> str:
     """Return the OTLP/HTTP base URL ``value`` without a trailing slash.
 
@@ -237,6 +274,9 @@ def check_otlp_endpoint(value: str) -> str:
         or parts.fragment
     ):
         raise ValueError(f"{rule}, got {shown!r}")
+    reason = _unresolvable_name(parts.hostname)
+    if reason is not None:
+        raise ValueError(f"{rule}, got {shown!r}: {reason}")
     return value.rstrip("/")
 
 
@@ -270,7 +310,8 @@ class DemoOptions:
     plain: bool = False
     """Force the plain line output even on a terminal. Default ``False``."""
     summary_json: Path | None = None
-    """Where to write the summary as JSON; ``None`` (default) writes none."""
+    """Where to write the summary as JSON, not the :attr:`config` file (nor a link to it); ``None``
+    (default) writes none."""
     interval: float = DEFAULT_INTERVAL
     """Real seconds between two status lines of the plain output, at least :data:`TICK`. Default 1.0 s."""
     once: bool = False
@@ -296,14 +337,22 @@ class DemoOptions:
         if self.duration is not None:
             object.__setattr__(self, "duration", check_duration_option("--duration", self.duration))
         object.__setattr__(self, "time_scale", check_time_scale(self.time_scale))
-        if not isinstance(self.host, str) or not self.host.strip():
-            msg = f"--host must be a non-empty address, got {self.host!r}"
-            raise ValueError(msg)
+        check_host(self.host)
         if self.port is not None:
             check_port(self.port)
         if self.otlp_endpoint is not None:
             object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
         object.__setattr__(self, "interval", check_interval(self.interval))
+        if (
+            self.summary_json is not None
+            and self.config is not None
+            and os.path.realpath(self.summary_json) == os.path.realpath(self.config)
+        ):  # the file the summary replaces is the one a link points to (write_summary_json)
+            msg = (
+                f"--summary-json must not be the --config file, got {str(self.summary_json)!r}: "
+                "the summary would replace the configuration"
+            )
+            raise ValueError(msg)
         if self.config_format is not None:
             check_format(self.config_format, "--format")  # the loader's rule
             if self.config is None:

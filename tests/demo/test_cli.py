@@ -94,6 +94,20 @@ def test_demo_defaults_are_pinned() -> None:
         ([*_SHORT_RUN, "--interval", "0.1"], r"argument --interval: must be >= 0.25 seconds .*, got 0.1$"),
         (["--duration", "1e300"], r"argument --duration: must be <= \S+ seconds \(threading.TIMEOUT_MAX\)"),
         (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
+        # a host name the resolver cannot encode (an empty label, one over 63 characters) stopped
+        # the demo with a UnicodeError traceback when /metrics started
+        (
+            ["--host", "bad..host", "--port", "9", "--duration", "0.3", "--time-scale", "0.01", "--plain"],
+            r"argument --host: must be an IP address or a host name .*got 'bad\.\.host': label empty or too long$",
+        ),
+        (
+            ["--host", f"{'a' * 64}.example", "--port", "9", "--duration", "0.3", "--plain"],
+            r"argument --host: must be an IP address or a host name .*: label empty or too long$",
+        ),
+        (
+            ["--otlp-endpoint", "http://bad..host:4318", *_SHORT_RUN],
+            r"argument --otlp-endpoint: must be an http://.*got 'http://bad\.\.host:4318': label empty",
+        ),
     ],
 )
 def test_bad_demo_arguments_are_usage_errors(
@@ -122,6 +136,9 @@ def test_bad_demo_arguments_are_usage_errors(
         ("seed", True, r"--seed must be an integer >= 0 and <= 2\*\*63-1 .*, got True"),
         ("seed", 2**63, r"^--seed must be an integer >= 0 and <= 2\*\*63-1 .*, got 9223372036854775808$"),
         ("host", " ", r"--host must be a non-empty address"),
+        ("host", ".", r"^--host must be an IP address or a host name .*, got '.': label empty or too long$"),
+        ("host", "\udcff", r"^--host must be an IP address or a host name .*, got '\\udcff': "),
+        ("otlp_endpoint", "http://.a:4318", r"^--otlp-endpoint must be .*got 'http://.a:4318': label empty"),
         ("otlp_endpoint", "ftp://x", r"--otlp-endpoint must be an http:// or https:// URL"),
         ("otlp_endpoint", "http://127.0.0.1:99999", r"^--otlp-endpoint must be .*: Port out of range"),
         ("otlp_endpoint", "http://127.0.0.1:abc", r"^--otlp-endpoint must be .*got 'http://127.0.0.1:abc'"),
@@ -155,6 +172,15 @@ def test_demo_options_validate_every_field(field: str, value: object, message: s
     """DemoOptions refuses a bad value with a message naming the option, the rule and the value."""
     with pytest.raises((ValueError, TypeError), match=message):
         DemoOptions(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "::1", "fe80::1%lo", "bücher.example", "example.com.", "0.0.0.0"]
+)
+def test_demo_options_take_every_address_the_resolver_takes(host: str) -> None:
+    """An IP address (IPv6 with a zone too), a host name, an international or fully qualified one."""
+    assert DemoOptions(host=host).host == host
+    assert DemoOptions(otlp_endpoint=f"http://{f'[{host}]' if ':' in host else host}:4318").otlp_endpoint
 
 
 def test_help_lists_the_commands_scenarios_and_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
@@ -331,6 +357,29 @@ def test_a_summary_json_that_fails_at_the_end_fails_after_showing_the_summary(
     assert "== otel-resilience demo summary" in out
     assert f"cannot write the summary to {target}" in err
     assert "No space left on device" in err
+
+
+@pytest.mark.parametrize("through", ["the-same-path", "a-symbolic-link"])
+def test_a_summary_json_that_is_the_config_file_is_a_usage_error(
+    through: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--summary-json naming the --config file (itself, or through a link) is refused before the
+    run, and the file is left as it was: the summary used to replace the configuration."""
+    config = tmp_path / "demo.yaml"
+    text = (Path(__file__).resolve().parents[2] / "examples" / "demo.yaml").read_text(encoding="utf-8")
+    config.write_text(text, encoding="utf-8")
+    summary = config
+    if through == "a-symbolic-link":  # the summary is written to the file it points to
+        summary = tmp_path / "summary.json"
+        summary.symlink_to(config)
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", *_SHORT_RUN, "--config", str(config), "--summary-json", str(summary)])
+    assert caught.value.code == 2
+    assert re.search(
+        rf"error: --summary-json must not be the --config file, got '{re.escape(str(summary))}'",
+        capsys.readouterr().err,
+    )
+    assert config.read_text(encoding="utf-8") == text
 
 
 def test_the_demo_runs_the_policies_of_a_config_file(tmp_path: Path) -> None:

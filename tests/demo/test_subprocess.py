@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -162,21 +163,35 @@ sys.exit(main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("where", ["_missing", "read_policies"], ids=["before-the-import", "before-the-load"])
+@pytest.mark.parametrize(
+    ("where", "command"),
+    [
+        ("build_parser", "otel-resilience"),
+        ("check_summary_json", "otel-resilience demo"),
+        ("_missing", "otel-resilience demo"),
+        ("read_policies", "otel-resilience demo"),
+    ],
+    ids=["before-the-parse", "before-the-summary-check", "before-the-import", "before-the-load"],
+)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_the_startup_ends_the_demo_cleanly(signum: signal.Signals, where: str) -> None:
-    """Ctrl-C or SIGTERM while the demo starts (its imports, its setup): exit 0, no traceback."""
+def test_a_signal_during_the_startup_ends_the_demo_cleanly(
+    signum: signal.Signals, where: str, command: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM while the demo starts (its arguments, its imports, its setup): exit 0, one
+    line, no traceback, and no file left where the summary would go."""
+    summary = tmp_path / "summary.json"
     code = f"""
 import os, sys
 import otel_resilience.__main__ as cli
 from otel_resilience.demo import app
-module = cli if {where!r} == "_missing" else app
+module = app if {where!r} == "read_policies" else cli
 real = getattr(module, {where!r})
 def early(*args):
     os.kill(os.getpid(), {int(signum)})  # a supervisor's signal, before the run has begun
     return real(*args)
 setattr(module, {where!r}, early)
-sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server"]))
+sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server",
+                   "--summary-json", {str(summary)!r}]))
 """
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -188,4 +203,116 @@ sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01",
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "otel-resilience demo: stopped by signal" in result.stderr
+    assert result.stderr == f"{command}: stopped by signal\n"
+    assert not summary.exists()
+
+
+def _command_code() -> str:
+    """The code of the ``otel-resilience`` command as pip writes it, from ``[project.scripts]``."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^otel-resilience = "([\w.]+):(\w+)"$', text, re.MULTILINE)
+    assert found is not None, "no otel-resilience entry in [project.scripts]"
+    module, function = found.groups()
+    return f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+
+
+_SIGNAL_ON_IMPORT = """
+import importlib.abc, os, sys
+class Signal(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:  # the package is being loaded: a signal now lands inside the load
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), {signum})
+        return None
+sys.meta_path.insert(0, Signal())
+"""
+
+
+def _command(prelude: str, *arguments: str) -> subprocess.Popen[str]:
+    """Start the ``otel-resilience`` command with ``arguments``, after ``prelude``, as from a shell."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-c", prelude + _command_code(), *arguments],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_shell,
+    )
+
+
+_QUICK_RUN: Final = ("demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["otel_resilience", "otel_resilience.manager", "otel_resilience.demo.options"],
+    ids=["the-package-starts", "the-package-half-loaded", "the-command-module-loads"],
+)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_loads_stops_it_cleanly(signum: signal.Signals, module: str) -> None:
+    """Ctrl-C or SIGTERM while the command loads the package (its first third of a second): one line
+    on standard error and status 0, as for a signal before the demo's run; no traceback."""
+    process = _command(_SIGNAL_ON_IMPORT.format(module=module, signum=int(signum)), *_QUICK_RUN)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert err == "otel-resilience: stopped by signal\n"
+    assert out == ""
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.02, 0.05, 0.1, 0.2, 0.3])
+def test_a_ctrl_c_as_early_as_possible_never_prints_a_traceback(pause: float) -> None:
+    """A Ctrl-C sent as soon as the command starts (or a moment later, wherever it lands): no
+    traceback from the command; status 0, or killed by the signal when it came before the
+    interpreter could catch it. (The interpreter's own start-up, before any code of the command
+    runs, may still report a Ctrl-C as a fatal error: nothing a program can catch.)"""
+    process = _command("", *_QUICK_RUN)
+    time.sleep(pause)  # spreads where the signal lands; nothing is asserted about time
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if "Fatal Python error: init" in err:  # the interpreter's start-up, not the command
+        return
+    assert "Traceback" not in err, err
+    assert process.returncode in {0, -signal.SIGINT}, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_wait_for_a_summary_pipe_nobody_reads(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    """--summary-json naming a pipe with no reader: the run waits to write it after the summary, and
+    SIGINT or SIGTERM ends that wait (the summary is not written: status 1, saying why), where the
+    demo used to wait for a reader for ever."""
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    arguments = ["demo", "--plain", "--duration", "0.5", "--time-scale", "0.01", "--no-metrics-server"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_resilience", *arguments, "--summary-json", str(fifo)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_shell,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the summary is shown before the file is written
+            if line.startswith("lost calls"):
+                break
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            process.send_signal(signum)  # again until it lands in the wait (the end of the run comes first)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.5)
+        assert process.poll() is not None, "the demo still waits for a reader of its summary pipe"
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"cannot write the summary to {fifo}: " in err
+    assert "stopped by a signal" in err
