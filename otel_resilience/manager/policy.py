@@ -329,6 +329,10 @@ class PolicyHandle(_Runs):
 
     max_keys = ReadOnly[int]("_keys.capacity", "How many idle keys the policy keeps.")
 
+    evicted_keys = ReadOnly[int](
+        "_keys.evicted", "How many keys the policy evicted so far (``get_stats()['evicted_keys']``)."
+    )
+
     idle_ttl = ReadOnly["float | None"](
         "_keys.ttl", "Seconds an unused idle key is kept (``None``: no expiry)."
     )

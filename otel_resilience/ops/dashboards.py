@@ -1037,23 +1037,50 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
         f"From `{rejections}`.",
         "ops",
         (_or_zero(_Query(top, f"{{{{{_POLICY}}}}} / {{{{{key}}}}}")),),
-        width=6,
+        width=8,
         min=0,
     )
 
 
 def _keys_in_use(selector: dict[str, str]) -> _Panel:
     keys = naming.series(sc.POLICY_KEYS)
+    limit = naming.series(sc.POLICY_KEY_LIMIT)
     return _Panel(
         "timeseries",
         "Keys in use",
         "Keys each keyed policy holds state for now (a breaker, bulkhead and rate limiter per key; "
-        "idle keys past max_keys or idle_ttl are evicted). A count that keeps growing means keys "
-        "without a bound (a request id instead of a tenant). One series at 0 when no policy is keyed. "
-        f"From `{keys}`.",
+        "idle keys past max_keys or idle_ttl are evicted), beside its max_keys (dashed). A count "
+        "that keeps growing means keys without a bound (a request id instead of a tenant); a count "
+        "at max_keys means new keys evict idle ones (Key evictions). One series at 0 when no policy "
+        f"is keyed. From `{keys}` and `{limit}`.",
         "short",
-        (_or_zero(_Query(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})", f"{{{{{_POLICY}}}}}")),),
-        width=6,
+        (
+            _or_zero(_Query(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})", f"{{{{{_POLICY}}}}}")),
+            _Query(
+                f"sum by ({_by(_POLICY)}) ({limit}{_m(**selector)})",
+                f"{{{{{_POLICY}}}}} max_keys",
+                dashed=True,
+            ),
+        ),
+        width=8,
+        min=0,
+    )
+
+
+def _key_evictions(selector: dict[str, str]) -> _Panel:
+    evictions = naming.series(sc.POLICY_KEY_EVICTIONS)
+    return _Panel(
+        "timeseries",
+        "Key evictions",
+        "Keys each keyed policy evicted per second (idle past max_keys, or unused for idle_ttl): an "
+        "evicted key's next call starts it again with a CLOSED breaker and a full rate-limiter "
+        "bucket. A steady rate while Keys in use sits at max_keys is churn through more keys than "
+        "max_keys: a key that spent its burst, or a failing host's count towards opening, is then "
+        "forgotten; give max_keys room for the keys active within a refill time. 0 for every keyed "
+        f"policy that evicted none; one series at 0 when no policy is keyed. From `{evictions}`.",
+        "ops",
+        (_or_zero(_Query(_rate(evictions, _m(**selector), (_POLICY,)), f"{{{{{_POLICY}}}}}")),),
+        width=8,
         min=0,
     )
 
@@ -1078,7 +1105,7 @@ def _reloads(selector: dict[str, str]) -> _Panel:
         ),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_RELOAD_FAILED,
-        width=6,
+        width=12,
         min=0,
     )
 
@@ -1098,7 +1125,7 @@ def _stale_files(selector: dict[str, str]) -> _Panel:
         (_or_zero(_Query(_recorded(ar.R_CONFIG_STALE, {"job": selector["job"]}), f"{{{{{file}}}}}")),),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_CONFIG_STALE,
-        width=6,
+        width=12,
         min=0,
     )
 
@@ -1116,6 +1143,52 @@ def _store_health(selector: dict[str, str]) -> _Panel:
         (_or_zero(_Query(_recorded(ar.R_STORE_DEGRADED, {"job": selector["job"]}), f"{{{{{_NAME}}}}}")),),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_STORE_DEGRADED,
+        width=12,
+        min=0,
+    )
+
+
+def _store_failures(selector: dict[str, str]) -> _Panel:
+    errors = naming.series(sc.STORE_ERRORS)
+    outages = naming.series(sc.STORE_OUTAGES)
+    return _Panel(
+        "timeseries",
+        "Shared store failures",
+        "For each shared store (Redis, by namespace), in each interval: the operations that failed or "
+        "timed out (the calls went on, on local state) and the times it became unreachable (each "
+        "outage counted once, with a log record). Failed operations while the store answers are "
+        "operations the server refused (such as a `WRONGTYPE` key, written by something else). One "
+        f"series at 0 when no service shares state. From `{errors}` and `{outages}`.",
+        "short",
+        (
+            _or_zero(
+                _Query(
+                    _increase(errors, _m(job=selector["job"]), (_NAME,)), f"failed operations {{{{{_NAME}}}}}"
+                )
+            ),
+            _or_zero(
+                _Query(_increase(outages, _m(job=selector["job"]), (_NAME,)), f"outages {{{{{_NAME}}}}}")
+            ),
+        ),
+        thresholds=_above((1, _ORANGE)),
+        width=12,
+        min=0,
+    )
+
+
+def _store_fallback_permits(selector: dict[str, str]) -> _Panel:
+    permits = naming.series(sc.STORE_FALLBACK_PERMITS)
+    return _Panel(
+        "timeseries",
+        "Permits without the shared store",
+        "For each shared store (Redis, by namespace), in each interval: the calls its shared rate "
+        'limiters admitted without asking it while it was unreachable (`store_fallback="open"`, the '
+        "default): permits the cluster's budget did not count, so the cluster may have exceeded its "
+        f"limit by this many. The impact of {ar.A_STORE_DEGRADED} on rate limits; one series at 0 when "
+        f"no service shares state. From `{permits}`.",
+        "short",
+        (_or_zero(_Query(_increase(permits, _m(job=selector["job"]), (_NAME,)), f"{{{{{_NAME}}}}}")),),
+        thresholds=_above((1, _ORANGE)),
         width=12,
         min=0,
     )
@@ -1218,6 +1291,7 @@ def _overview() -> _Dashboard:
                 (
                     _top_keys(_POLICY_SEL),
                     _keys_in_use(_POLICY_SEL),
+                    _key_evictions(_POLICY_SEL),
                     _reloads(_POLICY_SEL),
                     _stale_files(_POLICY_SEL),
                 ),
@@ -1239,7 +1313,15 @@ def _circuit_breakers() -> _Dashboard:
             ("Sliding window", (_breaker_rates(sel), _breaker_would_trips(sel))),
             ("Transitions", (_breaker_trips(sel), _breaker_transitions(sel))),
             ("Calls", (_breaker_calls(sel), _breaker_rejections(sel))),
-            ("Shared state (Redis)", (_breakers_shared(sel), _store_health(sel))),
+            (
+                "Shared state (Redis)",
+                (
+                    _breakers_shared(sel),
+                    _store_health(sel),
+                    _store_failures(sel),
+                    _store_fallback_permits(sel),
+                ),
+            ),
         ),
     )
 

@@ -128,7 +128,9 @@ class Observables:
                 (sc.BULKHEAD_QUEUE_UTILIZATION, self._bulkhead_queue_utilization),
                 (sc.RL_PERMITS, self._rate_limiter_permits),
                 (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
-                (sc.POLICY_KEYS, self._policy_keys),
+                (sc.POLICY_KEYS, _per_policy(_KEYS)),
+                (sc.POLICY_KEY_LIMIT, _per_policy(_MAX_KEYS)),
+                (sc.POLICY_KEY_EVICTIONS, _per_policy(_EVICTED_KEYS)),
                 (sc.CONFIG_STALE, self._config_stale),
                 (sc.TELEMETRY_ERRORS, self._telemetry_errors),
                 *STORE_CALLBACKS,
@@ -263,15 +265,6 @@ class Observables:
         ]
 
     @staticmethod
-    def _policy_keys() -> list[Observation]:
-        """The keys each named policy keeps now (summed over same-named policies of several managers)."""
-        name_key = sc.POLICY
-        return [
-            Observation(keys, {name_key: name})
-            for name, keys in _fold(POLICIES.items(), PolicyView, _KEYS, operator.add).items()
-        ]
-
-    @staticmethod
     def _config_stale() -> list[Observation]:
         """1 per watched file while its last changed version was refused, else 0 (any of its watches)."""
         file_key = sc.CONFIG_FILE
@@ -348,6 +341,23 @@ def _fold(
     return folded
 
 
+def _per_policy(read: Callable[[PolicyView], int]) -> Callable[[], list[Observation]]:
+    """A callback reporting ``read(policy)`` for each named policy, by its name.
+
+    What it reads (its keys, its ``max_keys``, the keys it evicted) is summed over same-named
+    policies of several managers.
+    """
+
+    def observe() -> list[Observation]:
+        name_key = sc.POLICY
+        return [
+            Observation(value, {name_key: name})
+            for name, value in _fold(POLICIES.items(), PolicyView, read, operator.add).items()
+        ]
+
+    return observe
+
+
 def _named(values: dict[str, float]) -> list[Observation]:
     """One observation per name, with the name as its only attribute."""
     name_key = sc.NAME
@@ -411,6 +421,8 @@ _RATES: Final = (
 )
 _THRESHOLD: Final = operator.attrgetter("failure_rate_threshold")
 _KEYS: Final = operator.attrgetter("keys")
+_MAX_KEYS: Final = operator.attrgetter("max_keys")
+_EVICTED_KEYS: Final = operator.attrgetter("evicted_keys")
 _ACTIVE: Final = operator.attrgetter("stats.active")
 _QUEUED: Final = operator.attrgetter("stats.waiting")
 _CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")

@@ -202,6 +202,16 @@ class PolicyView(Protocol):
         """The keys it keeps now."""
         ...
 
+    @property
+    def max_keys(self) -> int:
+        """The idle keys it keeps at most."""
+        ...
+
+    @property
+    def evicted_keys(self) -> int:
+        """The keys it evicted so far."""
+        ...
+
 
 @runtime_checkable
 class WatchView(Protocol):

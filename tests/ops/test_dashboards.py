@@ -63,13 +63,15 @@ def test_overview_has_the_required_panels(dashboards):
         "Policies under a drill": "stat",
         "Top keys by rejections": "timeseries",
         "Keys in use": "timeseries",
+        "Key evictions": "timeseries",
         "Refused reloads": "timeseries",
         "Configuration files refused": "timeseries",
     }
 
 
 def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashboards):
-    """Top keys ranks resilience_key by rejections; both keyed panels fall back to one series at 0."""
+    """Top keys ranks resilience_key by rejections; the keys are drawn beside max_keys, and the evictions
+    per second; each keyed panel falls back to one series at 0."""
     overview = dashboards["otel-resilience-overview.json"]
     top = by_title(overview, "Top keys by rejections")["targets"][0]["expr"]
     assert top.startswith(
@@ -77,14 +79,57 @@ def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashb
     )
     keys = by_title(overview, "Keys in use")["targets"][0]["expr"]
     assert "resilience_policy_keys{" in keys
+    limit = by_title(overview, "Keys in use")["targets"][1]["expr"]
+    assert limit.startswith("sum by (job, resilience_policy) (resilience_policy_key_limit{")
+    evictions = by_title(overview, "Key evictions")["targets"][0]["expr"]
+    assert evictions.startswith(
+        "sum by (job, resilience_policy) (rate(resilience_policy_key_evictions_total{"
+    )
     assert has_zero_line(top)
     assert has_zero_line(keys)
+    assert has_zero_line(evictions)
 
 
 def test_every_query_references_only_derived_or_recorded_series(dashboards, recorded):
     """Every panel query, annotation and variable parses and uses only registry-derived names and labels."""
     for dashboard in dashboards.values():
         assert checks.check_dashboard(dashboard, recorded) == []
+
+
+def _drawn_series(dashboards, rules):
+    """Every series a dashboard query reads, directly or through the recording rules it reads."""
+    recorded: dict[str, frozenset[str]] = {}
+    reads: dict[str, set[str]] = {}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            analysis = checks.analyse(str(rule["expr"]), checks.known_series(recorded))
+            if "record" in rule:
+                recorded[rule["record"]] = analysis.labels or frozenset()
+                reads[rule["record"]] = set().union(*(reads.get(name, {name}) for name in analysis.series))
+    known = checks.known_series(recorded)
+    drawn: set[str] = set()
+    for dashboard in dashboards.values():
+        for expr in checks.dashboard_expressions(dashboard):
+            drawn |= set().union(*(reads.get(name, {name}) for name in checks.analyse(expr, known).series))
+    return drawn
+
+
+def test_every_metric_is_drawn_by_a_panel(dashboards, rules):
+    """docs/operations.md: "The dashboards draw all of them": each instrument of the registry is read
+    by a dashboard query, directly or through a recording rule (an in-process histogram counter
+    counts for its histogram: the duration panels read both forms, checked below)."""
+    drawn = _drawn_series(dashboards, rules)
+    in_process = {
+        counter: histogram
+        for histogram, parts in sc.IN_PROCESS_HISTOGRAMS.items()
+        for counter in parts.values()
+    }
+    by_instrument: dict[str, set[str]] = {}
+    for spec in sc.INSTRUMENTS:
+        owner = in_process.get(spec.name, spec.name)
+        by_instrument.setdefault(owner, set()).update(sc.prometheus_series(spec))
+    undrawn = sorted(name for name, series in by_instrument.items() if not series & drawn)
+    assert undrawn == [], f"no panel draws {undrawn}"
 
 
 def test_a_misspelled_metric_in_a_panel_fails_the_check(dashboards, recorded):
@@ -699,6 +744,46 @@ def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
     born_series = [{"series": born, "values": "_ _ _ 1 1 1 1 1 1 1 1 1 1 1"}]
     failed = _promtool_test(promtool, tmp_path, "born", born_series, checks)
     assert not failed, (where, _all(expr), failed)
+
+
+_STORE_PANELS = {
+    "failed operations": ("Shared store failures", 0, sc.STORE_ERRORS),
+    "outages": ("Shared store failures", 1, sc.STORE_OUTAGES),
+    "fallback permits": ("Permits without the shared store", 0, sc.STORE_FALLBACK_PERMITS),
+}
+"""Each count of a shared store: the panel that draws it, the query's index, the instrument."""
+
+
+@pytest.mark.parametrize("case", sorted(_STORE_PANELS))
+def test_the_store_panels_count_what_the_store_counted(promtool, dashboards, tmp_path, case):
+    """A store's failed operations, outages and permits admitted without it show per interval by
+    namespace, and 0 for a service without a store (never "No data")."""
+    title, ref, instrument = _STORE_PANELS[case]
+    expr = _all(by_title(dashboards["otel-resilience-circuit-breakers.json"], title)["targets"][ref]["expr"])
+    counted = naming.series(instrument)
+    alive = naming.series(sc.TELEMETRY_ERRORS)
+    inputs = [
+        {
+            "series": f'{counted}{{job="svc", instance="svc-1", resilience_name="orders"}}',
+            "values": "0x5 3x10",
+        },
+        {"series": f'{alive}{{job="svc", instance="svc-1"}}', "values": "0x15"},
+        {"series": f'{alive}{{job="plain", instance="plain-1"}}', "values": "0x15"},
+    ]
+    checks = [
+        {
+            "expr": expr.split("\nor on() ")[0],
+            "eval_time": "7m",
+            "exp_samples": [{"labels": '{job="svc", resilience_name="orders"}', "value": 3}],
+        },
+        {
+            "expr": expr.replace('job=~".*"', 'job=~"plain"'),
+            "eval_time": "7m",
+            "exp_samples": [{"labels": '{job="plain", resilience_name="none"}', "value": 0}],
+        },
+    ]
+    failed = _promtool_test(promtool, tmp_path, "store", inputs, checks)
+    assert not failed, (case, expr, failed)
 
 
 def test_latency_percentiles_leave_rejections_out_and_show_them_by_outcome(dashboards):

@@ -67,9 +67,11 @@ LEVELS = {
     (RETRIES, "Retry budget level"),
     (OVERVIEW, "Recovery rate"),
     (RECOVERY, "Recovery rate"),
+    (OVERVIEW, "Keys in use"),
 }
 """The panels that show a configured limit or a level, not an event count: the retries a full budget
-allows before any call, a recovery rate of 1 while no action was made (nothing failed to recover)."""
+allows before any call, a recovery rate of 1 while no action was made (nothing failed to recover),
+a keyed policy's max_keys beside its 0 keys."""
 
 
 def _serve(stop: threading.Event) -> None:

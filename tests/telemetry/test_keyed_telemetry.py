@@ -275,6 +275,25 @@ def test_a_bulkhead_without_a_queue_reports_no_queue_utilization(otel, manager: 
     ] == []
 
 
+def test_the_key_limit_and_the_key_evictions_are_exported(otel, manager: ResilienceManager) -> None:
+    """A keyed policy's max_keys and the keys it evicted (as get_stats() counts them) are exported
+    from its creation, so that a count of keys at its limit reads as churn or as a steady set."""
+    policy = manager.policy("churned-tenants", BREAKER, max_keys=2)
+
+    def limit() -> int:
+        return otel.point(sc.POLICY_KEY_LIMIT, resilience__policy="churned-tenants").value
+
+    def evictions() -> int:
+        return otel.point(sc.POLICY_KEY_EVICTIONS, resilience__policy="churned-tenants").value
+
+    assert (limit(), evictions()) == (2, 0)
+    for key in range(5):
+        policy.for_key(key).execute_sync(lambda: None)
+    assert (limit(), evictions()) == (2, 3)
+    assert policy.get_stats()["evicted_keys"] == 3
+    assert otel.point(sc.POLICY_KEYS, resilience__policy="churned-tenants").value == 2
+
+
 def test_same_named_policies_in_two_managers_export_their_keys_summed(otel) -> None:
     """resilience.policy.keys of a name two managers use is the sum of their keys, not one of them."""
     clock = FakeClock(1000.0)

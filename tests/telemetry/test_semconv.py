@@ -284,6 +284,8 @@ def test_public_names_are_pinned():
         "resilience.reload",
         "resilience.config.stale",
         "resilience.policy.keys",
+        "resilience.policy.key_limit",
+        "resilience.policy.key_evictions",
         "resilience.circuit_breaker.shared",
         "resilience.store.degraded",
         "resilience.store.outages",

@@ -59,6 +59,8 @@ from otel_resilience.telemetry.semconv.names import (
     OUTCOME,
     PATTERN,
     POLICY,
+    POLICY_KEY_EVICTIONS,
+    POLICY_KEY_LIMIT,
     POLICY_KEYS,
     RECOVERY_ATTEMPTS,
     RECOVERY_RESULT,
@@ -443,6 +445,24 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "Keys a named policy keeps now (each with its own breaker, bulkhead and rate limiter), "
         "at most its `max_keys` while they are idle. Idle keys unused for `idle_ttl` are not "
         "counted, even on a policy no call reaches to evict them.",
+        (POLICY,),
+    ),
+    InstrumentSpec(
+        POLICY_KEY_LIMIT,
+        _K.OBSERVABLE_GAUGE,
+        "{key}",
+        "The idle keys a named policy keeps at most (its `max_keys`): `resilience.policy.keys` "
+        "at this limit means that new keys evict idle ones (`resilience.policy.key_evictions`).",
+        (POLICY,),
+    ),
+    InstrumentSpec(
+        POLICY_KEY_EVICTIONS,
+        _K.OBSERVABLE_COUNTER,
+        "{key}",
+        "Keys a named policy evicted (idle past `max_keys`, or unused for `idle_ttl`, as its calls "
+        "find them): an evicted key's next call makes it a new breaker, bulkhead and rate limiter "
+        "(CLOSED, a full bucket). A steady rate at `resilience.policy.key_limit` is churn through "
+        "more keys than `max_keys`.",
         (POLICY,),
     ),
     InstrumentSpec(

@@ -116,6 +116,8 @@ __all__ = [
     "PATTERN_VALUES",
     "POLICY",
     "POLICY_KEYS",
+    "POLICY_KEY_EVICTIONS",
+    "POLICY_KEY_LIMIT",
     "RECOVERY_ATTEMPTS",
     "RECOVERY_RESULT",
     "RECOVERY_STRATEGIES",
@@ -456,6 +458,8 @@ TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
 CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
 RELOAD: Final = "resilience.reload"
 POLICY_KEYS: Final = "resilience.policy.keys"
+POLICY_KEY_LIMIT: Final = "resilience.policy.key_limit"
+POLICY_KEY_EVICTIONS: Final = "resilience.policy.key_evictions"
 CONFIG_STALE: Final = "resilience.config.stale"
 CB_SHARED: Final = "resilience.circuit_breaker.shared"
 STORE_DEGRADED: Final = "resilience.store.degraded"
