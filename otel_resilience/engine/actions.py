@@ -12,7 +12,7 @@ every name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from otel_resilience.engine.validation import check_duration
 from otel_resilience.errors import ExecutionRejectedError
@@ -115,6 +115,13 @@ class Wait:
     """
 
     __slots__ = ()
+
+    admission: ClassVar[bool] = True
+    """Whether the wait holds the run back until the step admits it (a bulkhead's queue, a rate
+    limiter's permit): an attempt of a hedging race stopped while it waits has run nothing
+    (:attr:`~otel_resilience.engine.context.ExecutionContext.queued`). ``False`` for a wait that
+    stands for the run itself (chaos's injected latency: the dependency being slow). Read only
+    where an attempt of a race waits."""
 
     async def wait(self) -> Any:
         """Wait on the running loop; return the token or raise the rejection (a subclass's)."""

@@ -80,6 +80,13 @@ class ExecutionContext:
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
+        queued: On an attempt's context only, and unset until the attempt first waits for a
+            step's admission (:attr:`~otel_resilience.engine.actions.Wait.admission`: a
+            bulkhead's queue, a rate limiter's permit): whether it waits there now, or was
+            stopped there (cancelled, interrupted); cleared once the wait admits it or raises.
+            Read it with :func:`~otel_resilience.engine.hedge.held_back`, which also asks that
+            the attempt's chain never ran before: an attempt of a race that the race ends while
+            so held back never ran its action.
         rejected: On an attempt's context (:meth:`fork`) only: whether a step of the chain the
             attempt runs rejected it, i.e. an
             :class:`~otel_resilience.errors.ExecutionRejectedError` came out of a step's wait for
@@ -101,6 +108,7 @@ class ExecutionContext:
         "outcome",
         "parent",
         "properties",
+        "queued",
         "rejected",
         "sync",
     )
@@ -116,6 +124,8 @@ class ExecutionContext:
     outcome: Outcome
     parent: ExecutionContext | None
     properties: dict[str, Any] | None
+    queued: bool
+    """Unset until an attempt of a race first waits for its admission (never on an execution's own)."""
     rejected: bool
     sync: bool
 

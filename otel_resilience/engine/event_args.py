@@ -214,7 +214,9 @@ class HedgeStarted:
     """A hedged execution ran another attempt beside (or after) the ones before it.
 
     Reported as the race ends, for each hedge that ran: one the policy's own breaker, bulkhead
-    or rate limiter rejected before it called anything is a :class:`HedgeDenied` instead.
+    or rate limiter rejected before it called anything is a :class:`HedgeDenied` instead, and one
+    still waiting for its admission (a bulkhead's queue, a rate limiter's permit) when the race
+    ended called nothing either, and is reported nowhere.
     """
 
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "trigger")
@@ -246,7 +248,11 @@ class HedgeDenied:
 
 @dataclass(slots=True)
 class HedgeWon:
-    """An attempt's outcome answered a hedged execution in which more than one attempt started.
+    """An attempt's outcome answered a hedged execution in which more than one attempt ran.
+
+    An attempt ran unless it is pending (its task never ran), turned away by the policy's own
+    breaker, bulkhead or rate limiter, or still waiting for its admission (a bulkhead's queue, a
+    rate limiter's permit) when the race was won.
 
     Reported from the winning attempt while its scope is open, so a tracing listener marks the
     winner's attempt span; the other attempts end cancelled.

@@ -52,7 +52,12 @@ starts, waits, cancels and awaits. The race, in order:
    win (so does an attempt that ends the race with an interrupt: 7 and 8). An attempt started
    beside the winner whose task had not run yet when it won never runs (as when tasks start
    eagerly, where none is started after a win); nor does one after an attempt that ended the
-   race with an interrupt.
+   race with an interrupt. Nor does one the end of the race finds still *held back* in a step's
+   wait for its admission, having run nothing (the policy's own bulkhead queue, a rate
+   limiter's permit; :func:`held_back`, the mark that wait sets,
+   :attr:`ExecutionContext.queued`): it is cancelled there. The hedge reads that mark where it
+   needs it, on its rare paths (which attempts ran beside a winner, which hedges were sent):
+   the race itself treats such an attempt as any loser.
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
    (its error re-raised, its result returned), as in Polly; a result returned so counts as a
    failure (:meth:`ExecutionContext.result_failed`): the hedge judged it unacceptable.
@@ -120,6 +125,7 @@ __all__ = [
     "REJECTED",
     "TRIGGERS",
     "Hedge",
+    "held_back",
     "race",
 ]
 
@@ -665,6 +671,22 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         finally:
             del error  # no frame of ours keeps the error (and its traceback) alive
     return result
+
+
+def held_back(attempt: ExecutionContext) -> bool:
+    """Whether ``attempt`` waits for a step's admission, or was stopped there, having run nothing yet.
+
+    The mark a step's wait sets on an attempt of a race (:attr:`ExecutionContext.queued`: the
+    policy's own bulkhead queue, a rate limiter's permit; unset when the attempt never waited),
+    in the attempt's first run: its outcome is still the fork's (a re-run inside the attempt, a
+    retry after a failure, takes a number first, :meth:`ExecutionContext.next_attempt`, and may
+    have called the dependency, or may call it after a wait its own timeout cut). An attempt
+    the race ends while it is held back (another won, the caller was cancelled) never ran its
+    action: it is no attempt that ran beside the winner, and no hedge sent. Read on a hedge's
+    rare paths only (a win once more than one attempt started, the end of a race that started a
+    hedge): an execution that started no hedge never reads it.
+    """
+    return getattr(attempt, "queued", False) is True and attempt.outcome is _SUCCESS
 
 
 def _told(error: BaseException) -> BaseException:

@@ -869,12 +869,23 @@ async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
     breaker, bulkhead, rate limiter), never from a function the attempt called (a policy of its
     own, around an alternative endpoint, rejects in a context of its own): the race reads the
     mark (:attr:`ExecutionContext.rejected`) to start no further hedge for it.
+
+    While it waits for an admission (:attr:`Wait.admission`: a queue, a permit) the attempt is
+    marked (:attr:`ExecutionContext.queued`), and stays so when the wait is stopped (cancelled,
+    interrupted): a race that ends meanwhile reads that it never ran its action
+    (:func:`~otel_resilience.engine.hedge.held_back`, which also tells whether the chain ran
+    before). Set here only, on a wait: an attempt admitted at once pays nothing for it.
     """
+    ctx.queued = token.admission
     try:
-        return await token.wait()
-    except ExecutionRejectedError:
-        ctx.rejected = True
+        admitted = await token.wait()
+    except Exception as error:
+        ctx.queued = False
+        if isinstance(error, ExecutionRejectedError):
+            ctx.rejected = True
         raise
+    ctx.queued = False
+    return admitted
 
 
 class _Terminal(Step):

@@ -736,7 +736,8 @@ class FullPolicy(Scenario):
 
     The dependency always fails with an error that the retry retries, a recovery rule re-runs
     once, and only the fallback answers. Steps of our own count what ran: the recovery's runs,
-    the retry's attempts and the attempts of each race, so that the budget can be checked.
+    the retry's attempts and the attempts of each race the bulkhead admitted (a hedge cancelled
+    in its queue never ran), so that the budget can be checked.
     """
 
     def __init__(self, otel: Otel, mode: str) -> None:
@@ -778,7 +779,7 @@ class FullPolicy(Scenario):
             extra_strategies=(
                 ExtraStrategy(lambda _policy: recorder_into(self.runs), inside="recovery"),
                 ExtraStrategy(lambda _policy: recorder_into(self.attempts), inside="retry"),
-                ExtraStrategy(lambda _policy: recorder_into(self.raced), inside="hedging"),
+                ExtraStrategy(lambda _policy: recorder_into(self.raced), inside="bulkhead"),
             ),
         )
         self.handle = self.manager.policy(self.name, config)
@@ -793,7 +794,8 @@ class FullPolicy(Scenario):
 
     def budget_spent(self) -> int:
         # The retries that ran (attempts after the first of each run of the retry) and the hedges
-        # that ran (attempts of a race that are not the attempt the race was run for).
+        # that ran (attempts of a race past the bulkhead that are not the attempt the race was run
+        # for: a hedge cancelled in the bulkhead's queue never ran, and is given back).
         retries = sum(1 for attempt in self.attempts if attempt not in self.runs)
         hedges = sum(1 for attempt in self.raced if attempt not in self.attempts)
         return retries + hedges

@@ -600,3 +600,48 @@ async def test_a_hedge_the_policys_own_bulkhead_turns_away_is_denied_not_counted
     assert _denied_events(otel, name) == [("delay", "rejected")]
     assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
     assert otel.span(name).attributes[sc.OUTCOME] == "success"
+
+
+async def test_a_hedge_still_in_the_policys_bulkhead_queue_when_the_original_answers_is_not_counted(
+    otel,
+) -> None:
+    """The original holds the one slot; the hedge waits in the queue; the original answers.
+
+    The hedge called nothing: its attempt span ends ``cancelled`` (a loser), but it is no hedge
+    sent (the hedges counter and the ``started`` event leave it out), no denial (nothing refused
+    it: the race was over before it was admitted), and the original's answer won no race.
+    Before: ``resilience.hedging.hedges`` 1, a ``started`` event and a win by the original.
+    """
+    name = _fresh("queued")
+    clock = FakeClock()
+    config = ResilienceConfig(
+        name=name,
+        hedging=HedgingConfig(delay=0.01, max_attempts=2),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=1),
+    )
+    manager = ResilienceManager(clock=clock)
+    handle = manager.policy(name, config)
+    release = asyncio.Event()
+
+    async def answer() -> str:
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(handle.execute(answer))
+    while not handle.get_stats()["bulkhead"]["active"]:
+        await asyncio.sleep(0)
+    clock.advance(0.02)
+    while not handle.get_stats()["bulkhead"]["waiting"]:
+        await asyncio.sleep(0)
+    release.set()
+    assert await task == "quote"
+    attempts = _attempts(otel, name)
+    assert attempts[2].attributes[sc.ATTEMPT_TYPE] == "hedge"
+    assert attempts[2].attributes[sc.OUTCOME] == "cancelled"
+    assert attempts[1].events == ()  # no resilience.hedging.won: no hedge ran beside it
+    assert not [p for p in otel.points(sc.HEDGES) if p.attributes[sc.NAME] == name and p.value]
+    assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]
+    assert _denied(otel, name) == {}
+    assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
+    assert otel.span(name).attributes[sc.OUTCOME] == "success"
+    assert handle.get_stats()["bulkhead"]["completed"] == 1

@@ -88,6 +88,8 @@ class _Injection(Wait):
 
     __slots__ = ("_delay", "_operation", "_replaced", "_step")
 
+    admission: ClassVar[bool] = False  # the injected latency stands for the dependency's own
+
     def __init__(self, step: _ChaosStep, operation: str, delay: float, replaced: str | None) -> None:
         self._step = step
         self._operation = operation

@@ -31,9 +31,10 @@ Design:
 * **Telemetry**: each attempt of a hedged execution is an attempt scope typed ``original`` or
   ``hedge`` (an attempt span with ``resilience.attempt.type``, losers ended ``cancelled``);
   ``Event.HEDGE_STARTED`` (``resilience.hedging.hedges``) for each hedge that ran, as the race
-  ends (not one the policy's own link rejected: a ``HEDGE_DENIED``, ``rejected``), and
+  ends (not one the policy's own link rejected: a ``HEDGE_DENIED``, ``rejected``; nor one
+  still waiting in its queue or for its permit when the race ended: reported nowhere), and
   ``Event.HEDGE_WON`` (``resilience.hedging.wins``, a span event on the winner's span) when
-  more than one attempt raced.
+  more than one attempt ran.
 """
 
 from __future__ import annotations

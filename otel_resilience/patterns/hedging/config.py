@@ -175,7 +175,10 @@ class HedgingConfig:
     ``budget`` and counted denied (``rejected``), not as a hedge sent. An original rejected so, with
     nothing else in flight, makes the execution raise the rejection. A rejection that comes out
     of the function an attempt calls (an entry of ``actions`` behind a breaker of its own) is
-    set aside like any other error: the next attempt starts.
+    set aside like any other error: the next attempt starts. A hedge still waiting for such a
+    link's admission (in the bulkhead's queue, for the rate limiter's permit) when the race ends
+    called nothing either: cancelled there, it is given back to ``budget`` and counted nowhere
+    (nothing refused it), and no attempt a win is reported over.
 
     Async only: the attempts run side by side as tasks of the event loop; the sync API
     (``Hedging.run_sync``, a sync function under a policy with hedging) raises ``TypeError``

@@ -26,7 +26,7 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
 )
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
+from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge, held_back
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
@@ -262,9 +262,13 @@ class _Race(Hedge):
     delay function that raised, a cancellation: its task cancelled before it ran) gives the
     withdrawal back, and the hedge is counted nowhere; so does a hedge the chain it runs turned
     away (:meth:`turned_away`: the policy's own breaker, bulkhead or rate limiter rejected it
-    before it ran its action), which the race counts denied instead (``rejected``). The hedges
-    that ran are counted as the race ends (:meth:`end`: ``hedges``, the ``HEDGE_STARTED`` event),
-    once no step can turn them away any more: what the counts show is what ran.
+    before it ran its action), which the race counts denied instead (``rejected``); and so does a
+    hedge the race ended while it was still held back in the wait for its admission (the
+    bulkhead's queue, a rate limiter's permit: :func:`~otel_resilience.engine.hedge.held_back`),
+    counted nowhere (nothing refused it: the race was over first); neither it nor an original so
+    held back is an attempt a win is reported over. The hedges that ran are counted as the race ends
+    (:meth:`end`: ``hedges``, the ``HEDGE_STARTED`` event), once no step can turn them away or
+    hold them back any more: what the counts show is what ran.
 
     An attempt whose judgment raised (``hedge_on`` or ``hedge_on_result``) ends the execution
     with that error, which the race takes as its answer: it answered nothing, so it is no win
@@ -286,7 +290,8 @@ class _Race(Hedge):
         """The hedges started and not entered yet, with their withdrawals and triggers (a list from
         the first hedge's start on: ``None`` when none started)."""
         self._running: list[tuple[ExecutionContext, object, str]] | None = None
-        """The hedges entered and not turned away: counted as the race ends (:meth:`end`)."""
+        """The hedges entered and not turned away: counted as the race ends (:meth:`end`), but
+        for those still held back in their admission's wait."""
 
     def delay(self, started: int) -> float | None:  # noqa: ARG002 - the same before every hedge
         """Return the hedge delay (0 in parallel mode, ``None`` in fallback mode)."""
@@ -400,7 +405,8 @@ class _Race(Hedge):
         """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope.
 
         The winner is marked only when another attempt ran beside it: a hedge still pending (its
-        task had not run when the race was won) never runs, and is no attempt it beat; nor is one
+        task had not run when the race was won) never runs, and is no attempt it beat; nor is an
+        attempt still held back in the wait for its admission (:meth:`_ran_beside`); nor is one
         whose judgment raised (:meth:`accepts`), which answered nothing.
         """
         telemetry, core = self._telemetry, self._core
@@ -409,6 +415,7 @@ class _Race(Hedge):
             and self._started - len(self._pending or ()) > 1
             and telemetry.hub.event_listeners
             and attempt is not self._misjudged
+            and self._ran_beside(attempt)
         ):
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
             telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
@@ -419,6 +426,18 @@ class _Race(Hedge):
         if scope.handles:
             outcome = (_SUCCESS if accepted else _FAILURE) if error is None else classify_error(error)
             telemetry.end_attempt(scope.handles, outcome, error)
+
+    def _ran_beside(self, winner: ExecutionContext) -> bool:
+        """Whether an attempt other than ``winner`` ran its action (asked once more than one started).
+
+        The attempts entered (not pending) and not turned away (:attr:`_started`) ran, but for
+        those the win finds still held back in the wait for their admission
+        (:func:`~otel_resilience.engine.hedge.held_back`: the bulkhead's queue, a rate
+        limiter's permit): cancelled there, they never run.
+        """
+        attempts = [cast("ExecutionContext", self._original), *(entry[0] for entry in self._running or ())]
+        held = sum(1 for attempt in attempts if attempt is not winner and held_back(attempt))
+        return self._started - len(self._pending or ()) - held > 1
 
     def end(
         self,
@@ -443,13 +462,22 @@ class _Race(Hedge):
             next(core.failed)
 
     def _count_run(self) -> None:
-        """Count the hedges that ran (``hedges``, ``HEDGE_STARTED``), in the order they started."""
+        """Count the hedges that ran (``hedges``, ``HEDGE_STARTED``), in the order they started.
+
+        A hedge the race ended while it was still held back, waiting for its admission
+        (:func:`~otel_resilience.engine.hedge.held_back`), never ran its action: it gives its
+        withdrawal back and is counted nowhere, as a hedge whose task never ran.
+        """
         running, self._running = self._running, None
         if not running:
             return
         core, telemetry = self._core, self._telemetry
         listening = telemetry.hub.event_listeners
-        for attempt, _, trigger in running:
+        for attempt, withdrawal, trigger in running:
+            if held_back(attempt):
+                if core.budget is not None:
+                    core.give_back(withdrawal)
+                continue
             next(core.hedges)
             if listening:
                 telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))

@@ -295,7 +295,7 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         SpanEventSpec(
             EV_HEDGE_WON,
             "This attempt's outcome answered a hedged execution in which more than one attempt "
-            "started (added to the winner's attempt span; the others end cancelled).",
+            "ran (added to the winner's attempt span; the others end cancelled).",
             (PATTERN, NAME, ATTEMPT, ATTEMPT_TYPE),
         ),
         (MetricBinding(HEDGE_WINS),),

@@ -306,7 +306,7 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "attempt it runs in); attempt 1 runs in the execution span, except in a hedged execution, "
         "where every attempt, the original included, has its span with `resilience.attempt.type`, "
         "the winner carries the `resilience.hedging.won` event (when more than one attempt "
-        "started) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
+        "ran) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
         "ERROR with `error.type`; one that an enclosing deadline ended (a retry's attempt, a "
         "recovery re-run, a hedged attempt still running at the deadline) ends `timeout`, "
         f"`error.type` `{TIMEOUT_ERROR_TYPE}`, in both drivers, and so does the execution of a "

@@ -299,8 +299,10 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{hedge}",
         "Hedges that ran: attempts of a hedged execution after the original, by trigger, counted "
         "as the race ends. A hedge a step inside the hedging rejected (an open breaker, a full "
-        "bulkhead) called nothing and is counted in `resilience.hedging.denied` instead; compare "
-        "with `resilience.executions` of the policy for the extra load hedging adds.",
+        "bulkhead) called nothing and is counted in `resilience.hedging.denied` instead; one still "
+        "waiting in the bulkhead's queue or for a rate limiter's permit when the race ended called "
+        "nothing either, and is counted nowhere; compare with `resilience.executions` of the policy "
+        "for the extra load hedging adds.",
         (POLICY, NAME, HEDGE_TRIGGER),
     ),
     InstrumentSpec(
@@ -317,9 +319,9 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         HEDGE_WINS,
         _K.COUNTER,
         "{execution}",
-        "Hedged executions in which more than one attempt started, by the type of the attempt that "
-        "answered (`original` or `hedge`); `hedge` over `resilience.hedging.hedges` is how often "
-        "a hedge paid off.",
+        "Hedged executions in which more than one attempt ran (got past the policy's own breaker, "
+        "bulkhead and rate limiter), by the type of the attempt that answered (`original` or "
+        "`hedge`); `hedge` over `resilience.hedging.hedges` is how often a hedge paid off.",
         (POLICY, NAME, ATTEMPT_TYPE),
     ),
     InstrumentSpec(
