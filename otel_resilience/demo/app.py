@@ -6,7 +6,8 @@ signal handlers); :func:`main` is what ``otel-resilience demo`` calls. A run end
 still running get up to :data:`DRAIN_GRACE` seconds to finish, the rest are cancelled (and
 counted as cancelled, never as lost), and the summary is printed (and written as JSON with
 ``--summary-json``). Exit status: 0, or 1 when a call was lost or ``/metrics`` could not be
-served.
+served. Standard output is written from a thread (:mod:`otel_resilience.demo.output`): a reader
+that stops reading holds up neither the run nor its stop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.options import TICK, DemoOptions
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
+from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError
 from otel_resilience.demo.policies import TENANTS, DemoConfigError
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
 from otel_resilience.demo.summary import format_summary, summarize
@@ -42,6 +44,7 @@ from otel_resilience.engine.validation import redacted_url
 __all__ = [
     "DEMO_POLICIES",
     "DRAIN_GRACE",
+    "OUTPUT_GRACE",
     "TICK",
     "DemoConfigError",
     "main",
@@ -55,6 +58,8 @@ DEMO_POLICIES: Final = (*POLICIES, TENANTS)
 
 DRAIN_GRACE: Final = 2.0
 """Real seconds running calls get to finish after the stop (bounded by the longest timeout)."""
+OUTPUT_GRACE: Final = 2.0
+"""Real seconds standard output gets to take the summary after a run a signal (or ``stop``) ended."""
 _LONGEST_TIMEOUT: Final = 60.0
 """The longest total timeout of any policy, in production seconds."""
 
@@ -207,19 +212,50 @@ def _dump(summary: dict[str, Any], handle: IO[str]) -> None:
     handle.write("\n")
 
 
-def write_summary_json(summary: dict[str, Any], path: Any) -> None:
+def _write_in_place(summary: dict[str, Any], path: Path, timeout: float | None) -> None:
+    """Write ``summary`` to ``path`` as it is (a device, a pipe), waiting ``timeout`` seconds at most.
+
+    With a ``timeout``, the write runs in a daemon thread, left waiting when it takes longer (a pipe
+    nobody reads): the process may end without it.
+    """
+    if timeout is None:
+        with path.open("w", encoding="utf-8") as handle:
+            _dump(summary, handle)
+        return
+    failures: list[Exception] = []
+    written = threading.Event()
+
+    def write() -> None:
+        try:
+            _write_in_place(summary, path, None)
+        except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
+            failures.append(error)
+        finally:
+            written.set()
+
+    threading.Thread(target=write, name="otel-resilience-demo-summary", daemon=True).start()
+    if not written.wait(timeout):
+        raise OSError(errno.ETIMEDOUT, f"not written within {timeout:g} s of the stop", str(path))
+    if failures:
+        raise failures[0]
+
+
+def write_summary_json(summary: dict[str, Any], path: Any, *, timeout: float | None = None) -> None:
     """Write ``summary`` to ``path`` as indented, strict JSON (non-finite numbers become ``null``).
 
     A regular file (or a new one) is replaced whole: the JSON is written to a new file in the same
     folder, then renamed over it (through a symbolic link, the file it points to), so a reader sees
     the earlier summary or the new one, and a failed write (a full disk) leaves the earlier one. The
     file keeps its permissions; a new one gets the usual ones (the umask's). A folder that takes no
-    new file, or a path that is not a regular file (a device, a pipe), is written in place.
+    new file, or a path that is not a regular file (a device, a pipe), is written in place; such a
+    write waits ``timeout`` seconds at most (``None``: as long as the device or pipe makes it wait).
+
+    Raises:
+        OSError: The file could not be written (``ETIMEDOUT``: not in ``timeout`` seconds).
     """
     given = Path(path)
     if given.exists() and not given.is_file():  # not resolved: /dev/stdout of a pipe names no file
-        with given.open("w", encoding="utf-8") as handle:
-            _dump(summary, handle)
+        _write_in_place(summary, given, timeout)
         return
     target = Path(os.path.realpath(given))
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -296,6 +332,7 @@ async def run_demo(
     view: View,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    output: BackgroundOutput | None = None,
 ) -> dict[str, Any]:
     """Run one demo and return its summary (see :mod:`otel_resilience.demo.summary`).
 
@@ -305,6 +342,11 @@ async def run_demo(
         stop: Set it to end the run early (as a signal would).
         handle_signals: Whether SIGINT and SIGTERM end the run (main thread only); the handlers
             found are put back when it ends.
+        output: The view's output, when it is written from a thread of its own: after the
+            summary is shown, the run waits for it to take the summary, for
+            :data:`OUTPUT_GRACE` seconds at most when ``stop`` or a signal ended the run, and a
+            signal ends that wait. The same bound applies then to a ``--summary-json`` device or
+            pipe (written in place), and to it after a signal ended the wait for ``output``.
 
     Returns:
         The summary, also written to ``options.summary_json`` when set.
@@ -316,6 +358,8 @@ async def run_demo(
         OSError: The summary could not be written to ``options.summary_json`` (after it was shown;
             with ``handle_signals``, SIGINT or SIGTERM stops a write that waits, for a pipe's reader),
             or the view could not write its output (then the run ends at once).
+        OutputNotTakenError: ``output`` did not take the summary (see ``output``); the summary
+            file is written first.
     """
     policies = read_policies(options.config, options.config_format)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
@@ -382,11 +426,26 @@ async def run_demo(
         )
         summary["tenants"] = system.tenant_stats()
         view.end(format_summary(summary))
+        grace = None if stopped_by == "duration" else OUTPUT_GRACE  # a stop asked for waits for no reader
+        unshown: OutputNotTakenError | None = None
+        if output is not None:
+            try:
+                try:
+                    route.interrupting = True  # as for the summary file below: a signal ends the wait
+                    output.drain(grace)
+                finally:
+                    route.interrupting = False
+            except OutputNotTakenError as error:
+                unshown = error
+            except _WriteInterruptedError:
+                unshown = OutputNotTakenError(errno.EINTR, "stopped by a signal before it was taken")
         if options.summary_json is not None:
             try:
                 try:
                     route.interrupting = True  # the run is over: a signal abandons the file, not waits for it
-                    write_summary_json(summary, options.summary_json)
+                    write_summary_json(
+                        summary, options.summary_json, timeout=grace if unshown is None else OUTPUT_GRACE
+                    )
                 finally:
                     route.interrupting = False
             except OSError as error:
@@ -394,6 +453,8 @@ async def run_demo(
             except _WriteInterruptedError:
                 stopped = InterruptedError(errno.EINTR, "stopped by a signal before it was written")
                 raise _SummaryFileError(errno.EINTR, stopped.strerror, str(options.summary_json)) from stopped
+        if unshown is not None:
+            raise unshown
         return summary
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
@@ -450,36 +511,35 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
 
     Returns:
         The exit status: 0, or 1 when a call was lost, ``/metrics`` could not be served, the
-        configuration file or the summary file failed, or standard output was closed or could
-        not be written.
+        configuration file or the summary file failed, or standard output was closed, could
+        not be written or did not take the summary (see :func:`run_demo`'s ``output``).
     """
     out = out or sys.stdout
     err = err or sys.stderr
+    output = BackgroundOutput(out)  # an output nobody reads must not hold up the loop, nor a signal's stop
     view: View
     if not options.plain and out.isatty():
         from rich.console import Console  # noqa: PLC0415 - rich is an optional dependency
 
-        view = RichView(Console(file=out))
+        view = RichView(Console(file=output))  # type: ignore[arg-type]  # a text stream, as rich uses one
     else:
-        view = PlainView(out, options.interval)
+        view = PlainView(output, options.interval)  # type: ignore[arg-type]
     try:
-        summary = asyncio.run(run_demo(options, view=view))
+        summary = asyncio.run(run_demo(options, view=view, output=output))
     except (MetricsServerError, DemoConfigError) as error:
-        err.write(f"otel-resilience demo: {error}\n")
-        return 1
+        problem = str(error)
     except _SummaryFileError as error:
-        err.write(
-            f"otel-resilience demo: cannot write the summary to {options.summary_json}: {error.__cause__}\n"
-        )
-        return 1
+        problem = f"cannot write the summary to {options.summary_json}: {error.__cause__}"
+    except OutputNotTakenError as error:
+        problem = f"standard output did not take the summary: {error.strerror or error}"
     except BrokenPipeError:
-        err.write("otel-resilience demo: standard output was closed; the run ended\n")
-        return 1
+        problem = "standard output was closed; the run ended"
     except OSError as error:  # the view's output failed otherwise: a full disk, a device error
-        err.write(f"otel-resilience demo: cannot write to standard output: {error}; the run ended\n")
-        return 1
-    lost = int(summary["lost_calls"])
-    if lost:
-        err.write(f"otel-resilience demo: {lost} call(s) lost: {summary['lost_by_type']}\n")
-        return 1
-    return 0
+        problem = f"cannot write to standard output: {error}; the run ended"
+    else:
+        lost = int(summary["lost_calls"])
+        if not lost:
+            return 0
+        problem = f"{lost} call(s) lost: {summary['lost_by_type']}"
+    err.write(f"otel-resilience demo: {problem}\n")
+    return 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from otel_resilience.demo.monitor import CallCounters, News, percentile
+from otel_resilience.demo.output import backlogged
 from otel_resilience.demo.system import PolicyView
 
 if TYPE_CHECKING:
@@ -227,8 +228,16 @@ class PlainView(View):
         self._interval = interval
         self._next = interval
         self._rates = _RateTracker()
+        self._skipped = 0
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, *, live: bool = False) -> None:
+        """Write ``line``; a ``live`` one (news, status) is skipped while the output is backlogged."""
+        if live and backlogged(self._out):
+            self._skipped += 1
+            return
+        if self._skipped:
+            skipped, self._skipped = self._skipped, 0
+            self._out.write(f"({skipped} line(s) not shown: standard output was not read)\n")
         self._out.write(line + "\n")
         self._out.flush()
 
@@ -240,7 +249,7 @@ class PlainView(View):
     def update(self, frame: Frame, news: Sequence[News], clock_now: float) -> None:
         """Write the news, and a status line when one is due."""
         for item in news:
-            self._write(f"[{item.at:7.1f}s t+{item.at / frame.time_scale:.0f}s] {item.text}")
+            self._write(f"[{item.at:7.1f}s t+{item.at / frame.time_scale:.0f}s] {item.text}", live=True)
         rates = self._rates.update(frame, clock_now)
         if frame.elapsed + 1e-9 < self._next:
             return
@@ -265,7 +274,7 @@ class PlainView(View):
             f"retries {retries} denied {denied}{budget} fallbacks {fallbacks} recovery {rate} "
             f"alerts {frame.alerts} chaos {injected} injected"
         )
-        self._write(" | ".join(parts))
+        self._write(" | ".join(parts), live=True)
 
     @staticmethod
     def _policy_text(policy: PolicyView) -> str:
@@ -326,7 +335,7 @@ class RichView(View):
         """Redraw the table with ``frame`` and the latest news."""
         self._news.extend(news)
         rates = self._rates.update(frame, clock_now)
-        if self._live is not None:
+        if self._live is not None and not backlogged(self._console.file):
             self._live.update(self._render(frame, rates, clock_now), refresh=True)
 
     def _render(self, frame: Frame, rates: dict[str, Rates], clock_now: float) -> RenderableType:

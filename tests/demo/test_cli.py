@@ -337,7 +337,7 @@ def test_a_summary_json_that_fails_at_the_end_fails_after_showing_the_summary(
     """When the summary cannot be written after all (a full disk), it is still printed, and the exit status is 1."""
     from otel_resilience.demo import app  # noqa: PLC0415 - the demo extra
 
-    def full(summary: object, path: object) -> None:
+    def full(summary: object, path: object, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(app, "write_summary_json", full)

@@ -300,3 +300,98 @@ def test_a_signal_ends_the_wait_for_a_summary_pipe_nobody_reads(
     assert "Traceback" not in err
     assert f"cannot write the summary to {fifo}: " in err
     assert "stopped by a signal" in err
+
+
+_F_SETPIPE_SZ: Final = 1031
+"""Linux's fcntl command that sets a pipe's capacity."""
+_SMALL_PIPE: Final = 4096
+
+
+@contextlib.contextmanager
+def _demo_into_a_pipe_nobody_reads(*arguments: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m otel_resilience demo ARGUMENTS`` whose standard output is a 4 KiB pipe not read (yet)."""
+    fcntl = pytest.importorskip("fcntl")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen(
+        [sys.executable, "-m", "otel_resilience", "demo", "--no-metrics-server", *arguments],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_as_from_a_shell,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            fcntl.fcntl(process.stdout.fileno(), _F_SETPIPE_SZ, _SMALL_PIPE)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
+
+
+def _until_the_pipe_is_full(process: subprocess.Popen[bytes]) -> None:
+    """Wait until the process's standard output pipe is half full (60 s at most): its next lines,
+    or the summary, then fill it (a write that does not fit in what is left waits for a reader)."""
+    import fcntl  # noqa: PLC0415 - POSIX only, as the tests that call this
+    import termios  # noqa: PLC0415
+
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    queued = bytearray(4)
+    while time.monotonic() < deadline and process.poll() is None:
+        fcntl.ioctl(process.stdout.fileno(), termios.FIONREAD, queued)
+        if int.from_bytes(queued, sys.byteorder) >= _SMALL_PIPE // 2:
+            return
+        time.sleep(0.1)
+    pytest.fail("the demo's output never filled its pipe")
+
+
+def _ended(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Whether the process has ended within ``seconds``."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_demo_whose_output_nobody_reads(signum: signal.Signals) -> None:
+    """Standard output a full pipe nobody reads: SIGINT or SIGTERM still ends the run (it used to
+    stay running, its loop stuck in a write to the pipe); the summary cannot be shown: status 1."""
+    with _demo_into_a_pipe_nobody_reads("--plain", "--interval", "0.25", "--time-scale", "0.01") as process:
+        _until_the_pipe_is_full(process)
+        process.send_signal(signum)
+        assert _ended(process, 30), "the demo still runs after the signal, its output not read"
+        _, err = (text.decode() for text in process.communicate(timeout=10))
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    assert "otel-resilience demo: standard output did not take the summary: " in err
+
+
+def test_a_reader_that_comes_back_after_the_signal_gets_the_summary() -> None:
+    """A reader that stops reading and comes back after the signal: the summary is all there, and
+    the status is 0."""
+    with _demo_into_a_pipe_nobody_reads("--plain", "--interval", "0.25", "--time-scale", "0.01") as process:
+        _until_the_pipe_is_full(process)
+        process.send_signal(signal.SIGTERM)
+        out, err = (text.decode() for text in process.communicate(timeout=60))
+    assert process.returncode == 0, err
+    assert "stopped by signal" in out
+    assert "lost calls    0" in out
+
+
+def test_a_signal_stops_a_demo_whose_summary_file_is_its_output_nobody_reads() -> None:
+    """``--summary-json /dev/stdout`` into a pipe nobody reads: one SIGTERM still ends the run (the
+    summary file's write waited for the reader for ever, after the stop had given up on the view's);
+    status 1, naming the summary file."""
+    arguments = ("--plain", "--interval", "0.25", "--time-scale", "0.01", "--summary-json", "/dev/stdout")
+    with _demo_into_a_pipe_nobody_reads(*arguments) as process:
+        _until_the_pipe_is_full(process)
+        process.send_signal(signal.SIGTERM)
+        assert _ended(process, 30), "the demo still waits to write its summary file after the signal"
+        _, err = (text.decode() for text in process.communicate(timeout=10))
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    assert "otel-resilience demo: cannot write the summary to /dev/stdout: " in err
+    assert "not written within 2 s of the stop" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import math
@@ -471,3 +473,16 @@ def test_a_monitor_refuses_a_time_scale_that_is_not_positive(time_scale: float) 
     """A time scale the recovery times would be divided by must be a positive finite number."""
     with pytest.raises(ValueError, match="time_scale"):
         Monitor(["ml_service"], start=START, scenario=build_scenario("outage", 7), time_scale=time_scale)
+
+
+def test_a_summary_json_to_a_pipe_nobody_reads_waits_no_longer_than_its_timeout(tmp_path: Path) -> None:
+    """A named pipe with no reader, written with a timeout (after a stop): the write gives up then,
+    with ETIMEDOUT, where it waited for a reader for ever."""
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match=r"not written within 0\.2 s of the stop") as raised:
+        write_summary_json({"new": 1}, fifo, timeout=0.2)
+    assert raised.value.errno == errno.ETIMEDOUT
+    with contextlib.suppress(OSError):  # lets the abandoned write end: it opens, writes, and goes
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        os.close(reader)
