@@ -27,7 +27,8 @@ A fourth policy, ``tenants``, is keyed (:meth:`~otel_resilience.ResilienceManage
 tenant of ``content_api`` has a quota of its own (:func:`tenant_quota`, 0.5 requests/s, burst 2),
 and the tenant is the ``resilience.key`` of its metrics (``key_attribute_limit`` 10). One tenant,
 ``acme``, sends more than its quota in every scenario, so that its rejections show on the
-"Top keys by rejections" panel.
+"Top keys by rejections" panel, but little more: what it sends over its quota is 5 % of the
+policy's executions, under the share at which ``ResilienceRateLimitedSustained`` fires.
 
 Every policy has chaos links innermost (:mod:`otel_resilience.demo.faults`): they inject the
 dependency's errors, refused connections and heavy tail on the scenario's clock, so that every

@@ -498,6 +498,8 @@ class AlertLog:
     firing: dict[AlertKey, float] = field(default_factory=dict)
     resolved: dict[AlertKey, float] = field(default_factory=dict)
     in_alertmanager: dict[AlertKey, float] = field(default_factory=dict)
+    every_firing: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    """Every alert instance seen firing in Prometheus, awaited or not: (alertname, job, policy, name)."""
     prometheus_answer: str = "(never asked)"
     alertmanager_answer: str = "(never asked)"
 
@@ -546,10 +548,18 @@ class Observer:
         now = time.monotonic()
         status, answer = self.prometheus.get("/api/v1/alerts")
         firing = set()
+        every: set[tuple[str, str, str, str]] = set()
         if status == 200 and isinstance(answer, dict):
             for item in answer.get("data", {}).get("alerts", []):
                 if item.get("state") == "firing":
-                    firing |= {key for key in self.alerts if key.matches(item.get("labels", {}))}
+                    labels = item.get("labels", {})
+                    firing |= {key for key in self.alerts if key.matches(labels)}
+                    every.add(
+                        tuple(
+                            str(labels.get(label, ""))
+                            for label in ("alertname", "job", "resilience_policy", "resilience_name")
+                        )
+                    )
         am_status, am_answer = http_json(f"{self.alertmanager}/api/v2/alerts")
         in_am = set()
         if am_status == 200 and isinstance(am_answer, list):
@@ -563,6 +573,8 @@ class Observer:
                 log.firing.setdefault(key, now)
             for key in in_am:
                 log.in_alertmanager.setdefault(key, now)
+            for instance in every:
+                log.every_firing.setdefault(instance, now)
             if status == 200:
                 for key in log.firing.keys() - firing:
                     log.resolved.setdefault(key, now)
