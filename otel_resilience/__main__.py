@@ -5,7 +5,8 @@
     otel-resilience demo [--scenario steady|outage|brownout|flapping|surge] [--seed N] [--duration S]
                          [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
-                         [--summary-json PATH] [--config PATH [--format yaml|toml]]
+                         [--summary-json PATH]
+                         [--config PATH [--format yaml|toml] [--watch-interval S]]
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
@@ -47,6 +48,7 @@ from otel_resilience.demo.options import (
     DEFAULT_SCENARIO,
     DEFAULT_SEED,
     DEFAULT_TIME_SCALE,
+    DEFAULT_WATCH_INTERVAL,
     MIN_TIME_SCALE,
     SCENARIO_NAMES,
     TICK,
@@ -226,13 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="a configuration file (YAML or TOML, production values) whose policies replace the "
-        "demo's of the same names: content_api, ml_service, database, tenants (e.g. examples/demo.yaml)",
+        "demo's of the same names: content_api, ml_service, database, tenants (e.g. examples/demo.yaml); "
+        "watched during the run: an edit saved applies live",
     )
     demo.add_argument(
         "--format",
         choices=("yaml", "toml"),
         default=None,
         help="the --config file's format (default: from its suffix)",
+    )
+    demo.add_argument(
+        "--watch-interval",
+        type=_arg(lambda v: check_duration_option("--watch-interval", v)),
+        default=None,
+        metavar="SECONDS",
+        help="real seconds between two looks at the --config file, watched during the run: an edit "
+        f"saved applies live, one to two intervals later (default: {DEFAULT_WATCH_INTERVAL:g})",
     )
     demo.add_argument(
         "--summary-json",
@@ -382,6 +393,7 @@ def _demo_options(args: argparse.Namespace) -> DemoOptions:
         once=args.once,
         config=args.config,
         config_format=args.format,
+        watch_interval=args.watch_interval,
     )
 
 

@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
-from otel_resilience.demo.options import TICK, DemoOptions
+from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptions
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
 from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError
 from otel_resilience.demo.policies import TENANTS, DemoConfigError
@@ -41,12 +41,16 @@ from otel_resilience.demo.view import Frame, PlainView, RichView, View
 from otel_resilience.engine import HUB
 from otel_resilience.engine.validation import redacted_url
 
+if TYPE_CHECKING:
+    from otel_resilience.manager.watch import ConfigWatch
+
 __all__ = [
     "DEMO_POLICIES",
     "DRAIN_GRACE",
     "OUTPUT_GRACE",
     "TICK",
     "DemoConfigError",
+    "check_file_policies",
     "main",
     "read_policies",
     "run_demo",
@@ -136,8 +140,152 @@ def _header(
             "faults: injected by each policy's chaos links on the scenario's clock (each one a drill in "
             "the telemetry: resilience_chaos_injections_total)"
         ),
+        *_watch_lines(options),
         f"running {until}; the faults {repeat}",
     ]
+
+
+def _watch_lines(options: DemoOptions) -> list[str]:
+    """The header's line on the watched ``--config`` file (none without one)."""
+    if options.config is None:
+        return []
+    return [
+        (
+            f"watching {options.config} every {_watch_interval(options):g} s: an edit saved during the "
+            "run applies live (a line here for each reload applied or refused)"
+        )
+    ]
+
+
+def _watch_interval(options: DemoOptions) -> float:
+    """Real seconds between two looks at the ``--config`` file."""
+    return DEFAULT_WATCH_INTERVAL if options.watch_interval is None else options.watch_interval
+
+
+def _stop_made_watch(first_load: asyncio.Future[ConfigWatch]) -> None:
+    """Stop the watch a first load made after the run was cancelled (nothing when it failed)."""
+    if not first_load.cancelled() and first_load.exception() is None:
+        first_load.result().stop()
+
+
+class _Reloads:
+    """The ``--config`` file watched during the run (``manager.watch``): its reloads, shown and counted.
+
+    The watch's thread applies (or refuses) each saved change; the view's tick turns what changed
+    since the previous tick into one line per reload applied or refused, with the policies
+    concerned (and the reason of a refusal).
+    """
+
+    def __init__(self, system: DemoSystem, label: str) -> None:
+        self._handles = {**system.handles, TENANTS: system.tenants}
+        self._label = label
+        self._first = self._counts()  # before the watch's first load
+        self._counted = self._first
+
+    def _watching(self, watch: ConfigWatch) -> None:
+        """Count the reloads from ``watch``'s first load on.
+
+        The first load is a reload when it changed a policy (the file was saved between the read of
+        the start and the load), else nothing.
+        """
+        self.watch = watch
+        with watch._checking:  # no look under way: its counts and the policies' agree
+            changed = self._counts() != self._first
+            self._seen = (0, 0) if changed else (watch.applied, watch.failed)
+        self._start = self._seen
+
+    @classmethod
+    async def start(cls, system: DemoSystem, options: DemoOptions) -> _Reloads:
+        """Watch ``options.config`` (its first load, in a thread: it may wait for a file just saved).
+
+        Raises:
+            DemoConfigError: The file cannot be applied now (it changed since it was read).
+        """
+        path = options.config
+        assert path is not None  # noqa: S101 - with --config only
+        reloads = cls(system, str(path))
+
+        def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+            check_file_policies(path, {name: config})  # a policy the demo lacks, or chaos: refused
+            return system.customize(name, config)
+
+        first_load = asyncio.ensure_future(
+            asyncio.to_thread(
+                system.manager.watch,
+                path,
+                interval=_watch_interval(options),
+                customize=customize,
+                format=options.config_format,
+            )
+        )
+        try:
+            watch = await asyncio.shield(first_load)
+        except asyncio.CancelledError:  # the run cancelled: the watch its thread still makes is stopped
+            first_load.add_done_callback(_stop_made_watch)
+            raise
+        except DemoConfigError:
+            raise
+        except (OSError, ValueError) as error:  # ConfigError is a ValueError
+            raise DemoConfigError(f"--config: {error}") from error
+        reloads._watching(watch)
+        return reloads
+
+    def _counts(self) -> dict[str, dict[str, int]]:
+        return {name: dict(handle.get_stats()["reloads"]) for name, handle in self._handles.items()}
+
+    def news(self) -> list[tuple[str, str]]:
+        """The lines (text, severity) of the reloads applied or refused since the previous call."""
+        watch = self.watch
+        if (watch.applied, watch.failed) == self._seen:  # nothing new: the look under way not waited for
+            return []
+        with watch._checking:  # no look under way: its counts and the policies' agree
+            seen = (watch.applied, watch.failed)
+            reason = watch.last_error
+            counts = self._counts()
+        before, self._counted = self._counted, counts
+        applied, refused = seen[0] - self._seen[0], seen[1] - self._seen[1]
+        self._seen = seen
+        lines: list[tuple[str, str]] = []
+        if applied:
+            names = [name for name in counts if counts[name]["succeeded"] > before[name]["succeeded"]]
+            changed = ", ".join(names) if names else "no policy changed"
+            times = f" ({applied} versions)" if applied > 1 else ""
+            lines.append((f"config {self._label}: reload applied{times}: {changed}", "info"))
+        if refused:
+            names = [name for name in counts if counts[name]["failed"] > before[name]["failed"]]
+            concerned = f" ({', '.join(names)})" if names else ""
+            times = f" ({refused} versions)" if refused > 1 else ""
+            text = (
+                f"config {self._label}: reload refused{times}{concerned}, the last good "
+                f"configuration stays: {reason}"
+            )
+            lines.append((text, "warning"))
+        return lines
+
+    def stop(self) -> None:
+        """Stop watching (idempotent): no reload after the run's end."""
+        self.watch.stop()
+
+    def summary(self) -> dict[str, Any]:
+        """The reloads of the run, for the summary.
+
+        ``file``, ``interval_s``, ``applied``, ``refused``, ``stale``, ``last_error`` and, per
+        policy, the reloads it counted (``succeeded``, ``failed``).
+        """
+        watch = self.watch
+        counts = self._counts()
+        return {
+            "file": self._label,
+            "interval_s": watch.interval,
+            "applied": watch.applied - self._start[0],
+            "refused": watch.failed - self._start[1],
+            "stale": watch.stale,
+            "last_error": watch.last_error,
+            "policies": {
+                name: {key: count[key] - self._first[name][key] for key in ("succeeded", "failed")}
+                for name, count in counts.items()
+            },
+        }
 
 
 class _WriteInterruptedError(BaseException):
@@ -282,8 +430,16 @@ class _Ticker:
     """Refreshes the view and reports fault changes every :data:`TICK` seconds."""
 
     def __init__(
-        self, scenario: Scenario, system: DemoSystem, monitor: Monitor, view: View, time_scale: float
+        self,
+        scenario: Scenario,
+        system: DemoSystem,
+        monitor: Monitor,
+        view: View,
+        time_scale: float,
+        *,
+        reloads: _Reloads | None = None,
     ) -> None:
+        self._reloads = reloads
         self._scenario = scenario
         self._system = system
         self._monitor = monitor
@@ -303,6 +459,9 @@ class _Ticker:
                 severity = "info" if label == "healthy" else "warning"
                 monitor.add_news("fault", f"fault {name}: now {label}", severity, at=at * scale)
         self._checked = production
+        if self._reloads is not None:
+            for text, severity in self._reloads.news():
+                monitor.add_news("config", text, severity)
         news = sorted(monitor.news, key=lambda item: item.at)
         monitor.news.clear()
         stats = system.recovery_stats()
@@ -387,7 +546,11 @@ async def run_demo(
         )
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
-        ticker = _Ticker(scenario, system, monitor, view, options.time_scale)
+        reloads = None
+        if options.config is not None:  # watched: an edit saved during the run applies live
+            reloads = await _Reloads.start(system, options)
+            cleanup.callback(reloads.stop)
+        ticker = _Ticker(scenario, system, monitor, view, options.time_scale, reloads=reloads)
         view.begin(_header(options, scenario, telemetry.url, policies, system.budgeted))
         cleanup.callback(view.close)
         system.start_load()
@@ -407,6 +570,8 @@ async def run_demo(
             else:
                 stopped_by = "signal" if signalled else "stop"
         finally:
+            if reloads is not None:
+                reloads.stop()  # no reload after the end: the summary counts the run's
             await system.stop_load(min(DRAIN_GRACE, _LONGEST_TIMEOUT * options.time_scale))
             ticking.cancel()
             await asyncio.gather(ticking, return_exceptions=True)
@@ -425,6 +590,7 @@ async def run_demo(
             budget=system.budget_stats(),
         )
         summary["tenants"] = system.tenant_stats()
+        summary["reloads"] = None if reloads is None else reloads.summary()
         view.end(format_summary(summary))
         grace = None if stopped_by == "duration" else OUTPUT_GRACE  # a stop asked for waits for no reader
         unshown: OutputNotTakenError | None = None
@@ -483,6 +649,17 @@ def read_policies(
         policies = config.load(path, format=file_format)
     except (ImportError, OSError, ValueError) as error:  # ConfigError is a ValueError
         raise DemoConfigError(f"--config: {error}") from error
+    check_file_policies(path, policies)
+    return policies
+
+
+def check_file_policies(path: Path, policies: Mapping[str, ResilienceConfig]) -> None:
+    """Refuse policies of the ``--config`` file ``path`` the demo cannot take: at start, and at each reload.
+
+    Raises:
+        DemoConfigError: A policy is not one of the demo's (:data:`DEMO_POLICIES`), or sets
+            ``chaos`` (the demo's chaos links inject the scenario's faults).
+    """
     unknown = sorted(set(policies) - set(DEMO_POLICIES))
     if unknown:
         msg = (
@@ -497,7 +674,6 @@ def read_policies(
             "its faults are the scenario's, injected by its own chaos links (remove the chaos section)"
         )
         raise DemoConfigError(msg)
-    return policies
 
 
 def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:

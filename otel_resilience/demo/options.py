@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_SCENARIO",
     "DEFAULT_SEED",
     "DEFAULT_TIME_SCALE",
+    "DEFAULT_WATCH_INTERVAL",
     "SCENARIO_NAMES",
     "TICK",
     "DemoOptions",
@@ -54,6 +55,9 @@ DEFAULT_PORT: Final = 9464
 """The port ``/metrics`` is served on (the OpenTelemetry Prometheus exporter's usual port)."""
 DEFAULT_INTERVAL: Final = 1.0
 """Real seconds between two status lines of the plain output."""
+DEFAULT_WATCH_INTERVAL: Final = 0.5
+"""Real seconds between two looks at the ``--config`` file: an edit applies 0.5 to 1 s after it is
+saved (the watch applies a file once two looks found it the same), a few status lines."""
 TICK: Final = 0.25
 """Real seconds between two refreshes of the view, and so the shortest ``--interval``: the plain
 view writes at most one status line per refresh."""
@@ -324,6 +328,10 @@ class DemoOptions:
     config_format: Literal["yaml", "toml"] | None = None
     """The format of :attr:`config`, ``"yaml"`` or ``"toml"`` (``--format``); ``None`` (default)
     tells it from the file's suffix. Only with :attr:`config`."""
+    watch_interval: float | None = None
+    """Real seconds between two looks at :attr:`config`, which the run watches: an edit saved
+    during the run applies live (``--watch-interval``, ``> 0``); ``None`` (default) for
+    :data:`DEFAULT_WATCH_INTERVAL`. Only with :attr:`config`."""
 
     def __post_init__(self) -> None:
         for flag, value in (("--plain", self.plain), ("--once", self.once)):
@@ -357,6 +365,13 @@ class DemoOptions:
             check_format(self.config_format, "--format")  # the loader's rule
             if self.config is None:
                 msg = f"--format is the format of the --config file: give one (--format {self.config_format})"
+                raise ValueError(msg)
+        if self.watch_interval is not None:
+            object.__setattr__(
+                self, "watch_interval", check_duration_option("--watch-interval", self.watch_interval)
+            )
+            if self.config is None:
+                msg = "--watch-interval is how often the --config file is looked at: give one"
                 raise ValueError(msg)
 
     @property

@@ -489,4 +489,26 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
     alerts = summary["alerts"]
     kinds = ", ".join(f"{kind} {count}" for kind, count in alerts["by_kind"].items()) or "none"
     lines.append(f"alerts        {alerts['total']} ({kinds})")
+    lines.extend(_reload_lines(summary.get("reloads")))
     return lines
+
+
+def _reload_lines(reloads: Mapping[str, Any] | None) -> list[str]:
+    """The ``--config`` file's reloads during the run (none without ``--config``)."""
+    if reloads is None:
+        return []
+    policies = reloads["policies"].items()
+    reloaded = ", ".join(f"{name} {count['succeeded']}" for name, count in policies if count["succeeded"])
+    refused = ", ".join(f"{name} {count['failed']}" for name, count in policies if count["failed"])
+    now = (
+        f"refused now, the last good configuration runs ({reloads['last_error']})"
+        if reloads["stale"]
+        else "the file's configuration runs"
+    )
+    return [
+        (
+            f"reloads       {reloads['file']} (looked at every {reloads['interval_s']:g} s): "
+            f"{reloads['applied']} applied ({reloaded or 'no policy reloaded'}), "
+            f"{reloads['refused']} refused ({refused or 'no policy'}); {now}"
+        )
+    ]

@@ -208,9 +208,11 @@ class DemoSystem:
     Attributes:
         manager: The resilience manager every call goes through.
         alert_system: The alert system the manager reports (cooldowns scaled).
-        configs: The policies, by name.
-        budgeted: The policies whose retries draw on the shared retry budget (:attr:`budget`):
-            both built-in ones, fewer when a configuration file replaced them.
+        configs: The policies as the run began, by name.
+        handles: The dependencies' named policies (``manager.policy``), by name: a watched
+            ``--config`` file reloads them (and :attr:`tenants`) while calls run.
+        customize: What the demo adds to a configuration file's policy (scaled to the time scale,
+            the cached fallback, the rollout breaker, the chaos links): ``customize(name, config)``.
         dependencies: The simulated dependencies, by name.
         tenant_rejections: The ``tenants`` calls rejected (by its quota, or a breaker or a
             bulkhead of a ``--config`` file's), by tenant.
@@ -260,29 +262,37 @@ class DemoSystem:
             time_scale, self.cache, self.rollout, self.budget, faults=self.faults, hedges=self.hedge_budget
         )
         quota = tenant_quota(time_scale)
+        # What a configuration file cannot hold, added to each of its policies (at start and at
+        # every reload of a watched file: see ``watch``).
+        self.customize = customize_from_file(time_scale, self.cache, self.rollout, faults=self.faults)
         if policies:  # a configuration file's policies replace the built-in ones of the same names
-            fit = customize_from_file(time_scale, self.cache, self.rollout, faults=self.faults)
+            fit = self.customize
             self.configs.update(
                 {name: fit(name, policies[name]) for name in self.configs if name in policies}
             )
             quota = fit(TENANTS, policies[TENANTS]) if TENANTS in policies else quota
-        self.budgeted = tuple(
-            name
-            for name, config in self.configs.items()
-            if config.retry_policy is not None and config.retry_policy.budget is self.budget
-        )
+        # Named policies (every pattern exports from t = 0): a watched file reloads them live.
+        self.handles = {name: self.manager.policy(name, config) for name, config in self.configs.items()}
         self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self.tenant_failures: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
-        self._links: dict[tuple[str, str], Any] = {}
-        for name, config in self.configs.items():
-            pipeline = self.manager.pipeline_for(config, name)  # every pattern exports from t = 0
-            for link in pipeline.strategies:
-                if link.kind in {"rate_limiter", "hedging"}:
-                    self._links[name, link.kind] = link
         self._tasks: set[asyncio.Task[None]] = set()
         self._generators: list[asyncio.Task[None]] = []
         self._counter = 0
+
+    @property
+    def budgeted(self) -> tuple[str, ...]:
+        """The policies whose retries draw on the shared retry budget now (a reload may change them)."""
+        return tuple(
+            name
+            for name, handle in self.handles.items()
+            if (retry := handle.config.retry_policy) is not None and retry.budget is self.budget
+        )
+
+    def _link(self, name: str, kind: str) -> Any:
+        """The ``kind`` link of policy ``name``'s pipeline now (a reload replaces it), or ``None``."""
+        pipeline = self.handles[name]._default.pipeline  # the unkeyed calls' pipeline
+        return next((link for link in pipeline.strategies if link.kind == kind), None)
 
     @property
     def in_flight(self) -> int:
@@ -356,9 +366,7 @@ class DemoSystem:
         monitor.calls[name].issued += 1
         started = self._clock()
         try:
-            await self.manager.execute_with_resilience(
-                self.dependencies[name].call, self.configs[name], number
-            )
+            await self.handles[name].execute(self.dependencies[name].call, number)
         except asyncio.CancelledError:
             monitor.ended(name, started, "cancelled")
             raise
@@ -376,15 +384,13 @@ class DemoSystem:
 
     def views(self) -> list[PolicyView]:
         """Return every policy's counts and state now."""
-        stats: dict[str, Any] = self.manager.get_resilience_statistics()
-        policies: dict[str, dict[str, int]] = stats["policies"]
-        breakers: dict[str, Any] = stats["circuit_breakers"]
-        bulkheads: dict[str, Any] = stats["bulkheads"]
         views: list[PolicyView] = []
         for name in POLICIES:
-            counts = policies.get(name, {})
-            breaker = breakers.get(name)
-            bulkhead = bulkheads.get(name)
+            handle = self.handles[name]
+            stats = handle.get_stats()
+            counts: dict[str, int] = stats["executions"]
+            breaker = handle.circuit_breaker
+            bulkhead = None if handle.bulkhead is None else handle.bulkhead.get_stats()
             views.append(
                 PolicyView(
                     name=name,
@@ -401,7 +407,7 @@ class DemoSystem:
                     hedging=self._hedging_view(name),
                     breaker=None
                     if breaker is None
-                    else BreakerView(str(breaker["state"]), int(breaker["times_opened"])),
+                    else BreakerView(breaker.state.value, int(stats["circuit_breaker"]["times_opened"])),
                     bulkhead=None
                     if bulkhead is None
                     else BulkheadView(
@@ -419,7 +425,7 @@ class DemoSystem:
         return views
 
     def _hedging_view(self, name: str) -> HedgingView | None:
-        link = self._links.get((name, "hedging"))
+        link = self._link(name, "hedging")
         if link is None:
             return None
         stats = link.get_stats()
@@ -433,7 +439,7 @@ class DemoSystem:
         )
 
     def _limiter_view(self, name: str) -> LimiterView | None:
-        link = self._links.get((name, "rate_limiter"))
+        link = self._link(name, "rate_limiter")
         if link is None:
             return None
         stats = link.get_stats()

@@ -202,6 +202,9 @@ class ConfigWatch:
         stale: Whether the last changed file the watch settled on was refused (no file applied
             since): the configuration in force is not the file's. Exported as
             ``resilience.config.stale`` for as long as it holds (the refusal is counted once).
+        last_error: Why the last changed file the watch settled on was refused, as the warning
+            logs it (``"<error type>: <message>"``; text, so that no traceback is kept), ``None``
+            while the file in force is the file's (the first load, or a file applied since).
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class ConfigWatch:
         self.applied = 0
         self.failed = 0
         self.stale = False
+        self.last_error: str | None = None
         self._manager = manager
         self._customize = customize
         # The policies a refused file was reported for, since the last file applied: the next
@@ -381,6 +385,7 @@ class ConfigWatch:
         self._last = loaded
         self._owed = set()
         self.stale = False
+        self.last_error = None
         self.applied += 1
         return True
 
@@ -442,8 +447,10 @@ class ConfigWatch:
         """Count and log a refused file: the file read (its absolute path) and the error, with its type."""
         self.failed += 1
         self.stale = True
-        message = "configuration file %s refused, the last good one stays: %s: %s"
-        _LOG.warning(message, self._file, error_type_name(error), error)
+        self.last_error = f"{error_type_name(error)}: {error}"
+        _LOG.warning(
+            "configuration file %s refused, the last good one stays: %s", self._file, self.last_error
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

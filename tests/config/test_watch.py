@@ -1134,3 +1134,22 @@ def test_a_customize_may_stop_the_watch_whose_check_calls_it(tmp_path: Path) -> 
     assert _look_twice(watches[0])  # the look under way finishes
     assert not watches[0]._thread.is_alive()
     assert not watches[0].check()
+
+
+def test_last_error_says_why_the_file_in_force_is_not_the_files_until_one_is_applied(tmp_path: Path) -> None:
+    """``watch.last_error``: ``None`` at start, the refusal's type and message (as the warning logs
+    it) while the file is refused, ``None`` again once a version is applied."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        assert watch.last_error is None
+        _write(path, BROKEN)
+        assert not _look_twice(watch)
+        assert watch.stale
+        assert watch.last_error is not None
+        assert watch.last_error.startswith("otel_resilience.config.errors.ConfigError: ")
+        assert "failure_threshold" in watch.last_error
+        _write(path, SECOND)
+        assert _look_twice(watch)
+        assert (watch.stale, watch.last_error) == (False, None)

@@ -395,3 +395,37 @@ def test_a_signal_stops_a_demo_whose_summary_file_is_its_output_nobody_reads() -
     assert "Traceback" not in err
     assert "otel-resilience demo: cannot write the summary to /dev/stdout: " in err
     assert "not written within 2 s of the stop" in err
+
+
+def test_a_watched_config_file_applies_an_edit_live_and_a_signal_stops_the_watch(
+    free_port: int, tmp_path: Path
+) -> None:
+    """--config is watched: a save applies while the demo runs (the view's line, /metrics); SIGTERM
+    ends the run with status 0, the reloads in the summary, and no watch thread keeping it alive."""
+    config = tmp_path / "demo.yaml"
+    quota = "version: 1\npolicies:\n  tenants:\n    rate_limiter:\n      rate: {rate}\n      burst: 4\n"
+    config.write_text(quota.format(rate=2), encoding="utf-8")
+    written = time.time() - 10  # not written in the last 3 s: the first load applies it at once
+    os.utime(config, (written, written))
+    summary_path = tmp_path / "summary.json"
+    arguments = ["--scenario", "steady", "--duration", "120", "--time-scale", "0.01", "--plain"]
+    arguments += ["--config", str(config), "--watch-interval", "0.1", "--summary-json", str(summary_path)]
+    with _demo(arguments, free_port, tmp_path) as process:
+        url = f"http://127.0.0.1:{free_port}/metrics"
+        reloads = r'^resilience_reload_total\{(?=[^}]*resilience_policy="tenants")(?=[^}]*outcome="succeeded")[^}]*\} '
+        started = re.compile(reloads + r"0\.0", re.MULTILINE)  # the series exist at 0 from the start
+        assert started.search(_scrape_until(url, process, started))
+        edited = tmp_path / "edited.yaml"
+        edited.write_text(quota.format(rate=0.25), encoding="utf-8")
+        edited.replace(config)  # an atomic save
+        applied = re.compile(reloads + r"1\.0", re.MULTILINE)
+        text = _scrape_until(url, process, applied)
+        assert applied.search(text), text[-3000:]
+        assert re.search(r"^resilience_config_stale\{[^}]*\} 0\.0", text, re.MULTILINE), text[-3000:]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert f"config {config}: reload applied: tenants" in out, out + err
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    assert summary["stopped_by"] == "signal"
+    assert (summary["reloads"]["applied"], summary["reloads"]["refused"]) == (1, 0)
