@@ -219,10 +219,14 @@ def _unresolvable_name(host: str) -> str | None:
 
     ``socket.getaddrinfo`` encodes a name with IDNA before it looks it up: a name that codec
     refuses (an empty label, one over 63 characters) raises a ``UnicodeError`` there, not the
-    ``OSError`` of a name that does not resolve.
+    ``OSError`` of a name that does not resolve. The codec's reason alone: up to 3.11 the cause of
+    the error raised, on 3.12 its text, from 3.13 the ``reason`` of a ``UnicodeEncodeError``
+    whose text adds the codec's name and the position.
     """
     try:
         host.encode("idna")
+    except UnicodeEncodeError as error:
+        return error.reason
     except UnicodeError as error:
         return str(error.__cause__ or error)
     return None

@@ -901,20 +901,29 @@ def _cancelled_only_by(  # pragma: no cover
     entered (``handled``, its ``id``: :func:`_came_after_another`). Another scope of ours whose
     request was pending when ours came, not when this scope was entered (``handled``, the
     pending request then: :func:`_handling`), fired before ours and has not left: as 3.11 counts
-    that request above the scope's, the cancellation is that scope's.
+    that request above the scope's, the cancellation is that scope's. A block that caught ours
+    and returned (nothing escapes), or raised an error of its own in its place (ours its
+    context), ends with ours, as 3.11's count says: the loop's task shows no exception being
+    handled then (a Python task, asyncio's or a backport's, shows the one it delivered).
     """
-    if message is None or task is None or not _take_back(task, message):
-        return False
     handled_id, pending = handled
-    if type(message.before) is _CancelMessage and message.before is not pending:
+    if (
+        message is None
+        or task is None
+        or not _take_back(task, message)
+        or (type(message.before) is _CancelMessage and message.before is not pending)
+    ):
         return False
     escaped = sys.exc_info()[1]
+    if escaped is None or id(escaped) == handled_id:
+        return True  # the block caught ours and returned: no request replaced its message since
     went_through = set()  # the frames of this task the escaping error went through
-    trace = escaped.__traceback__ if escaped is not None else None
+    trace = escaped.__traceback__
     while trace is not None:
         went_through.add(trace.tb_frame)
         trace = trace.tb_next
-    error = escaped
+    # An error of the block's own raised in place of ours has it as its context.
+    error = escaped if isinstance(escaped, asyncio.CancelledError) else escaped.__context__
     for _ in range(16):
         if not isinstance(error, asyncio.CancelledError):
             return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 import warnings
@@ -628,7 +629,8 @@ async def test_aiohttp_a_request_waiting_for_a_connection_slot_when_its_session_
     """aiohttp cancels the slot's wait at the close, the task itself not cancelled: the connector's closed error.
 
     It was a ``CancelledError`` out of a task nobody cancelled, counted as the caller's
-    cancellation (execution outcome and breaker).
+    cancellation (execution outcome and breaker). On 3.10, where a task counts no cancellation
+    requests, it stays that ``CancelledError`` (README).
     """
     server.script("/held", SLOW)
     manager = ResilienceManager(clock=BackoffCheck(_anothing))
@@ -647,16 +649,20 @@ async def test_aiohttp_a_request_waiting_for_a_connection_slot_when_its_session_
         await asyncio.sleep(0)
     assert connector._waiters  # waiting for the one slot, which /held holds
     await session.close()
-    with pytest.raises(aiohttp.ClientConnectionError, match="Connector is closed") as caught:
-        await asyncio.wait_for(waiting, 10.0)
-    assert isinstance(caught.value, RequestNotSentError)
-    assert not waiting.cancelled()
+    if sys.version_info < (3, 11):  # nothing tells the close's cancellation from the task's: it stays one
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 10.0)
+    else:
+        with pytest.raises(aiohttp.ClientConnectionError, match="Connector is closed") as caught:
+            await asyncio.wait_for(waiting, 10.0)
+        assert isinstance(caught.value, RequestNotSentError)
+        assert not waiting.cancelled()
     with pytest.raises(aiohttp.ClientConnectionError):  # cut by the close too
         await asyncio.wait_for(held, 10.0)
     assert server.count("/waiting") == 0
     stats = manager.policy("answered").get_stats()
-    assert stats["executions"]["cancelled"] == 0
-    assert stats["circuit_breaker"]["total_cancelled"] == 0
+    assert stats["executions"]["cancelled"] == (1 if sys.version_info < (3, 11) else 0)
+    assert stats["circuit_breaker"]["total_cancelled"] == (1 if sys.version_info < (3, 11) else 0)
     assert stats["circuit_breaker"]["total_failures"] == 0
 
 
