@@ -32,7 +32,7 @@ from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptions
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
-from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError
+from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError, interrupted_wait
 from otel_resilience.demo.policies import TENANTS, DemoConfigError
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
 from otel_resilience.demo.summary import format_summary, summarize
@@ -301,10 +301,11 @@ class _SignalRoute:
     loop that would never take it.
     """
 
-    __slots__ = ("interrupting",)
+    __slots__ = ("interrupting", "signalled")
 
     def __init__(self) -> None:
         self.interrupting = False
+        self.signalled = False  # a signal came while interrupting: read by waits that poll
 
 
 @contextlib.contextmanager
@@ -326,6 +327,7 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         if route.interrupting:
             route.interrupting = False  # once: the write is abandoned, and the teardown goes on
+            route.signalled = True
             raise _WriteInterruptedError
         loop.call_soon_threadsafe(on_signal)
 
@@ -598,13 +600,13 @@ async def run_demo(
             try:
                 try:
                     route.interrupting = True  # as for the summary file below: a signal ends the wait
-                    output.drain(grace)
+                    output.drain(grace, lambda: route.signalled)
                 finally:
                     route.interrupting = False
             except OutputNotTakenError as error:
                 unshown = error
             except _WriteInterruptedError:
-                unshown = OutputNotTakenError(errno.EINTR, "stopped by a signal before it was taken")
+                unshown = interrupted_wait()
         if options.summary_json is not None:
             try:
                 try:

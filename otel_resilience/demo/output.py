@@ -11,14 +11,16 @@ and :meth:`BackgroundOutput.drain` waits for the queued text with a bound.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Final
 
-__all__ = ["BACKLOG", "BackgroundOutput", "OutputNotTakenError", "backlogged"]
+__all__ = ["BACKLOG", "BackgroundOutput", "OutputNotTakenError", "backlogged", "interrupted_wait"]
 
 BACKLOG: Final = 16 * 1024
 """Characters queued and not yet taken by the output past which the live view skips its frames."""
@@ -30,6 +32,15 @@ _POLL: Final = 0.1
 
 class OutputNotTakenError(OSError):
     """The output did not take the queued text (the summary) in the time it was given."""
+
+
+def interrupted_wait() -> OutputNotTakenError:
+    """The error of a wait for the output that a signal ended (``EINTR``)."""
+    return OutputNotTakenError(errno.EINTR, "stopped by a signal before it was taken")
+
+
+def _never() -> bool:
+    return False
 
 
 class BackgroundOutput:
@@ -117,16 +128,23 @@ class BackgroundOutput:
         """Whether more than :data:`BACKLOG` characters wait for the output to take them."""
         return self._pending > BACKLOG
 
-    def drain(self, timeout: float | None) -> None:
+    def drain(self, timeout: float | None, interrupted: Callable[[], bool] = _never) -> None:
         """Wait until the output has taken everything queued (``timeout``: seconds at most, or ``None``).
 
+        ``interrupted`` is asked at every look (each :data:`_POLL` at most): once it says a signal
+        came, the wait ends, whether or not the signal's handler could raise here (a handler run
+        inside a finalizer the collector ran on this thread has its error ignored).
+
         Raises:
-            OutputNotTakenError: The output did not take all of it in time.
+            OutputNotTakenError: The output did not take all of it in time, or ``interrupted``
+                said a signal came (``EINTR``: :func:`interrupted_wait`).
             OSError: Writing failed (a reader gone, a full disk).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             while self._queue and self._error is None:
+                if interrupted():
+                    raise interrupted_wait()
                 left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
                 if left <= 0:
                     msg = f"{self._pending} characters were not taken within {timeout:g} s"
