@@ -30,6 +30,7 @@ __all__ = [
     "BREAKERS",
     "BUDGETED_RETRIES",
     "BULKHEADS",
+    "KEYED_RATE_LIMITERS",
     "PIPELINES",
     "POLICIES",
     "RATE_LIMITERS",
@@ -156,7 +157,8 @@ class Registry(Generic[T]):
 
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
-            ``"recovery"``, ``"rate_limiter"``, ``"retry_budget"``, ``"policy"``).
+            ``"recovery"``, ``"rate_limiter"``, ``"keyed_rate_limiter"``, ``"retry_budget"``,
+            ``"policy"``).
         warn_namesakes: Log a warning when an instance is registered while another live instance
             has its name: their telemetry series are combined (see docs/design.md, "Policies:
             identity, default names, bounds"), which should never happen unnoticed.
@@ -370,6 +372,8 @@ RECOVERY_SYSTEMS: Final[Registry[Named]] = Registry("recovery")
 RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter", warn_namesakes=True)
 """Every live rate limiter (each key's limiter of a keyed one included: they share its name, made
 inside :func:`namesakes_expected` with the keyed one's token)."""
+KEYED_RATE_LIMITERS: Final[Registry[Named]] = Registry("keyed_rate_limiter")
+"""Every live keyed rate limiter (``RateLimiter.per_key``): its keys are exported."""
 BUDGETED_RETRIES: Final[Registry[Named]] = Registry("retry_budget")
 """Every live retry link (a retry in one policy) that has a retry budget."""
 WATCHES: Final[Registry[Named]] = Registry("config_watch")

@@ -812,6 +812,42 @@ def _rate_limiter_permits(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _rate_limiter_keys(selector: dict[str, str]) -> _Panel:
+    keys = naming.series(sc.RL_KEYS)
+    limit = naming.series(sc.RL_KEY_LIMIT)
+    return _Panel(
+        "timeseries",
+        "Rate limiter keys in use",
+        "Keys each keyed rate limiter (RateLimiter.per_key, by name) holds a bucket for now, beside "
+        "its max_keys (dashed); idle keys past max_keys are evicted. A count at max_keys means new "
+        "keys evict idle ones (Rate limiter key evictions). One series at 0 when no keyed limiter "
+        "lives; a keyed policy's keys are on the overview (Keys in use). "
+        f"From `{keys}` and `{limit}`.",
+        "short",
+        _keys_queries(keys, limit, _NAME, selector),
+        width=12,
+        min=0,
+    )
+
+
+def _rate_limiter_key_evictions(selector: dict[str, str]) -> _Panel:
+    evictions = naming.series(sc.RL_KEY_EVICTIONS)
+    return _Panel(
+        "timeseries",
+        "Rate limiter key evictions",
+        "Keys each keyed rate limiter evicted per second (idle past max_keys): an evicted key's next "
+        "call starts it again with a full bucket, so it may admit up to burst more at once. A steady "
+        "rate while Rate limiter keys in use sits at max_keys is churn through more keys than "
+        "max_keys, which lets the churned keys past their rate; give max_keys room for the keys "
+        "active within burst / rate seconds. 0 for every keyed limiter that evicted none; one series "
+        f"at 0 when no keyed limiter lives. From `{evictions}`.",
+        "ops",
+        (_evictions_query(evictions, _NAME, selector),),
+        width=12,
+        min=0,
+    )
+
+
 def _rate_limiter_wait(selector: dict[str, str]) -> _Panel:
     return _Panel(
         "timeseries",
@@ -1042,6 +1078,22 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _keys_queries(keys: str, limit: str, label: str, selector: dict[str, str]) -> tuple[_Query, ...]:
+    """The keys each keeper of keys holds by ``label`` (0 when none is keyed), beside its max_keys (dashed).
+
+    A keeper of keys is a keyed policy or a keyed rate limiter.
+    """
+    return (
+        _or_zero(_Query(f"sum by ({_by(label)}) ({keys}{_m(**selector)})", f"{{{{{label}}}}}")),
+        _Query(f"sum by ({_by(label)}) ({limit}{_m(**selector)})", f"{{{{{label}}}}} max_keys", dashed=True),
+    )
+
+
+def _evictions_query(evictions: str, label: str, selector: dict[str, str]) -> _Query:
+    """The keys a keeper of keys evicted per second, by ``label``, or one series at 0 when none is keyed."""
+    return _or_zero(_Query(_rate(evictions, _m(**selector), (label,)), f"{{{{{label}}}}}"))
+
+
 def _keys_in_use(selector: dict[str, str]) -> _Panel:
     keys = naming.series(sc.POLICY_KEYS)
     limit = naming.series(sc.POLICY_KEY_LIMIT)
@@ -1052,16 +1104,10 @@ def _keys_in_use(selector: dict[str, str]) -> _Panel:
         "idle keys past max_keys or idle_ttl are evicted), beside its max_keys (dashed). A count "
         "that keeps growing means keys without a bound (a request id instead of a tenant); a count "
         "at max_keys means new keys evict idle ones (Key evictions). One series at 0 when no policy "
-        f"is keyed. From `{keys}` and `{limit}`.",
+        f"is keyed. A keyed rate limiter used alone (RateLimiter.per_key) is drawn on the retries and "
+        f"timeouts dashboard (Rate limiter keys in use). From `{keys}` and `{limit}`.",
         "short",
-        (
-            _or_zero(_Query(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})", f"{{{{{_POLICY}}}}}")),
-            _Query(
-                f"sum by ({_by(_POLICY)}) ({limit}{_m(**selector)})",
-                f"{{{{{_POLICY}}}}} max_keys",
-                dashed=True,
-            ),
-        ),
+        _keys_queries(keys, limit, _POLICY, selector),
         width=8,
         min=0,
     )
@@ -1079,7 +1125,7 @@ def _key_evictions(selector: dict[str, str]) -> _Panel:
         "forgotten; give max_keys room for the keys active within a refill time. 0 for every keyed "
         f"policy that evicted none; one series at 0 when no policy is keyed. From `{evictions}`.",
         "ops",
-        (_or_zero(_Query(_rate(evictions, _m(**selector), (_POLICY,)), f"{{{{{_POLICY}}}}}")),),
+        (_evictions_query(evictions, _POLICY, selector),),
         width=8,
         min=0,
     )
@@ -1431,6 +1477,8 @@ def _retries_timeouts() -> _Dashboard:
                     _rate_limited(_POLICY_SEL),
                     _rate_limiter_permits({"job": "~$job", "name": "~$policy"}),
                     _rate_limiter_wait(_POLICY_SEL),
+                    _rate_limiter_keys({"job": "~$job", "name": "~$policy"}),
+                    _rate_limiter_key_evictions({"job": "~$job", "name": "~$policy"}),
                 ),
             ),
             (

@@ -3,7 +3,7 @@
 A call that succeeds touches no SDK instrument for these: the pipelines, breakers and bulkheads
 keep plain integers, and the callbacks here read them from the engine registries
 (:data:`~otel_resilience.engine.registry.PIPELINES`, ``BREAKERS``, ``BULKHEADS``,
-``RATE_LIMITERS``, ``BUDGETED_RETRIES``) when a reader
+``RATE_LIMITERS``, ``BUDGETED_RETRIES``, ``POLICIES``, ``KEYED_RATE_LIMITERS``) when a reader
 collects (the Resilience4j "bind to the registry" idea). Every live instance is reported from
 the moment it is created; an instance that is garbage-collected stops being reported.
 
@@ -19,7 +19,7 @@ once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
-:class:`PolicyView`), so this module depends on the engine only, never on a pattern module.
+:class:`KeyedView`), so this module depends on the engine only, never on a pattern module.
 A callback never raises: a failure is counted by the owning listener and the callback reports
 nothing for that collection.
 """
@@ -41,6 +41,7 @@ from otel_resilience.engine.registry import (
     BREAKERS,
     BUDGETED_RETRIES,
     BULKHEADS,
+    KEYED_RATE_LIMITERS,
     PIPELINES,
     POLICIES,
     RATE_LIMITERS,
@@ -53,8 +54,8 @@ from otel_resilience.telemetry.views import (
     BreakerView,
     BudgetedRetryView,
     BulkheadView,
+    KeyedView,
     Owner,
-    PolicyView,
     RateLimiterView,
     WatchView,
 )
@@ -62,6 +63,7 @@ from otel_resilience.telemetry.views import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Mapping
 
+    from otel_resilience.engine.registry import Named, Registry
     from otel_resilience.telemetry.histograms import InProcessHistogram
     from otel_resilience.telemetry.scopes import Attrs
 
@@ -128,9 +130,12 @@ class Observables:
                 (sc.BULKHEAD_QUEUE_UTILIZATION, self._bulkhead_queue_utilization),
                 (sc.RL_PERMITS, self._rate_limiter_permits),
                 (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
-                (sc.POLICY_KEYS, _per_policy(_KEYS)),
-                (sc.POLICY_KEY_LIMIT, _per_policy(_MAX_KEYS)),
-                (sc.POLICY_KEY_EVICTIONS, _per_policy(_EVICTED_KEYS)),
+                (sc.POLICY_KEYS, _keyed(POLICIES, sc.POLICY, _KEYS)),
+                (sc.POLICY_KEY_LIMIT, _keyed(POLICIES, sc.POLICY, _MAX_KEYS)),
+                (sc.POLICY_KEY_EVICTIONS, _keyed(POLICIES, sc.POLICY, _EVICTED_KEYS)),
+                (sc.RL_KEYS, _keyed(KEYED_RATE_LIMITERS, sc.NAME, _KEYS)),
+                (sc.RL_KEY_LIMIT, _keyed(KEYED_RATE_LIMITERS, sc.NAME, _MAX_KEYS)),
+                (sc.RL_KEY_EVICTIONS, _keyed(KEYED_RATE_LIMITERS, sc.NAME, _EVICTED_KEYS)),
                 (sc.CONFIG_STALE, self._config_stale),
                 (sc.TELEMETRY_ERRORS, self._telemetry_errors),
                 *STORE_CALLBACKS,
@@ -341,18 +346,21 @@ def _fold(
     return folded
 
 
-def _per_policy(read: Callable[[PolicyView], int]) -> Callable[[], list[Observation]]:
-    """A callback reporting ``read(policy)`` for each named policy, by its name.
+def _keyed(
+    registry: Registry[Named], name_key: str, read: Callable[[KeyedView], int]
+) -> Callable[[], list[Observation]]:
+    """A callback reporting ``read(keeper)`` for each keeper of keys in ``registry``, by its name.
 
-    What it reads (its keys, its ``max_keys``, the keys it evicted) is summed over same-named
-    policies of several managers.
+    The keepers are the named policies (``POLICIES``, under ``resilience.policy``) and the keyed
+    rate limiters (``KEYED_RATE_LIMITERS``, under ``resilience.name``). What it reads (the keys
+    kept, ``max_keys``, the keys evicted) is summed over same-named keepers (policies of several
+    managers).
     """
 
     def observe() -> list[Observation]:
-        name_key = sc.POLICY
         return [
             Observation(value, {name_key: name})
-            for name, value in _fold(POLICIES.items(), PolicyView, read, operator.add).items()
+            for name, value in _fold(registry.items(), KeyedView, read, operator.add).items()
         ]
 
     return observe

@@ -1,8 +1,8 @@
 """The structural views the observable instruments read instances through (never a pattern class).
 
 The observable callbacks (:mod:`otel_resilience.telemetry.observables`) read breakers, bulkheads,
-rate limiters, retry links and named policies from the engine registries through these small
-protocols, so that telemetry depends on the engine only.
+rate limiters, retry links, named policies and keyed rate limiters from the engine registries
+through these small protocols, so that telemetry depends on the engine only.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ __all__ = [
     "BudgetedRetryView",
     "BulkheadStatsView",
     "BulkheadView",
+    "KeyedView",
     "Owner",
-    "PolicyView",
     "RateLimiterView",
     "RetryBudgetView",
     "WatchView",
@@ -189,12 +189,15 @@ class BudgetedRetryView(Protocol):
 
 
 @runtime_checkable
-class PolicyView(Protocol):
-    """What the observable instruments read from a named policy (``manager.policy``)."""
+class KeyedView(Protocol):
+    """What the observable instruments read from a keeper of keys.
+
+    A named policy (``manager.policy``) or a keyed rate limiter (``RateLimiter.per_key``).
+    """
 
     @property
     def name(self) -> str:
-        """The policy name."""
+        """The policy's or keyed limiter's name."""
         ...
 
     @property

@@ -90,6 +90,55 @@ def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashb
     assert has_zero_line(evictions)
 
 
+def test_the_keyed_rate_limiter_panels_draw_its_keys_beside_max_keys_and_its_evictions(
+    promtool, dashboards, tmp_path
+):
+    """A keyed rate limiter (RateLimiter.per_key) churning at max_keys shows its keys at its max_keys
+    and its evictions per second, by name; a service without one shows 0, never "No data"."""
+    retries = dashboards["otel-resilience-retries-timeouts.json"]
+    keys, limit = (t["expr"] for t in by_title(retries, "Rate limiter keys in use")["targets"])
+    (evictions,) = (t["expr"] for t in by_title(retries, "Rate limiter key evictions")["targets"])
+    assert limit.startswith("sum by (job, resilience_name) (resilience_rate_limiter_key_limit{")
+    assert has_zero_line(keys)
+    assert has_zero_line(evictions)
+    keys, limit, evictions = _all(keys), _all(limit), _all(evictions)
+    churning = '{job="svc", instance="svc-1", resilience_name="tenants"}'
+    alive = naming.series(sc.TELEMETRY_ERRORS)
+    inputs = [
+        {"series": naming.series(sc.RL_KEYS) + churning, "values": "0 2x14"},
+        {"series": naming.series(sc.RL_KEY_LIMIT) + churning, "values": "2x15"},
+        {"series": naming.series(sc.RL_KEY_EVICTIONS) + churning, "values": "0+60x15"},  # 1 a second
+        {"series": f'{alive}{{job="svc", instance="svc-1"}}', "values": "0x15"},
+        {"series": f'{alive}{{job="plain", instance="plain-1"}}', "values": "0x15"},
+    ]
+    tenants = '{job="svc", resilience_name="tenants"}'
+    zero = [{"labels": '{job="plain", resilience_name="none"}', "value": 0}]
+    plain = {'job=~".*"': 'job=~"plain"'}
+
+    def only_plain(expr: str) -> str:
+        for old, new in plain.items():
+            expr = expr.replace(old, new)
+        return expr
+
+    checks = [
+        {
+            "expr": keys.split("\nor on() ")[0],
+            "eval_time": "10m",
+            "exp_samples": [{"labels": tenants, "value": 2}],
+        },
+        {"expr": limit, "eval_time": "10m", "exp_samples": [{"labels": tenants, "value": 2}]},
+        {
+            "expr": evictions.split("\nor on() ")[0],
+            "eval_time": "10m",
+            "exp_samples": [{"labels": tenants, "value": 1}],
+        },
+        {"expr": only_plain(keys), "eval_time": "10m", "exp_samples": zero},
+        {"expr": only_plain(evictions), "eval_time": "10m", "exp_samples": zero},
+    ]
+    failed = _promtool_test(promtool, tmp_path, "rate-limiter-keys", inputs, checks)
+    assert not failed, failed
+
+
 def test_every_query_references_only_derived_or_recorded_series(dashboards, recorded):
     """Every panel query, annotation and variable parses and uses only registry-derived names and labels."""
     for dashboard in dashboards.values():

@@ -125,6 +125,10 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     )
     assert [limiter.call_sync(str, n) for n in range(2)] == ["0", "1"]
     assert not limiter.try_acquire()
+    # A keyed limiter of one key that a second key evicts (its keys, key limit and evictions).
+    keyed = RateLimiter.per_key(f"ops-keyed-{suffix}", RateLimiterConfig(rate=1.0), max_keys=1, clock=clock)
+    for tenant in ("tenant-a", "tenant-b"):
+        assert keyed.for_key(tenant).try_acquire()
 
     calls = 0
 
@@ -172,7 +176,7 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     shared = CircuitBreaker(f"ops-shared-{suffix}", CircuitBreakerConfig(store=store), clock=clock)
     while not store.degraded:
         await asyncio.sleep(0.01)
-    return [manager, recovery, pool, shadow, limiter, tenants, store, shared, watch, folder]
+    return [manager, recovery, pool, shadow, limiter, keyed, tenants, store, shared, watch, folder]
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from otel_resilience import (
     RetryPolicy,
 )
 from otel_resilience.manager.watch import ConfigWatch
+from otel_resilience.patterns.rate_limiter import KeyedRateLimiter
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
@@ -199,10 +200,11 @@ async def _attempt_async(call: Callable[[], Any]) -> None:
         await call()
 
 
-def _exercise(otel: Otel, folder: Path) -> ConfigWatch:
+def _exercise(otel: Otel, folder: Path) -> tuple[ConfigWatch, KeyedRateLimiter[str]]:
     """Run every pattern through its telemetry: successes, failures, rejections, timeouts, ...
 
-    Returns the watch of a configuration file of ``folder`` it left refused (stop it once read).
+    Returns the watch of a configuration file of ``folder`` it left refused (stop it once read), and
+    a keyed rate limiter that evicted a key (its keys are exported while it lives).
     """
     recovery = ErrorRecoverySystem(pattern_threshold=2)
     recovery.register_recovery_rule(
@@ -269,6 +271,11 @@ def _exercise(otel: Otel, folder: Path) -> ConfigWatch:
         )
         limiter.try_acquire()
         limiter.try_acquire()
+        keyed = RateLimiter.per_key(
+            "keyed-limiter", RateLimiterConfig(rate=1.0), max_keys=1, clock=FakeClock()
+        )
+        for tenant in ("a", "b"):
+            keyed.for_key(tenant).try_acquire()
 
         async def run_async() -> None:
             hang = asyncio.Event()
@@ -313,7 +320,7 @@ def _exercise(otel: Otel, folder: Path) -> ConfigWatch:
                 await _attempt_async(lambda config=config: manager.execute_with_resilience(_afail, config))
 
         asyncio.run(run_async())
-    return watch
+    return watch, keyed
 
 
 @pytest.fixture(params=["sdk-histograms", "in-process-histograms"])
@@ -323,7 +330,7 @@ def exercised(request: pytest.FixtureRequest, otel: Otel) -> Iterator[Otel]:
             otel.tracer_provider, otel.meter_provider, otel.logger_provider, in_process_histograms=True
         )
     with tempfile.TemporaryDirectory() as folder:
-        watch = _exercise(otel, Path(folder))
+        watch, _keyed = _exercise(otel, Path(folder))
         try:
             yield otel
         finally:

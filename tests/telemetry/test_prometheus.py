@@ -89,6 +89,7 @@ def _scraped(*, in_process: bool) -> Iterator[str]:
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
+    keyed = RateLimiter.per_key("prom-keyed-rl", RateLimiterConfig(rate=1.0))  # its keys, from creation
     manager = ResilienceManager(clock=FakeClock())  # a watch's start-up wait for a file just written: no time
     named = manager.policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
     folder = tempfile.TemporaryDirectory()
@@ -137,7 +138,7 @@ def _scraped(*, in_process: bool) -> Iterator[str]:
         store.close()
         watch.stop()
         folder.cleanup()
-        del breaker, windowed, bulkhead, budgeted, limiter, named, shared
+        del breaker, windowed, bulkhead, budgeted, limiter, keyed, named, shared
 
 
 def _sample_names(text: str) -> set[str]:

@@ -128,3 +128,42 @@ def test_evicted_keys_keep_their_permits_in_the_exported_counter_and_a_revived_o
     gc.collect()
     assert immediate() == 7
     assert keyed.get_stats()["evicted"] == 7
+
+
+def test_a_keyed_limiter_exports_its_keys_its_key_limit_and_its_evictions_from_its_creation(otel):
+    """resilience.rate_limiter.keys, key_limit and key_evictions read get_stats() from the keyed
+    limiter's creation (0 keys, 0 evictions), so that churn through more keys than max_keys (each
+    evicted key comes back with a full bucket) shows as a steady eviction rate at the limit."""
+    keyed = RateLimiter.per_key(
+        "churning", RateLimiterConfig(rate=1.0, burst=1), max_keys=2, clock=FakeClock()
+    )
+
+    def exported() -> tuple[int, int, int]:
+        return tuple(
+            otel.point(name, resilience__name="churning").value
+            for name in (sc.RL_KEYS, sc.RL_KEY_LIMIT, sc.RL_KEY_EVICTIONS)
+        )
+
+    assert exported() == (0, 2, 0)
+    for tenant in ("a", "b", "c", "d", "e"):  # three more keys than max_keys: three evictions
+        assert keyed.for_key(tenant).try_acquire()
+    assert exported() == (2, 2, 3)
+    stats = keyed.get_stats()
+    assert (stats["keys"], stats["max_keys"], stats["evicted"]) == exported()
+    assert (keyed.keys, keyed.max_keys, keyed.evicted_keys) == exported()
+
+
+def test_the_keys_of_same_named_keyed_limiters_are_summed_and_a_dropped_one_stops_being_reported(otel):
+    """Keyed limiters that share a name share one set of key series (summed); one that is
+    garbage-collected is no longer reported."""
+    config = RateLimiterConfig(rate=1.0, burst=1)
+    first = RateLimiter.per_key("shared-keys", config, max_keys=3, clock=FakeClock())
+    second = RateLimiter.per_key("shared-keys", config, max_keys=4, clock=FakeClock())
+    for tenant in ("a", "b"):
+        first.for_key(tenant)
+    second.for_key("c")
+    assert otel.point(sc.RL_KEYS, resilience__name="shared-keys").value == 3
+    assert otel.point(sc.RL_KEY_LIMIT, resilience__name="shared-keys").value == 7
+    del first, second
+    gc.collect()
+    assert [p for p in otel.points(sc.RL_KEYS) if dict(p.attributes) == {sc.NAME: "shared-keys"}] == []

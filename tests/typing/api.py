@@ -170,8 +170,10 @@ async def check_rate_limiter() -> None:
     RateLimiterConfig(rate=1.0, algorithm="leaky")  # type: ignore[arg-type]
     per_key = RateLimiter.per_key("typing", RateLimiterConfig(rate=1.0), max_keys=10)
     d: str = per_key.for_key("tenant").call_sync(fetch_sync, 4)
+    kept: int = per_key.keys + per_key.max_keys + per_key.evicted_keys
+    per_key.evicted_keys = 0  # type: ignore[assignment]
     retry_after: float = RateLimitedError("typing", 1.0).retry_after
-    print(a, b, c, d, taken, retry_after)
+    print(a, b, c, d, taken, kept, retry_after)
 
 
 def check_shared_store() -> None:

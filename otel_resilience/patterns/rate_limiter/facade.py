@@ -15,7 +15,13 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS, NamesakeOwner, namesakes_expected
+from otel_resilience.engine.registry import (
+    KEYED_RATE_LIMITERS,
+    PIPELINES,
+    RATE_LIMITERS,
+    NamesakeOwner,
+    namesakes_expected,
+)
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.engine.store import BoundedStore, key_text, weak_callback
 from otel_resilience.engine.validation import check_name, fail
@@ -229,7 +235,11 @@ class KeyedRateLimiter(Generic[K]):
     (summed under the name), so the exported counter never goes down; so do the executions
     of the keys' :meth:`~RateLimiter.call` and :meth:`~RateLimiter.call_sync` in
     ``resilience.executions``: every key's own pipeline counts into one set of counts, which
-    the keyed limiter exports for as long as it lives.
+    the keyed limiter exports for as long as it lives. From its creation it also exports the
+    keys it keeps, its ``max_keys`` and the keys it evicted (``resilience.rate_limiter.keys``,
+    ``key_limit`` and ``key_evictions``, read at collection time as :meth:`get_stats` reads them):
+    evictions at a steady rate while the keys sit at ``max_keys`` are churn that hands keys full
+    buckets again.
 
     Args:
         name: The name of every key's limiter.
@@ -271,12 +281,22 @@ class KeyedRateLimiter(Generic[K]):
             revive=True,
             on_revive=weak_callback(self._revived),
         )
+        KEYED_RATE_LIMITERS.register(self)  # its keys, max_keys and evictions are exported
 
     name = ReadOnly[str]("_name", "The name of every key's limiter.")
 
     config = ReadOnly[RateLimiterConfig]("_config", "Every key's configuration.")
 
     max_keys = ReadOnly[int]("_keys.capacity", "How many keys are kept while idle.")
+
+    evicted_keys = ReadOnly[int](
+        "_keys.evicted", "How many keys were evicted so far (``get_stats()['evicted']``)."
+    )
+
+    @property
+    def keys(self) -> int:
+        """How many keys are kept now (``len(self)``, ``get_stats()['keys']``)."""
+        return len(self._keys)
 
     def for_key(self, key: K) -> RateLimiter:
         """Return the limiter of ``key``, creating it (with a full bucket) if the key is new.

@@ -75,6 +75,9 @@ from otel_resilience.telemetry.semconv.names import (
     RETRY_DELAY_METRIC,
     RETRY_EXHAUSTED,
     RETRY_STOP_REASON,
+    RL_KEY_EVICTIONS,
+    RL_KEY_LIMIT,
+    RL_KEYS,
     RL_PERMIT_RESULT,
     RL_PERMITS,
     RL_WAIT_METRIC,
@@ -265,6 +268,35 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "from the limiter's counts; the limiters of a keyed limiter share its name and are summed. "
         "Rejected calls are also counted by `resilience.rejections` with reason `rate_limited`.",
         (NAME, RL_PERMIT_RESULT),
+    ),
+    InstrumentSpec(
+        RL_KEYS,
+        _K.OBSERVABLE_GAUGE,
+        "{key}",
+        "Keys a live keyed rate limiter (`RateLimiter.per_key`, by name) keeps now, each with its "
+        "own bucket: at most its `max_keys` while they are idle (a key with a waiting caller is "
+        "not evicted). Summed over keyed limiters of one name; a keyed policy's keys are "
+        "`resilience.policy.keys`.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        RL_KEY_LIMIT,
+        _K.OBSERVABLE_GAUGE,
+        "{key}",
+        "The idle keys a live keyed rate limiter keeps at most (its `max_keys`): "
+        "`resilience.rate_limiter.keys` at this limit means that new keys evict idle ones "
+        "(`resilience.rate_limiter.key_evictions`).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        RL_KEY_EVICTIONS,
+        _K.OBSERVABLE_COUNTER,
+        "{key}",
+        "Keys a live keyed rate limiter evicted (idle past `max_keys`): an evicted key's next "
+        "call starts it again with a full bucket, so it may admit up to `burst` more sooner. A "
+        "steady rate at `resilience.rate_limiter.key_limit` is churn through more keys than "
+        "`max_keys`, which lets a key past its rate.",
+        (NAME,),
     ),
     InstrumentSpec(
         RL_WAIT_METRIC,

@@ -140,6 +140,9 @@ __all__ = [
     "RETRY_EXHAUSTED",
     "RETRY_STOP_REASON",
     "RETRY_STOP_REASONS",
+    "RL_KEYS",
+    "RL_KEY_EVICTIONS",
+    "RL_KEY_LIMIT",
     "RL_PERMITS",
     "RL_PERMIT_RESULT",
     "RL_PERMIT_RESULTS",
@@ -440,6 +443,9 @@ RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
 RETRY_BUDGET_AVAILABLE: Final = "resilience.retry.budget.available"
 RL_PERMITS: Final = "resilience.rate_limiter.permits"
 RL_WAIT_METRIC: Final = "resilience.rate_limiter.wait"
+RL_KEYS: Final = "resilience.rate_limiter.keys"
+RL_KEY_LIMIT: Final = "resilience.rate_limiter.key_limit"
+RL_KEY_EVICTIONS: Final = "resilience.rate_limiter.key_evictions"
 TIMEOUTS: Final = "resilience.timeouts"
 HEDGES: Final = "resilience.hedging.hedges"
 HEDGES_DENIED: Final = "resilience.hedging.denied"
