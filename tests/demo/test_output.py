@@ -122,7 +122,20 @@ async def test_a_signal_ends_the_wait_for_a_reader_of_the_summary(
     signum: signal.Signals, stalled: _Stalled, tmp_path: Path
 ) -> None:
     """A run its duration ended waits for its output's reader, as any program writing to a pipe;
-    SIGINT or SIGTERM ends that wait (OutputNotTakenError, EINTR), and the summary file is written."""
+    SIGINT or SIGTERM ends that wait (OutputNotTakenError, EINTR), and the summary file is written.
+
+    The signal is handled as a shell's foreground job has it: a test runner's worker may ignore
+    SIGINT (pytest-xdist's do), and the run leaves an ignored signal ignored."""
+    previous = signal.signal(signum, signal.default_int_handler)
+    try:
+        await _signal_in_the_wait_for_the_reader(signum, stalled, tmp_path)
+    finally:
+        signal.signal(signum, previous)
+
+
+async def _signal_in_the_wait_for_the_reader(
+    signum: signal.Signals, stalled: _Stalled, tmp_path: Path
+) -> None:
     output = BackgroundOutput(stalled)
     waiting = threading.Event()
     drain = output.drain
