@@ -1079,13 +1079,18 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
 
 
 def _keys_queries(keys: str, limit: str, label: str, selector: dict[str, str]) -> tuple[_Query, ...]:
-    """The keys each keeper of keys holds by ``label`` (0 when none is keyed), beside its max_keys (dashed).
+    """The keys each keeper of keys holds by ``label``, beside its max_keys (dashed).
 
-    A keeper of keys is a keyed policy or a keyed rate limiter.
+    Both are one series at 0 when none is keyed (a panel shows 0, not "No data"). A keeper of
+    keys is a keyed policy or a keyed rate limiter.
     """
     return (
         _or_zero(_Query(f"sum by ({_by(label)}) ({keys}{_m(**selector)})", f"{{{{{label}}}}}")),
-        _Query(f"sum by ({_by(label)}) ({limit}{_m(**selector)})", f"{{{{{label}}}}} max_keys", dashed=True),
+        _or_zero(
+            _Query(
+                f"sum by ({_by(label)}) ({limit}{_m(**selector)})", f"{{{{{label}}}}} max_keys", dashed=True
+            )
+        ),
     )
 
 
