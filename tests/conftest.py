@@ -3,8 +3,9 @@ an alert system of the test's own and a manager on the fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from otel_support import otel  # noqa: F401 - the fixture, for every directory
@@ -69,3 +70,17 @@ def unraisable() -> Iterator[list[object]]:
         yield seen
     finally:
         sys.unraisablehook = previous
+
+
+TASK_FACTORIES = ["lazy", "eager"] if sys.version_info >= (3, 12) else ["lazy"]
+"""How the loop makes tasks: asyncio's way, and (3.12 on: ``asyncio.eager_task_factory``) eagerly."""
+
+
+@pytest.fixture(params=TASK_FACTORIES)
+async def task_factory(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The loop's tasks as asyncio makes them, or started eagerly (an attempt runs as it starts)."""
+    loop = asyncio.get_running_loop()
+    if request.param == "eager":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    yield str(request.param)
+    loop.set_task_factory(None)

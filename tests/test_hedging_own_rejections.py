@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,20 +35,6 @@ def hedged_behind_breaker(mode: str, budget: RetryBudget, actions: tuple[Any, ..
     breaker = CircuitBreaker("inner", CircuitBreakerConfig(failure_threshold=5))
     pipeline = PipelineBuilder("p").add(hedging.as_strategy("p")).add(breaker.as_strategy("p")).build()
     return pipeline, hedging, breaker
-
-
-TASK_FACTORIES = ["lazy", "eager"] if sys.version_info >= (3, 12) else ["lazy"]
-"""How the loop makes tasks: asyncio's way, and (3.12 on: ``asyncio.eager_task_factory``) eagerly."""
-
-
-@pytest.fixture(params=TASK_FACTORIES)
-async def task_factory(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """The loop's tasks as asyncio makes them, or started eagerly (an attempt runs as it starts)."""
-    loop = asyncio.get_running_loop()
-    if request.param == "eager":
-        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-    yield str(request.param)
-    loop.set_task_factory(None)
 
 
 @pytest.mark.parametrize("mode", ["fallback", "latency"])

@@ -12,8 +12,6 @@ ran.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
@@ -38,18 +36,6 @@ from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Step, Wait
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
-
-TASK_FACTORIES = ["lazy", "eager"] if sys.version_info >= (3, 12) else ["lazy"]
-
-
-@pytest.fixture(params=TASK_FACTORIES)
-async def task_factory(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """The loop's tasks as asyncio makes them, or started eagerly (an attempt runs as it starts)."""
-    loop = asyncio.get_running_loop()
-    if request.param == "eager":
-        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-    yield str(request.param)
-    loop.set_task_factory(None)
 
 
 def budget_of(clock: FakeClock) -> RetryBudget:
