@@ -559,23 +559,18 @@ async def test_a_race_won_before_its_caller_was_cancelled_counts_the_win_its_tel
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
-async def test_a_hedge_the_policys_own_bulkhead_turns_away_is_denied_not_counted_sent(otel) -> None:
-    """The original holds the one slot; the hedge meets the full bulkhead before it calls anything.
-
-    Its attempt span stays (outcome ``rejected``), but it is no hedge sent: the hedges counter and
-    the ``started`` event leave it out, it is counted denied (``delay``, ``rejected``), and the
-    original's answer won no race. Before: ``resilience.hedging.hedges`` 1, a ``started`` event,
-    a win by the original, and no denial (``max_attempts=2``: no hedge was left after it).
-    """
-    name = _fresh("turned-away")
+async def _hedge_behind_the_one_slot(otel, label: str, *, max_waiting: int, until: str):
+    """The original holds a bulkhead's one slot; the hedge, due, meets the bulkhead (its stat ``until``
+    counts it), then the original answers. Asserts what both cases share: the hedge's attempt span
+    is typed, and no hedge was counted sent nor any race won. Returns the policy's name and handle."""
+    name = _fresh(label)
     clock = FakeClock()
     config = ResilienceConfig(
         name=name,
         hedging=HedgingConfig(delay=0.01, max_attempts=2),
-        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=max_waiting),
     )
-    manager = ResilienceManager(clock=clock)
-    handle = manager.policy(name, config)
+    handle = ResilienceManager(clock=clock).policy(name, config)
     release = asyncio.Event()
 
     async def answer() -> str:
@@ -586,16 +581,28 @@ async def test_a_hedge_the_policys_own_bulkhead_turns_away_is_denied_not_counted
     while not handle.get_stats()["bulkhead"]["active"]:
         await asyncio.sleep(0)
     clock.advance(0.02)
-    while not handle.get_stats()["bulkhead"]["rejected"]:
+    while not handle.get_stats()["bulkhead"][until]:
         await asyncio.sleep(0)
     release.set()
     assert await task == "quote"
     attempts = _attempts(otel, name)
     assert attempts[2].attributes[sc.ATTEMPT_TYPE] == "hedge"
-    assert attempts[2].attributes[sc.OUTCOME] == "rejected"
     assert attempts[1].events == ()  # no resilience.hedging.won: no hedge ran beside it
     assert not [p for p in otel.points(sc.HEDGES) if p.attributes[sc.NAME] == name and p.value]
     assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]
+    return name, handle
+
+
+async def test_a_hedge_the_policys_own_bulkhead_turns_away_is_denied_not_counted_sent(otel) -> None:
+    """The original holds the one slot; the hedge meets the full bulkhead before it calls anything.
+
+    Its attempt span stays (outcome ``rejected``), but it is no hedge sent: the hedges counter and
+    the ``started`` event leave it out, it is counted denied (``delay``, ``rejected``), and the
+    original's answer won no race. Before: ``resilience.hedging.hedges`` 1, a ``started`` event,
+    a win by the original, and no denial (``max_attempts=2``: no hedge was left after it).
+    """
+    name, _ = await _hedge_behind_the_one_slot(otel, "turned-away", max_waiting=0, until="rejected")
+    assert _attempts(otel, name)[2].attributes[sc.OUTCOME] == "rejected"
     assert _denied(otel, name) == {("delay", "rejected"): 1}
     assert _denied_events(otel, name) == [("delay", "rejected")]
     assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
@@ -612,35 +619,8 @@ async def test_a_hedge_still_in_the_policys_bulkhead_queue_when_the_original_ans
     it: the race was over before it was admitted), and the original's answer won no race.
     Before: ``resilience.hedging.hedges`` 1, a ``started`` event and a win by the original.
     """
-    name = _fresh("queued")
-    clock = FakeClock()
-    config = ResilienceConfig(
-        name=name,
-        hedging=HedgingConfig(delay=0.01, max_attempts=2),
-        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=1),
-    )
-    manager = ResilienceManager(clock=clock)
-    handle = manager.policy(name, config)
-    release = asyncio.Event()
-
-    async def answer() -> str:
-        await release.wait()
-        return "quote"
-
-    task = asyncio.ensure_future(handle.execute(answer))
-    while not handle.get_stats()["bulkhead"]["active"]:
-        await asyncio.sleep(0)
-    clock.advance(0.02)
-    while not handle.get_stats()["bulkhead"]["waiting"]:
-        await asyncio.sleep(0)
-    release.set()
-    assert await task == "quote"
-    attempts = _attempts(otel, name)
-    assert attempts[2].attributes[sc.ATTEMPT_TYPE] == "hedge"
-    assert attempts[2].attributes[sc.OUTCOME] == "cancelled"
-    assert attempts[1].events == ()  # no resilience.hedging.won: no hedge ran beside it
-    assert not [p for p in otel.points(sc.HEDGES) if p.attributes[sc.NAME] == name and p.value]
-    assert not [p for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == name and p.value]
+    name, handle = await _hedge_behind_the_one_slot(otel, "queued", max_waiting=1, until="waiting")
+    assert _attempts(otel, name)[2].attributes[sc.OUTCOME] == "cancelled"
     assert _denied(otel, name) == {}
     assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
     assert otel.span(name).attributes[sc.OUTCOME] == "success"
