@@ -367,10 +367,13 @@ def test_a_replaced_limiter_is_folded_once_no_call_can_reach_it() -> None:
         def fold_limiter(self, limiter: object) -> None:
             folded.append(limiter)
 
+        def fold_own(self, instance: object) -> None:
+            """Its own pipeline: never built here."""
+
     class OldPipeline:
         """Stands for a replaced pipeline: alive while a call runs in it."""
 
-    limiter = object.__new__(RateLimiter)  # never made: only folded
+    limiter = RateLimiter("replaced-limiter", RateLimiterConfig(rate=1.0))  # nobody waits in it
     old = OldPipeline()
     state = KeyState("k", "k", None)
     state.replaced = [limiter]
@@ -382,6 +385,39 @@ def test_a_replaced_limiter_is_folded_once_no_call_can_reach_it() -> None:
     _fold_replaced(state, Ledger())  # type: ignore[arg-type]
     _fold_replaced(state, Ledger())  # type: ignore[arg-type]
     assert (folded, state.replaced, state.retired) == ([limiter], [], ())
+
+
+@pytest.mark.parametrize(
+    ("keyed", "folded_by"),
+    [(True, "eviction"), (True, "reload"), (False, "reload")],  # the unkeyed state is never evicted
+    ids=["key-evicted", "key-reloaded", "unkeyed-reloaded"],
+)
+def test_blocks_run_with_a_policy_s_own_instances_stay_exported_once_they_are_folded(
+    otel: Otel, manager: ResilienceManager, clock: FakeClock, keyed: bool, folded_by: str
+) -> None:
+    """What a key's breaker, bulkhead and limiter ran themselves (``guard()``, ``slot()``, their
+    verbs) is in the policy's ``resilience.executions``: it stays there once they are folded and
+    freed (the key evicted, or a reload dropping them), as the calls through the key do."""
+    handle = manager.policy("own-blocks", KEYED, idle_ttl=10.0)
+    runs = handle.for_key("a") if keyed else handle
+    bulkhead, breaker, limiter = runs.bulkhead, runs.circuit_breaker, runs.rate_limiter
+    assert bulkhead is not None
+    assert breaker is not None
+    assert limiter is not None
+    with bulkhead.slot():
+        pass
+    with breaker.guard():
+        pass
+    limiter.call_sync(noop)
+    del bulkhead, breaker, limiter
+    assert exported(otel, "own-blocks")[sc.EXECUTIONS] == 3
+    if folded_by == "eviction":
+        clock.advance(11.0)
+        assert handle.get_stats()["evicted_keys"] == 1  # unused for idle_ttl: evicted
+    else:
+        manager.reconfigure("own-blocks", ResilienceConfig())  # drops all three
+    gc.collect()
+    assert exported(otel, "own-blocks")[sc.EXECUTIONS] == 3
 
 
 def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(

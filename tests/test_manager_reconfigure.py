@@ -615,6 +615,85 @@ async def test_a_breaker_a_reload_drops_leaves_the_exported_series_when_its_last
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["key", "unkeyed"])
+@pytest.mark.parametrize("change", ["renamed", "dropped"])
+def test_a_slot_held_in_a_bulkhead_a_reload_replaces_is_counted_when_its_block_ends(
+    manager: ResilienceManager, keyed: bool, change: str
+) -> None:
+    """A ``bulkhead.slot()`` block outside any call, in a bulkhead a reload renames or drops, is no
+    call of the key: the replaced bulkhead stays in the statistics, running it, until the block
+    ends, and is folded with the block counted (not with a slot held for ever, its end lost)."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=2))
+    policy = manager.policy("slot-replaced", config)
+    runs = policy.for_key("k") if keyed else policy
+    new = (
+        dataclasses.replace(config, bulkhead_name="slot-renamed")
+        if change == "renamed"
+        else ResilienceConfig()
+    )
+    bulkhead = runs.bulkhead
+    assert bulkhead is not None
+    with bulkhead.slot():
+        manager.reconfigure("slot-replaced", new)
+        if change == "renamed":
+            assert policy.get_stats()["bulkhead"]["active"] == 1  # the block runs in the old one
+    assert runs.execute_sync(lambda: "after") == "after"
+    manager.reconfigure("slot-replaced", config)  # a bulkhead again, so the statistics show one
+    stats = policy.get_stats()["bulkhead"]
+    slots = 2 if change == "renamed" else 1  # the block's, and the call's in the renamed one
+    assert (stats["total"], stats["completed"], stats["active"]) == (slots, slots, 0)
+
+
+async def test_a_wait_for_a_permit_of_a_limiter_a_reload_replaces_is_counted_when_it_ends() -> None:
+    """A caller waiting in ``rate_limiter.guard()`` outside any call, in a limiter a reload replaces
+    (another algorithm), keeps it in the statistics until its wait ends, counted then."""
+    manager = ResilienceManager()  # the system clock: the waiter waits (100 s) until cancelled
+    limits = RateLimiterConfig(rate=0.01, burst=1, max_wait=1000.0)
+    policy = manager.policy("waited-on-replaced", ResilienceConfig(rate_limiter=limits))
+    view = policy.for_key("tenant")
+    limiter = view.rate_limiter
+    assert limiter is not None
+    await view.execute(asyncio.sleep, 0)  # the burst spent
+
+    async def wait_for_a_permit() -> None:
+        async with limiter.guard():
+            pass
+
+    waiter = asyncio.create_task(wait_for_a_permit())
+    while not limiter.waiting:
+        await asyncio.sleep(0)
+    sliding = dataclasses.replace(limits, algorithm="sliding_window")
+    manager.reconfigure("waited-on-replaced", ResilienceConfig(rate_limiter=sliding))  # a new limiter
+    assert view.rate_limiter is not limiter
+    assert policy.get_stats()["rate_limiter"]["waiting"] == 1  # in the replaced one
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await view.execute(asyncio.sleep, 0)  # a call of the key ends: the replaced limiter is folded
+    stats = policy.get_stats()["rate_limiter"]
+    assert (stats["admitted"], stats["cancelled"], stats["waiting"]) == (2, 1, 0)
+
+
+def test_a_key_holding_a_slot_of_a_bulkhead_a_reload_replaced_is_not_evicted(
+    manager: ResilienceManager,
+) -> None:
+    """The key stays while a block holds a slot of its replaced bulkhead: evicted then, it would be
+    folded with the slot held, and the block's end counted by a bulkhead no one reads."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=2))
+    policy = manager.policy("slot-replaced-evict", config, max_keys=1)
+    bulkhead = policy.for_key("k").bulkhead
+    assert bulkhead is not None
+    with bulkhead.slot():
+        manager.reconfigure("slot-replaced-evict", dataclasses.replace(config, bulkhead_name="evict-renamed"))
+        assert policy.for_key("other").execute_sync(lambda: "other") == "other"  # "k" is busy: kept
+        assert policy.get_stats()["evicted_keys"] == 0
+    for key in ("k", "other", "third"):  # idle now: evicted, its counts folded
+        assert policy.for_key(key).execute_sync(str, key) == key
+    assert policy.get_stats()["evicted_keys"] >= 1
+    stats = policy.get_stats()["bulkhead"]
+    assert (stats["total"], stats["completed"], stats["active"]) == (5, 5, 0)  # the block, 4 calls
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "unkeyed"])
 def test_a_call_in_flight_at_a_reload_freed_after_its_loop_closed_never_blocks_on_the_policy(
     manager: ResilienceManager, keyed: bool
 ) -> None:

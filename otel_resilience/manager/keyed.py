@@ -138,6 +138,22 @@ def limiter_rests(limiter: RateLimiter) -> bool:
     return config.store is not None or limiter.available >= config.burst
 
 
+def _held_outside_calls(instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> bool:
+    """Whether a bulkhead has a slot held or waited for, or a limiter a permit waited for.
+
+    With no call running in the key, what holds them is a block outside any call (a
+    ``view.bulkhead.slot()`` block, a wait in ``view.rate_limiter.guard()``), which does not
+    count itself into the key as a call does: such an instance is neither evicted with its key
+    (:meth:`KeyState.idle`) nor folded once a reload replaced it (:func:`_fold_replaced`), as
+    what the block counts at its end would be lost. A breaker's blocks count themselves in
+    (:func:`_holding`): never held so.
+    """
+    if isinstance(instance, Bulkhead):
+        stats = instance.stats
+        return bool(stats.active or stats.waiting)
+    return isinstance(instance, RateLimiter) and instance.waiting > 0
+
+
 _RESTING: Final = frozenset((CircuitState.CLOSED, CircuitState.HALF_OPEN))
 """The breaker states a key may be evicted in (:meth:`KeyState.retire_if_idle`)."""
 
@@ -245,17 +261,18 @@ class KeyState:
         (every state is read with ``peek_state``: under the store's lock, no callback runs). The
         bulkhead and the rate limiter are idle when no call runs and, besides, no slot is held
         or waited for and no permit waited for outside a call (a ``view.bulkhead.slot()`` block,
-        a wait in ``view.rate_limiter.guard()``): a new bulkhead or limiter for the key would
-        admit calls over its limit or its rate, and what the block counts at its end would be
-        counted by one no longer the key's. Changes nothing (the ``resilience.policy.keys``
+        a wait in ``view.rate_limiter.guard()``), in them or in one a reload replaced
+        (:func:`_held_outside_calls`): a new bulkhead or limiter for the key would admit calls
+        over its limit or its rate, and what the block counts at its end would be counted by
+        one no longer the key's, folded. Changes nothing (the ``resilience.policy.keys``
         gauge counts with it: :meth:`~otel_resilience.engine.store.BoundedStore.unexpired`).
         """
         if self.running:
             return False
-        breaker, bulkhead, limiter = self.breaker, self.bulkhead, self.limiter
-        if bulkhead is not None and (bulkhead.stats.active or bulkhead.stats.waiting):
+        breaker = self.breaker
+        if _held_outside_calls(self.bulkhead) or _held_outside_calls(self.limiter):
             return False
-        if limiter is not None and limiter.waiting:
+        if self.replaced and any(_held_outside_calls(instance) for instance in self.replaced):
             return False
         return breaker is None or breaker.peek_state() in _RESTING
 
@@ -584,16 +601,22 @@ def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
     breaker and a bulkhead count the call when it ends, a rate limiter when the call reaches it
     (it may not have yet, or it waits there). Such a pipeline lives as long as a call runs in
     it. So the instances are folded when no call runs in the key, or when every replaced
-    pipeline is gone. Called after the key's pipeline was replaced (a call that starts later
-    runs in the new one), and when a call of the key ends while instances wait
+    pipeline is gone; but not a bulkhead or limiter a block outside any call still holds or
+    waits in (:func:`_held_outside_calls`), which waits for a later try (the key, not idle
+    meanwhile, is not evicted). Called after the key's pipeline was replaced (a call that
+    starts later runs in the new one), and when a call of the key ends while instances wait
     (:func:`_fold_when_free`).
     """
     retired = [ref for ref in state.retired if ref() is not None]
     if not retired or not state.running:
         retired = []
+        kept: list[CircuitBreaker | Bulkhead | RateLimiter] = []
         for instance in state.replaced:
-            _fold(ledger, instance)
-        state.replaced = []
+            if _held_outside_calls(instance):
+                kept.append(instance)  # a block outside any call runs (or waits) in it
+            else:
+                _fold(ledger, instance)
+        state.replaced = kept
     state.retired = retired or ()
 
 
@@ -652,13 +675,16 @@ class _FoldingLeave:
 
 
 def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> None:
-    """Fold what ``instance`` counted into ``ledger`` (nothing for ``None``)."""
+    """Fold what ``instance`` counted into ``ledger``, its own pipeline's too (nothing for ``None``)."""
     if isinstance(instance, CircuitBreaker):
         ledger.fold_breaker(instance)
     elif isinstance(instance, Bulkhead):
         ledger.fold_bulkhead(instance)
     elif isinstance(instance, RateLimiter):
         ledger.fold_limiter(instance)
+    else:
+        return
+    ledger.fold_own(instance)
 
 
 def retire(state: KeyState, ledger: Ledger) -> None:

@@ -124,12 +124,13 @@ class Ledger:
         clock: The clock of its carrier pipelines.
     """
 
-    __slots__ = ("_breakers", "_bulkhead", "_clock", "_limiter", "_pipelines", "name")
+    __slots__ = ("_breakers", "_bulkhead", "_clock", "_limiter", "_own", "_pipelines", "name")
 
     def __init__(self, name: str, clock: Clock) -> None:
         self.name = name
         self._clock = clock
         self._pipelines: dict[str | None, Pipeline] = {}
+        self._own: dict[TelemetrySource, Pipeline] = {}  # by series: kind, name (and metric key)
         self._breakers: dict[str, BreakerTotals] = {}
         self._limiter: LimiterTotals | None = None
         self._bulkhead: dict[str, int] | None = None  # made by the first fold of a bulkhead
@@ -143,15 +144,25 @@ class Ledger:
 
     def fold_pipeline(self, pipeline: Pipeline, metric_key: str | None) -> None:
         """Move what ``pipeline`` counted into the totals, in one step with its leaving the registry."""
-        old = self._pipelines.get(metric_key)
-        carrier = self._carrier(metric_key)
+        _carry(self._pipelines, metric_key, pipeline, self._carrier(metric_key))
 
-        def fill() -> None:
-            carrier.stats.absorb(pipeline.stats)
-            if old is not None:
-                carrier.stats.absorb(old.stats)
+    def fold_own(self, instance: CircuitBreaker | Bulkhead | RateLimiter) -> None:
+        """Move what ``instance``'s own pipeline counted into the totals, in one step with its leaving.
 
-        self._pipelines[metric_key] = fold(PIPELINES, pipeline, old, carrier, fill)
+        The pipeline its verbs, ``guard()`` / ``slot()`` blocks and ``protect`` run through,
+        built by the first of them (a key's instance that only runs in the key's pipeline has
+        none): exported in ``resilience.executions`` under the series of its own source (its
+        kind and name), so carried on in a carrier of that series, as :meth:`fold_pipeline`
+        carries a key's executions. Not in :meth:`executions`: ``get_stats()`` counts the calls
+        made through the policy.
+        """
+        own = instance._standalone
+        if own is None:
+            return
+        source = own.telemetry.source
+        series = TelemetrySource(source.kind, source.name, source.pipeline, metric_key=source.metric_key)
+        carrier = Pipeline(source.name, (), clock=self._clock, source=series, register=False)
+        _carry(self._own, series, own, carrier)
 
     def fold_breaker(self, breaker: CircuitBreaker) -> None:
         """Move what ``breaker`` counted into the totals, in one step with its leaving the registry."""
@@ -235,6 +246,21 @@ def fold(
 
     registry.replace((instance, old), make, findable=False, announce=False)
     return carrier
+
+
+K = TypeVar("K")
+
+
+def _carry(carriers: dict[K, Pipeline], key: K, pipeline: Pipeline, carrier: Pipeline) -> None:
+    """Fold ``pipeline``'s executions and those of the carrier at ``key`` into ``carrier``, kept there."""
+    old = carriers.get(key)
+
+    def fill() -> None:
+        carrier.stats.absorb(pipeline.stats)
+        if old is not None:
+            carrier.stats.absorb(old.stats)
+
+    carriers[key] = fold(PIPELINES, pipeline, old, carrier, fill)
 
 
 def _add_into(into: dict[str, int], counts: dict[str, int]) -> None:
