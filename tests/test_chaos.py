@@ -253,6 +253,25 @@ def test_a_switch_starts_off_and_flips() -> None:
         ChaosSwitch(on=1)  # type: ignore[arg-type]
 
 
+def test_a_switch_set_by_assignment_takes_a_bool_only_as_chaos_enabled_does() -> None:
+    """``switch.on = value`` is checked as ``ChaosSwitch(on=value)`` and ``chaos.enabled = value`` are.
+
+    It took any value: ``switch.on = "no"`` (or ``"false"`` from an operator's form) was true, so
+    the drill it meant to stop injected a fault into every call.
+    """
+    switch = ChaosSwitch(on=True)
+    chaos = Chaos("switch-assigned", ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=switch))
+    for value in ("no", 0, None):
+        with pytest.raises(TypeError, match=r"ChaosSwitch\.on must be a bool"):
+            switch.on = value  # type: ignore[assignment]
+        assert switch.on is True
+    switch.on = False
+    assert chaos.call_sync(lambda: "real") == "real"
+    switch.on = True
+    with pytest.raises(ConnectionError):
+        chaos.call_sync(lambda: "real")
+
+
 def test_the_facade_validates_its_arguments(clock: Any) -> None:
     """Name and config are checked; no config is ChaosConfig(), which never injects."""
     assert Chaos("quiet", clock=clock).config == ChaosConfig()

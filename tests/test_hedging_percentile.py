@@ -198,3 +198,25 @@ def test_percentile_delay_ignores_what_is_no_number_of_seconds(seconds: Any) -> 
     delay.observe(0.2)
     delay.observe(seconds)
     assert repr(delay()) == "0.2"  # the highest kept: only 0.2
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("percentile", 150.0), ("min_samples", 0), ("initial", -1.0), ("minimum", "soon")],
+)
+def test_the_settings_are_read_only_as_every_config_s(setting: str, value: object) -> None:
+    """A setting is read, never assigned: an ``AttributeError``, the delay as it was.
+
+    Assigned, it bypassed the constructor's checks: ``percentile = 150`` made the next delay an
+    ``IndexError`` raised into the hedged call, and ``initial`` changed nothing (the delay kept
+    the cached one) while ``repr`` and a copy showed the new value.
+    """
+    delay = PercentileDelay(0.05, percentile=50.0, samples=4, min_samples=2, minimum=0.001)
+    before = (delay.initial, delay.percentile, delay.samples, delay.min_samples, delay.minimum)
+    assert before == (0.05, 50.0, 4, 2, 0.001)
+    with pytest.raises(AttributeError):
+        setattr(delay, setting, value)
+    for seconds in (0.01, 0.02, 0.03):
+        delay.observe(seconds)
+    assert delay() == 0.02
+    assert (delay.initial, delay.percentile, delay.samples, delay.min_samples, delay.minimum) == before

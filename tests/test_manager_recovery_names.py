@@ -207,3 +207,29 @@ def test_a_live_namesake_keeps_the_alert_state_of_its_name(clock: FakeClock, wat
         namesake.recover_from_error_sync(ConnectionError("down"))
     escalated = [alert.subject for alert in watching.history if alert.kind is AlertKind.RECOVERY_ESCALATED]
     assert escalated == [first.recovery_system.name]
+
+
+def test_the_managers_recovery_system_is_read_only_as_its_alert_system(clock: FakeClock) -> None:
+    """``manager.recovery_system`` is read (to register rules on it), never assigned: an ``AttributeError``.
+
+    Assigned, it skipped what the constructor checks: ``None`` made every later recovery raise
+    an ``AttributeError`` into the call and ``get_resilience_statistics()`` fail, and a system on
+    another clock (refused by the constructor) measured its re-runs' room on the wrong clock.
+    """
+    manager = ResilienceManager(clock=clock)
+    own = manager.recovery_system
+    own.register_recovery_rule(
+        ValueError, RecoveryAction(strategy=RecoveryStrategy.FALLBACK, fallback_value="recovered")
+    )
+    for replacement in (None, ErrorRecoverySystem(fresh("elsewhere"))):
+        with pytest.raises(AttributeError):
+            manager.recovery_system = replacement  # type: ignore[assignment]
+        assert manager.recovery_system is own
+
+    def down() -> str:
+        raise ValueError("down")
+
+    assert manager.execute_with_resilience_sync(
+        down, ResilienceConfig(name=fresh("ro"), enable_recovery=True)
+    ) == ("recovered")
+    assert manager.get_resilience_statistics()["error_recovery"]["successful_recoveries"] == 1

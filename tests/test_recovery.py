@@ -262,6 +262,28 @@ def test_bad_system_settings_are_rejected(kwargs: dict[str, Any], match: str) ->
         ErrorRecoverySystem(**kwargs)
 
 
+def test_the_live_counters_are_read_only_as_every_pattern_s(clock: FakeClock) -> None:
+    """``system.stats`` is read, never assigned (an ``AttributeError``), as a breaker's or a retry's.
+
+    Assigned, ``None`` (or anything that is not its counters) made every later recovery raise an
+    ``AttributeError`` into the call it recovered, and ``get_stats()`` fail.
+    """
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ValueError, RecoveryAction(strategy=RecoveryStrategy.FALLBACK, fallback_value=1)
+    )
+    counters = system.stats
+    with pytest.raises(AttributeError):
+        system.stats = None  # type: ignore[assignment]
+    assert system.stats is counters
+
+    def down() -> int:
+        raise ValueError("down")
+
+    assert system.execute_sync(down) == 1
+    assert system.get_stats()["successful_recoveries"] == 1
+
+
 def test_bad_name_and_rules_are_rejected() -> None:
     """The name must be a non-empty string; rules need an Exception subclass and an action."""
     with pytest.raises(ValueError, match=r"ErrorRecoverySystem\.name"):

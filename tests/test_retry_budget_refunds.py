@@ -130,6 +130,26 @@ def test_a_denied_withdrawal_has_no_receipt_and_a_refund_never_goes_below_what_w
     assert counts(budget) == (0, 0, 1)
 
 
+@pytest.mark.parametrize("receipt", [True, False, "0", 0.0])
+def test_a_refund_of_what_is_no_receipt_is_a_type_error_and_gives_nothing_back(
+    clock: FakeClock, receipt: object
+) -> None:
+    """``refund`` takes a receipt of ``withdraw`` (an ``int``) or ``None``, nothing else.
+
+    Anything else was taken as it was: ``try_withdraw()``'s ``True`` given to ``refund`` (whose
+    call takes no argument) was the receipt ``1``, another bucket's retry, and a string was
+    silently ignored, the retry it meant never given back.
+    """
+    budget = floor_only(clock, 5)
+    withdrawal = budget.withdraw()
+    assert withdrawal is not None
+    with pytest.raises(TypeError, match=r"^RetryBudget\.refund\.withdrawal must be a receipt"):
+        budget.refund(receipt)  # type: ignore[arg-type]
+    assert counts(budget) == (0, 1, 4)
+    budget.refund(withdrawal)
+    assert counts(budget) == (0, 0, 5)
+
+
 # -- retry: a withdrawal that did not lead to an attempt -----------------------------------------------
 
 

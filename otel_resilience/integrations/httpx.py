@@ -47,6 +47,7 @@ import httpx
 from httpcore._async.connection_pool import AsyncPoolRequest
 from httpx._multipart import MultipartStream
 
+from otel_resilience.engine.validation import fail
 from otel_resilience.integrations.http import (
     RESEND_COUNT,
     RETRYABLE,
@@ -456,10 +457,15 @@ class _Wrapping(HttpIntegration, Generic[T]):
         manager: The manager keeping breakers and bulkheads (default: the process-wide one).
 
     Raises:
-        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
+        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type, or ``transport``
+            cannot send for this client (no callable ``handle_request`` for the sync one,
+            ``handle_async_request`` for the async one: an ``httpx.HTTPTransport`` under an
+            ``AsyncClient``), checked first, so that nothing is made for a refused transport.
     """
 
     _default: ClassVar[type[Any]]
+    _sends: ClassVar[str]
+    """The method of a transport this client sends through (httpx's name for its driver's)."""
     transport_errors = (httpx.TransportError, httpx.DecodingError)
     """A failed connection, a timeout, a failed response's body cut off or not decodable."""
 
@@ -471,6 +477,10 @@ class _Wrapping(HttpIntegration, Generic[T]):
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
     ) -> None:
+        if transport is not None and not callable(getattr(transport, self._sends, None)):
+            kind = type(self).__name__
+            rule = f"an httpx transport with {self._sends}() (one of {self._default.__name__}'s kind)"
+            raise fail(kind, "transport", rule, transport, kind=TypeError)
         super().__init__(policy, options=options, manager=manager)
         self._open(transport if transport is not None else self._default())
 
@@ -483,6 +493,7 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
     """
 
     _default = httpx.HTTPTransport
+    _sends = "handle_request"
     _link_kind = _SyncLink
     _attempt: Callable[[httpx.Request, Sent], httpx.Response]
     synchronous = True
@@ -507,6 +518,7 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
     """
 
     _default = httpx.AsyncHTTPTransport
+    _sends = "handle_async_request"
     _link_kind = _AsyncLink
     _attempt: Callable[[httpx.Request, Sent], Awaitable[httpx.Response]]
 

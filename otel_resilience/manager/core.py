@@ -38,6 +38,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, check_capacity, weak_callback
@@ -371,7 +372,8 @@ class ResilienceManager(NamedPolicies):
             limiters, the manager keeps while they are idle (default :data:`DEFAULT_MAX_POLICIES`).
 
     Attributes:
-        recovery_system: The manager's error recovery system: register rules on it.
+        recovery_system: The manager's error recovery system: register rules on it (read-only:
+            the one given, checked here, or the manager's own).
         alert_system: The alert system the manager's statistics report now (read-only: the
             one given, or its successor once it was closed).
 
@@ -412,7 +414,7 @@ class ResilienceManager(NamedPolicies):
             # Its re-runs wait and measure their room before the policy's deadline on its clock.
             rule = "an ErrorRecoverySystem on the manager's clock (ErrorRecoverySystem(clock=...))"
             raise fail("ResilienceManager", "recovery_system", rule, recovery_system)
-        self.recovery_system = (
+        self._recovery_system = (
             recovery_system if recovery_system is not None else _default_recovery_system(clock)
         )
         self._alerts = _ReportedAlerts(alert_system)
@@ -467,6 +469,10 @@ class ResilienceManager(NamedPolicies):
         self._default_names = DefaultNames()
         self._namesakes = ConfigNamesakes()
         self._managers = ManagerNamesakes(self._named, self._handles)
+
+    recovery_system = ReadOnly[ErrorRecoverySystem](
+        "_recovery_system", "The manager's error recovery system (register rules on it); read-only."
+    )
 
     @property
     def alert_system(self) -> AlertSystem:
@@ -713,7 +719,7 @@ class ResilienceManager(NamedPolicies):
             limiter = _shared(
                 self._limiters, RateLimiter, name, config.rate_limiter, self._clock, evict=False
             )
-        recovery, breakers = self.recovery_system, self._find_breaker
+        recovery, breakers = self._recovery_system, self._find_breaker
         pipeline, extras = compose(
             StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers, limiter)
         )
@@ -835,7 +841,7 @@ class ResilienceManager(NamedPolicies):
             "circuit_breakers": {name: breaker.get_stats() for name, breaker in breakers},
             "bulkheads": {name: bulkhead.get_stats() for name, bulkhead in bulkheads},
             "extra_strategies": extra_links(live, self._named_links()),
-            "error_recovery": self.recovery_system.get_stats(),
+            "error_recovery": self._recovery_system.get_stats(),
             "alerts": self._alerts.get_stats(),
             "limits": limits,
             "named_policies": named,

@@ -75,7 +75,7 @@ class NamedPolicies:
     __slots__ = ()
 
     _clock: Clock
-    recovery_system: ErrorRecoverySystem
+    _recovery_system: ErrorRecoverySystem
     _handles: dict[str, PolicyHandle]
     _handles_lock: threading.Lock
     _commit_lock: threading.Lock
@@ -174,7 +174,7 @@ class NamedPolicies:
             checked = check_config(name, config, _APPLY, field)
             with namesakes_expected():
                 inputs = StageInputs(
-                    name, checked, self._clock, None, None, self.recovery_system, self._find_breaker
+                    name, checked, self._clock, None, None, self._recovery_system, self._find_breaker
                 )
                 compose(inputs, register=False)
         except Exception as error:
@@ -194,7 +194,7 @@ class NamedPolicies:
         self, name: str, config: ResilienceConfig, options: dict[str, Any], adapt: Adapt | None
     ) -> PolicyHandle:
         checked = adapt_config(adapt, check_config(name, config))
-        spec = Spec(name, checked, 1, self._clock, self.recovery_system, self._find_breaker)
+        spec = Spec(name, checked, 1, self._clock, self._recovery_system, self._find_breaker)
         max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]
         idle_ttl = DEFAULT_IDLE_TTL if options["idle_ttl"] is _KEEP else options["idle_ttl"]
         limit = 0 if options["key_attribute_limit"] is _KEEP else options["key_attribute_limit"]

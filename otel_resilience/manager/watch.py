@@ -183,6 +183,15 @@ def _customized(
     return customized
 
 
+def _checked_interval(owner: str, interval: object) -> float:
+    """The seconds of a watch's ``interval``, given or assigned: a duration as every other.
+
+    At most ``MAX_DURATION`` and ``> 0``: the thread's wait must take it (a ``timedelta``, a
+    string or a negative number would end the thread, or make it look without pause).
+    """
+    return check_duration(owner, "interval", interval)
+
+
 class ConfigWatch:
     """Keeps a manager's named policies in step with a configuration file (see the module doc).
 
@@ -195,7 +204,8 @@ class ConfigWatch:
     Attributes:
         path: The file watched, as given (a relative path names the file of the working
             directory the watch began in, whatever directory the process changes to later).
-        interval: Seconds between two looks (a ``timedelta`` given is stored as seconds).
+        interval: Seconds between two looks (a ``timedelta`` given is stored as seconds); it may
+            be assigned while the watch runs, checked as the one given (the next wait takes it).
         format: The file's format, ``"yaml"`` or ``"toml"``: the one given, else its suffix's.
         applied: How many times a changed file was applied (the first load included).
         failed: How many changed files were refused (nothing changed each time).
@@ -220,8 +230,7 @@ class ConfigWatch:
         from otel_resilience.config.loader import file_path  # noqa: PLC0415 - see _load
 
         path = file_path("ResilienceManager.watch", path)
-        # A duration as every other (at most MAX_DURATION): the thread's wait must accept it.
-        self.interval = check_duration("ResilienceManager.watch", "interval", interval)
+        self._interval = _checked_interval("ResilienceManager.watch", interval)
         _check_customize("ResilienceManager.watch", customize)
         if format is not None:
             check_format(format, "ResilienceManager.watch.format")
@@ -259,6 +268,15 @@ class ConfigWatch:
         _RUNNING.add(self)
         WATCHES.register(self, findable=False)
         self._thread = self._start()
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two looks (assign seconds or a ``timedelta``: the next wait takes it)."""
+        return self._interval
+
+    @interval.setter
+    def interval(self, interval: float | timedelta) -> None:
+        self._interval = _checked_interval("ConfigWatch", interval)
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"otel-resilience watch {self.path}", daemon=True)
@@ -409,7 +427,7 @@ class ConfigWatch:
                 return looked_at, stamp, content
             racy = _racy_ns(stamp, looked_at)
             if racy:
-                pause = min(self.interval, racy / 1e9, _FIRST_LOAD_WAIT - waited)
+                pause = min(self._interval, racy / 1e9, _FIRST_LOAD_WAIT - waited)
                 clock.sleep_sync(pause)
                 waited += pause
 
@@ -453,7 +471,7 @@ class ConfigWatch:
         )
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._interval):
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the thread outlives anything a look raises: logged

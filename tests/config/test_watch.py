@@ -227,6 +227,30 @@ def test_a_watch_interval_its_thread_cannot_wait_is_refused_at_once(
         manager.policy("payments")
 
 
+@pytest.mark.parametrize(
+    ("interval", "error"),
+    [(math.inf, ValueError), (-1, ValueError), (0, ValueError), (True, TypeError), ("2", TypeError)],
+)
+def test_an_interval_assigned_later_is_checked_as_the_one_given(
+    tmp_path: Path, interval: object, error: type[Exception]
+) -> None:
+    """``watch.interval = ...`` takes what ``watch(path, interval=...)`` takes, a timedelta as seconds.
+
+    It took any value: a ``timedelta`` (which the constructor takes) or a string ended the
+    watch thread at its next wait (a ``TypeError`` outside its guarded look), so the watch
+    stopped following the file without a word, and ``-1`` made it look without pause.
+    """
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    with _manager().watch(path, interval=3600.0) as watch:
+        with pytest.raises(error, match=r"^ConfigWatch\.interval must be"):
+            watch.interval = interval  # type: ignore[assignment]
+        assert watch.interval == 3600.0
+        watch.interval = timedelta(minutes=5)
+        assert watch.interval == 300.0
+        assert watch._thread.is_alive()
+
+
 def test_a_watch_interval_may_be_a_timedelta(tmp_path: Path) -> None:
     """A timedelta is seconds, as for every duration of the library."""
     path = tmp_path / "resilience.yaml"

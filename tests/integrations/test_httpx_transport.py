@@ -666,6 +666,28 @@ def test_bad_arguments_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("wrapper", "wrapped"),
+    [
+        (AsyncResilientTransport, httpx.HTTPTransport),  # a sync transport under the async client
+        (ResilientTransport, httpx.AsyncHTTPTransport),  # an async transport under the sync client
+        (ResilientTransport, object),
+    ],
+)
+def test_a_transport_that_cannot_send_for_the_wrapper_is_refused_at_construction(
+    wrapper: type[Any], wrapped: type[Any]
+) -> None:
+    """A transport of the other driver is a TypeError naming ``transport``, before the policy exists.
+
+    Taken, each request failed inside the policy with an ``AttributeError`` that the retry
+    retried and the breaker counted (it opened on the mistake), and closing the client raised it too.
+    """
+    manager = ResilienceManager()
+    with pytest.raises(TypeError, match=rf"{wrapper.__name__}\.transport must be"):
+        wrapper(policy(), wrapped(), manager=manager)
+    assert "downstream" not in manager.get_resilience_statistics()["named_policies"]
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [
         ("retry_methods", {"GET "}),

@@ -20,15 +20,22 @@ from typing_extensions import assert_type
 
 import otel_resilience
 from otel_resilience import (
+    MISSING,
+    Alert,
     AlertConfig,
+    AlertKind,
+    AlertSeverity,
     Bulkhead,
     BulkheadConfig,
     BulkheadFullError,
+    BulkheadStats,
+    BulkheadTimeoutError,
     Chaos,
     ChaosConfig,
     ChaosSwitch,
     CircuitBreaker,
     CircuitBreakerConfig,
+    CircuitBreakerStats,
     CircuitOpenError,
     CircuitState,
     CountWindow,
@@ -42,6 +49,7 @@ from otel_resilience import (
     Jitter,
     KeyedPolicyView,
     OperationTimeoutError,
+    Outcome,
     PercentileDelay,
     PolicyHandle,
     RateLimitedError,
@@ -50,9 +58,11 @@ from otel_resilience import (
     RecoveryAction,
     RecoveryConfig,
     RecoveryContext,
+    RecoveryEscalatedError,
     RecoveryStrategy,
     RedisStore,
     ResilienceConfig,
+    ResilienceError,
     ResilienceManager,
     Retry,
     RetryBudget,
@@ -61,12 +71,18 @@ from otel_resilience import (
     TimeoutConfig,
     TimeoutHandler,
     TimeWindow,
+    UnacceptedResultError,
+    build_pipeline,
     config,
     current_deadline,
+    fail_after,
     get_resilience_manager,
+    move_on_after,
     resilient,
     retry,
     retry_async,
+    subscribe,
+    time_left,
 )
 from otel_resilience.engine import Counted
 from otel_resilience.engine.context import ExecutionContext
@@ -205,6 +221,8 @@ async def check_chaos() -> None:
     chaos.enabled = False
     chaos.enable()
     switch.disable()
+    switch.on = True
+    switch.on = "no"  # type: ignore[assignment]
     faults: int = chaos.get_stats()["faults"]
     ResilienceConfig(chaos=ChaosConfig(latency_rate=0.5, latency=2.0))
     print(a, b, c, faults, switch.on)
@@ -257,6 +275,11 @@ async def check_named_policies() -> None:
     handles: dict[str, PolicyHandle] = manager.reconfigure_many({"typing-policy": ResilienceConfig()})
     generation: int = handle.generation
     manager.watch(Path("resilience.yaml"), interval=timedelta(seconds=5)).stop()
+    watch = manager.watch("resilience.yaml")
+    watch.interval = timedelta(seconds=10)
+    watch.interval = 10.0
+    assert_type(watch.interval, float)
+    watch.interval = "10s"  # type: ignore[assignment]
     manager.watch("resilience.yaml", interval="5s")  # type: ignore[arg-type]
     manager.watch("policies.conf", format="yaml").stop()
     manager.watch("policies.conf", format="ini")  # type: ignore[arg-type]
@@ -311,6 +334,16 @@ def check_read_only_attributes(breaker: CircuitBreaker, handle: PolicyHandle) ->
     breaker.name = "other"  # type: ignore[assignment]
     handle.generation = 2  # type: ignore[assignment]
     handle.config = ResilienceConfig()  # type: ignore[misc]
+    delay = PercentileDelay(0.05)
+    assert_type(delay.percentile + delay.initial + delay.minimum, float)
+    assert_type(delay.min_samples + delay.samples, int)
+    delay.percentile = 99.0  # type: ignore[assignment]
+    delay.initial = 0.1  # type: ignore[assignment]
+    manager = ResilienceManager()
+    assert_type(manager.recovery_system, ErrorRecoverySystem)
+    manager.recovery_system = ErrorRecoverySystem()  # type: ignore[assignment]
+    assert_type(manager.recovery_system.stats.patterns_detected, int)
+    manager.recovery_system.stats = None  # type: ignore[assignment]
     print(name)
 
 
@@ -759,3 +792,65 @@ def check_alert_counts_are_typed() -> None:
     assert_type(stats["by_kind"], dict[str, int])
     stats["alerts"]  # type: ignore[typeddict-item]
     assert_type(otel_resilience.AlertSystem().get_stats()["total"], int)
+
+
+async def check_deadline_scopes() -> None:
+    """``fail_after`` and ``move_on_after`` are async scopes only; what is left of a deadline is a float."""
+    async with fail_after(1.0) as scope:
+        assert_type(time_left(), float)
+    assert_type(scope.expired, bool)
+    async with move_on_after(timedelta(milliseconds=500), clock=FakeClock(), operation="refresh") as moved:
+        assert_type(current_deadline(), float | None)
+    assert_type(moved.expired, bool)
+    with fail_after(1.0):  # type: ignore[attr-defined]
+        pass
+    fail_after("1s")  # type: ignore[arg-type]
+    move_on_after(1.0, operation=None)  # type: ignore[arg-type]
+
+
+def check_alerts_in_process() -> None:
+    """``subscribe`` takes a sync callback of an ``Alert``, whose fields are typed; it returns the remover."""
+    kinds: list[AlertKind] = []
+
+    def on_alert(alert: Alert) -> None:
+        kinds.append(alert.kind)
+        assert_type(alert.severity, AlertSeverity)
+        assert_type(alert.subject + alert.summary, str)
+        assert_type(alert.timestamp, float)
+        assert_type(alert.attributes["resilience.name"], str)
+
+    unsubscribe = subscribe(on_alert)
+    assert_type(unsubscribe(), None)
+    subscribe(lambda alert: alert.kind is AlertKind.CIRCUIT_OPEN and alert.severity is AlertSeverity.CRITICAL)
+    subscribe(lambda alert, extra: None)  # type: ignore[arg-type,misc]
+    subscribe(1)  # type: ignore[arg-type]
+
+
+def check_the_remaining_errors_and_values() -> None:
+    """The errors not checked above keep their fields' types; the stats classes and outcomes are exported."""
+    queued = BulkheadTimeoutError("pool", 10, 100, 2.5)
+    assert_type(queued.timeout, float)
+    assert_type(queued.max_concurrent + queued.max_waiting, int)
+    full: BulkheadFullError = queued
+    escalated = RecoveryEscalatedError("ConnectionError", "payments")
+    assert_type(escalated.error_type, str)
+    assert_type(escalated.operation, str | None)
+    unaccepted = UnacceptedResultError("payments", {"status": "error"})
+    assert_type(unaccepted.result, object)
+    errors: tuple[ResilienceError, ...] = (full, escalated, unaccepted, OperationTimeoutError("op", 1.0))
+    assert_type(CircuitBreaker("typing-stats").stats, CircuitBreakerStats)
+    assert_type(Bulkhead("typing-stats").stats, BulkheadStats)
+    outcome: Outcome = Outcome.SUCCESS
+    fallback_default: object = MISSING
+    RecoveryEscalatedError(ConnectionError)  # type: ignore[arg-type]
+    print(errors, outcome, fallback_default)
+
+
+async def check_build_pipeline() -> None:
+    """``build_pipeline`` takes its links by keyword (``None`` for none) and returns a pipeline of both drivers."""
+    pipeline = build_pipeline(
+        "typing-pipeline", ResilienceConfig(timeout=1.0), breaker=None, bulkhead=None, recovery=None
+    )
+    assert_type(await pipeline.execute(fetch, 1), str)
+    assert_type(pipeline.execute_sync(fetch_sync, 1), str)
+    build_pipeline("typing-pipeline", ResilienceConfig())  # type: ignore[call-arg]

@@ -61,34 +61,40 @@ class ChaosSwitch:
     Args:
         on: Whether the switch starts on (default ``False``: a drill is started on purpose).
 
-    Attributes:
-        on: Whether chaos is on now (read it; flip it with :meth:`enable` and :meth:`disable`).
-
     Raises:
-        TypeError: ``on`` is not a bool.
+        TypeError: ``on`` is not a bool (given here, or assigned to :attr:`on` later).
     """
 
-    __slots__ = ("on",)
+    __slots__ = ("_on",)
 
     def __init__(self, on: bool = False) -> None:
-        if not isinstance(on, bool):
-            raise fail("ChaosSwitch", "on", "a bool", on, kind=TypeError)
         self.on = on
+
+    @property
+    def on(self) -> bool:
+        """Whether chaos is on now (flip it with :meth:`enable` and :meth:`disable`, or assign a bool)."""
+        return self._on
+
+    @on.setter
+    def on(self, on: bool) -> None:
+        if not isinstance(on, bool):  # a string such as "no" would be true: a drill never stopped
+            raise fail("ChaosSwitch", "on", "a bool", on, kind=TypeError)
+        self._on = on
 
     def enable(self) -> None:
         """Turn chaos on."""
-        self.on = True
+        self._on = True
 
     def disable(self) -> None:
         """Turn chaos off."""
-        self.on = False
+        self._on = False
 
     def __call__(self, ctx: ExecutionContext) -> bool:  # noqa: ARG002 - the same for every call
         """Return whether chaos is on (the predicate :attr:`ChaosConfig.enabled` calls)."""
-        return self.on
+        return self._on
 
     def __repr__(self) -> str:
-        return f"ChaosSwitch(on={self.on})"
+        return f"ChaosSwitch(on={self._on})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
@@ -75,6 +76,9 @@ class PercentileDelay:
         minimum: The shortest delay it returns, seconds ``>= 0`` and ``<= initial`` (a floor under
             a dependency that answers in microseconds; a ``timedelta`` is accepted). Default: 0.
 
+    The settings are read-only attributes of the same names, as a config's fields are (an
+    assignment is an ``AttributeError``): they are checked once, here.
+
     Raises:
         TypeError: A value has the wrong type (the message names ``PercentileDelay.<field>``).
         ValueError: A value is out of range.
@@ -83,13 +87,13 @@ class PercentileDelay:
     __slots__ = (
         "_cached",
         "_dirty",
+        "_initial",
         "_latencies",
         "_lock",
+        "_min_samples",
+        "_minimum",
         "_ordered",
-        "initial",
-        "min_samples",
-        "minimum",
-        "percentile",
+        "_percentile",
     )
 
     def __init__(
@@ -101,11 +105,11 @@ class PercentileDelay:
         min_samples: int | None = None,
         minimum: float | timedelta = 0.0,
     ) -> None:
-        self.initial = check_duration(_OWNER, "initial", initial)
-        self.percentile = check_number(
+        self._initial = check_duration(_OWNER, "initial", initial)
+        self._percentile = check_number(
             _OWNER, "percentile", percentile, minimum=0.0, maximum=100.0, min_inclusive=False
         )
-        if self.percentile >= 100.0:  # the top of the range is excluded
+        if self._percentile >= 100.0:  # the top of the range is excluded
             raise fail(_OWNER, "percentile", "< 100", percentile)
         size = check_int(_OWNER, "samples", samples, minimum=1, maximum=MAX_SAMPLES)
         needed = (
@@ -113,15 +117,23 @@ class PercentileDelay:
         )
         if needed > size:
             raise fail(_OWNER, "min_samples", f"<= samples ({size})", min_samples)
-        self.min_samples = needed
-        self.minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
-        if self.minimum > self.initial:  # initial is returned first: it may not be under the floor
-            raise fail(_OWNER, "minimum", f"<= initial ({self.initial!r})", minimum)
+        self._min_samples = needed
+        self._minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
+        if self._minimum > self._initial:  # initial is returned first: it may not be under the floor
+            raise fail(_OWNER, "minimum", f"<= initial ({self._initial!r})", minimum)
         self._latencies: deque[float] = deque(maxlen=size)  # in arrival order: the oldest leaves first
         self._ordered: list[float] = []  # the same latencies, sorted (equal ones in arrival order)
         self._lock = fork_safe(threading.Lock())
-        self._cached = self.initial
+        self._cached = self._initial
         self._dirty = False
+
+    initial = ReadOnly[float]("_initial", "The delay in seconds until ``min_samples`` latencies came in.")
+
+    percentile = ReadOnly[float]("_percentile", "Which percentile of the kept latencies is the delay.")
+
+    min_samples = ReadOnly[int]("_min_samples", "How many latencies it needs before it uses them.")
+
+    minimum = ReadOnly[float]("_minimum", "The shortest delay it returns, in seconds.")
 
     @property
     def samples(self) -> int:
@@ -156,9 +168,9 @@ class PercentileDelay:
             if self._dirty:
                 self._dirty = False
                 ordered = self._ordered
-                if len(ordered) >= self.min_samples:
-                    rank = int(ceil_whole(self.percentile * len(ordered) / 100.0))
-                    self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
+                if len(ordered) >= self._min_samples:
+                    rank = int(ceil_whole(self._percentile * len(ordered) / 100.0))
+                    self._cached = max(self._minimum, ordered[max(rank, 1) - 1])
             return self._cached
 
     def __reduce__(self) -> tuple[object, ...]:

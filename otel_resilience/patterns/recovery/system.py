@@ -14,6 +14,7 @@ from otel_resilience.engine.events import Event, PatternDetected, StrategyTeleme
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
 from otel_resilience.engine.validation import check_called_with, check_name, check_sync_callable, fail
@@ -75,7 +76,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         ValueError: ``name`` is empty, or a setting is out of range.
     """
 
-    __slots__ = ("_detector", "_lock", "_rules", "_unfound", "stats")
+    __slots__ = ("_detector", "_lock", "_rules", "_stats", "_unfound")
 
     def __init__(
         self,
@@ -91,7 +92,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         self._lock = fork_safe(threading.Lock())
         self._rules: Mapping[type, RecoveryAction] = MappingProxyType({})
         self._detector = PatternDetector(config.pattern_threshold, config.pattern_window, max_fingerprints)
-        self.stats = RecoveryStats()
+        self._stats = RecoveryStats()
         self._unfound: set[str | None] = set()
         RECOVERY_SYSTEMS.register(self)
 
@@ -108,6 +109,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 return False
             unfound.add(name)
             return True
+
+    stats = ReadOnly[RecoveryStats](
+        "_stats", "The live counters (plain integers; read them, or :meth:`get_stats` for a snapshot)."
+    )
 
     @property
     def rules(self) -> Mapping[type[Exception], RecoveryAction]:
@@ -171,7 +176,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             attempts.
         """
         with self._lock:
-            return self.stats.as_dict()
+            return self._stats.as_dict()
 
     def as_strategy(
         self,
@@ -336,7 +341,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         with self._lock:
             detected = self._detector.record_locked((error_type, operation), self._clock.now())
             if detected:
-                self.stats.patterns_detected += 1
+                self._stats.patterns_detected += 1
         if detected and telemetry.enabled:
             config = self._config
             telemetry.report(

@@ -20,7 +20,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.sliding import SlidingCounts, check_bucket_width
-from otel_resilience.engine.validation import MAX_COUNT, check_duration, check_number
+from otel_resilience.engine.validation import MAX_COUNT, check_duration, check_number, fail
 
 __all__ = ["RetryBudget"]
 
@@ -162,7 +162,14 @@ class RetryBudget:
         A refund made as a call's coroutine is closed (a task its closed loop left pending, freed
         by the garbage collector on whichever thread allocates, maybe one that holds the budget's
         lock) never blocks on the lock (:func:`~otel_resilience.engine.closing.give_back`).
+
+        Raises:
+            TypeError: ``withdrawal`` is neither ``None`` nor an ``int`` (a ``bool``, such as
+                :meth:`try_withdraw`'s answer, is none: it would name the bucket ``0`` or ``1``).
         """
+        if withdrawal is not None and type(withdrawal) is not int:
+            rule = "a receipt of withdraw() (an int) or None (for the retry try_withdraw() just took)"
+            raise fail("RetryBudget.refund", "withdrawal", rule, withdrawal, kind=TypeError)
         give_back(self._lock, self._forget, withdrawal)
 
     def _forget(self, withdrawal: int | None) -> None:
