@@ -18,11 +18,16 @@ from otel_resilience import (
     HedgingConfig,
     ResilienceConfig,
     ResilienceManager,
+    Retry,
     RetryBudget,
+    RetryPolicy,
+    RetryStrategy,
 )
 from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import BulkheadFullError
+from otel_resilience.patterns.retry import Jitter
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
 
@@ -341,3 +346,108 @@ async def test_an_original_turned_away_is_raised_whatever_hedge_on_leaves_out(cl
     stats = hedging.get_stats()
     assert (stats["hedges"], stats["hedges_denied"], stats["failed"]) == (0, 1, 1)
     assert budget.get_stats()["retries"] == 0
+
+
+# -- a hedge turned away is no attempt of the execution's cap in total ---------------------------
+
+
+def retried_races_over_one_slot(clock: FakeClock, name: str, retries: int) -> tuple[ResilienceManager, Any]:
+    """A policy: retry around races of two attempts at once over one slot (the hedge is turned away)."""
+    manager = ResilienceManager(clock=clock)
+    handle = manager.policy(
+        name,
+        ResilienceConfig(
+            hedging=HedgingConfig(mode="parallel", max_attempts=2),
+            retry_policy=RetryPolicy(
+                max_attempts=retries, strategy=RetryStrategy.FIXED, initial_delay=0.0, jitter=Jitter.NONE
+            ),
+            bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+            max_attempts_total=4,
+        ),
+    )
+    return manager, handle
+
+
+async def test_a_hedge_turned_away_takes_no_attempt_of_the_cap_in_total(
+    clock: FakeClock, recorder: Any, otel: Any, task_factory: str
+) -> None:
+    """``max_attempts_total=4`` caps the calls made: hedges turned away called nothing, and take none of it.
+
+    Each race's hedge meets the bulkhead the original holds. Four calls reach the dependency, then
+    the cap stops the retry (its own ``max_attempts`` would allow more), its note saying the
+    execution made its 4 attempts. The attempts keep numbers of their own: a hedge turned away
+    kept its number (its span), the retries take the next ones. Before: 2 calls (each hedge
+    turned away took one of the 4), and the cap stopped the retry with 2 retries left.
+    """
+    _, handle = retried_races_over_one_slot(clock, "capped-races", retries=6)
+    calls: list[int] = []
+
+    async def down() -> str:
+        calls.append(1)
+        await asyncio.sleep(0)  # holding the slot while the hedge meets the bulkhead
+        raise ConnectionError(f"down {len(calls)}")
+
+    with pytest.raises(ConnectionError, match="down 4") as info:
+        await handle.execute(down)
+    assert len(calls) == 4
+    assert handle.get_stats()["bulkhead"]["rejected"] == 3  # the 4th race had no room for a hedge
+    made = "the execution made 4 attempts in total, its cap (max_attempts_total)"
+    assert info.value.__notes__[-1].endswith(made)
+    exhausted = [(e.attempts, e.reason) for e in recorder.of(Event.RETRY_EXHAUSTED)]
+    assert exhausted == [(7, "max_attempts_total")]  # the 4th race's original: attempt 7
+    spans = otel.spans("capped-races" + sc.ATTEMPT_SPAN_SUFFIX)
+    hedged = [s for s in spans if s.attributes[sc.PATTERN] == "hedging"]  # each race's attempts
+    numbers = sorted((s.attributes[sc.ATTEMPT], s.attributes[sc.ATTEMPT_TYPE]) for s in hedged)
+    assert numbers == [(n, "hedge" if n % 2 == 0 else "original") for n in range(1, 8)]
+    denied = [d.denied_by for d in recorder.of(Event.HEDGE_DENIED)]
+    assert denied == ["rejected", "rejected", "rejected", "max_attempts"]
+
+
+async def test_a_hedge_rejected_after_it_called_the_dependency_was_sent(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """A retry inside the hedging: the hedge's call fails and opens the breaker, its retry is rejected.
+
+    The hedge called the dependency before its chain rejected it: it is a hedge sent (counted,
+    charged to the budget, an attempt the original's win is over), not one turned away; its
+    rejection still ends hedging (the next hedge due is denied, ``rejected``). Before: ``hedges``
+    0, the budget's withdrawal given back, and the hedge itself counted denied, for 2 calls.
+    """
+    budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0, clock=clock)
+    hedging = Hedging("h", HedgingConfig(delay=0.01, max_attempts=3, budget=budget), clock=clock)
+    retry = Retry("r", RetryPolicy(max_attempts=2, initial_delay=0.0), clock=clock)
+    breaker = CircuitBreaker("b", CircuitBreakerConfig(failure_threshold=1))
+    pipeline = (
+        PipelineBuilder("p", clock=clock)
+        .add(hedging.as_strategy("p"))
+        .add(retry.as_strategy("p"))
+        .add(breaker.as_strategy("p"))
+        .build()
+    )
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def first_slow_then_failing() -> str:
+        calls.append(1)
+        if len(calls) > 1:
+            raise ConnectionError("fast failure")
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(first_slow_then_failing))
+    while not calls:
+        await asyncio.sleep(0)
+    clock.advance(0.02)  # the hedge starts, fails, opens the breaker; its retry is rejected
+    while not breaker.get_stats()["total_rejected"]:
+        await asyncio.sleep(0)
+    for _ in range(20):  # a further hedge, were one started, would start at once
+        await asyncio.sleep(0)
+    release.set()
+    assert await task == "quote"
+    assert len(calls) == 2
+    assert budget.get_stats()["retries"] == 1
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (1, 1, 1)
+    assert [(d.trigger, d.denied_by) for d in recorder.of(Event.HEDGE_DENIED)] == [("failure", "rejected")]
+    assert [s.attempt for s in recorder.of(Event.HEDGE_STARTED)] == [2]
+    assert [w.attempt_type for w in recorder.of(Event.HEDGE_WON)] == ["original"]

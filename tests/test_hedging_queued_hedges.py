@@ -344,3 +344,85 @@ async def test_a_hedge_whose_own_timeout_cut_its_wait_and_that_then_ran_was_sent
     assert budget.get_stats()["retries"] == 1
     stats = hedging.get_stats()
     assert (stats["hedges"], stats["hedge_wins"]) == (1, 1)
+
+
+async def test_a_hedge_still_queued_when_the_race_ends_takes_no_attempt_of_the_cap_in_total(
+    clock: FakeClock, task_factory: str
+) -> None:
+    """Retry around races over one slot: each race's hedge is still queued when the original's answer ends it.
+
+    The original's ``ValueError`` is a definite answer (``hedge_on`` leaves it out), which the
+    retry around retries. A hedge cancelled in the queue called nothing: ``max_attempts_total=3``
+    lets 3 calls reach the dependency. Before: 2 (the first race's queued hedge took one of the 3,
+    and the cap then refused both the second race's hedge and the next retry).
+    """
+    hedging = Hedging(
+        "h", HedgingConfig(mode="parallel", max_attempts=2, hedge_on=(ConnectionError,)), clock=clock
+    )
+    retry = Retry("r", RetryPolicy(max_attempts=5, initial_delay=0.0), clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=1))
+    pipeline = (
+        PipelineBuilder("p", clock=clock, max_attempts=3)
+        .add(retry.as_strategy("p"))
+        .add(hedging.as_strategy("p"))
+        .add(bulkhead.as_strategy("p"))
+        .build()
+    )
+    calls: list[int] = []
+
+    async def definite() -> str:
+        calls.append(1)
+        await until(lambda: bulkhead.get_stats()["waiting"] or hedging.get_stats()["hedges_denied"])
+        raise ValueError(f"no such key {len(calls)}")
+
+    with pytest.raises(ValueError, match="no such key 3"):
+        await pipeline.execute(definite)
+    assert len(calls) == 3
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"]) == (0, 1)  # the 3rd race: no room left under the cap
+
+
+async def test_an_outer_hedge_whose_inner_race_is_still_queued_when_the_original_answers_is_no_hedge_sent(
+    clock: FakeClock, recorder: Any, task_factory: str
+) -> None:
+    """Two hedgings in one pipeline: the outer hedge's inner race waits for the slot the original holds.
+
+    Another call queued first takes the slot the original gives back, so the outer hedge is still
+    queued (in its inner race) when the original wins: it ran nothing, as a hedge queued itself.
+    No hedge sent, its withdrawal given back. Before: the outer hedging counted it in ``hedges``
+    (a ``HEDGE_STARTED``) and kept the budget's retry, for 1 call.
+    """
+    budget = budget_of(clock)
+    inner = Hedging("inner", HedgingConfig(mode="fallback", max_attempts=1), clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=2))
+    pipeline, outer = hedged_over(clock, budget, inner.as_strategy("p"), bulkhead.as_strategy("p"))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(answer))
+    await until(lambda: bulkhead.get_stats()["active"])
+    others_turn = asyncio.Event()
+
+    async def other_call() -> str:
+        await others_turn.wait()
+        return "other"
+
+    other = asyncio.ensure_future(bulkhead.execute(other_call))
+    await until(lambda: bulkhead.get_stats()["waiting"])
+    clock.advance(0.02)  # the outer hedge starts; its inner race's original waits behind the other call
+    await until(lambda: bulkhead.get_stats()["waiting"] == 2)
+    release.set()
+    assert await task == "quote"
+    others_turn.set()
+    assert await other == "other"
+    assert calls == [1]
+    assert budget.get_stats()["retries"] == 0
+    stats = outer.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 0, 1)
+    assert recorder.of(Event.HEDGE_STARTED) == []
+    assert asyncio.all_tasks() == {asyncio.current_task()}

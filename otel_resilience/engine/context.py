@@ -71,7 +71,8 @@ class ExecutionContext:
             (the one running, as attempts run one after another). Read it; a strategy that
             starts another attempt takes its number with :meth:`next_attempt`.
         max_attempts: Attempts the execution may make in total, counted across retry,
-            recovery and hedging; ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
+            recovery and hedging (an attempt that called nothing gives its place back:
+            :meth:`spare`); ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
         outcome: What the execution counts as if it returns: :attr:`Outcome.SUCCESS` at first,
             :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`),
             :attr:`Outcome.FAILURE` when it returns a result its policy judged a failure
@@ -110,6 +111,7 @@ class ExecutionContext:
         "properties",
         "queued",
         "rejected",
+        "spared",
         "sync",
     )
 
@@ -127,6 +129,8 @@ class ExecutionContext:
     queued: bool
     """Unset until an attempt of a race first waits for its admission (never on an execution's own)."""
     rejected: bool
+    spared: int
+    """Unset until an attempt that called nothing gives its place under the cap back (:meth:`spare`)."""
     sync: bool
 
     def __init__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
@@ -205,7 +209,8 @@ class ExecutionContext:
 
         Returns:
             The new attempt's number (one more than the latest), now :attr:`attempt`; ``None``
-            when :attr:`max_attempts` attempts were already made: no further attempt may start.
+            when :attr:`max_attempts` attempts were already made (not counting those that
+            called nothing and gave their place back, :meth:`spare`): no further attempt may start.
         """
         parent = self.parent
         if parent is not None:  # an attempt of a fork: the execution numbers it
@@ -215,7 +220,7 @@ class ExecutionContext:
             self.attempt = number
         else:
             limit = self.max_attempts
-            if limit is not None and self.attempt >= limit:
+            if limit is not None and self.attempt - getattr(self, "spared", 0) >= limit:
                 return None
             self.attempt += 1
         # It recovers if a later attempt's result is accepted: whatever the last attempt ended
@@ -223,6 +228,22 @@ class ExecutionContext:
         # accept) is no longer the execution's.
         self.outcome = _RECOVERED
         return self.attempt
+
+    def spare(self) -> None:
+        """Give the execution's cap back the place of this attempt, which took a number and called nothing.
+
+        An attempt of a race that never ran its action (a hedge whose task never ran, one the
+        chain turned away or the race ended while it was held back in its admission's wait) made
+        no call: the cap in total (:attr:`max_attempts`, ``ResilienceConfig.max_attempts_total``)
+        counts the calls made, so the execution may make another in its place. Its number stays
+        taken: numbers stay unique (its span, its events keep it), and the next attempt takes
+        the next one. Called on the attempt's context (:meth:`fork`): the execution that
+        numbered it gets the place back, through every race it is nested in. On rare paths only.
+        """
+        execution = self
+        while (parent := execution.parent) is not None:
+            execution = parent
+        execution.spared = getattr(execution, "spared", 0) + 1
 
     def result_failed(self) -> None:
         """Count the execution as a failure though it returns: its policy judged the result failed.

@@ -27,7 +27,9 @@ starts, waits, cancels and awaits. The race, in order:
    raised while a step of the rest of the chain admitted it: the policy's own open breaker,
    full bulkhead or rate limiter, :attr:`ExecutionContext.rejected`): every further attempt
    would meet the same step, and a hedge it never starts is asked of no budget. Such an
-   attempt is *turned away*: it never ran its action, the hedge is told so
+   attempt, rejected in its first run of the chain, is *turned away* (one rejected only in a
+   re-run, by a retry inside it, ran its action before: its rejection is no outcome either and
+   ends hedging as well, but the hedge is not told): it never ran its action, the hedge is told so
    (:meth:`Hedge.turned_away`: what it charged for it is given back), and its rejection is no
    outcome to judge (never the answer, whatever :meth:`Hedge.accepts` would say), so the
    attempts in flight go on. A rejection that came out of the function an attempt called (an
@@ -212,14 +214,17 @@ class Hedge(Wait):
         """
 
     def turned_away(self, attempt: ExecutionContext) -> None:
-        """Called in the attempt's task once its chain rejected it, before :meth:`leave`; must not raise.
+        """Called in the attempt's task once its chain turned it away, before :meth:`leave`; must not raise.
 
-        A step of the rest of the chain refused it (:attr:`ExecutionContext.rejected`: the
-        policy's own open breaker, full bulkhead or rate limiter), so it never ran its action:
-        what it was charged as it started (a hedge's withdrawal from a budget) is to be given
-        back, and it is no attempt that ran beside the winner. Its rejection is never judged
+        A step of the rest of the chain refused it in its first run (:attr:`ExecutionContext.rejected`:
+        the policy's own open breaker, full bulkhead or rate limiter), so it never ran its action:
+        what it was charged as it started (a hedge's withdrawal from a budget, its place under
+        the execution's cap in total: :meth:`ExecutionContext.spare`) is to be given back, and
+        it is no attempt that ran beside the winner. Its rejection is never judged
         (:meth:`accepts`): it is not an answer. For a hedge (not the original) the race reports
-        the denial (:meth:`deny`, :data:`REJECTED`) after :meth:`leave`.
+        the denial (:meth:`deny`, :data:`REJECTED`) after :meth:`leave`. An attempt rejected in
+        a later run of its chain (a retry inside it took a number: it may have called) is not
+        turned away, and this is not called for it.
         """
 
     def enter(self, attempt: ExecutionContext) -> Any:  # noqa: ARG002 - the default keeps nothing
@@ -456,16 +461,24 @@ class _Race:
         away is itself the hedge denied (:data:`REJECTED`, its own trigger); an original turned
         away denies the hedge due next, if one may still start. Once the race is over (the
         rejection came in the turn of the loop that decided it) it ends as a loser.
+
+        An attempt rejected in a later run of its chain (a retry inside the hedging, whose first
+        run called the dependency: :func:`_first_run`) was not turned away: it called, so the
+        hedge is not told (:meth:`Hedge.turned_away`), and it is an attempt that ran. Its
+        rejection is still no answer and still ends hedging: it denies the hedge due next, as an
+        original turned away does.
         """
         hedge, ctx = self.hedge, attempt.ctx
-        hedge.turned_away(ctx)
+        called = not _first_run(ctx)
+        if not called:
+            hedge.turned_away(ctx)
         if self.ended():
             attempt.cancelled = True
             hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
             return
         hedge.leave(ctx, scope, attempt.error, accepted=False, won=False)
         # After the attempt's scope closed: reported on the execution, as every denial.
-        if attempt.trigger is not None:
+        if attempt.trigger is not None and not called:
             self.refuse(attempt.trigger, REJECTED)
         elif self.more:
             due = FAILURE if hedge.on_failure else self.timed if self.delay is not None else None
@@ -657,6 +670,8 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         # An attempt may have won before the cancellation reached this task (in that turn, or while
         # the losers ended): its task reported the win as it happened, and the hedge counts it so.
         winner = contest.winner
+        if winner is None and ctx.parent is not None:
+            _hold_back_outer(ctx, contest)
         _forget(contest)
         hedge.end(ctx, None if winner is None else winner.ctx, _told(stopped))
         raise
@@ -684,9 +699,35 @@ def held_back(attempt: ExecutionContext) -> bool:
     the race ends while it is held back (another won, the caller was cancelled) never ran its
     action: it is no attempt that ran beside the winner, and no hedge sent. Read on a hedge's
     rare paths only (a win once more than one attempt started, the end of a race that started a
-    hedge): an execution that started no hedge never reads it.
+    hedge): an execution that started no hedge never reads it. An attempt that runs a race of
+    its own (two hedgings in one chain) is marked so when that race was stopped while each of
+    its attempts was held back (:func:`_hold_back_outer`).
     """
-    return getattr(attempt, "queued", False) is True and attempt.outcome is _SUCCESS
+    return getattr(attempt, "queued", False) is True and _first_run(attempt)
+
+
+def _first_run(attempt: ExecutionContext) -> bool:
+    """Whether ``attempt`` is still in its first run of the chain: nothing in it took another number.
+
+    Its outcome is still the fork's: a re-run inside the attempt (a retry inside the hedging)
+    takes a number first (:meth:`ExecutionContext.next_attempt`, which makes it ``RECOVERED``),
+    and may have called the dependency before. The one rule by which a race tells whether an
+    attempt stopped at an admission (held back, :func:`held_back`; turned away) ran nothing.
+    """
+    return attempt.outcome is _SUCCESS
+
+
+def _hold_back_outer(ctx: ExecutionContext, contest: _Race) -> None:
+    """Mark ``ctx``, an attempt of an outer race, held back if this race inside it was stopped so.
+
+    A race stopped with no winner while every attempt it started was held back in the wait for
+    its admission (:func:`held_back`) ran nothing: nor did the outer attempt it runs, which is
+    then held back as well (:attr:`ExecutionContext.queued`), as if it waited there itself. The
+    outer race reads it as the end of its own attempt's wait: no hedge sent, nothing charged.
+    """
+    attempts = contest.attempts
+    if attempts and all(held_back(attempt.ctx) for attempt in attempts):
+        ctx.queued = True
 
 
 def _told(error: BaseException) -> BaseException:

@@ -53,7 +53,9 @@ class ResilienceConfig:
         record_duration: Record the duration histograms, the execution's and its attempts'
             (default ``True``).
         max_attempts_total: Calls of the dependency one execution may make in total, ``>= 1``,
-            counted across retry attempts and recovery re-runs (each of which a breaker counts);
+            counted across retry attempts, recovery re-runs (each of which a breaker counts) and
+            hedges sent (a hedge that called nothing, turned away by the policy's own link or
+            still waiting for its admission when its race ended, takes none);
             ``None`` (default) for no cap. Once reached, retry gives up with the original error
             (stop reason ``max_attempts_total``) and recovery re-runs no more (a failed
             recovery). Without it, one execution may call the dependency ``max_attempts x (1 +

@@ -625,3 +625,26 @@ async def test_a_hedge_still_in_the_policys_bulkhead_queue_when_the_original_ans
     assert not [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
     assert otel.span(name).attributes[sc.OUTCOME] == "success"
     assert handle.get_stats()["bulkhead"]["completed"] == 1
+
+
+async def test_the_hedge_started_event_names_the_hedges_number_whatever_a_retry_inside_it_took(otel) -> None:
+    """A retry inside the hedging: the hedge (attempt 2) fails once and its retry (attempt 3) answers.
+
+    ``hedge_started`` names the attempt that started, 2, as the hedge's attempt span does. Before:
+    3, the number the retry inside the hedge took last, which no hedging attempt span carries.
+    """
+    name = _fresh("retried-hedge")
+    clock = FakeClock()
+    hedging = Hedging(name, HedgingConfig(delay=0.05), clock=clock)
+    retry = Retry(name, RetryPolicy(max_attempts=2, initial_delay=0.0), clock=clock)
+    pipeline = (
+        PipelineBuilder(name, clock=clock).add(hedging.as_strategy(name)).add(retry.as_strategy(name)).build()
+    )
+    assert await pipeline.execute(Dependency(HANG, ConnectionError("down"), "hedged")) == "hedged"
+    hedges = [s for s in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX) if s.attributes[sc.PATTERN] == "hedging"]
+    assert sorted((s.attributes[sc.ATTEMPT], s.attributes[sc.ATTEMPT_TYPE]) for s in hedges) == [
+        (1, "original"),
+        (2, "hedge"),
+    ]
+    [started] = [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
+    assert started.attributes[sc.ATTEMPT] == 2

@@ -243,6 +243,10 @@ class _CheckedAction:
         raise WrongDriver(msg)
 
 
+_Entry = tuple["ExecutionContext", object, str, int]
+"""A hedge started: its context, its withdrawal from the budget, its trigger, its number."""
+
+
 class _Scope:
     """What an attempt keeps while it runs: its telemetry scope and when it started."""
 
@@ -266,9 +270,10 @@ class _Race(Hedge):
     hedge the race ended while it was still held back in the wait for its admission (the
     bulkhead's queue, a rate limiter's permit: :func:`~otel_resilience.engine.hedge.held_back`),
     counted nowhere (nothing refused it: the race was over first); neither it nor an original so
-    held back is an attempt a win is reported over. The hedges that ran are counted as the race ends
-    (:meth:`end`: ``hedges``, the ``HEDGE_STARTED`` event), once no step can turn them away or
-    hold them back any more: what the counts show is what ran.
+    held back is an attempt a win is reported over. None of these hedges takes a call of the
+    execution's cap in total (:meth:`_unsent`): the cap counts the calls made. The hedges that
+    ran are counted as the race ends (:meth:`end`: ``hedges``, the ``HEDGE_STARTED`` event),
+    once no step can turn them away or hold them back any more: what the counts show is what ran.
 
     An attempt whose judgment raised (``hedge_on`` or ``hedge_on_result``) ends the execution
     with that error, which the race takes as its answer: it answered nothing, so it is no win
@@ -286,10 +291,11 @@ class _Race(Hedge):
         """The attempt whose judgment raised (:meth:`accepts`): its error ends the execution."""
         self._started = 0
         """The attempts started, less those turned away (:meth:`turned_away`; none starts after one)."""
-        self._pending: list[tuple[ExecutionContext, object, str]] | None = None
-        """The hedges started and not entered yet, with their withdrawals and triggers (a list from
-        the first hedge's start on: ``None`` when none started)."""
-        self._running: list[tuple[ExecutionContext, object, str]] | None = None
+        self._pending: list[_Entry] | None = None
+        """The hedges started and not entered yet, with their withdrawals, triggers and the numbers
+        they started with (a retry inside an attempt numbers its re-runs on): a list from the
+        first hedge's start on, ``None`` when none started."""
+        self._running: list[_Entry] | None = None
         """The hedges entered and not turned away: counted as the race ends (:meth:`end`), but
         for those still held back in their admission's wait."""
 
@@ -316,7 +322,7 @@ class _Race(Hedge):
             return None
         if self._pending is None:
             self._pending = []
-        self._pending.append((attempt, withdrawal, trigger))
+        self._pending.append((attempt, withdrawal, trigger, attempt.attempt))
         actions, index = core.actions, self._started - 1
         if actions is not None and index < len(actions):
             attempt.fn = actions[index]
@@ -354,7 +360,7 @@ class _Race(Hedge):
 
     def _run(self, attempt: ExecutionContext) -> None:
         """Move the pending hedge ``attempt`` to the running ones, now that its task runs it."""
-        pending = cast("list[tuple[ExecutionContext, object, str]]", self._pending)
+        pending = cast("list[_Entry]", self._pending)
         for index, entry in enumerate(pending):
             if entry[0] is attempt:
                 del pending[index]
@@ -371,13 +377,25 @@ class _Race(Hedge):
         counts it denied (``rejected``, :meth:`deny`).
         """
         self._started -= 1
-        running, budget = self._running, self._core.budget
-        for index, (hedge, withdrawal, _) in enumerate(running or ()):
+        running = self._running
+        for index, (hedge, withdrawal, _, _) in enumerate(running or ()):
             if hedge is attempt:
                 del running[index]  # type: ignore[union-attr] # found in it: a list
-                if budget is not None:
-                    self._core.give_back(withdrawal)
+                self._unsent(hedge, withdrawal)
                 return
+
+    def _unsent(self, hedge: ExecutionContext, withdrawal: object) -> None:
+        """Give back what the hedge ``hedge`` took as it started: it called nothing, it is no hedge sent.
+
+        The one rule for a hedge that never ran its action (its task never ran, the chain turned
+        it away, or the race ended while it was held back in its admission's wait): the budget
+        gets its withdrawal back, and the execution's cap in total the place its number took
+        (:meth:`~otel_resilience.engine.context.ExecutionContext.spare`: attempts are the calls
+        made), its number kept.
+        """
+        if self._core.budget is not None:
+            self._core.give_back(withdrawal)
+        hedge.spare()
 
     def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:
         """Judge the outcome by the config's ``hedge_on`` and ``hedge_on_result``.
@@ -450,9 +468,8 @@ class _Race(Hedge):
         pending = self._pending
         if pending is not None:  # a hedge started
             self._pending = None
-            if core.budget is not None:
-                for _, withdrawal, _ in pending:
-                    core.give_back(withdrawal)
+            for hedge, withdrawal, _, _ in pending:
+                self._unsent(hedge, withdrawal)
             self._count_run()
         if winner is not None and winner is not self._misjudged:
             next(core.original_wins if winner is self._original else core.hedge_wins)
@@ -473,14 +490,13 @@ class _Race(Hedge):
             return
         core, telemetry = self._core, self._telemetry
         listening = telemetry.hub.event_listeners
-        for attempt, withdrawal, trigger in running:
+        for attempt, withdrawal, trigger, number in running:
             if held_back(attempt):
-                if core.budget is not None:
-                    core.give_back(withdrawal)
+                self._unsent(attempt, withdrawal)
                 continue
             next(core.hedges)
             if listening:
-                telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+                telemetry.report(Event.HEDGE_STARTED, HedgeStarted(number, trigger))
 
 
 class _HedgingStep(Link[HedgingConfig]):

@@ -235,7 +235,7 @@ class _RetryCore:
                         self.budget.refund(wait.withdrawal)  # type: ignore[union-attr] # a receipt: a budget
                     raise
             return wait
-        self._give_up(telemetry, attempt, error, wait, failed)
+        self._give_up(telemetry, attempt, error, wait, failed, ctx.max_attempts)
         if error is None:  # the result still retried is returned: the execution failed
             ctx.result_failed()
         return None
@@ -273,10 +273,21 @@ class _RetryCore:
         if error is None:  # the result is returned, never retried: the execution failed
             ctx.result_failed()
 
-    def _give_up(
-        self, telemetry: StrategyTelemetry, attempt: int, error: Exception | None, wait: _Wait, failed: int
+    def _give_up(  # noqa: PLR0917 - the give-up's figures, on a rare path
+        self,
+        telemetry: StrategyTelemetry,
+        attempt: int,
+        error: Exception | None,
+        wait: _Wait,
+        failed: int,
+        cap: int | None,
     ) -> None:
-        """Count and report a give-up (``wait.reason``), and note it on ``error``."""
+        """Count and report a give-up (``wait.reason``), and note it on ``error``.
+
+        ``failed`` is the number of the attempt that failed (the event's); ``cap`` the execution's
+        cap in total, which it made when the cap stopped it (attempts that called nothing gave
+        their place back: their numbers are no count of the attempts made).
+        """
         reason = wait.reason
         assert reason is not None  # noqa: S101 - only a stop is given up on
         with self.lock:
@@ -290,7 +301,8 @@ class _RetryCore:
             # Replacing this retry's earlier note (a reused exception object), never another retry's
             # (a retry nested inside this one gave up first); an error that refuses notes has none.
             mine = f"{_NOTE_PREFIX}{self.name!r}:"
-            add_note(error, self._give_up_note(attempt, wait, failed), replacing=mine)
+            made = cap if cap is not None and wait.reason == "max_attempts_total" else failed
+            add_note(error, self._give_up_note(attempt, wait, made), replacing=mine)
 
     def _next_wait(
         self, ctx: ExecutionContext, attempt: int, outcome: object, previous: float | None
