@@ -5,7 +5,9 @@ traceback, and a SIGTERM would kill the process without a word; this module load
 the interpreter's own ``sys`` before its guard (its other imports happen under it), so the command
 handles both signals from its first instruction, as the demo does until its run begins: one line
 on standard error and exit status 0. ``otel_resilience.__main__`` takes :func:`signals_interrupt`
-and :func:`stopped_by_signal` from here for that part of the demo.
+and :func:`stopped_by_signal` from here for that part of the demo, and ``python -m
+otel_resilience``, which loads the package before any code of the command runs, the guard of that
+load (:func:`guard_package_load`).
 """
 
 import sys  # built in: loaded with the interpreter (so no `from __future__ import`, a module of its own)
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import IO
 
-__all__ = ["main", "signals_interrupt", "stopped_by_signal"]
+__all__ = ["end_package_guard", "guard_package_load", "main", "signals_interrupt", "stopped_by_signal"]
 
 
 class _SignalsInterrupt:
@@ -65,6 +67,57 @@ def stopped_by_signal(command: str, err: "IO[str]") -> int:
     return 0
 
 
+_COMMAND = "otel-resilience"
+_replaced: "list[int]" = []
+"""The signals :func:`guard_package_load` gave :func:`_stop` (put back by :func:`end_package_guard`)."""
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    """The handler of SIGINT and SIGTERM while ``python -m otel_resilience`` loads the package."""
+    raise SystemExit(stopped_by_signal(_COMMAND, sys.stderr))
+
+
+def guard_package_load(package: str) -> None:
+    """Make SIGINT and SIGTERM stop ``python -m <package>`` cleanly while the interpreter loads it.
+
+    The package calls this first. ``python -m`` loads the package before any code of its
+    ``__main__`` runs, so no ``try`` of the command can catch a Ctrl-C then; for that command only
+    (the interpreter is still locating the module it runs: ``sys.argv[0]`` is ``"-m"``) both
+    signals end the process there as they end the script's load, with :func:`stopped_by_signal`'s
+    line and status (a ``SystemExit`` out of the import), until :func:`end_package_guard`. A
+    handler installed by the application, or an ignored signal, is left alone. An import of the
+    package in any other way, ``python -m`` of one of its modules included, changes nothing.
+    """
+    argv: list[str] = getattr(sys, "argv", [])  # none in an embedded interpreter
+    given = sys.orig_argv  # the interpreter's own arguments, then the module's name, then argv[1:]
+    if argv[:1] != ["-m"] or len(given) <= len(argv):
+        return
+    if given[len(given) - len(argv)] not in (package, f"-m{package}"):  # `-m NAME` or `-mNAME`
+        return
+    import signal  # noqa: PLC0415 - only for `python -m`
+    import threading  # noqa: PLC0415 - only for `python -m`
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) is default:
+            signal.signal(signum, _stop)
+            _replaced.append(signum)
+
+
+def end_package_guard() -> None:
+    """End :func:`guard_package_load`'s guard, once the command is loaded: its own guard takes over.
+
+    Puts back the interpreter's handler of each signal the guard took (unless another was set since).
+    """
+    import signal  # noqa: PLC0415 - loaded already by the package
+
+    while _replaced:
+        signum = _replaced.pop()
+        if signal.getsignal(signum) is _stop:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
 def main() -> int:
     """Load ``otel_resilience.__main__`` and run its ``main`` (the ``otel-resilience`` command).
 
@@ -75,7 +128,7 @@ def main() -> int:
         with signals_interrupt():
             from otel_resilience.__main__ import main as command  # noqa: PLC0415 - loaded under the guard
     except KeyboardInterrupt:
-        return stopped_by_signal("otel-resilience", sys.stderr)
+        return stopped_by_signal(_COMMAND, sys.stderr)
     return command()
 
 

@@ -8,6 +8,12 @@ metric. The public API is re-exported here; see each module for details.
 
 from __future__ import annotations
 
+# First, before the imports that take a third of a second: `python -m otel_resilience` loads the
+# package before its command's code runs, so a signal then stops it here (the command's guard).
+from _otel_resilience_cli import guard_package_load as _guard_package_load
+
+_guard_package_load(__name__)
+
 import sys
 import types
 from typing import TYPE_CHECKING, Any

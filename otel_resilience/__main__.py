@@ -21,8 +21,9 @@ works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
 module, an invalid configuration file, a closed standard output), 2 for a usage error. SIGINT or
 SIGTERM before a command begins (while its arguments are read; for ``demo``, until its run) stops
-it with one line and status 0; the ``otel-resilience`` script covers the package's loading too
-(``_otel_resilience_cli``).
+it with one line and status 0, and so does it while the package loads (the ``otel-resilience``
+script loads it under the guard of ``_otel_resilience_cli``; ``python -m otel_resilience``, which
+loads the package first, under that module's :func:`~_otel_resilience_cli.guard_package_load`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from _otel_resilience_cli import signals_interrupt, stopped_by_signal
+from _otel_resilience_cli import end_package_guard, signals_interrupt, stopped_by_signal
 from otel_resilience import config as config_module
 from otel_resilience.config.formats import Format, UnknownFormatError, file_format
 from otel_resilience.config.report import summary as config_summary
@@ -532,5 +533,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str]
     return 2
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m otel_resilience: loaded under the package's guard, which ends here
+    end_package_guard()
     sys.exit(main())

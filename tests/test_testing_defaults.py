@@ -321,13 +321,13 @@ def test_a_config_file_that_cannot_be_loaded_changes_nothing(
     broken = tmp_path / "broken.yaml"  # type: ignore[operator]
     broken.write_text("policies:\n  inventory:\n    circuit_breaker:\n      failure_threshold: 0\n")
     monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(broken))
-    with pytest.raises(ConfigError), fresh_defaults():
+    with pytest.raises(ConfigError), fresh_defaults(clock=FakeClock()):  # just written: no real wait
         pass
     assert get_resilience_manager() is before
     good = tmp_path / "good.yaml"  # type: ignore[operator]
     good.write_text("policies:\n  inventory:\n    circuit_breaker:\n      failure_threshold: 3\n")
     monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(good))
-    with fresh_defaults() as manager:
+    with fresh_defaults(clock=FakeClock()) as manager:
         assert manager.policy("inventory").config.circuit_breaker is not None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -11,8 +11,10 @@ from typing import Final
 from otel_resilience.config.errors import ConfigError
 from otel_resilience.config.formats import Format, UnknownFormatError, check_format, file_format, parse
 from otel_resilience.config.reader import read
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.watch import read_settled
 from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["CONFIG_ENV", "ConfigFile", "from_env", "load", "loads"]
@@ -159,10 +161,20 @@ def load(
         TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
             :class:`ConfigFile` or ``None`` (before the file is read).
     """
+    return _load(path, format, previous, lambda source: Path(source).read_bytes())
+
+
+def _load(
+    path: str | os.PathLike[str],
+    format: Format | None,  # noqa: A002 - load()'s name
+    previous: ConfigFile | None,
+    read_file: Callable[[str], bytes],
+) -> ConfigFile:
+    """:func:`load`, the file's bytes read by ``read_file`` (:func:`from_env`'s waits for a stable file)."""
     source = file_path("load", path)
     _check_previous("load", previous)
     found = file_format(source, format)
-    return load_content(Path(source).read_bytes(), source, found, previous=previous)
+    return load_content(read_file(source), source, found, previous=previous)
 
 
 def load_content(
@@ -191,16 +203,24 @@ def load_content(
 
 
 def from_env(
-    environ: Mapping[str, str] | None = None, *, previous: ConfigFile | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    previous: ConfigFile | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ConfigFile | None:
     """Load the file named by ``OTEL_RESILIENCE_CONFIG``, the configuration read at start-up.
 
     Call it once when the service starts (and give its policies to the manager, or to
-    ``@resilient``); an unset or empty variable means no file.
+    ``@resilient``); an unset or empty variable means no file. The file is read once it is
+    stable, as a watch's first load reads it (``manager.watch``): a service started while it is
+    being saved neither starts on its first chunk nor fails on it. A file written in the last 3 s
+    is read again 0.1 s later (``START_UP_LOOK_INTERVAL``; again while it changes, but no later
+    than 3 s after it was written), and loaded once two reads find it the same.
 
     Args:
         environ: The environment (default ``os.environ``).
         previous: As for :func:`load`.
+        clock: The clock of that wait (a test's ``FakeClock`` takes no time).
 
     Returns:
         The file's policies, or ``None`` when the variable is unset or empty.
@@ -209,8 +229,8 @@ def from_env(
         ConfigError: The file is not valid, or cannot be read, or its name has no known suffix
             (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
-        TypeError: ``environ`` is not a mapping or ``None``, or ``previous`` is not a
-            :class:`ConfigFile` or ``None``.
+        TypeError: ``environ`` is not a mapping or ``None``, ``previous`` is not a
+            :class:`ConfigFile` or ``None``, or ``clock`` is not a clock.
     """
     if environ is not None and not isinstance(environ, Mapping):
         raise fail(
@@ -221,11 +241,12 @@ def from_env(
             kind=TypeError,
         )
     _check_previous("from_env", previous)
+    check_clock("from_env", clock)
     path = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
     if not path:
         return None
     try:
-        return load(path, previous=previous)
+        return _load(path, None, previous, lambda source: read_settled(source, clock))
     except UnknownFormatError as error:  # the variable has no format= to pass: the name must say it
         reason = f"{CONFIG_ENV}={path!r} names a file that {error.fault}: rename it with one of them"
         raise ConfigError(reason) from None

@@ -162,12 +162,6 @@ def _watch_interval(options: DemoOptions) -> float:
     return DEFAULT_WATCH_INTERVAL if options.watch_interval is None else options.watch_interval
 
 
-def _stop_made_watch(first_load: asyncio.Future[ConfigWatch]) -> None:
-    """Stop the watch a first load made after the run was cancelled (nothing when it failed)."""
-    if not first_load.cancelled() and first_load.exception() is None:
-        first_load.result().stop()
-
-
 class _Reloads:
     """The ``--config`` file watched during the run (``manager.watch``): its reloads, shown and counted.
 
@@ -209,20 +203,13 @@ class _Reloads:
             check_file_policies(path, {name: config})  # a policy the demo lacks, or chaos: refused
             return system.customize(name, config)
 
-        first_load = asyncio.ensure_future(
-            asyncio.to_thread(
-                system.manager.watch,
+        try:  # its first load in a worker thread; cancelled, the watch it still makes is stopped
+            watch = await system.manager.watch_async(
                 path,
                 interval=_watch_interval(options),
                 customize=customize,
                 format=options.config_format,
             )
-        )
-        try:
-            watch = await asyncio.shield(first_load)
-        except asyncio.CancelledError:  # the run cancelled: the watch its thread still makes is stopped
-            first_load.add_done_callback(_stop_made_watch)
-            raise
         except DemoConfigError:
             raise
         except (OSError, ValueError) as error:  # ConfigError is a ValueError

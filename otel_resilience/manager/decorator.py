@@ -37,9 +37,10 @@ def get_resilience_manager() -> ResilienceManager:
 
     When the environment variable ``OTEL_RESILIENCE_CONFIG`` names a configuration file, the
     manager is created with the named policies it defines (``manager.apply_config``); the file
-    is read once, here (``manager.watch(path)`` follows its changes). In a test suite,
-    :func:`otel_resilience.testing.fresh_defaults` gives each test a process-wide manager of its
-    own, made the same way.
+    is read once, here, once it is stable (a file being saved is waited for, as by a watch's first
+    load: :func:`otel_resilience.config.from_env`), and ``manager.watch(path)`` follows its
+    changes. In a test suite, :func:`otel_resilience.testing.fresh_defaults` gives each test a
+    process-wide manager of its own, made the same way.
 
     Raises:
         otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
@@ -67,7 +68,7 @@ def new_default_manager(clock: Clock = SYSTEM_CLOCK) -> ResilienceManager:
     from otel_resilience.config import from_env  # noqa: PLC0415 - config imports the manager
 
     manager = ResilienceManager(clock=clock)
-    loaded = from_env()
+    loaded = from_env(clock=clock)  # a file being saved is waited for on the manager's clock
     if loaded is not None:
         manager.apply_config(loaded)
     return manager

@@ -9,6 +9,7 @@ config identity, :mod:`~otel_resilience.manager.core`): the manager keeps one
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -35,7 +36,13 @@ from otel_resilience.manager.policy import (
 )
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.manager.statistics import add_counts
-from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, Customize, apply_file
+from otel_resilience.manager.watch import (
+    DEFAULT_WATCH_INTERVAL,
+    ConfigWatch,
+    Customize,
+    apply_file,
+    started_in_thread,
+)
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
@@ -416,10 +423,11 @@ class NamedPolicies:
         progress is never applied half written; a change applies one to two ``interval`` after it
         is written). The file is applied now under the same rule: at once if it was not written in
         the last 3 s, else once a second look, up to one ``interval`` (at most 3 s) later on the
-        manager's clock, finds it the same. A changed file that fails to load or whose policies
-        are refused changes nothing and is reported as a failed reload of the policies it names
-        (log, span event, ``resilience.reload{outcome="failed"}``); the last good configuration
-        stays.
+        manager's clock, finds it the same (a wait of this thread: in a coroutine, use
+        :meth:`watch_async`, which leaves the event loop running). A changed file that fails to
+        load or whose policies are refused changes nothing and is reported as a failed reload of
+        the policies it names (log, span event, ``resilience.reload{outcome="failed"}``); the
+        last good configuration stays.
 
         Args:
             path: A YAML or TOML file (see README, "Configuration file").
@@ -445,6 +453,29 @@ class NamedPolicies:
                 function.
         """
         return ConfigWatch(self, path, interval=interval, customize=customize, format=format)
+
+    async def watch_async(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        interval: float | timedelta = DEFAULT_WATCH_INTERVAL,
+        customize: Customize | None = None,
+        format: Format | None = None,  # noqa: A002 - load(path, format=...)'s name
+    ) -> ConfigWatch:
+        """As :meth:`watch`, for a coroutine (an async start-up): the event loop runs on meanwhile.
+
+        :meth:`watch` blocks its thread while its first load waits for a file being saved (up to
+        3 s): called on the event loop's thread, it would stall every task. This runs it in a
+        worker thread (``asyncio.to_thread``; ``customize`` is called there, as by the watch's
+        own thread later) and returns the same watch, the file applied under the same rule.
+        Cancelled meanwhile, the watch the thread still makes is stopped as soon as it is made.
+
+        Raises:
+            Exception: What :meth:`watch` raises, with its arguments.
+        """
+        return await started_in_thread(
+            functools.partial(self.watch, path, interval=interval, customize=customize, format=format)
+        )
 
     def _prepare(
         self, name: str, source: ConfigSource, owner: str, field: str

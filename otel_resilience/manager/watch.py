@@ -41,7 +41,8 @@ The first load, made before the watch is returned, is held to the same rule (a s
 while the file is being saved neither starts on its first chunk nor fails on it): it is applied
 once two looks find the file the same. The second look comes at once when the file's times are
 :data:`RACY_WINDOW_NS` older than the first (nobody wrote it since), else one ``interval`` later
-but no later than when they are (at most 3 s), a sleep on the manager's clock.
+but no later than when they are (at most 3 s), a sleep on the manager's clock. The file
+``OTEL_RESILIENCE_CONFIG`` names is read at start-up under that rule too (:func:`read_settled`).
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -51,6 +52,7 @@ process keeps its policies in step with the file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -76,7 +78,16 @@ if TYPE_CHECKING:
     from otel_resilience.manager.named import NamedPolicies
     from otel_resilience.manager.policy import PolicyHandle
 
-__all__ = ["DEFAULT_WATCH_INTERVAL", "ConfigWatch", "Customize", "apply_file", "stop_watches"]
+__all__ = [
+    "DEFAULT_WATCH_INTERVAL",
+    "START_UP_LOOK_INTERVAL",
+    "ConfigWatch",
+    "Customize",
+    "apply_file",
+    "read_settled",
+    "started_in_thread",
+    "stop_watches",
+]
 
 DEFAULT_WATCH_INTERVAL: Final = 2.0
 """Seconds between two looks at a watched file."""
@@ -192,7 +203,107 @@ def _checked_interval(owner: str, interval: object) -> float:
     return check_duration(owner, "interval", interval)
 
 
-class ConfigWatch:
+class _Looker:
+    """Looks at a file: its stamp and its bytes, and the one rule of a stable file (see the module doc).
+
+    A watch is one (for its first load and every later one); so is the start-up load of the file
+    ``OTEL_RESILIENCE_CONFIG`` names (:func:`read_settled`).
+    """
+
+    def __init__(self, file: Path, interval: float) -> None:
+        self._file = file
+        self._interval = interval
+        # What the last look found changed (its stamp and the hash of its content), applied at the
+        # next look if the file is still the same: None when the last look found nothing new.
+        self._pending: tuple[tuple[int, ...] | None, bytes | None] | None = None
+
+    def _look(self) -> tuple[int, ...] | None:
+        """What tells the file's content changed (``None`` when it cannot be read now).
+
+        Its size and modification time, and which file it is (device and inode) with its change
+        time: a file replaced by another (renamed over it, a link swapped to a new target) is
+        seen even when a tool kept the size and set the modification time (a copy that keeps
+        times; Nix and reproducible images, where every file has the same one).
+        """
+        try:
+            info = self._file.stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
+
+    def _read(self) -> bytes | OSError:
+        """The file's bytes, or the error reading it raised (a look compares, then loads, what it read)."""
+        try:
+            return self._file.read_bytes()
+        except OSError as error:
+            return error.with_traceback(None)  # kept a look: its traceback would hold the looking frame
+
+    def _first_look(self, clock: Clock) -> tuple[int, tuple[int, ...] | None, bytes | OSError]:
+        """The file once it is stable, for the first load: when it began, the stamp and content read.
+
+        The rule of every later load (:meth:`_settles`): a look finds the file as the previous one
+        did. Only the wait between the two looks differs: none for a file whose times are
+        :data:`RACY_WINDOW_NS` older than the look (nobody wrote it for that long), else one
+        ``interval`` but no longer than until they are (a start-up never waits an interval of an
+        hour), on the manager's ``clock``. A file still rewritten after :data:`_FIRST_LOAD_WAIT`
+        of waits (a process that rewrites it in place at every turn) is loaded as last read: a
+        start-up waits for a save, not for good.
+        """
+        waited = 0.0
+        while True:
+            looked_at = time.time_ns()
+            stamp = self._look()
+            content = self._read()
+            if self._settles(stamp, _digest(content)) or waited >= _FIRST_LOAD_WAIT:
+                return looked_at, stamp, content
+            racy = _racy_ns(stamp, looked_at)
+            if racy:
+                pause = min(self._interval, racy / 1e9, _FIRST_LOAD_WAIT - waited)
+                clock.sleep_sync(pause)
+                waited += pause
+
+    def _settles(self, stamp: tuple[int, ...] | None, digest: bytes | None) -> bool:
+        """Whether a look finds the file as the previous look did (it is applied), else it waits for the next.
+
+        The one rule of a stable file, for the first load and every later one: a save that is not
+        atomic, caught half written, is never applied (nor refused), even when it parses.
+        """
+        seen = (stamp, digest)
+        if seen != self._pending:  # new since the previous look: applied if the next finds it the same
+            self._pending = seen
+            return False
+        return True
+
+
+START_UP_LOOK_INTERVAL: Final = 0.1
+"""Seconds between the two looks of the start-up load at a file written in the last 3 s
+(:func:`read_settled`): short, as the first call of a service waits for it (a service's entry
+point often writes its file just before it starts), long enough for a save under way to show."""
+
+
+def read_settled(
+    path: str | os.PathLike[str], clock: Clock, interval: float = START_UP_LOOK_INTERVAL
+) -> bytes:
+    """The bytes of the file ``path`` once it is stable, read as a watch's first load reads them.
+
+    For the start-up load (:func:`otel_resilience.config.from_env`): a service started while the
+    file is being saved neither starts on its first chunk nor fails on it. The wait, when the file
+    was written in the last :data:`RACY_WINDOW_NS`, is one ``interval`` but at most until then, on
+    ``clock`` (:meth:`_Looker._first_look`).
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    _, _, content = _Looker(Path(_file_key(path)), interval)._first_look(clock)
+    if isinstance(content, OSError):
+        try:
+            raise content
+        finally:
+            del content  # its traceback holds this frame: not bound here (a cycle)
+    return content
+
+
+class ConfigWatch(_Looker):
     """Keeps a manager's named policies in step with a configuration file (see the module doc).
 
     Made by ``manager.watch(path)``, which applies the file once before returning, once it is
@@ -230,7 +341,7 @@ class ConfigWatch:
         from otel_resilience.config.loader import file_path  # noqa: PLC0415 - see _load
 
         path = file_path("ResilienceManager.watch", path)
-        self._interval = _checked_interval("ResilienceManager.watch", interval)
+        seconds = _checked_interval("ResilienceManager.watch", interval)
         _check_customize("ResilienceManager.watch", customize)
         if format is not None:
             check_format(format, "ResilienceManager.watch.format")
@@ -238,7 +349,7 @@ class ConfigWatch:
         self.format: Format = file_format(os.fspath(self.path), format)
         # The file the path names now: a relative path is not read again against a working
         # directory the process changes to later (a daemon's chdir("/")).
-        self._file = Path(_file_key(path))
+        super().__init__(Path(_file_key(path)), seconds)
         self.applied = 0
         self.failed = 0
         self.stale = False
@@ -252,9 +363,6 @@ class ConfigWatch:
         # never an older file after a newer one; stop() waits for the look under way. Reentrant: a
         # customize may stop the watch whose look calls it. Free in a forked child.
         self._checking = fork_safe(threading.RLock())
-        # What the last look found changed (its stamp and the hash of its content), applied at the
-        # next look if the file is still the same: None when the last look found nothing new.
-        self._pending: tuple[tuple[int, ...] | None, bytes | None] | None = None
         # The file applied (or refused) last: its stamp, the hash of its content, and when the
         # look that read it began (its stamp is trusted once its times are well before that).
         looked_at, stamp, content = self._first_look(manager._clock)
@@ -293,27 +401,6 @@ class ConfigWatch:
         if not self._stop.is_set():
             self._stop = threading.Event()  # its lock may have been held by a thread of the parent
             self._thread = self._start()
-
-    def _look(self) -> tuple[int, ...] | None:
-        """What tells the file's content changed (``None`` when it cannot be read now).
-
-        Its size and modification time, and which file it is (device and inode) with its change
-        time: a file replaced by another (renamed over it, a link swapped to a new target) is
-        seen even when a tool kept the size and set the modification time (a copy that keeps
-        times; Nix and reproducible images, where every file has the same one).
-        """
-        try:
-            info = self._file.stat()
-        except OSError:
-            return None
-        return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
-
-    def _read(self) -> bytes | OSError:
-        """The file's bytes, or the error reading it raised (a look compares, then loads, what it read)."""
-        try:
-            return self._file.read_bytes()
-        except OSError as error:
-            return error.with_traceback(None)  # kept a look: its traceback would hold the looking frame
 
     def _load(self, content: bytes | OSError, last: ConfigFile | None) -> ConfigFile:
         """Load ``content`` with the retry budgets in force: those of the file's last load applied.
@@ -405,42 +492,6 @@ class ConfigWatch:
         self.stale = False
         self.last_error = None
         self.applied += 1
-        return True
-
-    def _first_look(self, clock: Clock) -> tuple[int, tuple[int, ...] | None, bytes | OSError]:
-        """The file once it is stable, for the first load: when it began, the stamp and content read.
-
-        The rule of every later load (:meth:`_settles`): a look finds the file as the previous one
-        did. Only the wait between the two looks differs: none for a file whose times are
-        :data:`RACY_WINDOW_NS` older than the look (nobody wrote it for that long), else one
-        ``interval`` but no longer than until they are (a start-up never waits an interval of an
-        hour), on the manager's ``clock``. A file still rewritten after :data:`_FIRST_LOAD_WAIT`
-        of waits (a process that rewrites it in place at every turn) is loaded as last read: a
-        start-up waits for a save, not for good.
-        """
-        waited = 0.0
-        while True:
-            looked_at = time.time_ns()
-            stamp = self._look()
-            content = self._read()
-            if self._settles(stamp, _digest(content)) or waited >= _FIRST_LOAD_WAIT:
-                return looked_at, stamp, content
-            racy = _racy_ns(stamp, looked_at)
-            if racy:
-                pause = min(self._interval, racy / 1e9, _FIRST_LOAD_WAIT - waited)
-                clock.sleep_sync(pause)
-                waited += pause
-
-    def _settles(self, stamp: tuple[int, ...] | None, digest: bytes | None) -> bool:
-        """Whether a look finds the file as the previous look did (it is applied), else it waits for the next.
-
-        The one rule of a stable file, for the first load and every later one: a save that is not
-        atomic, caught half written, is never applied (nor refused), even when it parses.
-        """
-        seen = (stamp, digest)
-        if seen != self._pending:  # new since the previous look: applied if the next finds it the same
-            self._pending = seen
-            return False
         return True
 
     def _trusted(self, stamp: tuple[int, ...] | None) -> bool:
@@ -539,6 +590,27 @@ def _policy_of(error: BaseException) -> str | None:
 
 _RUNNING: Final[weakref.WeakSet[ConfigWatch]] = weakref.WeakSet()
 """The watches not stopped yet (each is kept alive by its thread)."""
+
+
+async def started_in_thread(start: Callable[[], ConfigWatch]) -> ConfigWatch:
+    """Run ``start`` (a ``manager.watch(...)``) in a worker thread, and return the watch it made.
+
+    For a coroutine: the first load, and its wait for a file being saved (up to 3 s), never
+    blocks the event loop. Cancelled meanwhile, the watch the thread still makes is stopped as
+    soon as it is made (nothing is left watching); what ``start`` raises is raised here.
+    """
+    made = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        return await asyncio.shield(made)
+    except asyncio.CancelledError:
+        made.add_done_callback(_stop_made)
+        raise
+
+
+def _stop_made(made: asyncio.Future[ConfigWatch]) -> None:
+    """Stop the watch a thread made for a caller cancelled meanwhile (nothing when it failed)."""
+    if not made.cancelled() and made.exception() is None:
+        made.result().stop()
 
 
 def stop_watches(manager: NamedPolicies) -> None:

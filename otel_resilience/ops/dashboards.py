@@ -153,6 +153,8 @@ def _m(**matchers: str) -> str:
 
 _JOB_SEL: Final = {"job": "~$job"}
 _POLICY_SEL: Final = {"job": "~$job", "policy": "~$policy"}
+_LIMITER_SEL: Final = {"job": "~$job", "name": "~$rate_limiter"}
+"""The rate limiters by name: those used alone (``try_acquire``, keyed) run no execution of a policy."""
 
 
 def _by(*labels: str) -> str:
@@ -802,8 +804,10 @@ def _rate_limiter_permits(selector: dict[str, str]) -> _Panel:
         "Permit requests per second of each rate limiter, by how it answered: taken at once "
         "(immediate), taken after a wait (waited, with max_wait > 0), refused (rejected: shed calls "
         "and try_acquire refusals) or given back by a waiter that was cancelled or timed out "
-        "(cancelled). A limiter of the manager is named after its policy (the policy variable selects "
-        "it); every result starts at 0. A steady share of waited permits means the limiter is full "
+        "(cancelled). The rate limiter variable selects the limiters by name, those used alone "
+        "(try_acquire, RateLimiter.per_key: no execution of a policy) included, each from its creation "
+        "(a keyed one from its first key); a limiter of the manager is named after its policy. Every "
+        "result starts at 0. A steady share of waited permits means the limiter is full "
         f"and callers queue. From `{permits}`.",
         "ops",
         (_Query(_rate(permits, _m(**selector), (_NAME, result)), f"{{{{{_NAME}}}}} {{{{{result}}}}}"),),
@@ -1464,7 +1468,7 @@ def _retries_timeouts() -> _Dashboard:
         "Resilience: retries and timeouts",
         "Retries, backoffs, exhausted retries, retry budgets, rate limits, hedges and expired deadlines, by "
         "policy.",
-        ("job", "policy"),
+        ("job", "policy", "rate_limiter"),
         (
             ("Retries", _retry_panels()),
             (
@@ -1480,10 +1484,10 @@ def _retries_timeouts() -> _Dashboard:
                 (
                     _rate_limited_share(_POLICY_SEL),
                     _rate_limited(_POLICY_SEL),
-                    _rate_limiter_permits({"job": "~$job", "name": "~$policy"}),
+                    _rate_limiter_permits(_LIMITER_SEL),
                     _rate_limiter_wait(_POLICY_SEL),
-                    _rate_limiter_keys({"job": "~$job", "name": "~$policy"}),
-                    _rate_limiter_key_evictions({"job": "~$job", "name": "~$policy"}),
+                    _rate_limiter_keys(_LIMITER_SEL),
+                    _rate_limiter_key_evictions(_LIMITER_SEL),
                 ),
             ),
             (
@@ -1751,6 +1755,9 @@ _VARIABLES: Final = {
     "policy": ("Policy", naming.series(sc.EXECUTIONS), _POLICY, f'{_JOB}=~"$job"'),
     "breaker": ("Circuit breaker", naming.series(sc.CB_STATE_METRIC), _NAME, f'{_JOB}=~"$job"'),
     "bulkhead": ("Bulkhead", naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT), _NAME, f'{_JOB}=~"$job"'),
+    # Every limiter's permits, from its creation (a keyed one's from its first key): those used
+    # alone (try_acquire, RateLimiter.per_key) run no execution of a policy.
+    "rate_limiter": ("Rate limiter", naming.series(sc.RL_PERMITS), _NAME, f'{_JOB}=~"$job"'),
     "recovery": ("Recovery system", naming.series(sc.RECOVERY_ATTEMPTS), _NAME, f'{_JOB}=~"$job"'),
 }
 

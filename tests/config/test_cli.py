@@ -13,6 +13,7 @@ import pytest
 from otel_resilience.__main__ import main
 from otel_resilience.config import CONFIG_ENV, ConfigError, from_env, load
 from otel_resilience.config.schema import generate
+from otel_resilience.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resilience.yaml"
@@ -212,7 +213,7 @@ def test_from_env_errors_name_the_variable_or_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("policies:\n  p:\n    timeout: soon\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{bad}:3: policies\.p\.timeout must be a duration"):
-        from_env({CONFIG_ENV: str(bad)})
+        from_env({CONFIG_ENV: str(bad)}, clock=FakeClock())  # just written: its wait takes no time
 
 
 class _ClosedOutput(io.StringIO):

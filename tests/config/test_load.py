@@ -31,6 +31,7 @@ from otel_resilience import (
 )
 from otel_resilience.config import ConfigError, ConfigFile, from_env, load, loads, parse_duration
 from otel_resilience.config.formats import UnknownFormatError
+from otel_resilience.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resilience.yaml"
@@ -433,9 +434,15 @@ def test_arguments_of_the_wrong_type_are_refused_naming_them(tmp_path: Path) -> 
             from_env({}, previous=earlier)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^from_env\.environ must be a mapping of names to values"):
         from_env([("OTEL_RESILIENCE_CONFIG", str(path))])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^from_env\.clock "):
+        from_env({"OTEL_RESILIENCE_CONFIG": str(path)}, clock=FakeClock)  # type: ignore[arg-type]
     earlier_load = load(path)
     assert load(path, previous=earlier_load) == loads(text, previous=earlier_load) == earlier_load
-    assert from_env({"OTEL_RESILIENCE_CONFIG": str(path)}, previous=earlier_load) == earlier_load
+    just_written = FakeClock()  # its wait for a stable file takes no time
+    assert (
+        from_env({"OTEL_RESILIENCE_CONFIG": str(path)}, previous=earlier_load, clock=just_written)
+        == earlier_load
+    )
 
 
 def test_a_source_or_path_of_the_wrong_type_is_refused_naming_it() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 import os
@@ -22,9 +23,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.config import ConfigError, load, loads
 from otel_resilience.engine.events import Event, ReloadFailed
+from otel_resilience.manager import watch as watch_module
+from otel_resilience.manager.decorator import new_default_manager
 from otel_resilience.manager.watch import RACY_WINDOW_NS, ConfigWatch
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
-from otel_resilience.testing import EventRecorder, FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock, fresh_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = """\
@@ -1008,6 +1011,142 @@ def test_a_watch_never_starts_refused_on_a_file_caught_half_written(tmp_path: Pa
     with manager.watch(path, interval=3600) as watch:
         assert manager.policy("inventory").config.timeout == 1.0
         assert (watch.applied, watch.failed) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [TRUNCATED, SECOND[: SECOND.index("inventory") + 5]],
+    ids=["a-valid-file-with-fewer-keys", "no-yaml-yet"],
+)
+def test_the_start_up_manager_never_starts_on_a_file_caught_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: str
+) -> None:
+    """The file OTEL_RESILIENCE_CONFIG names is loaded at start-up under the rule of a watch's first
+    load: a save caught at its first chunk is waited for, neither applied (was: payments without its
+    timeout and no inventory, for good: no watch corrects it) nor refused (was: ConfigError)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, chunk)  # just written: a writer may still be at work
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    clock = _WritingClock(lambda: _write(path, SECOND))
+    manager = new_default_manager(clock)
+    payments = manager.policy("payments")
+    assert (payments.generation, payments.config.timeout) == (1, 2.0)
+    assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+    assert manager.policy("inventory").config.timeout == 1.0
+    assert 0 < sum(clock.sleeps) <= RACY_WINDOW_NS / 1e9
+
+
+def test_the_start_up_file_untouched_for_the_racy_window_is_loaded_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start-up file whose times are older than the racy window is settled: no wait."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    old = time.time_ns() - 60 * 10**9
+    monkeypatch.setattr(watch_module._Looker, "_look", lambda _: (len(FIRST), old, 1, 2, old))
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    clock = FakeClock()
+    with fresh_defaults(clock=clock) as manager:
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+    assert clock.sleeps == []
+
+
+def test_a_start_up_file_just_written_costs_one_short_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start-up file written just before the service starts (an entry point that renders it) and
+    unchanged since is loaded after one look START_UP_LOOK_INTERVAL (0.1 s) later, not a watch's
+    interval (2 s): the first call of the service waits for it."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    clock = FakeClock()
+    with fresh_defaults(clock=clock) as manager:
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+    assert clock.sleeps == [watch_module.START_UP_LOOK_INTERVAL] == [0.1]
+
+
+class _GatedClock(FakeClock):
+    """A fake clock whose first sleep lasts until the event loop wakes it (a writer finishing its save)."""
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        super().__init__()
+        self._finish = finish
+        self.asleep = threading.Event()
+        self.wake = threading.Event()
+
+    def sleep_sync(self, seconds: float) -> None:
+        super().sleep_sync(seconds)
+        if self.asleep.is_set():
+            return
+        self.asleep.set()
+        if not self.wake.wait(10):  # generous: only a blocked loop never wakes it
+            raise AssertionError("the event loop did not run while the first load waited")
+        self._finish()
+
+
+def test_a_watch_started_in_a_coroutine_lets_the_loop_run_while_its_first_load_waits(tmp_path: Path) -> None:
+    """An async start-up: `await manager.watch_async(path)` waits for a file being saved in a worker
+    thread, so the event loop runs on meanwhile (watch() there would block it up to 3 s), and
+    returns the watch with the complete file applied, as watch() does."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, TRUNCATED)  # just written: a writer may still be at work
+    clock = _GatedClock(lambda: _write(path, SECOND))
+    manager = ResilienceManager(clock=clock)
+
+    async def start_up() -> ConfigWatch:
+        started = asyncio.ensure_future(manager.watch_async(path, interval=3600))
+        await asyncio.to_thread(clock.asleep.wait, 10)
+        clock.wake.set()  # from the loop: it runs while the first load waits
+        return await started
+
+    with asyncio.run(start_up()) as watch:
+        assert manager.policy("payments").config.timeout == 2.0
+        assert manager.policy("inventory").config.timeout == 1.0
+        assert (watch.applied, watch.failed) == (1, 0)
+        assert watch._thread.is_alive()
+
+
+def test_a_watch_started_in_a_coroutine_cancelled_while_it_waits_is_stopped(tmp_path: Path) -> None:
+    """Cancelled during its first load, `watch_async` leaves no watch running: the one the worker
+    thread still makes is stopped as soon as it is made."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, TRUNCATED)
+    clock = _GatedClock(lambda: _write(path, SECOND))
+    manager = ResilienceManager(clock=clock)
+    made: list[ConfigWatch] = []
+    real = manager.watch
+
+    def watch(*args: object, **kwargs: object) -> ConfigWatch:
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    manager.watch = watch  # type: ignore[method-assign]
+
+    async def start_up() -> None:
+        started = asyncio.ensure_future(manager.watch_async(path, interval=3600))
+        await asyncio.to_thread(clock.asleep.wait, 10)
+        started.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await started
+        clock.wake.set()
+        deadline = time.monotonic() + 30  # the worker thread ends its first load (generous)
+        while not (made and not made[0]._thread.is_alive()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(start_up())
+    assert len(made) == 1
+    assert not made[0]._thread.is_alive()
+    assert made[0]._stop.is_set()
+
+
+def test_watch_async_refuses_bad_arguments_naming_them(tmp_path: Path) -> None:
+    """Its arguments are watch()'s, refused as there (the error raised by the await)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with pytest.raises(ValueError, match=r"^ResilienceManager\.watch\.interval must be"):
+        asyncio.run(manager.watch_async(path, interval=0))
 
 
 class _RewritingClock(FakeClock):

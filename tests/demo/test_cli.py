@@ -8,12 +8,15 @@ import importlib.util
 import io
 import json
 import re
+import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import _otel_resilience_cli
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, RetryPolicy
 from otel_resilience.__main__ import build_parser, main
 from otel_resilience.demo import app
@@ -641,3 +644,52 @@ def test_the_header_shows_the_otlp_endpoint_without_its_credentials() -> None:
     header = "\n".join(app._header(options, scenario, None))
     assert _SECRET not in header
     assert "OTLP: https://***@otlp.example.com:4318 (OTLP/HTTP protobuf" in header
+
+
+@pytest.mark.parametrize(
+    ("given", "guarded"),
+    [
+        (["python", "-m", "otel_resilience", "demo"], True),
+        (["python", "-X", "dev", "-motel_resilience", "demo"], True),
+        (["python", "-m", "otel_resilience.ops.export", "demo"], False),
+        (["python", "-m", "otel_resilience_demo", "demo"], False),
+    ],
+    ids=["python-m-the-package", "joined-m", "python-m-a-module-of-it", "python-m-another-package"],
+)
+def test_the_package_load_is_guarded_for_python_m_of_the_package_only(
+    monkeypatch: pytest.MonkeyPatch, given: list[str], *, guarded: bool
+) -> None:
+    """While the interpreter locates `python -m otel_resilience` (argv[0] "-m"), SIGINT and SIGTERM
+    stop it cleanly until the command is loaded, then the interpreter's handlers are back; the
+    package loaded for any other module keeps the interpreter's handlers."""
+    monkeypatch.setattr(sys, "argv", ["-m", "demo"])
+    monkeypatch.setattr(sys, "orig_argv", given)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:  # the interpreter's handlers, as a shell starts the command (a test worker may ignore SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _otel_resilience_cli.guard_package_load("otel_resilience")
+        during = {signum: signal.getsignal(signum) for signum in before}
+        _otel_resilience_cli.end_package_guard()
+        after = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    stop = _otel_resilience_cli._stop
+    assert (during[signal.SIGINT] is stop, during[signal.SIGTERM] is stop) == (guarded, guarded)
+    assert after == (signal.default_int_handler, signal.SIG_DFL)
+
+
+def test_the_package_guard_leaves_an_ignored_signal_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal the command was started ignoring (SIGINT in a script's background job) stays ignored."""
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "otel_resilience"])
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _otel_resilience_cli.guard_package_load("otel_resilience")
+        during = signal.getsignal(signal.SIGINT)
+        _otel_resilience_cli.end_package_guard()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert during is signal.SIG_IGN

@@ -261,6 +261,37 @@ def test_a_signal_while_the_command_loads_stops_it_cleanly(signum: signal.Signal
     assert out == ""
 
 
+@pytest.mark.parametrize(
+    "module",
+    ["otel_resilience.engine", "otel_resilience.manager", "otel_resilience.demo.options"],
+    ids=["the-package-starts", "the-package-half-loaded", "the-command-module-loads"],
+)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_python_m_loads_the_package_stops_it_cleanly(
+    signum: signal.Signals, module: str, tmp_path: Path
+) -> None:
+    """`python -m otel_resilience demo`, which loads the package before the command's code runs:
+    Ctrl-C or SIGTERM during that load stops it as the script's, one line and status 0 (it was a
+    traceback, or a silent kill by SIGTERM)."""
+    # The signal comes from a finder the interpreter installs at start-up (sitecustomize), as the
+    # module the package imports is looked for.
+    (tmp_path / "sitecustomize.py").write_text(_SIGNAL_ON_IMPORT.format(module=module, signum=int(signum)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(tmp_path), str(ROOT))), PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_resilience", *_QUICK_RUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_as_from_a_shell,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr == "otel-resilience: stopped by signal\n"
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_the_wait_for_a_summary_pipe_nobody_reads(
     signum: signal.Signals, tmp_path: Path

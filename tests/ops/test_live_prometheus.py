@@ -162,7 +162,7 @@ def prometheus(prometheus_binary, repo, service_metrics, tmp_path_factory):
 def grafana_all(expr: str) -> str:
     """Set every template variable to Grafana's "All" value (.*) and the intervals to durations."""
     expr = checks.substitute_grafana(expr)
-    for variable in ("job", "policy", "breaker", "bulkhead", "recovery"):
+    for variable in ("job", "policy", "breaker", "bulkhead", "rate_limiter", "recovery"):
         expr = expr.replace(f"${variable}", ALL)
     return expr
 

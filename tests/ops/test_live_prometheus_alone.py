@@ -1,9 +1,10 @@
-"""End to end on a service whose breaker and bulkhead are used alone and not called yet.
+"""End to end on a service whose breaker, bulkhead and rate limiters are used alone and not called yet.
 
 Patterns used alone (a decorator's, or built by hand) are exported from their creation, before any
 execution: the service must be on the dashboards at once, in the ``job`` variable of every
 dashboard, and the panels of its breaker and bulkhead must show a number (0 where nothing
-happened), not "No data".
+happened), not "No data". A rate limiter used alone (``try_acquire``, a keyed one) runs no
+execution: the variable of the panels that draw it must still offer it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 import pytest
 from live_prometheus_support import prometheus_scraping, query, served_metrics
 
-from otel_resilience import Bulkhead, BulkheadConfig, CircuitBreaker
+from otel_resilience import Bulkhead, BulkheadConfig, CircuitBreaker, RateLimiter, RateLimiterConfig
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks
 
 BREAKERS = "otel-resilience-circuit-breakers"
+RETRIES = "otel-resilience-retries-timeouts"
 BULKHEADS = "otel-resilience-bulkheads"
 PER_EXECUTION = {(BULKHEADS, "Share of executions rejected")}
 """A share of a policy's executions: a bulkhead used alone has none before its first call."""
@@ -38,7 +40,17 @@ def alone_prometheus(
 ) -> Iterator[str]:
     """A real Prometheus scraping a service that built a breaker and a bulkhead and made no call."""
     gc.collect()  # the policies other tests left behind would put this service in the job variable
-    kept = [CircuitBreaker(f"{ALONE}-breaker"), Bulkhead(f"{ALONE}-bulkhead", BulkheadConfig())]
+    limits = RateLimiterConfig(rate=10.0, burst=2)
+    limiter = RateLimiter(f"{ALONE}-limiter", limits)
+    limiter.try_acquire()  # its only use: a permit taken, no execution
+    keyed = RateLimiter.per_key(f"{ALONE}-keyed-limiter", limits)
+    keyed.for_key("tenant").try_acquire()  # exported by name from its first key on
+    kept = [
+        CircuitBreaker(f"{ALONE}-breaker"),
+        Bulkhead(f"{ALONE}-bulkhead", BulkheadConfig()),
+        limiter,
+        keyed,
+    ]
 
     def idle(stop: threading.Event) -> None:
         stop.wait()
@@ -99,6 +111,46 @@ def test_a_service_whose_patterns_are_used_alone_is_on_the_dashboards_before_its
                 ]
                 if not any(a.get("data", {}).get("result") for a in answers):
                     problems.append(f"{dashboard['uid']} / {panel['title']}: No data")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert problems == [], "\n".join(problems)
+
+
+def _variable_values(base: str, dashboard: dict[str, Any], name: str) -> set[str]:
+    """The values Grafana offers for the dashboard's variable ``name`` (its label_values query), all jobs."""
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == name]
+    text = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+    found = re.fullmatch(r"label_values\((.*), (\w+)\)", text)
+    assert found is not None, text
+    series, label = found.groups()
+    result = query(base, f"count by ({label}) ({series.replace('$job', ALONE)})")
+    return {sample["metric"][label] for sample in result.get("data", {}).get("result", [])}
+
+
+@pytest.mark.timeout(90)
+def test_a_rate_limiter_used_alone_is_offered_by_the_variable_of_its_panels(
+    alone_prometheus: str, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    """A limiter that runs no execution (only try_acquire, or keyed: RateLimiter.per_key) is in the
+    list of the variable each rate limiter panel selects its limiters by, so it can be picked there."""
+    (dashboard,) = [d for d in dashboards.values() if d["uid"] == RETRIES]
+    wanted = {f"{ALONE}-limiter", f"{ALONE}-keyed-limiter"}
+    by_variable: dict[str, list[str]] = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            if "resilience_rate_limiter_" not in target.get("expr", ""):
+                continue
+            for variable in re.findall(r'resilience_name=~"\$(\w+)"', target["expr"]):
+                by_variable.setdefault(variable, []).append(panel["title"])
+    assert by_variable, "no rate limiter panel selects its limiters by name"
+    deadline = time.monotonic() + 40
+    while True:
+        problems = [
+            f"${variable} (of {sorted(set(titles))}) lacks {sorted(missing)}"
+            for variable, titles in by_variable.items()
+            if (missing := wanted - _variable_values(alone_prometheus, dashboard, variable))
+        ]
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -149,9 +149,9 @@ def fresh_prometheus(
 
 
 def _ours(expr: str) -> str:
-    """The template variables set to this service and its policy (its breaker and bulkhead share its name)."""
+    """The template variables set to this service and its policy (its breaker, bulkhead and rate limiter share its name)."""
     expr = checks.substitute_grafana(expr).replace("$job", JOB)
-    for variable in ("policy", "breaker", "bulkhead"):
+    for variable in ("policy", "breaker", "bulkhead", "rate_limiter"):
         expr = expr.replace(f"${variable}", f"{POLICY}.*")
     return expr.replace("$recovery", ".*")
 

@@ -72,10 +72,10 @@ ZERO_WHEN_HEALTHY = {
 
 
 def _grafana_ours(expr: str, policies: str = f"{POLICIES}.*") -> str:
-    """The template variables set to this service and ``policies`` (the manager names a policy's breaker
-    and bulkhead after it; instruments other tests left alive stay out), the intervals to durations."""
+    """The template variables set to this service and ``policies`` (the manager names a policy's breaker,
+    bulkhead and rate limiter after it; instruments other tests left alive stay out), the intervals to durations."""
     expr = checks.substitute_grafana(expr).replace("$job", JOB)
-    for variable in ("policy", "breaker", "bulkhead"):
+    for variable in ("policy", "breaker", "bulkhead", "rate_limiter"):
         expr = expr.replace(f"${variable}", policies)
     return expr.replace("$recovery", ".*")
 

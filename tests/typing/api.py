@@ -283,6 +283,8 @@ async def check_named_policies() -> None:
     manager.watch("resilience.yaml", interval="5s")  # type: ignore[arg-type]
     manager.watch("policies.conf", format="yaml").stop()
     manager.watch("policies.conf", format="ini")  # type: ignore[arg-type]
+    (await manager.watch_async(Path("resilience.yaml"), interval=timedelta(seconds=5))).stop()
+    await manager.watch_async("resilience.yaml", interval="5s")  # type: ignore[arg-type]
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
 
 
