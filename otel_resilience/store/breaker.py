@@ -9,7 +9,8 @@ the namespace and the name percent-encoded, so that two namespaces or names neve
 * ``ns:cb:name:state`` - a hash ``{epoch, state, until, reason}``: the cluster's state period;
   ``until`` is the server time (ms) an OPEN period ends. Expires ``key_ttl`` after its last change.
   Epochs never go back, even after the server lost the hash (``scripts.PUBLISH_STATE``).
-* ``ns:cb:name:counts:EPOCH`` - a hash, one field per replica: its counts in that period.
+* ``ns:cb:name:counts:EPOCH`` - a hash, one field per replica: its counts in that period, reported
+  when they change and again every ``resync_interval`` while there are any (:meth:`SharedBreaker._report`).
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
@@ -67,6 +68,11 @@ _UNPUBLISHED: Final = frozenset({"half_open"})
 """States each replica reaches on its own (the end of an OPEN period is the server's time)."""
 _STATES: Final = {state.value: state for state in CircuitState}
 _AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
+_MODES: Final = (CircuitState.DISABLED, CircuitState.METRICS_ONLY)
+"""An operator's modes: a replica in one founds it again when the server lost the cluster's state
+(:meth:`SharedBreaker._take_state`), as an OPEN replica does. Left to the next transition, a mode
+whose key expired (``key_ttl`` after its last change) or that a restart lost reached no replica
+started since: those ran the breaker CLOSED beside the others, until an operator's next move."""
 _READ_BATCH: Final = 200
 """Breakers one round trip (pipelined) reads the cluster state of, or reports the counts or
 publishes the transitions of."""
@@ -132,8 +138,10 @@ class SharedBreaker(PeerCounts):
         "_peers",
         "_prefix",
         "_probed",
+        "_refresh",
         "_refused",
         "_rejected_seen",
+        "_report_due",
         "_since",
         "_store",
         "_wanted",
@@ -171,6 +179,11 @@ class SharedBreaker(PeerCounts):
         window = breaker.config.sliding_window
         seconds = window.seconds if isinstance(window, TimeWindow) else 0.0
         self._max_age = max(_PEER_MAX_AGE_MS, round(seconds * 1000))
+        self._refresh = min(store._resync_every, self._max_age / 2000)
+        """Seconds after which counts that did not change are reported again (:meth:`_report`): the
+        store's ``resync_interval``, and at most half :attr:`_max_age`, so that no peer drops them."""
+        self._report_due = 0.0
+        """When (``time.monotonic()``) counts that did not change are due to be reported again."""
         self._refused: dict[str, str] = {}
         """The operations (``state``, ``counts``, ``leases``) the server refuses, and their keys."""
         self.epoch = 0
@@ -327,20 +340,27 @@ class SharedBreaker(PeerCounts):
         """Take the cluster's state read by ``READ_STATE`` (a replica joining, or after the store came back).
 
         An OPEN replica facing a cluster that is CLOSED, or has no state (it tripped while the
-        store was away), publishes its OPEN instead: a trip is never lost. An operator's
-        ``disabled`` or ``metrics_only`` is adopted (the rule of
-        :data:`~otel_resilience.store.scripts.PUBLISH_STATE`, :data:`_WINS_OVER`).
+        store was away), publishes its OPEN instead: a trip is never lost. So does a replica in
+        an operator's mode (:data:`_MODES`) facing no state (the server lost it): the replicas
+        that start later take it. An operator's ``disabled`` or ``metrics_only`` is adopted (the
+        rule of :data:`~otel_resilience.store.scripts.PUBLISH_STATE`, :data:`_WINS_OVER`).
         """
         epoch, state, left, reason = reply
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
-        if local is CircuitState.OPEN and state in ("", _WINS_OVER) and int(epoch) <= self.epoch:
+        if int(epoch) <= self.epoch and (
+            (local is CircuitState.OPEN and state in ("", _WINS_OVER)) or (local in _MODES and state == "")
+        ):
             # Opened here after the last period this replica saw (it tripped while the store was
-            # away): published through the queue, where a transition of its own already waiting
-            # wins, so it is published once. A cluster that moved on since (a larger epoch) is
-            # adopted instead: this replica merely had not heard of it yet.
+            # away), or the server lost the state of this replica's period: published through the
+            # queue, where a transition of its own already waiting wins, so it is published once.
+            # A cluster that moved on since (a larger epoch) is adopted instead: this replica
+            # merely had not heard of it yet.
             self.epoch = int(epoch)
-            again = StateChanged("closed", "open", self._open_reason, 0, breaker._core.retry_after())
+            if local is CircuitState.OPEN:
+                again = StateChanged("closed", "open", self._open_reason, 0, breaker._core.retry_after())
+            else:
+                again = StateChanged(local.value, local.value, "forced")
             self._store._queue(self, again, replace=False)
             return
         self._adopt(int(epoch), state, int(left), reason, current=True)
@@ -388,12 +408,23 @@ class SharedBreaker(PeerCounts):
             _ADOPTING.on = False
         self._apply_probe_limit(breaker)
 
-    def _report(self, breaker: CircuitBreaker) -> tuple[tuple[object, ...], tuple[int, int, int]] | None:
-        """The ``FLUSH_COUNTS`` arguments reporting this replica's counts, if they changed (or it failed)."""
+    def _report(
+        self, breaker: CircuitBreaker, now: float
+    ) -> tuple[tuple[object, ...], tuple[int, int, int]] | None:
+        """The ``FLUSH_COUNTS`` arguments reporting this replica's counts, if they changed (or it failed).
+
+        Counts that did not change are reported again every :attr:`_refresh` seconds while there
+        are any: the other replicas drop a report older than :attr:`_max_age` (its replica is
+        gone), and the server may lose it (restarted without persistence, ``FLUSHALL``, an
+        eviction). Reported once, the failures of a replica with no call since were lost to the
+        cluster either way: the next replica's failure did not open a breaker whose
+        ``failure_threshold`` the cluster's failures met.
+        """
         counts = shared.local_counts(breaker._core)
         failed, self._failed = self._failed, False
-        if counts == self._last_report and not failed:
+        if counts == self._last_report and not failed and (now < self._report_due or counts == _NO_COUNTS):
             return None
+        self._report_due = now + self._refresh
         key = f"{self._prefix}:counts:{self.epoch}"
         return (key, self._id, *counts, self._max_age, self._max_age), counts  # older entries: gone
 
@@ -660,7 +691,7 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
         core = breaker._core
         state = core._permit.state
         if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY:
-            report = link._report(breaker)
+            report = link._report(breaker, now)
             if report is not None:
                 reports.append((link, breaker, *report))
         elif state is CircuitState.HALF_OPEN:  # a call moved it there (a collection only peeks)

@@ -5,10 +5,13 @@
 one, or the first after an outage, since a failed connection is dropped) waits for the TCP
 connection, the handshake (``HELLO``, ``CLIENT SETINFO``: one or two round trips) and the
 command, each up to the timeout, so a rate limiter's permit asked from a thread could wait 3 or 4
-times the store's ``timeout``. :func:`bound_connections` makes a client's connections take the
-rest of the time of the operation in progress in their thread (:func:`within`) as the timeout
-of each of those steps, so that together they take at most the operation's time. Outside an
-operation (the store's background thread) they keep their own timeouts. The wait for a free
+times the store's ``timeout``; and for the lookup of the host's name before them, which nothing
+bounds. :func:`bound_connections` makes a client's connections take the rest of the time of the
+operation in progress in their thread (:func:`within`) as the timeout of each of those steps, so
+that together they take at most the operation's time. Outside an operation (the store's
+background threads) they keep their own timeouts. Every connection of a store's sync clients is
+made in a thread of its own, waited for no longer than its connect timeout (:func:`track_sockets`,
+:class:`_Connecting`), which a lookup that never ends cannot hold. The wait for a free
 connection of a bounded pool (``BlockingConnectionPool``: ``max_connections`` in use) is one
 of those steps: it too takes at most the rest of the operation's time, then the pool raises its
 ``ConnectionError`` (an operation that failed: the store's outage path, never a hang).
@@ -175,6 +178,106 @@ def bound_connections(client: Any) -> Any:
     return client
 
 
+MAX_ABANDONED_CONNECTIONS: Final = 4
+"""Connections still being made after their callers gave up (a lookup of the host's name that
+does not end) past which a new one fails at once (:class:`_Connecting`): while the resolver hangs,
+each try would leave one more thread waiting on it."""
+
+
+class _Abandoned:
+    """How many connections are still being made after their callers gave up (one per process)."""
+
+    __slots__ = ("count", "lock")
+
+    def __init__(self) -> None:
+        self.lock = fork_safe(threading.Lock())
+        self.count = 0
+
+
+_ABANDONED: Final = _Abandoned()
+
+
+class _Connecting:
+    """One connection being made in a thread of its own, which its caller waits for at most a time.
+
+    The lookup of the host's name (``getaddrinfo``, which redis-py calls for each connection) has
+    no timeout: a resolver that does not answer (a DNS server gone) held a permit asked from a
+    thread for as long as it took (seconds), whatever the store's ``timeout``, and the store's
+    threads as long, which :meth:`~otel_resilience.store.RedisStore.close` waited for (2 s each,
+    then left them running). Made in a thread, a connection is waited for at most its connect
+    timeout (a new connection only: an operation on an open one pays nothing for it). A socket
+    made after its caller gave up is closed by that thread. While
+    :data:`MAX_ABANDONED_CONNECTIONS` threads so left are still at it (the resolver still hangs),
+    a new connection fails at once, as one that timed out, and starts no thread.
+    """
+
+    __slots__ = ("_connect", "_done", "_left", "_lock", "_outcome")
+
+    def __init__(self, connect: Callable[[], socket.socket]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._outcome: socket.socket | BaseException | None = None
+        self._left = False
+        """Whether the caller stopped waiting (the socket, when it comes, is closed)."""
+
+    def made_within(self, seconds: float) -> socket.socket:
+        """Return the connection's socket, made within ``seconds``.
+
+        Raises:
+            TimeoutError: It was not made in time (redis-py raises its ``TimeoutError`` for it).
+            BaseException: What making it raised.
+        """
+        if _ABANDONED.count >= MAX_ABANDONED_CONNECTIONS:  # read without the lock: a hint
+            raise TimeoutError("timed out connecting (earlier connections still wait for the host's name)")
+        try:
+            threading.Thread(target=self._make, name="otel_resilience store connection", daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: no thread starts, the caller makes it
+            return self._connect()
+        try:
+            self._done.wait(seconds)
+        except BaseException:
+            _close(self._leave())
+            raise
+        outcome = self._leave()
+        if outcome is None:
+            raise TimeoutError("timed out connecting")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _make(self) -> None:
+        try:
+            outcome: socket.socket | BaseException = self._connect()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+            outcome = error
+        with self._lock:
+            if not self._left:
+                self._outcome = outcome
+                self._done.set()
+                return
+        with _ABANDONED.lock:
+            _ABANDONED.count -= 1
+        _close(outcome)
+
+    def _leave(self) -> socket.socket | BaseException | None:
+        """Stop waiting: the outcome if it came (the caller's), else ``None`` (the thread's to close)."""
+        with self._lock:
+            self._left = True
+            outcome = self._outcome
+        if outcome is None:  # the thread is still at it: counted until it ends (_make)
+            with _ABANDONED.lock:
+                _ABANDONED.count += 1
+        return outcome
+
+
+def _close(outcome: object) -> None:
+    """Close ``outcome`` if it is a socket nobody will use."""
+    if isinstance(outcome, socket.socket):
+        with contextlib.suppress(OSError):
+            outcome.close()
+
+
 class Sockets:
     """The sockets a store's sync clients opened in this process, to end at once when the store closes.
 
@@ -237,7 +340,11 @@ class Sockets:
 
 
 def track_sockets(client: Any, sockets: Sockets) -> Any:
-    """Make the connections ``client`` opens from now on register their sockets in ``sockets``; return it."""
+    """Make the connections ``client`` opens from now on register their sockets in ``sockets``; return it.
+
+    Each is made in a thread of its own and waited for at most its ``socket_connect_timeout``
+    (:class:`_Connecting`): the lookup of the host's name included.
+    """
     pool = client.connection_pool
     base = pool.connection_class
 
@@ -246,7 +353,10 @@ def track_sockets(client: Any, sockets: Sockets) -> Any:
 
         def _connect(self) -> Any:
             sockets.opening()
-            return sockets.opened(super()._connect())
+            bound = self.socket_connect_timeout  # the store's timeout, or less (bound_connections)
+            if bound is None:
+                return sockets.opened(super()._connect())
+            return sockets.opened(_Connecting(super()._connect).made_within(bound))
 
         def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
             sent = super().send_packed_command(*args, **kwargs)

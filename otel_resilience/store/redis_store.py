@@ -243,9 +243,12 @@ class RedisStore(SharedStore):
             key_ttl: Seconds a breaker's cluster state is kept after its last change (at least 0.001).
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
-                while nothing else asks it); the subscriber, with no message for that long, PINGs
-                its connection and replaces one that gives no answer within ``timeout`` (dropped
-                without a word by a NAT or a vanished host).
+                while nothing else asks it), and between two reports of its counts that did not
+                change, if it has any (at most 30 s apart, or half a longer time window: the
+                other replicas drop a report older than both), which brings back counts the
+                server lost; the subscriber, with no message for that long, PINGs its connection
+                and replaces one that gives no answer within ``timeout`` (dropped without a word
+                by a NAT or a vanished host).
             max_connections: The most connections open at once of the store's client (its thread
                 and the threads asking for permits) and, apart, of each event loop's async client
                 (at least 1; the subscriber has one more of its own). An operation finding them

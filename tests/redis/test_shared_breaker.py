@@ -652,6 +652,70 @@ def test_a_periods_counts_expire_with_their_age_not_the_state_key_ttl(redis_url:
         store.close()
 
 
+def test_counts_the_server_lost_are_reported_again_within_the_resync_interval(
+    redis_url: str, replicas: Replica
+) -> None:
+    """A replica whose counts stop changing reports them again: the server's loss does not lose them.
+
+    Reported only when they changed, ``a``'s two failures were gone from the cluster for good
+    once the server lost its data (``FLUSHALL``, an eviction): ``b``'s failure found 1 of the
+    cluster's 3 and opened nothing.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    a, b = replicas(namespace="lost-counts", resync_interval=0.5), replicas(namespace="lost-counts")
+    _fail(a)
+    _fail(a)
+    wait_for(_reported(a), 2.0, "a's failures in the store")
+    _lose_state(redis_url, "lost-counts")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: bool(client.keys("lost-counts:cb:db:counts:*")), 5.0, "a's counts reported again")
+    finally:
+        client.close()
+    _fail(b)
+    wait_for(_opened(a, b), 2.0, "both OPEN on the cluster's 3 failures")
+
+
+def test_a_live_replicas_counts_outlive_the_age_that_drops_a_gone_replicas(
+    replicas: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other replicas drop counts not reported for a minute (their replica is gone): not a live one's.
+
+    Two failures of a replica with no call since were dropped by the next replica's report a
+    minute later: its failure then found 1 of the cluster's 3 consecutive failures (here the
+    minute is 2 s).
+    """
+    monkeypatch.setattr("otel_resilience.store.breaker._PEER_MAX_AGE_MS", 2_000)
+    a, b = replicas(namespace="idle-counts", resync_interval=60.0), replicas(namespace="idle-counts")
+    _fail(a)
+    _fail(a)
+    wait_for(_reported(a), 2.0, "a's failures in the store")
+    time.sleep(4.0)  # twice the age: a's report of them is older than it, unless a reported them again
+    _fail(b)
+    wait_for(_opened(a, b), 2.0, "both OPEN on the cluster's 3 failures")
+
+
+@pytest.mark.parametrize(("switch", "mode"), [("disable", "disabled"), ("metrics_only", "metrics_only")])
+def test_an_operators_mode_the_server_lost_reaches_a_replica_that_joins_later(
+    redis_url: str, replicas: Replica, switch: str, mode: str
+) -> None:
+    """A replica in an operator's mode founds it again when the server lost it, as an OPEN one does.
+
+    A day after its last change (``key_ttl``), or after a restart without persistence, the cluster's
+    ``disable()`` was gone from the server: every replica started since ran its breaker CLOSED,
+    rejecting calls the operator had let through, while the others stayed disabled, until an
+    operator's next move.
+    """
+    a = replicas(namespace="lost-mode", resync_interval=0.5)
+    getattr(a, switch)()
+    wait_for(lambda: a._core._shared.epoch > 0, 2.0, "the mode published")  # type: ignore[union-attr]
+    _lose_state(redis_url, "lost-mode")
+    late = replicas(namespace="lost-mode")
+    wait_for(lambda: late.state.value == mode, 5.0, "the replica that joined taking the operator's mode")
+    assert a.state.value == mode
+
+
 def test_a_trip_after_the_server_lost_the_state_still_reaches_the_others(
     redis_url: str, replicas: Replica
 ) -> None:

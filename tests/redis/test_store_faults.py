@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.patterns.circuit_breaker import shared as shared_rules
+from otel_resilience.store import deadlines as deadlines_module
 from otel_resilience.store import redis_store as redis_store_module
 from otel_resilience.store.breaker import SharedBreaker
 from otel_resilience.store.scripts import PUBLISH_STATE
@@ -109,6 +111,97 @@ def test_a_permit_asked_on_a_new_connection_waits_at_most_the_timeout(proxy: Tcp
         fresh = time.monotonic() - started
         print(f"permit on an open connection {warm:.3f} s, on a new one {fresh:.3f} s (timeout 1 s)")
         assert fresh < 1.4  # not the 1.8 s of three round trips
+    finally:
+        store.close()
+
+
+def test_a_permit_asked_while_the_resolver_hangs_waits_at_most_the_timeout(
+    redis_server: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's host name takes 5 s to resolve (a DNS server gone): a permit still waits <= the timeout.
+
+    A connection's socket timeouts bound its TCP connection and its round trips, not the name's
+    lookup (``getaddrinfo`` has no timeout): a permit that had to open a connection waited for
+    the resolver (2 s with a resolver answering in 2 s, the timeout 0.25 s). The fallback
+    admits it; the store is degraded. The bound (2 s for a 0.25 s timeout) holds on a loaded machine.
+    """
+    assert redis_url
+    resolved = socket.getaddrinfo
+    answer = threading.Event()
+
+    def slow_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.slow-resolver.test":
+            answer.wait(5.0)  # every lookup of the name waits until the test lets them answer
+            host = "127.0.0.1"
+        return resolved(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    answer.set()  # at once, for now
+    store = RedisStore.from_url(f"redis://redis.slow-resolver.test:{redis_server.port}/0", timeout=0.25)
+    try:
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert limiter.try_acquire()  # connected, and the subscriber too
+        assert not store.degraded
+        answer.clear()
+        store._client.connection_pool.disconnect()  # the next permit opens a new connection
+        started = time.monotonic()
+        assert limiter.try_acquire()  # the fallback admits it
+        waited = time.monotonic() - started
+        assert waited < 2.0
+        assert store.degraded
+    finally:
+        answer.set()
+        store.close()
+
+
+def test_a_resolver_that_hangs_leaves_a_bounded_number_of_connecting_threads(
+    redis_server: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the host's name does not resolve, the tries to connect leave at most a few threads behind.
+
+    Each connection is made in a thread its caller stops waiting for after the timeout; with no
+    cap, every try of every permit and of the store's threads (each ``flush_interval``) left one
+    more thread in the lookup for as long as the resolver hung. Past
+    ``MAX_ABANDONED_CONNECTIONS`` a connection fails at once; once the resolver answers, the
+    threads end and connections are made again.
+    """
+    assert redis_url
+    resolved = socket.getaddrinfo
+    answer = threading.Event()
+
+    def hanging_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.hanging-resolver.test":
+            answer.wait(30.0)
+            host = "127.0.0.1"
+        return resolved(host, *args, **kwargs)
+
+    def connecting() -> int:
+        return sum(thread.name == "otel_resilience store connection" for thread in threading.enumerate())
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)
+    answer.set()
+    url = f"redis://redis.hanging-resolver.test:{redis_server.port}/0"
+    store = RedisStore.from_url(url, namespace="resolver-cap", timeout=0.05)
+    try:
+        limiter = RateLimiter("capped", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert limiter.try_acquire()
+        answer.clear()
+        store._client.connection_pool.disconnect()
+        most = 0
+        for _ in range(120):  # 120 permits over 2.4 s, each of which may try a new connection
+            assert limiter.try_acquire()  # the fallback admits them
+            most = max(most, connecting())
+            time.sleep(0.02)
+        assert store.degraded
+        # A few more than the cap at most: the count is read without a lock (a hint), and the
+        # store's two threads may each be starting one.
+        assert most <= deadlines_module.MAX_ABANDONED_CONNECTIONS + 3, most
+    finally:
+        answer.set()
+    try:
+        wait_for(lambda: connecting() == 0, 10.0, "the connecting threads ended once the name resolved")
+        assert deadlines_module._ABANDONED.count == 0
+        wait_for(lambda: limiter.try_acquire() and not store.degraded, 10.0, "the store connected again")
     finally:
         store.close()
 
@@ -606,6 +699,45 @@ def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
     assert not any(thread.is_alive() for thread in threads)
     assert took < 1.0  # not the 3 s of a connection's handshake through the partition
     assert limiter.try_acquire()  # store_fallback="open", without asking Redis
+
+
+def test_close_while_the_resolver_hangs_returns_within_the_timeout_and_leaves_no_thread(
+    redis_server: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's threads connect while its host's name does not resolve: close() waits at most the timeout.
+
+    The lookup (``getaddrinfo``) has no timeout: close() waited 2 s for each of the store's two
+    threads, then returned with both still in the lookup. The bound (1.5 s for a 0.25 s timeout)
+    holds on a loaded machine.
+    """
+    assert redis_url
+    resolved = socket.getaddrinfo
+    answer = threading.Event()
+    lookups: list[str] = []
+
+    def hanging_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.slow-resolver.test":
+            lookups.append(threading.current_thread().name)
+            answer.wait(10.0)
+            host = "127.0.0.1"
+        return resolved(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)
+    url = f"redis://redis.slow-resolver.test:{redis_server.port}/0"
+    store = RedisStore.from_url(url, namespace="close-resolving", timeout=0.25)
+    try:
+        breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store))  # both threads connect (a read)
+        wait_for(lambda: len(lookups) >= 2, 5.0, "both threads looking the name up")
+        threads = store._threads
+        started = time.monotonic()
+        store.close()
+        took = time.monotonic() - started
+        assert took < 1.5
+        wait_for(lambda: not any(thread.is_alive() for thread in threads), 1.5, "the store's threads ended")
+        assert breaker.call_sync(int) == 0  # on local state
+    finally:
+        answer.set()
+        store.close()
 
 
 def test_close_ends_the_operations_in_flight_on_a_slow_redis_at_once(
