@@ -50,6 +50,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound="ExecutionRejectedError")
+_R = TypeVar("_R", bound=BaseException)
 
 
 class _Arg(Generic[_T]):
@@ -112,15 +113,16 @@ def _who(what: str, name: str, key: str | None) -> str:
     return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key!r})"
 
 
-def _shown(message: Callable[[_E], str]) -> Callable[[_E], str]:
-    """Make ``message`` a rejection's ``__str__`` that never raises.
+def _shown(message: Callable[[_R], str]) -> Callable[[_R], str]:
+    """Make ``message`` an error's ``__str__`` that never raises (a rejection's, a timeout's).
 
-    A rejection made with arguments of another shape than its signature's (a message alone, as
-    ``CircuitOpenError("breaker down")`` in an application's test double) has no field to format:
-    its ``str`` is then ``Exception``'s, its arguments, so that logging or printing it cannot fail.
+    An error made with arguments of another shape than its signature's (a message alone, as
+    ``CircuitOpenError("breaker down")`` in an application's test double; a field of another
+    type, as ``OperationTimeoutError("fetch", "1s")``) has no field to format: its ``str`` is then
+    ``Exception``'s, its arguments, so that logging or printing it cannot fail.
     """
 
-    def __str__(error: _E) -> str:  # noqa: N807 - it is the method
+    def __str__(error: _R) -> str:  # noqa: N807 - it is the method
         try:
             return message(error)
         except (AttributeError, TypeError, ValueError):
@@ -348,6 +350,7 @@ class OperationTimeoutError(ResilienceError, _TimeoutError):
         """Pickle and copy with every field and the notes (OSError's own reduce keeps only some args)."""
         return (type(self), (self.operation, self.timeout, self.scope), self.__dict__ or None)
 
+    @_shown
     def __str__(self) -> str:
         what = "attempt of " if self.scope == "attempt" else ""
         return f"{what}operation {self.operation!r} timed out after {self.timeout:g} s"

@@ -168,6 +168,23 @@ def test_a_rejection_made_with_a_message_alone_still_prints(
     assert getattr(alone, missing, None) is None
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationTimeoutError("fetch", "1s"),  # type: ignore[arg-type]
+        OperationTimeoutError("fetch", None, "attempt"),  # type: ignore[arg-type]
+        OperationTimeoutError("fetch", [1.0]),  # type: ignore[arg-type]
+    ],
+    ids=["text", "none", "list"],
+)
+def test_a_timeout_made_with_fields_of_another_type_still_prints(error: Exception) -> None:
+    """``str`` of a timeout never raises, as a rejection's (was: ``str(OperationTimeoutError(
+    'fetch', '1s'))`` raised ValueError: Unknown format code 'g', so logging the error failed): what its
+    fields cannot format is shown as its arguments."""
+    assert str(error) == Exception.__str__(error)
+    assert type(error).__name__ in repr(error)
+
+
 @pytest.mark.parametrize("scope", ["total", "attempt"])
 def test_a_timeouts_arguments_and_repr_keep_its_scope(scope: str) -> None:
     """``args`` and ``repr`` hold every field: an attempt's timeout no longer reads as the whole call's.

@@ -366,14 +366,58 @@ def test_a_refused_config_is_named_as_the_method_called_takes_it(manager: Resili
     assert "new" not in manager._handles
 
 
-def test_a_refused_name_that_is_no_str_is_reported_under_its_text(manager: ResilienceManager) -> None:
-    """resilience.policy is a string attribute: a mapping's key 1 is reported as "1", as reconfigure(1) is."""
+@pytest.mark.parametrize(
+    ("name", "kind", "rule"),
+    [
+        (1, TypeError, r"a str, got 1 \(int\)"),
+        ("", ValueError, "a non-empty name, got ''"),
+        (" ", ValueError, "a non-empty name, got ' '"),
+        ("p" * 5000, ValueError, "a name of at most 256 characters"),
+    ],
+)
+def test_a_name_policy_refuses_is_refused_by_a_reload_naming_the_argument_and_never_reported(
+    manager: ResilienceManager, caplog: pytest.LogCaptureFixture, name: object, kind: type, rule: str
+) -> None:
+    """reconfigure, reconfigure_many and apply_config refuse a name policy() refuses, by its rule, before
+    anything runs (was: a KeyError, or the error reported as a failed reload under that name: a
+    5000-character resilience.policy attribute, a series per name given)."""
+    manager.policy("payments", fallback("kept"))
+    built: list[str] = []
+
+    def build() -> ResilienceConfig:
+        built.append("built")
+        return fallback("new")
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        built.append(name)
+        return config
+
+    with EventRecorder() as recorder, caplog.at_level(logging.WARNING, "otel_resilience.manager"):
+        with pytest.raises(kind, match=rf"^ResilienceManager\.reconfigure\.name must be {rule}"):
+            manager.reconfigure(name, build)  # type: ignore[arg-type]
+        with pytest.raises(kind, match=rf"^ResilienceManager\.reconfigure_many\.configs key must be {rule}"):
+            manager.reconfigure_many({"payments": build, name: build})  # type: ignore[dict-item]
+        with pytest.raises(kind, match=rf"^ResilienceManager\.apply_config\.policies key must be {rule}"):
+            manager.apply_config(
+                {"payments": fallback("new"), "other": fallback("new"), name: fallback("new")},  # type: ignore[dict-item]
+                customize=customize,
+            )
+    assert recorder.sources(Event.RELOAD_FAILED) == []
+    assert [r for r in caplog.records if "refused" in r.getMessage()] == []
+    assert built == []
+    assert manager.policy("payments").config == fallback("kept")
+    assert manager.policy("payments").get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+    assert "other" not in manager._handles
+
+
+def test_a_reload_of_a_name_no_policy_has_is_a_key_error_reported_under_that_name(
+    manager: ResilienceManager,
+) -> None:
+    """A name policy() takes, which names no policy, is a refused reload (docs/runbooks/ResilienceReloadFailed.md)."""
     with EventRecorder() as recorder:
-        with pytest.raises(TypeError, match=r"name must be a str, got 1 \(int\)"):
-            manager.apply_config({1: ResilienceConfig()})  # type: ignore[dict-item]
-        with pytest.raises(TypeError, match=r"name must be a str, got 1 \(int\)"):
-            manager.reconfigure(1, ResilienceConfig())  # type: ignore[arg-type]
-    assert [(s.name, s.pipeline) for s in recorder.sources(Event.RELOAD_FAILED)] == [("1", "1")] * 2
+        with pytest.raises(KeyError, match="no policy named 'missing'"):
+            manager.reconfigure("missing", ResilienceConfig())
+    assert [(s.name, s.pipeline) for s in recorder.sources(Event.RELOAD_FAILED)] == [("missing", "missing")]
 
 
 @pytest.mark.parametrize("name", [None, 1, b"payments", ("payments",)])
@@ -385,8 +429,7 @@ def test_a_reload_of_a_name_that_is_no_str_is_a_type_error_naming_the_argument(
     with pytest.raises(TypeError, match=r"^ResilienceManager\.reconfigure\.name must be a str, got "):
         manager.reconfigure(name, fallback("new"))  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError,
-        match=r"^ResilienceManager\.reconfigure_many\.configs must be keyed by policy names \(str\), got ",
+        TypeError, match=r"^ResilienceManager\.reconfigure_many\.configs key must be a str, got "
     ):
         manager.reconfigure_many({"payments": fallback("new"), name: fallback("new")})  # type: ignore[dict-item]
     assert manager.policy("payments").config == fallback("kept")

@@ -12,6 +12,7 @@ from otel_resilience.config.errors import ConfigError
 from otel_resilience.config.formats import Format, UnknownFormatError, check_format, file_format, parse
 from otel_resilience.config.reader import read
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.watch import read_settled
@@ -31,14 +32,22 @@ class ConfigFile(Mapping[str, ResilienceConfig]):
     ``payments``. Two loads of an unchanged file give equal configs (a retry budget is compared
     by identity: pass ``previous=`` to :func:`load` to keep the budgets of an earlier load).
 
-    Attributes:
+    Attributes (read-only):
         retry_budgets: The retry budgets of the file's ``retry_budgets``, by name: one
             :class:`~otel_resilience.RetryBudget` per name, shared by every policy naming it.
         source: The file's name as given to :func:`load`, or ``None`` for text.
         format: ``"yaml"`` or ``"toml"``.
     """
 
-    __slots__ = ("_policies", "format", "retry_budgets", "source")
+    __slots__ = ("_format", "_policies", "_retry_budgets", "_source")
+
+    retry_budgets = ReadOnly[Mapping[str, RetryBudget]](
+        "_retry_budgets", "The retry budgets of the file's ``retry_budgets``, by name (read-only)."
+    )
+    source = ReadOnly["str | None"](
+        "_source", "The file's name as given to :func:`load`, or ``None`` for text."
+    )
+    format = ReadOnly[Format]("_format", '``"yaml"`` or ``"toml"``.')
 
     def __init__(
         self,
@@ -49,9 +58,9 @@ class ConfigFile(Mapping[str, ResilienceConfig]):
         format: Format,  # noqa: A002 - the name users read in load(path, format=...)
     ) -> None:
         self._policies = MappingProxyType(dict(policies))
-        self.retry_budgets: Mapping[str, RetryBudget] = MappingProxyType(dict(retry_budgets))
-        self.source = source
-        self.format: Format = format
+        self._retry_budgets: Mapping[str, RetryBudget] = MappingProxyType(dict(retry_budgets))
+        self._source = source
+        self._format: Format = format
 
     @property
     def policies(self) -> Mapping[str, ResilienceConfig]:

@@ -177,7 +177,6 @@ class NamedPolicies:
         strategy's factory that fails is found here).
         """
         try:
-            check_name(_POLICY, "name", name)
             checked = check_config(name, config, _APPLY, field)
             with namesakes_expected():
                 inputs = StageInputs(
@@ -231,13 +230,16 @@ class NamedPolicies:
             The policy's handle.
 
         Raises:
-            KeyError: No policy has that name.
-            TypeError: ``name`` is not a ``str``, or ``config`` is not a :class:`ResilienceConfig`
-                (or does not build one: an async function is refused before it is called).
-            ValueError: ``config`` names another policy, or has an extra strategy given as a
-                ``Step`` instance.
+            KeyError: No policy has that name (reported).
+            TypeError: ``name`` is not a ``str`` (not reported: no policy can have it), or
+                ``config`` is not a :class:`ResilienceConfig` (or does not build one: an async
+                function is refused before it is called).
+            ValueError: ``name`` is a name :meth:`policy` refuses (blank, or longer than a
+                telemetry attribute; not reported), ``config`` names another policy, or has an
+                extra strategy given as a ``Step`` instance.
             Exception: What building ``config`` (or a pipeline from it) raised.
         """
+        check_name(_RECONFIGURE, "name", name)
         return self._reload({name: config}, {}, _RECONFIGURE, "config")[name]
 
     def reconfigure_many(self, configs: Mapping[str, ConfigSource]) -> dict[str, PolicyHandle]:
@@ -264,12 +266,14 @@ class NamedPolicies:
 
         Raises:
             KeyError: A name has no policy.
-            TypeError: As :meth:`reconfigure`.
+            TypeError: As :meth:`reconfigure` (a key of ``configs`` for its ``name``).
             ValueError: As :meth:`reconfigure`.
             Exception: As :meth:`reconfigure`.
         """
         if not isinstance(configs, Mapping):
             raise fail(_RECONFIGURE_MANY, "configs", "a mapping", configs, kind=TypeError)
+        for name in configs:  # before any config is built: no policy can have a name policy() refuses
+            check_name(_RECONFIGURE_MANY, "configs key", name)
         return self._reload(configs, {}, _RECONFIGURE_MANY, "configs[{!r}]")
 
     def _reload(
@@ -399,10 +403,12 @@ class NamedPolicies:
             The handle of each name. A policy the mapping does not name is left as it is.
 
         Raises:
-            TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync)
-                function (nothing changed), or returns no :class:`ResilienceConfig`, or a value
-                is not one (a function that builds one included, which :meth:`reconfigure`
-                takes): reported, no policy changed.
+            TypeError: ``policies`` is not a mapping, or a key of it not a ``str``, or ``customize``
+                is not a plain (sync) function (nothing changed, nothing reported), or returns no
+                :class:`ResilienceConfig`, or a value is not one (a function that builds one
+                included, which :meth:`reconfigure` takes): reported, no policy changed.
+            ValueError: A key of ``policies`` is a name :meth:`policy` refuses (nothing changed,
+                nothing reported).
             Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
         """
         return apply_file(self, policies, customize)
@@ -486,9 +492,9 @@ class NamedPolicies:
         ``source`` is a config, or for ``reconfigure`` and ``reconfigure_many`` a function that
         builds one; ``apply_config`` takes configs only (a function is refused, as for a new name).
         """
-        handle = self._handles.get(name) if isinstance(name, str) else None
+        handle = self._handles.get(name)
         if handle is None:
-            missing = _no_policy(name, owner)
+            missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
             report_failure(name, missing, 0)
             try:
                 raise missing
@@ -531,19 +537,6 @@ class NamedPolicies:
         for stats in named.values():
             add_counts(totals, stats["executions"])
         return named
-
-
-def _no_policy(name: object, owner: str) -> Exception:
-    """The error of a reload of ``name``, which names no policy: a ``TypeError`` when it is no ``str``.
-
-    A name of the wrong type is refused as ``policy()`` refuses it, naming the argument it came
-    in: ``reconfigure``'s ``name``, a key of ``reconfigure_many``'s ``configs``.
-    """
-    if isinstance(name, str):
-        return KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
-    if owner == _RECONFIGURE:
-        return fail(owner, "name", "a str", name, kind=TypeError)
-    return fail(owner, "configs", "keyed by policy names (str)", name, kind=TypeError)
 
 
 def _changes(handle: PolicyHandle, config: ResilienceConfig) -> bool:

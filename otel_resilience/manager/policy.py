@@ -805,14 +805,12 @@ def protect(
 
 
 def report_failure(
-    name: object, error: BaseException, generation: int, telemetry: StrategyTelemetry | None = None
+    name: str, error: BaseException, generation: int, telemetry: StrategyTelemetry | None = None
 ) -> None:
     """Report a refused reload of policy ``name``: a warning log, a span event and ``resilience.reload``.
 
-    ``name`` is what the caller gave (a mapping's key may be no ``str``): reported as its text,
-    the string attribute ``resilience.policy`` is.
+    ``name`` is one ``policy()`` takes (a name it refuses is refused before anything is reported).
     """
-    name = str(name)
     kind = error_type_name(error)
     _LOG.warning("reload of policy %r refused, nothing changed: %s: %s", name, kind, error)
     telemetry = telemetry or StrategyTelemetry.of("pipeline", name, name)

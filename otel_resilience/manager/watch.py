@@ -67,7 +67,13 @@ from typing import TYPE_CHECKING, Final, cast
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import WATCHES
-from otel_resilience.engine.validation import check_duration, check_sync_callable, fail, wrong_return
+from otel_resilience.engine.validation import (
+    check_duration,
+    check_name,
+    check_sync_callable,
+    fail,
+    wrong_return,
+)
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.policy import same_config
 
@@ -127,9 +133,12 @@ def apply_file(
         The handle of every policy the file names.
 
     Raises:
-        TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync) function
-            (nothing changed), or returns no ``ResilienceConfig``, or a value is not one (a
-            function that builds one included): reported, no policy changed.
+        TypeError: ``policies`` is not a mapping, or a key of it not a ``str``, or ``customize``
+            is not a plain (sync) function (nothing changed, nothing reported), or returns no
+            ``ResilienceConfig``, or a value is not one (a function that builds one included):
+            reported, no policy changed.
+        ValueError: A key of ``policies`` is a name ``policy()`` refuses (nothing changed, nothing
+            reported).
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
     if not isinstance(policies, Mapping):
@@ -141,6 +150,8 @@ def apply_file(
             kind=TypeError,
         )
     _check_customize("ResilienceManager.apply_config", customize)
+    for name in policies:  # before customize runs: no policy can have a name policy() refuses
+        check_name("ResilienceManager.apply_config", "policies key", name)
     wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
     applied = manager._apply(wanted, owed)
     source = getattr(policies, "source", None)

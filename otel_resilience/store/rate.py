@@ -238,8 +238,8 @@ class ClusterRules:
                 it was asked: it is not asked then).
         """
         store = self._store
-        if left >= store.timeout:  # no deadline, or a later one: the store's timeout bounds it
-            return store._run_script(ask.script, self._keys, ask.argv, store.timeout)
+        if left >= store._timeout:  # no deadline, or a later one: the store's timeout bounds it
+            return store._run_script(ask.script, self._keys, ask.argv, store._timeout)
         started = time.monotonic()
         if left > 0.0:
             reply = store._run_script(ask.script, self._keys, ask.argv, left)

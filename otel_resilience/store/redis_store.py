@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail, redacted_url
 from otel_resilience.store.breaker import SharedBreaker, key_name, key_part, publish_states, read_states, tick
@@ -91,7 +92,7 @@ class RedisStore(SharedStore):
     reads the cluster's state, so the workers' trips, counts and probes are shared as those of
     separate replicas. Transitions the parent had queued are published by the parent only.
 
-    Attributes:
+    Attributes (read-only):
         namespace: The prefix of every key (one per service), percent-encoded there as names are
             (:attr:`key_prefix`).
         key_prefix: The namespace as it begins every key (``:`` and ``%`` percent-encoded).
@@ -107,13 +108,19 @@ class RedisStore(SharedStore):
         "_async_clients",
         "_client",
         "_closed",
+        "_degraded",
         "_drained",
+        "_errors",
         "_fallbacks",
         "_id",
         "_interval",
+        "_key_prefix",
         "_links",
         "_lock",
+        "_max_connections",
+        "_namespace",
         "_ops",
+        "_outages",
         "_pending",
         "_reached",
         "_redis_errors",
@@ -125,19 +132,12 @@ class RedisStore(SharedStore):
         "_sub_client",
         "_sub_sockets",
         "_threads",
+        "_timeout",
         "_usage_errors",
         "_wake",
         "channel",
-        "degraded",
-        "errors",
-        "key_prefix",
         "key_ttl_ms",
         "lease_ttl_ms",
-        "max_connections",
-        "name",
-        "namespace",
-        "outages",
-        "timeout",
     )
 
     def __init__(
@@ -158,13 +158,13 @@ class RedisStore(SharedStore):
         self._sub_client = subscriber
         self._sockets, self._sub_sockets = sockets or (Sockets(), Sockets())
         """The sockets each client opens: :meth:`close` shuts them down, ending what waits on them."""
-        self.namespace = self.name = namespace
-        self.key_prefix = key_part(namespace)
+        self._namespace = namespace
+        self._key_prefix = key_part(namespace)
         """The first part of every key: the namespace percent-encoded as a name is (:func:`key_part`),
         so that no key of one namespace is another's (``svc:cb``'s breaker ``db`` and ``svc``'s
         breaker ``cb`` of key ``db`` had one state, ``svc:cb:cb:db:state``)."""
-        self.timeout = timeout
-        self.max_connections = max_connections
+        self._timeout = timeout
+        self._max_connections = max_connections
         self._interval = flush_interval
         self._resync_every = resync_interval
         self.lease_ttl_ms = round(probe_lease_ttl * 1000)
@@ -189,8 +189,8 @@ class RedisStore(SharedStore):
         """Set while no transition is being sent: :meth:`close` waits for one in flight to be sent."""
         self._drained.set()
         self._threads: tuple[threading.Thread, ...] = ()
-        self.degraded = False
-        self.outages = self.errors = 0
+        self._degraded = False
+        self._outages = self._errors = 0
         self._ops = Counter()
         self._fallbacks = Counter()
         self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
@@ -199,6 +199,22 @@ class RedisStore(SharedStore):
         self._async_clients = LoopClients(None)
         """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
+
+    namespace = ReadOnly[str](
+        "_namespace", "The prefix of every key (one per service), percent-encoded there (:attr:`key_prefix`)."
+    )
+    name = ReadOnly[str]("_namespace", "The store's namespace (its telemetry attribute ``store.namespace``).")
+    key_prefix = ReadOnly[str](
+        "_key_prefix", "The namespace as it begins every key (``:`` and ``%`` percent-encoded)."
+    )
+    timeout = ReadOnly[float]("_timeout", "Seconds any Redis operation may take before it counts as failed.")
+    max_connections = ReadOnly[int](
+        "_max_connections",
+        "The most connections of its client, and of each event loop's async client, open at once.",
+    )
+    degraded = ReadOnly[bool]("_degraded", "Whether Redis is unreachable now (local state only).")
+    outages = ReadOnly[int]("_outages", "Times the store became unreachable.")
+    errors = ReadOnly[int]("_errors", "Redis operations that failed (each counted once).")
 
     ops = CounterValue(
         "_ops", "Redis operations sent (scripts, reads, publications, permits and the subscriber's PINGs)."
@@ -349,9 +365,9 @@ class RedisStore(SharedStore):
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
         algorithm, named = config.algorithm, key_name(name, current_key())
-        keys: tuple[str, ...] = (f"{self.key_prefix}:rl:{algorithm}:{named}",)
+        keys: tuple[str, ...] = (f"{self._key_prefix}:rl:{algorithm}:{named}",)
         if algorithm == "token_bucket":
-            keys = (*keys, f"{self.key_prefix}:rl:{algorithm}-limits:{named}")
+            keys = (*keys, f"{self._key_prefix}:rl:{algorithm}-limits:{named}")
         return ClusterRules(self, keys, config, name)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
@@ -380,7 +396,7 @@ class RedisStore(SharedStore):
         next(self._ops)
         try:
             client = await self._async_clients.client()
-            return await bounded(client.eval(script, len(keys), *keys, *argv), self.timeout)
+            return await bounded(client.eval(script, len(keys), *keys, *argv), self._timeout)
         except self._redis_errors as error:
             return error
         except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation
@@ -415,7 +431,7 @@ class RedisStore(SharedStore):
     def refused(self) -> None:
         """Count an operation the (reachable) server refused: an error of that call, not an outage."""
         with self._lock:
-            self.errors += 1
+            self._errors += 1
 
     def failed(self, error: BaseException) -> None:
         """Count a failed Redis operation; the first one of an outage logs a warning and degrades.
@@ -426,15 +442,15 @@ class RedisStore(SharedStore):
         if self._closed.is_set():
             return
         with self._lock:
-            self.errors += 1
-            if self.degraded:
+            self._errors += 1
+            if self._degraded:
                 return
-            self.degraded = True
-            self.outages += 1
+            self._degraded = True
+            self._outages += 1
             links = list(self._links)
         _LOG.warning(
             "shared store %r unreachable (%s: %s): breakers and rate limiters run on local state",
-            self.namespace,
+            self._namespace,
             type(error).__name__,
             error,
         )
@@ -444,7 +460,7 @@ class RedisStore(SharedStore):
     @property
     def local_only(self) -> bool:
         """Whether shared patterns run on local state now (the store is degraded or closed)."""
-        return self.degraded or self._closed.is_set()
+        return self._degraded or self._closed.is_set()
 
     def wanted(self) -> None:
         """Say that a caller took local state for want of Redis (a rate limiter's fallback answered it).
@@ -463,13 +479,13 @@ class RedisStore(SharedStore):
     def _recovered(self) -> None:
         """The store's thread reached Redis again: shared from now on, each breaker probing on leases."""
         with self._lock:
-            if not self.degraded:
+            if not self._degraded:
                 return
-            self.degraded = False
+            self._degraded = False
         for link in self._live():  # their states were read while degraded: with local probe limits
             link.rejoin()
         self._reached.set()
-        _LOG.warning("shared store %r reachable again: state resynchronised", self.namespace)
+        _LOG.warning("shared store %r reachable again: state resynchronised", self._namespace)
 
     # -- the background threads ------------------------------------------------------------
 
@@ -479,10 +495,10 @@ class RedisStore(SharedStore):
                 return
             self._threads = (
                 threading.Thread(
-                    target=self._run, name=f"otel_resilience store {self.namespace}", daemon=True
+                    target=self._run, name=f"otel_resilience store {self._namespace}", daemon=True
                 ),
                 threading.Thread(
-                    target=self._listen, name=f"otel_resilience sub {self.namespace}", daemon=True
+                    target=self._listen, name=f"otel_resilience sub {self._namespace}", daemon=True
                 ),
             )
         for thread in self._threads:
@@ -529,7 +545,7 @@ class RedisStore(SharedStore):
             self._wake.clear()
             try:
                 now = last_tick = time.monotonic()
-                probed = self.degraded
+                probed = self._degraded
                 if probed:  # work from now on (the wake-up was cleared) wants the next attempt
                     self._probe()
                     self._resync_all = True
@@ -546,7 +562,7 @@ class RedisStore(SharedStore):
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001 - the store's thread must outlive any one bug
                 if not self._closed.is_set():  # not the end of a round trip close() shut down
-                    _LOG.exception("shared store %r: background work failed", self.namespace)
+                    _LOG.exception("shared store %r: background work failed", self._namespace)
 
     def _back_off(self, pause: float) -> None:
         """Wait before the next attempt to reach Redis: ``pause``, or one round if there is work for it.
@@ -585,7 +601,7 @@ class RedisStore(SharedStore):
         round and failing again at its next write, an outage and two log records each time.
         """
         next(self._ops)
-        self._client.set(f"{self.key_prefix}:alive", self._id, px=_PROBE_TTL_MS)
+        self._client.set(f"{self._key_prefix}:alive", self._id, px=_PROBE_TTL_MS)
 
     def _read_states(self, due: bool) -> bool:
         """Read the cluster state of every breaker (``due``, or after reconnecting), else of new ones only.
@@ -660,7 +676,7 @@ class RedisStore(SharedStore):
                     left = due - time.monotonic()
                     if left <= 0:  # no message for resync_interval: is the connection still there?
                         self._ping(pubsub, again=pinged)
-                        due, pinged, left = time.monotonic() + self.timeout, True, self.timeout
+                        due, pinged, left = time.monotonic() + self._timeout, True, self._timeout
                     message = self._next_message(pubsub, min(left, _SUBSCRIBER_POLL), pinged=pinged)
                     pause = self._interval  # subscribed (a refusal is raised by the first read)
                     if message is not None:  # any message, a PING's answer too: the connection works
@@ -669,12 +685,12 @@ class RedisStore(SharedStore):
                             self._dispatch(message["data"])
             except _NoAnswerError:
                 self.refused()
-                if not self.degraded:  # one warning per outage: the store's thread logged it
+                if not self._degraded:  # one warning per outage: the store's thread logged it
                     _LOG.warning(
                         "shared store %r: its subscription's connection gave no answer to PING within %s s "
                         "(dropped by the network): subscribing again",
-                        self.namespace,
-                        self.timeout,
+                        self._namespace,
+                        self._timeout,
                     )
             except self._redis_errors as error:
                 if self.answered(error):
@@ -684,7 +700,7 @@ class RedisStore(SharedStore):
                         _LOG.warning(
                             "shared store %r refused its subscription (%s: %s): other replicas' "
                             "transitions reach this one every resync_interval only",
-                            self.namespace,
+                            self._namespace,
                             type(error).__name__,
                             error,
                         )
@@ -697,7 +713,7 @@ class RedisStore(SharedStore):
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001
                 if not self._closed.is_set():  # not the end of a socket close() shut down
-                    _LOG.exception("shared store %r: subscriber failed", self.namespace)
+                    _LOG.exception("shared store %r: subscriber failed", self._namespace)
                 self._closed.wait(pause)
             finally:
                 pubsub.close()
@@ -771,8 +787,8 @@ class RedisStore(SharedStore):
         self._async_clients.close()
 
     def __repr__(self) -> str:
-        health = "closed" if self._closed.is_set() else "degraded" if self.degraded else "ok"
-        return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
+        health = "closed" if self._closed.is_set() else "degraded" if self._degraded else "ok"
+        return f"RedisStore(namespace={self._namespace!r}, {health}, ops={self.ops})"
 
 
 class _NoAnswerError(Exception):

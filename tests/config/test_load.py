@@ -332,6 +332,20 @@ def test_config_file_is_a_read_only_mapping_in_file_order() -> None:
     assert dict(config.retry_budgets) == {}
 
 
+def test_a_config_files_attributes_are_read_only() -> None:
+    """Its source, format, budgets and policies cannot be assigned (was: source, format and retry_budgets
+    could: a manager keys the budgets it keeps by a file's source, and load(previous=) reads its budgets)."""
+    config = loads("retry_budgets:\n  shared: {}\npolicies:\n  a: {}\n", source="x.yaml")
+    budgets = dict(config.retry_budgets)
+    for name, value in [("source", "y.yaml"), ("format", "toml"), ("retry_budgets", {}), ("policies", {})]:
+        with pytest.raises(AttributeError):
+            setattr(config, name, value)
+        with pytest.raises(AttributeError):
+            delattr(config, name)
+    assert (config.source, config.format, dict(config.retry_budgets)) == ("x.yaml", "yaml", budgets)
+    assert list(budgets) == ["shared"]
+
+
 def test_previous_keeps_unchanged_budgets_and_only_those() -> None:
     """A reload with previous= reuses a budget whose settings did not change: the configs stay equal."""
     text = "retry_budgets:\n  b: {ratio: 0.1}\n  c: {ratio: 0.3}\npolicies:\n  p: {retry: {budget: b}}\n"

@@ -97,7 +97,9 @@ def test_apply_config_refuses_what_is_not_names_to_configs_naming_it() -> None:
     manager = _manager()
     with pytest.raises(TypeError, match=r"^ResilienceManager\.apply_config\.policies must be a mapping"):
         manager.apply_config([ResilienceConfig()])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"^ResilienceManager\.policy\.name must be a str, got 5 \(int\)$"):
+    with pytest.raises(
+        TypeError, match=r"^ResilienceManager\.apply_config\.policies key must be a str, got 5 \(int\)$"
+    ):
         manager.apply_config({5: ResilienceConfig(), "fine": ResilienceConfig()})  # type: ignore[dict-item]
     with pytest.raises(KeyError):
         manager.policy("fine")

@@ -267,6 +267,42 @@ def test_the_store_defaults_are_the_documented_ones() -> None:
         store.close()
 
 
+def test_the_stores_documented_attributes_are_read_only() -> None:
+    """They are read, never set (was: each could be assigned; ``store.degraded = True`` showed a store
+    that answers as unreachable, in ``resilience.store.degraded`` too, and ``False`` hid an outage)."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="svc:ro")
+    try:
+        given = {
+            "namespace": "other",
+            "name": "other",
+            "key_prefix": "other",
+            "timeout": 9.0,
+            "max_connections": 1,
+            "degraded": True,
+            "outages": 7,
+            "errors": 7,
+        }
+        for name, value in given.items():
+            with pytest.raises(AttributeError):
+                setattr(store, name, value)
+            with pytest.raises(AttributeError):
+                delattr(store, name)
+        kept = {name: getattr(store, name) for name in given}
+        assert kept == {
+            "namespace": "svc:ro",
+            "name": "svc:ro",
+            "key_prefix": "svc%3Aro",
+            "timeout": 0.25,
+            "max_connections": 50,
+            "degraded": False,
+            "outages": 0,
+            "errors": 0,
+        }
+        assert not store.local_only
+    finally:
+        store.close()
+
+
 def test_calls_that_succeed_cost_no_redis_operation(redis_url: str) -> None:
     """README: "a breaker costs 0 Redis operations per call while all is well"."""
     store = RedisStore.from_url(redis_url, namespace="costs")

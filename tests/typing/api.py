@@ -199,6 +199,8 @@ def check_shared_store() -> None:
     RedisStore.from_url(1)  # type: ignore[arg-type]
     degraded: bool = store.degraded
     operations: int = store.ops
+    store.degraded = False  # type: ignore[assignment]
+    store.timeout = 1.0  # type: ignore[assignment]
     print(degraded, operations)
     store.close()
 
@@ -249,6 +251,7 @@ def check_config_file() -> None:
     payments: ResilienceConfig = policies["payments"]
     names: list[str] = list(again)
     budget: RetryBudget = text.retry_budgets["shared"]
+    text.source = "other.yaml"  # type: ignore[assignment]
     started: config.ConfigFile | None = config.from_env({config.CONFIG_ENV: "resilience.yaml"})
     seconds: float = config.parse_duration("250ms")
     schema: dict[str, object] = config.json_schema()
