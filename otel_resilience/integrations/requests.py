@@ -279,6 +279,89 @@ _UNREAD = frozenset({"data", "json", "peek", "read1", "read_chunked", "readline"
 read the wire past the bytes the attempt read, as if they were not part of the body."""
 
 
+def _as_it_comes(raw: Any, http: HttpPolicy) -> tuple[Iterator[bytes], _Pieces | None]:
+    """The body of ``raw`` (a urllib3 response), decoded, in the pieces it comes in (``iter_content``).
+
+    A failed body is read in its attempt until the deadline at most, however slowly it comes
+    (:meth:`HttpPolicy.read_failed`). A piece of a fixed size
+    (``iter_content(CONTENT_CHUNK_SIZE)``) waits for its 10 KiB through as many reads of the
+    connection as it takes, each within the read timeout; so does urllib3's decoding for the first
+    byte it gives (a gzip header that never ends). Here each piece is what one read of the
+    connection gives (urllib3's ``read1``), and each read of the connection is made within the
+    deadline (:class:`_Pieces`) while the attempt reads (an older urllib3 without ``read1`` reads
+    its own pieces). requests' ``iter_content`` still reads it, so its errors are requests' own (a
+    body cut off: ``ChunkedEncodingError``; a read timeout: ``ConnectionError``).
+
+    Returns:
+        The pieces, and what reads them (``None`` without ``read1``): its ``http`` set to ``None``
+        once the attempt is over leaves the rest of the body to the caller's reads, unbounded.
+    """
+    reader = requests.Response()
+    pieces = _Pieces(raw, http) if hasattr(raw, "read1") else None
+    reader.raw = raw if pieces is None else pieces
+    return reader.iter_content(CONTENT_CHUNK_SIZE), pieces
+
+
+class _Pieces:
+    """A urllib3 response whose ``stream`` gives what each read of the connection gives.
+
+    What :func:`_as_it_comes` has requests' ``iter_content`` read. While :attr:`http` is set,
+    each read of the connection urllib3 makes for a piece first checks the deadline
+    (:meth:`HttpPolicy.deadline_reached`, through :class:`_Checked`): urllib3 reads on, within one
+    piece, until something decodes.
+
+    Attributes:
+        http: The policy whose deadline bounds each read (``None``: none does).
+    """
+
+    __slots__ = ("_raw", "http")
+
+    def __init__(self, raw: Any, http: HttpPolicy | None) -> None:
+        self._raw = raw
+        self.http = http
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        """The body, decoded as asked, in pieces of at most ``amt`` bytes, each one read's; none empty."""
+        raw = self._raw
+        while True:
+            http, wire = self.http, raw._fp  # http.client's response, which urllib3 reads through
+            if http is None or wire is None:
+                piece = raw.read1(amt, decode_content=decode_content)
+            else:
+                raw._fp = _Checked(wire, http)
+                try:
+                    piece = raw.read1(amt, decode_content=decode_content)
+                finally:
+                    raw._fp = wire
+            if not piece:
+                return
+            yield piece
+
+
+class _Checked:
+    """http.client's response under a urllib3 one, each read of which first checks the deadline.
+
+    The deadline passed, the read raises the policy's timeout (an ``OperationTimeoutError``, a
+    ``TimeoutError``): urllib3 reads it as a socket's timeout (its ``ReadTimeoutError``, closing
+    the connection), requests as a ``ConnectionError``, which the attempt turns back into the
+    policy's timeout (:meth:`HttpPolicy.deadline_reached`). Anything else is the response's own.
+    """
+
+    __slots__ = ("_http", "_wire")
+
+    def __init__(self, wire: Any, http: HttpPolicy) -> None:
+        self._wire = wire
+        self._http = http
+
+    def read1(self, *args: Any) -> bytes:
+        """What one read of the connection gives, if the deadline has not passed."""
+        self._http.deadline_reached()
+        return cast("bytes", self._wire.read1(*args))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wire, name)
+
+
 _Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
 """``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""
 
@@ -318,7 +401,7 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             body_failed(error, request.body)  # the caller's body generator raised it?
             raise
         if response.status_code in http.failure_statuses:
-            rest = response.iter_content(CONTENT_CHUNK_SIZE)
+            rest, pieces = _as_it_comes(response.raw, http)
             try:  # read before the connection goes back, as `content` reads it
                 head, whole = http.read_failed(rest)
             except requests.ConnectionError as error:  # a read timeout in the body is one
@@ -328,8 +411,11 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             except BaseException:
                 response.close()
                 raise
+            if pieces is not None:  # the rest, if any, is the caller's to read
+                pieces.http = None
             if whole:
                 response._content = head
+                response._content_consumed = True  # iter_content gives it, as after `content`
                 response.close()
             else:  # over the drain limit: open, for the caller if it is the last (else the retry closes it)
                 response.raw = _Rest(head, rest, response.raw)
@@ -380,6 +466,8 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     ``pool_block``; its ``max_retries`` stays 0).
 
     With ``pool_block=True``, a request waits for a free connection until its deadline at most.
+    It pickles (and so does a session it is mounted on) when its policy is a config and no
+    ``manager`` is given (:meth:`HttpPolicy.__reduce__`).
 
     Raises:
         ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again

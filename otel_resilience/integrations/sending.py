@@ -112,6 +112,7 @@ class HttpPolicy:
         "_routing",
         "_steady",
         "_timed",
+        "_transport_errors",
         "failure_statuses",
         "options",
         "policy",
@@ -141,6 +142,7 @@ class HttpPolicy:
         self._manager = manager
         # The errors a request is sent again for, by whether it may be sent again (index 1) or not.
         self._errors = ((), (_sent_again_after(transport_errors),))
+        self._transport_errors = transport_errors
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
         self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
         self._steady: PolicyHandleLike | None = None  # the handle, once it cannot change
@@ -153,6 +155,17 @@ class HttpPolicy:
             _check_handle(policy)
             _keep_rule(policy, options)
             self._steady = policy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (and copy) it as it was made: its policy, options, manager and the client's errors.
+
+        What it prepared from them is prepared again by the copy (a config's handle is made at
+        its first request, in the process-wide manager of then when none was given), so a
+        ``requests.Session`` with a :class:`~otel_resilience.integrations.requests.ResilientAdapter`
+        pickles as requests pickles its sessions. A policy handle or a manager holds locks: one
+        made with either does not pickle (``TypeError``).
+        """
+        return HttpPolicy, (self.policy, self.options, self._manager, self._transport_errors)
 
     @property
     def manager(self) -> ResilienceManager:

@@ -19,7 +19,7 @@ import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import httpx
@@ -260,28 +260,49 @@ def test_requests_the_deadline_in_a_failed_body_is_the_policys_timeout(raw: Call
     assert server.sent == 1
 
 
-def dripping(server: Callable[[], RawServer]) -> Answer:
-    """A 503 whose chunked body never ends: a byte every 20 ms, each read well within any timeout."""
+_GZIP_NAMED: Final = b"\x1f\x8b\x08\x08\0\0\0\0\0\xff"
+"""The start of a gzip member whose header carries a file name (FNAME): nothing decodes until it ends."""
+_FRAMINGS: dict[str, tuple[bytes, bytes, bytes]] = {
+    "chunks of a byte": (b"Transfer-Encoding: chunked", b"", b"1\r\nx\r\n"),
+    "one long chunk": (b"Transfer-Encoding: chunked", b"100000\r\n", b"x"),
+    "a content length": (b"Content-Length: 1000000", b"", b"x"),
+    "a gzip name that never ends": (b"Content-Encoding: gzip\r\nContent-Length: 1000000", _GZIP_NAMED, b"x"),
+}
+"""How a body that never ends is framed: the head's last field(s), the body's start, each drip."""
+
+
+def dripping(server: Callable[[], RawServer], framing: str = "chunks of a byte") -> Answer:
+    """A 503 whose body never ends: a byte every 20 ms, each read well within any timeout.
+
+    Framed as ``framing`` says (:data:`_FRAMINGS`): HTTP chunks of a byte each, one chunk far
+    longer than what comes, a ``Content-Length`` far longer than what comes, or a gzip body whose
+    header never ends (a file name that goes on: not a byte of it decodes).
+    """
+    head, start, drip = _FRAMINGS[framing]
 
     def answer(connection: socket.socket) -> bool:
-        connection.sendall(b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n")
+        connection.sendall(b"HTTP/1.1 503 X\r\n" + head + b"\r\n\r\n" + start)
         while not server().held.wait(0.02):
-            connection.sendall(b"1\r\nx\r\n")
+            connection.sendall(drip)
         return False
 
     return answer
 
 
+@pytest.mark.parametrize("framing", list(_FRAMINGS))
 @pytest.mark.parametrize("client", ["requests", "httpx"])
 def test_a_failed_body_that_keeps_coming_is_read_until_the_deadline_only(
-    raw: Callable[..., RawServer], client: str
+    raw: Callable[..., RawServer], client: str, framing: str
 ) -> None:
     """A 503 whose body trickles in for good: the read stops at the deadline (the policy's timeout).
 
     The client's read timeout bounds each read, and each byte comes well within it: reading the
-    failed body to its end would keep the caller's thread past its deadline, for good.
+    failed body to its end would keep the caller's thread past its deadline, for good. So would
+    reading it in pieces of a fixed size, each waiting for its bytes through many reads (a byte
+    every 20 ms fills requests' 10 KiB pieces in some 200 s), or decoding it until something
+    decodes (a gzip header never ends), however the body is framed.
     """
-    server: RawServer = raw(dripping(lambda: server))
+    server: RawServer = raw(dripping(lambda: server, framing))
     outcome: list[BaseException] = []
 
     def call() -> None:
@@ -318,6 +339,20 @@ async def test_aiohttp_the_failed_response_returned_reads_as_an_unread_one(
         async with session.get(f"{server.url}/c") as response:
             assert [chunk async for chunk in response.content.iter_chunked(4)] == [b"erro", b"r pa", b"ge"]
     assert server.sent == 7
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_the_failed_response_returned_reads_as_an_unread_one(
+    raw: Callable[..., RawServer], stream: bool
+) -> None:
+    """After the attempts ran out, the 503 gives its body through content, text and iter_content."""
+    server = raw(*[complete(503, b"error page")] * 3)
+    with requests_session() as session:
+        response = session.get(f"{server.url}/a", stream=stream)
+        assert response.status_code == 503
+        assert list(response.iter_content(4)) == [b"erro", b"r pa", b"ge"]
+        assert (response.content, response.text) == (b"error page", "error page")
+    assert server.sent == 3
 
 
 async def test_aiohttp_raise_on_failure_holds_a_readable_response(raw: Callable[..., RawServer]) -> None:

@@ -687,6 +687,13 @@ def test_a_transport_that_cannot_send_for_the_wrapper_is_refused_at_construction
     assert "downstream" not in manager.get_resilience_statistics()["named_policies"]
 
 
+def test_a_transport_of_both_kinds_is_taken_by_either() -> None:
+    """The control: httpx's MockTransport (sync and async) is wrapped by both transports."""
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    ResilientTransport(policy(), mock, manager=ResilienceManager())
+    AsyncResilientTransport(policy(), mock, manager=ResilienceManager())
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 import time
 from typing import Any
@@ -58,6 +59,26 @@ def test_raise_on_failure(server: ScriptedHTTPServer) -> None:
     with session(HttpOptions(raise_on_failure=True)) as s, pytest.raises(FailedResponseError) as caught:
         s.get(f"{server.url}/a")
     assert caught.value.response.status_code == 503
+
+
+def test_a_session_with_the_adapter_pickles_and_its_copy_sends_under_the_policy(
+    server: ScriptedHTTPServer,
+) -> None:
+    """requests pickles a session with its adapters: the copy's adapter runs the same policy.
+
+    Its policy a config (the handle made in the process-wide manager at its first request, as the
+    original's): the copy retries a GET's 503, and sends a POST once, as the original does.
+    """
+    config = ResilienceConfig(name="pickled-downstream", retry_policy=FAST)
+    with requests.Session() as original:
+        original.mount("http://", ResilientAdapter(config, pool_block=True))
+        copy = pickle.loads(pickle.dumps(original))
+    server.script("/a", (503, {}))
+    server.script("/b", (503, {}))
+    with copy:
+        assert copy.get(f"{server.url}/a").status_code == 200
+        assert copy.post(f"{server.url}/b", data=b"order").status_code == 503
+    assert (server.count("/a"), server.count("/b")) == (2, 1)
 
 
 def test_a_post_is_not_retried_unless_marked(server: ScriptedHTTPServer) -> None:
