@@ -158,6 +158,17 @@ def test_rate_bounds_keep_counts_and_durations_in_range():
     assert 0 < caught.value.retry_after <= MAX_DURATION
     window = RateLimiterConfig(rate=1.0, burst=int(MAX_DURATION), algorithm="sliding_window").window
     assert window <= MAX_DURATION
+
+
+def test_an_int_rate_up_to_sys_maxsize_is_taken_as_the_schema_takes_it():
+    """An int rate <= sys.maxsize whose float rounds past it (2**63 - 512 is 2.0**63) is accepted,
+    its default burst the int itself (was: refused, "must be <= 9223372036854775807, got
+    9223372036854775296", where the config file's schema accepts it); one past it is refused."""
+    config = RateLimiterConfig(rate=MAX_COUNT - 511)
+    assert config.burst == MAX_COUNT - 511 <= MAX_COUNT
+    assert RateLimiterConfig(rate=MAX_COUNT).burst == MAX_COUNT
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.rate must be <= 9223372036854775807"):
+        RateLimiterConfig(rate=MAX_COUNT + 1)
     with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be >= .*one permit per "):
         RateLimiterConfig(rate=1e-300)
     with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be <= 9223372036854775807 "):

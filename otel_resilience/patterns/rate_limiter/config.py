@@ -129,12 +129,15 @@ class RateLimiterConfig:
         if rate < MIN_RATE:
             rule = f">= {MIN_RATE:.3g} (one permit per {MAX_DURATION:.0f} seconds, threading.TIMEOUT_MAX)"
             raise fail(_OWNER, "rate", rule, self.rate)
-        if math.ceil(rate) > MAX_COUNT:  # the default burst, one second's permits, is a count
+        # The default burst, one second's permits, is a count: of the rate as given (an int is
+        # exact, where its float may round past sys.maxsize: 2**63 - 512 is 2.0**63).
+        permits = math.ceil(self.rate)
+        if permits > MAX_COUNT:
             raise fail(_OWNER, "rate", f"<= {MAX_COUNT} (sys.maxsize) per second", self.rate)
         object.__setattr__(self, "rate", rate)
         burst: object = self.burst
         if burst is None:
-            object.__setattr__(self, "burst", max(1, math.ceil(rate)))
+            object.__setattr__(self, "burst", max(1, permits))
         else:
             check_int(_OWNER, "burst", burst, minimum=1)
         if not isinstance(self.algorithm, str):
