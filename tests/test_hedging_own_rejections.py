@@ -403,15 +403,80 @@ async def test_a_hedge_turned_away_takes_no_attempt_of_the_cap_in_total(
     assert denied == ["rejected", "rejected", "rejected", "max_attempts"]
 
 
-async def test_a_hedge_rejected_after_it_called_the_dependency_was_sent(
-    clock: FakeClock, recorder: Any
+async def test_a_retry_around_races_names_the_attempt_whose_error_it_retries(
+    clock: FakeClock, recorder: Any, task_factory: str
 ) -> None:
-    """A retry inside the hedging: the hedge's call fails and opens the breaker, its retry is rejected.
+    """Retry (6) around races of two attempts at once over one slot: each race's hedge is turned away.
 
-    The hedge called the dependency before its chain rejected it: it is a hedge sent (counted,
-    charged to the budget, an attempt the original's win is over), not one turned away; its
-    rejection still ends hedging (the next hedge due is denied, ``rejected``). Before: ``hedges``
-    0, the budget's withdrawal given back, and the hedge itself counted denied, for 2 calls.
+    Each race ends with its original's error, which the retry retries: ``retry.scheduled`` and
+    ``on_retry`` name that original (1, 3, 5, 7, 9: the turned-away hedges took 2, 4, 6, 8, 10),
+    and ``retry.exhausted`` the 6th race's original, 11. Before: the latest number taken, the
+    hedge's (2, 4, 6, 8, 10, then 12), an attempt whose error was never retried.
+    """
+    hooked: list[int] = []
+    hedging = Hedging("h", HedgingConfig(mode="parallel", max_attempts=2), clock=clock)
+    policy = RetryPolicy(max_attempts=6, initial_delay=0.0, jitter=Jitter.NONE)
+    retry = Retry("r", policy, on_retry=lambda attempt, error: hooked.append(attempt), clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    pipeline = (
+        PipelineBuilder("p", clock=clock)
+        .add(retry.as_strategy("p"))
+        .add(hedging.as_strategy("p"))
+        .add(bulkhead.as_strategy("p"))
+        .build()
+    )
+    calls: list[int] = []
+
+    async def down() -> str:
+        calls.append(1)
+        await asyncio.sleep(0)  # holding the slot while the hedge meets the bulkhead
+        raise ConnectionError(f"down {len(calls)}")
+
+    with pytest.raises(ConnectionError, match="down 6"):
+        await pipeline.execute(down)
+    assert len(calls) == 6
+    assert bulkhead.get_stats()["rejected"] == 6
+    assert [s.attempt for s in recorder.of(Event.RETRY_SCHEDULED)] == [1, 3, 5, 7, 9]
+    assert hooked == [1, 3, 5, 7, 9]
+    assert [(e.attempts, e.reason) for e in recorder.of(Event.RETRY_EXHAUSTED)] == [(11, "max_attempts")]
+
+
+async def test_a_retry_around_a_race_the_original_won_names_the_original(
+    clock: FakeClock, recorder: Any, task_factory: str
+) -> None:
+    """The original answers with an error the hedging takes as the answer, the hedge still running.
+
+    The retry around retries the original's error: ``retry.scheduled`` names the original (1),
+    not the hedge it cancelled (2), and the next race's attempts take 3 and 4. Before: 2.
+    """
+    hedging = Hedging(
+        "h", HedgingConfig(mode="parallel", max_attempts=2, hedge_on=(ConnectionError,)), clock=clock
+    )
+    retry = Retry("r", RetryPolicy(max_attempts=2, initial_delay=0.0, jitter=Jitter.NONE), clock=clock)
+    pipeline = (
+        PipelineBuilder("p", clock=clock).add(retry.as_strategy("p")).add(hedging.as_strategy("p")).build()
+    )
+    calls: list[int] = []
+
+    async def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:  # the first race's original: a definite answer, once its hedge runs
+            while len(calls) < 2:
+                await asyncio.sleep(0)
+            raise ValueError("no such key")
+        if len(calls) == 3:  # the second race's original
+            return "quote"
+        await asyncio.Event().wait()  # a hedge: slower than the original
+        return "late"
+
+    assert await pipeline.execute(dependency) == "quote"
+    assert [s.attempt for s in recorder.of(Event.RETRY_SCHEDULED)] == [1]
+
+
+async def run_a_hedge_rejected_after_it_called(clock: FakeClock) -> tuple[Any, Hedging, RetryBudget, int]:
+    """Hedging (3) over a retry (2) over a breaker that one failure opens: the hedge's call fails, its retry is rejected.
+
+    The original answers once the hedge's retry was rejected. Returns (pipeline, hedging, budget, calls made).
     """
     budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0, clock=clock)
     hedging = Hedging("h", HedgingConfig(delay=0.01, max_attempts=3, budget=budget), clock=clock)
@@ -444,10 +509,38 @@ async def test_a_hedge_rejected_after_it_called_the_dependency_was_sent(
         await asyncio.sleep(0)
     release.set()
     assert await task == "quote"
-    assert len(calls) == 2
+    return pipeline, hedging, budget, len(calls)
+
+
+async def test_a_hedge_rejected_after_it_called_the_dependency_was_sent(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """A retry inside the hedging: the hedge's call fails and opens the breaker, its retry is rejected.
+
+    The hedge called the dependency before its chain rejected it: it is a hedge sent (counted,
+    charged to the budget, an attempt the original's win is over), not one turned away; its
+    rejection still ends hedging (the next hedge due is denied, ``rejected``). Before: ``hedges``
+    0, the budget's withdrawal given back, and the hedge itself counted denied, for 2 calls.
+    """
+    _, hedging, budget, calls = await run_a_hedge_rejected_after_it_called(clock)
+    assert calls == 2
     assert budget.get_stats()["retries"] == 1
     stats = hedging.get_stats()
     assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (1, 1, 1)
     assert [(d.trigger, d.denied_by) for d in recorder.of(Event.HEDGE_DENIED)] == [("failure", "rejected")]
     assert [s.attempt for s in recorder.of(Event.HEDGE_STARTED)] == [2]
     assert [w.attempt_type for w in recorder.of(Event.HEDGE_WON)] == ["original"]
+
+
+async def test_an_original_that_wins_after_a_hedge_failed_and_was_then_rejected_is_a_recovery(
+    clock: FakeClock,
+) -> None:
+    """The hedge's call failed before its retry was rejected: the execution recovered from that failure.
+
+    As when a hedge with no retry inside fails before the original wins (``recovered``): the
+    rejection that ended the hedge's chain comes after a failure of the dependency, no attempt
+    that never called. Before: counted ``succeeded``, a first-attempt success.
+    """
+    pipeline, _, _, calls = await run_a_hedge_rejected_after_it_called(clock)
+    assert calls == 2
+    assert (pipeline.stats.succeeded, pipeline.stats.recovered) == (0, 1)

@@ -35,6 +35,7 @@ from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Step, Wait
 from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
 
@@ -301,6 +302,35 @@ async def test_a_hedge_that_wins_while_the_original_is_still_held_back_won_over_
     assert recorder.of(Event.HEDGE_WON) == []
 
 
+async def test_an_outer_hedge_that_wins_while_the_outer_originals_inner_race_is_held_back_won_over_nothing(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """Two hedgings: the outer original's inner race is held back by a step of our own; the outer hedge answers.
+
+    The outer original ran nothing (the only attempt of its inner race waits for its admission):
+    no win over it is reported, as over an original held back itself. Before: a ``hedge_won``.
+    """
+    budget = budget_of(clock)
+    inner = Hedging("inner", HedgingConfig(mode="fallback", max_attempts=1), clock=clock)
+    holder = _HoldsTheOriginal()
+    pipeline, hedging = hedged_over(clock, budget, inner.as_strategy("p"), holder)
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(answer))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    clock.advance(0.02)
+    assert await task == "quote"
+    assert calls == [1]
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedge_wins"]) == (1, 1)
+    assert recorder.of(Event.HEDGE_WON) == []
+
+
 async def test_a_hedge_whose_own_timeout_cut_its_wait_and_that_then_ran_was_sent(clock: FakeClock) -> None:
     """Hedging (fallback mode) over a retry, an attempt timeout and a bulkhead of one slot.
 
@@ -382,15 +412,12 @@ async def test_a_hedge_still_queued_when_the_race_ends_takes_no_attempt_of_the_c
     assert (stats["hedges"], stats["hedges_denied"]) == (0, 1)  # the 3rd race: no room left under the cap
 
 
-async def test_an_outer_hedge_whose_inner_race_is_still_queued_when_the_original_answers_is_no_hedge_sent(
-    clock: FakeClock, recorder: Any, task_factory: str
-) -> None:
+async def run_an_outer_hedge_queued_in_its_inner_race(clock: FakeClock) -> tuple[Hedging, RetryBudget, int]:
     """Two hedgings in one pipeline: the outer hedge's inner race waits for the slot the original holds.
 
     Another call queued first takes the slot the original gives back, so the outer hedge is still
-    queued (in its inner race) when the original wins: it ran nothing, as a hedge queued itself.
-    No hedge sent, its withdrawal given back. Before: the outer hedging counted it in ``hedges``
-    (a ``HEDGE_STARTED``) and kept the budget's retry, for 1 call.
+    queued (in its inner race) when the original wins. Returns (the outer hedging, its budget,
+    the calls made).
     """
     budget = budget_of(clock)
     inner = Hedging("inner", HedgingConfig(mode="fallback", max_attempts=1), clock=clock)
@@ -420,9 +447,35 @@ async def test_an_outer_hedge_whose_inner_race_is_still_queued_when_the_original
     assert await task == "quote"
     others_turn.set()
     assert await other == "other"
-    assert calls == [1]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    return outer, budget, len(calls)
+
+
+async def test_an_outer_hedge_whose_inner_race_is_still_queued_when_the_original_answers_is_no_hedge_sent(
+    clock: FakeClock, recorder: Any, task_factory: str
+) -> None:
+    """The outer hedge is still queued (in its inner race) when the original wins: it ran nothing.
+
+    As a hedge queued itself: no hedge sent, its withdrawal given back. Before: the outer hedging
+    counted it in ``hedges`` (a ``HEDGE_STARTED``) and kept the budget's retry, for 1 call.
+    """
+    outer, budget, calls = await run_an_outer_hedge_queued_in_its_inner_race(clock)
+    assert calls == 1
     assert budget.get_stats()["retries"] == 0
     stats = outer.get_stats()
     assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 0, 1)
     assert recorder.of(Event.HEDGE_STARTED) == []
-    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_an_outer_original_wins_over_nothing_while_the_outer_hedges_inner_race_is_still_queued(
+    clock: FakeClock, recorder: Any, otel: Any, task_factory: str
+) -> None:
+    """The outer hedge, queued in its inner race, ran nothing: the original's answer is no win of a race.
+
+    No ``hedge_won`` and no ``resilience.hedging.wins``, as over a hedge queued itself. Before: one
+    of each for the original, reported as it won, before the inner race was stopped.
+    """
+    await run_an_outer_hedge_queued_in_its_inner_race(clock)
+    assert recorder.of(Event.HEDGE_WON) == []
+    wins = [p.value for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == "h"]
+    assert not any(wins)

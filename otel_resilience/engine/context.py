@@ -69,7 +69,9 @@ class ExecutionContext:
         operation: The operation's name (bounded: a configured or function name).
         attempt: The number of the latest attempt started in this execution, starting at 1
             (the one running, as attempts run one after another). Read it; a strategy that
-            starts another attempt takes its number with :meth:`next_attempt`.
+            starts another attempt takes its number with :meth:`next_attempt`. The number of
+            the attempt whose outcome the execution holds, once its run of the chain ended (not
+            the latest after a race), is :meth:`answered`.
         max_attempts: Attempts the execution may make in total, counted across retry,
             recovery and hedging (an attempt that called nothing gives its place back:
             :meth:`spare`); ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
@@ -99,6 +101,7 @@ class ExecutionContext:
     """
 
     __slots__ = (
+        "answering",
         "args",
         "attempt",
         "fn",
@@ -115,6 +118,8 @@ class ExecutionContext:
         "sync",
     )
 
+    answering: tuple[int, int]
+    """Unset until a race records which attempt answered, on its rare paths (:meth:`answered_by`)."""
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
@@ -227,6 +232,30 @@ class ExecutionContext:
         # in (a failure, a result judged failed, an inner fallback's answer its policy did not
         # accept) is no longer the execution's.
         self.outcome = _RECOVERED
+        return self.attempt
+
+    def answered_by(self, number: int) -> None:
+        """Record that the outcome the execution now holds is attempt ``number``'s (a race's end).
+
+        A race of attempts ends with one attempt's outcome (the winner's, else the original's),
+        while the execution's latest number (:attr:`attempt`) may be another's, started beside
+        it (a hedge still running, or turned away). Called by the race on its rare paths only
+        (a win once more than one attempt started, an end with no winner): one attempt started
+        alone is the latest. Valid until the execution takes another number (:meth:`answered`).
+        """
+        self.answering = (self.attempt, number)
+
+    def answered(self) -> int:
+        """Return the number of the attempt whose outcome the execution holds (a failure's, to retry).
+
+        :attr:`attempt` (the latest), unless a race ended with another attempt's outcome since
+        the latest number was taken (:meth:`answered_by`). The one rule by which a step around
+        a run of the chain (a retry: its events, ``on_retry``) names the attempt that answered;
+        read on failure paths only.
+        """
+        answering: tuple[int, int] | None = getattr(self, "answering", None)
+        if answering is not None and answering[0] == self.attempt:
+            return answering[1]
         return self.attempt
 
     def spare(self) -> None:

@@ -42,7 +42,8 @@ class RetryScheduled:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "delay", "error_type", "delay_source")
 
     attempt: int
-    """The number of the attempt that failed (1-based, unique in the execution)."""
+    """The number of the attempt that failed (1-based, unique in the execution): around a race of
+    attempts, the one that answered (the winner, else the original), not a hedge started beside it."""
     delay: float
     """Seconds of backoff before the next attempt."""
     error_type: str | None
@@ -64,7 +65,8 @@ class RetryExhausted:
 
     attempts: int
     """The number of the last attempt (1-based, unique in the execution: with recovery
-    re-runs, more than the retry's own ``max_attempts``)."""
+    re-runs, more than the retry's own ``max_attempts``): the one whose outcome the retry gave up
+    on (around a race of attempts, the one that answered)."""
     error_type: str | None
     reason: str
     """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap

@@ -68,8 +68,9 @@ starts, waits, cancels and awaits. The race, in order:
    unacceptably before a win, or when the execution had recovered before the race began (a
    retry around the race runs it again after a race that failed); an attempt that was
    rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a full bulkhead, an
-   open breaker inside the hedging) never called the dependency, so it is no failure
-   recovered from.
+   open breaker inside the hedging) in its first run never called the dependency, so it is no
+   failure recovered from (one rejected only in a re-run, a retry inside it retrying a failure
+   of its first run, is: :meth:`_Race.lost`).
 7. A cancellation of the caller (its own deadline included) cancels and awaits every attempt,
    then propagates. So does a cancellation an attempt raised itself while the race was on (its
    dependency awaited a future cancelled elsewhere: no cancellation of the race's): it is no
@@ -438,6 +439,7 @@ class _Race:
             self.winner = attempt
             self.over = True
             if len(self.attempts) > 1:
+                self.ctx.answered_by(ctx.attempt)  # others took numbers: the latest may be another's
                 self.cancel_rivals()
         elif self.ended():
             # Ended once the race was over (another attempt won, or the caller's cancellation or
@@ -447,9 +449,20 @@ class _Race:
             attempt.cancelled = True
             hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
             return
-        elif not accepted and not isinstance(attempt.error, ExecutionRejectedError):
-            self.failed = True  # the race goes on (a rejection from the function it called: no failure)
+        elif not accepted:
+            self.lost(attempt)  # the race goes on
         hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
+
+    def lost(self, attempt: _Attempt) -> None:
+        """Note that ``attempt`` ended unacceptably while the race goes on: a failure a win recovers from.
+
+        The one rule for :attr:`failed` (a win after it is ``RECOVERED``). A rejection in the
+        attempt's first run of the chain (:func:`_first_run`) called nothing, whether the chain
+        or the function it called rejected it: no failure. One that ended a later run (a retry
+        inside the hedging) came after a failure of the dependency, which it retried: a failure.
+        """
+        if not isinstance(attempt.error, ExecutionRejectedError) or not _first_run(attempt.ctx):
+            self.failed = True
 
     def turned_away(self, attempt: _Attempt, scope: Any) -> None:
         """End ``attempt``, which the chain it runs rejected (:attr:`ExecutionContext.rejected`).
@@ -464,9 +477,9 @@ class _Race:
 
         An attempt rejected in a later run of its chain (a retry inside the hedging, whose first
         run called the dependency: :func:`_first_run`) was not turned away: it called, so the
-        hedge is not told (:meth:`Hedge.turned_away`), and it is an attempt that ran. Its
-        rejection is still no answer and still ends hedging: it denies the hedge due next, as an
-        original turned away does.
+        hedge is not told (:meth:`Hedge.turned_away`), and it is an attempt that ran, whose
+        failure a win recovers from (:meth:`lost`). Its rejection is still no answer and still
+        ends hedging: it denies the hedge due next, as an original turned away does.
         """
         hedge, ctx = self.hedge, attempt.ctx
         called = not _first_run(ctx)
@@ -477,6 +490,8 @@ class _Race:
             hedge.leave(ctx, scope, self.told(attempt, asyncio.CancelledError()), accepted=False, won=False)
             return
         hedge.leave(ctx, scope, attempt.error, accepted=False, won=False)
+        if called:
+            self.lost(attempt)  # its first run failed: a win after it recovers
         # After the attempt's scope closed: reported on the execution, as every denial.
         if attempt.trigger is not None and not called:
             self.refuse(attempt.trigger, REJECTED)
@@ -627,6 +642,7 @@ class _Race:
                 return None
             outcome = chosen.ctx.outcome
             ctx.outcome = _RECOVERED if outcome is _SUCCESS and self.recovered else outcome
+            ctx.answered_by(chosen.ctx.attempt)  # a hedge may have taken a later number
             if chosen.error is None:  # a result returned that no attempt made acceptable
                 ctx.result_failed()
         else:
@@ -670,8 +686,6 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         # An attempt may have won before the cancellation reached this task (in that turn, or while
         # the losers ended): its task reported the win as it happened, and the hedge counts it so.
         winner = contest.winner
-        if winner is None and ctx.parent is not None:
-            _hold_back_outer(ctx, contest)
         _forget(contest)
         hedge.end(ctx, None if winner is None else winner.ctx, _told(stopped))
         raise
@@ -700,8 +714,10 @@ def held_back(attempt: ExecutionContext) -> bool:
     action: it is no attempt that ran beside the winner, and no hedge sent. Read on a hedge's
     rare paths only (a win once more than one attempt started, the end of a race that started a
     hedge): an execution that started no hedge never reads it. An attempt that runs a race of
-    its own (two hedgings in one chain) is marked so when that race was stopped while each of
-    its attempts was held back (:func:`_hold_back_outer`).
+    its own (two hedgings in one chain) is marked so while that race's original is held back
+    (and stays so when it is stopped there), the wait marking every enclosing attempt
+    (:func:`~otel_resilience.engine.step._hold_back_enclosing`): in its first run, that race
+    started no other attempt.
     """
     return getattr(attempt, "queued", False) is True and _first_run(attempt)
 
@@ -715,19 +731,6 @@ def _first_run(attempt: ExecutionContext) -> bool:
     attempt stopped at an admission (held back, :func:`held_back`; turned away) ran nothing.
     """
     return attempt.outcome is _SUCCESS
-
-
-def _hold_back_outer(ctx: ExecutionContext, contest: _Race) -> None:
-    """Mark ``ctx``, an attempt of an outer race, held back if this race inside it was stopped so.
-
-    A race stopped with no winner while every attempt it started was held back in the wait for
-    its admission (:func:`held_back`) ran nothing: nor did the outer attempt it runs, which is
-    then held back as well (:attr:`ExecutionContext.queued`), as if it waited there itself. The
-    outer race reads it as the end of its own attempt's wait: no hedge sent, nothing charged.
-    """
-    attempts = contest.attempts
-    if attempts and all(held_back(attempt.ctx) for attempt in attempts):
-        ctx.queued = True
 
 
 def _told(error: BaseException) -> BaseException:

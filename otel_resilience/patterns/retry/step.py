@@ -221,7 +221,7 @@ class _RetryCore:
         if not (may_run_again(None, ctx.fn) if error is None else self.is_retryable(error)):
             self._stopped(telemetry, ctx, attempt, error)
             return None
-        failed = ctx.attempt
+        failed = ctx.answered()
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
         reason, delay = wait.reason, wait.delay
         if reason is None:
@@ -268,7 +268,7 @@ class _RetryCore:
             stats.non_retryable += 1
         if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
             name = error_type_name(error)
-            stopped = RetryExhausted(ctx.attempt, name, "not_retryable", _rejection(error))
+            stopped = RetryExhausted(ctx.answered(), name, "not_retryable", _rejection(error))
             telemetry.report(_RETRY_EXHAUSTED, stopped)
         if error is None:  # the result is returned, never retried: the execution failed
             ctx.result_failed()
@@ -760,7 +760,7 @@ class _RetryStep(Link[RetryPolicy]):
             ``retry_on_result.dropped`` for a late result before them.
         """
         core = self._core
-        failed = ctx.attempt
+        failed = ctx.answered()
         try:
             if token is None:
                 wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
