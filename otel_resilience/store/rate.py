@@ -331,7 +331,9 @@ class ClusterRules:
 
         A wait that ends at or after the caller's deadline, as it is once the answer arrived
         (the round trip took some of what it left when the caller asked), is refused: the
-        permit the server reserved for it stays spent.
+        permit the server reserved for it stays spent. A caller that may not wait (``max_wait``
+        0) is never given a reservation: a wait the script answered it (a permit due within
+        the clock's microsecond, rounded up to 1 ms) is its permit now.
         """
         if ask.local or isinstance(reply, BaseException):
             if isinstance(reply, BaseException):
@@ -351,7 +353,11 @@ class ClusterRules:
             if wait_ms < 0 or late:
                 self.rejected += 1
                 return abs(wait_ms) / 1000
-            if wait_ms == 0:
+            if wait_ms == 0 or not ask.max_wait:
+                # Now, or a wait answered to a caller that may not wait (try_acquire, or every
+                # waiting place taken): the script took a permit due within the clock's microsecond
+                # of max_wait 0 and rounded the wait up to 1 ms. It is the caller's now: as a
+                # reservation, try_acquire would refuse it (spent) and hold a waiting place for ever.
                 self.admitted += 1
                 return None
             self._waiting += 1

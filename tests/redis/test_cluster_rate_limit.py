@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis_support import Attempts, RedisServer, free_port
@@ -26,6 +27,8 @@ from otel_resilience import (
     RedisStore,
 )
 from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, SyncDeadline
+from otel_resilience.patterns.rate_limiter.config import Algorithm
+from otel_resilience.store import scripts
 from otel_resilience.store.rate import ClusterRules
 from otel_resilience.testing import FakeClock
 
@@ -570,3 +573,45 @@ def test_available_is_the_fallbacks_while_redis_is_away(dead_store: RedisStore) 
     assert limiter.try_acquire()  # finds Redis away: the fallback answers
     assert dead_store.degraded
     assert limiter.available == 1.0  # burst 8 // 4, one taken
+
+
+class _PinnedTimeStore(RedisStore):
+    """A store whose rate limiter scripts read ``now_ms`` as the server's time: the real scripts, on
+    the real server, at instants a test chooses (a microsecond apart, which no real clock pins)."""
+
+    now_ms = 0.0
+
+    def _run_script(self, script: str, keys: Any, argv: Any, seconds: float) -> Any:
+        assert scripts._NOW_US in script
+        pinned = script.replace(scripts._NOW_US, f"\nlocal now = {self.now_ms!r}\n")
+        return super()._run_script(pinned, keys, argv, seconds)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_try_acquire_takes_a_permit_due_within_the_servers_microsecond_now(
+    redis_url: str, algorithm: Algorithm
+) -> None:
+    """A permit due half a microsecond after the ask: ``try_acquire`` takes it, and waits for nothing.
+
+    The script reserves such a permit (the wait is within ``max_wait=0`` give or take the clock's
+    microsecond) and answers its wait rounded up to 1 ms: ``try_acquire`` said ``False`` for the
+    permit the cluster had taken for it, and the reservation it never waited for held a waiting
+    place for ever (33 places in 3 s of ``try_acquire`` at 1000/s on a real clock: after 100 of
+    them, the default ``max_waiting``, no caller of the limiter could wait any more).
+    """
+    store = _PinnedTimeStore.from_url(redis_url, namespace="pinned")
+    assert isinstance(store, _PinnedTimeStore)
+    try:
+        config = RateLimiterConfig(rate=1000.0, burst=1, algorithm=algorithm, store=store)
+        limiter = RateLimiter(f"pinned-{algorithm}", config)
+        store.now_ms = 1_000_000.0
+        assert limiter.try_acquire()
+        store.now_ms = 1_000_000.5
+        assert not limiter.try_acquire()  # due in half a millisecond: refused
+        store.now_ms = 1_000_000.9995
+        assert limiter.try_acquire()
+        stats = limiter.get_stats()
+        assert (stats["admitted"], stats["rejected"], stats["waited"], stats["waiting"]) == (2, 1, 0, 0)
+        assert not store.degraded
+    finally:
+        store.close()
