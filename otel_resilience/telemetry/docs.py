@@ -39,8 +39,10 @@ log record).
 
 Nothing to do: `import otel_resilience` registers a listener on the **global** providers. Those
 set already are taken at once, so every live breaker, bulkhead and policy is exported before
-any call; those set after the import are taken at the first execution or event after (until
-then, nothing of the library is exported). The library depends on
+any call; those set after the import are taken at the first execution after (until then,
+nothing of the library is exported, and an event reported outside any execution meanwhile,
+`force_open()`'s or a refused reload's, is not shown: `instrument()` takes them at once). The
+library depends on
 `opentelemetry-api` only; the application chooses the SDK. To pass providers of your own, or to
 turn telemetry off:
 

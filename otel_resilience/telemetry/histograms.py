@@ -100,8 +100,9 @@ class InProcessHistogram:
         limit: How many attribute sets are kept apart (:data:`SERIES_LIMIT`).
 
     Raises:
-        ValueError: ``boundaries`` is empty or not strictly increasing, a bound is not finite,
-            or ``limit`` is below 1.
+        ValueError: ``boundaries`` is empty or not strictly increasing, a bound is not finite
+            or is below 0 (durations never are: the bisection places every value below 0 apart,
+            to refuse it), or ``limit`` is below 1.
         TypeError: ``boundaries`` is not a sequence of numbers, or ``limit`` is not an int.
     """
 
@@ -120,7 +121,9 @@ class InProcessHistogram:
     def __init__(self, boundaries: Sequence[float], limit: int = SERIES_LIMIT) -> None:
         if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence):
             raise fail(_OWNER, "boundaries", "a sequence of numbers", boundaries, kind=TypeError)
-        bounds = tuple(check_number(_OWNER, f"boundaries[{i}]", bound) for i, bound in enumerate(boundaries))
+        bounds = tuple(
+            check_number(_OWNER, f"boundaries[{i}]", bound, minimum=0.0) for i, bound in enumerate(boundaries)
+        )
         if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
             raise fail(_OWNER, "boundaries", "non-empty and strictly increasing", boundaries)
         self._limit = check_int(_OWNER, "limit", limit, minimum=1)

@@ -338,17 +338,46 @@ class OtelListener:
 
         Asks the public getters of the pending providers only (a global provider can be set
         once, so each is acquired once). A getter that raises (a provider named by an
-        environment variable that cannot be loaded) is counted once, and not asked again.
+        environment variable that cannot be loaded) is counted once, and not asked again: that
+        signal's only (:meth:`_unloadable`), the other one's provider is still taken once set.
         """
-        try:
-            tracer_provider = providers.tracer_provider() if self._tracer_pending else None
-            meter_provider = providers.meter_provider() if self._meter_pending else None
-            if tracer_provider is not None or meter_provider is not None:
+        if self._tracer_pending:
+            try:
+                tracer_provider = providers.tracer_provider()
+            except Exception:  # noqa: BLE001 - telemetry must never break the app
+                self._unloadable("tracer")
+                tracer_provider = None
+        else:
+            tracer_provider = None
+        if self._meter_pending:
+            try:
+                meter_provider = providers.meter_provider()
+            except Exception:  # noqa: BLE001
+                self._unloadable("meter")
+                meter_provider = None
+        else:
+            meter_provider = None
+        if tracer_provider is not None or meter_provider is not None:
+            try:
                 self._adopt(tracer_provider, meter_provider)
-        except Exception:  # noqa: BLE001 - telemetry must never break the app
-            self._pending = False
-            self.failed("provider acquisition")
+            except Exception:  # noqa: BLE001
+                self._pending = False
+                self.failed("provider acquisition")
         return self._tracer is not None or self._instruments is not None
+
+    def _unloadable(self, signal: str) -> None:
+        """The getter of ``signal`` (``"tracer"`` or ``"meter"``) raised: count it, and ask it no more.
+
+        Called inside the ``except`` block. The other signal stays pending: a provider of it that
+        the application sets itself is still acquired at the next call.
+        """
+        with self._lock:
+            if signal == "tracer":
+                self._tracer_pending = False
+            else:
+                self._meter_pending = False
+            self._pending = self._tracer_pending or self._meter_pending
+        self.failed(f"{signal} provider acquisition")
 
     def _adopt(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
         """Use the global providers just found (unless closed meanwhile)."""

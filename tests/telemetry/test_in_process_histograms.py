@@ -219,6 +219,18 @@ def test_durations_the_sdk_histogram_refuses_are_not_counted() -> None:
     assert [o.value for o in histogram.buckets()] == list(itertools.accumulate(point.bucket_counts))
 
 
+@pytest.mark.parametrize("boundaries", [(-1.0, 0.5, 1.0), (-0.001,), (-5e-324, 1.0)])
+def test_a_bound_below_zero_is_refused_naming_it(boundaries: tuple[float, ...]) -> None:
+    """Durations are never negative: a bound below 0 is refused at construction, naming it.
+
+    Taken, it sat below the bisection's own floor (the largest negative float), so the bounds
+    searched were no longer in order: a duration of -0.5 s under bounds (-1, 0.5, 1) was counted
+    in the 0.5 s bucket and took the sum counter down, where the SDK's histogram drops it.
+    """
+    with pytest.raises(ValueError, match=r"InProcessHistogram.boundaries\[0\] must be >= 0"):
+        InProcessHistogram(boundaries)
+
+
 def test_a_clock_stepping_back_is_a_telemetry_error_not_a_negative_duration(collected: Otel) -> None:
     """A pipeline clock read going back: the sum counter does not go down, the error is counted."""
     readings = iter((10.0, 11.0, 20.0, 5.0))

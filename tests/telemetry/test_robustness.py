@@ -607,3 +607,42 @@ def test_provider_named_by_environment_variable_is_honoured():
         OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider",
     )
     assert out.strip() == "ok"
+
+
+def test_a_tracer_provider_that_cannot_be_loaded_leaves_a_meter_provider_set_later_acquired() -> None:
+    """A provider named by a variable that cannot be loaded is counted once and not asked for again;
+    the other signal's provider, set after the import, is still taken at the next call.
+
+    The first failure stopped every look: with a broken OTEL_PYTHON_TRACER_PROVIDER, the meter
+    provider the application set itself was never acquired (no metric at all).
+    """
+    out = _run(
+        """
+        import logging
+        logging.disable(logging.CRITICAL)  # the API logs the provider it failed to load
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from otel_resilience.engine.events import Outcome, TelemetrySource
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        source = TelemetrySource("pipeline", "late", "late")
+        assert listener.start_execution(source, "late") is None  # the tracer's getter raised
+        assert listener.errors == 1
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        for _ in range(3):
+            handle = listener.start_execution(source, "late")
+            assert handle is not None, "the meter provider set later was not taken"
+            listener.end_execution(handle, Outcome.SUCCESS, 0.01, None)
+        assert listener.errors == 1  # the broken getter was not asked again
+        assert listener.tracer is None
+        (scope,) = reader.get_metrics_data().resource_metrics[0].scope_metrics
+        (point,) = next(m for m in scope.metrics if m.name == "resilience.execution.duration").data.data_points
+        assert point.count == 3
+        print("ok")
+        """,
+        OTEL_PYTHON_TRACER_PROVIDER="no_such_provider",
+    )
+    assert out.strip() == "ok"
