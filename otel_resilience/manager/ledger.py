@@ -130,7 +130,8 @@ class Ledger:
         self.name = name
         self._clock = clock
         self._pipelines: dict[str | None, Pipeline] = {}
-        self._own: dict[TelemetrySource, Pipeline] = {}  # by series: kind, name (and metric key)
+        # By series (kind, name and metric key), made by the first fold_own: most ledgers have none.
+        self._own: dict[TelemetrySource, Pipeline] | None = None
         self._breakers: dict[str, BreakerTotals] = {}
         self._limiter: LimiterTotals | None = None
         self._bulkhead: dict[str, int] | None = None  # made by the first fold of a bulkhead
@@ -162,6 +163,8 @@ class Ledger:
         source = own.telemetry.source
         series = TelemetrySource(source.kind, source.name, source.pipeline, metric_key=source.metric_key)
         carrier = Pipeline(source.name, (), clock=self._clock, source=series, register=False)
+        if self._own is None:
+            self._own = {}
         _carry(self._own, series, own, carrier)
 
     def fold_breaker(self, breaker: CircuitBreaker) -> None:
