@@ -11,8 +11,10 @@ deadline scope) are therefore made in two calls::
     start_context(ctx, fn, args, kwargs, name, cap, sync)  # ExecutionContext.__init__
 
 The class's ``__init__`` stays the one place of the object's first state, and calling the class
-keeps working for everyone else (tests, a guard, a recovery's replay). Measured in
-docs/benchmarks.md ("Round 5").
+keeps working for everyone else (tests, a guard, a recovery's replay). A deadline scope's
+``__init__`` checks its arguments first, for whoever makes one directly, then sets that state by
+its ``start`` (``AsyncDeadline.start``), which a step's driver calls with its step's timeout,
+checked when the step was made. Measured in docs/benchmarks.md ("Round 5").
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ bounds every inner one. Only the scope whose own deadline is the tightest is arm
 layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
 that ends in time leaves no cancelled timer behind on the loop. A looser scope is armed as well
 when its task holds a cancellation it caught (``Task.cancelling()``): the tighter scope may have
-fired already, its cancellation swallowed, and nothing else would end the block. Otherwise it is
+fired already, its cancellation swallowed, and nothing else would end the block; and when the
+tighter deadline is a :class:`SyncDeadline`'s held across an ``await``, which cancels nothing
+(:class:`_Unenforced`). Otherwise it is
 *held*: listed for its task, and armed, at its own deadline, as soon as a scope of that task
 fires, for the block may catch that scope's cancellation too (:func:`_arm_held`). Its deadline
 is enforced as ``asyncio.timeout``'s would be; only a scope that ends in time pays for the list.
@@ -68,11 +70,14 @@ import weakref
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from otel_resilience.engine.clock import check_clock
 from otel_resilience.engine.timer import TimerEntry, loop_timer
+from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import timedelta
     from types import TracebackType
 
     from otel_resilience.engine.clock import Clock
@@ -93,6 +98,7 @@ __all__ = [
     "enforce_binding_deadline",
     "passes_to_its_scope",
     "publish_deadline",
+    "scope_arguments",
     "sleep_sync_within_deadline",
     "time_left",
     "time_remaining",
@@ -149,6 +155,19 @@ _current_task: Final = _task_finder()
 _ref: Final = weakref.ref
 _cancelling: Final[Callable[[asyncio.Task[Any]], int]] = getattr(asyncio.Task, "cancelling", lambda _task: 0)
 """``_cancelling(task)``: the task's pending cancellation requests (``Task.cancelling``, 3.11 on; else 0)."""
+
+
+class _Unenforced(float):
+    """A deadline in force that no scope of its task cancels at: a :class:`SyncDeadline`'s, in a task.
+
+    A sync scope only checks its deadline when its block ends; a :class:`SyncDeadline` object
+    held across an ``await`` publishes it in its task's cell all the same. An async scope no
+    earlier than such a deadline cannot be held under it (no cancellation will come at it): it is
+    armed, and keeps the deadline in force, marked so, for the scopes entered inside it
+    (:meth:`AsyncDeadline.enter`). A ``float`` for every reader and every comparison.
+    """
+
+    __slots__ = ()
 
 
 class _CancelMessage(str):  # noqa: SLOT000 - a str's subclass cannot have slots of its own
@@ -462,6 +481,28 @@ def _own_error(exc_type: type[BaseException]) -> bool:
     return issubclass(exc_type, Exception) and not issubclass(exc_type, OperationTimeoutError)
 
 
+def scope_arguments(
+    owner: str, clock: object, timeout: object, operation: object, field: str = "timeout"
+) -> tuple[Clock, float, str]:
+    """Return a deadline scope's clock, duration and operation, checked: the rule of every scope made.
+
+    The duration is seconds or a ``timedelta``, ``>= 0`` (a zero one is due at once) and at most
+    ``MAX_DURATION``: a NaN one would never be reached (and, in an async scope, would break the
+    order of its loop's shared timer, on which every other scope of that loop waits). Checked
+    when the scope is made, by its class (:class:`AsyncDeadline`, :class:`SyncDeadline`) or by
+    what makes one for its caller (``fail_after``: its ``seconds``); a step's scope, made on
+    every run, is given its step's checked timeout (:meth:`AsyncDeadline.start`).
+
+    Raises:
+        TypeError: ``clock`` is no clock, ``timeout`` no duration or ``operation`` no ``str``
+            (the message names ``<owner>.<field>``).
+        ValueError: ``timeout`` is negative, not finite or too long, or ``operation`` empty.
+    """
+    seconds = check_duration(owner, field, timeout, allow_zero=True)
+    name = check_name(owner, "operation", operation)
+    return check_clock(owner, clock), seconds, name
+
+
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
     """Build the error for a deadline scope entered a second time (scopes are single-use)."""
     return RuntimeError(
@@ -529,7 +570,19 @@ class AsyncDeadline(TimerEntry):
     """Held, then published once the scope it was held under ended first (:func:`_publish_held`):
     the cell it narrowed, and the deadline and clock to put back in it as it leaves. Unset otherwise."""
 
-    def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
+    def __init__(
+        self, clock: Clock, timeout: float | timedelta, operation: str, scope: str = "total"
+    ) -> None:
+        owner = type(self).__name__
+        checked = scope_arguments(owner, clock, timeout, operation)
+        self.start(*checked, check_name(owner, "scope", scope))
+
+    def start(self, clock: Clock, timeout: float, operation: str, scope: str) -> None:
+        """Set the scope's first state from arguments already checked (:func:`scope_arguments`).
+
+        What a scope made on every run is started with, allocated without its ``__init__``
+        (:mod:`~otel_resilience.engine.allocation`): a step's, whose timeout its step checked.
+        """
         self._clock = clock
         self._timeout = timeout
         self._operation = operation
@@ -573,9 +626,10 @@ class AsyncDeadline(TimerEntry):
         ):
             # Two clocks: the scope whose deadline comes first, by the seconds left (none were).
             cell = [deadline, task_ref, clock] if outer == _NO_DEADLINE else [narrowed, task_ref, outer_clock]
-        elif _holds_a_cancellation(task):
+        elif _holds_a_cancellation(task) or type(outer) is _Unenforced:
             # No earlier: armed all the same, as the earlier scope may have fired and its
-            # cancellation been caught; the earlier deadline stays the one in force.
+            # cancellation been caught, or the earlier deadline is a sync scope's, which cancels
+            # nothing; the earlier deadline stays the one in force (marked so, if it was).
             cell = [outer, task_ref, outer_clock]
         else:
             # An earlier deadline of the task binds the block: its scope's cancellation ends it.
@@ -1145,6 +1199,10 @@ class SyncDeadline:
     thread or task, it withdraws its deadline and raises ``RuntimeError``, as an
     :class:`AsyncDeadline` left by another task does (:func:`_left_elsewhere`).
 
+    Held across an ``await`` in a task, it cancels nothing either: an :class:`AsyncDeadline`
+    entered in its block ends that block at its own deadline, however much earlier this scope's
+    comes (:class:`_Unenforced`).
+
     Attributes:
         expired: Whether this scope raised for its own deadline.
     """
@@ -1161,11 +1219,12 @@ class SyncDeadline:
         "expired",
     )
 
-    def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
-        self._clock = clock
-        self._timeout = timeout
-        self._operation = operation
-        self._scope = scope
+    def __init__(
+        self, clock: Clock, timeout: float | timedelta, operation: str, scope: str = "total"
+    ) -> None:
+        owner = type(self).__name__
+        self._clock, self._timeout, self._operation = scope_arguments(owner, clock, timeout, operation)
+        self._scope = check_name(owner, "scope", scope)
         self._published: tuple[float, _Cell | None, float] | None = None  # publish_deadline's, until left
         self._entered = False
         self.expired = False
@@ -1187,6 +1246,9 @@ class SyncDeadline:
         self._published = published
         self._before = before
         self._owner = _DEADLINE.get()[1]  # the owner publish_deadline found: its cell is the context's
+        if published[1] is not None and type(self._owner) is _ref:
+            # A task's: its block may await, and no cancellation comes at this deadline (_Unenforced).
+            published[1][0] = _Unenforced(published[1][0])
         return self
 
     def __exit__(

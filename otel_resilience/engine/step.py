@@ -99,9 +99,10 @@ __all__ = [
 
 
 _new_async_deadline: Final = blank(StepDeadline)
-_start_async_deadline: Final = StepDeadline.__init__
-"""A step's async deadline scope, made on every run: allocated in C, then started by its ``__init__``
-(:mod:`~otel_resilience.engine.allocation`). The sync scope is no object (:meth:`Step._scoped_sync`)."""
+_start_async_deadline: Final = StepDeadline.start
+"""A step's async deadline scope, made on every run: allocated in C, then started by its ``start``
+(:mod:`~otel_resilience.engine.allocation`), with the step's timeout, checked when the step was
+made. The sync scope is no object (:meth:`Step._scoped_sync`)."""
 
 
 _Plan = list[Any]

@@ -62,14 +62,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.allocation import blank
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counts
+from otel_resilience.engine.deadline import scope_arguments
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Action, Answer
-from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -401,11 +403,17 @@ def fail_after(
     return _scope("fail_after", seconds, clock, operation)
 
 
+_new_scope: Final = blank(AsyncDeadline)
+"""A scope of :func:`fail_after` or :func:`move_on_after`: allocated, then started with the arguments
+:func:`_scope` checked (not checked again by ``AsyncDeadline.__init__``)."""
+
+
 def _scope(owner: str, seconds: object, clock: object, operation: object) -> AsyncDeadline:
     """Return the deadline of ``owner`` (fail_after or move_on_after), its arguments checked."""
-    budget = check_duration(owner, "seconds", seconds, allow_zero=True)
-    name = check_name(owner, "operation", operation)
-    return AsyncDeadline(check_clock(owner, clock), budget, name, "total")
+    checked_clock, budget, name = scope_arguments(owner, clock, seconds, operation, "seconds")
+    scope = _new_scope()
+    scope.start(checked_clock, budget, name, "total")
+    return scope
 
 
 class MoveOnAfter:

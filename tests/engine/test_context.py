@@ -567,3 +567,48 @@ async def test_a_looser_async_scope_on_another_clock_leaves_the_earlier_deadline
             assert current_deadline() == 1030.0
             assert time_left() == 30.0
         assert time_left() == 30.0
+
+
+@pytest.mark.parametrize("scope_class", [AsyncDeadline, SyncDeadline])
+@pytest.mark.parametrize(
+    ("timeout", "error", "rule"),
+    [
+        (float("nan"), ValueError, "a finite duration"),
+        (float("inf"), ValueError, "a finite duration"),
+        (-1.0, ValueError, ">= 0 seconds"),
+        ("5", TypeError, "a duration in seconds"),
+        (True, TypeError, "a duration in seconds"),
+    ],
+)
+def test_a_deadline_scope_refuses_a_timeout_that_is_no_duration_when_made(
+    scope_class: type[Any], timeout: object, error: type[Exception], rule: str
+) -> None:
+    """A scope made directly refuses a bad timeout, naming it, as fail_after does its seconds.
+
+    Taken as given, a NaN timeout never expired (a sync scope's block was never late) and, in an
+    async scope, put a NaN time in its loop's shared timer, whose order it broke: every other
+    scope on that loop then ran past its own deadline while it was open.
+    """
+    with pytest.raises(error, match=rf"{scope_class.__name__}\.timeout must be {rule}"):
+        scope_class(SYSTEM_CLOCK, timeout, "op")
+
+
+@pytest.mark.parametrize("scope_class", [AsyncDeadline, SyncDeadline])
+def test_a_deadline_scope_refuses_a_clock_operation_or_scope_that_is_not_one_when_made(
+    scope_class: type[Any],
+) -> None:
+    """The clock, the operation and the scope name are checked when the scope is made, not when entered."""
+    name = scope_class.__name__
+    with pytest.raises(TypeError, match=rf"{name}\.clock must be a Clock"):
+        scope_class(None, 1.0, "op")
+    with pytest.raises(TypeError, match=rf"{name}\.operation must be a str"):
+        scope_class(SYSTEM_CLOCK, 1.0, 1)
+    with pytest.raises(ValueError, match=rf"{name}\.scope must be a non-empty name"):
+        scope_class(SYSTEM_CLOCK, 1.0, "op", "")
+
+
+async def test_a_zero_timeout_is_a_deadline_scope_that_is_due_at_once() -> None:
+    """A zero timeout is accepted (as fail_after(0)): the block is cancelled at its first await."""
+    with pytest.raises(OperationTimeoutError):
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.0, "zero"):
+            await asyncio.sleep(5)

@@ -953,3 +953,44 @@ async def test_a_sync_scope_left_by_another_task_leaves_no_deadline_behind_an_ou
     leave.set()
     await task
     assert seen == [None, 60.0]
+
+
+async def test_an_async_scope_under_a_sync_scopes_earlier_deadline_still_ends_at_its_own() -> None:
+    """A ``SyncDeadline`` held across an await never cancels: a looser async scope inside it is armed.
+
+    The sync scope's earlier deadline is only checked when its block returns, so nothing would end
+    the async scope's block before then: the async scope ends it at its own deadline.
+    """
+    clock = FakeClock(0.0)
+    never = asyncio.Event()
+
+    async def body() -> None:
+        with SyncDeadline(clock, 0.05, "sync outer"):
+            async with fail_after(0.1, clock=clock, operation="async inner"):
+                assert current_deadline() == 0.05  # the earlier deadline is still the one in force
+                await never.wait()
+
+    with pytest.raises(OperationTimeoutError) as caught:
+        await asyncio.wait_for(body(), 5.0)  # a guard: the block must end long before
+    assert caught.value.operation == "async inner"
+
+
+async def test_an_async_scope_armed_under_a_sync_scopes_deadline_leaves_inner_scopes_armed() -> None:
+    """Under a sync scope's deadline, an async scope keeps it in force, so a scope inside both is armed too.
+
+    The middle scope is armed at its own (later) deadline; the inner one, looser than the sync
+    scope's deadline but tighter than the middle's, ends its block at its own deadline, not at
+    the middle's.
+    """
+    clock = FakeClock(0.0)
+    never = asyncio.Event()
+
+    async def body() -> None:
+        with SyncDeadline(clock, 0.05, "sync outer"):
+            async with fail_after(20.0, clock=clock, operation="middle"):
+                async with fail_after(0.1, clock=clock, operation="inner"):
+                    await never.wait()
+
+    with pytest.raises(OperationTimeoutError) as caught:
+        await asyncio.wait_for(body(), 5.0)  # a guard: the block must end long before
+    assert caught.value.operation == "inner"
