@@ -10,6 +10,7 @@ import math
 import threading
 import time
 import tracemalloc
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -1396,6 +1397,41 @@ async def test_a_cancelled_block_of_a_keys_breaker_lets_the_key_go(manager: Resi
     assert breaker.stats.total_cancelled == 2
     _evict_others(policy)
     assert policy._keys.get("a") is None
+
+
+@pytest.mark.parametrize("whose", ["standalone", "handle", "key"])
+async def test_a_breaker_call_cancelled_before_it_starts_leaves_no_coroutine_unawaited(
+    manager: ResilienceManager, whose: str
+) -> None:
+    """A policy's breaker's call, cancelled before its task ran or closed unawaited, is a standalone
+    breaker's call: nothing runs, nothing is counted, and no coroutine is left never awaited."""
+    policy = manager.policy(f"unstarted-{whose}", ONE_FAILURE_OPENS)
+    breakers = {
+        "standalone": CircuitBreaker(f"unstarted-{whose}-alone"),
+        "handle": policy.circuit_breaker,
+        "key": policy.for_key("a").circuit_breaker,
+    }
+    breaker = breakers[whose]
+    assert breaker is not None
+    ran: list[int] = []
+
+    async def call() -> None:
+        ran.append(1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task = asyncio.ensure_future(breaker.call(call))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        breaker.call(call).close()
+        del task
+        gc.collect()
+    assert [str(warning.message) for warning in caught] == []
+    assert ran == []
+    assert breaker.stats.total_requests == 0
+    state = policy._keys.get("a")
+    assert state is None or state.running == 0
 
 
 def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refused(

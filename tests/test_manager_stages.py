@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from otel_resilience import CircuitBreakerConfig, ExtraStrategy, FallbackConfig, FallbackStrategy, resilient
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    ErrorRecoverySystem,
+    ExtraStrategy,
+    FallbackConfig,
+    FallbackStrategy,
+    resilient,
+)
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Answer, Step
 from otel_resilience.manager import STAGES, ResilienceConfig, ResilienceManager, Stage, build_pipeline
@@ -306,6 +316,92 @@ def test_build_pipeline_places_extra_strategies() -> None:
         ("tally", "built"),
         ("timeout", "built"),
     ]
+
+
+def test_build_pipeline_runs_the_breaker_the_config_names_as_the_manager_does() -> None:
+    """build_pipeline given the config's breaker trips on the first failure, as the manager's policy does."""
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+    breaker = CircuitBreaker("built-breaker", config.circuit_breaker)
+    pipeline = build_pipeline("built-breaker", config, breaker=breaker, bulkhead=None, recovery=None)
+    manager = ResilienceManager()
+    runs = {
+        "manager": functools.partial(manager.execute_with_resilience_sync, _down, config),
+        "build_pipeline": functools.partial(pipeline.execute_sync, _down),
+    }
+    seen = {}
+    for form, run in runs.items():
+        outcomes = []
+        for _ in range(2):
+            try:
+                run()
+            except Exception as error:
+                outcomes.append(type(error).__name__)
+        seen[form] = outcomes
+    assert seen["manager"] == seen["build_pipeline"] == ["ConnectionError", "CircuitOpenError"]
+
+
+@pytest.mark.parametrize(
+    ("config", "parts", "message"),
+    [
+        (
+            ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1)),
+            {},
+            r"build_pipeline\.breaker must be a CircuitBreaker .*config\.circuit_breaker is set, got None",
+        ),
+        (
+            ResilienceConfig(),
+            {"breaker": CircuitBreaker("unasked")},
+            r"build_pipeline\.breaker must be None .*config\.circuit_breaker is None",
+        ),
+        (
+            ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=5)),
+            {"breaker": CircuitBreaker("other", CircuitBreakerConfig(failure_threshold=1))},
+            r"build_pipeline\.breaker must be a CircuitBreaker whose config is config\.circuit_breaker",
+        ),
+        (
+            ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1)),
+            {},
+            r"build_pipeline\.bulkhead must be a Bulkhead .*config\.bulkhead_config is set, got None",
+        ),
+        (
+            ResilienceConfig(),
+            {"bulkhead": Bulkhead("unasked")},
+            r"build_pipeline\.bulkhead must be None .*config\.bulkhead_config is None",
+        ),
+        (
+            ResilienceConfig(enable_recovery=True),
+            {},
+            r"build_pipeline\.recovery must be an ErrorRecoverySystem .*config\.enable_recovery is set, got None",
+        ),
+    ],
+)
+def test_build_pipeline_refuses_parts_the_config_does_not_match(
+    config: ResilienceConfig, parts: dict[str, Any], message: str
+) -> None:
+    """A pattern the config names with no instance to run it (or the reverse) is refused, never left out."""
+    given: dict[str, Any] = {"breaker": None, "bulkhead": None, "recovery": None, **parts}
+    with pytest.raises(ValueError, match=message):
+        build_pipeline("mismatched", config, **given)
+
+
+@pytest.mark.parametrize("part", ["breaker", "bulkhead", "recovery"])
+def test_build_pipeline_refuses_a_part_of_another_type(part: str) -> None:
+    """A config given where the instance goes is a TypeError naming the argument, not an AttributeError later."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(), bulkhead_config=BulkheadConfig(), enable_recovery=True
+    )
+    given: dict[str, Any] = {
+        "breaker": CircuitBreaker("typed", config.circuit_breaker),
+        "bulkhead": Bulkhead("typed", config.bulkhead_config),
+        "recovery": ErrorRecoverySystem(),
+    }
+    given[part] = CircuitBreakerConfig()
+    with pytest.raises(TypeError, match=rf"build_pipeline\.{part} must be"):
+        build_pipeline("typed", config, **given)
+
+
+def _down() -> None:
+    raise ConnectionError("down")
 
 
 @pytest.mark.parametrize(

@@ -80,18 +80,18 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Step, set_up
 from otel_resilience.engine.validation import check_sync_callable, fail
+from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.chaos import Chaos
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker
 from otel_resilience.patterns.fallback import FallbackHandler
 from otel_resilience.patterns.hedging import Hedging
 from otel_resilience.patterns.rate_limiter import RateLimiter
+from otel_resilience.patterns.recovery import ErrorRecoverySystem
 from otel_resilience.patterns.retry import Retry
 from otel_resilience.patterns.timeout import TimeoutHandler
 
 if TYPE_CHECKING:
     from otel_resilience.manager.config import ResilienceConfig
-    from otel_resilience.patterns.bulkhead import Bulkhead
-    from otel_resilience.patterns.circuit_breaker import CircuitBreaker
-    from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose", "extra_links"]
 
@@ -496,8 +496,38 @@ def build_pipeline(
         The linked pipeline. ``Pipeline.describe()`` lists its strategies outer to inner.
 
     Raises:
-        TypeError: An extra strategy's factory returned something else than a ``Step``, or a
-            ``Step`` whose class's ``__init__`` never called ``Step.__init__``.
-        ValueError: An extra strategy's ``Step`` instance is already linked into a pipeline.
+        TypeError: ``breaker``, ``bulkhead`` or ``recovery`` is neither ``None`` nor a
+            ``CircuitBreaker``, ``Bulkhead`` or ``ErrorRecoverySystem``; an extra strategy's
+            factory returned something else than a ``Step``, or a ``Step`` whose class's
+            ``__init__`` never called ``Step.__init__``.
+        ValueError: ``breaker`` (``bulkhead``) is ``None`` while ``config.circuit_breaker``
+            (``config.bulkhead_config``) is set, is given while it is ``None``, or has another
+            config than it; ``recovery`` is ``None`` while ``config.enable_recovery`` is set (a
+            pattern the config names is never left out, nor one it leaves out run); an extra
+            strategy's ``Step`` instance is already linked into a pipeline.
     """
+    _check_parts(config, breaker, bulkhead, recovery)
     return compose(StageInputs(name, config, clock, breaker, bulkhead, recovery, breakers))[0]
+
+
+def _check_parts(config: ResilienceConfig, breaker: object, bulkhead: object, recovery: object) -> None:
+    """Refuse a part of :func:`build_pipeline` that is not what ``config`` names (see its Raises)."""
+    owner = "build_pipeline"
+    shared = (
+        ("breaker", breaker, CircuitBreaker, "circuit_breaker", config.circuit_breaker),
+        ("bulkhead", bulkhead, Bulkhead, "bulkhead_config", config.bulkhead_config),
+    )
+    for argument, given, kind, field_name, wanted in shared:
+        if given is not None and not isinstance(given, kind):
+            raise fail(owner, argument, f"a {kind.__name__} or None", given, kind=TypeError)
+        if wanted is None and given is not None:
+            raise fail(owner, argument, f"None when config.{field_name} is None", given)
+        if wanted is not None and given is None:
+            raise fail(owner, argument, f"a {kind.__name__} when config.{field_name} is set", given)
+        if given is not None and given.config != wanted:
+            rule = f"a {kind.__name__} whose config is config.{field_name}"
+            raise fail(owner, argument, rule, given.config)
+    if recovery is not None and not isinstance(recovery, ErrorRecoverySystem):
+        raise fail(owner, "recovery", "an ErrorRecoverySystem or None", recovery, kind=TypeError)
+    if config.enable_recovery and recovery is None:
+        raise fail(owner, "recovery", "an ErrorRecoverySystem when config.enable_recovery is set", recovery)

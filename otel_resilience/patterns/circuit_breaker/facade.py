@@ -379,18 +379,17 @@ class _HeldCircuitBreaker(CircuitBreaker):
     def call(  # the verb's signature, run within the hold
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
-        run = CircuitBreaker.call  # refuses a non-callable fn before any await
-        return self._held_call(run(self, fn, *args, **kwargs))
+        if not callable(fn):  # refused as the verb refuses it, before any await
+            raise self._not_callable("run", fn)
+        return self._held_call(fn, args, kwargs)
 
-    async def _held_call(self, run: Coroutine[Any, Any, R]) -> R:
+    async def _held_call(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
+        # The pipeline's coroutine is made here, once the hold is taken: made by call(), it would
+        # be left never awaited by a task cancelled before it ran, or a call closed unawaited.
+        hold = self._held()
+        hold.__enter__()
         try:
-            hold = self._held()
-            hold.__enter__()
-        except BaseException:
-            run.close()  # never started: no "never awaited" warning
-            raise
-        try:
-            return await run
+            return await CircuitBreaker.call(self, fn, *args, **kwargs)
         finally:
             hold.__exit__(None, None, None)
 
