@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
@@ -706,6 +707,27 @@ def test_an_async_handle_exceptions_predicate_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"FallbackConfig\.handle_exceptions"):
         FallbackConfig(DEFAULT, default_value="d", handle_exceptions=transient)
+
+
+def _transient_generator(error: Exception) -> Iterator[bool]:
+    yield "retryable" in str(error)
+
+
+async def _transient_async_generator(error: Exception) -> AsyncIterator[bool]:
+    yield "retryable" in str(error)
+
+
+@pytest.mark.parametrize("field", ["handle_exceptions", "handle_result"])
+@pytest.mark.parametrize(
+    "predicate",
+    [_transient_generator, _transient_async_generator, functools.partial(_transient_generator)],
+)
+def test_a_generator_function_predicate_is_refused(field: str, predicate: Any) -> None:
+    """A generator function returns its iterator, which is true, before its body runs: as
+    ``handle_exceptions`` every error would trigger the fallback, as ``handle_result`` every
+    value, a good one too, would be answered in place of. Refused with TypeError naming the field."""
+    with pytest.raises(TypeError, match=rf"FallbackConfig\.{field} must be .*not a generator function"):
+        FallbackConfig(DEFAULT, default_value="d", **{field: predicate})
 
 
 async def test_rejections_and_timeouts_trigger_the_default_fallback(driver: str) -> None:

@@ -10,7 +10,7 @@ import gc
 import itertools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -196,6 +196,43 @@ def test_bad_action_is_rejected(kwargs: dict[str, Any], error: type[Exception], 
     kwargs = {"strategy": RecoveryStrategy.RETRY, **kwargs}
     with pytest.raises(error, match=match):
         RecoveryAction(**kwargs)
+
+
+def _reconnect_generator() -> Iterator[None]:
+    yield  # a body that would run only once iterated
+
+
+async def _reconnect_async_generator() -> AsyncIterator[None]:
+    yield
+
+
+def _answer_generator(*_: object) -> Iterator[str]:
+    yield "spare"
+
+
+async def _answer_async_generator(*_: object) -> AsyncIterator[str]:
+    yield "spare"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "field", "function"),
+    [
+        (RecoveryStrategy.RESTART, "restart_hook", _reconnect_generator),
+        (RecoveryStrategy.RESTART, "restart_hook", _reconnect_async_generator),
+        (RecoveryStrategy.RESTART, "restart_hook", functools.partial(_reconnect_generator)),
+        (RecoveryStrategy.FALLBACK, "fallback_function", _answer_generator),
+        (RecoveryStrategy.FALLBACK, "fallback_function", _answer_async_generator),
+        (RecoveryStrategy.FALLBACK, "fallback_function", functools.partial(_answer_generator, "arg")),
+    ],
+)
+def test_a_generator_function_is_refused_as_a_hook_or_fallback(
+    strategy: RecoveryStrategy, field: str, function: Any
+) -> None:
+    """A generator function returns its iterator before its body runs: as a ``restart_hook`` no
+    restart would happen (each re-run counted recovered all the same), as a ``fallback_function``
+    the iterator would answer every failure. Refused when the action is made, as a fallback's."""
+    with pytest.raises(TypeError, match=rf"RecoveryAction\.{field} must be .*not a generator function"):
+        RecoveryAction(strategy, **{field: function})
 
 
 @pytest.mark.parametrize(
@@ -563,6 +600,52 @@ async def test_rules_taking_turns_make_each_its_re_runs_once_per_execution(
     flaky = Sequence(ConnectionError, TimeoutError)
     assert await run(system, driver, flaky) == "ok"
     assert len(flaky.calls) == 3
+
+
+class ReplacesItsRule(Sequence):
+    """Fails as a :class:`Sequence`; its call number ``at`` first registers ``action`` for ``ConnectionError``."""
+
+    def __init__(self, system: ErrorRecoverySystem, at: int, action: RecoveryAction) -> None:
+        super().__init__(*[ConnectionError] * 9)
+        self.system = system
+        self.at = at
+        self.action = action
+
+    def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+        if len(self.calls) + 1 == self.at:
+            self.system.register_recovery_rule(ConnectionError, self.action)
+        return super().run_sync(*args, **kwargs)
+
+
+async def test_a_rule_replaced_during_its_recovery_acts_on_the_next_reruns_error(
+    driver: str, clock: FakeClock
+) -> None:
+    """A rule registered again while its RETRY recovery runs is another rule from then on: the
+    re-run's error is the new rule's (here a FALLBACK answers), never one more re-run of the
+    replaced action."""
+    system = ErrorRecoverySystem(unique("replaced"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=5, delay=1.0))
+    flaky = ReplacesItsRule(system, 2, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="spare"))
+    assert await run(system, driver, flaky) == "spare"
+    assert len(flaky.calls) == 2
+    assert clock.sleeps == [1.0]
+    stats = system.get_stats()
+    assert stats["by_strategy"]["retry"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 1, "failed": 0}
+
+
+async def test_a_retry_rule_replaced_during_its_recovery_goes_on_under_the_new_delay_and_limit(
+    driver: str, clock: FakeClock
+) -> None:
+    """A RETRY rule replaced by another RETRY for the same class: the new one takes over with its
+    own delay and re-runs, less those made for that class in the execution already."""
+    system = ErrorRecoverySystem(unique("replaced-retry"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=5, delay=1.0))
+    flaky = ReplacesItsRule(system, 2, retry(max_attempts=2, delay=5.0))
+    with pytest.raises(ConnectionError, match="fail 3"):
+        await run(system, driver, flaky)
+    assert len(flaky.calls) == 3
+    assert clock.sleeps == [1.0, 5.0]
 
 
 async def test_a_caught_errors_rerun_is_judged_by_the_rules_too(driver: str, clock: FakeClock) -> None:

@@ -514,7 +514,9 @@ def check_predicate(owner: str, field: str, value: object, *arguments: str, opti
     """Return ``value`` if it is a plain (sync) predicate (or ``None`` when ``optional``).
 
     A predicate is called, never awaited: an async one returns a coroutine, which is true, so it
-    would say yes to everything (the rule: :func:`check_sync_callable`). A class whose instances
+    would say yes to everything (the rule: :func:`check_sync_callable`); so would a generator
+    function, sync or async, whose iterator is returned before its body runs
+    (:func:`check_not_generator`). A class whose instances
     are callable is refused too: its instance is the predicate (``ChaosSwitch()``, not
     ``ChaosSwitch``), and calling the class makes one (true, or an error when it cannot take the
     argument), never a verdict; a class that answers (``bool``) is a predicate. Given
@@ -525,7 +527,14 @@ def check_predicate(owner: str, field: str, value: object, *arguments: str, opti
         rule = "a predicate (a function or an instance), not a class whose instances are predicates"
         raise fail(owner, field, rule, value, kind=TypeError)
     predicate = check_sync_callable(owner, field, value, what="predicate", optional=optional)
+    check_not_generator(owner, field, predicate, _PREDICATE_NOT_A_GENERATOR)
     return check_called_with(owner, field, predicate, *arguments) if arguments else predicate
+
+
+_PREDICATE_NOT_A_GENERATOR: Final = (
+    "a predicate that returns a bool, not a generator function (whose iterator, made before its body "
+    "runs, is true: it would say yes to everything)"
+)
 
 
 def check_exception_types(

@@ -625,6 +625,32 @@ def test_an_outer_deadline_reached_by_an_inner_block_passes_the_inner_fallback()
     assert fallback.get_stats()["fallback_successes"] == 0
 
 
+def test_an_outer_deadline_reached_passes_the_inner_fallback_without_asking_its_predicate() -> None:
+    """The fallback's ``handle_exceptions`` predicate is never asked about an outer deadline reached.
+
+    The deadline passes to its owner unanswered, whatever the predicate would say: one written
+    for the dependency's errors (here it reads their ``status``) neither sees the engine's
+    deadline error nor replaces the outer timeout with its own error.
+    """
+    clock = FakeClock(0.0)
+    asked: list[type[Exception]] = []
+
+    def server_errors(error: Exception) -> bool:
+        asked.append(type(error))
+        return bool(error.status >= 500)  # type: ignore[attr-defined] # the client's errors have it
+
+    config = FallbackConfig(
+        strategy=FallbackStrategy.DEFAULT_VALUE, default_value="spare", handle_exceptions=server_errors
+    )
+    fallback = FallbackHandler(config, name="inner", clock=clock)
+    inner = TimeoutHandler(10.0, name="inner", clock=clock)
+    with pytest.raises(OperationTimeoutError) as caught, SyncDeadline(clock, 2.0, "outer", "total"):
+        fallback.run_sync(inner.run_sync, clock.advance, 5.0)
+    assert (caught.value.operation, caught.value.timeout) == ("outer", 2.0)
+    assert asked == []
+    assert fallback.get_stats()["fallbacks_used"] == 0
+
+
 def test_an_outer_deadline_ending_an_inner_bulkhead_wait_passes_the_inner_fallback() -> None:
     """A thread queued in an inner policy's bulkhead is cut by the outer deadline: its fallback does not answer."""
     answers: list[object] = []

@@ -133,7 +133,8 @@ class FallbackConfig:
     )
     """Which errors trigger the fallback: ``Exception`` subclasses (one or a tuple), or a
     predicate ``(error) -> bool`` (sync: a coroutine function is refused). The default is
-    ``(Exception,)``."""
+    ``(Exception,)``. Never asked about an enclosing scope's deadline, reached: that passes to
+    its scope unanswered."""
     handle_result: Callable[[Any], bool] | None = None
     """A predicate on what the call returned: ``True`` makes the fallback answer in place of the
     value, as for a handled error, with an

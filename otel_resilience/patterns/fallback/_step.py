@@ -344,9 +344,11 @@ class FallbackStep(Link[FallbackConfig]):
         """Answer for a handled failure: the default, or a :class:`Call` of what answers.
 
         An enclosing scope's deadline, reached, passes to that scope unanswered
-        (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`).
+        (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), before anything is asked
+        about it: a ``handle_exceptions`` predicate never sees it (it would be judged by rules
+        written for the dependency's errors, and what it raised would replace that timeout).
         """
-        if not self._core.handles(error) or passes_to_its_scope(error):
+        if passes_to_its_scope(error) or not self._core.handles(error):
             return None
         return self._fall_back(ctx, error)
 

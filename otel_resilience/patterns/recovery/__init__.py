@@ -13,7 +13,8 @@ with). The actions are:
   rules as the first run's is (fed to the pattern detector, matched by the one rule lookup):
   another rule's ends this recovery as a failed attempt, and that rule acts on it (a FALLBACK
   answers, an ISOLATE isolates, an ESCALATE escalates, another RETRY/RESTART re-runs with its
-  own ``delay`` and re-runs); one no rule covers ends it as failed and propagates unchanged. A
+  own ``delay`` and re-runs), as does a rule registered again for its class with another action
+  while it runs; one no rule covers ends it as failed and propagates unchanged. A
   rule makes at most ``max_attempts`` re-runs in one execution, whichever rules acted in
   between, so rules whose errors take turns never re-run forever. Like retry attempts, re-runs
   happen outside the handling of the original error, so a re-run's error (or rejection) does not

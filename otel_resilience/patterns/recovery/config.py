@@ -21,6 +21,7 @@ from otel_resilience.engine.validation import (
     check_duration,
     check_int,
     check_name,
+    check_not_generator,
     describe,
     fail,
 )
@@ -57,6 +58,15 @@ class RecoveryStrategy(enum.Enum):
 RERUN: Final = frozenset({RecoveryStrategy.RETRY, RecoveryStrategy.RESTART})
 """The strategies that re-run the operation."""
 
+_HOOK_NOT_A_GENERATOR: Final = (
+    "a function that restarts when called, not a generator function (whose iterator, made before "
+    "its body runs, would restart nothing)"
+)
+_ANSWER_NOT_A_GENERATOR: Final = (
+    "a function that returns its answer, not a generator function (whose iterator, made before "
+    "its body runs, would answer every failure)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RecoveryAction:
@@ -83,11 +93,12 @@ class RecoveryAction:
     Default 1.0 s. A re-run whose delay would end past the current deadline is not started."""
     restart_hook: Callable[[], object] | None = None
     """RESTART (required there): called with no arguments before each re-run (one that needs an
-    argument is refused); may be async."""
+    argument, or a generator function, whose body would never run, is refused); may be async."""
     fallback_value: object = None
     """FALLBACK: the value returned in place of the failed call. Default ``None``."""
     fallback_function: Callable[..., object] | None = None
-    """FALLBACK: called with the operation's arguments instead; may be async. Default ``None``."""
+    """FALLBACK: called with the operation's arguments instead; may be async (a generator function,
+    whose iterator would answer every failure, is refused). Default ``None``."""
     isolate_breaker: str | None = None
     """ISOLATE: name of the circuit breaker to force open. Default ``None``: the breaker of the
     :class:`RecoveryContext` (or of :meth:`ErrorRecoverySystem.as_strategy`: in a manager, the
@@ -128,7 +139,9 @@ class RecoveryAction:
         )
         check_callable(owner, "restart_hook", self.restart_hook, optional=True)
         check_called_with(owner, "restart_hook", self.restart_hook)  # called with no argument
+        check_not_generator(owner, "restart_hook", self.restart_hook, _HOOK_NOT_A_GENERATOR)
         check_callable(owner, "fallback_function", self.fallback_function, optional=True)
+        check_not_generator(owner, "fallback_function", self.fallback_function, _ANSWER_NOT_A_GENERATOR)
         if self.isolate_breaker is not None:
             check_name(owner, "isolate_breaker", self.isolate_breaker)
         if strategy is RecoveryStrategy.RESTART and self.restart_hook is None:

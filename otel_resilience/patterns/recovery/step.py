@@ -329,7 +329,8 @@ class RecoveryStep(Link[RecoveryConfig]):
 
         A re-run's error of the recovery's own rule goes on to its next re-run; another rule's
         ends the recovery as failed, and that rule acts on it (the lookup decides: a subclass's
-        rule wins over the running recovery's base class).
+        rule wins over the running recovery's base class). A rule registered again for the
+        recovery's class with another action while it runs is another rule: the new action acts.
 
         A ``restart_hook``'s failure (:attr:`Rerun.restarting`) ends the recovery as failed,
         whatever the rule covers: re-running would call the failing hook again.
@@ -353,7 +354,9 @@ class RecoveryStep(Link[RecoveryConfig]):
         # used alone, the operation is the function that failed, not the system (Link.operation)
         rule = self._system._observe(error, self.operation(ctx), self._telemetry)
         if token is not None:  # a re-run's error, judged by the rules as the first run's
-            if rule is not None and rule[0] is token.covered:
+            # the recovery's own rule: its class, with the action it runs (a rule registered again
+            # for that class since, with another action, is another rule from then on)
+            if rule is not None and rule[0] is token.covered and rule[1] == token.action:
                 return self._rerun(ctx, token, error)
             self._give_up(token)  # not the recovery's rule: it failed, and the error's rule acts
         return None if rule is None else self._act(ctx, token, rule, error)

@@ -127,7 +127,8 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         no class of its MRO has one, the first rule, in registration order, whose class the error
         is an instance of (``isinstance``, as a fallback's ``handle_exceptions``: an ABC the
         error's class is registered with, ``ABC.register``) acts. A replaced rule keeps its
-        place in that order.
+        place in that order; a RETRY/RESTART recovery of the replaced action that is running
+        ends at its next re-run's error (a failed recovery), which the new action acts on.
 
         Args:
             exc_type: A subclass of ``Exception`` (cancellation is never recovered), and not a
