@@ -34,9 +34,12 @@ Decisions, in short (``docs/operations.md`` has the long form):
   ``otel-resilience export alerts DIR``.
 * **A breaker is "open" when it is open or half-open**, in any instance, so that a breaker that
   keeps failing its probes does not reset the ``for`` clock; ``disabled`` and ``metrics_only``
-  let every call through and are not open. Severity grows with the duration: ``warning`` after
-  :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after :data:`BREAKER_OPEN_CRITICAL_FOR`
-  (Alertmanager mutes the warning then).
+  let every call through and are not open. Only while it acts on calls (a rejection, or a failed
+  probe, within :data:`RATE_WINDOW`): a breaker no call reaches stays half-open once its timeout
+  elapsed (only a call moves it on) and rejects nothing. Severity grows with the duration:
+  ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
+  :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then). A breaker shared over
+  replicas (Redis) counts each trip of the cluster once towards flapping, not once per replica.
 * **A breaker in ``metrics_only`` mode is judged by its would-be trips**, the
   ``metrics_only -> metrics_only`` transitions it reports where it would have opened: they
   respect ``minimum_calls`` and every trip reason, while its failure-rate gauge restarts from an
@@ -73,6 +76,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -491,6 +495,7 @@ _RECOVERY_RESULT: Final = naming.label(sc.RECOVERY_RESULT)
 
 _EXECUTIONS: Final = naming.series(sc.EXECUTIONS)
 _CB_STATE_SERIES: Final = naming.series(sc.CB_STATE_METRIC)
+_CB_SHARED: Final = naming.series(sc.CB_SHARED)
 _CB_TRANSITIONS: Final = naming.series(sc.CB_TRANSITIONS)
 _REJECTIONS: Final = naming.series(sc.REJECTIONS)
 _RETRIES: Final = naming.series(sc.RETRIES)
@@ -922,18 +927,53 @@ def _transitions(previous: str, state: str) -> str:
     )
 
 
+def _breaker_acting(job: str, window: str) -> str:
+    """Breakers (by service and name) that turned a call away or failed a probe within ``window``.
+
+    Only a call moves a breaker on: one that no call reaches any more stays half-open for good once
+    its timeout elapsed (and a keyed policy's key no longer called, beside keys still called, shows
+    its half-open state under the breaker's name), rejecting nothing. The rejection reasons are the
+    registry's, never typed here.
+    """
+    reasons = naming.one_of(sc.REJECTION_REASON, *sc.REJECTION_REASONS_BY_PATTERN["circuit_breaker"])
+    rejected = _sel(_REJECTIONS, _re(_REJECTION_REASON, reasons))
+    probe_failed = _transitions("half_open", "open")
+    return (
+        f"sum by ({job}, {_NAME}) (\n      rate({rejected}[{window}])\n    or\n"
+        f"      rate({probe_failed}[{window}])\n  ) > 0"
+    )
+
+
+def _cluster_trips(trips: str, window: str, job: str, scale: float) -> str:
+    """A breaker's trips in ``window``, by service and name: summed over the instances, once for shared ones.
+
+    Every replica of a breaker whose state is shared (``CircuitBreakerConfig(store=...)``: it
+    reports :data:`_CB_SHARED`) takes, and reports, each trip of the cluster: summed, one trip over
+    three replicas would read as three. For such a breaker the count is the most any instance
+    reported (a replica that started since, or ran on local state for a while, reports fewer).
+    """
+    per_instance = textwrap.indent(_events(trips, window, (job, naming.INSTANCE_LABEL, _NAME), scale), "  ")
+    on = f"on ({job}, {naming.INSTANCE_LABEL}, {_NAME})"
+    return (
+        f"sum by ({job}, {_NAME}) (\n{per_instance}\n  unless {on} {_CB_SHARED}\n)\n"
+        f"or\nmax by ({job}, {_NAME}) (\n{per_instance}\n  and {on} {_CB_SHARED}\n)"
+    )
+
+
 def _breaker_open_alert(o: RuleOptions, scale: float, duration: str, severity: str) -> AlertRule:
     job = o.job_label
     duration = scale_duration(duration, scale)
+    window = scale_duration(RATE_WINDOW, scale)
     return AlertRule(
         A_BREAKER_OPEN,
-        _as_policy(f"{R_BREAKER_OPEN} > 0"),
+        _as_policy(f"{R_BREAKER_OPEN} > 0\n  and on ({job}, {_NAME}) {_breaker_acting(job, window)}"),
         duration,
         severity,
         f"Circuit breaker {{{{ $labels.resilience_name }}}} is open in {{{{ $labels.{job} }}}}",
         f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has "
         f"not been closed (open or half-open) for more than {duration} in "
-        '{{ printf "%.0f" $value }} instance(s): calls to its dependency are rejected at once '
+        '{{ printf "%.0f" $value }} instance(s), and rejected calls or failed a probe within the last '
+        f"{window}: calls to its dependency are rejected at once "
         "(CircuitOpenError) or answered by a fallback.",
         o.runbook_url_base,
     )
@@ -970,7 +1010,7 @@ def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertR
     would_window = scale_duration(BREAKER_WOULD_OPEN_WINDOW, scale)
     return (
         RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) ({not_closed})"),
-        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (job, _NAME), scale)),
+        RecordingRule(R_BREAKER_TRIPS, _cluster_trips(trips, flapping_window, job, scale)),
         RecordingRule(R_BREAKER_WOULD_TRIPS, _events(would_trips, would_window, (job, _NAME), scale)),
         _breaker_open_alert(o, scale, o.breaker_open_warning_for, "warning"),
         _breaker_open_alert(o, scale, o.breaker_open_critical_for, "critical"),
@@ -1568,27 +1608,78 @@ def _breaker_states(name: str, *periods: tuple[str, int]) -> list[tuple[str, str
     ]
 
 
+def _breaker_rejections(name: str, *segments: tuple[float, int]) -> tuple[str, str]:
+    """Calls breaker ``name`` rejected (it is open), per minute."""
+    labels = {_POLICY: name, _PATTERN: "circuit_breaker", _NAME: name, _REJECTION_REASON: "circuit_open"}
+    return (_input(_REJECTIONS, labels), _counter(*segments))
+
+
 def _breaker_open_case() -> _Case:
     warning, critical = _rule(A_BREAKER_OPEN), _rule(A_BREAKER_OPEN, "critical")
+    probe_failures = {
+        _NAME: "probing",
+        _CB_PREVIOUS: "half_open",
+        _CB_STATE: "open",
+        _CB_REASON: "probe_failed",
+    }
     series = [
         *_breaker_states("payments", ("closed", 5), ("open", 20), ("closed", 16)),
+        _breaker_rejections("payments", (0, 4), (30, 20), (0, 16)),
         *_breaker_states("search", ("closed", 5), ("open", 1), ("closed", 35)),
+        _breaker_rejections("search", (0, 4), (30, 1), (0, 35)),
         *_breaker_states("shadow", ("closed", 5), ("metrics_only", 36)),
+        _breaker_rejections("shadow", (0, 40)),
         *_breaker_states("switched-off", ("disabled", 41)),
+        _breaker_rejections("switched-off", (0, 40)),
+        # Opens as its calls stop: no call comes to probe it, so it stays half-open (its timeout
+        # elapsed) for good, rejecting nothing.
+        *_breaker_states("idle", ("closed", 5), ("open", 1), ("half_open", 35)),
+        _breaker_rejections("idle", (0, 4), (30, 1), (0, 35)),
+        # Called about once a minute, as its timeout elapses: every call is a probe, which fails, and
+        # no call is rejected; it is not closed all along.
+        *_breaker_states("probing", ("closed", 5), ("open", 36)),
+        _breaker_rejections("probing", (0, 40)),
+        (_input(_CB_TRANSITIONS, probe_failures), _counter((0, 4), (1, 20), (0, 16))),
     ]
     payments = _job(**{_NAME: "payments", _POLICY: "payments"})
+    idle = _job(**{_NAME: "idle", _POLICY: "idle"})
+    probing = _job(**{_NAME: "probing", _POLICY: "probing"})
     return _Case(
-        "circuit breaker open: warning 1m after it opens, critical after 10m; a 1-minute blip, a "
-        "metrics_only or a disabled breaker stay silent",
+        "circuit breaker open: warning 1m after it opens, critical after 10m, also when every call is a "
+        "probe that fails; a 1-minute blip, a metrics_only or a disabled breaker stay silent, and so "
+        "does a breaker left half-open once its calls stopped (5m after its last rejection)",
         A_BREAKER_OPEN,
         tuple(series),
         (
             ("5m", ()),
-            ("6m", (_Firing(warning, payments, "1"),)),
-            ("7m", (_Firing(warning, payments, "1"),)),
-            ("14m", (_Firing(warning, payments, "1"),)),
-            ("16m", (_Firing(warning, payments, "1"), _Firing(critical, payments, "1"))),
-            ("27m", ()),
+            (
+                "6m",
+                (
+                    _Firing(warning, payments, "1"),
+                    _Firing(warning, idle, "1"),
+                    _Firing(warning, probing, "1"),
+                ),
+            ),
+            (
+                "7m",
+                (
+                    _Firing(warning, payments, "1"),
+                    _Firing(warning, idle, "1"),
+                    _Firing(warning, probing, "1"),
+                ),
+            ),
+            ("14m", (_Firing(warning, payments, "1"), _Firing(warning, probing, "1"))),
+            (
+                "16m",
+                (
+                    _Firing(warning, payments, "1"),
+                    _Firing(critical, payments, "1"),
+                    _Firing(warning, probing, "1"),
+                    _Firing(critical, probing, "1"),
+                ),
+            ),
+            ("27m", (_Firing(warning, probing, "1"), _Firing(critical, probing, "1"))),
+            ("35m", ()),
         ),
     )
 
@@ -1643,6 +1734,41 @@ def _breaker_flapping_gap_case() -> _Case:
             ("40m", ()),
             ("91m", (_Firing(rule, _job(**{_NAME: "restarted"}), "3"),)),
             ("120m", ()),
+        ),
+    )
+
+
+def _breaker_flapping_shared_case() -> _Case:
+    """A breaker whose state is shared (Redis) over three replicas: each reports every trip of the cluster."""
+    rule = _rule(A_BREAKER_FLAPPING)
+    labels = {_CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_threshold"}
+    replicas = ("shop-1:9464", "shop-2:9464", "shop-3:9464")
+    series: list[tuple[str, str]] = []
+    for replica in replicas:
+        instance = {naming.INSTANCE_LABEL: replica}
+        series += [
+            # One trip of the cluster, which every replica takes (and reports).
+            (
+                _input(_CB_TRANSITIONS, {**instance, _NAME: "inventory", **labels}),
+                _counter((0, 4), (1, 1), (0, 54)),
+            ),
+            (_input(_CB_SHARED, {**instance, _NAME: "inventory"}), _gauge((1, 60))),
+            # Three trips of the cluster in 14 minutes.
+            (
+                _input(_CB_TRANSITIONS, {**instance, _NAME: "catalog", **labels}),
+                _counter((0, 4), (1, 1), (0, 6), (1, 1), (0, 6), (1, 1), (0, 40)),
+            ),
+            (_input(_CB_SHARED, {**instance, _NAME: "catalog"}), _gauge((1, 60))),
+        ]
+    return _Case(
+        "circuit breaker flapping, shared over three replicas: a trip of the cluster, which every replica "
+        "reports, counts once; three trips of the cluster fire",
+        A_BREAKER_FLAPPING,
+        tuple(series),
+        (
+            ("8m", ()),
+            ("22m", (_Firing(rule, _job(**{_NAME: "catalog"}), "3"),)),
+            ("36m", ()),
         ),
     )
 
@@ -2457,10 +2583,13 @@ def _zero_traffic_case() -> _QuietCase:
                 counter(1),
             ),
         ]
-    # The breaker of the stopped policy was open in its last unhealthy minutes (then its calls stopped and it
-    # closed); a metrics_only breaker made would-be trips while it had calls, and stays metrics_only.
-    series += _breaker_states("checkout", ("closed", 10), ("open", 10), ("closed", idle + 1))
+    # The breaker of the stopped policy was open in its last unhealthy minutes; then its calls stopped, and
+    # with no call to probe it, it stays half-open (as the library reports it: its timeout elapsed) for good.
+    # A metrics_only breaker made would-be trips while it had calls, and stays metrics_only.
+    series += _breaker_states("checkout", ("closed", 10), ("open", 10), ("half_open", idle + 1))
+    series.append(_breaker_rejections("checkout", (0, 9), (30, 10), (0, idle + 1)))
     series += _breaker_states("unused", ("closed", total))
+    series.append(_breaker_rejections("unused", (0, total - 1)))
     # A watched file refused in those minutes, then fixed: the watch of a service that stopped too.
     series.append(
         (_input(_CONFIG_STALE, {_CONFIG_FILE: "/etc/app/resilience.yaml"}), _gauge((1, busy), (0, idle + 1)))
@@ -2515,6 +2644,7 @@ def rules_test_document() -> dict[str, Any]:
         _breaker_open_case(),
         _breaker_flapping_case(),
         _breaker_flapping_gap_case(),
+        _breaker_flapping_shared_case(),
         _breaker_would_open_case(),
         _bulkhead_full_case(),
         _bulkhead_near_case(),

@@ -395,7 +395,8 @@ def _breakers_open(selector: dict[str, str]) -> _Panel:
         "Breakers open or half-open",
         "Instances in which each breaker is open or half-open now (disabled and metrics_only let "
         f"every call through and count 0). {ar.A_BREAKER_OPEN} warns after "
-        f"{ar.BREAKER_OPEN_WARNING_FOR} and pages after {ar.BREAKER_OPEN_CRITICAL_FOR}. "
+        f"{ar.BREAKER_OPEN_WARNING_FOR} and pages after {ar.BREAKER_OPEN_CRITICAL_FOR}, while it rejects "
+        f"calls or fails probes (a breaker no call reaches stays half-open, rejecting nothing). "
         f"{_rule_note(ar.R_BREAKER_OPEN)}",
         "short",
         (_Query(_recorded(ar.R_BREAKER_OPEN, selector), f"{{{{{_NAME}}}}}"),),

@@ -148,8 +148,54 @@ _CASES = {
                 for instance, state in (("a", "open"), ("b", "closed"))
                 for s in sc.CB_STATE_VALUES
             ),
+            (
+                _series(
+                    sc.REJECTIONS,
+                    "a",
+                    resilience_policy="db",
+                    resilience_pattern="circuit_breaker",
+                    resilience_name="db",
+                    resilience_rejection_reason="circuit_open",
+                ),
+                "0+10x20",
+            ),
         ],
         {"5m": {ar.A_BREAKER_OPEN}},
+    ),
+    # A keyed policy: one key's breaker opened as that key's calls stopped; with no call to probe it,
+    # it stays half-open (its timeout elapsed), and the breaker's state series shows the most severe
+    # state of its keys. The other keys are called on, and nothing is rejected: no page.
+    "breaker of a key no call reaches any more, beside keys called on": (
+        [
+            *(
+                (
+                    _series(
+                        sc.CB_STATE_METRIC, "a", resilience_name="db", resilience_circuit_breaker_state=s
+                    ),
+                    f"{int(s == 'closed')}x4 {int(s == 'open')} {int(s == 'half_open')}x60",
+                )
+                for s in sc.CB_STATE_VALUES
+            ),
+            (
+                _series(
+                    sc.CB_CALLS, "a", resilience_name="db", resilience_circuit_breaker_call_result="success"
+                ),
+                "0+50x65",
+            ),
+            (
+                _series(
+                    sc.REJECTIONS,
+                    "a",
+                    resilience_policy="db",
+                    resilience_pattern="circuit_breaker",
+                    resilience_name="db",
+                    resilience_rejection_reason="circuit_open",
+                ),
+                "0x4 10 20x60",
+            ),
+            (_executions("a", "success", policy="db"), "0+50x65"),
+        ],
+        {"6m": {ar.A_BREAKER_OPEN}, "12m": set(), "30m": set(), "60m": set()},
     ),
 }
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis_support import Attempts, RedisServer, free_port
 from shared_workers import wait_for
 
@@ -32,6 +34,8 @@ from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.patterns.circuit_breaker import shared
 from otel_resilience.store.breaker import SharedBreaker
+from otel_resilience.telemetry import instrumented
+from otel_resilience.telemetry import semconv as sc
 
 Replica = Callable[..., CircuitBreaker]
 
@@ -112,6 +116,31 @@ def test_failures_on_two_replicas_open_both_at_the_cluster_threshold(replicas: R
     assert a.stats.times_opened == b.stats.times_opened == 1
     # a took b's trip, reported with b's reason
     assert [(c.old, c.new, c.reason) for c in changes] == [("closed", "open", "failure_threshold")]
+
+
+def test_every_replica_reports_a_trip_of_the_cluster_on_its_transitions_counter(replicas: Replica) -> None:
+    """One trip of a shared breaker counts one closed -> open transition on each replica that takes it.
+
+    The flapping rule (``alerts/rules.yml``) relies on it: it counts a shared breaker's trips as the
+    most any instance reported, not their sum over the instances.
+    """
+    reader = InMemoryMetricReader()
+    with instrumented(meter_provider=MeterProvider(metric_readers=[reader])):
+        a, b, c = replicas(), replicas(), replicas()
+        for _ in range(3):
+            _fail(a)
+        wait_for(_opened(a, b, c), 5.0, "every replica OPEN")
+        trips = [
+            point.value
+            for resource in reader.get_metrics_data().resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == sc.CB_TRANSITIONS
+            for point in metric.data.data_points
+            if dict(point.attributes).get(sc.CB_PREVIOUS_STATE) == "closed"
+            and dict(point.attributes).get(sc.CB_STATE) == "open"
+        ]
+    assert sum(trips) == 3  # the three replicas share the name: one series, one trip from each
 
 
 def test_a_windowed_breaker_judges_the_merged_window(replicas: Replica) -> None:
