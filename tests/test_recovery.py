@@ -18,7 +18,7 @@ import pytest
 from support import converted_cancellation, freed_on_a_closed_loop, needs_task_cancelling, run_threads
 
 from otel_resilience.engine.context import SyncDeadline
-from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, Event, PatternDetected, RecoveryAttempted
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.rerun import RERUNNABLE
@@ -1974,6 +1974,88 @@ async def test_used_alone_each_function_is_its_own_operation(
     assert recorder.of(Event.PATTERN_DETECTED) == [
         PatternDetected("ConnectionError", a.__qualname__, 2, 60.0)
     ]
+
+
+def _namesake(module: str, *, is_async: bool) -> Any:
+    """A function named ``fetch`` of module ``module`` (as ``users.fetch`` and ``orders.fetch`` are)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    keyword = "async def" if is_async else "def"
+    exec(f"{keyword} fetch():\n    raise ConnectionError({module!r})\n", namespace)
+    return namespace["fetch"]
+
+
+async def test_used_alone_namesakes_of_two_modules_are_two_operations(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """``users.fetch`` and ``orders.fetch`` failing twice each make no pattern at a threshold of 4.
+
+    Each function is its own fingerprint (its module and name), while both keep the name ``fetch``
+    in telemetry; one of them failing twice more makes a pattern named ``fetch``.
+    """
+    system = ErrorRecoverySystem(unique("namesakes"), clock=clock, pattern_threshold=4)
+    users, orders = (_namesake(module, is_async=driver == "async") for module in ("users", "orders"))
+    assert (users.__qualname__, orders.__qualname__) == ("fetch", "fetch")
+
+    async def fail(fn: Any) -> None:
+        with pytest.raises(ConnectionError):
+            if driver == "async":
+                await system.execute(fn)
+            else:
+                system.execute_sync(fn)
+
+    for fn in (users, orders, users, orders):
+        await fail(fn)
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    assert system.get_stats()["patterns_detected"] == 0
+    assert len(system._detector) == 2
+    for _ in range(2):
+        await fail(users)
+    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "fetch", 4, 60.0)]
+
+
+def test_caught_errors_of_namesakes_of_two_modules_are_two_operations(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """recover_from_error without an operation_name tells two modules' ``fetch`` apart too."""
+    system = ErrorRecoverySystem(unique("caught-namesakes"), clock=clock, pattern_threshold=4)
+    users, orders = (_namesake(module, is_async=False) for module in ("users", "orders"))
+    for fn in (users, orders, users, orders):
+        with pytest.raises(ConnectionError):
+            system.recover_from_error_sync(ConnectionError(), {"operation": fn})
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            system.recover_from_error_sync(ConnectionError(), {"operation": orders})
+    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "fetch", 4, 60.0)]
+
+
+def test_a_namesake_s_module_is_kept_bounded_in_its_fingerprint(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Modules longer than an attribute, differing only past its limit, stay two fingerprints, each cut."""
+    system = ErrorRecoverySystem(unique("long-modules"), clock=clock, pattern_threshold=2)
+    stem = "m" * (MAX_ATTRIBUTE_LENGTH * 4)
+    first, second = (_namesake(stem + tail, is_async=False) for tail in ("a", "b"))
+    for fn in (first, second):
+        with pytest.raises(ConnectionError):
+            system.execute_sync(fn)
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    keys = list(system._detector._tracks)
+    assert len(keys) == 2
+    assert all(len(module) <= MAX_ATTRIBUTE_LENGTH for _, _, module in keys if module is not None)
+
+
+def test_fallback_value_is_the_very_object_at_every_fallback(clock: FakeClock) -> None:
+    """As documented (as FallbackConfig.default_value): never a copy, so a caller's change shows later."""
+    answer: list[str] = []
+    system = ErrorRecoverySystem(unique("same-answer"), clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value=answer)
+    )
+    first = system.execute_sync(fetch_a_sync)
+    first.append("changed by a caller")
+    assert first is answer
+    assert system.execute_sync(fetch_b_sync) == ["changed by a caller"]
 
 
 def test_a_caught_error_named_as_the_system_keeps_that_name(

@@ -93,10 +93,22 @@ class Link(Step, Generic[C]):
         pipeline; that and the name are found only when asked, on a failure path: a call that
         succeeds pays nothing for it, and a link keeps no field for it.
         """
-        operation = ctx.operation
-        if operation == self.name and self._telemetry.source.pipeline is None:
-            return key_attribute(callable_name(ctx.fn))
-        return operation
+        fn = self.named_after(ctx)
+        return ctx.operation if fn is None else key_attribute(callable_name(fn))
+
+    def named_after(self, ctx: ExecutionContext) -> object | None:
+        """Return the function the :meth:`operation` of an execution is named after, or ``None``.
+
+        Used alone, the function the execution ran (``ctx.fn``); in a pipeline, ``None``: its
+        operation is the pipeline's name. Two functions of two modules may share a name
+        (``users.fetch`` and ``orders.fetch`` are both ``fetch``): what keeps a state per
+        operation tells them apart by this function's module
+        (:func:`~otel_resilience.engine.naming.callable_module`), while both keep the one name in
+        telemetry. Asked only on a failure path, as :meth:`operation` is.
+        """
+        if ctx.operation == self.name and self._telemetry.source.pipeline is None:
+            return ctx.fn
+        return None
 
 
 class Pattern(abc.ABC, Generic[C, L]):

@@ -65,7 +65,7 @@ def _detected(threshold: int, window: float, every: float, seconds: float = 900.
     detector = PatternDetector(threshold, window, max_fingerprints=10)
     steps = int(seconds / every)
     return sum(
-        detector.record_locked(("ConnectionError", "fetch"), step * every) for step in range(steps + 1)
+        detector.record_locked(("ConnectionError", "fetch", None), step * every) for step in range(steps + 1)
     )
 
 

@@ -59,7 +59,10 @@ operation is the pipeline's (the policy's) name in a pipeline; used alone (``exe
 ``execute_sync``, ``protect``), the function that failed (its
 :func:`~otel_resilience.engine.naming.callable_name`, whatever the system's name: two functions
 are two operations); for ``recover_from_error``, the context's (:class:`RecoveryContext`). An
-ESCALATE's :class:`~otel_resilience.errors.RecoveryEscalatedError` names the same operation.
+operation named after a function is fingerprinted with that function's module too
+(:meth:`~otel_resilience.engine.facade.Link.named_after`): ``users.fetch`` and ``orders.fetch``
+are two fingerprints, both reported as ``fetch``. An ESCALATE's
+:class:`~otel_resilience.errors.RecoveryEscalatedError` names the same operation.
 
 Use it three ways: in a pipeline (:meth:`ErrorRecoverySystem.as_strategy`), around a function
 (:meth:`ErrorRecoverySystem.execute`, :meth:`ErrorRecoverySystem.protect`), or on an error you

@@ -95,7 +95,12 @@ class RecoveryAction:
     """RESTART (required there): called with no arguments before each re-run (one that needs an
     argument, or a generator function, whose body would never run, is refused); may be async."""
     fallback_value: object = None
-    """FALLBACK: the value returned in place of the failed call. Default ``None``."""
+    """FALLBACK: the value returned in place of the failed call. Default ``None``.
+
+    The very object, at every fallback (never a copy, as ``FallbackConfig.default_value``). A
+    caller that changes the answer it got (appends to a list, sets a key of a dict) changes every
+    later answer: give an immutable value (a tuple, a ``MappingProxyType``, a frozen dataclass),
+    or a ``fallback_function`` that builds a fresh one."""
     fallback_function: Callable[..., object] | None = None
     """FALLBACK: called with the operation's arguments instead; may be async (a generator function,
     whose iterator would answer every failure, is refused). Default ``None``."""
@@ -179,8 +184,8 @@ class RecoveryConfig:
     """
 
     pattern_threshold: int = DEFAULT_PATTERN_THRESHOLD
-    """Occurrences of one fingerprint (error type + operation) that make a pattern, >= 2.
-    Default 5."""
+    """Occurrences of one fingerprint (error type + operation, and the module of a function the
+    operation is named after) that make a pattern, >= 2. Default 5."""
     pattern_window: float = DEFAULT_PATTERN_WINDOW
     """Seconds within which they must occur, > 0 (a ``timedelta`` is accepted). Default 60.0 s.
     A fingerprint is reported at most once per window."""
@@ -232,7 +237,8 @@ class RecoveryContext:
     name of ``operation`` (its ``__qualname__``, ``partial(fetch)`` for a partial, a callable
     object's class: :func:`~otel_resilience.engine.naming.callable_name`; longer than a
     telemetry attribute, cut with a digest: :func:`~otel_resilience.engine.events.key_attribute`),
-    or ``"unknown"`` without one."""
+    whose fingerprint adds its module (two modules' ``fetch`` are two fingerprints, both named
+    ``fetch``), or ``"unknown"`` without one."""
     breaker: str | None = None
     """Circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open. Default ``None``."""
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import TypeAlias
 
-__all__ = ["PatternDetector"]
+__all__ = ["Fingerprint", "PatternDetector"]
+
+Fingerprint: TypeAlias = tuple[str, str, str | None]
+"""What the detector counts: the error's type name, the operation's name, and the module of the
+function the operation is named after (``None`` for a configured name, such as a pipeline's):
+two modules' functions of one name are two fingerprints, of one name in telemetry."""
 
 
 class _Track:
@@ -31,12 +37,12 @@ class PatternDetector:
         self._threshold = threshold
         self._window = window
         self._max = max_fingerprints
-        self._tracks: OrderedDict[tuple[str, str], _Track] = OrderedDict()
+        self._tracks: OrderedDict[Fingerprint, _Track] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._tracks)
 
-    def record_locked(self, key: tuple[str, str], now: float) -> bool:
+    def record_locked(self, key: Fingerprint, now: float) -> bool:
         """Record one occurrence; return whether it completes a pattern not yet reported."""
         tracks = self._tracks
         track = tracks.get(key)

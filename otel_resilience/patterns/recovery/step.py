@@ -352,7 +352,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         elif passes:
             return None
         # used alone, the operation is the function that failed, not the system (Link.operation)
-        rule = self._system._observe(error, self.operation(ctx), self._telemetry)
+        rule = self._system._observe(error, self.operation(ctx), self.named_after(ctx), self._telemetry)
         if token is not None:  # a re-run's error, judged by the rules as the first run's
             # the recovery's own rule: its class, with the action it runs (a rule registered again
             # for that class since, with another action, is another rule from then on)
@@ -626,7 +626,7 @@ class CaughtErrorStep(RecoveryStep):
     the rules meet it as any failure; a re-run calls the context's ``operation``.
     """
 
-    __slots__ = ("_error", "_operation")
+    __slots__ = ("_error", "_named_after", "_operation")
 
     def __init__(
         self,
@@ -634,14 +634,20 @@ class CaughtErrorStep(RecoveryStep):
         isolation: Isolation,
         error: Exception,
         operation: Callable[..., Any] | None,
+        named_after: Callable[..., Any] | None,
     ) -> None:
         super().__init__(system, system.telemetry, isolation)
         self._error: Exception | None = error
         self._operation = operation
+        self._named_after = named_after
 
     def operation(self, ctx: ExecutionContext) -> str:
         """Its execution's operation is the context's, already named (the caught error's)."""
         return ctx.operation
+
+    def named_after(self, ctx: ExecutionContext) -> object | None:  # noqa: ARG002 - the link's signature
+        """The context's ``operation`` when it named the execution (no ``operation_name``), else ``None``."""
+        return self._named_after
 
     def settle(self) -> list[Any]:
         """As a link's, except that it names no dependency's error: it runs in no execution span of its own.

@@ -13,7 +13,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.naming import callable_name
+from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
@@ -319,15 +319,26 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 raise error
             finally:
                 del error  # its traceback holds this frame: not bound here (a cycle)
-        step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation)
         # a configured operation_name was checked (check_name); one taken from a function is cut
+        named_after = rc.operation if rc.operation_name is None else None
+        step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation, named_after)
         operation = rc.operation_name or (
-            "unknown" if rc.operation is None else key_attribute(callable_name(rc.operation))
+            "unknown" if named_after is None else key_attribute(callable_name(named_after))
         )
         return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)
 
-    def _observe(self, error: Exception, operation: str, telemetry: StrategyTelemetry) -> Rule | None:
+    def _observe(
+        self, error: Exception, operation: str, named_after: object | None, telemetry: StrategyTelemetry
+    ) -> Rule | None:
         """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
+
+        Its fingerprint (:data:`~otel_resilience.patterns.recovery.detector.Fingerprint`) is the
+        error's type name, ``operation`` and, when the operation is named after a function
+        (``named_after``, :meth:`~otel_resilience.engine.facade.Link.named_after`), that function's
+        module (``""`` when it has none; cut past the attribute limit with a digest, as the name
+        is: :func:`~otel_resilience.engine.events.key_attribute`, so the table stays bounded):
+        two modules' functions of one name (``users.fetch``, ``orders.fetch``) are two
+        fingerprints, both reported as ``operation``.
 
         The one rule lookup (see :meth:`register_recovery_rule`): the rule of the first class of
         the error's MRO that has one; else the first rule, in registration order, whose class
@@ -339,8 +350,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         dependency was never called, see the module doc).
         """
         error_type = type_name(error)
+        module = None if named_after is None else key_attribute(callable_module(named_after) or "")
         with self._lock:
-            detected = self._detector.record_locked((error_type, operation), self._clock.now())
+            detected = self._detector.record_locked((error_type, operation, module), self._clock.now())
             if detected:
                 self._stats.patterns_detected += 1
         if detected and telemetry.enabled:
