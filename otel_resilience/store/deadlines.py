@@ -185,7 +185,12 @@ each try would leave one more thread waiting on it."""
 
 
 class _Abandoned:
-    """How many connections are still being made after their callers gave up (one per process)."""
+    """How many connections are still being made after their callers gave up (one per process).
+
+    Counted down by the threads making them, which a process forked meanwhile does not have:
+    the child starts from none (:meth:`forked`), or the parent's count, at the cap, failed every
+    connection of the child at once for the rest of its life.
+    """
 
     __slots__ = ("count", "lock")
 
@@ -193,8 +198,14 @@ class _Abandoned:
         self.lock = fork_safe(threading.Lock())
         self.count = 0
 
+    def forked(self) -> None:
+        """``os.register_at_fork(after_in_child=...)``: the parent's threads are not the child's."""
+        self.count = 0
+
 
 _ABANDONED: Final = _Abandoned()
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_ABANDONED.forked)
 
 
 class _Connecting:

@@ -1,19 +1,33 @@
 """A shared breaker in a process forked after the store started (a pre-fork worker): a replica of its own.
 
 The child (``os.fork``, as gunicorn ``--preload`` makes its workers) trips its copy of the
-breaker; the trip must reach the cluster, and the parent, another replica, must adopt it.
+breaker; the trip must reach the cluster, and the parent, another replica, must adopt it. What
+the parent's own threads were doing at the fork (a connection still being made) is not the child's.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from typing import Any
 
 import pytest
 from forking_support import run_in_child
+from redis_support import RedisServer
 from shared_workers import wait_for
 from tcp_proxy import TcpFaultProxy
 
-from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState, RedisStore
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+)
+from otel_resilience.store import deadlines as deadlines_module
 from otel_resilience.store.breaker import SharedBreaker
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
@@ -132,3 +146,62 @@ def _admits(breaker: CircuitBreaker) -> bool:
     except CircuitOpenError:
         return False
     return True
+
+
+def test_a_child_forked_while_the_resolver_hangs_connects_once_its_own_lookups_answer(
+    redis_server: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections the parent abandoned in a hung lookup are the parent's: the child connects freely.
+
+    A connection whose caller gave up is counted until its thread ends, and past a few such
+    (``MAX_ABANDONED_CONNECTIONS``) a new connection fails at once. A child forked meanwhile (a
+    pre-fork server's master starting while its DNS server hangs) kept the parent's count but
+    not its threads, which alone count it down: with the cap reached at the fork, every
+    connection of the child failed at once for the rest of its life, its store degraded forever
+    although its own lookups answered.
+    """
+    assert redis_url
+    resolved = socket.getaddrinfo
+    answer = threading.Event()
+    parent = os.getpid()
+
+    def hanging_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.forked-resolver.test":
+            if os.getpid() == parent:  # the parent's lookups hang; the child's answer at once
+                answer.wait(30.0)
+            host = "127.0.0.1"
+        return resolved(host, *args, **kwargs)
+
+    def connecting() -> int:
+        return sum(thread.name == "otel_resilience store connection" for thread in threading.enumerate())
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)
+    answer.set()
+    url = f"redis://redis.forked-resolver.test:{redis_server.port}/0"
+    store = RedisStore.from_url(url, namespace="forked-resolver", timeout=0.05)
+    try:
+        limiter = RateLimiter("forked-capped", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert limiter.try_acquire()
+        answer.clear()
+        store._client.connection_pool.disconnect()
+        cap = deadlines_module.MAX_ABANDONED_CONNECTIONS
+        wait_for(
+            lambda: limiter.try_acquire() and deadlines_module._ABANDONED.count >= cap,
+            10.0,
+            "the parent's abandoned connections at the cap",
+        )
+
+        def child() -> None:
+            wait_for(
+                lambda: limiter.try_acquire() and not store.degraded, 10.0, "the child's store connected"
+            )
+            store.close()
+
+        assert run_in_child(child, timeout=30.0) == 0
+    finally:
+        answer.set()
+    try:
+        wait_for(lambda: connecting() == 0, 10.0, "the parent's connecting threads ended")
+        assert deadlines_module._ABANDONED.count == 0
+    finally:
+        store.close()
