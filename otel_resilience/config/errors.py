@@ -19,7 +19,7 @@ def render_path(path: Path) -> str:
     """Return ``path`` as users read it: ``policies.payments.retry.retry_on[1]``.
 
     A key that is not made of letters, digits, ``_`` and ``-`` only (a policy named
-    ``"ml.service"``) is quoted in brackets: ``policies["ml.service"].timeout``.
+    ``"ml.service"``) is quoted in brackets (its ``repr``): ``policies['ml.service'].timeout``.
     """
     text = ""
     for part in path:

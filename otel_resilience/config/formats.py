@@ -7,8 +7,10 @@ value, read once (never a copy per use, which aliases of aliases would make expo
 collection with a tag of its own (``!!set``, ``!!omap``) is built as the safe loader builds it.
 But a plain scalar is typed by YAML 1.2's core schema (``_CORE_SCALARS``), as most other YAML
 tools read it, not by YAML 1.1's (PyYAML's own): ``no``, ``on``, ``y`` are strings, not booleans;
-``010`` is ten, ``1:30`` and ``2024-01-01`` are strings, ``1e-3`` is a number. A loader class of
-its own holds these rules: ``yaml.SafeLoader`` is left as it is.
+``010`` is ten, ``1:30`` and ``2024-01-01`` are strings, ``1e-3`` is a number; a document that
+declares an older version (``%YAML 1.1``) is refused; a character escaped as a surrogate pair, as
+JSON writes one past U+FFFF (two escapes, as ``json.dumps`` does), is that character, and half a pair alone is
+refused. A loader class of its own holds these rules: ``yaml.SafeLoader`` is left as it is.
 TOML is read with ``tomllib`` (``tomli`` on Python 3.10), which gives no line for a value: only
 its syntax errors have one. Both parsers are imported when a file is read, never with the
 package: they are the ``config`` extra.
@@ -38,6 +40,10 @@ FORMATS: Final[dict[str, Format]] = {".yaml": "yaml", ".yml": "yaml", ".toml": "
 """File suffixes and the format each stands for."""
 _EXTRA: Final = "pip install 'otel-resilience[config]'"
 _TOML_LINE: Final = re.compile(r"at line (\d+)")
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+"""Half of a UTF-16 surrogate pair: no character on its own."""
+_DIRECTIVE: Final = re.compile(r"^%YAML[ \t]", re.MULTILINE)
+"""A ``%YAML`` directive: at the start of a line, before the document (only comments precede it)."""
 _YAML_TAG: Final = "tag:yaml.org,2002:"
 _MAP: Final = f"{_YAML_TAG}map"
 _SEQ: Final = f"{_YAML_TAG}seq"
@@ -225,6 +231,7 @@ def _parse_yaml(text: str, source: str | None) -> Parsed:
     lines: dict[Path, int] = {}
     try:
         node = loader.get_single_node()
+        _check_version(loader.yaml_version, text, source)
         data = None if node is None else _YamlNodes(loader, lines, source).read(node)
     except module.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -236,6 +243,25 @@ def _parse_yaml(text: str, source: str | None) -> Parsed:
     finally:
         loader.dispose()
     return data, lines
+
+
+def _check_version(version: tuple[int, int] | None, text: str, source: str | None) -> None:
+    """Refuse a document whose ``%YAML`` directive names a version before 1.2, the one it is read as.
+
+    YAML 1.1's booleans and numbers differ from 1.2's (``yes`` is true and ``010`` is 8 there, the
+    string ``"yes"`` and 10 here): a file that says it is 1.1 is not read by other rules silently.
+    """
+    if version is None or version >= (1, 2):
+        return
+    written = f"{version[0]}.{version[1]}"
+    directive = _DIRECTIVE.search(text)
+    line = None if directive is None else text.count("\n", 0, directive.start()) + 1
+    raise ConfigError(
+        f"declares YAML {written} (%YAML {written}), whose booleans and numbers are not YAML 1.2's, "
+        "which the file is read as: remove the directive, or write %YAML 1.2",
+        line=line,
+        source=source,
+    )
 
 
 class _YamlNodes:
@@ -255,7 +281,7 @@ class _YamlNodes:
         """Each mapping's pairs with its merge keys resolved, by the identity of its node (kept alive)."""
 
     def read(self, node: yaml.Node) -> object:
-        """The document's data, its keys checked as written first (before merge keys are resolved)."""
+        """The document's data, its keys and text checked first (before merge keys are resolved)."""
         self._check_keys(node, (), set())
         return self.convert(node, ())
 
@@ -263,27 +289,67 @@ class _YamlNodes:
         """Refuse a key written twice in one mapping, or one that is a list or a mapping; each node once.
 
         Done on the tree as written: a key of a merged mapping (``<<``) that the mapping writes
-        too is an override, not a mistake.
+        too is an override, not a mistake; the merge key written twice is (one key, a list of
+        mappings, merges several). Each scalar's text is read on the way (:meth:`_text`).
         """
-        kind = _collection(node)
-        if id(node) in seen or kind is None:
+        if id(node) in seen:
             return
         seen.add(id(node))
+        kind = _collection(node)
+        if kind is None:  # a scalar, or a collection with a tag of its own (!!set): the text it holds
+            if isinstance(node.value, str):
+                node.value = self._text(node, path)
+            else:
+                for child in _children(node):
+                    self._check_keys(child, path, seen)
+            return
         if kind == _SEQ:
             for index, item in enumerate(node.value):
                 self._check_keys(item, (*path, index), seen)
             return
         written: set[object] = set()
+        merges = 0
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
+                merges += 1
+                if merges > 1:  # a key as any other: one merge key, whose list merges several mappings
+                    raise ConfigError(
+                        "is written twice: merge several mappings with one key, <<: [*first, *second]",
+                        path=(*path, "<<"),
+                        line=key_node.start_mark.line + 1,
+                        source=self._source,
+                    )
                 self._check_keys(value_node, path, seen)
                 continue
+            self._check_keys(key_node, path, seen)
             key = self._key(key_node, path)
             if key in written:
                 line = key_node.start_mark.line + 1
                 raise ConfigError("is written twice", path=(*path, key), line=line, source=self._source)
             written.add(key)
             self._check_keys(value_node, (*path, key), seen)
+
+    def _text(self, node: yaml.Node, path: Path) -> str:
+        r"""A scalar's text with each surrogate pair joined into its character; half of one alone is refused.
+
+        JSON, and so YAML 1.2, writes a character past U+FFFF as two escapes (``"\ud83d\ude00"``,
+        as ``json.dumps`` does), which PyYAML leaves as two lone surrogates: no character, and
+        no telemetry exporter can encode them. TOML refuses half of a pair; so does this.
+        """
+        text: str = node.value
+        if _SURROGATE.search(text) is None:
+            return text
+        joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        lone = _SURROGATE.search(joined)
+        if lone is not None:
+            raise ConfigError(
+                f"is not valid YAML: {text!r} holds half of a surrogate pair ({lone[0]!r}) without the other "
+                "half, which is no character",
+                path=path,
+                line=node.start_mark.line + 1,
+                source=self._source,
+            )
+        return joined
 
     def convert(self, node: yaml.Node, path: Path) -> object:
         kind = _collection(node)
@@ -399,6 +465,14 @@ def _merged_mappings(node: yaml.MappingNode, value: yaml.Node) -> list[yaml.Mapp
                 item.start_mark,
             )
     return list(value.value)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes a mapping or a list holds: its keys and values, or its items."""
+    children: list[yaml.Node] = []
+    for item in node.value:
+        children += item if isinstance(item, tuple) else [item]
+    return children
 
 
 def _node_kind(node: yaml.Node) -> str:

@@ -38,7 +38,11 @@ SCHEMA_ID: Final = (
     "https://github.com/otel-resilience/otel-resilience/blob/main/otel_resilience/config/schema.json"
 )
 """The schema's ``$id``."""
-_NAME: Final = {"type": "string", "minLength": 1, "pattern": r"\S"}
+_NOT_SPACE: Final = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A character that is not a space by Python's ``str.isspace`` (a name is blank when ``str.strip``
+leaves nothing), written out: an editor reads ``\\S`` by ECMAScript's rules, which call ``\\ufeff``
+a space and ``\\x1c``-``\\x1f`` and ``\\x85`` not."""
+_NAME: Final = {"type": "string", "minLength": 1, "pattern": _NOT_SPACE}
 _ATTRIBUTE_NAME: Final = {**_NAME, "maxLength": MAX_ATTRIBUTE_LENGTH}
 """A name that becomes a telemetry attribute (a policy's, a breaker's): check_name's length too."""
 _DEFS: Final = {

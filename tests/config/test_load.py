@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 import re
@@ -623,6 +624,77 @@ def test_a_merge_of_a_list_of_mappings_takes_each_key_from_the_earliest() -> Non
     assert policies["twice"] == dataclasses.replace(policies["merged"], name="twice")
 
 
+def test_two_merge_keys_in_one_mapping_are_a_key_written_twice() -> None:
+    """`<<: *a` then `<<: *b` in one mapping writes the key `<<` twice, as any other key written twice:
+    refused, with how to merge both (was: merged silently, `a`'s timeout taken where PyYAML takes `b`'s)."""
+    text = (
+        "policies:\n"
+        "  a: &a {timeout: 1s}\n"
+        "  b: &b {timeout: 2s, spans: false}\n"
+        "  p:\n"
+        "    <<: *a\n"
+        "    <<: *b\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="f.yaml")
+    assert str(caught.value) == (
+        "f.yaml:6: policies.p['<<'] is written twice: merge several mappings with one key, <<: [*first, *second]"
+    )
+    assert loads(text.replace("<<: *a\n    <<: *b", "<<: [*a, *b]"))["p"].timeout == 1.0
+
+
+def test_a_character_escaped_as_a_surrogate_pair_is_that_character() -> None:
+    """JSON (so YAML 1.2) writes a character past U+FFFF as two escapes, `\\ud83d\\ude00` for U+1F600, as
+    json.dumps does: it is that one character (was: two lone surrogates, a policy name that no
+    telemetry exporter can encode, so that a Prometheus scrape failed as a whole)."""
+    data = {
+        "policies": {
+            "caf\U0001f600": {
+                "circuit_breaker_name": "b\U0001f600",
+                "fallback": {
+                    "strategy": "default_value",
+                    "default_value": ["x\U0001f600", {"\U0001f600": 1}],
+                },
+            }
+        }
+    }
+    text = json.dumps(data)
+    assert "\\ud83d\\ude00" in text
+    policies = loads(text)
+    assert list(policies) == ["caf\U0001f600"]
+    policy = policies["caf\U0001f600"]
+    assert policy.circuit_breaker_name == "b\U0001f600"
+    assert policy.fallback_config.default_value == ["x\U0001f600", {"\U0001f600": 1}]  # type: ignore[union-attr]
+    tagged = loads('policies: {p: {chaos: {outcome_rate: 1, outcome: !!set {"\\ud83d\\ude00"}}}}')
+    assert tagged["p"].chaos.outcome == {"\U0001f600"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'policies:\n  p:\n    circuit_breaker_name: "b\\ud800"\n',
+            (
+                "f.yaml:3: policies.p.circuit_breaker_name is not valid YAML: 'b\\ud800' holds half of a "
+                "surrogate pair ('\\ud800') without the other half, which is no character"
+            ),
+        ),
+        (
+            'policies:\n  "\\ude00\\ud83d": {}\n',  # the halves in the wrong order
+            (
+                "f.yaml:2: policies is not valid YAML: '\\ude00\\ud83d' holds half of a surrogate pair "
+                "('\\ude00') without the other half, which is no character"
+            ),
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_refused(text: str, message: str) -> None:
+    """Half a surrogate pair escaped alone is no character (TOML refuses it too): refused at its path."""
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="f.yaml")
+    assert str(caught.value) == message
+
+
 def test_an_alias_is_the_value_of_its_anchor_read_once() -> None:
     """An alias is its anchor's value, as yaml.safe_load gives it, not a copy made at each use.
 
@@ -724,6 +796,29 @@ def test_a_duration_of_yaml_1_1_numbers_is_not_read_silently() -> None:
     assert loads("policies:\n  p:\n    rate_limiter: {rate: 1e3}\n")["p"].rate_limiter == RateLimiterConfig(
         rate=1000.0
     )
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_file_that_declares_an_older_yaml_is_refused_not_read_otherwise(version: str) -> None:
+    """A file that says `%YAML 1.1` means `yes` to be true and `010` to be 8: read as YAML 1.2, it
+    would be the string 'yes' and 10 (was: loaded so, silently). It is refused, saying why."""
+    text = (
+        f"# resilience settings\n%YAML {version}\n---\npolicies:\n  p:\n"
+        "    fallback: {strategy: default_value, default_value: yes}\n"
+        "    circuit_breaker: {failure_threshold: 010}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="resilience.yaml")
+    assert str(caught.value) == (
+        f"resilience.yaml:2: declares YAML {version} (%YAML {version}), whose booleans and numbers are not "
+        "YAML 1.2's, which the file is read as: remove the directive, or write %YAML 1.2"
+    )
+
+
+def test_a_file_that_declares_yaml_1_2_loads() -> None:
+    """`%YAML 1.2` (the version the file is read as) changes nothing."""
+    policies = loads("%YAML 1.2\n---\npolicies:\n  p: {circuit_breaker: {failure_threshold: 010}}\n")
+    assert policies["p"].circuit_breaker.failure_threshold == 10  # type: ignore[union-attr]
 
 
 def test_the_loader_leaves_yaml_safe_load_as_it_is() -> None:

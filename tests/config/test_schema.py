@@ -71,7 +71,7 @@ def _errors(node: dict[str, Any], value: Any, root: dict[str, Any], where: str =
         if "maximum" in node and value > node["maximum"]:
             found.append(f"{where}: > maximum")
     if isinstance(value, str):
-        if "pattern" in node and not re.search(node["pattern"], value):
+        if "pattern" in node and not re.search(_as_ecmascript(node["pattern"]), value):
             found.append(f"{where}: does not match {node['pattern']}")
         if len(value) < node.get("minLength", 0):
             found.append(f"{where}: too short")
@@ -109,6 +109,22 @@ def _object_errors(
         elif isinstance(node.get("additionalProperties"), dict):
             found += _errors(node["additionalProperties"], item, root, f"{where}.{key}")
     return found
+
+
+_ECMA_SPACES: Final = "".join(
+    c
+    for c in map(chr, range(0x10000))
+    if c in "\t\n\v\f\r\ufeff\u2028\u2029" or unicodedata.category(c) == "Zs"
+)
+"""What ECMAScript's ``\\s`` matches (the regular expressions of a JSON Schema's ``pattern``, an editor's)."""
+
+
+def _as_ecmascript(pattern: str) -> str:
+    """``pattern`` for Python's ``re`` with ECMAScript's ``\\s`` and ``\\S``, which differ from Python's."""
+    spaces = re.escape(_ECMA_SPACES)
+    return re.sub(
+        r"\\\\|\\s|\\S", lambda m: {"\\s": f"[{spaces}]", "\\S": f"[^{spaces}]"}.get(m[0], m[0]), pattern
+    )
 
 
 def _valid(value: Any) -> list[str]:
@@ -596,7 +612,7 @@ def test_the_schema_accepts_any_value_exactly_when_the_loader_does(
 
 def _ecma_space(char: str) -> bool:
     """Whether ECMAScript's ``\\s`` (the regular expressions of a JSON Schema's ``pattern``) matches ``char``."""
-    return char in "\t\n\v\f\r\ufeff\u2028\u2029" or unicodedata.category(char) == "Zs"
+    return char in _ECMA_SPACES
 
 
 @pytest.mark.parametrize("kind", ["duration", "rate"])
@@ -620,5 +636,30 @@ def test_the_spaces_around_a_duration_or_a_rate_are_the_same_for_the_schema_and_
         except ConfigError:
             loaded = False
         if (loaded, bool(re.search(pattern, value))) != (both, both):
+            disagreements.append(char)
+    assert disagreements == []
+
+
+@pytest.mark.parametrize("where", ["policy", "budget", "circuit_breaker_name"])
+def test_a_blank_name_is_the_same_for_the_schema_and_the_loader(where: str) -> None:
+    """A name must hold a character that is not a space: the loader judges it by Python's
+    ``str.isspace``, an editor by the schema's pattern under ECMAScript's rules (was: a policy named
+    "\\x1c" or "\\x85" passed the schema and was refused, one named "\\ufeff" the other way round)."""
+    disagreements = []
+    for char in map(chr, range(0x10000)):
+        if not (char.isspace() or char in _ECMA_SPACES or char == "x"):  # and one name that is not blank
+            continue
+        name = f"{char}{char}"
+        data: dict[str, Any] = {
+            "policy": {"policies": {name: {}}},
+            "budget": {"retry_budgets": {name: {}}, "policies": {}},
+            "circuit_breaker_name": {"policies": {"p": {"circuit_breaker_name": name}}},
+        }[where]
+        try:
+            loads(json.dumps(data))
+            loaded = True
+        except ConfigError:
+            loaded = False
+        if loaded != (_valid(data) == []) or loaded == char.isspace():
             disagreements.append(char)
     assert disagreements == []
