@@ -350,7 +350,18 @@ def check_name(owner: str, field: str, value: object) -> str:
         raise fail(owner, field, "a non-empty name", value)
     if len(value) > MAX_ATTRIBUTE_LENGTH:
         raise fail(owner, field, _NAME_LENGTH, value)
+    if not value.isascii() and not _encodable(value):  # a lone surrogate: no exporter can send it
+        raise fail(owner, field, "a name of whole characters (no lone surrogate: UTF-8 text)", value)
     return value
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a lone surrogate does not: an exporter of its attribute fails)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _NAME_LENGTH: Final = f"a name of at most {MAX_ATTRIBUTE_LENGTH} characters (a telemetry attribute)"

@@ -57,6 +57,22 @@ def test_a_name_longer_than_an_attribute_may_be_is_refused_naming_its_field(make
     make(LONGEST)
 
 
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda name: CircuitBreaker(name, CircuitBreakerConfig()), r"CircuitBreaker\.name"),
+        (lambda name: ResilienceConfig(name=name), r"ResilienceConfig\.name"),
+        (lambda name: ResilienceManager().policy(name, ResilienceConfig()), r"name"),
+    ],
+)
+def test_a_name_with_a_lone_surrogate_is_refused_naming_its_field(make: Any, field: str) -> None:
+    """A lone surrogate cannot be encoded: taken, one call made every Prometheus scrape of the
+    process fail (``UnicodeEncodeError``); other text is taken."""
+    with pytest.raises(ValueError, match=rf"{field} must be a name of whole characters"):
+        make("caf\ud83d")
+    make("caf\U0001f600 \u00e9")
+
+
 def test_a_retry_named_after_a_function_with_a_long_name_is_cut_by_the_keys_rule(otel: Any) -> None:
     """``@retry`` and ``retry_sync`` name a Retry after the function: too long, it is cut with a digest."""
     long = "f" * 400
