@@ -350,13 +350,21 @@ def check_name(owner: str, field: str, value: object) -> str:
         raise fail(owner, field, "a non-empty name", value)
     if len(value) > MAX_ATTRIBUTE_LENGTH:
         raise fail(owner, field, _NAME_LENGTH, value)
-    if not value.isascii() and not _encodable(value):  # a lone surrogate: no exporter can send it
+    if not whole_text(value):  # a lone surrogate: no exporter can send it
         raise fail(owner, field, "a name of whole characters (no lone surrogate: UTF-8 text)", value)
     return value
 
 
-def _encodable(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8 (a lone surrogate does not: an exporter of its attribute fails)."""
+def whole_text(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: no lone surrogate, which fails every exporter of an attribute.
+
+    The one rule of a telemetry value's text: a configured name holding one is refused
+    (:func:`check_name`), a key or a name taken from a function is written otherwise
+    (:func:`~otel_resilience.engine.events.key_attribute`). A Prometheus scrape that meets one
+    fails as a whole (``UnicodeEncodeError``): one such value hid every metric of the process.
+    """
+    if text.isascii():
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:

@@ -224,3 +224,41 @@ def test_prometheus_name_matches_the_exporter_translation(name, kind, unit, expe
     if exporter_unit and not exporter_base.endswith("_" + exporter_unit):
         exporter_base += "_" + exporter_unit
     assert exporter_base == expected
+
+
+def test_a_key_holding_a_lone_surrogate_leaves_the_scrape_whole() -> None:
+    """A key decoded from a request with a lone surrogate (a JSON ``"\\ud800"``), exported as an
+    attribute (``key_attribute_limit``): was written as it is, and every scrape of the process then
+    failed (``UnicodeEncodeError``); now escaped, ending in a digest of the key, so that it is not
+    the key written with those characters."""
+    had_default = current_listener() is not None
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
+    )
+    instrument(meter_provider=provider)
+    try:
+        manager = ResilienceManager(clock=FakeClock())
+        handle = manager.policy(
+            "prom-tenants", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()), key_attribute_limit=10
+        )
+        for key in ("ok", "bad\ud800", "bad\\ud800"):
+            assert handle.for_key(key).execute_sync(lambda: 1) == 1
+        text = b"".join(
+            make_wsgi_app(registry)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *_: None)
+        ).decode()
+        keys = {
+            sample.labels["resilience_key"]
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("resilience_policy") == "prom-tenants" and "resilience_key" in sample.labels
+        }
+        assert {"ok", "bad\\ud800"} < keys  # the key written with a backslash, as it is
+        escaped = keys - {"ok", "bad\\ud800", ""}  # "": the series of no key
+        assert len(escaped) == 1
+        assert next(iter(escaped)).startswith("bad\\ud800...#")
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
