@@ -2211,6 +2211,61 @@ def test_one_shot_functions_reuse_one_retry_for_an_inline_lambda_hook(clock: Fak
     assert len(_one_shot_runners("one_shot_inline_lambda")) == 4
 
 
+@dataclasses.dataclass(frozen=True)
+class _ChannelHook:
+    """An ``on_retry`` hook equal to any other of its channel (a frozen dataclass), each with its own log."""
+
+    channel: str
+    seen: list[int] = dataclasses.field(default_factory=list, compare=False, hash=False)
+
+    def __call__(self, attempt: int, error: BaseException | None) -> None:
+        self.seen.append(attempt)
+
+
+class _SteppedClock(FakeClock):
+    """A fake clock equal to (and hashed as) any other of its kind: compared by value, not identity."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _SteppedClock
+
+    def __hash__(self) -> int:
+        return hash(_SteppedClock)
+
+
+async def test_one_shot_functions_run_the_hook_and_clock_given_not_an_equal_one(driver: str) -> None:
+    """A hook or clock equal to another, but another object, is its own: the one-shot retry runs it.
+
+    A Retry built for the first (its hook called, its clock slept on) is never reused for the second.
+    """
+    policy = exact(initial_delay=1.0)
+
+    async def run(fn: Callable[[], str], hook: Any, clock: FakeClock) -> str:
+        if driver == "sync":
+            return retry_sync(fn, policy=policy, on_retry=hook, clock=clock)
+
+        async def afn() -> str:
+            return fn()
+
+        afn.__qualname__ = fn.__qualname__
+        return await retry_async(afn, policy=policy, on_retry=hook, clock=clock)
+
+    name = f"one_shot_equal_hooks_{driver}"
+    first, second = _ChannelHook("ops"), _ChannelHook("ops")
+    clock = FakeClock(1000.0)
+    for hook in (first, second):
+        dep = flaky(1)
+        dep.__qualname__ = name
+        assert await run(dep, hook, clock) == "ok"
+    assert (first.seen, second.seen) == ([1], [1])
+    assert len(_one_shot_runners(name)) == 2
+    clocks = (_SteppedClock(0.0), _SteppedClock(0.0))
+    for stepped in clocks:
+        dep = flaky(1)
+        dep.__qualname__ = name
+        assert await run(dep, None, stepped) == "ok"
+    assert [stepped.sleeps for stepped in clocks] == [[1.0], [1.0]]
+
+
 class _UnhashableHook:
     """An ``on_retry`` hook that cannot be hashed: the one-shot functions build a retry for each call."""
 

@@ -332,6 +332,71 @@ def test_an_interrupt_in_a_sync_dropped_result_hook_gives_the_retry_back(clock: 
     assert counts(budget) == (1, 0, 10)
 
 
+def test_an_interrupt_letting_a_late_result_go_once_retrying_stopped_keeps_the_retry_that_ran(
+    clock: FakeClock,
+) -> None:
+    """The second attempt returns after its ``attempt_timeout`` and retrying stops; ``dropped`` is
+    interrupted letting that late result go: the first retry, which ran, stays withdrawn, and the
+    execution is counted once (cancelled), not also as exhausted."""
+    budget = floor_only(clock)
+    calls: list[float] = []
+
+    class Judge:
+        def __call__(self, result: object) -> bool:
+            return False
+
+        def dropped(self, result: object) -> None:
+            raise KeyboardInterrupt
+
+    def dep() -> str:
+        calls.append(clock.now())
+        if len(calls) == 1:
+            raise Boom("down")
+        clock.advance(2.0)  # past the attempt timeout: a late result, dropped
+        return "late"
+
+    policy = fixed(1.0, budget, max_attempts=2, attempt_timeout=1.0, retry_on_result=Judge())
+    retry = Retry("dep", policy, clock=clock)
+    with pytest.raises(KeyboardInterrupt):
+        retry.execute_sync(dep)
+    assert len(calls) == 2
+    assert counts(budget) == (1, 1, 9)
+    stats = retry.get_stats()
+    assert (stats["executions"], stats["cancelled"], stats["exhausted"]) == (1, 1, 0)
+
+
+def test_a_late_result_let_go_once_retrying_stopped_counts_the_stop_once(clock: FakeClock) -> None:
+    """The same stop, ``dropped`` returning or raising: counted once, as exhausted, the retry that ran kept."""
+    budget = floor_only(clock)
+    calls: list[float] = []
+
+    class Judge:
+        def __call__(self, result: object) -> bool:
+            return False
+
+        def dropped(self, result: object) -> None:
+            if len(calls) > 2:
+                raise RuntimeError("could not let the result go")
+
+    def dep() -> str:
+        calls.append(clock.now())
+        if len(calls) % 2:
+            raise Boom("down")
+        clock.advance(2.0)
+        return "late"
+
+    policy = fixed(1.0, budget, max_attempts=2, attempt_timeout=1.0, retry_on_result=Judge())
+    retry = Retry("dep", policy, clock=clock)
+    with pytest.raises(OperationTimeoutError):
+        retry.execute_sync(dep)
+    with pytest.raises(RuntimeError, match="could not let the result go"):
+        retry.execute_sync(dep)
+    assert len(calls) == 4
+    assert counts(budget) == (2, 2, 8)
+    stats = retry.get_stats()
+    assert (stats["executions"], stats["exhausted"], stats["cancelled"]) == (2, 2, 0)
+
+
 async def test_a_cancellation_during_an_async_on_retry_gives_the_retry_back() -> None:
     """The task is cancelled while an async ``on_retry`` awaits (before the first retry): the retry is given back."""
     clock = FakeClock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Awaitable, Callable
-from types import FunctionType
+from types import BuiltinMethodType, FunctionType, MethodType, MethodWrapperType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import not_callable
@@ -149,7 +149,8 @@ async def retry_async(
     Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``, as
     :func:`~otel_resilience.engine.naming.callable_name` names a callable), built on the first
     call and reused by later calls with the same name, policy object, hook, clock and random
-    source (a :class:`Retry` holds no reference to the function). A hook written in the call
+    source (the same objects: a hook or clock merely equal to another gets its own; a
+    :class:`Retry` holds no reference to the function). A hook written in the call
     (``on_retry=lambda attempt, error: ...``) is the same hook at every call when it closes over
     no variable: one with a closure (``self.log`` in a method) gets a :class:`Retry` per call.
     ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
@@ -236,8 +237,11 @@ def _one_shot(
 
     A :class:`Retry` does not hold the function it runs, so one built for the same name (the
     function's name), policy object, hook, clock and random source is reused: the call builds
-    nothing. A hook made anew by each call from the same code (``on_retry=lambda ...`` written
-    in the call, as in the SPEC) is the same hook when it runs as the first one does
+    nothing. The hook, clock and random source are the same objects: one that is only equal to
+    another (compared by value) is kept under a key that tells it apart by identity
+    (:func:`_by_identity`), looked up on this miss path. A hook made anew by each call from the
+    same code (``on_retry=lambda ...`` written in the call, as in the SPEC) is the same hook
+    when it runs as the first one does
     (:func:`_hook_twin`): the retry built for that one is reused too, found on this miss path
     only. At most :data:`_ONE_SHOT_MAX` entries are kept (the cache is emptied when full). What a
     dropped retry counted stays exported: every retry built here counts its executions into the
@@ -246,15 +250,21 @@ def _one_shot(
     """
     name = callable_name(fn)
     try:
-        key = (name, id(policy), on_retry, clock, rng)
+        key: tuple[object, ...] = (name, id(policy), on_retry, clock, rng)
         entry = _ONE_SHOT.get(key)
     except TypeError:  # an unhashable hook or clock: build one for this call
         return _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
+    held = (_by_identity(on_retry), _by_identity(clock), _by_identity(rng))
+    if held[0] is not on_retry or held[1] is not clock or held[2] is not rng:  # one is compared by value
+        key = (name, id(policy), *held)
+        entry = _ONE_SHOT.get(key)
+        if entry is not None and entry[0] is policy:
+            return entry[1]
     twin = _hook_twin(on_retry)
     if twin is not None:
-        twin = (name, id(policy), twin, clock, rng)
+        twin = (name, id(policy), twin, *held[1:])
         entry = _ONE_SHOT.get(twin)
         if entry is not None and entry[0] is policy:
             return entry[1]
@@ -281,6 +291,26 @@ def _hook_twin(hook: object) -> tuple[object, ...] | None:
     kwdefaults = hook.__kwdefaults__ or {}
     held = (hook.__globals__, *(hook.__defaults__ or ()), *kwdefaults.values())
     return (hook.__code__, tuple(kwdefaults), _SameObjects(held))
+
+
+_COMPARED_BY_IDENTITY: Final = frozenset({MethodType, BuiltinMethodType, MethodWrapperType})
+"""Types with an ``__eq__`` of their own that tells objects apart as identity does (a bound
+method: the same function of the same object, by identity, as its hash)."""
+
+
+def _by_identity(held: object) -> object:
+    """Return what stands for ``held`` (a hook, a clock, a random source) in a one-shot key.
+
+    ``held`` itself when its type compares objects by identity (``object``'s ``__eq__``, or one of
+    :data:`_COMPARED_BY_IDENTITY`); else, wrapped in :class:`_SameObjects`, so that a hook or a
+    clock merely *equal* to another (a frozen dataclass, a class with ``__eq__`` and
+    ``__hash__``) never finds the retry built for the other, which would call that other hook or
+    sleep on that other clock. Asked on the miss path only.
+    """
+    kind = type(held)
+    if kind.__eq__ is object.__eq__ or kind in _COMPARED_BY_IDENTITY:
+        return held
+    return _SameObjects((held,))
 
 
 class _SameObjects:

@@ -68,6 +68,7 @@ __all__: list[str] = []
 _NOTE_PREFIX: Final = "otel_resilience retry "
 _STRATEGY: Final = "strategy"
 _OUTCOME: Final = "outcome"
+_NOT_RETRYABLE: Final = "not_retryable"
 
 
 class _Wait(NamedTuple):
@@ -188,6 +189,7 @@ class _RetryCore:
         *,
         result: object = None,
         previous: float | None = None,
+        count_stop: bool = True,
     ) -> _Wait | None:
         """Decide what follows a failed ``attempt`` (``error``, or a retried ``result`` when ``None``).
 
@@ -204,6 +206,9 @@ class _RetryCore:
             result: The retried result (when ``error`` is ``None``), for ``delay_from``.
             previous: This execution's previous backoff (``None`` before the first), for
                 ``Jitter.DECORRELATED``.
+            count_stop: ``False`` to leave a stop's count (the execution's: ``exhausted``,
+                ``non_retryable``) to the caller (:meth:`count_stop`), for a stop that still
+                calls a hook of the user's, which a cancellation may end (counted so instead).
 
         A retried result is judged failed whether or not the operation may run again: one
         that may run only once (:func:`~otel_resilience.engine.rerun.may_run_again`: an HTTP
@@ -214,13 +219,14 @@ class _RetryCore:
             The wait before the next attempt (its delay, and the budget's receipt for the retry
             when there is a budget), or ``None`` to stop (re-raise ``error``, or return the
             last result, the execution's outcome then a failure:
-            :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`).
+            :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`); with
+            ``count_stop`` ``False``, a stop not yet counted: a wait whose ``reason`` says why.
         """
         stats = self.stats
         next(stats._other_attempts)  # first: the attempt ended, whatever the policy's functions raise
         if not (may_run_again(None, ctx.fn) if error is None else self.is_retryable(error)):
-            self._stopped(telemetry, ctx, attempt, error)
-            return None
+            self._stopped(telemetry, ctx, attempt, error, count=count_stop)
+            return None if count_stop else _Wait(_NOT_RETRYABLE, 0.0, math.inf, _STRATEGY)
         failed = ctx.answered()
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
         reason, delay = wait.reason, wait.delay
@@ -235,10 +241,10 @@ class _RetryCore:
                         self.budget.refund(wait.withdrawal)  # type: ignore[union-attr] # a receipt: a budget
                     raise
             return wait
-        self._give_up(telemetry, attempt, error, wait, failed, ctx.max_attempts)
+        self._give_up(telemetry, attempt, error, wait, failed, ctx.max_attempts, count=count_stop)
         if error is None:  # the result still retried is returned: the execution failed
             ctx.result_failed()
-        return None
+        return None if count_stop else wait
 
     def not_retried(
         self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
@@ -260,15 +266,23 @@ class _RetryCore:
         self._stopped(telemetry, ctx, attempt, error)
 
     def _stopped(
-        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+        self,
+        telemetry: StrategyTelemetry,
+        ctx: ExecutionContext,
+        attempt: int,
+        error: Exception | None,
+        *,
+        count: bool = True,
     ) -> None:
-        """:meth:`not_retried` once the ended attempt is counted (:meth:`schedule` counts it first)."""
-        stats = self.stats
-        with self.lock:
-            stats.non_retryable += 1
+        """:meth:`not_retried` once the ended attempt is counted (:meth:`schedule` counts it first).
+
+        ``count``: ``False`` leaves the execution's count to the caller (:meth:`count_stop`).
+        """
+        if count:
+            self.count_stop(_NOT_RETRYABLE)
         if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
             name = error_type_name(error)
-            stopped = RetryExhausted(ctx.answered(), name, "not_retryable", _rejection(error))
+            stopped = RetryExhausted(ctx.answered(), name, _NOT_RETRYABLE, _rejection(error))
             telemetry.report(_RETRY_EXHAUSTED, stopped)
         if error is None:  # the result is returned, never retried: the execution failed
             ctx.result_failed()
@@ -281,19 +295,20 @@ class _RetryCore:
         wait: _Wait,
         failed: int,
         cap: int | None,
+        *,
+        count: bool = True,
     ) -> None:
         """Count and report a give-up (``wait.reason``), and note it on ``error``.
 
         ``failed`` is the number of the attempt that failed (the event's); ``cap`` the execution's
         cap in total, which it made when the cap stopped it (attempts that called nothing gave
-        their place back: their numbers are no count of the attempts made).
+        their place back: their numbers are no count of the attempts made). ``count``: ``False``
+        leaves the execution's count to the caller (:meth:`count_stop`).
         """
         reason = wait.reason
         assert reason is not None  # noqa: S101 - only a stop is given up on
-        with self.lock:
-            self.stats.exhausted += 1
-            if reason == "budget":
-                self.stats.retries_denied += 1
+        if count:
+            self.count_stop(reason)
         if telemetry.hub.event_listeners:
             args = RetryExhausted(failed, error_type_name(error), reason, _rejection(error))
             telemetry.report(_RETRY_EXHAUSTED, args)
@@ -359,6 +374,21 @@ class _RetryCore:
             rule = "seconds must be >= 0"
             raise wrong_return(f"retry {self.name!r}: delay_from", value, rule, kind=ValueError)
         return seconds
+
+    def count_stop(self, reason: str) -> None:
+        """Count an execution this retry stopped, by the stop's ``reason``: the one rule of those counts.
+
+        ``"not_retryable"`` in ``non_retryable``; any other reason (a give-up) in ``exhausted``,
+        and ``"budget"`` in ``retries_denied`` too.
+        """
+        stats = self.stats
+        with self.lock:
+            if reason == _NOT_RETRYABLE:
+                stats.non_retryable += 1
+            else:
+                stats.exhausted += 1
+                if reason == "budget":
+                    stats.retries_denied += 1
 
     def _give_up_note(self, attempt: int, wait: _Wait, made_in_total: int) -> str:
         """Describe why retrying stopped, for the re-raised exception."""
@@ -761,18 +791,32 @@ class _RetryStep(Link[RetryPolicy]):
         """
         core = self._core
         failed = ctx.answered()
+        if token is not None:
+            token.withdrawal = None  # its retry ran (this attempt): never given back once it ran
+        # A stop after a late result is counted once the result is let go: a cancellation may end
+        # that hook, and counts the execution cancelled (on_cancel), never both.
+        counts_stop = late is NO_RESULT or core.dropped is None
         try:
             if token is None:
-                wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
+                wait = core.schedule(self._telemetry, ctx, 1, error, result=result, count_stop=counts_stop)
             else:
                 wait = core.schedule(
-                    self._telemetry, ctx, token.count, error, result=result, previous=token.previous
+                    self._telemetry,
+                    ctx,
+                    token.count,
+                    error,
+                    result=result,
+                    previous=token.previous,
+                    count_stop=counts_stop,
                 )
         except BaseException as raised:  # a policy function (retry_on, no_retry_on, delay_from) raised
             self._misjudged(raised, counted=True)
             raise
         if wait is None:
-            return None if late is NO_RESULT else self._let_go_late(late, None, error)
+            return None
+        if wait.reason is not None:  # a stop, counted once retry_on_result.dropped let the late result go
+            assert error is not None  # noqa: S101 - a late result comes with its timeout
+            return self._dropping(core.dropped, core.dropped_what, late, None, error, stop=wait.reason)
         if token is None:
             token = _Attempts(ctx, self._telemetry)
         token.count += 1
@@ -802,54 +846,68 @@ class _RetryStep(Link[RetryPolicy]):
             action = self._dropping(dropped, what, outcome, retry, action)
         return action if late is NO_RESULT else self._let_go_late(late, retry, action)
 
-    def _let_go_late(self, late: object, retry: RunAgain | None, then: Action | Exception) -> Action:
+    def _let_go_late(self, late: object, retry: RunAgain, then: Action) -> Action:
         """Have ``retry_on_result.dropped`` (if the predicate has it) let ``late`` go, then ``then``.
 
         ``late`` is a sync attempt's result that came after its own timeout; ``then`` what follows
-        (``retry``'s actions), or the timeout to re-raise when retrying stops (``retry`` ``None``).
+        (``retry``'s actions). When retrying stops, :meth:`_after` has it let go itself.
         """
         core = self._core
         if core.dropped is not None:
             return self._dropping(core.dropped, core.dropped_what, late, retry, then)
-        if isinstance(then, Exception):
-            return None  # retrying stops: the timeout is re-raised
         return then
 
-    def _dropping(
-        self, dropped: Any, what: str, outcome: object, retry: RunAgain | None, then: Action | Exception
+    def _dropping(  # noqa: PLR0917 - a Call's figures, on a failure path
+        self,
+        dropped: Any,
+        what: str,
+        outcome: object,
+        retry: RunAgain | None,
+        then: Action | Exception,
+        stop: str | None = None,
     ) -> Call:
-        """Return the ``Call`` of a ``dropped`` hook told of ``outcome``, then ``then``."""
+        """Return the ``Call`` of a ``dropped`` hook told of ``outcome``, then ``then``.
+
+        ``stop``: when retrying stopped (``retry`` ``None``), the reason whose count
+        (:meth:`_RetryCore.count_stop`) waits for the hook to end, unless a cancellation ends it.
+        """
         return Call(
             dropped,
             (outcome,),
             {},
             self._after_dropped,
-            state=(retry, then),
+            state=(retry, then, stop),
             what=what,
             cancelled=self._dropped_stopped,
         )
 
     def _dropped_stopped(
-        self, ctx: ExecutionContext, state: tuple[RunAgain | None, Action | Exception]
+        self, ctx: ExecutionContext, state: tuple[RunAgain | None, Action | Exception, str | None]
     ) -> None:
-        """A cancellation or an interrupt ended a ``dropped`` hook: as :meth:`_retry_stopped`."""
-        if state[0] is not None:  # None: retrying had stopped (a late result let go)
+        """A cancellation or an interrupt ended a ``dropped`` hook: as :meth:`_retry_stopped`.
+
+        After a stop (``retry`` ``None``: a late result let go) nothing was scheduled, and the
+        stop was not counted: :meth:`on_cancel` counts the execution cancelled.
+        """
+        if state[0] is not None:
             self._retry_stopped(ctx, state[0])
 
     def _after_dropped(
         self,
         ctx: ExecutionContext,  # noqa: ARG002 - a Call's continuation
-        state: tuple[RunAgain | None, Action | Exception],
+        state: tuple[RunAgain | None, Action | Exception, str | None],
         value: object,  # noqa: ARG002 - what it returned (or awaited) is not used
         error: Exception | None,
     ) -> Action:
         """Continue once a ``dropped`` hook let the retried result (or error) go: ``on_retry``, the backoff.
 
         What it raised ends the execution, as an error of ``on_retry`` does (:meth:`_ended_by_callback`;
-        counted already when the retry had stopped). After a late result the retry stopped on,
-        the timeout is re-raised.
+        counted as the stop when the retry had stopped, as it is when the hook returns). After a
+        late result the retry stopped on, the timeout is re-raised.
         """
-        retry, then = state
+        retry, then, stop = state
+        if stop is not None:  # retrying stopped: counted now that the hook ended (raising or not)
+            self._core.count_stop(stop)
         if error is not None:
             if retry is not None:
                 self._ended_by_callback(retry)
