@@ -15,7 +15,8 @@ and has two admin paths, never counted nor failed:
 
 * ``POST /admin/mode`` with ``{"mode": "down", "count": 2, "retry_after": 1}``: switch the mode,
   for the next ``count`` requests only (then ``healthy`` again) when ``count`` is given; a body it
-  cannot apply is answered ``400`` with the field named, and changes nothing;
+  cannot apply (an unknown field too) is answered ``400`` with the field named, and changes
+  nothing;
 * ``GET /admin/stats``: ``{"mode": ..., "requests": {"GET /items/1": 3, ...}}``.
 """
 
@@ -29,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODES = ("healthy", "down", "throttled")
+FIELDS = ("mode", "count", "retry_after")
+"""The fields of an ``/admin/mode`` body: any other (a typo such as ``cout``) is refused."""
 
 
 class State:
@@ -46,6 +49,9 @@ class State:
         """Apply an admin ``/admin/mode`` body whole, or nothing of it (an error naming the field)."""
         if not isinstance(body, dict):
             raise TypeError(f"the body must be a JSON object, not {body!r}")
+        unknown = sorted(set(body) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}: the fields are {FIELDS}")
         mode = body.get("mode", "healthy")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -66,7 +72,7 @@ class State:
         """Count ``request`` and return the status and headers the current mode gives it."""
         with self.lock:
             self.requests[request] += 1
-            mode = self.mode
+            mode, retry_after = self.mode, self.retry_after
             if self.count is not None:
                 self.count -= 1
                 if self.count <= 0:
@@ -74,7 +80,7 @@ class State:
         if mode == "down":
             return 503, {}
         if mode == "throttled":
-            return 429, {"Retry-After": str(self.retry_after)}
+            return 429, {"Retry-After": str(retry_after)}
         return 200, {}
 
     def stats(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ an app whose routes call those downstreams, each through its own ``httpx.AsyncCl
 transport is an :class:`~otel_resilience.integrations.httpx.AsyncResilientTransport` with the
 downstream's policy (:data:`POLICIES`). Under it, the OpenTelemetry httpx instrumentation makes
 one client span per send, and :func:`~otel_resilience.integrations.http.async_resend_count_hook`
-puts ``http.request.resend_count`` on the spans of retries.
+puts ``http.request.resend_count`` on the spans of retries; under ``opentelemetry-instrument``,
+which instruments httpx globally too, still one (:class:`UntracedTransport`).
 
 * ``GET /items/{item}`` and ``GET /prices/{item}``: a GET to inventory or pricing (retried);
 * ``POST /orders``: a POST to inventory (never retried: it is not idempotent);
@@ -23,6 +24,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import TracerProvider
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager, RetryPolicy
@@ -50,6 +52,21 @@ POLICIES: Mapping[str, ResilienceConfig] = {
 """The policy of each downstream (host): its own retries, breaker and deadline."""
 
 
+class UntracedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, whose sends a global httpx instrumentation does not trace.
+
+    The client span of a send is the :class:`AsyncOpenTelemetryTransport`'s around it, the one
+    with the resend count. ``opentelemetry-instrument`` (or ``HTTPXClientInstrumentor().instrument()``)
+    also traces every ``httpx.AsyncHTTPTransport``: without this, each send would get a second
+    client span, nested in the first, without the count.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` with the HTTP instrumentation suppressed (the wrapper traced it)."""
+        with suppress_http_instrumentation():
+            return await super().handle_async_request(request)
+
+
 def downstream_client(
     name: str,
     base_url: str,
@@ -58,7 +75,7 @@ def downstream_client(
 ) -> httpx.AsyncClient:
     """A client of the downstream ``name``: its policy over an OpenTelemetry-instrumented transport."""
     sender = AsyncOpenTelemetryTransport(
-        httpx.AsyncHTTPTransport(), tracer_provider=tracer_provider, request_hook=async_resend_count_hook
+        UntracedTransport(), tracer_provider=tracer_provider, request_hook=async_resend_count_hook
     )
     transport = AsyncResilientTransport(POLICIES[name], sender, manager=manager)
     return httpx.AsyncClient(transport=transport, base_url=base_url)

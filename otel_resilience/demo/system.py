@@ -89,17 +89,17 @@ TENANT_CYCLE: Final = (
     "hooli",
     "umbrella",
 )
-"""The tenant of each request of the ``tenants`` load, in turn (no tenant but ``acme`` more often
-than its burst, so that a stalled loop making up a whole cycle sheds none of the others)."""
+"""The tenant of each request of the ``tenants`` load, in turn."""
 _MAX_CATCH_UP: Final = 200
-"""Requests a load generator starts at once after the event loop fell behind."""
+"""Requests a dependency's load generator starts at once after the event loop fell behind."""
 
 
 async def _paced(interval: Callable[[], float], max_catch_up: int) -> AsyncGenerator[None, None]:
     """Yield once per request due, one every ``interval()`` seconds (read at each wake-up).
 
     After the event loop fell behind, at most ``max_catch_up`` overdue requests are made up at
-    once and the rest of the backlog is dropped: a stall never turns into a flood.
+    once and the rest of the backlog is dropped: a stall never turns into a flood (with
+    ``max_catch_up`` 1, none is made up: the request due is yielded, the next an interval later).
     """
     loop = asyncio.get_running_loop()
     due = loop.time()
@@ -332,15 +332,18 @@ class DemoSystem:
     async def _tenant_load(self) -> None:
         """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant.
 
-        At most one cycle of tenants is made up after the loop fell behind: a tenant within its
-        quota never sends more than its burst at once because the demo stalled. Every call that
-        raises is counted for its tenant and the load goes on: a rejection (its quota's, or a
-        breaker's or a bulkhead's that a ``--config`` file gave the policy) in
-        :attr:`tenant_rejections`, any other error (a timeout of the file's) in
-        :attr:`tenant_failures`, an error of no policy logged with its traceback too.
+        Nothing is made up after the loop fell behind: the request due is sent, the next one an
+        interval later, so a stall only ever lengthens the gaps between a tenant's requests. Made
+        up, a stall's requests would come closer together than the tenant's schedule while its
+        quota's bucket, full at its burst, refills no faster: a tenant within its quota
+        (``globex``) was shed after a stall of 3 s of production time (30 ms of a busy machine's
+        loop at ``--time-scale 0.01``). Every call that raises is counted for its tenant and the
+        load goes on: a rejection (its quota's, or a breaker's or a bulkhead's that a ``--config``
+        file gave the policy) in :attr:`tenant_rejections`, any other error (a timeout of the
+        file's) in :attr:`tenant_failures`, an error of no policy logged with its traceback too.
         """
         number = 0
-        async with aclosing(_paced(lambda: self._scale / TENANT_RATE, len(TENANT_CYCLE))) as ticks:
+        async with aclosing(_paced(lambda: self._scale / TENANT_RATE, 1)) as ticks:
             async for _ in ticks:
                 tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
                 number += 1

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from otel_support import Otel
 
 from examples.http_service.run import start_downstream, stop_downstream
@@ -125,6 +126,31 @@ async def test_healthy_throttled_down_and_back(
 
     check_spans(otel)
     check_metrics(otel)
+
+
+async def test_under_a_global_httpx_instrumentation_each_send_has_one_client_span(
+    downstream: dict[str, str], service: httpx.AsyncClient, otel: Otel
+) -> None:
+    """Run as its README says, under ``opentelemetry-instrument``, which instruments httpx globally.
+
+    Each send is still one client span, nested in the policy's span, a retry's carrying its resend
+    count: the global instrumentation adds no second span inside the example's own.
+    """
+    inventory = downstream["inventory"]
+    await admin(inventory, "mode", {"mode": "down", "count": 1})  # one 503, then healthy
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=otel.tracer_provider)  # what opentelemetry-instrument does
+    try:
+        response = await service.get("/items/7")
+    finally:
+        instrumentor.uninstrument()
+    assert response.status_code == 200
+    assert await sent(inventory, "GET /items/7") == 2
+    gets = otel.spans("GET")
+    assert len(gets) == 2, [(s.name, s.parent) for s in gets]
+    assert sorted(s.attributes.get(RESEND_COUNT_ATTRIBUTE, 0) for s in gets) == [0, 1]
+    ours = {s.context.span_id for s in otel.spans() if s.name not in ("GET", "POST")}
+    assert all(s.parent is not None and s.parent.span_id in ours for s in gets)
 
 
 def check_spans(otel: Otel) -> None:
