@@ -10,6 +10,7 @@ import math
 import threading
 import time
 import tracemalloc
+import typing
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -40,7 +41,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
-from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS
+from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS, PolicyStatsDict
 from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import FakeClock
 
@@ -100,6 +101,32 @@ def test_each_key_has_its_own_bulkhead_and_rate_limiter(manager: ResilienceManag
     assert stats["bulkhead"]["rejected"] == 1
     assert stats["rate_limiter"]["rejected"] == 1
     assert stats["bulkhead"]["active"] == 0
+
+
+def test_the_stats_are_what_their_typed_dict_says(manager: ResilienceManager) -> None:
+    """``get_stats()`` has the keys and value types of ``PolicyStatsDict``, nested dicts included."""
+    full = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(),
+        bulkhead_config=BulkheadConfig(),
+        rate_limiter=RateLimiterConfig(rate=10.0),
+    )
+    hints = typing.get_type_hints(PolicyStatsDict)
+    for name, config in (("typed-full", full), ("typed-empty", ResilienceConfig())):
+        policy = manager.policy(name, config)
+        policy.for_key("k").execute_sync(lambda: "ok")
+        stats = policy.get_stats()
+        assert list(stats) == list(hints)
+        for field, value in stats.items():
+            union = typing.get_args(hints[field])
+            kinds = [kind for kind in union if kind is not type(None)] or [hints[field]]
+            if value is None:
+                assert type(None) in union, field
+            elif typing.is_typeddict(kinds[0]):
+                nested = typing.get_type_hints(kinds[0])
+                assert list(value) == list(nested), field
+                assert all(isinstance(value[name], nested[name]) for name in nested), field
+            else:
+                assert isinstance(value, tuple(kinds)), field
 
 
 async def test_keys_share_the_config_of_the_stages_without_state(manager: ResilienceManager) -> None:

@@ -218,7 +218,11 @@ class _Reloads:
         return reloads
 
     def _counts(self) -> dict[str, dict[str, int]]:
-        return {name: dict(handle.get_stats()["reloads"]) for name, handle in self._handles.items()}
+        reloads = {name: handle.get_stats()["reloads"] for name, handle in self._handles.items()}
+        return {
+            name: {"succeeded": count["succeeded"], "failed": count["failed"]}
+            for name, count in reloads.items()
+        }
 
     def news(self) -> list[tuple[str, str]]:
         """The lines (text, severity) of the reloads applied or refused since the previous call."""

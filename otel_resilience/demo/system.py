@@ -391,7 +391,8 @@ class DemoSystem:
         for name in POLICIES:
             handle = self.handles[name]
             stats = handle.get_stats()
-            counts: dict[str, int] = stats["executions"]
+            counts = stats["executions"]
+            breakers = stats["circuit_breaker"]
             breaker = handle.circuit_breaker
             bulkhead = None if handle.bulkhead is None else handle.bulkhead.get_stats()
             views.append(
@@ -409,8 +410,8 @@ class DemoSystem:
                     limiter=self._limiter_view(name),
                     hedging=self._hedging_view(name),
                     breaker=None
-                    if breaker is None
-                    else BreakerView(breaker.state.value, int(stats["circuit_breaker"]["times_opened"])),
+                    if breaker is None or breakers is None
+                    else BreakerView(breaker.state.value, breakers["times_opened"]),
                     bulkhead=None
                     if bulkhead is None
                     else BulkheadView(

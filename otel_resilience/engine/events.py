@@ -265,6 +265,29 @@ class ExecutionListener(Protocol):
         ...
 
 
+if TYPE_CHECKING:
+
+    class _ExecutionListenerBeforeHedging(Protocol):
+        """An :class:`ExecutionListener` whose ``start_attempt`` leaves ``attempt_type`` out, as it may.
+
+        For type checkers only: what the hub registers as an execution listener (every
+        :class:`ExecutionListener` is one too).
+        """
+
+        def start_execution(self, source: TelemetrySource, operation: str, /) -> object: ...
+
+        def end_execution(
+            self, handle: object, outcome: Outcome, duration: float, error: BaseException | None, /
+        ) -> None: ...
+
+        def start_attempt(self, source: TelemetrySource, operation: str, attempt: int, /) -> object: ...
+
+        def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None, /) -> None: ...
+
+    Listener = TelemetryListener | _ExecutionListenerBeforeHedging
+    """What :meth:`TelemetryHub.add_listener` takes: a listener of either protocol (or of both)."""
+
+
 class _Follower(Protocol):
     """What :meth:`TelemetryHub.follow_attempts` tells: a standing admission (an ``UnheardStanding``)."""
 
@@ -342,7 +365,7 @@ class TelemetryHub:
 
     errors = CounterValue("_errors", "How many times a listener raised.")
 
-    def add_listener(self, listener: object, *, weak: bool = False) -> None:
+    def add_listener(self, listener: Listener, *, weak: bool = False) -> None:
         """Register a listener; it may implement either protocol or both. Adding twice is a no-op.
 
         A listener added (again) is awake. One held weakly and added again without ``weak`` is
@@ -360,7 +383,7 @@ class TelemetryHub:
         """
         self._register(None, listener, weak, "add_listener", "listener")
 
-    def replace_listener(self, old: object | None, new: object, *, weak: bool = False) -> None:
+    def replace_listener(self, old: object | None, new: Listener, *, weak: bool = False) -> None:
         """Unregister ``old`` and register ``new`` in its place, in one change of the listeners.
 
         Every event is reported to one of them: those reported before the change reach ``old``,

@@ -21,6 +21,7 @@ from otel_resilience.manager.policy import (
     KeyedPolicyView,
     PolicyHandle,
 )
+from otel_resilience.manager.policy_stats import PolicyStatsDict
 from otel_resilience.manager.stages import STAGES, ExtraStrategy, Stage, StageInputs, build_pipeline
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ExtraStrategy",
     "KeyedPolicyView",
     "PolicyHandle",
+    "PolicyStatsDict",
     "ResilienceConfig",
     "ResilienceManager",
     "Stage",

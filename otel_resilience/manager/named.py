@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from otel_resilience.config.formats import Format
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.step import Step
+    from otel_resilience.manager.policy_stats import PolicyStatsDict
     from otel_resilience.patterns.circuit_breaker import CircuitBreaker
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
@@ -529,7 +530,7 @@ class NamedPolicies:
             (name, key, links) for name, handle in handles.items() for key, links in handle._extra_links()
         ]
 
-    def _named_statistics(self, totals: dict[str, int]) -> dict[str, dict[str, Any]]:
+    def _named_statistics(self, totals: dict[str, int]) -> dict[str, PolicyStatsDict]:
         """Return each named policy's ``get_stats()``, and add its executions to ``totals``."""
         with self._handles_lock:
             handles = dict(self._handles)

@@ -47,7 +47,7 @@ from otel_resilience.engine.validation import check_int, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, key_links, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
-from otel_resilience.manager.policy_stats import policy_stats
+from otel_resilience.manager.policy_stats import PolicyReloadsDict, PolicyStatsDict, policy_stats
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker
@@ -312,7 +312,7 @@ class PolicyHandle(_Runs):
             ttl_field="idle_ttl",
         )
         self._metric_keys: dict[str, str] = {}
-        self._reloads = {"succeeded": 0, "failed": 0}
+        self._reloads: PolicyReloadsDict = {"succeeded": 0, "failed": 0}
         self._telemetry = StrategyTelemetry.of("pipeline", spec.name, spec.name)
         self._ledger = Ledger(spec.name, spec.clock)
         self._default = build(spec, None, None, None)
@@ -639,7 +639,7 @@ class PolicyHandle(_Runs):
             states = [self._default, *(state for state in self._keys.values() if state.live)]
             return [(state.text, state.extras) for state in states if state.extras]
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> PolicyStatsDict:
         """Return the policy's counts, evicted keys included: they never go down.
 
         Returns:
@@ -658,17 +658,21 @@ class PolicyHandle(_Runs):
             # over after it left, outside its lock), or folded into the ledger (under this lock).
             states = [self._default, *(s for s in self._keys.values(evicting=True) if not s.folded)]
             stats = policy_stats(self._spec.config, states, self._ledger)
-            stats["reloads"] = dict(self._reloads)
+            reloads = self._reloads.copy()
         keys = self._keys
-        head = {
+        return {
             "name": self.name,
             "generation": self.generation,
             "keys": len(keys),
             "max_keys": keys.capacity,
             "idle_ttl": keys.ttl,
             "evicted_keys": keys.evicted,
+            "executions": stats["executions"],
+            "circuit_breaker": stats["circuit_breaker"],
+            "bulkhead": stats["bulkhead"],
+            "rate_limiter": stats["rate_limiter"],
+            "reloads": reloads,
         }
-        return {**head, **stats}
 
     def __repr__(self) -> str:
         return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from otel_resilience.manager.ledger import Ledger, breaker_totals, bulkhead_totals
 from otel_resilience.manager.statistics import add_counts, executions
@@ -16,7 +16,89 @@ if TYPE_CHECKING:
     from otel_resilience.manager.config import ResilienceConfig
     from otel_resilience.manager.keyed import KeyState
 
-__all__ = ["policy_stats"]
+__all__ = [
+    "PolicyBreakerStatsDict",
+    "PolicyBulkheadStatsDict",
+    "PolicyExecutionsDict",
+    "PolicyRateLimiterStatsDict",
+    "PolicyReloadsDict",
+    "PolicyStatsDict",
+    "policy_stats",
+]
+
+
+class PolicyExecutionsDict(TypedDict):
+    """A policy's ``executions``: as ``get_resilience_statistics()["executions"]``, over its keys."""
+
+    total: int
+    successful: int
+    successful_first_attempt: int
+    successful_after_failure: int
+    fallback: int
+    failed: int
+    rejected: int
+    timeouts: int
+    cancelled: int
+    success_rate: float
+    availability: float
+
+
+class PolicyBreakerStatsDict(TypedDict):
+    """A policy's ``circuit_breaker``: its breakers' summed lifetime counts, and how many are OPEN now."""
+
+    total_successes: int
+    total_failures: int
+    total_rejected: int
+    total_ignored: int
+    total_cancelled: int
+    times_opened: int
+    open_keys: int
+
+
+class PolicyBulkheadStatsDict(TypedDict):
+    """A policy's ``bulkhead``: its bulkheads' summed lifetime counts, and the calls running and waiting."""
+
+    total: int
+    completed: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    active: int
+    waiting: int
+
+
+class PolicyRateLimiterStatsDict(TypedDict):
+    """A policy's ``rate_limiter``: its limiters' summed lifetime counts, and the callers waiting now."""
+
+    admitted: int
+    rejected: int
+    waited: int
+    cancelled: int
+    waiting: int
+
+
+class PolicyReloadsDict(TypedDict):
+    """A policy's ``reloads``: the new configs it took and those it refused."""
+
+    succeeded: int
+    failed: int
+
+
+class PolicyStatsDict(TypedDict):
+    """The snapshot returned by :meth:`~otel_resilience.PolicyHandle.get_stats`."""
+
+    name: str
+    generation: int
+    keys: int
+    max_keys: int
+    idle_ttl: float | None
+    evicted_keys: int
+    executions: PolicyExecutionsDict
+    circuit_breaker: PolicyBreakerStatsDict | None
+    """``None`` when the config has no breaker (as ``bulkhead`` and ``rate_limiter``)."""
+    bulkhead: PolicyBulkheadStatsDict | None
+    rate_limiter: PolicyRateLimiterStatsDict | None
+    reloads: PolicyReloadsDict
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

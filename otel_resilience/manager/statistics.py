@@ -43,7 +43,7 @@ class PolicyView(Protocol):
     def extras(self) -> tuple[tuple[int, Step], ...]: ...
 
 
-def add_counts(into: dict[str, Any], counts: Mapping[str, int]) -> None:
+def add_counts(into: dict[str, Any], counts: Mapping[str, object]) -> None:
     """Add each of the :data:`EXECUTION_KEYS` counts of ``counts`` to ``into``."""
     for key in EXECUTION_KEYS:
         into[key] += counts[key]

@@ -84,7 +84,7 @@ from otel_resilience import (
     subscribe,
     time_left,
 )
-from otel_resilience.engine import Counted
+from otel_resilience.engine import HUB, Counted
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import (
     CallRejected,
@@ -288,6 +288,7 @@ async def check_named_policies() -> None:
     manager.watch("policies.conf", format="ini")  # type: ignore[arg-type]
     (await manager.watch_async(Path("resilience.yaml"), interval=timedelta(seconds=5))).stop()
     await manager.watch_async("resilience.yaml", interval="5s")  # type: ignore[arg-type]
+    policy.get_stats()["evicted"]  # type: ignore[typeddict-item]
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
 
 
@@ -642,6 +643,37 @@ def check_a_pattern_s_own_events() -> None:
     recorder = EventRecorder()
     found: list[EventArgs] = recorder.of(LookupEvent.LOOKUP)
     print(listener, found)
+
+
+def log_event(source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+    print(source, event, args)
+
+
+class AttemptTimer:
+    """An execution listener written before hedging: its ``start_attempt`` takes no ``attempt_type``."""
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return None
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        pass
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        pass
+
+
+def check_what_the_hub_listens_with() -> None:
+    """The hub takes a listener of either protocol; a function in place of one is an error, as at run time."""
+    HUB.add_listener(LookupListener(), weak=True)
+    HUB.add_listener(AttemptTimer())
+    HUB.replace_listener(None, EventRecorder())
+    HUB.add_listener(log_event)  # type: ignore[arg-type]
+    HUB.replace_listener(None, log_event)  # type: ignore[arg-type]
 
 
 T = TypeVar("T")

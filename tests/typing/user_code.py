@@ -73,6 +73,7 @@ from otel_resilience.integrations.fastapi import (
 from otel_resilience.integrations.http import FailedResponseError, HttpOptions, http_config
 from otel_resilience.integrations.httpx import RETRYABLE, AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter, mark_retryable
+from otel_resilience.manager import PolicyStatsDict
 from otel_resilience.patterns.recovery import Isolatable
 from otel_resilience.testing import FakeClock
 
@@ -214,6 +215,13 @@ async def check_policies_and_errors() -> None:
     assert_type(handle.execute_sync(fetch_sync, 2), str)
     assert_type(handle.config, ResilienceConfig)
     assert_type(handle.keys, int)
+    policy_stats: PolicyStatsDict = handle.get_stats()
+    assert_type(policy_stats["executions"]["total"] + policy_stats["evicted_keys"], int)
+    assert_type(policy_stats["executions"]["availability"], float)
+    assert_type(policy_stats["idle_ttl"], float | None)
+    if (keyed_bulkheads := policy_stats["bulkhead"]) is not None:
+        assert_type(keyed_bulkheads["rejected"] + keyed_bulkheads["active"], int)
+    assert_type(policy_stats["reloads"]["failed"], int)
     stats = breaker.get_stats()
     assert_type(stats["state"], str)
     assert_type(breaker.state, CircuitState)
