@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import math
 import sys
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -962,6 +964,101 @@ async def test_a_handler_held_under_an_async_generators_scope_still_times_out_at
     assert time.monotonic() - started < BOUND
     assert hang.cancelled == 1
     assert handler.get_stats()["timeouts"] == 1
+
+
+@pytest.mark.parametrize("outer", ["fail_after", "policy"])
+async def test_a_task_that_timed_out_with_an_unfinished_generator_is_freed_after_the_generators_deadline(
+    outer: str,
+) -> None:
+    """A task that ended holding a scope of an unfinished async generator is freed once that scope fired.
+
+    The generator's scope, entered under the task's tighter deadline, was held, then armed when
+    that deadline fired; the task ended with its timeout, whose traceback keeps the frame that
+    holds the generator. The loop's timer listed the task's held scopes for as long as they had
+    not left, and the scope leaves only as the generator is closed, once it is garbage: the task,
+    its frames and the generator were kept for good, one more on every such timeout. Under
+    ``asyncio.timeout`` they are freed as the generator's deadline passes.
+    """
+    closed: list[int] = []
+
+    async def numbers():
+        try:
+            async with fail_after(2 * TIMER, operation="generator"):
+                yield 1
+                yield 2
+        finally:
+            closed.append(1)
+
+    async def handler() -> None:
+        generator = numbers()
+        await generator.__anext__()  # held: the handler's deadline comes first
+        await Hang()()
+
+    async def timed(call: Any) -> None:
+        if outer == "policy":
+            await TimeoutHandler(TIMER, name="handler").with_timeout(call)
+        else:
+            async with fail_after(TIMER, operation="handler"):
+                await call()
+
+    async def run() -> None:
+        await timed(handler)
+
+    tasks = [weakref.ref(task) for task in [asyncio.create_task(run()) for _ in range(3)]]
+    for ref in tasks:
+        task = ref()
+        assert task is not None
+        with pytest.raises(OperationTimeoutError):
+            await task
+        del task
+    held = loop_timer(asyncio.get_running_loop()).held
+    started = time.monotonic()
+    while len(closed) < 3 and time.monotonic() - started < BOUND:
+        gc.collect()
+        await asyncio.sleep(TIMER)
+    assert len(closed) == 3
+    assert [ref() for ref in tasks] == [None, None, None]
+    assert not held
+
+
+async def test_a_task_failed_with_an_unfinished_generator_under_a_handlers_deadline_is_freed() -> None:
+    """A task that failed in a handler's call, holding a scope of an unfinished async generator, is freed in time.
+
+    The generator's scope, entered in the call under the handler's tighter deadline, was held;
+    the handler's scope (a step's, entered and left by its driver) left with the call's error
+    without arming it, as ``async with`` arms the scopes held under it. Held and never armed, it
+    was listed by the loop's timer for good, and with it the task, whose error's traceback keeps
+    the generator: the task, its frames and the generator were never freed. Armed as the
+    handler's scope leaves, it fires at its own deadline, as ``asyncio.timeout`` would, and all
+    of it is freed.
+    """
+    closed: list[int] = []
+
+    async def numbers():
+        try:
+            async with fail_after(24 * TIMER, operation="generator"):
+                yield 1
+                yield 2
+        finally:
+            closed.append(1)
+
+    async def handler() -> None:
+        generator = numbers()
+        await generator.__anext__()  # held: the handler's deadline comes first
+        raise ValueError("the handler failed")
+
+    task = asyncio.create_task(TimeoutHandler(20 * TIMER, name="handler").with_timeout(handler))
+    with pytest.raises(ValueError, match="the handler failed"):
+        await task
+    freed = weakref.ref(task)
+    del task
+    started = time.monotonic()
+    while not closed and time.monotonic() - started < 24 * TIMER + BOUND:
+        gc.collect()
+        await asyncio.sleep(TIMER)
+    assert closed == [1]
+    assert freed() is None
+    assert not loop_timer(asyncio.get_running_loop()).held
 
 
 @pytest.mark.parametrize("outer", [None, 10.0], ids=["armed", "held"])

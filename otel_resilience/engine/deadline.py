@@ -765,6 +765,27 @@ class AsyncDeadline(TimerEntry):
             self.expired = True  # reached by sync code before the timer could fire
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
 
+    def leave_failed(self, exc_type: type[BaseException]) -> None:
+        """:meth:`leave`, for a scope entered with :meth:`enter` whose block raised ``exc_type``.
+
+        The scopes of its task held under it and still open (an async generator's, entered in
+        the block and left unfinished) relied on its cancellation, which will never come: they
+        are armed first, each at its own deadline (:func:`_arm_held`), as ``async with`` arms
+        them (:meth:`_leave_before_later_scopes`). Held and never armed, they kept their task
+        listed for good, and with it what its error's traceback holds: the generator, whose
+        scope leaves only once the generator is freed. A block that returned arms none (asking
+        would cost every call): a generator's scope entered in it and still open after it is
+        not enforced then.
+
+        Raises:
+            OperationTimeoutError: As :meth:`leave`.
+            DeadlineIgnored: As :meth:`leave`.
+        """
+        task, timer = self._task, self._timer
+        if task is not None and timer is not None and task in timer.held:
+            _arm_held(task)
+        self.leave(exc_type)
+
     def _ignored(self) -> None:
         """The block caught this scope's cancellation and returned, or raised an error of its own.
 
@@ -788,7 +809,7 @@ class AsyncDeadline(TimerEntry):
             timer = self._held_by
             timer.cancel(self)  # armed when a scope of its task fired
             listed = timer.held.get(task)  # type: ignore[arg-type] # held: its task is set
-            if listed is not None:  # (None: its loop closed, its timer let go of it)
+            if listed is not None:  # (None: its loop closed, its timer let go of it; or its task ended)
                 listed.remove(self)
                 if not listed:
                     del timer.held[task]  # type: ignore[arg-type]
@@ -891,7 +912,11 @@ def _arm_held(task: asyncio.Task[Any]) -> None:
     timeout only when no other request is pending (:meth:`AsyncDeadline._uncancel`): while the
     earlier scope's cancellation is on its way out, that scope reports it. They stay listed
     until they leave, for the scope they were held under may end first (an async generator's:
-    :meth:`AsyncDeadline._leave_before_later_scopes` publishes their deadlines then).
+    :meth:`AsyncDeadline._leave_before_later_scopes` publishes their deadlines then); or until
+    their task is done (a held scope armed before fires after it ended): nothing of it runs
+    again, and the list, which the loop's timer keeps, kept the task and what its frames hold,
+    its error's traceback an unfinished async generator whose scope is listed there, for good.
+    A scope left after that finds its task's list gone, as on a closed loop's timer.
     """
     loop = task.get_loop()
     timer = loop_timer(loop)
@@ -903,6 +928,8 @@ def _arm_held(task: asyncio.Task[Any]) -> None:
         if scope._waiting is not None:  # (else armed already)
             scope._waiting = None
             timer.add(loop, scope, now + max(scope._deadline - scope._clock.now(), 0.0))
+    if task.done():
+        del timer.held[task]
 
 
 # Python 3.10: a task counts no cancellations (no ``Task.cancelling``/``uncancel``), and one

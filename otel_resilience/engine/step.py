@@ -536,7 +536,7 @@ class Step:
                 result = await (self.next.execute(ctx) if nxt is None else run(nxt, ctx, None, inner))
             except BaseException as escaped:
                 try:
-                    deadline.leave(type(escaped))
+                    deadline.leave_failed(type(escaped))
                 except DeadlineIgnored:
                     # Our timer fired and the run caught its cancellation, then raised an error of
                     # its own: that error goes through, and the deadline that expired is counted.

@@ -18,6 +18,7 @@ end in the order they began (a queue's) leave from the lane's front.
 from __future__ import annotations
 
 import contextvars
+import gc
 import heapq
 import math
 import weakref
@@ -242,7 +243,9 @@ the weak reference it would otherwise make on every call.
 A loop closed while entries were pending (its tasks never resumed: ``loop.close()`` without
 cancelling them) would never be freed: its timer holds the entries, which hold their tasks and
 so the loop. Such a timer is dropped when the next loop makes its timer (:func:`_drop_closed`),
-so that the closed loop, its timer and its tasks become garbage."""
+so that the closed loop, its timer and its tasks become garbage; and before every full collection
+(:func:`_before_full_collection`), where no loop makes a timer after it (the later calls are
+threads', or run on loops that made theirs before), so that the collection frees them."""
 
 
 def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
@@ -256,14 +259,38 @@ def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
 
 
 def _drop_closed() -> None:
-    """Forget the timers of closed loops (once per new loop's timer: a few entries to look at).
+    """Forget the timers of closed loops (once per new loop's timer, and per full collection).
 
     A closed loop runs nothing again, so its timer has nothing left to fire: it lets go of its
     entries (:meth:`LoopTimer.forget`), which an entry kept alive elsewhere would otherwise keep
     with the timer. The key stays unused while the closed loop lives, so its death callback, if
-    it still runs, removes nothing else.
+    it still runs, removes nothing else. The keys are copied to a list before any is looked at:
+    copying them makes nothing the collector tracks, so no collection runs while the table is
+    read, and a key removed meanwhile (a loop's death callback, a drop before a full collection:
+    :func:`_before_full_collection`) is skipped.
     """
-    for key, (ref, timer) in list(_TIMERS.items()):
-        loop = ref()
+    for key in list(_TIMERS):
+        found = _TIMERS.get(key)
+        if found is None:
+            continue
+        loop = found[0]()
         if loop is not None and loop.is_closed() and _TIMERS.pop(key, None) is not None:
-            timer.forget()  # by the one thread that took it out
+            found[1].forget()  # by the one thread that took it out
+
+
+def _before_full_collection(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks``: drop the timers of closed loops before a full collection, which then frees them.
+
+    A closed loop's timer kept the loop's pending tasks until the next loop made its timer; with
+    no such loop (the later calls run in threads, or on loops whose timers were made before), a
+    task holding a bulkhead slot was never freed, and the slot never given back. Only a full
+    collection can free a loop that lived long enough to be old, so the younger ones ask nothing.
+    """
+    if phase == "start" and info["generation"] == _OLDEST and _TIMERS:
+        _drop_closed()
+
+
+_OLDEST: Final = 2
+"""The generation of the collector's full collections (``gc.collect()``'s default)."""
+
+gc.callbacks.append(_before_full_collection)

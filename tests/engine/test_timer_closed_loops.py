@@ -3,7 +3,8 @@
 ``loop.close()`` without cancelling the loop's tasks (a hand-run loop, a sync wrapper that runs
 one call and closes) leaves a timeout scope's or a queued bulkhead call's entry in the loop's
 shared timer. The closed loop, its timer and its tasks must still become garbage once the next
-loop makes its timer, and the abandoned calls end without an error printed at collection.
+loop makes its timer, or at the next full collection when none does, and the abandoned calls end
+without an error printed at collection.
 """
 
 from __future__ import annotations
@@ -300,3 +301,37 @@ def test_an_attempt_of_a_race_on_a_closed_loop_closed_before_its_race_ends_quiet
         task.get_coro().close()  # what the collector does, the attempts first
     assert unraisable == []
     assert manager.get_resilience_statistics()["executions"]["cancelled"] == 1
+
+
+@pytest.mark.parametrize("later", ["thread", "loop made before"])
+def test_a_slot_held_under_a_deadline_on_a_closed_loop_comes_back_with_no_new_loop(
+    unraisable: list[object], later: str
+) -> None:
+    """A full collection frees a closed loop's call, though no loop makes its timer after it.
+
+    The call's scope, pending in the closed loop's timer, kept its task: only the next loop to
+    make its timer dropped that timer. Where none came (the later calls are a thread's, or run
+    on a loop that had made its timer before), the call was never freed and its slot never given
+    back: every later call waited out its queue timeout, for good.
+    """
+    manager = ResilienceManager()
+    config = ResilienceConfig(
+        timeout=30.0, bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=10, timeout=0.05)
+    )
+    policy = manager.policy(f"closed-loop-no-new-loop-{later}", config)
+    before = asyncio.new_event_loop()
+    try:
+        assert before.run_until_complete(policy.execute(_ok)) == "ok"  # its timer is made now
+        closed = _abandon(lambda: [policy.execute(_hang)])
+        gc.collect()
+        assert closing.settled(30.0)
+        assert closed() is None
+        if later == "thread":
+            assert policy.execute_sync(lambda: "ok") == "ok"
+        else:
+            assert before.run_until_complete(policy.execute(_ok)) == "ok"
+    finally:
+        before.close()
+    stats = policy.get_stats()["bulkhead"]
+    assert (stats["active"], stats["waiting"], stats["completed"]) == (0, 0, 3)
+    assert unraisable == []
