@@ -79,6 +79,38 @@ async def test_a_caller_cancelled_again_while_attempts_end_still_waits_for_them(
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
+async def test_a_caller_cancelled_again_while_attempts_end_is_counted_once_as_cancelled() -> None:
+    """The race's end is counted although a second cancellation arrives while its attempts end.
+
+    Before, that cancellation, re-raised once the attempts had ended, skipped the count:
+    ``executions`` 1 but no outcome (``cancelled`` 0) and the hedge that ran uncounted.
+    """
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def stubborn() -> str:
+        started.append(1)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # shuts down slowly
+        return "never"
+
+    h = Hedging("h", HedgingConfig(mode="parallel"))
+    call = asyncio.ensure_future(h.call(stubborn))
+    while len(started) < 2:
+        await asyncio.sleep(0)
+    call.cancel()
+    await asyncio.sleep(0)
+    call.cancel()  # while the attempts end
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    stats = h.get_stats()
+    ended = stats["original_wins"] + stats["hedge_wins"] + stats["failed"] + stats["cancelled"]
+    assert (stats["executions"], ended, stats["cancelled"], stats["hedges"]) == (1, 1, 1, 1)
+
+
 @pytest.mark.parametrize("start", [0.0, 1e12], ids=["behind the system clock", "ahead of it"])
 async def test_a_total_deadline_cancels_every_attempt(start: float) -> None:
     """A timeout around hedging: OperationTimeoutError, every attempt cancelled and ended.

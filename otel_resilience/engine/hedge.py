@@ -679,15 +679,19 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
     except BaseException as stopped:
         contest.over = True  # the attempts cancelled now are losers, not cancellations of their own
         contest.cut = ended_by_deadline(stopped)  # read here: the deadline binds this task, not theirs
-        if type(stopped) is GeneratorExit:  # closed, not cancelled: nothing may be awaited now
-            _cancel_unawaited(contest.tasks)
-        else:
-            await _cancel_all(contest.tasks)
-        # An attempt may have won before the cancellation reached this task (in that turn, or while
-        # the losers ended): its task reported the win as it happened, and the hedge counts it so.
-        winner = contest.winner
-        _forget(contest)
-        hedge.end(ctx, None if winner is None else winner.ctx, _told(stopped))
+        try:
+            if type(stopped) is GeneratorExit:  # closed, not cancelled: nothing may be awaited now
+                _cancel_unawaited(contest.tasks)
+            else:
+                await _cancel_all(contest.tasks)  # re-raises a cancellation that came meanwhile
+        finally:
+            # Counted whatever ends the wait: a second cancellation while the attempts ended too.
+            # An attempt may have won before the cancellation reached this task (in that turn, or
+            # while the losers ended): its task reported the win as it happened, and the hedge
+            # counts it so.
+            winner = contest.winner
+            _forget(contest)
+            hedge.end(ctx, None if winner is None else winner.ctx, _told(stopped))
         raise
     chosen = contest.verdict()
     error: BaseException | None = asyncio.CancelledError() if chosen is None else chosen.error
