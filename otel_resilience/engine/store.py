@@ -383,7 +383,7 @@ class BoundedStore(Generic[K, V]):
             How many entries were evicted.
         """
         with self._lock:
-            evicted = self._evict_locked()
+            evicted = self._evict_locked(added=False)
         self._hand_over(evicted)
         return len(evicted)
 
@@ -448,7 +448,7 @@ class BoundedStore(Generic[K, V]):
         self._set_aside(evicted)
         return evicted
 
-    def _evict_locked(self) -> list[tuple[K, V]]:
+    def _evict_locked(self, *, added: bool = True) -> list[tuple[K, V]]:
         """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most.
 
         Idle entries that hold state (``holds_state``) are set aside, moved to the young end as
@@ -457,6 +457,11 @@ class BoundedStore(Generic[K, V]):
         they go only after the others, and only while more than ``capacity`` of them are kept
         (the newest entry, never evicted, aside), :data:`HELD_LOOKS` at most: one eviction
         sets aside no more (it stays O(1) amortised when every entry holds state).
+
+        Args:
+            added: The youngest entry was just added (used now): the entries kept go before it.
+                ``False`` (a :meth:`trim`): with a ``ttl`` they go after it, as used after it,
+                so that the order of last use, which the expiry relies on, holds.
         """
         entries = self._entries
         excess = len(entries) - self._capacity
@@ -467,16 +472,17 @@ class BoundedStore(Generic[K, V]):
         holding: deque[tuple[K, V]] = deque()
         limit = self._held_limit()
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
+        before = newest if added or self._ttl is None else None  # where the kept entries go
         for _ in range(len(entries) - 1):
             key, value = next(iter(entries.items()))
             if key is newest:  # the store's own key objects: no key is compared with another
                 break
             if not self._is_idle(value):
-                self._keep_locked(key, newest)
+                self._keep_locked(key, before)
                 continue
             if holds is not None and holds(value):
                 holding.append((key, value))
-                self._keep_locked(key, newest)
+                self._keep_locked(key, before)
                 if len(holding) <= limit:
                     continue
                 # Too many hold state: the oldest of them goes, asked again just before (an
@@ -497,11 +503,12 @@ class BoundedStore(Generic[K, V]):
         """How many idle entries holding state one eviction (or count) sets aside at most."""
         return min(self._capacity, HELD_LOOKS)
 
-    def _keep_locked(self, key: K, newest: K) -> None:
-        """Keep ``key`` past an eviction: moved to the young end (before ``newest``), as used now."""
+    def _keep_locked(self, key: K, newest: K | None) -> None:
+        """Keep ``key`` past an eviction: moved to the young end (before ``newest``, if any), as used now."""
         entries = self._entries
         entries.move_to_end(key)
-        entries.move_to_end(newest)
+        if newest is not None:
+            entries.move_to_end(newest)
         if self._ttl is not None:  # in use now (or kept as if), so the order of last use holds
             self._touched[key] = self._now()
 

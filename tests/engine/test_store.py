@@ -517,3 +517,31 @@ def test_a_key_is_its_text_a_str_exactly() -> None:
     assert key_text("Owner.for_key", Tenant()) == "t-1"
     with pytest.raises(TypeError, match=r"^Owner\.for_key\.key must be hashable, got \[\] \(list\)"):
         key_text("Owner.for_key", [])
+
+
+def test_a_trim_keeps_the_order_of_last_use_so_the_youngest_entry_still_expires(clock) -> None:
+    """A trim that keeps a busy entry (used now) puts it after the youngest, used earlier.
+
+    Kept before it, the busy entry (used now) hid the youngest from the expiry, which stops at
+    the first entry used within the ttl: the youngest, unused for the ttl, stayed kept (and
+    counted) until the busy entry expired in its turn, a ttl later.
+    """
+    evicted: list[str] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        1,
+        is_idle=lambda item: not item.busy,
+        on_evict=lambda key, _item: evicted.append(key),
+        ttl=10.0,
+        clock=clock,
+    )
+    add(s, "busy").busy = True
+    add(s, "idle")  # past the cap, but the busy entry stays
+    clock.advance(4.0)
+    assert s.trim() == 0  # the busy entry is in use now: used 4 s after "idle"
+    clock.advance(6.0)  # "idle": 10 s unused; "busy": 6 s
+    assert s.unexpired(lambda item: not item.busy) == 1
+    assert s.expire() == 1
+    assert evicted == ["idle"]
+    assert [key for key, _ in s.items()] == ["busy"]
