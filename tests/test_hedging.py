@@ -228,7 +228,13 @@ async def test_a_delay_function_is_asked_before_each_hedge(clock: FakeClock) -> 
 
 @pytest.mark.parametrize(
     ("returned", "error", "message"),
-    [("soon", TypeError, "delay returned 'soon'"), (-1.0, ValueError, "delay returned -1.0")],
+    [
+        ("soon", TypeError, "delay returned 'soon'"),
+        (-1.0, ValueError, "delay returned -1.0"),
+        pytest.param(
+            10**400, ValueError, "delay returned .*; seconds must be finite", id="no-float-holds-it"
+        ),
+    ],
 )
 async def test_a_delay_function_that_returns_no_seconds_fails_the_execution(
     returned: object, error: type[Exception], message: str
@@ -239,6 +245,20 @@ async def test_a_delay_function_that_returns_no_seconds_fails_the_execution(
     with pytest.raises(error, match=message):
         await h.call(dependency)
     assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert h.get_stats()["failed"] == 1
+
+
+async def test_a_hedge_delay_its_clock_cannot_sleep_fails_the_execution_and_starts_no_hedge() -> None:
+    """The clock's refusal to sleep the delay (past the largest time it holds) is raised, never a hedge at once."""
+    clock = FakeClock(1e308)
+    dependency = Dependency(HANG, "hedged")
+    h = hedging(clock, delay=lambda: 1e308, max_attempts=3)
+    with pytest.raises(ValueError, match=r"FakeClock\.sleep"):
+        await h.call(dependency)
+    assert len(dependency.calls) == 1  # the original only: no hedge started in place of the delay
+    assert dependency.cancelled == [0]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert h.get_stats()["hedges"] == 0
     assert h.get_stats()["failed"] == 1
 
 

@@ -42,7 +42,9 @@ starts, waits, cancels and awaits. The race, in order:
    it, if one could still start). A hedge delay that would end at or past the deadline
    ends hedging by delay for the rest of the race (a hedge by failure may still start before
    the deadline) and is not a denial: that hedge never came due, and an execution whose
-   original answers in time would otherwise count one on every call.
+   original answers in time would otherwise count one on every call. A delay the step's clock
+   refuses to sleep (its ``sleep`` raises: a fake clock's time past the largest float) ends the
+   race with that error, as a delay the hedge refuses does: no hedge starts as if it had passed.
 3. Each attempt runs in a task of its own: :meth:`Hedge.enter` (in the task, so a telemetry
    scope it opens is current there), the rest of the chain in the attempt's context,
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
@@ -609,6 +611,16 @@ class _Race:
             finally:
                 await _cancel_all({timer})
             done.discard(timer)
+            if not done and not timer.cancelled() and (refused_sleep := timer.exception()) is not None:
+                # The timer alone ended, and the clock could not sleep the delay (a fake clock's
+                # time past the largest float): its error ends the race, as a delay function's
+                # does; no hedge starts in place of the delay, as if it had passed. (An attempt
+                # that ended meanwhile is seen first, below: the next wait asks the clock again.)
+                del done, timer
+                try:
+                    raise refused_sleep
+                finally:
+                    del refused_sleep  # its traceback holds this frame: not bound here (a cycle)
         if (stopped := self.stopped) is not None:  # its task ended cancelled, and holds it
             # Raised before a task is bound here: the tasks go on in :attr:`tasks`, for the race's end.
             self.stopped = None

@@ -25,7 +25,8 @@ MAX_SAMPLES: Final = 10_000
 
 
 _LARGEST: Final = sys.float_info.max
-"""The longest latency kept: an infinite one, or an ``int`` no float holds, is ignored."""
+"""The longest latency kept, and delay a delay function may return (``HedgingConfig.delay``): an
+infinite one, or an ``int`` no float holds, is ignored (a latency) or refused (a delay)."""
 
 
 @runtime_checkable
@@ -146,12 +147,14 @@ class PercentileDelay:
         """Record one accepted result's latency, in seconds (a NaN, negative, infinite or bool is ignored).
 
         So is what is no number of seconds as a delay function returns one (an ``int`` or a
-        ``float``: not ``None``, a string, a ``Decimal`` or a ``Fraction``), and an ``int`` too
+        ``float``, a subclass's too, such as numpy's ``float64``: not ``None``, a string, a
+        ``Decimal`` or a ``Fraction``), and an ``int`` too
         large for a float: ``observe`` never raises (:class:`LatencyObserver`), and the delay
         is always one the hedging takes.
         """
         if (
-            type(seconds) is float or (isinstance(seconds, int) and type(seconds) is not bool)
+            type(seconds) is float  # the common case first: nothing more asked of a plain float
+            or (isinstance(seconds, (int, float)) and type(seconds) is not bool)  # a subclass too
         ) and 0 <= seconds <= _LARGEST:
             with self._lock:
                 latencies = self._latencies

@@ -10,7 +10,6 @@ attempts. Nothing here awaits, sleeps or starts a task.
 from __future__ import annotations
 
 import inspect
-import math
 from datetime import timedelta
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict, cast
@@ -38,7 +37,7 @@ from otel_resilience.patterns.hedging.config import (
     refund_hedge,
     withdraw_hedge,
 )
-from otel_resilience.patterns.hedging.latency import LatencyObserver
+from otel_resilience.patterns.hedging.latency import _LARGEST, LatencyObserver
 
 _SUCCESS: Final = Outcome.SUCCESS
 _FAILURE: Final = Outcome.FAILURE
@@ -136,7 +135,7 @@ class _HedgingCore:
             value = value.total_seconds()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong_return(f"hedging {self.name!r}: delay", value, "it must return seconds")
-        if not (value >= 0 and math.isfinite(value)):
+        if not 0 <= value <= _LARGEST:  # not NaN, infinity, nor an int no float holds
             rule = "seconds must be finite and >= 0"
             raise wrong_return(f"hedging {self.name!r}: delay", value, rule, kind=ValueError)
         return float(value)
