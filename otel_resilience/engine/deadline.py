@@ -781,10 +781,14 @@ class AsyncDeadline(TimerEntry):
             OperationTimeoutError: As :meth:`leave`.
             DeadlineIgnored: As :meth:`leave`.
         """
+        self._arm_held_scopes()  # in a frame of its own: this one, in the traceback of what leave raises,
+        self.leave(exc_type)  # holds no task (its error, which the task holds, would hold it: a cycle)
+
+    def _arm_held_scopes(self) -> None:
+        """Arm the scopes of this scope's task held under it (:meth:`leave_failed`)."""
         task, timer = self._task, self._timer
         if task is not None and timer is not None and task in timer.held:
             _arm_held(task)
-        self.leave(exc_type)
 
     def _ignored(self) -> None:
         """The block caught this scope's cancellation and returned, or raised an error of its own.
