@@ -214,6 +214,7 @@ class DemoSystem:
         customize: What the demo adds to a configuration file's policy (scaled to the time scale,
             the cached fallback, the rollout breaker, the chaos links): ``customize(name, config)``.
         dependencies: The simulated dependencies, by name.
+        tenant_calls: The ``tenants`` calls made, by tenant.
         tenant_rejections: The ``tenants`` calls rejected (by its quota, or a breaker or a
             bulkhead of a ``--config`` file's), by tenant.
         tenant_failures: The ``tenants`` calls that raised another error, by tenant.
@@ -274,6 +275,7 @@ class DemoSystem:
         # Named policies (every pattern exports from t = 0): a watched file reloads them live.
         self.handles = {name: self.manager.policy(name, config) for name, config in self.configs.items()}
         self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
+        self.tenant_calls: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self.tenant_failures: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -347,6 +349,7 @@ class DemoSystem:
             async for _ in ticks:
                 tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
                 number += 1
+                self.tenant_calls[tenant] += 1
                 try:
                     await self.tenants.for_key(tenant).execute(_tenant_call)
                 except ExecutionRejectedError:  # its quota, or a breaker, a bulkhead a --config file gave it
@@ -471,12 +474,13 @@ class DemoSystem:
         return counts
 
     def tenant_stats(self) -> dict[str, Any]:
-        """Return the ``tenants`` quota (per production second), keys, rejections and failures by tenant."""
+        """Return the ``tenants`` quota (per production second), keys, and calls, rejections, failures."""
         limiter = self.tenants.for_key(TENANT_CYCLE[0]).rate_limiter
         rate = None if limiter is None else float(limiter.config.rate) * self._scale
         return {
             "rate": rate,
             "keys": self.tenants.keys,
+            "calls": dict(self.tenant_calls),
             "rejections": dict(self.tenant_rejections),
             "failures": dict(self.tenant_failures),
         }

@@ -131,6 +131,7 @@ def _tenant_rejections_after_a_stall(
     load = SimpleNamespace(
         _scale=1.0,
         tenants=handle,
+        tenant_calls=dict.fromkeys(TENANT_CYCLE, 0),
         tenant_rejections=dict.fromkeys(TENANT_CYCLE, 0),
         tenant_failures=dict.fromkeys(TENANT_CYCLE, 0),
     )
