@@ -41,7 +41,9 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
+from otel_resilience.engine.store import HELD_LOOKS
 from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS, PolicyStatsDict
+from otel_resilience.manager.keyed import KeyState
 from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import FakeClock
 
@@ -408,6 +410,36 @@ def test_an_open_breaker_keeps_its_key_until_its_open_period_ends(
     assert len([key for key in ("down", "third") if policy._keys.get(key) is None]) == 1  # one of them
     assert policy.get_stats()["evicted_keys"] == 2
     assert policy.get_stats()["circuit_breaker"]["total_failures"] == 3
+
+
+def test_a_new_key_looks_at_a_bounded_number_of_keys_whose_breaker_is_open(
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage that opens the breakers of many keys does not make each new key scan them all.
+
+    Each new key asked every key with an OPEN breaker whether it was idle, under the lock every
+    call through the policy takes: with 1 200 of them, 7 ms a new key instead of 0.1 ms.
+    """
+    looks = 0
+    retire_if_idle = KeyState.retire_if_idle
+
+    def counted(state: KeyState) -> bool:
+        nonlocal looks
+        looks += 1
+        return retire_if_idle(state)
+
+    monkeypatch.setattr(KeyState, "retire_if_idle", counted)
+    policy = manager.policy("outage", BREAKER, max_keys=10)
+    down = 300
+    for index in range(down):
+        fail_twice(policy.for_key(f"down-{index}"))
+    looks = 0
+    added = 100
+    for index in range(added):
+        policy.for_key(f"up-{index}").execute_sync(lambda: None)
+    assert looks <= added * (HELD_LOOKS + 3)  # before: 30 000 looks
+    assert policy.keys <= down + 10 + down // HELD_LOOKS + 2
+    assert policy.get_stats()["executions"]["total"] == 2 * down + added
 
 
 async def test_a_key_with_a_call_running_is_never_evicted(manager: ResilienceManager) -> None:

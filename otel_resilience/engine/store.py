@@ -39,10 +39,12 @@ through :func:`weak_callback`, which does not keep the owner alive (a cycle, own
 owner, is freed only by the cyclic garbage collector: until it runs, the owner's instances stay
 registered by name, and a process that freezes the collector never frees them).
 
-Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
-the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
-busy; a use past the capacity looks at one entry (O(1)); the expiry looks at entries oldest
-first and stops at the first one used within ``ttl`` (amortised O(1) too). An add whose
+Each eviction looks at each entry at most once, and moves a busy entry to the young end,
+``HELD_LOOKS + 1`` busy entries at most (past them it stops: the idle entries behind them go at
+a later eviction, so a store whose ``b`` busy entries come first keeps some ``b / HELD_LOOKS``
+idle entries past its capacity meanwhile), so the cost of adding is amortised O(1) however
+many entries are busy; a use past the capacity looks at one entry (O(1)); the expiry looks at
+entries oldest first and stops at the first one used within ``ttl`` (amortised O(1) too). An add whose
 ``create`` raises still hands over what its expiry evicted. Lookups (:meth:`BoundedStore.get`)
 take no lock.
 """
@@ -379,6 +381,9 @@ class BoundedStore(Generic[K, V]):
     def trim(self) -> int:
         """Evict idle entries while the store holds more than its capacity.
 
+        As an add does, it moves ``HELD_LOOKS + 1`` busy entries along at most: the idle entries
+        behind more of them go at a later add, use or trim.
+
         Returns:
             How many entries were evicted.
         """
@@ -456,7 +461,10 @@ class BoundedStore(Generic[K, V]):
         them is evicted (asked ``is_idle`` again first), as an idle entry holding none is. So
         they go only after the others, and only while more than ``capacity`` of them are kept
         (the newest entry, never evicted, aside), :data:`HELD_LOOKS` at most: one eviction
-        sets aside no more (it stays O(1) amortised when every entry holds state).
+        sets aside no more (it stays O(1) amortised when every entry holds state). Busy entries
+        are moved to the young end, ``HELD_LOOKS + 1`` at most: past them the eviction stops, and
+        the idle entries behind them go at a later one (each moves that many busy ones along),
+        so an add costs O(1) however many entries are busy.
 
         Args:
             added: The youngest entry was just added (used now): the entries kept go before it.
@@ -471,6 +479,7 @@ class BoundedStore(Generic[K, V]):
         holds = self._holds_state
         holding: deque[tuple[K, V]] = deque()
         limit = self._held_limit()
+        busy = 0
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
         before = newest if added or self._ttl is None else None  # where the kept entries go
         for _ in range(len(entries) - 1):
@@ -479,6 +488,9 @@ class BoundedStore(Generic[K, V]):
                 break
             if not self._is_idle(value):
                 self._keep_locked(key, before)
+                busy += 1
+                if busy > HELD_LOOKS:  # the idle entries behind them go at a later eviction
+                    break
                 continue
             if holds is not None and holds(value):
                 holding.append((key, value))
