@@ -1227,6 +1227,31 @@ def test_a_breaker_a_reload_replaced_refuses_to_be_set(manager: ResilienceManage
     assert policy.execute_sync(lambda: "runs") == "runs"
 
 
+@pytest.mark.parametrize("change", ["renamed", "dropped"])
+def test_an_isolation_of_a_breaker_a_reload_replaced_isolates_nothing(
+    manager: ResilienceManager, change: str
+) -> None:
+    """ISOLATE on a breaker a reload renamed or dropped (a resolver's kept breaker, or a call's own
+    in flight at the reload) opens nothing: ``False``, a failed isolation, and the breaker reads
+    as it last was, never moving again."""
+    policy = manager.policy(f"isolated-{change}", BREAKER)
+    keyed, unkeyed = policy.for_key("eu-1").circuit_breaker, policy.circuit_breaker
+    assert keyed is not None
+    assert unkeyed is not None
+    changes: list[object] = []
+    keyed.on_state_change(changes.append)
+    unkeyed.on_state_change(changes.append)
+    if change == "renamed":
+        manager.reconfigure(policy.name, dataclasses.replace(BREAKER, circuit_breaker_name="renamed"))
+    else:
+        manager.reconfigure(policy.name, ResilienceConfig())
+    for kept in (keyed, unkeyed):
+        assert kept.force_open(5.0, reason="isolated") is False
+        assert kept.state is CircuitState.CLOSED
+        assert kept.get_stats()["times_opened"] == 0
+    assert changes == []
+
+
 def test_a_breaker_a_reload_kept_stays_the_one_in_use(manager: ResilienceManager) -> None:
     """A reload that keeps the breaker (its name, a new threshold) reconfigures it in place: a
     caller's breaker is still the one the calls use."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import itertools
@@ -1424,6 +1425,31 @@ async def test_isolate_whose_resolver_raises_fails_and_reraises_the_original(
     assert caught.value is flaky.raised[0]
     assert "could not isolate breaker 'db'" in caplog.text
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
+async def test_isolate_of_a_breaker_a_reload_replaced_is_a_failed_recovery(
+    driver: str, clock: FakeClock
+) -> None:
+    """A resolver that returns a policy's breaker a reload since dropped isolates nothing (no call
+    asks that breaker): a failed attempt, the breaker left as it was, the one in use still CLOSED."""
+    manager = ResilienceManager(clock=clock)
+    name = unique("replaced")
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=100), name=name)
+    kept = manager.policy(name, config).circuit_breaker
+    assert kept is not None
+    handle = manager.reconfigure(name, dataclasses.replace(config, circuit_breaker_name=unique("renamed")))
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker="db")
+    )
+    link = system.as_strategy("policy", breakers=lambda _name: kept)
+    pipeline = PipelineBuilder("policy", clock=clock).add(link).build()
+    with pytest.raises(ConnectionError):
+        await run_pipeline(pipeline, driver, Flaky(1))
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert kept.state is CircuitState.CLOSED
+    assert handle.circuit_breaker is not None
+    assert handle.circuit_breaker.state is CircuitState.CLOSED
 
 
 class AsyncForceOpen:

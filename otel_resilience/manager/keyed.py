@@ -42,6 +42,7 @@ from otel_resilience.manager.stages import StageInputs, compose, extra_links
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.chaos.rules import SharedDraws
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from otel_resilience.patterns.circuit_breaker.facade import NotInUseError
 from otel_resilience.patterns.fallback import FallbackStrategy
 from otel_resilience.patterns.rate_limiter import RateLimiter
 
@@ -537,8 +538,8 @@ def _holding(
     gone (its manager dropped) is set as a breaker of no one.
 
     Raises:
-        RuntimeError: The key was evicted (idle past ``max_keys``, or unused for ``idle_ttl``),
-            or a reload replaced the breaker.
+        NotInUseError: (a ``RuntimeError``) The key was evicted (idle past ``max_keys``, or unused
+            for ``idle_ttl``), or a reload replaced the breaker.
     """
     state = held()
     while state is not None and not state.enter():
@@ -564,7 +565,7 @@ def _holding(
         f"circuit breaker {breaker.name!r} {subject} is no longer in use: {why}, and its calls use another; "
         f"take the one in use again: {where}.circuit_breaker"
     )
-    raise RuntimeError(msg)
+    raise NotInUseError(msg)
 
 
 def _breaker(state: KeyState, spec: Spec) -> CircuitBreaker | None:

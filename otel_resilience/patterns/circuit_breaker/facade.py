@@ -41,6 +41,14 @@ _HOLDERS: Final[
 slot of every one (a standalone breaker has none, and keeps its bytes)."""
 
 
+class NotInUseError(RuntimeError):
+    """What an owned breaker's hold raises once its owner no longer uses it (:meth:`CircuitBreaker._hold_by`).
+
+    An operator's action gets it as a ``RuntimeError``; an isolation is refused by it (nothing
+    isolated: :meth:`CircuitBreaker.force_open` returns ``False``).
+    """
+
+
 class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     """A named circuit breaker, usable alone or as a link of a pipeline.
 
@@ -96,8 +104,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         the breaker itself (:meth:`call`, :meth:`call_sync`, :meth:`protect`, :meth:`guard`) run
         within it too, from their start to their end: the breaker becomes a
         :class:`_HeldCircuitBreaker`, so that a standalone breaker's calls pay nothing for it.
-        The owner's own calls (its pipelines' links) never look at it, nor does an isolation
-        (recovery's, within a call of the owner).
+        The owner's own calls (its pipelines' links) never look at it. An isolation (recovery's)
+        runs within it too: its refusal (:class:`NotInUseError`) is a failed isolation, as a
+        breaker no call asks isolates nothing.
         """
         _HOLDERS[self] = holder
         if type(self) is CircuitBreaker:
@@ -206,7 +215,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
         Returns:
             Whether the breaker is OPEN now: ``False`` only for an isolation that a breaker
-            :meth:`disable` or :meth:`metrics_only` switched refused (the ISOLATE failed).
+            :meth:`disable` or :meth:`metrics_only` switched refused, or one of a named
+            policy's breaker no longer in use (the ISOLATE failed: it left the breaker as it is).
 
         Raises:
             TypeError: ``duration`` is not a number or ``timedelta``.
@@ -219,9 +229,18 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
         if reason not in _FORCE_REASONS:
             raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
-        # An isolation runs within a call of the breaker's owner: the owner's hold is an operator's.
-        with self._held() if reason == "forced" else nullcontext():
+        if reason == "forced":
+            with self._held():
+                return self._core.force_open(seconds, reason)
+        try:
+            hold = self._held()
+            hold.__enter__()
+        except NotInUseError:  # a breaker no call asks: opening it would isolate nothing
+            return False
+        try:
             return self._core.force_open(seconds, reason)
+        finally:
+            hold.__exit__(None, None, None)
 
     def reset(self) -> None:
         """Close the breaker now and clear the counts of the current period (totals are kept).
