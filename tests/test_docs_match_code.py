@@ -17,7 +17,7 @@ import pytest
 import otel_resilience
 from otel_resilience.config.fields import SECTIONS
 from otel_resilience.integrations import aiohttp, fastapi, http, httpx, requests
-from otel_resilience.integrations.fastapi import BULKHEAD_RETRY_AFTER
+from otel_resilience.integrations.fastapi import BULKHEAD_RETRY_AFTER, MAX_RETRY_AFTER
 from otel_resilience.manager import STAGES
 from otel_resilience.ops.alert_rules import RuleOptions
 from otel_resilience.telemetry import semconv
@@ -74,8 +74,9 @@ def test_readme_install_section_names_every_extra() -> None:
 def test_readme_states_the_retry_after_of_each_refusal() -> None:
     """The README gives each refusal's Retry-After as add_exception_handlers sends it.
 
-    A breaker's and a rate limiter's come from the error; a full bulkhead, which cannot know when
-    a slot frees, always says BULKHEAD_RETRY_AFTER seconds, and a breaker forced open says none.
+    A breaker's and a rate limiter's come from the error, capped at MAX_RETRY_AFTER (a limiter's
+    wait may be far longer); a full bulkhead, which cannot know when a slot frees, always says
+    BULKHEAD_RETRY_AFTER seconds, and a breaker forced open says none.
     """
     text = " ".join(README.split())
     found = re.search(r"add_exception_handlers\(app\)` turns (.*?) into 504", text)
@@ -83,6 +84,23 @@ def test_readme_states_the_retry_after_of_each_refusal() -> None:
     stated = found.group(1)
     assert f"{BULKHEAD_RETRY_AFTER} s for a full bulkhead" in stated, stated
     assert "none for a breaker forced open" in stated, stated
+    assert f"at most `MAX_RETRY_AFTER` ({MAX_RETRY_AFTER} s" in stated, stated
+
+
+def test_readme_names_the_resend_count_hook_of_each_httpx_driver() -> None:
+    """Where the README wires the httpx instrumentation, it names the hook of each driver.
+
+    The async transport awaits its request hook: the sync hook there fails every send, and the
+    instrumentor passes an async client only an ``async_request_hook`` that is a coroutine function.
+    """
+    hooks = [name for name in http.__all__ if name.endswith("resend_count_hook")]
+    assert len(hooks) == 2, hooks
+    text = " ".join(README.split())
+    found = re.search(
+        r"with the OpenTelemetry httpx instrumentation, (.*?)`instrument_client\(client\)`", text
+    )
+    assert found is not None
+    assert sorted(hook for hook in hooks if f"integrations.http.{hook}`" not in found.group(1)) == []
 
 
 def test_readme_names_every_field_a_configuration_file_refuses() -> None:

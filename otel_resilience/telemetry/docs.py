@@ -133,7 +133,8 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   count (a hop's first attempt runs in its execution span, which carries none). When the HTTP
   client span is opened *inside* the protected call (the httpx instrumentation on the transport
   that `ResilientTransport` wraps), each send gets its own HTTP span, under our attempt span,
-  and `integrations.http.resend_count_hook` puts the count on it: the request extension
+  and `integrations.http.resend_count_hook` (`async_resend_count_hook` for an `AsyncClient`, whose
+  instrumentation awaits its hook) puts the count on it: the request extension
   `otel_resilience.resend_count`, which a redirect's next hop copies and an `auth=` flow keeps
   on the request it sends again, so the count runs on over both.
 * When the caller's span context is valid but not sampled, no span is created at all (the
