@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn
@@ -316,13 +317,26 @@ def freed_on_a_closed_loop(
         else:
             loop.run_until_complete(until(ready))
         loop.close()  # its task never runs again
-        freed = weakref.ref(task)
+        freed, closed = weakref.ref(task), weakref.ref(loop)
         del task, loop
         engine_timer._drop_closed()  # the closed loop's timer lets go of it: the task is garbage
         collect_inside(lock, what, around)
         assert freed() is None
+        if closed() is not None:  # kept by what the call opened on it (a store's client)
+            return
+        # What the call opened on the loop is freed with the loop, here: a loop closed with its
+        # calls pending never closed it, which is the point of the test, and its transport's
+        # warning must not reach whichever test the next collection runs in.
+        collect_quietly()
     finally:
         gc.enable()
+
+
+def collect_quietly() -> None:
+    """Collect, ignoring the ``ResourceWarning`` of what a loop closed with its calls pending left open."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
