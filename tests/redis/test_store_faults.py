@@ -287,7 +287,12 @@ def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
             assert _messages(caplog, UNREACHABLE) == 1
             assert _messages(caplog, BACK) == 0
             control.config_set("maxmemory", "0")
-            wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
+            # The store is marked back before it logs so: wait for both.
+            wait_for(
+                lambda: not store.degraded and _messages(caplog, BACK) > 0,
+                8.0,
+                "the store back once Redis takes writes",
+            )
         assert store.outages == 1
         assert _messages(caplog, BACK) == 1
     finally:
@@ -413,7 +418,12 @@ def test_an_outage_a_permit_meets_during_the_stores_round_is_not_ended_by_that_r
             assert store.degraded
             assert (store.outages, _messages(caplog, UNREACHABLE), _messages(caplog, BACK)) == (1, 1, 0)
             control.config_set("maxmemory", "0")
-            wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
+            # The store is marked back before it logs so: wait for both.
+            wait_for(
+                lambda: not store.degraded and _messages(caplog, BACK) > 0,
+                8.0,
+                "the store back once Redis takes writes",
+            )
         assert (store.outages, _messages(caplog, BACK)) == (1, 1)
     finally:
         store.close()
