@@ -58,6 +58,10 @@ REQUIRED_FOR: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+NUMBER_TYPES = ("int", "float", "int | None", "float | None")
+"""The declared types of the fields that hold a number."""
+
+
 def config_classes() -> list[type]:
     """Every public dataclass a user constructs (``Alert`` is made by the library), the HTTP options too."""
     found: list[type] = [HttpOptions]
@@ -245,3 +249,22 @@ def test_the_names_a_constructor_takes_for_an_enum_or_a_scope_are_its_values() -
         assert RetryPolicy(strategy=name, initial_delay=0.5, max_delay=2.0).strategy.value == name
     for name in get_args(JitterName):
         assert RetryPolicy(jitter=name).jitter.value == name
+
+
+@pytest.mark.parametrize(
+    "cls", [cls for cls in config_classes() if hasattr(cls, "__post_init__")], ids=lambda cls: cls.__name__
+)
+def test_dataclasses_replace_validates_as_the_constructor_does(cls: type) -> None:
+    """``dataclasses.replace`` runs the class's checks: a number field given a string is refused, named."""
+    valid = cls(**REQUIRED.get(cls.__name__, {}))
+    assert dataclasses.replace(valid) == valid
+    numbers = [field.name for field in dataclasses.fields(cls) if field.init and field.type in NUMBER_TYPES]
+    for name in numbers:
+        with pytest.raises(TypeError, match=rf"^{cls.__name__}\.{name} "):
+            dataclasses.replace(valid, **{name: "1"})
+
+
+def test_dataclasses_replace_refuses_a_retry_policy_of_no_attempts() -> None:
+    """``replace(policy, max_attempts=-1)`` is refused as ``RetryPolicy(max_attempts=-1)`` is."""
+    with pytest.raises(ValueError, match=r"^RetryPolicy\.max_attempts must be >= 1, got -1$"):
+        dataclasses.replace(RetryPolicy(), max_attempts=-1)

@@ -3,7 +3,8 @@
 A function that does not fit the driver (a plain function given to the async API, a coroutine
 function given to the sync API, an async generator function to either) is a programming error,
 signalled by :class:`WrongDriver`; a user hook called by the sync driver that returns an
-awaitable is refused with ``TypeError`` (:func:`refuse_awaitable`).
+awaitable is refused with ``TypeError`` (:func:`refuse_awaitable`). For type checkers, a sync API
+given a coroutine function returns :data:`SyncCallOfCoroutineFunction`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
-from typing import Any, Final, cast
+from typing import Any, Final, TypeAlias, cast
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import discard, fail
@@ -24,6 +25,8 @@ __all__ = [
     "NEVER_RUN",
     "NOT_SYNC",
     "Replay",
+    "SyncCallOfCoroutineFunction",
+    "UseTheAsyncVariant",
     "WrongDriver",
     "async_generator_refused",
     "awaitable_in_sync",
@@ -38,6 +41,24 @@ __all__ = [
     "refuse_awaitable",
     "refused",
 ]
+
+
+class UseTheAsyncVariant:
+    """Never made: the name type checkers show for what a sync API given a coroutine function returns.
+
+    See :data:`SyncCallOfCoroutineFunction`.
+    """
+
+
+SyncCallOfCoroutineFunction: TypeAlias = "Coroutine[UseTheAsyncVariant, None, SyncCallOfCoroutineFunction]"
+"""What a sync API (a ``_sync`` verb, ``retry_sync``, a pipeline's ``execute_sync``) given a coroutine
+function returns, for type checkers: the call raises ``TypeError`` (the sync driver cannot await
+the function's coroutine), so the overload each of them declares for a coroutine function returns
+this instead of the coroutine. A ``Coroutine`` whose awaited value is one again: left unused,
+or awaited and left unused, it is an error for mypy (``unused-coroutine``), and so is its use as
+a value of the function's result type. A function typed as returning ``NoReturn`` (one that
+always raises) matches the overload before it, which keeps its type.
+"""
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _FUTURES: Final = frozenset((asyncio.Future, asyncio.Task))

@@ -18,9 +18,9 @@ import abc
 import textwrap
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NoReturn, ParamSpec, TypeVar, cast, overload
 
-from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource, key_attribute
 from otel_resilience.engine.naming import callable_name
@@ -291,8 +291,26 @@ class Pattern(abc.ABC, Generic[C, L]):
             raise self._not_callable("run", fn)
         return (self._standalone or self._pipeline).execute_packed(fn, args, kwargs)
 
+    @overload
+    def run_sync(
+        self: Pattern[Any, Any], fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs
+    ) -> NoReturn: ...
+    @overload
+    def run_sync(
+        self: Pattern[Any, Any],
+        fn: Callable[P, Coroutine[Any, Any, Any]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> SyncCallOfCoroutineFunction: ...
+    @overload
+    def run_sync(self: Pattern[Any, Any], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def run_sync(self: Pattern[Any, Any], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread through this instance's link.
+
+        For type checkers, a coroutine function's call returns
+        :data:`~otel_resilience.engine.calling.SyncCallOfCoroutineFunction` (it raises
+        ``TypeError``), a function that never returns keeps its ``NoReturn``.
 
         Raises:
             TypeError: ``fn`` is not callable (or is a coroutine function).

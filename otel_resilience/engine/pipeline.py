@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import itertools
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.calling import (
     NOT_SYNC,
     Replay,
+    SyncCallOfCoroutineFunction,
     WrongDriver,
     awaited,
     handled_error,
@@ -56,7 +57,7 @@ from otel_resilience.engine.step import TERMINAL, Step, set_up
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
 
     _Fn = Callable[..., Any]
     _Args = tuple[Any, ...]
@@ -356,8 +357,18 @@ class Pipeline:
         next(self.stats.tally[ctx.outcome])
         return result
 
+    @overload
+    def execute_sync(self, fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs) -> NoReturn: ...
+    @overload
+    def execute_sync(
+        self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncCallOfCoroutineFunction: ...
+    @overload
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through every strategy, in the calling thread.
+
+        Typed as :meth:`Pattern.run_sync <otel_resilience.engine.facade.Pattern.run_sync>` is.
 
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.

@@ -29,11 +29,22 @@ import itertools
 import threading
 import weakref
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    NamedTuple,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
-from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, key_attribute
 from otel_resilience.engine.forking import fork_safe
@@ -764,6 +775,23 @@ class ResilienceManager(NamedPolicies):
         pipeline = self._entry_for(config, policy_name(config, fn), fn).pipeline
         return await pipeline.execute_packed(fn, args, kwargs)
 
+    @overload
+    def execute_with_resilience_sync(
+        self, fn: Callable[P, NoReturn], config: ResilienceConfig, /, *args: P.args, **kwargs: P.kwargs
+    ) -> NoReturn: ...
+    @overload
+    def execute_with_resilience_sync(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, Any]],
+        config: ResilienceConfig,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> SyncCallOfCoroutineFunction: ...
+    @overload
+    def execute_with_resilience_sync(
+        self, fn: Callable[P, R], config: ResilienceConfig, /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
     def execute_with_resilience_sync(
         self,
         fn: Callable[P, R],
@@ -773,6 +801,8 @@ class ResilienceManager(NamedPolicies):
         **kwargs: P.kwargs,
     ) -> R:
         """Run ``fn(*args, **kwargs)`` in the calling thread under every pattern ``config`` names.
+
+        Typed as :meth:`Pattern.run_sync <otel_resilience.engine.facade.Pattern.run_sync>` is.
 
         Sync timeouts cannot pre-empt a thread: deadlines are enforced between attempts and when
         the call returns, and published through

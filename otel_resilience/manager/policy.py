@@ -25,11 +25,11 @@ import logging
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from datetime import timedelta
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, NoReturn, ParamSpec, TypeVar, overload
 
-from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.events import (
     Event,
     PolicyReloaded,
@@ -235,8 +235,18 @@ class _Runs(ABC):
         result: R = await run(self._enter_state(), fn, args, kwargs)
         return result
 
+    @overload
+    def execute_sync(self, fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs) -> NoReturn: ...
+    @overload
+    def execute_sync(
+        self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> SyncCallOfCoroutineFunction: ...
+    @overload
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` in this thread under the policy, in this object's state.
+
+        Typed as :meth:`Pattern.run_sync <otel_resilience.engine.facade.Pattern.run_sync>` is.
 
         Raises:
             TypeError: ``fn`` is not callable.

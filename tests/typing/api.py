@@ -7,12 +7,13 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 from __future__ import annotations
 
 import itertools
+import json
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from opentelemetry.metrics import Observation
 from starlette.applications import Starlette
@@ -81,6 +82,7 @@ from otel_resilience import (
     resilient,
     retry,
     retry_async,
+    retry_sync,
     subscribe,
     time_left,
 )
@@ -145,6 +147,7 @@ async def check_async_api() -> None:
     h: str = await retry_async(fetch, 6)
     retrying = Retry("typing", RetryPolicy())
     i: str = await retrying.execute(fetch, 7)
+    await retrying.execute(fetch, 7, verbose="yes")  # type: ignore[arg-type]
     manager = get_resilience_manager()
     j: str = await manager.execute_with_resilience(fetch, ResilienceConfig(), 8)
     await manager.execute_with_resilience(fetch, ResilienceConfig(), "8")  # type: ignore[arg-type]
@@ -891,3 +894,43 @@ async def check_build_pipeline() -> None:
     assert_type(await pipeline.execute(fetch, 1), str)
     assert_type(pipeline.execute_sync(fetch_sync, 1), str)
     build_pipeline("typing-pipeline", ResilienceConfig())  # type: ignore[call-arg]
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)
+
+
+def always_fails() -> NoReturn:
+    raise ConnectionError
+
+
+async def check_sync_verbs_refuse_coroutine_functions() -> None:
+    """A sync verb given a coroutine function raises ``TypeError``: using or awaiting its result is an error."""
+    handle = get_resilience_manager().policy("typing-sync-verbs", ResilienceConfig())
+    pipeline = build_pipeline(
+        "typing-sync-verbs", ResilienceConfig(), breaker=None, bulkhead=None, recovery=None
+    )
+    fallback = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="x"))
+    breaker = CircuitBreaker("typing")
+    breaker.call_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await breaker.call_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await CircuitBreaker.call_sync(breaker, fetch, 1)  # type: ignore[unused-coroutine]
+    await Bulkhead("typing").execute_sync(fetch, 1, verbose=True)  # type: ignore[unused-coroutine]
+    a: str = await Retry("typing").execute_sync(fetch, 1)  # type: ignore[assignment]
+    await RateLimiter("typing", RateLimiterConfig(rate=1.0)).call_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await Chaos("typing").call_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await TimeoutHandler(timeout=1.0).with_timeout_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await fallback.execute_with_fallback_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await ErrorRecoverySystem().execute_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    b: str = await handle.execute_sync(fetch, 1)  # type: ignore[assignment]
+    await handle.for_key("k").execute_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    await get_resilience_manager().execute_with_resilience_sync(fetch, ResilienceConfig(), 1)  # type: ignore[unused-coroutine]
+    await pipeline.execute_sync(fetch, 1)  # type: ignore[unused-coroutine]
+    c: str = await retry_sync(fetch, 1, policy=RetryPolicy())  # type: ignore[assignment]
+    await retry_sync(Fetcher(), 1)  # type: ignore[unused-coroutine]
+    assert_type(breaker.call_sync(load_json, "1"), Any)
+    assert_type(handle.execute_sync(identity, 1), int)
+    assert_type(retry_sync(load_json, "1"), Any)
+    assert_type(pipeline.execute_sync(build, bytes), bytes)
+    print(a, b, c)
+    breaker.call_sync(always_fails)  # last: it never returns, and is no coroutine function

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import BuiltinMethodType, FunctionType, MethodType, MethodWrapperType
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar, overload
 
-from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.events import StrategyTelemetry, key_attribute
@@ -154,6 +154,9 @@ async def retry_async(
     (``on_retry=lambda attempt, error: ...``) is the same hook at every call when it closes over
     no variable: one with a closure (``self.log`` in a method) gets a :class:`Retry` per call.
     ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
+    So type checkers check what ``fn`` returns, not the arguments it is given: a ``ParamSpec``
+    cannot type them beside keyword-only parameters of the function's own (PEP 612); a
+    :class:`Retry`'s :meth:`~Retry.execute` checks both.
 
     Args:
         fn: An async function (or any callable returning an awaitable).
@@ -176,6 +179,39 @@ async def retry_async(
     return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed(fn, args, kwargs)
 
 
+@overload
+def retry_sync(
+    fn: Callable[..., NoReturn],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> NoReturn: ...
+@overload
+def retry_sync(
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> SyncCallOfCoroutineFunction: ...
+@overload
+def retry_sync(
+    fn: Callable[..., R],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> R: ...
 def retry_sync(
     fn: Callable[..., R],
     /,
@@ -188,7 +224,8 @@ def retry_sync(
 ) -> R:
     """Return ``fn(*args, **kwargs)``, retried per ``policy``, in the calling thread.
 
-    The sync twin of :func:`retry_async`; ``on_retry`` must be a plain function.
+    The sync twin of :func:`retry_async`; ``on_retry`` must be a plain function. Typed as
+    :meth:`Pattern.run_sync <otel_resilience.engine.facade.Pattern.run_sync>` is.
 
     Args:
         fn: A plain function.
