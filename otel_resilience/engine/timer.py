@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
-__all__ = ["LoopTimer", "TimerEntry", "loop_timer"]
+__all__ = ["LoopTimer", "TimerEntry", "before_full_collection", "loop_timer"]
 
 _IDLE: Final = 0
 """An entry that is not (or no longer) in a timer."""
@@ -278,6 +279,21 @@ def _drop_closed() -> None:
             found[1].forget()  # by the one thread that took it out
 
 
+_CLOSED_LOOP_DROPS: list[Callable[[], None]] = []
+"""What else lets go of closed loops before a full collection (:func:`before_full_collection`)."""
+
+
+def before_full_collection(drop: Callable[[], None]) -> None:
+    """Run ``drop`` before every full collection, after the timers of closed loops are dropped.
+
+    For a table of the library's that holds what a closed loop's pending work opened (a store's
+    client of the loop), which holds the loop: ``drop`` lets go of them, and the collection then
+    frees the loop, as it does the timers' (:func:`_before_full_collection`). It runs in whichever
+    thread allocates, maybe one that holds the table's lock: it must neither block nor raise.
+    """
+    _CLOSED_LOOP_DROPS.append(drop)
+
+
 def _before_full_collection(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``: drop the timers of closed loops before a full collection, which then frees them.
 
@@ -285,9 +301,13 @@ def _before_full_collection(phase: str, info: dict[str, int]) -> None:
     no such loop (the later calls run in threads, or on loops whose timers were made before), a
     task holding a bulkhead slot was never freed, and the slot never given back. Only a full
     collection can free a loop that lived long enough to be old, so the younger ones ask nothing.
+    The other tables of closed loops' things are dropped then too (:func:`before_full_collection`).
     """
-    if phase == "start" and info["generation"] == _OLDEST and _TIMERS:
-        _drop_closed()
+    if phase == "start" and info["generation"] == _OLDEST:
+        if _TIMERS:
+            _drop_closed()
+        for drop in _CLOSED_LOOP_DROPS:
+            drop()
 
 
 _OLDEST: Final = 2

@@ -7,11 +7,18 @@ loop, weakly keyed by the loop. Each client's lifetime is an async generator: ``
 and ``asyncio.Runner`` finalise a loop's async generators when they shut it down, which closes
 its client on that loop, without any hook of ours in the user's code. :meth:`LoopClients.close`
 (the store closing) closes the client of each loop running in another thread on that loop.
+
+A loop closed with no such shutdown (``loop.close()`` with a permit still asked of Redis) never
+closes its client, and the client's connections hold the loop: its weak key never dies. Such a
+client is forgotten before every full collection (:func:`_drop_closed`), which then frees the
+loop, its tasks and the client, closing the client's sockets, with no other loop asking the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
 import threading
 import weakref
@@ -19,6 +26,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.timer import before_full_collection
 
 __all__ = ["LoopClients", "bounded"]
 
@@ -66,7 +74,7 @@ async def _bounded_310(awaitable: Awaitable[Any], seconds: float) -> Any:  # pra
 class LoopClients:
     """The async clients of one store, one per event loop (thread-safe)."""
 
-    __slots__ = ("_clients", "_factory", "_lock")
+    __slots__ = ("__weakref__", "_clients", "_factory", "_lock")
 
     def __init__(self, factory: Callable[[], Any] | None) -> None:
         self._factory = factory
@@ -74,6 +82,8 @@ class LoopClients:
         self._clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None]]
         ] = weakref.WeakKeyDictionary()
+        key = id(self)
+        _ALL[key] = weakref.ref(self, lambda _: _ALL.pop(key, None))
 
     async def client(self) -> Any:
         """Return the running loop's client, made now if it has none (loops that closed are forgotten).
@@ -90,29 +100,72 @@ class LoopClients:
         lifetime = _lifetime(self._factory())
         client = await lifetime.__anext__()
         with self._lock:
-            for gone in [old for old in self._clients if old.is_closed()]:
-                del self._clients[gone]
+            self._forget_closed_locked()
             self._clients[loop] = (client, lifetime)
         return client
+
+    def forget_closed(self) -> None:
+        """Forget the clients of closed loops, unless another thread holds the lock (never waits).
+
+        Called before a full collection (:func:`_drop_closed`), in whichever thread allocates:
+        maybe one that holds the lock, which then forgets them itself (:meth:`client`) or at the
+        next full collection.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                self._forget_closed_locked()
+            finally:
+                self._lock.release()
+
+    def _forget_closed_locked(self) -> None:
+        """Forget the clients of closed loops: a closed loop runs nothing again, nor closes its client."""
+        for gone in [old for old in self._clients if old.is_closed()]:
+            del self._clients[gone]
 
     def __len__(self) -> int:
         return len(self._clients)
 
     def close(self) -> None:
-        """Close the clients of the loops running in other threads, each on its loop.
+        """Close the clients of the loops running in other threads, each on its loop; end the others'.
 
         The client of the loop this is called from (a store closed from a coroutine) is kept
         until that loop shuts down, which closes it: closing it here would need a task that the
-        loop's shutdown may cancel before it ran, leaving its connections open.
+        loop's shutdown may cancel before it ran, leaving its connections open. The client of a
+        loop that runs nothing now (one that ``run_until_complete`` runs now and then, or a
+        closed one) cannot be closed on it: its connections are ended from here
+        (:func:`_shut_down`), or they stayed open, on the server too, until that loop ran again.
         """
         current = _running_loop()
         with self._lock:
             others = [(loop, held) for loop, held in self._clients.items() if loop is not current]
             for loop, _ in others:
                 del self._clients[loop]
-        for loop, (_, lifetime) in others:
+        for loop, (client, lifetime) in others:
             if loop.is_running() and not loop.is_closed():
                 asyncio.run_coroutine_threadsafe(_end(lifetime), loop)
+            else:
+                _shut_down(client)
+
+
+_ALL: dict[int, weakref.ref[LoopClients]] = {}
+"""Every store's :class:`LoopClients`, keyed by ``id`` beside a weak reference whose death callback
+removes the entry (as :data:`otel_resilience.engine.timer._TIMERS` is)."""
+
+
+def _drop_closed() -> None:
+    """Before a full collection: every store forgets the clients of closed loops (which then are freed).
+
+    The keys are copied to a list first (nothing the collector tracks is made meanwhile), and an
+    entry removed since is skipped.
+    """
+    for key in list(_ALL):
+        found = _ALL.get(key)
+        clients = found() if found is not None else None
+        if clients is not None:
+            clients.forget_closed()
+
+
+before_full_collection(_drop_closed)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -120,6 +173,23 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _shut_down(client: Any) -> None:
+    """Shut down the sockets of ``client``'s connections (from any thread: its loop runs nothing now).
+
+    The server ends each connection at once; the loop, if it runs again, finds them ended (as
+    the server had closed them) and the client's next operation, if any, connects again. Their
+    descriptors are closed with the connections (the loop's next run, or the collector).
+    """
+    pool = client.connection_pool
+    connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+    for connection in connections:
+        writer = getattr(connection, "_writer", None)
+        sock = writer.get_extra_info("socket") if writer is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # ended already
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:

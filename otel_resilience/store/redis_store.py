@@ -101,11 +101,14 @@ class RedisStore(SharedStore):
         errors: Redis operations that failed (each counted once).
         max_connections: The most connections of its client, and of each event loop's async
             client, open at once (callers beyond wait, within ``timeout``).
+        channel: The pub/sub channel of the namespace's transitions (``NAMESPACE:events``).
+        lease_ttl_ms: ``probe_lease_ttl`` in milliseconds; key_ttl_ms: ``key_ttl`` in milliseconds.
     """
 
     __slots__ = (
         "__weakref__",
         "_async_clients",
+        "_channel",
         "_client",
         "_closed",
         "_degraded",
@@ -115,6 +118,8 @@ class RedisStore(SharedStore):
         "_id",
         "_interval",
         "_key_prefix",
+        "_key_ttl_ms",
+        "_lease_ttl_ms",
         "_links",
         "_lock",
         "_max_connections",
@@ -135,9 +140,6 @@ class RedisStore(SharedStore):
         "_timeout",
         "_usage_errors",
         "_wake",
-        "channel",
-        "key_ttl_ms",
-        "lease_ttl_ms",
     )
 
     def __init__(
@@ -167,9 +169,9 @@ class RedisStore(SharedStore):
         self._max_connections = max_connections
         self._interval = flush_interval
         self._resync_every = resync_interval
-        self.lease_ttl_ms = round(probe_lease_ttl * 1000)
-        self.key_ttl_ms = round(key_ttl * 1000)
-        self.channel = f"{namespace}:events"
+        self._lease_ttl_ms = round(probe_lease_ttl * 1000)
+        self._key_ttl_ms = round(key_ttl * 1000)
+        self._channel = f"{namespace}:events"
         self._id = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
         self._lock = fork_safe(threading.Lock())
@@ -212,6 +214,13 @@ class RedisStore(SharedStore):
         "_max_connections",
         "The most connections of its client, and of each event loop's async client, open at once.",
     )
+    channel = ReadOnly[str](
+        "_channel", "The pub/sub channel of the namespace's transitions (``NAMESPACE:events``)."
+    )
+    lease_ttl_ms = ReadOnly[int](
+        "_lease_ttl_ms", "``probe_lease_ttl`` in milliseconds, as probe leases are set."
+    )
+    key_ttl_ms = ReadOnly[int]("_key_ttl_ms", "``key_ttl`` in milliseconds, as a breaker's keys expire.")
     degraded = ReadOnly[bool]("_degraded", "Whether Redis is unreachable now (local state only).")
     outages = ReadOnly[int]("_outages", "Times the store became unreachable.")
     errors = ReadOnly[int]("_errors", "Redis operations that failed (each counted once).")
@@ -392,6 +401,11 @@ class RedisStore(SharedStore):
         Each event loop gets its own ``redis.asyncio`` client, made on its first use and closed
         when the loop shuts down (:class:`~otel_resilience.store.loops.LoopClients`). The wait is
         bounded by ``timeout``, as in :meth:`_run_script`.
+
+        A coroutine closed while it waits (its loop closed with it pending, then freed by the
+        collector) closes quietly: redis-py, dropping a connection it was making, asks for the
+        running task, and there is none, so its ``RuntimeError`` took the place of the close
+        (``Exception ignored in`` the caller's coroutine, in whichever thread collected).
         """
         next(self._ops)
         try:
@@ -400,6 +414,9 @@ class RedisStore(SharedStore):
         except self._redis_errors as error:
             return error
         except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation
+            closing = _closing(error)
+            if closing is not None:
+                raise closing from None
             return self._closed_under(error)
 
     def _closed_under(self, error: Exception) -> Exception:
@@ -668,7 +685,7 @@ class RedisStore(SharedStore):
         while not self._closed.is_set():
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self.channel)  # connects: a socket close() shuts down, or none once closed
+                pubsub.subscribe(self._channel)  # connects: a socket close() shuts down, or none once closed
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
                 due, pinged = time.monotonic() + self._resync_every, False
@@ -789,6 +806,14 @@ class RedisStore(SharedStore):
     def __repr__(self) -> str:
         health = "closed" if self._closed.is_set() else "degraded" if self._degraded else "ok"
         return f"RedisStore(namespace={self._namespace!r}, {health}, ops={self.ops})"
+
+
+def _closing(error: BaseException) -> GeneratorExit | None:
+    """The ``GeneratorExit`` that ``error`` was raised while handling, if any (its coroutine is closing)."""
+    seen: BaseException | None = error.__context__
+    while seen is not None and not isinstance(seen, GeneratorExit):
+        seen = seen.__context__
+    return seen
 
 
 class _NoAnswerError(Exception):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -301,8 +303,47 @@ def test_an_asker_freed_after_its_loop_closed_never_blocks_on_the_rules_lock(pro
         until_sync(lambda: limiter.get_stats()["cancelled"] == 1)
         assert (rules._asking, limiter.get_stats()["waiting"]) == (0, 0)
     finally:
-        store.close()  # lets go of the closed loop's client, which that loop never closed:
-        collect_quietly()  # freed here, its transport's warning not left to a later test's collection
+        store.close()
+
+
+def test_a_loop_closed_with_a_permit_pending_is_freed_with_its_client(proxy: TcpFaultProxy) -> None:
+    """A loop closed while a permit is asked of Redis (``loop.close()``: no ``asyncio.run`` shutdown
+    to close the loop's client) is freed by the next full collection, the socket of its client's
+    connection closed with it, while the store stays open and no other loop asks it. Was: the
+    store's entry for the loop held the client, whose connection held the loop, so that neither was
+    ever freed (nor the socket closed) until another loop asked the store or the store closed."""
+    store = RedisStore.from_url(_via(proxy), namespace="rl-closed-loop", timeout=SLOW + 1.5)
+    try:
+        limiter = RateLimiter("closed-loop", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        proxy.set("delay", SLOW / 2)
+        sockets: list[object] = []
+
+        async def sent() -> None:
+            for _ in range(500):
+                for client, _ in store._async_clients._clients.values():
+                    for connection in client.connection_pool._in_use_connections:
+                        if connection._writer is not None:  # connected, its request on the way
+                            sockets.append(connection._writer.get_extra_info("socket"))
+                            return
+                await asyncio.sleep(0.01)
+            raise AssertionError("no connection made")
+
+        gc.disable()  # the collection below is the one that frees the loop
+        try:
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(limiter.call(_zero))
+            loop.run_until_complete(sent())
+            loop.close()  # the permit's task never runs again, and the loop's client is never closed
+            closed = weakref.ref(loop)
+            del task, loop
+            collect_quietly()  # its transport warns that the loop never closed it
+        finally:
+            gc.enable()
+        assert closed() is None
+        assert len(store._async_clients) == 0
+        assert sockets[0].fileno() == -1  # type: ignore[attr-defined]
+    finally:
+        store.close()
 
 
 async def test_an_async_guard_takes_a_cluster_permit_on_the_loop(redis_url: str) -> None:

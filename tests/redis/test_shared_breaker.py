@@ -334,6 +334,27 @@ def test_the_stores_documented_attributes_are_read_only() -> None:
         store.close()
 
 
+def test_the_stores_channel_and_ttls_are_read_only() -> None:
+    """The channel and the TTLs its scripts are given are read, never set (was: each could be assigned,
+    unchecked: ``store.lease_ttl_ms = 1`` gave leases that expired between two rounds while their probe
+    ran, under the 3 ``flush_interval`` ``from_url`` refuses; ``store.key_ttl_ms = 0`` had every
+    publication refused by Redis; ``store.channel = "x"`` left the subscriber on the old channel)."""
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", namespace="svc:ro", probe_lease_ttl=2.0, key_ttl=60.0
+    )
+    try:
+        given = {"channel": "other:events", "lease_ttl_ms": 1, "key_ttl_ms": 0}
+        for name, value in given.items():
+            with pytest.raises(AttributeError):
+                setattr(store, name, value)
+            with pytest.raises(AttributeError):
+                delattr(store, name)
+        kept = {name: getattr(store, name) for name in given}
+        assert kept == {"channel": "svc:ro:events", "lease_ttl_ms": 2000, "key_ttl_ms": 60_000}
+    finally:
+        store.close()
+
+
 def test_calls_that_succeed_cost_no_redis_operation(redis_url: str) -> None:
     """README: "a breaker costs 0 Redis operations per call while all is well"."""
     store = RedisStore.from_url(redis_url, namespace="costs")

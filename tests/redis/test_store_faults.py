@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_support import RedisServer, free_port
 from shared_workers import wait_for
+from support import collect_quietly
 from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import (
@@ -684,6 +685,38 @@ def test_close_wakes_the_subscriber_at_once_and_leaves_nothing_behind(
     others = [c for c in control.client_list() if c["name"] != "control" and c["cmd"] != "client|list"]
     assert others == []
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_close_ends_the_connections_of_a_loop_that_runs_nothing_now(
+    control: redis.Redis, redis_url: str
+) -> None:
+    """close() ends the connections of the client of a loop that is not running (nor closed): one that
+    ``run_until_complete`` runs now and then, from a thread of its own or the one closing the store.
+
+    Only the clients of running loops were closed (on their loops): the connection of an idle
+    loop's client stayed open, on the server too, until that loop next ran, which may be never
+    (close() says no connection of the store is left).
+    """
+    store = RedisStore.from_url(redis_url, namespace="idle-loop-close")
+    limiter = RateLimiter("idle", RateLimiterConfig(rate=100.0, store=store))
+    loop = asyncio.new_event_loop()
+
+    async def zero() -> int:
+        return 0
+
+    try:
+        assert loop.run_until_complete(limiter.call(zero)) == 0  # the loop's client, connected
+        assert len(store._async_clients) == 1
+        store.close()
+
+        def others() -> list[dict[str, Any]]:
+            return [c for c in control.client_list() if c["name"] != "control" and c["cmd"] != "client|list"]
+
+        wait_for(lambda: others() == [], 2.0, "every connection of the store ended")
+    finally:
+        store.close()
+        loop.close()
+        collect_quietly()  # the ended connection's descriptor: closed by the collector (a warning)
 
 
 def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
