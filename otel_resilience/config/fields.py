@@ -44,8 +44,9 @@ or a list), ``exception`` (one), ``choice`` (one of ``Field.choices``, to an enu
 ``Field.enum`` is set), ``section`` (a nested mapping), ``window`` (a mapping whose ``kind``
 picks the variant), ``budget`` (a name from ``retry_budgets``), ``rate`` (per second or
 ``"100/m"``), ``bool`` (``true`` or ``false``: a string such as ``"yes"`` is refused with how to
-write it); ``int``, ``number``, ``name`` (a string) and ``value`` (anything) are passed as they
-are, for the class to judge."""
+write it), ``int`` (a number with a zero fractional part, ``3.0``, is that int, as JSON Schema
+counts it; anything else is passed as it is); ``number``, ``name`` (a string) and ``value``
+(anything) are passed as they are, for the class to judge."""
 
 
 @dataclass(frozen=True, slots=True)

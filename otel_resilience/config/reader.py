@@ -16,7 +16,13 @@ from typing import Any, Final, cast
 
 from otel_resilience.config.errors import ConfigError, Path, render_path
 from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, Field, Section
-from otel_resilience.config.values import parse_duration, parse_rate, resolve_exception
+from otel_resilience.config.values import (
+    duration_at_least,
+    parse_duration,
+    parse_integer,
+    parse_rate,
+    resolve_exception,
+)
 from otel_resilience.engine.validation import describe
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.retry import RetryBudget
@@ -65,7 +71,8 @@ class _Reader:
         self._written: dict[Path, dict[str, str]] = {}
         """For each section read, the key the file wrote for each field (an alias or the name)."""
         self._converters: dict[str, Callable[[Field, object, Path], object]] = {
-            "duration": lambda _field, value, _path: parse_duration(value),
+            "duration": lambda field, value, _path: _duration(field, value),
+            "int": lambda _field, value, _path: parse_integer(value),
             "rate": lambda _field, value, _path: parse_rate(value),
             "exception": lambda _field, value, _path: resolve_exception(value),
             "choice": lambda field, value, _path: _choice(field, value),
@@ -184,7 +191,7 @@ class _Reader:
                 return None
             raise self.error(path, "must not be null: leave the key out for the default")
         convert = self._converters.get(field.kind)
-        if convert is None:  # int, number, name, value: the class judges them
+        if convert is None:  # number, name, value: the class judges them
             return value
         try:
             return convert(field, value, path)
@@ -227,6 +234,23 @@ class _Reader:
             return self._budgets[value]
         defined = ", ".join(map(repr, self._budgets)) or "none"
         raise ValueError(f"must name a budget of retry_budgets (defined: {defined}), got {describe(value)}")
+
+
+def _duration(field: Field, value: object) -> float:
+    """Return the seconds ``value`` says; a string below a field's own least value is refused here.
+
+    A field whose least value is its own (a retry budget's window), written with units, must match
+    the pattern the schema states (:func:`~otel_resilience.config.values.duration_at_least`: one
+    part alone reaches it), so that an editor and the loader refuse the same strings; a number, and
+    a string the pattern takes, are the class's to judge.
+    """
+    seconds = parse_duration(value)
+    if field.minimum and isinstance(value, str) and not re.search(duration_at_least(field.minimum), value):
+        raise ValueError(
+            f"must be a duration of at least {field.minimum:g} s, one of its parts at least that alone, "
+            f"got {value!r}"
+        )
+    return seconds
 
 
 def _choice(field: Field, value: object) -> object:

@@ -5,6 +5,9 @@ What ``otel-resilience check PATH`` prints::
     resilience.yaml: 3 policies, 1 retry budget (settings that differ from the defaults)
       retry budget shared: ratio=0.2 min_retries_per_second=1 window=60s
       ml_service: circuit_breaker(timeout=120s) retry_policy(initial_delay=2s budget=shared) timeout=60s
+
+Each value is shown as loaded, never rounded, in a form a file may write that reads back the same:
+durations in seconds, rates per second, minute or hour (``100/m``), exception classes by name.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import math
+from decimal import Decimal
 from typing import Any, Final
 
 from otel_resilience.config.fields import POLICY, RETRY_BUDGET, Field, Section
 from otel_resilience.config.loader import ConfigFile
+from otel_resilience.config.values import exception_name, parse_rate
 from otel_resilience.engine.validation import Derived, describe
 from otel_resilience.patterns.retry import RetryBudget
 
@@ -109,13 +115,43 @@ def _text(field: Field, value: Any, budgets: dict[int, str]) -> str:  # noqa: PL
     if isinstance(value, enum.Enum):
         return str(value.value)
     if field.kind == "duration":
-        return f"{value:g}s"
+        return f"{_plain(value)}s"
     if field.kind == "rate":
-        return f"{value:g}/s"
-    if isinstance(value, type):
-        return value.__name__
-    if isinstance(value, tuple) and all(isinstance(item, type) for item in value):
-        return "|".join(item.__name__ for item in value)
+        return _rate(value)
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return exception_name(value)
+    if isinstance(value, tuple) and all(
+        isinstance(item, type) and issubclass(item, BaseException) for item in value
+    ):
+        return "|".join(exception_name(item) for item in value)
     if isinstance(value, float):
-        return f"{value:g}"
+        return _plain(value)
     return describe(value)
+
+
+def _plain(value: float) -> str:
+    """``value`` in full, as a plain decimal that reads back as the same float (``0.00001``, ``60``).
+
+    The shortest digits that give ``value`` back (its ``repr``), without an exponent (a duration or a
+    rate string has none) or a trailing ``.0``: never rounded, so that a value shown is the value loaded.
+    """
+    if not math.isfinite(value):
+        return repr(value)
+    if value == 0:  # -0.0 too: a duration string refuses the sign
+        return "0"
+    text = format(Decimal(repr(value)), "f")
+    return text.removesuffix(".0") if "." in text else text
+
+
+def _rate(value: float) -> str:
+    """A rate as the shortest of ``<n>/s``, ``<n>/m``, ``<n>/h`` that reads back as ``value`` (``100/m``)."""
+    shown = [f"{_plain(value * per)}/{unit}" for unit, per in (("s", 1), ("m", 60), ("h", 3600))]
+    exact = [text for text in shown if _reads_back(text, value)]
+    return min(exact, key=len) if exact else shown[0]
+
+
+def _reads_back(text: str, value: float) -> bool:
+    try:
+        return parse_rate(text) == value
+    except ValueError:  # a rate past a float's range: not a way to write it
+        return False

@@ -27,6 +27,8 @@ from otel_resilience.config.values import (
     POSITIVE_DURATION_PATTERN,
     POSITIVE_RATE_PATTERN,
     RATE_PATTERN,
+    duration_at_least,
+    exception_name,
 )
 from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH
 
@@ -152,7 +154,7 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
     if kind == "duration":  # a duration's bound is 0, above 0 (exclusive_minimum), or its own least
         if field.minimum:  # one (a budget's window: a microsecond per bucket)
             number = {"type": "number", "minimum": field.minimum}
-            return {"anyOf": [number, {"type": "string", "pattern": POSITIVE_DURATION_PATTERN}]}
+            return {"anyOf": [number, {"type": "string", "pattern": duration_at_least(field.minimum)}]}
         return {"$ref": "#/$defs/positive_duration" if field.exclusive_minimum else "#/$defs/duration"}
     if kind == "exceptions":
         return {"$ref": "#/$defs/nonempty_exceptions" if field.nonempty else "#/$defs/exceptions"}
@@ -203,11 +205,10 @@ def _as_json(value: object) -> object:
         return value
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, tuple) and all(isinstance(item, type) for item in value):
-        return [
-            item.__name__ if item.__module__ == "builtins" else f"{item.__module__}.{item.__qualname__}"
-            for item in value
-        ]
+    if isinstance(value, tuple) and all(
+        isinstance(item, type) and issubclass(item, BaseException) for item in value
+    ):
+        return [exception_name(item) for item in value]
     return _NO_JSON
 
 

@@ -8,10 +8,11 @@ states, so that an editor and the loader accept the same strings.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import pkgutil
 import re
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Final
 
 from otel_resilience.engine.validation import describe
@@ -22,7 +23,10 @@ __all__ = [
     "POSITIVE_DURATION_PATTERN",
     "POSITIVE_RATE_PATTERN",
     "RATE_PATTERN",
+    "duration_at_least",
+    "exception_name",
     "parse_duration",
+    "parse_integer",
     "parse_rate",
     "resolve_exception",
 ]
@@ -48,9 +52,69 @@ POSITIVE_DURATION_PATTERN: Final = f"^{_NOT_ZERO}{DURATION_PATTERN[1:]}"
 POSITIVE_RATE_PATTERN: Final = f"^{_NOT_ZERO}{RATE_PATTERN[1:]}"
 """A rate string above zero (``"0/s"`` is not)."""
 _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
-EXCEPTION_PATTERN: Final = rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER}(?:\.{_IDENTIFIER})*)?$"
+EXCEPTION_PATTERN: Final = (
+    rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER}(?:\.{_IDENTIFIER})*)?(?!\n)$"
+)
 """An exception class by name: a built-in (``"ConnectionError"``) or a dotted path
-(``"httpx.ConnectTimeout"``, ``"package.module:Outer.Inner"``)."""
+(``"httpx.ConnectTimeout"``, ``"package.module:Outer.Inner"``). ``(?!\n)`` before ``$``: Python's
+``$`` (a validator that matches with ``re.search``) also matches before a final line break,
+ECMAScript's (an editor's) does not; neither takes ``"ConnectionError\n"``, which the loader refuses."""
+
+
+@functools.cache
+def duration_at_least(minimum: float) -> str:
+    """The pattern of a duration string that reads as at least ``minimum`` seconds (``minimum > 0``).
+
+    For a field whose least value is its own (a retry budget's window: a microsecond per bucket),
+    which the schema states for an editor and the loader checks: the same pattern, so that both
+    refuse ``"0.009ms"``. A pattern cannot add numbers up, so one part alone must reach the least
+    value (``"0.005ms0.005ms"`` is refused, ``"0.01ms"`` and ``"1s0.001ms"`` are not). Each unit's
+    least number is the decimal whose seconds, as :func:`parse_duration` computes them, are at least
+    ``minimum``: a string the pattern takes is never refused by the class for being short.
+
+    Raises:
+        ValueError: ``minimum`` is not a finite number above zero.
+    """
+    if not (math.isfinite(minimum) and minimum > 0):
+        raise ValueError(f"duration_at_least: minimum must be a finite number above zero, got {minimum!r}")
+    parts = "|".join(f"{_number_at_least(_least(minimum, unit))}{unit}" for unit in _UNITS)
+    return rf"^{_SPACE}*(?:{_PART})*(?:{parts})(?:{_PART})*{_SPACE}*$"
+
+
+def _least(minimum: float, unit: str) -> Decimal:
+    """The least number of ``unit`` (to 17 significant digits) whose seconds are at least ``minimum``.
+
+    Exact where ``minimum / unit`` is a short decimal; rounded up otherwise, then raised by a last
+    digit while the product :func:`parse_duration` computes (``float(number) * unit``) falls short.
+    """
+    factor = _UNITS[unit]
+    with localcontext() as context:
+        context.prec, context.rounding = 17, ROUND_CEILING
+        least = Decimal(repr(minimum)) / Decimal(repr(factor))
+        while float(least) * factor < minimum:
+            least = least.next_plus(context)
+    return least
+
+
+def _number_at_least(least: Decimal) -> str:
+    """The pattern of a plain decimal number (``12`` or ``12.5``) whose value is at least ``least``."""
+    whole, _, fraction = format(least, "f").partition(".")
+    whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+    digits = len(whole)
+    larger = [f"[1-9][0-9]{{{digits},}}"]  # more digits
+    for place, digit in enumerate(whole):  # as many digits, the first that differs larger
+        if digit != "9":
+            rest = digits - place - 1
+            larger.append(f"{whole[:place]}[{int(digit) + 1}-9][0-9]{{{rest}}}")
+    same = f"0*{whole}" if whole else "0+"
+    if not fraction:
+        return rf"(?:0*(?:{'|'.join(larger)})(?:\.[0-9]+)?|{same}(?:\.[0-9]+)?)"
+    above = [f"{fraction}[0-9]*"]  # the fraction itself, or one larger at its first differing digit
+    for place, digit in enumerate(fraction):
+        if digit != "9":
+            above.append(f"{fraction[:place]}[{int(digit) + 1}-9][0-9]*")
+    return rf"(?:0*(?:{'|'.join(larger)})(?:\.[0-9]+)?|{same}\.(?:{'|'.join(above)}))"
+
 
 _CLOCK: Final = re.compile(r"[0-9]+:[0-5]?[0-9]")
 """``1:30``: minutes and seconds, or hours and minutes (a duration string says which, with units)."""
@@ -118,6 +182,19 @@ def parse_rate(value: object) -> object:
     return float(number) / _UNITS[unit]
 
 
+def parse_integer(value: object) -> object:
+    """Return a number with a zero fractional part (``3.0``, ``1e1``) as that ``int``, else ``value``.
+
+    JSON Schema calls such a number an integer (JSON, and an editor that validates YAML or TOML
+    against the schema, do not tell ``3.0`` from ``3``), so a file may write an integer setting
+    either way. Anything else (``3.5``, a string, ``inf``) is returned unchanged: the config class
+    judges it, with its own message.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def resolve_exception(name: object) -> type[BaseException]:
     """Return the exception class ``name`` names: a built-in, or a dotted path that is imported.
 
@@ -149,6 +226,18 @@ def resolve_exception(name: object) -> type[BaseException]:
     if not (isinstance(found, type) and issubclass(found, BaseException)):
         raise TypeError(f"must name an exception class, got {name!r}, which is {describe(found)}")
     return found
+
+
+def exception_name(cls: type[BaseException]) -> str:
+    """Return the name a file writes for the exception class ``cls`` (:func:`resolve_exception` reads it).
+
+    A built-in by its name (``"ConnectionError"``), any other class by its dotted path
+    (``"otel_resilience.errors.OperationTimeoutError"``): never a bare name that a file cannot write,
+    or that names a built-in of the same name.
+    """
+    if cls.__module__ == "builtins":
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _plain_number(text: str) -> str | None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from otel_resilience import OperationTimeoutError
 from otel_resilience.__main__ import main
-from otel_resilience.config import CONFIG_ENV, ConfigError, from_env, load
+from otel_resilience.config import CONFIG_ENV, ConfigError, from_env, load, loads
 from otel_resilience.config.schema import generate
+from otel_resilience.config.values import parse_duration, parse_rate
 from otel_resilience.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +43,8 @@ def test_check_prints_the_policies_of_a_valid_file() -> None:
         "bulkhead_config(max_concurrent=20)"
     )
     assert "sliding_window=time(seconds=60s buckets=12)" in lines[5]
-    assert "rate_limiter(rate=1.66667/s burst=10 max_wait=0.5s)" in lines[5]
-    assert "retry_on=ConnectionError|TimeoutError|OperationTimeoutError" in lines[5]
+    assert "rate_limiter(rate=100/m burst=10 max_wait=0.5s)" in lines[5]
+    assert "retry_on=ConnectionError|TimeoutError|otel_resilience.errors.OperationTimeoutError" in lines[5]
     assert len(lines) == 6
 
 
@@ -98,6 +100,42 @@ def test_check_lists_no_default_derived_from_a_setting_written(tmp_path: Path) -
         "  slow: retry_policy(strategy=fixed initial_delay=120s)",
         "  quick: retry_policy(max_delay=0.5s)",
     ]
+
+
+def test_check_prints_each_value_as_loaded(tmp_path: Path) -> None:
+    """A value the account shows reads back as the value loaded: durations, rates and numbers are not
+    rounded (was: ``window: 1.0000001s`` was shown ``window=1s``, ``ratio: 0.1234567`` ``ratio=0.123457``
+    and ``rate: 100/m`` ``rate=1.66667/s``, which reads back as 1.66667, not 100/60)."""
+    path = tmp_path / "exact.yaml"
+    path.write_text(
+        "retry_budgets:\n"
+        "  b: {ratio: 0.1234567, min_retries_per_second: 2.5, window: 1.0000001s}\n"
+        "policies:\n"
+        "  p:\n"
+        "    retry: {initial_delay: 0.00001, max_delay: 1234567.5s, multiplier: 1.0000001}\n"
+        "    timeout: 3h\n"
+        "    rate_limiter: {rate: 100/m}\n"
+        "    fallback: {strategy: default_value, default_value: 0.1234567}\n"
+        "  q:\n"
+        "    rate_limiter: {rate: 7/h, max_wait: 1e-7}\n"
+        "    retry: {initial_delay: -0.0}\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run("check", str(path))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "  retry budget b: ratio=0.1234567 min_retries_per_second=2.5 window=1.0000001s",
+        (
+            "  p: retry_policy(initial_delay=0.00001s multiplier=1.0000001 max_delay=1234567.5s) "
+            "fallback_config(strategy=default_value default_value=0.1234567) timeout=10800s "
+            "rate_limiter(rate=100/m)"
+        ),
+        "  q: retry_policy(initial_delay=0s) rate_limiter(rate=7/h max_wait=0.0000001s)",
+    ]
+    loaded = load(path)
+    assert parse_duration("1.0000001s") == loaded.retry_budgets["b"].window
+    assert parse_rate("100/m") == loaded["p"].rate_limiter.rate  # type: ignore[union-attr]
+    assert parse_rate("7/h") == loaded["q"].rate_limiter.rate  # type: ignore[union-attr]
 
 
 def test_check_an_invalid_file_exits_1_with_the_error(tmp_path: Path) -> None:
@@ -303,3 +341,30 @@ def test_check_shows_a_name_that_is_not_printable_quoted(tmp_path: Path) -> None
         "  'a\\n  forged: timeout=1s': retry_policy(budget='b\\nx')",
         "  plain.name: no pattern",
     ]
+
+
+def test_check_shows_each_exception_class_by_the_name_that_reads_back(tmp_path: Path) -> None:
+    """A class that is not a built-in is shown by its dotted path, which loads the same class: the
+    account never shows a name a file cannot write, or one that names a built-in of the same name
+    (was: ``retry_on=OperationTimeoutError``, ``fault=HTTPException``, ``TimeoutError`` for both)."""
+    path = tmp_path / "classes.yaml"
+    path.write_text(
+        "policies:\n"
+        "  p:\n"
+        "    retry: {retry_on: [otel_resilience.OperationTimeoutError, TimeoutError]}\n"
+        "    chaos: {fault_rate: 1, fault: http.client.HTTPException}\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run("check", str(path))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1] == (
+        "  p: retry_policy(retry_on=otel_resilience.errors.OperationTimeoutError|TimeoutError) "
+        "chaos(fault_rate=1 fault=http.client.HTTPException)"
+    )
+    reread = load(path)["p"]
+    assert reread.retry_policy.retry_on == (OperationTimeoutError, TimeoutError)  # type: ignore[union-attr]
+    shown = loads(
+        "policies:\n  p:\n    retry: {retry_on: [otel_resilience.errors.OperationTimeoutError, TimeoutError]}\n"
+        "    chaos: {fault_rate: 1, fault: http.client.HTTPException}\n"
+    )["p"]
+    assert shown == reread

@@ -850,3 +850,15 @@ def test_toml_values_are_read_as_toml_writes_them() -> None:
     assert policies["on"] == ResilienceConfig(name="on", spans=False)
     assert policies["p"].fallback_config.default_value == "no"  # type: ignore[union-attr]
     assert (policies["p"].chaos.enabled, policies["p"].chaos.outcome) == (True, "1:30")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("file_format", ["toml", "yaml"])
+def test_an_integer_setting_written_as_a_float_without_fraction_is_that_int(file_format: str) -> None:
+    """``max_attempts = 3.0`` (a TOML or YAML float) is 3, as JSON Schema counts it; ``3.5`` is refused."""
+    sep = " =" if file_format == "toml" else ":"
+    head = "[policies.p.retry]\n" if file_format == "toml" else "policies:\n  p:\n    retry:\n      "
+    policy = loads(f"{head}max_attempts{sep} 3.0\n", file_format)["p"]  # type: ignore[arg-type]
+    assert policy == ResilienceConfig(name="p", retry_policy=RetryPolicy(max_attempts=3))
+    assert type(policy.retry_policy.max_attempts) is int  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"max_attempts must be an int, got 3\.5 \(float\)"):
+        loads(f"{head}max_attempts{sep} 3.5\n", file_format)  # type: ignore[arg-type]

@@ -42,7 +42,10 @@ _TYPES = {
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    # JSON Schema's integer is a number whose fractional part is zero (3.0 is one), not a type of its own.
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
 }
 
@@ -431,7 +434,7 @@ def test_a_file_with_every_field_loads_in_both_formats_and_validates() -> None:
 
 # Values a file may write for any field, each judged alone (the section otherwise as _SETTLED sets it).
 _PROBES: tuple[Any, ...] = (
-    -1, 0, 0.5, 1, 2, 2.5, 10, 11, "5", "0s", "0ms", "0.0s", " 0s", "1s", "1.5s", "250ms", "PT1S", "1e3s",
+    -1, 0, 0.5, 1, 2, 2.5, 3.0, 10, 11, "5", "0s", "0ms", "0.0s", " 0s", "1s", "1.5s", "250ms", "PT1S", "1e3s",
     True, False, None, "", [], {}, "ConnectionError", ["ConnectionError"], ["ConnectionError", "OSError"],
     "exponential", "none", "latency", "fallback", "token_bucket", "default_value", "cached_value",
     "100/m", "0/s", "0.0/m", "shared", {"kind": "count", "size": 5}, {"kind": "time", "seconds": "0s"},
@@ -539,6 +542,55 @@ def test_names_and_bounds_the_schema_judges_as_the_loader(text: str, accepted: b
     except ConfigError:
         loaded = False
     assert (loaded, _valid(yaml.safe_load(text)) == []) == (accepted, accepted)
+
+
+@pytest.mark.parametrize(
+    ("written", "accepted"),
+    [("3", True), ("3.0", True), ("1e1", True), ("-0.0", False), ("3.5", False), ("3.0e-1", False)],
+)
+def test_an_integer_setting_written_with_a_zero_fraction_is_an_integer_for_the_schema_and_the_loader(
+    written: str, accepted: bool
+) -> None:
+    """JSON Schema calls a number with a zero fractional part an integer (3.0 is one): the loader reads
+    it as that int, so an editor and the loader agree (was: the schema passed ``failure_threshold: 3.0``
+    and the loader refused it, "must be an int, got 3.0 (float)")."""
+    text = f"policies: {{p: {{circuit_breaker: {{failure_threshold: {written}}}}}}}\n"
+    try:
+        threshold = loads(text)["p"].circuit_breaker.failure_threshold  # type: ignore[union-attr]
+        loaded = True
+    except ConfigError:
+        loaded = False
+    data = parse(text, "yaml", None)[0]  # YAML 1.2, as the loader and an editor read it: 1e1 is 10.0
+    assert (loaded, _valid(data) == []) == (accepted, accepted)
+    if accepted:
+        assert type(threshold) is int
+        assert threshold == int(float(written))
+
+
+_TINY_WINDOWS: Final = [
+    ("0.009ms", False), ("0.000009s", False), ("0.0000001m", False), ("0.000000001h", False),
+    ("0.005ms0.005ms", False),  # every part alone under 10 µs: the schema cannot add them up
+    ("0.01ms", True), ("0.00001s", True), ("0.00000017m", True), ("0.000000003h", True),
+    ("0.009999999999999999ms", True), ("0.000009999999999999999s", True),  # the class's own bound
+    ("0.009999999999999998ms", False), ("0.000009999999999999998s", False),
+    ("1ms", True), ("0.001ms1s", True), ("0s0.01ms", True), ("1m", True), (" 10s ", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("written", "accepted"), _TINY_WINDOWS)
+def test_a_budget_window_written_with_units_is_judged_alike_by_the_schema_and_the_loader(
+    written: str, accepted: bool
+) -> None:
+    """A retry budget's window needs a microsecond per bucket (10 µs): written as a string with units,
+    as written as a number, the schema refuses what the loader refuses (was: the schema passed
+    ``window: 0.009ms``, the loader refused it)."""
+    data = {"retry_budgets": {"b": {"window": written}}, "policies": {}}
+    try:
+        loads(json.dumps(data))
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert (loaded, _valid(data) == []) == (accepted, accepted)
 
 
 _FIELDS: Final = [(s, f) for s in SECTIONS for f in s.fields if f.kind != "section"]
@@ -663,3 +715,18 @@ def test_a_blank_name_is_the_same_for_the_schema_and_the_loader(where: str) -> N
         if loaded != (_valid(data) == []) or loaded == char.isspace():
             disagreements.append(char)
     assert disagreements == []
+
+
+@pytest.mark.parametrize("name", ["ConnectionError", "ConnectionError\n", "http.client:HTTPException\n"])
+def test_a_line_break_after_an_exception_name_is_judged_alike_by_python_validators(name: str) -> None:
+    """A validator that matches ``pattern`` with Python's ``re.search`` (python-jsonschema) reads ``$``
+    as "the end, or before a final line break": the pattern must still refuse what the loader refuses,
+    a class name with a line break after it (``retry_on: |`` then the name on its own line; was: the
+    schema passed it there, the loader refused it)."""
+    try:
+        loads(json.dumps({"policies": {"p": {"retry": {"retry_on": name}}}}))
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert bool(re.search(EXCEPTION_PATTERN, name)) == loaded
+    assert loaded == (name == "ConnectionError")
