@@ -765,6 +765,36 @@ def test_escalation_alerts_with_cooldown(system: AlertSystem, hub: TelemetryHub,
     assert kinds(system) == [AlertKind.RECOVERY_ESCALATED] * 2
 
 
+def test_patterns_of_two_modules_namesakes_raise_alerts_that_say_which_function(clock: FakeClock) -> None:
+    """``users.fetch`` and ``orders.fetch`` are two patterns: their alerts name the module, not only ``fetch``."""
+    recovery = ErrorRecoverySystem("namesake-recovery", clock=clock, pattern_threshold=2)
+    with AlertSystem(clock=clock) as system:
+        for module in ("users", "orders"):
+            namespace: dict[str, Any] = {"__name__": module}
+            exec("def fetch():\n    raise ConnectionError(" + repr(module) + ")\n", namespace)
+            for _ in range(2):
+                with pytest.raises(ConnectionError):
+                    recovery.execute_sync(namespace["fetch"])
+    users, orders = system.history
+    assert (users.kind, orders.kind) == (AlertKind.ERROR_PATTERN, AlertKind.ERROR_PATTERN)
+    assert users.summary == "ConnectionError in 'fetch' (module 'users') repeated 2 times within 60 s"
+    assert orders.summary == "ConnectionError in 'fetch' (module 'orders') repeated 2 times within 60 s"
+    assert (users.attributes["module"], orders.attributes["module"]) == ("users", "orders")
+    assert users.subject == orders.subject == "fetch"
+
+
+def test_a_pattern_of_a_named_operation_says_no_module(clock: FakeClock) -> None:
+    """An operation the caller named is no function's: its alert reads as before, with no module."""
+    recovery = ErrorRecoverySystem("named-op-recovery", clock=clock, pattern_threshold=2)
+    with AlertSystem(clock=clock) as system:
+        for _ in range(2):
+            with pytest.raises(KeyError):
+                recovery.recover_from_error_sync(KeyError("k"), {"operation_name": "lookup"})
+    (alert,) = system.history
+    assert alert.summary == "KeyError in 'lookup' repeated 2 times within 60 s"
+    assert "module" not in alert.attributes
+
+
 def test_alerts_from_a_real_recovery_system(clock: FakeClock) -> None:
     """An ErrorRecoverySystem's escalations and patterns on the global hub raise alerts end to end."""
     recovery = ErrorRecoverySystem("e2e-recovery", clock=clock, pattern_threshold=2)

@@ -692,7 +692,7 @@ def test_each_reruns_error_counts_towards_a_pattern(clock: FakeClock, recorder: 
     with pytest.raises(ConnectionError):
         system.execute_sync(Flaky(9).run_sync)
     assert recorder.of(Event.PATTERN_DETECTED) == [
-        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 3, 60.0)
+        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 3, 60.0, Flaky.__module__)
     ]
 
 
@@ -1954,7 +1954,7 @@ def test_matched_and_unmatched_errors_are_both_fed(clock: FakeClock, recorder: E
     assert system.execute_sync(Flaky(1).run_sync) == 0
     assert system.execute_sync(Flaky(1).run_sync) == 0
     assert recorder.of(Event.PATTERN_DETECTED) == [
-        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 2, 60.0)
+        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 2, 60.0, Flaky.__module__)
     ]
 
 
@@ -1998,7 +1998,7 @@ async def test_used_alone_each_function_is_its_own_operation(
     with pytest.raises(ConnectionError):
         await protected() if driver == "async" else protected()
     assert recorder.of(Event.PATTERN_DETECTED) == [
-        PatternDetected("ConnectionError", a.__qualname__, 2, 60.0)
+        PatternDetected("ConnectionError", a.__qualname__, 2, 60.0, a.__module__)
     ]
 
 
@@ -2036,7 +2036,9 @@ async def test_used_alone_namesakes_of_two_modules_are_two_operations(
     assert len(system._detector) == 2
     for _ in range(2):
         await fail(users)
-    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "fetch", 4, 60.0)]
+    assert recorder.of(Event.PATTERN_DETECTED) == [
+        PatternDetected("ConnectionError", "fetch", 4, 60.0, "users")
+    ]
 
 
 def test_caught_errors_of_namesakes_of_two_modules_are_two_operations(
@@ -2052,7 +2054,9 @@ def test_caught_errors_of_namesakes_of_two_modules_are_two_operations(
     for _ in range(2):
         with pytest.raises(ConnectionError):
             system.recover_from_error_sync(ConnectionError(), {"operation": orders})
-    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "fetch", 4, 60.0)]
+    assert recorder.of(Event.PATTERN_DETECTED) == [
+        PatternDetected("ConnectionError", "fetch", 4, 60.0, "orders")
+    ]
 
 
 def test_a_namesake_s_module_is_kept_bounded_in_its_fingerprint(

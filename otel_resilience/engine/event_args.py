@@ -158,7 +158,7 @@ class RecoveryAttempted(_StrategyOutcome):
 class PatternDetected:
     """The same error (type + operation) repeated ``count`` times within ``window`` seconds."""
 
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("error_type", "operation", "count", "window")
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("error_type", "operation", "count", "window", "module")
 
     error_type: str
     """The repeated error's exception class name."""
@@ -168,6 +168,11 @@ class PatternDetected:
     """The occurrences that make a pattern (the system's ``pattern_threshold``)."""
     window: float
     """The window's length in seconds."""
+    module: str | None = None
+    """The module of the function ``operation`` is named after (``""`` for a function without
+    one), which the pattern's fingerprint holds too: two modules' functions of one name are two
+    patterns of one ``operation``. ``None`` for an operation that is no function's name (a
+    policy's, or one the caller gave)."""
 
 
 @dataclass(slots=True)

@@ -38,8 +38,11 @@ Decisions, in short (``docs/operations.md`` has the long form):
   probe, within :data:`RATE_WINDOW`): a breaker no call reaches stays half-open once its timeout
   elapsed (only a call moves it on) and rejects nothing. Severity grows with the duration:
   ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
-  :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then). A breaker shared over
-  replicas (Redis) counts each trip of the cluster once towards flapping, not once per replica.
+  :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then).
+* **Flapping is counted per breaker**: each instance's breaker, and each key's of a keyed policy
+  whose transitions carry its key, is a breaker of its own (trips in several replicas or keys do
+  not add up); a breaker shared over replicas (Redis) is one, each trip of the cluster counted
+  once, not once per replica. The value is the most trips any breaker of the name made.
 * **A breaker in ``metrics_only`` mode is judged by its would-be trips**, the
   ``metrics_only -> metrics_only`` transitions it reports where it would have opened: they
   respect ``minimum_calls`` and every trip reason, while its failure-rate gauge restarts from an
@@ -482,6 +485,7 @@ _OUTCOME: Final = naming.label(sc.OUTCOME)
 _PATTERN: Final = naming.label(sc.PATTERN)
 _ERROR_TYPE: Final = naming.label(sc.ERROR_TYPE)
 _OPERATION: Final = naming.label(sc.OPERATION)
+_OPERATION_MODULE: Final = naming.label(sc.OPERATION_MODULE)
 _CB_STATE: Final = naming.label(sc.CB_STATE)
 _CB_PREVIOUS: Final = naming.label(sc.CB_PREVIOUS_STATE)
 _CB_REASON: Final = naming.label(sc.CB_TRANSITION_REASON)
@@ -518,6 +522,8 @@ _RELOADS: Final = naming.series(sc.RELOAD)
 _RELOAD_OUTCOME: Final = naming.label(sc.RELOAD_OUTCOME)
 _CONFIG_STALE: Final = naming.series(sc.CONFIG_STALE)
 _CONFIG_FILE: Final = naming.label(sc.CONFIG_FILE)
+_KEY: Final = naming.label(sc.KEY)
+_OVERFLOW: Final = naming.label(sc.METRIC_OVERFLOW)
 
 
 def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
@@ -944,20 +950,20 @@ def _breaker_acting(job: str, window: str) -> str:
     )
 
 
-def _cluster_trips(trips: str, window: str, job: str, scale: float) -> str:
-    """A breaker's trips in ``window``, by service and name: summed over the instances, once for shared ones.
+def _breaker_trips(trips: str, window: str, job: str, scale: float) -> str:
+    """The trips in ``window`` of the breaker of each service and name that tripped most.
 
-    Every replica of a breaker whose state is shared (``CircuitBreakerConfig(store=...)``: it
-    reports :data:`_CB_SHARED`) takes, and reports, each trip of the cluster: summed, one trip over
-    three replicas would read as three. For such a breaker the count is the most any instance
-    reported (a replica that started since, or ran on local state for a while, reports fewer).
+    Counted per breaker: per instance (each process's breaker is its own: one trip in each of
+    three replicas is three breakers tripping once, not one tripping three times) and per key (a
+    keyed policy's keys each have a breaker of their own under the policy's name; their
+    transitions carry ``resilience.key`` where the policy puts its keys on its metrics), then the
+    most any breaker counted. A breaker whose state is shared (``CircuitBreakerConfig(store=...)``:
+    it reports :data:`_CB_SHARED`) is one breaker over the replicas, and every replica takes, and
+    reports, each trip of the cluster: the most any instance reported is the cluster's count too
+    (a replica that started since, or ran on local state for a while, reports fewer).
     """
-    per_instance = textwrap.indent(_events(trips, window, (job, naming.INSTANCE_LABEL, _NAME), scale), "  ")
-    on = f"on ({job}, {naming.INSTANCE_LABEL}, {_NAME})"
-    return (
-        f"sum by ({job}, {_NAME}) (\n{per_instance}\n  unless {on} {_CB_SHARED}\n)\n"
-        f"or\nmax by ({job}, {_NAME}) (\n{per_instance}\n  and {on} {_CB_SHARED}\n)"
-    )
+    per_breaker = _events(trips, window, (job, naming.INSTANCE_LABEL, _NAME, _KEY), scale)
+    return f"max by ({job}, {_NAME}) (\n{textwrap.indent(per_breaker, '  ')}\n)"
 
 
 def _breaker_open_alert(o: RuleOptions, scale: float, duration: str, severity: str) -> AlertRule:
@@ -1010,7 +1016,7 @@ def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertR
     would_window = scale_duration(BREAKER_WOULD_OPEN_WINDOW, scale)
     return (
         RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) ({not_closed})"),
-        RecordingRule(R_BREAKER_TRIPS, _cluster_trips(trips, flapping_window, job, scale)),
+        RecordingRule(R_BREAKER_TRIPS, _breaker_trips(trips, flapping_window, job, scale)),
         RecordingRule(R_BREAKER_WOULD_TRIPS, _events(would_trips, would_window, (job, _NAME), scale)),
         _breaker_open_alert(o, scale, o.breaker_open_warning_for, "warning"),
         _breaker_open_alert(o, scale, o.breaker_open_critical_for, "critical"),
@@ -1022,8 +1028,10 @@ def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertR
             f"Circuit breaker {{{{ $labels.resilience_name }}}} is flapping in {{{{ $labels.{job} }}}}",
             f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} tripped "
             'from closed to open {{ printf "%.0f" $value }} times in the last '
-            f"{flapping_window} (threshold {o.breaker_flapping_trips}): the dependency keeps "
-            "failing again right after it recovers.",
+            f"{flapping_window} (threshold {o.breaker_flapping_trips}), counted per breaker: in one "
+            "instance (once over the replicas for a breaker shared on Redis), and per key for a keyed "
+            "policy that puts its keys on its metrics: the dependency keeps failing again right after "
+            "it recovers.",
             o.runbook_url_base,
         ),
         _breaker_would_open_alert(o, scale),
@@ -1103,6 +1111,10 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
     def total(actions: str) -> str:
         return f"sum by ({', '.join(by)}) ({actions})"
 
+    # Two modules' functions of one name (users.fetch, orders.fetch) are two patterns of one
+    # operation: the module, where the operation is named after a function, tells them apart.
+    module = f"{{{{ with $labels.{_OPERATION_MODULE} }}}} (module {{{{ . }}}}){{{{ end }}}}"
+
     return (
         RecordingRule(R_RECOVERY_ATTEMPTS, _events(_RECOVERY_ATTEMPTS, w, (*by, _RECOVERY_RESULT), scale)),
         RecordingRule(
@@ -1118,7 +1130,12 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         RecordingRule(
             R_ERROR_PATTERNS,
-            _events(_ERROR_PATTERNS, patterns_window, (job, _POLICY, _NAME, _OPERATION, _ERROR_TYPE), scale),
+            _events(
+                _ERROR_PATTERNS,
+                patterns_window,
+                (job, _POLICY, _NAME, _OPERATION, _OPERATION_MODULE, _ERROR_TYPE),
+                scale,
+            ),
         ),
         AlertRule(
             A_RECOVERY_LOW,
@@ -1145,10 +1162,11 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             f"{R_ERROR_PATTERNS} > 0",
             scale_duration(o.error_pattern_for, scale),
             "warning",
-            f"Repeated {{{{ $labels.error_type }}}} in {{{{ $labels.resilience_operation }}}} of "
+            f"Repeated {{{{ $labels.error_type }}}} in {{{{ $labels.resilience_operation }}}}{module} of "
             f"{{{{ $labels.{job} }}}}",
-            "{{ $labels.error_type }} keeps repeating in operation {{ $labels.resilience_operation }} "
-            "of policy {{ $labels.resilience_policy }} (recovery rules {{ $labels.resilience_name }}, "
+            "{{ $labels.error_type }} keeps repeating in operation {{ $labels.resilience_operation }}"
+            f"{module} of policy "
+            "{{ $labels.resilience_policy }} (recovery rules {{ $labels.resilience_name }}, "
             f'service {{{{ $labels.{job} }}}}): {{{{ printf "%.0f" $value }}}} pattern(s) detected in '
             f"the last {patterns_window}.",
             o.runbook_url_base,
@@ -1445,6 +1463,7 @@ _JOB_VALUE: Final = "shop"
 _INSTANCE_VALUE: Final = "shop-1:9464"
 _TEMPLATE_VALUE: Final = re.compile(r"\{\{[^}]*\$value[^}]*\}\}")
 _TEMPLATE_LABEL: Final = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+_TEMPLATE_WITH: Final = re.compile(r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ end \}\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1521,6 +1540,9 @@ class _Case:
 def _render(template: str, labels: Mapping[str, str], value: str) -> str:
     """Render our Go-template annotations the way Prometheus does, for a known value text."""
     text = _TEMPLATE_VALUE.sub(value, template)
+    text = _TEMPLATE_WITH.sub(
+        lambda m: m.group(2).replace("{{ . }}", labels[m.group(1)]) if labels.get(m.group(1)) else "", text
+    )
     return _TEMPLATE_LABEL.sub(lambda m: labels[m.group(1)], text)
 
 
@@ -1769,6 +1791,93 @@ def _breaker_flapping_shared_case() -> _Case:
             ("8m", ()),
             ("22m", (_Firing(rule, _job(**{_NAME: "catalog"}), "3"),)),
             ("36m", ()),
+        ),
+    )
+
+
+def _breaker_flapping_replicas_case() -> _Case:
+    """Breakers of one name in three replicas, each on local state: three breakers, not one."""
+    rule = _rule(A_BREAKER_FLAPPING)
+    labels = {_CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_threshold"}
+    replicas = ("shop-1:9464", "shop-2:9464", "shop-3:9464")
+
+    def trips(replica: str, name: str) -> str:
+        return _input(_CB_TRANSITIONS, {naming.INSTANCE_LABEL: replica, _NAME: name, **labels})
+
+    quiet = _gauge((0, 61))
+    series: list[tuple[str, str]] = []
+    for offset, replica in enumerate(replicas):
+        series += [
+            # Each replica's breaker trips once, a few minutes apart: 3 trips, 1 a breaker.
+            (trips(replica, "payments"), _counter((0, 4 + 3 * offset), (1, 1), (0, 55 - 3 * offset))),
+            # Two replicas' breakers trip twice each: 4 trips, 2 a breaker.
+            (
+                trips(replica, "search"),
+                quiet if offset == 2 else _counter((0, 4 + offset), (1, 1), (0, 5), (1, 1), (0, 49 - offset)),
+            ),
+            # One replica's breaker trips three times in 12 minutes; the others never.
+            (
+                trips(replica, "orders"),
+                _counter((0, 4), (1, 1), (0, 5), (1, 1), (0, 5), (1, 1), (0, 44)) if offset == 1 else quiet,
+            ),
+        ]
+    return _Case(
+        "circuit breaker flapping, local breakers in three replicas: each replica's breaker is counted on "
+        "its own (one trip each, or two each in two replicas, stay silent); one replica's breaker tripping "
+        "three times fires",
+        A_BREAKER_FLAPPING,
+        tuple(series),
+        (
+            ("8m", ()),
+            ("18m", ()),
+            ("20m", (_Firing(rule, _job(**{_NAME: "orders"}), "3"),)),
+            ("30m", (_Firing(rule, _job(**{_NAME: "orders"}), "3"),)),
+            ("45m", ()),
+        ),
+    )
+
+
+def _breaker_flapping_keyed_case() -> _Case:
+    """A keyed policy's breakers (one per key, one name), whose transitions carry their key (opted in)."""
+    rule = _rule(A_BREAKER_FLAPPING)
+    labels = {_CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_threshold"}
+
+    def trips(name: str, key: str, replica: str = _INSTANCE_VALUE) -> str:
+        keyed = {_KEY: key, **({_OVERFLOW: "true"} if key == "_OTHER" else {})}
+        return _input(_CB_TRANSITIONS, {naming.INSTANCE_LABEL: replica, _NAME: name, **labels, **keyed})
+
+    series: list[tuple[str, str]] = []
+    for offset, key in enumerate(("a", "b", "c")):
+        # Each key of "tenants" trips once (its series born at 1): 3 trips, 1 a breaker.
+        series.append(
+            (trips("tenants", key), _counter((0, 55 - 3 * offset), start=1, missing=5 + 3 * offset))
+        )
+        # "accounts" is shared over two replicas (Redis): each replica reports each key's one trip.
+        series += [
+            (trips("accounts", key, replica), _counter((0, 4 + 3 * offset), (1, 1), (0, 55 - 3 * offset)))
+            for replica in ("shop-1:9464", "shop-2:9464")
+        ]
+    series += [
+        (_input(_CB_SHARED, {naming.INSTANCE_LABEL: replica, _NAME: "accounts"}), _gauge((1, 61)))
+        for replica in ("shop-1:9464", "shop-2:9464")
+    ]
+    # One key of "hosts" trips three times in 12 minutes, beside a key that never trips.
+    series += [
+        (trips("hosts", "flaky"), _counter((0, 4), (1, 1), (0, 5), (1, 1), (0, 5), (1, 1), (0, 44))),
+        (trips("hosts", "steady"), _gauge((0, 61))),
+    ]
+    return _Case(
+        "circuit breaker flapping, a keyed policy: each key's breaker is counted on its own, in one instance "
+        "and shared over replicas (three keys tripping once each stay silent); one key tripping three times "
+        "fires",
+        A_BREAKER_FLAPPING,
+        tuple(series),
+        (
+            ("8m", ()),
+            ("18m", ()),
+            ("20m", (_Firing(rule, _job(**{_NAME: "hosts"}), "3"),)),
+            ("30m", (_Firing(rule, _job(**{_NAME: "hosts"}), "3"),)),
+            ("45m", ()),
         ),
     )
 
@@ -2080,6 +2189,27 @@ def _error_pattern_case() -> _Case:
         A_ERROR_PATTERN,
         ((_input(_ERROR_PATTERNS, labels), _counter((0, 29), (1, 1), (0, 30), start=1, missing=10)),),
         (("10m", ()), ("11m", (firing,)), ("26m", ()), ("42m", (firing,)), ("56m", ())),
+    )
+
+
+def _error_pattern_namesakes_case() -> _Case:
+    """Two modules' functions of one name (``users.fetch``, ``orders.fetch``): two patterns of ``fetch``."""
+    rule = _rule(A_ERROR_PATTERN)
+    labels = {_POLICY: "lookups", _NAME: "lookups", _OPERATION: "fetch", _ERROR_TYPE: "ConnectionError"}
+    users, orders = ({**labels, _OPERATION_MODULE: module} for module in ("users", "orders"))
+    return _Case(
+        "error pattern, two modules' functions of one name: two alerts, each naming its module",
+        A_ERROR_PATTERN,
+        (
+            (_input(_ERROR_PATTERNS, users), _counter((0, 30), start=1, missing=10)),
+            (_input(_ERROR_PATTERNS, orders), _counter((0, 28), start=1, missing=12)),
+        ),
+        (
+            ("10m", ()),
+            ("11m", (_Firing(rule, _job(**users), "1"),)),
+            ("14m", (_Firing(rule, _job(**users), "1"), _Firing(rule, _job(**orders), "1"))),
+            ("29m", ()),
+        ),
     )
 
 
@@ -2645,6 +2775,8 @@ def rules_test_document() -> dict[str, Any]:
         _breaker_flapping_case(),
         _breaker_flapping_gap_case(),
         _breaker_flapping_shared_case(),
+        _breaker_flapping_replicas_case(),
+        _breaker_flapping_keyed_case(),
         _breaker_would_open_case(),
         _bulkhead_full_case(),
         _bulkhead_near_case(),
@@ -2653,6 +2785,7 @@ def rules_test_document() -> dict[str, Any]:
         _bulkhead_queue_keyed_case(),
         _recovery_case(),
         _error_pattern_case(),
+        _error_pattern_namesakes_case(),
         _retry_storm_case(),
         _fallback_case(),
         _timeouts_case(),

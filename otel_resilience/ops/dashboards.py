@@ -455,7 +455,9 @@ def _breaker_trips(selector: dict[str, str]) -> _Panel:
         "timeseries",
         "Trips in the flapping window",
         f"Trips (closed -> open) within the last {ar.BREAKER_FLAPPING_WINDOW}, counting each "
-        f"breaker's first trip. {ar.A_BREAKER_FLAPPING} fires at {ar.BREAKER_FLAPPING_TRIPS}. "
+        "breaker's first trip, of the breaker of each name that tripped most (each instance's, and "
+        "each key's where a keyed policy puts its keys on its metrics; a breaker shared on Redis "
+        f"once over the replicas). {ar.A_BREAKER_FLAPPING} fires at {ar.BREAKER_FLAPPING_TRIPS}. "
         f"{_rule_note(ar.R_BREAKER_TRIPS)}",
         "short",
         (_Query(_recorded(ar.R_BREAKER_TRIPS, selector), f"{{{{{_NAME}}}}}"),),
@@ -1656,7 +1658,8 @@ def _recovery() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Error patterns detected",
-                        "Repeated error patterns (the same error type in the same operation) detected "
+                        "Repeated error patterns (the same error type in the same operation; two "
+                        "modules' functions of one name are two, each followed by its module) detected "
                         f"within the last {ar.ERROR_PATTERN_WINDOW}, counting each pattern's first "
                         f"detection; one series at 0 when there is none. {ar.A_ERROR_PATTERN} fires above 0. "
                         f"{_rule_note(ar.R_ERROR_PATTERNS)}",
@@ -1665,7 +1668,8 @@ def _recovery() -> _Dashboard:
                             _or_zero(
                                 _Query(
                                     _recorded(ar.R_ERROR_PATTERNS, sel),
-                                    f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
+                                    f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}}) "
+                                    f"{{{{{naming.label(sc.OPERATION_MODULE)}}}}}",
                                 )
                             ),
                         ),

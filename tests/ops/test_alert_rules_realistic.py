@@ -56,14 +56,15 @@ _CASES = {
         [(_series(sc.CB_TRANSITIONS, "a", resilience_name="db", **_TRIPS), "0x5 1 2 3x40 stale 0x20")],
         {"60m": set(), "70m": set()},
     ),
-    # Instance a (an older library: its series appear at the first trip, at 1) trips twice; instance b,
-    # started later, trips once: 3 trips of the service's breaker, each instance's first one counted.
-    "flapping over two instances, their first trips included": (
+    # Each instance's breaker is a breaker of its own (no shared state): instance a (an older library: its
+    # series appear at the first trip, at 1) trips twice and instance b, started later, once: no breaker
+    # tripped 3 times, whatever their sum; a's third trip makes it flap, its first one counted.
+    "flapping in one of two instances, its first trip included": (
         [
-            (_series(sc.CB_TRANSITIONS, "a", resilience_name="db", **_TRIPS), "_x20 1 1 1 1 2x10"),
-            (_series(sc.CB_TRANSITIONS, "b", resilience_name="db", **_TRIPS), "_x30 1x5"),
+            (_series(sc.CB_TRANSITIONS, "a", resilience_name="db", **_TRIPS), "_x20 1 1 1 1 2x10 3x5"),
+            (_series(sc.CB_TRANSITIONS, "b", resilience_name="db", **_TRIPS), "_x30 1x10"),
         ],
-        {"29m": set(), "33m": {ar.A_BREAKER_FLAPPING}},
+        {"29m": set(), "33m": set(), "37m": {ar.A_BREAKER_FLAPPING}},
     ),
     # A keyed policy on two instances: one key of its own, and the overflow series of the others on the
     # instance that restarts; 20 of 70 executions a minute shed for 20 minutes.

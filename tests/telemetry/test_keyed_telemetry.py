@@ -112,6 +112,39 @@ def test_an_opted_in_key_attribute_is_capped_with_one_overflow_series(
     assert {s.attributes[sc.KEY] for s in otel.spans("capped")} == {"a", "b", "c", "d"}  # spans: every key
 
 
+def test_an_opted_in_keys_breaker_transitions_carry_its_key(otel, manager: ResilienceManager) -> None:
+    """Each key's breaker is a breaker of its own: its transitions say which key tripped (where opted in).
+
+    Without it, the trips of every key add up on one series per instance, and three keys tripping
+    once each read as one breaker tripping three times (``ResilienceCircuitBreakerFlapping``).
+    """
+    policy = manager.policy("capped", BREAKER, key_attribute_limit=1)
+    for key in ("a", "b", "c"):
+        open_key(policy, key)
+    trips = {
+        (attrs.get(sc.KEY), attrs.get(sc.METRIC_OVERFLOW)): point.value
+        for point in otel.points(sc.CB_TRANSITIONS)
+        if (attrs := dict(point.attributes))[sc.NAME] == "capped"
+        and attrs[sc.CB_PREVIOUS_STATE] == "closed"
+        and attrs[sc.CB_STATE] == "open"
+        and point.value
+    }
+    assert trips == {("a", None): 1, ("_OTHER", True): 2}
+
+
+def test_a_keys_breaker_transitions_carry_no_key_unless_opted_in(otel, manager: ResilienceManager) -> None:
+    """By default a key's transitions are the policy's, as its other metrics: the key stays off them."""
+    policy = manager.policy("spans-tenants", BREAKER)
+    open_key(policy, "a")
+    points = [
+        dict(p.attributes)
+        for p in otel.points(sc.CB_TRANSITIONS)
+        if dict(p.attributes)[sc.NAME] == "spans-tenants"
+    ]
+    assert points
+    assert all(sc.KEY not in attrs and sc.METRIC_OVERFLOW not in attrs for attrs in points)
+
+
 def test_exported_counts_never_go_down_when_keys_are_evicted(otel, manager: ResilienceManager) -> None:
     """Executions and breaker calls summed over a policy's keys keep what the evicted keys counted."""
     policy = manager.policy("evicted-tenants", BREAKER, max_keys=1)

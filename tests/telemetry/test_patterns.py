@@ -431,6 +431,44 @@ async def test_an_error_pattern_is_counted_under_the_policy_the_calls_ran_in(ote
     assert alert.attributes["pipeline"] == "tel-pattern-policy"
 
 
+def _namesake(module: str) -> Any:
+    """A function named ``fetch`` of module ``module`` (as ``users.fetch`` and ``orders.fetch`` are)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec("def fetch():\n    raise ConnectionError(" + repr(module) + ")\n", namespace)
+    return namespace["fetch"]
+
+
+def test_the_patterns_of_two_modules_namesakes_are_two_series_naming_their_module(otel, clock, alerts):
+    """``users.fetch`` and ``orders.fetch`` are two patterns: two series, each with its module.
+
+    Both operations are named ``fetch``: counted on one series, the two patterns read as one
+    operation's two, and ResilienceErrorPatternRepeated could not say which function fails.
+    """
+    recovery = ErrorRecoverySystem("tel-namesakes", clock=clock, pattern_threshold=2)
+    for module in ("users", "orders"):
+        fetch = _namesake(module)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                recovery.execute_sync(fetch)
+    found = {
+        dict(p.attributes).get(sc.OPERATION_MODULE): p.value
+        for p in otel.points(sc.ERROR_PATTERNS)
+        if dict(p.attributes)[sc.NAME] == "tel-namesakes"
+    }
+    assert found == {"users": 1, "orders": 1}
+    assert {dict(p.attributes)[sc.OPERATION] for p in otel.points(sc.ERROR_PATTERNS)} >= {"fetch"}
+
+
+def test_a_pattern_of_an_operation_not_named_after_a_function_has_no_module(otel, clock, alerts):
+    """A policy's or a caller's operation name is no function's: its pattern carries no module."""
+    recovery = ErrorRecoverySystem("tel-no-module", clock=clock, pattern_threshold=2)
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            recovery.recover_from_error_sync(KeyError("k"), {"operation_name": "lookup"})
+    (point,) = [p for p in otel.points(sc.ERROR_PATTERNS) if dict(p.attributes)[sc.NAME] == "tel-no-module"]
+    assert sc.OPERATION_MODULE not in dict(point.attributes)
+
+
 async def test_pattern_used_alone_opens_its_own_span(otel, clock):
     """A breaker used alone is its own execution span (pattern circuit_breaker, policy = its name)."""
 

@@ -800,16 +800,26 @@ class AlertSystem:
         )
 
     def _pattern(self, source: TelemetrySource, args: PatternDetected) -> Alert:
+        """The alert of an error pattern: its operation, and the module of a function it is named after.
+
+        Two modules' functions of one name (``users.fetch``, ``orders.fetch``) are two patterns of
+        one operation: the module tells their alerts apart, in the summary and an attribute.
+        """
+        module = args.module
+        where = _bounded(args.operation)
+        attributes = {} if module is None else {"module": module}
         return self._make(
             AlertKind.ERROR_PATTERN,
             args.operation,
-            f"{_bounded(args.error_type)} in {_bounded(args.operation)!r} repeated "
-            f"{args.count} times within {args.window:g} s",
+            f"{_bounded(args.error_type)} in {where!r}"
+            + ("" if module is None else f" (module {_bounded(module)!r})")
+            + f" repeated {args.count} times within {args.window:g} s",
             source,
             error_type=args.error_type,
             operation=args.operation,
             count=str(args.count),
             window=f"{args.window:g}",
+            **attributes,
         )
 
     def _recovery_attempted(

@@ -61,7 +61,8 @@ operation is the pipeline's (the policy's) name in a pipeline; used alone (``exe
 are two operations); for ``recover_from_error``, the context's (:class:`RecoveryContext`). An
 operation named after a function is fingerprinted with that function's module too
 (:meth:`~otel_resilience.engine.facade.Link.named_after`): ``users.fetch`` and ``orders.fetch``
-are two fingerprints, both reported as ``fetch``. An ESCALATE's
+are two fingerprints, both reported as ``fetch``, each with its module (``PatternDetected.module``).
+An ESCALATE's
 :class:`~otel_resilience.errors.RecoveryEscalatedError` names the same operation.
 
 Use it three ways: in a pipeline (:meth:`ErrorRecoverySystem.as_strategy`), around a function

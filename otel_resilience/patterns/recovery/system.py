@@ -338,7 +338,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         module (``""`` when it has none; cut past the attribute limit with a digest, as the name
         is: :func:`~otel_resilience.engine.events.key_attribute`, so the table stays bounded):
         two modules' functions of one name (``users.fetch``, ``orders.fetch``) are two
-        fingerprints, both reported as ``operation``.
+        fingerprints, both reported as ``operation``, each with its module.
 
         The one rule lookup (see :meth:`register_recovery_rule`): the rule of the first class of
         the error's MRO that has one; else the first rule, in registration order, whose class
@@ -359,7 +359,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             config = self._config
             telemetry.report(
                 Event.PATTERN_DETECTED,
-                PatternDetected(error_type, operation, config.pattern_threshold, config.pattern_window),
+                PatternDetected(
+                    error_type, operation, config.pattern_threshold, config.pattern_window, module
+                ),
             )
         rules = self._rules
         if rules:

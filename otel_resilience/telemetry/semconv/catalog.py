@@ -50,6 +50,7 @@ from otel_resilience.telemetry.semconv.names import (
     METRIC_OVERFLOW,
     NAME,
     OPERATION,
+    OPERATION_MODULE,
     OUTCOME,
     OUTCOME_VALUES,
     PATTERN,
@@ -220,6 +221,15 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(RECOVERY_STRATEGY, "string", "The recovery strategy that acted.", RECOVERY_STRATEGIES),
     AttributeSpec(RECOVERY_RESULT, "string", "Whether the recovery succeeded.", RESULTS),
     AttributeSpec(OPERATION, "string", "The operation an error pattern was detected in."),
+    AttributeSpec(
+        OPERATION_MODULE,
+        "string",
+        "The module of the function the operation is named after (a function used alone, or the "
+        "operation of a caught error): two modules' functions of one name (`users.fetch`, "
+        '`orders.fetch`) are two patterns, both of operation `fetch`, told apart by it (`""` for a '
+        "function without a module; cut as a long `resilience.key` is). Absent when the operation "
+        "is a policy's or one the caller named.",
+    ),
     AttributeSpec(ERROR_PATTERN_COUNT, "int", "How many times the error repeated within the window."),
     AttributeSpec(ERROR_PATTERN_WINDOW, "double", "The detection window.", unit="s"),
     AttributeSpec(ALERT_KIND, "string", "The kind of alert.", ALERT_KINDS),

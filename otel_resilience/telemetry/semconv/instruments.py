@@ -56,6 +56,7 @@ from otel_resilience.telemetry.semconv.names import (
     METRIC_OVERFLOW,
     NAME,
     OPERATION,
+    OPERATION_MODULE,
     OUTCOME,
     PATTERN,
     POLICY,
@@ -187,8 +188,11 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         CB_TRANSITIONS,
         _K.COUNTER,
         "{transition}",
-        "Circuit breaker state transitions.",
+        "Circuit breaker state transitions. A keyed policy's keys each have a breaker of their "
+        "own under the policy's name: where the policy puts its keys on its metrics, a transition "
+        "says which key's breaker made it.",
         (NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
+        _KEYED,
     ),
     InstrumentSpec(
         CB_CALLS,
@@ -431,6 +435,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{pattern}",
         "Repeated error patterns detected (the same error type in the same operation).",
         (POLICY, NAME, ERROR_TYPE, OPERATION),
+        (OPERATION_MODULE,),
     ),
     InstrumentSpec(
         ALERTS,

@@ -110,6 +110,7 @@ __all__ = [
     "METRIC_OVERFLOW",
     "NAME",
     "OPERATION",
+    "OPERATION_MODULE",
     "OUTCOME",
     "OUTCOME_VALUES",
     "PATTERN",
@@ -201,6 +202,9 @@ FALLBACK_RESULT: Final = "resilience.fallback.result"
 RECOVERY_STRATEGY: Final = "resilience.recovery.strategy"
 RECOVERY_RESULT: Final = "resilience.recovery.result"
 OPERATION: Final = "resilience.operation"
+OPERATION_MODULE: Final = "resilience.operation.module"
+"""The module of the function an error pattern's operation is named after: two modules' functions
+of one name (``users.fetch``, ``orders.fetch``) are two patterns, both of operation ``fetch``."""
 ERROR_PATTERN_COUNT: Final = "resilience.error_pattern.count"
 ERROR_PATTERN_WINDOW: Final = "resilience.error_pattern.window"
 ALERT_KIND: Final = "resilience.alert.kind"
