@@ -13,6 +13,8 @@ the namespace and the name percent-encoded, so that two namespaces or names neve
   when they change and again every ``resync_interval`` while there are any (:meth:`SharedBreaker._report`).
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
+  Its value is the holder's replica id: a holder gives its leases up by deleting those that still
+  hold it (``scripts.GIVE_UP_LEASES``), once no call of it wants them (:meth:`SharedBreaker._give_up`).
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
   OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker, unless
   the sum of ``ns:cb:name:slowprobes:EPOCH`` (the slow ones among them, one field per replica)
@@ -36,7 +38,7 @@ import math
 import re
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.forking import fork_safe
@@ -78,6 +80,8 @@ _READ_BATCH: Final = 200
 publishes the transitions of."""
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 """A lone surrogate: UTF-8 cannot encode it (:func:`key_part` percent-encodes it)."""
+_LeaseCall: TypeAlias = tuple[str, list[str], list[Any]]
+"""A lease script to run in the store's round: the script, its keys, its arguments."""
 
 
 def key_part(text: str) -> str:
@@ -442,17 +446,20 @@ class SharedBreaker(PeerCounts):
         since, self._rejected_seen = rejected != self._rejected_seen, rejected
         return since
 
-    def _lease_request(self, breaker: CircuitBreaker, now: float) -> tuple[list[str], list[Any]] | None:
-        """The ``TAKE_LEASES`` keys and arguments holding up to ``half_open_max_calls`` leases, if due.
+    def _lease_request(self, breaker: CircuitBreaker, now: float) -> _LeaseCall | None:
+        """The lease call due this round: ``TAKE_LEASES`` (up to ``half_open_max_calls``), or a give-up.
 
         A replica holds leases for its calls only: from a HALF_OPEN call it rejected for want of
         a probe place (:attr:`_wanted`) until a probe of its own runs, and while one runs. One
         with no call to probe with took the cluster's leases as soon as its OPEN period ended
         (and again as they expired), and the replicas with the calls rejected every probe
         meanwhile. Due when this replica holds none, when they need renewing (``PEXPIRE``, only
-        while a probe runs), or after a probe success (reported at once). Leases due while no
-        call wants them are given up here, with no round trip (unrenewed, they expire in the
-        store), rather than taken again as they expire: the next replica with a call probes.
+        while a probe runs), or after a probe success (reported at once). Leases no call wants
+        any more (a probe of this replica ran, and no call of it was rejected since) are given
+        up in the next round (:meth:`_give_up`, in the store's pipelined round), rather than
+        taken again as they expire: the next replica with a call probes within a round or two.
+        Left to expire, unrenewed, they made the other replicas reject every call (``half_open_full``)
+        until then, ``probe_lease_ttl`` after this one's last renewal (2.04 s with a 2 s TTL).
 
         Leases held for a call that was rejected before they came (no probe of this replica
         ran since) are asked for every round: once another replica's call is rejected again
@@ -472,10 +479,7 @@ class SharedBreaker(PeerCounts):
         if self.leases and now < self._lease_due and not probed and not idle:
             return None
         if not (self._wanted or probing):
-            if self.leases:
-                self.leases = 0
-                self._apply_probe_limit(breaker)
-            return None
+            return self._give_up(breaker) if self.leases else None
         store = self._store
         renew = 1 if core._permit.in_flight else 0
         keys = [
@@ -488,7 +492,7 @@ class SharedBreaker(PeerCounts):
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         argv += [core.stats.success_count, store.key_ttl_ms, 1 if again else 0, self._since if idle else 0]
         argv.append(core._permit.slow_probes)
-        return keys, argv
+        return scripts.TAKE_LEASES, keys, argv
 
     def _leases_held(self, client: Any, breaker: CircuitBreaker, reply: Any, now: float) -> None:
         """Take a ``TAKE_LEASES`` reply: the leases held, the peers' probe successes (or a resync).
@@ -515,11 +519,27 @@ class SharedBreaker(PeerCounts):
             self._give_up_leases(client, breaker)
 
     def _give_up_leases(self, client: Any, breaker: CircuitBreaker) -> None:
-        """Give the leases this replica holds up to a replica whose calls want them (``GIVE_UP_LEASES``).
+        """Give the leases this replica holds up to a replica whose calls want them, now (:meth:`_give_up`).
+
+        It then wants none until a call of its own is rejected again.
+        """
+        call = self._give_up(breaker)
+        if call is None:
+            return
+        script, keys, argv = call
+        (reply,) = _eval_batch(client, [(self, script, keys, argv)])
+        if self._gave_up(argv, reply):
+            self._wanted = False
+
+    def _give_up(self, breaker: CircuitBreaker) -> _LeaseCall | None:
+        """The ``GIVE_UP_LEASES`` call deleting this replica's leases, or ``None`` (a probe runs on them).
 
         This replica's probe limit goes to 0 first, so that no probe of it starts on leases
         another replica may take from now on; a probe that started before keeps them (the
-        limit comes back). It then wants none until a call of its own is rejected again.
+        limit comes back, and nothing is sent). Only the lease keys still holding this replica's id are
+        deleted: one that expired and another replica took since is that one's. The call
+        lost (the store unreachable, or closed first), they expire after ``probe_lease_ttl``,
+        as a crashed prober's do.
         """
         with self._lock:  # the subscriber applies the probe limit too: it reads no lease from now on
             held, self.leases = self.leases, 0
@@ -527,12 +547,17 @@ class SharedBreaker(PeerCounts):
             if breaker._core._permit.in_flight:  # a call probes with them: held, as for any probe
                 self.leases = held
                 self._apply_probe_limit(breaker)
-                return
+                return None
             prefix = f"{self._prefix}:lease:{self.epoch}:"
-            argv = [prefix, self._id, breaker.config.half_open_max_calls]
-            (reply,) = _eval_batch(client, [(self, scripts.GIVE_UP_LEASES, [], argv)])
-            if self.accepted("leases", f"{prefix}*", reply):  # refused: on local state now (go_local)
-                self._wanted = False
+        return scripts.GIVE_UP_LEASES, [], [prefix, self._id, breaker.config.half_open_max_calls]
+
+    def _gave_up(self, argv: Sequence[Any], reply: Any) -> bool:
+        """Take the ``GIVE_UP_LEASES`` reply to ``argv``: whether the server took it (:meth:`accepted`).
+
+        Raises:
+            Exception: ``reply`` is an outage (:meth:`accepted`).
+        """
+        return self.accepted("leases", f"{argv[0]}*", reply)  # refused: on local state now (go_local)
 
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
         """Probes this replica may run: its leases, or the configured number when the store is down.
@@ -683,7 +708,7 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
     round while another replica held its leases.
     """
     reports: list[tuple[SharedBreaker, CircuitBreaker, tuple[object, ...], tuple[int, int, int]]] = []
-    asks: list[tuple[SharedBreaker, CircuitBreaker, list[str], list[Any]]] = []
+    asks: list[tuple[SharedBreaker, CircuitBreaker, str, list[str], list[Any]]] = []
     for link in links:
         breaker = link.breaker
         if breaker is None:
@@ -702,9 +727,12 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
             link.rejected_since(breaker)  # the rejections of an OPEN period want no probe
     for start in range(0, len(asks), _READ_BATCH):
         leases = asks[start : start + _READ_BATCH]
-        asked = ((link, scripts.TAKE_LEASES, keys, argv) for link, _, keys, argv in leases)
-        for (link, breaker, keys, _), reply in zip(leases, _eval_batch(client, asked), strict=True):
-            if link.accepted("leases", ", ".join(keys), reply):
+        asked = ((link, script, keys, argv) for link, _, script, keys, argv in leases)
+        replies = _eval_batch(client, asked)
+        for (link, breaker, script, keys, argv), reply in zip(leases, replies, strict=True):
+            if script is scripts.GIVE_UP_LEASES:
+                link._gave_up(argv, reply)
+            elif link.accepted("leases", ", ".join(keys), reply):
                 link._leases_held(client, breaker, reply, now)
     for start in range(0, len(reports), _READ_BATCH):
         batch = reports[start : start + _READ_BATCH]

@@ -208,8 +208,9 @@ for i = 1, tonumber(ARGV[3]) do
 end
 return count
 """
-"""Give up the probe leases one replica holds (none of its calls probes with them), for the
-replicas whose calls want them to take at once, rather than when they expire."""
+"""Give up the probe leases one replica holds (none of its calls probes with them, or wants to), for
+the replicas whose calls want them to take at once, rather than when they expire. A compare-and-delete:
+a lease key that no longer holds the owner's id (it expired, and another replica took it) is kept."""
 
 _REFUSES: Final = """
 -- ARGV[3]: max wait ms; ARGV[4]: ms before the caller's deadline (-1: none).

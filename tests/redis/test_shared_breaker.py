@@ -33,6 +33,7 @@ from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.patterns.circuit_breaker import shared
+from otel_resilience.store import scripts
 from otel_resilience.store.breaker import SharedBreaker
 from otel_resilience.telemetry import instrumented
 from otel_resilience.telemetry import semconv as sc
@@ -1098,13 +1099,69 @@ def test_a_replica_whose_probe_ran_takes_the_lease_again_only_for_a_call(redis_u
         assert _admits(lambda: breaker.call_sync(int))  # the probe: 1 success of 2
         assert breaker.state is CircuitState.HALF_OPEN
         wait_for(lambda: link.leases == 0, 3.0, "the lease given up, no call wanting it")
-        wait_for(lambda: not client.keys("probed:cb:db:lease:*"), 3.0, "the lease expired in Redis")
+        wait_for(lambda: not client.keys("probed:cb:db:lease:*"), 3.0, "the lease gone from Redis")
         time.sleep(0.2)  # rounds of the store's thread: it takes the lease no more
         assert not client.keys("probed:cb:db:lease:*")
         assert (link.leases, breaker._core.settings.half_open_max_calls) == (0, 0)
     finally:
         client.close()
         store.close()
+
+
+def test_a_replica_whose_probe_ran_gives_its_lease_up_in_redis_to_the_others_calls(redis_url: str) -> None:
+    """After its probe, a replica with no more calls deletes its lease: another replica probes within rounds.
+
+    It only let the lease expire, unrenewed: the other replicas rejected every call
+    (``half_open_full``) until then, ``probe_lease_ttl`` (30 s here; measured 2.06 s with 2 s).
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    stores = [RedisStore.from_url(redis_url, namespace="given", probe_lease_ttl=30.0) for _ in range(2)]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=2)
+        with namesakes_expected():
+            prober, other = (
+                CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores
+            )
+        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first resync")
+        prober.force_open(0.2)
+        wait_for(_opened(prober, other), 2.0, "both OPEN")
+        wait_for(lambda: prober._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        link = prober._core._shared
+        assert isinstance(link, SharedBreaker)
+        assert not _admits(lambda: prober.call_sync(int))  # HALF_OPEN, no lease yet: it asks for one
+        wait_for(lambda: link.leases == 1, 3.0, "the lease taken for the call")
+        assert _admits(lambda: prober.call_sync(int))  # its probe: 1 success of 2, then no more calls
+        assert prober.state is CircuitState.HALF_OPEN
+        wait_for(lambda: not client.keys("given:cb:db:lease:*"), 3.0, "the lease deleted in Redis")
+        assert (link.leases, prober._core.settings.half_open_max_calls) == (0, 0)
+        wait_for(lambda: other._core.retry_after() == 0.0, 2.0, "the end of the other's OPEN period")
+        wait_for(lambda: _admits(lambda: other.call_sync(int)), 3.0, "a probe of the other replica")
+        wait_for(
+            lambda: prober.peek_state() is other.peek_state() is CircuitState.CLOSED,
+            2.0,
+            "the cluster's second probe success closes both",
+        )
+        assert other.get_stats()["total_requests"] >= 1
+    finally:
+        client.close()
+        for store in stores:
+            store.close()
+
+
+def test_giving_leases_up_deletes_only_those_that_still_hold_the_givers_id(redis_url: str) -> None:
+    """A lease that expired and another replica took since is that replica's: the give-up keeps it."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set("cad:lease:7:1", "giver", px=30_000)
+        client.set("cad:lease:7:2", "taker", px=30_000)
+        assert client.eval(scripts.GIVE_UP_LEASES, 0, "cad:lease:7:", "giver", 3) == 1
+        assert (client.get("cad:lease:7:1"), client.get("cad:lease:7:2")) == (None, b"taker")
+    finally:
+        client.close()
 
 
 def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(redis_url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -383,6 +384,67 @@ def test_an_outage_found_while_a_breaker_is_being_shared_leaves_it_probing_on_it
         assert breaker.state is CircuitState.CLOSED
     finally:
         store.close()
+
+
+def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call(
+    proxy: TcpFaultProxy,
+    control: redis.Redis,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis gone as a replica gives its lease up: an outage of its store, and the lease expires.
+
+    Nothing is raised to a call or logged as a failure of the store's thread; the replica runs
+    on its own meanwhile, and another replica probes once the lease expired
+    (``probe_lease_ttl``), as after a crashed prober.
+    """
+    prober_store = RedisStore.from_url(_via(proxy), namespace="giving", probe_lease_ttl=1.0, timeout=0.2)
+    other_store = RedisStore.from_url(redis_url, namespace="giving", probe_lease_ttl=1.0)
+    real = SharedBreaker._give_up
+
+    def outage_meanwhile(link: SharedBreaker, breaker: CircuitBreaker) -> Any:
+        call = real(link, breaker)
+        if call is not None:
+            proxy.set("drop")  # Redis gone between the give-up's decision and its round trip
+        return call
+
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=2)
+        with namesakes_expected():
+            prober = CircuitBreaker("db", dataclasses.replace(config, store=prober_store))
+            other = CircuitBreaker("db", dataclasses.replace(config, store=other_store))
+        wait_for(lambda: prober_store.ops > 0 and other_store.ops > 0, 5.0, "the stores' first rounds")
+        prober.force_open(0.2)
+        wait_for(lambda: prober.state is other.state is CircuitState.OPEN, 2.0, "both OPEN")
+        wait_for(lambda: prober._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        _rejected(prober)  # HALF_OPEN, no lease yet: it asks for one
+        wait_for(lambda: _leases(prober) == 1, 3.0, "the lease taken for the call")
+        lease = f"giving:cb:db:lease:{prober._core._shared.epoch}:1"  # type: ignore[union-attr]
+        monkeypatch.setattr(SharedBreaker, "_give_up", outage_meanwhile)
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            assert prober.call_sync(int) == 0  # its probe: 1 success of 2, then no more calls
+            wait_for(lambda: prober_store.degraded, 5.0, "the give-up's outage")
+            assert control.get(lease) is not None  # not given up: it expires
+            wait_for(lambda: control.get(lease) is None, 3.0, "the lease expired")
+            assert (prober_store.outages, _messages(caplog, UNREACHABLE)) == (1, 1)
+            assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+        assert prober._core.settings.half_open_max_calls == config.half_open_max_calls  # on its own
+        wait_for(lambda: other._core.retry_after() == 0.0, 2.0, "the end of the other's OPEN period")
+        wait_for(lambda: _admits(other), 5.0, "a probe of the other replica once the lease expired")
+    finally:
+        proxy.set("pass")
+        prober_store.close()
+        other_store.close()
+
+
+def _admits(breaker: CircuitBreaker) -> bool:
+    """Whether a call through ``breaker`` ran (``False``: rejected)."""
+    try:
+        breaker.call_sync(int)
+    except CircuitOpenError:
+        return False
+    return True
 
 
 def test_an_outage_a_permit_meets_during_the_stores_round_is_not_ended_by_that_round(
