@@ -4,8 +4,9 @@ Loading ``otel_resilience`` takes about a third of a second. A Ctrl-C in that ti
 traceback, and a SIGTERM would kill the process without a word; this module loads nothing but
 the interpreter's own ``sys`` before its guard (its other imports happen under it), so the command
 handles both signals from its first instruction, as the demo does until its run begins: one line
-on standard error and exit status 0. ``otel_resilience.__main__`` takes :func:`signals_interrupt`
-and :func:`stopped_by_signal` from here for that part of the demo, and ``python -m
+on standard error and the exit status of a process the signal stopped (:func:`signal_status`).
+``otel_resilience.__main__`` takes :func:`signals_interrupt`, :func:`stopped_by_signal` and
+:func:`signal_status` from here for that part of the demo and for its run, and ``python -m
 otel_resilience``, which loads the package before any code of the command runs, the guard of that
 load (:func:`guard_package_load`).
 """
@@ -17,7 +18,39 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import IO
 
-__all__ = ["end_package_guard", "guard_package_load", "main", "signals_interrupt", "stopped_by_signal"]
+__all__ = [
+    "SignalInterrupt",
+    "end_package_guard",
+    "guard_package_load",
+    "main",
+    "signal_status",
+    "signals_interrupt",
+    "stopped_by_signal",
+]
+
+
+def signal_status(signum: int) -> int:
+    """The exit status of a command the signal ``signum`` stopped: 128 + its number.
+
+    It is how a shell reports a process the signal killed: 130 for SIGINT, 143 for SIGTERM.
+    """
+    return 128 + signum
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """What SIGTERM raises while :func:`signals_interrupt`'s block runs.
+
+    A ``KeyboardInterrupt`` that names its signal (``signum``).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM's handler while :func:`signals_interrupt`'s block runs."""
+    raise SignalInterrupt(signum)
 
 
 class _SignalsInterrupt:
@@ -36,13 +69,13 @@ class _SignalsInterrupt:
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         self._previous = signal.SIG_DFL
 
     def __exit__(self, kind: object, error: object, traceback: "TracebackType | None") -> None:
         import signal  # noqa: PLC0415 - loaded already by __enter__
 
-        if self._previous is not None and signal.getsignal(signal.SIGTERM) is signal.default_int_handler:
+        if self._previous is not None and signal.getsignal(signal.SIGTERM) is _interrupt:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -50,21 +83,27 @@ def signals_interrupt() -> _SignalsInterrupt:
     """Return a context manager that makes SIGTERM interrupt like Ctrl-C while its block runs.
 
     SIGINT raises ``KeyboardInterrupt`` already (the interpreter's handler); SIGTERM at its default
-    would kill the process, so it gets the same handler in the main thread, and its default is put
-    back after the block. A handler installed by the application, or an ignored SIGTERM, is left
-    alone.
+    would kill the process, so in the main thread it raises :class:`SignalInterrupt`, a
+    ``KeyboardInterrupt`` naming it, and its default is put back after the block. A handler
+    installed by the application, or an ignored SIGTERM, is left alone.
     """
     return _SignalsInterrupt()
 
 
-def stopped_by_signal(command: str, err: "IO[str]") -> int:
+def stopped_by_signal(command: str, err: "IO[str]", interrupt: "KeyboardInterrupt | int") -> int:
     """Say on ``err`` that ``command`` was stopped by a signal before its work began.
 
+    ``interrupt`` is the signal's number, or what it raised (a plain ``KeyboardInterrupt``: SIGINT).
+
     Returns:
-        The exit status: 0, as for a demo run ended by a signal.
+        The exit status of the signal (:func:`signal_status`), as for a demo run a signal ended.
     """
+    import signal  # noqa: PLC0415 - loaded already by the guard that caught the signal
+
     err.write(f"{command}: stopped by signal\n")
-    return 0
+    if isinstance(interrupt, int):
+        return signal_status(interrupt)
+    return signal_status(getattr(interrupt, "signum", signal.SIGINT))
 
 
 _COMMAND = "otel-resilience"
@@ -72,9 +111,9 @@ _replaced: "list[int]" = []
 """The signals :func:`guard_package_load` gave :func:`_stop` (put back by :func:`end_package_guard`)."""
 
 
-def _stop(_signum: int, _frame: object) -> None:
+def _stop(signum: int, _frame: object) -> None:
     """The handler of SIGINT and SIGTERM while ``python -m otel_resilience`` loads the package."""
-    raise SystemExit(stopped_by_signal(_COMMAND, sys.stderr))
+    raise SystemExit(stopped_by_signal(_COMMAND, sys.stderr, signum))
 
 
 def guard_package_load(package: str) -> None:
@@ -122,13 +161,14 @@ def main() -> int:
     """Load ``otel_resilience.__main__`` and run its ``main`` (the ``otel-resilience`` command).
 
     Returns:
-        The command's exit status, or 0 when SIGINT or SIGTERM came while it was loading.
+        The command's exit status, or the signal's (:func:`signal_status`) when SIGINT or SIGTERM
+        came while it was loading.
     """
     try:
         with signals_interrupt():
             from otel_resilience.__main__ import main as command  # noqa: PLC0415 - loaded under the guard
-    except KeyboardInterrupt:
-        return stopped_by_signal(_COMMAND, sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        return stopped_by_signal(_COMMAND, sys.stderr, interrupt)
     return command()
 
 

@@ -19,9 +19,10 @@ rules, which needs the ``ops`` extra. ``check`` validates a configuration file a
 policies (YAML needs the ``config`` extra); ``schema`` prints the file's JSON Schema. ``--help``
 works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
-module, an invalid configuration file, a closed standard output), 2 for a usage error. SIGINT or
-SIGTERM before a command begins (while its arguments are read; for ``demo``, until its run) stops
-it with one line and status 0, and so does it while the package loads (the ``otel-resilience``
+module, an invalid configuration file, a closed standard output), 2 for a usage error; 130 or 143
+(128 + the signal's number) for a ``demo`` run SIGINT or SIGTERM ended. SIGINT or SIGTERM before a
+command begins (while its arguments are read; for ``demo``, until its run) stops it with one line
+and that status, and so does it while the package loads (the ``otel-resilience``
 script loads it under the guard of ``_otel_resilience_cli``; ``python -m otel_resilience``, which
 loads the package first, under that module's :func:`~_otel_resilience_cli.guard_package_load`).
 """
@@ -90,6 +91,10 @@ Time is compressed: every duration of the system (timeouts, backoffs, breaker ti
 the schedule) is multiplied by --time-scale and every request rate divided by it; t+N in the output
 is production time. --duration and --interval are real seconds. The schedule repeats every 600 s of
 production time (30 s at the default scale).
+
+exit status: 0 when --duration ended the run; 130 after Ctrl-C (SIGINT), 143 after SIGTERM (the
+summary printed first); 1 on a failure (a lost call, a busy port, a --config or --summary-json
+file that failed); 2 on a usage error.
 
 examples:
   otel-resilience demo                                   outage, live view, metrics on :9464
@@ -206,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="also export metrics and traces over OTLP/HTTP (protobuf) to URL/v1/metrics and "
-        "URL/v1/traces, e.g. http://127.0.0.1:4318 (needs opentelemetry-exporter-otlp-proto-http)",
+        "URL/v1/traces: URL is the receiver's base URL, e.g. http://127.0.0.1:4318 (needs "
+        "opentelemetry-exporter-otlp-proto-http)",
     )
     demo.add_argument(
         "--once",
@@ -341,8 +347,8 @@ def _run_demo(
     try:
         with signals_interrupt():
             return _start_demo(args, parser, out, err)
-    except KeyboardInterrupt:  # a signal before the run routes SIGINT and SIGTERM to its own stop
-        return stopped_by_signal("otel-resilience demo", err)
+    except KeyboardInterrupt as interrupt:  # before the run routes SIGINT and SIGTERM to its own stop
+        return stopped_by_signal("otel-resilience demo", err, interrupt)
 
 
 def _start_demo(
@@ -489,7 +495,8 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         err: Standard error (default ``sys.stderr``).
 
     Returns:
-        The exit status: 0 success (or stopped by a signal before the command began), 1 failure.
+        The exit status: 0 success, 1 failure, 128 + the signal's number when SIGINT or SIGTERM
+        stopped it (a demo run, or a command before it began).
 
     Raises:
         SystemExit: With status 2 on a usage error, or 0 after ``--help`` (argparse).
@@ -500,8 +507,8 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         with signals_interrupt():  # no command has begun: a signal stops it, as while it loads
             parser = build_parser()
             args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        return stopped_by_signal("otel-resilience", err)
+    except KeyboardInterrupt as interrupt:
+        return stopped_by_signal("otel-resilience", err, interrupt)
     try:
         return _run(args, parser, out, err)
     except _OutputError as error:

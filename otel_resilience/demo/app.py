@@ -6,8 +6,9 @@ signal handlers); :func:`main` is what ``otel-resilience demo`` calls. A run end
 still running get up to :data:`DRAIN_GRACE` seconds to finish, the rest are cancelled (and
 counted as cancelled, never as lost), and the summary is printed (and written as JSON with
 ``--summary-json``). Exit status: 0, or 1 when a call was lost or ``/metrics`` could not be
-served. Standard output is written from a thread (:mod:`otel_resilience.demo.output`): a reader
-that stops reading holds up neither the run nor its stop.
+served, else 130 or 143 when SIGINT or SIGTERM ended the run (128 + its number). Standard output
+is written from a thread (:mod:`otel_resilience.demo.output`): a reader that stops reading holds
+up neither the run nor its stop.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
+from _otel_resilience_cli import signal_status
 from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptions
@@ -78,6 +80,11 @@ _BUILT_IN: Final = {
     ),
 }
 """The built-in policy of each dependency, as the header describes it."""
+_SDK_DISABLED: Final = (
+    "telemetry: none: OTEL_SDK_DISABLED=true turns the OpenTelemetry SDK off (no series on /metrics, "
+    "no OTLP export); unset it to see the run's telemetry"
+)
+"""The header's line when the SDK is turned off."""
 
 
 def _policies_lines(
@@ -118,6 +125,8 @@ def _header(
     metrics_url: str | None,
     policies: Mapping[str, ResilienceConfig] | None = None,
     budgeted: Sequence[str] = (),
+    *,
+    sdk_disabled: bool = False,
 ) -> list[str]:
     scale = options.time_scale
     until = (
@@ -135,6 +144,7 @@ def _header(
         f"otel-resilience demo: scenario {scenario.name} (seed {scenario.seed}): {scenario.description}",
         f"time scale {scale:g}: 1 s here = {1 / scale:g} s of production time; t+N is production time",
         f"metrics: {metrics_url or 'not served'}   OTLP: {otlp}",
+        *([_SDK_DISABLED] if sdk_disabled else []),
         *_policies_lines(options.config, policies, budgeted),
         (
             "faults: injected by each policy's chaos links on the scenario's clock (each one a drill in "
@@ -300,12 +310,13 @@ class _SignalRoute:
 
 
 @contextlib.contextmanager
-def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> Iterator[_SignalRoute]:
-    """Route SIGINT and SIGTERM to ``on_signal`` while the block runs (main thread only).
+def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[int], None]) -> Iterator[_SignalRoute]:
+    """Route SIGINT and SIGTERM to ``on_signal`` (given the signal's number) while the block runs.
 
-    The handler that was there before is put back after the block, whatever installed it (the
-    application, ``asyncio.run`` for SIGINT, or the event loop's ``add_signal_handler``, whose own
-    table is left alone): ``loop.remove_signal_handler`` would leave ``SIG_DFL`` instead. The
+    Main thread only. The handler that was there before is put back after the block, whatever
+    installed it (the application, ``asyncio.run`` for SIGINT, or the event loop's
+    ``add_signal_handler``, whose own table is left alone): ``loop.remove_signal_handler`` would
+    leave ``SIG_DFL`` instead. The
     handler runs in the main thread, the loop's, and hands the signal to the loop as
     ``asyncio.run`` hands SIGINT to it (``call_soon_threadsafe`` also wakes the loop up).
     A signal whose handler was not installed from Python (``getsignal`` gives ``None``) is left alone,
@@ -315,12 +326,12 @@ def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> 
     """
     route = _SignalRoute()
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         if route.interrupting:
             route.interrupting = False  # once: the write is abandoned, and the teardown goes on
             route.signalled = True
             raise _WriteInterruptedError
-        loop.call_soon_threadsafe(on_signal)
+        loop.call_soon_threadsafe(on_signal, signum)
 
     installed: list[tuple[signal.Signals, Callable[[int, FrameType | None], Any] | int]] = []
     if threading.current_thread() is threading.main_thread():
@@ -516,11 +527,12 @@ async def run_demo(
     policies = read_policies(options.config, options.config_format)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
     stop = stop or asyncio.Event()
-    signalled = False
+    signalled: signal.Signals | None = None  # the first signal: the one that ended the run, if any
 
-    def on_signal() -> None:
+    def on_signal(signum: int) -> None:
         nonlocal signalled
-        signalled = True
+        if signalled is None:
+            signalled = signal.Signals(signum)
         stop.set()
 
     telemetry = DemoTelemetry(options)
@@ -544,7 +556,11 @@ async def run_demo(
             reloads = await _Reloads.start(system, options)
             cleanup.callback(reloads.stop)
         ticker = _Ticker(scenario, system, monitor, view, options.time_scale, reloads=reloads)
-        view.begin(_header(options, scenario, telemetry.url, policies, system.budgeted))
+        view.begin(
+            _header(
+                options, scenario, telemetry.url, policies, system.budgeted, sdk_disabled=telemetry.disabled
+            )
+        )
         cleanup.callback(view.close)
         system.start_load()
         ticking = asyncio.create_task(ticker.run(), name="demo-view")
@@ -561,7 +577,7 @@ async def run_demo(
             except asyncio.TimeoutError:
                 stopped_by = "duration"
             else:
-                stopped_by = "signal" if signalled else "stop"
+                stopped_by = "signal" if signalled is not None else "stop"
         finally:
             if reloads is not None:
                 reloads.stop()  # no reload after the end: the summary counts the run's
@@ -581,6 +597,7 @@ async def run_demo(
             end=end,
             stopped_by=stopped_by,
             budget=system.budget_stats(),
+            stop_signal=signalled.name if stopped_by == "signal" and signalled is not None else None,
         )
         summary["tenants"] = system.tenant_stats()
         summary["reloads"] = None if reloads is None else reloads.summary()
@@ -681,7 +698,9 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
     Returns:
         The exit status: 0, or 1 when a call was lost, ``/metrics`` could not be served, the
         configuration file or the summary file failed, or standard output was closed, could
-        not be written or did not take the summary (see :func:`run_demo`'s ``output``).
+        not be written or did not take the summary (see :func:`run_demo`'s ``output``), else
+        the signal's (:func:`~_otel_resilience_cli.signal_status`: 130, 143) when SIGINT or
+        SIGTERM ended the run.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -708,7 +727,8 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
     else:
         lost = int(summary["lost_calls"])
         if not lost:
-            return 0
+            stopped_by: str | None = summary["signal"]
+            return 0 if stopped_by is None else signal_status(signal.Signals[stopped_by])
         problem = f"{lost} call(s) lost: {summary['lost_by_type']}"
     err.write(f"otel-resilience demo: {problem}\n")
     return 1

@@ -61,6 +61,8 @@ saved (the watch applies a file once two looks found it the same), a few status 
 TICK: Final = 0.25
 """Real seconds between two refreshes of the view, and so the shortest ``--interval``: the plain
 view writes at most one status line per refresh."""
+OTLP_PATHS: Final = ("/v1/metrics", "/v1/traces")
+"""What the demo appends to ``--otlp-endpoint``: the URLs it sends its metrics and its spans to."""
 MAX_SEED: Final = 2**63 - 1
 """The largest seed: it is the ``demo.seed`` resource attribute, which OTLP carries as a 64-bit
 signed integer (a larger one fails the encoding of every export)."""
@@ -260,7 +262,8 @@ def check_otlp_endpoint(value: str) -> str:
     Raises:
         TypeError: If it is not a string.
         ValueError: If it is not an ``http://`` or ``https://`` URL with a host, an optional port
-            from 1 to 65535 and no query or fragment (the signal's path is appended to it).
+            from 1 to 65535 and no query or fragment, or if it ends with a signal's path: the
+            demo appends :data:`OTLP_PATHS` to it.
     """
     rule = (
         "--otlp-endpoint must be an http:// or https:// URL such as http://127.0.0.1:4318 "
@@ -285,7 +288,15 @@ def check_otlp_endpoint(value: str) -> str:
     reason = _unresolvable_name(parts.hostname)
     if reason is not None:
         raise ValueError(f"{rule}, got {shown!r}: {reason}")
-    return value.rstrip("/")
+    base = value.rstrip("/")
+    for path in OTLP_PATHS:
+        if base.endswith(path):  # a signal's own URL: the demo would send to .../v1/metrics/v1/metrics
+            msg = (
+                "--otlp-endpoint must be the receiver's base URL, to which the demo appends "
+                f"{' and '.join(OTLP_PATHS)}: got {shown!r} (give {redacted_url(base.removesuffix(path))})"
+            )
+            raise ValueError(msg)
+    return base
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIServer
 
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: TID251 - the demo is an application
+from opentelemetry.metrics import NoOpMeter  # noqa: TID251 - the demo is an application
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: TID251
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader  # noqa: TID251
 from opentelemetry.sdk.resources import Resource  # noqa: TID251
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: TID251
@@ -38,6 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry, start_http_server
 
 import otel_resilience
+from otel_resilience.demo.options import OTLP_PATHS
 from otel_resilience.telemetry import instrumented
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("otel_resilience.demo")
+_METRICS_PATH, _TRACES_PATH = OTLP_PATHS
 
 OTLP_METRICS_INTERVAL: Final = 2.0
 """Seconds between two OTLP metric exports."""
@@ -148,6 +151,8 @@ class DemoTelemetry:
         meter_provider: The SDK meter provider (set by :meth:`start`).
         tracer_provider: The SDK tracer provider, only with an OTLP endpoint.
         url: The ``/metrics`` URL actually served, or ``None``.
+        disabled: Whether the SDK is turned off (``OTEL_SDK_DISABLED=true``): its providers then
+            record and export nothing (set by :meth:`start`).
     """
 
     def __init__(self, options: DemoOptions) -> None:
@@ -156,6 +161,7 @@ class DemoTelemetry:
         self.meter_provider: MeterProvider | None = None
         self.tracer_provider: TracerProvider | None = None
         self.url: str | None = None
+        self.disabled = False
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._instrumented = contextlib.ExitStack()
@@ -199,14 +205,16 @@ class DemoTelemetry:
             readers.append(
                 PeriodicExportingMetricReader(
                     OTLPMetricExporter(
-                        endpoint=f"{options.otlp_endpoint}/v1/metrics", timeout=OTLP_EXPORT_TIMEOUT
+                        endpoint=f"{options.otlp_endpoint}{_METRICS_PATH}", timeout=OTLP_EXPORT_TIMEOUT
                     ),
                     export_interval_millis=OTLP_METRICS_INTERVAL * 1000,
                 )
             )
             self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             self._spans = _FlushBound(
-                OTLPSpanExporter(endpoint=f"{options.otlp_endpoint}/v1/traces", timeout=OTLP_EXPORT_TIMEOUT)
+                OTLPSpanExporter(
+                    endpoint=f"{options.otlp_endpoint}{_TRACES_PATH}", timeout=OTLP_EXPORT_TIMEOUT
+                )
             )
             self.tracer_provider.add_span_processor(
                 BatchSpanProcessor(
@@ -216,6 +224,8 @@ class DemoTelemetry:
                 )
             )
         self.meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        # The SDK's own answer: a disabled provider hands out the API's no-op meter.
+        self.disabled = type(self.meter_provider.get_meter("otel_resilience.demo")) is NoOpMeter
         if options.port is not None:
             try:
                 self._server, self._thread = start_http_server(

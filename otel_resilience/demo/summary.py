@@ -144,6 +144,7 @@ def summarize(
     end: float,
     stopped_by: str,
     budget: Mapping[str, Any] | None = None,
+    stop_signal: str | None = None,
 ) -> dict[str, Any]:
     """Return every figure of the run as JSON-ready data.
 
@@ -157,6 +158,8 @@ def summarize(
         stopped_by: ``"duration"``, ``"signal"`` or ``"stop"`` (the ``stop`` event of
             :func:`~otel_resilience.demo.app.run_demo`).
         budget: The shared retry budget's counts (``DemoSystem.budget_stats``), or ``None``.
+        stop_signal: The name of the signal that ended the run (``"SIGINT"``, ``"SIGTERM"``), or
+            ``None`` when none did.
 
     Returns:
         The summary (see the module docstring; ``--summary-json`` writes exactly this).
@@ -201,6 +204,7 @@ def summarize(
         "duration_s": round(end - start, 3),
         "production_seconds": round((end - start) / time_scale, 1),
         "stopped_by": stopped_by,
+        "signal": stop_signal,
         "requests": {"issued": issued, "answered": answered, **totals},
         "availability": availability,
         "success_rate": success_rate,
@@ -403,6 +407,7 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
             f"ran {summary['duration_s']:.1f} s at time scale {summary['time_scale']:g} "
             f"(= {summary['production_seconds']:.0f} s of production time), "
             f"stopped by {summary['stopped_by']}"
+            + ("" if summary.get("signal") is None else f" ({summary['signal']})")
         ),
         (
             f"requests      {req['issued']} issued: {req['successful']} answered by the dependency "

@@ -92,6 +92,10 @@ def test_demo_defaults_are_pinned() -> None:
             r"argument --otlp-endpoint: must be an http://",
         ),
         (["--otlp-endpoint", "http://[::1", *_SHORT_RUN], r"argument --otlp-endpoint: must be an http://"),
+        (
+            ["--otlp-endpoint", "http://127.0.0.1:4318/v1/traces", *_SHORT_RUN],
+            r"argument --otlp-endpoint: must be the receiver's base URL, to which the demo appends",
+        ),
         (["--interval", "0"], r"argument --interval: must be a finite number of seconds > 0"),
         # the view refreshes every 0.25 s: a shorter interval would silently become 0.25 s
         ([*_SHORT_RUN, "--interval", "0.1"], r"argument --interval: must be >= 0.25 seconds .*, got 0.1$"),
@@ -154,6 +158,21 @@ def test_bad_demo_arguments_are_usage_errors(
         ("otlp_endpoint", "http://127.0.0.1:4318?x=1", r"^--otlp-endpoint must be .*no query or fragment"),
         ("otlp_endpoint", "http://127.0.0.1:4318#x", r"^--otlp-endpoint must be .*no query or fragment"),
         ("otlp_endpoint", 4318, r"^--otlp-endpoint must be .*got 4318$"),
+        # a signal's own URL: the demo appends /v1/metrics and /v1/traces to it, and every export
+        # went to .../v1/metrics/v1/metrics (404), the run saying nothing but a failed export
+        (
+            "otlp_endpoint",
+            "http://127.0.0.1:4318/v1/metrics",
+            (
+                r"^--otlp-endpoint must be the receiver's base URL, to which the demo appends /v1/metrics "
+                r"and /v1/traces: got 'http://127.0.0.1:4318/v1/metrics' \(give http://127.0.0.1:4318\)$"
+            ),
+        ),
+        (
+            "otlp_endpoint",
+            "https://otlp.example.com/collector/v1/traces/",
+            r"^--otlp-endpoint must be the receiver's base URL.*\(give https://otlp.example.com/collector\)$",
+        ),
         ("interval", float("inf"), r"--interval must be a finite number of seconds > 0, got inf"),
         (
             "interval",
@@ -190,6 +209,14 @@ def test_demo_options_take_every_address_the_resolver_takes(host: str) -> None:
     assert DemoOptions(otlp_endpoint=f"http://{f'[{host}]' if ':' in host else host}:4318").otlp_endpoint
 
 
+@pytest.mark.parametrize(
+    "endpoint", ["https://proxy.example/otlp", "http://127.0.0.1:4318/v1", "http://h/v1/metrics-gateway"]
+)
+def test_an_otlp_endpoint_may_have_a_base_path(endpoint: str) -> None:
+    """A receiver behind a path of its own (a proxy's) is taken: only a signal's own path is refused."""
+    assert DemoOptions(otlp_endpoint=endpoint).otlp_endpoint == endpoint
+
+
 def test_help_lists_the_commands_scenarios_and_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
     """`demo --help` explains the scenarios, the compressed time and the options."""
     with pytest.raises(SystemExit) as caught:
@@ -204,6 +231,7 @@ def test_help_lists_the_commands_scenarios_and_time_scale(capsys: pytest.Capture
         "--time-scale",
         "--summary-json",
         "--otlp-endpoint",
+        "130 after Ctrl-C (SIGINT), 143 after SIGTERM",
     ):
         assert word in text
     code, out, _ = _run()
@@ -635,6 +663,22 @@ def test_a_refused_otlp_endpoint_is_shown_without_its_credentials(
     assert "argument --otlp-endpoint" in err
     assert _SECRET not in err
     assert "http://***@127.0.0.1" in err
+
+
+def test_a_run_whose_sdk_is_disabled_says_it_exports_no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SDK_DISABLED=true turns the SDK's providers into no-ops: the header says that /metrics
+    and OTLP get nothing, where it announced the metrics as served and exported none."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    code, out, err = _run("demo", *_SHORT_RUN)
+    assert code == 0, err
+    assert (
+        "telemetry: none: OTEL_SDK_DISABLED=true turns the OpenTelemetry SDK off (no series on "
+        "/metrics, no OTLP export); unset it to see the run's telemetry"
+    ) in out
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    code, out, err = _run("demo", *_SHORT_RUN)
+    assert code == 0, err
+    assert "OTEL_SDK_DISABLED" not in out
 
 
 def test_the_header_shows_the_otlp_endpoint_without_its_credentials() -> None:

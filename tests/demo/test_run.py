@@ -361,7 +361,7 @@ def test_the_cli_picks_the_view_from_the_terminal(monkeypatch: pytest.MonkeyPatc
 
     async def fake_run(options: DemoOptions, *, view: object, **_: object) -> dict[str, Any]:
         chosen.append(type(view).__name__)
-        return {"lost_calls": 0, "lost_by_type": {}}
+        return {"lost_calls": 0, "lost_by_type": {}, "signal": None}
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -378,12 +378,29 @@ def test_a_lost_call_makes_the_exit_status_1(monkeypatch: pytest.MonkeyPatch) ->
     """A run that lost a call reports it on stderr and exits 1."""
 
     async def fake_run(options: DemoOptions, *, view: object, **_: object) -> dict[str, Any]:
-        return {"lost_calls": 2, "lost_by_type": {"builtins.KeyError": 2}}
+        return {"lost_calls": 2, "lost_by_type": {"builtins.KeyError": 2}, "signal": None}
 
     monkeypatch.setattr(app, "run_demo", fake_run)
     err = io.StringIO()
     assert app.main(DemoOptions(port=None, plain=True), out=io.StringIO(), err=err) == 1
     assert "2 call(s) lost" in err.getvalue()
+
+
+@pytest.mark.parametrize(("stop_signal", "status"), [("SIGINT", 130), ("SIGTERM", 143), (None, 0)])
+def test_a_run_a_signal_ended_exits_with_the_signals_status(
+    monkeypatch: pytest.MonkeyPatch, stop_signal: str | None, status: int
+) -> None:
+    """A run SIGINT or SIGTERM ended exits 128 + the signal's number, as a shell reports a process
+    the signal stopped (it exited 0); a lost call still makes it 1."""
+    lost = 0
+
+    async def fake_run(options: DemoOptions, *, view: object, **_: object) -> dict[str, Any]:
+        return {"lost_calls": lost, "lost_by_type": {"builtins.KeyError": lost}, "signal": stop_signal}
+
+    monkeypatch.setattr(app, "run_demo", fake_run)
+    assert app.main(DemoOptions(port=None, plain=True), out=io.StringIO(), err=io.StringIO()) == status
+    lost = 1
+    assert app.main(DemoOptions(port=None, plain=True), out=io.StringIO(), err=io.StringIO()) == 1
 
 
 async def test_the_keyed_tenants_policy_sheds_the_tenant_over_its_quota(run_scenario: Any) -> None:

@@ -75,10 +75,11 @@ def _demo(arguments: list[str], port: int, cwd: Path, **environ: str) -> Iterato
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
+def test_the_demo_serves_metrics_and_exits_with_the_signals_status(
     stop_signal: signal.Signals, free_port: int, tmp_path: Path
 ) -> None:
-    """While running, /metrics serves resilience_ series; SIGINT or SIGTERM ends it with status 0 and a summary."""
+    """While running, /metrics serves resilience_ series; SIGINT or SIGTERM ends it with a summary and
+    the conventional status of a process a signal stopped, 128 + its number: 130, 143 (it was 0)."""
     summary_path = tmp_path / "summary.json"
     arguments = ["--scenario", "outage", "--duration", "60", "--time-scale", "0.01"]
     with _demo([*arguments, "--summary-json", str(summary_path)], free_port, tmp_path) as process:
@@ -94,12 +95,13 @@ def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
             assert series in text, series
         process.send_signal(stop_signal)
         out, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + stop_signal, err
     assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in out
-    assert "stopped by signal" in out
+    assert f"stopped by signal ({stop_signal.name})" in out
     assert "lost calls    0" in out
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "signal"
+    assert summary["signal"] == stop_signal.name
     assert summary["lost_calls"] == 0
     assert summary["breakers"]["ml_service"]["opened"] is True
     assert _scrape(url) == ""  # the server is gone
@@ -119,7 +121,7 @@ def test_the_demo_serves_the_in_process_histograms_when_the_environment_asks(
         assert "resilience_execution_duration_seconds_bucket{" not in text
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signal.SIGINT, err
 
 
 def test_the_library_and_the_command_never_load_the_demo_dependencies() -> None:
@@ -139,7 +141,8 @@ def test_the_library_and_the_command_never_load_the_demo_dependencies() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_the_teardown_still_ends_the_run_cleanly(signum: signal.Signals) -> None:
-    """A signal that lands while the run shuts down (its /metrics server stopping): exit 0, no traceback."""
+    """A signal that lands while the run shuts down (its /metrics server stopping): the duration
+    ended the run, so exit 0, no traceback."""
     code = f"""
 import os, signal, sys
 from otel_resilience.demo import otel
@@ -177,8 +180,8 @@ sys.exit(main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--
 def test_a_signal_during_the_startup_ends_the_demo_cleanly(
     signum: signal.Signals, where: str, command: str, tmp_path: Path
 ) -> None:
-    """Ctrl-C or SIGTERM while the demo starts (its arguments, its imports, its setup): exit 0, one
-    line, no traceback, and no file left where the summary would go."""
+    """Ctrl-C or SIGTERM while the demo starts (its arguments, its imports, its setup): one line, the
+    signal's status (128 + its number), no traceback, and no file left where the summary would go."""
     summary = tmp_path / "summary.json"
     code = f"""
 import os, sys
@@ -201,7 +204,7 @@ sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01",
         check=False,
         preexec_fn=_as_from_a_shell,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 128 + signum, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr == f"{command}: stopped by signal\n"
     assert not summary.exists()
@@ -252,10 +255,11 @@ _QUICK_RUN: Final = ("demo", "--plain", "--duration", "1", "--time-scale", "0.01
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_command_loads_stops_it_cleanly(signum: signal.Signals, module: str) -> None:
     """Ctrl-C or SIGTERM while the command loads the package (its first third of a second): one line
-    on standard error and status 0, as for a signal before the demo's run; no traceback."""
+    on standard error and the signal's status (128 + its number), as for a signal before the demo's
+    run; no traceback."""
     process = _command(_SIGNAL_ON_IMPORT.format(module=module, signum=int(signum)), *_QUICK_RUN)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signum, err
     assert "Traceback" not in err
     assert err == "otel-resilience: stopped by signal\n"
     assert out == ""
@@ -271,8 +275,8 @@ def test_a_signal_while_python_m_loads_the_package_stops_it_cleanly(
     signum: signal.Signals, module: str, tmp_path: Path
 ) -> None:
     """`python -m otel_resilience demo`, which loads the package before the command's code runs:
-    Ctrl-C or SIGTERM during that load stops it as the script's, one line and status 0 (it was a
-    traceback, or a silent kill by SIGTERM)."""
+    Ctrl-C or SIGTERM during that load stops it as the script's, one line and the signal's status
+    (it was a traceback, or a silent kill by SIGTERM)."""
     # The signal comes from a finder the interpreter installs at start-up (sitecustomize), as the
     # module the package imports is looked for.
     (tmp_path / "sitecustomize.py").write_text(_SIGNAL_ON_IMPORT.format(module=module, signum=int(signum)))
@@ -286,7 +290,7 @@ def test_a_signal_while_python_m_loads_the_package_stops_it_cleanly(
         check=False,
         preexec_fn=_as_from_a_shell,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 128 + signum, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr == "otel-resilience: stopped by signal\n"
     assert result.stdout == ""
@@ -402,12 +406,12 @@ def test_a_signal_stops_a_demo_whose_output_nobody_reads(signum: signal.Signals)
 
 def test_a_reader_that_comes_back_after_the_signal_gets_the_summary() -> None:
     """A reader that stops reading and comes back after the signal: the summary is all there, and
-    the status is 0."""
+    the status is SIGTERM's, 143."""
     with _demo_into_a_pipe_nobody_reads("--plain", "--interval", "0.25", "--time-scale", "0.01") as process:
         _until_the_pipe_is_full(process)
         process.send_signal(signal.SIGTERM)
         out, err = (text.decode() for text in process.communicate(timeout=60))
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signal.SIGTERM, err
     assert "stopped by signal" in out
     assert "lost calls    0" in out
 
@@ -432,7 +436,7 @@ def test_a_watched_config_file_applies_an_edit_live_and_a_signal_stops_the_watch
     free_port: int, tmp_path: Path
 ) -> None:
     """--config is watched: a save applies while the demo runs (the view's line, /metrics); SIGTERM
-    ends the run with status 0, the reloads in the summary, and no watch thread keeping it alive."""
+    ends the run with its status, 143, the reloads in the summary, and no watch thread keeping it alive."""
     config = tmp_path / "demo.yaml"
     quota = "version: 1\npolicies:\n  tenants:\n    rate_limiter:\n      rate: {rate}\n      burst: 4\n"
     config.write_text(quota.format(rate=2), encoding="utf-8")
@@ -455,7 +459,7 @@ def test_a_watched_config_file_applies_an_edit_live_and_a_signal_stops_the_watch
         assert re.search(r"^resilience_config_stale\{[^}]*\} 0\.0", text, re.MULTILINE), text[-3000:]
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signal.SIGTERM, err
     assert f"config {config}: reload applied: tenants" in out, out + err
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "signal"
