@@ -34,7 +34,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Step, Wait
-from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
@@ -479,3 +479,195 @@ async def test_an_outer_original_wins_over_nothing_while_the_outer_hedges_inner_
     assert recorder.of(Event.HEDGE_WON) == []
     wins = [p.value for p in otel.points(sc.HEDGE_WINS) if p.attributes[sc.NAME] == "h"]
     assert not any(wins)
+
+
+async def run_an_outer_hedge_whose_inner_race_hedged_while_queued(
+    clock: FakeClock,
+) -> tuple[Hedging, RetryBudget, int]:
+    """Two hedgings that both hedge: the outer hedge's inner race starts a hedge, and both its attempts queue.
+
+    The inner hedging (delay 0.01 s) hedges the attempt queued for the slot the original holds:
+    that hedge queues too. The original then answers and wins. Returns (the outer hedging, its
+    budget, the calls made).
+    """
+    budget = budget_of(clock)
+    inner = Hedging("inner", HedgingConfig(delay=0.01, max_attempts=2), clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=4))
+    pipeline, outer = hedged_over(clock, budget, inner.as_strategy("p"), bulkhead.as_strategy("p"))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(answer))
+    await until(lambda: bulkhead.get_stats()["active"])
+    others_turn = asyncio.Event()
+
+    async def other_call() -> str:
+        await others_turn.wait()
+        return "other"
+
+    other = asyncio.ensure_future(bulkhead.execute(other_call))
+    await until(lambda: bulkhead.get_stats()["waiting"])
+    # The original's inner hedge, the outer hedge's inner original and its inner hedge queue.
+    await until(lambda: bulkhead.get_stats()["waiting"] == 4)
+    assert inner.get_stats()["executions"] == 2
+    release.set()
+    assert await task == "quote"
+    others_turn.set()
+    assert await other == "other"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    return outer, budget, len(calls)
+
+
+async def test_an_outer_hedge_whose_inner_race_hedged_while_every_attempt_queued_is_no_hedge_sent(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """Every attempt of the outer hedge's inner race is still queued when the original wins: it ran nothing.
+
+    No hedge sent, its withdrawal given back, no win over it. Before: the inner hedge took a
+    number, which made the outer hedge count as run: ``hedges`` 1, a ``HEDGE_STARTED``, the
+    budget's retry kept and a ``HEDGE_WON`` for the original, for 1 call.
+    """
+    outer, budget, calls = await run_an_outer_hedge_whose_inner_race_hedged_while_queued(clock)
+    assert calls == 1
+    assert budget.get_stats()["retries"] == 0
+    stats = outer.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 0, 1)
+    assert [s.name for s in recorder.sources(Event.HEDGE_STARTED)] == []
+    assert [s.name for s in recorder.sources(Event.HEDGE_WON)] == []
+
+
+async def test_an_outer_hedge_whose_inner_original_ran_while_its_inner_hedge_queued_was_sent(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """Two slots: the outer hedge's inner original gets the second and calls; its inner hedge queues.
+
+    The outer hedge called the dependency (its inner hedge, queued, did not): a hedge sent, and
+    the original's answer is a win over it.
+    """
+    budget = budget_of(clock)
+    inner = Hedging("inner", HedgingConfig(delay=0.05, max_attempts=2), clock=clock)
+    bulkhead = Bulkhead("slots", BulkheadConfig(max_concurrent=2, max_waiting=4))
+    pipeline, outer = hedged_over(clock, budget, inner.as_strategy("p"), bulkhead.as_strategy("p"))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        if len(calls) > 1:
+            await asyncio.Event().wait()  # the outer hedge's call never answers
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(answer))
+    await until(lambda: bulkhead.get_stats()["waiting"] == 2)  # both inner hedges queue
+    assert len(calls) == 2
+    release.set()
+    assert await task == "quote"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert budget.get_stats()["retries"] == 1
+    stats = outer.get_stats()
+    assert (stats["hedges"], stats["original_wins"]) == (1, 1)
+    assert "h" in [s.name for s in recorder.sources(Event.HEDGE_STARTED)]
+    assert [s.name for s in recorder.sources(Event.HEDGE_WON)] == ["h"]
+
+
+async def test_an_outer_hedge_whose_inner_hedge_was_turned_away_beside_a_queued_original_is_no_hedge_sent(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """Two hedgings, the inner in parallel mode: the outer hedge's inner original queues, its inner hedge meets a full queue.
+
+    Neither attempt of the outer hedge's inner race ran (one waits, one was turned away) when the
+    original wins: no hedge sent, its withdrawal given back, no win over it. Before: an inner
+    attempt turned away counted as one that ran, and so did the outer hedge.
+    """
+    budget = budget_of(clock)
+    inner = Hedging("inner", HedgingConfig(mode="parallel", max_attempts=2), clock=clock)
+    bulkhead = Bulkhead("slot", BulkheadConfig(max_concurrent=1, max_waiting=3))
+    pipeline, outer = hedged_over(clock, budget, inner.as_strategy("p"), bulkhead.as_strategy("p"))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        await release.wait()
+        return "quote"
+
+    task = asyncio.ensure_future(pipeline.execute(answer))
+    await until(lambda: bulkhead.get_stats()["waiting"] == 1)  # the original's inner hedge
+    others_turn = asyncio.Event()
+
+    async def other_call() -> str:
+        await others_turn.wait()
+        return "other"
+
+    other = asyncio.ensure_future(bulkhead.execute(other_call))
+    await until(lambda: bulkhead.get_stats()["waiting"] == 2)
+    clock.advance(0.02)  # the outer hedge starts: its inner original queues, its inner hedge is rejected
+    await until(lambda: inner.get_stats()["hedges_denied"])
+    assert bulkhead.get_stats()["waiting"] == 3
+    release.set()
+    assert await task == "quote"
+    others_turn.set()
+    assert await other == "other"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert calls == [1]
+    assert budget.get_stats()["retries"] == 0
+    stats = outer.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"], stats["original_wins"]) == (0, 0, 1)
+    assert [s.name for s in recorder.sources(Event.HEDGE_STARTED)] == []
+    assert [s.name for s in recorder.sources(Event.HEDGE_WON)] == []
+
+
+class _Rejected(Wait):
+    """A wait for an admission that rejects the attempt."""
+
+    async def wait(self) -> None:
+        raise ExecutionRejectedError("no room")
+
+
+class _RejectsTheOriginal(Step):
+    """A step of our own that turns the first attempt away."""
+
+    kind: ClassVar[str] = "rejects_the_original"
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        return _Rejected() if ctx.attempt == 1 else None
+
+
+async def test_a_win_over_a_hedge_that_ran_beside_an_original_turned_away_in_its_inner_race_is_reported(
+    clock: FakeClock, recorder: Any
+) -> None:
+    """Two hedgings, the outer in parallel mode: the outer original's inner race is turned away, hedge 2 hangs, hedge 3 answers.
+
+    The outer original called nothing (it is turned away, not held back: counted once, as such);
+    the two hedges ran, so hedge 3's answer is a win over hedge 2.
+    """
+    inner = Hedging("inner", HedgingConfig(mode="fallback", max_attempts=1), clock=clock)
+    outer = Hedging("h", HedgingConfig(mode="parallel", max_attempts=3), clock=clock)
+    pipeline = (
+        PipelineBuilder("p", clock=clock)
+        .add(outer.as_strategy("p"))
+        .add(inner.as_strategy("p"))
+        .add(_RejectsTheOriginal())
+        .build()
+    )
+    calls: list[int] = []
+
+    async def answer() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # hedge 2 never answers
+        for _ in range(10):  # hedge 3 answers once the original was turned away
+            await asyncio.sleep(0)
+        return "quote"
+
+    assert await pipeline.execute(answer) == "quote"
+    assert len(calls) == 2
+    stats = outer.get_stats()
+    assert (stats["hedges"], stats["hedge_wins"]) == (2, 1)
+    assert [(won.attempt, won.attempt_type) for won in recorder.of(Event.HEDGE_WON)] == [(3, "hedge")]

@@ -83,6 +83,16 @@ class ExecutionContext:
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
+        held: On an attempt's context only, and unset until an attempt of a race that runs
+            inside it (two hedgings in one chain) first waits for a step's admission: how many
+            such attempts wait there now, or were stopped or turned away there (cancelled,
+            interrupted, rejected); one fewer once a wait admits its attempt or raises anything
+            but a rejection. Read with :attr:`branches` by
+            :func:`~otel_resilience.engine.hedge.held_back`: every attempt run inside it held
+            back, it ran nothing.
+        branches: On an attempt's context only, and unset (one) until a race that runs inside it
+            starts a hedge (:meth:`fork`): the attempts it runs side by side, its own chain's
+            first and one more for each hedge started inside it, at any depth.
         queued: On an attempt's context only, and unset until the attempt first waits for a
             step's admission (:attr:`~otel_resilience.engine.actions.Wait.admission`: a
             bulkhead's queue, a rate limiter's permit): whether it waits there now, or was
@@ -104,7 +114,9 @@ class ExecutionContext:
         "answering",
         "args",
         "attempt",
+        "branches",
         "fn",
+        "held",
         "kwargs",
         "late",
         "max_attempts",
@@ -120,7 +132,11 @@ class ExecutionContext:
 
     answering: tuple[int, int]
     """Unset until a race records which attempt answered, on its rare paths (:meth:`answered_by`)."""
+    branches: int
+    """Unset until a race run in this attempt starts a hedge (:meth:`fork`, on that rare path only)."""
     fn: Callable[..., Any]
+    held: int
+    """Unset until an attempt run in this attempt waits for its admission (on a nested wait only)."""
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     late: tuple[BaseException, Any]
@@ -182,9 +198,13 @@ class ExecutionContext:
     def fork(self, *, new_attempt: bool = True) -> ExecutionContext | None:
         """Start the context of an attempt that runs beside others of this execution (a hedge).
 
-        The attempt takes its number from this execution (:meth:`next_attempt`: numbers stay
+        The attempt takes its number from this execution (:meth:`_take_number`: numbers stay
         unique, the cap is shared, as for the attempts it starts itself) and records its outcome
-        in a context of its own, whatever the other attempts do meanwhile.
+        in a context of its own, whatever the other attempts do meanwhile. It is no re-run of
+        the attempt this context makes: the outcomes of this context and of those it runs in are
+        left as they are (a re-run, :meth:`next_attempt`, makes them ``RECOVERED``). Started in an
+        attempt of a race (two hedgings in one chain), it is one more attempt run inside that
+        attempt and each enclosing one (:attr:`branches`).
 
         Args:
             new_attempt: ``False`` for the context of the attempt this execution is making now
@@ -195,9 +215,16 @@ class ExecutionContext:
             The attempt's context (:attr:`parent` is this one; :attr:`properties` a copy), or
             ``None`` when the cap refuses another attempt.
         """
-        number = self.next_attempt() if new_attempt else self.attempt
-        if number is None:
-            return None
+        if new_attempt:
+            number = self._take_number()
+            if number is None:
+                return None
+            enclosing = self
+            while enclosing.parent is not None:  # an attempt of a race, up to the execution
+                enclosing.branches = getattr(enclosing, "branches", 1) + 1
+                enclosing = enclosing.parent
+        else:
+            number = self.attempt
         child: ExecutionContext = new_context()
         start_context(child, self.fn, self.args, self.kwargs, self.operation, self.max_attempts, self.sync)
         child.attempt = number
@@ -207,15 +234,14 @@ class ExecutionContext:
         return child
 
     def next_attempt(self) -> int | None:
-        """Take the number of a new attempt, or refuse it when the execution's cap is reached.
+        """Take the number of a new attempt (a re-run), or refuse it when the execution's cap is reached.
 
         Call it before waiting for the attempt (a backoff, a re-run delay), so that a refused
         attempt costs no wait.
 
         Returns:
-            The new attempt's number (one more than the latest), now :attr:`attempt`; ``None``
-            when :attr:`max_attempts` attempts were already made (not counting those that
-            called nothing and gave their place back, :meth:`spare`): no further attempt may start.
+            The new attempt's number (:meth:`_take_number`), now :attr:`attempt`; ``None`` when
+            the cap refuses it. Taken, it makes this context and those it runs in ``RECOVERED``.
         """
         parent = self.parent
         if parent is not None:  # an attempt of a fork: the execution numbers it
@@ -224,14 +250,39 @@ class ExecutionContext:
                 return None
             self.attempt = number
         else:
-            limit = self.max_attempts
-            if limit is not None and self.attempt - getattr(self, "spared", 0) >= limit:
+            number = self._take_number()
+            if number is None:
                 return None
-            self.attempt += 1
         # It recovers if a later attempt's result is accepted: whatever the last attempt ended
         # in (a failure, a result judged failed, an inner fallback's answer its policy did not
         # accept) is no longer the execution's.
         self.outcome = _RECOVERED
+        return number
+
+    def _take_number(self) -> int | None:
+        """Take the number of a new attempt, or refuse it when the execution's cap is reached.
+
+        The one place of the cap in total and of the numbering: the execution (the context at
+        the root of :attr:`parent`) numbers every attempt, and each context on the way to it
+        takes the number as its :attr:`attempt`. Nothing else changes: :meth:`next_attempt`
+        (a re-run) and :meth:`fork` (an attempt beside) call it.
+
+        Returns:
+            One more than the latest number; ``None`` when :attr:`max_attempts` attempts were
+            already made (not counting those that called nothing and gave their place back,
+            :meth:`spare`): no further attempt may start.
+        """
+        parent = self.parent
+        if parent is not None:
+            number = parent._take_number()
+            if number is None:
+                return None
+            self.attempt = number
+            return number
+        limit = self.max_attempts
+        if limit is not None and self.attempt - getattr(self, "spared", 0) >= limit:
+            return None
+        self.attempt += 1
         return self.attempt
 
     def answered_by(self, number: int) -> None:

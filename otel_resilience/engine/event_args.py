@@ -268,7 +268,8 @@ class HedgeWon:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "attempt_type")
 
     attempt: int
-    """The winner's attempt number."""
+    """The winner's attempt number: the one it started with, as its attempt span (not the number a
+    retry inside it took last)."""
     attempt_type: str
     """``"original"`` (the first attempt) or ``"hedge"``."""
 

@@ -730,12 +730,21 @@ def held_back(attempt: ExecutionContext) -> bool:
     action: it is no attempt that ran beside the winner, and no hedge sent. Read on a hedge's
     rare paths only (a win once more than one attempt started, the end of a race that started a
     hedge): an execution that started no hedge never reads it. An attempt that runs a race of
-    its own (two hedgings in one chain) is marked so while that race's original is held back
-    (and stays so when it is stopped there), the wait marking every enclosing attempt
-    (:func:`~otel_resilience.engine.step._hold_back_enclosing`): in its first run, that race
-    started no other attempt.
+    its own (two hedgings in one chain) is held back while every attempt run inside it is
+    (:attr:`ExecutionContext.held` of :attr:`ExecutionContext.branches`: that race's original
+    and each hedge it started, the wait counting every enclosing attempt,
+    :func:`~otel_resilience.engine.step._hold_back_enclosing`), and stays so when they are stopped
+    there or turned away: a hedge started inside it is no re-run of it
+    (:meth:`ExecutionContext.fork`). An attempt turned away itself
+    (:attr:`ExecutionContext.rejected`) is not held back: the race tells the hedge so
+    (:meth:`Hedge.turned_away`).
     """
-    return getattr(attempt, "queued", False) is True and _first_run(attempt)
+    if attempt.rejected or not _first_run(attempt):  # turned away: told so, not held back
+        return False
+    held: int = getattr(attempt, "held", 0)
+    if held:
+        return held >= getattr(attempt, "branches", 1)
+    return getattr(attempt, "queued", False) is True
 
 
 def _first_run(attempt: ExecutionContext) -> bool:

@@ -876,42 +876,43 @@ async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
     interrupted): a race that ends meanwhile reads that it never ran its action
     (:func:`~otel_resilience.engine.hedge.held_back`, which also tells whether the chain ran
     before). Set here only, on a wait: an attempt admitted at once pays nothing for it. An
-    attempt of a race that runs inside an attempt of another (two hedgings in one chain) marks
-    the enclosing attempts too (:func:`_hold_back_enclosing`).
+    attempt of a race that runs inside an attempt of another (two hedgings in one chain) is
+    counted held back in the enclosing attempts too (:func:`_hold_back_enclosing`).
     """
     held = ctx.queued = token.admission
-    nested = cast("ExecutionContext", ctx.parent).parent is not None
+    nested = held and cast("ExecutionContext", ctx.parent).parent is not None
     if nested:
-        _hold_back_enclosing(ctx, held=held)
+        _hold_back_enclosing(ctx, 1)
     try:
         admitted = await token.wait()
     except Exception as error:
         ctx.queued = False
-        if nested:
-            _hold_back_enclosing(ctx, held=False)
         if isinstance(error, ExecutionRejectedError):
-            ctx.rejected = True
+            ctx.rejected = True  # turned away: it ran nothing, and stays counted so in the enclosing ones
+        elif nested:
+            _hold_back_enclosing(ctx, -1)
         raise
     ctx.queued = False
     if nested:
-        _hold_back_enclosing(ctx, held=False)
+        _hold_back_enclosing(ctx, -1)
     return admitted
 
 
-def _hold_back_enclosing(attempt: ExecutionContext, *, held: bool) -> None:
-    """Mark each attempt of an enclosing race that runs ``attempt``'s race as ``attempt`` is marked.
+def _hold_back_enclosing(attempt: ExecutionContext, change: int) -> None:
+    """Count ``attempt`` in or out of the attempts held back inside each enclosing attempt of a race.
 
     An attempt of an outer race that runs a race of its own (two hedgings in one chain) ran
-    nothing while the one attempt its race started (the original: a hedge or a re-run inside
-    takes a number, which the outer attempt's :func:`~otel_resilience.engine.hedge.held_back`
-    reads as a run) is held back in the wait for its admission: it is marked so
-    (:attr:`ExecutionContext.queued`) for as long as that attempt is, and stays so when the wait
-    is stopped. An outer race that is decided meanwhile (its original wins) reads it at once:
-    no hedge sent, no win over it, before the inner race was even stopped. On a nested wait only.
+    nothing while every attempt run inside it (:attr:`ExecutionContext.branches`: that race's
+    original, and each hedge started in it) is held back in the wait for its admission: a count
+    of them (:attr:`ExecutionContext.held`), one more as ``attempt`` starts waiting (``change``
+    1), one fewer once its wait admits it or raises (-1), kept when the wait is stopped or
+    rejects it (turned away, it ran nothing either). An outer race decided meanwhile reads it at once
+    (:func:`~otel_resilience.engine.hedge.held_back`): no hedge sent, no win over it, before the
+    inner race was even stopped. On a nested wait for an admission only.
     """
     outer = cast("ExecutionContext", attempt.parent)
     while outer.parent is not None:  # an attempt of an enclosing race, up to the execution
-        outer.queued = held
+        outer.held = getattr(outer, "held", 0) + change
         outer = outer.parent
 
 

@@ -47,13 +47,34 @@ def test_a_fork_takes_a_unique_number_and_shares_the_cap() -> None:
     assert ctx.parent is None
     assert first.properties == {"tenant": "a"}
     assert first.properties is not ctx.properties
-    assert first.outcome is Outcome.SUCCESS  # its own, not the execution's RECOVERED
+    assert first.outcome is Outcome.SUCCESS  # its own
     assert first.next_attempt() == 4
     assert first.attempt == 4
     assert first.outcome is Outcome.RECOVERED
     assert second.next_attempt() is None
     assert ctx.fork() is None
     assert second.attempt == 3
+
+
+def test_a_fork_is_no_rerun_of_the_contexts_it_starts_in() -> None:
+    """An attempt started beside leaves the outcomes alone; a re-run inside it makes every one recovered.
+
+    Two races in one chain: an attempt of the outer race starts a race of its own (its original,
+    then a hedge). The hedge is one more attempt run inside the outer attempt (``branches``), not a
+    re-run of it. Before: the fork made the outer attempt and the execution ``RECOVERED``, which
+    read as the outer attempt having run.
+    """
+    ctx = ExecutionContext(print, (), {}, "op")
+    outer = ctx.fork()
+    assert outer is not None
+    assert outer.fork(new_attempt=False) is not None
+    hedge = outer.fork()
+    assert hedge is not None
+    assert (hedge.attempt, outer.attempt, ctx.attempt) == (3, 3, 3)
+    assert (outer.outcome, ctx.outcome) == (Outcome.SUCCESS, Outcome.SUCCESS)
+    assert (outer.branches, getattr(ctx, "branches", None)) == (2, None)
+    assert hedge.next_attempt() == 4
+    assert (hedge.outcome, outer.outcome, ctx.outcome) == (Outcome.RECOVERED,) * 3
 
 
 async def test_parallel_attempts_run_through_unchanged_steps_in_contexts_of_their_own() -> None:

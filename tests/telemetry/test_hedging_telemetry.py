@@ -648,3 +648,76 @@ async def test_the_hedge_started_event_names_the_hedges_number_whatever_a_retry_
     ]
     [started] = [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
     assert started.attributes[sc.ATTEMPT] == 2
+
+
+async def test_the_hedge_won_event_names_the_hedges_number_whatever_a_retry_inside_it_took(otel) -> None:
+    """A retry inside the hedging: the hedge (attempt 2) fails once and its retry (attempt 3) answers.
+
+    ``hedge_won`` marks the hedge's attempt span, and names the attempt that span carries, 2.
+    Before: 3, the number the retry inside the hedge took last.
+    """
+    name = _fresh("retried-winner")
+    clock = FakeClock()
+    hedging = Hedging(name, HedgingConfig(delay=0.05), clock=clock)
+    retry = Retry(name, RetryPolicy(max_attempts=2, initial_delay=0.0), clock=clock)
+    pipeline = (
+        PipelineBuilder(name, clock=clock).add(hedging.as_strategy(name)).add(retry.as_strategy(name)).build()
+    )
+    assert await pipeline.execute(Dependency(HANG, ConnectionError("down"), "hedged")) == "hedged"
+    attempts = {
+        s.attributes[sc.ATTEMPT]: s
+        for s in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+        if s.attributes[sc.PATTERN] == "hedging"
+    }
+    [won] = [e for e in attempts[2].events if e.name == sc.EV_HEDGE_WON]
+    assert (won.attributes[sc.ATTEMPT], won.attributes[sc.ATTEMPT_TYPE]) == (2, "hedge")
+    source = {"resilience.policy": name, "resilience.name": name}
+    assert otel.point(sc.HEDGE_WINS, **source, resilience__attempt__type="hedge").value == 1
+
+
+async def test_the_hedge_won_event_names_the_originals_number_whatever_a_retry_inside_it_took(otel) -> None:
+    """A retry inside the hedging: the original (1) fails, its retry (2) backs off, a hedge (3) hangs, the retry answers.
+
+    ``hedge_won`` marks the original's attempt span with its number, 1. Before: 2, the number
+    its retry took.
+    """
+    name = _fresh("retried-original")
+    clock = FakeClock()
+    hedging = Hedging(name, HedgingConfig(delay=0.05), clock=clock)
+    retry = Retry(name, RetryPolicy(max_attempts=2, initial_delay=1.0, jitter="none"), clock=clock)
+    pipeline = (
+        PipelineBuilder(name, clock=clock).add(hedging.as_strategy(name)).add(retry.as_strategy(name)).build()
+    )
+    dependency = Dependency(ConnectionError("down"), HANG, "original")
+    assert await pipeline.execute(dependency) == "original"  # the fake clock's sleeps pass at once
+    assert dependency.cancelled == [1]  # the hedge ran, and lost
+    attempts = {
+        s.attributes[sc.ATTEMPT]: s
+        for s in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+        if s.attributes[sc.PATTERN] == "hedging"
+    }
+    assert attempts[1].attributes[sc.ATTEMPT_TYPE] == "original"
+    [won] = [e for e in attempts[1].events if e.name == sc.EV_HEDGE_WON]
+    assert (won.attributes[sc.ATTEMPT], won.attributes[sc.ATTEMPT_TYPE]) == (1, "original")
+
+
+async def test_the_outer_hedge_won_event_names_the_outer_originals_number_whatever_its_inner_race_took(
+    otel,
+) -> None:
+    """Two hedgings in parallel mode: the outer original's inner race starts a hedge (3) beside its original (1).
+
+    The outer original answers: its ``hedge_won`` names it 1, as its attempt span does. Before:
+    3, the number its inner race's hedge took.
+    """
+    name = _fresh("nested-winner")
+    clock = FakeClock()
+    outer = Hedging(name, HedgingConfig(mode="parallel", max_attempts=2), clock=clock)
+    inner = Hedging(_fresh("inner"), HedgingConfig(mode="parallel", max_attempts=2), clock=clock)
+    pipeline = (
+        PipelineBuilder(name, clock=clock).add(outer.as_strategy(name)).add(inner.as_strategy(name)).build()
+    )
+    assert await pipeline.execute(Dependency("quote", HANG)) == "quote"
+    outer_attempts = [s for s in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX) if s.attributes[sc.NAME] == name]
+    [winner] = [s for s in outer_attempts if s.attributes[sc.ATTEMPT_TYPE] == "original"]
+    [won] = [e for e in winner.events if e.name == sc.EV_HEDGE_WON]
+    assert won.attributes[sc.ATTEMPT] == winner.attributes[sc.ATTEMPT] == 1

@@ -279,17 +279,29 @@ class _Race(Hedge):
     (no ``HEDGE_WON``) and the execution counts in ``failed``, as the pipeline counts its error.
     """
 
-    __slots__ = ("_core", "_misjudged", "_original", "_pending", "_running", "_started", "_telemetry")
+    __slots__ = (
+        "_core",
+        "_misjudged",
+        "_number",
+        "_original",
+        "_pending",
+        "_running",
+        "_started",
+        "_telemetry",
+    )
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
         self._core = core
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None
+        self._number: int
+        """The number the original started with (:meth:`_started_as`), set as it starts."""
         self._misjudged: ExecutionContext | None = None
         """The attempt whose judgment raised (:meth:`accepts`): its error ends the execution."""
-        self._started = 0
-        """The attempts started, less those turned away (:meth:`turned_away`; none starts after one)."""
+        self._started = 1
+        """The attempts started, less those turned away (:meth:`turned_away`; none starts after one):
+        the original from the start, the race's first start, which is never refused."""
         self._pending: list[_Entry] | None = None
         """The hedges started and not entered yet, with their withdrawals, triggers and the numbers
         they started with (a retry inside an attempt numbers its re-runs on): a list from the
@@ -306,7 +318,7 @@ class _Race(Hedge):
         """Start the original; or a hedge, if the budget and the cap in total allow one."""
         core = self._core
         if trigger is None:
-            self._started = 1
+            self._number = ctx.attempt
             self._original = ctx.fork(new_attempt=False)
             return self._original
         budget, withdrawal = core.budget, None
@@ -435,7 +447,7 @@ class _Race(Hedge):
             and self._ran_beside(attempt)
         ):
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
-            telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
+            telemetry.report(Event.HEDGE_WON, HedgeWon(self._started_as(attempt), attempt_type))
         if scope is None:
             return
         if accepted and error is None and core.observer is not None:
@@ -443,6 +455,21 @@ class _Race(Hedge):
         if scope.handles:
             outcome = (_SUCCESS if accepted else _FAILURE) if error is None else classify_error(error)
             telemetry.end_attempt(scope.handles, outcome, error)
+
+    def _started_as(self, attempt: ExecutionContext) -> int:
+        """Return the number ``attempt`` started with, which its attempt span carries (read on a win only).
+
+        Its context's :attr:`~otel_resilience.engine.context.ExecutionContext.attempt` is the
+        latest number a re-run inside it took (a retry inside the hedging), not the attempt's.
+        A hedge's is kept with it as it starts (what ``hedge_started`` names), the original's
+        as the race starts.
+        """
+        if attempt is self._original:
+            return self._number
+        for hedge, _, _, number in self._running or ():
+            if hedge is attempt:
+                return number
+        return attempt.attempt  # not reached: a hedge that answered ran, and is running until the end
 
     def _ran_beside(self, winner: ExecutionContext) -> bool:
         """Whether an attempt other than ``winner`` ran its action (asked once more than one started).
