@@ -1295,6 +1295,125 @@ def test_a_key_whose_bulkhead_slot_is_held_outside_a_call_is_never_evicted(
     assert stats["bulkhead"]["rejected"] == 1
 
 
+def test_a_slot_taken_from_a_key_bulkhead_its_key_lost_meanwhile_is_refused(
+    manager: ResilienceManager,
+) -> None:
+    """A thread reads ``view.bulkhead`` and, before its ``slot()`` takes a slot, another thread's new
+    key evicts the key: the slot is refused (its bulkhead is no longer the key's), so no call runs
+    beside a call of the key's new bulkhead over its limit, and no block is counted by a folded one."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    policy = manager.policy("slot-after-eviction", config, max_keys=1, idle_ttl=None)
+    read, evicted = threading.Event(), threading.Event()
+    inside: list[str] = []
+    peak: list[int] = []
+    outcome: list[object] = []
+
+    def in_slot() -> None:
+        bulkhead = policy.for_key("tenant").bulkhead  # what `with view.bulkhead.slot():` reads first
+        assert bulkhead is not None
+        read.set()
+        evicted.wait(10)
+        try:
+            with bulkhead.slot():
+                inside.append("block")
+                peak.append(len(inside))
+                policy.for_key("tenant").execute_sync(lambda: peak.append(len(inside) + 1))
+                inside.remove("block")
+        except RuntimeError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=in_slot)
+    thread.start()
+    read.wait(10)
+    policy.for_key("other").execute_sync(lambda: None)  # evicts "tenant" (idle: nothing taken yet)
+    evicted.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert max(peak, default=0) <= 1, "a block and a call ran at once in a key limited to one"
+    assert len(outcome) == 1
+    assert "(key 'tenant')" in str(outcome[0])
+    assert "for_key('tenant').bulkhead" in str(outcome[0])
+    stats = policy.get_stats()["bulkhead"]
+    assert stats is not None
+    assert stats["total"] == stats["completed"] == 1  # "other"'s call; the refused block took nothing
+
+
+async def test_an_async_slot_of_a_key_bulkhead_its_key_lost_meanwhile_is_refused(
+    manager: ResilienceManager,
+) -> None:
+    """As in a thread: ``async with`` a bulkhead read before its key was evicted takes no slot."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    policy = manager.policy("async-slot-after-eviction", config, max_keys=1, idle_ttl=None)
+    bulkhead = policy.for_key("tenant").bulkhead
+    assert bulkhead is not None
+    await policy.for_key("other").execute(asyncio.sleep, 0)  # evicts "tenant"
+    with pytest.raises(RuntimeError, match=r"bulkhead .*\(key 'tenant'\).*evicted the key"):
+        async with bulkhead.slot():
+            pass
+    assert bulkhead.get_stats()["total"] == 0
+
+
+@pytest.mark.parametrize("verb", ["try_acquire", "guard", "call_sync"])
+def test_a_permit_of_a_key_limiter_its_key_lost_meanwhile_is_refused(
+    manager: ResilienceManager, verb: str
+) -> None:
+    """A limiter read from ``view.rate_limiter`` before its key was evicted (a thread that read it
+    while another thread's new key evicted the key) gives no permit: the key's calls take theirs
+    from the key's new, full bucket, so a permit of the old one would be one over the rate, counted
+    by a limiter folded into the policy's totals already."""
+    config = ResilienceConfig(rate_limiter=RateLimiterConfig(rate=1.0, burst=1))
+    policy = manager.policy(f"permit-after-eviction-{verb}", config, max_keys=1, idle_ttl=None)
+    limiter = policy.for_key("tenant").rate_limiter
+    assert limiter is not None
+    policy.for_key("other").execute_sync(lambda: None)  # evicts "tenant" (its bucket full)
+    assert policy.for_key("tenant").execute_sync(lambda: "the key's permit") == "the key's permit"
+    with pytest.raises(RuntimeError, match=r"rate limiter .*\(key 'tenant'\).*rate_limiter"):
+        if verb == "try_acquire":
+            limiter.try_acquire()
+        elif verb == "guard":
+            with limiter.guard():
+                pass
+        else:
+            limiter.call_sync(lambda: None)
+    stats = policy.get_stats()["rate_limiter"]
+    assert stats is not None
+    assert stats["admitted"] == 2  # "other"'s call and the key's new one's; the refused asks took none
+
+
+def test_a_bulkhead_and_a_limiter_a_reload_replaced_refuse_new_blocks(manager: ResilienceManager) -> None:
+    """A bulkhead a reload renamed and a limiter it remade (another algorithm), kept by a caller,
+    take no slot and give no permit: begun after the reload, the block would be counted by one
+    folded into the policy's totals already, where no count of the policy shows it."""
+    config = ResilienceConfig(
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=1),
+    )
+    policy = manager.policy("replaced-blocks", config)
+    view = policy.for_key("tenant")
+    bulkhead, limiter = view.bulkhead, view.rate_limiter
+    assert bulkhead is not None
+    assert limiter is not None
+    reloaded = dataclasses.replace(
+        config,
+        bulkhead_name="renamed",
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=1, algorithm="sliding_window"),
+    )
+    manager.reconfigure(policy.name, reloaded)
+    with pytest.raises(
+        RuntimeError, match=r"a reload of policy .* replaced it.*for_key\('tenant'\)\.bulkhead"
+    ):
+        with bulkhead.slot():
+            pass
+    with pytest.raises(RuntimeError, match=r"a reload of policy .* replaced it.*rate_limiter"):
+        limiter.try_acquire()
+    assert view.execute_sync(lambda: "the key's call") == "the key's call"
+    stats = policy.get_stats()
+    assert stats["bulkhead"] is not None
+    assert stats["rate_limiter"] is not None
+    assert stats["bulkhead"]["total"] == 1
+    assert stats["rate_limiter"]["admitted"] == 1
+
+
 async def test_a_key_whose_rate_limiter_has_a_waiter_outside_a_call_is_never_evicted() -> None:
     """A caller waiting on the key's limiter (``view.rate_limiter.guard()``) keeps the key, as a call
     does: a new limiter for the key would hand out a full bucket at once, over the rate, and the

@@ -15,17 +15,27 @@ of ``breaker.call`` costs no frame more than ``breaker.run`` would.
 from __future__ import annotations
 
 import abc
+import functools
 import textwrap
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource, key_attribute
+from otel_resilience.engine.guard import Guard, HeldGuard
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.protecting import check_protectable, protect_with, rebuild_standalone, standalone
+from otel_resilience.engine.protecting import (
+    check_protectable,
+    is_async_callable,
+    protect_with,
+    rebuild_standalone,
+    standalone,
+)
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
@@ -33,7 +43,7 @@ from otel_resilience.engine.validation import check_name, fail
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["Link", "Pattern", "config_or_default", "verb"]
+__all__ = ["Held", "Link", "NotInUseError", "Pattern", "config_or_default", "verb"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +51,24 @@ C = TypeVar("C")
 L = TypeVar("L", bound=Step)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+Holder = Callable[["Pattern[Any, Any]"], AbstractContextManager[object]]
+"""An owner's hold of one of its instances (:meth:`Pattern._hold_by`)."""
+
+_HOLDERS: Final[weakref.WeakKeyDictionary[Pattern[Any, Any], Holder]] = weakref.WeakKeyDictionary()
+"""Each owned instance's hold (:meth:`Pattern._hold_by`): kept beside the instances, not in a slot
+of every one (a standalone instance has none, and keeps its bytes)."""
+
+_HELD_CLASSES: Final[dict[type[Pattern[Any, Any]], type[Pattern[Any, Any]]]] = {}
+"""Each pattern class's :class:`Held` subclass: what an instance of it given a hold becomes."""
+
+
+class NotInUseError(RuntimeError):
+    """What an owned instance's hold raises once its owner no longer uses it (:meth:`Pattern._hold_by`).
+
+    An operator's action, or a call or block run with the instance itself, gets it as a
+    ``RuntimeError``; an isolation (a breaker's) is refused by it (nothing isolated).
+    """
 
 
 def config_or_default(owner: str, field: str, value: T | None, default: T) -> T:
@@ -261,6 +289,27 @@ class Pattern(abc.ABC, Generic[C, L]):
         telemetry = self._telemetry = StrategyTelemetry.of(self.kind, self._name)
         return telemetry
 
+    def _hold_by(self, holder: Holder) -> None:
+        """Run the calls and blocks made with the instance itself within ``holder(self)``.
+
+        For an owner that may stop using the instance (a named policy: its key evicted, or a
+        reload that replaced it): ``holder(instance)`` raises when it no longer does
+        (:class:`NotInUseError`), and keeps it in use from the start of a call or block to its
+        end. Set once, before the instance is given out. The instance becomes its class's
+        :class:`Held` subclass, whose verbs, ``protect``, guards (and the pattern's other
+        actions that say so) take the hold first, so that a standalone instance's calls pay
+        nothing for it; the owner's own calls (its pipelines' links) never look at it.
+        """
+        _HOLDERS[self] = holder
+        held = _HELD_CLASSES.get(type(self))
+        if held is not None:
+            self.__class__ = held
+
+    def _held(self) -> AbstractContextManager[object]:
+        """What a call, a block or an operator action runs within: the owner's hold, or nothing."""
+        holder = _HOLDERS.get(self)
+        return nullcontext() if holder is None else holder(self)
+
     @abc.abstractmethod
     def get_stats(self) -> Mapping[str, Any]:
         """Return a snapshot of the instance's counts (each pattern documents its keys)."""
@@ -348,6 +397,73 @@ class Pattern(abc.ABC, Generic[C, L]):
             raise self._not_callable("protect", fn)
         self._check_protectable(fn)
         return protect_with(self._pipeline, fn)
+
+
+class Held(Pattern[Any, Any]):
+    """The verbs of an owned instance (:meth:`Pattern._hold_by`), each run within its owner's hold.
+
+    A call, a decorated function's call or a block made with the instance itself, rather than
+    through its owner, is one of the owner's (a keyed policy's key) all the same: held, the key
+    is not evicted while it runs, so what it takes (a slot, a permit, a probe) and counts is the
+    key's; once the key was evicted (or a reload replaced the instance), it is refused before it
+    runs. A pattern declares its held class as ``class _HeldBulkhead(Held, Bulkhead)`` and names
+    its verbs after :meth:`_held_run`, :meth:`_held_run_sync` and :meth:`_held_guard`; never made
+    directly, its layout is its pattern's.
+    """
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _HELD_CLASSES[cls.__bases__[-1]] = cls
+
+    def _held_run(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        """:meth:`Pattern.run` within the hold (refusing a non-callable ``fn`` before any await)."""
+        if not callable(fn):
+            raise self._not_callable("run", fn)
+        return self._held_call(fn, args, kwargs)
+
+    async def _held_call(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
+        # The pipeline's coroutine is made here, once the hold is taken: made by the verb, it
+        # would be left never awaited by a task cancelled before it ran, or a call closed unawaited.
+        hold = self._held()
+        hold.__enter__()
+        try:
+            return await Pattern.run(self, fn, *args, **kwargs)
+        finally:
+            hold.__exit__(None, None, None)
+
+    def _held_run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """:meth:`Pattern.run_sync` within the hold."""
+        with self._held():
+            return Pattern.run_sync(self, fn, *args, **kwargs)
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """:meth:`Pattern.protect`, each call of the wrapper within the hold."""
+        protected = super().protect(fn)
+        held = self._held
+        if is_async_callable(fn):  # the rule Pattern.protect chose the driver by
+            run = cast("Callable[..., Awaitable[Any]]", protected)
+
+            @functools.wraps(fn)
+            async def held_async(*args: Any, **kwargs: Any) -> Any:
+                with held():
+                    return await run(*args, **kwargs)
+
+            return held_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def held_sync(*args: P.args, **kwargs: P.kwargs) -> R:
+            with held():
+                return protected(*args, **kwargs)
+
+        return held_sync
+
+    def _held_guard(self) -> Guard:
+        """A guard of the instance's own pipeline whose blocks each run within the hold, entry to exit."""
+        return HeldGuard(self._pipeline, self._held)
 
 
 class _Verb:

@@ -15,9 +15,12 @@ from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import Answer, Wait
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
     from otel_resilience.engine.pipeline import Pipeline
 
-__all__ = ["Guard", "guarded_block"]
+__all__ = ["Guard", "HeldGuard", "guarded_block"]
 
 _BLOCK: Final = 0
 """The one key of :attr:`Guard._held`: the block the guard serves."""
@@ -164,3 +167,62 @@ class Guard:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         self._leave(exc, cancelled=isinstance(exc, Exception) and cancelled_on_the_way(exc))
+
+
+class HeldGuard(Guard):
+    """A guard of an owned instance (``Pattern._hold_by``): each block runs within its owner's hold.
+
+    The hold is taken before the block is admitted and let go after its end is counted, so the
+    owner keeps the instance in use for the whole block (or refuses the block before it takes
+    anything).
+    """
+
+    __slots__ = ("_hold", "_holding")
+
+    def __init__(self, pipeline: Pipeline, hold: Callable[[], AbstractContextManager[object]]) -> None:
+        super().__init__(pipeline)
+        self._hold = hold
+        self._holding: AbstractContextManager[object] | None = None
+
+    def _take(self) -> AbstractContextManager[object]:
+        hold = self._hold()
+        hold.__enter__()
+        return hold
+
+    def __enter__(self) -> Guard:
+        hold = self._take()
+        try:
+            Guard.__enter__(self)
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        self._holding = hold
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        hold, self._holding = self._holding, None  # read while the block holds the guard
+        try:
+            Guard.__exit__(self, exc_type, exc, tb)
+        finally:
+            if hold is not None:
+                hold.__exit__(None, None, None)
+
+    async def __aenter__(self) -> Guard:
+        hold = self._take()
+        try:
+            await Guard.__aenter__(self)
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        self._holding = hold
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        hold, self._holding = self._holding, None
+        try:
+            await Guard.__aexit__(self, exc_type, exc, tb)
+        finally:
+            if hold is not None:
+                hold.__exit__(None, None, None)

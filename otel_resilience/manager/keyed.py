@@ -35,20 +35,21 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.facade import NotInUseError, Pattern
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.manager.stages import StageInputs, compose, extra_links
-from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.chaos.rules import SharedDraws
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
-from otel_resilience.patterns.circuit_breaker.facade import NotInUseError
 from otel_resilience.patterns.fallback import FallbackStrategy
-from otel_resilience.patterns.rate_limiter import RateLimiter
+from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
 
 C = TypeVar("C")
 S = TypeVar("S", bound="_Carried[Any]")
 T = TypeVar("T")
+OwnedT = TypeVar("OwnedT", bound="Pattern[Any, Any]")
 
 if TYPE_CHECKING:
     from otel_resilience.engine.step import Step
@@ -142,12 +143,13 @@ def limiter_rests(limiter: RateLimiter) -> bool:
 def _held_outside_calls(instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> bool:
     """Whether a bulkhead has a slot held or waited for, or a limiter a permit waited for.
 
-    With no call running in the key, what holds them is a block outside any call (a
-    ``view.bulkhead.slot()`` block, a wait in ``view.rate_limiter.guard()``), which does not
-    count itself into the key as a call does: such an instance is neither evicted with its key
-    (:meth:`KeyState.idle`) nor folded once a reload replaced it (:func:`_fold_replaced`), as
-    what the block counts at its end would be lost. A breaker's blocks count themselves in
-    (:func:`_holding`): never held so.
+    What holds them outside the policy's calls is a block run with the instance itself (a
+    ``view.bulkhead.slot()`` block, a wait in ``view.rate_limiter.guard()``). Such a block also
+    counts itself into the key from before it asks for its slot or permit (:func:`_holding`),
+    but the fold of a replaced instance does not wait for the key's calls once no pipeline a
+    reload replaced is left: such an instance is neither folded while a block holds it
+    (:func:`_fold_replaced`), as what the block counts at its end would be lost, nor evicted
+    with its key (:meth:`KeyState.idle`). A breaker's blocks hold nothing of it: never held so.
     """
     if isinstance(instance, Bulkhead):
         stats = instance.stats
@@ -328,9 +330,9 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
         if config.circuit_breaker is not None:
             state.breaker = _new_breaker(spec, spec.breaker_name, config.circuit_breaker, state)
         if config.bulkhead_config is not None:
-            state.bulkhead = Bulkhead(spec.bulkhead_name, config.bulkhead_config, clock=spec.clock)
+            state.bulkhead = _new_bulkhead(spec, spec.bulkhead_name, config.bulkhead_config, state)
         if config.rate_limiter is not None:
-            state.limiter = RateLimiter(spec.name, config.rate_limiter, clock=spec.clock)
+            state.limiter = _new_limiter(spec, config.rate_limiter, state)
     state.pipeline, state.extras = _pipeline(spec, state)
     state.generation = spec.generation
     return state
@@ -481,16 +483,39 @@ def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, state: Key
     text = state.text
     if text is not None:
         breaker._report_as(text)
+    return _held_by_key(spec, breaker, state)
+
+
+def _new_bulkhead(spec: Spec, name: str, config: BulkheadConfig, state: KeyState) -> Bulkhead:
+    """A key's new bulkhead (or the unkeyed calls'): its own calls and ``slot()`` blocks hold the key."""
+    return _held_by_key(spec, Bulkhead(name, config, clock=spec.clock), state)
+
+
+def _new_limiter(spec: Spec, config: RateLimiterConfig, state: KeyState) -> RateLimiter:
+    """A key's new limiter (or the unkeyed calls'): its calls, blocks and ``try_acquire`` hold the key."""
+    return _held_by_key(spec, RateLimiter(spec.name, config, clock=spec.clock), state)
+
+
+def _held_by_key(spec: Spec, instance: OwnedT, state: KeyState) -> OwnedT:
+    """Give a key's new breaker, bulkhead or limiter its hold (:func:`_holding`); return it.
+
+    The one rule of what a key's instances do when used directly, rather than through the
+    policy: each call, block or action holds the key from its start to its end (so the key is
+    not evicted meanwhile, and what it takes and counts is the key's), and is refused before it
+    runs once the key was evicted or a reload replaced the instance: it would take a slot, a
+    permit or a probe the key's calls never see, over their limit, and count into an instance
+    already folded into the policy's totals.
+    """
     if spec.kept is not None:
-        breaker._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, text))
-    return breaker
+        instance._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, state.text))
+    return instance
 
 
 class _Hold:
-    """What an owned breaker's operator actions and own calls run within (:meth:`CircuitBreaker._hold_by`).
+    """What an owned instance's operator actions and own calls run within (``Pattern._hold_by``).
 
-    A small object per key's breaker, holding its key's state weakly (no cycle: a key's state
-    holds its breaker).
+    A small object per key's breaker, bulkhead and limiter, holding its key's state weakly (no
+    cycle: a key's state holds its instances).
     """
 
     __slots__ = ("kept", "policy", "state", "text")
@@ -507,65 +532,76 @@ class _Hold:
         self.policy = policy
         self.text = text
 
-    def __call__(self, breaker: CircuitBreaker) -> AbstractContextManager[object]:
-        return _holding(self.state, breaker, self.kept, policy=self.policy, text=self.text)
+    def __call__(self, instance: Pattern[Any, Any]) -> AbstractContextManager[object]:
+        return _holding(self.state, instance, self.kept, policy=self.policy, text=self.text)
 
 
 @contextlib.contextmanager
 def _holding(
     held: weakref.ref[KeyState],
-    breaker: CircuitBreaker,
+    instance: Pattern[Any, Any],
     kept: Callable[[KeyState], bool],
     *,
     policy: str,
     text: str | None,
 ) -> Iterator[None]:
-    """Hold the key ``text`` (``None``: the unkeyed calls) while its breaker is set, or runs a call.
+    """Hold the key ``text`` (``None``: the unkeyed calls) while one of its instances is used directly.
 
-    An operator's action, or a call or block run with the breaker itself (``breaker.guard()``,
-    ``breaker.call``).
+    An operator's action on the breaker, or a call or block run with the instance itself
+    (``breaker.guard()``, ``bulkhead.slot()``, ``limiter.guard()``, their verbs and ``protect``,
+    ``limiter.try_acquire()``).
 
     The action (or call) is counted in the key as a call is (:meth:`KeyState.enter`), so the key
-    is not evicted while it runs, and the outcome of a call is counted by the breaker the key's
-    calls use; once set, the breaker keeps the key (OPEN, DISABLED, METRICS_ONLY are
-    not idle) or lets it go (CLOSED). A key an eviction is deciding about looks evicted for an
-    instant: the policy is asked (``kept``) whether it keeps the key's state, and the key entered
-    again if so. An evicted key's calls use the breaker its next call made, and a breaker a
-    reload replaced (renamed, or dropped) is asked by no new call: setting either would change
-    nothing the calls see (and a call's outcome would be counted where no call looks), so it
-    raises. An action racing a reload is set before it: the reload's word is the later one, as
-    for a breaker it replaces after an operator set it. The unkeyed calls' breaker of a policy
-    gone (its manager dropped) is set as a breaker of no one.
+    is not evicted while it runs, and what a call takes (a slot, a permit, a probe) and counts is
+    the key's; once set, the breaker keeps the key (OPEN, DISABLED, METRICS_ONLY are not idle) or
+    lets it go (CLOSED). A key an eviction is deciding about looks evicted for an instant: the
+    policy is asked (``kept``) whether it keeps the key's state, and the key entered again if so.
+    An evicted key's calls use the instances its next call made, and an instance a reload
+    replaced (renamed, dropped, or a limiter of another algorithm) is used by no new call: a
+    breaker set, a slot or a permit taken there would change nothing the calls see (admitting
+    a block beside them over their limit or their rate) and be counted where no call looks, so
+    it raises before anything is taken. An action racing a reload is set before it: the reload's
+    word is the later one, as for a breaker it replaces after an operator set it. The unkeyed
+    calls' instances of a policy gone (its manager dropped) are used as instances of no one.
 
     Raises:
         NotInUseError: (a ``RuntimeError``) The key was evicted (idle past ``max_keys``, or unused
-            for ``idle_ttl``), or a reload replaced the breaker.
+            for ``idle_ttl``), or a reload replaced the instance.
     """
     state = held()
     while state is not None and not state.enter():
         if not kept(state):  # False too once the policy is gone
             state = None
-    if state is None and text is None:  # the policy is gone: no call can use the breaker again
+    if state is None and text is None:  # the policy is gone: no call can use the instance again
         yield
         return
     if state is None:
         why = f"policy {policy!r} evicted the key (idle past max_keys, or unused for idle_ttl)"
-    elif state.breaker is not breaker:
+    elif instance is not state.breaker and instance is not state.bulkhead and instance is not state.limiter:
         state.leave()
-        why = f"a reload of policy {policy!r} replaced it (renamed, or dropped)"
+        why = f"a reload of policy {policy!r} replaced it (renamed, dropped, or remade)"
     else:
         try:
             yield
         finally:
             state.leave()
         return
+    what, attribute = _IN_USE[instance.kind]
     subject = "(its unkeyed calls)" if text is None else f"(key {text!r})"
     where = "handle" if text is None else f"handle.for_key({text!r})"
     msg = (
-        f"circuit breaker {breaker.name!r} {subject} is no longer in use: {why}, and its calls use another; "
-        f"take the one in use again: {where}.circuit_breaker"
+        f"{what} {instance.name!r} {subject} is no longer in use: {why}, and its calls use another; "
+        f"take the one in use again: {where}.{attribute}"
     )
     raise NotInUseError(msg)
+
+
+_IN_USE: Final = {
+    CircuitBreaker.kind: ("circuit breaker", "circuit_breaker"),
+    Bulkhead.kind: ("bulkhead", "bulkhead"),
+    RateLimiter.kind: ("rate limiter", "rate_limiter"),
+}
+"""How :func:`_holding`'s refusal names each kind of instance, and the attribute that gives the one in use."""
 
 
 def _breaker(state: KeyState, spec: Spec) -> CircuitBreaker | None:
@@ -576,7 +612,7 @@ def _breaker(state: KeyState, spec: Spec) -> CircuitBreaker | None:
 
 def _bulkhead(state: KeyState, spec: Spec) -> Bulkhead | None:
     config = spec.config.bulkhead_config
-    make = lambda name, cfg: Bulkhead(name, cfg, clock=spec.clock)  # noqa: E731
+    make = lambda name, cfg: _new_bulkhead(spec, name, cfg, state)  # noqa: E731
     return _carry(state.bulkhead, config, spec.bulkhead_name, make, state.replaced)
 
 
@@ -591,7 +627,7 @@ def _limiter(state: KeyState, spec: Spec) -> RateLimiter | None:
         state.replaced.append(limiter)
         limiter = None
     if limiter is None and config is not None:
-        limiter = RateLimiter(spec.name, config, clock=spec.clock)
+        limiter = _new_limiter(spec, config, state)
     return limiter
 
 

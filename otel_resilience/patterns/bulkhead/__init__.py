@@ -68,7 +68,7 @@ from __future__ import annotations
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Held, Pattern, verb
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BULKHEADS
@@ -193,3 +193,19 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep], kind=_KIND):
             f"Bulkhead({self.name!r}, active={core.active}/{core.max_concurrent}, "
             f"waiting={core.waiting}/{core.max_waiting})"
         )
+
+
+class _HeldBulkhead(Held, Bulkhead):
+    """An owned bulkhead (a keyed policy's): its own calls and ``slot()`` blocks run within its hold.
+
+    Held from before a slot is asked for until it is given back, so the key is not evicted
+    meanwhile (a new bulkhead for the key would admit calls beside it, over the limit), and a
+    bulkhead the key no longer uses (evicted, or replaced by a reload) refuses them before they
+    take a slot (``Pattern._hold_by``).
+    """
+
+    __slots__ = ()
+
+    execute = Held._held_run
+    execute_sync = Held._held_run_sync
+    slot = Held._held_guard

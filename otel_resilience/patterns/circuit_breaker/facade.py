@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import threading
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Held, NotInUseError, Pattern, verb
 from otel_resilience.engine.guard import Guard
-from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_callable, check_duration, fail
@@ -34,19 +30,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _FORCE_REASONS: Final = ("forced", "isolated")
-_HOLDERS: Final[
-    weakref.WeakKeyDictionary[CircuitBreaker, Callable[[CircuitBreaker], AbstractContextManager[object]]]
-] = weakref.WeakKeyDictionary()
-"""Each owned breaker's hold (:meth:`CircuitBreaker._hold_by`): kept beside the breakers, not in a
-slot of every one (a standalone breaker has none, and keeps its bytes)."""
-
-
-class NotInUseError(RuntimeError):
-    """What an owned breaker's hold raises once its owner no longer uses it (:meth:`CircuitBreaker._hold_by`).
-
-    An operator's action gets it as a ``RuntimeError``; an isolation is refused by it (nothing
-    isolated: :meth:`CircuitBreaker.force_open` returns ``False``).
-    """
 
 
 class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
@@ -94,28 +77,6 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def _report_as(self, key: str) -> None:
         """Report the breaker's own events as the ones of a keyed policy's ``key`` (see ``report_as``)."""
         self._core.report_as(key)
-
-    def _hold_by(self, holder: Callable[[CircuitBreaker], AbstractContextManager[object]]) -> None:
-        """Run each operator action (:meth:`force_open`, :meth:`reset`, ...) within ``holder(self)``.
-
-        For an owner that may stop using the breaker (a named policy: its key evicted, or a reload
-        that replaced it): ``holder(breaker)`` raises when it no longer does, and keeps it in use while
-        the action runs. Set once, before the breaker is given out. The calls and blocks run with
-        the breaker itself (:meth:`call`, :meth:`call_sync`, :meth:`protect`, :meth:`guard`) run
-        within it too, from their start to their end: the breaker becomes a
-        :class:`_HeldCircuitBreaker`, so that a standalone breaker's calls pay nothing for it.
-        The owner's own calls (its pipelines' links) never look at it. An isolation (recovery's)
-        runs within it too: its refusal (:class:`NotInUseError`) is a failed isolation, as a
-        breaker no call asks isolates nothing.
-        """
-        _HOLDERS[self] = holder
-        if type(self) is CircuitBreaker:
-            self.__class__ = _HeldCircuitBreaker
-
-    def _held(self) -> AbstractContextManager[object]:
-        """What an operator action runs within: the owner's hold (:meth:`_hold_by`), or nothing."""
-        holder = _HOLDERS.get(self)
-        return nullcontext() if holder is None else holder(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)
@@ -383,115 +344,19 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         return f"CircuitBreaker({self.name!r}, state={self._core.peek_state().value})"
 
 
-class _HeldCircuitBreaker(CircuitBreaker):
-    """An owned breaker (:meth:`CircuitBreaker._hold_by`): its own calls and blocks run within its hold.
+class _HeldCircuitBreaker(Held, CircuitBreaker):
+    """An owned breaker (``Pattern._hold_by``): its own calls and blocks run within its hold.
 
-    A call made with the breaker itself, rather than through its owner, is one of the owner's
-    (a keyed policy's key) all the same: held, the key is not evicted while it runs, so its
-    outcome is counted by the breaker the key's calls use; once the key was evicted (or a reload
-    replaced the breaker), the call is refused before it runs, as an operator action is. The
-    class of a breaker given its hold, never made directly: its layout is the breaker's.
+    Its operator actions (:meth:`force_open`, :meth:`reset`, ...) run within the hold in any
+    breaker; an isolation (recovery's) too: its refusal (:class:`NotInUseError`) is a failed
+    isolation, as a breaker no call asks isolates nothing.
     """
 
     __slots__ = ()
 
-    def call(  # the verb's signature, run within the hold
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, R]:
-        if not callable(fn):  # refused as the verb refuses it, before any await
-            raise self._not_callable("run", fn)
-        return self._held_call(fn, args, kwargs)
-
-    async def _held_call(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
-        # The pipeline's coroutine is made here, once the hold is taken: made by call(), it would
-        # be left never awaited by a task cancelled before it ran, or a call closed unawaited.
-        hold = self._held()
-        hold.__enter__()
-        try:
-            return await CircuitBreaker.call(self, fn, *args, **kwargs)
-        finally:
-            hold.__exit__(None, None, None)
-
-    def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._held():
-            return CircuitBreaker.call_sync(self, fn, *args, **kwargs)
-
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
-        protected = CircuitBreaker.protect(self, fn)
-        held = self._held
-        if is_async_callable(fn):  # the rule Pattern.protect chose the driver by
-            run = cast("Callable[..., Awaitable[Any]]", protected)
-
-            @functools.wraps(fn)
-            async def held_async(*args: Any, **kwargs: Any) -> Any:
-                with held():
-                    return await run(*args, **kwargs)
-
-            return held_async  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def held_sync(*args: P.args, **kwargs: P.kwargs) -> R:
-            with held():
-                return protected(*args, **kwargs)
-
-        return held_sync
-
-    def guard(self) -> Guard:
-        return _HeldGuard(self._pipeline, self._held)
-
-
-class _HeldGuard(Guard):
-    """A guard of an owned breaker: each block runs within the breaker's hold, entry to exit."""
-
-    __slots__ = ("_hold", "_holding")
-
-    def __init__(self, pipeline: Any, hold: Callable[[], AbstractContextManager[object]]) -> None:
-        super().__init__(pipeline)
-        self._hold = hold
-        self._holding: AbstractContextManager[object] | None = None
-
-    def _take(self) -> AbstractContextManager[object]:
-        hold = self._hold()
-        hold.__enter__()
-        return hold
-
-    def __enter__(self) -> Guard:
-        hold = self._take()
-        try:
-            Guard.__enter__(self)
-        except BaseException:
-            hold.__exit__(None, None, None)
-            raise
-        self._holding = hold
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        hold, self._holding = self._holding, None  # read while the block holds the guard
-        try:
-            Guard.__exit__(self, exc_type, exc, tb)
-        finally:
-            if hold is not None:
-                hold.__exit__(None, None, None)
-
-    async def __aenter__(self) -> Guard:
-        hold = self._take()
-        try:
-            await Guard.__aenter__(self)
-        except BaseException:
-            hold.__exit__(None, None, None)
-            raise
-        self._holding = hold
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        hold, self._holding = self._holding, None
-        try:
-            await Guard.__aexit__(self, exc_type, exc, tb)
-        finally:
-            if hold is not None:
-                hold.__exit__(None, None, None)
+    call = Held._held_run
+    call_sync = Held._held_run_sync
+    guard = Held._held_guard
 
 
 class _Subscription:

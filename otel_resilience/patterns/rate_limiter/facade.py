@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypedDict, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Held, Pattern, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.pipeline import Pipeline
@@ -215,6 +215,26 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         return (
             f"RateLimiter({self._name!r}, rate={config.rate:g}/s, burst={config.burst}, {config.algorithm})"
         )
+
+
+class _HeldRateLimiter(Held, RateLimiter):
+    """An owned limiter (a keyed policy's): its calls, ``guard()`` blocks and ``try_acquire`` run held.
+
+    Held from before a permit is asked for, so the key is not evicted meanwhile, and a limiter
+    the key no longer uses (evicted, or replaced by a reload) gives no permit: the key's calls
+    take theirs from the limiter in use, so one of another would be one over the rate
+    (``Pattern._hold_by``).
+    """
+
+    __slots__ = ()
+
+    call = Held._held_run
+    call_sync = Held._held_run_sync
+    guard = Held._held_guard
+
+    def try_acquire(self) -> bool:
+        with self._held():
+            return RateLimiter.try_acquire(self)
 
 
 class KeyedRateLimiter(Generic[K]):
