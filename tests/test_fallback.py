@@ -481,6 +481,32 @@ async def test_exception_group_keeps_every_cause_in_order(driver: str, recorder)
     ]
 
 
+async def test_exception_group_names_the_function_an_unnamed_handler_ran(driver: str) -> None:
+    """Used alone, the group names the function that failed, as every link names its operation."""
+
+    def fetch_replica() -> str:
+        raise ConnectionError("primary")
+
+    async def fetch_replica_async() -> str:
+        raise ConnectionError("primary")
+
+    handler = FallbackHandler(FallbackConfig(MULTIPLE, fallback_functions=[Failing(KeyError("a"))]))
+    pipeline = PipelineBuilder("replicas").add(handler.as_strategy("replicas")).build()
+    if driver == "async":
+        fn, runners = fetch_replica_async, (handler.execute_with_fallback, pipeline.execute)
+    else:
+        fn, runners = fetch_replica, (handler.execute_with_fallback_sync, pipeline.execute_sync)
+    messages = []
+    for runner in runners:
+        with pytest.raises(ExceptionGroup) as info:
+            outcome = runner(fn)
+            if inspect.isawaitable(outcome):
+                await outcome
+        messages.append(str(info.value))
+    assert messages[0].startswith(f"{fn.__qualname__!r} failed and all 1 fallback functions failed")
+    assert messages[1].startswith("'replicas' failed")  # in a pipeline: the pipeline's name
+
+
 # -- cache -------------------------------------------------------------------------------------
 
 

@@ -306,7 +306,9 @@ def time_left() -> float:
     (``inf`` when there is none). What a caller outside the engine's steps, with no clock of the
     deadline's own (an HTTP client's timeout), passes on: a deadline set on a test's fake clock
     is read on that clock, never on the system's. Seconds left are the same on every clock: the
-    engine's steps read them here too, whatever clock they run on.
+    engine's steps read them here too, whatever clock they run on. Once the deadline has passed
+    it is negative (by how much it was missed), which ``socket.settimeout`` refuses: check that
+    it is above zero before passing it on.
     """
     deadline, _, clock = _own_cell()
     if deadline == _NO_DEADLINE:

@@ -253,9 +253,9 @@ class FallbackCore(Counts):
             "or a sync function"
         )
 
-    def group(self, ctx: ExecutionContext, errors: list[Exception]) -> ExceptionGroup[Exception]:
-        """Build the group raised when the call and every ``MULTIPLE_ATTEMPTS`` function failed."""
-        message = f"{ctx.operation!r} failed and all {len(errors) - 1} fallback functions failed"
+    def group(self, operation: str, errors: list[Exception]) -> ExceptionGroup[Exception]:
+        """Build the group raised when ``operation`` and every ``MULTIPLE_ATTEMPTS`` function failed."""
+        message = f"{operation!r} failed and all {len(errors) - 1} fallback functions failed"
         return ExceptionGroup(message, errors)
 
     def counts(self) -> dict[str, int]:
@@ -442,7 +442,8 @@ class FallbackStep(Link[FallbackConfig]):
         functions = core.fallback_functions
         if index == len(functions):
             core.failed(self._telemetry, errors[0])
-            raise core.group(ctx, errors) from None
+            # Named by the rule of every link (Link.operation): used alone, the function it ran.
+            raise core.group(self.operation(ctx), errors) from None
         what = core.label(f"fallback_functions[{index}]")
         return Call(functions[index], ctx.args, ctx.kwargs, self._attempted, state=(index, errors), what=what)
 
