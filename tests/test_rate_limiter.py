@@ -299,6 +299,31 @@ def test_a_caller_back_at_its_retry_after_finds_a_permit(algorithm, rate):
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize(("start", "rate"), [(1e6, 100.0), (1e5, 1000.0), (1e7, 10.0)])
+def test_a_caller_back_at_its_retry_after_finds_a_permit_days_into_the_clock(algorithm, start, rate):
+    """``retry_after`` stays exact at the readings of a monotonic clock days after boot.
+
+    There ``now + (1 - tokens) / rate`` rounds to the clock's step (``1.2e-10`` s at ``1e6``),
+    which at 100 permits a second leaves a refill up to ``6e-9`` of a token short: the time it names must
+    be one whose refill gives the whole token, or the caller is refused again, told to come back
+    in ``1.5e-11`` s. ``burst=2`` keeps a token bucket below its size, so each refill counts.
+    """
+    clock = FakeClock(start)
+    limiter = limiter_of(clock, name=f"days-{algorithm}-{rate:g}", rate=rate, burst=2, algorithm=algorithm)
+    refused = []
+    for i in range(50):
+        while limiter.try_acquire():  # none left now
+            pass
+        with pytest.raises(RateLimitedError) as caught:
+            limiter.call_sync(lambda: None)
+        assert caught.value.retry_after > 0
+        clock.advance(caught.value.retry_after)
+        if not limiter.try_acquire():
+            refused.append(i)
+    assert refused == []
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
 @pytest.mark.parametrize(("rate", "step"), [(10.0, 0.1), (5.0, 0.2), (3.0, 1 / 3), (100.0, 0.01), (2.5, 0.4)])
 def test_a_caller_paced_at_the_rate_is_always_admitted(algorithm, rate, step):
     """One call every ``1 / rate`` seconds is exactly the rate: none is refused by the clock's rounding."""

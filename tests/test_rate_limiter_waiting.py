@@ -364,6 +364,31 @@ def test_a_permit_due_exactly_max_wait_later_is_waited_for_whatever_the_clock_re
     assert clock.sleeps == [pytest.approx(1 / rate)]
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize(("start", "rate"), [(1e6, 7.0), (1e7, 10.0), (1e5, 1000.0)])
+def test_callers_that_wait_one_interval_each_are_all_served_days_into_the_clock(algorithm, start, rate):
+    """``max_wait = 1 / rate``, caller after caller, each waiting for the permit after the last one's.
+
+    At a monotonic clock's readings days after boot, ``now + 1 / rate`` rounds to the clock's
+    step: a waiter woken at its permit's time took the token up to half a step early, and the
+    bucket's next permit is then due a step after ``now + max_wait``. A wait is compared with
+    ``max_wait`` to the clock's step: each caller waits its interval, none is refused.
+    """
+    clock = FakeClock(start)
+    limiter = limiter_on(clock, rate=rate, burst=1, max_wait=1 / rate, algorithm=algorithm)
+    assert limiter.try_acquire()
+    refused = []
+    for i in range(50):
+        try:
+            limiter.call_sync(lambda: None)
+        except RateLimitedError:
+            refused.append(i)
+    assert refused == []
+    stats = limiter.get_stats()
+    assert (stats["waited"], stats["rejected"]) == (50, 0)
+    assert clock.sleeps == [pytest.approx(1 / rate)] * 50
+
+
 @pytest.mark.parametrize("start", [1000.0, 4321.123, 123456.789])
 @pytest.mark.parametrize(("rate", "max_wait"), [(10.0, 0.3), (10.0, 0.5), (3.0, 1.0), (7.0, 1.0)])
 def test_callers_at_one_instant_wait_until_the_permit_due_exactly_max_wait_later(start, rate, max_wait):

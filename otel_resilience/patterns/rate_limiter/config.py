@@ -91,7 +91,9 @@ class RateLimiterConfig:
     max_wait: float = 0.0
     """The longest a caller may wait for a permit, in seconds, ``>= 0``. ``0`` (the default)
     rejects at once when no permit is free. A caller whose permit is due later than this (or
-    later than the deadline of an enclosing timeout) is rejected at once, not after waiting."""
+    later than the deadline of an enclosing timeout) is rejected at once, not after waiting;
+    ``max_wait`` is measured to the clock's step (a permit due at the clock's reading just
+    after ``now + max_wait``, where a permit's time rounds, is waited for)."""
     max_waiting: int = DEFAULT_MAX_WAITING
     """Callers that may wait for a permit at once, an ``int >= 0``; a caller beyond them is
     rejected at once. Only meaningful with ``max_wait > 0``. The default is 100 (bounded, so

@@ -22,8 +22,9 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
   up to ``burst``; a permit is due when one whole token is there, give or take
   :data:`_TOKEN_ROUNDING` (the rounding of a refill ``(now - stamp) * rate``: after ``1 / 7`` s
   at 7 per second the bucket holds ``0.9999999999999996``, and a caller back at its
-  ``retry_after``, or one paced at exactly the rate, must find its permit). Exact on a frozen
-  clock: each permit subtracts exactly ``1.0``.
+  ``retry_after``, or one paced at exactly the rate, must find its permit; a refusal names the
+  first reading whose refill gives the token: :meth:`_TokenBucket._retry_after_locked`). Exact
+  on a frozen clock: each permit subtracts exactly ``1.0``.
 * :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
   ones); a permit is due at ``log[-burst] + burst / rate`` (and not before the latest
   reservation: after a reload to a larger burst or a higher rate), so no window of that length
@@ -176,7 +177,7 @@ class _Rules(abc.ABC):
             else:
                 if self._refuses_locked(due, now, max_wait, remaining):
                     self.rejected += 1
-                    return due - now
+                    return self._retry_after_locked(due, now)
                 reservation = self._reserve_locked(due, now)
                 self._pending.append(reservation)
                 self.waiting += 1
@@ -286,9 +287,16 @@ class _Rules(abc.ABC):
         that long after now was computed as ``now + max_wait`` too (``1 / rate`` later, say),
         the same float, where the difference ``due - now`` carries the rounding of the clock's
         reading (``1000.1 - 1000.0`` is ``0.10000000000002274``) and would refuse it at most
-        readings.
+        readings. And to the clock's step: a caller who may wait (``max_wait > 0``) may wait
+        for a permit due at the reading after ``now + max_wait``. The time of a permit rounds
+        to that step (``1.2e-10`` s at ``1e6``, a monotonic clock 12 days after boot): a waiter
+        woken at its permit's rounded time took its token up to half a step early, which the
+        token bucket's debt keeps, so the permit after it is due a step after ``now + 1 / rate``
+        at most readings there. A caller that may not wait is never given a reservation.
         """
-        return due > now + max_wait or due - now >= remaining or self.waiting >= self.max_waiting
+        if due > now + max_wait and (not max_wait or due > math.nextafter(now + max_wait, _INF)):
+            return True
+        return due - now >= remaining or self.waiting >= self.max_waiting
 
     def retune(self, config: RateLimiterConfig, now: float) -> bool:
         """Take ``config``'s rate, burst and waiting limits at ``now``, keeping the permits used.
@@ -350,6 +358,15 @@ class _Rules(abc.ABC):
     def _due_locked(self, now: float) -> float:
         """Return when the next permit is due (``<= now``: at once), bringing the state up to ``now``."""
 
+    def _retry_after_locked(self, due: float, now: float) -> float:
+        """Return a refused caller's ``retry_after``: the seconds to a reading that finds the ``due`` permit.
+
+        Called by :meth:`acquire` on a refusal, right after :meth:`_due_locked` brought the state
+        to ``now``. ``due - now`` unless the algorithm's arithmetic says otherwise
+        (:meth:`_TokenBucket._retry_after_locked`).
+        """
+        return due - now
+
     @abc.abstractmethod
     def _take_locked(self, at: float) -> None:
         """Take the next permit, used at time ``at`` (now, or its due time when reserved)."""
@@ -407,6 +424,23 @@ class _TokenBucket(_Rules):
 
     def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
         self.tokens -= 1.0
+
+    def _retry_after_locked(self, due: float, now: float) -> float:
+        """Return the seconds from ``now`` to the first reading, ``due`` or later, whose refill gives a token.
+
+        ``due``, ``now + (1 - tokens) / rate``, is rounded to the clock's step at ``now``: down
+        by up to half of it, whose refill is short of the token by up to half a step times
+        ``rate`` (``6e-9`` at ``1e6`` s, a monotonic clock 12 days after boot, and 100 permits a
+        second), more than :data:`_TOKEN_ROUNDING`: a caller back then would be refused again,
+        told to wait ``1.5e-11`` s. So the time is taken up reading by reading (a step or two,
+        on a refusal only) until the refill :meth:`_due_locked` will compute there (the same
+        expression, from the same stamp, ``now``) gives the token. A waiter's reservation needs
+        no such step: its permit is taken from the debt at its time, no refill is asked for.
+        """
+        tokens, rate = self.tokens, self.rate  # as _due_locked left them, at now
+        while tokens + (due - now) * rate < _WHOLE_TOKEN:
+            due = math.nextafter(due, _INF)
+        return due - now
 
     def _reserve_locked(self, due: float, now: float) -> _Reservation:
         reservation = _Reservation(due)
