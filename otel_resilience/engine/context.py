@@ -330,7 +330,8 @@ class ExecutionContext:
 
         The one rule for a result that no attempt made acceptable: a retry whose
         ``retry_on_result`` still rejects the result when retrying stops, a hedging whose
-        ``hedge_on_result`` rejected every attempt's. The caller gets the result, but the
+        ``hedge_on_result`` rejected every attempt's, a breaker whose ``record_result`` counted
+        the attempt's result a failure of the dependency. The caller gets the result, but the
         execution is no success and did not recover: its outcome is :attr:`Outcome.FAILURE`
         (an error's, in the metrics, the span's status and the statistics), as is a failed HTTP
         response returned when attempts ran out. A further attempt (:meth:`next_attempt`), or a

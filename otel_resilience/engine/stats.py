@@ -115,8 +115,9 @@ class PipelineStats:
     ``recovered`` (after a failed attempt or a recovery action), ``fallback`` (a fallback
     answered), ``rejected`` (a breaker or bulkhead refused it), ``timeouts`` (a deadline
     expired), ``errors`` (any other error reached the caller, or the result returned was one the
-    policy judged a failure: ``retry_on_result``, ``hedge_on_result``) or ``cancelled``. ``failed`` is
-    ``errors + rejected + timeouts``. Each counter only grows, so exported totals are monotonic.
+    policy judged a failure: ``retry_on_result``, ``hedge_on_result``, a breaker's
+    ``record_result``) or ``cancelled``. ``failed`` is ``errors + rejected + timeouts``. Each
+    counter only grows, so exported totals are monotonic.
 
     Each counter is an exact lock-free counter (:mod:`otel_resilience.engine.counting`), one per
     :class:`Outcome`, so the sync driver counts exactly from any number of threads without

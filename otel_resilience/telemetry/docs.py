@@ -105,8 +105,10 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   `{failed_result}`, one value for every such result, as no exception names it): a retry's
   `retry_on_result` still rejected the last result when retrying stopped (or rejected a result
   of a request that may be sent only once, which is never sent again), a hedging's
-  `hedge_on_result` rejected every attempt's result, or a fallback's `handle_result` rejected
-  it and the fallback had no answer; the caller gets the result, the error ratio counts it. So
+  `hedge_on_result` rejected every attempt's result, a breaker's `record_result` counted the
+  result a failure of the dependency (whatever the breaker's state), or a fallback's
+  `handle_result` rejected it and the fallback had no answer; the caller gets the result, the
+  error ratio counts it. So
   does an attempt whose result its retry rejected (`error.type` `{failed_result}`). A failed
   attempt span is ERROR with `error.type`. An attempt (a retry's, a recovery re-run, a hedged
   attempt still running) that an

@@ -32,9 +32,9 @@ Events need no code here: :meth:`OtelListener.on_event` does what the event's ro
 Error rule (OTel semantic conventions, "Recording errors"): only the outcomes ``failure``, ``rejected``
 and ``timeout`` set status ERROR and ``error.type``; ``success``, ``recovered`` (succeeded after retries
 or a recovery action) and ``fallback`` are not errors and carry ``resilience.outcome``; ``cancelled`` is
-not an error either. A result the policy judged a failure (``retry_on_result``, ``hedge_on_result`` or a
-fallback's ``handle_result`` rejected the one returned) is a ``failure``, its ``error.type``
-``failed_result`` (:data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`, chosen by
+not an error either. A result the policy judged a failure (``retry_on_result``, ``hedge_on_result``, a
+breaker's ``record_result`` or a fallback's ``handle_result`` rejected the one returned) is a ``failure``,
+its ``error.type`` ``failed_result`` (:data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`, chosen by
 :func:`~otel_resilience.telemetry.scopes.error_type_of`). Exceptions are not recorded
 as span events (the conventions advise against it); their messages appear, as the status description,
 only with ``record_messages=True``.

@@ -472,9 +472,10 @@ def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
 
     Only ``failure``, ``rejected`` and ``timeout`` are errors, each named by its exception's
     class. A ``failure`` with no exception returned a result its policy judged a failure
-    (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`, a retry's rejected
-    attempt): :data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`. A ``timeout`` with no
-    exception is an attempt the effective deadline ended
+    (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`, a breaker's
+    ``record_result``, a retry's rejected attempt):
+    :data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`. A ``timeout`` with no exception is
+    an attempt the effective deadline ended
     (:func:`~otel_resilience.engine.stats.attempt_ended`, in both drivers), named as the
     timeout the deadline's scope raises: :data:`~otel_resilience.telemetry.semconv.TIMEOUT_ERROR_TYPE`.
     ``_OTHER`` names any other error without one.

@@ -115,7 +115,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         under the lock, when a streak started meanwhile (the success ends it) or when a guarded
         block ends. Anything that changes state takes the lock. The value is returned to the
         caller either way; what ``record_result`` raises is raised in its place, the permit
-        given back first (counted as ignored).
+        given back first (counted as ignored). A value ``record_result`` judged a failure is the
+        execution's failed result (:meth:`_judge_returned`).
         """
         if not self._core.settings.plain:  # timed calls or judged results
             self._judge_returned(ctx, token, result)
@@ -126,14 +127,20 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """Count a returned call of a breaker that times calls or judges results.
 
         A guarded block returns no value (``result`` is ``None`` there): ``record_result`` is
-        not asked about it, and its success counts as one. A failed result that came back while
-        the task is being cancelled (the call swallowed its ``CancelledError``:
+        not asked about it, and its success counts as one. A result ``record_result`` judged a
+        failure is the execution's failed result too, whatever the breaker's state
+        (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`, as a retry's
+        ``retry_on_result`` records it): returned, but no success, and never a fallback's last
+        good value. A failed result that came back while the task is being cancelled (the call
+        swallowed its ``CancelledError``:
         :func:`~otel_resilience.engine.cancelling.returned_on_the_way`) is no failure of the
-        dependency: its permit is given back, as for an error on its way out of the cancellation.
+        dependency: its permit is given back, as for an error on its way out of the
+        cancellation, and the result is still a failed one.
         """
         permit, slow = self._ended(token) if self._timed else (token, False)
         judge = self._core.settings.record_result
         if judge is not None and ctx.fn is not guarded_block and self._is_failure(permit, judge, result):
+            ctx.result_failed()
             if returned_on_the_way(ctx):  # the call swallowed its task's cancellation: as on_cancel
                 self._core.end(permit, None)
             else:

@@ -117,7 +117,8 @@ class FallbackConfig:
     cache_key: str | None = None
     """``CACHED_VALUE`` only (required there): the non-empty key successes are written under,
     one value for every call (the last good one: never a result the policy judged a failure,
-    such as one a retry's ``retry_on_result`` gave up on). With ``cache_by_arguments``, a call with plain
+    such as one a retry's ``retry_on_result`` gave up on or a breaker's ``record_result`` counted
+    a failure). With ``cache_by_arguments``, a call with plain
     arguments (``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None``, tuples of them; or
     none) under
     ``"<cache_key>:<digest of the arguments>"``, and a failed call is answered only with the

@@ -318,10 +318,10 @@ class FallbackStep(Link[FallbackConfig]):
         The cache write (``CACHED_VALUE``) runs inline in the sync driver, in the background in
         the async one. Only a good value of the call is written
         (:meth:`~otel_resilience.engine.context.ExecutionContext.result_good`): never a result a
-        step inside judged a failure (a retry's ``retry_on_result`` gave up on it), nor a value a
-        pattern inside answered in place of the call (a recovery rule's fallback, a timeout's
-        default). A value not accepted that came back while the task is being cancelled (the
-        call swallowed its ``CancelledError``:
+        step inside judged a failure (a retry's ``retry_on_result`` gave up on it, a breaker's
+        ``record_result`` counted it a failure), nor a value a pattern inside answered in place
+        of the call (a recovery rule's fallback, a timeout's default). A value not accepted that
+        came back while the task is being cancelled (the call swallowed its ``CancelledError``:
         :func:`~otel_resilience.engine.cancelling.returned_on_the_way`) is not answered, as an
         error on its way out of the cancellation is not: it is returned, a failed result.
         """

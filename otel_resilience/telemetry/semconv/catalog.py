@@ -109,9 +109,9 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "string",
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
         f"(OTel semantic convention); `{FAILED_RESULT}` for a returned result the policy judged a "
-        "failure (`retry_on_result`, `hedge_on_result`, a fallback's `handle_result`), which no "
-        "exception names, on spans and execution metrics (the retry's events and counters carry "
-        "none for it; the fallback's name the error it answered, "
+        "failure (`retry_on_result`, `hedge_on_result`, a breaker's `record_result`, a fallback's "
+        "`handle_result`), which no exception names, on spans and execution metrics (the retry's "
+        "events and counters carry none for it; the fallback's name the error it answered, "
         "`otel_resilience.errors.UnacceptedResultError`, which its function is given); "
         f"`{TIMEOUT_ERROR_TYPE}` for a timeout the effective deadline made, as the "
         "caller gets it: an attempt an enclosing deadline ended, and the engine's own deadline "
@@ -302,8 +302,9 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
         "fallback and cancelled leave it unset. A returned result the policy judged a failure "
-        "(`retry_on_result`, `hedge_on_result` or a fallback's `handle_result` rejected it) is a "
-        f"failure, `error.type` `{FAILED_RESULT}`. After a retried attempt or a recovery re-run failed, "
+        "(`retry_on_result`, `hedge_on_result`, a breaker's `record_result` or a fallback's "
+        f"`handle_result` rejected it) is a failure, `error.type` `{FAILED_RESULT}`. After a "
+        "retried attempt or a recovery re-run failed, "
         "`resilience.dependency.error.type` names the dependency's last error. A call through a "
         "keyed policy carries its `resilience.key`.",
         (POLICY, PATTERN, OUTCOME),

@@ -236,8 +236,9 @@ ERROR_OUTCOMES: Final = frozenset({"failure", "rejected", "timeout"})
 """Outcomes that mark a span as ERROR and carry ``error.type``; the others are not errors."""
 FAILED_RESULT: Final = "failed_result"
 """The ``error.type`` of an execution or attempt that returned a result its policy judged a
-failure (``retry_on_result``, ``hedge_on_result``, a fallback's ``handle_result``): no exception
-names it, so the class of failure is named, one value for all such results (low cardinality)."""
+failure (``retry_on_result``, ``hedge_on_result``, a breaker's ``record_result``, a fallback's
+``handle_result``): no exception names it, so the class of failure is named, one value for all
+such results (low cardinality)."""
 ERROR_TYPE_OTHER: Final = "_OTHER"
 """The ``error.type`` of an error no exception names and that is no :data:`FAILED_RESULT` nor a
 :data:`TIMEOUT_ERROR_TYPE` (the semantic conventions' fallback value)."""
