@@ -51,6 +51,7 @@ from otel_resilience.demo.options import (
     DEFAULT_SEED,
     DEFAULT_TIME_SCALE,
     DEFAULT_WATCH_INTERVAL,
+    MAX_SEED,
     MIN_TIME_SCALE,
     SCENARIO_NAMES,
     TICK,
@@ -136,6 +137,22 @@ def _text_arg(check: Callable[[str], str]) -> Callable[[str], str]:
     return convert
 
 
+def _summary_json_argument(text: str) -> Path:
+    """The argparse ``type`` of ``--summary-json``: a path, not ``-`` (standard output by convention).
+
+    Standard output carries the demo's view and its summary, which the JSON would be mixed into:
+    ``/dev/stdout`` says so on purpose, and ``./-`` names a file called ``-``.
+    """
+    if text == "-":
+        msg = (
+            "'-' (standard output) is refused: the demo writes its view and its summary there, and the "
+            "JSON would be mixed into them; give /dev/stdout to append the JSON after the summary, or "
+            "./- for a file named '-'"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return export_module.path_argument(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``otel-resilience`` command."""
     parser = argparse.ArgumentParser(
@@ -168,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=_int_arg(check_seed),
         default=DEFAULT_SEED,
-        help=f"seed of the fault schedule; the same seed gives the same schedule (default: {DEFAULT_SEED})",
+        help=f"an integer from 0 to 2**{MAX_SEED.bit_length()}-1, the seed of the fault schedule; the same "
+        f"seed gives the same schedule (default: {DEFAULT_SEED})",
     )
     demo.add_argument(
         "--duration",
@@ -191,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_text_arg(check_host),
         default=DEFAULT_HOST,
         metavar="ADDR",
-        help=f"address of /metrics (default: {DEFAULT_HOST})",
+        help=f"address of /metrics, not with --no-metrics-server (default: {DEFAULT_HOST})",
     )
     metrics = demo.add_mutually_exclusive_group()
     metrics.add_argument(
@@ -254,10 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--summary-json",
-        type=export_module.path_argument,
+        type=_summary_json_argument,
         default=None,
         metavar="PATH",
-        help="also write the summary to PATH as JSON",
+        help="also write the summary to PATH as JSON, at the end of the run; not '-': standard output "
+        "carries the view and the summary (/dev/stdout appends the JSON after them)",
     )
 
     export = commands.add_parser(
@@ -418,7 +437,7 @@ def _run_export(
     try:
         written = export_module.export_artifacts(kind, directory, time_scale=args.time_scale, options=options)
     except ValueError as error:  # a time scale the rules refuse (rendered before anything is written)
-        parser.error(str(error))
+        parser.error(export_module.option_message(error))
     except export_module.MissingExtraError as error:
         err.write(f"otel-resilience export: {error}\n")
         return 1

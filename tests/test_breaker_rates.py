@@ -632,6 +632,26 @@ def test_a_window_setting_without_a_window_is_refused(field: str, value: float) 
     CircuitBreakerConfig(sliding_window=CountWindow(10), slow_call_duration=1.0, **{field: value})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("window", [CountWindow(10), TimeWindow(10.0, 10)])
+def test_a_failure_threshold_beside_a_window_is_refused(window: CountWindow | TimeWindow) -> None:
+    """With a window the rates open the breaker: a ``failure_threshold`` written beside it would be ignored.
+
+    ``CircuitBreakerConfig(failure_threshold=2, sliding_window=CountWindow(10))`` was taken, and
+    its breaker stayed CLOSED after 5 failures in a row (a pybreaker ``fail_max`` carried over to
+    a rate-based breaker, silently).
+    """
+    rule = r"CircuitBreakerConfig\.failure_threshold must be 5 \(its default\) unless sliding_window is None"
+    with pytest.raises(ValueError, match=rule):
+        CircuitBreakerConfig(failure_threshold=2, sliding_window=window)
+    with pytest.raises(ValueError, match=rule):
+        replace(CircuitBreakerConfig(failure_threshold=3), sliding_window=window)
+    # Its default cannot be told from a value left out: taken, and the window alone opens it.
+    assert CircuitBreakerConfig(failure_threshold=5, sliding_window=window) == CircuitBreakerConfig(
+        sliding_window=window
+    )
+    assert CircuitBreakerConfig(failure_threshold=2).failure_threshold == 2
+
+
 def test_a_slow_call_rate_without_a_slow_call_duration_is_refused() -> None:
     """With a window but no ``slow_call_duration`` no call is ever slow: the rate would be ignored."""
     with pytest.raises(

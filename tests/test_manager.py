@@ -500,6 +500,30 @@ def test_bad_resilience_config(kwargs: dict[str, Any], error: type[Exception], f
         ResilienceConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name_field", "pattern_field", "pattern"),
+    [
+        ("circuit_breaker_name", "circuit_breaker", CircuitBreakerConfig()),
+        ("bulkhead_name", "bulkhead_config", BulkheadConfig()),
+    ],
+)
+def test_a_breaker_or_bulkhead_name_without_its_pattern_is_refused(
+    name_field: str, pattern_field: str, pattern: object
+) -> None:
+    """A name for a breaker (bulkhead) the config does not have would be ignored: refused, naming it.
+
+    ``ResilienceConfig(name="orders", circuit_breaker_name="db")`` was taken, and its calls went
+    through while the ``"db"`` breaker another policy shares was OPEN: the policy had no breaker.
+    """
+    rule = rf"ResilienceConfig\.{name_field} must be None unless {pattern_field} is set, got 'db'"
+    with pytest.raises(ValueError, match=rule):
+        ResilienceConfig(name="orders", **{name_field: "db"})
+    config = ResilienceConfig(name="users", **{name_field: "db", pattern_field: pattern})
+    with pytest.raises(ValueError, match=rule):
+        dataclasses.replace(config, **{pattern_field: None})
+    assert ResilienceManager().execute_with_resilience_sync(lambda: "ok", config) == "ok"
+
+
 def test_bad_manager_argument() -> None:
     """max_pipelines must be a positive int."""
     with pytest.raises(ValueError, match=r"ResilienceManager\.max_pipelines"):

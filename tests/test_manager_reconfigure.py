@@ -143,7 +143,7 @@ def test_the_failure_count_carries_over_unless_the_window_changes(manager: Resil
         with pytest.raises(ConnectionError):
             view.execute_sync(boom)
     windowed = CircuitBreakerConfig(
-        failure_threshold=3, sliding_window=CountWindow(10), minimum_calls=3, failure_rate_threshold=0.5
+        sliding_window=CountWindow(10), minimum_calls=3, failure_rate_threshold=0.5
     )
     manager.reconfigure("streak", ResilienceConfig(circuit_breaker=windowed))
     assert view.circuit_breaker.stats.failure_count == 0
@@ -590,7 +590,9 @@ async def test_a_call_running_in_a_breaker_and_bulkhead_a_reload_replaces_is_cou
     if change == "renamed":
         new = dataclasses.replace(config, circuit_breaker_name="new-breaker", bulkhead_name="new-bulkhead")
     else:
-        new = dataclasses.replace(config, circuit_breaker=None, bulkhead_config=None)
+        new = dataclasses.replace(
+            config, circuit_breaker=None, bulkhead_config=None, circuit_breaker_name=None, bulkhead_name=None
+        )
     manager.reconfigure("replaced-in-flight", new)
     during = policy.get_stats()
     if change == "renamed":

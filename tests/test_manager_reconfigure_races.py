@@ -31,13 +31,15 @@ from otel_resilience import (
 from otel_resilience.engine.events import Event
 from otel_resilience.engine.step import Step
 from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.circuit_breaker.config import DEFAULT_FAILURE_THRESHOLD
 from otel_resilience.testing import EventRecorder, FakeClock
 
 KEYS = ("a", "b")
 CONFIGS = tuple(
     ResilienceConfig(
         circuit_breaker=CircuitBreakerConfig(
-            failure_threshold=threshold,
+            # a streak's setting: refused beside a window, as a window's setting is without one
+            failure_threshold=threshold if window is None else DEFAULT_FAILURE_THRESHOLD,
             half_open_max_calls=probes,
             timeout=timeout,
             sliding_window=window,

@@ -365,13 +365,14 @@ def _dump(summary: dict[str, Any], handle: IO[str]) -> None:
 
 
 def _write_in_place(summary: dict[str, Any], path: Path, timeout: float | None) -> None:
-    """Write ``summary`` to ``path`` as it is (a device, a pipe), waiting ``timeout`` seconds at most.
+    """Append ``summary`` to ``path`` as it is, waiting ``timeout`` seconds at most.
 
-    With a ``timeout``, the write runs in a daemon thread, left waiting when it takes longer (a pipe
-    nobody reads): the process may end without it.
+    ``path`` is a device, a pipe, or the file standard output or standard error writes to. With a
+    ``timeout``, the write runs in a daemon thread, left waiting when it takes longer (a pipe nobody
+    reads): the process may end without it.
     """
     if timeout is None:
-        with path.open("w", encoding="utf-8") as handle:
+        with path.open("a", encoding="utf-8") as handle:
             _dump(summary, handle)
         return
     failures: list[Exception] = []
@@ -392,6 +393,21 @@ def _write_in_place(summary: dict[str, Any], path: Path, timeout: float | None) 
         raise failures[0]
 
 
+def _is_standard_stream(path: Path) -> bool:
+    """Whether ``path`` is the file of the process's standard output or standard error."""
+    try:
+        named = path.stat()
+    except OSError:  # gone since, or a link loop: the write says why
+        return False
+    for descriptor in (1, 2):
+        try:
+            if os.path.samestat(named, os.fstat(descriptor)):
+                return True
+        except OSError:  # closed
+            continue
+    return False
+
+
 def write_summary_json(summary: dict[str, Any], path: Any, *, timeout: float | None = None) -> None:
     """Write ``summary`` to ``path`` as indented, strict JSON (non-finite numbers become ``null``).
 
@@ -401,12 +417,15 @@ def write_summary_json(summary: dict[str, Any], path: Any, *, timeout: float | N
     file keeps its permissions; a new one gets the usual ones (the umask's). A folder that takes no
     new file, or a path that is not a regular file (a device, a pipe), is written in place; such a
     write waits ``timeout`` seconds at most (``None``: as long as the device or pipe makes it wait).
+    The file standard output or standard error writes to (``/dev/stdout`` of ``>> runs.log``) is
+    appended to, in place: replacing it would drop what the run and earlier ones wrote there.
 
     Raises:
         OSError: The file could not be written (``ETIMEDOUT``: not in ``timeout`` seconds).
     """
     given = Path(path)
-    if given.exists() and not given.is_file():  # not resolved: /dev/stdout of a pipe names no file
+    # Not resolved: /dev/stdout of a pipe names no file, and of `> runs.log` the file the view wrote.
+    if given.exists() and (not given.is_file() or _is_standard_stream(given)):
         _write_in_place(summary, given, timeout)
         return
     target = Path(os.path.realpath(given))

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_TIME_SCALE",
     "DEFAULT_WATCH_INTERVAL",
+    "MAX_SEED",
     "SCENARIO_NAMES",
     "TICK",
     "DemoOptions",
@@ -319,7 +320,7 @@ class DemoOptions:
     time_scale: float = DEFAULT_TIME_SCALE
     """Demo seconds per production second, ``MIN_TIME_SCALE <= x <= 1``. Default 0.05."""
     host: str = DEFAULT_HOST
-    """Address of the ``/metrics`` server. Default ``127.0.0.1``."""
+    """Address of the ``/metrics`` server. Default ``127.0.0.1``; another only with a :attr:`port`."""
     port: int | None = DEFAULT_PORT
     """Port of the ``/metrics`` server, 1..65535; ``None`` serves no ``/metrics`` (the metrics
     are still collected). Default 9464."""
@@ -363,6 +364,12 @@ class DemoOptions:
         check_host(self.host)
         if self.port is not None:
             check_port(self.port)
+        elif self.host != DEFAULT_HOST:
+            msg = (
+                "--host is the address of /metrics, which --no-metrics-server does not serve: "
+                "give one of them"
+            )
+            raise ValueError(msg)
         if self.otlp_endpoint is not None:
             object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
         object.__setattr__(self, "interval", check_interval(self.interval))

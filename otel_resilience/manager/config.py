@@ -46,8 +46,10 @@ class ResilienceConfig:
         name: The policy (operation) name used in statistics and telemetry; default: derived
             from the protected function (its ``__qualname__``; a ``functools.partial`` is named
             after its function, a lambda after its module and line).
-        circuit_breaker_name: The breaker to use or create; default: ``name``.
-        bulkhead_name: The bulkhead to use or create; default: ``name``.
+        circuit_breaker_name: The breaker to use or create; default: ``name``. Only with a
+            ``circuit_breaker`` (a name without one is refused: ``ValueError``).
+        bulkhead_name: The bulkhead to use or create; default: ``name``. Only with a
+            ``bulkhead_config`` (a name without one is refused: ``ValueError``).
         spans: Open spans for executions under this policy (default ``True``); ``False``: no
             execution or attempt span, and no span event for what happens inside it.
         record_duration: Record the duration histograms, the execution's and its attempts'
@@ -134,6 +136,14 @@ class ResilienceConfig:
         for field in ("name", "circuit_breaker_name", "bulkhead_name"):
             if getattr(self, field) is not None:
                 check_name(_OWNER, field, getattr(self, field))
+        for field, needs in (
+            ("circuit_breaker_name", "circuit_breaker"),
+            ("bulkhead_name", "bulkhead_config"),
+        ):
+            if getattr(self, field) is not None and getattr(self, needs) is None:
+                # It names the policy's own breaker (bulkhead), made from its config: with none
+                # the policy has none, and the name would be ignored (no shared one is used).
+                raise fail(_OWNER, field, f"None unless {needs} is set", getattr(self, field))
         if self.max_attempts_total is not None:
             check_int(_OWNER, "max_attempts_total", self.max_attempts_total, minimum=1)
         attempt_timeout = self.retry_policy.attempt_timeout if self.retry_policy is not None else None

@@ -124,6 +124,7 @@ __all__ = [
     "EVALUATION_INTERVAL",
     "FALLBACK_RATIO",
     "MIN_EXECUTION_RATE",
+    "MIN_TIME_SCALE",
     "RATE_LIMITED_FOR",
     "RATE_LIMITED_RATIO",
     "RATE_WINDOW",
@@ -173,8 +174,10 @@ __all__ = [
     "TIMEOUT_RATIO",
     "AlertRule",
     "RecordingRule",
+    "RuleOptionError",
     "RuleOptions",
     "Rules",
+    "TimeScaleError",
     "export_command",
     "render_rules",
     "render_rules_test",
@@ -319,6 +322,29 @@ _WINDOW_OPTIONS: Final = ("bulkhead_near_for",)
 range may not)."""
 
 
+class RuleOptionError(ValueError):
+    """A value of one field that :class:`RuleOptions` refuses; the message names the field.
+
+    ``str(error)`` reads ``RuleOptions.job_label must be a Prometheus label name, got ''``: the
+    field of the Python API. A command line that took the value from an option of its own
+    (``otel-resilience export alerts DIR --job-label LABEL``) names that option instead, with
+    :attr:`reason`.
+
+    Attributes:
+        field: The field's name (``"job_label"``).
+        reason: What is wrong, worded to follow the field's name (``"must be ..., got ..."``).
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"RuleOptions.{field} {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy with both fields and the notes (``ValueError``'s own keeps its message only)."""
+        return (type(self), (self.field, self.reason), self.__dict__)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleOptions:
     """What a team adapts in the generated rules without editing Python.
@@ -379,20 +405,20 @@ class RuleOptions:
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            value = getattr(self, item.name)
-            where = f"RuleOptions.{item.name}"
+            name, value = item.name, getattr(self, item.name)
+            where = f"RuleOptions.{name}"
             if item.type == "str":
                 if not isinstance(value, str):
                     raise TypeError(f"{where} must be a string, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{where} must be a number, got {value!r}")
-            if item.name.endswith("_for"):
-                _check_duration(where, value)
+            if name.endswith("_for"):
+                _check_duration(name, value)
             elif item.type == "int":
                 if not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
+                    raise RuleOptionError(name, f"must be an integer >= 1, got {value!r}")
             elif item.type == "float" and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{where} must be a finite number > 0, got {value!r}")
+                raise RuleOptionError(name, f"must be a finite number > 0, got {value!r}")
         for name in (
             "fallback_ratio",
             "bulkhead_near_saturation",
@@ -400,33 +426,30 @@ class RuleOptions:
             "rate_limited_ratio",
         ):
             if getattr(self, name) > 1:
-                raise ValueError(
-                    f"RuleOptions.{name} is a share and must be <= 1, got {getattr(self, name)!r}"
-                )
+                raise RuleOptionError(name, f"is a share and must be <= 1, got {getattr(self, name)!r}")
         for name in _WINDOW_OPTIONS:
             if _seconds(getattr(self, name)) == 0:
-                raise ValueError(
-                    f"RuleOptions.{name} is the window of an average and must be longer than 0, "
-                    f"got {getattr(self, name)!r}"
+                raise RuleOptionError(
+                    name,
+                    f"is the window of an average and must be longer than 0, got {getattr(self, name)!r}",
                 )
         for shorter, longer, why in _ORDERED_OPTIONS:
             first, then = getattr(self, shorter), getattr(self, longer)
             if _seconds(then) <= _seconds(first):
-                msg = f"RuleOptions.{longer} must be longer than {shorter} ({first}), got {then!r}: {why}"
-                raise ValueError(msg)
+                raise RuleOptionError(longer, f"must be longer than {shorter} ({first}), got {then!r}: {why}")
         if not re.fullmatch(r"https?://\S+", self.runbook_url_base):
-            msg = f"RuleOptions.runbook_url_base must be an http(s) URL, got {self.runbook_url_base!r}"
-            raise ValueError(msg)
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.job_label) or self.job_label.startswith("__"):
-            msg = f"RuleOptions.job_label must be a Prometheus label name, got {self.job_label!r}"
-            raise ValueError(msg)
-        if self.job_label in _NOT_THE_SERVICE:
-            msg = (
-                f"RuleOptions.job_label must name the service, not {self.job_label!r}, a label the rules "
-                "and alerts already carry with another meaning (the process, a histogram bucket, an "
-                "attribute of the library's metrics, or the alert's name, state and severity)"
+            raise RuleOptionError(
+                "runbook_url_base", f"must be an http(s) URL, got {self.runbook_url_base!r}"
             )
-            raise ValueError(msg)
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.job_label) or self.job_label.startswith("__"):
+            raise RuleOptionError("job_label", f"must be a Prometheus label name, got {self.job_label!r}")
+        if self.job_label in _NOT_THE_SERVICE:
+            raise RuleOptionError(
+                "job_label",
+                f"must name the service, not {self.job_label!r}, a label the rules and alerts already "
+                "carry with another meaning (the process, a histogram bucket, an attribute of the "
+                "library's metrics, or the alert's name, state and severity)",
+            )
         object.__setattr__(self, "runbook_url_base", self.runbook_url_base.rstrip("/"))
 
     @classmethod
@@ -450,7 +473,8 @@ class RuleOptions:
             try:
                 values[name] = int(text) if kind == "int" else float(text) if kind == "float" else text
             except ValueError:
-                raise ValueError(f"RuleOptions.{name} must be {kind}, got {text!r}") from None
+                worded = "an integer" if kind == "int" else "a number"
+                raise RuleOptionError(name, f"must be {worded}, got {text!r}") from None
         return cls(**values)
 
     @property
@@ -469,10 +493,10 @@ class RuleOptions:
         )
 
 
-def _check_duration(where: str, duration: str) -> None:
+def _check_duration(name: str, duration: str) -> None:
     if not _is_duration(duration):
-        raise ValueError(
-            f"{where} must be a Prometheus duration such as '5m' (at most 292y), got {duration!r}"
+        raise RuleOptionError(
+            name, f"must be a Prometheus duration such as '5m' (at most 292y), got {duration!r}"
         )
 
 
@@ -720,18 +744,54 @@ def _millis(duration: str) -> int:
     return sum(int(n) * _UNIT_MILLIS[unit] for n, unit in _DURATION.findall(duration))
 
 
+MIN_TIME_SCALE: Final = 1 / _millis(EVALUATION_INTERVAL)
+"""The smallest time scale of the shipped rules, 1/60000: 1 ms per :data:`EVALUATION_INTERVAL`,
+which every scaled group is evaluated at, and which no duration of the shipped rules is shorter
+than. Below it :func:`scale_duration` refuses a duration scaled under 1 ms; a ``for`` of
+:class:`RuleOptions` shorter than a minute raises it (1 ms per that duration)."""
+
+
+class TimeScaleError(ValueError):
+    """A time scale the rules refuse: out of ``(0, 1]``, or one that scales a duration under 1 ms.
+
+    ``str(error)`` names the parameter, ``time_scale``; :meth:`naming` words the message with
+    another name: a command line's ``--time-scale``.
+
+    Attributes:
+        wording: The message with ``{name}`` where the parameter's name goes.
+    """
+
+    _NAME: Final = "{name}"
+
+    def __init__(self, wording: str) -> None:
+        super().__init__(wording.replace(self._NAME, "time_scale"))
+        self.wording = wording
+
+    def naming(self, name: str) -> str:
+        """Return the message with ``name`` for the parameter (``"--time-scale"``)."""
+        return self.wording.replace(self._NAME, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy with the wording and the notes (``ValueError``'s own keeps its message only)."""
+        return (type(self), (self.wording,), self.__dict__)
+
+
 def check_time_scale(time_scale: float) -> float:
     """Return ``time_scale`` as a float if ``0 < time_scale <= 1``; raise otherwise.
 
     The one rule of a rules file's time scale: :func:`render_rules` and the ``--time-scale``
     option of ``otel-resilience export alerts`` (:func:`~otel_resilience.ops.export.add_generator_options`).
+
+    Raises:
+        TypeError: If ``time_scale`` is not a number.
+        TimeScaleError: If it is not in ``(0, 1]``.
     """
     if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)):
         msg = f"time_scale must be a number, got {time_scale!r}"
         raise TypeError(msg)
     if not math.isfinite(time_scale) or not 0 < time_scale <= 1:
-        msg = f"time_scale must be > 0 and <= 1 (1 = production timing), got {time_scale!r}"
-        raise ValueError(msg)
+        msg = f"{{name}} must be > 0 and <= 1 (1 = production timing), got {time_scale!r}"
+        raise TimeScaleError(msg)
     return float(time_scale)
 
 
@@ -754,8 +814,9 @@ def scale_duration(duration: str, time_scale: float) -> str:
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
-        ValueError: If ``time_scale`` is out of range or would make ``duration`` shorter than
-            1 ms, or ``duration`` is not a duration.
+        TimeScaleError: If ``time_scale`` is out of range or would make ``duration`` shorter than
+            1 ms.
+        ValueError: If ``duration`` is not a duration.
     """
     scale = check_time_scale(time_scale)
     if not _is_duration(duration):
@@ -769,11 +830,11 @@ def scale_duration(duration: str, time_scale: float) -> str:
     scaled = production * scale
     if scaled < 1 and not math.isclose(scaled, 1):
         msg = (
-            f"time_scale={time_scale!r} makes {duration!r} {scaled:g} ms: under 1 ms, the shortest "
-            f"duration the rules write; use a time_scale of at least {1 / production:.6g} "
+            f"{{name}}={time_scale!r} makes {duration!r} {scaled:g} ms: under 1 ms, the shortest "
+            f"duration the rules write; use a {{name}} of at least {1 / production:.6g} "
             f"(1 ms per {duration})"
         )
-        raise ValueError(msg)
+        raise TimeScaleError(msg)
     millis = round(scaled)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
@@ -1325,7 +1386,8 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
 
     Raises:
         TypeError: If ``time_scale`` is not a number or ``options`` not a :class:`RuleOptions`.
-        ValueError: If ``time_scale`` is not in ``(0, 1]``.
+        TimeScaleError: If ``time_scale`` is not in ``(0, 1]``, would make a rule duration shorter
+            than 1 ms, or would round the breaker-open warning and its critical to one length.
     """
     scale = check_time_scale(time_scale)
     if options is None:
@@ -1357,7 +1419,7 @@ def _check_scaled_order(options: RuleOptions, scale: float) -> None:
     apart, which the message suggests.
 
     Raises:
-        ValueError: Naming ``time_scale``, the pair and the length both round to.
+        TimeScaleError: Naming ``time_scale``, the pair and the length both round to.
     """
     for shorter, longer, why in _ORDERED_OPTIONS:
         first, then = getattr(options, shorter), getattr(options, longer)
@@ -1365,11 +1427,11 @@ def _check_scaled_order(options: RuleOptions, scale: float) -> None:
         if _millis(scaled_then) <= _millis(scaled_first):
             least = 1 / (_millis(then) - _millis(first))
             msg = (
-                f"time_scale={scale!r} makes {shorter} ({first!r}) and {longer} ({then!r}) both "
+                f"{{name}}={scale!r} makes {shorter} ({first!r}) and {longer} ({then!r}) both "
                 f"{scaled_first} once rounded to whole milliseconds, which must stay apart ({why}); "
-                f"use a time_scale of at least {least:.6g}"
+                f"use a {{name}} of at least {least:.6g}"
             )
-            raise ValueError(msg)
+            raise TimeScaleError(msg)
 
 
 def rules_document(time_scale: float = 1.0, options: RuleOptions | None = None) -> dict[str, Any]:
@@ -1402,7 +1464,7 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
-        ValueError: If ``time_scale`` is not in ``(0, 1]``, or would make a rule duration
+        TimeScaleError: If ``time_scale`` is not in ``(0, 1]``, or would make a rule duration
             shorter than 1 ms (see :func:`scale_duration`).
     """
     scale = check_time_scale(time_scale)

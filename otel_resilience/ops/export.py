@@ -38,7 +38,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.ops.alert_rules import RuleOptions, check_time_scale
+from otel_resilience.ops.alert_rules import (
+    EVALUATION_INTERVAL,
+    MIN_TIME_SCALE,
+    RuleOptionError,
+    RuleOptions,
+    TimeScaleError,
+    check_time_scale,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,6 +63,7 @@ __all__ = [
     "generator_options",
     "main",
     "number_argument",
+    "option_message",
     "packaged",
     "path_argument",
     "render",
@@ -271,9 +279,18 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
+def option_message(error: ValueError) -> str:
+    """Return the message of ``error`` as the commands show it: naming the option typed.
+
+    A time scale the rules refuse names ``--time-scale``, not the Python parameter ``time_scale``
+    (:class:`~otel_resilience.ops.alert_rules.TimeScaleError`); any other message is its own.
+    """
+    return error.naming("--time-scale") if isinstance(error, TimeScaleError) else str(error)
+
+
 def without_option(error: ValueError) -> str:
     """Return the message without its leading ``--option`` (argparse names the option itself)."""
-    message = str(error)
+    message = option_message(error)
     return message.split(" ", 1)[1] if message.startswith("--") else message
 
 
@@ -304,21 +321,25 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
         type=number_argument(check_time_scale),
         default=1.0,
         metavar="F",
-        help="alerts only: multiply every for, range and offset of the rules by F, 0 < F <= 1, "
-        "to match a demo run with --time-scale F (default: 1, the production rules)",
+        help="alerts only: multiply every for, range and offset of the rules by F, to match a demo run "
+        "with --time-scale F; 0 < F <= 1, and no scaled duration under 1 ms: "
+        f"F >= 1/{round(1 / MIN_TIME_SCALE)} for the shipped rules (1 ms per {EVALUATION_INTERVAL}, "
+        f"their shortest duration), more with a --set duration under {EVALUATION_INTERVAL} "
+        "(default: 1, the production rules)",
     )
     parser.add_argument(
         "--runbook-url-base",
         metavar="URL",
         default=None,
-        help="alerts only: where the runbooks <AlertName>.md are browsed (runbook_url of every alert; "
-        "default: the project's repository)",
+        help="alerts only: an http:// or https:// URL, where the runbooks <AlertName>.md are browsed "
+        "(runbook_url of every alert; default: the project's repository)",
     )
     parser.add_argument(
         "--job-label",
         metavar="LABEL",
         default=None,
-        help="alerts only: the label that names the service in rules and routing (default: job)",
+        help="alerts only: a Prometheus label name, the label that names the service in rules and "
+        "routing; not one the rules give another meaning, such as instance or severity (default: job)",
     )
     parser.add_argument(
         "--set",
@@ -334,7 +355,9 @@ def generator_options(args: argparse.Namespace) -> RuleOptions | None:
     """Return the :class:`RuleOptions` the parsed arguments ask for, or ``None`` for the shipped rules.
 
     Raises:
-        ValueError: For a malformed ``--set``, an unknown field or a value that does not validate.
+        ValueError: For a malformed ``--set``, an unknown field or a value that does not validate;
+            the message names what was typed: ``--job-label`` or ``--runbook-url-base`` for a
+            value of that option, the field (``RuleOptions.retry_storm_ratio``) for one of ``--set``.
     """
     given: list[tuple[str, str, str]] = []  # (field, value, the option that gave it)
     for item in args.set:
@@ -358,7 +381,15 @@ def generator_options(args: argparse.Namespace) -> RuleOptions | None:
             raise ValueError(msg)
         settings[field] = value
         by[field] = option
-    return RuleOptions.from_strings(settings) if settings else None
+    if not settings:
+        return None
+    try:
+        return RuleOptions.from_strings(settings)
+    except RuleOptionError as error:
+        option = by.get(error.field, "--set")
+        if option == "--set":  # the field was typed: its name is the one to read
+            raise
+        raise ValueError(f"{option} {error.reason}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,12 +406,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--all", action="store_true", help="every kind, into the repository's folders and the package data"
     )
-    parser.add_argument("--root", type=Path, default=REPOSITORY_ROOT, help="repository root for --all")
+    parser.add_argument(
+        "--root", type=path_argument, default=None, help="repository root for --all (default: this checkout)"
+    )
     parser.add_argument("--check", action="store_true", help="only report files that differ")
     add_generator_options(parser)
     args = parser.parse_args(argv)
     if args.all == (args.kind is not None) or (args.kind is not None and args.directory is None):
         parser.error("give either --all, or KIND and DIR")
+    if args.root is not None and not args.all:
+        parser.error("--root is the repository of --all: give --all, or leave --root out")
     try:
         options = generator_options(args)
     except ValueError as error:
@@ -391,7 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(the committed files are the shipped rules)"
         )
     if args.all:
-        targets = [(kind, path) for kind in KINDS for path in copy_folders(kind, args.root)]
+        targets = [
+            (kind, path) for kind in KINDS for path in copy_folders(kind, args.root or REPOSITORY_ROOT)
+        ]
     else:
         targets = [(args.kind, args.directory)]
     status = 0
@@ -409,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     paths = export_artifacts(kind, directory, time_scale=args.time_scale, options=options)
                 except ValueError as error:  # a time scale the rules refuse (checked before any write)
-                    parser.error(str(error))
+                    parser.error(option_message(error))
                 for path in paths:
                     sys.stdout.write(f"wrote {path}\n")
     except MissingExtraError as error:

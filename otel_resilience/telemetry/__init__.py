@@ -70,10 +70,13 @@ def instrument(
     """Report every pattern's telemetry through OpenTelemetry, replacing the current listener.
 
     Args:
-        tracer_provider: Tracer provider; ``None`` (default) for the global one, acquired lazily.
-        meter_provider: Meter provider; ``None`` (default) for the global one, acquired lazily.
+        tracer_provider: Tracer provider; ``None`` (default) for the global one, acquired lazily
+            (so is the API's proxy, what ``trace.get_tracer_provider()`` returns while none is
+            set: :func:`~otel_resilience.telemetry.providers.given`).
+        meter_provider: Meter provider; ``None`` (default) for the global one, acquired lazily
+            (the API's proxy too).
         logger_provider: Logger provider for alert and error-pattern log records; ``None``
-            (default) for the global one.
+            (default) for the global one (the API's proxy too).
         record_messages: Whether failed spans carry the exception message as their status
             description (``None``: ``OTEL_RESILIENCE_RECORD_MESSAGES``, false when unset:
             messages may contain user data).

@@ -59,7 +59,9 @@ with instrumented(meter_provider=mp):  # for a block only: the listener before i
 `instrumented(...)` takes the arguments of `instrument(...)`; the listener registered before the
 block (the default one, or one of yours) is not closed: it receives no events during the block
 and is registered again after it, as it was. An `instrument()` or `uninstrument()` inside the
-block wins (the listener from before is then closed).
+block wins (the listener from before is then closed). A provider left out (`None`), or given as
+the API's proxy (what `trace.get_tracer_provider()` returns before an SDK is set), is the global
+one, taken as above.
 
 Instrumentation scope: `{scope}` with the package version and schema URL `{schema}`.
 

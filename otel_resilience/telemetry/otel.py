@@ -128,7 +128,8 @@ class OtelListener:
     removes the previous one) rather than by hand.
 
     Args:
-        tracer_provider: The tracer provider to use; ``None`` for the global one, acquired
+        tracer_provider: The tracer provider to use; ``None`` (or the API's proxy, see
+            :func:`~otel_resilience.telemetry.providers.given`) for the global one, acquired
             lazily (a provider set after ``import otel_resilience`` is honoured).
         meter_provider: The meter provider to use; ``None`` for the global one, lazily.
         logger_provider: The logger provider for alert and error-pattern log records; ``None``
@@ -205,6 +206,10 @@ class OtelListener:
                 raise fail(
                     "OtelListener", field, f"a {kind} (with {getter}) or None", provider, kind=TypeError
                 )
+        # The API's proxy (a getter's answer while none is set) stands for the global provider.
+        tracer_provider = providers.given(tracer_provider)
+        meter_provider = providers.given(meter_provider)
+        logger_provider = providers.given(logger_provider)
         self._logger_provider = logger_provider
         self._in_process = in_process_histograms
         self._record_messages = record_messages

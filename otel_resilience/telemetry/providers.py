@@ -44,6 +44,7 @@ from otel_resilience.telemetry import semconv as sc
 
 __all__ = [
     "VERSION",
+    "given",
     "logger_provider",
     "meter_provider",
     "meter_unset",
@@ -153,6 +154,23 @@ asked again (:func:`_unknown`, never, on another API version)."""
 _meter_looked: list[bool] = []
 """Holds ``True`` once the meter getter has been asked (and has loaded a provider named by
 ``OTEL_PYTHON_METER_PROVIDER``, if any)."""
+
+
+def given(provider: _P) -> _P | None:
+    """Return a provider given to the listener, or ``None`` when it is the API's proxy of its signal.
+
+    The proxy is what a getter returns while no provider is set (``instrument(
+    trace.get_tracer_provider())`` before the SDK is configured): it stands for the global
+    provider, so it is acquired as the global one is, when set. Used as a provider of its own, it
+    would open spans and contexts for nothing until then, and the counter series started at 0 on
+    its meter before the SDK existed would be lost.
+    """
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return None
+    cls = type(provider)
+    if _of_api(cls, _METRICS_API):
+        return _unless_proxy(provider, _METRICS_API, metrics.NoOpMeterProvider)
+    return _unless_proxy(provider, _LOGS_API, NoOpLoggerProvider)
 
 
 def tracer_provider() -> trace.TracerProvider | None:

@@ -650,6 +650,7 @@ def test_a_character_escaped_as_a_surrogate_pair_is_that_character() -> None:
     data = {
         "policies": {
             "caf\U0001f600": {
+                "circuit_breaker": {},
                 "circuit_breaker_name": "b\U0001f600",
                 "fallback": {
                     "strategy": "default_value",
@@ -732,10 +733,14 @@ _FALLBACK = "policies:\n  p:\n    fallback:\n      strategy: default_value\n    
 )
 def test_yaml_1_1_booleans_are_strings(word: str) -> None:
     """Only true and false are booleans, as in YAML 1.2 (were: yes, on, y True; no, off, n False)."""
-    text = _FALLBACK.format(word) + f"  {word}:\n    circuit_breaker_name: {word}\n"
+    text = (
+        _FALLBACK.format(word) + f"  {word}:\n    circuit_breaker: {{}}\n    circuit_breaker_name: {word}\n"
+    )
     policies = loads(text)
     assert policies["p"].fallback_config.default_value == word  # type: ignore[union-attr]
-    assert policies[word] == ResilienceConfig(name=word, circuit_breaker_name=word)
+    assert policies[word] == ResilienceConfig(
+        name=word, circuit_breaker=CircuitBreakerConfig(), circuit_breaker_name=word
+    )
     budgets = loads(f"retry_budgets:\n  {word}: {{}}\npolicies:\n  q:\n    retry: {{budget: {word}}}\n")
     assert list(budgets.retry_budgets) == [word]
 

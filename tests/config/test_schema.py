@@ -165,7 +165,7 @@ GOOD = [
     "policies: {p: {circuit_breaker: {sliding_window: {kind: count, size: 3}, minimum_calls: 2}}}\n",
     "policies: {p: {chaos: {fault_rate: 0.5, fault: otel_resilience.errors.ResilienceError, outcome: {a: 1}}}}\n",
     "policies: {p: {rate_limiter: {rate: 2.5/s, burst: null}, fallback: {strategy: default_value, default_value: 0}}}\n",
-    "policies: {p: {timeout: 1h30m, max_attempts_total: 2, circuit_breaker_name: x, spans: false}}\n",
+    "policies: {p: {timeout: 1h30m, max_attempts_total: 2, circuit_breaker: {}, circuit_breaker_name: x}}\n",
     # Padded strings: the loader reads them (a quoted or TOML string keeps its spaces), the schema must too.
     "policies: {p: {timeout: ' 2s', retry: {initial_delay: \"250ms\\t\"}, rate_limiter: {rate: '100/m '}}}\n",
 ]
@@ -289,7 +289,7 @@ retry_budgets:
 policies:
   counted:
     circuit_breaker:
-      failure_threshold: 4
+      failure_threshold: 5  # its default: another beside a window is refused
       success_threshold: 2
       timeout: 30s
       half_open_max_calls: 2
@@ -358,7 +358,7 @@ rate_limiter = { rate = "100/m", burst = 10, algorithm = "sliding_window", max_w
 hedging = { delay = "50ms", max_attempts = 2, mode = "latency", hedge_on = ["TimeoutError"], budget = "shared" }
 
 [policies.counted.circuit_breaker]
-failure_threshold = 4
+failure_threshold = 5  # its default: another beside a window is refused
 success_threshold = 2
 timeout = "30s"
 half_open_max_calls = 2
@@ -462,6 +462,14 @@ _SETTLED: dict[str, dict[str, Any]] = {
     "RetryPolicy": {"initial_delay": 0, "max_delay": 60, "jitter": "none", "strategy": "fixed"},
     "ChaosConfig": {"fault": "OSError", "latency": 1, "outcome": 1},
 }
+# A field probed in another section than _SETTLED's: a breaker's streak (failure_threshold) acts only
+# without a window, and is refused beside one unless at its default.
+# A policy's breaker and bulkhead names need the breaker and bulkhead they name.
+_SETTLED_FOR: dict[tuple[str, str], dict[str, Any]] = {
+    ("CircuitBreakerConfig", "failure_threshold"): {},
+    ("ResilienceConfig", "circuit_breaker_name"): {"circuit_breaker": {}},
+    ("ResilienceConfig", "bulkhead_name"): {"bulkhead_config": {}},
+}
 _KEY_OF = {
     "CircuitBreakerConfig": "circuit_breaker", "RetryPolicy": "retry_policy", "FallbackConfig": "fallback_config",
     "BulkheadConfig": "bulkhead_config", "RateLimiterConfig": "rate_limiter", "HedgingConfig": "hedging",
@@ -471,7 +479,8 @@ _KEY_OF = {
 
 def _file_with(section: Section, field: Field, value: Any) -> dict[str, Any]:
     """A file whose only doubtful value is ``value``, at ``field`` of ``section``."""
-    settings = {**_SETTLED.get(section.owner, {}), field.name: value}
+    settled = _SETTLED_FOR.get((section.owner, field.name), _SETTLED.get(section.owner, {}))
+    settings = {**settled, field.name: value}
     budgets = {"shared": {}}
     if section.owner == "ResilienceConfig":
         return {"retry_budgets": budgets, "policies": {"p": settings}}
@@ -705,7 +714,9 @@ def test_a_blank_name_is_the_same_for_the_schema_and_the_loader(where: str) -> N
         data: dict[str, Any] = {
             "policy": {"policies": {name: {}}},
             "budget": {"retry_budgets": {name: {}}, "policies": {}},
-            "circuit_breaker_name": {"policies": {"p": {"circuit_breaker_name": name}}},
+            "circuit_breaker_name": {
+                "policies": {"p": {"circuit_breaker": {}, "circuit_breaker_name": name}}
+            },
         }[where]
         try:
             loads(json.dumps(data))

@@ -59,6 +59,14 @@ def test_demo_defaults_are_pinned() -> None:
     assert (args.host, args.port, args.no_metrics_server) == ("127.0.0.1", 9464, False)
 
 
+def test_the_seed_help_states_the_range_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--seed -1` and `--seed 2**63` are refused: the help says which seeds are taken."""
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed SEED an integer from 0 to 2**63-1, the seed of the fault schedule;" in text
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -101,6 +109,11 @@ def test_demo_defaults_are_pinned() -> None:
         ([*_SHORT_RUN, "--interval", "0.1"], r"argument --interval: must be >= 0.25 seconds .*, got 0.1$"),
         (["--duration", "1e300"], r"argument --duration: must be <= \S+ seconds \(threading.TIMEOUT_MAX\)"),
         (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
+        # --host is the address of /metrics: with no /metrics it was ignored without a word
+        (
+            ["--host", "0.0.0.0", *_SHORT_RUN],
+            r"error: --host is the address of /metrics, which --no-metrics-server does not serve: give one of them$",
+        ),
         # a host name the resolver cannot encode (an empty label, one over 63 characters) stopped
         # the demo with a UnicodeError traceback when /metrics started
         (
@@ -334,6 +347,34 @@ def test_a_summary_json_that_cannot_be_written_is_a_usage_error_before_the_run(
     assert str(target) in err
     assert out.getvalue() == ""  # no header: the run did not start
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_summary_json_of_a_dash_is_a_usage_error_that_suggests_dev_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --summary-json -` wrote a file named '-' after the run. '-' is standard output by
+    convention, where the demo writes its view and its summary: the JSON would mix with them, so it
+    is refused before the run (exit 2, one line naming the option, suggesting /dev/stdout)."""
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", *_SHORT_RUN, "--summary-json", "-"], out=out)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: otel-resilience demo ")
+    error = err.splitlines()[-1]
+    assert error.startswith("otel-resilience demo: error: argument --summary-json: '-' ")
+    assert [line for line in err.splitlines() if "error:" in line] == [error]
+    assert "/dev/stdout" in error
+    assert "./-" in error  # how to name a file called '-'
+    assert out.getvalue() == ""  # the run did not start
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "not '-': standard output carries the view and the summary (/dev/stdout appends the JSON" in help_text
+    )
 
 
 def test_a_summary_json_checked_before_the_run_is_left_as_it_was(tmp_path: Path) -> None:

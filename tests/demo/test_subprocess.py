@@ -467,3 +467,33 @@ def test_a_watched_config_file_applies_an_edit_live_and_a_signal_stops_the_watch
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "signal"
     assert (summary["reloads"]["applied"], summary["reloads"]["refused"]) == (1, 0)
+
+
+@pytest.mark.parametrize("mode", ["w", "a"], ids=["truncated", "appended"])
+def test_a_summary_json_to_standard_output_redirected_to_a_file_is_appended(
+    mode: str, tmp_path: Path
+) -> None:
+    """`demo --summary-json /dev/stdout >> runs.log`: the JSON follows the summary the run wrote to
+    runs.log. It replaced the file whole (/dev/stdout resolves to it), dropping the run's own lines
+    and, with `>>`, the earlier runs' (0 of 1 kept before)."""
+    log = tmp_path / "runs.log"
+    log.write_text("an earlier run\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    arguments = ("--duration", "0.5", "--time-scale", "0.01", "--no-metrics-server", "--plain")
+    with log.open(mode, encoding="utf-8") as stdout:
+        completed = subprocess.run(
+            [sys.executable, "-m", "otel_resilience", "demo", *arguments, "--summary-json", "/dev/stdout"],
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert completed.returncode == 0, completed.stderr
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("an earlier run\n") == (mode == "a")
+    assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in text
+    shown, _, written = text.partition("\n{\n")
+    assert "== otel-resilience demo summary" in shown  # the JSON comes after the summary
+    assert json.loads("{\n" + written)["stopped_by"] == "duration"

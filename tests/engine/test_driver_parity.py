@@ -73,6 +73,7 @@ from otel_resilience.engine.step import Action, Answer, Call, Rejected, Step, Wa
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.circuit_breaker.config import DEFAULT_FAILURE_THRESHOLD
 from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
 from otel_resilience.telemetry import current_listener, install_default, uninstrument
 from otel_resilience.testing import FakeClock
@@ -451,7 +452,7 @@ def growing_break(openings: int) -> float:
 def _breaker(parts: dict[str, Any]) -> CircuitBreakerConfig:
     window = {None: None, "count": CountWindow(4), "time": TimeWindow(8.0, 4)}[parts["window"]]
     return CircuitBreakerConfig(
-        failure_threshold=parts["failure_threshold"],
+        failure_threshold=parts["failure_threshold"] if window is None else DEFAULT_FAILURE_THRESHOLD,
         success_threshold=parts["success_threshold"],
         timeout=5.0,
         half_open_max_calls=parts["half_open_max_calls"],

@@ -61,6 +61,7 @@ from otel_resilience import (
 from otel_resilience.engine.deadline import sleep_sync_within_deadline
 from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.patterns.circuit_breaker.config import DEFAULT_FAILURE_THRESHOLD
 from otel_resilience.retry import retry_after_delay
 
 START = 1000.0
@@ -166,7 +167,7 @@ def _guarded(kind: str, variant: int, name: str, clock: LoopClock) -> Any:
         return CircuitBreaker(
             name,
             CircuitBreakerConfig(
-                failure_threshold=1 + variant % 2,
+                failure_threshold=DEFAULT_FAILURE_THRESHOLD if variant & 4 else 1 + variant % 2,
                 timeout=5.0,
                 ignore_exceptions=(FatalError,) if variant & 2 else (),
                 sliding_window=CountWindow(4) if variant & 4 else None,
@@ -382,7 +383,7 @@ def _policy(parts: dict[str, Any], name: str) -> ResilienceConfig:
     breaker = None
     if parts["threshold"]:
         breaker = CircuitBreakerConfig(
-            failure_threshold=parts["threshold"],
+            failure_threshold=DEFAULT_FAILURE_THRESHOLD if parts["window"] else parts["threshold"],
             timeout=5.0,
             record_result=is_bad if parts["record_result"] else None,
             sliding_window=CountWindow(4) if parts["window"] else None,

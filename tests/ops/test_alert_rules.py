@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 import subprocess
 
@@ -756,13 +757,33 @@ def test_bad_options_are_refused_naming_the_field(settings, error, message):
         ar.RuleOptions(**settings)
 
 
+def test_a_bad_option_is_a_rule_option_error_that_names_its_field():
+    """RuleOptions raises RuleOptionError, a ValueError naming the field, whose field and reason a
+    command line reads to name its own option instead; a pickled copy keeps both."""
+    with pytest.raises(ar.RuleOptionError) as caught:
+        ar.RuleOptions(job_label="")
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert str(error) == "RuleOptions.job_label must be a Prometheus label name, got ''"
+    assert (error.field, error.reason) == ("job_label", "must be a Prometheus label name, got ''")
+    copied = pickle.loads(pickle.dumps(error))
+    assert (type(copied), str(copied), copied.field, copied.reason) == (
+        ar.RuleOptionError,
+        str(error),
+        error.field,
+        error.reason,
+    )
+
+
 def test_options_parse_from_strings():
     """RuleOptions.from_strings parses each field by its type and refuses an unknown field."""
     options = ar.RuleOptions.from_strings({"retry_storm_ratio": "0.7", "breaker_flapping_trips": "5"})
     assert (options.retry_storm_ratio, options.breaker_flapping_trips) == (0.7, 5)
     with pytest.raises(ValueError, match="RuleOptions has no field 'retry_ratio'"):
         ar.RuleOptions.from_strings({"retry_ratio": "0.7"})
-    with pytest.raises(ValueError, match=r"RuleOptions\.breaker_flapping_trips must be int"):
+    with pytest.raises(
+        ValueError, match=r"RuleOptions\.breaker_flapping_trips must be an integer, got '2\.5'"
+    ):
         ar.RuleOptions.from_strings({"breaker_flapping_trips": "2.5"})
 
 

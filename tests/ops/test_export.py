@@ -258,3 +258,24 @@ def test_the_command_an_adapted_file_names_writes_that_file_again(options, tmp_p
         again = tmp_path / f"again-{name}"
         assert export.main(["alerts", str(again), *words]) == 0
         assert (again / name).read_text(encoding="utf-8") == text, command
+
+
+def test_an_empty_root_is_a_usage_error_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`--all --root "$UNSET"` wrote every copy (dashboards/, alerts/, otel_resilience/ops/shipped/...)
+    into the current folder, as an empty DIR would have: an empty --root is refused."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        export.main(["--all", "--root", ""])
+    assert caught.value.code == 2
+    assert "argument --root: must not be empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_root_without_all_is_a_usage_error(tmp_path, capsys):
+    """`alerts DIR --root R`: --root is the repository of --all, and was ignored without a word."""
+    with pytest.raises(SystemExit) as caught:
+        export.main(["alerts", str(tmp_path / "out"), "--root", str(tmp_path), "--check"])
+    assert caught.value.code == 2
+    assert (
+        "error: --root is the repository of --all: give --all, or leave --root out" in capsys.readouterr().err
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 import pytest
@@ -87,11 +88,15 @@ def test_options_for_another_kind_are_a_usage_error(tmp_path, capsys):
 
 
 def test_a_time_scale_under_a_millisecond_per_rule_duration_is_a_usage_error(tmp_path, capsys):
-    """`export alerts DIR --time-scale 1e-6` exits 2 naming time_scale, and writes nothing."""
+    """`export alerts DIR --time-scale 1e-6` exits 2 naming --time-scale (not the Python parameter,
+    time_scale), and writes nothing."""
     with pytest.raises(SystemExit) as caught:
         main(["export", "alerts", str(tmp_path / "rules"), "--time-scale", "1e-6"])
     assert caught.value.code == 2
-    assert "time_scale=1e-06" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: --time-scale=1e-06 makes '1m' 0.06 ms: under 1 ms" in err
+    assert "; use a --time-scale of at least 1.66667e-05 (1 ms per 1m)" in err
+    assert "time_scale" not in err
     assert not (tmp_path / "rules").exists()
 
 
@@ -100,8 +105,26 @@ def test_the_module_cli_refuses_a_time_scale_under_a_millisecond_per_rule_durati
     with pytest.raises(SystemExit) as caught:
         export.main(["alerts", str(tmp_path / "rules"), "--time-scale", "1e-6"])
     assert caught.value.code == 2
-    assert "time_scale=1e-06" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: --time-scale=1e-06 makes '1m' 0.06 ms: under 1 ms" in err
+    assert "time_scale" not in err
     assert not (tmp_path / "rules").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan"])
+@pytest.mark.parametrize("command", ["otel-resilience export", "python -m otel_resilience.ops.export"])
+def test_a_time_scale_out_of_range_names_the_option_once(command, value, tmp_path, capsys):
+    """`export alerts DIR --time-scale 0` said `argument --time-scale: time_scale must be ...`: the
+    option typed, then the Python parameter. It names the option alone, as the demo's does."""
+    argv = ["alerts", str(tmp_path / "rules"), "--time-scale", value]
+    with pytest.raises(SystemExit) as caught:
+        main(["export", *argv]) if command == "otel-resilience export" else export.main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{command}: error: argument --time-scale: must be > 0 and <= 1 (1 = production timing), got " in err
+    )
+    assert "time_scale" not in err
 
 
 def test_export_reports_a_write_error(tmp_path):
@@ -178,5 +201,89 @@ def test_a_time_scale_that_collapses_an_adapted_ladder_is_a_usage_error(tmp_path
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == 2
-    assert "time_scale=1.6666666666666667e-05 makes breaker_open_warning_for" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--time-scale=1.6666666666666667e-05 makes breaker_open_warning_for" in err
+    assert "use a --time-scale of at least 0.0001" in err
+    assert "time_scale" not in err
     assert not (tmp_path / "rules").exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        (("--job-label", ""), "--job-label must be a Prometheus label name, got ''"),
+        (("--job-label", "instance"), "--job-label must name the service, not 'instance', a label the rules"),
+        (("--runbook-url-base", "ftp://wiki"), "--runbook-url-base must be an http(s) URL, got 'ftp://wiki'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["otel-resilience export", "python -m otel_resilience.ops.export"])
+def test_a_bad_option_value_names_the_option_typed_not_the_python_field(
+    command, typed, message, tmp_path, capsys
+):
+    """`export alerts DIR --job-label ""`: a usage error (exit 2) whose one line names --job-label,
+    the option typed, not RuleOptions.job_label, the field of the Python API; nothing is written."""
+    run = main if command == "otel-resilience export" else export.main
+    argv = ["alerts", str(tmp_path / "out"), *typed]
+    with pytest.raises(SystemExit) as caught:
+        run(["export", *argv] if run is main else argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    error = err.splitlines()[-1]
+    assert error.startswith(f"{command}: error: {message}")
+    assert [line for line in err.splitlines() if "error:" in line] == [error]
+    assert "RuleOptions" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_field_given_by_set_keeps_the_field_name(tmp_path, capsys):
+    """`--set job_label=` names the field typed: RuleOptions.job_label, as the Python API does."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "out"), "--set", "job_label="])
+    assert caught.value.code == 2
+    assert (
+        "otel-resilience export: error: RuleOptions.job_label must be a Prometheus label name, got ''"
+        in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("command", ["otel-resilience export", "python -m otel_resilience.ops.export"])
+def test_the_time_scale_help_states_the_smallest_scale_the_rules_take(command, tmp_path, capsys):
+    """`export --help` gave `0 < F <= 1`, but 1e-05 was refused: it states the real bound, which the
+    rules take and a scale just under it does not."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "--help"]) if command == "otel-resilience export" else export.main(["--help"])
+    assert caught.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    help_text = text[text.index("--time-scale F") :]
+    bound = re.search(r"F >= 1/(\d+)", help_text)
+    assert bound is not None, help_text
+    smallest = 1 / int(bound.group(1))
+    assert main(["export", "alerts", str(tmp_path / "ok"), "--time-scale", repr(smallest)]) == 0
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "under"), "--time-scale", repr(smallest * 0.99)])
+    assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("retry_storm_ratio=abc", "RuleOptions.retry_storm_ratio must be a number, got 'abc'"),
+        ("breaker_flapping_trips=2.5", "RuleOptions.breaker_flapping_trips must be an integer, got '2.5'"),
+    ],
+)
+def test_a_set_value_that_does_not_parse_says_what_it_must_be_in_words(setting, message, tmp_path, capsys):
+    """`--set breaker_flapping_trips=2.5` said `must be int`, a Python type's name, where a value
+    that parses but breaks the rule says `must be an integer >= 1`: it says it in words too."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "out"), "--set", setting])
+    assert caught.value.code == 2
+    assert f"otel-resilience export: error: {message}\n" in capsys.readouterr().err
+
+
+def test_the_help_of_the_alert_options_states_the_values_they_take(capsys):
+    """`--job-label ""` and `--runbook-url-base ftp://...` are refused: the help says what is taken."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--runbook-url-base URL alerts only: an http:// or https:// URL," in text
+    assert "--job-label LABEL alerts only: a Prometheus label name," in text

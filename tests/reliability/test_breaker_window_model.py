@@ -31,6 +31,7 @@ from otel_resilience.patterns.circuit_breaker import (
     CountWindow,
     TimeWindow,
 )
+from otel_resilience.patterns.circuit_breaker.config import DEFAULT_FAILURE_THRESHOLD
 from otel_resilience.testing import EventRecorder, FakeClock
 
 CLOSED, OPEN, HALF_OPEN, DISABLED, METRICS_ONLY = "closed", "open", "half_open", "disabled", "metrics_only"
@@ -379,7 +380,8 @@ def made(
             return base * min(openings, 3)
 
     config = CircuitBreakerConfig(
-        failure_threshold=failure_threshold,
+        # a streak's setting: refused beside a window, which the model ignores it for
+        failure_threshold=failure_threshold if window is None else DEFAULT_FAILURE_THRESHOLD,
         success_threshold=success_threshold,
         timeout=float(timeout),
         half_open_max_calls=half_open_max_calls,

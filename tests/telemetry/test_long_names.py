@@ -44,7 +44,10 @@ TOO_LONG = "n" * (MAX_ATTRIBUTE_LENGTH + 1)
         (lambda name: CircuitBreaker(name, CircuitBreakerConfig()), r"CircuitBreaker\.name"),
         (lambda name: Bulkhead(name, BulkheadConfig()), r"Bulkhead\.name"),
         (lambda name: ResilienceConfig(name=name), r"ResilienceConfig\.name"),
-        (lambda name: ResilienceConfig(circuit_breaker_name=name), r"ResilienceConfig\.circuit_breaker_name"),
+        (
+            lambda name: ResilienceConfig(circuit_breaker=CircuitBreakerConfig(), circuit_breaker_name=name),
+            r"ResilienceConfig\.circuit_breaker_name",
+        ),
         (lambda name: ResilienceManager().policy(name, ResilienceConfig()), r"name"),
     ],
 )

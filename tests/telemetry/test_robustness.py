@@ -360,6 +360,73 @@ def test_providers_set_after_import_are_honoured():
     assert out.strip() == "ok"
 
 
+def test_the_api_s_placeholders_given_to_instrument_are_the_global_providers():
+    """``instrument(trace.get_tracer_provider(), metrics.get_meter_provider(), ...)`` before an
+    SDK is set gives the API's proxy providers: they stand for the global ones, acquired when
+    set. Nothing is opened meanwhile, and a policy made before the SDK has its series at 0 once
+    it is set (on the proxy meter they were added before the SDK existed, and lost)."""
+    out = _run(
+        """
+        from opentelemetry import _logs, metrics, trace
+        from otel_resilience import ResilienceConfig, ResilienceManager
+        from otel_resilience.engine.events import TelemetrySource
+        from otel_resilience.telemetry import instrument
+
+        listener = instrument(
+            trace.get_tracer_provider(), metrics.get_meter_provider(), _logs.get_logger_provider()
+        )
+        handle = ResilienceManager().policy("early", ResilienceConfig(name="early"))
+        assert handle.execute_sync(lambda: 1) == 1
+        assert listener.start_execution(TelemetrySource("pipeline", "early", "early"), "early") is None
+        assert listener.tracer is None and not listener.meter_ready
+
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        assert handle.execute_sync(lambda: 1) == 1
+        assert [s.name for s in exporter.get_finished_spans()] == ["early"]
+        reloads = sorted(
+            (p.attributes["resilience.reload.outcome"], p.value)
+            for rm in reader.get_metrics_data().resource_metrics
+            for sm in rm.scope_metrics for m in sm.metrics if m.name == "resilience.reload"
+            for p in m.data.data_points
+        )
+        print(reloads)
+        """
+    )
+    assert out.strip() == "[('failed', 0), ('succeeded', 0)]"
+
+
+def test_only_the_api_s_proxies_stand_for_the_global_providers():
+    """An SDK provider and a no-op one set on purpose are used as given; each signal's proxy is not."""
+    from opentelemetry._logs import NoOpLoggerProvider  # noqa: PLC0415
+    from opentelemetry._logs._internal import ProxyLoggerProvider  # noqa: PLC0415
+    from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
+    from opentelemetry.trace import ProxyTracerProvider  # noqa: PLC0415
+
+    kept = [
+        TracerProvider(shutdown_on_exit=False),
+        MeterProvider(shutdown_on_exit=False),
+        LoggerProvider(shutdown_on_exit=False),
+        NoOpTracerProvider(),
+        NoOpMeterProvider(),
+        NoOpLoggerProvider(),
+    ]
+    assert [providers.given(provider) for provider in kept] == kept
+    proxies = [ProxyTracerProvider(), _ProxyMeterProvider(), ProxyLoggerProvider()]
+    assert [providers.given(proxy) for proxy in proxies] == [None, None, None]
+
+
 def test_providers_set_before_import_are_acquired_before_the_first_call():
     """Global providers set before ``import otel_resilience`` are taken at once: a breaker created
     then is exported (its state, its transitions at 0) before any call runs."""

@@ -79,7 +79,8 @@ class CircuitBreakerConfig:
 
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
     """Consecutive counted failures in CLOSED that open the breaker; a success resets the
-    count. An ``int >= 1``; the default is 5."""
+    count. An ``int >= 1``; the default is 5. Read without a ``sliding_window`` only: beside one,
+    whose rates open the breaker, another value than the default is refused (``ValueError``)."""
     success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
     """Probe successes in HALF_OPEN that close the breaker (with ``slow_call_duration``, unless
     the slow ones among them are at ``slow_call_rate_threshold``: it re-opens then). An
@@ -215,6 +216,12 @@ class CircuitBreakerConfig:
         if window is not None and not isinstance(window, (CountWindow, TimeWindow)):
             expected = "None, a CountWindow or a TimeWindow"
             raise fail(_OWNER, "sliding_window", expected, window, kind=TypeError)
+        if window is not None and self.failure_threshold != DEFAULT_FAILURE_THRESHOLD:
+            # The converse of _WINDOW_ONLY: with a window its rates open the breaker, and a
+            # streak of failures is never judged. Its default cannot be told from a value left out.
+            rule = f"{DEFAULT_FAILURE_THRESHOLD} (its default) unless sliding_window is None"
+            rule += " (the window's rates open it)"
+            raise fail(_OWNER, "failure_threshold", rule, self.failure_threshold)
         for field, default, needs in _WINDOW_ONLY:  # slow_call_duration before the rate it needs
             value = getattr(self, field)
             acts = getattr(self, needs) is not None
