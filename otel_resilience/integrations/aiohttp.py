@@ -42,7 +42,10 @@ it (``ServerDisconnectedError``; a GET aiohttp sends again itself: ``Connector i
 once: not retried, not counted by the breaker. One waiting for a connection slot
 (``TCPConnector(limit=...)``), whose wait aiohttp's close cancels, its task not cancelled, ends
 with ``ClientConnectionError("Connector is closed.")``, never sent: not a cancellation (Python
-3.11+: on 3.10 nothing tells it from a cancellation of the task, which it stays).
+3.11+: on 3.10 nothing tells it from a cancellation of the task, which it stays). A request with
+a header aiohttp refuses to write (a control character in it: its ``ValueError``, nothing sent)
+is the caller's mistake: not sent again, not counted by the breaker (a
+:class:`~otel_resilience.integrations.http.RequestNotSentError`), as httpx's ``LocalProtocolError``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import aiohttp
 from aiohttp import payload
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.connector import BaseConnector
+from aiohttp.http_writer import StreamWriter
 
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import FailedResponseError
@@ -69,6 +73,7 @@ from otel_resilience.integrations.sending import (
     raised_in,
     record_send,
     refused,
+    refused_as_made,
 )
 
 __all__ = ["ResilientMiddleware"]
@@ -80,6 +85,10 @@ cancellation raised in it ended the send before it left the client (:func:`raise
 _CONNECT: Final = BaseConnector.connect.__code__
 """aiohttp's connect: an error raised in it once the session is closed (its connector closed, by
 the session or by the connector's owner) ended a send that never left the client."""
+_HEADERS: Final = StreamWriter.write_headers.__code__
+"""aiohttp's serialisation of a request's headers, before a byte of them is written: the
+``ValueError`` raised in it for a header with a control character refuses the request as the
+caller made it, which no host saw (:func:`refused_as_made`)."""
 
 
 class ResilientMiddleware(HttpIntegration):
@@ -133,6 +142,8 @@ class ResilientMiddleware(HttpIntegration):
                 raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
         except Exception as error:
+            if refused_as_made(error, _HEADERS):  # a header aiohttp will not write: never sent
+                raise refused(error).with_traceback(error.__traceback__) from None
             if request.session.closed:  # closed (or its connector) while the request was under way
                 if raised_in(error, _CONNECT):  # before it was sent
                     raise refused(error).with_traceback(error.__traceback__) from None

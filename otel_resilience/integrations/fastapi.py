@@ -312,14 +312,24 @@ def _carry(error: BaseException) -> _InnerPolicyError:
 
     Telemetry names an error by its type's module and qualified name: a carrier class of that
     name (a subclass of :class:`_InnerPolicyError`, so a failure) reports the error the app
-    raised, never this module's wrapper.
+    raised, never this module's wrapper. A type that cannot be hashed (its metaclass defines
+    ``__eq__`` and no ``__hash__``) gets a carrier made each time, never cached: the app's error
+    comes through, never the cache's ``TypeError``.
     """
     kind = type(error)
-    carrier = _CARRIERS.get(kind)
+    try:
+        carrier = _CARRIERS.get(kind)
+    except TypeError:  # a type that cannot be hashed
+        return _carrier_of(kind)(error)
     if carrier is None:
-        names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__, "__slots__": ()}
-        carrier = _CARRIERS[kind] = type(kind.__name__, (_InnerPolicyError,), names)
+        carrier = _CARRIERS[kind] = _carrier_of(kind)
     return carrier(error)
+
+
+def _carrier_of(kind: type[BaseException]) -> type[_InnerPolicyError]:
+    """Make the carrier class of ``kind``: a :class:`_InnerPolicyError` named as ``kind`` (:func:`_carry`)."""
+    names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__, "__slots__": ()}
+    return type(kind.__name__, (_InnerPolicyError,), names)
 
 
 _READ_AHEAD: Final = 1 << 20

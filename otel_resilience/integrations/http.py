@@ -19,8 +19,9 @@ One request is one *execution* of the policy; each time the client sends it is o
   a connection slot (its connect's still counts): the client tells the request, and the breaker
   asks it (:func:`~otel_resilience.integrations.sending.pool_wait_ended`). A request its client
   refuses to send (:class:`RequestNotSentError`: one the caller made that it cannot send as it
-  is, an illegal header value or a URL scheme it does not speak, or one under way when the
-  client closed) never reached the host either: the breaker ignores
+  is, an illegal header value (with every client), a URL scheme it does not speak or a streamed
+  body an earlier send spent (a 307 redirect's next hop), or one under way when the client
+  closed) never reached the host either: the breaker ignores
   it, the caller gets the client's error, and the request is neither retried nor re-run (the
   client would refuse it again). Nor is the error of the caller's own body, a generator (sync
   or async) that raised while the client sent it: the caller gets it (aiohttp: as the
@@ -240,7 +241,14 @@ class PoolTimeoutError(Exception, metaclass=ABCMeta):
         return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
 
 
-_NOT_SENT: Final = frozenset({("httpx", "LocalProtocolError"), ("httpx", "UnsupportedProtocol")})
+_NOT_SENT: Final = frozenset(
+    {
+        ("httpx", "LocalProtocolError"),
+        ("httpx", "UnsupportedProtocol"),
+        ("httpx", "StreamConsumed"),
+        ("requests.exceptions", "InvalidURL"),
+    }
+)
 """The clients' errors for a request the caller made that they refuse to send as it is: (module,
 name) of each (no client is imported here), :class:`RequestNotSentError`'s subclasses."""
 
@@ -252,9 +260,15 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
     RequestNotSentError`` catches any of them:
 
     * a request the caller made that the client refuses to send as it is: httpx's
-      ``LocalProtocolError`` (an illegal header value: nothing is written) and
-      ``UnsupportedProtocol`` (a URL scheme it does not speak), known by their names whatever
-      was imported before (:data:`_NOT_SENT`);
+      ``LocalProtocolError`` (an illegal header value: nothing is written),
+      ``UnsupportedProtocol`` (a URL scheme it does not speak) and ``StreamConsumed`` (a body
+      streamed from a generator, spent by an earlier send: a 307 or 308 redirect's next hop,
+      an ``auth=`` flow's second send), and requests' ``InvalidURL`` (in its adapter's send: a
+      proxy URL it cannot use, ``InvalidProxyURL`` too), known by their names whatever was
+      imported before (:data:`_NOT_SENT`), and the ``ValueError`` aiohttp and requests (http.client) raise for
+      a header with a control character, before a byte is written (told by where it was raised:
+      :func:`~otel_resilience.integrations.sending.refused_as_made`, a subclass of it made by
+      :func:`~otel_resilience.integrations.sending.refused`);
     * a request under way when its client closed (its retry backing off, queued in a bulkhead):
       the client's own error for a closed client (httpx's and aiohttp's ``RuntimeError``,
       requests' ``ConnectionError``), of a subclass of it

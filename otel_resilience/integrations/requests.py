@@ -26,6 +26,10 @@ deadline ended is the policy's timeout, never a failure of the host (urllib3's
 from it (a redirect's next hop, an authentication's second send) is judged by its method and
 headers alone; an ``Idempotency-Key`` header goes with it.
 
+A header http.client refuses to write (a control character in one an auth set, which requests
+does not check: its ``ValueError``, nothing sent) is the caller's mistake: not sent again, not
+counted by the breaker (a :class:`~otel_resilience.integrations.http.RequestNotSentError`).
+
 A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
 in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
 connection of its pool) is not sent, neither again nor for the
@@ -41,6 +45,7 @@ whole execution (every attempt nests inside it) rather than one span per send.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import queue
 import socket
 from collections.abc import Callable, Iterator
@@ -68,6 +73,7 @@ from otel_resilience.integrations.sending import (
     host_port,
     record_send,
     refused,
+    refused_as_made,
 )
 
 if TYPE_CHECKING:
@@ -362,6 +368,11 @@ class _Checked:
         return getattr(self._wire, name)
 
 
+_PUT_HEADER: Final = http.client.HTTPConnection.putheader.__code__
+"""http.client's check of each header urllib3 puts in a request, before a byte of it is written:
+the ``ValueError`` raised in it for a control character (a header an auth set, which requests
+does not check) refuses the request as the caller made it (:func:`refused_as_made`)."""
+
 _Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
 """``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""
 
@@ -396,6 +407,8 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             http.deadline_reached(error)
             raise
         except Exception as error:
+            if refused_as_made(error, _PUT_HEADER):  # a header http.client will not write: never sent
+                raise refused(error).with_traceback(error.__traceback__) from None
             if isinstance(error, requests.ConnectionError) and _closed_pool(error):  # closed: sent no more
                 raise refused(error).with_traceback(error.__traceback__) from None
             body_failed(error, request.body)  # the caller's body generator raised it?

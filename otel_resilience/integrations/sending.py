@@ -60,6 +60,7 @@ __all__ = [
     "raised_in",
     "record_send",
     "refused",
+    "refused_as_made",
 ]
 
 R = TypeVar("R")
@@ -607,8 +608,10 @@ class Link(ABC, Generic[S]):
 
 
 def refused(error: E) -> E:
-    """Return ``error``, the client's own for a send of its closed client, as a :class:`RequestNotSentError`.
+    """Return ``error``, the client's own refusal of a send, as a :class:`RequestNotSentError`.
 
+    The client refused the send of its closed client, or of a request it cannot send as the caller
+    made it (a header it will not write: :func:`refused_as_made`; httpx's are known by their class).
     A link's guard raises it for each send of a request its client closed under (:class:`Link`):
     nothing may send the request any more, so nothing tries (no retry, hedge or recovery re-run,
     each refused in turn after its wait, whatever the error's kind: requests' is a
@@ -653,6 +656,20 @@ def closed_during(error: BaseException, index: int | None = None) -> None:
         return
     _sent_no_more()
     _not_the_hosts(error, index)
+
+
+def refused_as_made(error: BaseException, writes_headers: CodeType) -> bool:
+    """Whether ``error`` is a client's refusal of a header of the request as the caller made it.
+
+    The one rule of a header a client will not write (a control character in its name or value:
+    a token read from a file with its newline): the ``ValueError`` raised in a call of
+    ``writes_headers``, the client's code that puts the headers together before a byte of them is
+    written (aiohttp's ``StreamWriter.write_headers``; under requests, http.client's
+    ``putheader``), as httpx's ``LocalProtocolError`` (known by its class). No host saw the
+    request, and the client would refuse it again: the client raises it as :func:`refused` makes
+    it (the breaker ignores it; nothing sends the request again). Asked on a send's error only.
+    """
+    return isinstance(error, ValueError) and raised_in(error, writes_headers)
 
 
 _REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}

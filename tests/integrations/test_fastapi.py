@@ -711,6 +711,42 @@ async def test_the_edge_span_names_the_error_the_app_raised(otel) -> None:
     ]
 
 
+class _EqualityMeta(type):
+    """A metaclass that defines ``__eq__`` and no ``__hash__``: its classes cannot be hashed."""
+
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment] # what defining __eq__ alone does implicitly
+
+
+async def test_a_refusal_of_a_class_that_cannot_be_hashed_reaches_the_server_as_itself(otel: Any) -> None:
+    """The app's refusal whose class cannot be hashed (its metaclass defines ``__eq__`` alone) goes
+    on to the server as itself, named in the edge's span, never replaced by the ``TypeError`` of
+    the middleware's cache of carrier classes."""
+
+    class InnerRefusal(BulkheadFullError, metaclass=_EqualityMeta):
+        """A refusal of a policy inside the app."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise InnerRefusal("inner_pool", 4, 0)
+
+    middleware = LoadSheddingMiddleware(
+        app, bulkhead=BulkheadConfig(max_concurrent=1), name="edge.unhashable"
+    )
+    assert middleware.bulkhead is not None
+    for _ in range(2):  # the second one too: nothing half cached by the first
+        client = _Client(b"")
+        with pytest.raises(InnerRefusal, match="inner_pool"):
+            await middleware(_scope(), client.receive, client.send)
+        assert client.sent == []
+    assert middleware.bulkhead.get_stats()["active"] == 0
+    spans = [dict(span.attributes or {}) for span in otel.spans("edge.unhashable")]
+    assert [(attrs["resilience.outcome"], attrs["error.type"]) for attrs in spans] == [
+        ("failure", f"{__name__}.{InnerRefusal.__qualname__}")
+    ] * 2
+
+
 async def test_a_refusal_the_app_raises_mid_stream_is_raised_not_answered() -> None:
     """After the response started, the app's refusal goes to the server: no second response start."""
     app = FastAPI()

@@ -1,8 +1,9 @@
 """A request its client refuses to send never reached the host: no failure of the host, never sent again.
 
-Two ways a client refuses a request: the caller made one it cannot send as it is (httpx's
-``LocalProtocolError``, an illegal header value; ``UnsupportedProtocol``, a URL scheme it does
-not speak), and the client closed while the request was under way (its retry backing off).
+Two ways a client refuses a request: the caller made one it cannot send as it is (an illegal
+header value, with every client; httpx's ``UnsupportedProtocol``, a URL scheme it does not speak,
+and ``StreamConsumed``, a generator body an earlier send spent; requests' ``InvalidURL``, a
+malformed proxy), and the client closed while the request was under way (its retry backing off).
 Counted, either opened the breaker of a host that saw nothing, for every other request to it.
 """
 
@@ -95,6 +96,130 @@ async def test_httpx_a_request_it_refuses_as_made_is_sent_once_and_not_the_hosts
     assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
     answered = await _get(driver, transport, manager, f"http://{host}/b")
     assert answered.status_code == 200  # the host's breaker let the next request through
+
+
+async def test_aiohttp_a_request_with_an_illegal_header_is_sent_once_and_not_the_hosts_failure(
+    server: ScriptedHTTPServer,
+) -> None:
+    """aiohttp refuses a header value with a control character (a ValueError, nothing written): not counted.
+
+    As httpx's ``LocalProtocolError`` for the same request: the caller's mistake, which no
+    host saw. It was counted as the host's failure: one such request opened the breaker of its
+    host (a threshold of one) for every other request to it.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE)
+    middleware = ResilientMiddleware(config, manager=manager)
+    async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+        with pytest.raises(ValueError, match="Forbidden control character") as caught:
+            await session.get(f"http://{host}/a", headers={"X-Note": "a\nb"})
+        assert isinstance(caught.value, RequestNotSentError)
+        assert type(caught.value).__name__ == "ValueError"  # the client's own error, as it raised it
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+        async with session.get(f"http://{host}/b") as answered:
+            assert answered.status == 200  # the host's breaker let the next request through
+    assert server.count("/a") == 0  # never sent
+
+
+class _TokenWithNewline(requests.auth.AuthBase):
+    """An auth setting a bearer token read from a file with its newline: requests checks no header it sets."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = "Bearer token\n"
+        return request
+
+
+def test_requests_a_request_with_an_illegal_header_is_sent_once_and_not_the_hosts_failure(
+    server: ScriptedHTTPServer,
+) -> None:
+    """http.client refuses a header value with a newline (a ValueError, nothing written): not counted.
+
+    requests checks the headers the caller gives, not those an auth sets after: http.client
+    refuses the header in the adapter's send, which the breaker counted: one such request
+    opened the breaker of its host (a threshold of one) for every other request to it.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(config, manager=manager))
+        with pytest.raises(ValueError, match="Invalid header value") as caught:
+            session.get(f"http://{host}/a", auth=_TokenWithNewline())
+        assert isinstance(caught.value, RequestNotSentError)
+        assert type(caught.value).__name__ == "ValueError"  # the client's own error, as it raised it
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+        assert session.get(f"http://{host}/b").status_code == 200  # the host's breaker let it through
+    assert server.count("/a") == 0  # never sent
+
+
+@pytest.mark.parametrize("proxy", ["http://", "ftp://proxy.test"], ids=["no-host", "unsupported-scheme"])
+def test_requests_a_request_with_a_malformed_proxy_is_sent_once_and_not_the_hosts_failure(
+    proxy: str, server: ScriptedHTTPServer
+) -> None:
+    """requests refuses a proxy URL it cannot use (``InvalidURL``, in the adapter's send): not counted.
+
+    The caller's mistake, which no host saw (nothing was sent, the proxy not even reached): it
+    was counted as the host's failure, so one request given a malformed proxy opened the
+    breaker of its host (a threshold of one) for every other request to it.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE)
+    with requests.Session() as session:
+        session.trust_env = False
+        session.mount("http://", ResilientAdapter(config, manager=manager))
+        with pytest.raises(requests.exceptions.InvalidURL) as caught:
+            session.get(f"http://{host}/a", proxies={"http": proxy})
+        assert isinstance(caught.value, RequestNotSentError)
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+        assert session.get(f"http://{host}/b").status_code == 200  # the host's breaker let it through
+    assert server.count("/a") == 0  # never sent
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_httpx_a_streamed_body_redirected_by_a_307_is_not_the_next_hosts_failure(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """httpx refuses to send a generator body twice (``StreamConsumed``): the next hop's host saw no failure.
+
+    A 307 keeps the method and the body, and the body, streamed once to the first host, is
+    spent: httpx raises ``StreamConsumed`` in the next hop's send, under the target host's
+    breaker, which counted it: two such uploads opened the breaker of the host they were
+    redirected to, and every other request to it was refused.
+    """
+    manager = ResilienceManager()
+    target = f"localhost:{server.port}"
+    config = ResilienceConfig(name="redirected", retry_policy=RETRY, circuit_breaker=TWO_FAILURES)
+    stored = f"http://{target}/store"
+
+    def body() -> Any:
+        yield b"upload"
+
+    async def abody() -> Any:
+        yield b"upload"
+
+    async def post() -> Any:
+        server.script("/up", (307, {"Location": stored}))
+        if driver == "sync":
+            transport = ResilientTransport(config, manager=manager)
+            with httpx.Client(transport=transport, follow_redirects=True) as client:
+                return client.post(f"{server.url}/up", content=body())
+        atransport = AsyncResilientTransport(config, manager=manager)
+        async with httpx.AsyncClient(transport=atransport, follow_redirects=True) as aclient:
+            return await aclient.post(f"{server.url}/up", content=abody())
+
+    for _ in range(2):
+        with pytest.raises(httpx.StreamConsumed) as caught:
+            await post()
+        assert isinstance(caught.value, RequestNotSentError)
+    stats = _breaker(manager, "redirected", target)
+    assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 2)
+    with httpx.Client(transport=ResilientTransport(config, manager=manager)) as client:
+        assert client.get(stored).status_code == 200  # the host's breaker let the next request through
 
 
 def test_the_http_breaker_ignores_requests_not_sent() -> None:
