@@ -290,9 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
     export.add_argument(
         "directory",
-        type=export_module.path_argument,
+        type=export_module.folder_argument,
         metavar="DIR",
-        help="the folder to write to (created if missing)",
+        help="the folder to write to (created if missing; not '-': ./- names a folder '-')",
     )
     export_module.add_generator_options(export)
     export.set_defaults(command_parser=export)  # its usage errors print its own usage
@@ -347,11 +347,13 @@ def _format_hint(error: UnknownFormatError) -> str:
 
 
 def _unknown_format(path: Path, given: Format | None) -> str | None:
-    """Why ``path`` cannot be read without ``--format`` (the loader's rule), or ``None``."""
+    """Why the loader cannot read ``path`` (a directory), or not without ``--format``, or ``None``."""
     try:
         file_format(str(path), given)
     except UnknownFormatError as error:
         return _format_hint(error)
+    except IsADirectoryError as error:  # worded as the load's own OSError would be
+        return str(error)
     return None
 
 

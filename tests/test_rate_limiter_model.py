@@ -9,7 +9,10 @@ exact and it can be compared with a model in exact fractions, decision for decis
   never exceed the limit in any interval.
 * :class:`ReservationMachine` drives the rules object itself with reservations, claims and
   cancellations; every permit handed out or promised to a waiter keeps within the limit, a wait
-  is never longer than ``max_wait``, and a refusal always has a reason.
+  is never longer than ``max_wait``, and a refusal always has a reason. A sliding window with no
+  reservation ahead (none held for later, no hole left by a cancelled one that the next waiter
+  may still take over) admits exactly when its window holds fewer than ``burst`` admissions: a
+  cancelled permit nobody took over counts as none.
 """
 
 from __future__ import annotations
@@ -132,22 +135,41 @@ class ReservationMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    @rule(wait=st.booleans())
-    def request(self, wait: bool) -> None:
+    def window_room(self) -> int | None:
+        """A sliding window's permits free now, or ``None`` while a reservation is ahead (or another algorithm).
+
+        Ahead: one held for later (a newcomer never overtakes it), or a hole whose time has not
+        passed (a cancelled one left for the next waiter to take over; the rules' own list tells
+        it from one rolled back).
+        """
+        now = self.now
+        if self.config.algorithm != "sliding_window" or any(r.due > now for r in self.held):
+            return None
+        if any(not r.held and r.due >= now for r in self.rules._pending):
+            return None
+        window = Fraction(self.config.burst) / Fraction(self.config.rate)
+        return self.config.burst - sum(1 for at in self.schedule() if at > Fraction(now) - window)
+
+    @rule(wait=st.booleans(), count=st.integers(min_value=1, max_value=3))
+    def request(self, wait: bool, count: int) -> None:
         max_wait = self.config.max_wait if wait else 0.0
-        waiting = len(self.held)
-        got = self.rules.acquire(self.now, max_wait)
-        if got is None:
-            self.admitted.append(self.now)
-        elif isinstance(got, float):
-            assert got > 0
-            assert got > max_wait or waiting >= self.config.max_waiting
-        else:
-            assert wait
-            assert 0 < got.due - self.now <= max_wait
-            assert got.held
-            assert got not in self.held
-            self.held.append(got)
+        for _ in range(count):
+            waiting = len(self.held)
+            room = self.window_room()
+            got = self.rules.acquire(self.now, max_wait)
+            if room is not None:
+                assert (got is None) == (room > 0), (self.now, self.schedule())
+            if got is None:
+                self.admitted.append(self.now)
+            elif isinstance(got, float):
+                assert got > 0
+                assert got > max_wait or waiting >= self.config.max_waiting
+            else:
+                assert wait
+                assert 0 < got.due - self.now <= max_wait
+                assert got.held
+                assert got not in self.held
+                self.held.append(got)
 
     @precondition(lambda self: any(r.due <= self.now for r in self.held))
     @rule()
@@ -178,9 +200,12 @@ class ReservationMachine(RuleBasedStateMachine):
         rules = self.rules
         assert rules.waiting == len(self.held) <= self.config.max_waiting
         assert rules.admitted == len(self.admitted)
+        room = self.window_room()
+        if room is not None:
+            assert rules.available(self.now) == room
 
 
 TestTryAcquire = TryAcquireMachine.TestCase
 TestTryAcquire.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestReservations = ReservationMachine.TestCase
-TestReservations.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestReservations.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)

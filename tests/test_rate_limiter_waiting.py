@@ -565,6 +565,52 @@ def test_a_hole_already_passed_is_not_rolled_back_with_the_latest():
     assert rules.acquire(2.0, 0.0) == 1.0
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_hole_whose_time_passed_is_no_admission(algorithm):
+    """A cancelled permit nobody took in time was never used: it refuses nobody afterwards.
+
+    Two admitted at 0 (rate 2, burst 2: a window of 1 s), then reservations A and B, due at 1.0
+    (the bucket's A at 0.5); A is cancelled (a hole: B is the latest), B takes its permit. At 1.5 only B's
+    admission is within the window (or the bucket has refilled 3 of its 2 tokens of debt): one
+    permit is free, as if A had never reserved, where a sliding log counting the hole as an
+    admission refused it (retry 0.5 s, ``available`` 0) until 2.0.
+    """
+    rules = new_rules(RateLimiterConfig(rate=2.0, burst=2, max_wait=10.0, algorithm=algorithm))
+    assert rules.acquire(0.0, 0.0) is None
+    assert rules.acquire(0.0, 0.0) is None
+    first, second = rules.acquire(0.0, 10.0), rules.acquire(0.0, 10.0)
+    assert isinstance(first, _Reservation)
+    assert isinstance(second, _Reservation)
+    assert (first.due, second.due) == ((0.5 if algorithm == "token_bucket" else 1.0), 1.0)
+    rules.abandon(first, 0.0)  # not the latest: a hole
+    rules.claim(second)
+    assert rules.available(1.5) == 1.0
+    assert rules.acquire(1.5, 0.0) is None
+    assert rules.acquire(1.5, 0.0) == 0.5  # B's admission and this one: the window is full until 2.0
+    assert rules.acquire(2.0, 0.0) is None
+    stats = rules.snapshot("hole", 2.0)
+    assert (stats["admitted"], stats["cancelled"], stats["waiting"], stats["available"]) == (5, 1, 0, 0.0)
+
+
+def test_a_hole_lapsing_after_its_window_took_no_admission_of_the_log():
+    """A waiter given up after its window passed (woken late, interrupted before its claim) lapses
+    at once: its entry, forgotten with the window, takes no other admission out of the log."""
+    rules = new_rules(RateLimiterConfig(rate=2.0, burst=2, max_wait=10.0, algorithm="sliding_window"))
+    assert rules.acquire(0.0, 0.0) is None
+    assert rules.acquire(0.0, 0.0) is None
+    late, other = rules.acquire(0.0, 10.0), rules.acquire(0.0, 10.0)
+    assert isinstance(late, _Reservation)
+    assert isinstance(other, _Reservation)
+    rules.claim(other)
+    assert rules.acquire(2.5, 0.0) is None  # the window (1.5, 2.5] holds none of them
+    rules.abandon(late, 2.5)  # due at 1.0: a hole already past
+    assert rules.acquire(2.5, 0.0) is None
+    assert rules.acquire(2.5, 0.0) == 1.0  # the two at 2.5 are counted, and only they
+    assert rules.available(3.0) == 0.0
+    stats = rules.snapshot("late", 3.5)
+    assert (stats["admitted"], stats["cancelled"], stats["waiting"], stats["available"]) == (5, 1, 0, 2.0)
+
+
 def test_an_interrupt_just_after_the_claim_gives_nothing_back():
     """A waiter interrupted once its permit is claimed has spent it: abandoning it changes nothing."""
     rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0))

@@ -358,16 +358,95 @@ def test_sync_early_result_is_returned(clock: FakeClock) -> None:
 
 
 def test_sync_late_exception_passes_through(clock: FakeClock) -> None:
-    """An exception raised after the deadline is passed through unchanged, not turned into a timeout."""
+    """An exception raised after the deadline is passed through unchanged, not turned into a timeout.
+
+    The deadline still expired: it is counted, as for an async callee that raised an error of its
+    own in place of its cancellation.
+    """
     handler = TimeoutHandler(5.0, clock=clock)
+    raised = KeyError("k")
 
     def slow_fail() -> None:
         clock.advance(10.0)
-        raise KeyError("k")
+        raise raised
 
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as info:
         handler.with_timeout_sync(slow_fail)
+    assert info.value is raised
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+
+
+def _socket_timeout_at_the_deadline(clock: FakeClock) -> None:
+    """The README's socket pattern: wait what is left of the deadline, then raise the socket's timeout."""
+    clock.advance(time_left())  # a socket timeout of time_left() that ran out
+    raise TimeoutError("timed out")  # socket.timeout
+
+
+def test_a_sync_callee_that_raises_its_own_timeout_at_the_deadline_counts_the_expiry(
+    clock: FakeClock, recorder
+) -> None:
+    """A sync callee that follows time_left() and raises its socket's timeout: the error passes unchanged, the expiry counts.
+
+    It was counted nowhere (``timeouts`` 0, no event), where the async driver counts the same
+    callee's error: no default answers it, in either driver.
+    """
+    handler = TimeoutHandler(5.0, default="default", name="ml", clock=clock)
+    with pytest.raises(TimeoutError, match="timed out") as info:
+        handler.with_timeout_sync(_socket_timeout_at_the_deadline, clock)
+    assert not isinstance(info.value, OperationTimeoutError)
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(5.0, "total")]
+    assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "ml", None)]
+
+
+def test_a_sync_error_before_the_deadline_counts_no_timeout(clock: FakeClock, recorder) -> None:
+    """An error raised just before the deadline is a failure, no expiry."""
+    handler = TimeoutHandler(5.0, clock=clock)
+
+    def early_fail() -> None:
+        clock.advance(4.9)
+        raise TimeoutError("timed out")
+
+    with pytest.raises(TimeoutError):
+        handler.with_timeout_sync(early_fail)
     assert handler.get_stats()["timeouts"] == 0
+    assert recorder.of(Event.TIMEOUT) == []
+
+
+def test_a_sync_error_past_a_tighter_outer_deadline_is_the_outers_expiry(clock: FakeClock) -> None:
+    """Only the scope that owns the effective deadline counts a late error of the callee's own."""
+    outer = TimeoutHandler(1.0, name="outer", clock=clock)
+    inner = TimeoutHandler(10.0, name="inner", clock=clock)
+
+    def slow_fail() -> None:
+        clock.advance(2.0)
+        raise ConnectionError("reset")
+
+    with pytest.raises(ConnectionError):
+        outer.with_timeout_sync(inner.with_timeout_sync, slow_fail)
+    assert (outer.get_stats()["timeouts"], inner.get_stats()["timeouts"]) == (1, 0)
+
+
+def test_a_sync_attempt_that_raises_its_own_timeout_at_its_attempt_timeout_counts_it(
+    clock: FakeClock, recorder
+) -> None:
+    """A retry's sync attempt past its attempt_timeout with an error of its own: counted in attempt_timeouts, then retried."""
+    retrying = Retry("ml", RetryPolicy(max_attempts=2, initial_delay=0.0, attempt_timeout=5.0), clock=clock)
+    calls: list[int] = []
+
+    def attempt() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            _socket_timeout_at_the_deadline(clock)
+        return "ok"
+
+    assert retrying.execute_sync(attempt) == "ok"
+    assert retrying.get_stats()["attempt_timeouts"] == 1
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(5.0, "attempt")]
+    single = Retry("one", RetryPolicy(max_attempts=1, attempt_timeout=5.0), clock=clock)
+    with pytest.raises(TimeoutError, match="timed out"):
+        single.execute_sync(_socket_timeout_at_the_deadline, clock)
+    assert single.get_stats()["attempt_timeouts"] == 1
 
 
 def test_sync_outer_deadline_bounds_inner(clock: FakeClock) -> None:

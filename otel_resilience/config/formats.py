@@ -18,9 +18,11 @@ package: they are the ``config`` extra.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import math
+import pathlib
 import re
 import sys
 from collections.abc import Callable
@@ -115,12 +117,21 @@ class UnknownFormatError(ConfigError):
 def file_format(source: str, given: Format | None = None) -> Format:
     """Return the format of the file ``source``: ``given``, else the one its suffix stands for.
 
+    The first look at the file of every reader (:func:`~otel_resilience.config.load`,
+    :func:`~otel_resilience.config.from_env`, ``manager.watch``, the commands): a directory is
+    refused here, whatever its name or ``given`` (it has no format to tell, and no format read).
+
     Raises:
         ValueError: ``given`` is not ``None`` and names no format (:func:`check_format`).
+        IsADirectoryError: ``source`` names a directory (``strerror``: ``"is a directory: name
+            a file"``).
         UnknownFormatError: No format is given and the suffix stands for none.
     """
-    if given is not None:
-        return check_format(given)
+    checked = None if given is None else check_format(given)
+    if pathlib.Path(source).is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory: name a file", source)
+    if checked is not None:
+        return checked
     found = format_of(source)
     if found is None:
         raise UnknownFormatError(source)

@@ -163,7 +163,9 @@ def load(
         ConfigError: The file is not valid (``str(error)`` reads ``resilience.yaml:12:
             policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0``), is not
             UTF-8 text, or its format cannot be told from its name.
-        OSError: The file cannot be read.
+        OSError: The file cannot be read; a directory, whatever its name or ``format``, raises
+            ``IsADirectoryError`` (``strerror`` ``"is a directory: name a file"``) before its
+            suffix is looked at.
         ImportError: The format's parser is missing: install the ``config`` extra.
         ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty or
             holds a NUL character (before the file is read).
@@ -235,8 +237,8 @@ def from_env(
         The file's policies, or ``None`` when the variable is unset or empty.
 
     Raises:
-        ConfigError: The file is not valid, or cannot be read, or its name has no known suffix
-            (the message names the variable).
+        ConfigError: The file is not valid, or cannot be read (a directory included), or its name
+            has no known suffix (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
         TypeError: ``environ`` is not a mapping or ``None``, ``previous`` is not a
             :class:`ConfigFile` or ``None``, or ``clock`` is not a clock.

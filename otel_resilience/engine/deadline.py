@@ -31,7 +31,9 @@ result is a timeout) and publishes it through :func:`current_deadline`, so that 
 pass what is left on as a socket timeout. A sync wait of the engine's own that the deadline cuts
 short (:func:`sleep_sync_within_deadline`) raises :class:`DeadlineReachedError`, which the scope
 that owns the deadline turns into its own timeout, as an async scope turns the cancellation it
-caused.
+caused. An error of the callee's own raised at or after the deadline (that socket's timeout)
+goes through, and a step's scope that owns the deadline counts it expired
+(:func:`deadline_ignored`), as an async scope whose block raised one in place of its cancellation.
 
 **A deadline belongs to the task that set it** (outside any task: to the thread), as with
 ``asyncio.timeout``. The context variable holds the deadline together with its owner, and every
@@ -93,6 +95,7 @@ __all__ = [
     "cancel_alone",
     "cancelled_alone",
     "current_deadline",
+    "deadline_ignored",
     "deadline_reached",
     "ended_by_deadline",
     "enforce_binding_deadline",
@@ -479,8 +482,24 @@ def _own_error(exc_type: type[BaseException]) -> bool:
     An ``Exception`` other than a timeout (which the scope's owner judges as its expiry): the
     block caught the ``CancelledError`` and raised, say, its client's error. That error goes
     through, as with ``asyncio.timeout``; the deadline still expired, as for a block that returned.
+    Both drivers' rule: a sync block that raises such an error at or after its scope's own
+    deadline (its socket's timeout, set to :func:`time_left`) ignored it alike
+    (:func:`deadline_ignored`).
     """
     return issubclass(exc_type, Exception) and not issubclass(exc_type, OperationTimeoutError)
+
+
+def deadline_ignored(clock: Clock, deadline: float, exc_type: type[BaseException]) -> bool:
+    """Whether a sync block raised an error of its own (``exc_type``) at or after its own ``deadline``.
+
+    The sync twin of an async block that caught its scope's cancellation and raised an error of
+    its own in its place (:func:`_own_error`, the rule of both): its error goes through
+    unchanged, and the deadline expired, for the step that owns it to count and report
+    (:meth:`~otel_resilience.engine.step.Step.on_expired_ignored`). Asked by the sync driver on
+    the failure path of a scope whose deadline is the effective one (the rule of
+    :func:`withdraw_deadline` for the rest), never when the block returned.
+    """
+    return _own_error(exc_type) and clock.now() >= deadline
 
 
 def scope_arguments(

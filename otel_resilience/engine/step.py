@@ -66,6 +66,7 @@ from otel_resilience.engine.deadline import (
     DeadlineReachedError,
     StepDeadline,
     WaitDeadlineReachedError,
+    deadline_ignored,
     deadline_reached,
     enforce_binding_deadline,
     publish_deadline,
@@ -334,13 +335,15 @@ class Step:
         return None
 
     def on_expired_ignored(self, ctx: ExecutionContext, token: Any, /) -> None:
-        """Note that this step's own deadline fired and the run did not end by it (async only).
+        """Note that this step's own deadline fired and the run did not end by it.
 
         The run caught the deadline's cancellation and returned a value, which goes through as
         with ``asyncio.timeout`` (:meth:`on_success` judges it), or raised an error of its own in
         its place, which goes through likewise (:meth:`on_failure` judges it): the deadline still
         expired, for the step to count and report. A sync run cannot catch it: its late result is
-        a timeout.
+        a timeout; an error of its own that it raises at or after the deadline (its socket's
+        timeout) goes through, and the sync driver calls this as the async one does
+        (:func:`~otel_resilience.engine.deadline.deadline_ignored`).
         """
 
     def on_late(
@@ -737,7 +740,13 @@ class Step:
         try:
             result = self.next.execute_sync(ctx) if nxt is None else run(nxt, ctx, None, inner)
         except BaseException as escaped:
-            if cell is None or not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
+            if cell is None:  # an earlier deadline binds the block: its owner judges what escaped
+                raise
+            if not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
+                if deadline_ignored(clock, deadline, type(escaped)):
+                    # An error of the run's own at or after our deadline (its socket's timeout):
+                    # it goes through, and the deadline that expired is counted, as in a task.
+                    self.on_expired_ignored(ctx, token)
                 raise
             result = NO_RESULT  # the chain's engine wait reached our deadline: its error is dropped
         else:

@@ -11,6 +11,9 @@ from its source::
     python -m otel_resilience.ops.export --all           # regenerate every copy
     python -m otel_resilience.ops.export --all --check   # exit 1 and list the stale files
 
+``KIND DIR --check`` lists the stale files of ``DIR`` with the command that rewrites ``DIR``
+(``KIND DIR``; ``--all --root ROOT`` names its root).
+
 **Export** (also ``otel-resilience export KIND DIR``): without options, the files shipped in
 the package are copied, so it works from an installed wheel without the ``ops`` extra and on
 every supported Python. With options the alert rules are regenerated, which needs the extra
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +64,7 @@ __all__ = [
     "cannot_write",
     "copy_folders",
     "export_artifacts",
+    "folder_argument",
     "generator_options",
     "main",
     "number_argument",
@@ -255,13 +260,19 @@ def copy_folders(kind: str, root: Path) -> list[Path]:
 
 def stale_artifacts(kind: str, directory: Path) -> list[Path]:
     """Return the files of one kind whose copy in ``directory`` is missing, differs, or is extra."""
+    differing, extra = _stale(kind, directory)
+    return differing + extra
+
+
+def _stale(kind: str, directory: Path) -> tuple[list[Path], list[Path]]:
+    """The files of one kind missing from ``directory`` or differing there, and its extra files."""
     files = render(kind)
-    stale = [
+    differing = [
         directory / name
         for name, text in sorted(files.items())
         if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text
     ]
-    return stale + _extra_files(directory, files)
+    return differing, _extra_files(directory, files)
 
 
 def path_argument(text: str) -> Path:
@@ -277,6 +288,27 @@ def path_argument(text: str) -> Path:
         msg = "must not be empty"
         raise argparse.ArgumentTypeError(msg)
     return Path(text)
+
+
+def folder_argument(text: str) -> Path:
+    """The argparse ``type`` of a folder the commands write (``DIR``, ``--root``): a path, not ``-``.
+
+    ``-`` stands for standard output by convention, which takes no folder of files (it made a
+    folder named ``-``); ``./-`` names such a folder.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is ``-``, or empty (:func:`path_argument`).
+    """
+    if text == "-":
+        msg = "'-' (standard output) is no folder: give ./- for a folder named '-'"
+        raise argparse.ArgumentTypeError(msg)
+    return path_argument(text)
+
+
+def _shell_word(path: Path) -> str:
+    """``path`` as a shell word a command line reads as that path, not as an option (``./-x``)."""
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def option_message(error: ValueError) -> str:
@@ -402,12 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m otel_resilience.ops.export", description=__doc__.split("\n")[0]
     )
     parser.add_argument("kind", nargs="?", choices=KINDS, help="what to export")
-    parser.add_argument("directory", nargs="?", type=path_argument, help="where to write it")
+    parser.add_argument("directory", nargs="?", type=folder_argument, help="where to write it")
     parser.add_argument(
         "--all", action="store_true", help="every kind, into the repository's folders and the package data"
     )
     parser.add_argument(
-        "--root", type=path_argument, default=None, help="repository root for --all (default: this checkout)"
+        "--root",
+        type=folder_argument,
+        default=None,
+        help="repository root for --all (default: this checkout)",
     )
     parser.add_argument("--check", action="store_true", help="only report files that differ")
     add_generator_options(parser)
@@ -435,11 +470,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for kind, directory in targets:
             if args.check:
-                for path in stale_artifacts(kind, directory):
-                    sys.stderr.write(
-                        f"stale: {path} (regenerate with python -m otel_resilience.ops.export --all)\n"
-                    )
-                    status = 1
+                differing, extra = _stale(kind, directory)
+                # the command that rewrites this folder: --all (of its root) removes an extra file too
+                again = f"regenerate with {parser.prog} " + (
+                    "--all" + ("" if args.root is None else f" --root {_shell_word(args.root)}")
+                    if args.all
+                    else f"{kind} {_shell_word(directory)}"
+                )
+                for path in differing:
+                    sys.stderr.write(f"stale: {path} ({again})\n")
+                for path in extra:
+                    fix = again if args.all else f"no {kind} file has this name: remove it"
+                    sys.stderr.write(f"stale: {path} ({fix})\n")
+                status = 1 if differing or extra else status
             elif args.all:
                 _write(directory, render(kind))
             else:

@@ -16,7 +16,9 @@ interrupt a thread. The handler publishes the deadline through
 on (as a socket or lock timeout), and it checks the clock when the call returns: a result that
 arrives after the deadline is discarded and treated as a timeout, so that a result reported as a
 success always met its deadline. A call that blocks forever still blocks forever; an exception
-raised late is passed through unchanged.
+raised at or after the deadline (the callee's socket timeout, set to what was left) is passed
+through unchanged, and the deadline counted as expired, as for an async callee that raises an
+error of its own in place of its cancellation (below).
 
 Decisions:
 
@@ -36,9 +38,9 @@ Decisions:
   reported.
 * **A callee that swallows its cancellation and returns** gets its value through, as
   ``asyncio.timeout`` does: suppressing cancellation is the callee's decision; one that raises an
-  error of its own in its place (its client's) gets that error through unchanged. The deadline
-  still expired: it counts in ``timeouts`` and reports the ``timeout`` event (no default answers
-  it).
+  error of its own in its place (its client's) gets that error through unchanged, and so does a
+  sync callee that raises one at or after the deadline. The deadline still expired: it counts in
+  ``timeouts`` and reports the ``timeout`` event (no default answers it).
 * **The error names what timed out.** In a pipeline, the pipeline's (policy's) name; used
   alone, the handler's ``name``, or, when it is left at :data:`DEFAULT_NAME`, the function it
   ran (found when the deadline expires: a call in time pays nothing for it).
@@ -253,7 +255,7 @@ class _TimeoutStep(Link[TimeoutConfig]):
         return None
 
     def on_expired_ignored(self, ctx: ExecutionContext, token: Any) -> None:  # noqa: ARG002
-        """Count and report our own deadline's expiry, which the call caught before it returned."""
+        """Count and report our own deadline's expiry, which the call ignored: it returned, or raised."""
         self._core.expired(self._telemetry, answered=False)
 
     def on_late(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError, result: Any) -> Action:  # noqa: ARG002

@@ -218,7 +218,11 @@ With the `instrumentation` extra (`opentelemetry-instrumentation`), the package 
 `opentelemetry_instrumentor` entry point `otel_resilience`
 (`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
 `uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
-`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. The instrumentor's
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Its `instrument(...)`
+takes the keywords of `instrument()` and those of `BaseInstrumentor` (`skip_dep_check`, which
+`opentelemetry-instrument` passes, and `raise_exception_on_conflict`); any other keyword (a
+misspelt `tracer_provder=`) raises `TypeError` naming it, and nothing is registered. The
+instrumentor's
 state is the registration: it is instrumented while the listener its `instrument()` registered
 is the one in place (so it instruments again after the function `uninstrument()`), and its
 `uninstrument()` turns telemetry off whoever turned it on, `import otel_resilience` included.

@@ -27,12 +27,24 @@ _KEYWORDS: Final = tuple(inspect.signature(instrument).parameters)
 """What ``instrument()`` takes: the keywords the instrumentor hands on as they were given."""
 
 
+def _unknown(unknown: list[str]) -> TypeError:
+    """The error for keywords ``instrument()`` does not take, naming them and those it takes."""
+    plural = "s" if len(unknown) > 1 else ""
+    return TypeError(
+        f"OtelResilienceInstrumentor.instrument() got unexpected keyword argument{plural} "
+        f"{', '.join(map(repr, unknown))} (it takes {', '.join(map(repr, _KEYWORDS))}, "
+        "and the base class's own)"
+    )
+
+
 class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Reports otel_resilience's spans, metrics and logs through the given (or global) providers.
 
     ``instrument(...)`` takes the keywords of :func:`otel_resilience.telemetry.instrument` and
-    hands on those it is given (any other, such as the base class's own, is left out): one not
-    given is read from its ``OTEL_RESILIENCE_*`` switch, as ``instrument()`` does.
+    hands on those it is given: one not given is read from its ``OTEL_RESILIENCE_*`` switch, as
+    ``instrument()`` does. It takes the base class's own too (``skip_dep_check``, which
+    ``opentelemetry-instrument`` passes, and ``raise_exception_on_conflict``); any other keyword
+    (a misspelt ``tracer_provder=``) raises TypeError naming it, and nothing is registered.
 
     Its state is the registration itself: it is instrumented while the listener its
     ``instrument()`` registered is the registered one, so after the function ``uninstrument()``
@@ -66,7 +78,11 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         super().uninstrument(**kwargs)  # nothing registered: the base class says so
 
     def _instrument(self, **kwargs: Any) -> None:
-        listener = instrument(**{key: kwargs[key] for key in _KEYWORDS if key in kwargs})
+        """Register the listener; the base class has taken its own keywords out of ``kwargs``."""
+        unknown = sorted(kwargs.keys() - set(_KEYWORDS))
+        if unknown:
+            raise _unknown(unknown)
+        listener = instrument(**kwargs)
         self._registered = weakref.ref(listener)
 
     def _uninstrument(self, **kwargs: Any) -> None:  # noqa: ARG002 - the BaseInstrumentor signature

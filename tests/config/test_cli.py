@@ -368,3 +368,12 @@ def test_check_shows_each_exception_class_by_the_name_that_reads_back(tmp_path: 
         "    chaos: {fault_rate: 1, fault: http.client.HTTPException}\n"
     )["p"]
     assert shown == reread
+
+
+@pytest.mark.parametrize("given", [(), ("--format", "yaml")])
+def test_check_a_directory_says_it_is_one(tmp_path: Path, given: tuple[str, ...]) -> None:
+    """One error with or without --format (was: "has no known suffix ...: pass --format yaml",
+    then with --format yaml "Is a directory")."""
+    code, out, err = _run("check", str(tmp_path), *given)
+    assert (code, out) == (1, "")
+    assert err == f"otel-resilience check: cannot read {str(tmp_path)!r}: is a directory: name a file\n"

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -24,6 +25,7 @@ from otel_resilience import (
     OperationTimeoutError,
     RateLimiterConfig,
     ResilienceConfig,
+    ResilienceManager,
     RetryBudget,
     RetryPolicy,
     RetryStrategy,
@@ -867,3 +869,24 @@ def test_an_integer_setting_written_as_a_float_without_fraction_is_that_int(file
     assert type(policy.retry_policy.max_attempts) is int  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"max_attempts must be an int, got 3\.5 \(float\)"):
         loads(f"{head}max_attempts{sep} 3.5\n", file_format)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["policies", "policies.yaml"])
+@pytest.mark.parametrize("given", [None, "yaml"])
+def test_a_directory_is_refused_as_a_directory_whatever_its_suffix_or_format(
+    tmp_path: Path, name: str, given: Literal["yaml"] | None
+) -> None:
+    """load(DIR) says it is a directory (was: "has no known suffix: pass format=", then with
+    format= an IsADirectoryError): one error, an OSError as for any file that cannot be read."""
+    directory = tmp_path / name
+    directory.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        load(directory, format=given)
+    assert (caught.value.strerror, caught.value.filename) == ("is a directory: name a file", str(directory))
+    with pytest.raises(ConfigError) as named:
+        from_env({"OTEL_RESILIENCE_CONFIG": str(directory)})
+    assert str(named.value) == (
+        f"OTEL_RESILIENCE_CONFIG={str(directory)!r} names a file that cannot be read: is a directory: name a file"
+    )
+    with pytest.raises(IsADirectoryError, match="is a directory: name a file"):
+        ResilienceManager(clock=FakeClock()).watch(directory, format=given)

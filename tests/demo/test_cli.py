@@ -656,6 +656,18 @@ def test_the_config_file_of_the_demo_may_name_its_format(tmp_path: Path) -> None
     assert "is not valid TOML" in err
 
 
+def test_the_config_of_the_demo_may_not_be_a_directory(tmp_path: Path) -> None:
+    """`demo --config DIR` says it is a directory before the run, with or without --format (was:
+    "has no known suffix ...: pass --format", then with --format yaml "Is a directory")."""
+    for given in ((), ("--format", "yaml")):
+        code, out, err = _run("demo", "--plain", "--no-metrics-server", "--config", str(tmp_path), *given)
+        assert (code, out) == (1, "")
+        assert (
+            err
+            == f"otel-resilience demo: --config: [Errno {errno.EISDIR}] is a directory: name a file: {str(tmp_path)!r}\n"
+        )
+
+
 def test_a_demo_format_without_a_config_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """--format is the --config file's: alone it is refused, not ignored."""
     with pytest.raises(SystemExit) as caught:

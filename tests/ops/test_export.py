@@ -279,3 +279,57 @@ def test_a_root_without_all_is_a_usage_error(tmp_path, capsys):
     assert (
         "error: --root is the repository of --all: give --all, or leave --root out" in capsys.readouterr().err
     )
+
+
+def test_check_of_a_folder_names_the_command_that_regenerates_that_folder(tmp_path, capsys):
+    """`KIND DIR --check` named `--all` (which rewrites the repository's copies, never DIR): it names
+    `KIND DIR`, quoted for a shell, and running it clears the file that differs; a leftover file,
+    which that command keeps, is to be removed."""
+    out = tmp_path / "my rules"
+    export.export_artifacts("collector", out)
+    edited = out / "otelcol.yaml"
+    edited.write_text(edited.read_text() + "# edited\n")
+    (out / "gone.yaml").write_text("# gone\n")
+    assert export.main(["collector", str(out), "--check"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"stale: {edited} (regenerate with python -m otel_resilience.ops.export collector '{out}')",
+        f"stale: {out / 'gone.yaml'} (no collector file has this name: remove it)",
+    ]
+    assert export.main(["collector", str(out)]) == 0
+    (out / "gone.yaml").unlink()
+    assert export.main(["collector", str(out), "--check"]) == 0
+
+
+def test_check_of_another_root_names_that_root(tmp_path, capsys, monkeypatch):
+    """`--all --root R --check` named `--all` alone, which rewrites this checkout, not R."""
+    root = tmp_path / "other checkout"
+    for folder in export.copy_folders("runbooks", root):
+        export.export_artifacts("runbooks", folder)
+        (folder / "ResilienceGone.md").write_text("# gone\n")
+    monkeypatch.setattr(export, "KINDS", ("runbooks",))  # the one kind whose copies are made above
+    assert export.main(["--all", "--root", str(root), "--check"]) == 1
+    hint = f"(regenerate with python -m otel_resilience.ops.export --all --root '{root}')"
+    assert capsys.readouterr().err.splitlines() == [
+        f"stale: {folder / 'ResilienceGone.md'} {hint}" for folder in export.copy_folders("runbooks", root)
+    ]
+
+
+@pytest.mark.parametrize("argv", [["alerts", "-"], ["--all", "--root", "-", "--check"]])
+def test_a_dash_is_no_folder(argv, tmp_path, monkeypatch, capsys):
+    """`export alerts -` made a folder named '-' (a dash is standard output by convention): a usage
+    error (2) that writes nothing, here and in `otel-resilience export`; ./- names such a folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        export.main(argv)
+    assert caught.value.code == 2
+    assert "'-' (standard output) is no folder: give ./- for a folder named '-'" in capsys.readouterr().err
+    if argv[0] == "alerts":
+        from otel_resilience.__main__ import main as command  # noqa: PLC0415
+
+        with pytest.raises(SystemExit) as caught:
+            command(["export", "alerts", "-"])
+        assert caught.value.code == 2
+        assert "argument DIR: '-' (standard output) is no folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert export.main(["runbooks", "./-"]) == 0
+    assert (tmp_path / "-").is_dir()

@@ -193,3 +193,29 @@ def test_instrument_again_after_instrument_the_function_replaced_its_listener(
     assert current_listener() is not None
     assert instrumentor.is_instrumented_by_opentelemetry
     assert _warnings(caplog) == []
+
+
+def test_an_unknown_keyword_is_refused_and_nothing_is_registered(
+    instrumentor: OtelResilienceInstrumentor,
+) -> None:
+    """A misspelt tracer_provder=... raises TypeError naming it, rather than reporting through the
+    global provider; the listener in place stays, and the instrumentor is not instrumented."""
+    before = current_listener()
+    provider = TracerProvider(shutdown_on_exit=False)
+    with pytest.raises(TypeError, match=r"keyword argument 'tracer_provder' .*'tracer_provider'"):
+        instrumentor.instrument(tracer_provder=provider, spans=False, skip_dep_check=True)
+    assert current_listener() is before
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    with pytest.raises(TypeError, match=r"keyword arguments 'colour', 'flavour' "):
+        instrumentor.instrument(flavour=1, colour=2)
+    provider.shutdown()
+
+
+def test_the_base_class_keywords_are_taken(instrumentor: OtelResilienceInstrumentor) -> None:
+    """skip_dep_check (what opentelemetry-instrument passes) and raise_exception_on_conflict are the
+    base class's own: taken, and not handed on to instrument()."""
+    instrumentor.instrument(skip_dep_check=True, raise_exception_on_conflict=True, record_messages=True)
+    listener = current_listener()
+    assert listener is not None
+    assert listener._record_messages is True
+    assert instrumentor.is_instrumented_by_opentelemetry

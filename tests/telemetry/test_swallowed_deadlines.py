@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from opentelemetry.trace import StatusCode
 from otel_support import Otel
 
-from otel_resilience import TimeoutHandler, fail_after
+from otel_resilience import TimeoutHandler, fail_after, time_left
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.patterns.retry import Retry, RetryPolicy
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
 
 
 async def stubborn() -> str:
@@ -102,3 +104,63 @@ async def test_an_async_with_scope_whose_block_swallowed_its_cancellation_just_e
     async with fail_after(0.02) as scope:
         value = await stubborn()
     assert (value, scope.expired) == ("swallowed", True)
+
+
+def _raises_its_socket_timeout(clock: FakeClock) -> str:
+    """A sync callee that waits what is left of its deadline (a socket timeout) and raises the socket's timeout."""
+    clock.advance(time_left())
+    raise TimeoutError("timed out")  # socket.timeout
+
+
+def test_a_sync_timeout_whose_call_raised_its_own_error_at_the_deadline_counts_the_expired_deadline(
+    otel: Otel,
+) -> None:
+    """The callee's error gets through, the execution failed with it, and the deadline that expired is a timeout.
+
+    A sync callee was counted nowhere (no ``resilience.timeouts``, no event), where the async
+    driver counts the same callee: dashboards saw no timeouts of sync services.
+    """
+    clock = FakeClock(1000.0)
+    handler = TimeoutHandler(5.0, name="sync-own-error", default="default", clock=clock)
+    with pytest.raises(TimeoutError, match="timed out"):
+        handler.with_timeout_sync(_raises_its_socket_timeout, clock)
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+    span = otel.span("sync-own-error")
+    assert span.attributes[sc.OUTCOME] == "failure"
+    assert [(e.name, dict(e.attributes)) for e in span.events if e.name == sc.EV_TIMEOUT] == [
+        (
+            sc.EV_TIMEOUT,
+            {
+                sc.PATTERN: "timeout",
+                sc.NAME: "sync-own-error",
+                "resilience.timeout.scope": "total",
+                "resilience.timeout.limit": 5.0,
+            },
+        )
+    ]
+    assert _timeouts(otel, "sync-own-error") == 1
+
+
+def test_a_sync_policy_whose_call_raised_its_own_error_at_the_deadline_counts_the_expired_deadline(
+    otel: Otel,
+) -> None:
+    """The same through a manager policy's total timeout, and through its retry's attempt_timeout."""
+    clock = FakeClock(1000.0)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(name="sync-own-error-policy", timeout=5.0)
+    with pytest.raises(TimeoutError, match="timed out"):
+        manager.execute_with_resilience_sync(_raises_its_socket_timeout, config, clock)
+    span = otel.span("sync-own-error-policy")
+    assert [e.name for e in span.events if e.name == sc.EV_TIMEOUT] == [sc.EV_TIMEOUT]
+    assert _timeouts(otel, "sync-own-error-policy") == 1
+
+    policy = RetryPolicy(max_attempts=1, attempt_timeout=2.0)
+    attempts = ResilienceConfig(name="sync-own-error-attempt", timeout=None, retry_policy=policy)
+    with pytest.raises(TimeoutError, match="timed out"):
+        manager.execute_with_resilience_sync(_raises_its_socket_timeout, attempts, clock)
+    span = otel.span("sync-own-error-attempt")
+    timeout_events = [dict(e.attributes) for e in span.events if e.name == sc.EV_TIMEOUT]
+    assert [(e["resilience.timeout.scope"], e["resilience.timeout.limit"]) for e in timeout_events] == [
+        ("attempt", 2.0)
+    ]
+    assert _timeouts(otel, "sync-own-error-attempt") == 1

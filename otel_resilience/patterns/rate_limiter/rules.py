@@ -12,11 +12,12 @@ future times) and a newcomer never overtakes a waiter. A cancelled waiter gives 
 back (:meth:`_Rules.abandon`): the latest reservation is rolled back exactly (as if never made);
 an earlier one is left in place as a *hole* that the next caller who would wait takes over, so
 it waits only until that permit's time. The waiters behind it keep their times, so nobody waits
-longer for it.
+longer for it. A hole whose time passed with nobody taking it over *lapses* (``_lapsed_locked``):
+forgotten, and what the algorithm keeps of it is settled as the algorithm's rule says.
 
-Two algorithms share that frame, each with three operations under the lock: when is the next
+Two algorithms share that frame, each with four operations under the lock: when is the next
 permit due (``_due_locked``), take it (``_take_locked``), give the latest back
-(``_give_back_locked``):
+(``_give_back_locked``), settle a lapsed hole (``_lapsed_locked``):
 
 * :class:`_TokenBucket`: ``tokens`` (a float, negative in debt) refilled at ``rate`` per second
   up to ``burst``; a permit is due when one whole token is there, give or take
@@ -24,13 +25,14 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
   at 7 per second the bucket holds ``0.9999999999999996``, and a caller back at its
   ``retry_after``, or one paced at exactly the rate, must find its permit; a refusal names the
   first reading whose refill gives the token: :meth:`_TokenBucket._retry_after_locked`). Exact
-  on a frozen clock: each permit subtracts exactly ``1.0``.
+  on a frozen clock: each permit subtracts exactly ``1.0``. A lapsed hole's token stays spent.
 * :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
   ones); a permit is due at ``log[-burst] + burst / rate`` (and not before the latest
   reservation: after a reload to a larger burst or a higher rate), so no window of that length
   ever holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
   reservation (a rolled-back one must not lose the entry that becomes ``log[-burst]`` again),
-  and forgets entries older than the window.
+  and forgets entries older than the window. A lapsed hole's entry leaves the log: nobody was
+  admitted then.
 
 Both round a permit's time the same way (:func:`_due_after`): at a rate beyond the clock's
 resolution, a permit not free now is due at the clock's next reading, never now.
@@ -199,8 +201,9 @@ class _Rules(abc.ABC):
         """Give back the reservation of a waiter that gave up (cancelled) before its time.
 
         The latest reservations, once holes, are rolled back; an earlier one stays a hole for
-        the next caller who would wait. Nothing happens for a reservation already claimed (an
-        interrupt just after the claim).
+        the next caller who would wait, until its time passes (then it lapses:
+        :meth:`_hole_locked`). Nothing happens for a reservation already claimed (an interrupt
+        just after the claim).
         """
         with self._lock:
             self._abandon_locked(reservation, now)
@@ -249,16 +252,31 @@ class _Rules(abc.ABC):
             self._give_back_locked(pending.pop(), now)
 
     def _hole_locked(self, now: float) -> _Reservation | None:
-        """Return the earliest hole not yet past (forgetting those past), or ``None``."""
+        """Return the earliest hole not yet past (those past lapse: :meth:`_lapsed_locked`), or ``None``.
+
+        Called before the state is brought up to ``now`` (:meth:`_due_locked`,
+        :meth:`_available_locked`): by :meth:`acquire`, and by :meth:`_settle_locked` for the
+        others, so that a lapsed hole is settled before the window forgets anything at ``now``.
+        """
         pending = self._pending
         for reservation in list(pending):
             if reservation.held:
                 continue
             if reservation.due >= now:
                 return reservation
-            pending.remove(reservation)  # its time passed unused: the permit is gone
+            pending.remove(reservation)  # its time passed unused: nobody takes that permit now
             self._holes -= 1
+            self._lapsed_locked(reservation)
         return None
+
+    def _settle_locked(self, now: float) -> None:
+        """Bring the reservations up to ``now`` for a read or a reload (not a request: :meth:`acquire`).
+
+        The reservations :meth:`drop` marked are given back, then the holes whose time passed lapse.
+        """
+        self._give_back_dropped_locked(now)
+        if self._holes:
+            self._hole_locked(now)
 
     def _take_hole_locked(
         self, hole: _Reservation, now: float, max_wait: float, remaining: float
@@ -318,7 +336,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
-            self._give_back_dropped_locked(now)
+            self._settle_locked(now)
             self._due_locked(now)
             self._retuned_locked(config, now)
             self.rate = config.rate
@@ -332,7 +350,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
-            self._give_back_dropped_locked(now)
+            self._settle_locked(now)
             return self._available_locked(now)
 
     def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:
@@ -340,7 +358,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
-            self._give_back_dropped_locked(now)
+            self._settle_locked(now)
             return {
                 "name": name,
                 "algorithm": self.algorithm,
@@ -382,6 +400,15 @@ class _Rules(abc.ABC):
 
         Called once it has left the pending ones: the next permit is then due as if it had never
         been made.
+        """
+
+    @abc.abstractmethod
+    def _lapsed_locked(self, reservation: _Reservation) -> None:
+        """Settle ``reservation``, a hole whose time passed with nobody taking it over.
+
+        Called once it has left the pending ones, before the state is brought to the time that
+        found it lapsed (see :meth:`_hole_locked`). Not a rollback: the reservations after it
+        keep their times.
         """
 
     @abc.abstractmethod
@@ -454,6 +481,15 @@ class _TokenBucket(_Rules):
         at, tokens = reservation.prior
         tokens += (now - at) * self.rate
         self.tokens = tokens if tokens < self.burst else float(self.burst)
+
+    def _lapsed_locked(self, reservation: _Reservation) -> None:
+        """Nothing: the lapsed hole's token stays spent.
+
+        Its time is past, and so is the refill that paid for it: given back now, the token
+        would be added to a bucket that may have filled since, over its size (a bucket of 1
+        with a lapsed hole at 1.0, read at 1.9, holds 0.9 tokens: 1.9 with it, admitting at 1.9
+        and again at 2.0).
+        """
 
     def _available_locked(self, now: float) -> float:
         self._due_locked(now)
@@ -547,6 +583,18 @@ class _SlidingLog(_Rules):
 
     def _give_back_locked(self, reservation: _Reservation, now: float) -> None:  # noqa: ARG002 - a log of times
         self._log.pop()
+
+    def _lapsed_locked(self, reservation: _Reservation) -> None:
+        """Remove the lapsed hole's entry from the log: nobody was admitted at its time.
+
+        Kept, it would count as an admission in every window holding its time, and refuse
+        callers for a window that has room. Any entry at its time will do (equal times are one
+        admission each, and the log is sorted); none is left when the window forgot those
+        already, or kept later ones only (a reload to a smaller burst): nothing to remove then.
+        """
+        log = self._log
+        if reservation.due in log:
+            log.remove(reservation.due)
 
     def _available_locked(self, now: float) -> float:
         self._forget_locked(now)
