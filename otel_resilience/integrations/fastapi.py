@@ -74,6 +74,7 @@ from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
 
 __all__ = [
     "BULKHEAD_RETRY_AFTER",
+    "CLIENT_CLOSED_REQUEST",
     "MAX_RETRY_AFTER",
     "LoadSheddingMiddleware",
     "Policy",
@@ -332,6 +333,26 @@ def _carrier_of(kind: type[BaseException]) -> type[_InnerPolicyError]:
     return type(kind.__name__, (_InnerPolicyError,), names)
 
 
+CLIENT_CLOSED_REQUEST: Final = 499
+"""The status of the answer to a request whose client left while it waited for its turn (nginx's
+"Client Closed Request"): no client reads it; the layers around the middleware do."""
+
+
+async def _answer_departed(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request whose client left while it waited: a :data:`CLIENT_CLOSED_REQUEST`, with no body.
+
+    The server drops it (its client is gone), but the layers around the middleware get an
+    answer: Starlette's ``BaseHTTPMiddleware`` (an ``@app.middleware("http")`` added after this
+    one) raises ``RuntimeError("No response returned.")`` from ``call_next`` for an app that
+    sent none. A 4xx, not the 503 of a request shed: the middleware did not refuse it (its
+    bulkhead or limiter counts a cancel), and a server span or access log around it shows no
+    server error. A server that raises for a send on a closed connection (an ``OSError``, as
+    ASGI 2.4 asks) says what is known already: the client left.
+    """
+    with contextlib.suppress(OSError):
+        await Response(status_code=CLIENT_CLOSED_REQUEST)(scope, receive, send)
+
+
 _READ_AHEAD: Final = 1 << 20
 """The most request body (bytes) read, and kept for the app, while a request waits for its turn."""
 _READ_AHEAD_MESSAGES: Final = 1024
@@ -359,8 +380,9 @@ class _Waiting:
 
     A task reads ``receive()`` while the request waits: each message read is kept and given
     back, in order, to the app's first calls of :meth:`receive` (the app reads the whole body).
-    An ``http.disconnect`` cancels the waiting request (``left``): its queue place is given up
-    and the app never runs. Past :data:`_READ_AHEAD` bytes of body, or once it holds
+    An ``http.disconnect`` cancels the waiting request (``left``): its queue place is given up,
+    the app never runs, and the request is answered with a 499 nobody reads
+    (:func:`_answer_departed`). Past :data:`_READ_AHEAD` bytes of body, or once it holds
     :data:`_READ_AHEAD_MESSAGES` messages, the task stops reading (the memory a waiting request
     holds is bounded; the app then sees the disconnect itself). A
     request with ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
@@ -449,8 +471,11 @@ class LoadSheddingMiddleware:
     reaching the app; the bulkhead holds its slot while the app runs, its background tasks
     included (run after the response is sent, they are still the server's work, which a load
     shedder counts). A request that waits for its turn (``max_waiting``, ``max_wait``) and whose
-    client disconnects meanwhile gives up its place: the app does not run and nothing is sent
-    (the body read while it waited is given to the app when its turn comes). A request with
+    client disconnects meanwhile gives up its place: the app does not run, and the request is
+    answered with a :data:`CLIENT_CLOSED_REQUEST` (499, no body), which the server drops, for
+    the layers around the middleware (Starlette's ``BaseHTTPMiddleware``, an
+    ``@app.middleware("http")``, fails a request answered by nothing); the body read while it
+    waited is given to the app when its turn comes. A request with
     ``Expect: 100-continue`` is not read from before its turn (the server would ask its client
     for the body, "100 Continue", for a request that may yet be refused): its client leaving
     meanwhile is seen once the app runs, as without a queue. Lifespan and websocket scopes pass
@@ -472,6 +497,10 @@ class LoadSheddingMiddleware:
     its 503s draw on the rate too (a permit given back would be a permit result of its own in
     telemetry, which the limiter does not have). Size the rate for the requests that reach the
     middleware, not only for those the app runs.
+
+    Add it before Starlette's ``CORSMiddleware`` (the middleware added last runs outermost): CORS
+    then wraps it, so its 503 and 429 carry the CORS headers a browser needs to let a page read
+    them, and a preflight is answered by CORS without asking for a slot or a permit.
 
     Only its own refusals become its answers. What the app raises (a refusal or timeout of a
     policy inside it included) goes on to the server as any error of the app does, the response
@@ -538,8 +567,9 @@ class LoadSheddingMiddleware:
         """Run an HTTP request under the bulkhead and limiter, or answer its refusal.
 
         A request whose client disconnects while it waits for its turn gives up its place in
-        the queue: the app does not run and nothing is sent (the execution counts a cancel); one
-        with ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
+        the queue: the app does not run, the execution counts a cancel, and the answer is a
+        :data:`CLIENT_CLOSED_REQUEST` the server drops (:func:`_answer_departed`); one with
+        ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
         """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -550,7 +580,7 @@ class LoadSheddingMiddleware:
         except asyncio.CancelledError:
             if waiting is None or not waiting.gave_up():
                 raise
-            return  # the client left while the request waited: no one to answer
+            inner = None  # the client left while the request waited: answered below, for the layers around
         except (BulkheadFullError, RateLimitedError) as error:  # ours: the app's are carried
             if waiting is not None:
                 receive = await waiting.stop()
@@ -563,6 +593,9 @@ class LoadSheddingMiddleware:
         finally:
             if waiting is not None:
                 waiting.close()  # a request refused or cancelled: its reader too
+        if inner is None:
+            await _answer_departed(scope, receive, send)
+            return
         try:
             raise inner  # the app's own error, outside the handler: no context added to it
         finally:

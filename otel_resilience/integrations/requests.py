@@ -28,7 +28,10 @@ headers alone; an ``Idempotency-Key`` header goes with it.
 
 A header http.client refuses to write (a control character in one an auth set, which requests
 does not check: its ``ValueError``, nothing sent) is the caller's mistake: not sent again, not
-counted by the breaker (a :class:`~otel_resilience.integrations.http.RequestNotSentError`).
+counted by the breaker (a :class:`~otel_resilience.integrations.http.RequestNotSentError`). So is
+a ``timeout`` requests cannot use (``(1, 2, 3)``, ``-1``, a NaN, ``("abc", 1)``: requests',
+urllib3's or the socket's ``ValueError`` as a connection opens), which the deadline's capping
+passes on as it is (:func:`_capped`).
 
 A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
 in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
@@ -60,6 +63,7 @@ from urllib3 import PoolManager
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 from urllib3.util import Timeout
+from urllib3.util.connection import create_connection
 
 from otel_resilience.engine.validation import fail
 from otel_resilience.integrations.http import FailedResponseError
@@ -110,14 +114,18 @@ def _capped(timeout: Any, left: float | None) -> Any:
     """Return requests' ``timeout`` capped by ``left`` (the seconds left; ``None``: no deadline).
 
     ``timeout`` is ``None``, seconds, ``(connect, read)`` or a ``urllib3.util.Timeout``
-    (:func:`_capped_timeout`).
+    (:func:`_capped_timeout`). One requests cannot use is returned as it is, for requests to
+    refuse with its own error (a tuple holding what is no number too: never a ``TypeError`` here).
     """
     if left is None:
         return timeout
     if timeout is None:
         return left
     if isinstance(timeout, tuple):
-        return tuple(left if part is None else min(part, left) for part in timeout)
+        try:
+            return tuple(left if part is None else min(part, left) for part in timeout)
+        except TypeError:  # a part that is no number, ("abc", 1): returned as it is, below
+            pass
     if isinstance(timeout, (int, float)):
         return min(timeout, left)
     if isinstance(timeout, Timeout):
@@ -373,6 +381,21 @@ _PUT_HEADER: Final = http.client.HTTPConnection.putheader.__code__
 the ``ValueError`` raised in it for a control character (a header an auth set, which requests
 does not check) refuses the request as the caller made it (:func:`refused_as_made`)."""
 
+_CHECKS: Final = (
+    _PUT_HEADER,
+    vars(Timeout)["_validate_timeout"].__func__.__code__,  # a classmethod: its function's code
+    create_connection.__code__,
+)
+"""The code that refuses a request as the caller made it before a byte of it is sent: a
+``ValueError`` raised in it is requests' (urllib3's, the socket's) own refusal, never the host's
+failure (:func:`refused_as_made`): a header with a control character (:data:`_PUT_HEADER`); a
+limit of a timeout that is no positive number (urllib3's check of each); a NaN, which urllib3 lets
+through and the socket refuses as urllib3 opens a connection (``create_connection``). requests'
+own refusal of a tuple that is no ``(connect, read)`` pair is raised by ``HTTPAdapter.send``
+itself (:data:`_ADAPTER_SEND`)."""
+_ADAPTER_SEND: Final = HTTPAdapter.send.__code__
+"""requests' ``HTTPAdapter.send``: a ``ValueError`` it raises itself refuses the request's timeout."""
+
 _Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
 """``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""
 
@@ -407,7 +430,7 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             http.deadline_reached(error)
             raise
         except Exception as error:
-            if refused_as_made(error, _PUT_HEADER):  # a header http.client will not write: never sent
+            if refused_as_made(error, *_CHECKS, raising=_ADAPTER_SEND):  # a header, a timeout: never sent
                 raise refused(error).with_traceback(error.__traceback__) from None
             if isinstance(error, requests.ConnectionError) and _closed_pool(error):  # closed: sent no more
                 raise refused(error).with_traceback(error.__traceback__) from None

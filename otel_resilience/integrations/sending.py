@@ -658,18 +658,37 @@ def closed_during(error: BaseException, index: int | None = None) -> None:
     _not_the_hosts(error, index)
 
 
-def refused_as_made(error: BaseException, writes_headers: CodeType) -> bool:
-    """Whether ``error`` is a client's refusal of a header of the request as the caller made it.
+def refused_as_made(error: BaseException, *checks: CodeType, raising: CodeType | None = None) -> bool:
+    """Whether ``error`` is a client's refusal of the request as the caller made it, before a byte is sent.
 
-    The one rule of a header a client will not write (a control character in its name or value:
-    a token read from a file with its newline): the ``ValueError`` raised in a call of
-    ``writes_headers``, the client's code that puts the headers together before a byte of them is
-    written (aiohttp's ``StreamWriter.write_headers``; under requests, http.client's
-    ``putheader``), as httpx's ``LocalProtocolError`` (known by its class). No host saw the
-    request, and the client would refuse it again: the client raises it as :func:`refused` makes
-    it (the breaker ignores it; nothing sends the request again). Asked on a send's error only.
+    The one rule of a request a client will not send as it is: the ``ValueError`` raised in a
+    call of one of ``checks``, the client's code that judges the request before a byte of it is
+    written, or by ``raising`` itself (its own ``raise``, the last frame of the error's
+    traceback: a code every error of the send passes through, which judges something first).
+    A header with a control character in its name or value (a token read from a file with its
+    newline): aiohttp's ``StreamWriter.write_headers``, http.client's ``putheader`` under
+    requests, as httpx's ``LocalProtocolError`` (known by its class). A timeout requests cannot
+    use (a tuple that is no ``(connect, read)`` pair, a limit that is no positive number, a NaN):
+    requests' ``HTTPAdapter.send`` (``raising``), urllib3's check of each limit, the socket's
+    ``settimeout`` as urllib3 opens a connection. No host saw the request, and the client would
+    refuse it again: the client raises it as :func:`refused` makes it (the breaker ignores it;
+    nothing sends the request again). Asked on a send's error only.
     """
-    return isinstance(error, ValueError) and raised_in(error, writes_headers)
+    if not isinstance(error, ValueError):
+        return False
+    if raising is not None and _raised_by(error, raising):
+        return True
+    return any(raised_in(error, code) for code in checks)
+
+
+def _raised_by(error: BaseException, code: CodeType) -> bool:
+    """Whether ``error`` was raised by ``code`` itself: the last frame of its traceback runs ``code``."""
+    trace = error.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace.tb_frame.f_code is code
 
 
 _REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import AsyncIterator
@@ -931,12 +932,18 @@ async def _one_running_one_queued(*second_body: bytes) -> _Queue:
 
 
 async def test_a_queued_request_whose_client_left_gives_up_its_place_without_running_the_app() -> None:
-    """http.disconnect while waiting for a slot: the app never runs, nothing is sent, the queue place is freed."""
+    """http.disconnect while waiting for a slot: the app never runs, the queue place is freed, and the
+    answer is a 499 with no body (for the layers around the middleware: the server drops it)."""
     q = await _one_running_one_queued(b"second")
     q.second.leave()
     await asyncio.wait_for(q.queued, 10)  # returns without a slot, long before the first request ends
     assert not q.running.done()
-    assert q.second.sent == []
+    assert [m["type"] for m in q.second.sent] == ["http.response.start", "http.response.body"]
+    assert (q.second.sent[0]["status"], q.second.sent[1]["body"]) == (
+        fastapi_integration.CLIENT_CLOSED_REQUEST,
+        b"",
+    )
+    assert fastapi_integration.CLIENT_CLOSED_REQUEST == 499
     assert q.bulkhead.get_stats()["waiting"] == 0
     assert q.bulkhead.get_stats()["cancelled"] == 1
     q.gate.set()
@@ -990,6 +997,44 @@ async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
     await asyncio.wait_for(asyncio.gather(q.running, q.queued), 10)
     assert q.entered == [b"first", b"second"]
     assert len(begun) == 1
+
+
+class _ClosingClient(_Client):
+    """A client whose server raises ``OSError`` for a send once it left (ASGI 2.4: a closed connection)."""
+
+    left = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.left:
+            raise ConnectionResetError("the connection is closed")
+        await super().send(message)
+
+    def leave(self) -> None:
+        super().leave()
+        self.left = True
+
+
+async def test_a_queued_request_whose_client_left_on_a_server_refusing_the_answer_raises_nothing() -> None:
+    """A server that raises ``OSError`` for the answer to a departed client says the client left: nothing is raised."""
+    gate, entered = asyncio.Event(), list[bytes]()
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    first, second = _Client(b"first"), _ClosingClient(b"second")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.bulkhead.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    second.leave()
+    await asyncio.wait_for(queued, 10)  # returned, nothing raised
+    assert second.sent == []
+    gate.set()
+    await asyncio.wait_for(running, 10)
+    stats = middleware.bulkhead.get_stats()
+    assert (stats["cancelled"], stats["waiting"], stats["active"]) == (1, 0, 0)
 
 
 async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
@@ -1268,7 +1313,7 @@ async def test_a_request_waiting_for_a_permit_whose_client_left_gives_up_its_pla
         await asyncio.sleep(0)
     second.leave()
     await asyncio.wait_for(queued, 10)  # returns long before its permit (100 s away)
-    assert second.sent == []
+    assert [m.get("status") for m in second.sent] == [499, None]
     assert entered == [b"first"]
     stats = middleware.rate_limiter.get_stats()
     assert (stats["waiting"], stats["cancelled"], stats["admitted"]) == (0, 1, 1)
@@ -1439,3 +1484,143 @@ async def test_a_lifespan_scope_passes_through_without_a_slot() -> None:
     life.put_nowait({"type": "lifespan.shutdown"})
     await asyncio.wait_for(lifespan, 10)
     assert seen == ["lifespan", "http"]
+
+
+# ---------------------------------------------------------------- load shedding: a departed client behind an http middleware
+
+
+def _shedder_in(app: Any) -> LoadSheddingMiddleware:
+    """The LoadSheddingMiddleware of a started ``app``'s middleware stack."""
+    layer = app.middleware_stack
+    while not isinstance(layer, LoadSheddingMiddleware):
+        layer = layer.app
+    return layer
+
+
+async def _until(done: Any) -> None:
+    """Return once ``done()`` is true (polled)."""
+    while not done():
+        await asyncio.sleep(0.01)
+
+
+class _Errors(logging.Handler):
+    """The records of ERROR and above a logger gets (uvicorn's ``Exception in ASGI application``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("behind", [True, False], ids=["behind-an-http-middleware", "bare"])
+async def test_a_queued_request_whose_client_left_raises_nothing_to_the_server(behind: bool) -> None:
+    """Served by uvicorn, under an ``@app.middleware("http")`` added after it (so around it) or not:
+    a POST whose client closes its connection while it waits for the slot is answered with a 499,
+    which the server drops, and the server logs no error; the slot and the queue place are counted
+    exactly.
+
+    Returning without an answer, the middleware left Starlette's ``call_next`` with none: it
+    raised ``RuntimeError("No response returned.")``, logged as an exception in the ASGI
+    application for every client that left a queue (most of them under overload).
+    """
+    gate, started = asyncio.Event(), asyncio.Event()
+    app = FastAPI()
+
+    @app.post("/work")
+    async def work() -> str:
+        started.set()
+        await gate.wait()
+        return "done"
+
+    app.add_middleware(
+        LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    statuses: list[int] = []
+
+    async def log_status(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        statuses.append(response.status_code)
+        return response
+
+    if behind:
+        app.middleware("http")(log_status)
+
+    errors = _Errors()
+    async with _served(app) as port:
+        logging.getLogger("uvicorn.error").addHandler(errors)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                running = asyncio.ensure_future(client.post("/work", content=b"first"))
+                await asyncio.wait_for(started.wait(), 10)
+                bulkhead = _shedder_in(app).bulkhead
+                assert bulkhead is not None
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /work HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nsecond")
+                await writer.drain()
+                while bulkhead.get_stats()["waiting"] == 0:
+                    await asyncio.sleep(0.01)
+                writer.close()
+                await writer.wait_closed()
+                await asyncio.wait_for(_until(lambda: bulkhead.get_stats()["cancelled"]), 10)
+                if behind:
+                    await asyncio.wait_for(_until(lambda: statuses or errors.records), 10)  # its answer, seen
+                gate.set()
+                response = await asyncio.wait_for(running, 10)
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(errors)
+    assert [record.getMessage() for record in errors.records] == []
+    assert (response.status_code, response.json()) == (200, "done")
+    assert statuses == ([499, 200] if behind else [])
+    stats = bulkhead.get_stats()
+    assert (stats["cancelled"], stats["waiting"], stats["active"]) == (1, 0, 0)
+
+
+# ---------------------------------------------------------------- load shedding: where it goes beside CORS
+
+
+ORIGIN = "https://shop.example"
+
+
+@pytest.mark.parametrize("shedder_first", [True, False], ids=["added-before-cors", "added-after-cors"])
+async def test_the_shedder_added_before_cors_answers_a_browser_with_cors_headers(shedder_first: bool) -> None:
+    """Added before ``CORSMiddleware`` (so CORS wraps it), as the README says: a shed request's 503 carries
+    the CORS headers (a browser's script reads it and its ``Retry-After``), and a preflight is answered by
+    CORS without taking a slot. Added after, its 503 has none: the browser shows the script a network error.
+    """
+    from starlette.middleware.cors import CORSMiddleware  # noqa: PLC0415 - only these tests use it
+
+    started, release = asyncio.Event(), asyncio.Event()
+    app = FastAPI()
+
+    @app.get("/work")
+    async def work() -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    shedder = (LoadSheddingMiddleware, {"bulkhead": BulkheadConfig(max_concurrent=1, max_waiting=0)})
+    cors = (
+        CORSMiddleware,
+        {"allow_origins": [ORIGIN], "allow_methods": ["GET"], "expose_headers": ["Retry-After"]},
+    )
+    for middleware, options in (shedder, cors) if shedder_first else (cors, shedder):
+        app.add_middleware(middleware, **options)  # type: ignore[arg-type]
+    async with client_of(app) as client:
+        first = asyncio.ensure_future(client.get("/work", headers={"Origin": ORIGIN}))
+        await asyncio.wait_for(started.wait(), 30)
+        shed = await client.get("/work", headers={"Origin": ORIGIN})
+        preflight = await client.options(
+            "/work", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+        )
+        release.set()
+        assert (await first).status_code == 200
+    assert (shed.status_code, shed.headers["Retry-After"]) == (503, "1")
+    if shedder_first:
+        assert shed.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert shed.headers["Access-Control-Expose-Headers"] == "Retry-After"
+        assert preflight.status_code == 200  # answered by CORS: no slot asked for
+    else:
+        assert "Access-Control-Allow-Origin" not in shed.headers
+        assert preflight.status_code == 503  # shed before CORS could answer it

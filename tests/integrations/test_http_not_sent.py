@@ -10,6 +10,8 @@ Counted, either opened the breaker of a host that saw nothing, for every other r
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
 from typing import Any
 
 import aiohttp
@@ -153,6 +155,56 @@ def test_requests_a_request_with_an_illegal_header_is_sent_once_and_not_the_host
         assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
         assert session.get(f"http://{host}/b").status_code == 200  # the host's breaker let it through
     assert server.count("/a") == 0  # never sent
+
+
+_LEAKED_SOCKET = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+"""urllib3 leaves open the socket whose ``settimeout`` refused a NaN (it closes it on an ``OSError`` only)."""
+
+
+@pytest.mark.parametrize("deadline", [None, 5.0], ids=["no-deadline", "deadline"])
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        (1, 2, 3),
+        (1,),
+        -1,
+        (1, -1),
+        pytest.param(math.nan, marks=_LEAKED_SOCKET),
+        ("abc", 1),
+        "5",
+    ],
+    ids=["three-parts", "one-part", "negative", "negative-read", "nan", "not-a-number-in-a-pair", "text"],
+)
+def test_requests_a_request_with_a_timeout_it_refuses_is_not_the_hosts_failure(
+    timeout: Any, deadline: float | None, server: ScriptedHTTPServer
+) -> None:
+    """requests (urllib3, the socket) refuses a timeout it cannot use before a byte is sent: its own
+    ``ValueError`` reaches the caller, and the host's breaker counts nothing.
+
+    Counted as the host's failure, two such requests opened the breaker of their host (a
+    threshold of two) for every other request to it; under a deadline, a pair holding what is
+    no number failed in the adapter's capping of it, with a ``TypeError`` of its own.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(
+        name="refused", retry_policy=RETRY, circuit_breaker=TWO_FAILURES, timeout=deadline
+    )
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(config, manager=manager))
+        for _ in range(2):
+            with pytest.raises(ValueError) as caught:
+                session.get(f"http://{host}/a", timeout=timeout)
+            assert isinstance(caught.value, RequestNotSentError)
+            assert type(caught.value).__name__ == "ValueError"  # the client's own error, as it raised it
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 2)
+        assert (
+            session.get(f"http://{host}/b", timeout=5).status_code == 200
+        )  # the host's breaker let it through
+    assert server.count("/a") == 0  # never sent
+    del caught
+    gc.collect()  # urllib3's socket a NaN was refused for, left open: reported in this test (_LEAKED_SOCKET)
 
 
 @pytest.mark.parametrize("proxy", ["http://", "ftp://proxy.test"], ids=["no-host", "unsupported-scheme"])
