@@ -144,6 +144,28 @@ def test_bad_config_is_rejected(kwargs, error, field):
         BulkheadConfig(**kwargs)
 
 
+def test_a_queue_timeout_beside_no_queue_is_refused():
+    """``max_waiting=0`` queues no call: a ``timeout`` written beside it would be ignored.
+
+    ``BulkheadConfig(max_waiting=0, timeout=0.5)`` (a Resilience4j ``maxWaitDuration`` carried
+    over) was taken, and a call finding every slot busy was refused at once, never waiting 0.5 s.
+    """
+    rule = r"^BulkheadConfig\.timeout must be 60\.0 \(its default\) unless max_waiting > 0 \(no call waits without a queue\), got 0\.5$"
+    with pytest.raises(ValueError, match=rule):
+        BulkheadConfig(max_waiting=0, timeout=0.5)
+    with pytest.raises(ValueError, match=r"BulkheadConfig\.timeout must be 60\.0 \(its default\)"):
+        BulkheadConfig(max_waiting=0, timeout=timedelta(hours=1))
+    with pytest.raises(ValueError, match=r"BulkheadConfig\.timeout must be 60\.0 \(its default\)"):
+        dataclasses.replace(BulkheadConfig(timeout=0.5), max_waiting=0)
+    # Its default cannot be told from a value left out: taken, as without a timeout.
+    assert BulkheadConfig(max_waiting=0, timeout=60.0) == BulkheadConfig(max_waiting=0)
+    assert BulkheadConfig(max_waiting=0, timeout=timedelta(minutes=1)) == BulkheadConfig(max_waiting=0)
+    assert BulkheadConfig(max_waiting=1, timeout=0.5).timeout == 0.5
+    # A mistyped timeout is named as such first.
+    with pytest.raises(TypeError, match=r"BulkheadConfig\.timeout must be"):
+        BulkheadConfig(max_waiting=0, timeout="0.5")
+
+
 def test_validation_message_is_pinned():
     """The message states the class, the field, the rule and the value."""
     with pytest.raises(ValueError, match=r"^BulkheadConfig\.max_concurrent must be >= 1, got 0$"):

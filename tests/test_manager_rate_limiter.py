@@ -172,3 +172,27 @@ def test_another_limit_under_a_name_that_has_one_is_refused_naming_the_field() -
     other = ResilienceConfig(name="shared", rate_limiter=RateLimiterConfig(rate=5.0))
     with pytest.raises(ValueError, match=r"rate limiter 'shared' already exists .*its own name"):
         manager.execute_with_resilience_sync(lambda: None, other)
+
+
+def test_the_statistics_have_each_live_limiters_counts_as_breakers_and_bulkheads() -> None:
+    """``get_resilience_statistics()["rate_limiters"]``: each live limiter's ``get_stats()`` by name.
+
+    The limiters were counted in ``limits`` (``rate_limiters``) but their counts were nowhere in
+    the statistics: 2 admitted and 2 rejected calls of ``shed-stats`` read nowhere.
+    """
+    manager = ResilienceManager(clock=FakeClock(0.0))
+    config = ResilienceConfig(
+        name="shed-stats",
+        rate_limiter=RateLimiterConfig(rate=0.001, burst=2),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="later"),
+    )
+    for _ in range(4):
+        manager.execute_with_resilience_sync(lambda: "now", config)
+    manager.execute_with_resilience_sync(lambda: "plain", ResilienceConfig(name="no-limiter"))
+    stats = manager.get_resilience_statistics()
+    assert stats["limits"]["rate_limiters"] == len(stats["rate_limiters"]) == 1
+    limiter = stats["rate_limiters"]["shed-stats"]
+    counts = (limiter["name"], limiter["admitted"], limiter["rejected"], limiter["waiting"])
+    assert counts == ("shed-stats", 2, 2, 0)
+    assert limiter == manager.get_resilience_statistics()["rate_limiters"]["shed-stats"]
+    assert ResilienceManager().get_resilience_statistics()["rate_limiters"] == {}

@@ -45,7 +45,10 @@ CONFIGS = tuple(
             sliding_window=window,
             minimum_calls=None if window is None else 2,  # a window's setting: refused without one
         ),
-        bulkhead_config=BulkheadConfig(max_concurrent=slots, max_waiting=queue, timeout=600.0),
+        # a queue's setting: refused without a queue, where no call waits
+        bulkhead_config=BulkheadConfig(
+            max_concurrent=slots, max_waiting=queue, timeout=600.0 if queue else BulkheadConfig().timeout
+        ),
     )
     for threshold, probes, timeout, window, slots, queue in (
         (1, 1, 10.0, None, 1, 0),

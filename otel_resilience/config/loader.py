@@ -13,7 +13,7 @@ from otel_resilience.config.formats import Format, UnknownFormatError, check_for
 from otel_resilience.config.reader import read
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import fail, file_path
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.watch import read_settled
 from otel_resilience.patterns.retry import RetryBudget
@@ -264,27 +264,6 @@ def from_env(
     except OSError as error:
         reason = f"{CONFIG_ENV}={path!r} names a file that cannot be read: {error.strerror or error}"
         raise ConfigError(reason) from error
-
-
-def file_path(owner: str, path: object) -> str:
-    """Return ``path`` as a ``str``: a ``str``, or an ``os.PathLike`` of one (a ``pathlib.Path``).
-
-    Raises:
-        TypeError: Naming ``owner.path``, for anything else (bytes, a number, ``None``).
-        ValueError: Naming ``owner.path``, for an empty one or one with a NUL character (it names no
-            file).
-    """
-    try:
-        source = os.fspath(path)  # type: ignore[call-overload]
-    except TypeError:
-        source = None
-    if not isinstance(source, str):
-        raise fail(owner, "path", "a str or an os.PathLike of one", path, kind=TypeError)
-    if not source:
-        raise fail(owner, "path", "a non-empty path", path)
-    if "\0" in source:  # no file has such a name: the operating system's call would refuse it unnamed
-        raise fail(owner, "path", "a path without NUL", path)
-    return source
 
 
 def _check_previous(owner: str, previous: object) -> None:

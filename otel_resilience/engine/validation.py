@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
+import os
 import re
 import reprlib
 import sys
@@ -48,6 +49,7 @@ __all__ = [
     "describe",
     "discard",
     "fail",
+    "file_path",
     "matched_by_class",
     "redacted_url",
     "verdict",
@@ -686,3 +688,24 @@ def matched_by_class(types: tuple[type, ...]) -> bool:
     once, when the selector is set.
     """
     return all(_answers_by_class(type(kind)) for kind in types)
+
+
+def file_path(owner: str, path: object, field: str = "path") -> str:
+    """Return ``path`` as a ``str``: a ``str``, or an ``os.PathLike`` of one (a ``pathlib.Path``).
+
+    Raises:
+        TypeError: Naming ``owner.field``, for anything else (bytes, a number, ``None``).
+        ValueError: Naming ``owner.field``, for an empty one or one with a NUL character (it names no
+            file).
+    """
+    try:
+        source = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        source = None
+    if not isinstance(source, str):
+        raise fail(owner, field, "a str or an os.PathLike of one", path, kind=TypeError)
+    if not source:
+        raise fail(owner, field, "a non-empty path", path)
+    if "\0" in source:  # no file has such a name: the operating system's call would refuse it unnamed
+        raise fail(owner, field, "a path without NUL", path)
+    return source

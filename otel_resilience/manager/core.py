@@ -821,7 +821,7 @@ class ResilienceManager(NamedPolicies):
     # ------------------------------------------------------------------ statistics
 
     def get_resilience_statistics(self) -> dict[str, Any]:
-        """Return execution, breaker, bulkhead, extra link, recovery and alert statistics.
+        """Return execution, breaker, bulkhead, rate limiter, extra link, recovery and alert statistics.
 
         ``executions`` sums every policy, evicted ones included: ``total`` = ``successful`` +
         ``fallback`` + ``failed`` + ``cancelled``; ``successful`` = ``successful_first_attempt``
@@ -830,8 +830,9 @@ class ResilienceManager(NamedPolicies):
         parts of ``failed`` that were rejections and timeouts; ``success_rate`` = successful /
         total and ``availability`` = (successful + fallback) / total (1.0 before any execution).
 
-        ``policies`` has the same counts for each live policy name; ``circuit_breakers`` and
-        ``bulkheads`` each live one's ``get_stats()``; ``extra_strategies`` the links that
+        ``policies`` has the same counts for each live policy name; ``circuit_breakers``,
+        ``bulkheads`` and ``rate_limiters`` each live one's ``get_stats()`` by its name (a
+        limiter's is its policy's); ``extra_strategies`` the links that
         ``ResilienceConfig.extra_strategies`` added to each live policy name, outer to inner,
         as ``{"kind", "name", "rank"}`` plus ``"stats"``, the link's ``get_stats()``, when it
         has one (``"stats_error"`` in its place, the error's repr, when that raised: logged,
@@ -852,6 +853,7 @@ class ResilienceManager(NamedPolicies):
             totals = dict(self._retired)
             breakers = self._breakers.items()
             bulkheads = self._bulkheads.items()
+            limiters = self._limiters.items()
             limits = {
                 "max_policies": self._policies.capacity,
                 "policies": len(self._policies),
@@ -870,6 +872,7 @@ class ResilienceManager(NamedPolicies):
             "policies": policies,
             "circuit_breakers": {name: breaker.get_stats() for name, breaker in breakers},
             "bulkheads": {name: bulkhead.get_stats() for name, bulkhead in bulkheads},
+            "rate_limiters": {name: limiter.get_stats() for name, limiter in limiters},
             "extra_strategies": extra_links(live, self._named_links()),
             "error_recovery": self._recovery_system.get_stats(),
             "alerts": self._alerts.get_stats(),

@@ -72,6 +72,7 @@ from otel_resilience.engine.validation import (
     check_name,
     check_sync_callable,
     fail,
+    file_path,
     wrong_return,
 )
 from otel_resilience.manager.config import ResilienceConfig
@@ -349,7 +350,6 @@ class ConfigWatch(_Looker):
         format: Format | None = None,  # noqa: A002 - load(path, format=...)'s name
     ) -> None:
         from otel_resilience.config.formats import check_format, file_format  # noqa: PLC0415 - see _load
-        from otel_resilience.config.loader import file_path  # noqa: PLC0415 - see _load
 
         path = file_path("ResilienceManager.watch", path)
         seconds = _checked_interval("ResilienceManager.watch", interval)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from otel_resilience.engine.validation import file_path
 from otel_resilience.ops.alert_rules import (
     EVALUATION_INTERVAL,
     MIN_TIME_SCALE,
@@ -194,7 +196,11 @@ def _render(kind: str, time_scale: float, options: RuleOptions | None) -> dict[s
 
 
 def export_artifacts(
-    kind: str, directory: Path, *, time_scale: float = 1.0, options: RuleOptions | None = None
+    kind: str,
+    directory: str | os.PathLike[str],
+    *,
+    time_scale: float = 1.0,
+    options: RuleOptions | None = None,
 ) -> list[Path]:
     """Write the files of one kind into ``directory`` (created if missing).
 
@@ -203,7 +209,7 @@ def export_artifacts(
 
     Args:
         kind: ``"dashboards"``, ``"alerts"``, ``"collector"`` or ``"runbooks"``.
-        directory: Where to write them.
+        directory: Where to write them: a ``str`` or an ``os.PathLike`` of one (a ``pathlib.Path``).
         time_scale: For ``"alerts"`` only, see :func:`render`. Default 1.
         options: For ``"alerts"`` only, see :func:`render`.
 
@@ -211,28 +217,42 @@ def export_artifacts(
         The paths written, sorted.
 
     Raises:
-        ValueError: For an unknown kind, or a time scale or options :func:`render` refuses.
+        TypeError: ``directory`` is not a ``str`` or an ``os.PathLike`` of one.
+        ValueError: For an unknown kind, an empty ``directory`` (it would be the current folder), or a
+            time scale or options :func:`render` refuses.
         MissingExtraError: When regenerating needs the ``ops`` extra and it is missing.
     """
+    folder = _folder("export_artifacts", directory)
     _check_kind(kind)
     regenerate = time_scale != 1.0 or (options is not None and not options.is_default)
     files = render(kind, time_scale=time_scale, options=options) if regenerate else packaged(kind)
     if not files:
         files = render(kind)  # a source checkout whose package data was never generated
-    directory.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if kind == "alerts" and regenerate:
-        _drop_shipped_rules_test(directory)
+        _drop_shipped_rules_test(folder)
     written = []
     for name, text in sorted(files.items()):
-        path = directory / name
+        path = folder / name
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
 
 
-def cannot_write(directory: Path, error: OSError) -> str:
+def _folder(owner: str, directory: object, field: str = "directory") -> Path:
+    """``directory`` of ``owner`` as a ``Path``: a ``str`` or an ``os.PathLike`` of one, not empty.
+
+    Raises:
+        TypeError: Naming ``owner.field``, for another type (bytes, a number, ``None``).
+        ValueError: Naming ``owner.field``, for an empty path (the current folder, unmeant) or one with NUL.
+    """
+    return Path(file_path(owner, directory, field))
+
+
+def cannot_write(directory: str | os.PathLike[str], error: OSError) -> str:
     """Say why ``directory`` could not be written: a file in its way, else the system's reason."""
-    blocker = next((path for path in (directory, *directory.parents) if path.is_file()), None)
+    folder = _folder("cannot_write", directory)
+    blocker = next((path for path in (folder, *folder.parents) if path.is_file()), None)
     if blocker is not None:
         return f"{blocker} is a file, not a folder"
     return str(error)
@@ -252,15 +272,22 @@ def _drop_shipped_rules_test(directory: Path) -> None:
         path.unlink()
 
 
-def copy_folders(kind: str, root: Path) -> list[Path]:
-    """The folders that hold a copy of ``kind`` in a source checkout rooted at ``root``."""
-    package = root / "otel_resilience" / "ops" / PACKAGE_DATA / _package_folder(kind)
-    return [package] if kind == "runbooks" else [root / DEFAULT_DIRECTORIES[kind], package]
+def copy_folders(kind: str, root: str | os.PathLike[str]) -> list[Path]:
+    """The folders that hold a copy of ``kind`` in a source checkout rooted at ``root``.
+
+    ``root`` is a ``str`` or an ``os.PathLike`` of one (a ``TypeError`` naming it otherwise).
+    """
+    checkout = _folder("copy_folders", root, "root")
+    package = checkout / "otel_resilience" / "ops" / PACKAGE_DATA / _package_folder(kind)
+    return [package] if kind == "runbooks" else [checkout / DEFAULT_DIRECTORIES[kind], package]
 
 
-def stale_artifacts(kind: str, directory: Path) -> list[Path]:
-    """Return the files of one kind whose copy in ``directory`` is missing, differs, or is extra."""
-    differing, extra = _stale(kind, directory)
+def stale_artifacts(kind: str, directory: str | os.PathLike[str]) -> list[Path]:
+    """Return the files of one kind whose copy in ``directory`` is missing, differs, or is extra.
+
+    ``directory`` is a ``str`` or an ``os.PathLike`` of one (a ``TypeError`` naming it otherwise).
+    """
+    differing, extra = _stale(kind, _folder("stale_artifacts", directory))
     return differing + extra
 
 

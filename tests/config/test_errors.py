@@ -65,6 +65,13 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
         "f.yaml:4: policies.p.circuit_breaker.sliding_window.buckets must be >= 1, got 0",
     ),
+    (  # a queue timeout without a queue would be ignored: refused
+        POLICY + "    bulkhead_config: {max_concurrent: 2, max_waiting: 0, timeout: 1h}\n",
+        (
+            "f.yaml:3: policies.p.bulkhead_config.timeout must be 60.0 (its default) unless max_waiting > 0 "
+            "(no call waits without a queue), got 3600.0"
+        ),
+    ),
     (POLICY + "    timeout: -1\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got -1.0"),
     (POLICY + "    timeout: 0s\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got 0.0"),
     (

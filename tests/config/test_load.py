@@ -122,7 +122,7 @@ def test_every_section_and_kind_of_value() -> None:
         "      no_retry_on: [otel_resilience.errors.CircuitOpenError]\n"
         "      budget: b\n"
         "    fallback_config: {strategy: default_value, default_value: {status: degraded}, handle_exceptions: OSError}\n"
-        "    bulkhead_config: {max_concurrent: 2, max_waiting: 0, timeout: 1h}\n"
+        "    bulkhead_config: {max_concurrent: 2, max_waiting: 1, timeout: 1h}\n"
         "    rate_limiter: {rate: 5, algorithm: sliding_window}\n"
         "    chaos: {fault_rate: 0.1, fault: ConnectionError, latency_rate: 0.5, latency: 20ms, seed: 7, enabled: false}\n"
         "    enable_recovery: true\n"
@@ -153,7 +153,7 @@ def test_every_section_and_kind_of_value() -> None:
             default_value={"status": "degraded"},
             handle_exceptions=(OSError,),
         ),
-        bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=0, timeout=3600.0),
+        bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=1, timeout=3600.0),
         rate_limiter=RateLimiterConfig(rate=5.0, algorithm="sliding_window"),
         chaos=ChaosConfig(
             fault_rate=0.1, fault=ConnectionError, latency_rate=0.5, latency=0.02, seed=7, enabled=False

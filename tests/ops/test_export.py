@@ -333,3 +333,45 @@ def test_a_dash_is_no_folder(argv, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
     assert export.main(["runbooks", "./-"]) == 0
     assert (tmp_path / "-").is_dir()
+
+
+def test_export_functions_take_a_str_or_path_like_folder(tmp_path):
+    """export_artifacts(kind, DIR) as docs/demo.md writes it: a str folder, or any os.PathLike of one."""
+
+    class Folder:
+        def __init__(self, path):
+            self.path = path
+
+        def __fspath__(self):
+            return str(self.path)
+
+    written = export.export_artifacts("alerts", str(tmp_path / "text"))
+    assert [p.name for p in written] == ["alertmanager.yml", "rules.yml", "rules_test.yml"]
+    assert written[0] == tmp_path / "text" / "alertmanager.yml"
+    assert export.export_artifacts("collector", Folder(tmp_path / "like"))
+    assert export.stale_artifacts("alerts", str(tmp_path / "text")) == []
+    assert export.stale_artifacts("collector", Folder(tmp_path / "like")) == []
+    assert export.copy_folders("alerts", str(tmp_path)) == export.copy_folders("alerts", tmp_path)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    error = OSError("in the way")
+    assert (
+        export.cannot_write(str(tmp_path / "file" / "sub"), error)
+        == f"{tmp_path / 'file'} is a file, not a folder"
+    )
+
+
+@pytest.mark.parametrize("folder", [b"/tmp/x", 3, None])
+def test_export_functions_refuse_another_folder_type_naming_directory(folder, tmp_path):
+    """bytes, a number or None is no folder: a TypeError naming the parameter, before anything is written."""
+    with pytest.raises(TypeError, match=r"export_artifacts\.directory must be a str or an os\.PathLike"):
+        export.export_artifacts("alerts", folder)
+    with pytest.raises(TypeError, match=r"stale_artifacts\.directory must be"):
+        export.stale_artifacts("alerts", folder)
+    with pytest.raises(TypeError, match=r"copy_folders\.root must be"):
+        export.copy_folders("alerts", folder)
+
+
+def test_export_artifacts_refuses_an_empty_folder():
+    """An empty folder (an unset variable) would be the current folder: refused, as the command refuses it."""
+    with pytest.raises(ValueError, match=r"export_artifacts\.directory must be a non-empty path"):
+        export.export_artifacts("alerts", "")

@@ -63,8 +63,9 @@ class BulkheadMachine(RuleBasedStateMachine):
     def build(self, max_concurrent: int, max_waiting: int, timeout: int) -> None:
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
-        self.timeout = float(timeout)
-        self.bulkhead = Bulkhead("model", BulkheadConfig(max_concurrent, max_waiting, float(timeout)))
+        # a queue's setting: refused without a queue, where no call waits (the default then)
+        self.timeout = float(timeout) if max_waiting else BulkheadConfig().timeout
+        self.bulkhead = Bulkhead("model", BulkheadConfig(max_concurrent, max_waiting, self.timeout))
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.engine.validation import check_duration, check_int
+from otel_resilience.engine.validation import check_duration, check_int, fail
 
 DEFAULT_MAX_CONCURRENT: Final = 10
 """Calls that may run at once unless configured otherwise."""
@@ -27,7 +27,8 @@ class BulkheadConfig:
 
     Raises:
         TypeError: If a field has the wrong type.
-        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
+        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``), or
+            ``timeout`` is not its default beside ``max_waiting=0`` (it would be ignored).
     """
 
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
@@ -38,7 +39,8 @@ class BulkheadConfig:
     timeout: float = DEFAULT_TIMEOUT
     """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
     value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
-    sooner."""
+    sooner. Read with a queue (``max_waiting > 0``) only: beside ``max_waiting=0``, where no call
+    waits, another value than the default is refused (``ValueError``)."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -54,7 +56,14 @@ class BulkheadConfig:
         owner = "BulkheadConfig"
         check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
         check_int(owner, "max_waiting", self.max_waiting, minimum=0)
-        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
+        timeout = check_duration(owner, "timeout", self.timeout)
+        if self.max_waiting == 0 and timeout != DEFAULT_TIMEOUT:
+            # No queue, no wait: the timeout would be ignored. Its default cannot be told from a
+            # value left out, so only another value is refused (as CircuitBreakerConfig's
+            # failure_threshold beside a sliding window).
+            rule = f"{DEFAULT_TIMEOUT} (its default) unless max_waiting > 0 (no call waits without a queue)"
+            raise fail(owner, "timeout", rule, timeout)
+        object.__setattr__(self, "timeout", timeout)
 
 
 _DEFAULT_CONFIG: Final = BulkheadConfig()
