@@ -7,7 +7,9 @@
   place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
 * :func:`fresh_defaults`: a new process-wide manager and alert system for a block (a test), so
   that a breaker a ``@resilient`` function opened in one test does not reject the next test's
-  calls, nor a cooldown of the alerts silence its alerts.
+  calls, nor a cooldown of the alerts silence its alerts; given a ``clock``, the block's
+  ``@resilient`` functions and the retries given no clock (``@retry``, ``retry_sync``,
+  ``retry_async``) run on it.
 
 What a fake clock does not drive:
 
@@ -416,7 +418,12 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager
     Args:
         clock: The clock of the block's manager and of every pattern it creates (a
             :class:`FakeClock` lets a ``@resilient`` function's breaker timeout pass with
-            ``advance``). Default: the system clock.
+            ``advance``), and the process-wide clock of the block: that of every retry given no
+            clock of its own (a :func:`~otel_resilience.retry` function, decorated before the
+            block or in it; ``retry_sync`` and ``retry_async`` called with no ``clock``), whose
+            backoffs a :class:`FakeClock` passes at once, recorded in its ``sleeps``; a call
+            running as the block starts or ends ends on the clock it started on. Default: the
+            system clock.
 
     Yields:
         The block's process-wide manager.

@@ -40,7 +40,9 @@ EXPECTED = [
         "['resilience.execution.latency.bucket', 'resilience.execution.latency.count', "
         "'resilience.execution.latency.sum']\n"
     ),
-    "both passed\n",  # two tests, each in fresh_defaults: the first one's open breaker is not the second's
+    # three tests, each in fresh_defaults: the first one's open breaker is not the second's, the
+    # third's backoff is waited on its fake clock
+    "all passed\n",
 ]
 
 # The examples that log a warning on purpose (the README says so): a retry's on_retry hook, a

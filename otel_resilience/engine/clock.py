@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any, Final, Protocol, SupportsIndex, runtime_checkable
+from typing import Any, Final, Protocol, SupportsIndex, TypeVar, runtime_checkable
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import fail
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+
+F = TypeVar("F", bound="ClockFollower")
 
 
 @runtime_checkable
@@ -103,3 +108,46 @@ def check_clock(owner: str, clock: object) -> Clock:
     if isinstance(clock, type):
         rule += f" instance, not a class (pass {clock.__name__}(), not {clock.__name__})"
     raise fail(owner, "clock", rule, clock, kind=TypeError)
+
+
+class ClockFollower(Protocol):
+    """What runs on the process-wide clock (:func:`follow_process_clock`): told of each new one."""
+
+    def _follow_clock(self, clock: Clock, /) -> None:
+        """Run on ``clock`` from now on (a call in flight ends on the clock it started on)."""
+        ...
+
+
+_PROCESS_LOCK: Final = fork_safe(threading.Lock())
+_PROCESS: list[Clock] = [SYSTEM_CLOCK]
+"""The process-wide clock: the process-wide manager's (:func:`set_process_clock`)."""
+_FOLLOWERS: Final[weakref.WeakSet[ClockFollower]] = weakref.WeakSet()
+
+
+def follow_process_clock(build: Callable[[Clock], F]) -> F:
+    """Return ``build(clock)`` on the process-wide clock, told of every clock that takes its place.
+
+    The one place the process-wide clock is resolved: what is given no clock of its own and
+    follows it (a :func:`~otel_resilience.retry` function, ``retry_sync`` and ``retry_async``
+    given no ``clock``) is built on it here, then moved to each new one by
+    :func:`set_process_clock` (:meth:`ClockFollower._follow_clock`), never read again on a call.
+    Held weakly: a follower freed is forgotten.
+    """
+    with _PROCESS_LOCK:  # built on the clock in place, and told of the next: never one missed
+        follower = build(_PROCESS[0])
+        _FOLLOWERS.add(follower)
+    return follower
+
+
+def set_process_clock(clock: Clock) -> None:
+    """Make ``clock`` the process-wide clock, moving every follower onto it (the process-wide manager's).
+
+    Set by :func:`~otel_resilience.manager.decorator.replace_default_manager`, so that
+    :func:`otel_resilience.testing.fresh_defaults` gives the block's clock to what follows it.
+    """
+    with _PROCESS_LOCK:
+        if _PROCESS[0] is clock:
+            return
+        _PROCESS[0] = clock
+        for follower in list(_FOLLOWERS):
+            follower._follow_clock(clock)

@@ -178,8 +178,10 @@ class Pipeline:
         object, with its stats and its place in the registry, and runs the links built under
         the new config (:func:`~otel_resilience.engine.protecting.rebuild_standalone`). A call
         in flight ends in the strategies it started with. ``built`` is made for this place (the
-        same name, clock and source, unregistered) by the same owner, so its head is admitted
-        early exactly when this one's is; it is not used afterwards.
+        same name and source, unregistered) by the same owner, so its head is admitted early
+        exactly when this one's is; it is not used afterwards. Its clock (that of a pattern moved
+        to another: :func:`~otel_resilience.engine.clock.follow_process_clock`) times the
+        executions from then on.
 
         Nothing is added to a call: the call reads each attribute once, and they are written so
         that it never pairs a head with a lone flag the head does not have (:attr:`_lone_head`
@@ -188,6 +190,7 @@ class Pipeline:
         """
         lone = self._lone_head and built._lone_head
         self._lone_head = False
+        self._clock = built._clock
         self._strategies = built._strategies
         self._head = built._head
         self._early = built._early

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.calling import not_callable
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, set_process_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable, keep_metadata
@@ -80,7 +80,9 @@ def replace_default_manager(manager: ResilienceManager | None) -> ResilienceMana
     For tests (:func:`otel_resilience.testing.fresh_defaults`). The ``@resilient`` functions bound
     to the manager before (by default or by name) look their policy up again at their next call,
     so that those run by default run in ``manager`` from then on; a call running meanwhile ends
-    in the manager it started in.
+    in the manager it started in. The manager's clock becomes the process-wide clock
+    (:func:`~otel_resilience.engine.clock.set_process_clock`; ``None``: the system clock), which
+    the retries given no clock of their own run on (:func:`~otel_resilience.retry`).
     """
     with _DEFAULT_LOCK:
         before = _DEFAULT[0] if _DEFAULT else None
@@ -90,6 +92,8 @@ def replace_default_manager(manager: ResilienceManager | None) -> ResilienceMana
             _DEFAULT[0] = manager
         else:
             _DEFAULT.append(manager)
+        # What follows the process-wide clock (a @retry function given none) runs on its manager's.
+        set_process_clock(SYSTEM_CLOCK if manager is None else manager._clock)
     if before is not None and before is not manager:
         before._unbind()
     return before

@@ -150,7 +150,8 @@ class Plan:
         )
         self.span_event = row.span_event.name
         self.log = row.log
-        self.log_keys = frozenset(row.log.spec.attributes if row.log is not None else ())
+        spec = row.log.spec if row.log is not None else None
+        self.log_keys = frozenset((*spec.attributes, *spec.conditional) if spec is not None else ())
         self.dependency_error = row.dependency_error
 
 
@@ -242,11 +243,15 @@ def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, 
         severity = sc.LOG_SEVERITIES.get(fields[log.severity_field], sc.DEFAULT_LOG_SEVERITY)
     number = SeverityNumber[severity]
     attrs = {key: value for key, value in {**info.event_attrs, **values}.items() if key in plan.log_keys}
+    body = log.body.format_map(fields)
+    for field, template in log.body_when_set:
+        if fields[field] is not None:
+            body += template.format_map(fields)
     return LogRecord(
         timestamp=time.time_ns(),
         severity_number=number,
         severity_text=number.name,
-        body=log.body.format_map(fields),
+        body=body,
         attributes=attrs,
         event_name=log.spec.name,
     )

@@ -308,7 +308,8 @@ def _event_tables() -> list[str]:
     lines += _table(
         "| Event name | Severity | Attributes | Description |",
         (
-            f"| `{log.name}` | {log.severity} | {_attrs(log.attributes)} | {log.description} |"
+            f"| `{log.name}` | {log.severity} | {_attrs(log.attributes, log.conditional)} | "
+            f"{log.description} |"
             for log in sc.LOG_EVENTS
         ),
     )

@@ -182,7 +182,9 @@ def _log_problems(otel: Otel) -> tuple[list[str], set[str]]:
             continue
         seen.add(spec.name)
         attributes = dict(record.attributes or {})
-        problems += _attribute_problems(f"log {spec.name}", attributes, set(spec.attributes), spec.attributes)
+        problems += _attribute_problems(
+            f"log {spec.name}", attributes, {*spec.attributes, *spec.conditional}, spec.attributes
+        )
         if spec.severity in {"WARN", "ERROR"} and record.severity_text != spec.severity:
             problems.append(f"log {spec.name}: severity {record.severity_text}, documented {spec.severity}")
         if record.severity_text != record.severity_number.name:

@@ -459,6 +459,30 @@ def test_the_patterns_of_two_modules_namesakes_are_two_series_naming_their_modul
     assert {dict(p.attributes)[sc.OPERATION] for p in otel.points(sc.ERROR_PATTERNS)} >= {"fetch"}
 
 
+def test_the_log_records_of_two_modules_namesakes_patterns_name_their_module(otel, clock, alerts):
+    """The ``resilience.error_pattern.detected`` log record says where, as the span event does.
+
+    Its body says which error, where and how often: for ``users.fetch`` and ``orders.fetch`` both
+    records read ``... in 'fetch'``, the same line twice, and carried no module attribute, while
+    the span event, the metric and the alert named the module.
+    """
+    recovery = ErrorRecoverySystem("tel-namesake-logs", clock=clock, pattern_threshold=2)
+    for module in ("users", "orders"):
+        fetch = _namesake(module)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                recovery.execute_sync(fetch)
+    records = [
+        r
+        for r in otel.logs()
+        if r.event_name == sc.EV_PATTERN and r.attributes[sc.NAME] == "tel-namesake-logs"
+    ]
+    assert [(r.body, r.attributes.get(sc.OPERATION_MODULE)) for r in records] == [
+        ("ConnectionError repeated 2 times within 60 s in 'fetch' (module 'users')", "users"),
+        ("ConnectionError repeated 2 times within 60 s in 'fetch' (module 'orders')", "orders"),
+    ]
+
+
 def test_a_pattern_of_an_operation_not_named_after_a_function_has_no_module(otel, clock, alerts):
     """A policy's or a caller's operation name is no function's: its pattern carries no module."""
     recovery = ErrorRecoverySystem("tel-no-module", clock=clock, pattern_threshold=2)
@@ -467,6 +491,11 @@ def test_a_pattern_of_an_operation_not_named_after_a_function_has_no_module(otel
             recovery.recover_from_error_sync(KeyError("k"), {"operation_name": "lookup"})
     (point,) = [p for p in otel.points(sc.ERROR_PATTERNS) if dict(p.attributes)[sc.NAME] == "tel-no-module"]
     assert sc.OPERATION_MODULE not in dict(point.attributes)
+    (record,) = [
+        r for r in otel.logs() if r.event_name == sc.EV_PATTERN and r.attributes[sc.NAME] == "tel-no-module"
+    ]
+    assert sc.OPERATION_MODULE not in dict(record.attributes)
+    assert record.body == "KeyError repeated 2 times within 60 s in 'lookup'"
 
 
 async def test_pattern_used_alone_opens_its_own_span(otel, clock):

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from types import BuiltinMethodType, FunctionType, MethodType, MethodWrapperType
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock, follow_process_clock
 from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.events import StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.protecting import check_protectable, is_async_callable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable, rebuild_standalone
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.validation import check_callable, check_called_with, check_name, fail
@@ -133,6 +134,16 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     def __repr__(self) -> str:
         return f"Retry({self.name!r}, {self.policy!r})"
 
+    def _follow_clock(self, clock: Clock) -> None:
+        """Run on ``clock`` from the next call (:func:`~otel_resilience.engine.clock.follow_process_clock`).
+
+        Its own pipeline, if built, runs a link built on ``clock`` (the same object, its counts
+        kept: :func:`~otel_resilience.engine.protecting.rebuild_standalone`); a call in flight
+        ends in the link, and on the clock, it started with.
+        """
+        self._clock = self._core.clock = clock
+        rebuild_standalone(self, "_standalone", self._build_pipeline)
+
 
 async def retry_async(
     fn: Callable[..., Awaitable[R]],
@@ -140,7 +151,7 @@ async def retry_async(
     *args: Any,
     policy: RetryPolicy | None = None,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> R:
@@ -163,7 +174,9 @@ async def retry_async(
         *args: Its positional arguments.
         policy: What is retried and how (default: ``RetryPolicy()``).
         on_retry: ``on_retry(attempt, error)`` before each backoff (sync or async).
-        clock: Time source for sleeps and deadlines.
+        clock: Time source for sleeps and deadlines. Default: the process-wide clock, the
+            process-wide manager's (the system clock, or the clock of a
+            :func:`~otel_resilience.testing.fresh_defaults` block), followed as it changes.
         rng: Random source for jitter.
         **kwargs: Its keyword arguments.
 
@@ -186,7 +199,7 @@ def retry_sync(
     *args: Any,
     policy: RetryPolicy | None = None,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> NoReturn: ...
@@ -197,7 +210,7 @@ def retry_sync(
     *args: Any,
     policy: RetryPolicy | None = None,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> SyncCallOfCoroutineFunction: ...
@@ -208,7 +221,7 @@ def retry_sync(
     *args: Any,
     policy: RetryPolicy | None = None,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> R: ...
@@ -218,7 +231,7 @@ def retry_sync(
     *args: Any,
     policy: RetryPolicy | None = None,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
 ) -> R:
@@ -232,7 +245,9 @@ def retry_sync(
         *args: Its positional arguments.
         policy: What is retried and how (default: ``RetryPolicy()``).
         on_retry: ``on_retry(attempt, error)`` before each backoff (sync only).
-        clock: Time source for sleeps and deadlines.
+        clock: Time source for sleeps and deadlines. Default: the process-wide clock, the
+            process-wide manager's (the system clock, or the clock of a
+            :func:`~otel_resilience.testing.fresh_defaults` block), followed as it changes.
         rng: Random source for jitter.
         **kwargs: Its keyword arguments.
 
@@ -267,7 +282,7 @@ def _one_shot(
     fn: Callable[..., Any],
     policy: RetryPolicy | None,
     on_retry: OnRetry | None,
-    clock: Clock,
+    clock: Clock | None,
     rng: random.Random | None,
 ) -> Retry:
     """Return the :class:`Retry` the one-shot functions run ``fn`` with.
@@ -290,7 +305,7 @@ def _one_shot(
         key: tuple[object, ...] = (name, id(policy), on_retry, clock, rng)
         entry = _ONE_SHOT.get(key)
     except TypeError:  # an unhashable hook or clock: build one for this call
-        return _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
+        return _built(_OneShotRetry, key_attribute(name), policy, on_retry, clock, rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
     held = (_by_identity(on_retry), _by_identity(clock), _by_identity(rng))
@@ -306,13 +321,40 @@ def _one_shot(
         if entry is not None and entry[0] is policy:
             return entry[1]
     # Named after the function, cut as a long key is if too long for a name (only when built).
-    runner = _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
+    runner = _built(_OneShotRetry, key_attribute(name), policy, on_retry, clock, rng)
     if len(_ONE_SHOT) >= _ONE_SHOT_MAX - 1:
         _ONE_SHOT.clear()
     _ONE_SHOT[key] = (policy, runner)
     if twin is not None:
         _ONE_SHOT[twin] = (policy, runner)
     return runner
+
+
+def _built(  # noqa: PLR0917 - a Retry's arguments, on the path that builds one
+    kind: type[Retry],
+    name: str,
+    policy: RetryPolicy | None,
+    on_retry: OnRetry | None,
+    clock: Clock | None,
+    rng: random.Random | None,
+) -> Retry:
+    """Build a retry of ``kind`` on ``clock``; given none, on the process-wide clock, which it follows.
+
+    The rule of the retries the :func:`retry` decorator and the one-shot functions build: with
+    no ``clock``, each runs on the process-wide manager's clock and moves to the next one
+    (:func:`~otel_resilience.engine.clock.follow_process_clock`), so that a test's
+    :func:`~otel_resilience.testing.fresh_defaults` block's clock takes their backoffs.
+    """
+    if clock is not None:
+        return kind(name, policy, on_retry=on_retry, clock=clock, rng=rng)
+
+    def build(process: Clock) -> Retry:
+        retry = kind(name, policy, on_retry=on_retry, clock=process, rng=rng)
+        # Its pipeline built on that clock before it can change: every later change relinks it.
+        retry._pipeline  # noqa: B018 - built on first read
+        return retry
+
+    return follow_process_clock(build)
 
 
 def _hook_twin(hook: object) -> tuple[object, ...] | None:
@@ -384,10 +426,11 @@ class _OneShotRetry(Retry):
 
     __slots__ = ()
 
-    def _build_pipeline(self, *, register: bool = True) -> Pipeline:  # noqa: ARG002 - its carrier is exported
+    def _build_pipeline(self, *, register: bool = True) -> Pipeline:
         pipeline = super()._build_pipeline(register=False)
         pipeline.stats = _carrier(pipeline).stats
-        PIPELINES.announce(pipeline)  # its series start at 0, as a registered pipeline's do
+        if register:  # else built for its links only (a move to another clock: Retry._follow_clock)
+            PIPELINES.announce(pipeline)  # its series start at 0, as a registered pipeline's do
         return pipeline
 
 
@@ -405,6 +448,14 @@ def _carrier(pipeline: Pipeline) -> Pipeline:
     return carrier
 
 
+_FOLLOWING: Final[weakref.WeakKeyDictionary[Callable[..., Any], Retry]] = weakref.WeakKeyDictionary()
+"""The retry of each function :func:`retry` decorated with no clock, alive while the function is.
+
+Its wrapper holds only the retry's pipeline: this keeps the retry, which the process-wide clock
+moves (:func:`~otel_resilience.engine.clock.follow_process_clock` holds it weakly).
+"""
+
+
 class _RetryDecorator:
     """What :func:`retry` returns: applied to a function, it builds one :class:`Retry` for it."""
 
@@ -420,14 +471,19 @@ class _RetryDecorator:
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise not_callable("retry", fn)
-        return Retry(name, **self._options).protect(fn)
+        options = self._options
+        retry = _built(Retry, name, options["policy"], options["on_retry"], options["clock"], options["rng"])
+        wrapper = retry.protect(fn)
+        if options["clock"] is None:  # the retry follows the process-wide clock while it is in use
+            _FOLLOWING[wrapper] = retry
+        return wrapper
 
 
 def retry(
     policy: RetryPolicy | None = None,
     *,
     on_retry: OnRetry | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: random.Random | None = None,
     name: str | None = None,
 ) -> _RetryDecorator:
@@ -442,7 +498,10 @@ def retry(
     Args:
         policy: What is retried and how (default: ``RetryPolicy()``).
         on_retry: ``on_retry(attempt, error)`` before each backoff (async only for async functions).
-        clock: Time source for sleeps and deadlines.
+        clock: Time source for sleeps and deadlines. Default: the process-wide clock, the
+            process-wide manager's (the system clock, or the clock of a
+            :func:`~otel_resilience.testing.fresh_defaults` block), followed as it changes: a
+            function decorated at import waits a test's backoffs on its block's fake clock.
         rng: Random source for jitter.
         name: The retry's name in telemetry (default: the function's, its ``__qualname__``).
 
@@ -459,7 +518,8 @@ def retry(
     if policy is not None and not isinstance(policy, RetryPolicy):
         raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
     _check_options("retry", on_retry, rng)
-    check_clock("retry", clock)
+    if clock is not None:
+        check_clock("retry", clock)
     if name is not None:
         check_name("retry", "name", name)
     return _RetryDecorator(name, {"policy": policy, "on_retry": on_retry, "clock": clock, "rng": rng})

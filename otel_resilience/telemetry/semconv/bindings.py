@@ -111,8 +111,10 @@ _ALERT_LOG: Final = LogEventSpec(
 _PATTERN_LOG: Final = LogEventSpec(
     EV_PATTERN,
     "WARN",
-    "A repeated error pattern was detected; the body says which error, where and how often.",
+    "A repeated error pattern was detected; the body says which error, where (with the module of a "
+    "function the operation is named after) and how often.",
     (PATTERN, NAME, ERROR_TYPE, OPERATION, ERROR_PATTERN_COUNT, ERROR_PATTERN_WINDOW),
+    (OPERATION_MODULE,),
 )
 
 _RELOAD_FAILED_LOG: Final = LogEventSpec(
@@ -229,7 +231,11 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
             (OPERATION_MODULE,),
         ),
         (MetricBinding(ERROR_PATTERNS),),
-        LogBinding(_PATTERN_LOG, "{error_type} repeated {count} times within {window:g} s in {operation!r}"),
+        LogBinding(
+            _PATTERN_LOG,
+            "{error_type} repeated {count} times within {window:g} s in {operation!r}",
+            body_when_set=(("module", " (module {module!r})"),),
+        ),
     ),
     EventBinding(
         "alert_raised",

@@ -122,12 +122,14 @@ class LogEventSpec:
         severity: The severity text (the severity number follows it).
         description: When it is emitted; what the body holds.
         attributes: Keys always present.
+        conditional: Keys present only in some cases (those of the span event it mirrors).
     """
 
     name: str
     severity: str
     description: str
     attributes: tuple[str, ...]
+    conditional: tuple[str, ...] = ()
 
 
 # --- bindings: what the OpenTelemetry listener does with each engine event -------------------
@@ -161,11 +163,14 @@ class LogBinding:
         body: The body, a :meth:`str.format` template over the event's field names.
         severity_field: The event field whose value picks the severity through
             ``LOG_SEVERITIES``; ``""`` when the severity is ``spec.severity`` itself.
+        body_when_set: ``(field, template)`` pairs: each template is appended to the body when
+            the event's ``field`` is not ``None`` (a conditional attribute the body names too).
     """
 
     spec: LogEventSpec
     body: str
     severity_field: str = ""
+    body_when_set: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
