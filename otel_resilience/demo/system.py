@@ -26,6 +26,7 @@ from otel_resilience import (
     AlertConfig,
     AlertSystem,
     ExecutionRejectedError,
+    PolicyHandle,
     ResilienceConfig,
     ResilienceError,
     ResilienceManager,
@@ -47,6 +48,7 @@ from otel_resilience.demo.policies import (
 )
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario
 from otel_resilience.demo.services import DependencyError, MemoryCache, SimulatedDependency
+from otel_resilience.manager.policy_stats import PolicyHedgingStatsDict, PolicyRateLimiterStatsDict
 
 __all__ = [
     "HEDGE_DELAY",
@@ -151,7 +153,7 @@ class LimiterView:
 
 @dataclass(frozen=True, slots=True)
 class HedgingView:
-    """A hedging link's counts: hedges started and refused, and which attempt won.
+    """A policy's hedging counts (carried across reloads): hedges started and refused, which attempt won.
 
     Attributes:
         delay: The hedge delay in production seconds.
@@ -190,6 +192,20 @@ class PolicyView:
     bulkhead: BulkheadView | None
     limiter: LimiterView | None = None
     hedging: HedgingView | None = None
+
+
+def _hedging_view(stats: PolicyHedgingStatsDict | None) -> HedgingView | None:
+    """A policy's hedging counts (``get_stats()["hedging"]``): carried across reloads, never going down."""
+    if stats is None:
+        return None
+    return HedgingView(
+        delay=HEDGE_DELAY,
+        executions=stats["executions"],
+        hedges=stats["hedges"],
+        denied=stats["hedges_denied"],
+        hedge_wins=stats["hedge_wins"],
+        original_wins=stats["original_wins"],
+    )
 
 
 class DemoSystem:
@@ -290,11 +306,6 @@ class DemoSystem:
             for name, handle in self.handles.items()
             if (retry := handle.config.retry_policy) is not None and retry.budget is self.budget
         )
-
-    def _link(self, name: str, kind: str) -> Any:
-        """The ``kind`` link of policy ``name``'s pipeline now (a reload replaces it), or ``None``."""
-        pipeline = self.handles[name]._default.pipeline  # the unkeyed calls' pipeline
-        return next((link for link in pipeline.strategies if link.kind == kind), None)
 
     @property
     def in_flight(self) -> int:
@@ -410,8 +421,8 @@ class DemoSystem:
                     timeouts=counts.get("timeouts", 0),
                     cancelled=counts.get("cancelled", 0),
                     condition=self.dependencies[name].state().condition.label,
-                    limiter=self._limiter_view(name),
-                    hedging=self._hedging_view(name),
+                    limiter=self._limiter_view(handle, stats["rate_limiter"]),
+                    hedging=_hedging_view(stats["hedging"]),
                     breaker=None
                     if breaker is None or breakers is None
                     else BreakerView(breaker.state.value, breakers["times_opened"]),
@@ -431,31 +442,19 @@ class DemoSystem:
             )
         return views
 
-    def _hedging_view(self, name: str) -> HedgingView | None:
-        link = self._link(name, "hedging")
-        if link is None:
+    def _limiter_view(
+        self, handle: PolicyHandle, stats: PolicyRateLimiterStatsDict | None
+    ) -> LimiterView | None:
+        """The policy's limiter counts (``get_stats()["rate_limiter"]``) and its rate in production."""
+        limiter = handle.config.rate_limiter
+        if stats is None or limiter is None:
             return None
-        stats = link.get_stats()
-        return HedgingView(
-            delay=HEDGE_DELAY,
-            executions=int(stats["executions"]),
-            hedges=int(stats["hedges"]),
-            denied=int(stats["hedges_denied"]),
-            hedge_wins=int(stats["hedge_wins"]),
-            original_wins=int(stats["original_wins"]),
-        )
-
-    def _limiter_view(self, name: str) -> LimiterView | None:
-        link = self._link(name, "rate_limiter")
-        if link is None:
-            return None
-        stats = link.get_stats()
         return LimiterView(
-            rate=float(stats["rate"]) * self._scale,
-            admitted=int(stats["admitted"]),
-            waited=int(stats["waited"]),
-            rejected=int(stats["rejected"]),
-            waiting=int(stats["waiting"]),
+            rate=limiter.rate * self._scale,
+            admitted=stats["admitted"],
+            waited=stats["waited"],
+            rejected=stats["rejected"],
+            waiting=stats["waiting"],
         )
 
     def budget_stats(self) -> dict[str, Any] | None:

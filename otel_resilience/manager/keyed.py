@@ -39,6 +39,7 @@ from otel_resilience.engine.facade import NotInUseError, Pattern
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
+from otel_resilience.manager.ledger import LINK_TOTALS
 from otel_resilience.manager.stages import StageInputs, compose, extra_links
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.chaos.rules import SharedDraws
@@ -67,6 +68,7 @@ __all__ = [
     "limiter_rests",
     "reconfigure",
     "retire",
+    "stage_links",
 ]
 
 
@@ -140,7 +142,7 @@ def limiter_rests(limiter: RateLimiter) -> bool:
     return config.store is not None or limiter.available >= config.burst
 
 
-def _held_outside_calls(instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> bool:
+def _held_outside_calls(instance: CircuitBreaker | Bulkhead | RateLimiter | Step | None) -> bool:
     """Whether a bulkhead has a slot held or waited for, or a limiter a permit waited for.
 
     What holds them outside the policy's calls is a block run with the instance itself (a
@@ -179,7 +181,8 @@ class KeyState:
         bulkhead: Its bulkhead, when the config has one.
         limiter: Its rate limiter, when the config has one.
         replaced: Breakers, bulkheads and rate limiters a reload replaced (dropped, renamed, or
-            another algorithm) that calls may still use: counted in the policy's statistics and
+            another algorithm), and the stage links of the pipelines it replaced (:func:`stage_links`),
+            that calls may still use: counted in the policy's statistics and
             exported until :func:`_fold_replaced` folds them (when the last call that may use
             them ends, :func:`_fold_when_free`).
         leave: Counts a call out (it returned, raised or was cancelled): the bound ``__next__``
@@ -227,7 +230,7 @@ class KeyState:
         self.breaker: CircuitBreaker | None = None
         self.bulkhead: Bulkhead | None = None
         self.limiter: RateLimiter | None = None
-        self.replaced: list[CircuitBreaker | Bulkhead | RateLimiter] = []
+        self.replaced: list[CircuitBreaker | Bulkhead | RateLimiter | Step] = []
         self.retired: Sequence[weakref.ref[Pipeline]] = ()
         self.live = True
         self.folded = False
@@ -427,6 +430,8 @@ def reconfigure(
         running = (old, *(p for ref in state.retired if (p := ref()) is not None))
         state.breaker._follow_in_flight(link for pipeline in running for link in pipeline.strategies)
     pipeline, links = _pipeline(spec, state, register=False, extras=extras, previous=old)
+    kept = {id(link) for link in pipeline.strategies}
+    state.replaced.extend(link for link in stage_links(state) if id(link) not in kept)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)
     state.pipeline, state.extras = pipeline, links
@@ -647,7 +652,7 @@ def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
     retired = [ref for ref in state.retired if ref() is not None]
     if not retired or not state.running:
         retired = []
-        kept: list[CircuitBreaker | Bulkhead | RateLimiter] = []
+        kept: list[CircuitBreaker | Bulkhead | RateLimiter | Step] = []
         for instance in state.replaced:
             if _held_outside_calls(instance):
                 kept.append(instance)  # a block outside any call runs (or waits) in it
@@ -711,8 +716,22 @@ class _FoldingLeave:
                 _fold_when_free(current, self._ledger, self._lock)
 
 
-def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> None:
-    """Fold what ``instance`` counted into ``ledger``, its own pipeline's too (nothing for ``None``)."""
+def stage_links(state: KeyState) -> list[Step]:
+    """Return the links of ``state``'s pipeline that count for the policy's statistics (its stages').
+
+    What the policy's statistics count of its retry, timeouts, hedging, fallback and chaos
+    (:data:`~otel_resilience.manager.ledger.LINK_TOTALS`): the extra links are the user's, who
+    reads them (the manager's statistics list them).
+    """
+    extras = {id(link) for _, link in state.extras}
+    return [link for link in state.pipeline.strategies if link.kind in LINK_TOTALS and id(link) not in extras]
+
+
+def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | Step | None) -> None:
+    """Fold what ``instance`` counted into ``ledger``, its own pipeline's too (nothing for ``None``).
+
+    A replaced stage link (:func:`stage_links`) adds its counts to the ledger's.
+    """
     if isinstance(instance, CircuitBreaker):
         ledger.fold_breaker(instance)
     elif isinstance(instance, Bulkhead):
@@ -720,6 +739,8 @@ def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | No
     elif isinstance(instance, RateLimiter):
         ledger.fold_limiter(instance)
     else:
+        if instance is not None:
+            ledger.fold_links((instance,))
         return
     ledger.fold_own(instance)
 
@@ -735,6 +756,7 @@ def retire(state: KeyState, ledger: Ledger) -> None:
         return
     state.folded = True
     ledger.fold_pipeline(state.pipeline, state.metric_key)
+    ledger.fold_links(stage_links(state))
     for instance in (state.breaker, state.bulkhead, state.limiter, *state.replaced):
         _fold(ledger, instance)
     state.replaced = []

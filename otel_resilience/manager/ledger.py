@@ -30,14 +30,15 @@ changes under the policy's lock, which :meth:`PolicyHandle.get_stats` reads unde
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, Protocol, TypeVar, cast
 
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import add_to
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS, Named, Registry
+from otel_resilience.engine.step import Step
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadStatsDict
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
@@ -47,11 +48,13 @@ from otel_resilience.patterns.rate_limiter.totals import LIMITER_TOTALS, Limiter
 __all__ = [
     "BREAKER_TOTALS",
     "BULKHEAD_TOTALS",
+    "LINK_TOTALS",
     "BreakerTotals",
     "Ledger",
     "breaker_totals",
     "bulkhead_totals",
     "fold",
+    "link_totals",
 ]
 
 BREAKER_TOTALS: Final = (
@@ -65,6 +68,82 @@ BREAKER_TOTALS: Final = (
 """The lifetime counts of a breaker that a policy's statistics sum over its keys."""
 BULKHEAD_TOTALS: Final = ("total", "completed", "rejected", "timed_out", "cancelled")
 """The lifetime counts of a bulkhead that a policy's statistics sum over its keys."""
+LINK_TOTALS: Final[Mapping[str, tuple[str, ...]]] = {
+    "retry": (
+        "executions",
+        "attempts",
+        "retries",
+        "successes",
+        "first_attempt_successes",
+        "successes_after_retry",
+        "exhausted",
+        "retries_denied",
+        "non_retryable",
+        "cancelled",
+        "attempt_timeouts",
+    ),
+    "timeout": ("total_timeouts", "attempt_timeouts"),
+    "hedging": (
+        "executions",
+        "hedges",
+        "hedges_denied",
+        "original_wins",
+        "hedge_wins",
+        "failed",
+        "cancelled",
+    ),
+    "fallback": (
+        "executions",
+        "fallbacks_used",
+        "fallback_successes",
+        "fallback_failures",
+        "cache_hits",
+        "cache_misses",
+        "cache_errors",
+    ),
+    "chaos": ("runs", "faults", "latencies", "outcomes", "errors"),
+}
+"""The lifetime counts of a policy's stage links (by kind) that its statistics sum over its keys.
+
+A timeout link counts its expiries under its scope's name: ``total_timeouts`` (the config's
+``timeout``) or ``attempt_timeouts`` (``retry_policy.attempt_timeout``).
+"""
+
+
+class _CountedLink(Protocol):
+    """A stage link of a kind of :data:`LINK_TOTALS`: its ``get_stats()`` has the counts."""
+
+    kind: str
+
+    def get_stats(self) -> Mapping[str, object]: ...
+
+
+def link_totals(link: Step) -> tuple[str, dict[str, int]] | None:
+    """Return the kind of ``link`` and its lifetime counts (:data:`LINK_TOTALS`); ``None``: it counts none.
+
+    Read on a statistics read, a reload or an eviction, never by a call.
+    """
+    kind = link.kind
+    names = LINK_TOTALS.get(kind)
+    if names is None:
+        return None
+    stats = cast("_CountedLink", link).get_stats()
+    if kind == "timeout":
+        return kind, {f"{getattr(link, 'scope', 'total')}_timeouts": cast("int", stats["timeouts"])}
+    return kind, {name: cast("int", stats[name]) for name in names}
+
+
+def new_link_totals() -> dict[str, dict[str, int]]:
+    """Return every kind of :data:`LINK_TOTALS` with its counts at 0."""
+    return {kind: dict.fromkeys(names, 0) for kind, names in LINK_TOTALS.items()}
+
+
+def add_link_totals(into: dict[str, dict[str, int]], links: Iterable[Step]) -> None:
+    """Add the counts of ``links`` (those of a kind of :data:`LINK_TOTALS`) to ``into``, by kind."""
+    for link in links:
+        counted = link_totals(link)
+        if counted is not None:
+            _add_into(into[counted[0]], counted[1])
 
 
 def breaker_totals(breaker: CircuitBreaker) -> dict[str, int]:
@@ -124,7 +203,7 @@ class Ledger:
         clock: The clock of its carrier pipelines.
     """
 
-    __slots__ = ("_breakers", "_bulkhead", "_clock", "_limiter", "_own", "_pipelines", "name")
+    __slots__ = ("_breakers", "_bulkhead", "_clock", "_limiter", "_links", "_own", "_pipelines", "name")
 
     def __init__(self, name: str, clock: Clock) -> None:
         self.name = name
@@ -135,6 +214,7 @@ class Ledger:
         self._breakers: dict[str, BreakerTotals] = {}
         self._limiter: LimiterTotals | None = None
         self._bulkhead: dict[str, int] | None = None  # made by the first fold of a bulkhead
+        self._links: dict[str, dict[str, int]] | None = None  # made by the first fold of links
         # No carrier before a first fold: the policy's unkeyed pipeline, registered for the
         # handle's lifetime, already makes its series exist (at 0) from the start.
 
@@ -192,6 +272,17 @@ class Ledger:
         _add_into(totals, bulkhead_totals(bulkhead.get_stats()))
         BULKHEADS.unregister(bulkhead)
 
+    def fold_links(self, links: Iterable[Step]) -> None:
+        """Add what a key's stage links (retry, timeout, hedging, fallback, chaos) counted to the totals.
+
+        As a bulkhead's (:meth:`fold_bulkhead`), their counts are the statistics' alone, read
+        under the policy's lock: no registry step is needed.
+        """
+        totals = self._links
+        if totals is None:
+            totals = self._links = new_link_totals()
+        add_link_totals(totals, links)
+
     def fold_limiter(self, limiter: RateLimiter) -> None:
         """Move what ``limiter`` counted into the totals, in one step with its leaving the registry."""
         old = self._limiter
@@ -220,6 +311,13 @@ class Ledger:
         """Return the bulkhead counts of every evicted key (:data:`BULKHEAD_TOTALS`)."""
         totals = self._bulkhead
         return dict.fromkeys(BULKHEAD_TOTALS, 0) if totals is None else dict(totals)
+
+    def links(self) -> dict[str, dict[str, int]]:
+        """Return the stage link counts of every evicted key, by kind (:data:`LINK_TOTALS`)."""
+        totals = self._links
+        if totals is None:
+            return new_link_totals()
+        return {kind: dict(counts) for kind, counts in totals.items()}
 
     def limiters(self) -> dict[str, int]:
         """Return the rate limiter counts of every evicted key (:data:`LIMITER_TOTALS`)."""

@@ -659,8 +659,15 @@ class PolicyHandle(_Runs):
             ``total_*`` counts and ``times_opened``, and ``open_keys``: how many are OPEN now),
             ``bulkhead`` (``total``, ``completed``, ``rejected``, ``timed_out``, ``cancelled``,
             and ``active`` / ``waiting`` now) and ``rate_limiter`` (``admitted``, ``rejected``,
-            ``waited``, ``cancelled``, and ``waiting`` now), each ``None`` when the config has
-            no such pattern; ``reloads`` (``succeeded``, ``failed``).
+            ``waited``, ``cancelled``, and ``waiting`` now); ``retry`` (``executions``,
+            ``attempts``, ``retries``, ``retries_denied`` (by the retry budget), ``exhausted``,
+            ...: as ``Retry.get_stats()``), ``timeout`` (``total_timeouts``: the ``timeout``
+            expired, ``attempt_timeouts``: the ``retry_policy.attempt_timeout``), ``hedging``
+            (``hedges`` sent, ``original_wins``, ``hedge_wins``, ...: as ``Hedging.get_stats()``),
+            ``fallback`` (``fallbacks_used``, ...: as ``FallbackHandler.get_stats()``) and
+            ``chaos`` (``runs``, ``faults``, ``latencies``, ``outcomes``, ``errors``), each
+            summed over the keys and the unkeyed calls, and each ``None`` when the config has no
+            such pattern (``timeout``: neither deadline); ``reloads`` (``succeeded``, ``failed``).
         """
         self._keys.expire()
         with self._lock:
@@ -681,6 +688,11 @@ class PolicyHandle(_Runs):
             "circuit_breaker": stats["circuit_breaker"],
             "bulkhead": stats["bulkhead"],
             "rate_limiter": stats["rate_limiter"],
+            "retry": stats["retry"],
+            "timeout": stats["timeout"],
+            "hedging": stats["hedging"],
+            "fallback": stats["fallback"],
+            "chaos": stats["chaos"],
             "reloads": reloads,
         }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from otel_resilience.manager.ledger import Ledger, breaker_totals, bulkhead_totals
+from otel_resilience.manager.keyed import stage_links
+from otel_resilience.manager.ledger import Ledger, add_link_totals, breaker_totals, bulkhead_totals
 from otel_resilience.manager.statistics import add_counts, executions
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
@@ -19,10 +20,15 @@ if TYPE_CHECKING:
 __all__ = [
     "PolicyBreakerStatsDict",
     "PolicyBulkheadStatsDict",
+    "PolicyChaosStatsDict",
     "PolicyExecutionsDict",
+    "PolicyFallbackStatsDict",
+    "PolicyHedgingStatsDict",
     "PolicyRateLimiterStatsDict",
     "PolicyReloadsDict",
+    "PolicyRetryStatsDict",
     "PolicyStatsDict",
+    "PolicyTimeoutStatsDict",
     "policy_stats",
 ]
 
@@ -77,6 +83,65 @@ class PolicyRateLimiterStatsDict(TypedDict):
     waiting: int
 
 
+class PolicyRetryStatsDict(TypedDict):
+    """A policy's ``retry``: its retry links' summed counts (as ``Retry.get_stats()``'s)."""
+
+    executions: int
+    attempts: int
+    retries: int
+    successes: int
+    first_attempt_successes: int
+    successes_after_retry: int
+    exhausted: int
+    retries_denied: int
+    non_retryable: int
+    cancelled: int
+    attempt_timeouts: int
+
+
+class PolicyTimeoutStatsDict(TypedDict):
+    """A policy's ``timeout``: how often its total deadline and its per-attempt deadline expired."""
+
+    total_timeouts: int
+    """Expiries of the config's ``timeout``."""
+    attempt_timeouts: int
+    """Expiries of its ``retry_policy.attempt_timeout``."""
+
+
+class PolicyHedgingStatsDict(TypedDict):
+    """A policy's ``hedging``: its hedging links' summed counts (as ``Hedging.get_stats()``'s)."""
+
+    executions: int
+    hedges: int
+    hedges_denied: int
+    original_wins: int
+    hedge_wins: int
+    failed: int
+    cancelled: int
+
+
+class PolicyFallbackStatsDict(TypedDict):
+    """A policy's ``fallback``: its fallback links' summed counts (as ``FallbackHandler.get_stats()``'s)."""
+
+    executions: int
+    fallbacks_used: int
+    fallback_successes: int
+    fallback_failures: int
+    cache_hits: int
+    cache_misses: int
+    cache_errors: int
+
+
+class PolicyChaosStatsDict(TypedDict):
+    """A policy's ``chaos``: its chaos links' summed counts (as ``Chaos.get_stats()``'s)."""
+
+    runs: int
+    faults: int
+    latencies: int
+    outcomes: int
+    errors: int
+
+
 class PolicyReloadsDict(TypedDict):
     """A policy's ``reloads``: the new configs it took and those it refused."""
 
@@ -95,9 +160,16 @@ class PolicyStatsDict(TypedDict):
     evicted_keys: int
     executions: PolicyExecutionsDict
     circuit_breaker: PolicyBreakerStatsDict | None
-    """``None`` when the config has no breaker (as ``bulkhead`` and ``rate_limiter``)."""
+    """``None`` when the config has no breaker (as ``bulkhead``, ``rate_limiter``, ``retry``,
+    ``hedging``, ``fallback`` and ``chaos``, each for its own pattern)."""
     bulkhead: PolicyBulkheadStatsDict | None
     rate_limiter: PolicyRateLimiterStatsDict | None
+    retry: PolicyRetryStatsDict | None
+    timeout: PolicyTimeoutStatsDict | None
+    """``None`` when the config has neither ``timeout`` nor ``retry_policy.attempt_timeout``."""
+    hedging: PolicyHedgingStatsDict | None
+    fallback: PolicyFallbackStatsDict | None
+    chaos: PolicyChaosStatsDict | None
     reloads: PolicyReloadsDict
 
 
@@ -107,17 +179,21 @@ def _add(into: dict[str, int], counts: dict[str, int]) -> None:
 
 
 def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: Ledger) -> dict[str, Any]:
-    """Return ``executions``, ``circuit_breaker``, ``bulkhead`` and ``rate_limiter`` of a policy.
+    """Return the counts sections of a policy's statistics (:class:`PolicyStatsDict`'s).
 
-    Called under the policy's lock, so that no key is folded into ``ledger`` while it is read.
-    A pattern the current config does not have reports ``None`` (what keys counted with it
-    before a reload stays in ``executions``).
+    ``executions``, ``circuit_breaker``, ``bulkhead``, ``rate_limiter``, ``retry``, ``timeout``,
+    ``hedging``, ``fallback`` and ``chaos``. Called under the policy's lock, so that no key is
+    folded into ``ledger`` while it is read. A pattern the current config does not have reports
+    ``None`` (what keys counted with it before a reload stays in ``executions``, and in the
+    ledger's totals: they show again if a later reload brings the pattern back).
     """
     totals = ledger.executions()
     breakers, bulkheads, limiters = ledger.breakers(), ledger.bulkheads(), ledger.limiters()
+    links = ledger.links()
     open_keys = active = waiting = limiter_waiting = 0
     for state in states:
         add_counts(totals, state.pipeline.stats.as_dict())
+        add_link_totals(links, stage_links(state))
         breaker = state.breaker
         if breaker is not None:
             open_keys += breaker.peek_state() is CircuitState.OPEN  # under the lock: no callback
@@ -133,6 +209,9 @@ def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: L
             elif isinstance(instance, RateLimiter):
                 _add(limiters, limiter_totals(instance))
                 limiter_waiting += instance.waiting
+            elif instance is not None:  # a stage link of a pipeline a reload replaced
+                add_link_totals(links, (instance,))
+    attempt_timeout = None if config.retry_policy is None else config.retry_policy.attempt_timeout
     return {
         "executions": executions((), totals),
         "circuit_breaker": None if config.circuit_breaker is None else {**breakers, "open_keys": open_keys},
@@ -140,4 +219,9 @@ def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: L
         if config.bulkhead_config is None
         else {**bulkheads, "active": active, "waiting": waiting},
         "rate_limiter": None if config.rate_limiter is None else {**limiters, "waiting": limiter_waiting},
+        "retry": None if config.retry_policy is None else links["retry"],
+        "timeout": None if config.timeout is None and attempt_timeout is None else links["timeout"],
+        "hedging": None if config.hedging is None else links["hedging"],
+        "fallback": None if config.fallback_config is None else links["fallback"],
+        "chaos": None if config.chaos is None else links["chaos"],
     }

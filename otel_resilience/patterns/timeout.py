@@ -245,6 +245,10 @@ class _TimeoutStep(Link[TimeoutConfig]):
         # policy: manager.stages), rather than dropped here unheard (on_late).
         self.hands_late = False
 
+    def get_stats(self) -> dict[str, int]:
+        """Return the handler's counts (shared by all its links), as :meth:`TimeoutHandler.get_stats` does."""
+        return self._core.stats()
+
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""
         core = self._core

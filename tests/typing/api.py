@@ -292,6 +292,18 @@ async def check_named_policies() -> None:
     (await manager.watch_async(Path("resilience.yaml"), interval=timedelta(seconds=5))).stop()
     await manager.watch_async("resilience.yaml", interval="5s")  # type: ignore[arg-type]
     policy.get_stats()["evicted"]  # type: ignore[typeddict-item]
+    stats = policy.get_stats()
+    if (retry := stats["retry"]) is not None:
+        assert_type(retry["retries_denied"], int)
+    if (deadline := stats["timeout"]) is not None:
+        assert_type(deadline["attempt_timeouts"], int)
+    if (hedges := stats["hedging"]) is not None:
+        assert_type(hedges["hedge_wins"], int)
+    if (used := stats["fallback"]) is not None:
+        assert_type(used["fallbacks_used"], int)
+    if (injected := stats["chaos"]) is not None:
+        assert_type(injected["faults"], int)
+    stats["retry"]["retries"]  # type: ignore[index]
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
 
 

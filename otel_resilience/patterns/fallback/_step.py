@@ -292,6 +292,10 @@ class FallbackStep(Link[FallbackConfig]):
         # Only CACHED_VALUE (a write) and handle_result (a judgement) need to see a success.
         self._succeeds = self._judges = core.caches or core.judge_result is not None
 
+    def get_stats(self) -> dict[str, int]:
+        """Return the handler's counts (shared by all its links), as ``FallbackHandler.get_stats`` does."""
+        return self._core.stats()
+
     def follow(self, links: Iterable[Step]) -> None:
         """Read on with what the fallback of ``links`` (the pipeline this one replaces) knows of the cache.
 

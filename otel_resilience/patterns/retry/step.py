@@ -19,6 +19,7 @@ from otel_resilience.engine.calling import WrongDriver, handled_error, refused
 from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.context import NO_RESULT
+from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import (
     Event,
@@ -537,6 +538,11 @@ class _RetryStep(Link[RetryPolicy]):
             telemetry.hub.follow_attempts(self.standing)
 
     budget = ReadOnly[RetryBudget | None]("_budget", "The retry budget of the link's policy, or ``None``.")
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the retry's counts (shared by all its links), as :meth:`Retry.get_stats` does."""
+        core = self._core
+        return snapshot(core.lock, core.stats.as_dict)
 
     @property
     def policy_name(self) -> str:
