@@ -8,8 +8,8 @@
 * :func:`fresh_defaults`: a new process-wide manager and alert system for a block (a test), so
   that a breaker a ``@resilient`` function opened in one test does not reject the next test's
   calls, nor a cooldown of the alerts silence its alerts; given a ``clock``, the block's
-  ``@resilient`` functions and the retries given no clock (``@retry``, ``retry_sync``,
-  ``retry_async``) run on it.
+  ``@resilient`` functions, the retries given no clock (``@retry``, ``retry_sync``,
+  ``retry_async``) and the retry budgets given none run on it.
 
 What a fake clock does not drive:
 
@@ -422,8 +422,12 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager
             clock of its own (a :func:`~otel_resilience.retry` function, decorated before the
             block or in it; ``retry_sync`` and ``retry_async`` called with no ``clock``), whose
             backoffs a :class:`FakeClock` passes at once, recorded in its ``sleeps``; a call
-            running as the block starts or ends ends on the clock it started on. Default: the
-            system clock.
+            running as the block starts or ends ends on the clock it started on. So is every
+            :class:`~otel_resilience.RetryBudget` given no clock (one made at import, in a
+            module-level policy): ``advance`` refills it, and a block on another clock than the
+            one before starts its window afresh (a new :class:`FakeClock` per test: each test
+            finds it full); on the same clock its window goes on, and its ``denied`` counts
+            since it was made, whatever the blocks. Default: the system clock.
 
     Yields:
         The block's process-wide manager.

@@ -40,8 +40,9 @@ EXPECTED = [
         "['resilience.execution.latency.bucket', 'resilience.execution.latency.count', "
         "'resilience.execution.latency.sum']\n"
     ),
-    # three tests, each in fresh_defaults: the first one's open breaker is not the second's, the
-    # third's backoff is waited on its fake clock
+    # four tests, each in fresh_defaults: the first one's open breaker is not the second's, the
+    # third's backoff is waited on its fake clock, which refills its retry budget, and the fourth
+    # finds that budget's window fresh on a clock of its own
     "all passed\n",
 ]
 

@@ -129,8 +129,9 @@ def follow_process_clock(build: Callable[[Clock], F]) -> F:
 
     The one place the process-wide clock is resolved: what is given no clock of its own and
     follows it (a :func:`~otel_resilience.retry` function, ``retry_sync`` and ``retry_async``
-    given no ``clock``) is built on it here, then moved to each new one by
-    :func:`set_process_clock` (:meth:`ClockFollower._follow_clock`), never read again on a call.
+    given no ``clock``, a :class:`~otel_resilience.RetryBudget` given none) is built on it here,
+    then moved to each new one by :func:`set_process_clock` (:meth:`ClockFollower._follow_clock`),
+    never read again on a call.
     Held weakly: a follower freed is forgotten.
     """
     with _PROCESS_LOCK:  # built on the clock in place, and told of the next: never one missed

@@ -82,7 +82,8 @@ def replace_default_manager(manager: ResilienceManager | None) -> ResilienceMana
     so that those run by default run in ``manager`` from then on; a call running meanwhile ends
     in the manager it started in. The manager's clock becomes the process-wide clock
     (:func:`~otel_resilience.engine.clock.set_process_clock`; ``None``: the system clock), which
-    the retries given no clock of their own run on (:func:`~otel_resilience.retry`).
+    the retries and the retry budgets given no clock of their own run on
+    (:func:`~otel_resilience.retry`, :class:`~otel_resilience.RetryBudget`).
     """
     with _DEFAULT_LOCK:
         before = _DEFAULT[0] if _DEFAULT else None

@@ -14,7 +14,7 @@ import threading
 from datetime import timedelta
 from typing import Final
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.clock import Clock, check_clock, follow_process_clock
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
@@ -65,14 +65,31 @@ class RetryBudget:
             traffic, finite and ``>= 0``. Default: 10.0.
         window: The window's length, seconds (or a ``timedelta``), at least 10 microseconds (a
             microsecond per bucket). Default: 10.0 s.
-        clock: The time source of the window (inject a ``FakeClock`` in tests).
+        clock: The time source of the window. Default: the process-wide clock, the process-wide
+            manager's (the system clock, or the clock of a
+            :func:`~otel_resilience.testing.fresh_defaults` block), followed as it changes: a
+            budget made at import counts a test's window on its block's ``FakeClock``, which
+            ``advance`` refills. When that clock changes the window starts afresh (the times it
+            holds are on the clock before, and mean nothing on the new one); ``denied`` goes on.
+            A budget given a clock keeps it, and its window, whatever the process-wide clock.
 
     Raises:
         ValueError: A value breaks its rule (the message names ``RetryBudget.<field>``).
         TypeError: A value has the wrong type.
     """
 
-    __slots__ = ("_clock", "_counts", "_denied", "_lock", "_min_per_second", "_ratio", "_reserve", "_window")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_counts",
+        "_denied",
+        "_follows",
+        "_lock",
+        "_min_per_second",
+        "_ratio",
+        "_reserve",
+        "_window",
+    )
 
     def __init__(
         self,
@@ -80,7 +97,7 @@ class RetryBudget:
         min_retries_per_second: float = 10.0,
         window: float | timedelta = 10.0,
         *,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self._ratio = check_number(_OWNER, "ratio", ratio, minimum=0.0)
         self._min_per_second = check_number(
@@ -88,13 +105,16 @@ class RetryBudget:
         )
         self._window = check_duration(_OWNER, "window", window)
         check_bucket_width(_OWNER, "window", self._window, BUDGET_BUCKETS)
-        check_clock(_OWNER, clock)
-        self._clock = clock
+        if clock is not None:
+            self._clock = check_clock(_OWNER, clock)
         self._reserve = self._min_per_second * self._window
         self._lock = fork_safe(threading.Lock())
         self._counts = SlidingCounts(self._window, BUDGET_BUCKETS)
         """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
         self._denied = 0
+        self._follows = clock is None
+        if clock is None:  # on the process-wide clock, moved to each new one (_follow_clock)
+            follow_process_clock(self._run_on)
 
     ratio = ReadOnly[float]("_ratio", "Retries allowed per first attempt in the window.")
 
@@ -104,15 +124,37 @@ class RetryBudget:
 
     window = ReadOnly[float]("_window", "The window's length in seconds.")
 
-    clock = ReadOnly[Clock]("_clock", "The window's time source.")
+    clock = ReadOnly[Clock](
+        "_clock", "The window's time source now (the process-wide clock, for a budget given none)."
+    )
+
+    def _run_on(self, clock: Clock) -> RetryBudget:
+        """Count on ``clock``, the process-wide clock, from the start.
+
+        Called by :func:`~otel_resilience.engine.clock.follow_process_clock` under the lock that
+        moves the followers: the budget is told of every later clock.
+        """
+        self._clock = clock
+        return self
+
+    def _follow_clock(self, clock: Clock) -> None:
+        """Count on ``clock`` from now on, in a fresh window: the times of this one are on the clock before.
+
+        Told by :func:`~otel_resilience.engine.clock.set_process_clock`. The clock and the window
+        change together under the lock, under which every operation reads the time: none counts
+        a time of the clock before in the new window (there, as the newest bucket, it would hold
+        every later retry until the new clock passed it). ``denied`` goes on.
+        """
+        with self._lock:
+            self._clock = clock
+            self._counts.clear()
 
     def deposit(self) -> None:
         """Count one first attempt (a retry calls it when an execution starts)."""
-        now = self._clock.now()
         lock = self._lock
         lock.acquire()  # not `with`: once per execution of a policy with a budget, half the cost
-        try:
-            self._counts.record(False, False, now)  # noqa: FBT003
+        try:  # the time read under the lock, on the clock the window is on (_follow_clock)
+            self._counts.record(False, False, self._clock.now())  # noqa: FBT003
         finally:
             lock.release()
 
@@ -135,8 +177,8 @@ class RetryBudget:
             The receipt (an opaque ``int``: the window's bucket the retry was counted in) if
             the retry is allowed (and counted), ``None`` if it is denied.
         """
-        now = self._clock.now()
         with self._lock:
+            now = self._clock.now()  # under the lock, on the clock the window is on (_follow_clock)
             counts = self._counts
             events, retries, _ = counts.totals(now)
             if retries < self._allowance(events - retries):
@@ -186,9 +228,8 @@ class RetryBudget:
             ratio or floor allows more than any count shows that) and ``denied`` (retries
             denied since the budget was created).
         """
-        now = self._clock.now()
         with self._lock:
-            events, retries, _ = self._counts.totals(now)
+            events, retries, _ = self._counts.totals(self._clock.now())
             denied = self._denied
         firsts = events - retries
         return {
@@ -216,9 +257,11 @@ class RetryBudget:
 
         What a budget counted is the state of the process that counts, as a breaker's is: a
         config sent to a worker process (``multiprocessing``, a process pool) gives the worker
-        a budget of its own. The policies that share this one share the copy in one pickle.
+        a budget of its own. The policies that share this one share the copy in one pickle. A
+        budget given no clock is copied as one given none: the copy follows the process-wide clock.
         """
-        return (_budget, (self._ratio, self._min_per_second, self._window, self._clock))
+        clock = None if self._follows else self._clock
+        return (_budget, (self._ratio, self._min_per_second, self._window, clock))
 
     def __repr__(self) -> str:
         return (
@@ -227,6 +270,6 @@ class RetryBudget:
         )
 
 
-def _budget(ratio: float, min_retries_per_second: float, window: float, clock: Clock) -> RetryBudget:
+def _budget(ratio: float, min_retries_per_second: float, window: float, clock: Clock | None) -> RetryBudget:
     """Make an unpickled budget (:meth:`RetryBudget.__reduce__`)."""
     return RetryBudget(ratio, min_retries_per_second, window, clock=clock)
