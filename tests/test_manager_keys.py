@@ -1570,6 +1570,29 @@ def test_a_block_of_a_keys_breaker_a_reload_replaced_meanwhile_is_counted_in_the
         breaker.call_sync(lambda: None)
 
 
+def test_a_block_of_a_replaced_breaker_is_counted_though_a_call_of_the_key_ends_meanwhile(
+    manager: ResilienceManager,
+) -> None:
+    """A call of the key that ends while the block still runs with the breaker a reload replaced
+    does not fold that breaker under the block: the block's failure was counted after the fold
+    and lost (``total_failures`` 0 where the block failed once)."""
+    policy = manager.policy("reloaded-block-call", BREAKER)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    renamed = dataclasses.replace(BREAKER, circuit_breaker_name="reloaded-block-call-2")
+    with pytest.raises(ConnectionError), breaker.guard():
+        manager.reconfigure("reloaded-block-call", renamed)
+        assert policy.for_key("a").execute_sync(lambda: "ok") == "ok"  # ends while the block runs
+        raise ConnectionError("down")
+    stats = policy.get_stats()["circuit_breaker"]
+    assert stats is not None
+    assert stats["total_failures"] == 1
+    assert stats["total_successes"] == 1
+    state = policy._keys.get("a")
+    assert state is not None
+    assert state.replaced == []  # folded once the block ended
+
+
 async def test_a_cancelled_block_of_a_keys_breaker_lets_the_key_go(manager: ResilienceManager) -> None:
     """A block or call cancelled while it runs gives the key back (counted cancelled), as a call's end does."""
     policy = manager.policy("cancelled-block", ONE_FAILURE_OPENS, max_keys=1)
@@ -1662,3 +1685,31 @@ def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refu
             assert kept.state is CircuitState.OPEN
             kept.reset()
     assert refused + counted == 200
+
+
+@pytest.mark.parametrize("instance", ["circuit_breaker", "bulkhead", "rate_limiter"])
+async def test_the_base_verbs_of_an_evicted_keys_instance_are_refused(
+    manager: ResilienceManager, instance: str
+) -> None:
+    """``run`` and ``run_sync``, the verbs every pattern has under its own names too, run within
+    the key's hold as ``call``/``execute`` do: an evicted key's bulkhead gave a slot beside the
+    key's new one (two calls at once in a key of ``max_concurrent=1``), its limiter a permit."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=1),
+    )
+    policy = manager.policy(f"base-verbs-{instance}", config, max_keys=1, idle_ttl=None)
+    held = getattr(policy.for_key("tenant"), instance)
+    assert held is not None
+    policy.for_key("other").execute_sync(lambda: None)  # evicts "tenant"
+    ran: list[str] = []
+    with pytest.raises(RuntimeError, match=r"evicted the key"):
+        held.run_sync(lambda: ran.append("sync"))
+    with pytest.raises(RuntimeError, match=r"evicted the key"):
+        await held.run(asyncio.sleep, 0, "async")
+    assert ran == []
+    if instance == "bulkhead":
+        assert held.get_stats()["total"] == 0
+    if instance == "rate_limiter":
+        assert held.get_stats()["admitted"] == 0

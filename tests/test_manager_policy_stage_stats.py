@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from otel_resilience import (
+    BulkheadConfig,
     FallbackConfig,
     FallbackStrategy,
     HedgingConfig,
@@ -185,3 +186,26 @@ async def test_a_call_running_through_a_reload_is_counted_once_in_the_replaced_l
     retry = policy.get_stats()["retry"]
     assert retry is not None
     assert retry["executions"] == 2
+
+
+def test_the_links_reloads_replace_while_a_slot_is_held_outside_any_call_are_folded_at_once(
+    manager: ResilienceManager,
+) -> None:
+    """A block run with the key's bulkhead (``view.bulkhead.slot()``) keeps the key, but runs in
+    no pipeline: the links each reload replaces meanwhile are used by no call, and are folded at
+    the reload (300 reloads during one block kept 1,196 of them, read by every ``get_stats()``)."""
+    config = dataclasses.replace(FAILING, bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=0))
+    policy = manager.policy("stages-held-slot", config)
+    view = policy.for_key("a")
+    view.execute_sync(lambda: "ok")
+    bulkhead = view.bulkhead
+    assert bulkhead is not None
+    state = policy._keys.get("a")
+    assert state is not None
+    with bulkhead.slot():
+        for reload in range(20):
+            manager.reconfigure("stages-held-slot", dataclasses.replace(config, timeout=6.0 + reload % 2))
+            assert state.replaced == []
+        assert sections(policy) == expected(1)
+    view.execute_sync(lambda: "ok")
+    assert sections(policy) == expected(2)

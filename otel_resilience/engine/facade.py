@@ -305,6 +305,10 @@ class Pattern(abc.ABC, Generic[C, L]):
         if held is not None:
             self.__class__ = held
 
+    def _holder(self) -> Holder | None:
+        """The owner's hold of the instance (:meth:`_hold_by`), or ``None``: read on rare paths only."""
+        return _HOLDERS.get(self)
+
     def _held(self) -> AbstractContextManager[object]:
         """What a call, a block or an operator action runs within: the owner's hold, or nothing."""
         holder = _HOLDERS.get(self)
@@ -439,6 +443,11 @@ class Held(Pattern[Any, Any]):
         """:meth:`Pattern.run_sync` within the hold."""
         with self._held():
             return Pattern.run_sync(self, fn, *args, **kwargs)
+
+    # The base verbs, public in every pattern beside the names its users know (``call``,
+    # ``execute``), are the instance's own calls too: held as those are.
+    run = _held_run
+    run_sync = _held_run_sync
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """:meth:`Pattern.protect`, each call of the wrapper within the hold."""

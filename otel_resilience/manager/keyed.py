@@ -143,19 +143,25 @@ def limiter_rests(limiter: RateLimiter) -> bool:
 
 
 def _held_outside_calls(instance: CircuitBreaker | Bulkhead | RateLimiter | Step | None) -> bool:
-    """Whether a bulkhead has a slot held or waited for, or a limiter a permit waited for.
+    """Whether a bulkhead has a slot held or waited for, a limiter a permit waited for, or a breaker a block.
 
     What holds them outside the policy's calls is a block run with the instance itself (a
-    ``view.bulkhead.slot()`` block, a wait in ``view.rate_limiter.guard()``). Such a block also
-    counts itself into the key from before it asks for its slot or permit (:func:`_holding`),
-    but the fold of a replaced instance does not wait for the key's calls once no pipeline a
-    reload replaced is left: such an instance is neither folded while a block holds it
-    (:func:`_fold_replaced`), as what the block counts at its end would be lost, nor evicted
-    with its key (:meth:`KeyState.idle`). A breaker's blocks hold nothing of it: never held so.
+    ``view.bulkhead.slot()`` block, a wait in ``view.rate_limiter.guard()``, a
+    ``view.circuit_breaker.guard()`` block or call). Such a block also counts itself into the
+    key from before it asks for its slot or permit (:func:`_holding`), but the fold of a
+    replaced instance does not wait for the key's calls once no pipeline a reload replaced is
+    left: such an instance is neither folded while a block holds it (:func:`_fold_replaced`),
+    as what the block counts at its end would be lost, nor evicted with its key
+    (:meth:`KeyState.idle`). A breaker's blocks hold nothing it counts before they end: its
+    hold counts those running (:class:`_Hold`), from before a block looks whether the breaker
+    is still the key's.
     """
     if isinstance(instance, Bulkhead):
         stats = instance.stats
         return bool(stats.active or stats.waiting)
+    if isinstance(instance, CircuitBreaker):
+        hold = instance._holder()
+        return isinstance(hold, _Hold) and hold.blocks() > 0
     return isinstance(instance, RateLimiter) and instance.waiting > 0
 
 
@@ -429,6 +435,7 @@ def reconfigure(
         # their next attempts are the breaker's to admit.
         running = (old, *(p for ref in state.retired if (p := ref()) is not None))
         state.breaker._follow_in_flight(link for pipeline in running for link in pipeline.strategies)
+        del running
     pipeline, links = _pipeline(spec, state, register=False, extras=extras, previous=old)
     kept = {id(link) for link in pipeline.strategies}
     state.replaced.extend(link for link in stage_links(state) if id(link) not in kept)
@@ -437,6 +444,9 @@ def reconfigure(
     state.pipeline, state.extras = pipeline, links
     state.generation = spec.generation
     state.retired = [*state.retired, weakref.ref(old)]
+    # Only a call running in it keeps it now: held here, it would look run in (while a block
+    # outside any call holds the key), and every reload's replaced links would wait for that block.
+    del old
     _fold_when_free(state, ledger, lock)
 
 
@@ -512,8 +522,13 @@ def _held_by_key(spec: Spec, instance: OwnedT, state: KeyState) -> OwnedT:
     already folded into the policy's totals.
     """
     if spec.kept is not None:
-        instance._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, state.text))
+        counted = isinstance(instance, CircuitBreaker)  # the one whose blocks hold nothing of it
+        instance._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, state.text, counted=counted))
     return instance
+
+
+_UNCOUNTED: Final = Counter()
+"""Where the holds of a bulkhead and a limiter count their blocks: never read (they count their own)."""
 
 
 class _Hold:
@@ -523,7 +538,7 @@ class _Hold:
     cycle: a key's state holds its instances).
     """
 
-    __slots__ = ("kept", "policy", "state", "text")
+    __slots__ = ("_in", "_out", "kept", "policy", "state", "text")
 
     def __init__(
         self,
@@ -531,25 +546,29 @@ class _Hold:
         kept: Callable[[KeyState], bool],
         policy: str,
         text: str | None,
+        *,
+        counted: bool,
     ) -> None:
         self.state = state
         self.kept = kept
         self.policy = policy
         self.text = text
+        # The blocks and calls that took the hold (:func:`_holding`), and those that let it go:
+        # read for a breaker only (:func:`_held_outside_calls`); the others' go where none looks.
+        self._in = Counter() if counted else _UNCOUNTED
+        self._out = Counter() if counted else _UNCOUNTED
 
     def __call__(self, instance: Pattern[Any, Any]) -> AbstractContextManager[object]:
-        return _holding(self.state, instance, self.kept, policy=self.policy, text=self.text)
+        return _holding(self, instance)
+
+    def blocks(self) -> int:
+        """The blocks and calls running with the instance now (read without a lock; the ends first)."""
+        out = self._out.value
+        return self._in.value - out
 
 
 @contextlib.contextmanager
-def _holding(
-    held: weakref.ref[KeyState],
-    instance: Pattern[Any, Any],
-    kept: Callable[[KeyState], bool],
-    *,
-    policy: str,
-    text: str | None,
-) -> Iterator[None]:
+def _holding(hold: _Hold, instance: Pattern[Any, Any]) -> Iterator[None]:
     """Hold the key ``text`` (``None``: the unkeyed calls) while one of its instances is used directly.
 
     An operator's action on the breaker, or a call or block run with the instance itself
@@ -573,22 +592,28 @@ def _holding(
         NotInUseError: (a ``RuntimeError``) The key was evicted (idle past ``max_keys``, or unused
             for ``idle_ttl``), or a reload replaced the instance.
     """
-    state = held()
+    state, policy, text = hold.state(), hold.policy, hold.text
     while state is not None and not state.enter():
-        if not kept(state):  # False too once the policy is gone
+        if not hold.kept(state):  # False too once the policy is gone
             state = None
     if state is None and text is None:  # the policy is gone: no call can use the instance again
         yield
         return
+    if state is not None:
+        # Counted before the look below: a reload that replaces the instance meanwhile does not
+        # fold it under the block (:func:`_held_outside_calls`), which then finds it replaced.
+        next(hold._in)
     if state is None:
         why = f"policy {policy!r} evicted the key (idle past max_keys, or unused for idle_ttl)"
     elif instance is not state.breaker and instance is not state.bulkhead and instance is not state.limiter:
+        next(hold._out)
         state.leave()
         why = f"a reload of policy {policy!r} replaced it (renamed, dropped, or remade)"
     else:
         try:
             yield
         finally:
+            next(hold._out)  # before the key's count-out, which may fold the instance
             state.leave()
         return
     what, attribute = _IN_USE[instance.kind]
