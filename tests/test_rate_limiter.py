@@ -136,6 +136,32 @@ def test_bad_config_is_rejected(kwargs, error, field):
         RateLimiterConfig(**kwargs)
 
 
+def test_a_waiting_limit_beside_no_wait_is_refused():
+    """``max_wait=0`` (the default) lets no caller wait: a ``max_waiting`` written beside it would be ignored.
+
+    ``RateLimiterConfig(rate=1.0, max_waiting=5)`` was taken, and a caller finding no permit was
+    rejected at once, never waiting as one of 5.
+    """
+    rule = (
+        r"^RateLimiterConfig\.max_waiting must be 100 \(its default\) unless max_wait > 0 "
+        r"\(no caller waits without it\), got 5$"
+    )
+    with pytest.raises(ValueError, match=rule):
+        RateLimiterConfig(rate=1.0, max_waiting=5)
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.max_waiting must be 100 \(its default\)"):
+        RateLimiterConfig(rate=1.0, max_wait=timedelta(0), max_waiting=0)
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.max_waiting must be 100 \(its default\)"):
+        dataclasses.replace(RateLimiterConfig(rate=1.0, max_wait=1.0, max_waiting=5), max_wait=0.0)
+    # Its default cannot be told from a value left out: taken, as without a max_waiting.
+    assert RateLimiterConfig(rate=1.0, max_waiting=100) == RateLimiterConfig(rate=1.0)
+    assert RateLimiterConfig(rate=1.0, max_wait=0.5, max_waiting=5).max_waiting == 5
+    # A mistyped max_waiting is named as such first.
+    with pytest.raises(TypeError, match=r"RateLimiterConfig\.max_waiting must be"):
+        RateLimiterConfig(rate=1.0, max_waiting=1.5)
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.max_waiting must be >= 0"):
+        RateLimiterConfig(rate=1.0, max_waiting=-1)
+
+
 def test_validation_messages_are_pinned():
     """The message says the rule and the value."""
     with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be > 0, got 0$"):

@@ -211,6 +211,60 @@ def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], 
         RetryPolicy(**kwargs)
 
 
+def test_a_delay_setting_the_schedule_never_reads_is_refused() -> None:
+    """``multiplier`` acts only with EXPONENTIAL, ``jitter`` and ``jitter_ratio`` only where they randomise.
+
+    ``RetryPolicy(strategy="fixed", multiplier=3.0)`` was taken and retried every 1 s, never
+    growing; ``jitter_ratio=0.5`` beside ``jitter="full"`` drew in ``[0, d]``, never ``d +/- 50 %``;
+    ``jitter="none"`` beside RANDOM still drew in ``[initial_delay, max_delay]``. Their defaults
+    cannot be told from values left out: only another value is refused.
+    """
+    multiplier = (
+        r"^RetryPolicy\.multiplier must be 2\.0 \(its default\) unless strategy is EXPONENTIAL and "
+        r"jitter is not DECORRELATED \(only it grows by a multiplier\), got 3\.0$"
+    )
+    with pytest.raises(ValueError, match=multiplier):
+        RetryPolicy(strategy="fixed", multiplier=3.0)
+    for strategy in ("linear", "random"):
+        with pytest.raises(ValueError, match=r"RetryPolicy\.multiplier must be 2\.0 \(its default\)"):
+            RetryPolicy(strategy=strategy, multiplier=1.0)
+    with pytest.raises(ValueError, match=r"RetryPolicy\.multiplier must be 2\.0 \(its default\)"):
+        dataclasses.replace(RetryPolicy(multiplier=3.0), strategy=RetryStrategy.FIXED)
+    ratio = (
+        r"^RetryPolicy\.jitter_ratio must be 0\.25 \(its default\) unless jitter is PROPORTIONAL and "
+        r"strategy is not RANDOM \(no other spread reads it\), got 0\.5$"
+    )
+    for jitter in ("none", "full", "decorrelated"):
+        with pytest.raises(ValueError, match=ratio):
+            RetryPolicy(jitter=jitter, jitter_ratio=0.5)
+    with pytest.raises(ValueError, match=ratio):
+        RetryPolicy(strategy="random", jitter_ratio=0.5)
+    jitter = (
+        r"^RetryPolicy\.jitter must be PROPORTIONAL \(its default\) unless strategy is not RANDOM "
+        r"\(its draws are the range, with no jitter on top\), got <Jitter\.NONE: 'none'>$"
+    )
+    with pytest.raises(ValueError, match=jitter):
+        RetryPolicy(strategy="random", jitter="none")
+    with pytest.raises(ValueError, match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\)"):
+        RetryPolicy(strategy="random", jitter=Jitter.FULL)
+    # DECORRELATED replaces the strategy's schedule: neither another strategy nor a multiplier is read.
+    strategy = (
+        r"^RetryPolicy\.strategy must be EXPONENTIAL \(its default\) unless jitter is not DECORRELATED "
+        r"\(it replaces the schedule\), got <RetryStrategy\.LINEAR: 'linear'>$"
+    )
+    with pytest.raises(ValueError, match=strategy):
+        RetryPolicy(strategy="linear", jitter="decorrelated")
+    with pytest.raises(ValueError, match=r"RetryPolicy\.multiplier must be 2\.0 \(its default\)"):
+        RetryPolicy(jitter="decorrelated", multiplier=3.0)
+    # The defaults are taken anywhere, and each setting where it acts.
+    assert RetryPolicy(strategy="fixed", multiplier=2.0, jitter_ratio=0.25) == RetryPolicy(strategy="fixed")
+    assert (
+        RetryPolicy(strategy="random", jitter="proportional", jitter_ratio=0.25).jitter is Jitter.PROPORTIONAL
+    )
+    assert RetryPolicy(multiplier=1.0, jitter_ratio=1.0).multiplier == 1.0
+    assert RetryPolicy(strategy="linear", jitter="full").jitter is Jitter.FULL
+
+
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
@@ -397,7 +451,8 @@ async def _async_dropped(outcome: object) -> None:
 )
 def test_deterministic_strategies_give_exact_delays(strategy: RetryStrategy, expected: list[float]) -> None:
     """Without jitter, FIXED, LINEAR and EXPONENTIAL follow their documented formulas exactly."""
-    policy = exact(strategy=strategy, initial_delay=1.5, multiplier=3.0, max_delay=1000.0)
+    grows = {"multiplier": 3.0} if strategy is RetryStrategy.EXPONENTIAL else {}  # read by it alone
+    policy = exact(strategy=strategy, initial_delay=1.5, max_delay=1000.0, **grows)
     assert [policy.compute_delay(a) for a in range(1, 6)] == expected
 
 
@@ -526,8 +581,11 @@ def test_compute_delay_names_an_attempt_or_a_previous_delay_it_cannot_use(
     """An attempt that is no whole number, a previous delay that is no seconds ``>= 0``, or a random
     source that is no ``random.Random``, is refused naming the argument, never read as some other
     delay (``1.5`` between two attempts, a NaN as none) nor met as an ``AttributeError``."""
-    for jitter in (Jitter.NONE, Jitter.DECORRELATED):
-        policy = RetryPolicy(strategy=RetryStrategy.LINEAR, jitter=jitter)
+    # DECORRELATED replaces the strategy's schedule: with the default one
+    for policy in (
+        RetryPolicy(strategy=RetryStrategy.LINEAR, jitter=Jitter.NONE),
+        RetryPolicy(jitter=Jitter.DECORRELATED),
+    ):
         with pytest.raises(error, match=pattern):
             policy.compute_delay(**kwargs)
 
@@ -555,23 +613,27 @@ def test_delay_is_always_within_its_bounds(
     seed: int,
 ) -> None:
     """For any valid policy and attempt, 0 <= delay <= max_delay, and jitter keeps its range."""
+    # Each setting where the schedule reads it (elsewhere only its default is taken).
+    random_draws = strategy is RetryStrategy.RANDOM
+    grows = {} if strategy is not RetryStrategy.EXPONENTIAL else {"multiplier": multiplier}
+    spread = {"jitter_ratio": ratio} if jitter is Jitter.PROPORTIONAL and not random_draws else {}
     policy = RetryPolicy(
         strategy=strategy,
-        jitter=jitter,
+        jitter=Jitter.PROPORTIONAL if random_draws else jitter,
         initial_delay=initial,
         max_delay=initial + extra,
-        multiplier=multiplier,
-        jitter_ratio=ratio,
         max_attempts=attempt + 1,
+        **grows,
+        **spread,
     )
     delay = policy.compute_delay(attempt, random.Random(seed))
     assert 0.0 <= delay <= policy.max_delay
-    if strategy is RetryStrategy.RANDOM:
+    if random_draws:
         assert delay >= policy.initial_delay
         return
-    base = exact(
-        strategy=strategy, initial_delay=initial, max_delay=initial + extra, multiplier=multiplier
-    ).compute_delay(attempt)
+    base = exact(strategy=strategy, initial_delay=initial, max_delay=initial + extra, **grows).compute_delay(
+        attempt
+    )
     if jitter is Jitter.NONE:
         assert delay == base
     elif jitter is Jitter.FULL:

@@ -392,9 +392,10 @@ def test_the_delay_source_is_on_the_span_event() -> None:
 
 
 def test_decorrelated_jitter_is_refused_with_a_random_strategy() -> None:
-    """RANDOM is a schedule of its own: the two contradict each other."""
+    """RANDOM is a schedule of its own, with no jitter on top: the jitter would be ignored."""
     with pytest.raises(
-        ValueError, match=r"RetryPolicy\.jitter must be not DECORRELATED when strategy is RANDOM"
+        ValueError,
+        match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\) unless strategy is not RANDOM",
     ):
         RetryPolicy(strategy=RetryStrategy.RANDOM, jitter=Jitter.DECORRELATED)
     assert RetryPolicy(jitter="decorrelated").jitter is Jitter.DECORRELATED
@@ -455,7 +456,9 @@ async def test_the_delay_from_the_outcome_is_the_previous_delay_of_decorrelated_
     driver: str, clock: FakeClock
 ) -> None:
     """A server's 20 s counts as the previous backoff: the next draw is in [1, 60]."""
-    policy = from_outcome(jitter=Jitter.DECORRELATED, max_delay=100.0, max_attempts=3)
+    policy = from_outcome(
+        jitter=Jitter.DECORRELATED, strategy=RetryStrategy.EXPONENTIAL, max_delay=100.0, max_attempts=3
+    )
     r = Retry("dep", policy, clock=clock, rng=random.Random(1))
     u = random.Random(1).random()
     assert await invoke(r, driver, failing(Throttled(20), ConnectionError("x"))) == "ok"
@@ -467,7 +470,13 @@ async def test_a_decorrelated_backoff_from_a_zero_initial_delay_grows_from_the_o
     driver: str, clock: FakeClock
 ) -> None:
     """With initial_delay 0, a server's 2 s is the previous backoff: the next draw is in [0, 6], not 0."""
-    policy = from_outcome(jitter=Jitter.DECORRELATED, initial_delay=0.0, max_delay=100.0, max_attempts=3)
+    policy = from_outcome(
+        jitter=Jitter.DECORRELATED,
+        strategy=RetryStrategy.EXPONENTIAL,
+        initial_delay=0.0,
+        max_delay=100.0,
+        max_attempts=3,
+    )
     r = Retry("dep", policy, clock=clock, rng=random.Random(1))
     u = random.Random(1).random()
     assert await invoke(r, driver, failing(Throttled(2), ConnectionError("x"))) == "ok"

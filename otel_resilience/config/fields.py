@@ -251,9 +251,7 @@ RETRY: Final = Section(
             "The delay before the first retry (default 1s, or a max_delay written shorter).",
             minimum=0,
         ),
-        Field(
-            "multiplier", "number", "Growth factor of exponential delays.", minimum=0, exclusive_minimum=True
-        ),
+        Field("multiplier", "number", "Growth factor of exponential delays.", minimum=1),
         Field(
             "max_delay",
             "duration",
@@ -268,7 +266,14 @@ RETRY: Final = Section(
             choices=tuple(m.value for m in Jitter),
             enum=Jitter,
         ),
-        Field("jitter_ratio", "number", "Spread of proportional jitter.", minimum=0, maximum=1),
+        Field(
+            "jitter_ratio",
+            "number",
+            "Spread of proportional jitter.",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+        ),
         _duration("attempt_timeout", "How long one attempt may take.", nullable=True),
         Field("retry_on", "exceptions", "Exception classes that are retried.", nonempty=True),
         Field("no_retry_on", "exceptions", "Exception classes never retried (replaces the default)."),

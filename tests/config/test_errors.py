@@ -72,6 +72,27 @@ YAML_ERRORS = [
             "(no call waits without a queue), got 3600.0"
         ),
     ),
+    (  # a growth factor the schedule never reads would be ignored: refused at its own line
+        POLICY + "    retry:\n      strategy: fixed\n      multiplier: 3\n",
+        (
+            "f.yaml:5: policies.p.retry.multiplier must be 2.0 (its default) unless strategy is EXPONENTIAL "
+            "and jitter is not DECORRELATED (only it grows by a multiplier), got 3.0"
+        ),
+    ),
+    (
+        POLICY + "    retry:\n      jitter: full\n      jitter_ratio: 0.5\n",
+        (
+            "f.yaml:5: policies.p.retry.jitter_ratio must be 0.25 (its default) unless jitter is PROPORTIONAL "
+            "and strategy is not RANDOM (no other spread reads it), got 0.5"
+        ),
+    ),
+    (  # a waiting limit without a wait would be ignored: refused at its own line
+        POLICY + "    rate_limiter:\n      rate: 1\n      max_waiting: 5\n",
+        (
+            "f.yaml:5: policies.p.rate_limiter.max_waiting must be 100 (its default) unless max_wait > 0 "
+            "(no caller waits without it), got 5"
+        ),
+    ),
     (POLICY + "    timeout: -1\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got -1.0"),
     (POLICY + "    timeout: 0s\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got 0.0"),
     (

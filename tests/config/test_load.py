@@ -117,7 +117,7 @@ def test_every_section_and_kind_of_value() -> None:
         "      ignore_exceptions: KeyError\n"
         "      max_half_open_wait: 1m30s\n"
         "    retry_policy:\n"
-        "      strategy: fixed\n"
+        "      strategy: exponential\n"
         "      jitter: decorrelated\n"
         "      no_retry_on: [otel_resilience.errors.CircuitOpenError]\n"
         "      budget: b\n"
@@ -143,7 +143,7 @@ def test_every_section_and_kind_of_value() -> None:
             max_half_open_wait=90.0,
         ),
         retry_policy=RetryPolicy(
-            strategy=RetryStrategy.FIXED,
+            strategy=RetryStrategy.EXPONENTIAL,  # DECORRELATED replaces any other's schedule: refused
             jitter=Jitter.DECORRELATED,
             no_retry_on=(__import__("otel_resilience").CircuitOpenError,),
             budget=budget,

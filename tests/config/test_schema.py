@@ -238,9 +238,7 @@ _BASE: dict[str, dict[str, Any]] = {
 _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
     ("ChaosConfig", "fault_rate"): {"fault": OSError},
     ("ChaosConfig", "latency_rate"): {"latency": 1.0},
-    ("RetryPolicy", "jitter_ratio"): {"jitter": Jitter.NONE},
     ("RetryPolicy", "max_delay"): {"initial_delay": 0.0},
-    ("RetryPolicy", "multiplier"): {"strategy": RetryStrategy.FIXED},
     ("CircuitBreakerConfig", "failure_rate_threshold"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "minimum_calls"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "slow_call_duration"): {"sliding_window": CountWindow()},
@@ -248,6 +246,7 @@ _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
         "sliding_window": CountWindow(),
         "slow_call_duration": 1.0,
     },
+    ("RateLimiterConfig", "max_waiting"): {"max_wait": 1.0},
 }
 
 
@@ -464,9 +463,18 @@ _SETTLED: dict[str, dict[str, Any]] = {
 }
 # A field probed in another section than _SETTLED's: a breaker's streak (failure_threshold) acts only
 # without a window, and is refused beside one unless at its default.
+# A limiter's waiting places act only with a wait, and are refused without one unless at their default.
+# A retry's schedule reads its multiplier, jitter and jitter_ratio only with some strategies and
+# jitters (another value is refused elsewhere): each is probed, and the strategy too, beside the
+# defaults of the others.
 # A policy's breaker and bulkhead names need the breaker and bulkhead they name.
 _SETTLED_FOR: dict[tuple[str, str], dict[str, Any]] = {
+    ("RetryPolicy", "strategy"): {"initial_delay": 0, "max_delay": 60},
+    ("RetryPolicy", "multiplier"): {"initial_delay": 0, "max_delay": 60, "jitter": "none"},
+    ("RetryPolicy", "jitter"): {"initial_delay": 0, "max_delay": 60},
+    ("RetryPolicy", "jitter_ratio"): {"initial_delay": 0, "max_delay": 60, "strategy": "fixed"},
     ("CircuitBreakerConfig", "failure_threshold"): {},
+    ("RateLimiterConfig", "max_waiting"): {"rate": 1, "max_wait": 1},
     ("ResilienceConfig", "circuit_breaker_name"): {"circuit_breaker": {}},
     ("ResilienceConfig", "bulkhead_name"): {"bulkhead_config": {}},
 }

@@ -334,9 +334,14 @@ def _run_pattern(
 pattern_parts = st.fixed_dictionaries(
     {
         "attempts": st.integers(1, 4),
-        "strategy": st.sampled_from(["fixed", "linear", "exponential", "random"]),
+        # (strategy, jitter) as a policy takes them: RANDOM has no jitter on top, and DECORRELATED
+        # replaces any strategy's schedule but the default one
+        "schedule": st.sampled_from(
+            [(s, "proportional") for s in ("fixed", "linear", "exponential", "random")]
+            + [(s, j) for s in ("fixed", "linear", "exponential") for j in ("none", "full")]
+            + [("exponential", "decorrelated")]
+        ),
         "max_delay": st.sampled_from([2.0, 60.0]),
-        "jitter": st.sampled_from(["none", "proportional", "full", "decorrelated"]),
         "retry_on": st.sampled_from([(FlakyError,), (Exception,), (TimeoutError,)]),
         "no_retry_on": st.sampled_from([(ExecutionRejectedError,), ()]),
         "judge": st.booleans(),
@@ -345,7 +350,7 @@ pattern_parts = st.fixed_dictionaries(
         "seconds": st.sampled_from([1.0, 3.0]),
         "seed": st.integers(0, 9),
     }
-).filter(lambda parts: not (parts["strategy"] == "random" and parts["jitter"] == "decorrelated"))
+).map(lambda parts: {**parts, "strategy": parts["schedule"][0], "jitter": parts["schedule"][1]})
 
 
 @SETTINGS

@@ -233,9 +233,54 @@ def test_a_replica_count_whose_local_share_is_no_rate_is_refused_naming_it(algor
             rate=1e-6, burst=1, store=store, store_fallback="local", expected_replicas=1000
         )
         assert RateLimiter("split", config).get_stats()["rate"] == 1e-6
-        assert (
-            RateLimiterConfig(rate=1e-6, expected_replicas=100_000).expected_replicas == 100_000
-        )  # no store
+    finally:
+        store.close()
+
+
+def test_a_fallback_setting_beside_no_store_or_another_fallback_is_refused() -> None:
+    """``store_fallback`` acts only with a ``store``, ``expected_replicas`` only with ``"local"``: else ignored.
+
+    ``RateLimiterConfig(rate=1.0, store_fallback="closed")`` was taken (a process-local limiter,
+    never unreachable), as was ``expected_replicas=4`` beside ``store_fallback="open"`` (a store
+    down admitted every call, never a quarter of the rate). Their defaults cannot be told from
+    values left out: only another value is refused.
+    """
+    rule = (
+        r"^RateLimiterConfig\.store_fallback must be 'open' \(its default\) unless store is set "
+        r"\(without a store nothing is unreachable\), got 'closed'$"
+    )
+    with pytest.raises(ValueError, match=rule):
+        RateLimiterConfig(rate=1.0, store_fallback="closed")
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.store_fallback must be 'open' \(its default\)"):
+        RateLimiterConfig(rate=1.0, store_fallback="local", expected_replicas=4)
+    replicas = (
+        r"^RateLimiterConfig\.expected_replicas must be 1 \(its default\) unless store_fallback is 'local' "
+        r"\(only the local share splits the rate\), got 4$"
+    )
+    with pytest.raises(ValueError, match=replicas):
+        RateLimiterConfig(rate=1.0, expected_replicas=4)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="unused")
+    try:
+        with pytest.raises(ValueError, match=replicas):
+            RateLimiterConfig(rate=1.0, store=store, expected_replicas=4)
+        with pytest.raises(ValueError, match=replicas):
+            RateLimiterConfig(rate=1.0, store=store, store_fallback="closed", expected_replicas=4)
+        local = RateLimiterConfig(rate=8.0, store=store, store_fallback="local", expected_replicas=4)
+        with pytest.raises(ValueError, match=r"RateLimiterConfig\.store_fallback must be 'open'"):
+            dataclasses.replace(local, store=None)
+        # The defaults are taken anywhere; the local share is a limiter of this process alone.
+        assert RateLimiterConfig(rate=1.0, store_fallback="open", expected_replicas=1) == RateLimiterConfig(
+            rate=1.0
+        )
+        assert RateLimiterConfig(rate=1.0, store=store, store_fallback="closed").store_fallback == "closed"
+        share = local.local_share()
+        assert (share.rate, share.burst, share.store, share.store_fallback, share.expected_replicas) == (
+            2.0,
+            2,
+            None,
+            "open",
+            1,
+        )
     finally:
         store.close()
 

@@ -725,7 +725,7 @@ async def check_generic_functions() -> None:
 
 def check_what_the_constructors_take_at_run_time() -> None:
     """What a constructor accepts at run time (and documents) type-checks; what it refuses does not."""
-    RetryPolicy(strategy="fixed", jitter="decorrelated")
+    RetryPolicy(strategy="exponential", jitter="decorrelated")
     RetryPolicy(strategy="fixd")  # type: ignore[arg-type]
     RetryPolicy(retry_on=[ConnectionError, TimeoutError], no_retry_on={ValueError})
     CircuitBreakerConfig(record_exceptions=[ConnectionError], ignore_exceptions=frozenset({ValueError}))

@@ -67,7 +67,10 @@ class RateLimiterConfig:
 
     Raises:
         TypeError: If a field has the wrong type (the message names ``RateLimiterConfig.<field>``).
-        ValueError: If a field is out of range (the message names ``RateLimiterConfig.<field>``).
+        ValueError: If a field is out of range (the message names ``RateLimiterConfig.<field>``), or
+            a setting that would be ignored is not its default: ``max_waiting`` beside ``max_wait=0``,
+            ``store_fallback`` without a ``store``, ``expected_replicas`` beside another
+            ``store_fallback`` than ``"local"``.
     """
 
     rate: float
@@ -96,8 +99,9 @@ class RateLimiterConfig:
     after ``now + max_wait``, where a permit's time rounds, is waited for)."""
     max_waiting: int = DEFAULT_MAX_WAITING
     """Callers that may wait for a permit at once, an ``int >= 0``; a caller beyond them is
-    rejected at once. Only meaningful with ``max_wait > 0``. The default is 100 (bounded, so
-    that an overload cannot pile up waiting callers without limit)."""
+    rejected at once. The default is 100 (bounded, so that an overload cannot pile up waiting
+    callers without limit). Read with a wait (``max_wait > 0``) only: beside ``max_wait=0``,
+    where no caller waits, another value than the default is refused (``ValueError``)."""
     store: SharedStore | None = None
     """Where the replicas of a service share one budget (``RedisStore.from_url(url, ...)``):
     ``rate`` and ``burst`` are then the cluster's, each permit taken atomically in the store.
@@ -105,11 +109,15 @@ class RateLimiterConfig:
     store_fallback: Literal["open", "closed", "local"] = "open"
     """With a ``store``, while it is unreachable (or slower than its ``timeout``): ``"open"``
     (the default) admits every call (counted in ``fallback_admitted``), ``"closed"`` rejects
-    every call, ``"local"`` admits ``rate / expected_replicas`` per second in this process."""
+    every call, ``"local"`` admits ``rate / expected_replicas`` per second in this process.
+    Without a ``store`` (nothing to be unreachable), another value than the default is refused
+    (``ValueError``)."""
     expected_replicas: int = 1
     """With ``store_fallback="local"``: the replicas the cluster budget is split between while
     the store is unreachable (:meth:`local_share`). An ``int >= 1``, with a ``store`` small
-    enough that the share is a limiter's (``rate / expected_replicas >= MIN_RATE``); the default is 1."""
+    enough that the share is a limiter's (``rate / expected_replicas >= MIN_RATE``); the default is 1.
+    Read with ``store_fallback="local"`` only: beside another fallback, another value than the
+    default is refused (``ValueError``)."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -155,6 +163,12 @@ class RateLimiterConfig:
         max_wait = check_duration(_OWNER, "max_wait", self.max_wait, allow_zero=True)
         object.__setattr__(self, "max_wait", max_wait)
         check_int(_OWNER, "max_waiting", self.max_waiting, minimum=0)
+        if max_wait == 0 and self.max_waiting != DEFAULT_MAX_WAITING:
+            # No wait, no waiter: the limit would be ignored. Its default cannot be told from a
+            # value left out, so only another value is refused (as BulkheadConfig's timeout
+            # beside max_waiting=0).
+            rule = f"{DEFAULT_MAX_WAITING} (its default) unless max_wait > 0 (no caller waits without it)"
+            raise fail(_OWNER, "max_waiting", rule, self.max_waiting)
         check_store(_OWNER, self.store)
         if self.store_fallback not in STORE_FALLBACKS:
             kind = ValueError if isinstance(self.store_fallback, str) else TypeError
@@ -162,7 +176,16 @@ class RateLimiterConfig:
                 _OWNER, "store_fallback", "'open', 'closed' or 'local'", self.store_fallback, kind=kind
             )
         check_int(_OWNER, "expected_replicas", self.expected_replicas, minimum=1)
-        if self.store is not None and self.store_fallback == "local" and self.expected_replicas > 1:
+        # Settings of a store's outage, ignored without one (a process-local limiter is never
+        # unreachable) or beside another fallback: their defaults cannot be told from values
+        # left out, so only another value is refused (as max_waiting beside max_wait=0).
+        if self.store is None and self.store_fallback != "open":
+            rule = "'open' (its default) unless store is set (without a store nothing is unreachable)"
+            raise fail(_OWNER, "store_fallback", rule, self.store_fallback)
+        if self.store_fallback != "local" and self.expected_replicas != 1:
+            rule = "1 (its default) unless store_fallback is 'local' (only the local share splits the rate)"
+            raise fail(_OWNER, "expected_replicas", rule, self.expected_replicas)
+        if self.expected_replicas > 1:  # with a store and "local": the share must be a limiter's
             try:
                 self.local_share()
             except ValueError as error:  # the share is no limiter's (a rate below MIN_RATE...)
@@ -174,10 +197,11 @@ class RateLimiterConfig:
         """The config of this replica's share while its store is unreachable (``store_fallback="local"``).
 
         The cluster's ``rate`` and ``burst`` split between ``expected_replicas`` (a burst of at least
-        1), with no store.
+        1), with no store (and so the defaults of the store's settings).
         """
         replicas = self.expected_replicas
-        return replace(self, rate=self.rate / replicas, burst=max(1, self.burst // replicas), store=None)
+        rate, burst = self.rate / replicas, max(1, self.burst // replicas)
+        return replace(self, rate=rate, burst=burst, store=None, store_fallback="open", expected_replicas=1)
 
     @property
     def window(self) -> float:

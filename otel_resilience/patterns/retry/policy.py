@@ -74,7 +74,10 @@ class RetryStrategy(enum.Enum):
 
 
 class Jitter(enum.Enum):
-    """How a computed delay ``d`` is randomised (not applied to ``RetryStrategy.RANDOM``)."""
+    """How a computed delay ``d`` is randomised (not applied to ``RetryStrategy.RANDOM``).
+
+    With ``RetryStrategy.RANDOM``, another jitter than the default is refused (it would be ignored).
+    """
 
     NONE = "none"
     """``d`` exactly."""
@@ -91,9 +94,10 @@ class Jitter(enum.Enum):
     ``previous`` is this execution's previous backoff (``initial_delay`` before the first; a
     delay taken from the outcome, see :attr:`RetryPolicy.delay_from`, counts too), so
     each delay grows from the one before it, at random, and clients that failed together drift
-    apart. It replaces the strategy's schedule (the strategy is not used; ``RANDOM``, a schedule
-    of its own, is refused with it). The state lives in the execution, never in the shared
-    policy: concurrent executions do not disturb each other's sequence."""
+    apart. It replaces the strategy's schedule (the strategy is not used: another than the
+    default, ``EXPONENTIAL``, is refused with it, and ``RANDOM``, a schedule of its own, too).
+    The state lives in the execution, never in the shared policy: concurrent executions do not
+    disturb each other's sequence."""
 
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
@@ -140,7 +144,10 @@ class RetryPolicy:
     seconds; ``strategy`` and ``jitter`` also accept their string values.
 
     Raises:
-        ValueError: A value breaks its rule, or two fields contradict each other.
+        ValueError: A value breaks its rule, two fields contradict each other, or a field the
+            schedule would ignore is not its default (``multiplier`` without ``EXPONENTIAL``,
+            ``jitter`` with ``RANDOM``, ``jitter_ratio`` without a proportional jitter,
+            ``strategy`` with ``Jitter.DECORRELATED``).
         TypeError: A value has the wrong type, or a function cannot be called with the one
             argument it is given (``retry_on(error)``, ``retry_on_result(result)``, a
             predicate's ``dropped`` method ...).
@@ -154,17 +161,22 @@ class RetryPolicy:
     """Seconds (or a ``timedelta``) before the first retry, ``>= 0``. Default: 1.0 s, or a
     ``max_delay`` written shorter (``dataclasses.replace`` derives it again)."""
     multiplier: float = DEFAULT_MULTIPLIER
-    """Growth factor of ``EXPONENTIAL`` (``>= 1`` there; ``> 0`` and unused otherwise). Default: 2.0."""
+    """Growth factor of ``EXPONENTIAL``, ``>= 1``. Default: 2.0. Read by ``EXPONENTIAL`` only (and
+    not with ``Jitter.DECORRELATED``, which replaces the schedule): elsewhere, another value than
+    the default is refused (``ValueError``)."""
     max_delay: float = _DerivedDelay(DEFAULT_MAX_DELAY)
     """Seconds (or a ``timedelta``) that bound every delay, after jitter; ``>= initial_delay``.
     With ``RetryStrategy.RANDOM`` it is the top of the range delays are drawn from, so set it
     there (the default draws up to 60 s). Default: 60.0 s, or an ``initial_delay`` written longer
     (``dataclasses.replace`` derives it again); both written, a shorter one is refused."""
     jitter: Jitter = DEFAULT_JITTER
-    """How each delay is randomised. Default: ``Jitter.PROPORTIONAL``."""
+    """How each delay is randomised. Default: ``Jitter.PROPORTIONAL``. With ``RetryStrategy.RANDOM``
+    no jitter is applied: another value than the default is refused (``ValueError``)."""
     jitter_ratio: float = DEFAULT_JITTER_RATIO
-    """Spread of ``Jitter.PROPORTIONAL`` as a fraction of the delay (``0 < r <= 1`` there,
-    ``0 <= r <= 1`` otherwise). Default: 0.25 (+/- 25 %)."""
+    """Spread of ``Jitter.PROPORTIONAL`` as a fraction of the delay, ``0 < r <= 1``. Default: 0.25
+    (+/- 25 %). Read by ``Jitter.PROPORTIONAL`` only, and never with ``RetryStrategy.RANDOM`` (no
+    jitter is applied to its draws): there, another value than the default is refused
+    (``ValueError``)."""
     attempt_timeout: float | None = None
     """Seconds (or a ``timedelta``) one attempt may take, ``> 0``; ``None`` for no limit.
     Default: ``None``."""
@@ -267,6 +279,7 @@ class RetryPolicy:
         _check_dropped("retry_on", retry_on, "error")
         _check_dropped("retry_on_result", self.retry_on_result, "result")
         self._check_outcome_fields()
+        self._check_read()
 
     def _delays(self) -> tuple[float, float]:
         """Validate ``initial_delay`` and ``max_delay``; one left to its default gives way to the other.
@@ -291,12 +304,37 @@ class RetryPolicy:
 
     def _check_outcome_fields(self) -> None:
         """Validate ``budget`` and ``delay_from``, and the jitter that reads the execution's delays."""
-        if self.jitter is Jitter.DECORRELATED and self.strategy is RetryStrategy.RANDOM:
-            raise fail(_OWNER, "jitter", "not DECORRELATED when strategy is RANDOM", self.jitter)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
         check_sync_callable(_OWNER, "delay_from", self.delay_from, optional=True, what="function")
         check_called_with(_OWNER, "delay_from", self.delay_from, "outcome")
+
+    def _check_read(self) -> None:
+        """Refuse a schedule's setting that the delays would never read, unless at its default.
+
+        RANDOM draws its delays as they are (no jitter on top), DECORRELATED replaces the
+        strategy's schedule, only EXPONENTIAL grows by ``multiplier`` and only a proportional
+        jitter spreads by ``jitter_ratio``. A default cannot be told from a value left out, so
+        only another value is refused (as a breaker's ``failure_threshold`` beside a window).
+        """
+        strategy, jitter = self.strategy, self.jitter
+        jittered = strategy is not RetryStrategy.RANDOM
+        if not jittered and jitter is not DEFAULT_JITTER:
+            rule = f"{DEFAULT_JITTER.name} (its default) unless strategy is not RANDOM"
+            raise fail(_OWNER, "jitter", rule + " (its draws are the range, with no jitter on top)", jitter)
+        if jitter is Jitter.DECORRELATED and strategy is not DEFAULT_STRATEGY:
+            rule = f"{DEFAULT_STRATEGY.name} (its default) unless jitter is not DECORRELATED"
+            raise fail(_OWNER, "strategy", rule + " (it replaces the schedule)", strategy)
+        grows = strategy is RetryStrategy.EXPONENTIAL and jitter is not Jitter.DECORRELATED
+        if not grows and self.multiplier != DEFAULT_MULTIPLIER:
+            rule = f"{DEFAULT_MULTIPLIER} (its default) unless strategy is EXPONENTIAL and jitter is not"
+            raise fail(
+                _OWNER, "multiplier", rule + " DECORRELATED (only it grows by a multiplier)", self.multiplier
+            )
+        spreads = jittered and jitter is Jitter.PROPORTIONAL
+        if not spreads and self.jitter_ratio != DEFAULT_JITTER_RATIO:
+            rule = f"{DEFAULT_JITTER_RATIO} (its default) unless jitter is PROPORTIONAL and strategy is not"
+            raise fail(_OWNER, "jitter_ratio", rule + " RANDOM (no other spread reads it)", self.jitter_ratio)
 
     def is_retryable(self, error: Exception) -> bool:
         """Return whether ``error`` is retried: it matches ``retry_on`` and not ``no_retry_on``.
