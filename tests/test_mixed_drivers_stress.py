@@ -234,7 +234,13 @@ def test_a_rate_limiter_shared_by_threads_and_loops_counts_every_permit(
     rate, burst = 10.0, 5
     limiter = RateLimiter(
         f"mixed-limiter-{algorithm}-{max_wait}",
-        RateLimiterConfig(rate=rate, burst=burst, algorithm=algorithm, max_wait=max_wait, max_waiting=1000),
+        RateLimiterConfig(
+            rate=rate,
+            burst=burst,
+            algorithm=algorithm,
+            max_wait=max_wait,
+            max_waiting=1000 if max_wait else 100,
+        ),
         clock=clock,
     )
     tally = Tally()

@@ -422,24 +422,16 @@ class Held(Pattern[Any, Any]):
         _HELD_CLASSES[cls.__bases__[-1]] = cls
 
     def _held_run(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+        self: Pattern[Any, Any], fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
         """:meth:`Pattern.run` within the hold (refusing a non-callable ``fn`` before any await)."""
         if not callable(fn):
             raise self._not_callable("run", fn)
-        return self._held_call(fn, args, kwargs)
+        return _held_call(self, fn, args, kwargs)
 
-    async def _held_call(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
-        # The pipeline's coroutine is made here, once the hold is taken: made by the verb, it
-        # would be left never awaited by a task cancelled before it ran, or a call closed unawaited.
-        hold = self._held()
-        hold.__enter__()
-        try:
-            return await Pattern.run(self, fn, *args, **kwargs)
-        finally:
-            hold.__exit__(None, None, None)
-
-    def _held_run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def _held_run_sync(
+        self: Pattern[Any, Any], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """:meth:`Pattern.run_sync` within the hold."""
         with self._held():
             return Pattern.run_sync(self, fn, *args, **kwargs)
@@ -473,6 +465,22 @@ class Held(Pattern[Any, Any]):
     def _held_guard(self) -> Guard:
         """A guard of the instance's own pipeline whose blocks each run within the hold, entry to exit."""
         return HeldGuard(self._pipeline, self._held)
+
+
+async def _held_call(
+    pattern: Pattern[Any, Any], fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any
+) -> R:
+    """Run :meth:`Pattern.run` within ``pattern``'s hold (:meth:`Held._held_run`).
+
+    The pipeline's coroutine is made here, once the hold is taken: made by the verb, it would be
+    left never awaited by a task cancelled before it ran, or a call closed unawaited.
+    """
+    hold = pattern._held()
+    hold.__enter__()
+    try:
+        return await Pattern.run(pattern, fn, *args, **kwargs)
+    finally:
+        hold.__exit__(None, None, None)
 
 
 class _Verb:
