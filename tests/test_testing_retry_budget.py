@@ -146,3 +146,26 @@ def test_a_withdrawal_reading_the_clock_before_as_it_changes_leaves_the_new_wind
         assert budget.try_withdraw()
     finally:
         set_process_clock(SYSTEM_CLOCK)
+
+
+def test_a_refund_of_a_withdrawal_made_on_the_clock_before_leaves_the_new_window_as_it_is() -> None:
+    """A retry withdrawn in one block and given back in the next is no retry of the new window.
+
+    Both fake clocks start at 0, so the two windows' buckets have the same numbers: taken off
+    the new window, the refund gave back the retry it had allowed, and its floor of one retry
+    per window allowed two.
+    """
+    budget = RetryBudget(ratio=0.0, min_retries_per_second=0.1, window=10.0)
+    with fresh_defaults(clock=FakeClock()):
+        before = budget.withdraw()
+        assert before is not None
+    with fresh_defaults(clock=FakeClock()):
+        assert budget.withdraw() is not None
+        budget.refund(before)  # the retry of the block before did not run after all
+        assert budget.get_stats()["retries"] == 1
+        assert budget.withdraw() is None
+    with fresh_defaults(clock=FakeClock()):  # and a receipt of this window is still its own
+        receipt = budget.withdraw()
+        assert receipt is not None
+        budget.refund(receipt)
+        assert budget.get_stats()["retries"] == 0

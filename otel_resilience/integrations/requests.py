@@ -394,7 +394,8 @@ through and the socket refuses as urllib3 opens a connection (``create_connectio
 own refusal of a tuple that is no ``(connect, read)`` pair is raised by ``HTTPAdapter.send``
 itself (:data:`_ADAPTER_SEND`)."""
 _ADAPTER_SEND: Final = HTTPAdapter.send.__code__
-"""requests' ``HTTPAdapter.send``: a ``ValueError`` it raises itself refuses the request's timeout."""
+"""requests' ``HTTPAdapter.send``: a plain ``ValueError`` it raises itself refuses the request's timeout
+(its ``InvalidHeader``, a subclass, is a response's malformed header: the host's failure)."""
 
 _Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
 """``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""

@@ -663,8 +663,12 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: CodeType |
 
     The one rule of a request a client will not send as it is: the ``ValueError`` raised in a
     call of one of ``checks``, the client's code that judges the request before a byte of it is
-    written, or by ``raising`` itself (its own ``raise``, the last frame of the error's
-    traceback: a code every error of the send passes through, which judges something first).
+    written, or a plain ``ValueError`` raised by ``raising`` itself (its own ``raise``, the last
+    frame of the error's traceback: a code every error of the send passes through, which judges
+    something first). A subclass ``raising`` raises is no such refusal: it may stand for the
+    host's answer (requests' ``InvalidHeader``, a ``ValueError``, for a response whose
+    ``Content-Length`` holds unmatching values, raised by ``HTTPAdapter.send`` once the request
+    was sent).
     A header with a control character in its name or value (a token read from a file with its
     newline): aiohttp's ``StreamWriter.write_headers``, http.client's ``putheader`` under
     requests, as httpx's ``LocalProtocolError`` (known by its class). A timeout requests cannot
@@ -676,7 +680,7 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: CodeType |
     """
     if not isinstance(error, ValueError):
         return False
-    if raising is not None and _raised_by(error, raising):
+    if raising is not None and type(error) is ValueError and _raised_by(error, raising):
         return True
     return any(raised_in(error, code) for code in checks)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 import threading
@@ -80,8 +81,9 @@ class LoopClients:
         self._factory = factory
         self._lock = fork_safe(threading.Lock())
         self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None]]
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None], int]
         ] = weakref.WeakKeyDictionary()
+        """Each loop's client, its lifetime, and the id of the process that made it (:meth:`close`)."""
         key = id(self)
         _ALL[key] = weakref.ref(self, lambda _: _ALL.pop(key, None))
 
@@ -101,7 +103,7 @@ class LoopClients:
         client = await lifetime.__anext__()
         with self._lock:
             self._forget_closed_locked()
-            self._clients[loop] = (client, lifetime)
+            self._clients[loop] = (client, lifetime, os.getpid())
         return client
 
     def forget_closed(self) -> None:
@@ -134,16 +136,18 @@ class LoopClients:
         loop that runs nothing now (one that ``run_until_complete`` runs now and then, or a
         closed one) cannot be closed on it: its connections are ended from here
         (:func:`_shut_down`), or they stayed open, on the server too, until that loop ran again.
+        A forked child shuts down none of the connections its parent made (their sockets are the
+        parent's too: the parent's would end).
         """
         current = _running_loop()
         with self._lock:
             others = [(loop, held) for loop, held in self._clients.items() if loop is not current]
             for loop, _ in others:
                 del self._clients[loop]
-        for loop, (client, lifetime) in others:
+        for loop, (client, lifetime, pid) in others:
             if loop.is_running() and not loop.is_closed():
                 asyncio.run_coroutine_threadsafe(_end(lifetime), loop)
-            else:
+            elif pid == os.getpid():
                 _shut_down(client)
 
 

@@ -207,6 +207,26 @@ def test_requests_a_request_with_a_timeout_it_refuses_is_not_the_hosts_failure(
     gc.collect()  # urllib3's socket a NaN was refused for, left open: reported in this test (_LEAKED_SOCKET)
 
 
+def test_requests_a_response_with_a_malformed_header_is_the_hosts_failure(server: ScriptedHTTPServer) -> None:
+    """A response whose ``Content-Length`` holds unmatching values (``1, 3``) is the host's answer:
+    requests raises its ``InvalidHeader`` (a ``ValueError``) from the adapter's send itself, after
+    the request was sent, and the host's breaker counts it. Was: taken for requests' refusal of the
+    request as the caller made it (a ``RequestNotSentError``, ignored by the breaker), as its own
+    ``ValueError`` for a timeout it cannot use is."""
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    server.script("/a", (200, {"Content-Length": "1"}))  # the server adds its own: "1, 3"
+    config = ResilienceConfig(name="malformed", retry_policy=RETRY, circuit_breaker=ONE_FAILURE)
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(config, manager=manager))
+        with pytest.raises(requests.exceptions.InvalidHeader) as caught:
+            session.get(f"http://{host}/a")
+        assert not isinstance(caught.value, RequestNotSentError)
+        stats = _breaker(manager, "malformed", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("open", 1, 0)
+    assert server.count("/a") == 1  # sent
+
+
 @pytest.mark.parametrize("proxy", ["http://", "ftp://proxy.test"], ids=["no-host", "unsupported-scheme"])
 def test_requests_a_request_with_a_malformed_proxy_is_sent_once_and_not_the_hosts_failure(
     proxy: str, server: ScriptedHTTPServer

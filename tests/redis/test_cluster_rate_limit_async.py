@@ -320,7 +320,7 @@ def test_a_loop_closed_with_a_permit_pending_is_freed_with_its_client(proxy: Tcp
 
         async def sent() -> None:
             for _ in range(500):
-                for client, _ in store._async_clients._clients.values():
+                for client, *_ in store._async_clients._clients.values():
                     for connection in client.connection_pool._in_use_connections:
                         if connection._writer is not None:  # connected, its request on the way
                             sockets.append(connection._writer.get_extra_info("socket"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Final
+from typing import Final, cast
 
 from otel_resilience.engine.clock import Clock, check_clock, follow_process_clock
 from otel_resilience.engine.closing import give_back
@@ -88,6 +88,7 @@ class RetryBudget:
         "_min_per_second",
         "_ratio",
         "_reserve",
+        "_shift",
         "_window",
     )
 
@@ -112,6 +113,8 @@ class RetryBudget:
         self._counts = SlidingCounts(self._window, BUDGET_BUCKETS)
         """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
         self._denied = 0
+        self._shift = 0
+        """Added to a bucket's number to make its receipt: raised as the clock changes (_follow_clock)."""
         self._follows = clock is None
         if clock is None:  # on the process-wide clock, moved to each new one (_follow_clock)
             follow_process_clock(self._run_on)
@@ -144,10 +147,19 @@ class RetryBudget:
         change together under the lock, under which every operation reads the time: none counts
         a time of the clock before in the new window (there, as the newest bucket, it would hold
         every later retry until the new clock passed it). ``denied`` goes on.
+
+        Receipts (:meth:`withdraw`) of the window before stay outstanding: the buckets of the
+        new one are numbered on from them (:attr:`_shift`), so that a refund of one of them is
+        no retry of the new window (its buckets may have the same numbers on the new clock).
         """
         with self._lock:
+            counts = self._counts
+            newest = counts.newest  # None: nothing counted yet, no receipt given
+            top = 0 if newest is None else newest + self._shift + 1  # above every receipt so far
             self._clock = clock
-            self._counts.clear()
+            counts.clear()
+            counts.totals(clock.now())  # the new clock's bucket now: none later has a lower number
+            self._shift = top - cast("int", counts.newest)
 
     def deposit(self) -> None:
         """Count one first attempt (a retry calls it when an execution starts)."""
@@ -174,7 +186,7 @@ class RetryBudget:
         the backoff, ``on_retry`` raised, another cap stopped it), however much later.
 
         Returns:
-            The receipt (an opaque ``int``: the window's bucket the retry was counted in) if
+            The receipt (an opaque ``int`` naming the window's bucket the retry was counted in) if
             the retry is allowed (and counted), ``None`` if it is denied.
         """
         with self._lock:
@@ -183,7 +195,7 @@ class RetryBudget:
             events, retries, _ = counts.totals(now)
             if retries < self._allowance(events - retries):
                 counts.record(True, False, now)  # noqa: FBT003
-                return counts.newest
+                return counts.newest + self._shift  # type: ignore[operator] # recorded: an int
             self._denied += 1
             return None
 
@@ -217,6 +229,8 @@ class RetryBudget:
     def _forget(self, withdrawal: int | None) -> None:
         """:meth:`refund`, taking the lock."""
         with self._lock:
+            if withdrawal is not None:  # a receipt names its bucket on the clock it was given on
+                withdrawal -= self._shift
             self._counts.forget(True, False, withdrawal)  # noqa: FBT003
 
     def get_stats(self) -> dict[str, int]:
