@@ -216,8 +216,9 @@ def test_a_delay_setting_the_schedule_never_reads_is_refused() -> None:
 
     ``RetryPolicy(strategy="fixed", multiplier=3.0)`` was taken and retried every 1 s, never
     growing; ``jitter_ratio=0.5`` beside ``jitter="full"`` drew in ``[0, d]``, never ``d +/- 50 %``;
-    ``jitter="none"`` beside RANDOM still drew in ``[initial_delay, max_delay]``. Their defaults
-    cannot be told from values left out: only another value is refused.
+    ``jitter="full"`` beside RANDOM still drew in ``[initial_delay, max_delay]`` (``"none"``, which
+    says what RANDOM does, is taken). Their defaults cannot be told from values left out: only
+    another value is refused.
     """
     multiplier = (
         r"^RetryPolicy\.multiplier must be 2\.0 \(its default\) unless strategy is EXPONENTIAL and "
@@ -240,13 +241,14 @@ def test_a_delay_setting_the_schedule_never_reads_is_refused() -> None:
     with pytest.raises(ValueError, match=ratio):
         RetryPolicy(strategy="random", jitter_ratio=0.5)
     jitter = (
-        r"^RetryPolicy\.jitter must be PROPORTIONAL \(its default\) unless strategy is not RANDOM "
-        r"\(its draws are the range, with no jitter on top\), got <Jitter\.NONE: 'none'>$"
+        r"^RetryPolicy\.jitter must be PROPORTIONAL \(its default\) or NONE unless strategy is not "
+        r"RANDOM \(its draws are the range, with no jitter on top\), got <Jitter\.FULL: 'full'>$"
     )
     with pytest.raises(ValueError, match=jitter):
-        RetryPolicy(strategy="random", jitter="none")
-    with pytest.raises(ValueError, match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\)"):
-        RetryPolicy(strategy="random", jitter=Jitter.FULL)
+        RetryPolicy(strategy="random", jitter="full")
+    with pytest.raises(ValueError, match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\) or NONE"):
+        RetryPolicy(strategy="random", jitter=Jitter.DECORRELATED)
+    assert RetryPolicy(strategy="random", jitter="none").jitter is Jitter.NONE  # says what RANDOM does
     # DECORRELATED replaces the strategy's schedule: neither another strategy nor a multiplier is read.
     strategy = (
         r"^RetryPolicy\.strategy must be EXPONENTIAL \(its default\) unless jitter is not DECORRELATED "

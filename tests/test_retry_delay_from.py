@@ -395,7 +395,7 @@ def test_decorrelated_jitter_is_refused_with_a_random_strategy() -> None:
     """RANDOM is a schedule of its own, with no jitter on top: the jitter would be ignored."""
     with pytest.raises(
         ValueError,
-        match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\) unless strategy is not RANDOM",
+        match=r"RetryPolicy\.jitter must be PROPORTIONAL \(its default\) or NONE unless strategy is not RANDOM",
     ):
         RetryPolicy(strategy=RetryStrategy.RANDOM, jitter=Jitter.DECORRELATED)
     assert RetryPolicy(jitter="decorrelated").jitter is Jitter.DECORRELATED

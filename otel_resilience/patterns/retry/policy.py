@@ -312,15 +312,16 @@ class RetryPolicy:
     def _check_read(self) -> None:
         """Refuse a schedule's setting that the delays would never read, unless at its default.
 
-        RANDOM draws its delays as they are (no jitter on top), DECORRELATED replaces the
+        RANDOM draws its delays as they are (no jitter on top: ``NONE`` says so, and is taken),
+        DECORRELATED replaces the
         strategy's schedule, only EXPONENTIAL grows by ``multiplier`` and only a proportional
         jitter spreads by ``jitter_ratio``. A default cannot be told from a value left out, so
         only another value is refused (as a breaker's ``failure_threshold`` beside a window).
         """
         strategy, jitter = self.strategy, self.jitter
         jittered = strategy is not RetryStrategy.RANDOM
-        if not jittered and jitter is not DEFAULT_JITTER:
-            rule = f"{DEFAULT_JITTER.name} (its default) unless strategy is not RANDOM"
+        if not jittered and jitter is not DEFAULT_JITTER and jitter is not Jitter.NONE:
+            rule = f"{DEFAULT_JITTER.name} (its default) or NONE unless strategy is not RANDOM"
             raise fail(_OWNER, "jitter", rule + " (its draws are the range, with no jitter on top)", jitter)
         if jitter is Jitter.DECORRELATED and strategy is not DEFAULT_STRATEGY:
             rule = f"{DEFAULT_STRATEGY.name} (its default) unless jitter is not DECORRELATED"
