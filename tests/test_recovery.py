@@ -19,7 +19,13 @@ import pytest
 from support import converted_cancellation, freed_on_a_closed_loop, needs_task_cancelling, run_threads
 
 from otel_resilience.engine.context import SyncDeadline
-from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, Event, PatternDetected, RecoveryAttempted
+from otel_resilience.engine.events import (
+    MAX_ATTRIBUTE_LENGTH,
+    Event,
+    PatternDetected,
+    RecoveryAttempted,
+    error_type_name,
+)
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.rerun import RERUNNABLE
@@ -2073,6 +2079,27 @@ def test_a_namesake_s_module_is_kept_bounded_in_its_fingerprint(
     keys = list(system._detector._tracks)
     assert len(keys) == 2
     assert all(len(module) <= MAX_ATTRIBUTE_LENGTH for _, _, module in keys if module is not None)
+
+
+def test_error_types_named_alike_up_to_the_attribute_limit_are_two_fingerprints(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Two error classes whose names differ only past the attribute limit are two patterns, not one."""
+    system = ErrorRecoverySystem(unique("long-types"), clock=clock, pattern_threshold=2)
+    stem = "Refused" * MAX_ATTRIBUTE_LENGTH
+    first, second = (type(stem + tail, (ConnectionError,), {}) for tail in ("A", "B"))
+    for kind in (first, second):
+        with pytest.raises(ConnectionError):
+            system.recover_from_error_sync(kind(), {"operation_name": "op"})
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    assert system.get_stats()["patterns_detected"] == 0
+    keys = list(system._detector._tracks)
+    assert len(keys) == 2
+    assert all(len(error_type) <= MAX_ATTRIBUTE_LENGTH for error_type, _, _ in keys)
+    with pytest.raises(ConnectionError):
+        system.recover_from_error_sync(second(), {"operation_name": "op"})
+    (detected,) = recorder.of(Event.PATTERN_DETECTED)
+    assert detected.error_type == error_type_name(second())  # reported by the bounded name telemetry shows
 
 
 def test_fallback_value_is_the_very_object_at_every_fallback(clock: FakeClock) -> None:

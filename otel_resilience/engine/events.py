@@ -58,6 +58,7 @@ __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they 
     "TelemetryListener",
     "TelemetrySource",
     "bounded_text",
+    "error_type_key",
     "error_type_name",
     "key_attribute",
     *event_args.__all__,
@@ -895,9 +896,28 @@ def error_type_name(error: BaseException | None) -> str | None:
     return name
 
 
-def _type_name(cls: type[BaseException]) -> str:
-    """Format the bounded ``error.type`` of ``cls``: ``module.Qualname``, the qualname alone for builtins."""
+def error_type_key(error: BaseException) -> str:
+    """Return what tells an exception's type apart (a pattern's fingerprint): its bounded name, uncut.
+
+    :func:`error_type_name`, unless that name was cut: then the whole name cut as a key is
+    (:func:`key_attribute`, ending in a digest of the whole), so that two classes whose names
+    differ only past :data:`MAX_ATTRIBUTE_LENGTH` stay two. Formats a string only for such a
+    name (a failure's rare path).
+    """
+    name = error_type_name(error) or ""
+    if len(name) < MAX_ATTRIBUTE_LENGTH:
+        return name
+    return key_attribute(_whole_type_name(type(error)))
+
+
+def _whole_type_name(cls: type[BaseException]) -> str:
+    """``module.Qualname`` of ``cls``, the qualname alone for builtins, uncut (see :func:`_type_name`)."""
     if issubclass(cls, DeadlineReachedError):  # the engine's: named as the timeout it stands for
         cls = OperationTimeoutError
     module = cls.__module__
-    return bounded_text(cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}")
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _type_name(cls: type[BaseException]) -> str:
+    """Format the bounded ``error.type`` of ``cls``: ``module.Qualname``, the qualname alone for builtins."""
+    return bounded_text(_whole_type_name(cls))

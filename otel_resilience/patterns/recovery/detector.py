@@ -8,7 +8,8 @@ from typing import TypeAlias
 __all__ = ["Fingerprint", "PatternDetector"]
 
 Fingerprint: TypeAlias = tuple[str, str, str | None]
-"""What the detector counts: the error's type name, the operation's name, and the module of the
+"""What the detector counts: the error's type name (past the attribute limit, cut with a digest of
+the whole: :func:`~otel_resilience.engine.events.error_type_key`), the operation's name, and the module of the
 function the operation is named after (``None`` for a configured name, such as a pipeline's):
 two modules' functions of one name are two fingerprints, of one name in telemetry, each reported
 with its module (``PatternDetected.module``)."""

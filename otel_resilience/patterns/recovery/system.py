@@ -10,7 +10,13 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry, key_attribute
+from otel_resilience.engine.events import (
+    Event,
+    PatternDetected,
+    StrategyTelemetry,
+    error_type_key,
+    key_attribute,
+)
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_module, callable_name
@@ -333,7 +339,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
 
         Its fingerprint (:data:`~otel_resilience.patterns.recovery.detector.Fingerprint`) is the
-        error's type name, ``operation`` and, when the operation is named after a function
+        error's type (its name; one cut past the attribute limit ends in a digest of the whole,
+        :func:`~otel_resilience.engine.events.error_type_key`, while telemetry reports the bounded
+        name), ``operation`` and, when the operation is named after a function
         (``named_after``, :meth:`~otel_resilience.engine.facade.Link.named_after`), that function's
         module (``""`` when it has none; cut past the attribute limit with a digest, as the name
         is: :func:`~otel_resilience.engine.events.key_attribute`, so the table stays bounded):
@@ -351,8 +359,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         """
         error_type = type_name(error)
         module = None if named_after is None else key_attribute(callable_module(named_after) or "")
+        key = error_type_key(error)  # two types whose names are cut alike stay two
         with self._lock:
-            detected = self._detector.record_locked((error_type, operation, module), self._clock.now())
+            detected = self._detector.record_locked((key, operation, module), self._clock.now())
             if detected:
                 self._stats.patterns_detected += 1
         if detected and telemetry.enabled:
