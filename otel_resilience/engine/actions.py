@@ -12,9 +12,10 @@ every name.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from otel_resilience.engine.validation import check_duration
+from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import ExecutionRejectedError
 
 if TYPE_CHECKING:
@@ -122,6 +123,19 @@ class Wait:
     (:attr:`~otel_resilience.engine.context.ExecutionContext.queued`). ``False`` for a wait that
     stands for the run itself (chaos's injected latency: the dependency being slow). Read only
     where an attempt of a race waits."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a :meth:`wait_sync` written ``async def``, with ``TypeError`` naming ``Class.wait_sync``.
+
+        The sync driver calls it and never awaits it: its coroutine would be taken for the token
+        and the run admitted (a queue or a rejection skipped), the coroutine dropped. Checked once
+        per class, wherever it takes the method from (its body, a mixin, a ``staticmethod``).
+        """
+        super().__init_subclass__(**kwargs)
+        fn = getattr(cls, "wait_sync", None)
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            rule = "a plain function (def): the sync driver calls it, never awaits it (wait is the async one)"
+            raise fail(cls.__name__, "wait_sync", rule, fn, kind=TypeError)
 
     async def wait(self) -> Any:
         """Wait on the running loop; return the token or raise the rejection (a subclass's)."""

@@ -76,7 +76,7 @@ from otel_resilience.engine.deadline import (
 )
 from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import check_duration, check_name, describe, fail
+from otel_resilience.engine.validation import check_duration, check_name, describe, discard, fail
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -224,14 +224,15 @@ class Step:
 
         A hook is called, never awaited: one written ``async def`` (or as an async generator)
         would never run, its coroutine dropped (an ``admit`` that admits every call, an
-        ``on_cancel`` that gives nothing back). It is refused here, with ``TypeError`` naming
+        ``on_cancel`` that gives nothing back), wherever the class takes it from (its own body, a
+        mixin that is no ``Step``, a ``staticmethod``). It is refused here, with ``TypeError`` naming
         ``Class.hook``: a wait before a run is a :class:`Wait` that ``admit`` returns, and an
         async call after an outcome a :class:`Call`. So is an async ``get_stats`` (the
         statistics would show its coroutine).
         """
         super().__init_subclass__(**kwargs)
         for hook in _CALLED:
-            fn = cls.__dict__.get(hook)
+            fn = getattr(cls, hook, None)  # inherited from a mixin, or unwrapped from a staticmethod
             if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
                 raise fail(cls.__name__, hook, _PLAIN_HOOK, fn, kind=TypeError)
         cls._hooks = (
@@ -823,8 +824,10 @@ def _not_an_action(step: Step, decided: object) -> TypeError:
     the last three. Anything else (``True`` for "handled", the result itself, a continuation's
     ``None``) would run the chain again with nothing decided (a loop when the step decides it
     again), so the drivers refuse it once ``None``, ``Answer`` and ``Call`` are ruled out: a
-    check only where a step decided something.
+    check only where a step decided something. A coroutine decided (an ``async def`` helper's,
+    or continuation's) is closed (:func:`~otel_resilience.engine.validation.discard`): it never runs.
     """
+    discard(decided)
     msg = (
         f"{type(step).__name__}({step.name!r}) decided {describe(decided)}: a step's hook returns None, "
         "an Answer, a Retry or a Call (and a Call's continuation an Answer, a Retry or another Call)"

@@ -14,7 +14,7 @@ import pytest
 
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.engine.step import Answer, Call, Retry, Step
+from otel_resilience.engine.step import Answer, Call, Retry, Step, Wait
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -91,6 +91,23 @@ async def test_a_call_continuation_that_decides_none_runs_nothing_again(driver: 
     with pytest.raises(TypeError, match=_DECIDES.format("None")):
         await _run(driver, step, fails=fails)
     assert step.asked == 1
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["on_failure", "on_success"])
+@pytest.mark.parametrize("continued", [False, True], ids=["hook", "continuation"])
+async def test_a_coroutine_decided_in_place_of_an_action_is_closed_when_refused(
+    driver: str, *, fails: bool, continued: bool
+) -> None:
+    """An ``async def`` helper's coroutine returned by a hook or a continuation never runs: closed, no warning."""
+
+    async def helper() -> Answer:
+        return Answer("never")
+
+    decided = helper()
+    step = Decides(_continued_with(decided) if continued else decided)
+    with pytest.raises(TypeError, match=_DECIDES.format("<coroutine object .*helper at 0x[0-9a-f]+>")):
+        await _run(driver, step, fails=fails)
+    assert decided.cr_frame is None  # closed: no "coroutine ... was never awaited" at collection
 
 
 @pytest.mark.parametrize("fails", [True, False], ids=["on_failure", "on_success"])
@@ -208,6 +225,42 @@ def test_a_step_whose_hook_is_a_coroutine_function_is_refused_in_its_class_state
             TypeError, match=rf"Awaits\.{hook} must be a plain function \(def\): a step's hooks and get_stats"
         ):
             type("Awaits", (Step,), {hook: body, "kind": "awaits"})
+
+
+@pytest.mark.parametrize(
+    "hook", ["admit", "on_success", "on_failure", "on_expired", "on_late", "on_cancel", "get_stats"]
+)
+def test_an_async_hook_a_step_inherits_or_wraps_is_refused_in_its_class_statement(hook: str) -> None:
+    """A mixin's ``async def`` hook, or a static one, would never run either: the class statement refuses it."""
+
+    async def coroutine_hook(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    mixin = type("AsyncMixin", (), {hook: coroutine_hook})
+    with pytest.raises(
+        TypeError, match=rf"Inherits\.{hook} must be a plain function \(def\): a step's hooks and get_stats"
+    ):
+        type("Inherits", (mixin, Step), {"kind": "inherits"})
+    with pytest.raises(
+        TypeError, match=rf"Static\.{hook} must be a plain function \(def\): a step's hooks and get_stats"
+    ):
+        type("Static", (Step,), {hook: staticmethod(coroutine_hook), "kind": "static"})
+
+
+def test_a_wait_whose_wait_sync_is_a_coroutine_function_is_refused_in_its_class_statement() -> None:
+    """The sync driver calls ``wait_sync`` and never awaits it: its coroutine would be the token, and the run ran."""
+
+    async def coroutine_wait(self: Wait) -> Any:
+        return None
+
+    async def generator_wait(self: Wait) -> Any:
+        yield None
+
+    for body in (coroutine_wait, generator_wait):
+        with pytest.raises(
+            TypeError, match=r"Holds\.wait_sync must be a plain function \(def\): the sync driver calls it"
+        ):
+            type("Holds", (Wait,), {"wait_sync": body, "__slots__": ()})
 
 
 @pytest.mark.parametrize(
