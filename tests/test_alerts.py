@@ -28,6 +28,7 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
     TelemetryHub,
     TelemetrySource,
+    error_type_name,
 )
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError, RecoveryEscalatedError
 from otel_resilience.ops import alert_rules as ar
@@ -806,6 +807,29 @@ def test_alerts_from_a_real_recovery_system(clock: FakeClock) -> None:
     assert kinds(system) == [AlertKind.RECOVERY_ESCALATED, AlertKind.ERROR_PATTERN]
     assert system.history[0].subject == "e2e-recovery"
     assert system.history[1].subject == "lookup"
+
+
+def test_escalations_of_error_types_named_alike_up_to_the_attribute_limit_alert_each(
+    clock: FakeClock,
+) -> None:
+    """Two classes whose names differ only past the attribute limit are two error types: two alerts."""
+    recovery = ErrorRecoverySystem("long-types-recovery", clock=clock)
+    stem = "Refused" * MAX_ATTRIBUTE_LENGTH
+    first, second = (type(stem + tail, (ConnectionError,), {}) for tail in ("A", "B"))
+    recovery.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    with AlertSystem(clock=clock) as system, EventRecorder() as recorder:
+        for kind in (first, second, second):
+            with pytest.raises(RecoveryEscalatedError):
+                recovery.recover_from_error_sync(kind(), {"operation_name": "op"})
+    assert kinds(system) == [AlertKind.RECOVERY_ESCALATED] * 2  # the second's own cooldown silenced it once
+    one, other = system.history
+    assert one.summary != other.summary  # two error types never read alike
+    assert all(len(alert.summary) <= MAX_ATTRIBUTE_LENGTH for alert in system.history)
+    shown = error_type_name(first())
+    assert shown == error_type_name(second())  # telemetry shows them by one bounded name, as before
+    assert one.attributes["error_type"] == other.attributes["error_type"] == shown
+    attempted = recorder.of(Event.RECOVERY_ATTEMPTED)
+    assert attempted == [RecoveryAttempted("escalate", "failure", shown)] * 3
 
 
 # -- delivery ----------------------------------------------------------------------------------

@@ -152,6 +152,12 @@ class RecoveryAttempted(_StrategyOutcome):
     on, or a re-run's since), named on the execution span; ``None`` when it names none: a step
     inside it names each failure itself (a retry), or it saw none (a fault a chaos link injected).
     Not compared: an event is what the rule did, with what result, on which error."""
+    error_type_key: str | None = field(default=None, compare=False, repr=False)
+    """What tells the error's type apart, for an escalation (``None`` otherwise):
+    :func:`~otel_resilience.engine.events.error_type_key`, which differs from ``error_type`` only
+    for a name cut past the attribute limit (then ending in a digest of the whole). No attribute
+    (telemetry shows ``error_type``): what an alert system keys an escalation's cooldown by, so
+    that two classes named alike up to the cut are two error types. Not compared, as above."""
 
 
 @dataclass(slots=True)

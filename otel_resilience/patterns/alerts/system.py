@@ -873,12 +873,15 @@ class AlertSystem:
                 ),
                 verdict,
             )
-        if args.strategy == "escalate" and (
-            started := self._cooled_down(
-                self._escalation_cooldowns, (name, args.error_type), config.escalation_cooldown
-            )
+        if args.strategy != "escalate":
+            return
+        # Its error type as told apart (a name cut alike ends in a digest of the whole), or as
+        # shown when the event carries no key (one reported by hand): one cooldown per type.
+        error_type = args.error_type_key or args.error_type
+        if started := self._cooled_down(
+            self._escalation_cooldowns, (name, error_type), config.escalation_cooldown
         ):
-            summary = f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}"
+            summary = f"{_bounded(error_type)} was escalated by recovery system {_bounded(name)!r}"
             untracked: dict[str, str] = {}
             if started == _SHARED:
                 summary, untracked = _untracked(AlertKind.RECOVERY_ESCALATED, summary, "cooldown")

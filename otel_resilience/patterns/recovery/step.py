@@ -47,7 +47,7 @@ from otel_resilience.engine.calling import (
 from otel_resilience.engine.closing import closing
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
-from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
+from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry, error_type_key
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.notes import chain_failure, injected
 from otel_resilience.engine.protecting import is_async_callable
@@ -593,16 +593,23 @@ class RecoveryStep(Link[RecoveryConfig]):
     def _escalate(self, error: Exception, operation: str) -> RecoveryEscalatedError:
         """Count an escalation and return the error to raise ``from`` the original."""
         error_type = type_name(error)
-        self._settle(RecoveryStrategy.ESCALATE, error_type, success=False)
+        self._settle(RecoveryStrategy.ESCALATE, error_type, success=False, key=error_type_key(error))
         return RecoveryEscalatedError(error_type, operation)
 
     def _settle(
-        self, strategy: RecoveryStrategy, error_type: str, *, success: bool, named: str | None = None
+        self,
+        strategy: RecoveryStrategy,
+        error_type: str,
+        *,
+        success: bool,
+        named: str | None = None,
+        key: str | None = None,
     ) -> None:
         """Count one ended attempt (of a failure whose type is named ``error_type``) and report it.
 
         ``named``: the dependency's last error the attempt saw, to name on the span
-        (:attr:`Rerun.last`); ``None`` for none.
+        (:attr:`Rerun.last`); ``None`` for none. ``key``: what tells the error's type apart
+        (:attr:`RecoveryAttempted.error_type_key`, an escalation's); ``None`` for none.
         """
         system = self._system
         with system._lock:
@@ -611,7 +618,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if telemetry.enabled:
             result = "success" if success else "failure"
             telemetry.report(
-                Event.RECOVERY_ATTEMPTED, RecoveryAttempted(strategy.value, result, error_type, named)
+                Event.RECOVERY_ATTEMPTED, RecoveryAttempted(strategy.value, result, error_type, named, key)
             )
 
     def _what(self, field_name: str) -> str:
