@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.stats import attempt_ended
-from otel_resilience.engine.step import Answer, Wait
+from otel_resilience.engine.step import Answer, Wait, give_back
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,13 +126,13 @@ class Guard:
             stats.count(attempt_ended(error)[0])  # by its type, unless the effective deadline ended it
             if cancelled:
                 if step._cancels:
-                    step.on_cancel(ctx, token, running=True)
+                    give_back(step, ctx, token, running=True)
             elif step._fails:
                 action = step.on_failure(ctx, token, error)
         else:
             stats.count(attempt_ended(error)[0])  # a cancellation (the deadline's: a timeout) or an interrupt
             if step._cancels:
-                step.on_cancel(ctx, token, running=True)
+                give_back(step, ctx, token, running=True)
         if action is not None:
             decided = type(action).__name__
             msg = f"{step.kind} {step.name!r} decided {decided}, which a guarded block cannot do"

@@ -39,7 +39,8 @@ The contract a driver keeps for every step:
 * a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
   to ``on_failure``: it reaches ``on_cancel`` and is re-raised; so does, in the async driver, an
   error the call raised on its way out of its task's cancellation
-  (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), unchanged;
+  (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), unchanged; an ``Exception``
+  ``on_cancel`` raises is logged, never raised in its place (:func:`give_back`);
 * the last step calls the protected function itself (no frame for the end of the chain), with
   ``fn(*args)`` when there is no keyword argument: ``fn(*args, **kwargs)`` copies even an
   empty ``kwargs`` into a new dict, about 190 instructions per execution.
@@ -50,6 +51,7 @@ Exceptions are the failure channel: an error travels up as itself, as the caller
 from __future__ import annotations
 
 import inspect
+import logging
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
@@ -99,6 +101,7 @@ __all__ = [
 ]
 
 
+_LOG: Final = logging.getLogger("otel_resilience")
 _new_async_deadline: Final = blank(StepDeadline)
 _start_async_deadline: Final = StepDeadline.start
 """A step's async deadline scope, made on every run: allocated in C, then started by its ``start``
@@ -371,6 +374,9 @@ class Step:
     def on_cancel(self, ctx: ExecutionContext, token: Any, /, *, running: bool) -> None:
         """Give back what :meth:`admit` took: a ``BaseException`` ended the run.
 
+        What ended the run goes on once this returns: an ``Exception`` raised here is logged on
+        the ``otel_resilience`` logger, naming the step, and never replaces it (:func:`give_back`).
+
         Args:
             ctx: The execution.
             token: The run's token.
@@ -420,7 +426,7 @@ class Step:
             except Exception as error:
                 if cancelled_on_the_way(error):  # the task's cancellation, turned into an error
                     if self._cancels:
-                        self.on_cancel(ctx, token, running=action is None)
+                        give_back(self, ctx, token, running=action is None)
                     raise
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
@@ -437,7 +443,7 @@ class Step:
                 continue
             except BaseException:
                 if self._cancels:  # not running: a Retry's wait or hook was
-                    self.on_cancel(ctx, token, running=action is None)
+                    give_back(self, ctx, token, running=action is None)
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
@@ -459,7 +465,7 @@ class Step:
                 raise _not_an_action(self, action)
         # The run would start at or past the effective deadline (_pause): as the sync driver does.
         if self._cancels:
-            self.on_cancel(ctx, token, running=False)
+            give_back(self, ctx, token, running=False)
         try:
             raise action
         finally:
@@ -607,7 +613,7 @@ class Step:
         if call.cancelled is not None:
             call.cancelled(ctx, call.state)
         if self._cancels:
-            self.on_cancel(ctx, token, running=False)
+            give_back(self, ctx, token, running=False)
 
     # -- the sync driver --------------------------------------------------------------------------
 
@@ -663,7 +669,7 @@ class Step:
                 continue
             except BaseException:
                 if self._cancels:  # not running: a Retry's wait or hook was
-                    self.on_cancel(ctx, token, running=action is None)
+                    give_back(self, ctx, token, running=action is None)
                 raise
             if seconds is not None and type(result) is _Acted:
                 if (action := result.action) is None:  # a late result, for the step to judge (on_late)
@@ -687,7 +693,7 @@ class Step:
         # The effective deadline cut a Retry's wait or passed before its run (_pause_sync): as the async
         # driver's cancellation.
         if self._cancels:
-            self.on_cancel(ctx, token, running=False)
+            give_back(self, ctx, token, running=False)
         try:
             raise action
         finally:
@@ -814,6 +820,28 @@ class Step:
             call = action = value = None
             raise
         return action
+
+
+def give_back(step: Step, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
+    """Call ``step``'s :meth:`Step.on_cancel`: every caller's rule (both drivers, a guarded block).
+
+    Called where a ``BaseException`` (a cancellation, an interrupt) or the effective deadline
+    ends a run, which goes on once the hook returns. An ``Exception`` the hook raises would take
+    its place (an enclosing ``asyncio.timeout`` would not see its cancellation, a cancelled task
+    would end with an error, an interrupt would be lost): it is logged, with its traceback, on
+    the ``otel_resilience`` logger naming the step, and what ended the run goes on unchanged. A
+    ``BaseException`` the hook raises goes through (a cancellation or an interrupt of its own).
+    A failure path only: a run that ends normally never comes here.
+    """
+    try:
+        step.on_cancel(ctx, token, running=running)
+    except Exception:  # noqa: BLE001 - the cancellation goes on: the hook's error is logged
+        _LOG.warning(
+            "%s %r: on_cancel raised (ignored: what ended the run goes on)",
+            step.kind,
+            step.name,
+            exc_info=True,
+        )
 
 
 def _not_an_action(step: Step, decided: object) -> TypeError:
