@@ -265,7 +265,7 @@ class TimeoutRule(Step):
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _loop_timeout
-else:  # the library's _compat carries the 3.10 shim; this study needs 3.11
+else:  # the study's async shapes are built on asyncio.timeout (the library's deadlines are not): 3.11+
 
     def _loop_timeout(delay: float | None) -> Any:
         msg = f"the engine shapes study needs asyncio.timeout (Python 3.11+), not {delay}"
