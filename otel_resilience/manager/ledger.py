@@ -42,6 +42,7 @@ from otel_resilience.engine.step import Step
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadStatsDict
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.hedging.step import HedgingCountsDict
 from otel_resilience.patterns.rate_limiter import RateLimiter
 from otel_resilience.patterns.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, limiter_totals
 
@@ -83,15 +84,7 @@ LINK_TOTALS: Final[Mapping[str, tuple[str, ...]]] = {
         "attempt_timeouts",
     ),
     "timeout": ("total_timeouts", "attempt_timeouts"),
-    "hedging": (
-        "executions",
-        "hedges",
-        "hedges_denied",
-        "original_wins",
-        "hedge_wins",
-        "failed",
-        "cancelled",
-    ),
+    "hedging": tuple(HedgingCountsDict.__annotations__),
     "fallback": (
         "executions",
         "fallbacks_used",

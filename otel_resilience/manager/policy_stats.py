@@ -10,6 +10,7 @@ from otel_resilience.manager.ledger import Ledger, add_link_totals, breaker_tota
 from otel_resilience.manager.statistics import add_counts, executions
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.hedging.step import HedgingCountsDict
 from otel_resilience.patterns.rate_limiter import RateLimiter
 from otel_resilience.patterns.rate_limiter.totals import limiter_totals
 
@@ -108,16 +109,8 @@ class PolicyTimeoutStatsDict(TypedDict):
     """Expiries of its ``retry_policy.attempt_timeout``."""
 
 
-class PolicyHedgingStatsDict(TypedDict):
-    """A policy's ``hedging``: its hedging links' summed counts (as ``Hedging.get_stats()``'s)."""
-
-    executions: int
-    hedges: int
-    hedges_denied: int
-    original_wins: int
-    hedge_wins: int
-    failed: int
-    cancelled: int
+class PolicyHedgingStatsDict(HedgingCountsDict):
+    """A policy's ``hedging``: its hedging links' summed counts (those of ``Hedging.get_stats()``)."""
 
 
 class PolicyFallbackStatsDict(TypedDict):

@@ -50,15 +50,15 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.patterns.hedging.config import HedgeBudget
 
-__all__ = ["HedgingStatsDict"]
+__all__ = ["HedgingCountsDict", "HedgingStatsDict"]
 
 
-class HedgingStatsDict(TypedDict):
-    """What :meth:`~otel_resilience.patterns.hedging.Hedging.get_stats` returns."""
+class HedgingCountsDict(TypedDict):
+    """A hedging's lifetime counts, those a named policy's statistics sum over its keys.
 
-    name: str
-    mode: str
-    max_attempts: int
+    The counts of :class:`HedgingStatsDict` (``PolicyHandle.get_stats()["hedging"]``).
+    """
+
     executions: int
     hedges: int
     hedges_denied: int
@@ -66,6 +66,14 @@ class HedgingStatsDict(TypedDict):
     hedge_wins: int
     failed: int
     cancelled: int
+
+
+class HedgingStatsDict(HedgingCountsDict):
+    """What :meth:`~otel_resilience.patterns.hedging.Hedging.get_stats` returns: counts and settings."""
+
+    name: str
+    mode: str
+    max_attempts: int
 
 
 class _HedgingCore:
