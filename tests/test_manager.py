@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -15,6 +15,7 @@ from otel_resilience import (
     CircuitOpenError,
     CircuitState,
     CountWindow,
+    ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
     HedgingConfig,
@@ -28,6 +29,8 @@ from otel_resilience import (
     get_resilience_manager,
     resilient,
 )
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.step import Retry, Step
 from otel_resilience.patterns.retry import Jitter
 from otel_resilience.testing import FakeClock
 
@@ -522,6 +525,51 @@ def test_a_breaker_or_bulkhead_name_without_its_pattern_is_refused(
     with pytest.raises(ValueError, match=rule):
         dataclasses.replace(config, **{pattern_field: None})
     assert ResilienceManager().execute_with_resilience_sync(lambda: "ok", config) == "ok"
+
+
+class _RerunsWhileTheCapAllows(Step):
+    """An extra link that re-runs a failed call while the execution's cap in total allows another."""
+
+    kind: ClassVar[str] = "reruns"
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Any:
+        return Retry(0.0, token) if ctx.next_attempt() is not None else None
+
+
+def test_a_cap_in_total_nothing_can_read_is_refused() -> None:
+    """``max_attempts_total`` caps the further calls of retry, hedging, recovery (and of an extra
+    link, which may take attempts through ``ctx.next_attempt()``): with none of them it was
+    taken and ignored, the execution making its one call whatever the cap. Refused, naming it;
+    an extra link that reads it keeps it (its re-runs stop at the cap)."""
+    rule = (
+        r"ResilienceConfig\.max_attempts_total must be None unless retry_policy, hedging, "
+        r"enable_recovery or extra_strategies is set .*, got 3"
+    )
+    with pytest.raises(ValueError, match=rule):
+        ResilienceConfig(name="capped", max_attempts_total=3, circuit_breaker=CircuitBreakerConfig())
+    retried = ResilienceConfig(name="capped", max_attempts_total=3, retry_policy=RetryPolicy(max_attempts=2))
+    with pytest.raises(ValueError, match=rule):
+        dataclasses.replace(retried, retry_policy=None)
+    for readers in (
+        {"hedging": HedgingConfig(max_attempts=2, mode="fallback")},
+        {"enable_recovery": True},
+        {"extra_strategies": [ExtraStrategy(lambda _: _RerunsWhileTheCapAllows(), inside="fallback")]},
+    ):
+        assert ResilienceConfig(max_attempts_total=3, **readers).max_attempts_total == 3
+    calls: list[int] = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError(f"down {len(calls)}")
+
+    config = ResilienceConfig(
+        name=fresh("capped-extra"),
+        max_attempts_total=3,
+        extra_strategies=[ExtraStrategy(lambda _: _RerunsWhileTheCapAllows(), inside="fallback")],
+    )
+    with pytest.raises(ConnectionError, match="down 3"):
+        ResilienceManager().execute_with_resilience_sync(down, config)
+    assert len(calls) == 3
 
 
 def test_bad_manager_argument() -> None:

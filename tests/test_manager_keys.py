@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import gc
 import math
+import pickle
 import threading
 import time
 import tracemalloc
@@ -1685,6 +1687,70 @@ def test_blocks_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refu
             assert kept.state is CircuitState.OPEN
             kept.reset()
     assert refused + counted == 200
+
+
+def test_a_subscription_on_a_keys_breaker_hears_it_until_the_key_is_evicted(
+    manager: ResilienceManager,
+) -> None:
+    """``on_state_change`` and ``on_rejection`` on ``for_key(k).circuit_breaker`` hear what the
+    key's calls through the policy do to it (an opening, a rejection naming the key, a reset);
+    once the key is evicted its next calls use a new breaker, which they do not hear."""
+    policy = manager.policy("subscribed", BREAKER, max_keys=1, idle_ttl=None)
+    view = policy.for_key("eu-1")
+    breaker = view.circuit_breaker
+    assert breaker is not None
+    changes: list[tuple[str, str]] = []
+    rejections: list[CircuitOpenError] = []
+    breaker.on_state_change(lambda change: changes.append((str(change.old), str(change.new))))
+    breaker.on_rejection(rejections.append)
+    fail_twice(view)
+    with pytest.raises(CircuitOpenError):
+        view.execute_sync(lambda: "never")
+    assert changes == [("closed", "open")]
+    assert [(error.name, error.key) for error in rejections] == [("subscribed", "eu-1")]
+    breaker.reset()
+    assert changes == [("closed", "open"), ("open", "closed")]
+    policy.for_key("eu-2").execute_sync(lambda: None)  # evicts "eu-1", idle and closed
+    assert policy.for_key("eu-1").circuit_breaker is not breaker
+    fail_twice(policy.for_key("eu-1"))
+    with pytest.raises(CircuitOpenError):
+        policy.for_key("eu-1").execute_sync(lambda: "never")
+    assert changes == [("closed", "open"), ("open", "closed")]
+    assert len(rejections) == 1
+
+
+_COPIES: dict[str, typing.Callable[[object], object]] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda instance: pickle.loads(pickle.dumps(instance)),
+}
+
+
+@pytest.mark.parametrize("way", list(_COPIES))
+@pytest.mark.parametrize("instance", ["circuit_breaker", "bulkhead", "rate_limiter"])
+def test_a_policys_instance_refuses_to_be_copied_naming_the_one_in_use(
+    manager: ResilienceManager, instance: str, way: str
+) -> None:
+    """A copy of a key's (or the unkeyed calls') breaker, bulkhead or limiter would run outside
+    the hold: its calls went on after the key was evicted, beside the key's new instance (a
+    shallow copy shares the evicted bulkhead's slots). It is refused, naming where the one in
+    use is taken; an instance of no policy copies as before."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1000.0, burst=100),
+    )
+    policy = manager.policy(f"copied-{instance}-{way}", config, max_keys=1, idle_ttl=None)
+    for owned, where in (
+        (getattr(policy.for_key("tenant"), instance), "handle.for_key('tenant')"),
+        (getattr(policy, instance), "handle"),
+    ):
+        with pytest.raises(TypeError, match=r"cannot be copied or pickled") as raised:
+            _COPIES[way](owned)
+        assert f"{where}.{instance}" in str(raised.value)
+        assert policy.name in str(raised.value)
+    alone = CircuitBreaker("alone")
+    assert type(_COPIES[way](alone)) is CircuitBreaker
 
 
 @pytest.mark.parametrize("instance", ["circuit_breaker", "bulkhead", "rate_limiter"])

@@ -12,10 +12,12 @@ every name.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import CoroutineType, FunctionType
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.engine.validation import check_duration, describe, fail
 from otel_resilience.errors import ExecutionRejectedError
 
 if TYPE_CHECKING:
@@ -130,12 +132,25 @@ class Wait:
         The sync driver calls it and never awaits it: its coroutine would be taken for the token
         and the run admitted (a queue or a rejection skipped), the coroutine dropped. Checked once
         per class, wherever it takes the method from (its body, a mixin, a ``staticmethod``).
+
+        The async driver awaits what :meth:`wait` returns: an ``async def wait`` runs as written,
+        and one written as a plain ``def`` (which may return an awaitable of its own) is called
+        through :func:`_awaitable_wait`, so that one returning no awaitable is refused naming
+        ``Class.wait`` rather than failing in the driver's ``await`` with Python's message.
         """
         super().__init_subclass__(**kwargs)
         fn = getattr(cls, "wait_sync", None)
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             rule = "a plain function (def): the sync driver calls it, never awaits it (wait is the async one)"
             raise fail(cls.__name__, "wait_sync", rule, fn, kind=TypeError)
+        wait = inspect.getattr_static(cls, "wait")
+        if (
+            type(wait) is FunctionType
+            and wait.__code__ is not _AWAITABLE_WAIT_CODE  # a base's, already called through it
+            and not inspect.iscoroutinefunction(wait)
+            and not wait.__code__.co_flags & inspect.CO_ITERABLE_COROUTINE  # types.coroutine
+        ):
+            cls.wait = _awaitable_wait(cls.__name__, wait)  # type: ignore[method-assign, assignment]
 
     async def wait(self) -> Any:
         """Wait on the running loop; return the token or raise the rejection (a subclass's)."""
@@ -144,6 +159,31 @@ class Wait:
     def wait_sync(self) -> Any:
         """Wait in this thread; return the token or raise the rejection (a subclass's)."""
         raise TypeError(f"{type(self).__name__} cannot wait in a thread: it overrides no wait_sync()")
+
+
+def _awaitable_wait(owner: str, wait: Callable[[Wait], Any]) -> Callable[[Wait], Any]:
+    """Return a :class:`Wait` subclass's plain ``def wait`` refusing what it returns unless awaitable.
+
+    Raises:
+        TypeError: (from the returned method) ``wait`` returned no awaitable, naming ``<owner>.wait``.
+    """
+
+    @functools.wraps(wait)
+    def awaitable_wait(self: Wait) -> Any:
+        awaitable = wait(self)
+        if type(awaitable) is CoroutineType or inspect.isawaitable(awaitable):
+            return awaitable
+        msg = (
+            f"{owner}.wait must return an awaitable (the async driver awaits it: write it async def), "
+            f"got {describe(awaitable)} ({type(awaitable).__name__})"
+        )
+        raise TypeError(msg)
+
+    return awaitable_wait
+
+
+_AWAITABLE_WAIT_CODE: Final = _awaitable_wait(Wait.__name__, Wait.wait).__code__
+"""The code of each method :func:`_awaitable_wait` returns: a ``wait`` of this code is not wrapped again."""
 
 
 class Rejected(Wait):

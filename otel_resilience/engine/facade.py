@@ -21,7 +21,20 @@ import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NoReturn, ParamSpec, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    SupportsIndex,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import Clock, check_clock
@@ -52,8 +65,18 @@ L = TypeVar("L", bound=Step)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-Holder = Callable[["Pattern[Any, Any]"], AbstractContextManager[object]]
-"""An owner's hold of one of its instances (:meth:`Pattern._hold_by`)."""
+
+class Holder(Protocol):
+    """An owner's hold of one of its instances (:meth:`Pattern._hold_by`)."""
+
+    def __call__(self, instance: Pattern[Any, Any], /) -> AbstractContextManager[object]:
+        """Keep ``instance`` in use from a block's start to its end (:class:`NotInUseError`: it is not)."""
+        ...
+
+    def owner_of(self, instance: Pattern[Any, Any], /) -> str:
+        """Say whose ``instance`` is, and where the one in use is taken (read by a refusal only)."""
+        ...
+
 
 _HOLDERS: Final[weakref.WeakKeyDictionary[Pattern[Any, Any], Holder]] = weakref.WeakKeyDictionary()
 """Each owned instance's hold (:meth:`Pattern._hold_by`): kept beside the instances, not in a slot
@@ -412,7 +435,7 @@ class Held(Pattern[Any, Any]):
     key's; once the key was evicted (or a reload replaced the instance), it is refused before it
     runs. A pattern declares its held class as ``class _HeldBulkhead(Held, Bulkhead)`` and names
     its verbs after :meth:`_held_run`, :meth:`_held_run_sync` and :meth:`_held_guard`; never made
-    directly, its layout is its pattern's.
+    directly, its layout is its pattern's. It is never copied (:meth:`__reduce_ex__`).
     """
 
     __slots__ = ()
@@ -420,6 +443,26 @@ class Held(Pattern[Any, Any]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _HELD_CLASSES[cls.__bases__[-1]] = cls
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse a copy of an owned instance: ``copy.copy``, ``copy.deepcopy`` and a pickle.
+
+        The copy would have no hold: its calls, blocks and actions would run on once the owner
+        no longer uses the instance (a key evicted, a reload that replaced it), beside the one
+        the owner's calls use (a shallow copy shares the instance's slots, permits and state),
+        and count where no one looks. An instance of no owner is copied as any object is.
+
+        Raises:
+            TypeError: Always, naming the instance, its owner and where the one in use is taken.
+        """
+        holder = _HOLDERS.get(self)
+        whose = "" if holder is None else f" It is {holder.owner_of(self)}."
+        msg = (
+            f"{self._owner} {self._name!r} cannot be copied or pickled: its calls, blocks and actions "
+            "run within its owner's hold, refused once the owner no longer uses it, and a copy would "
+            f"run outside that hold.{whose} For one of your own, make a new {self._owner} of its config"
+        )
+        raise TypeError(msg)
 
     def _held_run(
         self: Pattern[Any, Any], fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs

@@ -58,7 +58,10 @@ class ResilienceConfig:
             counted across retry attempts, recovery re-runs (each of which a breaker counts) and
             hedges sent (a hedge that called nothing, turned away by the policy's own link or
             still waiting for its admission when its race ended, takes none);
-            ``None`` (default) for no cap. Once reached, retry gives up with the original error
+            ``None`` (default) for no cap. Only beside a ``retry_policy``, ``hedging``,
+            ``enable_recovery`` or ``extra_strategies`` (an extra link may take attempts:
+            ``ExecutionContext.next_attempt``): with none, nothing makes a further call, and a cap
+            is refused (``ValueError``). Once reached, retry gives up with the original error
             (stop reason ``max_attempts_total``) and recovery re-runs no more (a failed
             recovery). Without it, one execution may call the dependency ``max_attempts x (1 +
             recovery re-runs)`` times.
@@ -146,6 +149,19 @@ class ResilienceConfig:
                 raise fail(_OWNER, field, f"None unless {needs} is set", getattr(self, field))
         if self.max_attempts_total is not None:
             check_int(_OWNER, "max_attempts_total", self.max_attempts_total, minimum=1)
+            if (
+                self.retry_policy is None
+                and self.hedging is None
+                and not self.enable_recovery
+                and not self.extra_strategies
+            ):
+                # Only these take a further attempt (ExecutionContext.next_attempt, fork): an
+                # extra link may, so any keeps the cap; with none, the cap would be ignored.
+                rule = (
+                    "None unless retry_policy, hedging, enable_recovery or extra_strategies is set "
+                    "(nothing else makes a further call to cap)"
+                )
+                raise fail(_OWNER, "max_attempts_total", rule, self.max_attempts_total)
         attempt_timeout = self.retry_policy.attempt_timeout if self.retry_policy is not None else None
         if attempt_timeout is not None and self.timeout is not None and attempt_timeout >= self.timeout:
             raise fail(

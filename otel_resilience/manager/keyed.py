@@ -561,6 +561,19 @@ class _Hold:
     def __call__(self, instance: Pattern[Any, Any]) -> AbstractContextManager[object]:
         return _holding(self, instance)
 
+    def owner_of(self, instance: Pattern[Any, Any]) -> str:
+        """Say whose ``instance`` is and where the one in use is taken (a copy's refusal: ``Held``)."""
+        what, taken = self._in_use(instance)
+        return f"policy {self.policy!r}'s {what}; take the one in use with {taken}"
+
+    def _in_use(self, instance: Pattern[Any, Any]) -> tuple[str, str]:
+        """Name ``instance`` as its key's (``bulkhead 'p' (key 'k')``); what gives the one in use."""
+        what, attribute = _IN_USE[instance.kind]
+        text = self.text
+        subject = "(its unkeyed calls)" if text is None else f"(key {text!r})"
+        where = "handle" if text is None else f"handle.for_key({text!r})"
+        return f"{what} {instance.name!r} {subject}", f"{where}.{attribute}"
+
     def blocks(self) -> int:
         """The blocks and calls running with the instance now (read without a lock; the ends first)."""
         out = self._out.value
@@ -616,13 +629,8 @@ def _holding(hold: _Hold, instance: Pattern[Any, Any]) -> Iterator[None]:
             next(hold._out)  # before the key's count-out, which may fold the instance
             state.leave()
         return
-    what, attribute = _IN_USE[instance.kind]
-    subject = "(its unkeyed calls)" if text is None else f"(key {text!r})"
-    where = "handle" if text is None else f"handle.for_key({text!r})"
-    msg = (
-        f"{what} {instance.name!r} {subject} is no longer in use: {why}, and its calls use another; "
-        f"take the one in use again: {where}.{attribute}"
-    )
+    what, taken = hold._in_use(instance)
+    msg = f"{what} is no longer in use: {why}, and its calls use another; take the one in use again: {taken}"
     raise NotInUseError(msg)
 
 

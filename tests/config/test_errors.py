@@ -65,6 +65,13 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
         "f.yaml:4: policies.p.circuit_breaker.sliding_window.buckets must be >= 1, got 0",
     ),
+    (  # a cap in total with nothing that takes a further attempt would be ignored: refused at its line
+        POLICY + "    timeout: 2s\n    max_attempts_total: 3\n",
+        (
+            "f.yaml:4: policies.p.max_attempts_total must be None unless retry_policy, hedging, "
+            "enable_recovery or extra_strategies is set (nothing else makes a further call to cap), got 3"
+        ),
+    ),
     (  # a queue timeout without a queue would be ignored: refused
         POLICY + "    bulkhead_config: {max_concurrent: 2, max_waiting: 0, timeout: 1h}\n",
         (

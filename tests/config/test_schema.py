@@ -165,7 +165,7 @@ GOOD = [
     "policies: {p: {circuit_breaker: {sliding_window: {kind: count, size: 3}, minimum_calls: 2}}}\n",
     "policies: {p: {chaos: {fault_rate: 0.5, fault: otel_resilience.errors.ResilienceError, outcome: {a: 1}}}}\n",
     "policies: {p: {rate_limiter: {rate: 2.5/s, burst: null}, fallback: {strategy: default_value, default_value: 0}}}\n",
-    "policies: {p: {timeout: 1h30m, max_attempts_total: 2, circuit_breaker: {}, circuit_breaker_name: x}}\n",
+    "policies: {p: {timeout: 1h30m, max_attempts_total: 2, retry: {}, circuit_breaker: {}, circuit_breaker_name: x}}\n",
     # Padded strings: the loader reads them (a quoted or TOML string keeps its spaces), the schema must too.
     "policies: {p: {timeout: ' 2s', retry: {initial_delay: \"250ms\\t\"}, rate_limiter: {rate: '100/m '}}}\n",
 ]
@@ -247,6 +247,7 @@ _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
         "slow_call_duration": 1.0,
     },
     ("RateLimiterConfig", "max_waiting"): {"max_wait": 1.0},
+    ("ResilienceConfig", "max_attempts_total"): {"enable_recovery": True},
 }
 
 
@@ -467,7 +468,8 @@ _SETTLED: dict[str, dict[str, Any]] = {
 # A retry's schedule reads its multiplier, jitter and jitter_ratio only with some strategies and
 # jitters (another value is refused elsewhere): each is probed, and the strategy too, beside the
 # defaults of the others.
-# A policy's breaker and bulkhead names need the breaker and bulkhead they name.
+# A policy's breaker and bulkhead names need the breaker and bulkhead they name; its cap in total
+# needs what takes further attempts (a retry here).
 _SETTLED_FOR: dict[tuple[str, str], dict[str, Any]] = {
     ("RetryPolicy", "strategy"): {"initial_delay": 0, "max_delay": 60},
     ("RetryPolicy", "multiplier"): {"initial_delay": 0, "max_delay": 60, "jitter": "none"},
@@ -477,6 +479,7 @@ _SETTLED_FOR: dict[tuple[str, str], dict[str, Any]] = {
     ("RateLimiterConfig", "max_waiting"): {"rate": 1, "max_wait": 1},
     ("ResilienceConfig", "circuit_breaker_name"): {"circuit_breaker": {}},
     ("ResilienceConfig", "bulkhead_name"): {"bulkhead_config": {}},
+    ("ResilienceConfig", "max_attempts_total"): {"retry": {}},
 }
 _KEY_OF = {
     "CircuitBreakerConfig": "circuit_breaker", "RetryPolicy": "retry_policy", "FallbackConfig": "fallback_config",

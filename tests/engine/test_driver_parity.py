@@ -524,7 +524,10 @@ def _config(plan: Plan, name: str, clock: FakeClock, cache: DictCache, log: list
         bulkhead_config=bulkhead,
         fallback_config=None if plan.fallback is None else _fallback(plan.fallback, cache),
         timeout=plan.timeout,
-        max_attempts_total=plan.max_attempts_total,
+        # a cap nothing takes further attempts under is refused: drawn, it caps nothing then
+        max_attempts_total=plan.max_attempts_total
+        if plan.retry is not None or plan.hedging or plan.rules or extras
+        else None,
         enable_recovery=bool(plan.rules),
         rate_limiter=limiter,
         chaos=chaos,

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 import pytest
 
 from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.engine.step import Answer, Call, Retry, Step, Wait
+from otel_resilience.engine.step import Answer, Call, Rejected, Retry, Step, Wait
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -298,3 +299,56 @@ async def test_a_step_that_decides_a_malformed_retry_ends_the_execution(driver: 
         await _run(driver, step, fails=True)
     assert isinstance(caught.value.__context__, ConnectionError)
     assert step.asked == 1
+
+
+class _PlainWait(Wait):
+    """A wait written as a plain ``def`` that returns what it was given (an awaitable, or not)."""
+
+    __slots__ = ("returns",)
+
+    def __init__(self, returns: Any) -> None:
+        self.returns = returns
+
+    def wait(self) -> Any:
+        return self.returns
+
+    def wait_sync(self) -> Any:
+        return "token"
+
+
+class _WaitsPlainly(Step):
+    __slots__ = ("returns",)
+
+    kind: ClassVar[str] = "waits_plainly"
+
+    def __init__(self, returns: Any) -> None:
+        super().__init__()
+        self.returns = returns
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        return _PlainWait(self.returns)
+
+
+async def test_a_plain_wait_that_returns_no_awaitable_is_refused_naming_its_class() -> None:
+    """The async driver awaits what ``wait`` returns: a plain ``def wait`` returning the token
+    failed with Python's "object str can't be used in 'await' expression", naming nothing of
+    the step. Refused naming ``Class.wait`` and the value, in a call and in a guarded block; a
+    plain ``wait`` returning an awaitable still runs, and an ``async def wait`` is not touched."""
+
+    async def body() -> str:
+        return "ok"
+
+    refused = r"_PlainWait\.wait must return an awaitable .*, got 'token' \(str\)"
+    pipeline = PipelineBuilder("waits-plainly").add(_WaitsPlainly("token")).build()
+    with pytest.raises(TypeError, match=refused):
+        await pipeline.execute(body)
+    with pytest.raises(TypeError, match=refused):
+        async with Guard(PipelineBuilder("guards-plainly").add(_WaitsPlainly("token")).build()):
+            pass
+
+    async def admitted() -> str:
+        return "token"
+
+    pipeline = PipelineBuilder("waits-plainly-right").add(_WaitsPlainly(admitted())).build()
+    assert await pipeline.execute(body) == "ok"
+    assert Rejected.wait is Rejected.__dict__["wait"]  # an async def wait runs as written

@@ -162,7 +162,7 @@ async def check_async_api() -> None:
     print(a, b, c, d, e, f, g, h, i, j, k, deadline, shed)
 
 
-@resilient(ResilienceConfig(timeout=1.0, max_attempts_total=4))
+@resilient(ResilienceConfig(timeout=1.0, retry_policy=RetryPolicy(max_attempts=2), max_attempts_total=4))
 async def decorated(x: int) -> int:
     return x
 
