@@ -863,6 +863,21 @@ def test_subscribers_receive_alerts_and_can_unsubscribe(system: AlertSystem, hub
         system.subscribe("print")  # type: ignore[arg-type]
 
 
+def test_a_callback_that_cannot_take_the_alert_is_refused_at_subscribe(system: AlertSystem) -> None:
+    """Called as ``callback(alert)``: one that cannot take it is refused naming it (was: subscribed,
+    then every alert logged and counted Python's ``TypeError`` in ``callback_errors``)."""
+    for callback in (lambda: None, lambda alert, extra: None):
+        with pytest.raises(
+            TypeError, match=r"^AlertSystem\.subscribe\.callback must be callable as callback\(alert\)"
+        ):
+            system.subscribe(callback)
+        with pytest.raises(
+            TypeError, match=r"^AlertSystem\.subscribe\.callback must be callable as callback\(alert\)"
+        ):
+            alerts_module.subscribe(callback)
+    assert system.get_stats()["subscribers"] == 0
+
+
 def test_failing_callback_is_logged_and_counted(
     system: AlertSystem, hub: TelemetryHub, caplog: pytest.LogCaptureFixture
 ) -> None:

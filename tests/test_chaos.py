@@ -126,6 +126,27 @@ def test_a_fault_is_an_exception_its_class_or_a_factory(fault: object) -> None:
         ChaosConfig(fault_rate=0.5, fault=fault)  # type: ignore[arg-type]
 
 
+class StopIterationOfMine(StopIteration):
+    """A StopIteration of a class of its own: a coroutine cannot raise it either."""
+
+
+@pytest.mark.parametrize("fault", [StopIteration, StopIteration(), StopIterationOfMine])
+def test_a_stop_iteration_is_refused_as_a_fault(fault: object) -> None:
+    """Python turns a StopIteration raised in a coroutine into RuntimeError (PEP 479): an async run
+    failed with RuntimeError, a sync one with StopIteration, so a fallback or a retry on it answered
+    the sync drill only. Refused, naming the field."""
+    with pytest.raises(ValueError, match=r"^ChaosConfig\.fault must be an exception a coroutine can raise"):
+        ChaosConfig(fault_rate=0.5, fault=fault)  # type: ignore[arg-type]
+
+
+async def test_a_factory_returning_a_stop_iteration_skips_the_injection(clock: Any, driver: str) -> None:
+    """What a factory returns is known at the injection only: as any fault it could not make, the run
+    is not injected and ``errors`` counts it, in both drivers alike (the async one raised RuntimeError)."""
+    chaos = chaos_of(clock, fault_rate=1.0, fault=lambda: StopIteration())
+    assert await call(chaos, driver) == "real"
+    assert (chaos.get_stats()["faults"], chaos.get_stats()["errors"]) == (0, 1)
+
+
 def test_an_exception_that_cannot_be_copied_is_refused() -> None:
     """A copy is raised each time: an instance whose copy fails is refused with the way out."""
     with pytest.raises(TypeError, match=r"ChaosConfig\.fault must be an exception that copy\.copy\(\)"):

@@ -993,6 +993,24 @@ def test_repr_shows_the_state_without_moving_the_breaker(clock: FakeClock) -> No
     assert seen == ["open", "half_open"]
 
 
+def test_a_callback_that_cannot_take_its_argument_is_refused_at_subscription(clock: FakeClock) -> None:
+    """``on_state_change`` calls ``callback(change)``, ``on_rejection`` ``callback(error)``: one that
+    cannot take that argument is refused when given, naming it (was: taken, then every change or
+    rejection logged Python's ``TypeError`` and the callback never ran)."""
+    breaker = make(clock, "callbacks", failure_threshold=1)
+    for subscribe, argument in ((breaker.on_state_change, "change"), (breaker.on_rejection, "error")):
+        for callback in (lambda: None, lambda first, second: None):
+            with pytest.raises(
+                TypeError, match=rf"^CircuitBreaker\.callback must be callable as callback\({argument}\)"
+            ):
+                subscribe(callback)
+    seen: list[object] = []
+    breaker.on_state_change(lambda *changes: seen.append(changes))  # room for it: taken
+    with pytest.raises(Boom):
+        breaker.call_sync(boom)
+    assert len(seen) == 1
+
+
 # -- composition and decorator ---------------------------------------------------------------
 
 

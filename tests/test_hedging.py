@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import sys
 import time
 from datetime import timedelta
 
@@ -88,6 +89,9 @@ def test_defaults_are_pinned() -> None:
             "HedgingConfig.budget must be a RetryBudget",
         ),
         ({"delay": PercentileDelay}, TypeError, "HedgingConfig.delay must be seconds > 0 or a function"),
+        # Called as delay() before each hedge: one that needs an argument failed every call, with
+        # Python's "missing 1 required positional argument", naming no field.
+        ({"delay": lambda attempt: 0.1}, TypeError, "HedgingConfig.delay must be callable as delay()"),
         (
             {"mode": "fallback", "hedge_on": ()},
             ValueError,
@@ -333,8 +337,9 @@ def test_percentile_delay_rules() -> None:
     assert delay() == 2.0
     assert delay.samples == 3
     assert "percentile=50.0" in repr(delay)
-    with pytest.raises(ValueError, match=r"PercentileDelay.percentile must be < 100"):
-        PercentileDelay(0.1, percentile=100)
+    for above in (100, 100.5, 101, sys.float_info.max):  # one rule, one message (was "<= 100" above 100)
+        with pytest.raises(ValueError, match=r"PercentileDelay.percentile must be < 100, got"):
+            PercentileDelay(0.1, percentile=above)
     with pytest.raises(ValueError, match=r"PercentileDelay.min_samples must be <= samples \(3\)"):
         PercentileDelay(0.1, samples=3, min_samples=4)
     with pytest.raises(ValueError, match=r"PercentileDelay.initial must be > 0 seconds"):

@@ -303,6 +303,19 @@ def test_an_adapt_that_is_not_callable_is_refused_naming_the_field(manager: Resi
         manager.policy("adapted")
 
 
+def test_an_adapt_that_cannot_take_the_config_is_refused_naming_the_field(manager: ResilienceManager) -> None:
+    """``adapt`` is called as ``adapt(config)``: one that cannot take it is refused naming the field
+    (was: Python's ``<lambda>() takes 0 positional arguments but 1 was given``, naming no argument),
+    and no handle made."""
+    for adapt in (lambda: BREAKER, lambda config, extra: config):
+        with pytest.raises(
+            TypeError, match=r"^ResilienceManager\.policy\.adapt must be callable as adapt\(config\)"
+        ):
+            manager.policy("adapted", BREAKER, adapt=adapt)
+    with pytest.raises(KeyError):
+        manager.policy("adapted")
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [

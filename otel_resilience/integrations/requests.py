@@ -65,7 +65,7 @@ from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 from urllib3.util import Timeout
 from urllib3.util.connection import create_connection
 
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import (
     HttpIntegration,
@@ -508,7 +508,10 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
 
     Raises:
         ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
-            inside an attempt (a POST too), beside the policy's retries.
+            inside an attempt (a POST too), beside the policy's retries; or ``pool_connections``
+            or ``pool_maxsize`` is below 1.
+        TypeError: ``pool_connections`` or ``pool_maxsize`` is not an ``int``, or ``pool_block``
+            not a ``bool``.
     """
 
     _link_kind = _AdapterLink
@@ -552,10 +555,22 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         return manager
 
     def _check_client_options(self, client_options: dict[str, Any]) -> None:
-        """Refuse a ``max_retries`` other than 0: urllib3 would send again inside each attempt."""
+        """Refuse a ``max_retries`` other than 0, and pool options ``HTTPAdapter`` would pass on unchecked.
+
+        urllib3's retries would send again inside each attempt. A pool size that is no ``int`` failed every
+        request with urllib3's ``TypeError``; one below 1 kept no connection, so that under
+        ``pool_block=True`` every request waited for one until its deadline; a ``pool_block`` that
+        is no ``bool`` was read by its truth (``"no"`` blocked).
+        """
         retries = client_options.get("max_retries", 0)
         if isinstance(retries, bool) or retries != 0:
             raise fail("ResilientAdapter", "max_retries", "0 (the policy retries)", retries)
+        for option in ("pool_connections", "pool_maxsize"):
+            if option in client_options:
+                check_int("ResilientAdapter", option, client_options[option], minimum=1)
+        block = client_options.get("pool_block", False)
+        if not isinstance(block, bool):
+            raise fail("ResilientAdapter", "pool_block", "a bool", block, kind=TypeError)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.store import check_capacity
-from otel_resilience.engine.validation import check_duration, check_name, check_sync_callable, fail
+from otel_resilience.engine.validation import (
+    check_called_with,
+    check_duration,
+    check_name,
+    check_sync_callable,
+    fail,
+)
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
 from otel_resilience.manager.keys import ConfigNamesakes, ManagerNamesakes
@@ -139,8 +145,8 @@ class NamedPolicies:
                 its config with :meth:`reconfigure`), or ``config`` has an extra strategy given as a
                 ``Step`` instance (give a factory), or an option is out of range.
             TypeError: ``config`` is not a :class:`ResilienceConfig`, an option has the wrong
-                type, or ``adapt`` is not a plain (sync) function or returns no
-                :class:`ResilienceConfig`.
+                type, or ``adapt`` is not a plain (sync) function callable as ``adapt(config)``
+                or returns no :class:`ResilienceConfig`.
         """
         check_name(_POLICY, "name", name)
         check_sync_callable(_POLICY, "adapt", adapt, optional=True, what="function")
@@ -200,6 +206,7 @@ class NamedPolicies:
     def _new_handle(
         self, name: str, config: ResilienceConfig, options: dict[str, Any], adapt: Adapt | None
     ) -> PolicyHandle:
+        check_called_with(_POLICY, "adapt", adapt, "config")  # creating only: a lookup ignores it
         checked = adapt_config(adapt, check_config(name, config))
         spec = Spec(name, checked, 1, self._clock, self._recovery_system, self._find_breaker)
         max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]

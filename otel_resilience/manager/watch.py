@@ -68,6 +68,7 @@ from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import WATCHES
 from otel_resilience.engine.validation import (
+    check_called_with,
     check_duration,
     check_name,
     check_sync_callable,
@@ -162,12 +163,16 @@ def apply_file(
 
 
 def _check_customize(owner: str, customize: object) -> None:
-    """Refuse a ``customize`` that is not a plain (sync) function (or ``None``), before a file is applied.
+    """Refuse a ``customize`` other than a plain (sync) function taking ``(name, config)``, or ``None``.
+
+    Checked before a file is applied: a file without policies would not call it, and every later
+    change would fail to apply.
 
     Raises:
         TypeError: Naming ``owner``'s ``customize``.
     """
     check_sync_callable(owner, "customize", customize, optional=True, what="function")
+    check_called_with(owner, "customize", customize, "name", "config")
 
 
 def _file_key(path: str | os.PathLike[str]) -> str:

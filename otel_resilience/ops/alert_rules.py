@@ -84,6 +84,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
+from otel_resilience.engine.validation import MAX_COUNT, describe
 from otel_resilience.ops import _yaml, checks, naming
 from otel_resilience.telemetry import semconv as sc
 
@@ -415,10 +416,12 @@ class RuleOptions:
             if name.endswith("_for"):
                 _check_duration(name, value)
             elif item.type == "int":
-                if not isinstance(value, int) or value < 1:
-                    raise RuleOptionError(name, f"must be an integer >= 1, got {value!r}")
-            elif item.type == "float" and not (math.isfinite(value) and value > 0):
-                raise RuleOptionError(name, f"must be a finite number > 0, got {value!r}")
+                if not isinstance(value, int) or not 1 <= value <= MAX_COUNT:  # a count Prometheus reads
+                    raise RuleOptionError(
+                        name, f"must be an integer >= 1 and <= {MAX_COUNT}, got {describe(value)}"
+                    )
+            elif item.type == "float" and not (_finite(value) and value > 0):
+                raise RuleOptionError(name, f"must be a finite number > 0, got {describe(value)}")
         for name in (
             "fallback_ratio",
             "bulkhead_near_saturation",
@@ -491,6 +494,14 @@ class RuleOptions:
             for name in self.field_names()
             if getattr(self, name) != getattr(shipped, name)
         )
+
+
+def _finite(value: float) -> bool:
+    """Whether ``value`` is finite: an ``int`` too large for a float is not (no ``OverflowError``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_duration(name: str, duration: str) -> None:

@@ -622,6 +622,29 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
     assert manager.policy("payments", ResilienceConfig()).get_stats()["reloads"]["failed"] == 0
 
 
+def test_a_customize_that_cannot_take_a_name_and_a_config_is_refused_at_once_naming_it(
+    tmp_path: Path,
+) -> None:
+    """``customize`` is called as ``customize(name, config)``: one that cannot take both is refused when
+    given, naming it (was: taken while the file had no policy, then every change failed to apply with
+    Python's ``<lambda>() takes 1 positional argument but 2 were given``, naming no argument)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, "policies: {}\n")
+    manager = _manager()
+    for customize in (lambda config: config, lambda: None, lambda name, config, extra: config):
+        with pytest.raises(
+            TypeError,
+            match=r"^ResilienceManager\.watch\.customize must be callable as customize\(name, config\)",
+        ):
+            manager.watch(path, customize=customize)
+        with pytest.raises(
+            TypeError,
+            match=r"^ResilienceManager\.apply_config\.customize must be callable as customize\(name, config\)",
+        ):
+            manager.apply_config({}, customize=customize)
+    manager.apply_config({}, customize=lambda name, config, *rest: config)
+
+
 def test_a_watch_path_that_names_no_file_is_refused_at_once_naming_it() -> None:
     """A TypeError naming path, as load(path) words it (was: os.fspath's, naming no argument)."""
     manager = _manager()

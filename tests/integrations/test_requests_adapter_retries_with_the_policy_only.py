@@ -47,3 +47,43 @@ def test_a_sync_client_refuses_a_policy_that_hedges_at_construction(make: Any) -
     AsyncResilientTransport(
         config, httpx.MockTransport(lambda _: httpx.Response(200)), manager=ResilienceManager()
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kind"),
+    [
+        ("pool_maxsize", 2.5, TypeError),  # every request failed: range() takes no float
+        ("pool_maxsize", float("nan"), TypeError),
+        ("pool_maxsize", True, TypeError),
+        ("pool_maxsize", "3", TypeError),
+        ("pool_maxsize", 0, ValueError),  # with pool_block=True every request waited until its deadline
+        ("pool_maxsize", -1, ValueError),
+        ("pool_maxsize", 10**30, ValueError),
+        ("pool_connections", float("nan"), TypeError),
+        ("pool_connections", False, TypeError),
+        ("pool_connections", 0, ValueError),
+        ("pool_block", "no", TypeError),  # true: the pools would block
+        ("pool_block", 1, TypeError),
+        ("pool_block", None, TypeError),
+    ],
+)
+def test_a_pool_option_of_the_wrong_type_or_value_is_refused_naming_it(
+    option: str, value: Any, kind: type[Exception]
+) -> None:
+    """HTTPAdapter checks none of its pool options: a float pool size failed every request with
+    urllib3's ``TypeError``, a size of 0 under ``pool_block=True`` made every request wait until
+    its deadline, and a string ``pool_block`` was read by its truth. Refused when the adapter is
+    made, naming the option."""
+    with pytest.raises(kind, match=rf"ResilientAdapter\.{option} must be"):
+        ResilientAdapter(ResilienceConfig(name="downstream"), manager=ResilienceManager(), **{option: value})
+
+
+def test_valid_pool_options_are_passed_on() -> None:
+    adapter = ResilientAdapter(
+        ResilienceConfig(name="downstream"),
+        manager=ResilienceManager(),
+        pool_connections=1,
+        pool_maxsize=1,
+        pool_block=True,
+    )
+    assert (adapter._pool_connections, adapter._pool_maxsize, adapter._pool_block) == (1, 1, True)

@@ -749,6 +749,25 @@ def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
         ),
         ({"timeout_ratio": "0.1"}, TypeError, r"RuleOptions\.timeout_ratio must be a number"),
         ({"recovery_for": 5}, TypeError, r"RuleOptions\.recovery_for must be a string"),
+        # An int too large for a float: was OverflowError ("int too large to convert to float").
+        (
+            {"min_execution_rate": 10**400},
+            ValueError,
+            r"RuleOptions\.min_execution_rate must be a finite number > 0",
+        ),
+        ({"retry_storm_ratio": 10**400}, ValueError, r"RuleOptions\.retry_storm_ratio must be a finite"),
+        # A count past an int64 (Prometheus's largest integer, a counter's largest value): 10**400
+        # was written into the rule, which Prometheus refuses ("error parsing number").
+        (
+            {"breaker_flapping_trips": 10**400},
+            ValueError,
+            r"RuleOptions\.breaker_flapping_trips must be an integer >= 1 and <= 9223372036854775807",
+        ),
+        (
+            {"recovery_min_attempts": 2**63},
+            ValueError,
+            r"RuleOptions\.recovery_min_attempts must be an integer >= 1 and <= 9223372036854775807",
+        ),
     ],
 )
 def test_bad_options_are_refused_naming_the_field(settings, error, message):

@@ -33,7 +33,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import FrozenMapping, ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
-from otel_resilience.engine.validation import check_callable, check_name, discard, fail
+from otel_resilience.engine.validation import check_callable, check_called_with, check_name, discard, fail
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
     SEVERITIES,
@@ -475,8 +475,9 @@ class AlertSystem:
             holds the alert system weakly: it does not keep a system its owner dropped alive.
 
         Raises:
-            TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
-                generator function (sync or async), or an object whose ``__call__`` is one of those.
+            TypeError: ``callback`` is not callable, cannot be called as ``callback(alert)``, or is
+                async (a coroutine function), or a generator function (sync or async), or an object
+                whose ``__call__`` is one of those.
         """
         token = self._subscribe(callback)
         owner = weakref.ref(self)
@@ -491,6 +492,7 @@ class AlertSystem:
     def _subscribe(self, callback: AlertCallback) -> int:
         """Check and add a subscription (see :meth:`subscribe`); return its token."""
         check_callable("AlertSystem.subscribe", "callback", callback)
+        check_called_with("AlertSystem.subscribe", "callback", callback, "alert")
         # The function a call runs: the callback, or an object's own __call__ (a function's, a
         # class's or a partial's is a wrapper, never a generator function).
         runs = (callback, type(callback).__call__)

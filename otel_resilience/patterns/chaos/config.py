@@ -22,7 +22,7 @@ from otel_resilience.engine.validation import (
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["KIND", "ChaosConfig", "ChaosSwitch", "Enabled", "Fault"]
+__all__ = ["KIND", "UNRAISABLE", "ChaosConfig", "ChaosSwitch", "Enabled", "Fault"]
 
 KIND: Final = "chaos"
 """The pattern kind in telemetry."""
@@ -32,6 +32,16 @@ _SUM_TOLERANCE: Final = 1e-9
 """How far ``fault_rate + outcome_rate`` may pass 1 by rounding (``0.7 + 0.3``), never more."""
 _INJECT_A_FUNCTION: Final = " (to inject the function itself: lambda: fn)"
 """What the refusal of an async outcome factory adds: how to inject a function as the result."""
+
+UNRAISABLE: Final = StopIteration
+"""What no fault may be: an exception a coroutine cannot raise. Python turns a ``StopIteration``
+raised in a coroutine into ``RuntimeError`` (PEP 479): an async run would fail with another error
+than a sync run, and a fallback or a retry on it would answer the sync drill only. A class or an
+instance is refused when the config is made; one a factory returns skips that injection."""
+_UNRAISABLE_RULE: Final = (
+    "an exception a coroutine can raise, not a StopIteration (Python turns one raised in a coroutine "
+    "into RuntimeError)"
+)
 
 Fault = Union[Exception, type[Exception], Callable[[], Exception]]  # noqa: UP007 - a runtime alias on 3.10
 """What :attr:`ChaosConfig.fault` accepts: an exception, an exception class, or a factory of one."""
@@ -145,7 +155,8 @@ class ChaosConfig:
     that returns an ``Exception`` (one that needs an argument is refused). Each injected
     exception gets a note saying chaos injected it (one: an exception a factory returns again is
     raised anew, with one such note, its traceback that of the latest injection only).
-    Cancellation and interrupts (``BaseException``) are not faults."""
+    Cancellation and interrupts (``BaseException``) are not faults, nor is a ``StopIteration``,
+    which a coroutine cannot raise (:data:`UNRAISABLE`)."""
     latency_rate: float = 0.0
     """The share of runs delayed by :attr:`latency` before the dependency is called (or before
     the injected fault or result), in ``[0, 1]``, drawn independently of the other two."""
@@ -248,11 +259,15 @@ class ChaosConfig:
             if not issubclass(fault, Exception):
                 rule = "an Exception subclass (cancellation and interrupts are not faults)"
                 raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+            if issubclass(fault, UNRAISABLE):
+                raise fail(_OWNER, "fault", _UNRAISABLE_RULE, fault)
             _check_instantiable(fault)
         elif isinstance(fault, BaseException):
             if not isinstance(fault, Exception):
                 rule = "an Exception (cancellation and interrupts are not faults)"
                 raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+            if isinstance(fault, UNRAISABLE):
+                raise fail(_OWNER, "fault", _UNRAISABLE_RULE, fault)
             _check_copyable(fault)
         elif not callable(fault):
             rule = "an Exception, an Exception subclass or a factory returning one"

@@ -17,6 +17,7 @@ from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_reseeded, fork_safe
 from otel_resilience.engine.notes import InjectedNote, add_note
 from otel_resilience.engine.validation import discard, verdict
+from otel_resilience.patterns.chaos.config import UNRAISABLE
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -231,10 +232,12 @@ class _Rules:
         except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
             self._failed("its fault factory")
             return None
-        if not isinstance(error, Exception):
+        if not isinstance(error, Exception) or isinstance(error, UNRAISABLE):
             discard(error)
             returned = type(error).__name__
-            self._failed(f"its fault factory (it returned {returned}, not an Exception)", trace=False)
+            unraisable = isinstance(error, UNRAISABLE)
+            what = "a StopIteration, which a coroutine cannot raise" if unraisable else "not an Exception"
+            self._failed(f"its fault factory (it returned {returned}, {what})", trace=False)
             return None
         # An object a factory returns again (a module-level exception) starts each injection anew:
         # its traceback is not the last raise's for this one to chain onto, and its note replaces

@@ -13,7 +13,7 @@ from otel_resilience.engine.facade import Held, NotInUseError, Pattern, verb
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.validation import check_callable, check_duration, fail
+from otel_resilience.engine.validation import check_callable, check_called_with, check_duration, fail
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
@@ -252,9 +252,12 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             subscription of the same callable stays).
 
         Raises:
-            TypeError: ``callback`` is not callable.
+            TypeError: ``callback`` is not callable, or cannot be called as ``callback(change)``.
         """
-        return self._watch(check_callable(self._owner, "callback", callback), rejections=False)
+        check_called_with(
+            self._owner, "callback", check_callable(self._owner, "callback", callback), "change"
+        )
+        return self._watch(callback, rejections=False)
 
     def on_rejection(self, callback: Callable[[CircuitOpenError], Any]) -> Callable[[], None]:
         """Call ``callback(error)`` for each call this breaker rejects, before the error is raised.
@@ -265,9 +268,10 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             A function that removes this subscription, as :meth:`on_state_change`'s does.
 
         Raises:
-            TypeError: ``callback`` is not callable.
+            TypeError: ``callback`` is not callable, or cannot be called as ``callback(error)``.
         """
-        return self._watch(check_callable(self._owner, "callback", callback), rejections=True)
+        check_called_with(self._owner, "callback", check_callable(self._owner, "callback", callback), "error")
+        return self._watch(callback, rejections=True)
 
     def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
         """Add a callback to the core; return a remover that finds the core current when it is called.

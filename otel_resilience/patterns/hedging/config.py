@@ -12,6 +12,7 @@ from otel_resilience.engine.validation import (
     Derived,
     ExceptionTypeCollection,
     check_callable,
+    check_called_with,
     check_duration,
     check_error_selector,
     check_int,
@@ -201,7 +202,8 @@ class HedgingConfig:
     delay: HedgeDelay | None = None
     """``"latency"`` mode only, and required there: how long the latest attempt may run before
     another starts, seconds ``> 0`` (or a ``timedelta``), or a plain function ``() -> seconds``
-    (an async one is refused: ``TypeError``) asked at each hedge, such as
+    (an async one, or one that cannot be called with no argument, is refused: ``TypeError``)
+    asked at each hedge, such as
     :class:`~otel_resilience.patterns.hedging.PercentileDelay` (a function with an
     ``observe(seconds)`` method is told the latency of every accepted result). What the function
     returns must be seconds ``>= 0``; otherwise the execution fails with ``TypeError`` or
@@ -302,6 +304,7 @@ class HedgingConfig:
             raise fail(_OWNER, "delay", rule, delay, kind=TypeError)
         if callable(delay):
             check_sync_callable(_OWNER, "delay", delay, what="function")
+            check_called_with(_OWNER, "delay", delay)  # called with no argument, before each hedge
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))
 

@@ -108,10 +108,14 @@ class PercentileDelay:
     ) -> None:
         self._initial = check_duration(_OWNER, "initial", initial)
         self._percentile = check_number(
-            _OWNER, "percentile", percentile, minimum=0.0, maximum=100.0, min_inclusive=False
+            _OWNER,
+            "percentile",
+            percentile,
+            minimum=0.0,
+            maximum=100.0,
+            min_inclusive=False,
+            max_inclusive=False,
         )
-        if self._percentile >= 100.0:  # the top of the range is excluded
-            raise fail(_OWNER, "percentile", "< 100", percentile)
         size = check_int(_OWNER, "samples", samples, minimum=1, maximum=MAX_SAMPLES)
         needed = (
             min(10, size) if min_samples is None else check_int(_OWNER, "min_samples", min_samples, minimum=1)
