@@ -9,6 +9,7 @@ import logging
 import math
 import pickle
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -509,6 +510,42 @@ def test_an_async_callback_from_a_thread_runs_to_completion() -> None:
     breaker.on_state_change(on_change)
     run(breaker, boom)
     assert seen == ["open"]
+
+
+def test_an_async_callback_from_a_thread_leaves_the_threads_event_loop_as_it_was() -> None:
+    """An async callback run to completion in a thread with no running loop runs in a loop of its own
+    (a task it leaves is cancelled, as by ``asyncio.run``), and leaves the thread's current event loop
+    (one it set, run now and then) as it was."""
+    breaker = CircuitBreaker("cb_thread_loop", CircuitBreakerConfig(failure_threshold=1), clock=FakeClock())
+    seen: list[object] = []
+    left: list[asyncio.Task[None]] = []
+
+    async def on_change(change: StateChanged) -> None:
+        seen.append(asyncio.get_running_loop())
+        left.append(asyncio.ensure_future(asyncio.sleep(3600)))  # never awaited by the callback
+
+    breaker.on_state_change(on_change)
+
+    def in_thread() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # a thread that runs its loop now and then (run_until_complete)
+        try:
+            run(breaker, boom)
+            try:
+                seen.append(asyncio.get_event_loop() is loop)
+            except RuntimeError as error:  # no current event loop in this thread any more
+                seen.append(error)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(30)  # generous: the callback does not wait
+    assert len(seen) == 2
+    assert isinstance(seen[0], asyncio.AbstractEventLoop)
+    assert seen[1] is True
+    assert left[0].cancelled()
 
 
 def test_a_remover_removes_only_its_own_subscription_once() -> None:

@@ -95,11 +95,36 @@ def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(_logged(pending, what))
+            _run_alone(_logged(pending, what))
             return
         _keep(loop, loop.create_task(_logged(pending, what)))
     except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
         _LOG.warning("%s raised (ignored)", what, exc_info=True)
+
+
+def _run_alone(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to completion in an event loop of its own, leaving the thread's current loop as it was.
+
+    As ``asyncio.run`` does (the tasks ``main`` left are cancelled, async generators and the
+    default executor shut down, the loop closed), except that the loop is never made the
+    thread's current one: ``asyncio.run`` sets it, and none once it ends, so a thread that keeps
+    a loop of its own as its current one (``set_event_loop``, run now and then with
+    ``run_until_complete``) lost it to a callback, and ``asyncio.get_event_loop()`` raised there.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 def _keep(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:

@@ -613,20 +613,52 @@ async def started_in_thread(start: Callable[[], ConfigWatch]) -> ConfigWatch:
 
     For a coroutine: the first load, and its wait for a file being saved (up to 3 s), never
     blocks the event loop. Cancelled meanwhile, the watch the thread still makes is stopped as
-    soon as it is made (nothing is left watching); what ``start`` raises is raised here.
+    soon as it is made (nothing is left watching), by the thread itself (:class:`_Handover`):
+    however the wait was cancelled, the caller alone or every task of its loop (as
+    ``asyncio.run`` does at its end), and whether or not the loop still runs when the thread
+    ends. What ``start`` raises is raised here.
     """
-    made = asyncio.ensure_future(asyncio.to_thread(start))
+    handover = _Handover(start)
     try:
-        return await asyncio.shield(made)
+        return await asyncio.to_thread(handover.run)
     except asyncio.CancelledError:
-        made.add_done_callback(_stop_made)
+        handover.abandon()
         raise
 
 
-def _stop_made(made: asyncio.Future[ConfigWatch]) -> None:
-    """Stop the watch a thread made for a caller cancelled meanwhile (nothing when it failed)."""
-    if not made.cancelled() and made.exception() is None:
-        made.result().stop()
+class _Handover:
+    """A watch made in a worker thread for a caller that may give up meanwhile: the one who ends it.
+
+    The caller cancelled, the thread can still not be stopped: whichever of the two comes last
+    (the thread making the watch, the caller giving up) stops the watch, under a lock of their
+    own, so it is stopped once and never left running.
+    """
+
+    __slots__ = ("_abandoned", "_lock", "_made", "_start")
+
+    def __init__(self, start: Callable[[], ConfigWatch]) -> None:
+        self._start = start
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._made: ConfigWatch | None = None
+
+    def run(self) -> ConfigWatch:
+        """Make the watch (in the worker thread); stop it at once if its caller gave up meanwhile."""
+        watch = self._start()
+        with self._lock:
+            abandoned = self._abandoned
+            self._made = watch
+        if abandoned:
+            watch.stop()
+        return watch
+
+    def abandon(self) -> None:
+        """The caller gave up (cancelled): stop the watch made already, or have the thread stop it."""
+        with self._lock:
+            self._abandoned = True
+            watch = self._made
+        if watch is not None:
+            watch.stop()
 
 
 def stop_watches(manager: NamedPolicies) -> None:

@@ -1165,6 +1165,46 @@ def test_a_watch_started_in_a_coroutine_cancelled_while_it_waits_is_stopped(tmp_
     assert made[0]._stop.is_set()
 
 
+def test_a_watch_started_in_a_coroutine_whose_loop_cancels_every_task_while_it_waits_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """Every task of the loop cancelled during `watch_async`'s first load (as `asyncio.run` does at its
+    end, or a server shutting down), the worker thread's own included: the watch that thread still
+    makes is stopped as soon as it is made, as for a caller cancelled alone."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, TRUNCATED)
+    clock = _GatedClock(lambda: _write(path, SECOND))
+    manager = ResilienceManager(clock=clock)
+    made: list[ConfigWatch] = []
+    real = manager.watch
+
+    def watch(*args: object, **kwargs: object) -> ConfigWatch:
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    manager.watch = watch  # type: ignore[method-assign]
+
+    async def start_up() -> None:
+        started = asyncio.ensure_future(manager.watch_async(path, interval=3600))
+        await asyncio.to_thread(clock.asleep.wait, 10)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert started in others
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        clock.wake.set()  # the worker thread ends its first load only now
+
+    asyncio.run(start_up())  # its end waits for the worker thread
+    try:
+        assert len(made) == 1
+        made[0]._thread.join(10)  # generous: a stopped watch's thread ends at once
+        assert made[0]._stop.is_set()
+        assert not made[0]._thread.is_alive()
+    finally:
+        for watch_made in made:
+            watch_made.stop()
+
+
 def test_watch_async_refuses_bad_arguments_naming_them(tmp_path: Path) -> None:
     """Its arguments are watch()'s, refused as there (the error raised by the await)."""
     path = tmp_path / "resilience.yaml"
