@@ -420,21 +420,21 @@ def test_blocks_run_with_a_policy_s_own_instances_stay_exported_once_they_are_fo
     assert exported(otel, "own-blocks")[sc.EXECUTIONS] == 3
 
 
-def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
+def test_a_per_key_limiter_s_permits_never_dip_on_eviction(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``RateLimiter.per_key``: an evicted key's permits move into totals, and back when it is revived.
+    """``RateLimiter.per_key``: an evicted key's permits move into totals, in one registry step.
 
-    A caller holds key "a"'s limiter; "b" evicts it (a stand-in that reads its permits takes its
-    place), then "a" comes back (the same limiter, in the stand-in's place again). At every
-    registry step in between, the exported permits read what was admitted: 3, then 4.
+    A caller keeps key "a"'s limiter; "b" evicts it (its permits folded into the totals), then
+    "a" comes back with a new limiter. At every registry step in between, the exported permits
+    read what was admitted: 3, then 4; the kept limiter's next permit is the new one's, counted once.
     """
     from otel_resilience import RateLimiter  # noqa: PLC0415
 
     per_key = RateLimiter.per_key("per-key-steps", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
-    held = per_key.for_key("a")
+    kept = per_key.for_key("a")
     for _ in range(3):
-        assert held.try_acquire()
+        assert kept.try_acquire()
 
     def evict() -> None:
         assert per_key.for_key("b").try_acquire()  # the 4th permit, in a limiter made after the fold
@@ -443,43 +443,94 @@ def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
     assert {where: read[sc.RL_PERMITS] for where, read in seen.items() if read[sc.RL_PERMITS] != 3} == {}
     seen = exported_at_each_step(otel, "per-key-steps", monkeypatch, lambda: per_key.for_key("a"))
     assert {where: read[sc.RL_PERMITS] for where, read in seen.items() if read[sc.RL_PERMITS] != 4} == {}
-    assert per_key.for_key("a") is held
+    assert per_key.for_key("a") is not kept
+    assert kept.try_acquire()
+    assert per_key.for_key("a").get_stats()["admitted"] == 1
+    assert kept.get_stats()["admitted"] == 3
+    assert exported(otel, "per-key-steps")[sc.RL_PERMITS] == 5
 
 
-def test_permits_taken_through_an_evicted_key_s_limiter_a_caller_held_stay_exported(otel: Otel) -> None:
-    """A caller that took permits through its key's limiter after the key was evicted, then dropped it: all exported."""
+@pytest.mark.parametrize("kept_as", ["limiter", "protect", "guard"])
+def test_an_evicted_key_s_limiter_kept_by_a_caller_counts_in_the_key_s_limiter_in_use(
+    otel: Otel, kept_as: str
+) -> None:
+    """Permits taken through a key's limiter (itself, a function it protects, a guard) stay exported, each once.
+
+    Before the key's eviction they count in its limiter (folded into the totals at the eviction);
+    after it, in the key's limiter in use, which the kept one's uses run on.
+    """
     from otel_resilience import RateLimiter  # noqa: PLC0415
 
-    per_key = RateLimiter.per_key("held-evicted", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
-    held = per_key.for_key("a")
-    assert per_key.for_key("b").try_acquire()  # evicts "a" while the caller holds its limiter
-    for _ in range(3):
-        assert held.try_acquire()
-    assert exported(otel, "held-evicted")[sc.RL_PERMITS] == 4
-    del held
-    gc.collect()
-    assert per_key.for_key("c").try_acquire()  # evicts "b"; "a"'s limiter is gone, its permits final
-    assert exported(otel, "held-evicted")[sc.RL_PERMITS] == 5
-
-
-def test_permits_taken_through_an_evicted_key_s_pipeline_built_late_stay_exported(otel: Otel) -> None:
-    """A function an evicted key's limiter protects, decorated after the eviction, outlives the limiter: its permits count."""
-    from otel_resilience import RateLimiter  # noqa: PLC0415
-
-    per_key = RateLimiter.per_key("late-pipeline", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    name = f"kept-{kept_as}"
+    per_key = RateLimiter.per_key(name, RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
     limiter = per_key.for_key("a")
+    protected, guard = limiter.protect(noop), limiter.guard()
+
+    def use() -> None:
+        if kept_as == "limiter":
+            assert limiter.try_acquire()
+        elif kept_as == "protect":
+            protected()
+        else:
+            with guard:
+                pass
+
+    for _ in range(3):
+        use()
+    if kept_as != "limiter":
+        del limiter
     assert per_key.for_key("b").try_acquire()  # evicts "a"
-    protected = limiter.protect(noop)  # "a"'s own pipeline, built after its eviction
-    del limiter
     gc.collect()
-    assert per_key.for_key("c").try_acquire()  # evicts "b": "a"'s pipeline lives on in the function
-    protected()
-    protected()
-    assert exported(otel, "late-pipeline")[sc.RL_PERMITS] == 4
-    del protected
+    assert exported(otel, name)[sc.RL_PERMITS] == 4
+    use()  # on "a"'s new limiter: evicts "b"
+    assert per_key.for_key("a").try_acquire()
+    assert per_key.for_key("a").get_stats()["admitted"] == 2
+    assert exported(otel, name)[sc.RL_PERMITS] == 6
+    assert exported(otel, name)[sc.EXECUTIONS] == (0 if kept_as == "limiter" else 4)
+
+
+def test_a_per_key_limiter_s_permits_taken_while_other_threads_evict_the_key_are_each_counted_once(
+    otel: Otel,
+) -> None:
+    """Permits taken through a kept key's limiter while two threads evict its key: never refused, each exported once.
+
+    Each take holds the key's limiter it runs on (not evicted meanwhile: counted there, folded
+    whole at its eviction): the kept one while its key keeps it, else the key's limiter in use.
+    """
+    from otel_resilience import RateLimiter  # noqa: PLC0415
+
+    name = "racing-keys"
+    per_key = RateLimiter.per_key(name, RateLimiterConfig(rate=1e9, burst=10**9), max_keys=1)
+    stop = threading.Event()
+    taken = [0, 0, 0]
+    errors: list[BaseException] = []
+
+    def churn(slot: int) -> None:
+        turn = 0
+        try:
+            while not stop.is_set():
+                turn += 1
+                taken[slot] += per_key.for_key(f"other-{turn % 3}").try_acquire()
+        except BaseException as error:  # reported by the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=churn, args=(slot,), daemon=True) for slot in (1, 2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for turn in range(1000):
+            kept = per_key.for_key(f"target-{turn % 2}")
+            for _ in range(3):
+                taken[0] += kept.try_acquire()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert taken[0] == 3000
     gc.collect()
-    assert per_key.for_key("d").try_acquire()  # evicts "c": "a"'s permits are final now
-    assert exported(otel, "late-pipeline")[sc.RL_PERMITS] == 5
+    assert exported(otel, name)[sc.RL_PERMITS] == sum(taken), taken
 
 
 def test_a_per_key_limiter_s_executions_never_dip_when_an_evicted_key_is_freed(otel: Otel) -> None:

@@ -165,11 +165,12 @@ def test_a_standalone_rate_limiter_beside_a_policys_of_its_name_is_warned_about(
 
 
 def test_a_keyed_rate_limiters_own_keys_are_no_namesakes(caplog: pytest.LogCaptureFixture) -> None:
-    """Its keys share its name on purpose: made, evicted and revived, they are not warned about."""
+    """Its keys share its name on purpose: made, evicted and made again, they are not warned about."""
     keyed = RateLimiter.per_key("keys-only", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
-        held = keyed.for_key("a")  # held: evicted, then revived
+        kept = keyed.for_key("a")  # kept: evicted, then "a" made again
         for key in ("b", "c", "a", "b"):
             keyed.for_key(key).call_sync(lambda: None)
-        held.call_sync(lambda: None)
+        kept.call_sync(lambda: None)  # on "a" made again by its use
+    assert kept is not keyed.for_key("a")
     assert warnings(caplog) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import threading
 
@@ -925,7 +926,7 @@ def test_a_key_catching_up_while_another_thread_looks_whether_it_is_idle_takes_t
     assert newcomer is not None
     assert newcomer.generation == 1  # it catches up at its next call
     entered, looking, answered = threading.Event(), threading.Event(), threading.Event()
-    enter, running = KeyState.enter, KeyState.__dict__["running"]
+    enter, running = KeyState.enter, inspect.getattr_static(KeyState, "running")
 
     def enter_then_wait(state: KeyState) -> bool:
         counted = enter(state)

@@ -642,16 +642,180 @@ def test_ten_thousand_keys_through_a_hundred_stay_bounded(clock):
     assert per_key.get_stats() == {"keys": len(per_key), "max_keys": 100, "evicted": 10_000 - len(per_key)}
 
 
-def test_an_evicted_key_still_held_is_found_again(clock):
-    """A key's limiter a caller still holds is returned again after eviction: its bucket is kept."""
+def test_an_evicted_key_s_limiter_kept_by_a_caller_follows_its_key(clock):
+    """A key's limiter kept past the key's eviction runs its calls, blocks and ``try_acquire`` on the key's new one.
+
+    The key's next use makes a new limiter; the kept one takes its permits from that one's
+    bucket (``burst=1``: one permit at one instant across both) and counts there, never raising
+    (it raised ``NotInUseError``: a call after another thread's new key evicted the key failed).
+    """
     per_key = RateLimiter.per_key("ip", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
-    held = per_key.for_key("a")
-    assert held.try_acquire()
+    kept = per_key.for_key("a")
+    assert kept.try_acquire()
     per_key.for_key("b")  # evicts "a"
     assert per_key.get_stats()["evicted"] == 1
-    again = per_key.for_key("a")
-    assert again is held
-    assert not again.try_acquire()
+    assert kept.try_acquire()  # "a"'s new limiter, made for it (a full bucket again, documented)
+    current = per_key.for_key("a")
+    assert current is not kept
+    assert not current.try_acquire()  # the one permit of the instant is taken
+    with pytest.raises(RateLimitedError):
+        kept.call_sync(lambda: "never")
+    with pytest.raises(RateLimitedError), kept.guard():
+        pytest.fail("the block ran")
+    clock.advance(1.0)
+    assert kept.call_sync(lambda: "ran") == "ran"
+    assert not current.try_acquire()
+    assert kept.get_stats()["admitted"] == 1  # its own: what it took before the eviction
+    stats = current.get_stats()
+    assert (stats["admitted"], stats["rejected"]) == (2, 4)
+    with pytest.raises(
+        TypeError, match=r"cannot be copied.* It is the limiter of key 'a' of keyed rate limiter 'ip'"
+    ):
+        pickle.dumps(kept)
+
+
+@pytest.mark.parametrize("kept_as", ["protect", "guard", "async_protect", "async_guard", "call"])
+async def test_what_an_evicted_key_s_limiter_protects_takes_from_the_key_s_one_bucket(clock, kept_as):
+    """A function protected (or a guard made) by a key's limiter, kept past the key's eviction.
+
+    The limiter itself was dropped, so ``for_key`` made the key a new one while the function
+    took permits from the old bucket: key "a" (``burst=1``) admitted 2 at one instant. It runs
+    on the key's limiter in use now: refused while its one permit is taken, then admitted there.
+    """
+    per_key = RateLimiter.per_key("two", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    ran = []
+
+    async def ran_async():
+        ran.append(1)
+
+    kept = per_key.for_key("a")
+    protected, guard = kept.protect(lambda: ran.append(1)), kept.guard()
+    protected_async = kept.protect(ran_async)
+    if kept_as != "call":
+        del kept
+    per_key.for_key("b")  # evicts "a"
+    gc.collect()
+
+    async def use():
+        if kept_as == "protect":
+            protected()
+        elif kept_as == "async_protect":
+            await protected_async()
+        elif kept_as == "call":
+            await kept.call(ran_async)
+        elif kept_as == "guard":
+            with guard:
+                ran.append(1)
+        else:
+            async with guard:
+                ran.append(1)
+
+    assert per_key.for_key("a").try_acquire()  # the key's one permit
+    with pytest.raises(RateLimitedError):
+        await use()
+    assert ran == []
+    clock.advance(1.0)
+    await use()
+    assert ran == [1]
+    stats = per_key.for_key("a").get_stats()
+    assert (stats["admitted"], stats["rejected"]) == (2, 1)
+
+
+def test_a_kept_limiter_follows_its_key_evicted_again_while_it_is_routed(clock, monkeypatch):
+    """The key's limiter a kept one is routed to, itself evicted before the use counts into it: routed on.
+
+    Another thread's new key may evict it between the ``for_key`` the route asks and the use:
+    the use takes the key's limiter in use after that, never one no longer the key's.
+    """
+    per_key = RateLimiter.per_key("again", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    kept = per_key.for_key("a")
+    per_key.for_key("b")  # evicts "a"
+    for_key, routed = KeyedRateLimiter.for_key, []
+
+    def racing(self, key):
+        limiter = for_key(self, key)
+        if not routed:
+            routed.append(limiter)
+            for_key(self, "c")  # evicts the new "a", idle
+        return limiter
+
+    monkeypatch.setattr(KeyedRateLimiter, "for_key", racing)
+    assert kept.try_acquire()
+    current = per_key.for_key("a")
+    assert current is not routed[0]
+    assert current is not kept
+    assert not current.try_acquire()
+    assert current.get_stats()["admitted"] == 1
+    assert routed[0].get_stats()["admitted"] == 0
+
+
+def test_a_kept_limiter_outliving_its_keyed_limiter_keeps_its_own_bucket(clock):
+    """No keyed limiter is left to make its key another limiter: an evicted kept one runs on its own bucket."""
+    per_key = RateLimiter.per_key("gone", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    kept = per_key.for_key("a")
+    per_key.for_key("b")  # evicts "a"
+    del per_key
+    gc.collect()
+    assert kept.try_acquire()
+    assert not kept.try_acquire()
+    assert kept.get_stats()["admitted"] == 1
+
+
+async def test_a_block_of_a_key_s_limiter_holds_the_key_until_it_ends(clock):
+    """A ``guard()`` block (or a call) of a key's limiter holds the key: not evicted while it runs.
+
+    The key was idle with a permit taken and its block running: evicted, its next ``for_key``
+    got a full bucket beside the running block's. The block's permit counts in the key's limiter.
+    """
+    per_key = RateLimiter.per_key("block", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    limiter = per_key.for_key("a")
+    async with limiter.guard():
+        per_key.for_key("b")  # past max_keys, but "a" is busy
+        assert per_key.get_stats() == {"keys": 2, "max_keys": 1, "evicted": 0}
+        assert per_key.for_key("a") is limiter  # (a use past max_keys: "b", idle, goes)
+        assert not per_key.for_key("a").try_acquire()
+    assert limiter.get_stats()["admitted"] == 1
+    per_key.for_key("b")  # "a" is idle now: evicted
+    assert per_key.get_stats() == {"keys": 1, "max_keys": 1, "evicted": 2}
+    assert limiter.try_acquire()  # on "a"'s new limiter (a full bucket)
+    assert per_key.for_key("a") is not limiter
+    assert limiter.get_stats()["admitted"] == 1
+
+
+class _Decided:
+    """A store's lock whose next holder finds the eviction deciding about ``hold`` decided: kept."""
+
+    def __init__(self, lock, hold):
+        self._lock, self._hold = lock, hold
+
+    def acquire(self, *args, **kwargs):
+        taken = self._lock.acquire(*args, **kwargs)
+        self._hold.live = True  # what the eviction decided under the lock: the key stays
+        return taken
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def test_a_key_an_eviction_is_deciding_about_is_used_once_it_is_kept(clock):
+    """A key's limiter used while an eviction decides (its key marked evicted for an instant) waits for it.
+
+    The store marks a key evicted before it looks at the calls running in it; a call that found
+    it so was refused although the eviction then kept the key (busy, or within max_keys).
+    """
+    per_key = RateLimiter.per_key("deciding", RateLimiterConfig(rate=1.0, burst=1), clock=clock)
+    limiter = per_key.for_key("a")
+    hold = limiter.hold
+    hold.live = False  # an eviction deciding, under the store's lock
+    per_key._keys._lock = _Decided(per_key._keys._lock, hold)
+    assert limiter.try_acquire()
+    assert per_key.for_key("a") is limiter
 
 
 def test_per_key_validates_its_arguments(clock):

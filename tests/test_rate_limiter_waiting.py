@@ -825,3 +825,36 @@ async def test_a_retry_after_behind_the_waiters_of_a_long_period_is_a_duration()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_kept_key_limiter_s_call_waits_in_the_key_s_limiter_in_use_and_its_cancellation_lets_the_key_go():
+    """A call on a key's limiter kept past the key's eviction waits in the key's limiter in use.
+
+    Its wait holds that limiter's key (not evicted while it waits); cancelled, it gives its
+    permit back there and lets the key go: the next new key evicts it.
+    """
+    clock = ManualClock()
+    per_key = RateLimiter.per_key(
+        "kept-wait", RateLimiterConfig(rate=1.0, burst=1, max_wait=60.0), max_keys=1, clock=clock
+    )
+    kept = per_key.for_key("a")
+    per_key.for_key("b")  # evicts "a"
+    assert per_key.for_key("a").try_acquire()  # "a"'s new limiter: its one permit
+    ran: list[tuple[int, float]] = []
+    (task,) = await start_waiters(kept, clock, 1, ran)
+    current = per_key.for_key("a")
+    assert current is not kept
+    assert current.waiting == 1
+    per_key.for_key("c")  # past max_keys: "a" is busy (a waiter), "c" is the one kept beside it
+    assert per_key.for_key("a") is current
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ran == []
+    stats = current.get_stats()
+    assert (stats["admitted"], stats["cancelled"], stats["waiting"]) == (1, 1, 0)
+    assert current.hold.running == 0
+    evicted = per_key.evicted_keys
+    per_key.for_key("d")  # "a" is idle now: evicted
+    assert per_key.evicted_keys > evicted
+    assert per_key.for_key("a") is not current

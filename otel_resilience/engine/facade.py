@@ -56,7 +56,7 @@ from otel_resilience.engine.validation import check_name, fail
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["Held", "Link", "NotInUseError", "Pattern", "config_or_default", "verb"]
+__all__ = ["Held", "Link", "NotInUseError", "Pattern", "config_or_default", "not_in_use", "verb"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +92,17 @@ class NotInUseError(RuntimeError):
     An operator's action, or a call or block run with the instance itself, gets it as a
     ``RuntimeError``; an isolation (a breaker's) is refused by it (nothing isolated).
     """
+
+
+def not_in_use(what: str, why: str, taken: str) -> NotInUseError:
+    """Return the refusal of an owned instance its owner no longer uses (raised by the owner's hold).
+
+    The one wording of every owner's: ``what`` names the instance (``rate limiter 'api' (key
+    'a')``), ``why`` says what its owner did, ``taken`` where the one in use is taken again.
+    """
+    return NotInUseError(
+        f"{what} is no longer in use: {why}, and its calls use another; take the one in use again: {taken}"
+    )
 
 
 def config_or_default(owner: str, field: str, value: T | None, default: T) -> T:
@@ -433,9 +444,11 @@ class Held(Pattern[Any, Any]):
     through its owner, is one of the owner's (a keyed policy's key) all the same: held, the key
     is not evicted while it runs, so what it takes (a slot, a permit, a probe) and counts is the
     key's; once the key was evicted (or a reload replaced the instance), it is refused before it
-    runs. A pattern declares its held class as ``class _HeldBulkhead(Held, Bulkhead)`` and names
-    its verbs after :meth:`_held_run`, :meth:`_held_run_sync` and :meth:`_held_guard`; never made
-    directly, its layout is its pattern's. It is never copied (:meth:`__reduce_ex__`).
+    runs (a keyed rate limiter's keys, never reloaded, run it on the key's limiter in use
+    instead: their held class's verbs take the hold themselves). A pattern declares its held
+    class as ``class _HeldBulkhead(Held, Bulkhead)`` and names its verbs after
+    :meth:`_held_run`, :meth:`_held_run_sync` and :meth:`_held_guard`; never made directly, its
+    layout is its pattern's. It is never copied (:meth:`__reduce_ex__`).
     """
 
     __slots__ = ()

@@ -60,11 +60,12 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import Clock, check_clock
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, check_hashable, check_int, fail
 
-__all__ = ["HELD_LOOKS", "BoundedStore", "check_capacity", "key_text", "weak_callback"]
+__all__ = ["HELD_LOOKS", "BoundedStore", "InUse", "check_capacity", "key_text", "weak_callback"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -120,6 +121,79 @@ def check_capacity(owner: str, field: str, capacity: object) -> int:
     (``None``, a ``float``, a ``bool``) is a ``TypeError``, an ``int < 1`` a ``ValueError``.
     """
     return check_int(owner, field, capacity, minimum=1)
+
+
+class InUse:
+    """The calls running in a store's entry, counted without a lock, and whether the store keeps it.
+
+    The one rule of evicting an entry that calls (and blocks, and actions) use, for a keyed
+    policy's keys (:class:`~otel_resilience.manager.keyed.KeyState`) and a keyed rate limiter's:
+    a call counts itself in (:meth:`enter`) *before* it looks at :attr:`live`, and an eviction
+    (the store's ``is_idle``: :meth:`retire_if_idle`) marks the entry evicted *before* it looks
+    at the calls (:meth:`idle`), so one of the two always sees the other: the call finds the
+    entry evicted (and takes the one in use, or is refused), or the entry is kept.
+
+    Attributes:
+        live: ``False`` once evicted (marked so for an instant while an eviction decides).
+        leave: Counts a call out (it returned, raised or was cancelled): the bound ``__next__``
+            of the count of ended calls, a call into C with no Python frame (an owner may put
+            another in its place, which counts the call out too).
+    """
+
+    __slots__ = ("_ended", "_started", "leave", "live")
+
+    leave: Callable[[], object]
+
+    def __init__(self) -> None:
+        self._started = Counter()
+        self._ended = Counter()
+        self.live = True
+        self.leave = self._ended.__next__
+
+    def enter(self) -> bool:
+        """Count a call in; ``False`` (and nothing counted) if the entry was evicted meanwhile."""
+        next(self._started)
+        if self.live:
+            return True
+        next(self._ended)
+        return False
+
+    def enter_kept(self, kept: Callable[[], bool]) -> bool:
+        """Count a call in, as :meth:`enter`; one that finds the entry evicted asks ``kept`` first.
+
+        An entry an eviction is deciding about looks evicted for an instant (:meth:`retire_if_idle`
+        marks it so before it looks at the calls): ``kept`` says whether the store keeps it (asked
+        under the store's lock, where each eviction decides), and the entry is entered again if so.
+
+        Returns:
+            ``False`` (nothing counted) if the entry was evicted.
+        """
+        while not self.enter():
+            if not kept():
+                return False
+        return True
+
+    @property
+    def running(self) -> int:
+        """Calls running in the entry now (read without a lock; the ended count first)."""
+        ended = self._ended.value
+        return self._started.value - ended
+
+    def idle(self) -> bool:
+        """Whether the entry may be evicted: no call runs in it (an owner adds what else keeps it)."""
+        return not self.running
+
+    def retire_if_idle(self) -> bool:
+        """Mark the entry evicted if it is :meth:`idle` (the store's ``is_idle``).
+
+        Returns:
+            Whether the entry was marked evicted (``live`` is ``False``).
+        """
+        self.live = False
+        if not self.idle():
+            self.live = True
+            return False
+        return True
 
 
 def _no_clock() -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -35,10 +36,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.facade import NotInUseError, Pattern
+from otel_resilience.engine.facade import Pattern, not_in_use
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
+from otel_resilience.engine.store import InUse
 from otel_resilience.manager.ledger import LINK_TOTALS
 from otel_resilience.manager.stages import StageInputs, compose, extra_links
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
@@ -169,8 +171,12 @@ _RESTING: Final = frozenset((CircuitState.CLOSED, CircuitState.HALF_OPEN))
 """The breaker states a key may be evicted in (:meth:`KeyState.retire_if_idle`)."""
 
 
-class KeyState:
+class KeyState(InUse):
     """One key's breaker, bulkhead, rate limiter and pipeline, and the calls running through them.
+
+    A call counts itself in (:meth:`enter`) and out (:attr:`leave`) as the entry of a store
+    (:class:`~otel_resilience.engine.store.InUse`), so that the key is evicted only while
+    :meth:`idle` (:meth:`retire_if_idle`, the policy's store's ``is_idle``).
 
     Attributes:
         key: The key the policy keeps the state under: its text, ``str(key)``
@@ -205,8 +211,6 @@ class KeyState:
 
     __slots__ = (
         "__weakref__",  # for the leave that folds what a reload replaced (_folding_leave)
-        "_ended",
-        "_started",
         "breaker",
         "bulkhead",
         "catching_up",
@@ -214,9 +218,7 @@ class KeyState:
         "folded",
         "generation",
         "key",
-        "leave",
         "limiter",
-        "live",
         "metric_key",
         "pipeline",
         "replaced",
@@ -226,9 +228,9 @@ class KeyState:
 
     pipeline: Pipeline
     extras: tuple[tuple[int, Step], ...]
-    leave: Callable[[], object]
 
     def __init__(self, key: Hashable, text: str | None, metric_key: str | None) -> None:
+        super().__init__()
         self.key = key
         self.text = text
         self.metric_key = metric_key
@@ -238,31 +240,8 @@ class KeyState:
         self.limiter: RateLimiter | None = None
         self.replaced: list[CircuitBreaker | Bulkhead | RateLimiter | Step] = []
         self.retired: Sequence[weakref.ref[Pipeline]] = ()
-        self.live = True
         self.folded = False
         self.catching_up: threading.Lock | None = None
-        self._started = Counter()
-        self._ended = Counter()
-        self.leave = self._ended.__next__
-
-    def enter(self) -> bool:
-        """Count a call in; ``False`` (and nothing counted) if the key was evicted meanwhile.
-
-        Pairs with :meth:`retire_if_idle`: a call counts itself in *before* it looks at
-        :attr:`live`, and an eviction marks the key dead *before* it counts the calls, so one of
-        the two sees the other (the call takes the key's new state, or the key stays).
-        """
-        next(self._started)
-        if self.live:
-            return True
-        next(self._ended)
-        return False
-
-    @property
-    def running(self) -> int:
-        """Calls running through this key now (read without a lock; the ended count first)."""
-        ended = self._ended.value
-        return self._started.value - ended
 
     def idle(self) -> bool:
         """Whether the key may be evicted: no call runs in it and its breaker is CLOSED or HALF_OPEN.
@@ -313,18 +292,6 @@ class KeyState:
             self.live = True
             return True
         return False
-
-    def retire_if_idle(self) -> bool:
-        """Mark the key evicted if it is :meth:`idle`.
-
-        Returns:
-            Whether the key was marked evicted (``live`` is ``False``).
-        """
-        self.live = False
-        if not self.idle():
-            self.live = True
-            return False
-        return True
 
 
 def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -> KeyState:
@@ -606,9 +573,8 @@ def _holding(hold: _Hold, instance: Pattern[Any, Any]) -> Iterator[None]:
             for ``idle_ttl``), or a reload replaced the instance.
     """
     state, policy, text = hold.state(), hold.policy, hold.text
-    while state is not None and not state.enter():
-        if not hold.kept(state):  # False too once the policy is gone
-            state = None
+    if state is not None and not state.enter_kept(functools.partial(hold.kept, state)):
+        state = None  # evicted (kept is False too once the policy is gone)
     if state is None and text is None:  # the policy is gone: no call can use the instance again
         yield
         return
@@ -630,8 +596,7 @@ def _holding(hold: _Hold, instance: Pattern[Any, Any]) -> Iterator[None]:
             state.leave()
         return
     what, taken = hold._in_use(instance)
-    msg = f"{what} is no longer in use: {why}, and its calls use another; take the one in use again: {taken}"
-    raise NotInUseError(msg)
+    raise not_in_use(what, why, taken)
 
 
 _IN_USE: Final = {

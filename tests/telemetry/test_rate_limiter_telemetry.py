@@ -98,10 +98,10 @@ def test_permits_are_counted_by_answer_and_summed_over_the_keys_of_a_keyed_limit
     assert counts == {"immediate": 2, "waited": 1, "rejected": 1, "cancelled": 0}
 
 
-def test_evicted_keys_keep_their_permits_in_the_exported_counter_and_a_revived_one_is_not_counted_twice(otel):
+def test_evicted_keys_keep_their_permits_in_the_exported_counter_and_a_kept_one_counts_in_its_key_s(otel):
     """A keyed limiter's counter never goes down: an evicted key's permits stay in the sum
-    (a backend would read a drop as a counter reset), and a key's limiter still held by a caller
-    when it was evicted comes back with its permits counted once."""
+    (a backend would read a drop as a counter reset), and a key's limiter a caller kept past its
+    eviction takes its permits from the key's new one, counted there once."""
     clock = FakeClock()
     keyed = RateLimiter.per_key("evicting", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
 
@@ -116,14 +116,15 @@ def test_evicted_keys_keep_their_permits_in_the_exported_counter_and_a_revived_o
         gc.collect()
         seen.append(immediate())
     assert seen == [1, 2, 3, 4]
-    held = keyed.for_key("e")  # evicts d; e is held by this caller
-    assert held.try_acquire()
-    keyed.for_key("f")  # evicts e, which stays alive (held)
+    kept = keyed.for_key("e")  # evicts d; e is kept by this caller
+    assert kept.try_acquire()
+    keyed.for_key("f")  # evicts e, kept alive
     assert immediate() == 5
     clock.advance(1.0)
-    assert held.try_acquire()  # counted by e while it is out: exported once e is back
-    assert keyed.for_key("e") is held  # revived (f evicted)
+    assert kept.try_acquire()  # on a new e (f evicted)
     assert immediate() == 6
+    assert keyed.for_key("e") is not kept
+    assert not keyed.for_key("e").try_acquire()  # the new e's one permit: taken by the kept one
     assert keyed.for_key("f").try_acquire()  # a new f (the old one was dropped)
     gc.collect()
     assert immediate() == 7

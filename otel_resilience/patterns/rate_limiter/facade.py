@@ -6,14 +6,15 @@ import functools
 import threading
 import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Final, Generic, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypedDict, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Held, Pattern, verb
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.guard import Guard, HeldGuard
 from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import (
     KEYED_RATE_LIMITERS,
@@ -23,7 +24,7 @@ from otel_resilience.engine.registry import (
     namesakes_expected,
 )
 from otel_resilience.engine.shared import shared_key
-from otel_resilience.engine.store import BoundedStore, key_text, weak_callback
+from otel_resilience.engine.store import BoundedStore, InUse, key_text, weak_callback
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, new_rules
@@ -31,6 +32,8 @@ from otel_resilience.patterns.rate_limiter.step import _ClusterRateLimiterStep, 
 from otel_resilience.patterns.rate_limiter.totals import KeyTotals
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
     from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_MAX_KEYS", "KeyedOptions", "KeyedRateLimiter", "RateLimiter"]
@@ -39,6 +42,8 @@ DEFAULT_MAX_KEYS: Final = 1024
 """Keys a :class:`KeyedRateLimiter` keeps unless configured otherwise."""
 
 K = TypeVar("K", bound=Hashable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class KeyedOptions(TypedDict, total=False):
@@ -218,12 +223,12 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
 
 
 class _HeldRateLimiter(Held, RateLimiter):
-    """An owned limiter (a keyed policy's): its calls, ``guard()`` blocks and ``try_acquire`` run held.
+    """An owned limiter (a keyed policy's): its calls, blocks and ``try_acquire`` run held.
 
     Held from before a permit is asked for, so the key is not evicted meanwhile, and a limiter
     the key no longer uses (evicted, or replaced by a reload) gives no permit: the key's calls
     take theirs from the limiter in use, so one of another would be one over the rate
-    (``Pattern._hold_by``).
+    (``Pattern._hold_by``). A keyed limiter's key limiters route instead (:class:`_HeldKeyLimiter`).
     """
 
     __slots__ = ()
@@ -244,14 +249,21 @@ class KeyedRateLimiter(Generic[K]):
     clock, so telemetry stays bounded: the key is never a telemetry attribute. A key is its text,
     ``str(key)``, as a manager policy's (:meth:`for_key`); the keys are kept in the engine's
     :class:`~otel_resilience.engine.store.BoundedStore`: past ``max_keys``, the least recently
-    used **idle** keys are evicted (a key with a waiting caller is not idle), and the store
-    shrinks back to ``max_keys`` as keys turn idle.
+    used **idle** keys are evicted (a key with a call, block or ``try_acquire`` of its limiter
+    running, or a waiting caller, is not idle), and the store shrinks back to ``max_keys`` as
+    keys turn idle.
 
     **An evicted key starts again with a full bucket** (an empty window), so it may admit up to
     ``burst`` more sooner than its old state would have: give ``max_keys`` room for the keys
-    active within ``burst / rate`` seconds. A key's limiter still held by a caller when it was
-    evicted is the one ``for_key`` returns again (never a second limiter for one key while the
-    first is in use). What an evicted key counted stays in ``resilience.rate_limiter.permits``
+    active within ``burst / rate`` seconds. A key's limiter is held as a keyed policy's is
+    (``Pattern._hold_by``): its calls, ``protect``-ed calls, ``guard()`` blocks and
+    ``try_acquire`` hold the key from their start to their end. A kept limiter follows its key:
+    once the key was evicted, its next use makes the key a new limiter, and those of a limiter a
+    caller kept (a function it protects, a guard made of it, at each block's entry) run on the
+    key's limiter in use, taking their permits from the key's one bucket and counting there,
+    never from a second bucket of the key (a keyed limiter's config never changes: any limiter
+    of the key serves a call alike). It is not copied or pickled (``TypeError``).
+    What an evicted key counted stays in ``resilience.rate_limiter.permits``
     (summed under the name), so the exported counter never goes down; so do the executions
     of the keys' :meth:`~RateLimiter.call` and :meth:`~RateLimiter.call_sync` in
     ``resilience.executions``: every key's own pipeline counts into one set of counts, which
@@ -296,10 +308,8 @@ class KeyedRateLimiter(Generic[K]):
             "KeyedRateLimiter",
             "max_keys",
             max_keys,
-            is_idle=_idle,
+            is_idle=_retire_if_idle,
             on_evict=weak_callback(self._fold),  # the keyed limiter owns its store: no cycle
-            revive=True,
-            on_revive=weak_callback(self._revived),
         )
         KEYED_RATE_LIMITERS.register(self)  # its keys, max_keys and evictions are exported
 
@@ -319,7 +329,10 @@ class KeyedRateLimiter(Generic[K]):
         return len(self._keys)
 
     def for_key(self, key: K) -> RateLimiter:
-        """Return the limiter of ``key``, creating it (with a full bucket) if the key is new.
+        """Return the limiter of ``key``, creating it (with a full bucket) if the key is new (or was evicted).
+
+        A limiter kept past its key's eviction follows the key: its calls, blocks and
+        ``try_acquire`` run on the key's limiter in use (this method's answer then).
 
         Args:
             key: A ``str``, or any hashable value, known by its text ``str(key)``
@@ -333,27 +346,19 @@ class KeyedRateLimiter(Generic[K]):
         given: object = key  # K narrows to no str: its value does
         text = given if type(given) is str else key_text("KeyedRateLimiter.for_key", given)
         keys = self._keys
-        if self._config.store is None:
-            limiter, _ = keys.get_or_add(text, self._new)
-            return limiter
         found = keys.use(text)  # a key in use: no builder made for it
-        if found is None:  # each key its own budget in the store, named by its text
-            found, _ = keys.get_or_add(text, functools.partial(self._new_shared, text))
+        if found is None:
+            found, _ = keys.get_or_add(text, functools.partial(self._new, text))
         return found
 
-    def _fold(self, key: str, limiter: RateLimiter) -> None:
-        """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
-        pipelines = cast("_KeyLimiter", limiter).pipelines
-        self._totals.fold(limiter, pipelines, kept=lambda: self._keys.get(key) is limiter)
+    def _fold(self, key: str, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
+        """Keep what an evicted key's limiter counted: final, as its hold routes its uses on from now on."""
+        self._totals.fold(limiter)
 
-    def _revived(self, key: str, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
-        """An evicted key's limiter, still held by a caller, is the key's limiter again."""
-        with namesakes_expected(self._owner):
-            self._totals.revived(limiter)
-
-    def _new(self) -> RateLimiter:
-        with namesakes_expected(self._owner):
-            return _KeyLimiter(self._name, self._config, self._clock, weakref.ref(self))
+    def _new(self, key: str) -> RateLimiter:
+        """Make ``key``'s limiter (with a store, the key's own budget there, named by its text)."""
+        with namesakes_expected(self._owner), shared_key(key):
+            return _KeyLimiter(self._name, self._config, self._clock, weakref.ref(self), key)
 
     def _count_into(self, pipeline: Pipeline) -> None:
         """Make a key's own pipeline (built unregistered) count into the keys' executions.
@@ -373,10 +378,6 @@ class KeyedRateLimiter(Generic[K]):
                     return
         pipeline.stats = carrier.stats
 
-    def _new_shared(self, key: str) -> RateLimiter:
-        with shared_key(key):
-            return self._new()
-
     def get_stats(self) -> dict[str, int]:
         """Return ``keys`` (kept now), ``max_keys`` and ``evicted`` (keys evicted so far)."""
         keys = self._keys
@@ -394,29 +395,33 @@ _CARRIER_LOCK: Final = fork_safe(threading.Lock())
 
 
 class _KeyLimiter(RateLimiter):
-    """A key's limiter, whose own pipeline counts into its keyed limiter's executions.
+    """A key's limiter: held by its key (:class:`_KeyHold`); its own pipeline counts into its keyed limiter's.
 
     It refers to its keyed limiter weakly (the keyed limiter keeps it: no cycle); one that
     outlives its keyed limiter exports its own pipeline.
 
     Attributes:
-        pipelines: Weak references to the pipelines built for it (its own, and any a racing
-            thread built and dropped): a call running in one takes permits through its rules
-            even once the limiter itself is gone (see :class:`.totals.KeyTotals`).
+        hold: What its calls, blocks and ``try_acquire`` run within (``Pattern._hold_by``), and
+            what says whether its key may be evicted (:func:`_retire_if_idle`).
     """
 
-    __slots__ = ("_keyed", "pipelines")
+    __slots__ = ("_keyed", "hold")
 
     def __init__(
-        self, name: str, config: RateLimiterConfig, clock: Clock, keyed: weakref.ref[KeyedRateLimiter[Any]]
+        self,
+        name: str,
+        config: RateLimiterConfig,
+        clock: Clock,
+        keyed: weakref.ref[KeyedRateLimiter[Any]],
+        key: str,
     ) -> None:
         super().__init__(name, config, clock=clock)
         self._keyed = keyed
-        self.pipelines: list[weakref.ref[Pipeline]] = []
+        self.hold = _KeyHold(self, keyed, key)
+        self._hold_by(self.hold)  # a _HeldKeyLimiter from here
 
     def _build_pipeline(self, *, register: bool = True) -> Pipeline:  # noqa: ARG002 - its owner's rule
         pipeline = super()._build_pipeline(register=False)
-        self.pipelines.append(weakref.ref(pipeline))
         keyed = self._keyed()
         if keyed is None:
             PIPELINES.register(pipeline)
@@ -425,6 +430,179 @@ class _KeyLimiter(RateLimiter):
         return pipeline
 
 
-def _idle(limiter: RateLimiter) -> bool:
-    """Whether a key's limiter may be evicted: nobody waits on it."""
-    return limiter.waiting == 0
+class _HeldKeyLimiter(_HeldRateLimiter, _KeyLimiter):
+    """A key's limiter as it is given out: its calls, blocks and ``try_acquire`` run on its key's in use.
+
+    Each takes the key's hold first (:meth:`_KeyHold.take`), which says which limiter it runs on:
+    this one while its key keeps it; once the key was evicted, the one ``for_key`` gives the key
+    now, so that a limiter a caller kept (a function it protects, a guard made of it) follows its
+    key, taking its permits from the key's one bucket and counting there. A key's limiter keeps
+    its configuration for life (a keyed limiter has no reload): any of the key's limiters serves
+    the call alike.
+    """
+
+    __slots__ = ()
+
+    def _key_run(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        """:meth:`Pattern.run` on the key's limiter in use (a non-callable ``fn`` refused at once)."""
+        if not callable(fn):
+            raise self._not_callable("run", fn)
+        return _key_call(self, fn, args, kwargs)
+
+    def _key_run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """:meth:`Pattern.run_sync` on the key's limiter in use, within its hold."""
+        limiter = self.hold.take(self)
+        try:
+            return Pattern.run_sync(limiter, fn, *args, **kwargs)
+        finally:
+            limiter.hold.leave()
+
+    run = call = _key_run
+    run_sync = call_sync = _key_run_sync
+
+    def try_acquire(self) -> bool:
+        """As :meth:`RateLimiter.try_acquire`, on the key's limiter in use, within its hold."""
+        limiter = self.hold.take(self)
+        try:
+            return RateLimiter.try_acquire(limiter)
+        finally:
+            limiter.hold.leave()
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """:meth:`Pattern.protect`, each call of the wrapper on the key's limiter in use, within its hold."""
+        Pattern.protect(self, fn)  # its checks: the wrapper it makes runs this limiter's pipeline only
+        if is_async_callable(fn):  # the rule Pattern.protect chose the driver by
+            run = cast("Callable[..., Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def key_async(*args: Any, **kwargs: Any) -> Any:
+                return await _key_call(self, run, args, kwargs)
+
+            return key_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def key_sync(*args: P.args, **kwargs: P.kwargs) -> R:
+            return self._key_run_sync(fn, *args, **kwargs)
+
+        return key_sync
+
+    def guard(self) -> Guard:
+        """As :meth:`RateLimiter.guard`; each block, from its entry, on the key's limiter in use then."""
+        return _KeyGuard(self)
+
+
+async def _key_call(limiter: _KeyLimiter, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
+    """:meth:`Pattern.run` on the key's limiter in use, within its hold (:meth:`_HeldKeyLimiter._key_run`).
+
+    The pipeline's coroutine is made here, once the hold is taken (as ``Held``'s is).
+    """
+    limiter = limiter.hold.take(limiter)
+    try:
+        return await Pattern.run(limiter, fn, *args, **kwargs)
+    finally:
+        limiter.hold.leave()
+
+
+class _KeyGuard(HeldGuard):
+    """A guard of a key's limiter: each block, from its entry, runs on the key's limiter in use then.
+
+    Its entry takes the key's hold (:meth:`_KeyHold.take`) and admits the block through the
+    pipeline of the limiter the hold gave. While a block holds the guard, the limiter it holds
+    is the key's, so every entry meanwhile is given that one too.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: _KeyLimiter) -> None:
+        super().__init__(limiter._pipeline, limiter._held)
+        self._limiter = limiter
+
+    def _take(self) -> _KeyHold:
+        limiter = self._limiter.hold.take(self._limiter)
+        try:
+            self._pipeline = limiter._pipeline  # read by the entry once it holds the guard (its step)
+        except BaseException:  # its pipeline could not be built: the hold is let go
+            limiter.hold.leave()
+            raise
+        return limiter.hold
+
+
+class _KeyHold(InUse):
+    """The hold of a key's limiter (``Pattern._hold_by``): the key's uses, counted as a keyed policy's calls.
+
+    A call, a ``guard()`` block (from before it asks for its permit to its end) or a
+    ``try_acquire`` counts itself into the key (:meth:`take`), so the key is not evicted while it
+    runs. The key is evicted only while no use runs and no caller waits in its limiter (a waiter
+    of a link of it in a pipeline of one's own). Once it was, a use of the limiter a caller kept
+    runs on the key's limiter in use instead (:meth:`take`): never a second bucket for one key.
+    """
+
+    __slots__ = ("_keyed", "_limiter", "key", "name")
+
+    def __init__(self, limiter: RateLimiter, keyed: weakref.ref[KeyedRateLimiter[Any]], key: str) -> None:
+        super().__init__()
+        self._limiter = weakref.ref(limiter)  # the limiter keeps its hold: no cycle
+        self._keyed = keyed
+        self.name = limiter.name
+        self.key = key
+
+    def take(self, limiter: _KeyLimiter) -> _KeyLimiter:
+        """Count a use into the key; return the key's limiter it runs on, whose hold it leaves.
+
+        The one rule of where a use of a key's limiter runs: on ``limiter`` (this hold's) while
+        the key keeps it; once the key was evicted, on the key's limiter in use now
+        (``keyed.for_key(key)``, made anew if none is), counted into that one's hold. The caller
+        leaves with ``returned.hold.leave()``.
+        """
+        if self.enter():
+            return limiter
+        return self._route(limiter)
+
+    def _route(self, limiter: _KeyLimiter) -> _KeyLimiter:
+        """:meth:`take` for a key that looked evicted: kept after all, or the key's limiter in use now."""
+        if self.enter_kept(self._kept):  # an eviction was deciding about the key: it kept it
+            return limiter
+        keyed = self._keyed()
+        if keyed is None:  # no store left to evict the key, nor to make it another limiter
+            self.live = True
+            return self.take(limiter)
+        current = cast("_KeyLimiter", keyed.for_key(self.key))
+        return current.hold.take(current)  # evicted meanwhile too: routed on from there
+
+    def __call__(self, instance: Pattern[Any, Any]) -> _KeyHold:
+        """The hold ``Pattern._held`` gives: a use counted in now (:meth:`take`), left at its exit.
+
+        Its block runs within the hold of the key's limiter in use (the instance's, unless
+        the key was evicted): the limiter's own verbs run on that limiter (:meth:`take`).
+        """
+        return self.take(cast("_KeyLimiter", instance)).hold
+
+    def __enter__(self) -> None:
+        """Nothing: the use was counted in when the hold was given (:meth:`__call__`, :meth:`take`)."""
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()
+
+    def owner_of(self, instance: Pattern[Any, Any]) -> str:  # noqa: ARG002 - the Holder's signature
+        """Say whose limiter it is and where the one in use is taken (a copy's refusal: ``Held``)."""
+        whose = f"the limiter of key {self.key!r} of keyed rate limiter {self.name!r}"
+        return f"{whose}; take the one in use with keyed.for_key({self.key!r})"
+
+    def _kept(self) -> bool:
+        """Whether the keyed limiter keeps the limiter for its key: an eviction decided (a use of the key)."""
+        keyed, limiter = self._keyed(), self._limiter()
+        return keyed is not None and limiter is not None and keyed._keys.use(self.key) is limiter
+
+    def idle(self) -> bool:
+        """Whether the key may be evicted: no use runs in it, and nobody waits in its limiter."""
+        if self.running:
+            return False
+        limiter = self._limiter()
+        return limiter is None or limiter.waiting == 0
+
+
+def _retire_if_idle(limiter: RateLimiter) -> bool:
+    """The keyed limiter's ``is_idle``: mark the key evicted if it is idle (:meth:`InUse.retire_if_idle`)."""
+    return cast("_KeyLimiter", limiter).hold.retire_if_idle()

@@ -278,9 +278,9 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_GAUGE,
         "{key}",
         "Keys a live keyed rate limiter (`RateLimiter.per_key`, by name) keeps now, each with its "
-        "own bucket: at most its `max_keys` while they are idle (a key with a waiting caller is "
-        "not evicted). Summed over keyed limiters of one name; a keyed policy's keys are "
-        "`resilience.policy.keys`.",
+        "own bucket: at most its `max_keys` while they are idle (a key with a use of its limiter "
+        "running, or a waiting caller, is not evicted). Summed over keyed limiters of one name; a "
+        "keyed policy's keys are `resilience.policy.keys`.",
         (NAME,),
     ),
     InstrumentSpec(
