@@ -168,11 +168,12 @@ def _toml_loads() -> Callable[[str], dict[str, Any]]:
         import tomllib  # noqa: PLC0415 - the standard library's, 3.11+
 
         return tomllib.loads
-    try:
-        module = importlib.import_module("tomli")
-    except ImportError as error:
-        raise ImportError(f"reading TOML on Python 3.10 needs tomli: {_EXTRA}") from error
-    return cast("Callable[[str], dict[str, Any]]", module.loads)
+    else:  # noqa: RET505 - mypy checks the branch of its version
+        try:
+            module = importlib.import_module("tomli")
+        except ImportError as error:
+            raise ImportError(f"reading TOML on Python 3.10 needs tomli: {_EXTRA}") from error
+        return cast("Callable[[str], dict[str, Any]]", module.loads)
 
 
 def _parse_toml(text: str, source: str | None) -> Parsed:

@@ -880,7 +880,8 @@ class AsyncDeadline(TimerEntry):
         self._task = None
         if sys.version_info >= (3, 11):
             return task is None or task.uncancel() <= self._cancelling
-        return _cancelled_only_by(task, self._cancel_message, self._cancelling)  # pragma: no cover - 3.10
+        else:  # pragma: no cover - Python 3.10  # noqa: RET505 - mypy checks the branch of its version
+            return _cancelled_only_by(task, self._cancel_message, self._cancelling)
 
 
 class StepDeadline(AsyncDeadline):
@@ -1113,7 +1114,8 @@ def cancel_alone(task: asyncio.Task[Any], reason: str) -> object | None:
     if sys.version_info >= (3, 11):
         task.cancel()
         return True
-    return _cancel_with_message(task, _CancelMessage(reason))  # pragma: no cover - Python 3.10
+    else:  # pragma: no cover - Python 3.10  # noqa: RET505 - mypy checks the branch of its version
+        return _cancel_with_message(task, _CancelMessage(reason))
 
 
 def cancelled_alone(task: asyncio.Task[Any], mark: object) -> bool:
@@ -1126,8 +1128,9 @@ def cancelled_alone(task: asyncio.Task[Any], mark: object) -> bool:
     """
     if sys.version_info >= (3, 11):
         return task.uncancel() == 0
-    message = mark if isinstance(mark, _CancelMessage) else None  # pragma: no cover - Python 3.10
-    return _cancelled_only_by(task, message, (id(None), None))  # pragma: no cover - Python 3.10
+    else:  # pragma: no cover - Python 3.10  # noqa: RET505 - mypy checks the branch of its version
+        message = mark if isinstance(mark, _CancelMessage) else None
+        return _cancelled_only_by(task, message, (id(None), None))
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:

@@ -74,7 +74,7 @@ def _add_note_310(error: BaseException, note: str) -> None:  # pragma: no cover 
     notes = getattr(error, "__notes__", _NO_NOTES)
     if notes is _NO_NOTES:
         notes = []
-        error.__notes__ = notes  # type: ignore[attr-defined]
+        error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]  # 3.11 on: declared
     if not isinstance(notes, list):
         msg = "Cannot add note: __notes__ is not a list"
         raise TypeError(msg)

@@ -43,7 +43,8 @@ async def bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
-    return await _bounded_310(awaitable, seconds)  # pragma: no cover - Python 3.10
+    else:  # pragma: no cover - Python 3.10
+        return await _bounded_310(awaitable, seconds)
 
 
 async def _bounded_310(awaitable: Awaitable[Any], seconds: float) -> Any:  # pragma: no cover - 3.10
@@ -135,7 +136,8 @@ class LoopClients:
         loop's shutdown may cancel before it ran, leaving its connections open. The client of a
         loop that runs nothing now (one that ``run_until_complete`` runs now and then, or a
         closed one) cannot be closed on it: its connections are ended from here
-        (:func:`_shut_down`), or they stayed open, on the server too, until that loop ran again.
+        (:func:`_shut_down`), or they stayed open, on the server too, until that loop ran again;
+        its closing is handed to that loop's next run, if any (:func:`_end`).
         A forked child shuts down none of the connections its parent made (their sockets are the
         parent's too: the parent's would end).
         """
@@ -145,10 +147,12 @@ class LoopClients:
             for loop, _ in others:
                 del self._clients[loop]
         for loop, (client, lifetime, pid) in others:
-            if loop.is_running() and not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(_end(lifetime), loop)
-            elif pid == os.getpid():
+            if not loop.is_running():
+                if pid != os.getpid():
+                    continue  # a forked child's copy of its parent's idle loop and connections
                 _shut_down(client)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_end, lifetime)  # as it runs (an idle loop: its next run, if any)
 
 
 _ALL: dict[int, weakref.ref[LoopClients]] = {}
@@ -204,5 +208,13 @@ async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:
         await client.aclose()
 
 
-async def _end(lifetime: AsyncGenerator[Any, None]) -> None:
-    await lifetime.aclose()
+def _end(lifetime: AsyncGenerator[Any, None]) -> None:
+    """On the lifetime's loop, as it runs: close its client in a task (as the loop's own finalizer does).
+
+    Handed to the loop as a plain call, never as a coroutine made beforehand: a loop closed
+    before it runs again drops its queue, and the lifetime with it (then forgotten, the loop
+    being closed), where a coroutine dropped unawaited would be reported (the lifetime's
+    ``aclose()`` from Python 3.13, and one of ours on any version). Also held here, the
+    lifetime is not finalised by the collector meanwhile, which would queue that ``aclose()``.
+    """
+    asyncio.get_running_loop().create_task(lifetime.aclose())
