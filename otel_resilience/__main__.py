@@ -7,6 +7,7 @@
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
                          [--summary-json PATH]
                          [--config PATH [--format yaml|toml] [--watch-interval S]]
+                         [--redis-url URL [--replicas N]]
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
@@ -47,12 +48,15 @@ from otel_resilience.demo.options import (
     DEFAULT_HOST,
     DEFAULT_INTERVAL,
     DEFAULT_PORT,
+    DEFAULT_REPLICAS,
     DEFAULT_SCENARIO,
     DEFAULT_SEED,
     DEFAULT_TIME_SCALE,
     DEFAULT_WATCH_INTERVAL,
+    MAX_REPLICAS,
     MAX_SEED,
     MIN_TIME_SCALE,
+    REDIS_NAMESPACE,
     SCENARIO_NAMES,
     TICK,
     DemoOptions,
@@ -61,6 +65,7 @@ from otel_resilience.demo.options import (
     check_interval,
     check_otlp_endpoint,
     check_port,
+    check_replicas,
     check_seed,
     check_summary_json,
     check_time_scale,
@@ -102,6 +107,7 @@ examples:
   otel-resilience demo --scenario brownout --duration 40 --plain
   otel-resilience demo --time-scale 0.01 --duration 8 --summary-json out.json   (fast mode)
   otel-resilience demo --otlp-endpoint http://127.0.0.1:4318
+  otel-resilience demo --redis-url redis://127.0.0.1:6379/0   2 replicas sharing breakers and limits
 """
 
 
@@ -278,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary to PATH as JSON, at the end of the run; not '-': standard output "
         "carries the view and the summary (/dev/stdout appends the JSON after them)",
     )
+    demo.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="run the service as replicas (--replicas) that share their breakers and rate limits "
+        f"through this Redis server, namespace '{REDIS_NAMESPACE}:<run id>' (e.g. redis://127.0.0.1:6379/0; "
+        "needs the redis extra); if Redis goes away the replicas go on, on local state "
+        "(default: one process on local state, no external service)",
+    )
+    demo.add_argument(
+        "--replicas",
+        type=_int_arg(check_replicas),
+        default=None,
+        metavar="N",
+        help=f"with --redis-url: replicas of the service, each with its own manager and store, the "
+        f"load split between them, 1-{MAX_REPLICAS} (default: {DEFAULT_REPLICAS})",
+    )
 
     export = commands.add_parser(
         "export",
@@ -422,6 +445,8 @@ def _demo_options(args: argparse.Namespace) -> DemoOptions:
         config=args.config,
         config_format=args.format,
         watch_interval=args.watch_interval,
+        redis_url=args.redis_url,
+        replicas=args.replicas,
     )
 
 

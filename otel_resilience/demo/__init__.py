@@ -19,6 +19,8 @@ OpenTelemetry SDK and exporters, ``prometheus-client``, ``rich``) are the ``demo
 * :mod:`~otel_resilience.demo.faults`: their faults, as chaos links on the scenario's clock.
 * :mod:`~otel_resilience.demo.policies`: the configurations (hedging on the database).
 * :mod:`~otel_resilience.demo.system`: the manager and the load.
+* :mod:`~otel_resilience.demo.replicas`: the service as replicas sharing state through Redis
+  (``--redis-url``).
 * :mod:`~otel_resilience.demo.monitor`: what the run observed (events, alerts, latencies).
 * :mod:`~otel_resilience.demo.history`: the breakers' state changes and recovery times, reduced as
   they arrive (exact, in constant memory).

@@ -44,6 +44,7 @@ from otel_resilience.engine import HUB
 from otel_resilience.engine.validation import redacted_url
 
 if TYPE_CHECKING:
+    from otel_resilience.demo.replicas import Replicas
     from otel_resilience.manager.watch import ConfigWatch
 
 __all__ = [
@@ -127,6 +128,7 @@ def _header(
     budgeted: Sequence[str] = (),
     *,
     sdk_disabled: bool = False,
+    namespace: str | None = None,
 ) -> list[str]:
     scale = options.time_scale
     until = (
@@ -151,7 +153,22 @@ def _header(
             "the telemetry: resilience_chaos_injections_total)"
         ),
         *_watch_lines(options),
+        *_replica_lines(options, namespace),
         f"running {until}; the faults {repeat}",
+    ]
+
+
+def _replica_lines(options: DemoOptions, namespace: str | None) -> list[str]:
+    """The header's line on the replicas sharing state through Redis (none without ``--redis-url``)."""
+    if options.redis_url is None:
+        return []
+    return [
+        (
+            f"shared state: {options.replicas} replicas (each a manager and a RedisStore) on "
+            f"{redacted_url(options.redis_url)}, namespace {namespace}, the load split between them: "
+            "the breakers of ml_service and content_api and the rate limits are the cluster's; "
+            "if Redis goes away they go on, on local state (resilience_store_degraded)"
+        )
     ]
 
 
@@ -455,7 +472,7 @@ class _Ticker:
     def __init__(
         self,
         scenario: Scenario,
-        system: DemoSystem,
+        system: DemoSystem | Replicas,
         monitor: Monitor,
         view: View,
         time_scale: float,
@@ -485,6 +502,11 @@ class _Ticker:
         if self._reloads is not None:
             for text, severity in self._reloads.news():
                 monitor.add_news("config", text, severity)
+        shared = None
+        if not isinstance(system, DemoSystem):  # replicas sharing state through Redis
+            for text, severity in system.news():
+                monitor.add_news("store", text, severity)
+            shared = system.shared_state()
         news = sorted(monitor.news, key=lambda item: item.at)
         monitor.news.clear()
         stats = system.recovery_stats()
@@ -498,6 +520,7 @@ class _Ticker:
             alerts=sum(monitor.alert_kinds.values()),
             time_scale=scale,
             budget=system.budget_stats(),
+            shared=shared,
         )
         self._view.update(frame, news, time.monotonic())
 
@@ -565,19 +588,38 @@ async def run_demo(
         monitor = Monitor(POLICIES, start=start, scenario=scenario, time_scale=options.time_scale)
         HUB.add_listener(monitor)
         cleanup.callback(HUB.remove_listener, monitor)
-        system = DemoSystem(
-            scenario, time_scale=options.time_scale, monitor=monitor, start=start, policies=policies
-        )
+        system: DemoSystem | Replicas
+        if options.redis_url is not None and options.replicas is not None:  # replicas sharing state
+            from otel_resilience.demo.replicas import Replicas  # noqa: PLC0415 - with --redis-url only
+
+            system = Replicas(
+                options.redis_url,
+                options.replicas,
+                scenario,
+                time_scale=options.time_scale,
+                monitor=monitor,
+                start=start,
+            )
+        else:
+            system = DemoSystem(
+                scenario, time_scale=options.time_scale, monitor=monitor, start=start, policies=policies
+            )
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
         reloads = None
-        if options.config is not None:  # watched: an edit saved during the run applies live
+        if options.config is not None and isinstance(system, DemoSystem):  # watched: edits apply live
             reloads = await _Reloads.start(system, options)
             cleanup.callback(reloads.stop)
         ticker = _Ticker(scenario, system, monitor, view, options.time_scale, reloads=reloads)
         view.begin(
             _header(
-                options, scenario, telemetry.url, policies, system.budgeted, sdk_disabled=telemetry.disabled
+                options,
+                scenario,
+                telemetry.url,
+                policies,
+                system.budgeted,
+                sdk_disabled=telemetry.disabled,
+                namespace=None if isinstance(system, DemoSystem) else system.namespace,
             )
         )
         cleanup.callback(view.close)
@@ -620,6 +662,9 @@ async def run_demo(
         )
         summary["tenants"] = system.tenant_stats()
         summary["reloads"] = None if reloads is None else reloads.summary()
+        summary["shared_state"] = (
+            None if isinstance(system, DemoSystem) else system.summary(summary["production_seconds"])
+        )
         view.end(format_summary(summary))
         grace = None if stopped_by == "duration" else OUTPUT_GRACE  # a stop asked for waits for no reader
         unshown: OutputNotTakenError | None = None

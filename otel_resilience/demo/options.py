@@ -1,4 +1,4 @@
-"""The options of one demo run, validated once (no third-party import here).
+"""The options of one demo run, validated once (no third-party import here; ``redis`` with ``--redis-url``).
 
 Time in the demo is *compressed*: every duration of the system (configured timeouts, backoffs,
 breaker timeouts, dependency latencies, the scenario's schedule) is multiplied by
@@ -24,11 +24,14 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_INTERVAL",
     "DEFAULT_PORT",
+    "DEFAULT_REPLICAS",
     "DEFAULT_SCENARIO",
     "DEFAULT_SEED",
     "DEFAULT_TIME_SCALE",
     "DEFAULT_WATCH_INTERVAL",
+    "MAX_REPLICAS",
     "MAX_SEED",
+    "REDIS_NAMESPACE",
     "SCENARIO_NAMES",
     "TICK",
     "DemoOptions",
@@ -37,6 +40,8 @@ __all__ = [
     "check_interval",
     "check_otlp_endpoint",
     "check_port",
+    "check_redis_url",
+    "check_replicas",
     "check_seed",
     "check_summary_json",
     "check_time_scale",
@@ -67,6 +72,14 @@ OTLP_PATHS: Final = ("/v1/metrics", "/v1/traces")
 MAX_SEED: Final = 2**63 - 1
 """The largest seed: it is the ``demo.seed`` resource attribute, which OTLP carries as a 64-bit
 signed integer (a larger one fails the encoding of every export)."""
+DEFAULT_REPLICAS: Final = 2
+"""Replicas of the service that share state with ``--redis-url`` when ``--replicas`` is not given."""
+MAX_REPLICAS: Final = 8
+"""The most replicas: each one is a manager, a store (three connections to Redis) and its share of
+the load, all in the demo's one process."""
+REDIS_NAMESPACE: Final = "otel-resilience-demo"
+"""The prefix of the namespace the replicas' stores share (one service's), followed by ``:`` and a
+run id: a run never starts from the state an earlier one left in Redis."""
 MAX_TIME_SCALE: Final = 1.0
 """The largest time scale: 1.0 runs at production timing."""
 MIN_TIME_SCALE: Final = 0.005
@@ -300,6 +313,51 @@ def check_otlp_endpoint(value: str) -> str:
     return base
 
 
+def check_redis_url(value: str) -> str:
+    """Return ``value`` if the replicas' stores can be made on it: a Redis URL the store takes.
+
+    The rule is :meth:`~otel_resilience.RedisStore.from_url`'s
+    (:func:`~otel_resilience.store.redis_store.check_url`; the store connects lazily: a server
+    that does not listen is no error here, the run then shows its stores degraded); it needs the
+    ``redis`` extra, imported here only when the option is given.
+
+    Raises:
+        TypeError: If it is not a string.
+        ValueError: With a message naming ``--redis-url``: the store refuses the URL, or the
+            ``redis`` package is not installed.
+    """
+    if not isinstance(value, str):
+        msg = f"--redis-url must be a redis://, rediss:// or unix:// URL, got {describe(value)}"  # type: ignore[unreachable]
+        raise TypeError(msg)
+    from otel_resilience.store.redis_store import check_url  # noqa: PLC0415 - with the option only
+
+    try:
+        check_url(value)
+    except ImportError as error:
+        cause = error.__cause__ or error
+        msg = f"--redis-url needs the redis package: pip install 'otel-resilience[redis]' ({cause})"
+        raise ValueError(msg) from None
+    except ValueError as error:
+        msg = f"--redis-url must be a Redis URL such as redis://127.0.0.1:6379/0: {error}"
+        raise ValueError(msg) from None
+    return value
+
+
+def check_replicas(value: int) -> int:
+    """Return ``value`` if it is a number of replicas, ``1 <= value <= MAX_REPLICAS``.
+
+    Raises:
+        ValueError: With a message naming ``--replicas``, the rule and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+        msg = (
+            f"--replicas must be an integer from 1 to {MAX_REPLICAS} (each one a manager and a store "
+            f"in this process), got {value!r}"
+        )
+        raise ValueError(msg)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     """Everything one demo run needs to know. Validated at construction.
@@ -348,6 +406,15 @@ class DemoOptions:
     """Real seconds between two looks at :attr:`config`, which the run watches: an edit saved
     during the run applies live (``--watch-interval``, ``> 0``); ``None`` (default) for
     :data:`DEFAULT_WATCH_INTERVAL`. Only with :attr:`config`."""
+    redis_url: str | None = None
+    """A Redis server the run's replicas share their breakers and rate limits through
+    (``--redis-url``, see :func:`check_redis_url`): the run is then :attr:`replicas` replicas of
+    the service, each with its own manager and store on one namespace (:data:`REDIS_NAMESPACE`),
+    the load split between them. ``None`` (default) runs one process on local state, with no external service.
+    Not with :attr:`config`."""
+    replicas: int | None = None
+    """How many replicas share :attr:`redis_url` (``--replicas``, 1 to :data:`MAX_REPLICAS`);
+    ``None`` (default) for :data:`DEFAULT_REPLICAS`. Only with :attr:`redis_url`."""
 
     def __post_init__(self) -> None:
         for flag, value in (("--plain", self.plain), ("--once", self.once)):
@@ -395,6 +462,24 @@ class DemoOptions:
             if self.config is None:
                 msg = "--watch-interval is how often the --config file is looked at: give one"
                 raise ValueError(msg)
+        self._check_shared_state()
+
+    def _check_shared_state(self) -> None:
+        """Check :attr:`redis_url` and :attr:`replicas`, and set the replicas' default."""
+        if self.redis_url is None:
+            if self.replicas is not None:
+                msg = "--replicas is how many replicas share the --redis-url server: give one"
+                raise ValueError(msg)
+            return
+        if self.config is not None:
+            msg = (
+                "--redis-url runs the demo's built-in policies on its replicas: --config is not "
+                "taken with it (run one or the other)"
+            )
+            raise ValueError(msg)
+        check_redis_url(self.redis_url)
+        replicas = DEFAULT_REPLICAS if self.replicas is None else check_replicas(self.replicas)
+        object.__setattr__(self, "replicas", replicas)
 
     @property
     def metrics_url(self) -> str | None:

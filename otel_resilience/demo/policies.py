@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience import (
     BulkheadConfig,
@@ -74,6 +74,9 @@ from otel_resilience import (
 from otel_resilience.demo.faults import DependencyFaults
 from otel_resilience.demo.services import MemoryCache
 
+if TYPE_CHECKING:
+    from otel_resilience import RedisStore
+
 __all__ = [
     "HEDGE_DELAY",
     "ROLLOUT",
@@ -86,6 +89,7 @@ __all__ = [
     "hedge_budget",
     "retry_budget",
     "rollout_breaker",
+    "shared_state",
     "tenant_quota",
 ]
 
@@ -262,6 +266,24 @@ def _database(scale: float, rollout: CircuitBreaker | None, hedges: RetryBudget 
         if rollout is None
         else (ExtraStrategy(rollout.as_strategy, outside="total_timeout"),),
     )
+
+
+def shared_state(config: ResilienceConfig, store: RedisStore, replicas: int) -> ResilienceConfig:
+    """Return ``config`` with its breaker and its rate limiter shared through ``store``.
+
+    One replica of ``replicas``: its breaker's state is the cluster's (a trip on any replica opens
+    it on all), its rate limit one budget for the cluster; while the store cannot reach Redis, the
+    limiter admits ``rate / replicas`` on local state (``store_fallback="local"``), so that the
+    cluster stays near its limit.
+    """
+    changes: dict[str, Any] = {}
+    if config.circuit_breaker is not None:
+        changes["circuit_breaker"] = dataclasses.replace(config.circuit_breaker, store=store)
+    if config.rate_limiter is not None:
+        changes["rate_limiter"] = dataclasses.replace(
+            config.rate_limiter, store=store, store_fallback="local", expected_replicas=replicas
+        )
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def build_recovery(scale: float) -> ErrorRecoverySystem:

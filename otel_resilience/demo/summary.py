@@ -495,6 +495,58 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
     kinds = ", ".join(f"{kind} {count}" for kind, count in alerts["by_kind"].items()) or "none"
     lines.append(f"alerts        {alerts['total']} ({kinds})")
     lines.extend(_reload_lines(summary.get("reloads")))
+    lines.extend(_shared_lines(summary.get("shared_state")))
+    return lines
+
+
+def _shared_lines(shared: Mapping[str, Any] | None) -> list[str]:
+    """The replicas' shared state (``--redis-url``; none without it): what sharing bought."""
+    if shared is None:
+        return []
+    store = shared["store"]
+    health = (
+        "degraded now (local state)"
+        if store["degraded"]
+        else (
+            "degraded during the run, shared again" if store["degraded_during_run"] else "reached throughout"
+        )
+    )
+    lines = [
+        (
+            f"shared state  {shared['replicas']} replicas on {shared['redis_url']} (namespace "
+            f"{shared['namespace']}): store {health}; {store['outages']} outage(s), {store['errors']} "
+            f"failed operation(s), {store['operations']} operations, {store['fallback_permits']} "
+            "permits given without Redis"
+        )
+    ]
+    pad = " " * 14
+    for replica in shared["per_replica"]:
+        items = [
+            f"{name} {b['down_calls']} call(s) sent while down, {b['failures']} failure(s), "
+            f"opened {b['times_opened']} time(s), {b['rejected']} rejected"
+            for name, b in replica["breakers"].items()
+        ]
+        items.extend(
+            f"{name} {r['admitted']} admitted, {r['shed']} shed"
+            for name, r in replica["rate_limiters"].items()
+        )
+        lines.append(f"{pad}replica {replica['replica']}: {'; '.join(items)}")
+    for name, b in shared["breakers"].items():
+        if b["opened_by_others"] is None:  # the scenario never takes it down
+            continue
+        others = ", ".join(str(n) for n in b["opened_by_others"]) or "none"
+        lines.append(
+            f"{pad}{name}: {b['down_calls']} call(s) to the down dependency in all (each replica alone "
+            f"pays {b['failure_threshold']} failures before it opens); replicas opened by another's "
+            f"failures: {others}"
+        )
+    for name, r in shared["rate_limiters"].items():
+        within = "within it" if r["within_limit"] else "OVER it"
+        lines.append(
+            f"{pad}{name}: {r['admitted']} permits admitted by all the replicas ({r['shed']} shed); the "
+            f"cluster's limit ({r['rate_per_s']:g}/s, burst {r['burst']}) allows {r['limit']:g} in the run: "
+            f"{within}"
+        )
     return lines
 
 

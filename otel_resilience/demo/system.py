@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience import (
     AlertConfig,
@@ -44,11 +44,15 @@ from otel_resilience.demo.policies import (
     hedge_budget,
     retry_budget,
     rollout_breaker,
+    shared_state,
     tenant_quota,
 )
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario
 from otel_resilience.demo.services import DependencyError, MemoryCache, SimulatedDependency
 from otel_resilience.manager.policy_stats import PolicyHedgingStatsDict, PolicyRateLimiterStatsDict
+
+if TYPE_CHECKING:
+    from otel_resilience import RedisStore
 
 __all__ = [
     "HEDGE_DELAY",
@@ -220,6 +224,14 @@ class DemoSystem:
         policies: A configuration file's policies (production values): those named like a demo
             policy replace it, fitted to the demo by
             :func:`~otel_resilience.demo.policies.customize_from_file`; ``None`` for none.
+        store: The store this system's breakers and rate limiters share their state through
+            (:func:`~otel_resilience.demo.policies.shared_state`): the system is then one of
+            ``replicas`` replicas of the service, and takes its share of the load; ``None`` (the
+            default) keeps every state local.
+        replicas: How many replicas share ``store`` (and the load): each sends ``1 / replicas``
+            of every rate. Default 1.
+        alert_system: The alert system the manager reports (one the replicas share, so that an
+            alert is raised once); ``None`` makes one, closed by :meth:`close`.
 
     Attributes:
         manager: The resilience manager every call goes through.
@@ -245,11 +257,17 @@ class DemoSystem:
         start: float,
         clock: Callable[[], float] = time.monotonic,
         policies: Mapping[str, ResilienceConfig] | None = None,
+        store: RedisStore | None = None,
+        replicas: int = 1,
+        alert_system: AlertSystem | None = None,
     ) -> None:
         self._scale = time_scale
         self._monitor = monitor
         self._clock = clock
-        self.alert_system = AlertSystem(
+        self._share = 1 / replicas
+        self._owns_alerts = alert_system is None
+        self.store = store
+        self.alert_system = alert_system or AlertSystem(
             AlertConfig(bulkhead_cooldown=60.0 * time_scale, escalation_cooldown=60.0 * time_scale)
         )
         self.manager = ResilienceManager(
@@ -288,6 +306,9 @@ class DemoSystem:
                 {name: fit(name, policies[name]) for name in self.configs if name in policies}
             )
             quota = fit(TENANTS, policies[TENANTS]) if TENANTS in policies else quota
+        if store is not None:  # one of the service's replicas: its breakers and limits are the cluster's
+            self.configs = {name: shared_state(c, store, replicas) for name, c in self.configs.items()}
+            quota = shared_state(quota, store, replicas)
         # Named policies (every pattern exports from t = 0): a watched file reloads them live.
         self.handles = {name: self.manager.policy(name, config) for name, config in self.configs.items()}
         self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
@@ -333,8 +354,8 @@ class DemoSystem:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def load(self, name: str) -> float:
-        """Return the requests per production second offered to policy ``name`` now."""
-        return RATES[name] + self.dependencies[name].state().condition.extra_load
+        """Return the requests per production second offered to policy ``name`` now (this replica's share)."""
+        return (RATES[name] + self.dependencies[name].state().condition.extra_load) * self._share
 
     async def _generate(self, name: str) -> None:
         """Start requests at the policy's current :meth:`load` (catching up after a stall, bounded)."""
@@ -356,7 +377,7 @@ class DemoSystem:
         file's) in :attr:`tenant_failures`, an error of no policy logged with its traceback too.
         """
         number = 0
-        async with aclosing(_paced(lambda: self._scale / TENANT_RATE, 1)) as ticks:
+        async with aclosing(_paced(lambda: self._scale / (TENANT_RATE * self._share), 1)) as ticks:
             async for _ in ticks:
                 tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
                 number += 1
@@ -489,8 +510,9 @@ class DemoSystem:
         return self.manager.recovery_system.get_stats()
 
     def close(self) -> None:
-        """Stop the alert system listening to the event stream."""
-        self.alert_system.close()
+        """Stop the alert system listening to the event stream (unless it was given)."""
+        if self._owns_alerts:
+            self.alert_system.close()
 
 
 async def _tenant_call() -> None:

@@ -33,12 +33,15 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
+    from otel_resilience.demo.replicas import SharedStateView
+
 __all__ = ["RATE_WINDOW", "Frame", "PlainView", "RichView", "View"]
 
 RATE_WINDOW: Final = 2.0
 """Real seconds the live rates are computed over."""
 _NEWS_SHOWN: Final = 10
 _STATE_STYLE: Final = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+_REPLICA_COLUMNS: Final = ("replica", "store", "outages", "breaker", "sent while down", "rejected", "limiter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class Frame:
         time_scale: Demo seconds per production second.
         budget: The shared retry budget's counts (``available`` now, ``denied`` so far), or
             ``None`` when the policies have none.
+        shared: Each replica's shared breakers, rate limits and store (``--redis-url``), or
+            ``None`` for a run on local state.
     """
 
     elapsed: float
@@ -65,6 +70,7 @@ class Frame:
     alerts: int
     time_scale: float
     budget: Mapping[str, Any] | None = None
+    shared: SharedStateView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,24 @@ _COLUMNS: Final = (
 by a fallback or not, as in the summary; ``hedges``: started/won by a hedge; ``chaos``: injections)."""
 
 
+def _replica_text(shared: SharedStateView) -> str:
+    """The replicas' part of the status line: each one's shared breakers and limits, and the store."""
+    parts = []
+    for replica in shared.replicas:
+        items = [
+            f"{name} {b.state}{'' if b.shared else ' (local)'} "
+            f"sent-while-down {b.down_calls} rejected {b.rejected}"
+            for name, b in replica.breakers.items()
+        ]
+        items.extend(
+            f"{name} admitted {lim.admitted} shed {lim.rejected}" for name, lim in replica.limiters.items()
+        )
+        store = "DEGRADED" if replica.store.degraded else "ok"
+        parts.append(f"replica {replica.replica} (store {store}): {', '.join(items)}")
+    outages = sum(replica.store.outages for replica in shared.replicas)
+    return "; ".join(parts) + f"; store outages {outages}"
+
+
 def _row(policy: PolicyView, rate: Rates | None, calls: CallCounters | None) -> list[Any]:
     """One policy's cells of the live table, in the order of :data:`_COLUMNS`."""
     from rich.text import Text  # noqa: PLC0415 - rich is an optional dependency
@@ -194,6 +218,36 @@ def _row(policy: PolicyView, rate: Rates | None, calls: CallCounters | None) -> 
         "-" if hedging is None else f"{hedging.hedges}/{hedging.hedge_wins}",
         str(0 if calls is None else sum(calls.injected.values())),
     ]
+
+
+def _replica_table(shared: SharedStateView) -> Any:
+    """The live view's shared-state panel: a row per replica (its store, breakers and limits)."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    table = Table(title="replicas, sharing state through Redis", expand=False)
+    for column in _REPLICA_COLUMNS:
+        table.add_column(column, justify="left" if column in {"store", "breaker", "limiter"} else "right")
+    for replica in shared.replicas:
+        store = (
+            Text("DEGRADED (local state)", style="bold red")
+            if replica.store.degraded
+            else Text("ok", style="green")
+        )
+        breakers = replica.breakers.items()
+        table.add_row(
+            str(replica.replica),
+            store,
+            str(replica.store.outages),
+            Text(", ".join(f"{name} {b.state}" for name, b in breakers)),
+            ", ".join(str(b.down_calls) for _, b in breakers),
+            ", ".join(str(b.rejected) for _, b in breakers),
+            ", ".join(
+                f"{name} {lim.admitted} admitted, {lim.rejected} shed"
+                for name, lim in replica.limiters.items()
+            ),
+        )
+    return table
 
 
 class View(abc.ABC):
@@ -274,6 +328,8 @@ class PlainView(View):
             f"retries {retries} denied {denied}{budget} fallbacks {fallbacks} recovery {rate} "
             f"alerts {frame.alerts} chaos {injected} injected"
         )
+        if frame.shared is not None:
+            parts.append(_replica_text(frame.shared))
         self._write(" | ".join(parts), live=True)
 
     @staticmethod
@@ -364,7 +420,9 @@ class RichView(View):
         styles = {"critical": "bold red", "warning": "yellow", "info": ""}
         for item in self._news:
             events.add_row(f"{item.at:.1f} s", Text(item.text, style=styles.get(item.severity, "")))
-        return Group(self._render_header(), status, table, events)
+        if frame.shared is None:
+            return Group(self._render_header(), status, table, events)
+        return Group(self._render_header(), status, table, _replica_table(frame.shared), events)
 
     def close(self) -> None:
         """Stop the live display (idempotent)."""

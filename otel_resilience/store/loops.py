@@ -24,7 +24,7 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.timer import before_full_collection
@@ -38,12 +38,20 @@ async def bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
     ``asyncio.timeout`` where there is one (3.11+): a task per call (3.10, :func:`_bounded_310`)
     costs about 50 µs of a 200 µs round trip to a local Redis. A cancellation of the caller
     always ends the wait with ``CancelledError``, even one that comes as the operation ends (its
-    reply is then dropped, as ``asyncio.timeout`` drops it).
+    reply is then dropped, as ``asyncio.timeout`` drops it), and even one the client swallowed:
+    redis-py 8 catches the ``CancelledError`` of a command under way and returns its reply (a
+    task looping on permits then never ended), so a cancellation requested during the wait and
+    still pending when the reply comes is raised here (3.11+ counts the requests: ``cancelling``).
     """
     if sys.version_info >= (3, 11):
+        task = cast("asyncio.Task[Any]", asyncio.current_task())  # asyncio.timeout needs one too
+        requested = task.cancelling()
         async with asyncio.timeout(seconds):
-            return await awaitable
-    else:  # pragma: no cover - Python 3.10
+            reply = await awaitable
+        if task.cancelling() > requested:  # requested during the wait, swallowed by the client
+            raise asyncio.CancelledError
+        return reply
+    else:  # pragma: no cover - Python 3.10  # noqa: RET505 - mypy checks the branch of its version
         return await _bounded_310(awaitable, seconds)
 
 
@@ -55,6 +63,13 @@ async def _bounded_310(awaitable: Awaitable[Any], seconds: float) -> Any:  # pra
     policy's timeout included, goes on as if it had never been requested). ``asyncio.wait``
     lets the cancellation through. Either way the operation is cancelled and awaited to its
     end first, as ``wait_for`` does, so none of its connections is left to a task nobody awaits.
+
+    The caller's coroutine closed while it waits (its loop closed with it pending, then freed by
+    the collector) closes the operation's coroutine with it, as from 3.11 (one task awaits both):
+    what closing it raises reaches the caller, which tells a closing error
+    (:meth:`~otel_resilience.store.redis_store.RedisStore._run_script_async`), never ``Exception
+    ignored in`` the operation's coroutine, freed on its own. Closed while its loop still runs,
+    the caller cancels the operation's task, never left running for nobody.
     """
     operation = asyncio.ensure_future(awaitable)
     try:
@@ -64,6 +79,13 @@ async def _bounded_310(awaitable: Awaitable[Any], seconds: float) -> Any:  # pra
         await asyncio.wait((operation,))  # a cancellation while it ends raises at once
         if not operation.cancelled():
             operation.exception()  # dropped with its reply: marked as read, never logged as lost
+        raise
+    except GeneratorExit:
+        coroutine = operation.get_coro()  # (None for an eager task's, 3.12 on: never on 3.10)
+        if operation.get_loop().is_closed() and coroutine is not None:  # nothing runs it again
+            coroutine.close()
+        else:
+            operation.cancel()
         raise
     if not done:
         operation.cancel()

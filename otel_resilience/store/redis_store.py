@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
     from otel_resilience.store.rate import ClusterRules
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "check_url"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _OWNER: Final = "RedisStore.from_url"
@@ -289,8 +289,7 @@ class RedisStore(SharedStore):
             ValueError: An argument is out of range, or ``url`` is not a Redis URL, sets an option
                 the store sets itself (``?socket_timeout=``...) or one its clients do not take.
         """
-        if not isinstance(url, str):
-            raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
+        _check_url_type(url)
         _check_database(url)
         check_name(_OWNER, "namespace", namespace)
         try:
@@ -850,6 +849,30 @@ def _check_lease_ttl(seconds: dict[str, float], given: object) -> None:
             "(its holder renews it in the store's rounds while its probe runs)"
         )
         raise fail(_OWNER, "probe_lease_ttl", rule, given)
+
+
+def _check_url_type(url: object) -> None:
+    """Refuse a ``url`` that is not a string."""
+    if not isinstance(url, str):
+        raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
+
+
+def check_url(url: str) -> None:
+    """Refuse ``url`` as :meth:`RedisStore.from_url` would, making no store (no telemetry of one).
+
+    For a command-line option checked before anything runs. The clients made to read the URL
+    connect lazily: they are closed unused.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+        TypeError: ``url`` is not a string.
+        ValueError: ``url`` is not a Redis URL the store takes (see :meth:`RedisStore.from_url`).
+    """
+    _check_url_type(url)
+    _check_database(url)
+    client, subscriber, *_ = _connect(url, 0.25, 1)
+    client.close()
+    subscriber.close()
 
 
 def _check_database(url: str) -> None:

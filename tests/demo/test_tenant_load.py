@@ -130,6 +130,7 @@ def _tenant_rejections_after_a_stall(
     handle = ResilienceManager(clock=clock).policy(TENANTS, tenant_quota(1.0))
     load = SimpleNamespace(
         _scale=1.0,
+        _share=1.0,  # the whole load: one replica
         tenants=handle,
         tenant_calls=dict.fromkeys(TENANT_CYCLE, 0),
         tenant_rejections=dict.fromkeys(TENANT_CYCLE, 0),

@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import urllib.error
@@ -109,6 +110,21 @@ def rotel_binary() -> Path:
         "the rotel OTLP receiver is missing: pip install 'rotel==0.0.1a15' (part of the test extra)",
         pytrace=False,
     )
+
+
+def rotel_env() -> dict[str, str]:
+    """The environment ``rotel-agent`` runs in: the interpreter's library directory on the loader's path.
+
+    The wheel's binary links this interpreter's ``libpython3.X.so`` and carries no search path of
+    its own: the system's loader finds it where the system's Python keeps it, not where an
+    interpreter built apart keeps it (a ``pyenv`` build's own ``lib``, found by its ``python``
+    alone), and the binary then exits at once (status 127).
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    path = os.environ.get("LD_LIBRARY_PATH")
+    if not libdir:
+        return dict(os.environ)
+    return dict(os.environ, LD_LIBRARY_PATH=f"{path}{os.pathsep}{libdir}" if path else str(libdir))
 
 
 def free_port() -> int:
@@ -863,5 +879,6 @@ def harness() -> SimpleNamespace:
         free_port=free_port,
         grafana_all=grafana_all,
         rotel_binary=rotel_binary,
+        rotel_env=rotel_env,
         stop_all=stop_all,
     )

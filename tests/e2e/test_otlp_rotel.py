@@ -122,6 +122,7 @@ def test_demo_metrics_and_traces_reach_rotel_over_otlp(harness, tmp_path):
                 str(tmp_path / "rotel-agent.log"),
             ],
             tmp_path / "rotel.out",
+            env=harness.rotel_env(),
         )
         processes.append(rotel)
         deadline = time.monotonic() + 15

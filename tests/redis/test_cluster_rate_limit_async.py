@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import random
 import threading
 import time
 import weakref
@@ -283,6 +285,68 @@ async def test_a_cancellation_that_comes_with_the_answer_is_not_lost(
             await task
         assert ran == []
         assert limiter.get_stats()["cancelled"] == 1
+    finally:
+        store.close()
+
+
+async def test_a_cancellation_the_client_swallows_is_not_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that catches the caller's cancellation and returns the reply (redis-py 8 does) cancels
+    the caller all the same: its call never runs, and the asker is counted as cancelled."""
+    store = RedisStore.from_url(redis_url, namespace="rl-cancel-swallowed")
+    try:
+        limiter = RateLimiter("cancel-swallowed", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert await limiter.call(_zero) == 0
+        original = redis.asyncio.Redis.eval
+        ran: list[int] = []
+
+        async def swallowing(self: redis.asyncio.Redis, *args: object) -> object:
+            task.cancel()  # the caller is cancelled while its command runs...
+            with contextlib.suppress(asyncio.CancelledError):  # ...and the client goes on with it
+                await asyncio.sleep(0)
+            return await original(self, *args)
+
+        async def protected() -> int:
+            ran.append(1)
+            return 1
+
+        monkeypatch.setattr(redis.asyncio.Redis, "eval", swallowing)
+        task = asyncio.ensure_future(limiter.call(protected))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran == []
+        assert limiter.get_stats()["cancelled"] == 1
+    finally:
+        store.close()
+
+
+async def test_a_task_looping_on_cluster_permits_ends_when_cancelled(redis_url: str) -> None:
+    """Cancelled at any point of its permits' round trips on the real client, a task that loops on
+    them (shedding its rejections) ends cancelled: none goes on running."""
+    store = RedisStore.from_url(redis_url, namespace="rl-cancel-loop")
+    rng = random.Random(7)
+    try:
+        limiter = RateLimiter("cancel-loop", RateLimiterConfig(rate=1000.0, burst=5, store=store))
+
+        async def loop() -> None:
+            while True:
+                with contextlib.suppress(RateLimitedError):
+                    await limiter.call(_zero)
+
+        running = 0
+        for _ in range(40):
+            task = asyncio.ensure_future(loop())
+            await asyncio.sleep(rng.uniform(0.0, 0.003))
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2.0)  # a generous bound: it ends at its next await
+            if not done:
+                running += 1
+                task.cancel()
+                await asyncio.wait({task}, timeout=2.0)
+            else:
+                assert task.cancelled()
+        assert running == 0
     finally:
         store.close()
 

@@ -1,0 +1,227 @@
+"""The demo's replicas sharing state through a real redis-server (`--redis-url`, `--replicas`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_support import RedisServer, free_port
+from rich.console import Console
+
+from otel_resilience.__main__ import main
+from otel_resilience.demo.app import run_demo
+from otel_resilience.demo.options import DEFAULT_REPLICAS, DemoOptions, check_redis_url
+from otel_resilience.demo.view import RichView
+from otel_resilience.engine.shared import STORES
+
+from .conftest import FAST, Runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the test's own on a free 127.0.0.1 port, stopped by pid at its end."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+async def test_replicas_share_the_breaker_and_the_rate_limit(
+    redis_server: RedisServer, run_scenario: Runner
+) -> None:
+    """Two replicas on one Redis: the ML service's outage is paid once for the cluster (a replica
+    rejects after fewer calls to the down dependency than its failure threshold: the other's
+    failures opened it), and the cluster's rate limit holds the permits of both."""
+    summary, out = await run_scenario(
+        "outage", 5.0, time_scale=0.05, once=True, redis_url=redis_server.url, interval=1.0
+    )
+    assert summary["lost_calls"] == 0
+    shared = summary["shared_state"]
+    assert shared["replicas"] == DEFAULT_REPLICAS
+    assert shared["redis_url"] == redis_server.url
+    assert shared["store"]["outages"] == 0
+    assert not shared["store"]["degraded_during_run"]
+    ml = shared["breakers"]["ml_service"]
+    threshold = ml["failure_threshold"]
+    per_replica = [replica["breakers"]["ml_service"] for replica in shared["per_replica"]]
+    assert all(breaker["rejected"] > 0 for breaker in per_replica), per_replica  # all of them open
+    assert all(breaker["shared"] for breaker in per_replica)
+    assert ml["opened_by_others"], per_replica  # opened without paying the threshold itself
+    assert ml["down_calls"] < threshold * DEFAULT_REPLICAS, per_replica  # less than local breakers pay
+    limiter = shared["rate_limiters"]["content_api"]
+    assert limiter["admitted"] == sum(
+        r["rate_limiters"]["content_api"]["admitted"] for r in shared["per_replica"]
+    )
+    assert 0 < limiter["admitted"] <= limiter["limit"]
+    assert limiter["within_limit"]
+    assert "shared state  2 replicas on " in out
+    assert "replica 2 (store ok): ml_service open" in out  # the status line, a part per replica
+
+
+async def test_the_cluster_rate_limit_holds_the_replicas_permits_to_one_budget(
+    redis_server: RedisServer, run_scenario: Runner
+) -> None:
+    """The surge offers content_api more than its limit: both replicas shed, and the permits they
+    admitted together stay within the one budget (local limiters would each admit the limit)."""
+    summary, _ = await run_scenario("surge", 5.0, once=True, redis_url=redis_server.url)
+    assert summary["lost_calls"] == 0
+    shared = summary["shared_state"]
+    limiter = shared["rate_limiters"]["content_api"]
+    per_replica = [replica["rate_limiters"]["content_api"] for replica in shared["per_replica"]]
+    assert all(counts["shed"] > 0 for counts in per_replica), per_replica
+    assert limiter["admitted"] + limiter["shed"] > limiter["limit"]  # offered more than the budget
+    assert limiter["admitted"] <= limiter["limit"], limiter
+    assert limiter["within_limit"]
+
+
+def test_the_demo_goes_on_when_redis_stops_mid_run(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Redis stopped while the replicas run: their stores degrade, the calls go on on local state,
+    nothing is lost, and the run ends as usual (exit status 0)."""
+    summary_path = tmp_path / "summary.json"
+    command = [
+        sys.executable,
+        "-m",
+        "otel_resilience",
+        "demo",
+        "--scenario",
+        "outage",
+        "--time-scale",
+        str(FAST),
+        "--duration",
+        "5",
+        "--plain",
+        "--interval",
+        "0.5",
+        "--no-metrics-server",
+        "--redis-url",
+        redis_server.url,
+        "--summary-json",
+        str(summary_path),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:  # the first status line: the replicas run and share
+            lines.append(line)
+            if "exec/s" in line:
+                break
+        assert "(store ok)" in lines[-1], lines[-3:]
+        redis_server.stop()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err[-2000:]
+    assert "Redis unreachable: degraded, calls go on, on local state" in out
+    status = [line for line in out.splitlines() if "exec/s" in line and "store DEGRADED" in line]
+    assert status, out[-2000:]  # status lines went on with the stores degraded
+    summary = json.loads(summary_path.read_text())
+    assert summary["lost_calls"] == 0
+    store = summary["shared_state"]["store"]
+    assert store["degraded"]
+    assert store["degraded_during_run"]
+    assert store["outages"] >= DEFAULT_REPLICAS  # each replica's store counted its outage
+    assert "store degraded now (local state)" in out
+    before = sum(replica["executions"] for replica in summary["shared_state"]["per_replica"])
+    assert before == summary["requests"]["total"]
+
+
+def test_a_malformed_redis_url_is_a_usage_error_naming_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL the store refuses is refused before the run, with the option's name."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--redis-url", "http://127.0.0.1:6379/0", "--duration", "1"])
+    assert caught.value.code == 2
+    assert "--redis-url must be a Redis URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"redis_url": "redis://127.0.0.1:6379/notadb"},
+            r"--redis-url must be a Redis URL .*database number",
+        ),
+        ({"redis_url": "redis://127.0.0.1:6379/0?socket_timeout=1"}, r"--redis-url must be a Redis URL"),
+        ({"replicas": 2}, r"--replicas is how many replicas share the --redis-url server: give one"),
+        (
+            {"redis_url": "redis://127.0.0.1:6379/0", "replicas": 0},
+            r"--replicas must be an integer from 1 to 8",
+        ),
+        (
+            {"redis_url": "redis://127.0.0.1:6379/0", "config": Path("x.yaml")},
+            r"--config is not taken with it",
+        ),
+    ],
+)
+def test_shared_state_options_are_checked_at_construction(options: dict[str, object], message: str) -> None:
+    """Each rule of --redis-url and --replicas raises a ValueError naming the option."""
+    with pytest.raises(ValueError, match=message):
+        DemoOptions(**options)  # type: ignore[arg-type]
+
+
+def test_the_replicas_default_to_two_with_a_redis_url() -> None:
+    """--redis-url alone runs the default number of replicas; no URL, no replicas."""
+    assert DemoOptions(redis_url=f"redis://127.0.0.1:{free_port()}/0").replicas == DEFAULT_REPLICAS
+    assert DemoOptions().replicas is None
+    assert DemoOptions().redis_url is None
+
+
+def test_a_missing_redis_extra_is_named_with_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the redis package, --redis-url is refused saying which extra to install."""
+    monkeypatch.setitem(sys.modules, "redis", None)  # an import of it fails
+    with pytest.raises(
+        ValueError, match=r"--redis-url needs the redis package: pip install 'otel-resilience\[redis\]'"
+    ):
+        check_redis_url("redis://127.0.0.1:6379/0")
+
+
+async def test_a_redis_that_does_not_listen_leaves_the_replicas_on_local_state(run_scenario: Runner) -> None:
+    """No server on the URL: the stores degrade, the replicas' breakers trip on local state, and
+    the run goes on with nothing lost."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    summary, out = await run_scenario("outage", 2.5, once=True, redis_url=url)
+    assert summary["lost_calls"] == 0
+    shared = summary["shared_state"]
+    assert shared["store"]["degraded"]
+    assert shared["store"]["outages"] >= DEFAULT_REPLICAS
+    per_replica = [replica["breakers"]["ml_service"] for replica in shared["per_replica"]]
+    assert not any(breaker["shared"] for breaker in per_replica)
+    assert all(breaker["times_opened"] > 0 for breaker in per_replica), per_replica  # each on its own
+    assert "Redis unreachable: degraded" in out
+
+
+async def test_the_live_view_shows_a_row_per_replica(redis_server: RedisServer) -> None:
+    """On a terminal the rich view draws the shared-state panel: each replica, its store, its breakers."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=True, color_system=None)
+    options = DemoOptions(
+        scenario="outage", duration=1.5, time_scale=FAST, port=None, redis_url=redis_server.url
+    )
+    summary = await run_demo(options, view=RichView(console), handle_signals=False)
+    text = buffer.getvalue()
+    assert "replicas, sharing state through Redis" in text
+    for word in ("sent while down", "content_api"):
+        assert word in text, word
+    assert re.search(r"ml_service (closed|open|half_open)", text), "no state of ml_service's breaker"
+    assert "shared state: 2 replicas (each a manager and a RedisStore)" in text  # the header
+    assert summary["lost_calls"] == 0
+
+
+def test_checking_the_redis_url_leaves_no_store_behind() -> None:
+    """The option's check makes no store: no namespace of its own shows on /metrics."""
+    before = [item.name for item in STORES.items()]
+    assert DemoOptions(redis_url="redis://127.0.0.1:6379/0").redis_url == "redis://127.0.0.1:6379/0"
+    assert [item.name for item in STORES.items()] == before
