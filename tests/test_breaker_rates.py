@@ -548,6 +548,43 @@ def test_an_async_callback_from_a_thread_leaves_the_threads_event_loop_as_it_was
     assert left[0].cancelled()
 
 
+def test_an_async_callback_s_task_failing_at_its_cancellation_is_reported_as_by_asyncio_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task an async callback run from a thread left, raising when cancelled at the loop's end, is
+    reported to the loop's exception handler (logged), as ``asyncio.run`` reports it, never dropped."""
+    breaker = CircuitBreaker("cb_left_fails", CircuitBreakerConfig(failure_threshold=1), clock=FakeClock())
+
+    async def cleanup_fails() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    async def on_change(change: StateChanged) -> None:
+        asyncio.ensure_future(cleanup_fails())  # noqa: RUF006 - left to the loop's end
+        await asyncio.sleep(0)
+
+    breaker.on_state_change(on_change)
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            run(breaker, boom)
+        except BaseException as error:  # judged below
+            errors.append(error)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join(30)  # generous: the callback does not wait
+    assert errors == []
+    reported = [
+        record for record in caplog.records if record.exc_info and "cleanup failed" in str(record.exc_info[1])
+    ]
+    assert len(reported) == 1
+
+
 def test_a_remover_removes_only_its_own_subscription_once() -> None:
     """Two subscriptions of one callable are two: removing one (twice, even) leaves the other."""
     clock = FakeClock()

@@ -1792,3 +1792,26 @@ async def test_the_base_verbs_of_an_evicted_keys_instance_are_refused(
         assert held.get_stats()["total"] == 0
     if instance == "rate_limiter":
         assert held.get_stats()["admitted"] == 0
+
+
+def test_a_held_call_of_a_key_in_use_makes_nothing_for_an_eviction(
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key's own instance used while its key is in use asks nothing of an eviction.
+
+    Only a use that finds its key marked evicted asks the policy whether it keeps the key: the
+    question (a ``functools.partial``) was made on every held call, the successful ones too.
+    """
+    policy = manager.policy("held-in-use", BREAKER)
+    breaker = policy.for_key("k").circuit_breaker
+    assert breaker is not None
+
+    class _NoQuestion:
+        @staticmethod
+        def partial(*args: object, **kwargs: object) -> typing.NoReturn:
+            raise AssertionError("the eviction's question was made for a key in use")
+
+    monkeypatch.setattr("otel_resilience.manager.keyed.functools", _NoQuestion)
+    assert breaker.call_sync(lambda: "ran") == "ran"
+    with breaker.guard():
+        pass

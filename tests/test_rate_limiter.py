@@ -782,6 +782,38 @@ async def test_a_block_of_a_key_s_limiter_holds_the_key_until_it_ends(clock):
     assert limiter.get_stats()["admitted"] == 1
 
 
+def test_a_link_of_a_key_s_limiter_takes_from_the_key_s_one_bucket(clock):
+    """A link of a key's limiter (``as_strategy``) in a pipeline of one's own: one bucket for the key.
+
+    The key was evicted while the link lived (its limiter idle), the key's next ``for_key`` made
+    a second bucket, and the link took its permits from the first, uncounted in the export:
+    two permits at one instant at ``burst=1``. A live link keeps the key; one made of a limiter
+    kept past its key's eviction is the key's limiter in use's.
+    """
+    per_key = RateLimiter.per_key("link", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    kept = per_key.for_key("a")
+    pipeline = PipelineBuilder("own", clock=clock).add(kept.as_strategy("own")).build()
+    per_key.for_key("b")  # past max_keys, but a link of "a"'s limiter lives
+    assert per_key.get_stats()["evicted"] == 0
+    assert per_key.for_key("a") is kept
+    assert pipeline.execute_sync(lambda: "ran") == "ran"
+    assert not per_key.for_key("a").try_acquire()  # the one permit of the instant is taken
+    assert kept.get_stats()["admitted"] == 1
+    del pipeline
+    gc.collect()
+    per_key.for_key("b")  # "a" is idle now: evicted
+    assert per_key.get_stats()["evicted"] >= 1
+    assert per_key._keys.get("a") is None
+    # A link made of the kept limiter, once its key was evicted, is the key's limiter in use's.
+    link = kept.as_strategy("own")
+    current = per_key.for_key("a")
+    assert current is not kept
+    assert current.try_acquire()
+    with pytest.raises(RateLimitedError):
+        PipelineBuilder("own", clock=clock).add(link).build().execute_sync(lambda: "never")
+    assert current.get_stats()["rejected"] == 1
+
+
 class _Decided:
     """A store's lock whose next holder finds the eviction deciding about ``hold`` decided: kept."""
 

@@ -105,7 +105,8 @@ def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
 def _run_alone(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` to completion in an event loop of its own, leaving the thread's current loop as it was.
 
-    As ``asyncio.run`` does (the tasks ``main`` left are cancelled, async generators and the
+    As ``asyncio.run`` does (the tasks ``main`` left are cancelled, what one raises other than
+    its cancellation reported to the loop's exception handler, async generators and the
     default executor shut down, the loop closed), except that the loop is never made the
     thread's current one: ``asyncio.run`` sets it, and none once it ends, so a thread that keeps
     a loop of its own as its current one (``set_event_loop``, run now and then with
@@ -121,6 +122,15 @@ def _run_alone(main: Coroutine[Any, Any, None]) -> None:
                 task.cancel()
             if left:
                 loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            for task in left:  # gathered, not raised: reported, never dropped
+                if not task.cancelled() and task.exception() is not None:
+                    loop.call_exception_handler(
+                        {
+                            "message": "unhandled exception of a task an async callback left",
+                            "exception": task.exception(),
+                            "task": task,
+                        }
+                    )
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:

@@ -249,9 +249,14 @@ class Pattern(abc.ABC, Generic[C, L]):
         return standalone(self, "_standalone", self._build_pipeline, config="_config")
 
     def _build_pipeline(self, *, register: bool = True) -> Pipeline:
-        """Build the instance's own one-link pipeline (``register=False``: left out of the exports)."""
-        builder = PipelineBuilder(self._name, clock=self._clock, source=self.telemetry.source)
-        return builder.add(self.as_strategy()).build(register=register)
+        """Build the instance's own one-link pipeline (``register=False``: left out of the exports).
+
+        Its link is made as :meth:`as_strategy`'s is, not by it: a pattern may keep track of the
+        links it gives out there (a keyed rate limiter's key, kept while one lives).
+        """
+        telemetry = self.telemetry
+        builder = PipelineBuilder(self._name, clock=self._clock, source=telemetry.source)
+        return builder.add(self._link(telemetry)).build(register=register)
 
     config = ReadOnly[C]("_config", "The instance's configuration.")
 

@@ -573,8 +573,8 @@ def _holding(hold: _Hold, instance: Pattern[Any, Any]) -> Iterator[None]:
             for ``idle_ttl``), or a reload replaced the instance.
     """
     state, policy, text = hold.state(), hold.policy, hold.text
-    if state is not None and not state.enter_kept(functools.partial(hold.kept, state)):
-        state = None  # evicted (kept is False too once the policy is gone)
+    if state is not None and not state.enter() and not state.enter_kept(functools.partial(hold.kept, state)):
+        state = None  # evicted (kept is False too once the policy is gone): asked once enter() fails only
     if state is None and text is None:  # the policy is gone: no call can use the instance again
         yield
         return

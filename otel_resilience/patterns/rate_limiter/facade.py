@@ -250,8 +250,8 @@ class KeyedRateLimiter(Generic[K]):
     ``str(key)``, as a manager policy's (:meth:`for_key`); the keys are kept in the engine's
     :class:`~otel_resilience.engine.store.BoundedStore`: past ``max_keys``, the least recently
     used **idle** keys are evicted (a key with a call, block or ``try_acquire`` of its limiter
-    running, or a waiting caller, is not idle), and the store shrinks back to ``max_keys`` as
-    keys turn idle.
+    running, a link of its limiter (``as_strategy``) alive, or a waiting caller, is not idle),
+    and the store shrinks back to ``max_keys`` as keys turn idle.
 
     **An evicted key starts again with a full bucket** (an empty window), so it may admit up to
     ``burst`` more sooner than its old state would have: give ``max_keys`` room for the keys
@@ -492,6 +492,21 @@ class _HeldKeyLimiter(_HeldRateLimiter, _KeyLimiter):
         """As :meth:`RateLimiter.guard`; each block, from its entry, on the key's limiter in use then."""
         return _KeyGuard(self)
 
+    def as_strategy(self, pipeline: str | None = None) -> _RateLimiterStep:
+        """As :meth:`Pattern.as_strategy`, of the key's limiter in use: the key is kept while the link lives.
+
+        A link takes its permits from its limiter's bucket for as long as it lives, out of any
+        hold: its key is kept meanwhile (:meth:`_KeyHold.idle`), so that the key's next
+        ``for_key`` never makes a second bucket beside it.
+        """
+        limiter = self.hold.take(self)
+        try:
+            link = RateLimiter.as_strategy(limiter, pipeline)
+            limiter.hold.keep(link)
+        finally:
+            limiter.hold.leave()
+        return link
+
 
 async def _key_call(limiter: _KeyLimiter, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
     """:meth:`Pattern.run` on the key's limiter in use, within its hold (:meth:`_HeldKeyLimiter._key_run`).
@@ -539,14 +554,23 @@ class _KeyHold(InUse):
     runs on the key's limiter in use instead (:meth:`take`): never a second bucket for one key.
     """
 
-    __slots__ = ("_keyed", "_limiter", "key", "name")
+    __slots__ = ("_keyed", "_limiter", "_links", "key", "name")
 
     def __init__(self, limiter: RateLimiter, keyed: weakref.ref[KeyedRateLimiter[Any]], key: str) -> None:
         super().__init__()
         self._limiter = weakref.ref(limiter)  # the limiter keeps its hold: no cycle
         self._keyed = keyed
+        self._links: weakref.WeakSet[_RateLimiterStep] | None = None  # made at the key's first link
         self.name = limiter.name
         self.key = key
+
+    def keep(self, link: _RateLimiterStep) -> None:
+        """Keep the key while ``link``, a link of its limiter (``as_strategy``), lives (:meth:`idle`)."""
+        with _LINKS_LOCK:
+            links = self._links
+            if links is None:
+                links = self._links = weakref.WeakSet()
+            links.add(link)
 
     def take(self, limiter: _KeyLimiter) -> _KeyLimiter:
         """Count a use into the key; return the key's limiter it runs on, whose hold it leaves.
@@ -596,11 +620,15 @@ class _KeyHold(InUse):
         return keyed is not None and limiter is not None and keyed._keys.use(self.key) is limiter
 
     def idle(self) -> bool:
-        """Whether the key may be evicted: no use runs in it, and nobody waits in its limiter."""
-        if self.running:
+        """Whether the key may be evicted: no use runs in it, no link of it lives, nobody waits in it."""
+        if self.running or self._links:
             return False
         limiter = self._limiter()
         return limiter is None or limiter.waiting == 0
+
+
+_LINKS_LOCK: Final = fork_safe(threading.Lock())
+"""Taken to add a link a key keeps (:meth:`_KeyHold.keep`): a rare path, one lock for every key."""
 
 
 def _retire_if_idle(limiter: RateLimiter) -> bool:

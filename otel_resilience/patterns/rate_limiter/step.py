@@ -42,7 +42,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     ``source.key``) names the key in its rejections.
     """
 
-    __slots__ = ("_error", "_rules")
+    __slots__ = ("__weakref__", "_error", "_rules")  # weakly kept: a key's links keep it (_KeyHold)
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync at most (a cluster limiter's)
