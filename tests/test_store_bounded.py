@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 from typing import Any
@@ -64,3 +65,66 @@ async def test_an_operation_whose_caller_closes_on_a_running_loop_is_not_left_ru
     for _ in range(3):
         await asyncio.sleep(0)
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 runs the operation as a task of its own")
+async def test_an_enclosing_timeout_the_operation_swallowed_before_failing_is_a_timeout() -> None:
+    """An enclosing ``asyncio.timeout`` fires while the operation runs; the operation catches the
+    cancellation and then fails (a client dropping the connection under a cancelled read): the
+    caller's timeout is raised, never the operation's error (taken for the store's). The same
+    operation failing with no cancellation pending raises its error."""
+
+    async def swallowing_then_failing() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        raise ConnectionError("connection dropped")
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):
+            await bounded(swallowing_then_failing(), 3600)
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ConnectionError("connection dropped")
+
+    with pytest.raises(ConnectionError):
+        await bounded(failing(), 3600)
+
+
+def test_an_operation_closed_with_a_cancellation_pending_raises_what_closing_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, the caller's task cancelled before its loop closed (the cancellation never
+    delivered): what closing the operation raised still reaches the caller, which tells a closing
+    error by it, never a ``CancelledError`` in its place."""
+    ignored: list[tuple[type[BaseException] | None, str]] = []
+    monkeypatch.setattr(
+        sys, "unraisablehook", lambda seen: ignored.append((seen.exc_type, seen.object.__name__))
+    )
+
+    async def operation() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except GeneratorExit:
+            asyncio.current_task()  # as redis-py does: no running loop, a RuntimeError
+            raise
+
+    async def caller() -> Any:
+        return await bounded(operation(), 3600)
+
+    gc.disable()  # the collection below is the one that closes the coroutines
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(caller())
+        for _ in range(3):  # the operation started
+            loop.run_until_complete(asyncio.sleep(0))
+        task.cancel()  # requested, never delivered: the loop closes first
+        loop.close()
+        del task, loop
+        collect_quietly()
+    finally:
+        gc.enable()
+    assert ignored == [(RuntimeError, "caller")]

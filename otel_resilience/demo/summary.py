@@ -516,7 +516,8 @@ def _shared_lines(shared: Mapping[str, Any] | None) -> list[str]:
             f"shared state  {shared['replicas']} replicas on {shared['redis_url']} (namespace "
             f"{shared['namespace']}): store {health}; {store['outages']} outage(s), {store['errors']} "
             f"failed operation(s), {store['operations']} operations, {store['fallback_permits']} "
-            "permits given without Redis"
+            "permits admitted past the cluster's budget (store_fallback open; the replicas' limiters "
+            "take rate / N each while Redis is away)"
         )
     ]
     pad = " " * 14

@@ -24,7 +24,7 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.timer import before_full_collection
@@ -41,13 +41,20 @@ async def bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
     reply is then dropped, as ``asyncio.timeout`` drops it), and even one the client swallowed:
     redis-py 8 catches the ``CancelledError`` of a command under way and returns its reply (a
     task looping on permits then never ended), so a cancellation requested during the wait and
-    still pending when the reply comes is raised here (3.11+ counts the requests: ``cancelling``).
+    still pending when the reply comes, or when the client fails after it, is raised here (3.11+
+    counts the requests: ``cancelling``): such a failure is no store's, which, taken for one, would
+    degrade the store and send the cancelled caller on to its call on local state.
     """
     if sys.version_info >= (3, 11):
-        task = cast("asyncio.Task[Any]", asyncio.current_task())  # asyncio.timeout needs one too
+        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment] # asyncio.timeout needs one too
         requested = task.cancelling()
-        async with asyncio.timeout(seconds):
-            reply = await awaitable
+        try:
+            async with asyncio.timeout(seconds):
+                reply = await awaitable
+        except Exception:
+            if task.cancelling() <= requested or asyncio._get_running_loop() is not task.get_loop():
+                raise  # none pending: the operation's own error (or what closing it raised, off its loop)
+            reply = None  # the client swallowed a cancellation, then failed: it ends the wait below
         if task.cancelling() > requested:  # requested during the wait, swallowed by the client
             raise asyncio.CancelledError
         return reply

@@ -135,6 +135,12 @@ def test_the_demo_goes_on_when_redis_stops_mid_run(redis_server: RedisServer, tm
     assert store["degraded_during_run"]
     assert store["outages"] >= DEFAULT_REPLICAS  # each replica's store counted its outage
     assert "store degraded now (local state)" in out
+    # The limiters took rate / N each without Redis (store_fallback="local"): the store's count is
+    # of the permits store_fallback="open" admits past the budget, which these never do. Was:
+    # "0 permits given without Redis" while they gave permits for the whole outage.
+    assert store["fallback_permits"] == 0
+    assert "0 permits given without Redis" not in out
+    assert "0 permits admitted past the cluster's budget (store_fallback open" in out
     before = sum(replica["executions"] for replica in summary["shared_state"]["per_replica"])
     assert before == summary["requests"]["total"]
 

@@ -321,6 +321,40 @@ async def test_a_cancellation_the_client_swallows_is_not_lost(
         store.close()
 
 
+async def test_a_cancellation_the_client_swallows_before_failing_is_not_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that catches the caller's cancellation and then fails (its connection dropped under
+    the cancelled read) cancels the caller all the same: its call never runs on the fallback, the
+    store is not degraded by it, and the asker is counted as cancelled. Was: the error taken for
+    the store's, the call admitted locally and run, the cancellation lost."""
+    store = RedisStore.from_url(redis_url, namespace="rl-cancel-swallowed-failing")
+    try:
+        limiter = RateLimiter("cancel-swallowed-failing", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert await limiter.call(_zero) == 0
+        ran: list[int] = []
+
+        async def swallowing_then_failing(self: redis.asyncio.Redis, *args: object) -> object:
+            task.cancel()  # the caller is cancelled while its command runs...
+            with contextlib.suppress(asyncio.CancelledError):  # ...and the client goes on with it
+                await asyncio.sleep(0)
+            raise redis.ConnectionError("Connection closed by server.")
+
+        async def protected() -> int:
+            ran.append(1)
+            return 1
+
+        monkeypatch.setattr(redis.asyncio.Redis, "eval", swallowing_then_failing)
+        task = asyncio.ensure_future(limiter.call(protected))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran == []
+        assert limiter.get_stats()["cancelled"] == 1
+        assert store.errors == 0
+    finally:
+        store.close()
+
+
 async def test_a_task_looping_on_cluster_permits_ends_when_cancelled(redis_url: str) -> None:
     """Cancelled at any point of its permits' round trips on the real client, a task that loops on
     them (shedding its rejections) ends cancelled: none goes on running."""
