@@ -312,7 +312,9 @@ def freed_on_a_closed_loop(
         loop = asyncio.new_event_loop()
         task = loop.create_task(holding_its_task())
         if ready is None:
-            loop.call_soon(loop.stop)
+            # stop() before run_forever(): one turn, on asyncio's loop and uvloop's alike (uvloop's
+            # stop() is a callback of its own: called from a callback, it lets the tasks made meanwhile start)
+            loop.stop()
             loop.run_forever()
         else:
             loop.run_until_complete(until(ready))

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from loops_support import NEW_LOOPS, LoopTimers
 from support import CountingLock, collect_inside, run_threads, until, until_sync
 
 from otel_resilience.engine import timer as engine_timer
@@ -519,6 +520,18 @@ async def test_cancellation_storm_leaks_no_slot():
     assert bulkhead.stats.available == 3
 
 
+def release_in_one_turn(loop: asyncio.AbstractEventLoop, core: Any) -> None:
+    """Free a slot in ``loop``'s next turn and stop it after that turn: a task woken then does not run.
+
+    ``stop()`` before ``run_forever()`` runs one turn, on asyncio's loop and uvloop's alike. Not a
+    callback that frees the slot and then stops the loop: uvloop's ``stop()`` is a callback of its
+    own, which lets the ones scheduled before it (the woken task's) run first.
+    """
+    loop.call_soon(core.release)
+    loop.stop()
+    loop.run_forever()
+
+
 def take_slot(bulkhead):
     """Take a free slot of ``bulkhead`` directly, as a sync call's admission does."""
     assert bulkhead._core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is ADMITTED
@@ -649,6 +662,33 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     assert_idle(bulkhead)
 
 
+@pytest.mark.parametrize("kind", NEW_LOOPS)
+def test_a_waiter_whose_loop_stopped_past_its_timeout_takes_the_slot_freed_meanwhile(kind):
+    """A waiter whose loop stopped, nudged as a slot was freed, takes that slot as soon as its loop
+    runs, however long it was stopped: its queue timeout, due meanwhile, does not end its wait
+    while the slot sits free. uvloop runs a due timer before the callbacks already scheduled (the
+    nudge): the waiter timed out there, the free slot left idle, where asyncio's loop ran it."""
+    bulkhead = Bulkhead("stopped-past-timeout", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    core = bulkhead._core
+    take_slot(bulkhead)
+    loop = NEW_LOOPS[kind]()
+    try:
+
+        async def queued():
+            return "queued"
+
+        task = queue_on_a_loop(bulkhead, loop, queued)
+        core.release()  # the waiter's loop is stopped: the slot is freed, and the waiter nudged
+        assert bulkhead.stats.active == 0
+        time.sleep(0.1)  # its queue timeout passes while its loop is stopped
+        assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["cancelled"], stats["timed_out"]) == (2, 0, 0)
+    assert_idle(bulkhead)
+
+
 def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
@@ -662,12 +702,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
 
         task = queue_on_a_loop(bulkhead, loop, queued)
 
-        def release_then_stop():
-            core.release()  # offered to the waiter, whose task would run in the next iteration
-            loop.stop()
-
-        loop.call_soon(release_then_stop)
-        loop.run_forever()
+        release_in_one_turn(loop, core)  # offered to the waiter, whose task never runs in that turn
         assert not task.done()
         assert bulkhead.stats.active == 1  # held by the offer
         assert call_within(bulkhead, 5.0, driver) == "later"
@@ -713,12 +748,7 @@ def test_a_slot_offered_to_a_loop_that_then_stopped_goes_to_a_live_waiter_at_its
         waiter.start()
         until_sync(lambda: bulkhead.stats.waiting == 2)
 
-        def release_then_stop():
-            core.release()  # offered to the first waiter, whose task would run in the next iteration
-            loop.stop()
-
-        loop.call_soon(release_then_stop)
-        loop.run_forever()
+        release_in_one_turn(loop, core)  # offered to the first waiter, whose task never runs in that turn
         waiter.join(timeout=10)
         assert not waiter.is_alive()
         assert results == ["live"]  # not a BulkheadTimeoutError while the offered slot sat idle
@@ -765,12 +795,7 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     loop = asyncio.new_event_loop()
     queued_on(bulkhead, loop), queued_on(bulkhead, loop)  # both queued
 
-    def release_then_stop():
-        core.release()  # offered the slot while its loop runs; its task never claims it
-        loop.stop()
-
-    loop.call_soon(release_then_stop)
-    loop.run_forever()
+    release_in_one_turn(loop, core)  # offered the slot while its loop runs; its task never claims it
     loop.close()
     assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 1)
     assert call_within(bulkhead, 5.0) == "later"  # takes the slot back from the closed loop
@@ -876,12 +901,7 @@ def test_a_task_offered_a_slot_and_freed_after_its_loop_closed_does_not_block_on
         loop.run_until_complete(until(lambda: bulkhead.stats.waiting == 1))
         freed = weakref.ref(task)
 
-        def release_then_stop(running: asyncio.AbstractEventLoop) -> None:
-            core.release()  # offered to the waiter, whose task would run in the next iteration
-            running.stop()
-
-        loop.call_soon(release_then_stop, loop)
-        loop.run_forever()
+        release_in_one_turn(loop, core)  # offered to the waiter, whose task never runs in that turn
         loop.close()  # its task never runs again
         del task, loop
         engine_timer._drop_closed()
@@ -1373,18 +1393,20 @@ async def test_queued_waiters_share_one_loop_timer():
     """However many calls wait, the bulkhead keeps at most one queue-timeout timer on the loop."""
     bulkhead = Bulkhead("one-timer", BulkheadConfig(max_concurrent=1, max_waiting=100, timeout=30.0))
     gate = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    before = len(loop._scheduled)  # type: ignore[attr-defined]
 
     async def hold():
         await gate.wait()
         return "done"
 
-    tasks = [asyncio.create_task(bulkhead.execute(hold)) for _ in range(50)]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    timers = LoopTimers(asyncio.get_running_loop())
+    try:
+        tasks = [asyncio.create_task(bulkhead.execute(hold)) for _ in range(50)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+    finally:
+        timers.close()
     assert bulkhead.get_stats()["waiting"] == 49
-    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    assert len(timers.set_at) <= 1
     gate.set()
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == ["done"] * 50
     assert_idle(bulkhead)

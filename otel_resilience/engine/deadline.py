@@ -675,7 +675,7 @@ class AsyncDeadline(TimerEntry):
         # is told from them on the way out, as asyncio.timeout does (3.10: :func:`_handling`).
         self._cancelling = _before_entry(task)
         timer = self._timer = loop_timer(loop)
-        timer.add(loop, self, loop.time() + self._timeout)
+        timer.add(loop, self, timer.now() + self._timeout)
 
     def fire(self) -> None:
         """Timer callback: this scope's deadline is due, so cancel its task and arm its held scopes."""
@@ -949,7 +949,7 @@ def _arm_held(task: asyncio.Task[Any]) -> None:
     held = timer.held.get(task)
     if held is None:
         return
-    now = loop.time()
+    now = timer.now()
     for scope in cast("list[AsyncDeadline]", held):
         if scope._waiting is not None:  # (else armed already)
             scope._waiting = None

@@ -13,21 +13,32 @@ after another: a bulkhead's queue, a policy's timeout scopes), so the timer keep
 first-in-first-out *lane*, a deque in deadline order, and only an entry due sooner than the
 lane's last goes to a heap: an entry in order costs an append and no tuple, and the waits that
 end in the order they began (a queue's) leave from the lane's front.
+
+An entry's time is on its timer's clock (:attr:`LoopTimer.now`), which is the loop's time on
+every loop but uvloop's. uvloop's loop time is the monotonic clock in whole milliseconds, and it
+sets a loop timer for a delay rounded to the nearest millisecond: a deadline on the system clock
+would fire up to a millisecond and a half before that clock reached it, and every reader of a
+deadline tells its cancellation from the caller's by the time left on that clock. The timer of
+a uvloop loop (:class:`_MillisecondLoopTimer`) keeps its entries on the monotonic clock itself
+and fires none before its time there. Which timer a loop gets is decided once, when its timer is
+made (:func:`loop_timer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 import heapq
 import math
+import sys
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
 
 __all__ = ["LoopTimer", "TimerEntry", "before_full_collection", "loop_timer"]
@@ -92,11 +103,17 @@ class _LetGo(dict[Any, Any]):
 
 
 class LoopTimer:
-    """The timed entries of one event loop, behind one armed loop timer. Used from the loop's thread only."""
+    """The timed entries of one event loop, behind one armed loop timer. Used from the loop's thread only.
 
-    __slots__ = ("_armed_at", "_heap", "_heap_ended", "_lane", "_lane_ended", "_seq", "held")
+    Attributes:
+        now: The clock the entries' times are on (``timer.now() + seconds`` is due in ``seconds``):
+            the loop's time, read without holding the loop (:func:`loop_timer`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_armed_at", "_heap", "_heap_ended", "_lane", "_lane_ended", "_seq", "held", "now")
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
         # Per task, entries held back, which one of the task's entries firing adds: the deadline
         # scopes an earlier one of their task binds (kept and read by engine.deadline). Here, so
         # that a closed loop's are dropped with its timer (_drop_closed).
@@ -109,7 +126,7 @@ class LoopTimer:
         self._armed_at = math.inf
 
     def add(self, loop: asyncio.AbstractEventLoop, entry: TimerEntry, when: float) -> None:
-        """Fire ``entry`` at loop time ``when`` (on the next iteration if that has passed).
+        """Fire ``entry`` at ``when`` on the timer's clock, :attr:`now` (next iteration if that has passed).
 
         ``entry`` is new, or has fired (see :class:`TimerEntry`). It joins the lane when it is
         due no sooner than the lane's last entry, else the heap.
@@ -200,7 +217,7 @@ class LoopTimer:
         earlier time (most of them) never read the loop's time again.
         """
         self._armed_at = when
-        if when <= loop.time():
+        if when <= self.now():
             loop.call_soon(self._expire, loop, when, context=contextvars.Context())
         else:
             loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
@@ -223,7 +240,7 @@ class LoopTimer:
         """Loop-timer callback: fire every entry that is due, in deadline order, then re-arm for the next."""
         if when == self._armed_at:
             self._armed_at = math.inf
-        due = max(loop.time(), when)
+        due = max(self.now(), when)
         while (entry := self._next()) is not None and entry.timer_when <= due:
             if entry.timer_state == _IN_HEAP:
                 heapq.heappop(self._heap)
@@ -233,6 +250,81 @@ class LoopTimer:
             entry.fire()
         if entry is not None and entry.timer_when < self._armed_at:
             self._arm(loop, entry.timer_when)
+
+
+class _MillisecondLoopTimer(LoopTimer):
+    """The timer of a uvloop loop: entries on the monotonic clock, none fired before its time there.
+
+    uvloop's loop time is the monotonic clock in whole milliseconds (up to one behind it), and
+    ``call_at`` sets a loop timer for the delay rounded to the nearest millisecond: a loop timer
+    may run up to a millisecond and a half before the monotonic clock reaches the time it was
+    set for. So the loop timer is set for the whole milliseconds of the wait but one, which runs
+    before the time (up to two milliseconds), and what is left is waited turn by turn of the
+    loop, as asyncio's loop waits for a timer due sooner than its next turn: the entry fires in
+    the first turn at or past its time, never before it, nor milliseconds after it (a caller's
+    cancellation then would be taken for the deadline's). A wake-up for a time no longer armed
+    is dropped. An entry due already fires as on every loop (:meth:`LoopTimer._arm`).
+    """
+
+    __slots__ = ()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        wait = when - self.now()
+        if wait <= 0.0:
+            LoopTimer._arm(self, loop, when)
+            return
+        self._armed_at = when
+        self._set(loop, when, wait)
+
+    def _set(self, loop: asyncio.AbstractEventLoop, when: float, wait: float) -> None:
+        """Wake up before ``when``, ``wait`` seconds away: its whole milliseconds but one, else next turn."""
+        whole = math.ceil(wait * 1000.0) - 1
+        if whole > 0:
+            loop.call_at(loop.time() + whole / 1000.0, self._wake, loop, when, context=contextvars.Context())
+        else:
+            loop.call_soon(self._wake, loop, when, context=contextvars.Context())
+
+    def _wake(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Loop-timer callback: expire at ``when`` once it is reached; until then, wait for it again."""
+        wait = when - self.now()
+        if wait <= 0.0:
+            self._expire(loop, when)
+        elif when == self._armed_at:
+            self._set(loop, when, wait)
+
+
+def _monotonic() -> float:
+    """The time of asyncio's own loops (``BaseEventLoop.time``): the monotonic clock, read the same way."""
+    return time.monotonic()
+
+
+def _time_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """Return a reader of ``loop``'s own time (a loop of its own clock) that does not hold the loop."""
+    ref = weakref.ref(loop)
+
+    def now() -> float:
+        return cast("asyncio.AbstractEventLoop", ref()).time()  # the timer is dropped with its loop
+
+    return now
+
+
+_ASYNCIO_TIME: Final = asyncio.BaseEventLoop.time
+
+
+def _new_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
+    """Make ``loop``'s timer, on the clock its time is: chosen once per loop, never per call.
+
+    asyncio's loops read the monotonic clock (:func:`_monotonic`, what their ``time`` runs);
+    uvloop's count it in whole milliseconds (:class:`_MillisecondLoopTimer`); any other loop
+    (one of a virtual time) is timed on its own ``time``.
+    """
+    kind = getattr(type(loop), "time", None)
+    if kind is _ASYNCIO_TIME:
+        return LoopTimer(_monotonic)
+    uvloop = sys.modules.get("uvloop.loop")  # imported by whoever made a uvloop loop
+    if kind is not None and kind is getattr(getattr(uvloop, "Loop", None), "time", None):
+        return _MillisecondLoopTimer(_monotonic)
+    return LoopTimer(_time_of(loop))
 
 
 _TIMERS: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], LoopTimer]] = {}
@@ -255,7 +347,8 @@ def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
     found = _TIMERS.get(key)
     if found is None:
         _drop_closed()
-        found = _TIMERS.setdefault(key, (weakref.ref(loop, lambda _: _TIMERS.pop(key, None)), LoopTimer()))
+        entry = (weakref.ref(loop, lambda _: _TIMERS.pop(key, None)), _new_timer(loop))
+        found = _TIMERS.setdefault(key, entry)
     return found[1]
 
 

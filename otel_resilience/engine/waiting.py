@@ -255,7 +255,7 @@ class AsyncWaiter(Waiter):
     def overdue(self) -> bool:
         """Whether its loop is stopped past its queue timeout (once its task waits: the timer's time)."""
         loop = self.loop
-        return not loop.is_running() and getattr(self, "timer_when", math.inf) <= loop.time()
+        return not loop.is_running() and getattr(self, "timer_when", math.inf) <= loop_timer(loop).now()
 
     def wake(self) -> bool:
         """Complete its future on its loop (thread-safely from another thread); ``False`` if closed.
@@ -278,8 +278,8 @@ class AsyncWaiter(Waiter):
         queue = self.queue
         loop = self.loop
         timeout = self.owner.wait_timeout
-        deadline = loop.time() + timeout
         timer = loop_timer(loop)
+        deadline = timer.now() + timeout
         timer.add(loop, self, deadline)
         try:
             await self.future

@@ -217,7 +217,10 @@ def _shut_down(client: Any) -> None:
 
     The server ends each connection at once; the loop, if it runs again, finds them ended (as
     the server had closed them) and the client's next operation, if any, connects again. Their
-    descriptors are closed with the connections (the loop's next run, or the collector).
+    descriptors are closed with the connections (the loop's next run, or the collector). Each is
+    shut down through a duplicate of its descriptor, closed at once: the socket a transport hands
+    out may refuse ``shutdown()`` (uvloop's), and a shutdown ends the connection whatever
+    descriptor it is asked through.
     """
     pool = client.connection_pool
     connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
@@ -225,8 +228,11 @@ def _shut_down(client: Any) -> None:
         writer = getattr(connection, "_writer", None)
         sock = writer.get_extra_info("socket") if writer is not None else None
         if sock is not None:
-            with contextlib.suppress(OSError):  # ended already
-                sock.shutdown(socket.SHUT_RDWR)
+            with (
+                contextlib.suppress(OSError),  # ended already, or its descriptor closed
+                socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto) as duplicate,
+            ):
+                duplicate.shutdown(socket.SHUT_RDWR)
 
 
 async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:

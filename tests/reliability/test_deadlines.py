@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loops_support import LoopTimers
 
 from otel_resilience import (
     Jitter,
@@ -78,8 +79,7 @@ class LoopClock:
 
 async def test_a_tight_loop_of_deadlines_leaves_no_timer_behind() -> None:
     """10 000 deadline scopes that end in time, without yielding, leave at most one loop timer."""
-    loop = asyncio.get_running_loop()
-    before = len(loop._scheduled)  # type: ignore[attr-defined]
+    timers = LoopTimers(asyncio.get_running_loop())
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
@@ -89,7 +89,8 @@ async def test_a_tight_loop_of_deadlines_leaves_no_timer_behind() -> None:
         retained = tracemalloc.get_traced_memory()[0] - baseline
     finally:
         tracemalloc.stop()
-    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+        timers.close()
+    assert len(timers.set_at) <= 1
     assert retained < 8 * 1024, f"10 000 ended scopes retained {retained} bytes"
 
 

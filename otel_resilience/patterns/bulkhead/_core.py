@@ -305,12 +305,15 @@ class _BulkheadCore(BulkheadStats):
             self._hand_over(wakes)
 
     def expire(self, waiter: Waiter) -> bool:
-        """End a waiter's wait at its timeout, unless a slot a stopped loop's waiter holds is its.
+        """End a waiter's wait at its timeout, unless a free slot or one a stopped loop's waiter holds is its.
 
         The slots offered to waiters whose loop stopped before they claimed them are taken back
         first (:meth:`_reclaim_locked`), as a new caller that finds every slot busy does: a
         waiter that can run is not timed out while such a slot sits idle, and if it is the
-        oldest that can take one, it takes it and runs.
+        oldest that can take one, it takes it and runs. So is a slot freed while the loops of all
+        the waiters were stopped (they were nudged, to look when their loop runs): its waiter's
+        timer, due meanwhile, may come before that look (uvloop runs due timers before the
+        callbacks already scheduled), and the slot is handed on as a freed one is.
 
         Returns:
             ``True`` if it left the queue; ``False`` if it was handed a slot (just before, or
@@ -322,6 +325,10 @@ class _BulkheadCore(BulkheadStats):
                 return False
             if self._offered:
                 wakes = self._reclaim_locked()
+            if waiter.state == WAITING and self.active < self.max_concurrent:
+                self.active += 1  # the free slot, given up again: to the oldest waiter that can run
+                freed = self._pass_on_locked()
+                wakes = freed if not wakes else wakes + (freed or [])
             expired = waiter.state == WAITING
             if expired:
                 self._expire_locked(waiter)
