@@ -187,3 +187,8 @@ def wait_for(condition: Any, timeout: float, what: str) -> float:
             raise AssertionError(message)
         time.sleep(0.005)
     return time.monotonic() - started
+
+
+def first_round(store: Any, timeout: float = 5.0) -> None:
+    """Wait for the first operation of ``store``'s thread (its subscriber's SUBSCRIBE is one more)."""
+    wait_for(lambda: store.ops >= 2, timeout, "the store's first round")

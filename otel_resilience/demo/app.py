@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal
 from _otel_resilience_cli import signal_status
 from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
-from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptions
+from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptions, counted
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
 from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError, interrupted_wait
 from otel_resilience.demo.policies import TENANTS, DemoConfigError
@@ -160,11 +160,11 @@ def _header(
 
 def _replica_lines(options: DemoOptions, namespace: str | None) -> list[str]:
     """The header's line on the replicas sharing state through Redis (none without ``--redis-url``)."""
-    if options.redis_url is None:
+    if options.redis_url is None or options.replicas is None:
         return []
     return [
         (
-            f"shared state: {options.replicas} replicas (each a manager and a RedisStore) on "
+            f"shared state: {counted(options.replicas, 'replica')} (each a manager and a RedisStore) on "
             f"{redacted_url(options.redis_url)}, namespace {namespace}, the load split between them: "
             "the breakers of ml_service and content_api and the rate limits are the cluster's; "
             "if Redis goes away they go on, on local state (resilience_store_degraded)"

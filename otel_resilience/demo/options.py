@@ -343,6 +343,11 @@ def check_redis_url(value: str) -> str:
     return value
 
 
+def counted(count: int, noun: str) -> str:
+    """Return ``count`` and ``noun``, plural unless one (``1 replica``, ``2 replicas``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def check_replicas(value: int) -> int:
     """Return ``value`` if it is a number of replicas, ``1 <= value <= MAX_REPLICAS``.
 

@@ -14,10 +14,11 @@ the cluster's; the rest (bulkheads, retry budgets, hedging) stays each replica's
 
 What sharing buys shows in each replica's figures (:class:`ReplicaView`): the calls it sent to a
 dependency while the dependency was down (the faults its own ``down`` chaos link injected: every
-call that reached the down dependency), and the calls its breaker rejected. A replica whose breaker
-rejects after fewer calls of its own to the down dependency than ``failure_threshold`` was opened
-by another replica's failures; without sharing, each replica pays ``failure_threshold`` failures
-before it opens. The cluster's rate limit holds the permits of all the replicas to one budget. When
+call that reached the down dependency, its failed half-open probes too), and the calls its breaker
+rejected. A replica whose breaker rejects after fewer calls of its own to the down dependency than
+``failure_threshold`` was most likely opened by another replica's failures (its own failures before
+the outage count in its window too); without sharing, each replica pays ``failure_threshold``
+failures before it opens. The cluster's rate limit holds the permits of all the replicas to one budget. When
 Redis goes away, every store degrades (``resilience.store.degraded``) and the calls go on, on local state.
 
 The replicas run in one process (one event loop, one telemetry pipeline): their policies share

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from otel_resilience.demo.history import KEPT, BreakerHistory, Recovery, Transition
 from otel_resilience.demo.monitor import CallCounters, LatencyHistogram, Monitor
+from otel_resilience.demo.options import counted
 from otel_resilience.demo.scenarios import Scenario
 from otel_resilience.demo.system import PolicyView
 
@@ -513,9 +514,9 @@ def _shared_lines(shared: Mapping[str, Any] | None) -> list[str]:
     )
     lines = [
         (
-            f"shared state  {shared['replicas']} replicas on {shared['redis_url']} (namespace "
+            f"shared state  {counted(shared['replicas'], 'replica')} on {shared['redis_url']} (namespace "
             f"{shared['namespace']}): store {health}; {store['outages']} outage(s), {store['errors']} "
-            f"failed operation(s), {store['operations']} operations, {store['fallback_permits']} "
+            f"failed operation(s), {counted(store['operations'], 'operation')}, {store['fallback_permits']} "
             "permits admitted past the cluster's budget (store_fallback open; the replicas' limiters "
             "take rate / N each while Redis is away)"
         )
@@ -538,8 +539,8 @@ def _shared_lines(shared: Mapping[str, Any] | None) -> list[str]:
         others = ", ".join(str(n) for n in b["opened_by_others"]) or "none"
         lines.append(
             f"{pad}{name}: {b['down_calls']} call(s) to the down dependency in all (each replica alone "
-            f"pays {b['failure_threshold']} failures before it opens); replicas opened by another's "
-            f"failures: {others}"
+            f"pays {counted(b['failure_threshold'], 'failure')} before it opens); replicas opened by "
+            f"another's failures: {others}"
         )
     for name, r in shared["rate_limiters"].items():
         within = "within it" if r["within_limit"] else "OVER it"

@@ -226,7 +226,8 @@ class RedisStore(SharedStore):
     errors = ReadOnly[int]("_errors", "Redis operations that failed (each counted once).")
 
     ops = CounterValue(
-        "_ops", "Redis operations sent (scripts, reads, publications, permits and the subscriber's PINGs)."
+        "_ops",
+        "Redis operations sent (scripts, reads, publications, permits, the subscriber's SUBSCRIBEs, PINGs).",
     )
     fallback_permits = CounterValue(
         "_fallbacks", "Permits its rate limiters gave while it was unreachable (store_fallback='open')."
@@ -468,10 +469,16 @@ class RedisStore(SharedStore):
             "shared store %r unreachable (%s: %s): breakers and rate limiters run on local state",
             self._namespace,
             type(error).__name__,
-            error,
+            str(error) or self._unsaid(error),
         )
         for link in links:
             link.go_local()
+
+    def _unsaid(self, error: BaseException) -> str:
+        """What an outage's error with no message of its own means (a wait cut at ``timeout`` has none)."""
+        if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+            return f"no answer within the store's timeout, {self._timeout:g} s"
+        return "no message"
 
     @property
     def local_only(self) -> bool:
@@ -684,6 +691,7 @@ class RedisStore(SharedStore):
         while not self._closed.is_set():
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
             try:
+                next(self._ops)
                 pubsub.subscribe(self._channel)  # connects: a socket close() shuts down, or none once closed
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()

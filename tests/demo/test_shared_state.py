@@ -209,6 +209,19 @@ async def test_a_redis_that_does_not_listen_leaves_the_replicas_on_local_state(r
     assert "Redis unreachable: degraded" in out
 
 
+async def test_one_replica_on_an_unreachable_redis_is_counted_and_worded_right(run_scenario: Runner) -> None:
+    """``--replicas 1`` says "1 replica" (the header and the summary said "1 replicas"), and the
+    store's failed operations are among its operations (the summary said "10 failed
+    operation(s), 5 operations": the subscriber's attempts failed uncounted)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    summary, out = await run_scenario("outage", 1.5, once=True, redis_url=url, replicas=1)
+    store = summary["shared_state"]["store"]
+    assert 0 < store["errors"] <= store["operations"], store
+    assert "shared state: 1 replica (each a manager and a RedisStore)" in out  # the header
+    assert "shared state  1 replica on " in out  # the summary
+    assert not re.search(r"\b1 (replicas|operations|failures)\b", out), out
+
+
 async def test_the_live_view_shows_a_row_per_replica(redis_server: RedisServer) -> None:
     """On a terminal the rich view draws the shared-state panel: each replica, its store, its breakers."""
     buffer = io.StringIO()

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis_support import Attempts, RedisServer, free_port
-from shared_workers import wait_for
+from shared_workers import first_round, wait_for
 
 from otel_resilience import (
     CircuitBreaker,
@@ -56,7 +56,7 @@ def replicas(redis_url: str) -> Iterator[Replica]:
             del settings["failure_threshold"]
         with namesakes_expected():
             breaker = CircuitBreaker(name, CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         return breaker
 
     yield make
@@ -539,7 +539,7 @@ def test_a_trip_after_redis_returned_reaches_it_within_rounds_not_after_the_back
         return control.hget("back-cb:cb:db:state", "state") == b"open"
 
     try:
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         redis_server.stop()
         wait_for(lambda: attempts.failed >= 6, 15.0, "six failed attempts: a backoff of 3.2 s now")
         assert store.degraded
@@ -574,7 +574,7 @@ def test_a_replica_whose_calls_succeed_rejoins_within_rounds_of_redis_return(
     store._client = attempts
     breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=2, store=store))
     try:
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         redis_server.stop()
         wait_for(lambda: attempts.failed >= 6, 15.0, "six failed attempts: a backoff of 3.2 s now")
         assert store.degraded
@@ -711,7 +711,7 @@ def test_a_replica_that_publishes_its_own_trip_keeps_no_probe_of_an_earlier_peri
     client = redis.Redis.from_url(redis_url)
     try:
         breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store, failure_threshold=1, timeout=30.0))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         link = store._links[0]
         link.leases = 1  # as it held the one lease of an earlier HALF_OPEN period
         link._apply_probe_limit(breaker)
@@ -732,7 +732,7 @@ def test_a_periods_counts_expire_with_their_age_not_the_state_key_ttl(redis_url:
     store = RedisStore.from_url(redis_url, namespace="count-ttl", flush_interval=0.05)
     try:
         breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store, failure_threshold=5))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         _fail(breaker)  # a count to report
         client = redis.Redis.from_url(redis_url)
         wait_for(lambda: bool(client.keys("count-ttl:cb:dep:counts:*")), 5.0, "the counts reported")
@@ -1035,7 +1035,8 @@ def test_an_idle_replica_takes_no_probe_lease_from_the_replica_with_calls(redis_
         with namesakes_expected():
             idle = CircuitBreaker("db", dataclasses.replace(config, store=idle_store))
             busy = CircuitBreaker("db", dataclasses.replace(config, store=busy_store))
-        wait_for(lambda: idle_store.ops > 0 and busy_store.ops > 0, 5.0, "the stores' first resync")
+        first_round(idle_store)
+        first_round(busy_store)
         busy.force_open(0.2)
         wait_for(lambda: idle.peek_state() is CircuitState.OPEN, 2.0, "the idle replica OPEN")
         wait_for(lambda: idle._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
@@ -1068,7 +1069,7 @@ def _half_open_alone(
     store = RedisStore.from_url(redis_url, namespace=namespace, probe_lease_ttl=ttl, flush_interval=ttl / 3)
     settings: dict[str, object] = {"failure_threshold": 1, "timeout": 0.05, **options}
     breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
-    wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+    first_round(store)
     _fail(breaker)
     link = breaker._core._shared
     assert isinstance(link, SharedBreaker)
@@ -1126,7 +1127,8 @@ def test_a_replica_whose_probe_ran_gives_its_lease_up_in_redis_to_the_others_cal
             prober, other = (
                 CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores
             )
-        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first resync")
+        for store in stores:
+            first_round(store)
         prober.force_open(0.2)
         wait_for(_opened(prober, other), 2.0, "both OPEN")
         wait_for(lambda: prober._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
@@ -1211,7 +1213,8 @@ def test_a_lease_held_for_a_lone_rejected_call_goes_to_the_replica_whose_calls_w
         config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=1)
         with namesakes_expected():
             lone, busy = (CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores)
-        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first resync")
+        for store in stores:
+            first_round(store)
         lone.force_open(0.2)
         wait_for(_opened(lone, busy), 2.0, "both OPEN")
         wait_for(lambda: lone._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")

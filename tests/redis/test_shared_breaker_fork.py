@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from forking_support import run_in_child
 from redis_support import RedisServer
-from shared_workers import wait_for
+from shared_workers import first_round, wait_for
 from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import (
@@ -47,7 +47,7 @@ def test_a_trip_in_a_forked_child_reaches_the_other_replicas(redis_url: str) -> 
     store = RedisStore.from_url(redis_url, namespace="forked")
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=3, timeout=30.0, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         parent_id = store._id
 
         def child() -> None:
@@ -76,7 +76,7 @@ def test_a_forked_child_does_not_count_its_parents_failures_again(redis_url: str
     try:
         config = CircuitBreakerConfig(failure_threshold=4, timeout=30.0, store=store)
         breaker = CircuitBreaker("db", config)
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         for _ in range(2):
             with pytest.raises(RuntimeError):
                 breaker.call_sync(_boom)
@@ -116,7 +116,7 @@ def test_a_forked_child_runs_no_probe_on_its_parents_lease(proxy: TcpFaultProxy)
     try:
         config = CircuitBreakerConfig(failure_threshold=1, timeout=0.05, success_threshold=1, store=store)
         breaker = CircuitBreaker("db", config)
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        first_round(store)
         with pytest.raises(RuntimeError):
             breaker.call_sync(_boom)
         link = breaker._core._shared

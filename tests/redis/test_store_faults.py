@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_support import RedisServer, free_port
-from shared_workers import wait_for
+from shared_workers import first_round, wait_for
 from support import collect_quietly
 from tcp_proxy import TcpFaultProxy
 
@@ -277,7 +277,7 @@ def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1000, store=store))
         limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         control.config_set("maxmemory-policy", "noeviction")
         control.config_set("maxmemory", "1")
         with caplog.at_level(logging.WARNING, logger="otel_resilience"):
@@ -333,7 +333,8 @@ def test_a_period_open_across_an_outage_is_probed_on_leases_once_the_store_is_ba
                 for store in stores
             )
         limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=stores[0]))
-        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first rounds")
+        for store in stores:
+            first_round(store)
         a.force_open(1.5)
         wait_for(lambda: a.state is b.state is CircuitState.OPEN, 2.0, "both OPEN")
         control.config_set("maxmemory-policy", "noeviction")
@@ -416,7 +417,8 @@ def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call
         with namesakes_expected():
             prober = CircuitBreaker("db", dataclasses.replace(config, store=prober_store))
             other = CircuitBreaker("db", dataclasses.replace(config, store=other_store))
-        wait_for(lambda: prober_store.ops > 0 and other_store.ops > 0, 5.0, "the stores' first rounds")
+        first_round(prober_store)
+        first_round(other_store)
         prober.force_open(0.2)
         wait_for(lambda: prober.state is other.state is CircuitState.OPEN, 2.0, "both OPEN")
         wait_for(lambda: prober._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
@@ -473,7 +475,7 @@ def test_an_outage_a_permit_meets_during_the_stores_round_is_not_ended_by_that_r
 
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1000, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         with caplog.at_level(logging.WARNING, logger="otel_resilience"):
             monkeypatch.setattr(RedisStore, "_read_states", a_permit_refused_meanwhile)
             assert met.wait(5.0)
@@ -510,7 +512,7 @@ def test_a_server_taking_no_write_for_want_of_replicas_is_one_outage_not_a_key_p
             for i in range(3)
         ]
         limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         control.config_set("min-replicas-to-write", "1")  # no replica: every write is refused
         try:
             with caplog.at_level(logging.WARNING, logger="otel_resilience"):
@@ -679,7 +681,7 @@ def test_a_closed_stores_breakers_are_reported_as_local(redis_url: str) -> None:
     def shared() -> object:
         return {obs.attributes[sc.NAME]: obs.value for obs in observe() if obs.attributes}[breaker.name]
 
-    wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+    first_round(store)
     assert shared() == 1
     assert ", ok," in repr(store)
     store.close()
@@ -922,7 +924,7 @@ def test_a_subscription_whose_ping_is_refused_is_kept(
     try:
         with caplog.at_level(logging.WARNING, logger="otel_resilience"):
             RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))
-            wait_for(lambda: store.ops >= 3, 5.0, "a few checks of the subscription")
+            wait_for(lambda: store.ops >= 4, 5.0, "a few checks of the subscription")  # and its SUBSCRIBE
         assert (store.degraded, store.outages, store.errors) == (False, 0, 0)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
@@ -1052,7 +1054,7 @@ def test_close_waits_for_one_publication_not_for_every_queued_one(proxy: TcpFaul
             CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=store))
             for i in range(20)
         ]
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         proxy.set("delay", 0.2)  # each way
         ops = store.ops
         for breaker in breakers:
@@ -1082,7 +1084,7 @@ def test_close_keeps_the_trip_whose_publication_is_in_flight(
     store = RedisStore.from_url(_via(proxy), namespace="closing-trip", timeout=2.0)
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         proxy.set("delay", 0.2)  # each way
         ops = store.ops
         _fail(breaker)
@@ -1111,7 +1113,7 @@ def test_close_waits_for_a_publication_to_be_sent_not_for_its_reply(
     trips.gate.set()  # no wait: it says when the publication's round trip starts
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, store=store))
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         store._client = trips
         proxy.set("delay", 0.75)  # each way
         _fail(breaker)
@@ -1161,7 +1163,8 @@ def test_the_degraded_gauge_says_one_per_namespace_however_many_stores_share_it(
         with namesakes_expected():
             breakers = [CircuitBreaker("db", CircuitBreakerConfig(store=store)) for store in stores]
         wait_for(lambda: stores[0].degraded and stores[1].degraded, 5.0, "the unreachable stores degraded")
-        wait_for(lambda: all(store.ops > 0 for store in stores[2:]), 5.0, "the reachable stores' first round")
+        for store in stores[2:]:  # the reachable ones
+            first_round(store)
         assert not any(store.degraded for store in stores[2:])
         degraded = _store_gauge(reader, sc.STORE_DEGRADED)
         assert (degraded["twice-down"], degraded["twice-up"]) == (1, 0)
@@ -1293,7 +1296,8 @@ def test_transitions_queued_together_are_published_in_one_round_trip(redis_url: 
                 CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=other))
                 for i in range(count)
             ]
-        wait_for(lambda: store.ops > 0 and other.ops > 0, 5.0, "the stores' first round")
+        first_round(store)
+        first_round(other)
         store._client = trips
         _fail(mine[0])
         assert trips.entered.wait(5.0)  # the store's thread publishes the first trip: it waits
@@ -1324,7 +1328,8 @@ def test_transitions_whose_round_trip_failed_are_published_when_the_store_is_bac
                 CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=other))
                 for i in range(3)
             ]
-        wait_for(lambda: store.ops > 0 and other.ops > 0, 5.0, "the stores' first round")
+        first_round(store)
+        first_round(other)
         store._client = trips
         _fail(mine[0])
         assert trips.entered.wait(5.0)
@@ -1385,7 +1390,7 @@ def test_a_failover_behind_the_stores_endpoint_is_followed_to_the_new_primary(
     try:
         config = CircuitBreakerConfig(failure_threshold=1000, store=store)
         breakers = [CircuitBreaker(f"db{index}", config) for index in range(3)]
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         with caplog.at_level(logging.WARNING, logger="otel_resilience"):
             _fail_over(old, new, endpoint)
             for breaker in breakers:  # their reports, pipelined, meet the demoted primary: an outage
@@ -1442,7 +1447,7 @@ def test_a_flushed_script_cache_costs_no_error_and_no_outage(control: redis.Redi
         limiter = RateLimiter(
             "api", RateLimiterConfig(rate=1000.0, burst=100, store=store, store_fallback="closed")
         )
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        first_round(store)
         for _ in range(5):
             control.script_flush()
             assert limiter.try_acquire()
@@ -1452,3 +1457,48 @@ def test_a_flushed_script_cache_costs_no_error_and_no_outage(control: redis.Redi
         assert (store.errors, store.outages, store.degraded) == (0, 0, False)
     finally:
         store.close()
+
+
+def test_a_store_whose_redis_refuses_connections_counts_no_more_failed_operations_than_operations() -> None:
+    """Every failed operation is an operation sent: the subscriber's attempts to subscribe too.
+
+    With nothing listening on the port, each of the subscriber's attempts failed and was counted
+    in ``errors`` but not in ``ops``: the store reported 10 failed operations of 5 operations.
+    """
+    with socket.socket() as held:  # a port of this host nothing listens on
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", namespace="refused", timeout=0.25)
+        try:
+            CircuitBreaker("db", CircuitBreakerConfig(store=store))  # starts the store's threads
+            wait_for(lambda: store.errors >= 4, 30.0, "failed operations")
+            errors = store.errors  # read first: an operation is counted before its failure
+            assert errors <= store.ops
+            assert store.outages == 1
+        finally:
+            store.close()
+
+
+def test_an_outage_whose_error_has_no_message_is_logged_with_what_timed_out(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A permit awaited past the store's ``timeout`` is logged with the timeout, not an empty message.
+
+    A server that takes the connection and never answers made the warning say
+    ``unreachable (TimeoutError: )``. The subscriber does not run here: its own timeout (with
+    redis-py's message) would otherwise be the outage's first error, or not, by the scheduler.
+    """
+    monkeypatch.setattr(RedisStore, "_listen", lambda self: None)
+    with socket.socket() as silent:  # takes connections (its backlog), answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", namespace="silent", timeout=0.25)
+        try:
+            limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))
+            with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+                assert asyncio.run(limiter.call(asyncio.sleep, 0, result=1)) == 1
+            [warning] = [r.getMessage() for r in caplog.records if UNREACHABLE in r.getMessage()]
+            assert "(TimeoutError: no answer within the store's timeout, 0.25 s)" in warning
+        finally:
+            store.close()

@@ -543,7 +543,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_COUNTER,
         "{operation}",
         "Operations sent to a shared store (reports of counts, transitions, leases, reads, "
-        "rate-limit permits and checks of an idle subscription): its cost, against "
+        "rate-limit permits, subscriptions and checks of an idle subscription): its cost, against "
         "`resilience.executions`.",
         (NAME,),
     ),
