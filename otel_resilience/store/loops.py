@@ -222,9 +222,7 @@ def _shut_down(client: Any) -> None:
     out may refuse ``shutdown()`` (uvloop's), and a shutdown ends the connection whatever
     descriptor it is asked through.
     """
-    pool = client.connection_pool
-    connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
-    for connection in connections:
+    for connection in _connections(client):
         writer = getattr(connection, "_writer", None)
         sock = writer.get_extra_info("socket") if writer is not None else None
         if sock is not None:
@@ -235,12 +233,29 @@ def _shut_down(client: Any) -> None:
                 duplicate.shutdown(socket.SHUT_RDWR)
 
 
+def _connections(client: Any) -> list[Any]:
+    """The connections of ``client``'s pool, idle and in use (none for a client with no pool)."""
+    pool = getattr(client, "connection_pool", None)
+    return [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+
+
 async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:
-    """Hand out ``client`` once; close it when finalised (by :func:`_end`, or by its loop shutting down)."""
+    """Hand out ``client`` once; close it when finalised (by :func:`_end`, or by its loop shutting down).
+
+    Its closing cancelled (a lifetime freed with its store as the loop shuts down is finalised in
+    a task of the loop's finaliser, which ``asyncio.run`` cancels with the loop's other tasks),
+    each connection is closed without waiting, then the cancellation goes on: never a connection
+    left open past the loop's end (uvloop's ``close()`` reports its transport, still open).
+    """
     try:
         yield client
     finally:
-        await client.aclose()
+        try:
+            await client.aclose()
+        except asyncio.CancelledError:
+            for connection in _connections(client):
+                connection._close()  # redis-py's close without waiting (what its finaliser does)
+            raise
 
 
 def _end(lifetime: AsyncGenerator[Any, None]) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -787,6 +789,47 @@ def test_close_ends_the_connections_of_a_loop_that_runs_nothing_now(
             warnings.simplefilter("ignore", ResourceWarning)
             loop.close()
         collect_quietly()  # the ended connection's descriptor: closed by the collector (a warning)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner takes a loop factory from 3.11")
+@pytest.mark.parametrize("kind", NEW_LOOPS)
+def test_a_store_dropped_as_its_loop_shuts_down_leaves_no_connection_open(
+    control: redis.Redis, redis_url: str, kind: str
+) -> None:
+    """A store made, used and closed in ``asyncio.run``'s coroutine, then dropped as it returns: its
+    loop's client is closed as the loop shuts down, on uvloop's loop too (the loop uvicorn runs).
+
+    Freed with the coroutine, the client's lifetime was handed to the loop's finaliser as a task,
+    which the shutdown cancels with the loop's other tasks: the client's closing, cancelled, left
+    its connection open past the loop's end (uvloop's ``close()`` warned of its transport, still
+    open, and hung once that warning raised; the server kept the connection until the collector
+    freed it).
+    """
+
+    async def main() -> int:
+        store = RedisStore.from_url(redis_url, namespace="dropped-loop")
+        limiter = RateLimiter("dropped", RateLimiterConfig(rate=100.0, store=store))
+        try:
+            return await limiter.call(asyncio.sleep, 0, 1)  # type: ignore[no-any-return]
+        finally:
+            store.close()
+
+    def others() -> list[dict[str, Any]]:
+        return [c for c in control.client_list() if c["name"] != "control" and c["cmd"] != "client|list"]
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the connection is ended by its loop's shutdown, not freed by the collector meanwhile
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with asyncio.Runner(loop_factory=NEW_LOOPS[kind]) as runner:
+                assert runner.run(main()) == 1
+            wait_for(lambda: others() == [], 2.0, "the store's connection ended by its loop's shutdown")
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        collect_quietly()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
