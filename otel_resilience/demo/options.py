@@ -206,13 +206,8 @@ def check_seed(value: int) -> int:
     Raises:
         ValueError: With a message naming ``--seed``, the rule and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        msg = (
-            f"--seed must be an integer >= 0 and <= 2**63-1 (it is the demo.seed resource attribute, "
-            f"a 64-bit integer in OTLP), got {value!r}"
-        )
-        raise ValueError(msg)
-    return value
+    rule = "an integer >= 0 and <= 2**63-1 (it is the demo.seed resource attribute, a 64-bit integer in OTLP)"
+    return _int_option("--seed", value, 0, MAX_SEED, f"{rule}, got {value!r}")
 
 
 def check_port(value: int) -> int:
@@ -221,13 +216,8 @@ def check_port(value: int) -> int:
     Raises:
         ValueError: With a message naming ``--port``, the rule and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        msg = (
-            f"--port must be a TCP port from 1 to 65535, got {value!r} "
-            "(0 is refused: Prometheus needs a port it can be told in advance)"
-        )
-        raise ValueError(msg)
-    return value
+    why = "(0 is refused: Prometheus needs a port it can be told in advance)"
+    return _int_option("--port", value, 1, 65535, f"a TCP port from 1 to 65535, got {value!r} {why}")
 
 
 def _unresolvable_name(host: str) -> str | None:
@@ -354,11 +344,20 @@ def check_replicas(value: int) -> int:
     Raises:
         ValueError: With a message naming ``--replicas``, the rule and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
-        msg = (
-            f"--replicas must be an integer from 1 to {MAX_REPLICAS} (each one a manager and a store "
-            f"in this process), got {value!r}"
-        )
+    rule = f"an integer from 1 to {MAX_REPLICAS} (each one a manager and a store in this process)"
+    return _int_option("--replicas", value, 1, MAX_REPLICAS, f"{rule}, got {value!r}")
+
+
+def _int_option(flag: str, value: int, low: int, high: int, says: str) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) from ``low`` to ``high``, both included.
+
+    The one rule of the demo's integer options.
+
+    Raises:
+        ValueError: ``"<flag> must be <says>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        msg = f"{flag} must be {says}"
         raise ValueError(msg)
     return value
 
