@@ -1,7 +1,8 @@
 """Time, injectable: every pattern reads time and sleeps through a :class:`Clock`.
 
 The default, :data:`SYSTEM_CLOCK`, uses ``time.monotonic`` (the same base as asyncio's loop
-time), ``asyncio.sleep`` and ``time.sleep``. Tests inject
+time), ``asyncio.sleep`` (never ending before its time on that clock, on uvloop's loop too) and
+``time.sleep``. Tests inject
 :class:`otel_resilience.testing.FakeClock` so that backoffs, waits and breaker timers take no
 real time; an async timeout is still cancelled by its event loop's timer, in the loop's own time
 (see :mod:`otel_resilience.testing`).
@@ -55,8 +56,21 @@ class SystemClock:
             ``staticmethod`` of the class is looked up unspecialised on every call)."""
 
     async def sleep(self, seconds: float) -> None:
-        """Suspend the current task for ``seconds`` (``asyncio.sleep``)."""
+        """Suspend the current task for ``seconds`` (``asyncio.sleep``): never less on ``time.monotonic``.
+
+        A sleep that ended before its time sleeps the rest. uvloop's loop sets its timer for the
+        delay rounded to the nearest millisecond from its time, the monotonic clock in whole
+        milliseconds: ``asyncio.sleep`` there ended up to a millisecond and a half early (a
+        retry's backoff too short; a rate limiter's waiter woken before its permit was due slept
+        again). The rest, a millisecond or two at most, is waited the same way (a delay that
+        rounds to none runs in the loop's next turn), as the loop timer of a uvloop loop waits
+        what is left of a deadline (:mod:`otel_resilience.engine.timer`). asyncio's loops run a
+        timer at most the clock's resolution early: the same code, two readings of the clock more.
+        """
+        end = time.monotonic() + seconds
         await asyncio.sleep(seconds)
+        while (left := end - time.monotonic()) > 0:  # noqa: ASYNC110 - waits for a time, not an event
+            await asyncio.sleep(left)
 
     def sleep_sync(self, seconds: float) -> None:
         """Block the current thread for ``seconds`` (``time.sleep``)."""

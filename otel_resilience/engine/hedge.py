@@ -578,6 +578,13 @@ class _Race:
                         if self.more:
                             self.launch(FAILURE)
                     continue
+                if self.clock is SYSTEM_CLOCK and self.tasks:
+                    # The delay was waited beside the attempts by the loop's timer (first_ended),
+                    # which uvloop's runs up to a millisecond and a half before the system clock
+                    # reached the delay's end: what is left of it is read again, and the rest
+                    # waited, before the next attempt starts. Only once the delay's wait ended: a
+                    # win pays nothing for it. (With none in flight the clock slept it.)
+                    continue
             self.launch(cast("str", timed))
 
     def ended(self) -> bool:
@@ -601,7 +608,7 @@ class _Race:
             done, _ = await asyncio.wait(tasks, return_when=_FIRST_COMPLETED)
         elif clock is SYSTEM_CLOCK:
             if not tasks:
-                await asyncio.sleep(timeout)
+                await clock.sleep(timeout)  # never ends before its time
                 return 0
             done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=_FIRST_COMPLETED)
         else:  # the delay runs on the step's clock (a test's FakeClock)

@@ -1,11 +1,13 @@
-"""Tests for the system clock: its ``now``, subclasses of it, pickling and copying."""
+"""Tests for the system clock: its ``now``, its async sleep, subclasses of it, pickling and copying."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import pickle
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -115,3 +117,50 @@ class ReadingClock:
 def test_a_clock_whose_now_is_not_callable_is_refused_at_construction() -> None:
     with pytest.raises(TypeError, match=r"ResilienceManager\.clock must be a Clock"):
         ResilienceManager(clock=ReadingClock())  # type: ignore[arg-type]
+
+
+class EarlyTimersLoop(asyncio.SelectorEventLoop):
+    """A loop whose timers run at a tenth of their delay: each sleep on it ends early, as uvloop's may."""
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any, **kwargs: Any
+    ) -> asyncio.TimerHandle:
+        now = self.time()
+        return super().call_at(now + (when - now) / 10, callback, *args, **kwargs)
+
+
+def _on_early_timers(main: Callable[[], Any]) -> Any:
+    loop = EarlyTimersLoop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_an_async_sleep_the_loop_ended_early_sleeps_the_rest() -> None:
+    """``SYSTEM_CLOCK.sleep`` returns once the monotonic clock passed its time, whenever the loop's
+    timer ran (before: the sleep ended with 90% of it left)."""
+
+    async def main() -> float:
+        start = time.monotonic()
+        await SYSTEM_CLOCK.sleep(0.05)
+        return time.monotonic() - start
+
+    assert _on_early_timers(main) >= 0.05
+
+
+def test_an_async_sleep_cancelled_while_it_sleeps_the_rest_ends_cancelled() -> None:
+    """A cancellation that comes once the loop's timer ended the first wait early, while the sleep
+    waits the rest, ends it at once: the rest is not slept through (a generous bound: 1 s into 5)."""
+
+    async def main() -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        sleeper = asyncio.ensure_future(SYSTEM_CLOCK.sleep(5.0))  # its first wait ends at 0.5 s
+        loop.call_later(10.0, sleeper.cancel)  # at 1 s on this loop: in the rest
+        await asyncio.wait({sleeper})
+        return sleeper.cancelled(), time.monotonic() - start
+
+    cancelled, took = _on_early_timers(main)
+    assert cancelled
+    assert took < 5.0

@@ -21,11 +21,19 @@ import pytest
 from otel_resilience import (
     Bulkhead,
     BulkheadConfig,
+    Hedging,
+    HedgingConfig,
+    Jitter,
     OperationTimeoutError,
+    RateLimiter,
+    RateLimiterConfig,
+    RetryPolicy,
+    RetryStrategy,
     TimeoutHandler,
     fail_after,
+    retry_async,
 )
-from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, time_left
+from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, SystemClock, time_left
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import BulkheadTimeoutError
 
@@ -151,5 +159,105 @@ def test_the_loop_timer_fires_no_entry_before_its_time() -> None:
         while any(stamp.fired_at is None for _, stamp in stamps):
             await asyncio.sleep(0.01)
         return [(when, stamp.fired_at) for when, stamp in stamps if stamp.fired_at < when]  # type: ignore[operator]
+
+    assert _on_uvloop(main) == []
+
+
+def test_a_system_clock_sleep_ends_once_the_monotonic_clock_passed_its_time() -> None:
+    """``await SYSTEM_CLOCK.sleep(d)`` returns once ``time.monotonic()`` moved ``d`` on, never before
+    (before: uvloop's rounded timer ended 136 of 300 such sleeps up to 0.5 ms early)."""
+
+    async def main() -> list[float]:
+        early = []
+        for budget in BUDGETS:
+            start = time.monotonic()
+            await SYSTEM_CLOCK.sleep(budget)
+            if (short := start + budget - time.monotonic()) > 0:
+                early.append(short)
+        return early
+
+    assert _on_uvloop(main) == []
+
+
+def test_a_retry_backs_off_its_whole_delay() -> None:
+    """Each attempt starts its whole backoff after the one before failed, on the system clock
+    (before: all 59 backoffs of 1.3 ms were short, down to 1.07 ms)."""
+    delay = 0.0013
+    policy = RetryPolicy(
+        max_attempts=60, strategy=RetryStrategy.FIXED, initial_delay=delay, jitter=Jitter.NONE
+    )
+    starts: list[float] = []
+    failed: list[float] = []
+
+    async def failing() -> None:
+        starts.append(time.monotonic())
+        failed.append(time.monotonic())
+        raise ConnectionError("flaky")
+
+    async def main() -> None:
+        with pytest.raises(ConnectionError):
+            await retry_async(failing, policy=policy)
+
+    _on_uvloop(main)
+    gaps = [start - end for end, start in zip(failed, starts[1:], strict=False)]
+    assert len(gaps) == 59
+    assert [gap for gap in gaps if gap < delay] == []
+
+
+class _CountedSleeps(SystemClock):
+    """The system clock, counting its async sleeps."""
+
+    __slots__ = ("sleeps",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps = 0
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        await super().sleep(seconds)
+
+
+def test_a_permit_waited_for_is_slept_for_once() -> None:
+    """A rate limiter's caller that waits for its permit sleeps once for it, on the system clock
+    (before: its sleep ended early, and it slept again, turn by turn of the loop, until the permit
+    was due: 7631 sleeps for 98 permits waited for; none was taken early, none refused)."""
+    clock = _CountedSleeps()
+    limiter = RateLimiter(
+        "uvloop-permits", RateLimiterConfig(rate=1 / 0.0013, burst=1, max_wait=1.0), clock=clock
+    )
+
+    async def main() -> None:
+        for _ in range(100):
+            await limiter.call(asyncio.sleep, 0)
+
+    _on_uvloop(main)
+    stats = limiter.get_stats()
+    assert stats["admitted"] == 100
+    assert clock.sleeps == stats["waited"] > 0  # (a caller the loop ran late finds its permit due)
+
+
+def test_a_hedge_by_delay_starts_once_its_delay_passed() -> None:
+    """A hedge starts no sooner than its delay after the attempt before it, on the system clock,
+    whose delay the race waits beside the attempts in flight (before: 54 of 60 hedges of a 1.3 ms
+    delay started early, from 1.10 ms)."""
+    delay = 0.0013
+    hedging = Hedging("uvloop-hedge", HedgingConfig(delay=delay, max_attempts=2))
+
+    async def main() -> list[float]:
+        early = []
+        starts: list[float] = []
+
+        async def slow() -> None:
+            starts.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+        for _ in range(60):
+            starts.clear()
+            before = time.monotonic()
+            await hedging.call(slow)
+            if (waited := starts[1] - before) < delay:
+                early.append(waited)
+        return early
 
     assert _on_uvloop(main) == []
