@@ -10,7 +10,7 @@ import math
 import pickle
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -510,6 +510,24 @@ def test_an_async_callback_from_a_thread_runs_to_completion() -> None:
     breaker.on_state_change(on_change)
     run(breaker, boom)
     assert seen == ["open"]
+
+
+def test_a_callback_returning_a_generator_is_logged_as_failed(caplog: pytest.LogCaptureFixture) -> None:
+    """A callback that returns a generator, whose body nothing iterates, is logged as one that raised,
+    as an alert subscriber's is (the rule of every notification callback; was: ignored in silence)."""
+    breaker = CircuitBreaker("cb_generator", CircuitBreakerConfig(failure_threshold=1), clock=FakeClock())
+    ran: list[str] = []
+
+    def body(change: StateChanged) -> Iterator[None]:
+        ran.append(change.new)
+        yield
+
+    breaker.on_state_change(lambda change: body(change))
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        run(breaker, boom)
+    assert ran == []
+    assert "state change callback raised" in caplog.text
+    assert "whose body never runs" in caplog.text
 
 
 def test_an_async_callback_from_a_thread_leaves_the_threads_event_loop_as_it_was() -> None:

@@ -4,8 +4,11 @@ The reader (:mod:`otel_resilience.config.reader`) walks a file with it and the J
 (:mod:`otel_resilience.config.schema`) is generated from it, so the two cannot drift. Each
 :class:`Section` is one config class; each :class:`Field` one keyword of that class, with the
 kind of value the file writes (a duration string, exception classes by name ...). The bounds
-stated here are for the schema (an editor's hints): the config classes remain the judges of
-every value, and a test checks that each bound here is the class's. The longest name
+stated here are for the schema (an editor's hints), the platform's maxima among them (a count's
+:data:`~otel_resilience.engine.validation.MAX_COUNT`, a duration's
+:data:`~otel_resilience.engine.validation.MAX_DURATION`, the largest float for a number that must
+only be finite): the config classes remain the judges of every value, and a test checks that each
+bound here is the class's. The longest name
 (:data:`~otel_resilience.engine.validation.MAX_ATTRIBUTE_LENGTH`, the rule of every name that
 becomes a telemetry attribute) is not repeated here: the schema adds it to the names it bounds.
 """
@@ -13,10 +16,12 @@ becomes a telemetry attribute) is not repeated here: the schema adds it to the n
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from otel_resilience.engine.sliding import MIN_BUCKET_WIDTH
+from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.bulkhead import BulkheadConfig
 from otel_resilience.patterns.chaos import ChaosConfig
@@ -24,9 +29,10 @@ from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig, Count
 from otel_resilience.patterns.circuit_breaker.window import MAX_BUCKETS, MAX_WINDOW_SIZE
 from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.patterns.hedging import HedgingConfig
+from otel_resilience.patterns.hedging.config import MAX_ATTEMPTS_LIMIT
 from otel_resilience.patterns.hedging.config import MODES as HEDGING_MODES
 from otel_resilience.patterns.rate_limiter import RateLimiterConfig
-from otel_resilience.patterns.rate_limiter.config import ALGORITHMS
+from otel_resilience.patterns.rate_limiter.config import ALGORITHMS, MIN_RATE
 from otel_resilience.patterns.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.patterns.retry.budget import BUDGET_BUCKETS
 
@@ -135,7 +141,19 @@ def _share(name: str, doc: str) -> Field:
 
 def _duration(name: str, doc: str, *, nullable: bool = False) -> Field:
     """A duration above zero (``None`` too when ``nullable``)."""
-    return Field(name, "duration", doc, minimum=0, exclusive_minimum=True, nullable=nullable)
+    return Field(
+        name, "duration", doc, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION, nullable=nullable
+    )
+
+
+def _count(name: str, doc: str, *, minimum: int, nullable: bool = False) -> Field:
+    """A count: an int from ``minimum`` to :data:`~otel_resilience.engine.validation.MAX_COUNT`."""
+    return Field(name, "int", doc, minimum=minimum, maximum=MAX_COUNT, nullable=nullable)
+
+
+def _finite(name: str, doc: str, *, minimum: float) -> Field:
+    """A number with no bound above but that it is finite (``check_number``): at most the largest float."""
+    return Field(name, "number", doc, minimum=minimum, maximum=sys.float_info.max)
 
 
 def _section(name: str, doc: str, section: Section, *aliases: str) -> Field:
@@ -175,10 +193,10 @@ CIRCUIT_BREAKER: Final = Section(
     CircuitBreakerConfig,
     "How the circuit breaker trips and recovers.",
     (
-        Field("failure_threshold", "int", "Consecutive failures that open the breaker.", minimum=1),
-        Field("success_threshold", "int", "Probe successes in HALF_OPEN that close it.", minimum=1),
+        _count("failure_threshold", "Consecutive failures that open the breaker.", minimum=1),
+        _count("success_threshold", "Probe successes in HALF_OPEN that close it.", minimum=1),
         _duration("timeout", "How long it stays OPEN before a probe."),
-        Field("half_open_max_calls", "int", "Probes in flight at once in HALF_OPEN.", minimum=1),
+        _count("half_open_max_calls", "Probes in flight at once in HALF_OPEN.", minimum=1),
         Field("record_exceptions", "exceptions", "Exception classes counted as failures.", nonempty=True),
         Field("ignore_exceptions", "exceptions", "Exception classes counted as neither success nor failure."),
         Field(
@@ -196,6 +214,7 @@ CIRCUIT_BREAKER: Final = Section(
             "Needs a window: the calls it must hold before a rate counts (default 10, at most a count "
             "window's size).",
             minimum=1,
+            maximum=MAX_COUNT,
             nullable=True,
         ),
         _duration("slow_call_duration", "Needs a window: a call at least this long is slow.", nullable=True),
@@ -221,13 +240,14 @@ RETRY_BUDGET: Final = Section(
     RetryBudget,
     "A budget of retries shared by the retry policies that name it.",
     (
-        Field("ratio", "number", "Retries allowed per first attempt in the window.", minimum=0),
-        Field("min_retries_per_second", "number", "Retries per second always allowed.", minimum=0),
+        _finite("ratio", "Retries allowed per first attempt in the window.", minimum=0),
+        _finite("min_retries_per_second", "Retries per second always allowed.", minimum=0),
         Field(
             "window",
             "duration",
             "The window's length.",
             minimum=MIN_BUCKET_WIDTH * BUDGET_BUCKETS,  # check_bucket_width: a microsecond per bucket
+            maximum=MAX_DURATION,
         ),
     ),
     refused=(("clock", _code("a time source")),),
@@ -237,7 +257,7 @@ RETRY: Final = Section(
     RetryPolicy,
     "Which failures are retried, how often, and the backoff between attempts.",
     (
-        Field("max_attempts", "int", "Attempts in total, the first included.", minimum=1),
+        _count("max_attempts", "Attempts in total, the first included.", minimum=1),
         Field(
             "strategy",
             "choice",
@@ -250,14 +270,16 @@ RETRY: Final = Section(
             "duration",
             "The delay before the first retry (default 1s, or a max_delay written shorter).",
             minimum=0,
+            maximum=MAX_DURATION,
         ),
-        Field("multiplier", "number", "Growth factor of exponential delays.", minimum=1),
+        _finite("multiplier", "Growth factor of exponential delays.", minimum=1),
         Field(
             "max_delay",
             "duration",
             "The cap of every delay, the top of a random one (default 60s, or an initial_delay "
             "written longer).",
             minimum=0,
+            maximum=MAX_DURATION,
         ),
         Field(
             "jitter",
@@ -322,8 +344,8 @@ BULKHEAD: Final = Section(
     BulkheadConfig,
     "How many calls run at once, and how many may wait, for how long.",
     (
-        Field("max_concurrent", "int", "Calls that may run at once.", minimum=1),
-        Field("max_waiting", "int", "Calls that may wait for a slot.", minimum=0),
+        _count("max_concurrent", "Calls that may run at once.", minimum=1),
+        _count("max_waiting", "Calls that may wait for a slot.", minimum=0),
         _duration("timeout", "The longest a call may wait."),
     ),
 )
@@ -336,14 +358,20 @@ RATE_LIMITER: Final = Section(
             "rate",
             "rate",
             "Permits per second (or '100/m').",
-            minimum=0,
-            exclusive_minimum=True,
+            minimum=MIN_RATE,
+            maximum=MAX_COUNT,  # a second's permits are a count
             required=True,
         ),
-        Field("burst", "int", "The most permits taken at once.", minimum=1, nullable=True),
+        _count("burst", "The most permits taken at once.", minimum=1, nullable=True),
         Field("algorithm", "choice", "How permits are counted.", choices=ALGORITHMS),
-        Field("max_wait", "duration", "The longest a caller may wait for a permit.", minimum=0),
-        Field("max_waiting", "int", "Callers that may wait at once.", minimum=0),
+        Field(
+            "max_wait",
+            "duration",
+            "The longest a caller may wait for a permit.",
+            minimum=0,
+            maximum=MAX_DURATION,
+        ),
+        _count("max_waiting", "Callers that may wait at once.", minimum=0),
     ),
     refused=(
         ("store", _code("a connection (RedisStore.from_url)")),
@@ -361,7 +389,7 @@ CHAOS: Final = Section(
             "fault", "exception", "The exception class raised (instantiated with no argument).", nullable=True
         ),
         Field("latency_rate", "number", "Share of runs delayed by latency.", minimum=0, maximum=1),
-        Field("latency", "duration", "The injected delay.", minimum=0),
+        Field("latency", "duration", "The injected delay.", minimum=0, maximum=MAX_DURATION),
         Field("outcome_rate", "number", "Share of runs answered with outcome.", minimum=0, maximum=1),
         Field("outcome", "value", "The injected result.", nullable=True),
         Field("enabled", "bool", "Whether the link injects (a switch takes code)."),
@@ -378,7 +406,13 @@ HEDGING: Final = Section(
             "Latency mode: how long an attempt runs before the next starts (a function takes code).",
             nullable=True,
         ),
-        Field("max_attempts", "int", "Attempts at most, the original included.", minimum=1, maximum=10),
+        Field(
+            "max_attempts",
+            "int",
+            "Attempts at most, the original included.",
+            minimum=1,
+            maximum=MAX_ATTEMPTS_LIMIT,
+        ),
         Field("mode", "choice", "When further attempts start.", choices=HEDGING_MODES),
         Field("hedge_on", "exceptions", "Exception classes that are not an acceptable outcome."),
         _BUDGET,
@@ -407,6 +441,7 @@ POLICY: Final = Section(
             "int",
             "Calls of the dependency one execution may make.",
             minimum=1,
+            maximum=MAX_COUNT,
             nullable=True,
         ),
         Field(

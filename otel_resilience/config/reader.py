@@ -174,15 +174,53 @@ class _Reader:
             raise self.class_error(section, path, error) from None
 
     def class_error(self, section: Section, path: Path, error: Exception) -> ConfigError:
-        """Map ``Owner.field[.sub] must ...`` to the file path of that field (its written key)."""
+        """Map ``Owner.field[.sub] must ...`` to the file path of that field (its written key).
+
+        The reason names the section's other fields and enum members as the file writes them
+        (:meth:`as_written`).
+        """
         match = _CLASS_ERROR.fullmatch(str(error))
         if match is None or match["owner"] != section.owner:
             return self.error(path, f"is not a valid {section.owner}: {error}")
         first, *rest = match["fields"].split(".")
+        reason = self.as_written(section, path, match["reason"])
         if not rest and section.refusal(first) is not None:  # a keyword no file writes (a policy's
-            return self.error(path, match["reason"])  # name, its key): the mapping's own error
-        written = self._written.get(path, {}).get(first, first)  # the key as written (an alias?)
-        return self.error((*path, written, *rest), match["reason"])
+            return self.error(path, reason)  # name, its key): the mapping's own error
+        return self.error((*path, self.key(section, path, first), *rest), reason)
+
+    def key(self, section: Section, path: Path, name: str) -> str:
+        """The key of ``section``'s field ``name`` in the mapping at ``path``.
+
+        As written, else its alias (the key files write, ``retry``), else the name.
+        """
+        written = self._written.get(path, {}).get(name)
+        if written is not None:
+            return written
+        field = section.field(name)
+        return field.aliases[0] if field is not None and field.aliases else name
+
+    def as_written(self, section: Section, path: Path, reason: str) -> str:
+        """``reason`` (a class's rule) with the words a file writes otherwise, as it writes them.
+
+        A class names its fields by keyword and its enums by member: ``"None unless retry_policy
+        ... is set"``, ``"< ResilienceConfig.timeout"``, ``"unless strategy is EXPONENTIAL"``. A
+        field whose key differs (an alias) is named by its key; ``Owner.field``, the section's own
+        field, by its path in the file; an enum member by the value a file writes. The value the
+        rule refused (after ``", got "``) is shown as given.
+        """
+        words: dict[str, str] = {}
+        for field in section.fields:
+            words[f"{section.owner}.{field.name}"] = render_path((*path, self.key(section, path, field.name)))
+            if field.aliases:
+                words[field.name] = self.key(section, path, field.name)
+            if field.enum is not None:
+                words.update({member.name: str(member.value) for member in field.enum})
+        changed = {word: key for word, key in words.items() if word != key}
+        if not changed:
+            return reason
+        pattern = "|".join(re.escape(word) for word in sorted(changed, key=len, reverse=True))
+        rule, got, value = reason.partition(", got ")  # the value, as given, is left as it is
+        return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: changed[m[0]], rule) + got + value
 
     def value(self, field: Field, value: object, path: Path) -> Any:
         """Convert one value by its field's kind."""

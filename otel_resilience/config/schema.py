@@ -7,8 +7,11 @@ first line ``# yaml-language-server: $schema=<path or URL of the schema>``, TOML
 Better TOML) with ``#:schema <path or URL>``.
 
 The schema states the shape (keys, types, enums, duration and name patterns) and each class's
-bounds as hints (a name's longest length too); the loader remains the judge (rules that tie two
-fields together, such as ``max_delay >= initial_delay``, are the config classes').
+bounds as hints (a name's longest length too, and the platform's maxima: a count's ``sys.maxsize``,
+a duration's ``threading.TIMEOUT_MAX``, a number's finiteness); the loader remains the judge (rules
+that tie two fields together, such as ``max_delay >= initial_delay``, are the config classes'). JSON
+Schema cannot refuse NaN (it compares false with every bound) nor bound the seconds of a duration
+written with units: the loader refuses them.
 """
 
 from __future__ import annotations
@@ -48,18 +51,15 @@ _NAME: Final = {"type": "string", "minLength": 1, "pattern": _NOT_SPACE}
 _ATTRIBUTE_NAME: Final = {**_NAME, "maxLength": MAX_ATTRIBUTE_LENGTH}
 """A name that becomes a telemetry attribute (a policy's, a breaker's): check_name's length too."""
 _DEFS: Final = {
-    "duration": {
-        "description": "Seconds as a number, or a string with units ms, s, m, h: "
-        "'250ms', '2s', '2m', '1h30m'.",
-        "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
+    "duration_text": {
+        "description": "A duration written with units ms, s, m, h: '250ms', '2s', '2m', '1h30m'.",
+        "type": "string",
+        "pattern": DURATION_PATTERN,
     },
-    "positive_duration": {
-        "description": "A duration above zero: seconds as a number, or a string with units ms, s, m, h: "
-        "'250ms', '2s', '2m', '1h30m'.",
-        "anyOf": [
-            {"type": "number", "exclusiveMinimum": 0},
-            {"type": "string", "pattern": POSITIVE_DURATION_PATTERN},
-        ],
+    "positive_duration_text": {
+        "description": "A duration above zero written with units ms, s, m, h: '250ms', '2s', '2m', '1h30m'.",
+        "type": "string",
+        "pattern": POSITIVE_DURATION_PATTERN,
     },
     "exception": {
         "description": "An exception class: a built-in ('ConnectionError') or a dotted path "
@@ -151,11 +151,12 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
         return {"$ref": f"#/$defs/{field.section.owner}"}
     if kind == "window":
         return {"oneOf": [{"$ref": f"#/$defs/{v.owner}"} for v in field.variants]}
-    if kind == "duration":  # a duration's bound is 0, above 0 (exclusive_minimum), or its own least
-        if field.minimum:  # one (a budget's window: a microsecond per bucket)
-            number = {"type": "number", "minimum": field.minimum}
+    if kind == "duration":  # seconds as a number, within the field's bounds, or a string with units
+        number = {"type": "number", **_bounds(field)}
+        if field.minimum:  # its own least value (a budget's window: a microsecond per bucket)
             return {"anyOf": [number, {"type": "string", "pattern": duration_at_least(field.minimum)}]}
-        return {"$ref": "#/$defs/positive_duration" if field.exclusive_minimum else "#/$defs/duration"}
+        text = "#/$defs/positive_duration_text" if field.exclusive_minimum else "#/$defs/duration_text"
+        return {"anyOf": [number, {"$ref": text}]}
     if kind == "exceptions":
         return {"$ref": "#/$defs/nonempty_exceptions" if field.nonempty else "#/$defs/exceptions"}
     if kind == "exception":
@@ -163,7 +164,8 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
     if kind == "choice":
         return {"enum": list(field.choices)}
     if kind == "rate":
-        pattern = POSITIVE_RATE_PATTERN if field.exclusive_minimum else RATE_PATTERN
+        positive = field.exclusive_minimum or (field.minimum or 0) > 0
+        pattern = POSITIVE_RATE_PATTERN if positive else RATE_PATTERN
         return {"anyOf": [{"type": "number", **_bounds(field)}, {"type": "string", "pattern": pattern}]}
     if kind == "name":
         return dict(_ATTRIBUTE_NAME)

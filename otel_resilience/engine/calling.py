@@ -63,8 +63,8 @@ always raises) matches the overload before it, which keeps its type.
 _LOG: Final = logging.getLogger("otel_resilience")
 _FUTURES: Final = frozenset((asyncio.Future, asyncio.Task))
 NEVER_RUN: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType))
-"""What a call returns before its body ran, which runs only as it is awaited or iterated: a sync
-callback whose result nobody drives (an alert subscriber) that returns one never ran."""
+"""What a call returns before its body ran, which runs only as it is awaited or iterated: a
+notification callback that returns a generator (:func:`notify`, which runs a coroutine) never ran."""
 NOT_SYNC: Final = frozenset((*NEVER_RUN, *_FUTURES))
 """What a sync function must not return: the sync driver cannot run it (an async function's
 coroutine), or the work ends after the call (an asyncio Future or Task, which only an event loop
@@ -77,29 +77,42 @@ tasks) never runs them again: its entry is dropped when a callback task is made 
 _PENDING_LOCK: Final = fork_safe(threading.Lock())
 
 
-def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
+def notify(
+    callback: Callable[[Any], Any], argument: object, what: str, failed: Callable[[], object] | None = None
+) -> None:
     """Call a user's notification callback with ``argument``; log what it raises, never raise.
 
-    An async callback (one that returns a coroutine) runs as a task of the running event loop,
-    or, called from a thread with no running loop, to completion in a loop of its own there.
+    The one rule of every notification callback (a breaker's ``on_state_change`` and
+    ``on_rejection``, an alert system's subscribers). An async callback (one that returns a
+    coroutine) runs as a task of the running event loop, or, called from a thread with no running
+    loop, to completion in a loop of its own there. One that returns a generator, sync or async,
+    fails: nothing iterates it, so its body never runs.
 
     Args:
         callback: The user's function (sync or async).
         argument: What it is called with.
         what: How a log message names it (``"circuit breaker 'db': state change callback"``).
+        failed: Called with no argument each time the callback fails (it raises, its coroutine
+            raises, or it returns a generator), after the failure is logged: an alert system
+            counts them. ``None``: logged only.
     """
     try:
         pending = callback(argument)
         if not inspect.iscoroutine(pending):
+            if type(pending) in NEVER_RUN:  # a generator, sync or async: never driven
+                msg = f"returned {pending!r}, whose body never runs: nothing iterates it"
+                raise TypeError(msg)  # noqa: TRY301 - logged (and counted) as anything the callback raises
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            _run_alone(_logged(pending, what))
+            _run_alone(_logged(pending, what, failed))
             return
-        _keep(loop, loop.create_task(_logged(pending, what)))
+        _keep(loop, loop.create_task(_logged(pending, what, failed)))
     except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
         _LOG.warning("%s raised (ignored)", what, exc_info=True)
+        if failed is not None:
+            failed()
 
 
 def _run_alone(main: Coroutine[Any, Any, None]) -> None:
@@ -160,12 +173,16 @@ def _forget(task: asyncio.Task[Any]) -> None:
                 del _PENDING[loop]
 
 
-async def _logged(pending: Coroutine[Any, Any, Any], what: str) -> None:
-    """Await an async callback's coroutine; log what it raises."""
+async def _logged(
+    pending: Coroutine[Any, Any, Any], what: str, failed: Callable[[], object] | None = None
+) -> None:
+    """Await an async callback's coroutine; log what it raises (and call ``failed``: :func:`notify`)."""
     try:
         await pending
     except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
         _LOG.warning("%s raised (ignored)", what, exc_info=True)
+        if failed is not None:
+            failed()
 
 
 def refuse_awaitable(what: str, value: Any) -> Any:

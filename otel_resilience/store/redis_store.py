@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
@@ -23,7 +23,7 @@ from otel_resilience.store.demotion import leave_demoted
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import timedelta
 
     from otel_resilience.engine.events import StateChanged
@@ -41,6 +41,8 @@ _MAX_CONNECTIONS: Final = 50
 """The default ``max_connections``: connections of the sync client, and of each event loop's async client."""
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
+_NEEDS_REDIS: Final = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
+"""The ``ImportError``'s message when the ``redis`` package is missing."""
 _SHORTEST_TTL: Final = 0.001
 """The shortest ``probe_lease_ttl`` and ``key_ttl``: Redis expires keys in whole milliseconds."""
 _SUBSCRIBER_POLL: Final = 1.0
@@ -156,6 +158,37 @@ class RedisStore(SharedStore):
         max_connections: int = _MAX_CONNECTIONS,
         sockets: tuple[Sockets, Sockets] | None = None,
     ) -> None:
+        """Make a store of two clients of one server; :meth:`from_url` makes them, and checks the rest.
+
+        Args:
+            client: The ``redis.Redis`` of the store's operations (its thread, a rate limiter's
+                permits asked from a thread).
+            subscriber: Another ``redis.Redis``, for the transitions other replicas publish.
+            namespace: As :meth:`from_url`'s.
+            timeout: As :meth:`from_url`'s.
+            flush_interval: As :meth:`from_url`'s.
+            probe_lease_ttl: As :meth:`from_url`'s.
+            key_ttl: As :meth:`from_url`'s.
+            resync_interval: As :meth:`from_url`'s.
+            max_connections: As :meth:`from_url`'s.
+            sockets: The sockets each client opens (:meth:`close` shuts them down).
+
+        Raises:
+            TypeError: ``client`` or ``subscriber`` is not a sync ``redis.Redis`` (a
+                ``redis.asyncio.Redis``, a URL, another object), or a setting has the wrong type:
+                the message names the parameter (``RedisStore.<parameter>``).
+            ValueError: A setting is out of range, by :meth:`from_url`'s rules.
+        """
+        _check_client("client", client)
+        _check_client("subscriber", subscriber)
+        durations = {
+            "timeout": timeout,
+            "flush_interval": flush_interval,
+            "probe_lease_ttl": probe_lease_ttl,
+            "key_ttl": key_ttl,
+            "resync_interval": resync_interval,
+        }
+        seconds, max_connections = _check_settings("RedisStore", namespace, durations, max_connections)
         self._client = client
         self._sub_client = subscriber
         self._sockets, self._sub_sockets = sockets or (Sockets(), Sockets())
@@ -165,12 +198,12 @@ class RedisStore(SharedStore):
         """The first part of every key: the namespace percent-encoded as a name is (:func:`key_part`),
         so that no key of one namespace is another's (``svc:cb``'s breaker ``db`` and ``svc``'s
         breaker ``cb`` of key ``db`` had one state, ``svc:cb:cb:db:state``)."""
-        self._timeout = timeout
+        self._timeout = seconds["timeout"]
         self._max_connections = max_connections
-        self._interval = flush_interval
-        self._resync_every = resync_interval
-        self._lease_ttl_ms = round(probe_lease_ttl * 1000)
-        self._key_ttl_ms = round(key_ttl * 1000)
+        self._interval = seconds["flush_interval"]
+        self._resync_every = seconds["resync_interval"]
+        self._lease_ttl_ms = round(seconds["probe_lease_ttl"] * 1000)
+        self._key_ttl_ms = round(seconds["key_ttl"] * 1000)
         self._channel = f"{namespace}:events"
         self._id = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
@@ -292,11 +325,6 @@ class RedisStore(SharedStore):
         """
         _check_url_type(url)
         _check_database(url)
-        check_name(_OWNER, "namespace", namespace)
-        try:
-            namespace.encode()
-        except UnicodeEncodeError:  # a lone surrogate: no key or channel of it could be sent
-            raise fail(_OWNER, "namespace", "a name UTF-8 can encode", namespace) from None
         durations = {
             "timeout": timeout,
             "flush_interval": flush_interval,
@@ -304,13 +332,7 @@ class RedisStore(SharedStore):
             "key_ttl": key_ttl,
             "resync_interval": resync_interval,
         }
-        seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
-        for name in ("probe_lease_ttl", "key_ttl"):
-            if seconds[name] < _SHORTEST_TTL:
-                rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
-                raise fail(_OWNER, name, rule, durations[name])
-        _check_lease_ttl(seconds, probe_lease_ttl)
-        pooled = check_int(_OWNER, "max_connections", max_connections, minimum=1)
+        seconds, pooled = _check_settings(_OWNER, namespace, durations, max_connections)
         client, subscriber, sockets, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
         store = cls(
             client, subscriber, namespace=namespace, max_connections=pooled, sockets=sockets, **seconds
@@ -838,7 +860,40 @@ if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
     os.register_at_fork(after_in_child=_forked_in_child)
 
 
-def _check_lease_ttl(seconds: dict[str, float], given: object) -> None:
+def _check_settings(
+    owner: str, namespace: object, durations: Mapping[str, object], max_connections: object
+) -> tuple[dict[str, float], int]:
+    """Check a store's settings (those of :meth:`RedisStore.from_url` and of the constructor).
+
+    Args:
+        owner: The messages' owner: ``"RedisStore.from_url"`` or ``"RedisStore"``.
+        namespace: The namespace.
+        durations: ``timeout``, ``flush_interval``, ``probe_lease_ttl``, ``key_ttl`` and
+            ``resync_interval`` by name, each seconds or a ``timedelta``.
+        max_connections: The most connections of a client.
+
+    Returns:
+        The durations in seconds, by name, and ``max_connections``.
+
+    Raises:
+        TypeError: A setting has the wrong type (the message names ``<owner>.<setting>``).
+        ValueError: A setting is out of range.
+    """
+    check_name(owner, "namespace", namespace)
+    try:
+        cast("str", namespace).encode()
+    except UnicodeEncodeError:  # a lone surrogate: no key or channel of it could be sent
+        raise fail(owner, "namespace", "a name UTF-8 can encode", namespace) from None
+    seconds = {name: check_duration(owner, name, value) for name, value in durations.items()}
+    for name in ("probe_lease_ttl", "key_ttl"):
+        if seconds[name] < _SHORTEST_TTL:
+            rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
+            raise fail(owner, name, rule, durations[name])
+    _check_lease_ttl(owner, seconds, durations["probe_lease_ttl"])
+    return seconds, check_int(owner, "max_connections", max_connections, minimum=1)
+
+
+def _check_lease_ttl(owner: str, seconds: dict[str, float], given: object) -> None:
     """Refuse a ``probe_lease_ttl`` under :data:`_LEASE_ROUNDS` times ``flush_interval``.
 
     A lease's holder renews it a third of its TTL after the last renewal, in a round of the
@@ -848,7 +903,7 @@ def _check_lease_ttl(seconds: dict[str, float], given: object) -> None:
     milliseconds, as Redis expires keys: ``3 * 0.1`` is 0.30000000000000004 seconds, but 300 ms.
 
     Raises:
-        ValueError: It is shorter (the message names ``RedisStore.from_url.probe_lease_ttl``).
+        ValueError: It is shorter (the message names ``<owner>.probe_lease_ttl``).
     """
     round_ms = round(seconds["flush_interval"] * 1000)
     if round(seconds["probe_lease_ttl"] * 1000) < _LEASE_ROUNDS * round_ms:
@@ -856,7 +911,27 @@ def _check_lease_ttl(seconds: dict[str, float], given: object) -> None:
             f">= {_LEASE_ROUNDS} x flush_interval = {_LEASE_ROUNDS * round_ms / 1000:g} s "
             "(its holder renews it in the store's rounds while its probe runs)"
         )
-        raise fail(_OWNER, "probe_lease_ttl", rule, given)
+        raise fail(owner, "probe_lease_ttl", rule, given)
+
+
+def _check_client(parameter: str, value: object) -> None:
+    """Refuse a ``client`` or ``subscriber`` of :class:`RedisStore` that is not a sync ``redis.Redis``.
+
+    Both are used from the store's threads: a ``redis.asyncio.Redis`` returned coroutines no one
+    awaited (its first round failed with "'coroutine' object is not iterable", logged from its
+    thread), and another object failed there too, at first use, far from the mistake.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+        TypeError: ``"RedisStore.<parameter> must be a redis.Redis ..., got ..."``.
+    """
+    try:
+        import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+    except ImportError as error:
+        raise ImportError(_NEEDS_REDIS) from error
+    if not isinstance(value, redis.Redis):
+        rule = "a redis.Redis (a sync client, used from the store's threads; not a redis.asyncio.Redis)"
+        raise fail("RedisStore", parameter, rule, value, kind=TypeError)
 
 
 def _check_url_type(url: object) -> None:
@@ -994,8 +1069,7 @@ def _connect(
         from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
-        message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
-        raise ImportError(message) from error
+        raise ImportError(_NEEDS_REDIS) from error
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,

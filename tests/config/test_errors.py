@@ -28,13 +28,13 @@ YAML_ERRORS = [
     (
         POLICY + "    timeout: 1s\n    retry_policy:\n      attempt_timeout: 2s\n",
         (
-            "f.yaml:5: policies.p.retry_policy.attempt_timeout must be < ResilienceConfig.timeout (1 s), "
+            "f.yaml:5: policies.p.retry_policy.attempt_timeout must be < policies.p.timeout (1 s), "
             "the total deadline, got 2.0"
         ),
     ),
     (
         POLICY + "    retry:\n      attempt_timeout: 2s\n    timeout: 1s\n",
-        "f.yaml:4: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, got 2.0",
+        "f.yaml:4: policies.p.retry.attempt_timeout must be < policies.p.timeout (1 s), the total deadline, got 2.0",
     ),
     (
         POLICY
@@ -65,10 +65,11 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
         "f.yaml:4: policies.p.circuit_breaker.sliding_window.buckets must be >= 1, got 0",
     ),
-    (  # a cap in total with nothing that takes a further attempt would be ignored: refused at its line
+    (  # a cap in total with nothing that takes a further attempt would be ignored: refused at its line,
+        # naming the file's keys (was: retry_policy, the keyword, where a file writes retry)
         POLICY + "    timeout: 2s\n    max_attempts_total: 3\n",
         (
-            "f.yaml:4: policies.p.max_attempts_total must be None unless retry_policy, hedging, "
+            "f.yaml:4: policies.p.max_attempts_total must be None unless retry, hedging, "
             "enable_recovery or extra_strategies is set (nothing else makes a further call to cap), got 3"
         ),
     ),
@@ -82,15 +83,15 @@ YAML_ERRORS = [
     (  # a growth factor the schedule never reads would be ignored: refused at its own line
         POLICY + "    retry:\n      strategy: fixed\n      multiplier: 3\n",
         (
-            "f.yaml:5: policies.p.retry.multiplier must be 2.0 (its default) unless strategy is EXPONENTIAL "
-            "and jitter is not DECORRELATED (only it grows by a multiplier), got 3.0"
+            "f.yaml:5: policies.p.retry.multiplier must be 2.0 (its default) unless strategy is exponential "
+            "and jitter is not decorrelated (only it grows by a multiplier), got 3.0"
         ),
     ),
     (
         POLICY + "    retry:\n      jitter: full\n      jitter_ratio: 0.5\n",
         (
-            "f.yaml:5: policies.p.retry.jitter_ratio must be 0.25 (its default) unless jitter is PROPORTIONAL "
-            "and strategy is not RANDOM (no other spread reads it), got 0.5"
+            "f.yaml:5: policies.p.retry.jitter_ratio must be 0.25 (its default) unless jitter is proportional "
+            "and strategy is not random (no other spread reads it), got 0.5"
         ),
     ),
     (  # a waiting limit without a wait would be ignored: refused at its own line
@@ -488,7 +489,7 @@ TOML_ERRORS = [
     (
         "[policies.p]\ntimeout = 1\nretry = { attempt_timeout = '2s' }\n",
         (
-            "f.toml: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, "
+            "f.toml: policies.p.retry.attempt_timeout must be < policies.p.timeout (1 s), the total deadline, "
             "got 2.0"
         ),
     ),
@@ -573,3 +574,52 @@ def test_a_policy_name_the_class_refuses_is_reported_at_its_key() -> None:
     assert error.keys == ("policies", name)
     assert error.line == 3
     assert error.reason.startswith("must be a name of at most 256 characters (a telemetry attribute), got ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (  # nothing written: the key a file writes (the alias), not the keyword
+            POLICY + "    max_attempts_total: 3\n",
+            (
+                "f.yaml:3: policies.p.max_attempts_total must be None unless retry, hedging, enable_recovery or "
+                "extra_strategies is set (nothing else makes a further call to cap), got 3"
+            ),
+        ),
+        (  # written with the keyword: the keyword, as written
+            POLICY + "    retry_policy: {attempt_timeout: 5s}\n    timeout: 1s\n",
+            (
+                "f.yaml:3: policies.p.retry_policy.attempt_timeout must be < policies.p.timeout (1 s), the total "
+                "deadline, got 5.0"
+            ),
+        ),
+        (
+            POLICY + "    bulkhead_name: shared\n",
+            "f.yaml:3: policies.p.bulkhead_name must be None unless bulkhead is set, got 'shared'",
+        ),
+        (
+            POLICY + "    bulkhead_config: {max_concurrent: 2}\n    circuit_breaker_name: shared\n",
+            "f.yaml:4: policies.p.circuit_breaker_name must be None unless circuit_breaker is set, got 'shared'",
+        ),
+        (  # the value refused is shown as written, though it reads as a keyword
+            POLICY + "    bulkhead_name: retry_policy\n",
+            "f.yaml:3: policies.p.bulkhead_name must be None unless bulkhead is set, got 'retry_policy'",
+        ),
+        (  # an enum by the value a file writes, not by its member's name
+            POLICY + "    retry: {strategy: fixed, jitter: none, multiplier: 3}\n",
+            (
+                "f.yaml:3: policies.p.retry.multiplier must be 2.0 (its default) unless strategy is exponential "
+                "and jitter is not decorrelated (only it grows by a multiplier), got 3.0"
+            ),
+        ),
+    ],
+    ids=["unwritten-alias", "written-keyword", "bulkhead", "breaker", "value-as-given", "enum-value"],
+)
+def test_a_class_rule_names_the_other_settings_as_the_file_writes_them(text: str, message: str) -> None:
+    """A config class's message names other fields by their keywords and enums by their members'
+    names; the file's error names them by the keys and values a file writes (was: "None unless
+    retry_policy, hedging ..." where the file writes retry, "unless bulkhead_config is set",
+    "< ResilienceConfig.timeout", "unless strategy is EXPONENTIAL")."""
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="f.yaml")
+    assert str(caught.value) == message

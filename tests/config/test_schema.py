@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from otel_resilience import CountWindow, FallbackStrategy, Jitter, RetryStrategy
+from otel_resilience import CountWindow, FallbackStrategy, Jitter, RetryStrategy, TimeWindow
 from otel_resilience.config import ConfigError, json_schema, loads
 from otel_resilience.config.fields import SECTIONS, Field, Section
 from otel_resilience.config.formats import parse
@@ -240,7 +240,7 @@ _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
     ("ChaosConfig", "latency_rate"): {"latency": 1.0},
     ("RetryPolicy", "max_delay"): {"initial_delay": 0.0},
     ("CircuitBreakerConfig", "failure_rate_threshold"): {"sliding_window": CountWindow()},
-    ("CircuitBreakerConfig", "minimum_calls"): {"sliding_window": CountWindow()},
+    ("CircuitBreakerConfig", "minimum_calls"): {"sliding_window": TimeWindow()},  # no size above it
     ("CircuitBreakerConfig", "slow_call_duration"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "slow_call_rate_threshold"): {
         "sliding_window": CountWindow(),
@@ -268,7 +268,8 @@ def _build(section: Section, field: Field, value: float) -> object:
     ids=lambda x: getattr(x, "owner", None) or getattr(x, "name", ""),
 )
 def test_each_bound_of_the_table_is_the_class_rule(section: Section, field: Field) -> None:
-    """The schema's bounds are the classes': the bound itself (or just inside) passes, just outside fails."""
+    """The schema's bounds are the classes': the bound itself (or just inside) passes, just outside fails
+    (above a number's maximum, the next float: past the largest, inf)."""
     step = 1 if field.kind == "int" else 1e-3
     if field.minimum is not None:
         inside = field.minimum + (step if field.exclusive_minimum else 0)
@@ -278,8 +279,9 @@ def test_each_bound_of_the_table_is_the_class_rule(section: Section, field: Fiel
             _build(section, field, outside)
     if field.maximum is not None:
         _build(section, field, field.maximum)
+        above = field.maximum + 1 if field.kind == "int" else math.nextafter(field.maximum, math.inf)
         with pytest.raises(ValueError, match=f"{section.owner}.{field.name}"):
-            _build(section, field, field.maximum + step)
+            _build(section, field, above)
 
 
 EVERY_YAML = """\
@@ -623,6 +625,10 @@ _VALUES: Final = st.one_of(
     st.integers(-3, 12),
     st.integers(-(10**20), 10**20),
     st.floats(allow_nan=False, allow_infinity=False),
+    # The loader's largest values and the next ones (JSON writes no inf: test_a_number_past_... has it).
+    st.sampled_from(
+        [MAX_COUNT, MAX_COUNT + 1, 10**400, MAX_DURATION, math.nextafter(MAX_DURATION, math.inf)]
+    ),
     st.floats(-2, 2),
     st.text(alphabet="0123456789.smh/ -", max_size=7),
     st.sampled_from(_WORDS),
@@ -633,13 +639,14 @@ _VALUES: Final = st.one_of(
 def _judged_alone(section: Section, field: Field, value: Any) -> bool:
     """Whether the schema can judge ``value`` at ``field`` in the file of :func:`_file_with`.
 
-    Besides :func:`_schema_can_judge` and :data:`_TIED`: the platform's maxima (a duration past
-    ``threading.TIMEOUT_MAX``, a count past ``sys.maxsize``, a rate out of the limiter's range), and
-    the bounds that tie the value to a setting of :data:`_SETTLED` or to a default (a breaker's
-    ``minimum_calls`` within its window, a retry's delays, a window's microsecond per bucket).
+    Besides :func:`_schema_can_judge` and :data:`_TIED`: a duration written with units past
+    ``threading.TIMEOUT_MAX`` (a pattern cannot bound the seconds it reads as; as a number, the schema
+    bounds it), and the bounds that tie the value to a setting of :data:`_SETTLED` or to a default (a
+    breaker's ``minimum_calls`` within its window, a retry's delays, a window's microsecond per bucket).
     """
     if not _schema_can_judge(field, value) or (section.owner, field.name, value) in _TIED:
         return False
+    written = value
     if field.kind == "duration" and isinstance(value, str):
         try:  # a duration written with units ties its section's delays as its seconds do
             value = parse_duration(value)
@@ -654,12 +661,7 @@ def _judged_alone(section: Section, field: Field, value: Any) -> bool:
     }
     if tied.get((section.owner, field.name), False):
         return False
-    within = {
-        "duration": value <= MAX_DURATION,
-        "int": value <= MAX_COUNT,
-        "rate": value <= 0 or (value >= 1 / MAX_DURATION and math.ceil(value) <= MAX_COUNT),
-    }
-    return within.get(field.kind, True)
+    return not isinstance(written, str) or value <= MAX_DURATION
 
 
 @examples(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -752,3 +754,60 @@ def test_a_line_break_after_an_exception_name_is_judged_alike_by_python_validato
         loaded = False
     assert bool(re.search(EXCEPTION_PATTERN, name)) == loaded
     assert loaded == (name == "ConnectionError")
+
+
+_BIG: Final = "9" * 400
+_PAST_THE_BOUNDS: Final = [
+    "policies: {p: {timeout: .inf}}\n",
+    "policies: {p: {timeout: 1e400}}\n",  # a float past the range: inf
+    f"policies: {{p: {{timeout: {_BIG}}}}}\n",
+    "policies: {p: {timeout: 1e12}}\n",  # past threading.TIMEOUT_MAX
+    "policies: {p: {chaos: {latency: .inf}}}\n",
+    "policies: {p: {rate_limiter: {rate: 1, max_wait: .inf}}}\n",
+    "retry_budgets: {b: {window: .inf}}\npolicies: {}\n",
+    f"policies: {{p: {{circuit_breaker: {{failure_threshold: {_BIG}}}}}}}\n",
+    f"policies: {{p: {{circuit_breaker: {{failure_threshold: {2**63}}}}}}}\n",  # past sys.maxsize
+    f"policies: {{p: {{rate_limiter: {{rate: 1, burst: {_BIG}}}}}}}\n",
+    f"policies: {{p: {{bulkhead: {{max_waiting: {2**63}}}}}}}\n",
+    f"policies: {{p: {{retry: {{}}, max_attempts_total: {2**63}}}}}\n",
+    "retry_budgets: {b: {ratio: .inf}}\npolicies: {}\n",
+    f"retry_budgets: {{b: {{min_retries_per_second: {_BIG}}}}}\npolicies: {{}}\n",
+    "policies: {p: {retry: {multiplier: .inf}}}\n",
+    "policies: {p: {rate_limiter: {rate: .inf}}}\n",
+    "policies: {p: {rate_limiter: {rate: 1e19}}}\n",  # past sys.maxsize permits a second
+    "policies: {p: {rate_limiter: {rate: 1e-11}}}\n",  # under one permit per threading.TIMEOUT_MAX
+]
+
+
+@pytest.mark.parametrize("text", _PAST_THE_BOUNDS)
+def test_a_number_past_the_loaders_bounds_is_refused_by_the_schema_too(text: str) -> None:
+    """The longest duration (threading.TIMEOUT_MAX), the largest count (sys.maxsize), a finite number and
+    a rate's range are bounds the schema states from the loader's own constants (was: the schema passed
+    ``timeout: .inf``, a 400-digit ``failure_threshold`` and ``rate: 1e19``, the loader refused them)."""
+    with pytest.raises(ConfigError):
+        loads(text)
+    assert _valid(parse(text, "yaml", None)[0]) != []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "policies: {p: {timeout: 9223372036}}\n",
+        f"policies: {{p: {{circuit_breaker: {{failure_threshold: {2**63 - 1}}}}}}}\n",
+        f"policies: {{p: {{chaos: {{seed: {_BIG}}}}}}}\n",  # a seed has no bound
+        "retry_budgets: {b: {ratio: 1e300}}\npolicies: {}\n",
+    ],
+)
+def test_a_number_at_the_loaders_bounds_is_accepted_by_both(text: str) -> None:
+    """The bounds are the loader's own: a value at them (or a seed, which has none) passes both."""
+    loads(text)
+    assert _valid(parse(text, "yaml", None)[0]) == []
+
+
+def test_nan_is_refused_by_the_loader_though_the_schema_cannot_refuse_it() -> None:
+    """JSON Schema has no keyword that refuses NaN (it compares false with every bound), as the
+    README says: the loader does (a YAML ``.nan``)."""
+    text = "policies: {p: {timeout: .nan}}\n"
+    with pytest.raises(ConfigError, match="finite"):
+        loads(text)
+    assert _valid(parse(text, "yaml", None)[0]) == []

@@ -401,6 +401,95 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         RedisStore.from_url("redis://localhost", timeout=0)
 
 
+_SETTINGS: dict[str, Any] = {"timeout": 0.25, "flush_interval": 0.1, "probe_lease_ttl": 5.0, "key_ttl": 60.0}
+
+
+def _clients(url: str) -> dict[str, Any]:
+    import redis  # noqa: PLC0415 - as the store imports it
+    import redis.asyncio  # noqa: PLC0415
+
+    return {
+        "sync": redis.Redis.from_url(url),
+        "async": redis.asyncio.Redis.from_url(url),
+        "object": object(),
+        "url": url,
+        "none": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("client", "subscriber", "field"),
+    [
+        ("async", "sync", "client"),  # redis.asyncio.Redis: its calls return coroutines no thread awaits
+        ("object", "sync", "client"),
+        ("url", "sync", "client"),
+        ("none", "sync", "client"),
+        ("sync", "async", "subscriber"),
+        ("sync", "url", "subscriber"),
+        ("sync", "object", "subscriber"),
+    ],
+)
+def test_a_store_made_of_clients_refuses_one_that_is_not_a_sync_redis_client(
+    redis_url: str, client: str, subscriber: str, field: str
+) -> None:
+    """``RedisStore(client, subscriber)`` checks both at construction, naming the parameter (was: taken
+    as they were, a ``redis.asyncio.Redis`` client failed at the store's first round, in its thread, with
+    "TypeError: 'coroutine' object is not iterable" logged and coroutines never awaited; another
+    object failed there too, or, as the subscriber, in the subscriber thread)."""
+    clients = _clients(redis_url)
+    with pytest.raises(TypeError, match=rf"^RedisStore\.{field} must be a redis\.Redis"):
+        RedisStore(clients[client], clients[subscriber], namespace="made", **_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "field"),
+    [
+        ({"namespace": ""}, ValueError, "namespace"),
+        ({"namespace": "svc-\udcff"}, ValueError, "namespace"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": -1.0}, ValueError, "timeout"),
+        ({"flush_interval": "1s"}, TypeError, "flush_interval"),
+        ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
+        ({"probe_lease_ttl": 0.29}, ValueError, "probe_lease_ttl"),  # flush_interval 0.1: 0.3 at least
+        ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
+        ({"resync_interval": float("inf")}, ValueError, "resync_interval"),
+        ({"max_connections": 0}, ValueError, "max_connections"),
+        ({"max_connections": 2.5}, TypeError, "max_connections"),
+    ],
+)
+def test_a_store_made_of_clients_checks_its_settings_as_from_url_does(
+    redis_url: str, arguments: dict[str, object], error: type[Exception], field: str
+) -> None:
+    """The constructor's settings are checked by ``from_url``'s rules, the message naming the parameter
+    (was: taken as they were: ``timeout=-1`` and ``max_connections=0`` made a store that failed at its
+    first operations, ``key_ttl=0.0001`` one whose every state Redis deleted as it was written)."""
+    clients = _clients(redis_url)
+    settings = {"namespace": "made", **_SETTINGS, **arguments}
+    with pytest.raises(error, match=rf"^RedisStore\.{field} must be"):
+        RedisStore(clients["sync"], _clients(redis_url)["sync"], **settings)
+
+
+def test_a_store_made_of_two_sync_clients_shares_a_trip(redis_url: str) -> None:
+    """Two ``redis.Redis`` clients are what the constructor takes: its breaker's trip reaches a replica."""
+    clients = [_clients(redis_url)["sync"] for _ in range(2)]
+    made = RedisStore(*clients, namespace="made", **_SETTINGS)
+    other = RedisStore.from_url(redis_url, namespace="made")
+    try:
+        with namesakes_expected():
+            tripped = CircuitBreaker(
+                "db", CircuitBreakerConfig(failure_threshold=2, timeout=30.0, store=made)
+            )
+            told = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=2, timeout=30.0, store=other))
+        first_round(made)
+        first_round(other)
+        for _ in range(2):
+            _fail(tripped)
+        wait_for(_opened(told), 5.0, "the trip on the other replica")
+    finally:
+        made.close()
+        other.close()
+
+
 def test_a_probe_lease_of_three_rounds_is_taken_to_the_millisecond() -> None:
     """``probe_lease_ttl`` 3 times ``flush_interval`` is taken: ``3 * 0.1`` is not above 0.3."""
     url = f"redis://127.0.0.1:{free_port()}/0"

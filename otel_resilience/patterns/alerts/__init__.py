@@ -28,11 +28,11 @@ not hold one :data:`UNTRACKED_OUTAGE_COOLDOWN`, and the recovery systems one rat
 window below the threshold is never forgotten); the one alert that stands for them has the
 ``untracked`` attribute.
 
-Each alert goes to the subscribers (plain sync callbacks, an async one refused; one that raises
-is logged and counted, never propagated), into a bounded :attr:`AlertSystem.history`, and back
-onto the event stream as ``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the
-OpenTelemetry listener can log it. ``ALERT_RAISED`` events are ignored on the way in: an alert
-never raises another.
+Each alert goes to the subscribers (functions or async functions, run as a breaker's callbacks
+are; one that raises is logged and counted, never propagated), into a bounded
+:attr:`AlertSystem.history`, and back onto the event stream as ``Event.ALERT_RAISED`` (source
+kind ``"alerts"``), so that the OpenTelemetry listener can log it. ``ALERT_RAISED`` events are
+ignored on the way in: an alert never raises another.
 
 :func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
 created with the first circuit breaker, bulkhead or error recovery system (unless another alert
@@ -346,14 +346,15 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
     (by the next pattern, manager or :func:`default_alert_system` call).
 
     Args:
-        callback: A sync callable taking an :class:`Alert`.
+        callback: A function or an async function taking an :class:`Alert`; it runs as
+            :meth:`AlertSystem.subscribe`'s callbacks do.
 
     Returns:
         A function that unsubscribes it (calling it again does nothing).
 
     Raises:
-        TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
-            generator function (sync or async), or an object whose ``__call__`` is one of those.
+        TypeError: ``callback`` is not callable, or is a generator function (sync or async), or
+            an object whose ``__call__`` is one.
     """
     with _DEFAULT_LOCK:
         subscription = _Subscription(callback, _standing_in_locked()._subscribe(callback))

@@ -116,7 +116,7 @@ class Alert:
 
 
 AlertCallback = Callable[[Alert], object]
-"""A subscriber: a plain sync function called with each alert."""
+"""A subscriber: a function or an async function called with each alert (:meth:`AlertSystem.subscribe`)."""
 
 
 @dataclass(frozen=True, slots=True)

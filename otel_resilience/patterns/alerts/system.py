@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
-import logging
 import threading
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final, TypedDict, TypeVar
 
-from otel_resilience.engine.calling import NEVER_RUN
+from otel_resilience.engine.calling import notify
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import (
     HUB,
@@ -30,10 +29,9 @@ from otel_resilience.engine.events import (
     key_attribute,
 )
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import FrozenMapping, ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
-from otel_resilience.engine.validation import check_callable, check_called_with, check_name, discard, fail
+from otel_resilience.engine.validation import check_callable, check_called_with, check_name, describe, fail
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
     SEVERITIES,
@@ -44,8 +42,6 @@ from otel_resilience.patterns.alerts.model import (
     AlertKind,
     _bounded,
 )
-
-_LOG: Final = logging.getLogger("otel_resilience")
 
 _K = TypeVar("_K", str | tuple[str, str], tuple[str, str])
 
@@ -462,22 +458,24 @@ class AlertSystem:
     def subscribe(self, callback: AlertCallback) -> Callable[[], None]:
         """Call ``callback(alert)`` for every alert raised from now on.
 
-        Callbacks run in the thread that reported the triggering event, outside any lock, so they
-        must be quick; one that raises, or returns a coroutine (which is closed, never awaited)
-        or a generator, sync or async (never iterated: its body never runs), is logged and
-        counted in ``callback_errors``.
+        Callbacks run as a breaker's ``on_state_change`` callbacks do
+        (:func:`~otel_resilience.engine.calling.notify`): in the thread or task that reported the
+        triggering event, outside any lock, so they must be quick; an async one (or one that
+        returns a coroutine) runs as a task of the running event loop or, reported from a thread
+        with no running loop, to completion in a loop of its own there. One that raises (its
+        coroutine too), or returns a generator, sync or async (never iterated: its body never
+        runs), is logged and counted in ``callback_errors``.
 
         Args:
-            callback: A sync callable taking an :class:`Alert`.
+            callback: A function or an async function taking an :class:`Alert`.
 
         Returns:
             A function that unsubscribes this subscription (calling it again does nothing). It
             holds the alert system weakly: it does not keep a system its owner dropped alive.
 
         Raises:
-            TypeError: ``callback`` is not callable, cannot be called as ``callback(alert)``, or is
-                async (a coroutine function), or a generator function (sync or async), or an object
-                whose ``__call__`` is one of those.
+            TypeError: ``callback`` is not callable, cannot be called as ``callback(alert)``, or is a
+                generator function (sync or async), or an object whose ``__call__`` is one.
         """
         token = self._subscribe(callback)
         owner = weakref.ref(self)
@@ -496,14 +494,12 @@ class AlertSystem:
         # The function a call runs: the callback, or an object's own __call__ (a function's, a
         # class's or a partial's is a wrapper, never a generator function).
         runs = (callback, type(callback).__call__)
-        if is_async_callable(callback) or any(
-            inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs
-        ):
+        if any(inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs):
             raise fail(
                 "AlertSystem.subscribe",
                 "callback",
-                "a sync callable (an async one would make a coroutine nobody awaits, a generator "
-                "function an iterator nobody consumes: its body would never run)",
+                "a function or an async function, not a generator function, sync or async (it makes "
+                "an iterator nobody consumes: its body would never run)",
                 callback,
                 kind=TypeError,
             )
@@ -980,18 +976,18 @@ class AlertSystem:
         self._deliver(alert, subscribers)
 
     def _deliver(self, alert: Alert, subscribers: tuple[_Subscriber, ...]) -> None:
-        """Hand ``alert`` to each of ``subscribers`` (one that raises is logged and counted, never raised)."""
+        """Hand ``alert`` to each of ``subscribers``; one that fails is logged and counted, never raised.
+
+        As a breaker's callbacks are handed their changes (:func:`~otel_resilience.engine.calling.notify`).
+        """
+        failed = self._callback_failed
         for _, callback, _ in subscribers:
-            try:
-                made = callback(alert)
-                if type(made) in NEVER_RUN:  # a coroutine or a generator, sync or async: never driven
-                    discard(made)
-                    msg = f"returned {made!r}, whose body never runs: nothing awaits or iterates it"
-                    raise TypeError(msg)  # noqa: TRY301 - counted and logged as any subscriber error
-            except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern
-                with self._lock:
-                    self._callback_errors += 1
-                _LOG.warning("alert subscriber %r failed", callback, exc_info=True)
+            notify(callback, alert, f"alert subscriber {describe(callback)}", failed)
+
+    def _callback_failed(self) -> None:
+        """Count a subscriber's failure (:func:`~otel_resilience.engine.calling.notify`'s ``failed``)."""
+        with self._lock:
+            self._callback_errors += 1
 
 
 def _recovery_system_added(recovery: Named) -> None:

@@ -242,7 +242,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         ``change`` has ``old``, ``new``, ``reason``, ``reopens`` and ``duration`` (seconds OPEN).
         The callback runs after the breaker's lock is released, in the thread or task of the call
         that caused the change; an async callback runs as a task of the running loop (or, from a
-        thread with no loop, to completion there). What it raises is logged, never raised.
+        thread with no loop, to completion there). What it raises is logged, never raised, and so
+        is a generator it returns (nothing iterates it: its body never runs).
         Changes are delivered in the order they happened: a change made while another thread
         is delivering this breaker's changes (or by a callback, during its own delivery) is
         delivered by that thread, after the one in hand.
