@@ -11,12 +11,13 @@ which instruments httpx globally too, still one (:class:`UntracedTransport`).
 * ``GET /items/{item}`` and ``GET /prices/{item}``: a GET to inventory or pricing (retried);
 * ``POST /orders``: a POST to inventory (never retried: it is not idempotent);
 * a downstream's breaker open: ``503`` with ``Retry-After`` (``add_exception_handlers``);
-* a downstream still failing once the retries are spent: ``502`` with its status.
+* a downstream still failing once the retries are spent: ``502`` with its status, or with the
+  client's error when it could not be reached (a refused connection).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -81,8 +82,18 @@ def downstream_client(
     return httpx.AsyncClient(transport=transport, base_url=base_url)
 
 
-def _answer(response: httpx.Response) -> JSONResponse:
-    """The service's answer for a downstream's last response: its body, or 502 when it failed."""
+async def _answer(sending: Awaitable[httpx.Response]) -> JSONResponse:
+    """The service's answer for a call of a downstream: its body, or 502 when it failed.
+
+    Failed: its last response a failure, or the downstream not reached once the retries are
+    spent (a refused or reset connection, its client's own timeout: httpx's ``TransportError``).
+    An open breaker (503) and the policy's deadline (504) are the exception handlers' answers.
+    """
+    try:
+        response = await sending
+    except httpx.TransportError as error:
+        unreachable = {"detail": "downstream unreachable", "downstream_error": type(error).__name__}
+        return JSONResponse(unreachable, 502)
     if response.is_success:
         return JSONResponse(response.json())
     return JSONResponse({"detail": "downstream failed", "downstream_status": response.status_code}, 502)
@@ -114,14 +125,14 @@ def create_app(
 
     @app.get("/items/{item}")
     async def item(item: int) -> Any:
-        return _answer(await clients["inventory"].get(f"/items/{item}"))
+        return await _answer(clients["inventory"].get(f"/items/{item}"))
 
     @app.get("/prices/{item}")
     async def price(item: int) -> Any:
-        return _answer(await clients["pricing"].get(f"/prices/{item}"))
+        return await _answer(clients["pricing"].get(f"/prices/{item}"))
 
     @app.post("/orders")
     async def order(body: dict[str, Any]) -> Any:
-        return _answer(await clients["inventory"].post("/orders", json=body))
+        return await _answer(clients["inventory"].post("/orders", json=body))
 
     return app

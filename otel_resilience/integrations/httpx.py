@@ -39,12 +39,14 @@ the proxy to the transport wrapped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+import importlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar
 
 import httpcore
 import httpx
 from httpcore._async.connection_pool import AsyncPoolRequest
+from httpx._decoders import BrotliDecoder, ContentDecoder, MultiDecoder
 from httpx._multipart import MultipartStream
 
 from otel_resilience.engine.validation import fail
@@ -220,16 +222,71 @@ def _unread(
     return FailedResponseError(kept, response.status_code)
 
 
-def _decoder(response: httpx.Response) -> Decoder | None:
+def _decoders(response: httpx.Response) -> Sequence[Decoder]:
     """What the drain decodes a failed body with to count it (:meth:`HttpPolicy.read_failed`): httpx's own.
 
-    ``None`` for a body without ``Content-Encoding``, whose raw bytes are its bytes. A body the
+    One decoder per content coding, in the order they decode (httpx's ``MultiDecoder`` for a body
+    coded more than once, ``Content-Encoding: gzip, br``: its layers, each stepped through by the
+    drain); none for a body without ``Content-Encoding``, whose raw bytes are its bytes. A body a
     decoder cannot decode raises httpx's ``DecodingError`` in the drain (a transport failure, as
     a body cut off is).
     """
     if "content-encoding" not in response.headers:
-        return None
-    return response._get_content_decoder()  # httpx's decoder of the response's encodings
+        return ()
+    decoder = response._get_content_decoder()  # httpx's decoder of the response's encodings
+    layers = decoder.children if isinstance(decoder, MultiDecoder) else (decoder,)  # in decoding order
+    return tuple(_bounded(layer) for layer in layers)
+
+
+def _bounded(decoder: ContentDecoder) -> Decoder:
+    """``decoder``, or one giving a bounded piece of its output per call where httpx's does not.
+
+    httpx's brotli decoder gives all a piece of input decodes to at once: unlike gzip's (66 KB
+    at most for a step of 64 bytes), 52 bytes of brotli decode to 64 MiB. With the ``brotli``
+    package's output limit (1.2 and later), the drain gets it a piece at a time
+    (:class:`_BoundedBrotli`); other decoders (``brotlicffi``'s, without it) are httpx's own.
+    """
+    if isinstance(decoder, BrotliDecoder):
+        decompressor = decoder.decompressor
+        if not hasattr(decompressor, "decompress") and hasattr(decompressor, "can_accept_more_data"):
+            return _BoundedBrotli(decompressor, importlib.import_module("brotli").error)
+    return decoder
+
+
+_OUTPUT_LIMIT: Final = 64 * 1024
+"""The decoded bytes a :class:`_BoundedBrotli` asks brotli for at most per call (its
+``output_buffer_limit``, which it passes by a buffer's growth at most: some 96 KiB)."""
+
+
+class _BoundedBrotli:
+    """httpx's brotli decoding for the drain, a bounded piece of output per call (``held``: more to come).
+
+    brotli's ``process(data, output_buffer_limit=...)`` gives at most about the limit, and, while
+    ``can_accept_more_data()`` is false, more with no input (the drain's
+    :class:`~otel_resilience.integrations.sending.Decoder` protocol: ``held``). Its errors are
+    httpx's ``DecodingError``, as httpx's decoder raises them.
+    """
+
+    __slots__ = ("_decompressor", "_error", "held")
+
+    def __init__(self, decompressor: Any, error: type[Exception]) -> None:
+        self._decompressor = decompressor
+        self._error = error  # brotli's
+        self.held = False
+
+    def decode(self, data: bytes) -> bytes:
+        """Decode ``data`` (none while :attr:`held`): at most about :data:`_OUTPUT_LIMIT` bytes."""
+        decompressor = self._decompressor
+        try:
+            given: bytes = decompressor.process(data, output_buffer_limit=_OUTPUT_LIMIT)
+        except self._error as error:
+            raise httpx.DecodingError(str(error)) from error
+        self.held = not decompressor.can_accept_more_data()
+        return given
+
+    def flush(self) -> bytes:
+        """Nothing: brotli gives all it has as it decodes (the drain asks while it holds output)."""
+        return b""
 
 
 def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:
@@ -361,7 +418,7 @@ class _SyncLink(Link[httpx.BaseTransport]):
             if not consumed:
                 rest = response.iter_raw()
                 try:
-                    raw, whole = http.read_failed(rest, _decoder(response))
+                    raw, whole = http.read_failed(rest, _decoders(response))
                 except BaseException:
                     response.close()
                     raise
@@ -406,7 +463,7 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
             if not consumed:
                 rest = response.aiter_raw()
                 try:
-                    raw, whole = await http.aread_failed(rest, _decoder(response))
+                    raw, whole = await http.aread_failed(rest, _decoders(response))
                 except BaseException:
                     await response.aclose()
                     raise

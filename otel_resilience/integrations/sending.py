@@ -17,7 +17,7 @@ import ipaddress
 import math
 import threading
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import CodeType
 from typing import Any, ClassVar, Final, Generic, NoReturn, Protocol, TypeVar, cast
@@ -300,13 +300,14 @@ class HttpPolicy:
         _sent_no_more()
         return operation_timeout(self.policy.name or "http", 0.0, "total")
 
-    def read_failed(self, chunks: Iterator[bytes], decoder: Decoder | None = None) -> tuple[bytes, bool]:
+    def read_failed(self, chunks: Iterator[bytes], decoders: Sequence[Decoder] = ()) -> tuple[bytes, bool]:
         """Read a failed body from ``chunks`` in this thread, up to the drain limit, within the deadline.
 
         The body is read until it ends or more than
         :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` came, decoded (:class:`_Head`:
-        ``chunks`` give the decoded body, or, with ``decoder``, the raw one it decodes); the
-        rest is left in ``chunks``, for the caller to read if this response is the last.
+        ``chunks`` give the decoded body, or, with ``decoders``, the raw one they decode, one
+        per content coding); the rest is left in ``chunks``, for the caller to read if this
+        response is the last.
 
         A client's read timeout bounds each read, not the whole body: a body that keeps coming a
         little at a time would hold the caller's thread past its deadline, for good. The deadline
@@ -317,9 +318,9 @@ class HttpPolicy:
             What was read (as ``chunks`` gave it), and whether it is the whole body.
 
         Raises:
-            Exception: What ``decoder`` raises for a body it cannot decode.
+            Exception: What ``decoders`` raise for a body they cannot decode.
         """
-        head = _Head(decoder)
+        head = _Head(decoders)
         for chunk in chunks:
             if head.over(chunk):
                 return head.read(), False
@@ -328,13 +329,13 @@ class HttpPolicy:
 
     @staticmethod
     async def aread_failed(
-        chunks: AsyncIterator[bytes], decoder: Decoder | None = None
+        chunks: AsyncIterator[bytes], decoders: Sequence[Decoder] = ()
     ) -> tuple[bytes, bool]:
         """Read a failed response's body from ``chunks`` up to the drain limit; as :meth:`read_failed`.
 
         An async client's read is cancelled at the deadline, so no check is made between chunks.
         """
-        head = _Head(decoder)
+        head = _Head(decoders)
         async for chunk in chunks:
             if head.over(chunk):
                 return head.read(), False
@@ -428,7 +429,13 @@ class HttpPolicy:
 
 
 class Decoder(Protocol):
-    """A client's decoder of a body's ``Content-Encoding`` (httpx's), fed the raw body piece by piece."""
+    """A client's decoder of a body's ``Content-Encoding`` (httpx's), fed the raw body piece by piece.
+
+    One whose output a step of input does not bound (brotli's: 52 bytes decode to 64 MiB) may
+    give a bounded piece per call and hold the rest back: it then has a ``held`` attribute, true
+    while it holds output, and :class:`_Head` calls :meth:`decode` again with no input for it
+    before it feeds it more.
+    """
 
     def decode(self, data: bytes) -> bytes:
         """Decode the next raw bytes; return what they give (possibly nothing yet)."""
@@ -440,9 +447,12 @@ class Decoder(Protocol):
 
 
 _STEP: Final = 64
-"""Raw bytes a :class:`_Head` decodes at a time: what one step can give is bounded (gzip and
-deflate expand 64 bytes to 66 KB at most), so a compressed body is decoded no further than a
-step past the drain limit, never whole (a gzip body of 64 KiB decodes to 64 MB)."""
+"""Raw bytes a :class:`_Head` decodes at a time, in each layer of the body's content codings: what
+one step can give is bounded (gzip and deflate expand 64 bytes to 66 KB at most), so a compressed
+body is decoded no further than a step past the drain limit, never whole (a gzip body of 64 KiB
+decodes to 64 MB). A body compressed twice (``Content-Encoding: gzip, gzip``) is stepped through
+in each layer too: a step of the outer one gives up to 66 KB of the inner stream, which decoded
+at once would give up to 66 MB (some 600 bytes on the wire decode to 256 MiB)."""
 
 
 class _Head:
@@ -450,19 +460,21 @@ class _Head:
 
     The limit, :data:`~otel_resilience.integrations.http.DRAIN_LIMIT`, counts the body as the
     caller reads it: decoded (what requests and aiohttp give). A client that gives the raw body
-    (httpx, whose caller may read it raw) passes its ``decoder``: the raw chunks are kept, and
-    decoded :data:`_STEP` bytes at a time only to be counted (what they give is dropped), and
-    the raw bytes count too, so neither the bytes read nor the bytes decoded go past the limit by
-    more than a chunk or a step. A body that ends within the limit is read whole; reading a longer
-    one stops at the chunk that passes it.
+    (httpx, whose caller may read it raw) passes its ``decoders``, one per content coding in the
+    order they decode: the raw chunks are kept, and decoded :data:`_STEP` bytes at a time only to
+    be counted (what they give is dropped), what each layer gives fed to the next as many steps
+    (a decoder that holds output back asked for the rest first: :class:`Decoder`), and the raw
+    bytes count too, so neither the bytes read nor the bytes decoded go past the limit
+    by more than a chunk or a step. A body that ends within the limit is read whole; reading a
+    longer one stops at the chunk that passes it.
     """
 
-    __slots__ = ("chunks", "decoded", "decoder", "size")
+    __slots__ = ("chunks", "decoded", "decoders", "size")
 
-    def __init__(self, decoder: Decoder | None = None) -> None:
+    def __init__(self, decoders: Sequence[Decoder] = ()) -> None:
         self.chunks: list[bytes] = []
         self.size = 0
-        self.decoder = decoder
+        self.decoders = decoders
         self.decoded = 0
 
     def over(self, chunk: bytes) -> bool:
@@ -471,20 +483,42 @@ class _Head:
         self.size += len(chunk)
         if self.size > DRAIN_LIMIT:
             return True
-        decoder = self.decoder
-        if decoder is None:
-            return False
-        for start in range(0, len(chunk), _STEP):
-            self.decoded += len(decoder.decode(chunk[start : start + _STEP]))
-            if self.decoded > DRAIN_LIMIT:
-                return True
+        return bool(self.decoders) and self._count(chunk, 0)
+
+    def _count(self, data: bytes, layer: int) -> bool:
+        """Decode ``data`` from the layer ``layer`` on, a step at a time; return whether over the limit.
+
+        ``layer`` past the last: ``data`` is decoded body, counted. What a step gives is fed to
+        the next layer in turn, before the next step (each decoder gets its bytes in order), so
+        no layer is handed more than a step gives at once; a stack in place of a call per layer:
+        a header may name many codings.
+        """
+        last = len(self.decoders)
+        if layer == last:
+            self.decoded += len(data)
+            return self.decoded > DRAIN_LIMIT
+        pending = [(layer, data, 0)] if data else []  # each: a layer, what it is fed, and how far
+        while pending:
+            at, fed, start = pending.pop()
+            decoder = self.decoders[at]
+            if start + _STEP < len(fed):  # the rest of it, after what this step gives
+                pending.append((at, fed, start + _STEP))
+            given = decoder.decode(fed[start : start + _STEP])
+            if getattr(decoder, "held", False):  # output held back: asked for, with no input, first
+                pending.append((at, b"", 0))
+            if at + 1 == last:
+                self.decoded += len(given)
+                if self.decoded > DRAIN_LIMIT:
+                    return True
+            elif given:
+                pending.append((at + 1, given, 0))
         return False
 
     def ended(self) -> bool:
-        """The body ended: whether it is within the limit (the decoder's rest counted)."""
-        if self.decoder is None:
-            return True
-        self.decoded += len(self.decoder.flush())
+        """The body ended: whether it is within the limit (each decoder's rest counted)."""
+        for layer, decoder in enumerate(self.decoders):
+            if self._count(decoder.flush(), layer + 1):
+                return False
         return self.decoded <= DRAIN_LIMIT
 
     def read(self) -> bytes:

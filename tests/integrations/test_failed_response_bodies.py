@@ -13,6 +13,7 @@ A raw HTTP/1.1 server scripts each answer byte for byte.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import socket
 import threading
@@ -776,6 +777,42 @@ def test_a_compressed_failed_body_costs_its_attempt_a_bounded_amount_of_memory(
     assert peak < MEMORY_BOUND
 
 
+def gzipped_twice(status: int, size: int) -> Answer:
+    """A complete answer gzipped twice (``Content-Encoding: gzip, gzip``), decoding to ``size`` zero bytes.
+
+    The inner gzip stream of zeros repeats itself, so the outer one shrinks it again: 256 MiB
+    come in some 600 bytes, a step of which decodes to a whole stretch of the inner stream.
+    """
+    body = gzip.compress(gzip_zeros(size), 9)
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: gzip, gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_failed_body_compressed_twice_costs_its_attempt_a_bounded_amount_of_memory(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 gzipped twice, 600 bytes decoding to 256 MiB, then a 200: each layer is decoded a step at a time.
+
+    A step of the outer layer gives up to 66 KB of the inner stream, which decoded at once gives
+    up to a thousand times that: the drain must step through every layer, not the outer one only.
+    """
+    server = raw(gzipped_twice(503, 256 * 2**20), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < MEMORY_BOUND
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("size", [2**10, 2**20])
 def test_a_compressed_failed_body_handed_to_the_caller_decodes_whole(
@@ -790,6 +827,73 @@ def test_a_compressed_failed_body_handed_to_the_caller_decodes_whole(
     status, text = get_any(client, f"{server.url}/a")
     assert (status, len(text)) == (503, size)
     assert text == "\0" * size
+    assert server.sent == 2
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx", "httpx-async"])  # aiohttp decodes one coding only
+@pytest.mark.parametrize("size", [2**10, 2**20])
+def test_a_failed_body_compressed_twice_handed_to_the_caller_decodes_whole(
+    raw: Callable[..., RawServer], client: str, size: int
+) -> None:
+    """Two 503s gzipped twice, within and over the drain limit decoded: the last decodes whole for the caller.
+
+    Stepping through the layers to count must leave the caller's decoding untouched.
+    """
+    server = raw(gzipped_twice(503, size), gzipped_twice(503, size))
+    status, text = get_any(client, f"{server.url}/a")
+    assert (status, text) == (503, "\0" * size)
+    assert server.sent == 2
+
+
+def brotli_zeros(size: int) -> bytes:
+    """A brotli stream of ``size`` zero bytes: 64 MiB in some 50 bytes (skipped without ``brotli`` 1.2+)."""
+    brotli = pytest.importorskip("brotli", minversion="1.2")
+    compressor = brotli.Compressor(quality=5, lgwin=24)
+    step = min(size, 2**22)
+    return b"".join([compressor.process(bytes(step)) for _ in range(size // step)] + [compressor.finish()])
+
+
+def brotli_answer(status: int, size: int) -> Answer:
+    """A complete answer whose brotli body (``Content-Encoding: br``) decodes to ``size`` zero bytes."""
+    body = brotli_zeros(size)
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: br\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_brotli_failed_body_costs_its_attempt_a_bounded_amount_of_memory(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose brotli body of 52 bytes decodes to 64 MiB, then a 200: decoded a bounded piece at a time.
+
+    Unlike gzip's, a step of brotli is not bounded by its input: its first 64 bytes give the
+    whole 64 MiB at once to a decoder that gives all it can (httpx's).
+    """
+    server = raw(brotli_answer(503, 64 * 2**20), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < MEMORY_BOUND
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("size", [2**10, 2**20])
+def test_a_brotli_failed_body_handed_to_the_caller_decodes_whole(
+    raw: Callable[..., RawServer], client: str, size: int
+) -> None:
+    """Two brotli 503s, within and over the drain limit decoded: the last decodes whole for the caller."""
+    server = raw(brotli_answer(503, size), brotli_answer(503, size))
+    status, text = get_any(client, f"{server.url}/a")
+    assert (status, text) == (503, "\0" * size)
     assert server.sent == 2
 
 

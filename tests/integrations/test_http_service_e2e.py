@@ -11,6 +11,7 @@ generous: only "waited at least about the Retry-After" is tight, and it is a low
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -184,3 +185,29 @@ def check_metrics(otel: Otel) -> None:
     assert moves, transitions
     rejections = otel.points("resilience.rejections")
     assert sum(p.value for p in rejections) >= 2
+
+
+async def test_an_unreachable_downstream_is_answered_502_not_500() -> None:
+    """A downstream nobody listens for (its process gone): each GET retried to the end, then a 502.
+
+    The table of the example's README: a downstream that still fails once the retries are spent
+    is a 502, whether it answered 503s or refused the connection; a 500 would say the service
+    itself failed. The breaker opens on the refusals as on 503s: a 503 + Retry-After then.
+    """
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    app: FastAPI = create_app({"inventory": dead, "pricing": dead}, manager=ResilienceManager())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://service", timeout=30) as client:
+            response = await client.get("/items/1")
+            assert response.status_code == 502, response.text
+            assert response.json() == {"detail": "downstream unreachable", "downstream_error": "ConnectError"}
+            response = await client.post("/orders", json={"item": 1})
+            assert response.status_code == 502, response.text
+            statuses = [(await client.get("/items/1")).status_code for _ in range(2)]
+            assert statuses[-1] == 503  # four refused sends: the breaker is open
+    finally:
+        for downstream in app.state.clients.values():
+            await downstream.aclose()
