@@ -41,6 +41,7 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import HELD_LOOKS
@@ -1815,3 +1816,185 @@ def test_a_held_call_of_a_key_in_use_makes_nothing_for_an_eviction(
     assert breaker.call_sync(lambda: "ran") == "ran"
     with breaker.guard():
         pass
+
+
+HELD_INSTANCES = ("circuit_breaker", "bulkhead", "rate_limiter")
+ONE_OF_EACH = ResilienceConfig(
+    circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0),
+    bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+    rate_limiter=RateLimiterConfig(rate=1.0, burst=1),
+)
+
+
+def _own_pipeline(link: Step) -> Pipeline:
+    """A pipeline of one's own around ``link`` (a key's instance's ``as_strategy()``)."""
+    return PipelineBuilder(f"own-{link.kind}").add(link).build(register=False)
+
+
+@pytest.mark.parametrize("instance", HELD_INSTANCES)
+@pytest.mark.parametrize("eviction", ["max_keys", "idle_ttl"])
+async def test_a_link_of_an_evicted_keys_instance_is_refused(
+    manager: ResilienceManager, clock: FakeClock, instance: str, eviction: str
+) -> None:
+    """A link of a key's breaker, bulkhead or limiter (``as_strategy()``, in a pipeline of one's
+    own) follows its instance's hold: kept past the key's eviction, it ran on the evicted state (a
+    breaker the key's calls no longer see opened, a slot or permit taken beside the key's new
+    one's); now it is refused, as a call of the instance itself is, before it takes anything."""
+    policy = manager.policy(f"link-evicted-{instance}-{eviction}", ONE_OF_EACH, max_keys=1, idle_ttl=60.0)
+    held = getattr(policy.for_key("tenant"), instance)
+    own = _own_pipeline(held.as_strategy("own"))
+    if eviction == "max_keys":
+        policy.for_key("other").execute_sync(lambda: None)
+    else:
+        clock.advance(61.0)
+        assert policy.get_stats()["evicted_keys"] == 1
+    assert policy._keys.get("tenant") is None
+    ran: list[str] = []
+    with pytest.raises(
+        RuntimeError, match=r"\(key 'tenant'\) is no longer in use: .*evicted the key"
+    ) as raised:
+        own.execute_sync(ran.append, "sync")
+    assert f"for_key('tenant').{instance}" in str(raised.value)
+    with pytest.raises(RuntimeError, match="evicted the key"):
+        await own.execute(asyncio.sleep, 0)
+    assert ran == []
+    counted = {"circuit_breaker": "total_requests", "bulkhead": "total", "rate_limiter": "admitted"}
+    assert held.get_stats()[counted[instance]] == 0
+    live = getattr(policy.for_key("tenant"), instance)
+    assert live is not held
+    assert policy.for_key("tenant").execute_sync(lambda: "the key's") == "the key's"
+
+
+def test_a_link_of_a_keys_breaker_holds_the_key_while_it_runs(manager: ResilienceManager) -> None:
+    """An execution of a key's breaker's link is a call of the key: the key is not evicted while it
+    runs (other keys' calls meanwhile evict nothing), and its failure opens the key's breaker."""
+    policy = manager.policy("link-holds", ONE_FAILURE_OPENS, max_keys=1)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    own = _own_pipeline(breaker.as_strategy("own"))
+
+    def fails_while_others_run() -> None:
+        _evict_others(policy)
+        assert policy._keys.get("a") is not None  # held by the execution
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        own.execute_sync(fails_while_others_run)
+    assert policy.for_key("a").circuit_breaker is breaker
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError, match=r"\(key 'a'\)"):
+        policy.for_key("a").execute_sync(lambda: None)
+
+
+def test_a_link_of_a_breaker_a_reload_replaced_is_refused(manager: ResilienceManager) -> None:
+    """A link of a breaker a reload renamed is refused, as the breaker's own calls are."""
+    policy = manager.policy("link-reloaded", ONE_FAILURE_OPENS)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    own = _own_pipeline(breaker.as_strategy("own"))
+    manager.reconfigure(policy.name, dataclasses.replace(ONE_FAILURE_OPENS, circuit_breaker_name="renamed"))
+    with pytest.raises(RuntimeError, match="a reload of policy 'link-reloaded' replaced it"):
+        own.execute_sync(boom)
+    assert breaker.stats.total_requests == 0
+
+
+def test_the_policys_own_links_are_not_held(manager: ResilienceManager) -> None:
+    """The policy's pipelines link its keys' instances as they are: a call of the policy pays
+    nothing for the hold of a link given out by ``as_strategy()``."""
+    policy = manager.policy("own-links", ONE_OF_EACH)
+    policy.for_key("a").execute_sync(lambda: None)
+    policy.execute_sync(lambda: None)
+    for state in (policy._keys.get("a"), policy._state()):
+        assert state is not None
+        for link in state.pipeline.strategies:
+            assert type(link).execute is Step.execute
+            assert type(link).execute_sync is Step.execute_sync
+
+
+async def test_a_cancelled_execution_of_a_keys_bulkhead_link_lets_the_key_go(
+    manager: ResilienceManager,
+) -> None:
+    """An async execution of a key's bulkhead's link holds the key (and its slot) while it runs;
+    cancelled, it gives both back: the key, idle again, is evicted by the next new key."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    policy = manager.policy("link-cancelled", config, max_keys=1)
+    bulkhead = policy.for_key("a").bulkhead
+    assert bulkhead is not None
+    own = _own_pipeline(bulkhead.as_strategy("own"))
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def runs() -> None:
+        started.set()
+        await never.wait()
+
+    task = asyncio.create_task(own.execute(runs))
+    await started.wait()
+    _evict_others(policy)
+    assert policy._keys.get("a") is not None  # held by the execution
+    assert bulkhead.get_stats()["active"] == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert bulkhead.get_stats()["active"] == 0
+    _evict_others(policy)
+    assert policy._keys.get("a") is None
+    with pytest.raises(RuntimeError, match="evicted the key"):
+        await own.execute(asyncio.sleep, 0)
+
+
+async def test_a_link_of_a_keys_breaker_follows_a_reload_that_keeps_the_breaker(
+    manager: ResilienceManager,
+) -> None:
+    """A reload that keeps a key's breaker (reconfigured in place) retires its core: a link given out
+    before the reload ran on the retired one for good, admitting calls while the breaker was forced
+    OPEN, its failures judging nothing (3 at ``failure_threshold=1`` left it CLOSED). It runs on
+    the breaker as it is now, as the breaker's own calls do."""
+    policy = manager.policy("link-reload-kept", BREAKER)  # failure_threshold=2
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    own = _own_pipeline(breaker.as_strategy("own"))
+    manager.reconfigure(policy.name, ONE_FAILURE_OPENS)  # the same name: the breaker is kept
+    assert policy.for_key("a").circuit_breaker is breaker
+    with pytest.raises(ConnectionError):
+        own.execute_sync(boom)
+    assert breaker.state is CircuitState.OPEN
+    breaker.reset()
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError, match=r"\(key 'a'\)"):
+        own.execute_sync(lambda: None)
+    with pytest.raises(CircuitOpenError):
+        await own.execute(asyncio.sleep, 0)
+    breaker.reset()
+    assert own.execute_sync(lambda: "closed") == "closed"
+    assert breaker.stats.total_successes == 1
+
+
+def test_links_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refused(
+    manager: ResilienceManager,
+) -> None:
+    """Under other threads' churn through the keys, a failing execution of a key's breaker's link
+    either is refused (the key went before it) or opens the breaker its key keeps."""
+    policy = manager.policy("link-race", ONE_FAILURE_OPENS, max_keys=1)
+    refused = counted = 0
+    with _churning(policy):
+        for turn in range(200):
+            key = f"target-{turn}"
+            kept = policy.for_key(key).circuit_breaker
+            assert kept is not None
+            own = _own_pipeline(kept.as_strategy("own"))
+
+            def fails(turn: int = turn) -> None:
+                time.sleep(0.001 * (turn % 2))  # the other threads' calls run meanwhile
+                raise ConnectionError("down")
+
+            try:
+                own.execute_sync(fails)
+            except RuntimeError:
+                refused += 1
+                continue
+            except ConnectionError:
+                counted += 1
+            assert policy.for_key(key).circuit_breaker is kept
+            assert kept.state is CircuitState.OPEN
+            kept.reset()
+    assert refused + counted == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import math
@@ -665,9 +666,10 @@ def test_an_evicted_key_s_limiter_kept_by_a_caller_follows_its_key(clock):
     clock.advance(1.0)
     assert kept.call_sync(lambda: "ran") == "ran"
     assert not current.try_acquire()
-    assert kept.get_stats()["admitted"] == 1  # its own: what it took before the eviction
+    assert kept._own_stats()["admitted"] == 1  # its own: what it took before the eviction
     stats = current.get_stats()
     assert (stats["admitted"], stats["rejected"]) == (2, 4)
+    assert kept.get_stats() == stats  # what it reads is the key's limiter in use too
     with pytest.raises(
         TypeError, match=r"cannot be copied.* It is the limiter of key 'a' of keyed rate limiter 'ip'"
     ):
@@ -746,19 +748,86 @@ def test_a_kept_limiter_follows_its_key_evicted_again_while_it_is_routed(clock, 
     assert current is not kept
     assert not current.try_acquire()
     assert current.get_stats()["admitted"] == 1
-    assert routed[0].get_stats()["admitted"] == 0
+    assert routed[0]._own_stats()["admitted"] == 0  # its own bucket: it gave nothing
 
 
-def test_a_kept_limiter_outliving_its_keyed_limiter_keeps_its_own_bucket(clock):
-    """No keyed limiter is left to make its key another limiter: an evicted kept one runs on its own bucket."""
+def test_a_key_s_limiter_in_use_outliving_its_keyed_limiter_keeps_its_own_bucket(clock):
+    """Dropped, the keyed limiter leaves the limiter its key used, kept by a caller, as the key's only
+    one (no evicted limiter of the key was kept, or the keyed limiter would live): it runs on its
+    own bucket, and reads it."""
     per_key = RateLimiter.per_key("gone", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
     kept = per_key.for_key("a")
-    per_key.for_key("b")  # evicts "a"
+    assert kept.try_acquire()
+    keyed = weakref.ref(per_key)
     del per_key
     gc.collect()
-    assert kept.try_acquire()
+    assert keyed() is None
     assert not kept.try_acquire()
+    assert kept.available == 0.0
+    clock.advance(1.0)
+    assert kept.call_sync(lambda: "ran") == "ran"
+    assert kept.get_stats() == kept._own_stats()
+    assert (kept.get_stats()["admitted"], kept.get_stats()["rejected"]) == (2, 1)
+
+
+def test_an_evicted_key_s_limiter_kept_by_a_caller_reads_the_key_s_limiter_in_use(clock):
+    """Kept past its key's eviction, a key's limiter read its own old bucket: ``available`` 0.0 and
+    ``admitted`` 1, while the key's limiter in use, whose bucket its calls take permits from, was
+    full and had admitted none. Its ``available`` and ``get_stats()`` are the one in use's, as its
+    calls are (the key made a limiter if it had none, as a call does)."""
+    per_key = RateLimiter.per_key("reads", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    kept = per_key.for_key("a")
+    assert kept.try_acquire()
+    per_key.for_key("b")  # evicts "a"
+    assert (kept.available, kept.get_stats()["admitted"]) == (1.0, 0)  # a full bucket, as a call finds
+    current = per_key.for_key("a")
+    assert current is not kept
+    assert current.try_acquire()
+    assert kept.available == current.available == 0.0
+    assert kept.get_stats() == current.get_stats()
     assert kept.get_stats()["admitted"] == 1
+    assert per_key.for_key("a") is current  # a read of a key in use makes nothing
+
+
+async def test_an_evicted_key_s_limiter_kept_by_a_caller_counts_the_key_s_waiters():
+    """``waiting`` of a limiter kept past its key's eviction counted the waiters of its old bucket
+    (none): a caller waiting on the key's limiter in use is counted now."""
+    config = RateLimiterConfig(rate=0.01, burst=1, max_wait=1000.0)  # the system clock: it waits
+    per_key = RateLimiter.per_key("waiters", config, max_keys=1)
+    kept = per_key.for_key("a")
+    per_key.for_key("b")  # evicts "a"
+    current = per_key.for_key("a")
+    assert current.try_acquire()
+    waiter = asyncio.create_task(current.call(asyncio.sleep, 0))
+    while not current.waiting:
+        await asyncio.sleep(0)
+    try:
+        assert kept.waiting == 1
+        assert kept.get_stats()["waiting"] == 1
+    finally:
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+
+def test_a_kept_limiter_outliving_its_keyed_limiter_gives_its_key_no_second_bucket(clock):
+    """A key's limiter kept past its key's eviction keeps its keyed limiter, whose key's limiter in
+    use it runs on: dropped, the keyed limiter left it running on its own old bucket beside the
+    key's limiter in use, kept by another caller (two permits at one instant at ``burst=1``)."""
+    per_key = RateLimiter.per_key("gone-twice", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    evicted = per_key.for_key("a")
+    per_key.for_key("b")  # evicts "a"
+    in_use = per_key.for_key("a")  # evicts "b"
+    keyed = weakref.ref(per_key)
+    del per_key
+    gc.collect()
+    assert keyed() is not None  # kept by the evicted limiter
+    assert evicted.try_acquire()
+    assert not in_use.try_acquire()  # the one permit of the instant is taken
+    assert evicted.get_stats()["admitted"] == in_use.get_stats()["admitted"] == 1
+    del evicted
+    gc.collect()
+    assert keyed() is None  # only its evicted limiters keep it
 
 
 async def test_a_block_of_a_key_s_limiter_holds_the_key_until_it_ends(clock):

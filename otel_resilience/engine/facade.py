@@ -129,10 +129,12 @@ class Link(Step, Generic[C]):
         telemetry: What the link reports through (the instance's own, or one for a pipeline).
     """
 
-    __slots__ = ("_telemetry", "clock", "config", "name")
+    __slots__ = ("_hold", "_telemetry", "clock", "config", "name")
 
     name: str
     config: C
+    _hold: Callable[[], AbstractContextManager[object]]
+    """Set on a link of an owned instance only (:meth:`Held.as_strategy`): its owner's hold."""
 
     def __init__(self, name: str, config: C, clock: Clock, telemetry: StrategyTelemetry) -> None:
         super().__init__()
@@ -297,10 +299,13 @@ class Pattern(abc.ABC, Generic[C, L]):
         """Return a link in the pipeline of a keyed policy's ``key`` (its own instance per key).
 
         Its events carry the key (``TelemetrySource.key``), so that what they raise (a full
-        bulkhead's alert) tells the keys of one policy apart; ``None``: :meth:`as_strategy`'s link.
+        bulkhead's alert) tells the keys of one policy apart; ``None``: the link
+        :meth:`Pattern.as_strategy` gives (a breaker's, whose core reports the key itself). The
+        owner's own link: never held, as an owned instance's :meth:`as_strategy` is
+        (:meth:`Held.as_strategy`), so a policy's calls pay nothing for a hold.
         """
         if key is None:
-            return self.as_strategy(pipeline)
+            return Pattern.as_strategy(self, pipeline)
         check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
         return self._link(StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline, key=key)))
 
@@ -526,6 +531,58 @@ class Held(Pattern[Any, Any]):
     def _held_guard(self) -> Guard:
         """A guard of the instance's own pipeline whose blocks each run within the hold, entry to exit."""
         return HeldGuard(self._pipeline, self._held)
+
+    def as_strategy(self, pipeline: str | None = None) -> Any:
+        """:meth:`Pattern.as_strategy`, each execution of the link within the hold.
+
+        A link given out runs calls made with the instance as its verbs do, in a pipeline of the
+        caller's own: each execution of it takes the hold first (from before it asks for a slot,
+        a permit or a probe to its end), so the key is not evicted meanwhile, and once the owner
+        no longer uses the instance (its key evicted, or a reload that replaced it) it is refused
+        with :class:`NotInUseError` before it takes anything, as the instance's own calls are. The
+        link is its pattern's, of its held class (:func:`_held_link`), whose drivers take the
+        hold; the owner's own links (:meth:`_keyed_link`) are never held. (A keyed rate limiter's
+        key limiters keep their key while a link lives instead, and so never refuse one.)
+        """
+        link = Pattern.as_strategy(self, pipeline)
+        link._hold = self._held
+        link.__class__ = _held_link(type(link))
+        return link
+
+
+_HELD_LINKS: Final[dict[type[Link[Any]], type[Link[Any]]]] = {}
+"""Each link class's held subclass (:func:`_held_link`), made at its first held link."""
+
+
+class _HeldLink(Link[Any]):
+    """The drivers of a link of an owned instance (:meth:`Held.as_strategy`): each run within its hold.
+
+    A class with drivers of its own is never admitted early by its pipeline
+    (:attr:`~otel_resilience.engine.step.Step.admits_early`): its admission, a standing one
+    too, is made by its driver, within the hold.
+    """
+
+    __slots__ = ()
+
+    async def execute(self, ctx: ExecutionContext, token: Any = None, plan: Any = None) -> Any:  # noqa: ARG002 - never admitted early
+        hold = self._hold()
+        hold.__enter__()
+        try:
+            return await super().execute(ctx)
+        finally:
+            hold.__exit__(None, None, None)
+
+    def execute_sync(self, ctx: ExecutionContext, token: Any = None, plan: Any = None) -> Any:  # noqa: ARG002 - never admitted early
+        with self._hold():
+            return super().execute_sync(ctx)
+
+
+def _held_link(cls: type[Link[Any]]) -> type[Link[Any]]:
+    """Return ``cls``'s held subclass (:class:`_HeldLink` first): its layout is ``cls``'s."""
+    held = _HELD_LINKS.get(cls)
+    if held is None:
+        held = _HELD_LINKS.setdefault(cls, type(cls.__name__, (_HeldLink, cls), {"__slots__": ()}))
+    return held
 
 
 async def _held_call(

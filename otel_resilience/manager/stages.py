@@ -233,7 +233,8 @@ def _hedging(at: StageInputs) -> Step | None:
 
 
 def _breaker(at: StageInputs) -> Step | None:
-    return None if at.breaker is None else at.breaker.as_strategy(at.name)
+    # The policy's own link (never held): the breaker's core reports the key, its link none.
+    return None if at.breaker is None else at.breaker._keyed_link(at.name, None)
 
 
 def _bulkhead(at: StageInputs) -> Step | None:

@@ -418,7 +418,7 @@ def _breaker_counts(breaker: BreakerView) -> list[int]:
 
 def _permit_counts(limiter: RateLimiterView) -> list[int]:
     """A rate limiter's permit requests by answer, in ``RL_PERMIT_RESULTS`` order."""
-    stats = limiter.get_stats()
+    stats = limiter._own_stats()
     return [stats["admitted"] - stats["waited"], stats["waited"], stats["rejected"], stats["cancelled"]]
 
 

@@ -155,8 +155,12 @@ class RateLimiterView(Protocol):
         """The limiter's name."""
         ...
 
-    def get_stats(self) -> Mapping[str, Any]:
-        """The limiter's counts: ``admitted``, ``waited``, ``rejected`` and ``cancelled`` at least."""
+    def _own_stats(self) -> Mapping[str, Any]:
+        """The limiter's own counts: ``admitted``, ``waited``, ``rejected`` and ``cancelled`` at least.
+
+        Its own, never those of another it reads in its ``get_stats`` (a key's limiter kept past
+        its key's eviction reads the key's limiter in use there): each is exported once.
+        """
         ...
 
 

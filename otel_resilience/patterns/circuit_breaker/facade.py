@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Final, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
@@ -304,7 +305,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         """
         old = self._config.store
         with self._core_lock():
-            self._core = reconfigured_core_locked(self._core, config)
+            core = self._core = reconfigured_core_locked(self._core, config)
+            for link in _GIVEN_OUT.get(self, ()):
+                link._follow_core(core)
         self._configured(config)
         if config.store is not old:  # another store, or none: hand the breaker over
             if old is not None:
@@ -362,6 +365,29 @@ class _HeldCircuitBreaker(Held, CircuitBreaker):
     call = Held._held_run
     call_sync = Held._held_run_sync
     guard = Held._held_guard
+
+    def as_strategy(self, pipeline: str | None = None) -> _BreakerStep:
+        """:meth:`Held.as_strategy`, whose link follows the breaker's reloads, as its own calls do.
+
+        An owner reconfigures the breaker in place (a reload that keeps it), retiring its core:
+        the link moves to the new one (:meth:`_BreakerStep._follow_core`), never left on the
+        retired core (admitting calls while the breaker is OPEN, judging nothing).
+        """
+        link = cast("_BreakerStep", Held.as_strategy(self, pipeline))
+        with self._core_lock():  # a reload that ran meanwhile moves the links given out before
+            links = _GIVEN_OUT.get(self)
+            if links is None:
+                links = _GIVEN_OUT[self] = weakref.WeakSet()
+            links.add(link)
+            if link._core is not self._core:
+                link._follow_core(self._core)
+        return link
+
+
+_GIVEN_OUT: Final[weakref.WeakKeyDictionary[CircuitBreaker, weakref.WeakSet[_BreakerStep]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The links each owned breaker gave out (:meth:`_HeldCircuitBreaker.as_strategy`), moved by its reloads."""
 
 
 class _Subscription:

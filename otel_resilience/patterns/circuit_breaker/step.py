@@ -54,7 +54,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     without calling ``admit``.
     """
 
-    __slots__ = ("_core", "_live", "_routes_seen", "_timed", "_wanted")
+    # weakly kept: a breaker reconfigured in place moves the links it gave out to its new core (_follow_core)
+    __slots__ = ("__weakref__", "_core", "_live", "_routes_seen", "_timed", "_wanted")
 
     _live: _Live
     """Set by :meth:`_follow` only: the breaker whose live core admits this retired link's calls."""
@@ -65,11 +66,26 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)
-        self._core = core
         self._routes_seen = 0  # the generation of the hub's routes _wanted was read from
         self._wanted = False
+        self._bind(core)
+
+    def _bind(self, core: _BreakerCore) -> None:
+        """Run on ``core``: admit by it, count and judge there, with its configuration."""
+        self._core = core
+        self.config = core.config
         self._timed = core.settings.slow_call_duration is not None
         self.standing = core.standing
+
+    def _follow_core(self, core: _BreakerCore) -> None:
+        """Run on ``core`` from now on: a link given out of a breaker a reload reconfigured in place.
+
+        Called under the lock the breaker's cores share, with its new core. A call in flight
+        keeps the permit of the retired core, which the new one counts and judges nothing by (a
+        permit of another period), as a call in flight at a reload is counted.
+        """
+        self._bind(core)
+        self.settle()  # the plan holds the standing admission
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or return the breaker's rejection (a ``Rejected``).

@@ -44,6 +44,7 @@ DEFAULT_MAX_KEYS: Final = 1024
 K = TypeVar("K", bound=Hashable)
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class KeyedOptions(TypedDict, total=False):
@@ -215,6 +216,11 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         """
         return self._rules.snapshot(self._name, self._clock.now())
 
+    _own_stats = get_stats
+    """:meth:`get_stats` of this limiter's own bucket, whatever a subclass's reads: what its exports,
+    its fold and its key's eviction read (a key's limiter kept past its key's eviction reads the
+    key's limiter in use in :meth:`get_stats`, :attr:`available` and :attr:`waiting`)."""
+
     def __repr__(self) -> str:
         config = self._config
         return (
@@ -262,7 +268,11 @@ class KeyedRateLimiter(Generic[K]):
     caller kept (a function it protects, a guard made of it, at each block's entry) run on the
     key's limiter in use, taking their permits from the key's one bucket and counting there,
     never from a second bucket of the key (a keyed limiter's config never changes: any limiter
-    of the key serves a call alike). It is not copied or pickled (``TypeError``).
+    of the key serves a call alike), and its :attr:`~RateLimiter.available`,
+    :attr:`~RateLimiter.waiting` and :meth:`~RateLimiter.get_stats` read that limiter too. An
+    evicted limiter a caller kept keeps its keyed limiter alive, so that it goes on following
+    its key; one its key still used when the keyed limiter was dropped is the key's only
+    limiter, and runs on its own bucket. It is not copied or pickled (``TypeError``).
     What an evicted key counted stays in ``resilience.rate_limiter.permits``
     (summed under the name), so the exported counter never goes down; so do the executions
     of the keys' :meth:`~RateLimiter.call` and :meth:`~RateLimiter.call_sync` in
@@ -331,8 +341,9 @@ class KeyedRateLimiter(Generic[K]):
     def for_key(self, key: K) -> RateLimiter:
         """Return the limiter of ``key``, creating it (with a full bucket) if the key is new (or was evicted).
 
-        A limiter kept past its key's eviction follows the key: its calls, blocks and
-        ``try_acquire`` run on the key's limiter in use (this method's answer then).
+        A limiter kept past its key's eviction follows the key: its calls, blocks,
+        ``try_acquire`` and figures (``available``, ``waiting``, ``get_stats()``) are the key's
+        limiter in use's (this method's answer then).
 
         Args:
             key: A ``str``, or any hashable value, known by its text ``str(key)``
@@ -352,7 +363,12 @@ class KeyedRateLimiter(Generic[K]):
         return found
 
     def _fold(self, key: str, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
-        """Keep what an evicted key's limiter counted: final, as its hold routes its uses on from now on."""
+        """Keep what an evicted key's limiter counted: final, as its hold routes its uses on from now on.
+
+        The limiter keeps this keyed limiter from now on (:meth:`_KeyHold.evicted`): a caller that
+        kept it has its uses routed to the key's limiter in use for as long as it keeps it.
+        """
+        cast("_KeyLimiter", limiter).hold.evicted(self)
         self._totals.fold(limiter)
 
     def _new(self, key: str) -> RateLimiter:
@@ -397,8 +413,9 @@ _CARRIER_LOCK: Final = fork_safe(threading.Lock())
 class _KeyLimiter(RateLimiter):
     """A key's limiter: held by its key (:class:`_KeyHold`); its own pipeline counts into its keyed limiter's.
 
-    It refers to its keyed limiter weakly (the keyed limiter keeps it: no cycle); one that
-    outlives its keyed limiter exports its own pipeline.
+    It refers to its keyed limiter weakly while its key keeps it (the keyed limiter keeps it: no
+    cycle), strongly once evicted (:meth:`_KeyHold.evicted`); one its key still used when its keyed
+    limiter was dropped is the key's only limiter, runs on its own bucket and exports its own pipeline.
 
     Attributes:
         hold: What its calls, blocks and ``try_acquire`` run within (``Pattern._hold_by``), and
@@ -431,12 +448,13 @@ class _KeyLimiter(RateLimiter):
 
 
 class _HeldKeyLimiter(_HeldRateLimiter, _KeyLimiter):
-    """A key's limiter as it is given out: its calls, blocks and ``try_acquire`` run on its key's in use.
+    """A key's limiter as it is given out: its uses and figures are its key's limiter in use's.
 
     Each takes the key's hold first (:meth:`_KeyHold.take`), which says which limiter it runs on:
     this one while its key keeps it; once the key was evicted, the one ``for_key`` gives the key
     now, so that a limiter a caller kept (a function it protects, a guard made of it) follows its
-    key, taking its permits from the key's one bucket and counting there. A key's limiter keeps
+    key, taking its permits from the key's one bucket and counting there; its ``available``,
+    ``waiting`` and ``get_stats()`` read that one the same way (:meth:`_in_use`). A key's limiter keeps
     its configuration for life (a keyed limiter has no reload): any of the key's limiters serves
     the call alike.
     """
@@ -461,6 +479,28 @@ class _HeldKeyLimiter(_HeldRateLimiter, _KeyLimiter):
 
     run = call = _key_run
     run_sync = call_sync = _key_run_sync
+
+    def _in_use(self, read: Callable[[RateLimiter], T]) -> T:
+        """Return ``read(limiter)`` of the key's limiter in use, within its hold, as a use runs there."""
+        limiter = self.hold.take(self)
+        try:
+            return read(limiter)
+        finally:
+            limiter.hold.leave()
+
+    @property
+    def available(self) -> float:
+        """As :attr:`RateLimiter.available`, of the key's limiter in use (:meth:`_in_use`)."""
+        return self._in_use(_AVAILABLE)
+
+    def get_stats(self) -> RateLimiterStatsDict:
+        """As :meth:`RateLimiter.get_stats`, of the key's limiter in use (and so :attr:`waiting`).
+
+        Kept past its key's eviction, the limiter reads the figures of the one its calls run on,
+        made for the key if it has none (as a call makes it); its own, final once folded, are
+        what its exports and fold read (:attr:`RateLimiter._own_stats`).
+        """
+        return self._in_use(RateLimiter._own_stats)
 
     def try_acquire(self) -> bool:
         """As :meth:`RateLimiter.try_acquire`, on the key's limiter in use, within its hold."""
@@ -554,15 +594,28 @@ class _KeyHold(InUse):
     runs on the key's limiter in use instead (:meth:`take`): never a second bucket for one key.
     """
 
-    __slots__ = ("_keyed", "_limiter", "_links", "key", "name")
+    __slots__ = ("_keeps", "_keyed", "_limiter", "_links", "key", "name")
 
     def __init__(self, limiter: RateLimiter, keyed: weakref.ref[KeyedRateLimiter[Any]], key: str) -> None:
         super().__init__()
         self._limiter = weakref.ref(limiter)  # the limiter keeps its hold: no cycle
         self._keyed = keyed
+        self._keeps: KeyedRateLimiter[Any] | None = None  # set once the key was evicted (evicted)
         self._links: weakref.WeakSet[_RateLimiterStep] | None = None  # made at the key's first link
         self.name = limiter.name
         self.key = key
+
+    def evicted(self, keyed: KeyedRateLimiter[Any]) -> None:
+        """Keep ``keyed`` alive from the key's eviction on, so that the limiter's uses follow the key.
+
+        An evicted limiter a caller kept runs its uses, and reads its figures, on the key's limiter
+        in use (:meth:`take`), which only its keyed limiter knows: were the keyed limiter dropped, the
+        limiter would run on its old bucket again, beside the key's limiter in use another caller
+        kept (two buckets for one key). No cycle: the keyed limiter no longer keeps this limiter. A
+        limiter its key still uses when its keyed limiter is dropped is the key's only one, and runs
+        on its own bucket.
+        """
+        self._keeps = keyed
 
     def keep(self, link: _RateLimiterStep) -> None:
         """Keep the key while ``link``, a link of its limiter (``as_strategy``), lives (:meth:`idle`)."""
@@ -589,7 +642,8 @@ class _KeyHold(InUse):
         if self.enter_kept(self._kept):  # an eviction was deciding about the key: it kept it
             return limiter
         keyed = self._keyed()
-        if keyed is None:  # no store left to evict the key, nor to make it another limiter
+        if keyed is None:  # no store left to evict the key, nor to make it another limiter (an
+            # evicted limiter keeps its keyed limiter, evicted(): this one was never evicted)
             self.live = True
             return self.take(limiter)
         current = cast("_KeyLimiter", keyed.for_key(self.key))
@@ -624,11 +678,15 @@ class _KeyHold(InUse):
         if self.running or self._links:
             return False
         limiter = self._limiter()
-        return limiter is None or limiter.waiting == 0
+        return limiter is None or limiter._own_stats()["waiting"] == 0
 
 
 _LINKS_LOCK: Final = fork_safe(threading.Lock())
 """Taken to add a link a key keeps (:meth:`_KeyHold.keep`): a rare path, one lock for every key."""
+
+
+_AVAILABLE: Final = cast("Callable[[RateLimiter], float]", vars(RateLimiter)["available"].fget)
+"""What :attr:`RateLimiter.available` reads of a limiter: its own bucket's."""
 
 
 def _retire_if_idle(limiter: RateLimiter) -> bool:

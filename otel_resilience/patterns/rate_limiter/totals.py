@@ -33,7 +33,7 @@ LIMITER_TOTALS: Final = ("admitted", "rejected", "waited", "cancelled")
 
 def limiter_totals(limiter: RateLimiter) -> dict[str, int]:
     """Return the lifetime counts of ``limiter`` (:data:`LIMITER_TOTALS`), read consistently."""
-    stats = limiter.get_stats()
+    stats = limiter._own_stats()  # its own counts: a key's limiter's get_stats may read another's
     return {name: int(stats[name]) for name in LIMITER_TOTALS}
 
 
@@ -54,6 +54,8 @@ class LimiterTotals:
     def get_stats(self) -> dict[str, int]:
         """Return the counts by name (as :meth:`RateLimiter.get_stats` names them)."""
         return {count: getattr(self, count) for count in LIMITER_TOTALS}
+
+    _own_stats = get_stats  # what the exports read of a rate limiter (RateLimiter._own_stats)
 
     def carry(self, old: LimiterTotals | None, counts: dict[str, int], sign: int = 1) -> LimiterTotals:
         """Fill these new totals: the ``old`` ones' counts (if any), with ``counts`` added (or taken out).
