@@ -530,6 +530,43 @@ def test_a_callback_returning_a_generator_is_logged_as_failed(caplog: pytest.Log
     assert "whose body never runs" in caplog.text
 
 
+def test_a_generator_function_callback_is_refused_when_given(caplog: pytest.LogCaptureFixture) -> None:
+    """A generator function, sync or async (or an object whose ``__call__`` is one), given as
+    ``on_state_change`` or ``on_rejection`` callback makes an iterator nobody consumes: refused when
+    given, as ``AlertSystem.subscribe`` refuses it (was: taken, then logged as failed at each change)."""
+    breaker = CircuitBreaker(
+        "cb_generator_function", CircuitBreakerConfig(failure_threshold=1), clock=FakeClock()
+    )
+
+    def body(value: object) -> Iterator[None]:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it a generator function
+
+    async def body_async(value: object) -> Any:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it an async generator function
+
+    class Notifier:
+        def __call__(self, value: object) -> Iterator[None]:
+            raise AssertionError("never run")
+            yield  # pragma: no cover - makes it a generator function
+
+    class AsyncNotifier:
+        async def __call__(self, value: object) -> Any:
+            raise AssertionError("never run")
+            yield  # pragma: no cover - makes it an async generator function
+
+    rule = r"CircuitBreaker\.callback must be a function or an async function, not a generator function"
+    for callback in (body, body_async, Notifier(), AsyncNotifier()):
+        with pytest.raises(TypeError, match=rule):
+            breaker.on_state_change(callback)
+        with pytest.raises(TypeError, match=rule):
+            breaker.on_rejection(callback)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        assert [run(breaker, boom), run(breaker, ok)] == ["failed", "rejected"]
+    assert "callback raised" not in caplog.text  # nothing was added: no one is notified
+
+
 def test_an_async_callback_from_a_thread_leaves_the_threads_event_loop_as_it_was() -> None:
     """An async callback run to completion in a thread with no running loop runs in a loop of its own
     (a task it leaves is cancelled, as by ``asyncio.run``), and leaves the thread's current event loop

@@ -32,6 +32,14 @@ __all__ = ["TOP_KEYS", "Read", "read"]
 TOP_KEYS: Final = ("version", "retry_budgets", "policies")
 """The keys of the file's top level, in the order they are read."""
 _CLASS_ERROR: Final = re.compile(r"(?P<owner>\w+)\.(?P<fields>\w+(?:\.\w+)*) (?P<reason>.*)", re.DOTALL)
+_LEFT_OUT: Final = {"None": "left out"}
+"""A class's word for a setting not given, as a file says it: a file writes no ``None`` (TOML has
+no null; YAML's and JSON's ``null`` is the key left out)."""
+_SETTINGS_LIST: Final = re.compile(
+    r"(?<![\w.])(?P<items>\w+(?:, \w+)*) (?P<conjunction>or|and) (?P<last>\w+)(?!\w)"
+)
+"""A list of words, ``a, b or c``: of settings, in a class's rule (``unless retry_policy, hedging,
+enable_recovery or extra_strategies is set``)."""
 
 Read = tuple[dict[str, ResilienceConfig], dict[str, RetryBudget]]
 """What :func:`read` returns: the policies and the retry budgets, by name, in file order."""
@@ -205,10 +213,24 @@ class _Reader:
         A class names its fields by keyword and its enums by member: ``"None unless retry_policy
         ... is set"``, ``"< ResilienceConfig.timeout"``, ``"unless strategy is EXPONENTIAL"``. A
         field whose key differs (an alias) is named by its key; ``Owner.field``, the section's own
-        field, by its path in the file; an enum member by the value a file writes. The value the
-        rule refused (after ``", got "``) is shown as given.
+        field, by its path in the file; an enum member by the value a file writes; ``None`` by
+        what a file does, ``left out`` (:data:`_LEFT_OUT`). A list of settings leaves out those a
+        file cannot set (the section's refused keywords, ``extra_strategies``), unless it names
+        nothing else. The value the rule refused (after ``", got "``) is shown as given.
         """
-        words: dict[str, str] = {}
+        rule, got, value = reason.partition(", got ")  # the value, as given, is left as it is
+        unwritable = {name for name, _ in section.refused}
+        settings = unwritable | {field.name for field in section.fields}
+
+        def writable(match: re.Match[str]) -> str:
+            items = [*match["items"].split(", "), match["last"]]
+            kept = [item for item in items if item not in unwritable]
+            if not kept or len(kept) == len(items) or not settings.issuperset(items):
+                return match[0]  # not a list of settings, or one a file can write all of (or none)
+            return f"{', '.join(kept[:-1])} {match['conjunction']} {kept[-1]}" if len(kept) > 1 else kept[0]
+
+        rule = _SETTINGS_LIST.sub(writable, rule)
+        words: dict[str, str] = dict(_LEFT_OUT)
         for field in section.fields:
             words[f"{section.owner}.{field.name}"] = render_path((*path, self.key(section, path, field.name)))
             if field.aliases:
@@ -216,10 +238,7 @@ class _Reader:
             if field.enum is not None:
                 words.update({member.name: str(member.value) for member in field.enum})
         changed = {word: key for word, key in words.items() if word != key}
-        if not changed:
-            return reason
         pattern = "|".join(re.escape(word) for word in sorted(changed, key=len, reverse=True))
-        rule, got, value = reason.partition(", got ")  # the value, as given, is left as it is
         return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: changed[m[0]], rule) + got + value
 
     def value(self, field: Field, value: object, path: Path) -> Any:

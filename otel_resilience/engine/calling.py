@@ -19,7 +19,7 @@ from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, TypeAlias, cast
 
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.validation import discard, fail
+from otel_resilience.engine.validation import check_callable, check_called_with, discard, fail
 
 __all__ = [
     "NEVER_RUN",
@@ -31,6 +31,7 @@ __all__ = [
     "async_generator_refused",
     "awaitable_in_sync",
     "awaited",
+    "check_notified",
     "coroutine_function_in_sync",
     "generator_refused",
     "handled_error",
@@ -77,6 +78,40 @@ tasks) never runs them again: its entry is dropped when a callback task is made 
 _PENDING_LOCK: Final = fork_safe(threading.Lock())
 
 
+def check_notified(owner: str, field: str, callback: object, argument: str) -> Any:
+    """Return ``callback`` if :func:`notify` can run it, called with one argument.
+
+    The rule of every notification callback when it is given (a breaker's ``on_state_change`` and
+    ``on_rejection``, an alert system's subscribers): a function or an async function that takes
+    one argument. A generator function, sync or async, or an object whose ``__call__`` is one, is
+    refused: it returns an iterator nobody consumes, so its body would never run.
+
+    Args:
+        owner: The class (or method) name.
+        field: The field name.
+        callback: The callable given.
+        argument: The name of the argument it is called with, for the message.
+
+    Raises:
+        TypeError: ``callback`` is not callable, cannot be called as ``<field>(<argument>)``, or is
+            a generator function (sync or async) or an object whose ``__call__`` is one.
+    """
+    check_called_with(owner, field, check_callable(owner, field, callback), argument)
+    # The function a call runs: the callback, or an object's own __call__ (a function's, a
+    # class's or a partial's is a wrapper, never a generator function).
+    runs = (callback, type(callback).__call__)
+    if any(inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs):
+        raise fail(
+            owner,
+            field,
+            "a function or an async function, not a generator function, sync or async (it makes "
+            "an iterator nobody consumes: its body would never run)",
+            callback,
+            kind=TypeError,
+        )
+    return callback
+
+
 def notify(
     callback: Callable[[Any], Any], argument: object, what: str, failed: Callable[[], object] | None = None
 ) -> None:
@@ -86,7 +121,8 @@ def notify(
     ``on_rejection``, an alert system's subscribers). An async callback (one that returns a
     coroutine) runs as a task of the running event loop, or, called from a thread with no running
     loop, to completion in a loop of its own there. One that returns a generator, sync or async,
-    fails: nothing iterates it, so its body never runs.
+    fails: nothing iterates it, so its body never runs (a generator function is refused when it is
+    given: :func:`check_notified`).
 
     Args:
         callback: The user's function (sync or async).

@@ -112,7 +112,7 @@ class LoopClients:
 
     __slots__ = ("__weakref__", "_clients", "_factory", "_lock")
 
-    def __init__(self, factory: Callable[[], Any] | None) -> None:
+    def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
         self._lock = fork_safe(threading.Lock())
         self._clients: weakref.WeakKeyDictionary[
@@ -126,14 +126,12 @@ class LoopClients:
         """Return the running loop's client, made now if it has none (loops that closed are forgotten).
 
         Raises:
-            OSError: No factory (a store not built by ``RedisStore.from_url``): counted as a failure.
+            Exception: What the factory raised (a store with no async client: a ``TypeError``).
         """
         loop = asyncio.get_running_loop()
         held = self._clients.get(loop)
         if held is not None:
             return held[0]
-        if self._factory is None:
-            raise OSError("this RedisStore has no async client (build it with from_url)")
         lifetime = _lifetime(self._factory())
         client = await lifetime.__anext__()
         with self._lock:

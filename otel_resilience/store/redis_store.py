@@ -16,7 +16,16 @@ from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
-from otel_resilience.engine.validation import check_duration, check_int, check_name, fail, redacted_url
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_called_with,
+    check_duration,
+    check_int,
+    check_name,
+    describe,
+    fail,
+    redacted_url,
+)
 from otel_resilience.store.breaker import SharedBreaker, key_name, key_part, publish_states, read_states, tick
 from otel_resilience.store.deadlines import Sockets, bound_connections, on_sent, track_sockets, within
 from otel_resilience.store.demotion import leave_demoted
@@ -69,7 +78,7 @@ for its key's refusal logged a warning of its own and left the store reported he
 class RedisStore(SharedStore):
     """State shared by the replicas of a service through one Redis server.
 
-    Build it with :meth:`from_url` and pass it as ``store=`` to
+    Build it with :meth:`from_url` (or of clients of your own: the constructor) and pass it as ``store=`` to
     :class:`~otel_resilience.CircuitBreakerConfig` or :class:`~otel_resilience.RateLimiterConfig`.
 
     A shared breaker stays local first: its calls never wait on Redis. One background thread
@@ -157,6 +166,7 @@ class RedisStore(SharedStore):
         resync_interval: float = 5.0,
         max_connections: int = _MAX_CONNECTIONS,
         sockets: tuple[Sockets, Sockets] | None = None,
+        async_client_factory: Callable[[], Any] | None = None,
     ) -> None:
         """Make a store of two clients of one server; :meth:`from_url` makes them, and checks the rest.
 
@@ -172,15 +182,24 @@ class RedisStore(SharedStore):
             resync_interval: As :meth:`from_url`'s.
             max_connections: As :meth:`from_url`'s.
             sockets: The sockets each client opens (:meth:`close` shuts them down).
+            async_client_factory: A function of no argument that makes a ``redis.asyncio.Redis``
+                of the same server: the client of a rate limiter's permits asked from a coroutine,
+                called once per event loop (a client belongs to the loop it runs on) and closed
+                when that loop shuts down. ``None``: the store takes no permit asked from a
+                coroutine (a ``TypeError`` to that caller, the store still shared for the
+                others). :meth:`from_url` gives one.
 
         Raises:
             TypeError: ``client`` or ``subscriber`` is not a sync ``redis.Redis`` (a
-                ``redis.asyncio.Redis``, a URL, another object), or a setting has the wrong type:
-                the message names the parameter (``RedisStore.<parameter>``).
+                ``redis.asyncio.Redis``, a URL, another object), ``async_client_factory`` is not
+                callable with no argument, or a setting has the wrong type: the message names the
+                parameter (``RedisStore.<parameter>``).
             ValueError: A setting is out of range, by :meth:`from_url`'s rules.
         """
         _check_client("client", client)
         _check_client("subscriber", subscriber)
+        check_callable("RedisStore", "async_client_factory", async_client_factory, optional=True)
+        check_called_with("RedisStore", "async_client_factory", async_client_factory)
         durations = {
             "timeout": timeout,
             "flush_interval": flush_interval,
@@ -228,10 +247,10 @@ class RedisStore(SharedStore):
         self._outages = self._errors = 0
         self._ops = Counter()
         self._fallbacks = Counter()
-        self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
-        self._usage_errors: tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]] = ((), ())
-        """The errors the server answers to one operation (not an outage), and the exceptions among them."""
-        self._async_clients = LoopClients(None)
+        self._redis_errors, self._usage_errors = _redis_errors()
+        """The errors of an operation; those the server answers to one operation (not an outage),
+        and the exceptions among them."""
+        self._async_clients = LoopClients(self._async_client_maker(async_client_factory))
         """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
 
@@ -333,14 +352,46 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds, pooled = _check_settings(_OWNER, namespace, durations, max_connections)
-        client, subscriber, sockets, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
-        store = cls(
-            client, subscriber, namespace=namespace, max_connections=pooled, sockets=sockets, **seconds
+        client, subscriber, sockets, async_factory = _connect(url, seconds["timeout"], pooled)
+        return cls(
+            client,
+            subscriber,
+            namespace=namespace,
+            max_connections=pooled,
+            sockets=sockets,
+            async_client_factory=async_factory,
+            **seconds,
         )
-        store._redis_errors = errors
-        store._usage_errors = usage
-        store._async_clients = LoopClients(async_factory)
-        return store
+
+    def _async_client_maker(self, factory: Callable[[], Any] | None) -> Callable[[], Any]:
+        """What makes an event loop's client (:class:`LoopClients`): ``factory``, its client checked.
+
+        Called once per loop, on its first permit asked from a coroutine. A store with no factory
+        refuses that permit, and a factory's client that is no ``redis.asyncio.Redis`` is refused:
+        a ``TypeError`` to the caller, never an outage (one such caller degraded the store for
+        every other, the threads' included).
+        """
+        import redis.asyncio  # noqa: PLC0415 - an optional dependency, imported by _check_client already
+
+        namespace = self._namespace
+
+        def make() -> Any:
+            if factory is None:
+                msg = (
+                    f"RedisStore {namespace!r} has no async client to ask a permit from a coroutine: "
+                    "build it with RedisStore.from_url, or give the constructor async_client_factory="
+                )
+                raise TypeError(msg)
+            made = factory()
+            if not isinstance(made, redis.asyncio.Redis):
+                msg = (
+                    "RedisStore.async_client_factory must make a redis.asyncio.Redis (an event loop's "
+                    f"client), made {describe(made)}"
+                )
+                raise TypeError(msg)
+            return made
+
+        return make
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
 
@@ -1026,18 +1077,12 @@ def _connect(
     Any,
     Any,
     tuple[Sockets, Sockets],
-    tuple[type[BaseException], ...],
-    tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]],
     Callable[[], Any],
 ]:
-    """Return lazy clients of ``url`` (operations, subscriber), their sockets and errors, an async factory.
+    """Return lazy clients of ``url`` (operations, subscriber), their sockets, an async factory.
 
     The sockets each of the two clients opens are registered in a :class:`Sockets` of its own
     (returned in that order), which :meth:`RedisStore.close` shuts down.
-
-    The errors are all those of an operation, then those that are the server's answer to it (it
-    is reachable: ``ResponseError``) with the exceptions among them that are outages (see
-    :meth:`RedisStore.answered`).
 
     The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
     The connections of both kinds of client are dropped once their server answers ``READONLY``
@@ -1066,7 +1111,6 @@ def _connect(
         from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
         from redis.connection import parse_url  # noqa: PLC0415
-        from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
         raise ImportError(_NEEDS_REDIS) from error
@@ -1100,5 +1144,27 @@ def _connect(
     def async_client() -> Any:
         return redis.asyncio.Redis.from_pool(async_pool())
 
+    return (*clients, sockets, async_client)
+
+
+def _redis_errors() -> tuple[
+    tuple[type[BaseException], ...], tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]
+]:
+    """The errors of a store's operation, whatever made its clients (:meth:`RedisStore.from_url` or not).
+
+    All those of an operation (redis-py's, a socket's, a timeout), then those that are the
+    server's answer to it (it is reachable: ``ResponseError``) with the exceptions among them that
+    are outages (see :meth:`RedisStore.answered`). A store made of clients knew only ``OSError``
+    and timeouts: redis-py's ``ConnectionError`` of an unreachable Redis was raised into the
+    caller's call instead of taking the limiter's ``store_fallback``.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+    """
+    try:
+        import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+        from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
+    except ImportError as error:
+        raise ImportError(_NEEDS_REDIS) from error
     usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError, MasterDownError))
-    return (*clients, sockets, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)
+    return (redis.RedisError, OSError, asyncio.TimeoutError), usage

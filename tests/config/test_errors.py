@@ -51,15 +51,15 @@ YAML_ERRORS = [
     ),
     (  # a rate setting without a window would be ignored: refused at its own line
         POLICY + "    circuit_breaker:\n      failure_threshold: 3\n      failure_rate_threshold: 0.2\n",
-        "f.yaml:5: policies.p.circuit_breaker.failure_rate_threshold must be None unless sliding_window is set, got 0.2",
+        "f.yaml:5: policies.p.circuit_breaker.failure_rate_threshold must be left out unless sliding_window is set, got 0.2",
     ),
     (
         POLICY + "    circuit_breaker: {minimum_calls: 20}\n",
-        "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be None unless sliding_window is set, got 20",
+        "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be left out unless sliding_window is set, got 20",
     ),
     (
         POLICY + "    circuit_breaker:\n      sliding_window: null\n      slow_call_rate_threshold: 0.8\n",
-        "f.yaml:5: policies.p.circuit_breaker.slow_call_rate_threshold must be None unless slow_call_duration is set, got 0.8",
+        "f.yaml:5: policies.p.circuit_breaker.slow_call_rate_threshold must be left out unless slow_call_duration is set, got 0.8",
     ),
     (
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
@@ -69,8 +69,8 @@ YAML_ERRORS = [
         # naming the file's keys (was: retry_policy, the keyword, where a file writes retry)
         POLICY + "    timeout: 2s\n    max_attempts_total: 3\n",
         (
-            "f.yaml:4: policies.p.max_attempts_total must be None unless retry, hedging, "
-            "enable_recovery or extra_strategies is set (nothing else makes a further call to cap), got 3"
+            "f.yaml:4: policies.p.max_attempts_total must be left out unless retry, hedging or "
+            "enable_recovery is set (nothing else makes a further call to cap), got 3"
         ),
     ),
     (  # a queue timeout without a queue would be ignored: refused
@@ -582,8 +582,8 @@ def test_a_policy_name_the_class_refuses_is_reported_at_its_key() -> None:
         (  # nothing written: the key a file writes (the alias), not the keyword
             POLICY + "    max_attempts_total: 3\n",
             (
-                "f.yaml:3: policies.p.max_attempts_total must be None unless retry, hedging, enable_recovery or "
-                "extra_strategies is set (nothing else makes a further call to cap), got 3"
+                "f.yaml:3: policies.p.max_attempts_total must be left out unless retry, hedging or "
+                "enable_recovery is set (nothing else makes a further call to cap), got 3"
             ),
         ),
         (  # written with the keyword: the keyword, as written
@@ -595,15 +595,15 @@ def test_a_policy_name_the_class_refuses_is_reported_at_its_key() -> None:
         ),
         (
             POLICY + "    bulkhead_name: shared\n",
-            "f.yaml:3: policies.p.bulkhead_name must be None unless bulkhead is set, got 'shared'",
+            "f.yaml:3: policies.p.bulkhead_name must be left out unless bulkhead is set, got 'shared'",
         ),
         (
             POLICY + "    bulkhead_config: {max_concurrent: 2}\n    circuit_breaker_name: shared\n",
-            "f.yaml:4: policies.p.circuit_breaker_name must be None unless circuit_breaker is set, got 'shared'",
+            "f.yaml:4: policies.p.circuit_breaker_name must be left out unless circuit_breaker is set, got 'shared'",
         ),
         (  # the value refused is shown as written, though it reads as a keyword
             POLICY + "    bulkhead_name: retry_policy\n",
-            "f.yaml:3: policies.p.bulkhead_name must be None unless bulkhead is set, got 'retry_policy'",
+            "f.yaml:3: policies.p.bulkhead_name must be left out unless bulkhead is set, got 'retry_policy'",
         ),
         (  # an enum by the value a file writes, not by its member's name
             POLICY + "    retry: {strategy: fixed, jitter: none, multiplier: 3}\n",
@@ -623,3 +623,68 @@ def test_a_class_rule_names_the_other_settings_as_the_file_writes_them(text: str
     with pytest.raises(ConfigError) as caught:
         loads(text, source="f.yaml")
     assert str(caught.value) == message
+
+
+# (the policy's settings in YAML, in TOML, in JSON; the message's path and rule, after the source)
+_IN_FILE_TERMS = [
+    (
+        "max_attempts_total: 3",
+        "max_attempts_total = 3",
+        '"max_attempts_total": 3',
+        (
+            "policies.p.max_attempts_total must be left out unless retry, hedging or enable_recovery is set "
+            "(nothing else makes a further call to cap), got 3"
+        ),
+    ),
+    (
+        "bulkhead_name: shared",
+        "bulkhead_name = 'shared'",
+        '"bulkhead_name": "shared"',
+        "policies.p.bulkhead_name must be left out unless bulkhead is set, got 'shared'",
+    ),
+    (
+        "circuit_breaker: {minimum_calls: 3}",
+        "circuit_breaker = { minimum_calls = 3 }",
+        '"circuit_breaker": {"minimum_calls": 3}',
+        "policies.p.circuit_breaker.minimum_calls must be left out unless sliding_window is set, got 3",
+    ),
+    (
+        "circuit_breaker: {failure_threshold: 3, sliding_window: {kind: count, size: 5}}",
+        "circuit_breaker = { failure_threshold = 3, sliding_window = { kind = 'count', size = 5 } }",
+        '"circuit_breaker": {"failure_threshold": 3, "sliding_window": {"kind": "count", "size": 5}}',
+        (
+            "policies.p.circuit_breaker.failure_threshold must be 5 (its default) unless sliding_window is "
+            "left out (the window's rates open it), got 3"
+        ),
+    ),
+    (
+        "hedging: {mode: parallel, delay: 1s}",
+        "hedging = { mode = 'parallel', delay = '1s' }",
+        '"hedging": {"mode": "parallel", "delay": "1s"}',
+        "policies.p.hedging.delay must be left out in 'parallel' mode (only 'latency' waits), got 1.0",
+    ),
+]
+
+
+@pytest.mark.parametrize("file_format", ["yaml", "toml", "json"])
+@pytest.mark.parametrize(
+    ("yaml", "toml", "json", "message"),
+    _IN_FILE_TERMS,
+    ids=["max-attempts-total", "bulkhead-name", "window-setting", "window-default", "hedging-delay"],
+)
+def test_a_class_rule_says_none_and_code_only_settings_in_the_files_terms(
+    file_format: str, yaml: str, toml: str, json: str, message: str
+) -> None:
+    """A class's ``None`` is a setting a file leaves out (it writes no ``None``; TOML has no null),
+    and a list of settings leaves out those a file cannot set: the file's error says so, whatever
+    the format (was: "must be left out unless retry, hedging, enable_recovery or extra_strategies is
+    set", a keyword no file can write)."""
+    if file_format == "toml":
+        text, parsed_as, prefix = f"[policies.p]\n{toml}\n", "toml", "f.toml: "
+    elif file_format == "json":  # JSON is YAML: the YAML reader reads it, with its lines
+        text, parsed_as, prefix = f'{{"policies": {{"p": {{{json}}}}}}}\n', "yaml", "f.json:1: "
+    else:
+        text, parsed_as, prefix = f"policies:\n  p:\n    {yaml}\n", "yaml", "f.yaml:3: "
+    with pytest.raises(ConfigError) as caught:
+        loads(text, parsed_as, source=f"f.{file_format}")  # type: ignore[arg-type]
+    assert str(caught.value) == prefix + message

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis
 import redis.asyncio
-from redis_support import RedisServer
+from redis_support import RedisServer, free_port
 from support import collect_quietly, freed_on_a_closed_loop, until_sync
 from tcp_proxy import TcpFaultProxy
 
@@ -570,5 +570,100 @@ async def test_a_cluster_retry_after_behind_the_waiters_of_a_long_period_is_a_du
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+    finally:
+        store.close()
+
+
+_MADE: dict[str, float] = {"timeout": 0.25, "flush_interval": 0.1, "probe_lease_ttl": 5.0, "key_ttl": 60.0}
+"""The settings of a store made with its constructor (from clients)."""
+
+
+def _made(url: str, **more: object) -> RedisStore:
+    """A store made with its constructor, of two sync clients of ``url``."""
+    return RedisStore(redis.Redis.from_url(url), redis.Redis.from_url(url), namespace="made", **_MADE, **more)  # type: ignore[arg-type]
+
+
+def test_a_store_made_of_sync_clients_refuses_an_async_permit_and_stays_shared(redis_url: str) -> None:
+    """A store made of sync clients alone has no async client: a permit asked from a coroutine is
+    refused with a ``TypeError`` saying so, the store still shared for everyone else (was: an
+    ``OSError`` counted as an outage of the store, which degraded it: every caller, the threads'
+    too, then ran on ``store_fallback``)."""
+    store = _made(redis_url)
+    limiter = RateLimiter("made_1", RateLimiterConfig(rate=100.0, store=store, store_fallback="closed"))
+    try:
+        with pytest.raises(TypeError, match=r"RedisStore 'made' has no async client .*async_client_factory"):
+            asyncio.run(limiter.call(_zero))
+        assert (store.degraded, store.errors, store.outages) == (False, 0, 0)
+        assert limiter.try_acquire()  # asked of Redis from this thread, as before
+        assert store.ops >= 1
+        assert not store.degraded
+    finally:
+        store.close()
+
+
+def test_a_store_made_with_an_async_client_factory_takes_permits_on_each_loop(redis_url: str) -> None:
+    """``async_client_factory`` makes each event loop's ``redis.asyncio`` client, as ``from_url``'s
+    does: permits asked from two loops (two ``asyncio.run``) share one budget in Redis."""
+    made: list[object] = []
+
+    def factory() -> redis.asyncio.Redis:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        made.append(client)
+        return client
+
+    store = _made(redis_url, async_client_factory=factory)
+    limiter = RateLimiter("made_2", RateLimiterConfig(rate=0.01, burst=2, store=store, store_fallback="open"))
+    try:
+        assert asyncio.run(limiter.call(_zero)) == 0
+        assert asyncio.run(limiter.call(_zero)) == 0
+        with pytest.raises(RateLimitedError):  # the budget is the cluster's: 2 for both loops
+            asyncio.run(limiter.call(_zero))
+        assert len(made) == 3  # one client per loop
+        assert (store.degraded, store.errors, store.fallback_permits) == (False, 0, 0)
+        assert not limiter.try_acquire()  # this thread's permits come from the same budget
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        "redis://localhost",  # not callable
+        redis.asyncio.Redis.from_url,  # takes a URL: not callable with no argument
+    ],
+)
+def test_the_async_client_factory_is_checked_at_construction(redis_url: str, factory: object) -> None:
+    """The factory is refused when it is given, naming the parameter, not at the first async permit."""
+    with pytest.raises(TypeError, match=r"^RedisStore\.async_client_factory must be"):
+        _made(redis_url, async_client_factory=factory)
+
+
+def test_an_async_client_factory_that_makes_no_async_client_is_refused_without_degrading(
+    redis_url: str,
+) -> None:
+    """A factory that makes something else (a sync client) is a ``TypeError`` at the permit that made
+    it, the store still shared (not an outage)."""
+    store = _made(redis_url, async_client_factory=lambda: redis.Redis.from_url(redis_url))
+    limiter = RateLimiter("made_3", RateLimiterConfig(rate=100.0, store=store))
+    try:
+        with pytest.raises(
+            TypeError, match=r"^RedisStore\.async_client_factory must make a redis\.asyncio\.Redis"
+        ):
+            asyncio.run(limiter.call(_zero))
+        assert (store.degraded, store.errors) == (False, 0)
+    finally:
+        store.close()
+
+
+def test_a_store_made_of_clients_takes_an_unreachable_redis_as_an_outage() -> None:
+    """A store made with its constructor knows redis-py's errors as ``from_url``'s does: a permit asked
+    while Redis is unreachable takes ``store_fallback`` and degrades the store (was: redis-py's
+    ``ConnectionError``, unknown to it, was raised into the caller's call)."""
+    store = _made(f"redis://127.0.0.1:{free_port()}/0")
+    limiter = RateLimiter("made_4", RateLimiterConfig(rate=100.0, store=store, store_fallback="open"))
+    try:
+        assert limiter.try_acquire()
+        assert store.degraded
+        assert store.fallback_permits == 1
     finally:
         store.close()

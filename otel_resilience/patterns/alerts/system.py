@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import threading
 import weakref
@@ -11,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final, TypedDict, TypeVar
 
-from otel_resilience.engine.calling import notify
+from otel_resilience.engine.calling import check_notified, notify
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import (
     HUB,
@@ -31,7 +30,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import FrozenMapping, ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
-from otel_resilience.engine.validation import check_callable, check_called_with, check_name, describe, fail
+from otel_resilience.engine.validation import check_name, describe, fail
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
     SEVERITIES,
@@ -489,20 +488,7 @@ class AlertSystem:
 
     def _subscribe(self, callback: AlertCallback) -> int:
         """Check and add a subscription (see :meth:`subscribe`); return its token."""
-        check_callable("AlertSystem.subscribe", "callback", callback)
-        check_called_with("AlertSystem.subscribe", "callback", callback, "alert")
-        # The function a call runs: the callback, or an object's own __call__ (a function's, a
-        # class's or a partial's is a wrapper, never a generator function).
-        runs = (callback, type(callback).__call__)
-        if any(inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs):
-            raise fail(
-                "AlertSystem.subscribe",
-                "callback",
-                "a function or an async function, not a generator function, sync or async (it makes "
-                "an iterator nobody consumes: its body would never run)",
-                callback,
-                kind=TypeError,
-            )
+        check_notified("AlertSystem.subscribe", "callback", callback, "alert")
         with self._lock:
             return self._subscribe_locked(callback)
 

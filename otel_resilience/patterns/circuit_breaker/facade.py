@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
 
+from otel_resilience.engine.calling import check_notified
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
 from otel_resilience.engine.facade import Held, NotInUseError, Pattern, verb
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.validation import check_callable, check_called_with, check_duration, fail
+from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
@@ -244,7 +245,10 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         The callback runs after the breaker's lock is released, in the thread or task of the call
         that caused the change; an async callback runs as a task of the running loop (or, from a
         thread with no loop, to completion there). What it raises is logged, never raised, and so
-        is a generator it returns (nothing iterates it: its body never runs).
+        is a generator it returns (nothing iterates it: its body never runs); a generator function
+        is refused here. The rule of every notification callback
+        (:func:`~otel_resilience.engine.calling.check_notified`, then
+        :func:`~otel_resilience.engine.calling.notify`).
         Changes are delivered in the order they happened: a change made while another thread
         is delivering this breaker's changes (or by a callback, during its own delivery) is
         delivered by that thread, after the one in hand.
@@ -254,25 +258,26 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             subscription of the same callable stays).
 
         Raises:
-            TypeError: ``callback`` is not callable, or cannot be called as ``callback(change)``.
+            TypeError: ``callback`` is not callable, cannot be called as ``callback(change)``, or is
+                a generator function (sync or async), or an object whose ``__call__`` is one.
         """
-        check_called_with(
-            self._owner, "callback", check_callable(self._owner, "callback", callback), "change"
-        )
+        check_notified(self._owner, "callback", callback, "change")
         return self._watch(callback, rejections=False)
 
     def on_rejection(self, callback: Callable[[CircuitOpenError], Any]) -> Callable[[], None]:
         """Call ``callback(error)`` for each call this breaker rejects, before the error is raised.
 
-        Runs as :meth:`on_state_change` callbacks do (sync or async; what it raises is logged).
+        Runs as :meth:`on_state_change` callbacks do (sync or async; what it raises is logged; a
+        generator function is refused).
 
         Returns:
             A function that removes this subscription, as :meth:`on_state_change`'s does.
 
         Raises:
-            TypeError: ``callback`` is not callable, or cannot be called as ``callback(error)``.
+            TypeError: ``callback`` is not callable, cannot be called as ``callback(error)``, or is
+                a generator function (sync or async), or an object whose ``__call__`` is one.
         """
-        check_called_with(self._owner, "callback", check_callable(self._owner, "callback", callback), "error")
+        check_notified(self._owner, "callback", callback, "error")
         return self._watch(callback, rejections=True)
 
     def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
