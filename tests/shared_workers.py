@@ -9,6 +9,7 @@ hung caller). Each worker writes what it sees into a :class:`Board` slot.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -192,3 +193,31 @@ def wait_for(condition: Any, timeout: float, what: str) -> float:
 def first_round(store: Any, timeout: float = 5.0) -> None:
     """Wait for the first operation of ``store``'s thread (its subscriber's SUBSCRIBE is one more)."""
     wait_for(lambda: store.ops >= 2, timeout, "the store's first round")
+
+
+def trip_in_worker(config: Any) -> tuple[str, str]:
+    """In a worker process: trip a breaker ``payments`` of ``config`` (which names a store); wait until the cluster has it.
+
+    Returns the namespace of the worker's store and the cluster's state it published.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    from otel_resilience import CircuitBreaker  # noqa: PLC0415
+
+    store = config.store
+    breaker = CircuitBreaker("payments", config)
+    first_round(store)
+
+    def boom() -> None:
+        raise DependencyDown
+
+    for _ in range(config.failure_threshold):
+        with contextlib.suppress(DependencyDown):
+            breaker.call_sync(boom)
+    client = redis.Redis(connection_pool=store._client.connection_pool)
+    key = f"{store.key_prefix}:cb:payments:state"
+    try:
+        wait_for(lambda: client.hget(key, "state") == b"open", 10.0, "the worker's trip published")
+    finally:
+        store.close()
+    return store.namespace, breaker.state.value

@@ -157,7 +157,7 @@ DURATION_ARGUMENTS: list[tuple[Callable[..., object], str, Callable[[timedelta],
             otel_resilience.RedisStore.from_url,
             name,
             lambda td, name=name: otel_resilience.RedisStore.from_url(
-                "redis://127.0.0.1:1/0", namespace="durations", **{name: td}
+                "redis://127.0.0.1:1/0", namespace="durations", **{"timeout": 0.1, name: td}
             ).close(),
         )
         for name in ("timeout", "flush_interval", "probe_lease_ttl", "key_ttl", "resync_interval")

@@ -64,8 +64,10 @@ _JOIN: Final = 2.0
 store's threads (their sockets shut down, they end at once, but for a TCP connection being made,
 which ``timeout`` bounds)."""
 _LEASE_ROUNDS: Final = 3
-"""The shortest ``probe_lease_ttl``, in rounds of the store's thread (``flush_interval``): its holder
-renews a lease every third of its TTL (:func:`_check_lease_ttl`)."""
+"""The shortest ``probe_lease_ttl``, in rounds of the store's thread (``flush_interval``, then a round
+trip of up to ``timeout``): its holder renews a lease every third of its TTL (:func:`_check_lease_ttl`)."""
+_LEASE_TTL: Final = 5.0
+"""``probe_lease_ttl`` when none is given, unless :func:`_lease_rounds_ms` is longer."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
 _OUTAGE_CODES: Final = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
@@ -133,6 +135,7 @@ class RedisStore(SharedStore):
         "_lease_ttl_ms",
         "_links",
         "_lock",
+        "_made",
         "_max_connections",
         "_namespace",
         "_ops",
@@ -161,7 +164,7 @@ class RedisStore(SharedStore):
         namespace: str,
         timeout: float,
         flush_interval: float,
-        probe_lease_ttl: float,
+        probe_lease_ttl: float | None,
         key_ttl: float,
         resync_interval: float = 5.0,
         max_connections: int = _MAX_CONNECTIONS,
@@ -252,6 +255,8 @@ class RedisStore(SharedStore):
         and the exceptions among them."""
         self._async_clients = LoopClients(self._async_client_maker(async_client_factory))
         """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
+        self._made: tuple[str, dict[str, Any]] | None = None
+        """The URL and settings :meth:`from_url` used (:meth:`__reduce__`); ``None``: built of clients."""
         STORES.register(self)
 
     namespace = ReadOnly[str](
@@ -293,7 +298,7 @@ class RedisStore(SharedStore):
         namespace: str = "otel_resilience",
         timeout: float | timedelta = 0.25,
         flush_interval: float | timedelta = 0.1,
-        probe_lease_ttl: float | timedelta = 5.0,
+        probe_lease_ttl: float | timedelta | None = None,
         key_ttl: float | timedelta = 86_400.0,
         resync_interval: float | timedelta = 5.0,
         max_connections: int = _MAX_CONNECTIONS,
@@ -316,8 +321,9 @@ class RedisStore(SharedStore):
             probe_lease_ttl: Seconds a half-open probe lease lasts unless its holder renews it
                 (it does while its probe runs, every third of it, in the rounds of the store's
                 thread): a crashed prober blocks the others this long. At least 3 times
-                ``flush_interval`` (a shorter lease expired while its probe ran, and another
-                replica probed too).
+                ``flush_interval + timeout``, a round of that thread with its round trip (a
+                shorter lease expired while its probe ran, and another replica probed too).
+                ``None``: 5 s, or those 3 rounds if longer (a ``timeout`` over 1.56 s).
             key_ttl: Seconds a breaker's cluster state is kept after its last change (at least 0.001).
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
@@ -353,7 +359,7 @@ class RedisStore(SharedStore):
         }
         seconds, pooled = _check_settings(_OWNER, namespace, durations, max_connections)
         client, subscriber, sockets, async_factory = _connect(url, seconds["timeout"], pooled)
-        return cls(
+        store = cls(
             client,
             subscriber,
             namespace=namespace,
@@ -362,6 +368,8 @@ class RedisStore(SharedStore):
             async_client_factory=async_factory,
             **seconds,
         )
+        store._made = (url, {"namespace": namespace, "max_connections": pooled, **seconds})
+        return store
 
     def _async_client_maker(self, factory: Callable[[], Any] | None) -> Callable[[], Any]:
         """What makes an event loop's client (:class:`LoopClients`): ``factory``, its client checked.
@@ -392,6 +400,30 @@ class RedisStore(SharedStore):
             return made
 
         return make
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle as a new store of the same URL and settings: in a worker process, a replica of its own.
+
+        A store is a process's threads, locks and connections: a config naming it, sent to a
+        ``spawn`` or ``forkserver`` worker (``multiprocessing``, a process pool), gives the
+        worker a store of its own on the same Redis and namespace, as a forked worker's store is
+        one (:meth:`_forked`). The configs that name this one share the new one in one pickle.
+
+        Raises:
+            TypeError: It was not made by :meth:`from_url` (built of clients: no URL to make another of).
+        """
+        if self._made is None:
+            msg = "RedisStore: only a store made by RedisStore.from_url is pickled (made again of its URL)"
+            raise TypeError(msg)
+        return (_remade, self._made)
+
+    def __copy__(self) -> RedisStore:
+        """A copy is the store itself: configs copied in this process share its threads and connections."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> RedisStore:
+        """As :meth:`__copy__`: a deep copy of a config names the same store."""
+        return self
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
 
@@ -888,6 +920,11 @@ class RedisStore(SharedStore):
         return f"RedisStore(namespace={self._namespace!r}, {health}, ops={self.ops})"
 
 
+def _remade(url: str, settings: dict[str, Any]) -> RedisStore:
+    """Make an unpickled store (:meth:`RedisStore.__reduce__`)."""
+    return RedisStore.from_url(url, **settings)
+
+
 def _closing(error: BaseException) -> GeneratorExit | None:
     """The ``GeneratorExit`` that ``error`` was raised while handling, if any (its coroutine is closing)."""
     seen: BaseException | None = error.__context__
@@ -935,7 +972,13 @@ def _check_settings(
         cast("str", namespace).encode()
     except UnicodeEncodeError:  # a lone surrogate: no key or channel of it could be sent
         raise fail(owner, "namespace", "a name UTF-8 can encode", namespace) from None
-    seconds = {name: check_duration(owner, name, value) for name, value in durations.items()}
+    seconds = {
+        name: check_duration(owner, name, value)
+        for name, value in durations.items()
+        if value is not None or name != "probe_lease_ttl"
+    }
+    if "probe_lease_ttl" not in seconds:  # the default: 5 s, or the shortest a lease may be if longer
+        seconds["probe_lease_ttl"] = max(_LEASE_TTL, _lease_rounds_ms(seconds) / 1000)
     for name in ("probe_lease_ttl", "key_ttl"):
         if seconds[name] < _SHORTEST_TTL:
             rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
@@ -945,24 +988,36 @@ def _check_settings(
 
 
 def _check_lease_ttl(owner: str, seconds: dict[str, float], given: object) -> None:
-    """Refuse a ``probe_lease_ttl`` under :data:`_LEASE_ROUNDS` times ``flush_interval``.
+    """Refuse a ``probe_lease_ttl`` under :data:`_LEASE_ROUNDS` rounds of the store's thread.
 
     A lease's holder renews it a third of its TTL after the last renewal, in a round of the
-    store's thread (one every ``flush_interval``): a TTL shorter than three rounds expired while
-    its probe ran, and another replica took the lease and probed too (2 probes at once with
-    ``half_open_max_calls=1``, a TTL of 0.3 s and ``flush_interval=0.5``). Compared in
-    milliseconds, as Redis expires keys: ``3 * 0.1`` is 0.30000000000000004 seconds, but 300 ms.
+    store's thread: one every ``flush_interval``, whose round trips take up to ``timeout`` each
+    before the store counts an outage. A TTL shorter than three such rounds expired while its
+    probe ran, and another replica took the lease and probed too (2 probes at once with
+    ``half_open_max_calls=1``: a TTL of 0.3 s and ``flush_interval=0.5``; or 0.3 s,
+    ``flush_interval=0.1`` and round trips of 0.3 s within a 1 s ``timeout``, Redis slow but
+    never away). Compared in milliseconds, as Redis expires keys: ``3 * 0.1`` is
+    0.30000000000000004 seconds, but 300 ms.
 
     Raises:
         ValueError: It is shorter (the message names ``<owner>.probe_lease_ttl``).
     """
-    round_ms = round(seconds["flush_interval"] * 1000)
-    if round(seconds["probe_lease_ttl"] * 1000) < _LEASE_ROUNDS * round_ms:
+    shortest_ms = _lease_rounds_ms(seconds)
+    if round(seconds["probe_lease_ttl"] * 1000) < shortest_ms:
         rule = (
-            f">= {_LEASE_ROUNDS} x flush_interval = {_LEASE_ROUNDS * round_ms / 1000:g} s "
+            f">= {_LEASE_ROUNDS} x (flush_interval + timeout) = {shortest_ms / 1000:g} s "
             "(its holder renews it in the store's rounds while its probe runs)"
         )
         raise fail(owner, "probe_lease_ttl", rule, given)
+
+
+def _lease_rounds_ms(seconds: Mapping[str, float]) -> int:
+    """The shortest ``probe_lease_ttl`` in milliseconds: :data:`_LEASE_ROUNDS` rounds of the store's thread.
+
+    A round waits ``flush_interval``, then makes round trips of up to ``timeout`` each
+    (:func:`_check_lease_ttl`).
+    """
+    return _LEASE_ROUNDS * (round(seconds["flush_interval"] * 1000) + round(seconds["timeout"] * 1000))
 
 
 def _check_client(parameter: str, value: object) -> None:

@@ -328,8 +328,10 @@ def test_a_sync_waiter_on_a_slow_link_takes_its_permit_no_earlier_than_the_serve
     redis_url: str, proxy: TcpFaultProxy
 ) -> None:
     """Replica B, 100 ms each way from Redis, waits for the permit due 1/3 s after replica A's: never less."""
-    near = RedisStore.from_url(redis_url, namespace="rlslow", timeout=2.0)
-    far = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rlslow", timeout=2.0)
+    near = RedisStore.from_url(redis_url, namespace="rlslow", timeout=2.0, probe_lease_ttl=7.0)
+    far = RedisStore.from_url(
+        f"redis://127.0.0.1:{proxy.port}/0", namespace="rlslow", timeout=2.0, probe_lease_ttl=7.0
+    )
     try:
         config = {"rate": 3.0, "burst": 1, "max_wait": 1.0}
         a = RateLimiter("api", RateLimiterConfig(store=near, **config))
@@ -362,7 +364,9 @@ def test_a_thread_interrupted_while_redis_answers_is_counted_as_cancelled(
     assert redis_url
     main = threading.get_ident()
     assert main == threading.main_thread().ident
-    store = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rlint", timeout=5.0)
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{proxy.port}/0", namespace="rlint", timeout=5.0, probe_lease_ttl=16.0
+    )
     previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
     try:
         limiter = RateLimiter("interrupted", RateLimiterConfig(rate=1.0, burst=5, store=store))
@@ -513,8 +517,10 @@ def _far_replica_behind(
     proxy: TcpFaultProxy, redis_url: str
 ) -> tuple[RedisStore, RedisStore, RateLimiter, RateLimiter]:
     """Replica A next to Redis and replica B behind the proxy (connected; :func:`_far` makes it far)."""
-    near = RedisStore.from_url(redis_url, namespace="rl-late", timeout=3.0)
-    far = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rl-late", timeout=3.0)
+    near = RedisStore.from_url(redis_url, namespace="rl-late", timeout=3.0, probe_lease_ttl=10.0)
+    far = RedisStore.from_url(
+        f"redis://127.0.0.1:{proxy.port}/0", namespace="rl-late", timeout=3.0, probe_lease_ttl=10.0
+    )
     a = RateLimiter("api", RateLimiterConfig(store=near, **_LATE))  # type: ignore[arg-type]
     b = RateLimiter("api", RateLimiterConfig(store=far, **_LATE))  # type: ignore[arg-type]
     return near, far, a, b

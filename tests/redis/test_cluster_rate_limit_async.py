@@ -82,7 +82,7 @@ async def test_a_slow_redis_does_not_block_the_loop_and_admits_exactly_the_budge
     proxy: TcpFaultProxy, redis_url: str
 ) -> None:
     """Redis 2 s slow (within the store's timeout): 12 coroutines wait without stalling the loop; 5 get the 5 permits left."""
-    store = RedisStore.from_url(_via(proxy), namespace="rla", timeout=SLOW + 1.5)
+    store = RedisStore.from_url(_via(proxy), namespace="rla", timeout=SLOW + 1.5, probe_lease_ttl=11.0)
     other = RedisStore.from_url(redis_url, namespace="rla")
     try:
         config = RateLimiterConfig(rate=0.01, burst=7, store=store)
@@ -170,7 +170,9 @@ def test_a_sync_permit_waits_no_longer_than_the_callers_deadline(proxy: TcpFault
     Redis ends at the deadline, which the caller's scope raises as its timeout, not when Redis
     answers. The caller ran out of time, Redis did not fail: the store is not degraded, and the
     asker counts in ``cancelled``, as a coroutine that its deadline cancels does."""
-    store = RedisStore.from_url(_via(proxy), namespace="rl-deadline", timeout=SLOW + 1.5)
+    store = RedisStore.from_url(
+        _via(proxy), namespace="rl-deadline", timeout=SLOW + 1.5, probe_lease_ttl=11.0
+    )
     try:
         limiter = RateLimiter("deadline", RateLimiterConfig(rate=1.0, burst=5, store=store))
         assert limiter.call_sync(int) == 0  # connected
@@ -236,7 +238,7 @@ def test_event_loops_in_several_threads_share_one_budget(redis_url: str) -> None
 
 async def test_a_cancelled_asker_is_counted_and_admits_nothing(proxy: TcpFaultProxy) -> None:
     """A coroutine cancelled while Redis answers slowly is counted as cancelled; its call never runs."""
-    store = RedisStore.from_url(_via(proxy), namespace="rle", timeout=SLOW + 1.5)
+    store = RedisStore.from_url(_via(proxy), namespace="rle", timeout=SLOW + 1.5, probe_lease_ttl=11.0)
     try:
         limiter = RateLimiter("cancel", RateLimiterConfig(rate=1.0, burst=5, store=store))
         assert await limiter.call(_zero) == 0
@@ -390,7 +392,7 @@ def test_an_asker_freed_after_its_loop_closed_never_blocks_on_the_rules_lock(pro
     collector, which closes it on whichever thread allocates: maybe one that holds the cluster
     rules' lock (a caller asking allocates there). It gives its waiting place back and is counted
     cancelled once the lock is free, without blocking on it."""
-    store = RedisStore.from_url(_via(proxy), namespace="rl-freed", timeout=SLOW + 1.5)
+    store = RedisStore.from_url(_via(proxy), namespace="rl-freed", timeout=SLOW + 1.5, probe_lease_ttl=11.0)
     try:
         limiter = RateLimiter("freed", RateLimiterConfig(rate=1.0, burst=5, max_wait=1.0, store=store))
         assert asyncio.run(limiter.call(_zero)) == 0
@@ -410,7 +412,9 @@ def test_a_loop_closed_with_a_permit_pending_is_freed_with_its_client(proxy: Tcp
     connection closed with it, while the store stays open and no other loop asks it. Was: the
     store's entry for the loop held the client, whose connection held the loop, so that neither was
     ever freed (nor the socket closed) until another loop asked the store or the store closed."""
-    store = RedisStore.from_url(_via(proxy), namespace="rl-closed-loop", timeout=SLOW + 1.5)
+    store = RedisStore.from_url(
+        _via(proxy), namespace="rl-closed-loop", timeout=SLOW + 1.5, probe_lease_ttl=11.0
+    )
     try:
         limiter = RateLimiter("closed-loop", RateLimiterConfig(rate=1.0, burst=5, store=store))
         proxy.set("delay", SLOW / 2)
@@ -479,7 +483,9 @@ async def test_a_thousand_coroutines_share_at_most_max_connections(
     ``maxclients`` or the process' file descriptors ran out before the budget did). The others wait
     for a free connection, well within the timeout on a local server.
     """
-    store = RedisStore.from_url(redis_url, namespace="pool", timeout=10.0, max_connections=4)
+    store = RedisStore.from_url(
+        redis_url, namespace="pool", timeout=10.0, max_connections=4, probe_lease_ttl=31.0
+    )
     try:
         limiter = RateLimiter("many", RateLimiterConfig(rate=1_000_000.0, burst=1000, store=store))
         ran: list[int] = []

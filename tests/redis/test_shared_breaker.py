@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -491,10 +492,36 @@ def test_a_store_made_of_two_sync_clients_shares_a_trip(redis_url: str) -> None:
 
 
 def test_a_probe_lease_of_three_rounds_is_taken_to_the_millisecond() -> None:
-    """``probe_lease_ttl`` 3 times ``flush_interval`` is taken: ``3 * 0.1`` is not above 0.3."""
+    """``probe_lease_ttl`` 3 times ``flush_interval + timeout`` is taken: ``3 * (0.1 + 0.25)`` is not above 1.05."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    RedisStore.from_url(url, probe_lease_ttl=0.3, flush_interval=0.1).close()
-    RedisStore.from_url(url, probe_lease_ttl=0.6, flush_interval=0.2).close()
+    RedisStore.from_url(url, probe_lease_ttl=1.05, flush_interval=0.1).close()
+    RedisStore.from_url(url, probe_lease_ttl=0.6, flush_interval=0.1, timeout=0.1).close()
+    RedisStore.from_url(url, probe_lease_ttl=0.9, flush_interval=0.2, timeout=0.1).close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "lease_ms"),
+    [
+        ({}, 5000),  # 3 x (0.1 + 0.25) = 1.05 s: the default's 5 s
+        ({"timeout": 1.56}, 5000),  # 3 x 1.66 = 4.98 s
+        ({"timeout": 2.0}, 6300),  # 3 x (0.1 + 2.0): the shortest a lease may be, past 5 s
+        ({"timeout": 1.0, "flush_interval": 1.0}, 6000),
+        ({"timeout": 0.0006, "flush_interval": 0.0006}, 5000),
+    ],
+)
+def test_a_store_given_no_probe_lease_ttl_takes_5_s_or_three_rounds_if_longer(
+    settings: dict[str, float], lease_ms: int
+) -> None:
+    """With no ``probe_lease_ttl``, a store whose rounds are long (a ``timeout`` of 2 s) is made,
+    its leases as long as three rounds: the default never refuses the settings beside it."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    store = RedisStore.from_url(url, **settings)  # type: ignore[arg-type]
+    try:
+        assert store.lease_ttl_ms == lease_ms
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="probe_lease_ttl") if lease_ms > 5000 else contextlib.nullcontext():
+        RedisStore.from_url(url, probe_lease_ttl=5.0, **settings).close()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -512,7 +539,8 @@ def test_a_probe_lease_of_three_rounds_is_taken_to_the_millisecond() -> None:
         ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
         # A lease that expires between two renewals while its probe runs: 3 rounds at least.
         ({"probe_lease_ttl": 0.3, "flush_interval": 0.5}, ValueError, "probe_lease_ttl"),
-        ({"probe_lease_ttl": 0.29}, ValueError, "probe_lease_ttl"),  # flush_interval 0.1: 0.3 at least
+        ({"probe_lease_ttl": 1.04}, ValueError, "probe_lease_ttl"),  # 3 x (0.1 + 0.25): 1.05 at least
+        ({"probe_lease_ttl": 0.3, "flush_interval": 0.1, "timeout": 0.5}, ValueError, "probe_lease_ttl"),
         ({"probe_lease_ttl": 5.0, "flush_interval": 2.0}, ValueError, "probe_lease_ttl"),
         ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
         ({"max_connections": 0}, ValueError, "max_connections"),
@@ -532,8 +560,9 @@ def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(
     key TTL of 0 ms deleted each state as it was written. A query option a client of the store
     does not take made each operation that opened a connection raise a ``TypeError``, a rate
     limiter's permit to its caller too. A lease TTL shorter than three rounds of the store's
-    thread (``flush_interval``) expired while its probe ran: another replica took the lease and
-    probed at once (2 probes with ``half_open_max_calls=1``, a TTL of 0.3 s and ``flush_interval=0.5``).
+    thread (``flush_interval``, then round trips of up to ``timeout``) expired while its probe ran:
+    another replica took the lease and probed at once (2 probes with ``half_open_max_calls=1``, a
+    TTL of 0.3 s and ``flush_interval=0.5``, or round trips of 0.3 s within a 1 s ``timeout``).
     """
     options: dict[str, object] = {"url": "redis://127.0.0.1:6379/0", **arguments}
     with pytest.raises(error, match=rf"RedisStore\.from_url\.{field}"):
@@ -701,7 +730,9 @@ async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) 
 
 def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str) -> None:
     """success_threshold=3 met by 1 probe success on one replica and 2 on another closes every replica."""
-    stores = [RedisStore.from_url(redis_url, namespace="probes", probe_lease_ttl=0.6) for _ in range(3)]
+    stores = [
+        RedisStore.from_url(redis_url, namespace="probes", probe_lease_ttl=0.6, timeout=0.1) for _ in range(3)
+    ]
     try:
         config = CircuitBreakerConfig(timeout=0.3, half_open_max_calls=3, success_threshold=3)
         with namesakes_expected():
@@ -745,7 +776,10 @@ def test_slow_probes_on_several_replicas_are_summed_to_reopen(redis_url: str) ->
     Judged on its own slow probe alone (1 of 2: under the threshold of 1.0), the second replica
     closed the cluster's breaker on a dependency still slow.
     """
-    stores = [RedisStore.from_url(redis_url, namespace="slow-probes", probe_lease_ttl=0.6) for _ in range(2)]
+    stores = [
+        RedisStore.from_url(redis_url, namespace="slow-probes", probe_lease_ttl=0.6, timeout=0.1)
+        for _ in range(2)
+    ]
     try:
         config = CircuitBreakerConfig(
             timeout=0.3,
@@ -795,7 +829,7 @@ def test_a_replica_that_publishes_its_own_trip_keeps_no_probe_of_an_earlier_peri
     import redis  # noqa: PLC0415 - the redis extra, here only
 
     store = RedisStore.from_url(
-        redis_url, namespace="own-trip", flush_interval=30.0, probe_lease_ttl=90.0, resync_interval=60.0
+        redis_url, namespace="own-trip", flush_interval=30.0, probe_lease_ttl=91.0, resync_interval=60.0
     )
     client = redis.Redis.from_url(redis_url)
     try:
@@ -1117,7 +1151,7 @@ def test_an_idle_replica_takes_no_probe_lease_from_the_replica_with_calls(redis_
     idle_store = RedisStore.from_url(redis_url, namespace="idle", probe_lease_ttl=30.0, resync_interval=0.01)
     # Its rounds only when something happens to it (a call, a trip): the idle store's come first.
     busy_store = RedisStore.from_url(
-        redis_url, namespace="idle", probe_lease_ttl=90.0, flush_interval=30.0, resync_interval=30.0
+        redis_url, namespace="idle", probe_lease_ttl=91.0, flush_interval=30.0, resync_interval=30.0
     )
     try:
         config = CircuitBreakerConfig(timeout=0.2, success_threshold=1)
@@ -1154,8 +1188,10 @@ def _half_open_alone(
     """A store and its breaker, tripped and published, the cluster's OPEN period over (Redis' clock)."""
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    # Three rounds of its thread to a lease, the shortest TTL it takes.
-    store = RedisStore.from_url(redis_url, namespace=namespace, probe_lease_ttl=ttl, flush_interval=ttl / 3)
+    # Three rounds of its thread (a wait and a round trip) to a lease, the shortest TTL it takes.
+    store = RedisStore.from_url(
+        redis_url, namespace=namespace, probe_lease_ttl=ttl, flush_interval=ttl / 6, timeout=ttl / 6
+    )
     settings: dict[str, object] = {"failure_threshold": 1, "timeout": 0.05, **options}
     breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
     first_round(store)
@@ -1181,7 +1217,7 @@ def test_a_replica_whose_probe_ran_takes_the_lease_again_only_for_a_call(redis_u
     """
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    store, breaker = _half_open_alone(redis_url, "probed", 0.3, success_threshold=2)
+    store, breaker = _half_open_alone(redis_url, "probed", 0.6, success_threshold=2)
     client = redis.Redis.from_url(redis_url)
     try:
         link = breaker._core._shared
@@ -1265,7 +1301,7 @@ def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(re
     """
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    ttl_ms = 300
+    ttl_ms = 600
     store, breaker = _half_open_alone(redis_url, "sparse", ttl_ms / 1000, success_threshold=1)
     client = redis.Redis.from_url(redis_url)
     try:
@@ -1278,7 +1314,7 @@ def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(re
         # No probe runs, so nothing renews the lease: held past its TTL, it was taken again.
         wait_for(
             lambda: _server_ms(client) > taken + 4 * ttl_ms and client.get(lease) == link._id.encode(),
-            5.0,
+            8.0,
             "the lease held four TTLs after it was taken",
         )
         assert _admits(lambda: breaker.call_sync(int))

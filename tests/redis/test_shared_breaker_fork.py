@@ -112,7 +112,9 @@ def test_a_forked_child_runs_no_probe_on_its_parents_lease(proxy: TcpFaultProxy)
     parent probed on it too: two probes with ``half_open_max_calls=1``.
     """
     url = f"redis://127.0.0.1:{proxy.port}/0"
-    store = RedisStore.from_url(url, namespace="forked-lease", timeout=5.0, flush_interval=0.05)
+    store = RedisStore.from_url(
+        url, namespace="forked-lease", timeout=5.0, flush_interval=0.05, probe_lease_ttl=16.0
+    )
     try:
         config = CircuitBreakerConfig(failure_threshold=1, timeout=0.05, success_threshold=1, store=store)
         breaker = CircuitBreaker("db", config)

@@ -405,7 +405,7 @@ def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call
     (``probe_lease_ttl``), as after a crashed prober.
     """
     prober_store = RedisStore.from_url(_via(proxy), namespace="giving", probe_lease_ttl=1.0, timeout=0.2)
-    other_store = RedisStore.from_url(redis_url, namespace="giving", probe_lease_ttl=1.0)
+    other_store = RedisStore.from_url(redis_url, namespace="giving", probe_lease_ttl=1.0, timeout=0.2)
     real = SharedBreaker._give_up
 
     def outage_meanwhile(link: SharedBreaker, breaker: CircuitBreaker) -> Any:
@@ -441,6 +441,74 @@ def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call
     finally:
         proxy.set("pass")
         prober_store.close()
+        other_store.close()
+
+
+def _shortest_lease_ttl(**options: float) -> float:
+    """The shortest ``probe_lease_ttl`` (a multiple of 0.1 s) that ``from_url`` takes beside ``options``."""
+    for tenths in range(1, 100):
+        try:
+            RedisStore.from_url(
+                f"redis://127.0.0.1:{free_port()}/0", probe_lease_ttl=tenths / 10, **options
+            ).close()
+        except ValueError:
+            continue
+        return tenths / 10
+    raise AssertionError(options)
+
+
+def test_the_shortest_lease_taken_outlives_a_probe_whose_holders_round_trips_take_most_of_the_timeout(
+    proxy: TcpFaultProxy, redis_url: str
+) -> None:
+    """A holder whose round trips are slow but within ``timeout`` (no outage) keeps its lease while it probes.
+
+    It renews the lease in the rounds of its store's thread: each waits ``flush_interval``, then
+    makes its round trips, each up to ``timeout`` before the store counts an outage. A TTL of 3
+    ``flush_interval``s (0.3 s) was taken beside a 1 s ``timeout``: with round trips of 0.3 s
+    the lease expired between two renewals, and the other replica took it and probed too (2
+    probes at once with ``half_open_max_calls=1``; its calls then ran, 58 of them, the breaker
+    closed by its probe while the holder's still ran).
+    """
+    flush, timeout = 0.1, 1.0
+    ttl = _shortest_lease_ttl(flush_interval=flush, timeout=timeout)
+    options = {"namespace": "slow-lease", "probe_lease_ttl": ttl, "flush_interval": flush, "timeout": timeout}
+    holder_store = RedisStore.from_url(_via(proxy), **options)  # type: ignore[arg-type]
+    other_store = RedisStore.from_url(redis_url, **options)  # type: ignore[arg-type]
+    probing, release = threading.Event(), threading.Event()
+
+    def probe() -> None:
+        probing.set()
+        release.wait(30.0)
+
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=1)
+        with namesakes_expected():
+            holder = CircuitBreaker("db", dataclasses.replace(config, store=holder_store))
+            other = CircuitBreaker("db", dataclasses.replace(config, store=other_store))
+        first_round(holder_store)
+        first_round(other_store)
+        holder.force_open(0.2)
+        wait_for(lambda: holder.state is other.state is CircuitState.OPEN, 2.0, "both OPEN")
+        wait_for(lambda: holder._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        _rejected(holder)  # HALF_OPEN, no lease yet: it asks for one
+        wait_for(lambda: _leases(holder) == 1, 3.0, "the lease taken for the call")
+        prober = threading.Thread(target=holder.call_sync, args=(probe,), daemon=True)
+        prober.start()
+        assert probing.wait(5.0)
+        proxy.set("delay", 0.15)  # each way: round trips of 0.3 s, well within the 1 s timeout
+        watched = time.monotonic() + ttl + 1.5  # a lease not renewed in time has expired by then
+        admitted = 0
+        while time.monotonic() < watched:
+            admitted += _admits(other)
+            time.sleep(0.02)
+        assert (holder_store.outages, holder_store.degraded) == (0, False)  # slow, never away
+        assert admitted == 0, f"the other replica ran {admitted} calls while the holder probed (TTL {ttl} s)"
+        release.set()
+        prober.join(5.0)
+    finally:
+        release.set()
+        proxy.set("pass")
+        holder_store.close()
         other_store.close()
 
 
@@ -656,7 +724,7 @@ def test_a_store_closed_under_calls_in_flight_reports_no_outage(
     proxy: TcpFaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """close() ends the permits in flight (their connections close): the fallback answers, no outage, no warning."""
-    store = RedisStore.from_url(_via(proxy), namespace="closing", timeout=5.0)
+    store = RedisStore.from_url(_via(proxy), namespace="closing", timeout=5.0, probe_lease_ttl=16.0)
     limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
     assert limiter.try_acquire()
     proxy.set("delay", 0.5)
@@ -843,7 +911,9 @@ def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
     and returned with the subscriber still connecting.
     """
     monkeypatch.setattr(redis_store_module, "_SUBSCRIBER_POLL", 60.0)
-    store = RedisStore.from_url(_via(proxy), namespace="close-partitioned", timeout=3.0, resync_interval=60.0)
+    store = RedisStore.from_url(
+        _via(proxy), namespace="close-partitioned", timeout=3.0, resync_interval=60.0, probe_lease_ttl=10.0
+    )
     limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # the store's thread idles
     wait_for(lambda: _subscribed(redis_url, "close-partitioned:events", 1), 5.0, "the subscription")
     proxy.set("drop")
@@ -907,7 +977,7 @@ def test_close_ends_the_operations_in_flight_on_a_slow_redis_at_once(
     opened is now shut down by close(), and none is opened after it.
     """
     proxy.set("delay", 1.0)  # each way
-    store = RedisStore.from_url(_via(proxy), namespace="close-slow", timeout=5.0)
+    store = RedisStore.from_url(_via(proxy), namespace="close-slow", timeout=5.0, probe_lease_ttl=16.0)
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store))
         # The subscriber's handshake and the store's first read of the breaker's state are sent.
@@ -939,7 +1009,9 @@ def test_a_subscription_the_network_dropped_silently_is_made_again(
     """
     # A PING every 0.3 s of silence; a healthy one answers in milliseconds, so its 2 s timeout
     # is never reached on a loaded machine (a false "no answer" would count a second error).
-    store = RedisStore.from_url(_via(proxy), namespace="severed", timeout=2.0, resync_interval=0.3)
+    store = RedisStore.from_url(
+        _via(proxy), namespace="severed", timeout=2.0, resync_interval=0.3, probe_lease_ttl=7.0
+    )
     try:
         limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # the store's thread idles
         wait_for(lambda: _subscribed(redis_url, "severed:events", 1), 5.0, "the subscription")
@@ -1124,7 +1196,7 @@ def test_close_keeps_the_trip_whose_publication_is_in_flight(
     publication is the cluster's to lose, so close() waits for its request to be sent (the
     server runs it, replied or not: it arrives here 0.2 s later).
     """
-    store = RedisStore.from_url(_via(proxy), namespace="closing-trip", timeout=2.0)
+    store = RedisStore.from_url(_via(proxy), namespace="closing-trip", timeout=2.0, probe_lease_ttl=7.0)
     try:
         breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, store=store))
         first_round(store)
@@ -1151,7 +1223,7 @@ def test_close_waits_for_a_publication_to_be_sent_not_for_its_reply(
     alone, a trip over CLOSED included. It now waits until the request is sent: 0.6 s is far
     from both figures.
     """
-    store = RedisStore.from_url(_via(proxy), namespace="closing-sent", timeout=3.0)
+    store = RedisStore.from_url(_via(proxy), namespace="closing-sent", timeout=3.0, probe_lease_ttl=10.0)
     trips = _PublishingTrips(store._client)
     trips.gate.set()  # no wait: it says when the publication's round trip starts
     try:
