@@ -23,6 +23,7 @@ from otel_resilience.engine.deadline import (
 from otel_resilience.engine.events import Outcome
 
 if TYPE_CHECKING:
+    import weakref
     from collections.abc import Callable, Mapping
 
 __all__ = [
@@ -80,14 +81,19 @@ class ExecutionContext:
             :attr:`Outcome.FAILURE` when it returns a result its policy judged a failure
             (:meth:`result_failed`), or what a strategy that answered (fallback) or recovered
             it (recovery, :meth:`recovered`) set.
+        nested: On an attempt's context only, and unset until a race runs inside it (two
+            hedgings in one chain): a weak reference to the latest such race, which the race
+            this attempt belongs to stops in the turn it is over
+            (:meth:`~otel_resilience.engine.hedge._Race.stop`).
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
         held: On an attempt's context only, and unset until an attempt of a race that runs
             inside it (two hedgings in one chain) first waits for a step's admission: how many
             such attempts wait there now, or were stopped or turned away there (cancelled,
-            interrupted, rejected); one fewer once a wait admits its attempt or raises anything
-            but a rejection. Read with :attr:`branches` by
+            interrupted, rejected), or were stopped before their tasks ran (their race stopped
+            by the one this attempt belongs to); one fewer once a wait admits its attempt or
+            raises anything but a rejection. Read with :attr:`branches` by
             :func:`~otel_resilience.engine.hedge.held_back`: every attempt run inside it held
             back, it ran nothing.
         branches: On an attempt's context only, and unset (one) until a race that runs inside it
@@ -120,6 +126,7 @@ class ExecutionContext:
         "kwargs",
         "late",
         "max_attempts",
+        "nested",
         "operation",
         "outcome",
         "parent",
@@ -144,6 +151,8 @@ class ExecutionContext:
     operation: str
     attempt: int
     max_attempts: int | None
+    nested: weakref.ref[Any]
+    """Unset until a race runs in this attempt of another (two hedgings in one chain): that race."""
     outcome: Outcome
     parent: ExecutionContext | None
     properties: dict[str, Any] | None

@@ -56,7 +56,10 @@ starts, waits, cancels and awaits. The race, in order:
    win (so does an attempt that ends the race with an interrupt: 7 and 8). An attempt started
    beside the winner whose task had not run yet when it won never runs (as when tasks start
    eagerly, where none is started after a win); nor does one after an attempt that ended the
-   race with an interrupt. Nor does one the end of the race finds still *held back* in a step's
+   race with an interrupt; nor, with two hedgings in one chain, an attempt of the race a loser
+   runs inside it whose task had not run yet: the winner's task stops that race in the same turn
+   (:meth:`_Race.stop_nested`, as a cancellation of the caller does), before the loser's own
+   cancellation reaches it. Nor does one the end of the race finds still *held back* in a step's
    wait for its admission, having run nothing (the policy's own bulkhead queue, a rate
    limiter's permit; :func:`held_back`, the mark that wait sets,
    :attr:`ExecutionContext.queued`): it is cancelled there. The hedge reads that mark where it
@@ -100,6 +103,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import weakref
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.actions import Wait
@@ -131,6 +136,7 @@ __all__ = [
     "TRIGGERS",
     "Hedge",
     "held_back",
+    "hold_back_enclosing",
     "race",
 ]
 
@@ -315,6 +321,7 @@ class _Race:
     """The state of one race: the attempts, their running tasks, and the winner."""
 
     __slots__ = (
+        "__weakref__",
         "attempts",
         "clock",
         "ctx",
@@ -356,6 +363,8 @@ class _Race:
         self.failed = False
         self.recovered = ctx.outcome is _RECOVERED
         """Whether the execution had recovered before the race (a retry around it runs it again)."""
+        if ctx.parent is not None:  # run in an attempt of another race, which may stop it (:meth:`stop`)
+            ctx.nested = weakref.ref(self)
         self.more = True
         self.latest = 0.0
         self.delay: float | None = None
@@ -537,6 +546,45 @@ class _Race:
         for task in self.tasks:
             if task is not current:
                 task.cancel()
+        self.stop_nested()
+
+    def stop_nested(self) -> None:
+        """Stop, in this turn of the loop, the race each attempt runs inside it (two hedgings in one chain).
+
+        The cancellation of an attempt's task reaches it a turn later, and the task of its inner
+        race's original (started as it entered that race) may be due before: that original would
+        run, and call the dependency once this race is over. Stopped now (:meth:`stop`), it never
+        runs, and the attempt that ran nothing but an inner race none of whose attempts had run
+        is held back (:func:`held_back`): no win over it, no hedge sent. The attempt whose task
+        runs this (the winner, or one that ended the race) is done with its own inner race.
+        """
+        for attempt in self.attempts:
+            nested: weakref.ref[_Race] | None = getattr(attempt.ctx, "nested", None)
+            inner = None if nested is None else nested()
+            if inner is not None:
+                inner.stop()
+
+    def stop(self) -> None:
+        """Stop this race, run inside an attempt of another that is over (:meth:`stop_nested`).
+
+        It is over (:attr:`over`): an attempt whose task has not run yet never runs, and one
+        that ends now is a loser. Every attempt's task is cancelled; those that had not run are
+        counted held back in the enclosing attempts (:func:`hold_back_enclosing`), as attempts
+        stopped in the wait for their admission are: they ran nothing. A race over already
+        (decided, or stopped) cancels its own.
+        """
+        if self.over:
+            return
+        self.over = True
+        unstarted = 0
+        for task in self.tasks:
+            coro = task.get_coro()
+            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                unstarted += 1
+            task.cancel()
+        if unstarted:  # each attempt of this race was forked from its context
+            hold_back_enclosing(self.attempts[0].ctx, unstarted)
+        self.stop_nested()
 
     def told(self, attempt: _Attempt, error: BaseException) -> BaseException:
         """What the hedge is told of the ``error`` that ended ``attempt``'s run (being handled, in its task).
@@ -702,6 +750,7 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
             if type(stopped) is GeneratorExit:  # closed, not cancelled: nothing may be awaited now
                 _cancel_unawaited(contest.tasks)
             else:
+                contest.stop_nested()
                 await _cancel_all(contest.tasks)  # re-raises a cancellation that came meanwhile
         finally:
             # Counted whatever ends the wait: a second cancellation while the attempts ended too.
@@ -740,8 +789,8 @@ def held_back(attempt: ExecutionContext) -> bool:
     its own (two hedgings in one chain) is held back while every attempt run inside it is
     (:attr:`ExecutionContext.held` of :attr:`ExecutionContext.branches`: that race's original
     and each hedge it started, the wait counting every enclosing attempt,
-    :func:`~otel_resilience.engine.step._hold_back_enclosing`), and stays so when they are stopped
-    there or turned away: a hedge started inside it is no re-run of it
+    :func:`hold_back_enclosing`), and stays so when they are stopped there or turned away, or
+    stopped before their tasks ran (:meth:`_Race.stop`): a hedge started inside it is no re-run of it
     (:meth:`ExecutionContext.fork`). An attempt turned away itself
     (:attr:`ExecutionContext.rejected`) is not held back: the race tells the hedge so
     (:meth:`Hedge.turned_away`).
@@ -752,6 +801,26 @@ def held_back(attempt: ExecutionContext) -> bool:
     if held:
         return held >= getattr(attempt, "branches", 1)
     return getattr(attempt, "queued", False) is True
+
+
+def hold_back_enclosing(attempt: ExecutionContext, change: int) -> None:
+    """Count ``change`` attempts of ``attempt``'s race in or out of those held back in each enclosing attempt.
+
+    An attempt of an outer race that runs a race of its own (two hedgings in one chain) ran
+    nothing while every attempt run inside it (:attr:`ExecutionContext.branches`: that race's
+    original, and each hedge started in it) is held back: a count of them
+    (:attr:`ExecutionContext.held`) in the context ``attempt`` was forked from and each attempt
+    that one runs in, up to the execution. One more as ``attempt`` starts waiting for its
+    admission (``change`` 1), one fewer once its wait admits it or raises (-1), kept when the
+    wait is stopped or rejects it (turned away, it ran nothing either); and one more for each
+    attempt of a race whose task had not run when the race was stopped (:meth:`_Race.stop`). An
+    outer race decided meanwhile reads it at once (:func:`held_back`): no hedge sent, no win
+    over it, before the inner race was even stopped. On these rare paths only.
+    """
+    outer = cast("ExecutionContext", attempt.parent)
+    while outer.parent is not None:  # an attempt of an enclosing race, up to the execution
+        outer.held = getattr(outer, "held", 0) + change
+        outer = outer.parent
 
 
 def _first_run(attempt: ExecutionContext) -> bool:

@@ -76,7 +76,7 @@ from otel_resilience.engine.deadline import (
     wait_sync_within_deadline,
     withdraw_deadline,
 )
-from otel_resilience.engine.hedge import Hedge, race
+from otel_resilience.engine.hedge import Hedge, hold_back_enclosing, race
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, check_name, describe, discard, fail
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
@@ -183,8 +183,9 @@ class Step:
             ``NOT_STANDING``, set by :meth:`__init__`, for none): set it before it is linked.
         opens_attempts: Whether the step opens an attempt scope for each run of the rest of the
             chain (a retry, a hedging: ``False`` by default). A step outside it that runs the
-            chain again (a recovery's re-run) leaves the run's scope to it, so that no attempt
-            has two; with none inside, it opens the scope itself.
+            chain again (a recovery's re-run, a retry's attempt) leaves the run's scope to it
+            (:meth:`scopes_inside`), so that no attempt has two; with none inside, it opens the
+            scope itself.
         names_failures: Whether the step names the error of each failed run of the rest of the
             chain as the dependency's last error (a retry: ``False`` by default). A step outside
             it that runs the chain again (a recovery's re-run) leaves the naming to it, and names
@@ -261,6 +262,20 @@ class Step:
         self._linked = False  # set when a pipeline is built with it: it may wrap no other step then
         self._plan: _Plan = []  # filled in place by settle(): the step before this one holds it
         self.standing: Standing = NOT_STANDING
+
+    def scopes_inside(self) -> bool:
+        """Whether a step of the rest of the chain opens an attempt scope for each of its runs.
+
+        The one rule by which a step that runs the chain again (a recovery's re-run, a retry's
+        attempt) leaves the attempt's scope to a step inside it (:attr:`opens_attempts`: a
+        retry, a hedging, whose race opens one for each of its attempts, the original too), so
+        that no attempt has two scopes (two attempt spans with one number). Read when the step
+        settles, never per call.
+        """
+        step = self.next
+        while step is not TERMINAL and not step.opens_attempts:
+            step = step.next
+        return step is not TERMINAL
 
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
@@ -917,12 +932,13 @@ async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
     (:func:`~otel_resilience.engine.hedge.held_back`, which also tells whether the chain ran
     before). Set here only, on a wait: an attempt admitted at once pays nothing for it. An
     attempt of a race that runs inside an attempt of another (two hedgings in one chain) is
-    counted held back in the enclosing attempts too (:func:`_hold_back_enclosing`).
+    counted held back in the enclosing attempts too
+    (:func:`~otel_resilience.engine.hedge.hold_back_enclosing`).
     """
     held = ctx.queued = token.admission
     nested = held and cast("ExecutionContext", ctx.parent).parent is not None
     if nested:
-        _hold_back_enclosing(ctx, 1)
+        hold_back_enclosing(ctx, 1)
     try:
         admitted = await token.wait()
     except Exception as error:
@@ -930,30 +946,12 @@ async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
         if isinstance(error, ExecutionRejectedError):
             ctx.rejected = True  # turned away: it ran nothing, and stays counted so in the enclosing ones
         elif nested:
-            _hold_back_enclosing(ctx, -1)
+            hold_back_enclosing(ctx, -1)
         raise
     ctx.queued = False
     if nested:
-        _hold_back_enclosing(ctx, -1)
+        hold_back_enclosing(ctx, -1)
     return admitted
-
-
-def _hold_back_enclosing(attempt: ExecutionContext, change: int) -> None:
-    """Count ``attempt`` in or out of the attempts held back inside each enclosing attempt of a race.
-
-    An attempt of an outer race that runs a race of its own (two hedgings in one chain) ran
-    nothing while every attempt run inside it (:attr:`ExecutionContext.branches`: that race's
-    original, and each hedge started in it) is held back in the wait for its admission: a count
-    of them (:attr:`ExecutionContext.held`), one more as ``attempt`` starts waiting (``change``
-    1), one fewer once its wait admits it or raises (-1), kept when the wait is stopped or
-    rejects it (turned away, it ran nothing either). An outer race decided meanwhile reads it at once
-    (:func:`~otel_resilience.engine.hedge.held_back`): no hedge sent, no win over it, before the
-    inner race was even stopped. On a nested wait for an admission only.
-    """
-    outer = cast("ExecutionContext", attempt.parent)
-    while outer.parent is not None:  # an attempt of an enclosing race, up to the execution
-        outer.held = getattr(outer, "held", 0) + change
-        outer = outer.parent
 
 
 class _Terminal(Step):

@@ -94,7 +94,10 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   `resilience.attempt`, unique in the execution (a recovery re-run takes the next number, it
   does not restart at 1); the first attempt runs directly in the execution span, so a call that
   succeeds at once opens one span only. Every attempt of a retry, the first included, is timed
-  in `resilience.attempt.duration`. A recovery re-run is an attempt too: a retry (or hedging)
+  in `resilience.attempt.duration`. Each attempt has one span: a retry with a hedging inside it
+  leaves its attempts' spans (and their timing) to the hedging, whose race opens one for each
+  of its attempts, the original (the retry's attempt, with its number) included. A recovery
+  re-run is an attempt too: a retry (or hedging)
   inside the recovery opens its span and times it, as any of its runs; with neither, the
   recovery does (`resilience.pattern` `recovery`), after the re-run's delay and
   `restart_hook`. The backoff before each retry is the

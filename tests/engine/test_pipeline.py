@@ -428,10 +428,11 @@ def test_execution_context_started_by_hand_or_by_a_driver_is_the_same() -> None:
     # only once an attempt of a race waits for its admission (not even by ``fork``); ``spared`` only
     # once an attempt that called nothing gives its place under the cap back (``spare``); ``answering``
     # only once a race records which attempt answered, on its rare paths (``answered_by``); ``branches``
-    # and ``held`` only once a race inside an attempt starts a hedge or waits for an admission
+    # and ``held`` only once a race inside an attempt starts a hedge or waits for an admission;
+    # ``nested`` only once a race runs inside an attempt of another
     unset = object()
     assert [getattr(by_hand, f, unset) for f in fields] == [getattr(by_driver, f, unset) for f in fields]
-    unset_fields = ["answering", "branches", "held", "late", "queued", "rejected", "spared"]
+    unset_fields = ["answering", "branches", "held", "late", "nested", "queued", "rejected", "spared"]
     assert [f for f in fields if getattr(by_hand, f, unset) is unset] == unset_fields
     assert by_hand.fork(new_attempt=False).rejected is False
     assert getattr(by_hand.fork(new_attempt=False), "queued", unset) is unset

@@ -23,6 +23,7 @@ from otel_resilience import (
     CircuitBreakerConfig,
     FallbackConfig,
     FallbackStrategy,
+    HedgingConfig,
     Jitter,
     ResilienceConfig,
     ResilienceManager,
@@ -79,6 +80,15 @@ async def _run(
     for _ in range(3):  # an async cache write runs as a task of its own
         await asyncio.sleep(0)
     return result
+
+
+def _async(fn: Callable[[], int]) -> Callable[[], Any]:
+    """``fn`` as an async function."""
+
+    async def call() -> int:
+        return fn()
+
+    return call
 
 
 def _outcomes(otel: Any, policy: str) -> dict[str, int]:
@@ -228,6 +238,32 @@ async def test_a_retry_of_what_the_breaker_judged_failed_recovers_with_a_good_re
     assert cache.data == {"k": 200}
     counts = manager.get_resilience_statistics()["policies"][config.name]
     assert (counts["failed"], counts["successful_after_failure"]) == (0, 1)
+
+
+async def test_a_hedged_attempts_result_the_breaker_judged_failed_ends_the_race_unless_hedge_on_result_rejects_it(
+    otel: Any,
+) -> None:
+    """Hedging's own ``hedge_on_result`` decides which result ends the race (Polly's ``ShouldHandle``).
+
+    As a retry runs the call again only if its ``retry_on_result`` rejects the value too, a
+    hedging starts the next attempt only if its ``hedge_on_result`` rejects it: without it, the
+    503 the breaker counted a failure is the answer (the execution a failure); with it, the hedge
+    runs and its 200 recovers the execution.
+    """
+    manager = ResilienceManager(clock=FakeClock())
+    outcomes = {}
+    for rejecting in (None, _server_error):
+        name = f"breaker-judged-hedged-{next(_ids)}"
+        config = ResilienceConfig(
+            name=name,
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=5, record_result=_server_error),
+            hedging=HedgingConfig(mode="fallback", max_attempts=2, hedge_on_result=rejecting),
+        )
+        handle = manager.policy(name, config)
+        result = await handle.execute(_async(_answers(503, 200)))
+        outcomes[rejecting] = (result, _outcomes(otel, name), handle.get_stats()["hedging"]["hedges"])
+    assert outcomes[None] == (503, {"failure": 1}, 0)
+    assert outcomes[_server_error] == (200, {"recovered": 1}, 1)
 
 
 @needs_task_cancelling

@@ -721,3 +721,43 @@ async def test_the_outer_hedge_won_event_names_the_outer_originals_number_whatev
     [winner] = [s for s in outer_attempts if s.attributes[sc.ATTEMPT_TYPE] == "original"]
     [won] = [e for e in winner.events if e.name == sc.EV_HEDGE_WON]
     assert won.attributes[sc.ATTEMPT] == winner.attributes[sc.ATTEMPT] == 1
+
+
+async def test_a_retried_race_has_one_attempt_span_per_attempt_number(otel) -> None:
+    """A retry around hedging: the first race's two attempts fail, the second's hedge answers.
+
+    Each attempt has one span, its number unique in the execution (what ``resilience.attempt``
+    means): the second race's original is 3, its hedge 4, each a child of the execution span as
+    the first race's are; the retry leaves its attempts' spans to the hedging inside it. Before:
+    the retry opened a span of its own for its second attempt, also ``resilience.attempt`` 3
+    (outcome ``success``, though attempt 3 was cancelled and 4 answered), the parent of the
+    second race's.
+    """
+    name = _fresh("retried-race")
+    clock = FakeClock()
+    retry = Retry(name, RetryPolicy(max_attempts=2, initial_delay=1.0, jitter="none"), clock=clock)
+    hedging = Hedging(name, HedgingConfig(delay=0.05), clock=clock)
+    pipeline = (
+        PipelineBuilder(name, clock=clock).add(retry.as_strategy(name)).add(hedging.as_strategy(name)).build()
+    )
+    dependency = Dependency(ConnectionError("a"), ConnectionError("b"), HANG, "answer")
+    assert await pipeline.execute(dependency) == "answer"
+    spans = otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+    numbered = sorted(
+        (
+            s.attributes[sc.ATTEMPT],
+            s.attributes[sc.PATTERN],
+            s.attributes.get(sc.ATTEMPT_TYPE),
+            s.attributes[sc.OUTCOME],
+        )
+        for s in spans
+    )
+    assert numbered == [
+        (1, "hedging", "original", "failure"),
+        (2, "hedging", "hedge", "failure"),
+        (3, "hedging", "original", "cancelled"),
+        (4, "hedging", "hedge", "success"),
+    ]
+    execution = otel.span(name)
+    assert {s.parent.span_id for s in spans} == {execution.context.span_id}
+    assert execution.attributes[sc.OUTCOME] == "recovered"

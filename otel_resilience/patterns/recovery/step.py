@@ -253,10 +253,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         (:attr:`Rerun.last`), unless a step inside names each failure itself
         (:attr:`~otel_resilience.engine.step.Step.names_failures`: a retry), which saw the later ones.
         """
-        step = self.next
-        while step is not TERMINAL and not step.opens_attempts:
-            step = step.next
-        self._scopes = step is TERMINAL
+        self._scopes = not self.scopes_inside()
         step = self.next
         while step is not TERMINAL and not step.names_failures:
             step = step.next

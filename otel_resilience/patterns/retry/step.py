@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.engine.events import TelemetryHub
     from otel_resilience.engine.step import Action
     from otel_resilience.patterns.retry.policy import OnRetry
 
@@ -500,6 +501,17 @@ class _Attempts:
             self.telemetry.end_attempt(handles, outcome, error)
 
 
+class _Unscoped:
+    """Attempt listeners of none: what a retry link reads when a step inside it opens its attempts' scopes."""
+
+    __slots__ = ()
+
+    attempt_listeners: Final = ()
+
+
+_UNSCOPED: Final = _Unscoped()
+
+
 class _RetryStep(Link[RetryPolicy]):
     """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
 
@@ -510,7 +522,7 @@ class _RetryStep(Link[RetryPolicy]):
     budget's level for as long as the link lives.
     """
 
-    __slots__ = ("__weakref__", "_budget", "_core", "_first", "_hook_is_async", "seconds")
+    __slots__ = ("__weakref__", "_budget", "_core", "_first", "_hook_is_async", "_listening", "seconds")
 
     kind: ClassVar[str] = "retry"
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
@@ -524,6 +536,8 @@ class _RetryStep(Link[RetryPolicy]):
         self._hook_is_async = core.hook_is_async
         self._budget = core.budget
         self.seconds = core.attempt_timeout
+        self._listening: TelemetryHub | _Unscoped = telemetry.hub
+        """Whose attempt listeners this link opens its attempts' scopes for (:meth:`settle`)."""
         # Attempt 1's token when no scope is open: a Counted when no result is judged (its success
         # is only counted, by the drivers: _RetryCore.accepts); the hooks take it for None.
         counts = core.stats._first_attempt_successes
@@ -538,6 +552,18 @@ class _RetryStep(Link[RetryPolicy]):
             telemetry.hub.follow_attempts(self.standing)
 
     budget = ReadOnly[RetryBudget | None]("_budget", "The retry budget of the link's policy, or ``None``.")
+
+    def settle(self) -> list[Any]:
+        """Record the plan (:meth:`Step.settle`), and who opens the scope of each attempt.
+
+        This link opens them, unless a step inside it opens a scope for each run of the chain
+        (:meth:`~otel_resilience.engine.step.Step.scopes_inside`: a hedging, whose race opens
+        one for each of its attempts, the original too): that attempt's scope then is its, and
+        this link opens none (no attempt has two spans with one number). Read once here, never
+        per call: the link then reads attempt listeners of none (:data:`_UNSCOPED`).
+        """
+        self._listening = _UNSCOPED if self.scopes_inside() else self._telemetry.hub
+        return super().settle()
 
     def get_stats(self) -> dict[str, int]:
         """Return the retry's counts (shared by all its links), as :meth:`Retry.get_stats` does."""
@@ -565,7 +591,7 @@ class _RetryStep(Link[RetryPolicy]):
             raise self._core.async_hook_error()
         if self._budget is not None and ctx.attempt == 1:  # once per execution: not on a re-run
             self._budget.deposit()
-        if self._telemetry.hub.attempt_listeners:
+        if self._listening.attempt_listeners:
             handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
             return _Attempts(ctx, self._telemetry, handles) if handles else self._first
         return self._first
@@ -828,7 +854,7 @@ class _RetryStep(Link[RetryPolicy]):
         token.count += 1
         token.previous = delay = wait.delay
         token.withdrawal = wait.withdrawal
-        retry = RunAgain(delay, token, token.start if self._telemetry.hub.attempt_listeners else None)
+        retry = RunAgain(delay, token, token.start if self._listening.attempt_listeners else None)
         action: Action
         if core.hook is None:
             action = retry

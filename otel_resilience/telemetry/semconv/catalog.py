@@ -322,9 +322,11 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "recovery re-run, a hedged attempt still running at the deadline) ends `timeout`, "
         f"`error.type` `{TIMEOUT_ERROR_TYPE}`, in both drivers, and so does the execution of a "
         "policy nested in that deadline's scope. "
-        "Opened by the retry or the hedging that makes the attempt; a "
-        "recovery re-run with neither inside the recovery is opened by the recovery "
-        "(`resilience.pattern` `recovery`).",
+        "Opened by the retry or the hedging that makes the attempt, one span per attempt: a "
+        "retry with a hedging inside it opens none, each of its attempts being the original of "
+        "a race, whose span the hedging opens (a child of the execution span, as every attempt "
+        "of that race); a recovery re-run with neither inside the recovery is opened by the "
+        "recovery (`resilience.pattern` `recovery`).",
         (POLICY, PATTERN, NAME, ATTEMPT, OUTCOME),
         (ERROR_TYPE, HTTP_RESEND_COUNT, ATTEMPT_TYPE),
     ),

@@ -121,7 +121,9 @@ _ATTEMPT_DURATION = InstrumentSpec(
     "inside the recovery is timed too (`resilience.pattern` `recovery`: its re-runs only, the "
     "first run being the execution's own). An attempt of a hedged execution carries "
     "`resilience.attempt.type` (`original` or `hedge`), so the hedges' latency can be read "
-    "beside the originals'. Recorded only while a meter provider is configured; nothing is "
+    "beside the originals'. A retry with a hedging inside it leaves the timing to the hedging, "
+    "which times each attempt of its races: every attempt is timed once. Recorded only while a "
+    "meter provider is configured; nothing is "
     "timed otherwise.",
     (POLICY, PATTERN, NAME, OUTCOME),
     (ERROR_TYPE, ATTEMPT_TYPE),
