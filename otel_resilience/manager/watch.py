@@ -379,6 +379,8 @@ class ConfigWatch(_Looker):
         # never an older file after a newer one; stop() waits for the look under way. Reentrant: a
         # customize may stop the watch whose look calls it. Free in a forked child.
         self._checking = fork_safe(threading.RLock())
+        # The thread whose look is under way (its ident), for stop() called from that look.
+        self._looking: int | None = None
         # The file applied (or refused) last: its stamp, the hash of its content, and when the
         # look that read it began (its stamp is trusted once its times are well before that).
         looked_at, stamp, content = self._first_look(manager._clock)
@@ -416,6 +418,7 @@ class ConfigWatch(_Looker):
         """Start the watch's thread again in a forked child (the parent's did not come along)."""
         if not self._stop.is_set():
             self._stop = threading.Event()  # its lock may have been held by a thread of the parent
+            self._looking = None  # a look under way in the parent's thread did not come along
             self._thread = self._start()
 
     def _load(self, content: bytes | OSError, last: ConfigFile | None) -> ConfigFile:
@@ -457,7 +460,14 @@ class ConfigWatch(_Looker):
         with self._checking:
             if self._stop.is_set():
                 return False
-            return self._check_locked()
+            outer, self._looking = self._looking, threading.get_ident()
+            try:
+                applied = self._check_locked()
+            finally:
+                self._looking = outer
+        if outer is None and self._stop.is_set():  # stopped by this look: the thread may end now
+            self._join()
+        return applied
 
     def _check_locked(self) -> bool:
         looked_at = time.time_ns()
@@ -548,15 +558,25 @@ class ConfigWatch(_Looker):
         """Stop watching (the policies keep their configs); waits for the watch thread to end.
 
         A :meth:`check` under way in another thread ends first (no policy changes once this
-        returns); a later one applies nothing.
+        returns); a later one applies nothing. Called by the look under way (its ``customize``),
+        it returns at once: that look goes on, and waits for the thread once it is over (the
+        thread may be waiting for it).
         """
         _RUNNING.discard(self)
         WATCHES.unregister(self)
         self._stop.set()
+        if self._looking == threading.get_ident():
+            # Called by the look under way (its customize): the thread may be waiting for that
+            # look, so the look, which goes on, waits for the thread once it is over (check).
+            return
+        self._join()
+        with self._checking:  # a caller's check() under way has ended
+            pass
+
+    def _join(self) -> None:
+        """Wait for the watch's thread to end (unless this is it), once it was told to stop."""
         if self._thread is not threading.current_thread():
             self._thread.join()
-        with self._checking:  # a caller's check() under way has ended (this thread's goes on)
-            pass
 
     def __enter__(self) -> ConfigWatch:
         return self

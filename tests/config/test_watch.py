@@ -1364,6 +1364,61 @@ def test_a_customize_may_stop_the_watch_whose_check_calls_it(tmp_path: Path) -> 
     assert not watches[0].check()
 
 
+class _GatedLook:
+    """A watch's look lock whose own thread waits at a gate, then says it asks for the lock."""
+
+    def __init__(self, watch: ConfigWatch) -> None:
+        self._watch = watch
+        self._lock = watch._checking
+        self.gate = threading.Event()
+        self.asking = threading.Event()
+
+    def __enter__(self) -> object:
+        if threading.current_thread() is self._watch._thread:
+            self.gate.wait(10.0)
+            self.asking.set()
+        return self._lock.__enter__()
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
+def test_a_customize_may_stop_the_watch_while_its_thread_waits_for_the_look_under_way(
+    tmp_path: Path,
+) -> None:
+    """stop() from a customize of a caller's check(), while the watch's thread waits for that look
+    to end, returns, and the thread ends once the look is over (was: stop() waited for the
+    thread, which waited for the look that called stop(): both hung for good)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    watches: list[ConfigWatch] = []
+    gated: list[_GatedLook] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if name == "inventory" and watches and threading.current_thread() is not watches[0]._thread:
+            gated[0].gate.set()  # the watch's thread now asks for the lock this look holds
+            assert gated[0].asking.wait(10.0)
+            watches[0].stop()
+        return config
+
+    manager = _manager()
+    watch = manager.watch(path, interval=0.01, customize=customize)
+    gated.append(_GatedLook(watch))
+    watch._checking = gated[0]  # type: ignore[assignment] # the lock, with a gate for the thread
+    watches.append(watch)
+    _write(path, SECOND)
+    looked: list[bool] = []
+    # Two looks apply the change (the first, if the thread's look just before the gate saw it)
+    checker = threading.Thread(target=lambda: looked.append(watch.check() or watch.check()), daemon=True)
+    checker.start()
+    checker.join(10.0)
+    assert not checker.is_alive(), "stop() from a customize hung"
+    assert looked == [True]  # the look under way finished
+    assert not watch._thread.is_alive()  # and waited for the thread, once it could end
+    assert manager.policy("inventory").config.timeout == 1.0
+    assert not watch.check()
+
+
 def test_last_error_says_why_the_file_in_force_is_not_the_files_until_one_is_applied(tmp_path: Path) -> None:
     """``watch.last_error``: ``None`` at start, the refusal's type and message (as the warning logs
     it) while the file is refused, ``None`` again once a version is applied."""
