@@ -37,8 +37,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   once the retry (or a recovery's re-run) goes on after it, it is closed, its connection not reused
   (:meth:`HttpRetryOn.dropped`), so a host answering errors with huge bodies costs each
   attempt the retry drops 64 KiB and a chunk, not the body; a compressed one (a gzip body
-  of 64 KiB decodes to 64 MB; one gzipped twice, each layer stepped through; a brotli one, a
-  bounded piece at a time) is decoded no further than that either.
+  of 64 KiB decodes to 64 MB; one gzipped twice, each layer stepped through; a brotli or zstd
+  one, a bounded piece at a time) is decoded no further than that either.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
   (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
   or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed

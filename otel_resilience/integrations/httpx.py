@@ -39,13 +39,14 @@ the proxy to the transport wrapped.
 from __future__ import annotations
 
 import asyncio
-import importlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar
 
 import httpcore
 import httpx
 from httpcore._async.connection_pool import AsyncPoolRequest
+from httpx import _decoders as httpx_decoders
 from httpx._decoders import BrotliDecoder, ContentDecoder, MultiDecoder
 from httpx._multipart import MultipartStream
 
@@ -241,52 +242,145 @@ def _decoders(response: httpx.Response) -> Sequence[Decoder]:
 def _bounded(decoder: ContentDecoder) -> Decoder:
     """``decoder``, or one giving a bounded piece of its output per call where httpx's does not.
 
-    httpx's brotli decoder gives all a piece of input decodes to at once: unlike gzip's (66 KB
-    at most for a step of 64 bytes), 52 bytes of brotli decode to 64 MiB. With the ``brotli``
-    package's output limit (1.2 and later), the drain gets it a piece at a time
-    (:class:`_BoundedBrotli`); other decoders (``brotlicffi``'s, without it) are httpx's own.
+    httpx's brotli and zstd decoders give all a piece of input decodes to at once: unlike gzip's
+    (66 KB at most for a step of 64 bytes), 52 bytes of brotli decode to 64 MiB, and 64 bytes of
+    zstd to 2 MiB (16 blocks of 128 KiB). The drain gets them a bounded piece at a time
+    (:class:`_Bounded`): brotli with its output limit (``brotli`` or ``brotlicffi`` 1.2 and
+    later; an older one's decoder is httpx's own), zstd fed a few bytes at a time.
     """
     if isinstance(decoder, BrotliDecoder):
         decompressor = decoder.decompressor
-        if not hasattr(decompressor, "decompress") and hasattr(decompressor, "can_accept_more_data"):
-            return _BoundedBrotli(decompressor, importlib.import_module("brotli").error)
+        if hasattr(decompressor, "can_accept_more_data"):  # the output limit: brotli or brotlicffi 1.2+
+            package = vars(httpx_decoders)["brotli"]  # the one httpx decodes with: brotli or brotlicffi
+            return _BoundedBrotli(decompressor, package.error)
+    elif _ZSTD is not None and isinstance(decoder, _ZSTD):
+        return _BoundedZstd(vars(httpx_decoders)["zstandard"])
     return decoder
 
 
+_ZSTD: Final[type[ContentDecoder] | None] = httpx_decoders.SUPPORTED_DECODERS.get("zstd")
+"""httpx's zstd decoder, where httpx has one and ``zstandard`` is installed (else ``None``)."""
+
 _OUTPUT_LIMIT: Final = 64 * 1024
-"""The decoded bytes a :class:`_BoundedBrotli` asks brotli for at most per call (its
-``output_buffer_limit``, which it passes by a buffer's growth at most: some 96 KiB)."""
+"""The decoded bytes a :class:`_Bounded` gives at most per call, about (brotli's
+``output_buffer_limit``, which it passes by a buffer's growth at most: some 96 KiB; zstd's, which
+it passes by a block at most: 192 KiB)."""
+
+_ZSTD_PIECE: Final = 4
+"""The raw bytes a :class:`_BoundedZstd` feeds zstd at a time: a block of zstd takes 4 bytes at
+least (one byte repeated, an RLE block), so at most one that gives anything, 128 KiB at most,
+ends in each (a step of 64 bytes ends 16 of them: 2 MiB)."""
 
 
-class _BoundedBrotli:
-    """httpx's brotli decoding for the drain, a bounded piece of output per call (``held``: more to come).
+class _Bounded(ABC):
+    """httpx's decoding of one content coding for the drain, a bounded piece of output per call.
 
-    brotli's ``process(data, output_buffer_limit=...)`` gives at most about the limit, and, while
-    ``can_accept_more_data()`` is false, more with no input (the drain's
-    :class:`~otel_resilience.integrations.sending.Decoder` protocol: ``held``). Its errors are
-    httpx's ``DecodingError``, as httpx's decoder raises them.
+    A call gives at most about :data:`_OUTPUT_LIMIT` bytes, and holds the rest back (``held``,
+    the drain's :class:`~otel_resilience.integrations.sending.Decoder` protocol: it is called
+    again with no input for it). The package's errors are httpx's ``DecodingError``, as httpx's
+    decoder raises them.
     """
 
-    __slots__ = ("_decompressor", "_error", "held")
+    __slots__ = ("_error", "held")
 
-    def __init__(self, decompressor: Any, error: type[Exception]) -> None:
-        self._decompressor = decompressor
-        self._error = error  # brotli's
+    def __init__(self, error: type[Exception]) -> None:
+        self._error = error  # the package's
         self.held = False
 
     def decode(self, data: bytes) -> bytes:
         """Decode ``data`` (none while :attr:`held`): at most about :data:`_OUTPUT_LIMIT` bytes."""
-        decompressor = self._decompressor
         try:
-            given: bytes = decompressor.process(data, output_buffer_limit=_OUTPUT_LIMIT)
+            return self._give(data)
         except self._error as error:
             raise httpx.DecodingError(str(error)) from error
+
+    def flush(self) -> bytes:
+        """Nothing (all was given as it decoded): raises ``DecodingError`` where httpx's flush does."""
+        try:
+            self._end()
+        except self._error as error:
+            raise httpx.DecodingError(str(error)) from error
+        return b""
+
+    @abstractmethod
+    def _give(self, data: bytes) -> bytes:
+        """Decode ``data``: at most about :data:`_OUTPUT_LIMIT` bytes; :attr:`held` set."""
+
+    @abstractmethod
+    def _end(self) -> None:
+        """The body ended: raise the package's error where httpx's decoder raises one."""
+
+
+class _BoundedBrotli(_Bounded):
+    """httpx's brotli decoding for the drain: ``process(data, output_buffer_limit=...)``.
+
+    It gives at most about the limit, and, while ``can_accept_more_data()`` is false, more with
+    no input. At the end, ``brotlicffi``'s ``finish()`` tells a stream cut short, as httpx calls it.
+    """
+
+    __slots__ = ("_decompressor", "_seen")
+
+    def __init__(self, decompressor: Any, error: type[Exception]) -> None:
+        super().__init__(error)
+        self._decompressor = decompressor
+        self._seen = False
+
+    def _give(self, data: bytes) -> bytes:
+        decompressor = self._decompressor
+        self._seen = self._seen or bool(data)
+        given: bytes = decompressor.process(data, output_buffer_limit=_OUTPUT_LIMIT)
         self.held = not decompressor.can_accept_more_data()
         return given
 
-    def flush(self) -> bytes:
-        """Nothing: brotli gives all it has as it decodes (the drain asks while it holds output)."""
-        return b""
+    def _end(self) -> None:
+        finish = getattr(self._decompressor, "finish", None)  # brotlicffi's only
+        if self._seen and finish is not None:
+            finish()
+
+
+class _BoundedZstd(_Bounded):
+    """httpx's zstd decoding for the drain: ``zstandard``'s, fed :data:`_ZSTD_PIECE` bytes at a time.
+
+    zstandard's ``decompressobj`` gives all its input decodes to, and has no output limit: it is
+    fed a few bytes at a time until about :data:`_OUTPUT_LIMIT` came, the rest of the input held
+    for the next calls. A body may hold frames one after another, as httpx decodes them: each
+    decoded from where the last ended, wherever that is in what was fed (httpx's own decoder
+    refuses a frame starting a piece of input: its pieces are the network's, the drain's are steps).
+    """
+
+    __slots__ = ("_decompressor", "_input", "_started", "_zstandard")
+
+    def __init__(self, zstandard: Any) -> None:
+        super().__init__(zstandard.ZstdError)
+        self._zstandard = zstandard
+        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self._started = False  # the frame being decoded was fed a byte
+        self._input = b""  # what was given and not fed yet (held)
+
+    def _give(self, data: bytes) -> bytes:
+        data = self._input + data if self._input else data
+        given: list[bytes] = []
+        size = at = 0
+        decompressor = self._decompressor
+        while at < len(data) and size < _OUTPUT_LIMIT:
+            piece = data[at : at + _ZSTD_PIECE]
+            at += len(piece)
+            self._started = True
+            decoded = decompressor.decompress(piece)
+            if decoded:
+                given.append(decoded)
+                size += len(decoded)
+            if decompressor.eof:  # the frame ended: what follows it starts the next one
+                at -= len(decompressor.unused_data)
+                decompressor = self._decompressor = self._zstandard.ZstdDecompressor().decompressobj()
+                self._started = False
+        self._input = data[at:]
+        self.held = bool(self._input)
+        return b"".join(given)
+
+    def _end(self) -> None:
+        if self._started:  # a frame cut short
+            raise self._zstandard.ZstdError("Zstandard data is incomplete")
 
 
 def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:

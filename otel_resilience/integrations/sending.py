@@ -431,10 +431,10 @@ class HttpPolicy:
 class Decoder(Protocol):
     """A client's decoder of a body's ``Content-Encoding`` (httpx's), fed the raw body piece by piece.
 
-    One whose output a step of input does not bound (brotli's: 52 bytes decode to 64 MiB) may
-    give a bounded piece per call and hold the rest back: it then has a ``held`` attribute, true
-    while it holds output, and :class:`_Head` calls :meth:`decode` again with no input for it
-    before it feeds it more.
+    One whose output a step of input does not bound (brotli's: 52 bytes decode to 64 MiB) or
+    bounds too loosely (zstd's: 64 bytes to 2 MiB) may give a bounded piece per call and hold
+    the rest back, output or input: it then has a ``held`` attribute, true while it holds some,
+    and :class:`_Head` calls :meth:`decode` again with no input for it before it feeds it more.
     """
 
     def decode(self, data: bytes) -> bytes:

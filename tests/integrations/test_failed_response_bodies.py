@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import io
 import socket
+import sys
 import threading
 import tracemalloc
 import zlib
@@ -894,6 +895,191 @@ def test_a_brotli_failed_body_handed_to_the_caller_decodes_whole(
     server = raw(brotli_answer(503, size), brotli_answer(503, size))
     status, text = get_any(client, f"{server.url}/a")
     assert (status, text) == (503, "\0" * size)
+    assert server.sent == 2
+
+
+@pytest.fixture
+def brotlicffi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx decodes br with ``brotlicffi``, as where ``brotli`` is not installed (skipped without 1.2+)."""
+    module = pytest.importorskip("brotlicffi", minversion="1.2")
+    monkeypatch.setattr(httpx._decoders, "brotli", module)
+
+
+@pytest.mark.usefixtures("brotlicffi")
+@pytest.mark.parametrize("client", ["httpx", "httpx-async"])
+def test_a_brotli_failed_body_costs_its_attempt_a_bounded_amount_of_memory_with_brotlicffi(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """The brotli 503 of 52 bytes decoding to 64 MiB, decoded by httpx with ``brotlicffi``: a bounded piece at a time too."""
+    server = raw(brotli_answer(503, 64 * 2**20), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < MEMORY_BOUND
+
+
+@pytest.mark.usefixtures("brotlicffi")
+@pytest.mark.parametrize("client", ["httpx", "httpx-async"])
+@pytest.mark.parametrize("size", [2**10, 2**20])
+def test_a_brotli_failed_body_handed_to_the_caller_decodes_whole_with_brotlicffi(
+    raw: Callable[..., RawServer], client: str, size: int
+) -> None:
+    """Two brotli 503s decoded by httpx with ``brotlicffi``: the last decodes whole for the caller."""
+    server = raw(brotli_answer(503, size), brotli_answer(503, size))
+    status, text = get_any(client, f"{server.url}/a")
+    assert (status, text) == (503, "\0" * size)
+    assert server.sent == 2
+
+
+def zstd_zeros(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes (a multiple of 128 KiB) in blocks of 4 bytes, 128 KiB each.
+
+    Each block is zstd's largest (128 KiB) of one byte repeated (an RLE block): 64 MiB come in
+    2 KiB, 16 blocks in a step of 64 bytes (skipped without ``zstandard``, which httpx decodes with).
+    """
+    pytest.importorskip("zstandard")
+    blocks = size // 2**17
+    header = [(2**17 << 3 | 1 << 1 | int(last)).to_bytes(3, "little") for last in (False, True)]
+    window = bytes([(17 - 10) << 3])  # a window of 128 KiB: blocks of 128 KiB
+    return b"\x28\xb5\x2f\xfd\x00" + window + (header[0] + b"\0") * (blocks - 1) + header[1] + b"\0"
+
+
+def zstd_client(client: str) -> str:
+    """``client``, skipped where it does not decode zstd (requests and aiohttp: without ``backports.zstd``)."""
+    if client in {"requests", "aiohttp"}:
+        pytest.importorskip("compression.zstd" if sys.version_info >= (3, 14) else "backports.zstd")
+    return client
+
+
+def zstd_answer(status: int, size: int) -> Answer:
+    """A complete answer whose zstd body (``Content-Encoding: zstd``) decodes to ``size`` zero bytes."""
+    body = zstd_zeros(size)
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: zstd\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_zstd_failed_body_costs_its_attempt_a_bounded_amount_of_memory(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose zstd body of 2 KiB decodes to 64 MiB, then a 200: decoded a bounded piece at a time."""
+    client = zstd_client(client)
+    server = raw(zstd_answer(503, 64 * 2**20), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < MEMORY_BOUND
+
+
+@pytest.mark.parametrize("client", ["httpx", "httpx-async"])
+def test_httpx_decodes_a_zstd_failed_body_a_bounded_piece_at_a_time(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """The zstd 503 of 2 KiB decoding to 64 MiB: httpx's drain decodes a block past the limit, not a step.
+
+    A step of 64 bytes holds 16 of zstd's largest blocks (128 KiB of a byte repeated, 4 bytes
+    each): decoded at once, the attempt held 2 MiB, and a copy of it, to count 64 KiB.
+    """
+    server = raw(zstd_answer(503, 64 * 2**20), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < 2**20  # the drain limit and a block of 128 KiB past it, with room (a step: 2 MiB, twice)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("size", [2**17, 2**20])
+def test_a_zstd_failed_body_handed_to_the_caller_decodes_whole(
+    raw: Callable[..., RawServer], client: str, size: int
+) -> None:
+    """Two zstd 503s, within and over the drain limit decoded: the last decodes whole for the caller."""
+    server = raw(zstd_answer(503, size), zstd_answer(503, size))
+    status, text = get_any(zstd_client(client), f"{server.url}/a")
+    assert (status, text) == (503, "\0" * size)
+    assert server.sent == 2
+
+
+def zstd_frames(status: int, first: bytes, second: bytes) -> Answer:
+    """A complete answer whose zstd body is two frames: ``first`` (a raw block) and ``second``.
+
+    The first frame is :data:`~otel_resilience.integrations.sending._STEP` long with ``first``
+    of 55 bytes: it ends where a step of 64 bytes does.
+    """
+    zstandard = pytest.importorskip("zstandard")
+    block = (len(first) << 3 | 1).to_bytes(3, "little")  # a raw block, the frame's last
+    body = b"\x28\xb5\x2f\xfd\x00\x38" + block + first + zstandard.ZstdCompressor().compress(second)
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: zstd\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_zstd_failed_body_of_two_frames_reaches_the_caller_decoded(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """Two 503s whose zstd body is two frames, the first ending where a step of the drain does: the
+    last reaches the caller, decoded whole, as the client decodes it.
+
+    A body may hold many zstd frames, one after the other; the drain's decoding of it, a few
+    bytes at a time, must go on with the next frame wherever the last one ended.
+    """
+    first, second = b"x" * 55, b"y" * 1000
+    server = raw(zstd_frames(503, first, second), zstd_frames(503, first, second))
+    status, text = get_any(zstd_client(client), f"{server.url}/a")
+    assert (status, text) == (503, "x" * 55 + "y" * 1000)
+    assert server.sent == 2
+
+
+def cut_short(coding: str, body: bytes) -> Answer:
+    """A complete 503 whose ``coding`` body (``body``, all but its last byte) ends inside its stream."""
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 503 X\r\nContent-Encoding: {coding}\r\nContent-Length: {len(body) - 1}\r\n\r\n"
+        connection.sendall(head.encode() + body[:-1])
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("client", ["httpx", "httpx-async"])
+def test_httpx_retries_a_get_whose_zstd_failed_body_is_cut_short(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose zstd frame ends before its last block: a body httpx cannot decode, sent again."""
+    server = raw(cut_short("zstd", zstd_zeros(2**17)))
+    assert get_any(client, f"{server.url}/a") == (200, "ok")
+    assert server.sent == 2
+
+
+@pytest.mark.usefixtures("brotlicffi")
+@pytest.mark.parametrize("client", ["httpx", "httpx-async"])
+def test_httpx_retries_a_get_whose_brotli_failed_body_is_cut_short_with_brotlicffi(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose brotli stream is cut short: ``brotlicffi``'s decoding in httpx refuses it, so it is sent again."""
+    server = raw(cut_short("br", brotli_zeros(2**10)))
+    assert get_any(client, f"{server.url}/a") == (200, "ok")
     assert server.sent == 2
 
 
