@@ -59,6 +59,9 @@ Decisions, in short (``docs/operations.md`` has the long form):
   than :data:`RATE_LIMITED_RATIO` for :data:`RATE_LIMITED_FOR`, under the minimum-traffic
   guard. Shedding a burst is the limiter's job; shedding one call in ten for minutes means a
   caller keeps sending more than the limit allows, or the limit is too low for the real traffic.
+  A limiter that runs no execution (``try_acquire``, a keyed limiter used alone) counts no
+  rejection: :data:`A_RATE_LIMITER_REFUSING` judges it by the share of the permits asked of it that
+  it refused, with the same threshold, ``for`` and minimum traffic (in permit requests per second).
 * **A chaos drill is marked, not hidden**: :data:`A_CHAOS_DRILL` (severity ``info``) fires for
   a policy whose chaos links injected anything within :data:`CHAOS_DRILL_WINDOW`, the first
   injection included. It pages nobody; the shipped Alertmanager configuration uses it to mute
@@ -100,11 +103,13 @@ __all__ = [
     "A_ERROR_PATTERN",
     "A_FALLBACK_HIGH",
     "A_RATE_LIMITED",
+    "A_RATE_LIMITER_REFUSING",
     "A_RECOVERY_LOW",
     "A_RELOAD_FAILED",
     "A_RETRY_BUDGET",
     "A_RETRY_STORM",
     "A_STORE_DEGRADED",
+    "A_STORE_FLAPPING",
     "A_TIMEOUTS",
     "BREAKER_FLAPPING_FOR",
     "BREAKER_FLAPPING_TRIPS",
@@ -159,6 +164,8 @@ __all__ = [
     "R_FALLBACK_RATIO",
     "R_RATE_LIMITED",
     "R_RATE_LIMITED_RATIO",
+    "R_RATE_LIMITER_PERMITS",
+    "R_RATE_LIMITER_REFUSED_RATIO",
     "R_RECOVERY_ATTEMPTS",
     "R_RECOVERY_RATE",
     "R_RECOVERY_RATE_SPARSE",
@@ -167,11 +174,15 @@ __all__ = [
     "R_RETRY_BUDGET_DENIALS",
     "R_RETRY_RATIO",
     "R_STORE_DEGRADED",
+    "R_STORE_OUTAGES",
     "R_SUCCESS_RATIO",
     "R_TIMEOUTS",
     "R_TIMEOUT_RATIO",
     "SERIES_HISTORY",
     "STORE_DEGRADED_FOR",
+    "STORE_FLAPPING_FOR",
+    "STORE_FLAPPING_OUTAGES",
+    "STORE_FLAPPING_WINDOW",
     "TIMEOUT_RATIO",
     "AlertRule",
     "RecordingRule",
@@ -289,6 +300,13 @@ CONFIG_STALE_FOR: Final = "15m"
 STORE_DEGRADED_FOR: Final = "2m"
 """How long a shared store must stay unreachable before :data:`A_STORE_DEGRADED` fires: a store
 reconnects within seconds (its retries back off to 5 s), so two minutes is an outage, not a blip."""
+STORE_FLAPPING_WINDOW: Final = "30m"
+"""The window in which the outages of a shared store are counted (as a breaker's trips are)."""
+STORE_FLAPPING_OUTAGES: Final = 3
+"""Outages of a shared store within :data:`STORE_FLAPPING_WINDOW`, in one instance, that make it
+flapping: each shorter than :data:`STORE_DEGRADED_FOR`, together they put its shared breakers and
+rate limits on local state again and again."""
+STORE_FLAPPING_FOR: Final = "2m"
 RATE_LIMITED_FOR: Final = "5m"
 """How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
 retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
@@ -302,6 +320,7 @@ _WINDOWS: Final = (
     RETRY_BUDGET_WINDOW,
     CHAOS_DRILL_WINDOW,
     RELOAD_FAILED_WINDOW,
+    STORE_FLAPPING_WINDOW,
     SERIES_HISTORY,
 )
 
@@ -357,7 +376,8 @@ class RuleOptions:
     Attributes:
         runbook_url_base: Where ``<AlertName>.md`` runbooks are browsed (``runbook_url``).
         job_label: The label that names the service (``job``; ``service`` if you relabel).
-        min_execution_rate: Executions/s a policy needs before its ratios alert.
+        min_execution_rate: Executions/s a policy needs before its ratios alert (and permit
+            requests/s a rate limiter that runs no execution needs).
         ratio_alert_for: ``for`` of the retry-storm, fallback and timeout alerts.
         retry_storm_ratio: Retries per execution of a retry storm.
         fallback_ratio: Share of executions answered by a fallback that alerts.
@@ -376,8 +396,9 @@ class RuleOptions:
         recovery_for: ``for`` of the recovery alert.
         error_pattern_for: ``for`` of the error-pattern alert.
         retry_budget_for: ``for`` of the alert on a retry budget that keeps denying retries.
-        rate_limited_ratio: Share of a policy's executions its rate limiter shed that alerts.
-        rate_limited_for: ``for`` of the alert on sustained shedding by a rate limiter.
+        rate_limited_ratio: Share of a policy's executions its rate limiter shed that alerts (and
+            share of the permits asked of a limiter that runs no execution that it refused).
+        rate_limited_for: ``for`` of the alerts on sustained shedding by a rate limiter.
     """
 
     runbook_url_base: str = RUNBOOK_BASE_URL
@@ -537,6 +558,8 @@ _CB_STATE_SERIES: Final = naming.series(sc.CB_STATE_METRIC)
 _CB_SHARED: Final = naming.series(sc.CB_SHARED)
 _CB_TRANSITIONS: Final = naming.series(sc.CB_TRANSITIONS)
 _REJECTIONS: Final = naming.series(sc.REJECTIONS)
+_RL_PERMITS: Final = naming.series(sc.RL_PERMITS)
+_RL_PERMIT_RESULT: Final = naming.label(sc.RL_PERMIT_RESULT)
 _RETRIES: Final = naming.series(sc.RETRIES)
 _RETRY_EXHAUSTED: Final = naming.series(sc.RETRY_EXHAUSTED)
 _RETRY_BUDGET: Final = naming.series(sc.RETRY_BUDGET_AVAILABLE)
@@ -552,6 +575,7 @@ _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
 _CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
 _STORE_DEGRADED: Final = naming.series(sc.STORE_DEGRADED)
+_STORE_OUTAGES: Final = naming.series(sc.STORE_OUTAGES)
 _CHAOS_KIND: Final = naming.label(sc.CHAOS_KIND)
 _RELOADS: Final = naming.series(sc.RELOAD)
 _RELOAD_OUTCOME: Final = naming.label(sc.RELOAD_OUTCOME)
@@ -619,12 +643,22 @@ R_RATE_LIMITED_RATIO: Final = _record(
     "job_policy_name", _REJECTIONS, f"ratio_rate{RATE_WINDOW}", "_rate_limited_per_execution"
 )
 """The share of each policy's executions its rate limiter shed over :data:`RATE_WINDOW`."""
+R_RATE_LIMITER_PERMITS: Final = _record("job_name", _RL_PERMITS, f"rate{RATE_WINDOW}")
+"""Permits asked of each rate limiter per second over :data:`RATE_WINDOW`, whatever the answer."""
+R_RATE_LIMITER_REFUSED_RATIO: Final = _record(
+    "job_name", _RL_PERMITS, f"ratio_rate{RATE_WINDOW}", "_rejected_per_request"
+)
+"""The share of the permits asked of each rate limiter that it refused over :data:`RATE_WINDOW`
+(``try_acquire`` refusals included): the one measure of a limiter that runs no execution."""
 R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
 R_CHAOS_INJECTIONS: Final = _record("job_policy", _CHAOS_INJECTIONS, f"increase{CHAOS_DRILL_WINDOW}")
 R_STORE_DEGRADED: Final = _record("job_name", _STORE_DEGRADED, "sum")
 """Instances of each service whose shared store (by namespace) is unreachable now."""
+R_STORE_OUTAGES: Final = _record("job_name", _STORE_OUTAGES, f"increase{STORE_FLAPPING_WINDOW}")
+"""The most outages of each shared store (by namespace) one instance counted within
+:data:`STORE_FLAPPING_WINDOW`, each series' first included."""
 R_RELOAD_FAILURES: Final = _record("job_policy_error", _RELOADS, f"increase{RELOAD_FAILED_WINDOW}", "_failed")
 """Refused reloads of each named policy within :data:`RELOAD_FAILED_WINDOW`, by ``error.type``,
 each series' first included: above 0, the policy runs an older configuration than its file."""
@@ -647,10 +681,12 @@ A_FALLBACK_HIGH: Final = "ResilienceHighFallbackRate"
 A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
 A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
+A_RATE_LIMITER_REFUSING: Final = "ResilienceRateLimiterRefusing"
 A_CHAOS_DRILL: Final = "ResilienceChaosDrillActive"
 A_RELOAD_FAILED: Final = "ResilienceReloadFailed"
 A_CONFIG_STALE: Final = "ResilienceConfigStale"
 A_STORE_DEGRADED: Final = "ResilienceSharedStoreDegraded"
+A_STORE_FLAPPING: Final = "ResilienceSharedStoreFlapping"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -664,10 +700,12 @@ ALERT_NAMES: Final = (
     A_TIMEOUTS,
     A_RETRY_BUDGET,
     A_RATE_LIMITED,
+    A_RATE_LIMITER_REFUSING,
     A_CHAOS_DRILL,
     A_RELOAD_FAILED,
     A_CONFIG_STALE,
     A_STORE_DEGRADED,
+    A_STORE_FLAPPING,
 )
 """Every alert name, in the order of the rules file."""
 RULE_SEVERITIES: Final = checks.RULE_SEVERITIES
@@ -1272,11 +1310,16 @@ def _retry_budget_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
 
 
 def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
-    """The calls each policy's rate limiter shed, their share, and the alert on sustained shedding."""
+    """The calls each policy's rate limiter shed, their share, and the alert on sustained shedding.
+
+    Then the permits each limiter refused, their share, and the alert on a limiter that runs no
+    execution (``try_acquire``, a keyed limiter used alone) refusing as much: the same share and ``for``.
+    """
     job = o.job_label
     w = scale_duration(RATE_WINDOW, scale)
     limited_for = scale_duration(o.rate_limited_for, scale)
     shed = _sel(_REJECTIONS, _eq(_REJECTION_REASON, naming.value(sc.REJECTION_REASON, "rate_limited")))
+    refused = _sel(_RL_PERMITS, _eq(_RL_PERMIT_RESULT, naming.value(sc.RL_PERMIT_RESULT, "rejected")))
     return (
         RecordingRule(R_RATE_LIMITED, f"sum by ({job}, {_POLICY}, {_NAME}) (rate({shed}[{w}]))"),
         RecordingRule(
@@ -1295,6 +1338,29 @@ def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
             f"for {limited_for}, with at least {_exact(o.min_execution_rate)} executions/s): callers get "
             "RateLimitedError or a fallback's answer; a caller sends more than the limit allows, or the "
             "limit is below the real traffic.",
+            o.runbook_url_base,
+        ),
+        RecordingRule(R_RATE_LIMITER_PERMITS, f"sum by ({job}, {_NAME}) (rate({_RL_PERMITS}[{w}]))"),
+        RecordingRule(
+            R_RATE_LIMITER_REFUSED_RATIO,
+            f"sum by ({job}, {_NAME}) (rate({refused}[{w}]))\n/ on ({job}, {_NAME})\n"
+            f"({R_RATE_LIMITER_PERMITS} > 0)",
+        ),
+        AlertRule(
+            A_RATE_LIMITER_REFUSING,
+            f"{R_RATE_LIMITER_REFUSED_RATIO} > {_exact(o.rate_limited_ratio)}\n"
+            f"and on ({job}, {_NAME}) {R_RATE_LIMITER_PERMITS} >= {_exact(o.min_execution_rate)}\n"
+            f"unless on ({job}, {_NAME}) {R_RATE_LIMITED}",
+            limited_for,
+            "warning",
+            f"Rate limiter {{{{ $labels.resilience_name }}}} keeps refusing permits in "
+            f"{{{{ $labels.{job} }}}}",
+            f"Rate limiter {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} refused "
+            f"{{{{ $value | humanizePercentage }}}} of the permits asked of it over the last {w} (above "
+            f"{_pct(o.rate_limited_ratio)} for {limited_for}, with at least {_exact(o.min_execution_rate)} "
+            "requests/s). It runs no execution of a policy (try_acquire, or a keyed limiter used alone), so "
+            f"{A_RATE_LIMITED} cannot see it: its callers are refused; a caller asks for more than the limit "
+            "allows, or the limit is below the real traffic.",
             o.runbook_url_base,
         ),
     )
@@ -1366,9 +1432,17 @@ def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRu
 
 
 def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
-    """The alert that a shared store (Redis) has been unreachable: replicas run on local state."""
+    """The alerts that a shared store (Redis) has been unreachable, or keeps dropping out.
+
+    Either way its replicas run on local state.
+
+    Outages are counted per instance (the most any instance counted), as a breaker's trips are: a
+    blip that every replica sees at once is one outage, not one per replica.
+    """
     job = o.job_label
     wait = scale_duration(STORE_DEGRADED_FOR, scale)
+    window = scale_duration(STORE_FLAPPING_WINDOW, scale)
+    outages = _events(_STORE_OUTAGES, window, (job, naming.INSTANCE_LABEL, _NAME), scale)
     return (
         RecordingRule(R_STORE_DEGRADED, f"sum by ({job}, {_NAME}) ({_STORE_DEGRADED})"),
         AlertRule(
@@ -1381,6 +1455,20 @@ def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
             f'unreachable from {{{{ printf "%.0f" $value }}}} instance(s) of service {{{{ $labels.{job} }}}} '
             f"for {wait}: their shared breakers and rate limiters run on local state (each replica "
             "counts failures and probes on its own; rate limits follow their store_fallback).",
+            o.runbook_url_base,
+        ),
+        RecordingRule(R_STORE_OUTAGES, f"max by ({job}, {_NAME}) (\n{textwrap.indent(outages, '  ')}\n)"),
+        AlertRule(
+            A_STORE_FLAPPING,
+            f"{R_STORE_OUTAGES} >= {STORE_FLAPPING_OUTAGES}",
+            scale_duration(STORE_FLAPPING_FOR, scale),
+            "warning",
+            f"Shared store {{{{ $labels.resilience_name }}}} of {{{{ $labels.{job} }}}} keeps dropping out",
+            f"The shared store (Redis) of namespace {{{{ $labels.resilience_name }}}} became unreachable "
+            f'{{{{ printf "%.0f" $value }}}} times in the last {window} from one instance of service '
+            f"{{{{ $labels.{job} }}}} (threshold {STORE_FLAPPING_OUTAGES}): each time its shared breakers "
+            "and rate limiters ran on local state until it answered again (each replica counting failures "
+            "and probes on its own), too briefly each time to be reported as unreachable.",
             o.runbook_url_base,
         ),
     )
@@ -2527,6 +2615,63 @@ def _rate_limited_case() -> _Case:
     )
 
 
+def _rate_limiter_refusing_case() -> _Case:
+    rule = _rule(A_RATE_LIMITER_REFUSING)
+
+    def permits(name: str, result: str) -> str:
+        return _input(_RL_PERMITS, {_NAME: name, _RL_PERMIT_RESULT: result})
+
+    def limiter(
+        name: str, immediate: tuple[tuple[float, int], ...], refused: tuple[tuple[float, int], ...]
+    ) -> tuple[tuple[str, str], tuple[str, str]]:
+        return (
+            (permits(name, "immediate"), _counter(*immediate)),
+            (permits(name, "rejected"), _counter(*refused)),
+        )
+
+    shed = {
+        _POLICY: "checkout",
+        _PATTERN: "rate_limiter",
+        _NAME: "checkout",
+        _REJECTION_REASON: "rate_limited",
+    }
+    return _Case(
+        "rate limiter refusing: a limiter that runs no execution (try_acquire) refusing 80 % or 20 % of "
+        "its permits for 5m fires, and resolves once the refusals stop; 5 %, a one-minute burst (above 10 % "
+        "of the window for 4 minutes), too few "
+        "requests, or a policy's limiter (its sheds are ResilienceRateLimitedSustained's), stay silent",
+        A_RATE_LIMITER_REFUSING,
+        (
+            *limiter("tenants", ((12, 30), (60, 30)), ((48, 30), (0, 30))),
+            *limiter("partners", ((48, 60),), ((12, 60),)),
+            *limiter("quiet", ((57, 60),), ((3, 60),)),
+            *limiter("burst", ((60, 60),), ((0, 20), (50, 1), (0, 39))),
+            *limiter("rare", ((1, 60),), ((2, 60),)),
+            *limiter("checkout", ((12, 60),), ((48, 60),)),
+            (_input(_REJECTIONS, shed), _counter((48, 60))),
+            _execution_series("checkout", 60),
+        ),
+        (
+            ("3m", ()),
+            (
+                "12m",
+                (
+                    _Firing(rule, _job(**{_NAME: "tenants"}), "80%"),
+                    _Firing(rule, _job(**{_NAME: "partners"}), "20%"),
+                ),
+            ),
+            (
+                "26m",
+                (
+                    _Firing(rule, _job(**{_NAME: "tenants"}), "80%"),
+                    _Firing(rule, _job(**{_NAME: "partners"}), "20%"),
+                ),
+            ),
+            ("40m", (_Firing(rule, _job(**{_NAME: "partners"}), "20%"),)),
+        ),
+    )
+
+
 def _chaos_drill_case() -> _Case:
     rule = _rule(A_CHAOS_DRILL, "info")
 
@@ -2625,6 +2770,38 @@ def _store_degraded_case() -> _Case:
             ("13m", (_Firing(rule, _job(**{_NAME: "checkout"}), "1"),)),
             ("19m", (_Firing(rule, _job(**{_NAME: "checkout"}), "1"),)),
             ("22m", ()),
+        ),
+    )
+
+
+def _store_flapping_case() -> _Case:
+    rule = _rule(A_STORE_FLAPPING)
+
+    def store(name: str, instance: str = _INSTANCE_VALUE) -> dict[str, str]:
+        return {_NAME: name, naming.INSTANCE_LABEL: instance}
+
+    # checkout drops out for a minute every 3 minutes from t+1m to t+31m (10 outages, the gauge never
+    # 1 for two evaluations in a row); search twice in 30 minutes; three replicas once each, together.
+    flapping = _counter(*((1, 1), (0, 2)) * 10, (0, 60))
+    return _Case(
+        "shared store flapping: 3 outages within 30m in one instance fire after 2m (none of them long "
+        "enough for the degraded alert), and resolve 30m after the last; 2 outages, or one in each of "
+        "3 replicas at once, stay silent",
+        A_STORE_FLAPPING,
+        (
+            (_input(_STORE_DEGRADED, store("checkout")), _gauge((0, 1), *((1, 1), (0, 2)) * 10, (0, 60))),
+            (_input(_STORE_OUTAGES, store("checkout")), flapping),
+            (_input(_STORE_OUTAGES, store("search")), _counter((0, 5), (1, 1), (0, 10), (1, 1), (0, 74))),
+            *(
+                (_input(_STORE_OUTAGES, store("orders", f"orders-{i}")), _counter((0, 5), (1, 1), (0, 85)))
+                for i in (1, 2, 3)
+            ),
+        ),
+        (
+            ("5m", ()),
+            ("9m", (_Firing(rule, _job(**{_NAME: "checkout"}), "3"),)),
+            ("30m", (_Firing(rule, _job(**{_NAME: "checkout"}), "10"),)),
+            ("70m", ()),
         ),
     )
 
@@ -2752,6 +2929,9 @@ def _zero_traffic_case() -> _QuietCase:
                 counter(2),
             ),
             (_input(_CHAOS_INJECTIONS, {_POLICY: policy, _NAME: policy, _CHAOS_KIND: "fault"}), counter(1)),
+            # A limiter that only answers try_acquire (no execution), refusing half of its permits.
+            (_input(_RL_PERMITS, {_NAME: f"{policy}-tenants", _RL_PERMIT_RESULT: "immediate"}), counter(12)),
+            (_input(_RL_PERMITS, {_NAME: f"{policy}-tenants", _RL_PERMIT_RESULT: "rejected"}), counter(12)),
             (_input(_RELOADS, {_POLICY: policy, _RELOAD_OUTCOME: "failed"}), counter(0.05)),
             (
                 _input(_BULKHEAD_ACTIVE, {_NAME: policy}),
@@ -2766,6 +2946,7 @@ def _zero_traffic_case() -> _QuietCase:
                 _input(_STORE_DEGRADED, {_NAME: policy}),
                 _gauge((1 if counter is stopped else 0, busy), (0, idle + 1)),
             ),
+            (_input(_STORE_OUTAGES, {_NAME: policy}), counter(0.25)),
             (
                 _input(
                     _CB_TRANSITIONS,
@@ -2830,6 +3011,7 @@ def _zero_traffic_case() -> _QuietCase:
                     R_TIMEOUT_RATIO,
                     R_BULKHEAD_REJECTION_RATIO,
                     R_RATE_LIMITED_RATIO,
+                    R_RATE_LIMITER_REFUSED_RATIO,
                     R_RECOVERY_RATE,
                 )
             ),
@@ -2864,10 +3046,12 @@ def rules_test_document() -> dict[str, Any]:
         _timeouts_case(),
         _retry_budget_case(),
         _rate_limited_case(),
+        _rate_limiter_refusing_case(),
         _chaos_drill_case(),
         _reload_failed_case(),
         _config_stale_case(),
         _store_degraded_case(),
+        _store_flapping_case(),
         _zero_traffic_case(),
     )
     return {

@@ -798,6 +798,28 @@ def _rate_limited_share(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _rate_limiter_refused_share(selector: dict[str, str]) -> _Panel:
+    refused = _recorded(ar.R_RATE_LIMITER_REFUSED_RATIO, selector)
+    permits = _recorded(ar.R_RATE_LIMITER_PERMITS, selector)
+    return _Panel(
+        "timeseries",
+        "Share of permits refused",
+        f"Share of the permits asked of each rate limiter (by name) that it refused over {ar.RATE_WINDOW}: "
+        "shed calls and try_acquire refusals. A limiter that runs no execution of a policy (try_acquire, "
+        "RateLimiter.per_key used alone) is judged by this share: "
+        f"{ar.A_RATE_LIMITER_REFUSING} fires above {ar.RATE_LIMITED_RATIO:.0%} for {ar.RATE_LIMITED_FOR} "
+        f"(with at least {ar.MIN_EXECUTION_RATE:g} requests/s); a policy's limiter is judged by the share "
+        f"of its executions shed ({ar.A_RATE_LIMITED}). 0 for a limiter that refused nothing (or was "
+        f"asked nothing). {_rule_note(ar.R_RATE_LIMITER_REFUSED_RATIO)}",
+        "percentunit",
+        (_Query(f"{refused}\nor on ({_by(_NAME)})\n0 * {permits}", f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((ar.RATE_LIMITED_RATIO, _RED)),
+        alert=ar.A_RATE_LIMITER_REFUSING,
+        width=12,
+        min=0,
+    )
+
+
 def _rate_limiter_permits(selector: dict[str, str]) -> _Panel:
     permits = naming.series(sc.RL_PERMITS)
     result = naming.label(sc.RL_PERMIT_RESULT)
@@ -864,7 +886,7 @@ def _rate_limiter_wait(selector: dict[str, str]) -> _Panel:
         "Exemplars link to the waiting call's trace.",
         "s",
         _quantiles(sc.RL_WAIT_METRIC, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}", or_zero=True),
-        width=24,
+        width=12,
         min=0,
     )
 
@@ -1045,17 +1067,22 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
     # each policy that retried nothing (executions start at 0: also before its first), as on the
     # retry panels.
     retries = f"{per_execution(naming.series(sc.RETRIES))}\nor on ({_by(_POLICY)})\n0 * {executed}"
+    # A hedged policy's hedges start at 0 (every trigger): 0 for it while it ran no execution in the
+    # window (before its first call, once its calls stop), and no line for a policy without hedging.
+    hedged = _rate(naming.series(sc.HEDGES), sel, (_POLICY,))
+    hedges = f"{per_execution(naming.series(sc.HEDGES))}\nor on ({_by(_POLICY)})\n0 * {hedged}"
     return _Panel(
         "timeseries",
         "Extra load: hedges and retries per execution",
-        "Extra calls of the dependency per execution, by policy: hedges (policies with hedging) beside "
-        "retries (0 for a policy that retried nothing). Hedges and retries of a policy draw on "
-        "one retry budget, so that together they stay near its ratio when the budget is the limit. From "
+        "Extra calls of the dependency per execution, by policy: hedges (policies with hedging, 0 for "
+        "one that hedged nothing) beside retries (0 for a policy that retried nothing). Hedges and "
+        "retries of a policy draw on one retry budget, so that together they stay near its ratio when "
+        "the budget is the limit. From "
         f"`{naming.series(sc.HEDGES)}` and `{naming.series(sc.RETRIES)}` over "
         f"`{naming.series(sc.EXECUTIONS)}`.",
         "short",
         (
-            _Query(per_execution(naming.series(sc.HEDGES)), f"{{{{{_POLICY}}}}} hedges"),
+            _Query(hedges, f"{{{{{_POLICY}}}}} hedges"),
             _Query(retries, f"{{{{{_POLICY}}}}} retries"),
         ),
         width=8,
@@ -1201,6 +1228,26 @@ def _store_health(selector: dict[str, str]) -> _Panel:
         (_or_zero(_Query(_recorded(ar.R_STORE_DEGRADED, {"job": selector["job"]}), f"{{{{{_NAME}}}}}")),),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_STORE_DEGRADED,
+        width=12,
+        min=0,
+    )
+
+
+def _store_flapping(selector: dict[str, str]) -> _Panel:
+    outages = naming.series(sc.STORE_OUTAGES)
+    return _Panel(
+        "timeseries",
+        "Store outages in the flapping window",
+        f"The most times one instance lost each shared store (Redis, by namespace) within "
+        f"{ar.STORE_FLAPPING_WINDOW}, each outage counted once, the first of a new series included. "
+        f"{ar.A_STORE_FLAPPING} fires at {ar.STORE_FLAPPING_OUTAGES} for {ar.STORE_FLAPPING_FOR}: a store "
+        f"that keeps dropping out, each time too briefly for {ar.A_STORE_DEGRADED}, puts its shared "
+        "breakers and rate limits on local state again and again. One series at 0 when no service shares "
+        f"state. From `{outages}`. {_rule_note(ar.R_STORE_OUTAGES)}",
+        "short",
+        (_or_zero(_Query(_recorded(ar.R_STORE_OUTAGES, {"job": selector["job"]}), f"{{{{{_NAME}}}}}")),),
+        thresholds=_above((ar.STORE_FLAPPING_OUTAGES, _RED)),
+        alert=ar.A_STORE_FLAPPING,
         width=12,
         min=0,
     )
@@ -1378,6 +1425,7 @@ def _circuit_breakers() -> _Dashboard:
                     _store_health(sel),
                     _store_failures(sel),
                     _store_fallback_permits(sel),
+                    _store_flapping(sel),
                 ),
             ),
         ),
@@ -1489,6 +1537,7 @@ def _retries_timeouts() -> _Dashboard:
                     _rate_limited(_POLICY_SEL),
                     _rate_limiter_permits(_LIMITER_SEL),
                     _rate_limiter_wait(_POLICY_SEL),
+                    _rate_limiter_refused_share(_LIMITER_SEL),
                     _rate_limiter_keys(_LIMITER_SEL),
                     _rate_limiter_key_evictions(_LIMITER_SEL),
                 ),

@@ -414,7 +414,9 @@ class AlertKey:
         )
 
 
-WITHOUT_DEMO_DATA: Final = frozenset({ar.R_ERROR_PATTERNS, ar.R_STORE_DEGRADED, ar.R_CONFIG_STALE})
+WITHOUT_DEMO_DATA: Final = frozenset(
+    {ar.R_ERROR_PATTERNS, ar.R_STORE_DEGRADED, ar.R_STORE_OUTAGES, ar.R_CONFIG_STALE}
+)
 """Recording rules whose source series the demos cannot produce. An error pattern's series exist
 only once its event happened, with labels no one can know in advance (the operation and error
 type), and the demos' scenarios do not produce one: the dependency's errors are absorbed by

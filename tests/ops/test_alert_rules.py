@@ -28,10 +28,12 @@ REQUIRED_ALERTS = {
     "ResilienceTimeoutsRising",
     "ResilienceRetryBudgetExhausted",
     "ResilienceRateLimitedSustained",
+    "ResilienceRateLimiterRefusing",
     "ResilienceChaosDrillActive",
     "ResilienceReloadFailed",
     "ResilienceConfigStale",
     "ResilienceSharedStoreDegraded",
+    "ResilienceSharedStoreFlapping",
 }
 
 
@@ -1031,3 +1033,118 @@ def test_every_alert_is_silent_at_zero_traffic_after_firing_on_the_same_series(p
     result = run(promtool, "test", "rules", path)
     fired = set(re.findall(r"alertname: (\w+), time: 18m", result.stdout + result.stderr))
     assert fired == set(ar.ALERT_NAMES), result.stdout + result.stderr
+
+
+def test_a_rate_limiter_that_only_answers_try_acquire_alerts_on_sustained_refusals(promtool, repo, tmp_path):
+    """A limiter used alone that only answers ``try_acquire`` (a keyed one per tenant, say) runs no
+    execution and counts no rejection: its refusals are only in its permits. Refusing 80 % of them for
+    15 minutes must fire an alert, as a policy's limiter shedding as much does; a policy's limiter,
+    whose sheds its own alert already judges, is not alerted twice; a limiter refusing 5 % stays quiet."""
+    permits = naming.series(sc.RL_PERMITS)
+    result = naming.label(sc.RL_PERMIT_RESULT)
+
+    def limiter(name: str, immediate: int, rejected: int) -> list[dict[str, str]]:
+        labels = f'job="svc", instance="svc-1", {naming.label(sc.NAME)}="{name}"'
+        return [
+            {"series": f'{permits}{{{labels}, {result}="immediate"}}', "values": f"0+{immediate}x30"},
+            {"series": f'{permits}{{{labels}, {result}="rejected"}}', "values": f"0+{rejected}x30"},
+        ]
+
+    policy = {naming.label(sc.POLICY): "checkout", naming.label(sc.NAME): "checkout"}
+    shed = _sel_series(
+        naming.series(sc.REJECTIONS),
+        {
+            **policy,
+            naming.label(sc.PATTERN): "rate_limiter",
+            naming.label(sc.REJECTION_REASON): "rate_limited",
+        },
+    )
+    executions = _sel_series(
+        naming.series(sc.EXECUTIONS),
+        {
+            naming.label(sc.POLICY): "checkout",
+            naming.label(sc.PATTERN): "rate_limiter",
+            naming.label(sc.OUTCOME): "success",
+        },
+    )
+    inputs = [
+        *limiter("tenants", 12, 48),  # try_acquire only: 80 % refused, 1 request a second
+        *limiter("quiet", 57, 3),  # 5 % refused
+        *limiter("checkout", 12, 48),  # a policy's limiter: its sheds are rejections of its executions
+        {"series": shed, "values": "0+48x30"},
+        {"series": executions, "values": "0+12x30"},
+    ]
+    firing = 'ALERTS{alertstate="firing", resilience_name=~"tenants|quiet"}'
+    document = {
+        "rule_files": [ar.RULES_FILE],
+        "evaluation_interval": ar.EVALUATION_INTERVAL,
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": f"count by (resilience_name) ({firing})",
+                        "eval_time": "15m",
+                        "exp_samples": [{"labels": '{resilience_name="tenants"}', "value": 1}],
+                    },
+                    {
+                        "expr": 'count by (alertname) (ALERTS{alertstate="firing", resilience_name="checkout"})',
+                        "eval_time": "15m",
+                        "exp_samples": [{"labels": f'{{alertname="{ar.A_RATE_LIMITED}"}}', "value": 1}],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / ar.RULES_FILE).write_text((repo / "alerts" / ar.RULES_FILE).read_text())
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(document))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _sel_series(series: str, labels: dict[str, str]) -> str:
+    inner = ", ".join(
+        [
+            *(f'{k}="{v}"' for k, v in {"job": "svc", "instance": "svc-1"}.items()),
+            *(f'{k}="{v}"' for k, v in labels.items()),
+        ]
+    )
+    return f"{series}{{{inner}}}"
+
+
+def test_a_shared_store_that_keeps_dropping_out_alerts(promtool, repo, tmp_path):
+    """A store unreachable for about a minute every three minutes (a Redis failover loop, a flapping
+    network) never stays degraded for 2m, yet its shared breakers and rate limiters run on local state a
+    third of the time: its outages, counted one each, must fire an alert, as a breaker's trips do."""
+    labels = f'job="svc", instance="svc-1", {naming.label(sc.NAME)}="checkout"'
+    inputs = [
+        {"series": f"{naming.series(sc.STORE_DEGRADED)}{{{labels}}}", "values": "0 " + "1 0 0 " * 15},
+        {
+            "series": f"{naming.series(sc.STORE_OUTAGES)}{{{labels}}}",
+            "values": "0 " + " ".join(f"{n} {n} {n}" for n in range(1, 16)),
+        },
+    ]
+    document = {
+        "rule_files": [ar.RULES_FILE],
+        "evaluation_interval": ar.EVALUATION_INTERVAL,
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": 'count by (resilience_name) (ALERTS{alertstate="firing", resilience_name="checkout"})',
+                        "eval_time": "30m",
+                        "exp_samples": [{"labels": '{resilience_name="checkout"}', "value": 1}],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / ar.RULES_FILE).write_text((repo / "alerts" / ar.RULES_FILE).read_text())
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(document))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1146,3 +1146,41 @@ def test_a_quantile_panel_that_promises_0_shows_0_once_its_histogram_goes_quiet(
     ]
     failed = _promtool_test(promtool, tmp_path, "quiet", inputs, checks_)
     assert not failed, (title, failed)
+
+
+def test_the_extra_load_panel_shows_zero_hedges_for_a_hedged_policy_that_ran_nothing(
+    promtool, dashboards, tmp_path
+):
+    """A policy with hedging exports its hedges at 0 from its creation: before its first call (or once
+    its calls stop) the panel reads 0 hedges per execution for it, as it reads 0 retries, not "No data";
+    a policy without hedging gets no hedges line."""
+    retries = dashboards["otel-resilience-retries-timeouts.json"]
+    hedges, _ = (
+        _all(t["expr"]) for t in by_title(retries, "Extra load: hedges and retries per execution")["targets"]
+    )
+    labels = 'job="svc", instance="svc-1"'
+    policy, pattern = naming.label(sc.POLICY), naming.label(sc.PATTERN)
+    inputs = [
+        {
+            "series": f'{naming.series(sc.EXECUTIONS)}{{{labels}, {policy}="{name}", {pattern}="pipeline", '
+            f'{naming.label(sc.OUTCOME)}="success"}}',
+            "values": "0x15",
+        }
+        for name in ("hedged", "plain")
+    ]
+    inputs.append(
+        {
+            "series": f'{naming.series(sc.HEDGES)}{{{labels}, {policy}="hedged", {naming.label(sc.NAME)}="hedged", '
+            f'{naming.label(sc.HEDGE_TRIGGER)}="delay"}}',
+            "values": "0x15",
+        }
+    )
+    checks_ = [
+        {
+            "expr": hedges,
+            "eval_time": "10m",
+            "exp_samples": [{"labels": '{job="svc", resilience_policy="hedged"}', "value": 0}],
+        }
+    ]
+    failed = _promtool_test(promtool, tmp_path, "hedge-load", inputs, checks_)
+    assert not failed, failed
