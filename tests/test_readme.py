@@ -35,7 +35,7 @@ EXPECTED = [
     "new answer\n['old answer', 'old answer', 'old answer']\nrefused: BulkheadConfig.max_concurrent must be >= 1, got 0\n2 {'succeeded': 1, 'failed': 1}\n",
     "[('circuit_open', 'payments')]",
     "200 503 1 2\n",
-    "paid True True\n",  # a store that cannot be reached: calls go on, on local state
+    "paid True True False\n",  # a store that cannot be reached: calls go on, on local state
     (  # the duration histogram kept in process
         "['resilience.execution.latency.bucket', 'resilience.execution.latency.count', "
         "'resilience.execution.latency.sum']\n"

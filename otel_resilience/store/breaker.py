@@ -13,8 +13,10 @@ the namespace and the name percent-encoded, so that two namespaces or names neve
   when they change and again every ``resync_interval`` while there are any (:meth:`SharedBreaker._report`).
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
-  Its value is the holder's replica id: a holder gives its leases up by deleting those that still
-  hold it (``scripts.GIVE_UP_LEASES``), once no call of it wants them (:meth:`SharedBreaker._give_up`).
+  A replica holds one per call of it that wants one (:meth:`SharedBreaker._lease_request`). Its
+  value is the holder's replica id: a holder gives its leases up by deleting those that still
+  hold it (``scripts.GIVE_UP_LEASES``), once no call of it wants them (:meth:`SharedBreaker._give_up`),
+  and those beyond what its calls want in its next request (``scripts.TAKE_LEASES``).
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
   OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker, unless
   the sum of ``ns:cb:name:slowprobes:EPOCH`` (the slow ones among them, one field per replica)
@@ -171,8 +173,9 @@ class SharedBreaker(PeerCounts):
         self._lease_due = 0.0
         self._rejected_seen = 0
         """The breaker's ``total_rejected`` at the last round: more since, and a call wanted a probe."""
-        self._wanted = False
-        """Whether a call rejected in HALF_OPEN waits for a probe of this replica (:meth:`_lease_request`)."""
+        self._wanted = 0
+        """The calls rejected in HALF_OPEN since a probe of this replica last ran (at most
+        ``half_open_max_calls``): each wants a lease (:meth:`_lease_request`)."""
         self._since = 0
         """When this replica took the leases it holds (the server's ms): a want of another replica since
         then takes them, unless a probe of this one ran (:meth:`_lease_request`)."""
@@ -204,8 +207,8 @@ class SharedBreaker(PeerCounts):
         self._id = replica
         self._last_report = None
         self._lease_due = 0.0
-        self._probed = self._wanted = False
-        self.leases = 0
+        self._probed = False
+        self._wanted = self.leases = 0
         breaker = self.breaker
         if breaker is not None:
             shared.forget_counts(breaker._core)
@@ -440,46 +443,57 @@ class SharedBreaker(PeerCounts):
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
         shared.reconsider(breaker._core)
 
-    def rejected_since(self, breaker: CircuitBreaker) -> bool:
-        """Whether the breaker rejected a call since the last round (read each round while not CLOSED)."""
+    def rejected_since(self, breaker: CircuitBreaker) -> int:
+        """The calls the breaker rejected since the last round (read each round while not CLOSED)."""
         rejected = breaker._core.stats.total_rejected
-        since, self._rejected_seen = rejected != self._rejected_seen, rejected
+        since, self._rejected_seen = rejected - self._rejected_seen, rejected
         return since
 
     def _lease_request(self, breaker: CircuitBreaker, now: float) -> _LeaseCall | None:
-        """The lease call due this round: ``TAKE_LEASES`` (up to ``half_open_max_calls``), or a give-up.
+        """The lease call due this round: ``TAKE_LEASES`` (as many leases as its calls want), or a give-up.
 
-        A replica holds leases for its calls only: from a HALF_OPEN call it rejected for want of
-        a probe place (:attr:`_wanted`) until a probe of its own runs, and while one runs. One
-        with no call to probe with took the cluster's leases as soon as its OPEN period ended
-        (and again as they expired), and the replicas with the calls rejected every probe
-        meanwhile. Due when this replica holds none, when they need renewing (``PEXPIRE``, only
-        while a probe runs), or after a probe success (reported at once). Leases no call wants
-        any more (a probe of this replica ran, and no call of it was rejected since) are given
-        up in the next round (:meth:`_give_up`, in the store's pipelined round), rather than
+        A replica holds leases for its calls only, as many as they want (at most
+        ``half_open_max_calls``): one for each probe of it running, and one for each call it
+        rejected in HALF_OPEN for want of a probe place (:attr:`_wanted`) until a probe of its own
+        runs. One with no call to probe with took the cluster's leases as soon as its OPEN period
+        ended (and again as they expired), and the replicas with the calls rejected every probe
+        meanwhile; one whose single call was rejected took every free lease, and renewed them all
+        while its one probe ran: with ``half_open_max_calls=3`` and that probe hanging on a slow
+        dependency, the other replicas ran no probe for as long as it hung (0 in 1 s), though the
+        cluster allowed 2 more. Due when this replica holds another number than its calls want,
+        when they need renewing (``PEXPIRE``, only while a probe runs), or after a probe success
+        (reported at once). Leases beyond what its calls want are given up by the request itself
+        (its own deleted, once the probe limit went down: :meth:`_hold_at_most`), and all of them when
+        no call wants any more (a probe of this replica ran, and no call of it was rejected since)
+        in the next round (:meth:`_give_up`, in the store's pipelined round), rather than
         taken again as they expire: the next replica with a call probes within a round or two.
         Left to expire, unrenewed, they made the other replicas reject every call (``half_open_full``)
         until then, ``probe_lease_ttl`` after this one's last renewal (2.04 s with a 2 s TTL).
 
-        Leases held for a call that was rejected before they came (no probe of this replica
+        Leases held for calls that were rejected before they came (no probe of this replica
         ran since) are asked for every round: once another replica's call is rejected again
-        for want of one (it asked, got none, and had another call rejected: a replica with
-        traffic), this one gives them up at once (:meth:`_leases_held`) rather than holding
-        them, taken again as they expire, until a call of its own comes, which for a replica
-        whose only call was rejected is never. Alone, it keeps them for its next call, however
-        late.
+        for want of one (it asked, got fewer than it wants, and had another call rejected: a
+        replica with traffic), this one gives them up at once (:meth:`_leases_held`) rather than
+        holding them, taken again as they expire, until a call of its own comes, which for a
+        replica whose only call was rejected is never. Alone, it keeps them for its next call,
+        however late.
         """
         probed, self._probed = self._probed, False
         core = breaker._core
-        probing = probed or bool(core._permit.in_flight)  # a probe of this replica ran since the last round
+        in_flight = core._permit.in_flight
+        probing = probed or bool(in_flight)  # a probe of this replica ran since the last round
         rejected = self.rejected_since(breaker)
-        again = rejected and self._wanted and not self.leases  # asked, got none, and rejected again
-        self._wanted = rejected or (self._wanted and not probing)
+        again = rejected and self._wanted  # asked, and rejected again: it holds fewer than it wants
+        most = breaker.config.half_open_max_calls
+        self._wanted = min(rejected if probing else self._wanted + rejected, most)
+        wanted = min(in_flight + self._wanted, most)
         idle = self.leases and not (probing or rejected)  # held for a call that is gone
-        if self.leases and now < self._lease_due and not probed and not idle:
-            return None
-        if not (self._wanted or probing):
+        if not (wanted or probed):
             return self._give_up(breaker) if self.leases else None
+        if wanted == self.leases and now < self._lease_due and not probed and not idle:
+            return None
+        if wanted < self.leases:
+            wanted = self._hold_at_most(breaker, wanted)
         store = self._store
         renew = 1 if core._permit.in_flight else 0
         keys = [
@@ -491,8 +505,23 @@ class SharedBreaker(PeerCounts):
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         argv += [core.stats.success_count, store.key_ttl_ms, 1 if again else 0, self._since if idle else 0]
-        argv.append(core._permit.slow_probes)
+        argv += [core._permit.slow_probes, wanted]
         return scripts.TAKE_LEASES, keys, argv
+
+    def _hold_at_most(self, breaker: CircuitBreaker, wanted: int) -> int:
+        """Lower this replica's probe limit to ``wanted`` leases, before the leases beyond go to the others.
+
+        A probe that started on one of them meanwhile keeps it. Returns the leases kept: ``wanted``,
+        or the probes running if more.
+        """
+        with self._lock:  # the subscriber applies the probe limit too
+            self.leases = wanted
+            self._apply_probe_limit(breaker)
+            in_flight = breaker._core._permit.in_flight  # no probe starts beyond the limit from now on
+            if in_flight > wanted:
+                self.leases = in_flight
+                self._apply_probe_limit(breaker)
+            return self.leases
 
     def _leases_held(self, client: Any, breaker: CircuitBreaker, reply: Any, now: float) -> None:
         """Take a ``TAKE_LEASES`` reply: the leases held, the peers' probe successes (or a resync).
@@ -529,24 +558,20 @@ class SharedBreaker(PeerCounts):
         script, keys, argv = call
         (reply,) = _eval_batch(client, [(self, script, keys, argv)])
         if self._gave_up(argv, reply):
-            self._wanted = False
+            self._wanted = 0
 
     def _give_up(self, breaker: CircuitBreaker) -> _LeaseCall | None:
         """The ``GIVE_UP_LEASES`` call deleting this replica's leases, or ``None`` (a probe runs on them).
 
-        This replica's probe limit goes to 0 first, so that no probe of it starts on leases
-        another replica may take from now on; a probe that started before keeps them (the
-        limit comes back, and nothing is sent). Only the lease keys still holding this replica's id are
-        deleted: one that expired and another replica took since is that one's. The call
-        lost (the store unreachable, or closed first), they expire after ``probe_lease_ttl``,
-        as a crashed prober's do.
+        This replica's probe limit goes to 0 first (:meth:`_hold_at_most`), so that no probe of
+        it starts on leases another replica may take from now on; a probe that started before
+        keeps its lease (nothing is sent: the next request gives the others up). Only the lease
+        keys still holding this replica's id are deleted: one that expired and another replica
+        took since is that one's. The call lost (the store unreachable, or closed first), they
+        expire after ``probe_lease_ttl``, as a crashed prober's do.
         """
         with self._lock:  # the subscriber applies the probe limit too: it reads no lease from now on
-            held, self.leases = self.leases, 0
-            self._apply_probe_limit(breaker)
-            if breaker._core._permit.in_flight:  # a call probes with them: held, as for any probe
-                self.leases = held
-                self._apply_probe_limit(breaker)
+            if self._hold_at_most(breaker, 0):  # a call probes with them: held, as for any probe
                 return None
             prefix = f"{self._prefix}:lease:{self.epoch}:"
         return scripts.GIVE_UP_LEASES, [], [prefix, self._id, breaker.config.half_open_max_calls]
@@ -577,7 +602,7 @@ class SharedBreaker(PeerCounts):
         """Forget what the store said of the peers' period (a new period, or the store gone)."""
         self._peers, self._peer_probes, self._last_report, self.leases = _NO_COUNTS, 0, None, 0
         self._peer_slow_probes = 0
-        self._wanted = False
+        self._wanted = 0
 
     def detach(self) -> None:
         """Forget the breaker: from now on every operation of this link finds it gone."""

@@ -54,6 +54,11 @@ _NEEDS_REDIS: Final = "RedisStore needs the redis package: pip install 'otel-res
 """The ``ImportError``'s message when the ``redis`` package is missing."""
 _SHORTEST_TTL: Final = 0.001
 """The shortest ``probe_lease_ttl`` and ``key_ttl``: Redis expires keys in whole milliseconds."""
+_WAIT_OWNER: Final = "RedisStore.wait_synced"
+_SYNC_POLL: Final = 0.005
+"""How often :meth:`RedisStore.wait_synced_async` looks whether the store is in sync (its loop runs on)."""
+_CLOSE_POLL: Final = 0.1
+"""How soon :meth:`RedisStore.wait_synced` returns once the store closed (it waits for an event)."""
 _SUBSCRIBER_POLL: Final = 1.0
 """The longest wait of the subscriber for a message before it looks whether the store closed.
 
@@ -150,6 +155,9 @@ class RedisStore(SharedStore):
         "_sockets",
         "_sub_client",
         "_sub_sockets",
+        "_subscribed",
+        "_subscription",
+        "_synced",
         "_threads",
         "_timeout",
         "_usage_errors",
@@ -245,6 +253,13 @@ class RedisStore(SharedStore):
         self._drained = threading.Event()
         """Set while no transition is being sent: :meth:`close` waits for one in flight to be sent."""
         self._drained.set()
+        self._synced = threading.Event()
+        """Set while every shared breaker's cluster state was read since the subscription began
+        (:meth:`wait_synced`); cleared by a new breaker, an outage, a subscription lost."""
+        self._subscription = 0
+        """The number of the subscriber's latest subscription (each one counted)."""
+        self._subscribed = False
+        """Whether that subscription is up now."""
         self._threads: tuple[threading.Thread, ...] = ()
         self._degraded = False
         self._outages = self._errors = 0
@@ -437,6 +452,7 @@ class RedisStore(SharedStore):
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
             self._resync.append(link)  # read in the next round: this one only, not every breaker
+            self._synced.clear()
         # Listed first, so that an outage found from now on makes it local too. Local while the
         # store is degraded or closed (a closed store grants no lease, ever); else no lease yet.
         link.rejoin()
@@ -569,6 +585,7 @@ class RedisStore(SharedStore):
                 return
             self._degraded = True
             self._outages += 1
+            self._synced.clear()
             links = list(self._links)
         _LOG.warning(
             "shared store %r unreachable (%s: %s): breakers and rate limiters run on local state",
@@ -589,6 +606,64 @@ class RedisStore(SharedStore):
     def local_only(self) -> bool:
         """Whether shared patterns run on local state now (the store is degraded or closed)."""
         return self._degraded or self._closed.is_set()
+
+    def wait_synced(self, timeout: float | timedelta) -> bool:
+        """Wait until each breaker it shares has the cluster's state; return whether it did in ``timeout``.
+
+        A breaker's calls never wait on Redis: a replica reads the cluster's state in its store's
+        first rounds, and a call made before then is judged on the breaker's own state. One that
+        started while an operator's ``force_open`` was in force cluster-wide sent its first calls
+        (3, in its first 7-27 ms) to the isolated dependency. A service that calls this before
+        it serves (at start-up, once its breakers are made) sends none: the store is in sync
+        once its subscription is up and, since it began, its thread read the cluster's state of
+        every breaker shared with it (one made later is waited for too, as after an outage or a
+        lost subscription). With no shared breaker it is in sync at once (a rate limiter asks
+        Redis at each permit). Redis unreachable (or the store closed), it returns ``False``
+        once ``timeout`` passed (at once if closed), raising nothing: the breakers run on their
+        own meanwhile, as they do whenever Redis is away.
+
+        Args:
+            timeout: The longest wait, in seconds (or a ``timedelta``); ``0`` only looks.
+
+        Returns:
+            Whether the store is in sync (``False``: ``timeout`` passed first, or it is closed).
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is no duration (seconds or a ``timedelta``) ``>= 0``.
+        """
+        deadline = time.monotonic() + check_duration(_WAIT_OWNER, "timeout", timeout, allow_zero=True)
+        while not self._in_sync():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed.is_set():
+                return False
+            self._synced.wait(min(left, _CLOSE_POLL))
+        return True
+
+    async def wait_synced_async(self, timeout: float | timedelta) -> bool:
+        """As :meth:`wait_synced`, for a coroutine (an async start-up): the event loop runs on meanwhile.
+
+        Cancelled, it stops waiting at once.
+
+        Args:
+            timeout: As :meth:`wait_synced`'s.
+
+        Returns:
+            As :meth:`wait_synced`.
+
+        Raises:
+            TypeError, ValueError: As :meth:`wait_synced`.
+        """
+        deadline = time.monotonic() + check_duration(_WAIT_OWNER, "timeout", timeout, allow_zero=True)
+        while not self._in_sync():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed.is_set():
+                return False
+            await asyncio.sleep(min(left, _SYNC_POLL))
+        return True
+
+    def _in_sync(self) -> bool:
+        """Whether each breaker it shares has the cluster's state (:meth:`wait_synced`); never, closed."""
+        return not self._closed.is_set() and (self._synced.is_set() or not self._live())
 
     def wanted(self) -> None:
         """Say that a caller took local state for want of Redis (a rate limiter's fallback answered it).
@@ -640,6 +715,8 @@ class RedisStore(SharedStore):
         self._reached = threading.Event()
         self._drained = threading.Event()
         self._drained.set()  # the parent's publications are the parent's
+        self._synced = threading.Event()  # the child's threads read the cluster's state again
+        self._subscribed = False
         if closed:
             self._closed.set()
         self._id = uuid.uuid4().hex[:12]
@@ -741,8 +818,16 @@ class RedisStore(SharedStore):
         with self._lock:
             fresh, self._resync = self._resync, []
             everything, self._resync_all = self._resync_all or due, False
+            subscription = self._subscription if self._subscribed else 0
         links = self._live() if everything else [link for link in fresh if link.breaker is not None]
         read_states(self._client, links)
+        with self._lock:  # read since the subscription began, and no breaker left to read: in sync
+            if (
+                subscription == self._subscription
+                and self._subscribed
+                and not (self._resync or self._degraded)
+            ):
+                self._synced.set()
         return everything
 
     def _live(self) -> list[SharedBreaker]:
@@ -798,7 +883,10 @@ class RedisStore(SharedStore):
             try:
                 next(self._ops)
                 pubsub.subscribe(self._channel)  # connects: a socket close() shuts down, or none once closed
-                self._resync_all = True  # messages may have been missed while unsubscribed
+                with self._lock:
+                    self._subscription += 1
+                    self._subscribed = True
+                    self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
                 due, pinged = time.monotonic() + self._resync_every, False
                 while not self._closed.is_set():  # set before close() shuts the socket down
@@ -845,6 +933,9 @@ class RedisStore(SharedStore):
                     _LOG.exception("shared store %r: subscriber failed", self._namespace)
                 self._closed.wait(pause)
             finally:
+                with self._lock:  # a transition may be missed until it subscribed again and read
+                    self._subscribed = False
+                    self._synced.clear()
                 pubsub.close()
 
     def _next_message(self, pubsub: Any, timeout: float, *, pinged: bool) -> Any:

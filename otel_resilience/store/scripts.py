@@ -136,27 +136,36 @@ TAKE_LEASES: Final = (
 -- replica); KEYS[3]: the period's wants (a hash: each replica's latest call rejected again for
 -- want of a lease, in server ms); KEYS[4]: the period's slow probe successes (a hash, one field
 -- per replica). ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1), this replica's
--- probe successes, key ttl ms, wanting (0/1: a call of this replica was rejected again while it
--- held no lease), since (when this replica took the leases it holds, ms; 0: look for no want),
--- this replica's slow probe successes. Returns {leases held, ms until the first of them
--- expires, cluster state, the other replicas' probe successes in this period, whether another
--- replica wants a lease since, the server's time in ms, the other replicas' slow probe
--- successes in this period}.
+-- probe successes, key ttl ms, wanting (0/1: a call of this replica was rejected again since it
+-- asked; recorded unless it holds all it asks for now), since (when this replica took the
+-- leases it holds, ms; 0: look for no want), this replica's slow probe successes, the leases
+-- it asks for (0 to max leases: its probes running and its calls rejected for want of one; its
+-- own beyond them are deleted, as GIVE_UP_LEASES does). Returns {leases held, ms until the
+-- first of them expires, cluster state, the other replicas' probe successes in this period,
+-- whether another replica wants a lease since, the server's time in ms, the other replicas'
+-- slow probe successes in this period}.
 local v = redis.call('HMGET', KEYS[1], 'state', 'until')
 local state = v[1] or ''
 if state ~= '' and state ~= 'open' then return {0, 0, state, 0, 0, now, 0} end
 if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state, 0, 0, now, 0} end
-local held, first = 0, tonumber(ARGV[3])
+local held, first, asked = 0, tonumber(ARGV[3]), tonumber(ARGV[11])
+local free = {}
 for i = 1, tonumber(ARGV[4]) do
   local key = ARGV[1] .. i
   local owner = redis.call('GET', key)
-  if owner == ARGV[2] then
+  if owner == ARGV[2] and held < asked then
     if ARGV[5] == '1' then redis.call('PEXPIRE', key, ARGV[3]) end
     held = held + 1
     first = math.min(first, redis.call('PTTL', key))
-  elseif not owner and redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[3]) then
-    held = held + 1
+  elseif owner == ARGV[2] then
+    redis.call('DEL', key)
+    free[#free + 1] = key
+  elseif not owner then
+    free[#free + 1] = key
   end
+end
+for _, key in ipairs(free) do
+  if held < asked and redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[3]) then held = held + 1 end
 end
 if tonumber(ARGV[6]) > 0 then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[6])
@@ -176,7 +185,7 @@ local function others_of(key)
 end
 local others = others_of(KEYS[2])
 local others_slow = others_of(KEYS[4])
-if ARGV[8] == '1' and held == 0 then
+if ARGV[8] == '1' and held < asked then
   redis.call('HSET', KEYS[3], ARGV[2], now)
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
 end
@@ -191,7 +200,8 @@ end
 return {held, first, state, others, wanted, now, others_slow}
 """
 )
-"""Hold (take, or renew with ``renew``) up to ``max`` probe leases of an OPEN period that ended;
+"""Hold (take, or renew with ``renew``) as many probe leases of an OPEN period that ended as the replica
+wants (its own first; at most ``max`` in the cluster, one key each), deleting its own beyond them;
 report this replica's probe successes (and the slow ones among them) and return the others';
 record that this replica's calls want a lease another holds, and say whether another's came since
 this one took its own (it then gives them up: :data:`GIVE_UP_LEASES`)."""

@@ -7,6 +7,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -729,7 +731,10 @@ async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) 
 
 
 def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str) -> None:
-    """success_threshold=3 met by 1 probe success on one replica and 2 on another closes every replica."""
+    """success_threshold=3 met by 1 probe success on each of three replicas closes every replica.
+
+    The first of them left the cluster after its success was reported: it still counts.
+    """
     stores = [
         RedisStore.from_url(redis_url, namespace="probes", probe_lease_ttl=0.6, timeout=0.1) for _ in range(3)
     ]
@@ -741,30 +746,26 @@ def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str)
         wait_for(_opened(*group), 2.0, "all OPEN")
         _want_probes(*group)
 
-        def holder() -> CircuitBreaker | None:
-            live = [b for b in group if not b.config.store.local_only]  # type: ignore[attr-defined]
-            held = [b for b in live if b._core.settings.half_open_max_calls]
-            return held[0] if len(held) == 1 else None
+        def limits() -> list[int]:
+            return [b._core.settings.half_open_max_calls for b in group]
 
-        wait_for(lambda: holder() is not None, 3.0, "one replica holding the probe leases")
-        first = holder()
-        assert first is not None
+        wait_for(lambda: limits() == [1, 1, 1], 3.0, "a probe lease for each replica's rejected call")
+        first, second, third = group
         assert first.call_sync(int) == 0  # 1 of 3
         assert first.state is CircuitState.HALF_OPEN
-        others = [b for b in group if b is not first]
-        reported = lambda: all(b._core._shared.merged_probes((0, 0))[0] == 1 for b in others)  # type: ignore[union-attr]  # noqa: E731
-        wait_for(reported, 2.0, "the success reported")
-        stores[group.index(first)].close()  # the first prober leaves the cluster; its leases expire
-        wait_for(lambda: holder() is not None, 3.0, "another replica holding the probe leases")
-        second = holder()
-        assert second in others
+
+        def reported(successes: int, *breakers: CircuitBreaker) -> Callable[[], bool]:
+            return lambda: all(b._core._shared.merged_probes((0, 0))[0] == successes for b in breakers)  # type: ignore[union-attr]
+
+        wait_for(reported(1, second, third), 2.0, "the success reported")
+        stores[0].close()  # the first prober leaves the cluster: its success still counts
         assert second.call_sync(int) == 0  # 2 of 3
         assert second.state is CircuitState.HALF_OPEN
-        assert second.call_sync(int) == 0  # 3 of 3, summed over two replicas
-        assert second.state is CircuitState.CLOSED
-        third = next(b for b in others if b is not second)
-        wait_for(lambda: third.state is CircuitState.CLOSED, 2.0, "the third replica CLOSED")
-        assert third.get_stats()["total_successes"] == 0  # it never probed
+        wait_for(reported(2, third), 2.0, "the second success reported")
+        assert third.call_sync(int) == 0  # 3 of 3, summed over three replicas
+        assert third.state is CircuitState.CLOSED
+        wait_for(lambda: second.state is CircuitState.CLOSED, 2.0, "the second replica CLOSED")
+        assert [b.get_stats()["total_successes"] for b in group] == [1, 1, 1]
     finally:
         for store in stores:
             store.close()
@@ -799,23 +800,16 @@ def test_slow_probes_on_several_replicas_are_summed_to_reopen(redis_url: str) ->
             time.sleep(0.6)  # at least slow_call_duration, however loaded the machine
             return 0
 
-        def holder() -> CircuitBreaker | None:
-            live = [b for b in group if not b.config.store.local_only]  # type: ignore[attr-defined]
-            held = [b for b in live if b._core.settings.half_open_max_calls]
-            return held[0] if len(held) == 1 else None
-
-        wait_for(lambda: holder() is not None, 3.0, "one replica holding the probe leases")
-        first = holder()
-        assert first is not None
-        second = next(b for b in group if b is not first)
+        limits = lambda: [b._core.settings.half_open_max_calls for b in group]  # noqa: E731
+        wait_for(lambda: limits() == [1, 1], 3.0, "a probe lease for each replica's rejected call")
+        first, second = group
         changes: list[StateChanged] = []
         second.on_state_change(changes.append)
         assert first.call_sync(slow) == 0  # 1 slow of 2
         assert first.state is CircuitState.HALF_OPEN
         reported = lambda: second._core._shared.merged_probes((0, 0)) == (1, 1)  # type: ignore[union-attr]  # noqa: E731
         wait_for(reported, 2.0, "the slow success reported")
-        stores[group.index(first)].close()  # the first prober leaves the cluster; its leases expire
-        wait_for(lambda: holder() is second, 3.0, "the other replica holding the probe leases")
+        stores[0].close()  # the first prober leaves the cluster: its slow success still counts
         assert second.call_sync(slow) == 0  # 2 slow of 2, summed over two replicas
         assert second.state is CircuitState.OPEN
         assert [(c.old, c.new, c.reason) for c in changes] == [("half_open", "open", "slow_call_rate")]
@@ -1370,3 +1364,240 @@ def test_a_forced_opening_of_an_open_breaker_reaches_the_others(replicas: Replic
     a.force_open(600.0)  # the operator wants it open for longer
     wait_for(lambda: b.get_stats()["retry_after"] > 500.0, 2.0, "the longer opening on b")
     assert a.state is b.state is CircuitState.OPEN
+
+
+def _hang(breaker: CircuitBreaker, release: threading.Event, timeout: float = 3.0) -> threading.Thread:
+    """Make calls through ``breaker`` until one is a probe that hangs (until ``release``), in a thread of its own."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        thread = threading.Thread(
+            target=_admits, args=(lambda: breaker.call_sync(release.wait),), daemon=True
+        )
+        thread.start()
+        while thread.is_alive() and not breaker.get_stats()["half_open_in_flight"]:
+            time.sleep(0.005)
+        if thread.is_alive():
+            return thread
+    message = f"no probe within {timeout} s"
+    raise AssertionError(message)
+
+
+def test_a_replica_takes_no_more_probe_leases_than_its_calls_want(redis_url: str) -> None:
+    """A replica whose one call was rejected for want of a lease takes one lease, not every free one.
+
+    It took all of ``half_open_max_calls`` (3 here) and, its one probe hanging on a slow dependency,
+    renewed them all while it ran: the other replicas ran no probe (0 during 1 s of the hang, and
+    none for as long as it hung), though the cluster allowed 2 more.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    stores = [RedisStore.from_url(redis_url, namespace="wants", probe_lease_ttl=30.0) for _ in range(4)]
+    client = redis.Redis.from_url(redis_url)
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        config = CircuitBreakerConfig(timeout=0.2, half_open_max_calls=3, success_threshold=3)
+        with namesakes_expected():
+            group = [CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores]
+        for store in stores:
+            first_round(store)
+        group[0].force_open(0.2)
+        wait_for(_opened(*group), 2.0, "all OPEN")
+        first, *others, last = group
+        _want_probes(first)
+        wait_for(lambda: first._core.settings.half_open_max_calls > 0, 3.0, "a lease for its call")
+        threads.append(_hang(first, release))  # its one probe: the dependency hangs
+        for breaker in others:  # each replica with calls probes beside it, within rounds
+            wait_for(lambda b=breaker: b._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+            threads.append(_hang(breaker, release))
+        owners = [client.get(key) for key in client.keys("wants:cb:db:lease:*")]
+        assert sorted(owners) == sorted(
+            link._id.encode() for link in (b._core._shared for b in (first, *others)) if link is not None
+        )
+        _want_probes(last)  # the cluster's 3 probe places are taken: the fourth replica waits
+        for _ in range(3):
+            time.sleep(0.1)
+            assert not _admits(lambda: last.call_sync(int))
+        assert sum(b.get_stats()["half_open_in_flight"] for b in group) == 3
+        release.set()
+        wait_for(
+            lambda: all(b.peek_state() is CircuitState.CLOSED for b in group), 3.0, "3 successes close all"
+        )
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=2.0)
+        client.close()
+        for store in stores:
+            store.close()
+
+
+def test_take_leases_holds_as_many_as_asked_for_and_gives_up_the_rest(redis_url: str) -> None:
+    """``TAKE_LEASES`` takes free leases up to the number asked for, and deletes its own beyond it."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    client = redis.Redis.from_url(redis_url)
+    keys = ["tl:state", "tl:probes:7", "tl:wants:7", "tl:slowprobes:7"]
+
+    def take(owner: str, wanted: int) -> int:
+        argv = ["tl:lease:7:", owner, 30_000, 3, 0, 0, 60_000, 0, 0, 0, wanted]
+        held: int = client.eval(scripts.TAKE_LEASES, len(keys), *keys, *argv)[0]
+        return held
+
+    def owners() -> list[bytes | None]:
+        return [client.get(f"tl:lease:7:{i}") for i in (1, 2, 3)]
+
+    try:
+        assert take("a", 1) == 1
+        assert owners() == [b"a", None, None]
+        assert take("b", 3) == 2  # two free
+        assert owners() == [b"a", b"b", b"b"]
+        assert take("b", 1) == 1  # one of its own kept, the other given up
+        assert owners() == [b"a", b"b", None]
+        assert take("a", 2) == 2
+        assert owners() == [b"a", b"b", b"a"]
+    finally:
+        client.close()
+
+
+def test_a_replica_that_waits_for_its_store_to_sync_sends_nothing_to_an_isolated_dependency(
+    redis_url: str,
+) -> None:
+    """``wait_synced`` returns once the store read each shared breaker's cluster state: an operator's opening.
+
+    A replica's calls never wait on Redis: one that started while an operator's ``force_open``
+    was in force cluster-wide sent its first calls (3, in its first 7-27 ms) to the isolated
+    dependency. Waiting for its store before serving, it sends none.
+    """
+    operator = RedisStore.from_url(redis_url, namespace="startup")
+    late = RedisStore.from_url(redis_url, namespace="startup")
+    try:
+        with namesakes_expected():
+            isolated = CircuitBreaker("db", CircuitBreakerConfig(store=operator))
+            first_round(operator)
+            isolated.force_open(600.0, reason="isolated")
+            wait_for(lambda: isolated._core._shared.epoch > 0, 2.0, "the opening published")  # type: ignore[union-attr]
+            breaker = CircuitBreaker("db", CircuitBreakerConfig(store=late))
+        assert late.wait_synced(5.0) is True
+        sent: list[int] = []
+        for _ in range(20):
+            _admits(lambda: breaker.call_sync(lambda: sent.append(1)))
+        assert sent == []
+        assert breaker.state is CircuitState.OPEN
+        with namesakes_expected():  # a breaker made later is read before the store is in sync again
+            keyed = CircuitBreaker("db", CircuitBreakerConfig(store=late))
+        assert late.wait_synced(5.0) is True
+        assert keyed.state is CircuitState.OPEN
+    finally:
+        late.close()
+        operator.close()
+
+
+async def test_a_coroutine_waits_for_the_store_to_sync_without_blocking_its_loop(redis_url: str) -> None:
+    """``wait_synced_async`` is ``wait_synced`` for an async start-up: the event loop runs on meanwhile."""
+    operator = RedisStore.from_url(redis_url, namespace="startup_async")
+    late = RedisStore.from_url(redis_url, namespace="startup_async")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    running = asyncio.create_task(ticker())
+    try:
+        with namesakes_expected():
+            isolated = CircuitBreaker("db", CircuitBreakerConfig(store=operator))
+            first_round(operator)
+            isolated.force_open(600.0)
+            wait_for(lambda: isolated._core._shared.epoch > 0, 2.0, "the opening published")  # type: ignore[union-attr]
+            breaker = CircuitBreaker("db", CircuitBreakerConfig(store=late))
+        seen = ticks
+        assert await late.wait_synced_async(5.0) is True
+        assert ticks > seen  # the loop ran while it waited
+        assert breaker.state is CircuitState.OPEN
+    finally:
+        running.cancel()
+        late.close()
+        operator.close()
+
+
+def test_waiting_for_an_unreachable_store_to_sync_returns_false_within_the_timeout() -> None:
+    """No Redis: ``wait_synced`` returns ``False`` once its timeout passed, raising nothing; a closed store at once."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="nowhere", timeout=0.1)
+    try:
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store))
+        started = time.monotonic()
+        assert store.wait_synced(0.5) is False
+        assert 0.5 <= time.monotonic() - started < 2.0  # generous: the machine is shared
+        assert breaker.call_sync(int) == 0  # the breaker works on its own meanwhile
+        assert asyncio.run(store.wait_synced_async(0.2)) is False
+    finally:
+        store.close()
+    started = time.monotonic()
+    assert store.wait_synced(5.0) is False  # closed: it never syncs
+    assert time.monotonic() - started < 2.0
+    closing = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="nowhere", timeout=0.1)
+    with namesakes_expected():
+        kept = CircuitBreaker("db", CircuitBreakerConfig(store=closing))
+    closer = threading.Timer(0.2, closing.close)
+    closer.start()
+    started = time.monotonic()
+    assert closing.wait_synced(60.0) is False  # closed while it waited: it returns then
+    assert time.monotonic() - started < 5.0
+    closer.join()
+    assert kept.call_sync(int) == 0
+
+
+def test_wait_synced_refuses_a_timeout_that_is_no_duration(redis_url: str) -> None:
+    """A negative, infinite or non-numeric ``timeout`` is refused, naming it; a store with no breaker is in sync."""
+    store = RedisStore.from_url(redis_url, namespace="bad_wait")
+    try:
+        for bad, error in ((-1.0, ValueError), (math.inf, ValueError), ("1", TypeError), (None, TypeError)):
+            with pytest.raises(error, match="timeout"):
+                store.wait_synced(bad)  # type: ignore[arg-type]
+            with pytest.raises(error, match="timeout"):
+                asyncio.run(store.wait_synced_async(bad))  # type: ignore[arg-type]
+        assert store.wait_synced(0.0) is True  # no breaker to read: a rate limiter asks at each permit
+    finally:
+        store.close()
+
+
+def test_a_replica_gives_up_the_leases_its_gone_calls_took_once_one_probe_of_it_runs(redis_url: str) -> None:
+    """Leases taken for 3 rejected calls: once one probe of the replica runs (and hangs), it keeps that one.
+
+    The other two went on being held, renewed with the probe, for calls that were gone: the
+    other replica's calls were rejected for as long as the probe hung.
+    """
+    stores = [RedisStore.from_url(redis_url, namespace="gone", probe_lease_ttl=30.0) for _ in range(2)]
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        config = CircuitBreakerConfig(timeout=0.2, half_open_max_calls=3, success_threshold=2)
+        with namesakes_expected():
+            holder, other = (
+                CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores
+            )
+        for store in stores:
+            first_round(store)
+        holder.force_open(0.2)
+        wait_for(_opened(holder, other), 2.0, "both OPEN")
+        wait_for(lambda: holder._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        for _ in range(3):  # three calls, gone once rejected: each wants a lease
+            assert not _admits(lambda: holder.call_sync(int))
+        link = holder._core._shared
+        assert isinstance(link, SharedBreaker)
+        wait_for(lambda: link.leases == 3, 3.0, "a lease for each rejected call")
+        threads.append(_hang(holder, release))  # one more call: its probe hangs
+        wait_for(lambda: link.leases == 1, 3.0, "the leases of the gone calls given up")
+        wait_for(lambda: other._core.retry_after() == 0.0, 2.0, "the end of the other's OPEN period")
+        threads.append(_hang(other, release))  # the other replica probes beside it
+        release.set()
+        wait_for(lambda: holder.peek_state() is other.peek_state() is CircuitState.CLOSED, 3.0, "both CLOSED")
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=2.0)
+        for store in stores:
+            store.close()

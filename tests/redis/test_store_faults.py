@@ -406,13 +406,13 @@ def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call
     """
     prober_store = RedisStore.from_url(_via(proxy), namespace="giving", probe_lease_ttl=1.0, timeout=0.2)
     other_store = RedisStore.from_url(redis_url, namespace="giving", probe_lease_ttl=1.0, timeout=0.2)
-    real = SharedBreaker._give_up
+    real = SharedBreaker._hold_at_most
 
-    def outage_meanwhile(link: SharedBreaker, breaker: CircuitBreaker) -> Any:
-        call = real(link, breaker)
-        if call is not None:
+    def outage_meanwhile(link: SharedBreaker, breaker: CircuitBreaker, wanted: int) -> int:
+        kept = real(link, breaker, wanted)
+        if not kept:
             proxy.set("drop")  # Redis gone between the give-up's decision and its round trip
-        return call
+        return kept
 
     try:
         config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=2)
@@ -427,7 +427,7 @@ def test_leases_whose_give_up_meets_an_outage_expire_and_no_error_reaches_a_call
         _rejected(prober)  # HALF_OPEN, no lease yet: it asks for one
         wait_for(lambda: _leases(prober) == 1, 3.0, "the lease taken for the call")
         lease = f"giving:cb:db:lease:{prober._core._shared.epoch}:1"  # type: ignore[union-attr]
-        monkeypatch.setattr(SharedBreaker, "_give_up", outage_meanwhile)
+        monkeypatch.setattr(SharedBreaker, "_hold_at_most", outage_meanwhile)
         with caplog.at_level(logging.WARNING, logger="otel_resilience"):
             assert prober.call_sync(int) == 0  # its probe: 1 success of 2, then no more calls
             wait_for(lambda: prober_store.degraded, 5.0, "the give-up's outage")

@@ -627,6 +627,8 @@ async def check_spec_section_5() -> None:
     CircuitBreakerConfig(store=store)
     RateLimiterConfig(rate=100.0, store=store)
     RedisStore.from_url("redis://localhost:6379/0", "checkout")  # type: ignore[call-arg]
+    assert_type(store.wait_synced(2.0), bool)
+    store.wait_synced("2")  # type: ignore[arg-type]
     print(states, view, policies, window_settings)
 
 
