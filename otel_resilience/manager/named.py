@@ -441,7 +441,8 @@ class NamedPolicies:
         :meth:`watch_async`, which leaves the event loop running). A changed file that fails to
         load or whose policies are refused changes nothing and is reported as a failed reload of
         the policies it names (log, span event, ``resilience.reload{outcome="failed"}``); the
-        last good configuration stays.
+        last good configuration stays (a file its ``customize`` refused is tried again at each
+        look). A file touched or saved again with the same bytes is unchanged: nothing applied.
 
         Args:
             path: A YAML or TOML file (see README, "Configuration file").

@@ -8,7 +8,8 @@ longer names is left as it is (a running service may still call it); a policy wh
 not change is not reloaded.
 
 :class:`ConfigWatch` polls the file (its size, times and inode, every ``interval`` seconds, in a
-daemon thread: no extra dependency) and applies it once it changed and is stable: a look that
+daemon thread: no extra dependency; an ``interval`` assigned ends the wait under way, the next look
+one new interval later) and applies it once it changed and is stable: a look that
 finds the file changed reads it and waits; the next look applies it only if the file still has the
 same size, times, inode and content (a hash of its bytes), and applies those very bytes. A save
 that is not atomic (an editor writing in two chunks, a copy in progress) is never applied half
@@ -29,6 +30,17 @@ is true and ``resilience.config.stale`` is 1 for the file (``ResilienceConfigSta
 The next file applied counts a succeeded reload of each policy a refusal was reported for (or, when
 the manager refused the file, of each policy it changed: none took its config), its config changed
 or not: the last good file put back as it was ends the refusal too.
+
+A change is a change of content: a file whose bytes are the ones applied (or refused) last is
+unchanged, whatever its stamp says (touched, saved again as it was, a Kubernetes ConfigMap's
+``..data`` swapped to a copy of it). Nothing is applied or reported, :attr:`ConfigWatch.applied`
+stays, ``check()`` returns ``False``, and its new stamp is kept. To put the file's configuration
+back over a ``manager.reconfigure`` made since, apply it (``manager.apply_config(load(path))``).
+A file refused because its ``customize`` raised (a secret store timing out) or returned no config
+is applied again at each look while it stays unchanged, until it applies: a try refused with the
+error of the refusal in force (:attr:`ConfigWatch.last_error`) is that refusal still (not logged,
+counted or reported again), another error is a new refusal (logged and counted once). A file the
+loader or the manager refused is not tried again: it would be refused until it changes.
 
 A stamp is not trusted while the file's times are within :data:`RACY_WINDOW_NS` of the look that
 read it: a filesystem with coarse timestamps gives a rewrite of the same size in the same tick the
@@ -151,10 +163,25 @@ def apply_file(
             policies,
             kind=TypeError,
         )
+    return _apply_file(manager, policies, customize, owed, manager._refused)
+
+
+def _apply_file(
+    manager: NamedPolicies,
+    policies: Mapping[str, ResilienceConfig],
+    customize: Customize | None,
+    owed: Collection[str],
+    refused: Callable[[str, BaseException], None],
+) -> dict[str, PolicyHandle]:
+    """:func:`apply_file`, ``refused(name, error)`` called for what ``customize`` raised or returned.
+
+    A watch's (:meth:`ConfigWatch._applied`) tells a file its ``customize`` refused (tried again
+    at the next look) from one the manager refused, and reports a refusal tried again once.
+    """
     _check_customize("ResilienceManager.apply_config", customize)
     for name in policies:  # before customize runs: no policy can have a name policy() refuses
         check_name("ResilienceManager.apply_config", "policies key", name)
-    wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
+    wanted = {name: _customized(name, config, customize, refused) for name, config in policies.items()}
     applied = manager._apply(wanted, owed)
     source = getattr(policies, "source", None)
     if source is not None:  # a loaded file: a later load of it (a watch's first) keeps its budgets
@@ -185,29 +212,31 @@ def _file_key(path: str | os.PathLike[str]) -> str:
 
 
 def _customized(
-    manager: NamedPolicies, name: str, config: ResilienceConfig, customize: Customize | None
+    name: str,
+    config: ResilienceConfig,
+    customize: Customize | None,
+    refused: Callable[[str, BaseException], None],
 ) -> ResilienceConfig:
     """``customize(name, config)`` (or ``config``); what it raises is a refused reload of ``name``.
 
     So is what it returns that is not a config (a function that forgot its ``return``): a
-    ``TypeError`` naming ``customize`` and the policy, a coroutine closed.
+    ``TypeError`` naming ``customize`` and the policy, a coroutine closed. Either is given to
+    ``refused`` (the manager's report of a refused reload, or a watch's), then raised.
     """
     if customize is None:
         return config
     try:
         customized: object = customize(name, config)  # judged below: a function may forget its return
     except Exception as error:
-        manager._refused(name, error)
+        refused(name, error)
         raise
     if not isinstance(customized, ResilienceConfig):
-        refused = wrong_return(
-            f"customize({name!r}, config)", customized, "it must return a ResilienceConfig"
-        )
-        manager._refused(name, refused)
+        wrong = wrong_return(f"customize({name!r}, config)", customized, "it must return a ResilienceConfig")
+        refused(name, wrong)
         try:
-            raise refused
+            raise wrong
         finally:
-            del refused  # its traceback holds this frame: not bound here (a cycle)
+            del wrong  # its traceback holds this frame: not bound here (a cycle)
     return customized
 
 
@@ -333,10 +362,15 @@ class ConfigWatch(_Looker):
         path: The file watched, as given (a relative path names the file of the working
             directory the watch began in, whatever directory the process changes to later).
         interval: Seconds between two looks (a ``timedelta`` given is stored as seconds); it may
-            be assigned while the watch runs, checked as the one given (the next wait takes it).
+            be assigned while the watch runs, checked as the one given: the wait under way ends,
+            and the next look comes one new interval after the assignment.
         format: The file's format, ``"yaml"`` or ``"toml"``: the one given, else its suffix's.
-        applied: How many times a changed file was applied (the first load included).
-        failed: How many changed files were refused (nothing changed each time).
+        applied: How many times a file was applied (the first load included): one whose content
+            is not the one applied (or refused) last, or one its ``customize`` refused, tried
+            again. A file touched or saved again with the same bytes is not applied, nor counted.
+        failed: How many changed files were refused (nothing changed each time), and how many
+            tries again of a file its ``customize`` refused failed with another error than the
+            last.
         stale: Whether the last changed file the watch settled on was refused (no file applied
             since): the configuration in force is not the file's. Exported as
             ``resilience.config.stale`` for as long as it holds (the refusal is counted once).
@@ -375,6 +409,9 @@ class ConfigWatch(_Looker):
         # The policies a refused file was reported for, since the last file applied: the next
         # file applied counts a succeeded reload of each, changed or not (a revert included).
         self._owed: set[str] = set()
+        # The file settled on that its customize refused: applied again at each look until it
+        # applies or another file is settled on (a secret store's timeout may pass).
+        self._again: ConfigFile | None = None
         # One look at a time (the thread's and a caller's check()): a change is applied once, and
         # never an older file after a newer one; stop() waits for the look under way. Reentrant: a
         # customize may stop the watch whose look calls it. Free in a forked child.
@@ -389,6 +426,9 @@ class ConfigWatch(_Looker):
         self._settled(stamp, _digest(content), looked_at)
         self.applied = 1
         self._stop = threading.Event()
+        # Set to end the thread's wait at once: by stop(), and by an interval assigned (the wait
+        # starts again with it, from then on).
+        self._wake = threading.Event()
         # Running before its thread starts: a child forked by another thread from now on starts
         # one of its own (a child forked before the watch was known as running would have none).
         _RUNNING.add(self)
@@ -397,12 +437,17 @@ class ConfigWatch(_Looker):
 
     @property
     def interval(self) -> float:
-        """Seconds between two looks (assign seconds or a ``timedelta``: the next wait takes it)."""
+        """Seconds between two looks.
+
+        Assign seconds or a ``timedelta``: the next look comes one new interval after the
+        assignment (the wait under way is cut short, or made longer).
+        """
         return self._interval
 
     @interval.setter
     def interval(self, interval: float | timedelta) -> None:
         self._interval = _checked_interval("ConfigWatch", interval)
+        self._wake.set()
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"otel-resilience watch {self.path}", daemon=True)
@@ -418,6 +463,7 @@ class ConfigWatch(_Looker):
         """Start the watch's thread again in a forked child (the parent's did not come along)."""
         if not self._stop.is_set():
             self._stop = threading.Event()  # its lock may have been held by a thread of the parent
+            self._wake = threading.Event()
             self._looking = None  # a look under way in the parent's thread did not come along
             self._thread = self._start()
 
@@ -453,9 +499,13 @@ class ConfigWatch(_Looker):
         could not be read then, is read again, and changed if its content is another (a rewrite
         its stamp cannot tell, a file readable again).
 
+        A file its ``customize`` refused is applied again by each look that finds it unchanged.
+
         Returns:
-            Whether a changed file was applied (``False``: unchanged, changed since the previous
-            look, refused and reported, or the watch is stopped: it applies nothing).
+            Whether a file was applied, its content changed or its ``customize`` having refused it
+            (``False``: its content unchanged, touched or saved again with the same bytes
+            included; changed since the previous look; refused; or the watch is stopped: it
+            applies nothing).
         """
         with self._checking:
             if self._stop.is_set():
@@ -472,21 +522,21 @@ class ConfigWatch(_Looker):
     def _check_locked(self) -> bool:
         looked_at = time.time_ns()
         stamp = self._look()
-        if stamp == self._stamp:  # as applied (or refused) last, unless its stamp is not trusted
-            if self._trusted(stamp):
-                self._pending = None
-                return False
-            content = self._read()
-            digest = _digest(content)
-            if digest == self._digest:  # the same content: the stamp is trusted once old enough
-                self._looked_at = looked_at
-                self._pending = None
-                return False
-        else:
-            content = self._read()
-            digest = _digest(content)
+        if stamp == self._stamp and self._trusted(stamp):  # as applied (or refused) last
+            self._pending = None
+            return self._tried_again()
+        content = self._read()
+        digest = _digest(content)
+        if digest == self._digest and (digest is not None or stamp == self._stamp):
+            # The content applied (or refused) last, under a new stamp (the file touched, saved
+            # again as it was, a link swapped to a copy) or an untrusted one: unchanged. Its stamp
+            # is kept (trusted once its times are old enough); a file still unreadable under a
+            # new stamp (deleted since) is a change.
+            self._settled(stamp, digest, looked_at)
+            return self._tried_again()
         if not self._settles(stamp, digest):
             return False
+        self._again = None  # another file settled on: the one refused is tried no more
         # The new stamp is kept once the file was applied or refused, not before: a child forked
         # in between (its copy of the watch never finishes this look) looks at the file again.
         try:
@@ -503,16 +553,50 @@ class ConfigWatch(_Looker):
             for name in names:
                 self._manager._refused(name, error)
             return False
+        applied = self._applied(loaded, again=False)
+        self._settled(stamp, digest, looked_at)
+        return applied
+
+    def _tried_again(self) -> bool:
+        """Apply again the file settled on, if its ``customize`` refused it (it may not, now).
+
+        Returns:
+            Whether it was applied (``False``: nothing to try again, or refused again).
+        """
+        if self._again is None:
+            return False
+        return self._applied(self._again, again=True)
+
+    def _applied(self, loaded: ConfigFile, *, again: bool) -> bool:
+        """Apply ``loaded``, the file settled on (``again``: tried again after its customize refused it).
+
+        A refusal is counted and logged once (:meth:`_refused`), and reported for the policy it
+        concerns; a try again refused with the error of the refusal in force (``last_error``) is
+        that refusal still: neither counted, logged nor reported again. A file its ``customize``
+        refused (it raised, a secret store timing out, or returned no config) is tried again at
+        each look while the file stays unchanged; one the manager refused is not (it would be
+        refused again).
+
+        Returns:
+            Whether it was applied.
+        """
+        self._again = None
+
+        def refused(name: str, error: BaseException) -> None:  # customize refused it: tried again
+            self._again = loaded
+            if not (again and _why(error) == self.last_error):
+                self._owed.add(name)
+                self._manager._refused(name, error)
+
         try:
-            apply_file(self._manager, loaded, self._customize, self._owed)
+            _apply_file(self._manager, loaded, self._customize, self._owed, refused)
         except Exception as error:  # noqa: BLE001 - reported once, for the policy it concerns
-            self._settled(stamp, digest, looked_at)
-            self._refused(error)
+            if not (again and _why(error) == self.last_error):
+                self._refused(error)
             # All or nothing: no policy the file changes took its config (the refusal was
             # reported for the one it concerns).
             self._owed.update(name for name, config in loaded.items() if _changed(self._last, name, config))
             return False
-        self._settled(stamp, digest, looked_at)
         self._last = loaded
         self._owed = set()
         self.stale = False
@@ -542,17 +626,31 @@ class ConfigWatch(_Looker):
         """Count and log a refused file: the file read (its absolute path) and the error, with its type."""
         self.failed += 1
         self.stale = True
-        self.last_error = f"{error_type_name(error)}: {error}"
+        self.last_error = _why(error)
         _LOG.warning(
             "configuration file %s refused, the last good one stays: %s", self._file, self.last_error
         )
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while self._waited():
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the thread outlives anything a look raises: logged
                 _LOG.exception("watch of configuration file %s failed; watching on", self._file)
+
+    def _waited(self) -> bool:
+        """Wait one ``interval`` for the next look (``False``: stopped meanwhile, no more looks).
+
+        An interval assigned meanwhile ends the wait, and one of the new interval starts then.
+        """
+        while True:
+            # Cleared before the stop and the interval are read: a stop() or an interval coming
+            # after wakes the wait; one that came before (during the look) is read here.
+            self._wake.clear()
+            if self._stop.is_set():
+                return False
+            if not self._wake.wait(self._interval):
+                return not self._stop.is_set()
 
     def stop(self) -> None:
         """Stop watching (the policies keep their configs); waits for the watch thread to end.
@@ -565,6 +663,7 @@ class ConfigWatch(_Looker):
         _RUNNING.discard(self)
         WATCHES.unregister(self)
         self._stop.set()
+        self._wake.set()
         if self._looking == threading.get_ident():
             # Called by the look under way (its customize): the thread may be waiting for that
             # look, so the look, which goes on, waits for the thread once it is over (check).
@@ -586,6 +685,11 @@ class ConfigWatch(_Looker):
 
     def __repr__(self) -> str:
         return f"ConfigWatch({str(self.path)!r}, interval={self.interval:g}, applied={self.applied})"
+
+
+def _why(error: BaseException) -> str:
+    """Why a file was refused, as :attr:`ConfigWatch.last_error` and the warning say it."""
+    return f"{error_type_name(error)}: {error}"
 
 
 def _digest(content: bytes | OSError) -> bytes | None:

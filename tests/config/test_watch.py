@@ -234,7 +234,14 @@ def test_a_watch_interval_its_thread_cannot_wait_is_refused_at_once(
 
 @pytest.mark.parametrize(
     ("interval", "error"),
-    [(math.inf, ValueError), (-1, ValueError), (0, ValueError), (True, TypeError), ("2", TypeError)],
+    [
+        (math.inf, ValueError),
+        (math.nan, ValueError),
+        (-1, ValueError),
+        (0, ValueError),
+        (True, TypeError),
+        ("2", TypeError),
+    ],
 )
 def test_an_interval_assigned_later_is_checked_as_the_one_given(
     tmp_path: Path, interval: object, error: type[Exception]
@@ -947,13 +954,13 @@ def test_a_rewrite_within_the_timestamp_tick_of_the_last_read_is_applied(
     with manager.watch(path, interval=3600) as watch:
         tick = time.time_ns()  # every write lands in this tick: one stamp
         monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), tick, 1, 2, tick))
-        assert _look_twice(watch)  # the stamp is new: the file applied (nothing reloaded)
+        assert not watch.check()  # the stamp is new, the content the one applied: kept, nothing applied
         payments = manager.policy("payments")
         assert not watch.check()  # re-read: the same content, nothing new
         _write(path, FIRST.replace("failure_threshold: 3", "failure_threshold: 4"))  # the same size
         assert _look_twice(watch)
         assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=4)
-        assert (payments.generation, watch.applied, watch.failed) == (2, 3, 0)
+        assert (payments.generation, watch.applied, watch.failed) == (2, 2, 0)
         assert not watch.check()
 
 
@@ -967,7 +974,7 @@ def test_a_file_read_well_after_it_was_written_is_not_read_again_while_its_stamp
     with manager.watch(path, interval=3600) as watch:
         old = time.time_ns() - 60 * 10**9
         monkeypatch.setattr(watch, "_look", lambda: (len(FIRST), old, 1, 2, old))
-        assert _look_twice(watch)
+        assert not watch.check()  # a new stamp, the content applied: the stamp kept
         reads: list[None] = []
         read = watch._read
         monkeypatch.setattr(watch, "_read", lambda: reads.append(None) or read())
@@ -1436,3 +1443,226 @@ def test_last_error_says_why_the_file_in_force_is_not_the_files_until_one_is_app
         _write(path, SECOND)
         assert _look_twice(watch)
         assert (watch.stale, watch.last_error) == (False, None)
+
+
+def _waiting(watch: ConfigWatch) -> None:
+    """Return once the watch's thread waits for its next look (a generous bound)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(watch._thread.ident or 0)
+        if frame is not None and frame.f_code.co_name == "wait":
+            return
+        time.sleep(0.001)
+    raise AssertionError("the watch thread never waited")
+
+
+@pytest.mark.parametrize("started_in_a_coroutine", [False, True])
+def test_an_interval_assigned_while_the_thread_waits_applies_from_now(
+    tmp_path: Path, started_in_a_coroutine: bool
+) -> None:
+    """``watch.interval = 0.01`` on a watch waiting out an interval of an hour wakes its wait: the
+    next look comes one new interval later (was: the hour's wait ran to its end first, so a
+    change was not seen for up to an hour); a watch made by ``watch_async`` alike."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    if started_in_a_coroutine:
+        watch = asyncio.run(manager.watch_async(path, interval=3600))
+    else:
+        watch = manager.watch(path, interval=3600)
+    with watch:
+        _waiting(watch)  # the thread waits out its hour
+        _write(path, SECOND)
+        watch.interval = 0.01
+        deadline = time.monotonic() + 30  # generous: an hour's wait is what fails it
+        while watch.applied < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watch.applied == 2
+        assert manager.policy("inventory").config.timeout == 1.0
+        watch.interval = 3600  # back to an hour: woken again, it waits the hour from now
+        _waiting(watch)
+        assert watch._thread.is_alive()
+
+
+def test_a_file_rewritten_with_the_bytes_applied_last_is_unchanged(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """A file touched, saved again as it was, or a ConfigMap's ``..data`` swapped to a copy of it:
+    its stamp is new, its content the one applied, so nothing is applied (``check()`` False,
+    ``applied`` as it was, no reload counted), and its new stamp is kept: the next look reads
+    nothing (was: applied again, ``applied`` 2 and ``check()`` True for a file that did not
+    change)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        payments = manager.policy("payments")
+        later = path.stat().st_mtime_ns + 5_000_000_000
+        os.utime(path, ns=(later, later))  # touched
+        assert not _look_twice(watch)
+        _write(path, FIRST)  # saved again as it was
+        assert not _look_twice(watch)
+        assert (watch.applied, watch.failed, watch.stale) == (1, 0, False)
+        assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+        _write(path, SECOND)
+        assert _look_twice(watch)  # a changed content still applies
+        assert watch.applied == 2
+    folder = tmp_path / "config-map"
+    folder.mkdir()
+    _config_map(folder, "v1", FIRST)
+    with manager.watch(folder / "resilience.yaml", interval=3600) as watch:
+        _config_map(folder, "v2", FIRST)  # another key of the ConfigMap changed: this file did not
+        assert not _look_twice(watch)
+        assert watch.applied == 1
+    assert _reloads(reader, "succeeded") == {"payments": 2}  # SECOND, then FIRST at the second watch
+
+
+def test_a_file_refused_because_customize_raised_is_tried_again_at_each_look(
+    tmp_path: Path, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A customize that raised (a secret store timing out) may not raise at the next look: the file
+    is applied again at each look until it applies, though it did not change (was: left refused,
+    stale, until someone changed the file). The same error again is the refusal in force, neither
+    counted nor logged again; another error is a new refusal, counted and logged once."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    errors: list[Exception] = []
+    calls: list[str] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        calls.append(name)
+        if errors and name == "payments":
+            raise errors[0]
+        return config
+
+    manager = _manager()
+    with manager.watch(path, interval=3600, customize=customize) as watch:
+        payments = manager.policy("payments")
+        errors.append(TimeoutError("secret store timed out"))
+        _write(path, SECOND)
+        with caplog.at_level("WARNING", logger="otel_resilience"):
+            assert not _look_twice(watch)
+            assert (watch.applied, watch.failed, watch.stale) == (1, 1, True)
+            calls.clear()
+            for _ in range(3):  # tried again at each look: the same error, the same refusal
+                assert not watch.check()
+            assert calls.count("payments") == 3
+            assert (watch.applied, watch.failed, watch.stale) == (1, 1, True)
+            errors[0] = ConnectionError("secret store refused the connection")
+            assert not watch.check()  # another error: a new refusal
+            assert not watch.check()
+            assert watch.failed == 2
+            assert watch.last_error == "ConnectionError: secret store refused the connection"
+            errors.clear()
+            assert watch.check()  # the store answers: applied, the file unchanged
+        refused = [r for r in caplog.records if r.name == "otel_resilience" and "refused" in r.getMessage()]
+        assert [r.getMessage().rsplit(": ", 1)[-1] for r in refused] == [
+            "secret store timed out",
+            "secret store refused the connection",
+        ]
+        assert (watch.applied, watch.failed, watch.stale, watch.last_error) == (2, 2, False, None)
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert manager.policy("inventory").config.timeout == 1.0
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 2}
+        calls.clear()
+        assert not watch.check()  # applied: nothing to try again
+        assert calls == []
+    assert _failed_reloads(reader, "payments") == 2
+
+
+def test_a_file_the_manager_refused_is_not_tried_again_until_it_changes(tmp_path: Path) -> None:
+    """A config the manager refuses is refused at every try: only a customize that raised is tried
+    again, a file whose customize returned a config the manager refused is not."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    calls: list[str] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        calls.append(name)
+        return _refusing_customize(name, config)
+
+    with _manager().watch(path, interval=3600, customize=customize) as watch:
+        _write(path, SECOND)
+        assert not _look_twice(watch)
+        calls.clear()
+        assert not watch.check()
+        assert calls == []
+        assert (watch.applied, watch.failed, watch.stale) == (1, 1, True)
+
+
+def test_a_stale_watch_stopped_leaves_no_stale_series_though_its_file_is_not_in_force(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """A watch stopped watches no file: its ``resilience.config.stale`` series goes, so
+    ``ResilienceConfigStale`` resolves (its runbook says so), while ``watch.stale`` still tells that
+    the configuration in force is not the file's."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    key = os.path.abspath(path)  # noqa: PTH100 - the path the watch names, links not followed
+    with _manager().watch(path, interval=3600) as watch:
+        _write(path, BROKEN)
+        assert not _look_twice(watch)
+        assert _stale(reader) == {key: 1}
+    assert _stale(reader) == {}
+    assert watch.stale
+
+
+def test_a_policy_whose_customize_raised_counts_a_succeeded_reload_once_a_file_applies(
+    tmp_path: Path,
+) -> None:
+    """customize raised for a policy the file leaves as it was: a failed reload of it was reported,
+    so the file applied next counts a succeeded reload of it, as for every policy a refusal was
+    reported for (was: only the policies the file changed were, so that policy's failure was never
+    followed by a success, and the runbook's check for a recovery never saw one)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    raising: list[str] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if name in raising:
+            raise TimeoutError("secret store timed out")
+        return config
+
+    manager = _manager()
+    with manager.watch(path, interval=3600, customize=customize) as watch:
+        search = manager.policy("search")
+        raising.append("search")
+        _write(path, SECOND)  # search unchanged
+        assert not _look_twice(watch)
+        assert search.get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+        raising.clear()
+        _write(path, FIRST)
+        assert _look_twice(watch)
+        assert search.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+        assert search.generation == 1
+
+
+def test_stop_during_the_threads_look_ends_the_thread_whatever_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() called while the watch's thread looks (its wake-up set then) ends the thread once the
+    look is over, though the interval is an hour: the wait that follows sees the stop."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    watch = _manager().watch(path, interval=3600)
+    inside, release = threading.Event(), threading.Event()
+
+    def look() -> bool:
+        inside.set()
+        release.wait(30)
+        return False
+
+    monkeypatch.setattr(watch, "check", look)
+    _waiting(watch)
+    watch.interval = 0.001  # the thread looks at once, and stays in its look
+    assert inside.wait(30)
+    watch.interval = 3600
+    stopper = threading.Thread(target=watch.stop)
+    stopper.start()
+    deadline = time.monotonic() + 30
+    while not watch._stop.is_set() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    stopper.join(30)  # generous: an hour's wait is what fails it
+    assert not stopper.is_alive()
+    assert not watch._thread.is_alive()
