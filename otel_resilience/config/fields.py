@@ -139,10 +139,10 @@ def _share(name: str, doc: str) -> Field:
     return Field(name, "number", doc, minimum=0.0, exclusive_minimum=True, maximum=1.0, nullable=True)
 
 
-def _duration(name: str, doc: str, *, nullable: bool = False) -> Field:
-    """A duration above zero (``None`` too when ``nullable``)."""
+def _duration(name: str, doc: str, *, nullable: bool = False, zero: bool = False) -> Field:
+    """A duration above zero, or from zero when ``zero`` (``None`` too when ``nullable``)."""
     return Field(
-        name, "duration", doc, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION, nullable=nullable
+        name, "duration", doc, minimum=0, exclusive_minimum=not zero, maximum=MAX_DURATION, nullable=nullable
     )
 
 
@@ -265,21 +265,17 @@ RETRY: Final = Section(
             choices=tuple(m.value for m in RetryStrategy),
             enum=RetryStrategy,
         ),
-        Field(
+        _duration(
             "initial_delay",
-            "duration",
             "The delay before the first retry (default 1s, or a max_delay written shorter).",
-            minimum=0,
-            maximum=MAX_DURATION,
+            zero=True,
         ),
         _finite("multiplier", "Growth factor of exponential delays.", minimum=1),
-        Field(
+        _duration(
             "max_delay",
-            "duration",
             "The cap of every delay, the top of a random one (default 60s, or an initial_delay "
             "written longer).",
-            minimum=0,
-            maximum=MAX_DURATION,
+            zero=True,
         ),
         Field(
             "jitter",
@@ -364,13 +360,7 @@ RATE_LIMITER: Final = Section(
         ),
         _count("burst", "The most permits taken at once.", minimum=1, nullable=True),
         Field("algorithm", "choice", "How permits are counted.", choices=ALGORITHMS),
-        Field(
-            "max_wait",
-            "duration",
-            "The longest a caller may wait for a permit.",
-            minimum=0,
-            maximum=MAX_DURATION,
-        ),
+        _duration("max_wait", "The longest a caller may wait for a permit.", zero=True),
         _count("max_waiting", "Callers that may wait at once.", minimum=0),
     ),
     refused=(
@@ -389,7 +379,7 @@ CHAOS: Final = Section(
             "fault", "exception", "The exception class raised (instantiated with no argument).", nullable=True
         ),
         Field("latency_rate", "number", "Share of runs delayed by latency.", minimum=0, maximum=1),
-        Field("latency", "duration", "The injected delay.", minimum=0, maximum=MAX_DURATION),
+        _duration("latency", "The injected delay.", zero=True),
         Field("outcome_rate", "number", "Share of runs answered with outcome.", minimum=0, maximum=1),
         Field("outcome", "value", "The injected result.", nullable=True),
         Field("enabled", "bool", "Whether the link injects (a switch takes code)."),
