@@ -307,6 +307,8 @@ STORE_FLAPPING_OUTAGES: Final = 3
 flapping: each shorter than :data:`STORE_DEGRADED_FOR`, together they put its shared breakers and
 rate limits on local state again and again."""
 STORE_FLAPPING_FOR: Final = "2m"
+"""How long a shared store must stay at :data:`STORE_FLAPPING_OUTAGES` or more before
+:data:`A_STORE_FLAPPING` fires."""
 RATE_LIMITED_FOR: Final = "5m"
 """How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
 retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
@@ -399,6 +401,11 @@ class RuleOptions:
         rate_limited_ratio: Share of a policy's executions its rate limiter shed that alerts (and
             share of the permits asked of a limiter that runs no execution that it refused).
         rate_limited_for: ``for`` of the alerts on sustained shedding by a rate limiter.
+        config_stale_for: ``for`` of the alert on a watched configuration file left refused.
+        store_degraded_for: ``for`` of the alert on a shared store unreachable.
+        store_flapping_outages: Outages of a shared store in 30 m, in one instance, that make it
+            flapping.
+        store_flapping_for: ``for`` of the alert on a shared store that keeps dropping out.
     """
 
     runbook_url_base: str = RUNBOOK_BASE_URL
@@ -424,6 +431,10 @@ class RuleOptions:
     retry_budget_for: str = RETRY_BUDGET_FOR
     rate_limited_ratio: float = RATE_LIMITED_RATIO
     rate_limited_for: str = RATE_LIMITED_FOR
+    config_stale_for: str = CONFIG_STALE_FOR
+    store_degraded_for: str = STORE_DEGRADED_FOR
+    store_flapping_outages: int = STORE_FLAPPING_OUTAGES
+    store_flapping_for: str = STORE_FLAPPING_FOR
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -1397,7 +1408,7 @@ def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRu
     """
     job = o.job_label
     window = scale_duration(RELOAD_FAILED_WINDOW, scale)
-    wait = scale_duration(CONFIG_STALE_FOR, scale)
+    wait = scale_duration(o.config_stale_for, scale)
     failed = _sel(_RELOADS, _eq(_RELOAD_OUTCOME, naming.value(sc.RELOAD_OUTCOME, "failed")))
     return (
         RecordingRule(R_RELOAD_FAILURES, _events(failed, window, (job, _POLICY, _ERROR_TYPE), scale)),
@@ -1440,7 +1451,7 @@ def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
     blip that every replica sees at once is one outage, not one per replica.
     """
     job = o.job_label
-    wait = scale_duration(STORE_DEGRADED_FOR, scale)
+    wait = scale_duration(o.store_degraded_for, scale)
     window = scale_duration(STORE_FLAPPING_WINDOW, scale)
     outages = _events(_STORE_OUTAGES, window, (job, naming.INSTANCE_LABEL, _NAME), scale)
     return (
@@ -1460,13 +1471,13 @@ def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
         RecordingRule(R_STORE_OUTAGES, f"max by ({job}, {_NAME}) (\n{textwrap.indent(outages, '  ')}\n)"),
         AlertRule(
             A_STORE_FLAPPING,
-            f"{R_STORE_OUTAGES} >= {STORE_FLAPPING_OUTAGES}",
-            scale_duration(STORE_FLAPPING_FOR, scale),
+            f"{R_STORE_OUTAGES} >= {o.store_flapping_outages}",
+            scale_duration(o.store_flapping_for, scale),
             "warning",
             f"Shared store {{{{ $labels.resilience_name }}}} of {{{{ $labels.{job} }}}} keeps dropping out",
             f"The shared store (Redis) of namespace {{{{ $labels.resilience_name }}}} became unreachable "
             f'{{{{ printf "%.0f" $value }}}} times in the last {window} from one instance of service '
-            f"{{{{ $labels.{job} }}}} (threshold {STORE_FLAPPING_OUTAGES}): each time its shared breakers "
+            f"{{{{ $labels.{job} }}}} (threshold {o.store_flapping_outages}): each time its shared breakers "
             "and rate limiters ran on local state until it answered again (each replica counting failures "
             "and probes on its own), too briefly each time to be reported as unreachable.",
             o.runbook_url_base,
@@ -2799,6 +2810,7 @@ def _store_flapping_case() -> _Case:
         ),
         (
             ("5m", ()),
+            ("8m", ()),  # the third outage at t+7m: pending for 2m
             ("9m", (_Firing(rule, _job(**{_NAME: "checkout"}), "3"),)),
             ("30m", (_Firing(rule, _job(**{_NAME: "checkout"}), "10"),)),
             ("70m", ()),

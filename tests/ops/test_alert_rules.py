@@ -181,6 +181,7 @@ def test_thresholds_are_pinned():
     assert (ar.RETRY_BUDGET_WINDOW, ar.RETRY_BUDGET_FOR) == ("5m", "10m")
     assert (ar.RATE_LIMITED_RATIO, ar.RATE_LIMITED_FOR) == (0.1, "5m")
     assert ar.STORE_DEGRADED_FOR == "2m"
+    assert (ar.STORE_FLAPPING_OUTAGES, ar.STORE_FLAPPING_WINDOW, ar.STORE_FLAPPING_FOR) == (3, "30m", "2m")
     assert (ar.RELOAD_FAILED_WINDOW, ar.CONFIG_STALE_FOR) == ("15m", "15m")
 
 
@@ -353,6 +354,26 @@ def _unit_tests_of(rules_test, alert):
         # "At least one within every 5 m": one would-be trip, or one denial, every 4 minutes fires.
         (ar.A_BREAKER_WOULD_OPEN, "expr", "> 0", "> 1"),
         (ar.A_RETRY_BUDGET, "expr", "> 0", "> 1"),
+        # The shared store and the watched configuration file: each threshold and `for`.
+        (ar.A_STORE_DEGRADED, "for", ar.STORE_DEGRADED_FOR, "1m"),
+        (ar.A_STORE_DEGRADED, "for", ar.STORE_DEGRADED_FOR, "4m"),
+        (
+            ar.A_STORE_FLAPPING,
+            "expr",
+            f">= {ar.STORE_FLAPPING_OUTAGES}",
+            f">= {ar.STORE_FLAPPING_OUTAGES - 1}",
+        ),
+        (
+            ar.A_STORE_FLAPPING,
+            "expr",
+            f">= {ar.STORE_FLAPPING_OUTAGES}",
+            f">= {ar.STORE_FLAPPING_OUTAGES + 1}",
+        ),
+        (ar.A_STORE_FLAPPING, "expr", f">= {ar.STORE_FLAPPING_OUTAGES}", f"> {ar.STORE_FLAPPING_OUTAGES}"),
+        (ar.A_STORE_FLAPPING, "for", ar.STORE_FLAPPING_FOR, "1m"),
+        (ar.A_STORE_FLAPPING, "for", ar.STORE_FLAPPING_FOR, "4m"),
+        (ar.A_CONFIG_STALE, "for", ar.CONFIG_STALE_FOR, "7m"),
+        (ar.A_CONFIG_STALE, "for", ar.CONFIG_STALE_FOR, "30m"),
     ],
 )
 def test_a_changed_threshold_guard_or_for_fails_the_promtool_unit_tests(
@@ -1148,3 +1169,160 @@ def test_a_shared_store_that_keeps_dropping_out_alerts(promtool, repo, tmp_path)
     path.write_text(yaml.safe_dump(document))
     result = run(promtool, "test", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_STORE_AND_CONFIG_OPTIONS = {
+    "store_degraded_for": "5m",
+    "store_flapping_outages": 5,
+    "store_flapping_for": "4m",
+    "config_stale_for": "30m",
+}
+"""Non-default values of the shared-store and stale-configuration options (defaults 2m, 3, 2m, 15m)."""
+
+
+def test_the_shared_store_and_stale_configuration_thresholds_are_options():
+    """The `for` of ResilienceSharedStoreDegraded and ResilienceConfigStale, and the threshold and `for` of
+    ResilienceSharedStoreFlapping, are RuleOptions fields defaulting to the shipped values: set, they
+    reach the expression, the `for`, the description and the export command (were module constants)."""
+    shipped = ar.RuleOptions()
+    assert (
+        shipped.store_degraded_for,
+        shipped.store_flapping_outages,
+        shipped.store_flapping_for,
+        shipped.config_stale_for,
+    ) == (ar.STORE_DEGRADED_FOR, ar.STORE_FLAPPING_OUTAGES, ar.STORE_FLAPPING_FOR, ar.CONFIG_STALE_FOR)
+    options = ar.RuleOptions(**_STORE_AND_CONFIG_OPTIONS)
+    document = ar.rules_document(options=options)
+    degraded = _alert(document, ar.A_STORE_DEGRADED)
+    assert degraded["for"] == "5m"
+    assert "for 5m: their shared breakers" in degraded["annotations"]["description"]
+    flapping = _alert(document, ar.A_STORE_FLAPPING)
+    assert (flapping["expr"], flapping["for"]) == (f"{ar.R_STORE_OUTAGES} >= 5", "4m")
+    assert "(threshold 5)" in flapping["annotations"]["description"]
+    stale = _alert(document, ar.A_CONFIG_STALE)
+    assert stale["for"] == "30m"
+    assert "applied none for 30m" in stale["annotations"]["description"]
+    # Scaled as every other `for` is.
+    scaled = ar.rules_document(0.05, options)
+    assert _alert(scaled, ar.A_STORE_DEGRADED)["for"] == ar.scale_duration("5m", 0.05) == "15s"
+    assert _alert(scaled, ar.A_STORE_FLAPPING)["for"] == "12s"
+    assert _alert(scaled, ar.A_CONFIG_STALE)["for"] == "90s"
+    assert ar.RuleOptions.from_strings({k: str(v) for k, v in _STORE_AND_CONFIG_OPTIONS.items()}) == options
+    assert ar.export_command(1.0, options.settings) == (
+        "otel-resilience export alerts DIR --set config_stale_for=30m --set store_degraded_for=5m "
+        "--set store_flapping_outages=5 --set store_flapping_for=4m"
+    )
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.05])
+def test_adapted_shared_store_and_stale_configuration_alerts_fire_at_their_options(promtool, tmp_path, scale):
+    """Rules adapted with store_degraded_for=5m, store_flapping_outages=5, store_flapping_for=4m and
+    config_stale_for=30m, production or time-scaled: promtool sees each alert fire at the adapted
+    threshold and `for`, and stay silent where the shipped values (2m; 3 for 2m; 15m) would have fired."""
+    document = ar.rules_document(scale, ar.RuleOptions(**_STORE_AND_CONFIG_OPTIONS))
+    groups = [
+        g
+        for g in document["groups"]
+        if any(r.get("alert") in {ar.A_STORE_DEGRADED, ar.A_CONFIG_STALE} for r in g["rules"])
+    ]
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)  # the labels say which alert fired; its text is tested above
+    (tmp_path / ar.RULES_FILE).write_text(yaml.safe_dump({"groups": groups}))
+
+    def at(minutes):
+        return ar.scale_duration(f"{minutes}m", scale)
+
+    def series(metric, name, labels):
+        inner = ", ".join(f'{k}="{v}"' for k, v in {"job": "shop", "instance": "shop-1", **labels}.items())
+        return f"{naming.series(metric)}{{{inner}}}"
+
+    def check(minutes, alert, *firing):
+        expected = [{"exp_labels": {"job": "shop", **labels, "severity": "warning"}} for labels in firing]
+        return {"eval_time": at(minutes), "alertname": alert, "exp_alerts": expected}
+
+    store = naming.label(sc.NAME)
+    file = naming.label(sc.CONFIG_FILE)
+    every_third = " ".join(f"{n} {n} {n}" for n in range(1, 16))  # an outage at t+1m, t+4m, t+7m, ...
+    inputs = [
+        # checkout: unreachable from t+1m for 20m; search: for 4m (fires at the shipped 2m, not at 5m).
+        {"series": series(sc.STORE_DEGRADED, "checkout", {store: "checkout"}), "values": "0 1x20 0x20"},
+        {"series": series(sc.STORE_DEGRADED, "search", {store: "search"}), "values": "0 1x3 0x37"},
+        # orders: 15 outages, one every 3 minutes (the 5th at t+13m); cart: 4 (3 fire the shipped rule).
+        {"series": series(sc.STORE_OUTAGES, "orders", {store: "orders"}), "values": "0 " + every_third},
+        {
+            "series": series(sc.STORE_OUTAGES, "cart", {store: "cart"}),
+            "values": "0 " + " ".join(f"{n} {n} {n}" for n in range(1, 5)) + " 4x30",
+        },
+        # A watched file refused from t+5m on.
+        {"series": series(sc.CONFIG_STALE, "file", {file: "/etc/shop.yaml"}), "values": "0x4 1x60"},
+    ]
+    tests = {
+        "rule_files": [ar.RULES_FILE],
+        "evaluation_interval": groups[0].get("interval", ar.EVALUATION_INTERVAL),
+        "tests": [
+            {
+                "name": f"adapted store and configuration options at time scale {scale}",
+                "interval": at(1),
+                "input_series": inputs,
+                "alert_rule_test": [
+                    check(5, ar.A_STORE_DEGRADED),
+                    check(6, ar.A_STORE_DEGRADED, {store: "checkout"}),
+                    check(12, ar.A_STORE_FLAPPING),
+                    check(16, ar.A_STORE_FLAPPING),
+                    check(17, ar.A_STORE_FLAPPING, {store: "orders"}),
+                    check(25, ar.A_CONFIG_STALE),
+                    check(34, ar.A_CONFIG_STALE),
+                    check(35, ar.A_CONFIG_STALE, {file: "/etc/shop.yaml"}),
+                ],
+            }
+        ],
+    }
+    assert len(groups) == 2
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(tests))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        (
+            {"store_degraded_for": "2 m"},
+            ValueError,
+            r"RuleOptions\.store_degraded_for must be a Prometheus duration",
+        ),
+        (
+            {"store_flapping_for": "1m1m"},
+            ValueError,
+            r"RuleOptions\.store_flapping_for must be a Prometheus duration",
+        ),
+        (
+            {"config_stale_for": "300y"},
+            ValueError,
+            r"RuleOptions\.config_stale_for must be a Prometheus duration",
+        ),
+        ({"config_stale_for": 15}, TypeError, r"RuleOptions\.config_stale_for must be a string"),
+        (
+            {"store_flapping_outages": 0},
+            ValueError,
+            r"RuleOptions\.store_flapping_outages must be an integer >= 1 and <= 9223372036854775807",
+        ),
+        (
+            {"store_flapping_outages": 2**63},
+            ValueError,
+            r"RuleOptions\.store_flapping_outages must be an integer >= 1 and <= 9223372036854775807",
+        ),
+        (
+            {"store_flapping_outages": True},
+            TypeError,
+            r"RuleOptions\.store_flapping_outages must be a number",
+        ),
+        ({"store_flapping_outages": "3"}, TypeError, r"RuleOptions\.store_flapping_outages must be a number"),
+    ],
+)
+def test_bad_store_and_configuration_options_are_refused_naming_the_field(settings, error, message):
+    """The shared-store and stale-configuration options are checked at construction as the others are."""
+    with pytest.raises(error, match=message):
+        ar.RuleOptions(**settings)

@@ -287,3 +287,26 @@ def test_the_help_of_the_alert_options_states_the_values_they_take(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--runbook-url-base URL alerts only: an http:// or https:// URL," in text
     assert "--job-label LABEL alerts only: a Prometheus label name," in text
+
+
+def test_the_shared_store_and_stale_configuration_options_are_set_on_the_command_line(tmp_path):
+    """`export alerts DIR --set store_flapping_outages=5 --set store_degraded_for=5m ...` writes rules with
+    those values (scaled by --time-scale as every `for` is); `--help` lists the fields; a bad count exits 2."""
+    settings = (
+        "store_degraded_for=5m",
+        "store_flapping_outages=5",
+        "store_flapping_for=4m",
+        "config_stale_for=30m",
+    )
+    code, _, err = _run(
+        "export", "alerts", str(tmp_path), "--time-scale", "0.05", *(f"--set={item}" for item in settings)
+    )
+    assert code == 0, err
+    text = (tmp_path / ar.RULES_FILE).read_text(encoding="utf-8")
+    assert f"expr: {ar.R_STORE_OUTAGES} >= 5\n        for: 12s\n" in text
+    assert "expr: job_name:resilience_store_degraded:sum > 0\n        for: 15s\n" in text
+    assert "expr: job_file:resilience_config_stale:sum > 0\n        for: 90s\n" in text
+    assert not (tmp_path / ar.RULES_TEST_FILE).exists()
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "out"), "--set", "store_flapping_outages=0"])
+    assert caught.value.code == 2
