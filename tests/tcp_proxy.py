@@ -33,6 +33,8 @@ class TcpFaultProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._links: list[_Link] = []
+        self._closing = False
+        """Set by :meth:`stop`: a connection accepted from then on is closed at once (:meth:`_accept`)."""
         self._thread = threading.Thread(target=self._run, name="tcp fault proxy", daemon=True)
 
     def start(self) -> TcpFaultProxy:
@@ -69,6 +71,9 @@ class TcpFaultProxy:
         self._loop.run_forever()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted before the server closed, its task started after stop() looked
+            writer.transport.abort()  # at the tasks and writers: nothing else would close it
+            return
         self._writers.add(writer)  # before the upstream connection: stop() meanwhile closes it too
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -119,8 +124,10 @@ class TcpFaultProxy:
         self._loop.close()
 
     async def _shutdown(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
+        await asyncio.sleep(0)  # a connection accepted just before: its task starts, and closes it
         for writer in self._writers:
             writer.transport.abort()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -128,6 +135,9 @@ class TcpFaultProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in self._writers:  # any added meanwhile (aborting one closed already does nothing)
+            writer.transport.abort()
+        await asyncio.sleep(0)  # their sockets are closed in the loop's next turn
         if self._server is not None:
             # Once every connection is closed: from Python 3.12.1 this waits for them (a severed
             # client's side, left open, would keep it waiting), before it returned at once.
