@@ -9,7 +9,7 @@
   that a breaker a ``@resilient`` function opened in one test does not reject the next test's
   calls, nor a cooldown of the alerts silence its alerts; given a ``clock``, the block's
   ``@resilient`` functions, the retries given no clock (``@retry``, ``retry_sync``,
-  ``retry_async``) and the retry budgets given none run on it.
+  ``retry_async``), the retry budgets given none and the block's alert system run on it.
 
 What a fake clock does not drive:
 
@@ -17,7 +17,9 @@ What a fake clock does not drive:
   do: a sleeping task waits (yielding to its loop) until no other task of that loop sleeps on
   the clock to an earlier time, then the time moves on to its wake-up time. So tasks that sleep
   side by side (an attempt and a hedge's delay) end at the time the longest asked for, not at
-  the sum, and a sleep cancelled before its turn moves no time. A sleeper never wakes before its
+  the sum, and a sleep cancelled before its turn moves no time. A sleep whose time has come
+  (``sleep(0)``) ends first, but holds the later ones back a few loop turns only: a task polling
+  with ``sleep(0)`` lets them end as on a real loop. A sleeper never wakes before its
   time. A sync sleep (``sleep_sync``) moves the time at once: sleeps of threads side by side add
   up, each moving the time on from where the other left it. Tasks of one test that must start or
   end in a given order wait on events of their own, not on the clock.
@@ -38,9 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
@@ -52,11 +57,15 @@ from otel_resilience.patterns.alerts import close_process_wide
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from types import TracebackType
 
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.manager import ResilienceManager
 
 __all__ = ["AttemptRecorder", "EventRecorder", "FakeClock", "fresh_defaults"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _SETTLE: Final = 8
 """Loop iterations an async sleep waits, once the time moved, before it moves the time on: what
@@ -213,7 +222,8 @@ class FakeClock:
 
         It yields to the event loop at least once; it wakes, moving the time on to its wake-up
         time, when the time is there or no other task of this loop sleeps on the clock to an
-        earlier time (those wake first). Cancelled before, it moves no time.
+        earlier time (those wake first; one whose time has come, a few loop turns at most).
+        Cancelled before, it moves no time.
 
         Raises:
             TypeError: ``seconds`` is not a number.
@@ -234,15 +244,28 @@ class FakeClock:
                         seen, quiet = now, -_SETTLE
                     else:
                         quiet += 1
-                    if wake <= now or (
-                        quiet > 0
-                        and all(other >= wake for other, its_loop in pending.values() if its_loop is loop)
-                    ):
+                    if wake <= now or (quiet > 0 and self._turn_locked(wake, loop, quiet)):
                         self._now = max(now, wake)
                         return
         finally:
             with self._lock:
                 del pending[token]
+
+    def _turn_locked(self, wake: float, loop: asyncio.AbstractEventLoop, quiet: int) -> bool:
+        """Whether a sleep of ``loop`` to ``wake``, the time still for ``quiet`` turns, may move it there.
+
+        Not while another sleep of the loop waits for an earlier time. A sleep whose time has come
+        (``sleep(0)``) ends at its next turn: it holds the later ones back for :data:`_SETTLE`
+        turns, so that a sleep(0) ends before the time moves on, not longer (a task polling with
+        sleep(0), one after the other, would hold them back for ever).
+        """
+        now, due = self._now, False
+        for other, its_loop in self._pending.values():
+            if its_loop is loop and other < wake:
+                if other > now:
+                    return False
+                due = True
+        return not due or quiet > _SETTLE
 
     def sleep_sync(self, seconds: float) -> None:
         """Record ``seconds`` and advance the time by it, without blocking.
@@ -365,8 +388,7 @@ class EventRecorder:
                     self._hub.remove_listener(self)
 
 
-@contextlib.contextmanager
-def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager]:
+def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> _FreshDefaults:
     """Run the block with a new process-wide manager and alert system; then put the manager before back.
 
     What a test suite shares through the process, one test with the next: the manager
@@ -392,6 +414,9 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager
     module's ``CircuitBreaker("db")``, a handle of ``get_resilience_manager().policy(...)``), an
     alert system of the application, and the telemetry listener (give each test its providers
     with :func:`~otel_resilience.telemetry.instrumented`).
+
+    It decorates a test too (``@fresh_defaults(clock=...)``): each call of the function, sync or
+    async, runs in a block of its own (an async one's, while its coroutine runs).
 
     A two-test suite, as a test runner would run it::
 
@@ -427,17 +452,80 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> Iterator[ResilienceManager
             module-level policy): ``advance`` refills it, and a block on another clock than the
             one before starts its window afresh (a new :class:`FakeClock` per test: each test
             finds it full); on the same clock its window goes on, and its ``denied`` counts
-            since it was made, whatever the blocks. Default: the system clock.
+            since it was made, whatever the blocks. And the block's alert system times its
+            cooldowns and stamps its alerts on it: once ``advance`` passed a
+            ``bulkhead_cooldown``, a full bulkhead alerts again. Default: the system clock.
 
-    Yields:
-        The block's process-wide manager.
+    Returns:
+        The block: ``with`` it to get the block's process-wide manager, or decorate a function.
 
     Raises:
-        TypeError: ``clock`` is not a clock (nothing is changed).
+        TypeError: ``clock`` is not a clock (nothing is changed); a generator function, sync or
+            async, decorated (its block would end before its body ran: enter one in its body).
         otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
             be loaded (the manager before stays).
     """
-    check_clock("fresh_defaults", clock)
+    return _FreshDefaults(check_clock("fresh_defaults", clock))
+
+
+class _FreshDefaults:
+    """The block :func:`fresh_defaults` returns: a context manager entered once at a time, and a decorator."""
+
+    __slots__ = ("_clock", "_entered", "_lock")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._entered: contextlib.AbstractContextManager[ResilienceManager] | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ResilienceManager:
+        block = _block(self._clock)
+        with self._lock:
+            if self._entered is not None:
+                msg = "this fresh_defaults() block is entered already: call fresh_defaults() for another"
+                raise RuntimeError(msg)
+            self._entered = block
+        try:
+            return block.__enter__()
+        except BaseException:
+            self._entered = None
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        block, self._entered = self._entered, None
+        if block is not None:
+            block.__exit__(kind, error, traceback)
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        """Run each call of ``function`` in a block of its own; an async function's while its coroutine runs.
+
+        Raises:
+            TypeError: ``function`` is a generator function, sync or async.
+        """
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+            rule = "a function or an async function, not a generator function (enter the block in its body)"
+            raise fail("fresh_defaults", "function", rule, function, kind=TypeError)
+        clock = self._clock
+        if inspect.iscoroutinefunction(function):
+
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with _block(clock):
+                    return await function(*args, **kwargs)
+
+            return cast("Callable[P, R]", functools.wraps(function)(run_async))
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with _block(clock):
+                return function(*args, **kwargs)
+
+        return functools.wraps(function)(run)
+
+
+@contextlib.contextmanager
+def _block(clock: Clock) -> Iterator[ResilienceManager]:
+    """One block of :func:`fresh_defaults` (its rules are documented there)."""
     close_process_wide()  # before the manager is made: it reports the alert system it finds
     manager = new_default_manager(clock)
     before = replace_default_manager(manager)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from otel_resilience import (
     resilient,
     subscribe,
 )
+from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.patterns.alerts import default_alert_system
 from otel_resilience.testing import FakeClock, fresh_defaults
 
@@ -259,6 +260,29 @@ def test_the_block_starts_and_leaves_a_new_process_wide_alert_system() -> None:
         unsubscribe()
 
 
+def test_the_blocks_alert_system_runs_on_the_clock_given() -> None:
+    """A full bulkhead alerts again once its cooldown passed on the block's clock; alerts are stamped on it.
+
+    The block's alert system ran on the system clock: ``advance`` past ``bulkhead_cooldown`` left the
+    second fill silent (1 alert for 2), and the alert's timestamp was a real time.
+    """
+    clock = FakeClock(start=1000.0)
+    with fresh_defaults(clock=clock) as manager:
+        bulkhead = manager.get_bulkhead(
+            "testing-defaults-pool", BulkheadConfig(max_concurrent=1, max_waiting=0)
+        )
+        system = default_alert_system()
+        for _ in range(2):
+            with bulkhead.slot(), pytest.raises(BulkheadFullError), bulkhead.slot():
+                pass
+            clock.advance(system.config.bulkhead_cooldown)
+        assert [(alert.subject, alert.timestamp) for alert in system.history] == [
+            ("testing-defaults-pool", 1000.0),
+            ("testing-defaults-pool", 1000.0 + system.config.bulkhead_cooldown),
+        ]
+    assert default_alert_system()._clock is SYSTEM_CLOCK  # the next one made, on the clock after the block
+
+
 def test_an_alert_system_of_the_application_is_left_listening() -> None:
     """Only the process-wide alert system the library made is closed: the application's own is its own."""
     from otel_resilience import AlertSystem  # noqa: PLC0415 - made after the process-wide one closed
@@ -383,3 +407,64 @@ def test_an_http_client_given_no_manager_takes_its_policy_from_the_blocks_manage
         assert client.handle() is first.policy("testing-defaults-http")
     with fresh_defaults() as second:
         assert client.handle() is second.policy("testing-defaults-http")
+
+
+def test_a_function_decorated_with_the_block_runs_in_it_sync_or_async() -> None:
+    """``@fresh_defaults(...)`` on a test: each call runs in a block of its own, an async one's body too.
+
+    An async function's block ended as its coroutine was made, before its body ran: the body ran
+    in the manager before, on the system clock, silently (pytest failed the test as an async one
+    no plugin supports).
+    """
+    import asyncio  # noqa: PLC0415
+
+    before = get_resilience_manager()
+    clock = FakeClock()
+    seen: list[tuple[bool, bool]] = []
+
+    @fresh_defaults(clock=clock)
+    def sync_test(marker: str) -> str:
+        manager = get_resilience_manager()
+        seen.append((manager is not before, manager._clock is clock))
+        return marker
+
+    @fresh_defaults(clock=clock)
+    async def async_test(marker: str) -> str:
+        await asyncio.sleep(0)
+        manager = get_resilience_manager()
+        seen.append((manager is not before, manager._clock is clock))
+        return marker
+
+    assert sync_test("sync") == "sync"
+    assert asyncio.run(async_test("async")) == "async"
+    assert seen == [(True, True), (True, True)]
+    assert get_resilience_manager() is before
+
+
+def test_a_generator_function_cannot_be_decorated_with_the_block() -> None:
+    """Its block would end before its body ran: a ``TypeError`` says to enter the block in its body."""
+
+    def fixture() -> Iterator[None]:
+        yield
+
+    async def async_fixture() -> AsyncIterator[None]:
+        yield
+
+    for function in (fixture, async_fixture):
+        with pytest.raises(
+            TypeError, match=r"fresh_defaults\.function must be .* not a generator function.*fixture"
+        ):
+            fresh_defaults()(function)
+
+
+def test_one_block_is_entered_once_at_a_time_and_again_after_its_end() -> None:
+    """A second ``with`` of a block in place is refused (call ``fresh_defaults()`` for another); after, it is a new block."""
+    before = get_resilience_manager()
+    block = fresh_defaults()
+    with block as first:
+        with pytest.raises(RuntimeError, match="entered already"), block:
+            pass
+        assert get_resilience_manager() is first
+    with block as second:
+        assert second is not first
+    assert get_resilience_manager() is before

@@ -277,6 +277,33 @@ async def test_an_async_sleep_cancelled_before_its_turn_moves_no_time() -> None:
     assert sorted(clock.sleeps) == [1.0, 100.0]
 
 
+@pytest.mark.parametrize("poll", [0.0, -1.0], ids=["zero", "negative"])
+async def test_a_task_polling_with_sleeps_that_pass_no_time_holds_no_later_sleep_back(poll: float) -> None:
+    """A 10 s sleep beside a task polling with ``clock.sleep(0)`` ends, at 10 s, as on a real loop.
+
+    The poll's sleep, due at once, counted as a sleep to an earlier time: the 10 s one waited for
+    it to end, and a new one began each turn (the sleep never ended; the time stayed 0).
+    """
+    clock = FakeClock()
+    done = asyncio.Event()
+    polls = 0
+
+    async def poller() -> None:
+        nonlocal polls
+        while not done.is_set():
+            polls += 1
+            await clock.sleep(poll)
+
+    polling = asyncio.create_task(poller())
+    try:
+        await asyncio.wait_for(clock.sleep(10.0), timeout=30.0)  # a hang's bound, not a timing
+    finally:
+        done.set()
+        await polling
+    assert clock.now() == 10.0
+    assert polls > 0
+
+
 # -- what a fake clock drives, and what it does not (the module's documentation) -------------
 
 

@@ -143,7 +143,8 @@ def follow_process_clock(build: Callable[[Clock], F]) -> F:
 
     The one place the process-wide clock is resolved: what is given no clock of its own and
     follows it (a :func:`~otel_resilience.retry` function, ``retry_sync`` and ``retry_async``
-    given no ``clock``, a :class:`~otel_resilience.RetryBudget` given none) is built on it here,
+    given no ``clock``, a :class:`~otel_resilience.RetryBudget` given none, the process-wide
+    :class:`~otel_resilience.AlertSystem`) is built on it here,
     then moved to each new one by :func:`set_process_clock` (:meth:`ClockFollower._follow_clock`),
     never read again on a call.
     Held weakly: a follower freed is forgotten.

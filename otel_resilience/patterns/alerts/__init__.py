@@ -57,6 +57,7 @@ import weakref
 from collections.abc import Callable
 from typing import Final
 
+from otel_resilience.engine.clock import Clock, follow_process_clock
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
 from otel_resilience.engine.forking import fork_safe
@@ -146,7 +147,8 @@ def default_alert_system() -> AlertSystem:
     hub (and the process-wide one does not), that one stands in for it and is returned, and none
     is created: a second alert system beside it would raise, log and count every alert twice.
     So :func:`subscribe` and a :class:`~otel_resilience.ResilienceManager` given no
-    ``alert_system`` use the application's own.
+    ``alert_system`` use the application's own. The one made here runs on the process-wide clock
+    (the system clock; in a :func:`otel_resilience.testing.fresh_defaults` block, the block's).
 
     Returns:
         The shared :class:`AlertSystem`, or the application's that stands in for it.
@@ -180,7 +182,7 @@ def _standing_in_locked() -> AlertSystem:
     global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
     system = _standing_in(HUB)
     if system is None:
-        system = _DEFAULT = AlertSystem()
+        system = _DEFAULT = follow_process_clock(_made_on)  # a test's block's clock in its block
         HUB.add_listener(system)  # held strongly: this module keeps it anyway, and its events cost no proxy
     holder = _holder() if _holder is not None else None
     if holder is not system:  # it left with none listening beside it (closed), or was freed
@@ -189,6 +191,11 @@ def _standing_in_locked() -> AlertSystem:
                 locks.enter_context(held._lock)
             _hand_subscriptions_locked(holder, system)
     return system
+
+
+def _made_on(clock: Clock) -> AlertSystem:
+    """The process-wide alert system, made on the process-wide ``clock`` (and moved to each next one)."""
+    return AlertSystem(clock=clock)
 
 
 def _hand_subscriptions_locked(holder: AlertSystem | None, system: AlertSystem) -> None:

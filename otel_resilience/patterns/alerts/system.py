@@ -441,6 +441,21 @@ class AlertSystem:
 
     closed = ReadOnly[bool]("_closed", "Whether :meth:`close` removed it from its hub.")
 
+    def _follow_clock(self, clock: Clock) -> None:
+        """Time cooldowns and stamp alerts on ``clock`` from now on: the process-wide system's.
+
+        Told by :func:`~otel_resilience.engine.clock.set_process_clock` (the system
+        :func:`~otel_resilience.default_alert_system` makes follows the process-wide clock, as
+        :func:`otel_resilience.testing.fresh_defaults` sets it). The cooldowns running end: their
+        ends are times on the clock before. Outage episodes and recovery rate windows are no times:
+        they go on.
+        """
+        with self._lock:
+            self._clock = clock
+            self._full_cooldowns.clear()
+            self._escalation_cooldowns.clear()
+            self._untracked_until.clear()
+
     def __enter__(self) -> AlertSystem:
         return self
 
