@@ -301,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --redis-url: replicas of the service, each with its own manager and store, the "
         f"load split between them, 1-{MAX_REPLICAS} (default: {DEFAULT_REPLICAS})",
     )
+    demo.add_argument(
+        "--redis-drops",
+        action="store_true",
+        help="with a redis:// --redis-url: Redis drops out for 0.5 s every 3 s (real seconds), "
+        "through a relay on 127.0.0.1 in front of it: each drop is an outage of every store "
+        "(ResilienceSharedStoreFlapping)",
+    )
 
     export = commands.add_parser(
         "export",
@@ -447,6 +454,7 @@ def _demo_options(args: argparse.Namespace) -> DemoOptions:
         watch_interval=args.watch_interval,
         redis_url=args.redis_url,
         replicas=args.replicas,
+        redis_drops=args.redis_drops,
     )
 
 

@@ -21,6 +21,8 @@ OpenTelemetry SDK and exporters, ``prometheus-client``, ``rich``) are the ``demo
 * :mod:`~otel_resilience.demo.system`: the manager and the load.
 * :mod:`~otel_resilience.demo.replicas`: the service as replicas sharing state through Redis
   (``--redis-url``).
+* :mod:`~otel_resilience.demo.relay`: a relay in front of Redis that drops out on a schedule
+  (``--redis-drops``).
 * :mod:`~otel_resilience.demo.monitor`: what the run observed (events, alerts, latencies).
 * :mod:`~otel_resilience.demo.history`: the breakers' state changes and recovery times, reduced as
   they arrive (exact, in constant memory).

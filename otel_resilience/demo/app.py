@@ -36,6 +36,7 @@ from otel_resilience.demo.options import DEFAULT_WATCH_INTERVAL, TICK, DemoOptio
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
 from otel_resilience.demo.output import BackgroundOutput, OutputNotTakenError, interrupted_wait
 from otel_resilience.demo.policies import TENANTS, DemoConfigError
+from otel_resilience.demo.relay import DROP_EVERY, DROP_FOR
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
 from otel_resilience.demo.summary import format_summary, summarize
 from otel_resilience.demo.system import POLICIES, DemoSystem
@@ -168,6 +169,12 @@ def _replica_lines(options: DemoOptions, namespace: str | None) -> list[str]:
             f"{redacted_url(options.redis_url)}, namespace {namespace}, the load split between them: "
             "the breakers of ml_service and content_api and the rate limits are the cluster's; "
             "if Redis goes away they go on, on local state (resilience_store_degraded)"
+            + (
+                f"; --redis-drops: Redis drops out for {DROP_FOR:g} s every {DROP_EVERY:g} s "
+                "(real seconds), through a relay on 127.0.0.1"
+                if options.redis_drops
+                else ""
+            )
         )
     ]
 
@@ -521,6 +528,7 @@ class _Ticker:
             time_scale=scale,
             budget=system.budget_stats(),
             shared=shared,
+            previews=system.preview_stats(),
         )
         self._view.update(frame, news, time.monotonic())
 
@@ -599,6 +607,7 @@ async def run_demo(
                 time_scale=options.time_scale,
                 monitor=monitor,
                 start=start,
+                drops=options.redis_drops,
             )
         else:
             system = DemoSystem(
@@ -661,6 +670,7 @@ async def run_demo(
             stop_signal=signalled.name if stopped_by == "signal" and signalled is not None else None,
         )
         summary["tenants"] = system.tenant_stats()
+        summary["previews"] = system.preview_stats()
         summary["reloads"] = None if reloads is None else reloads.summary()
         summary["shared_state"] = (
             None if isinstance(system, DemoSystem) else system.summary(summary["production_seconds"])

@@ -419,9 +419,17 @@ class DemoOptions:
     replicas: int | None = None
     """How many replicas share :attr:`redis_url` (``--replicas``, 1 to :data:`MAX_REPLICAS`);
     ``None`` (default) for :data:`DEFAULT_REPLICAS`. Only with :attr:`redis_url`."""
+    redis_drops: bool = False
+    """Whether Redis drops out again and again (``--redis-drops``): the replicas' stores reach
+    :attr:`redis_url` through a relay that cuts them off for a moment every few seconds
+    (:mod:`otel_resilience.demo.relay`). Only with a ``redis://`` :attr:`redis_url`."""
 
     def __post_init__(self) -> None:
-        for flag, value in (("--plain", self.plain), ("--once", self.once)):
+        for flag, value in (
+            ("--plain", self.plain),
+            ("--once", self.once),
+            ("--redis-drops", self.redis_drops),
+        ):
             if not isinstance(value, bool):
                 msg = f"{flag} must be True or False, got {describe(value)}"  # type: ignore[unreachable]
                 raise TypeError(msg)
@@ -474,6 +482,9 @@ class DemoOptions:
             if self.replicas is not None:
                 msg = "--replicas is how many replicas share the --redis-url server: give one"
                 raise ValueError(msg)
+            if self.redis_drops:
+                msg = "--redis-drops makes the --redis-url server drop out: give one"
+                raise ValueError(msg)
             return
         if self.config is not None:
             msg = (
@@ -482,6 +493,12 @@ class DemoOptions:
             )
             raise ValueError(msg)
         check_redis_url(self.redis_url)
+        if self.redis_drops and not self.redis_url.startswith("redis://"):
+            msg = (
+                "--redis-drops relays the stores' TCP connections to the --redis-url server: it needs "
+                f"a redis:// URL, got {self.redis_url.partition('://')[0]}://"
+            )
+            raise ValueError(msg)
         replicas = DEFAULT_REPLICAS if self.replicas is None else check_replicas(self.replicas)
         object.__setattr__(self, "replicas", replicas)
 

@@ -30,6 +30,14 @@ and the tenant is the ``resilience.key`` of its metrics (``key_attribute_limit``
 "Top keys by rejections" panel, but little more: what it sends over its quota is 5 % of the
 policy's executions, under the share at which ``ResilienceRateLimitedSustained`` fires.
 
+Beside the policies, a rate limiter used alone: ``previews``, one limiter per tenant
+(:meth:`~otel_resilience.RateLimiter.per_key`, :func:`preview_quota`: 1 preview per second,
+burst 5), asked with ``try_acquire()`` only (no execution of a policy): each ``content_api``
+request renders its tenant a preview when the tenant's limiter has a permit free, and goes
+without one otherwise. Every tenant stays under it but in the ``surge`` scenario, whose noisy
+caller is the tenant ``acme``: there it refuses most of ``acme``'s previews, and
+``ResilienceRateLimiterRefusing`` fires for it.
+
 Every policy has chaos links innermost (:mod:`otel_resilience.demo.faults`): they inject the
 dependency's errors, refused connections and heavy tail on the scenario's clock, so that every
 simulated fault is a chaos injection the telemetry marks as a drill.
@@ -79,6 +87,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEDGE_DELAY",
+    "NOISY_TENANT",
+    "PREVIEWS",
     "ROLLOUT",
     "TENANTS",
     "TENANT_KEY_LIMIT",
@@ -87,6 +97,7 @@ __all__ = [
     "build_recovery",
     "customize_from_file",
     "hedge_budget",
+    "preview_quota",
     "retry_budget",
     "rollout_breaker",
     "shared_state",
@@ -114,6 +125,22 @@ TENANTS: Final = "tenants"
 """The keyed policy: one rate limit per tenant (:func:`tenant_quota`)."""
 TENANT_KEY_LIMIT: Final = 10
 """How many tenants get their own ``resilience.key`` metric attribute."""
+
+
+PREVIEWS: Final = "previews"
+"""The rate limiter used alone, through ``try_acquire()``: one per tenant (:func:`preview_quota`)."""
+NOISY_TENANT: Final = "acme"
+"""The tenant over its quotas: a little in every scenario, and the ``surge`` scenario's noisy caller."""
+
+
+def preview_quota(scale: float) -> RateLimiterConfig:
+    """Return each tenant's preview quota: 1 preview per production second, burst 5, no wait.
+
+    Asked with ``try_acquire()`` alone, one permit per ``content_api`` request. A tenant's share
+    of the usual 2 requests/s is 0.6/s at most (``acme``), under the quota in every scenario; the
+    ``surge`` scenario's noisy caller adds 10/s for ``acme``, of which the quota refuses 9 in 10.
+    """
+    return RateLimiterConfig(rate=1.0 / scale, burst=5)
 
 
 def tenant_quota(scale: float) -> ResilienceConfig:

@@ -20,6 +20,9 @@ rejected. A replica whose breaker rejects after fewer calls of its own to the do
 the outage count in its window too); without sharing, each replica pays ``failure_threshold``
 failures before it opens. The cluster's rate limit holds the permits of all the replicas to one budget. When
 Redis goes away, every store degrades (``resilience.store.degraded``) and the calls go on, on local state.
+With ``drops`` (``--redis-drops``), the stores reach Redis through a
+:class:`~otel_resilience.demo.relay.DroppingRelay` that cuts them off for a moment every few
+seconds: Redis drops out again and again, each drop an outage of every store.
 
 The replicas run in one process (one event loop, one telemetry pipeline): their policies share
 the policies' series, counts summed (the library warns of it at the start, once per name), and the
@@ -29,6 +32,7 @@ store is).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +42,7 @@ from typing import Any, Final
 from otel_resilience import RedisStore
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.options import REDIS_NAMESPACE
+from otel_resilience.demo.relay import DroppingRelay
 from otel_resilience.demo.scenarios import Scenario
 from otel_resilience.demo.system import (
     BreakerView,
@@ -207,10 +212,14 @@ class Replicas:
         monitor: Where the calls of every replica are counted (the service's figures).
         start: The run's start on ``clock``.
         clock: The monotonic clock.
+        drops: Whether Redis drops out again and again (``--redis-drops``): the stores reach it
+            through a :class:`~otel_resilience.demo.relay.DroppingRelay`, cut off on its schedule
+            while the load runs.
 
     Attributes:
         systems: The replicas, in order (the first one's alert system is every replica's).
         stores: Each replica's store, in the same order.
+        relay: The relay the stores reach Redis through, or ``None`` (no ``drops``).
     """
 
     def __init__(
@@ -223,6 +232,7 @@ class Replicas:
         monitor: Monitor,
         start: float,
         clock: Callable[[], float] = time.monotonic,
+        drops: bool = False,
     ) -> None:
         self.url = url
         self.namespace = f"{REDIS_NAMESPACE}:{uuid.uuid4().hex[:8]}"
@@ -234,11 +244,17 @@ class Replicas:
         self.systems: list[DemoSystem] = []
         self._degraded = [False] * count
         self.degraded_seen = False
+        self.relay: DroppingRelay | None = None
+        self._dropping: asyncio.Task[None] | None = None
         try:
+            if drops:
+                self.relay = DroppingRelay(url)
+            target = url if self.relay is None else self.relay.url
             for _ in range(count):
-                store = RedisStore.from_url(url, namespace=self.namespace, key_ttl=KEY_TTL)
+                store = RedisStore.from_url(target, namespace=self.namespace, key_ttl=KEY_TTL)
                 self.stores.append(store)
                 shared_alerts = self.systems[0].alert_system if self.systems else None
+                previews = self.systems[0].previews if self.systems else None
                 self.systems.append(
                     DemoSystem(
                         scenario,
@@ -249,6 +265,7 @@ class Replicas:
                         store=store,
                         replicas=count,
                         alert_system=shared_alerts,
+                        previews=previews,
                     )
                 )
         except BaseException:
@@ -262,14 +279,22 @@ class Replicas:
         return self.systems[0].budgeted
 
     def start_load(self) -> None:
-        """Start every replica's load generators."""
+        """Start every replica's load generators, and the relay's drops (with ``drops``)."""
         for system in self.systems:
             system.start_load()
+        if self.relay is not None:
+            self._dropping = asyncio.create_task(self.relay.run(), name="redis-drops")
 
     async def stop_load(self, grace: float) -> None:
-        """Stop every replica's load (see :meth:`DemoSystem.stop_load`), the replicas together."""
-        import asyncio  # noqa: PLC0415 - only here
+        """Stop every replica's load (see :meth:`DemoSystem.stop_load`), the replicas together.
 
+        Redis stops dropping out first (the relay is up again): the calls still running end as
+        they would with Redis there.
+        """
+        if self._dropping is not None:
+            self._dropping.cancel()
+            await asyncio.gather(self._dropping, return_exceptions=True)
+            self._dropping = None
         await asyncio.gather(*(system.stop_load(grace) for system in self.systems))
 
     def views(self) -> list[PolicyView]:
@@ -303,6 +328,18 @@ class Replicas:
         stats = [system.tenant_stats() for system in self.systems]
         total: dict[str, Any] = {"rate": stats[0]["rate"], "keys": max(s["keys"] for s in stats)}
         for field in ("calls", "rejections", "failures"):
+            counts: dict[str, int] = {}
+            for s in stats:
+                for tenant, count in s[field].items():
+                    counts[tenant] = counts.get(tenant, 0) + count
+            total[field] = counts
+        return total
+
+    def preview_stats(self) -> dict[str, Any]:
+        """Return the ``previews`` quota (one limiter the replicas share) and their previews added up."""
+        stats = [system.preview_stats() for system in self.systems]
+        total: dict[str, Any] = {key: stats[0][key] for key in ("rate", "burst", "keys")}
+        for field in ("granted", "refused"):
             counts: dict[str, int] = {}
             for s in stats:
                 for tenant, count in s[field].items():
@@ -369,7 +406,8 @@ class Replicas:
     def summary(self, production_seconds: float) -> dict[str, Any]:
         """Return the shared-state figures of the run, for the summary (``shared_state``).
 
-        ``redis_url`` (no password), ``namespace``, ``replicas``; ``store``: ``degraded`` now (any
+        ``redis_url`` (no password), ``namespace``, ``replicas``; ``redis_drops``: how many times
+        Redis dropped out (``--redis-drops``), ``None`` without it; ``store``: ``degraded`` now (any
         store), ``degraded_during_run``, and the stores' ``outages``, ``errors``, ``operations``
         and ``fallback_permits`` added up; ``per_replica``: each replica's executions, breakers
         and rate limiters, and its store's figures; ``breakers``: per shared breaker, its
@@ -422,6 +460,7 @@ class Replicas:
             "redis_url": redacted_url(self.url),
             "namespace": self.namespace,
             "replicas": len(replicas),
+            "redis_drops": None if self.relay is None else self.relay.drops,
             "store": {
                 "degraded": any(s.degraded for s in stores),
                 "degraded_during_run": shared.degraded_seen or any(s.outages for s in stores),
@@ -469,3 +508,5 @@ class Replicas:
             system.close()
         for store in self.stores:
             store.close()
+        if self.relay is not None:
+            self.relay.close()

@@ -22,7 +22,8 @@ quota), and the calls of the tenant over its quota are shed on purpose, with no 
 figures are its own, under ``tenants``.
 
 Beside them, what the load-shedding patterns did: each rate limiter's permits (taken at once or
-after a wait) and the calls it shed, and the retries the shared retry budget denied; what
+after a wait) and the calls it shed, the previews each tenant's ``previews`` limiter (asked with
+``try_acquire()`` alone) granted and refused, and the retries the shared retry budget denied; what
 hedging did (hedges started, won by a hedge or by the original, refused and by what); and what
 the chaos links injected (every simulated fault, counted as a drill).
 
@@ -38,6 +39,7 @@ from typing import Any, Final
 from otel_resilience.demo.history import KEPT, BreakerHistory, Recovery, Transition
 from otel_resilience.demo.monitor import CallCounters, LatencyHistogram, Monitor
 from otel_resilience.demo.options import counted
+from otel_resilience.demo.relay import DROP_EVERY, DROP_FOR
 from otel_resilience.demo.scenarios import Scenario
 from otel_resilience.demo.system import PolicyView
 
@@ -369,6 +371,16 @@ def _shedding_lines(summary: Mapping[str, Any]) -> list[str]:
         f"({r['waited']} after waiting for a permit), {r['shed']} shed (RateLimitedError)"
         for name, r in summary["rate_limiters"].items()
     ]
+    previews = summary.get("previews")
+    if previews is not None:
+        granted = sum(previews["granted"].values())
+        refused = sum(previews["refused"].values())
+        by_tenant = ", ".join(f"{tenant} {count}" for tenant, count in previews["refused"].items() if count)
+        lines.append(
+            f"previews      {previews['rate']:g}/s per tenant (burst {previews['burst']}, try_acquire "
+            f"alone), {previews['keys']} tenants: {granted} rendered, {refused} refused"
+            + (f" ({by_tenant})" if by_tenant else "")
+        )
     budget = summary.get("retry_budget")
     if budget is not None:
         drawing = budget.get("policies", ())
@@ -522,6 +534,11 @@ def _shared_lines(shared: Mapping[str, Any] | None) -> list[str]:
         )
     ]
     pad = " " * 14
+    if shared.get("redis_drops") is not None:
+        lines.append(
+            f"{pad}Redis dropped out {shared['redis_drops']} time(s) (--redis-drops: "
+            f"{DROP_FOR:g} s every {DROP_EVERY:g} s): each an outage of every store"
+        )
     for replica in shared["per_replica"]:
         items = [
             f"{name} {b['down_calls']} call(s) sent while down, {b['failures']} failure(s), "

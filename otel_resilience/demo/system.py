@@ -27,6 +27,7 @@ from otel_resilience import (
     AlertSystem,
     ExecutionRejectedError,
     PolicyHandle,
+    RateLimiter,
     ResilienceConfig,
     ResilienceError,
     ResilienceManager,
@@ -35,6 +36,8 @@ from otel_resilience.demo.faults import build_faults
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.policies import (
     HEDGE_DELAY,
+    NOISY_TENANT,
+    PREVIEWS,
     ROLLOUT,
     TENANT_KEY_LIMIT,
     TENANTS,
@@ -42,6 +45,7 @@ from otel_resilience.demo.policies import (
     build_recovery,
     customize_from_file,
     hedge_budget,
+    preview_quota,
     retry_budget,
     rollout_breaker,
     shared_state,
@@ -52,7 +56,10 @@ from otel_resilience.demo.services import DependencyError, MemoryCache, Simulate
 from otel_resilience.manager.policy_stats import PolicyHedgingStatsDict, PolicyRateLimiterStatsDict
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from otel_resilience import RedisStore
+    from otel_resilience.patterns.rate_limiter.facade import KeyedRateLimiter
 
 __all__ = [
     "HEDGE_DELAY",
@@ -96,6 +103,10 @@ TENANT_CYCLE: Final = (
     "umbrella",
 )
 """The tenant of each request of the ``tenants`` load, in turn."""
+PREVIEWED: Final = "content_api"
+"""The policy whose requests each ask their tenant's ``previews`` limiter for a permit: its usual
+load's tenants take turns as in :data:`TENANT_CYCLE`, its scenario's extra load (the ``surge``
+scenario's noisy caller) is :data:`~otel_resilience.demo.policies.NOISY_TENANT`'s."""
 _MAX_CATCH_UP: Final = 200
 """Requests a dependency's load generator starts at once after the event loop fell behind."""
 
@@ -232,6 +243,8 @@ class DemoSystem:
             of every rate. Default 1.
         alert_system: The alert system the manager reports (one the replicas share, so that an
             alert is raised once); ``None`` makes one, closed by :meth:`close`.
+        previews: The per-tenant ``previews`` limiter (one the replicas share, as one service's
+            process would); ``None`` makes one (:func:`~otel_resilience.demo.policies.preview_quota`).
 
     Attributes:
         manager: The resilience manager every call goes through.
@@ -246,6 +259,10 @@ class DemoSystem:
         tenant_rejections: The ``tenants`` calls rejected (by its quota, or a breaker or a
             bulkhead of a ``--config`` file's), by tenant.
         tenant_failures: The ``tenants`` calls that raised another error, by tenant.
+        previews: The per-tenant limiter asked with ``try_acquire()`` alone
+            (``RateLimiter.per_key``), one permit per ``content_api`` request.
+        preview_granted: The previews rendered (a permit taken), by tenant.
+        preview_refused: The previews left out (no permit free), by tenant.
     """
 
     def __init__(
@@ -260,6 +277,7 @@ class DemoSystem:
         store: RedisStore | None = None,
         replicas: int = 1,
         alert_system: AlertSystem | None = None,
+        previews: KeyedRateLimiter[Hashable] | None = None,
     ) -> None:
         self._scale = time_scale
         self._monitor = monitor
@@ -315,6 +333,11 @@ class DemoSystem:
         self.tenant_calls: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self.tenant_failures: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
+        if previews is None:  # (not ``previews or``: a limiter with no key yet has a length of 0)
+            previews = RateLimiter.per_key(PREVIEWS, preview_quota(time_scale), max_keys=TENANT_KEY_LIMIT)
+        self.previews = previews
+        self.preview_granted: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
+        self.preview_refused: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._generators: list[asyncio.Task[None]] = []
         self._counter = 0
@@ -358,10 +381,33 @@ class DemoSystem:
         return (RATES[name] + self.dependencies[name].state().condition.extra_load) * self._share
 
     async def _generate(self, name: str) -> None:
-        """Start requests at the policy's current :meth:`load` (catching up after a stall, bounded)."""
+        """Start requests at the policy's current :meth:`load` (catching up after a stall, bounded).
+
+        Each request of :data:`PREVIEWED` first asks its tenant's ``previews`` limiter for a
+        permit (:meth:`_preview`): of the requests due, the usual load's share goes to the
+        tenants in turn, the rest (a scenario's extra load) to the noisy tenant.
+        """
+        previewed = name == PREVIEWED
+        usual = 0.0  # the usual load's part of the requests due, carried from one to the next
+        number = 0
         async with aclosing(_paced(lambda: self._scale / self.load(name), _MAX_CATCH_UP)) as ticks:
             async for _ in ticks:
+                if previewed:
+                    usual += RATES[name] * self._share / self.load(name)
+                    tenant = NOISY_TENANT
+                    if usual >= 1.0 - 1e-9:  # (six sixths add up to a hair under 1)
+                        usual -= 1.0
+                        tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
+                        number += 1
+                    self._preview(tenant)
                 self._spawn(name)
+
+    def _preview(self, tenant: str) -> None:
+        """Render ``tenant`` a preview if its ``previews`` limiter has a permit free now (``try_acquire``)."""
+        if self.previews.for_key(tenant).try_acquire():
+            self.preview_granted[tenant] += 1
+        else:
+            self.preview_refused[tenant] += 1
 
     async def _tenant_load(self) -> None:
         """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant.
@@ -503,6 +549,17 @@ class DemoSystem:
             "calls": dict(self.tenant_calls),
             "rejections": dict(self.tenant_rejections),
             "failures": dict(self.tenant_failures),
+        }
+
+    def preview_stats(self) -> dict[str, Any]:
+        """Return the ``previews`` quota (per production second), its keys, previews granted and refused."""
+        config = self.previews.config
+        return {
+            "rate": float(config.rate) * self._scale,
+            "burst": config.burst,
+            "keys": self.previews.keys,
+            "granted": dict(self.preview_granted),
+            "refused": dict(self.preview_refused),
         }
 
     def recovery_stats(self) -> Mapping[str, Any]:

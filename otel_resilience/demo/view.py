@@ -60,6 +60,8 @@ class Frame:
             ``None`` when the policies have none.
         shared: Each replica's shared breakers, rate limits and store (``--redis-url``), or
             ``None`` for a run on local state.
+        previews: The ``previews`` limiter's counts (``DemoSystem.preview_stats``: ``granted``
+            and ``refused`` by tenant), or ``None`` to show none.
     """
 
     elapsed: float
@@ -71,6 +73,7 @@ class Frame:
     time_scale: float
     budget: Mapping[str, Any] | None = None
     shared: SharedStateView | None = None
+    previews: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,15 @@ def _pct(value: float | None) -> str:
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _previews(frame: Frame) -> str:
+    """The ``previews`` limiter in a few words: rendered and refused (empty without one)."""
+    if frame.previews is None:
+        return ""
+    granted = sum(frame.previews["granted"].values())
+    refused = sum(frame.previews["refused"].values())
+    return f"previews {granted} rendered {refused} refused"
 
 
 def _budget(frame: Frame) -> str:
@@ -327,6 +339,7 @@ class PlainView(View):
         parts.append(
             f"retries {retries} denied {denied}{budget} fallbacks {fallbacks} recovery {rate} "
             f"alerts {frame.alerts} chaos {injected} injected"
+            + (f" {_previews(frame)}" if frame.previews is not None else "")
         )
         if frame.shared is not None:
             parts.append(_replica_text(frame.shared))
@@ -406,7 +419,8 @@ class RichView(View):
             f"{overall.per_second:.0f} exec/s   success {_pct(overall.success).strip()}   "
             f"availability {_pct(overall.availability).strip()}   p95 {_ms(overall.p95)}   "
             f"recovery rate {recovery}   alerts {frame.alerts}"
-            + (f"   retry {_budget(frame)}" if frame.budget is not None else ""),
+            + (f"   retry {_budget(frame)}" if frame.budget is not None else "")
+            + (f"   {_previews(frame)}" if frame.previews is not None else ""),
             style="bold",
         )
         table = Table(expand=False, title=f"last {RATE_WINDOW:g} s; counts since the start")

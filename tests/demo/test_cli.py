@@ -205,6 +205,7 @@ def test_bad_demo_arguments_are_usage_errors(
         # a flag given a string was taken as set ("no" is truthy)
         ("plain", "no", r"^--plain must be True or False, got 'no'$"),
         ("once", 1, r"^--once must be True or False, got 1$"),
+        ("redis_drops", "yes", r"^--redis-drops must be True or False, got 'yes'$"),
     ],
 )
 def test_demo_options_validate_every_field(field: str, value: object, message: str) -> None:

@@ -16,6 +16,7 @@ from redis_support import RedisServer, free_port
 from rich.console import Console
 
 from otel_resilience.__main__ import main
+from otel_resilience.demo import relay
 from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.options import DEFAULT_REPLICAS, DemoOptions, check_redis_url
 from otel_resilience.demo.view import RichView
@@ -170,6 +171,11 @@ def test_a_malformed_redis_url_is_a_usage_error_naming_the_option(capsys: pytest
             {"redis_url": "redis://127.0.0.1:6379/0", "config": Path("x.yaml")},
             r"--config is not taken with it",
         ),
+        ({"redis_drops": True}, r"--redis-drops makes the --redis-url server drop out: give one"),
+        (
+            {"redis_url": "unix:///tmp/redis.sock", "redis_drops": True},
+            r"--redis-drops relays the stores' TCP connections .* needs a redis:// URL, got unix://",
+        ),
     ],
 )
 def test_shared_state_options_are_checked_at_construction(options: dict[str, object], message: str) -> None:
@@ -244,3 +250,57 @@ def test_checking_the_redis_url_leaves_no_store_behind() -> None:
     before = [item.name for item in STORES.items()]
     assert DemoOptions(redis_url="redis://127.0.0.1:6379/0").redis_url == "redis://127.0.0.1:6379/0"
     assert [item.name for item in STORES.items()] == before
+
+
+async def test_redis_dropping_out_again_and_again_is_an_outage_of_every_store_each_time(
+    redis_server: RedisServer, run_scenario: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--redis-drops: the stores reach Redis through a relay that cuts them off on its schedule;
+    each drop is an outage of every store (what ResilienceSharedStoreFlapping counts, 3 in 30 min
+    of one instance), each recovered from, and no call is lost. The schedule is shortened here
+    (a drop of 0.3 s every 1.2 s) so that a short run holds several."""
+    monkeypatch.setattr(relay, "DROP_EVERY", 1.2)
+    monkeypatch.setattr(relay, "DROP_FOR", 0.3)
+    summary, out = await run_scenario(
+        "steady", 4.5, time_scale=0.05, redis_url=redis_server.url, redis_drops=True, interval=1.0
+    )
+    assert summary["lost_calls"] == 0
+    shared = summary["shared_state"]
+    drops = shared["redis_drops"]
+    assert drops >= 3
+    assert shared["redis_url"] == redis_server.url  # the server's, not the relay's
+    per_store = [replica["store"]["outages"] for replica in shared["per_replica"]]
+    assert all(drops - 1 <= outages <= drops for outages in per_store), (drops, per_store)
+    assert shared["store"]["outages"] == sum(per_store) >= 3  # one instance: what the alert counts
+    assert not shared["store"]["degraded"]  # Redis is back before the run ends
+    assert shared["store"]["operations"] > 0
+    assert out.count("store of replica 1: Redis unreachable") >= 3
+    assert out.count("store of replica 1: Redis reached again") >= 3
+    assert f"Redis dropped out {drops} time(s) (--redis-drops" in out
+
+
+async def test_without_redis_drops_the_summary_has_none(
+    redis_server: RedisServer, run_scenario: Runner
+) -> None:
+    """Without --redis-drops the stores reach Redis itself, and ``redis_drops`` is null."""
+    summary, out = await run_scenario("steady", 1.0, time_scale=0.05, redis_url=redis_server.url)
+    assert summary["shared_state"]["redis_drops"] is None
+    assert summary["shared_state"]["store"]["outages"] == 0
+    assert "Redis dropped out" not in out
+
+
+def test_the_relay_url_keeps_the_user_password_database_and_query() -> None:
+    """The stores' URL is the server's with the relay's address: credentials and database kept."""
+    assert (
+        relay.relayed_url("redis://user:secret@redis.internal:6380/3?health_check_interval=2", 41000)
+        == "redis://user:secret@127.0.0.1:41000/3?health_check_interval=2"
+    )
+    assert relay.relayed_url("redis://localhost/0", 41000) == "redis://127.0.0.1:41000/0"
+
+
+def test_redis_drops_on_the_command_line_reach_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--redis-drops`` is parsed into the options: alone, it is a usage error naming it."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--redis-drops", "--duration", "1"])
+    assert caught.value.code == 2
+    assert "--redis-drops makes the --redis-url server drop out: give one" in capsys.readouterr().err

@@ -432,6 +432,7 @@ ALERTS: dict[str, AlertKey] = {
     "breaker_open": AlertKey(ar.A_BREAKER_OPEN, "outage", "ml_service"),
     "bulkhead_full": AlertKey(ar.A_BULKHEAD_FULL, "brownout", "database"),
     "rate_limited": AlertKey(ar.A_RATE_LIMITED, "surge", "content_api"),
+    "rate_limiter_refusing": AlertKey(ar.A_RATE_LIMITER_REFUSING, "surge", "previews"),
 }
 """The alert instances the scenarios are built to raise."""
 

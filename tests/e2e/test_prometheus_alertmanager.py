@@ -236,6 +236,26 @@ def test_the_rate_limited_alert_fires_for_no_other_policy_of_any_demo(stack, har
     assert fired == [], f"{fired}\n{stack.diagnostics()}"
 
 
+def test_the_rate_limiter_refusing_alert_fires_for_the_surge_previews_only(stack, harness):
+    """ResilienceRateLimiterRefusing fires in the surge demo for ``previews``, the per-tenant limiter
+    asked with try_acquire alone (the flood is acme's), and for no limiter of any other demo: the
+    limiters of policies are ResilienceRateLimitedSustained's, and in the other demos every tenant
+    stays within its preview quota. Judged once every demo has run longer than the alert's window
+    and ``for`` together."""
+    key = stack.alerts["rate_limiter_refusing"]
+    stack.expect(lambda: key in stack.observer.log.firing, f"{key} firing in Prometheus /api/v1/alerts")
+    window = ar._seconds(ar.RATE_WINDOW) + ar._seconds(ar.RATE_LIMITED_FOR)
+    settled = stack.started + 1.5 * window * harness.TIME_SCALE
+    stack.expect(lambda: time.monotonic() >= settled, f"{1.5 * window * harness.TIME_SCALE:g} s of the demos")
+    with stack.observer.condition:
+        fired = sorted(
+            instance
+            for instance in stack.observer.log.every_firing
+            if instance[0] == ar.A_RATE_LIMITER_REFUSING and (instance[1], instance[3]) != (key.job, key.name)
+        )
+    assert fired == [], f"{fired}\n{stack.diagnostics()}"
+
+
 def test_a_misspelled_metric_or_rule_name_is_reported_with_prometheus_answer(stack):
     """The same helper that checks the dashboards fails on a misspelled metric, rule name or broken syntax, naming each."""
     stack.expect(lambda: not stack.dashboards.pending(), "the dashboard queries returning data")
