@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, NoReturn, TypeAlias, TypeVar, cast
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import check_callable, check_called_with, discard, fail
@@ -24,6 +24,7 @@ from otel_resilience.engine.validation import check_callable, check_called_with,
 __all__ = [
     "NEVER_RUN",
     "NOT_SYNC",
+    "NeverReturns",
     "Replay",
     "SyncCallOfCoroutineFunction",
     "UseTheAsyncVariant",
@@ -58,7 +59,17 @@ the function's coroutine), so the overload each of them declares for a coroutine
 this instead of the coroutine. A ``Coroutine`` whose awaited value is one again: left unused,
 or awaited and left unused, it is an error for mypy (``unused-coroutine``), and so is its use as
 a value of the function's result type. A function typed as returning ``NoReturn`` (one that
-always raises) matches the overload before it, which keeps its type.
+always raises) matches the overload before it, which keeps its type (:data:`NeverReturns`).
+"""
+
+NeverReturns = TypeVar("NeverReturns", bound=NoReturn)
+"""The result of a function that never returns, in the first overload of every sync API.
+
+Only ``NoReturn`` and ``Any`` fit the bound: a function typed as returning ``NoReturn`` keeps it
+(the code after the call is unreachable), and one typed ``Any`` (``json.loads``) gives ``Any``.
+A plain ``Callable[..., NoReturn]`` would be matched by the latter too: pyright takes the first
+overload whose parameters accept the arguments, and would type its call ``NoReturn`` (the code
+after it unreachable, so unchecked), where mypy gives ``Any``.
 """
 
 _LOG: Final = logging.getLogger("otel_resilience")

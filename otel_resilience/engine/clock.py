@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Final, Protocol, SupportsIndex, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, SupportsIndex, TypeVar, runtime_checkable
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import fail
@@ -46,7 +46,11 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock: ``time.monotonic``, ``asyncio.sleep`` and ``time.sleep``."""
 
-    __slots__ = ("now",)
+    # Hidden from type checkers, which then see ``now`` as the attribute ``__init__`` declares:
+    # pyright reads a slot as a class member, and would bind ``time.monotonic`` as a method, so
+    # that no instance would be a :class:`Clock` for it.
+    if not TYPE_CHECKING:
+        __slots__ = ("now",)
 
     def __init__(self) -> None:
         if inspect.getattr_static(self, "now", None) is _NOW_SLOT:  # a subclass's own ``now`` is kept

@@ -36,7 +36,7 @@ from typing import (
     overload,
 )
 
-from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
+from otel_resilience.engine.calling import NeverReturns, SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource, key_attribute
 from otel_resilience.engine.guard import Guard, HeldGuard
@@ -236,7 +236,14 @@ class Pattern(abc.ABC, Generic[C, L]):
         self._telemetry: StrategyTelemetry | None = None  # made at first use (telemetry)
         self._standalone: Pipeline | None = None
 
-    name = ReadOnly[str]("_name", "The instance's name.")
+    if TYPE_CHECKING:
+        # A property for type checkers, as protocols ask for one (recovery's ``Isolatable``):
+        # pyright takes a ReadOnly for a property with no getter, which matches none.
+        @property
+        def name(self) -> str: ...  # noqa: D102 - documented by the ReadOnly below
+
+    else:
+        name = ReadOnly[str]("_name", "The instance's name.")
 
     @property
     def _pipeline(self) -> Pipeline:
@@ -390,8 +397,8 @@ class Pattern(abc.ABC, Generic[C, L]):
 
     @overload
     def run_sync(
-        self: Pattern[Any, Any], fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs
-    ) -> NoReturn: ...
+        self: Pattern[Any, Any], fn: Callable[P, NeverReturns], /, *args: P.args, **kwargs: P.kwargs
+    ) -> NeverReturns: ...
     @overload
     def run_sync(
         self: Pattern[Any, Any],

@@ -38,6 +38,7 @@ from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.calling import (
     NOT_SYNC,
+    NeverReturns,
     Replay,
     SyncCallOfCoroutineFunction,
     WrongDriver,
@@ -361,7 +362,9 @@ class Pipeline:
         return result
 
     @overload
-    def execute_sync(self, fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs) -> NoReturn: ...
+    def execute_sync(
+        self, fn: Callable[P, NeverReturns], /, *args: P.args, **kwargs: P.kwargs
+    ) -> NeverReturns: ...
     @overload
     def execute_sync(
         self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs

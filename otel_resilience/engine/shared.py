@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Collection, Iterator
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import Registry
@@ -81,12 +81,22 @@ class SharedStore(abc.ABC):
 
     __slots__ = ()
 
-    name: str
-    degraded: bool
-    outages: int
-    errors: int
-    ops: int
-    fallback_permits: int
+    if TYPE_CHECKING:
+        # Read-only properties for type checkers, as each store's attributes are (a ``ReadOnly``,
+        # a ``CounterValue``): declared as plain attributes, pyright would let them be assigned.
+        # Documented in the class's Attributes.
+        @property
+        def name(self) -> str: ...  # noqa: D102
+        @property
+        def degraded(self) -> bool: ...  # noqa: D102
+        @property
+        def outages(self) -> int: ...  # noqa: D102
+        @property
+        def errors(self) -> int: ...  # noqa: D102
+        @property
+        def ops(self) -> int: ...  # noqa: D102
+        @property
+        def fallback_permits(self) -> int: ...  # noqa: D102
 
     @property
     def local_only(self) -> bool:

@@ -140,7 +140,7 @@ if TYPE_CHECKING:
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods retried by default (RFC 9110 idempotent methods)."""
-DEFAULT_FAILURE_STATUSES: Final = frozenset({408, 429, *range(500, 600)})
+DEFAULT_FAILURE_STATUSES: Final[frozenset[int]] = frozenset({408, 429, *range(500, 600)})
 """Statuses that are failures by default: every 5xx, 408 Request Timeout, 429 Too Many Requests."""
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 """Failed statuses whose ``Retry-After`` sets the next delay by default: 429 Too Many Requests

@@ -36,7 +36,6 @@ from typing import (
     Any,
     Final,
     NamedTuple,
-    NoReturn,
     ParamSpec,
     Protocol,
     TypeVar,
@@ -44,7 +43,7 @@ from typing import (
     overload,
 )
 
-from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
+from otel_resilience.engine.calling import NeverReturns, SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, key_attribute
 from otel_resilience.engine.forking import fork_safe
@@ -777,8 +776,8 @@ class ResilienceManager(NamedPolicies):
 
     @overload
     def execute_with_resilience_sync(
-        self, fn: Callable[P, NoReturn], config: ResilienceConfig, /, *args: P.args, **kwargs: P.kwargs
-    ) -> NoReturn: ...
+        self, fn: Callable[P, NeverReturns], config: ResilienceConfig, /, *args: P.args, **kwargs: P.kwargs
+    ) -> NeverReturns: ...
     @overload
     def execute_with_resilience_sync(
         self,

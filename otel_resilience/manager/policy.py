@@ -27,9 +27,9 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from datetime import timedelta
-from typing import Any, ClassVar, Final, NoReturn, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, overload
 
-from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
+from otel_resilience.engine.calling import NeverReturns, SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.events import (
     Event,
     PolicyReloaded,
@@ -236,7 +236,9 @@ class _Runs(ABC):
         return result
 
     @overload
-    def execute_sync(self, fn: Callable[P, NoReturn], /, *args: P.args, **kwargs: P.kwargs) -> NoReturn: ...
+    def execute_sync(
+        self, fn: Callable[P, NeverReturns], /, *args: P.args, **kwargs: P.kwargs
+    ) -> NeverReturns: ...
     @overload
     def execute_sync(
         self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs
@@ -285,7 +287,14 @@ class PolicyHandle(_Runs):
 
     _owner: ClassVar[str] = "PolicyHandle"
 
-    name = ReadOnly[str]("_name", "The policy name (``resilience.policy`` in telemetry).")
+    if TYPE_CHECKING:
+        # A property for type checkers, as ``config`` is (the HTTP integrations' ``PolicyHandleLike``
+        # asks for both): pyright takes a ReadOnly for a property with no getter, which matches none.
+        @property
+        def name(self) -> str: ...  # noqa: D102 - documented by the ReadOnly below
+
+    else:
+        name = ReadOnly[str]("_name", "The policy name (``resilience.policy`` in telemetry).")
 
     key_attribute_limit = ReadOnly[int](
         "_key_attribute_limit",

@@ -97,10 +97,11 @@ from otel_resilience.engine.events import (
     TelemetryListener,
     TelemetrySource,
 )
+from otel_resilience.engine.shared import SharedStore
 from otel_resilience.engine.step import Step
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.fastapi import add_exception_handlers
-from otel_resilience.integrations.http import HttpOptions
+from otel_resilience.integrations.http import DEFAULT_FAILURE_STATUSES, RETRY_AFTER_STATUSES, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
@@ -204,6 +205,10 @@ def check_shared_store() -> None:
     operations: int = store.ops
     store.degraded = False  # type: ignore[assignment]
     store.timeout = 1.0  # type: ignore[assignment]
+    shared: SharedStore = store
+    assert_type((shared.name, shared.degraded, shared.ops), tuple[str, bool, int])
+    shared.degraded = False  # type: ignore[misc]
+    shared.ops = 0  # type: ignore[misc]
     print(degraded, operations)
     store.close()
 
@@ -352,7 +357,8 @@ def check_durations_and_lists() -> None:
 def check_read_only_attributes(breaker: CircuitBreaker, handle: PolicyHandle) -> None:
     """What reads as an attribute and cannot be set at run time cannot be set for type checkers."""
     name: str = breaker.name
-    breaker.name = "other"  # type: ignore[assignment]
+    breaker.name = "other"  # type: ignore[misc]
+    handle.name = "other"  # type: ignore[misc]
     handle.generation = 2  # type: ignore[assignment]
     handle.config = ResilienceConfig()  # type: ignore[misc]
     delay = PercentileDelay(0.05)
@@ -804,6 +810,8 @@ def check_http_options() -> None:
     HttpOptions(failure_statuses="503")  # type: ignore[arg-type]
     HttpOptions(retry_methods={1})  # type: ignore[arg-type]
     HttpOptions(failure_statuses={503}).failure_statuses = frozenset()  # type: ignore[misc]
+    assert_type(DEFAULT_FAILURE_STATUSES - {429}, frozenset[int])
+    assert_type(RETRY_AFTER_STATUSES | {502}, frozenset[int])
     print(statuses)
 
 

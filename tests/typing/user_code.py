@@ -10,6 +10,7 @@ likes; a pattern of one's own publishes ``Pattern.run`` with ``verb``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from otel_resilience import (
     CircuitOpenError,
     CircuitState,
     CountWindow,
+    ErrorRecoverySystem,
     ExtraStrategy,
     FallbackConfig,
     FallbackHandler,
@@ -50,6 +52,7 @@ from otel_resilience import (
     RetryPolicy,
     RetryStrategy,
     TimeoutHandler,
+    build_pipeline,
     get_resilience_manager,
     resilient,
     retry,
@@ -57,7 +60,7 @@ from otel_resilience import (
     retry_sync,
 )
 from otel_resilience.engine import HUB, EventArgs, EventKind, TelemetrySource
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, SystemClock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import StrategyTelemetry, TelemetryListener
 from otel_resilience.engine.facade import Link, Pattern, verb
@@ -192,6 +195,24 @@ async def check_verbs() -> None:
     assert_type(await fallback.execute_with_fallback(fetch, 9), str)
 
 
+# -- sync verbs given a function typed ``Any``: the result is ``Any``, the code after it runs ------
+
+
+def check_sync_verbs_of_untyped_functions() -> None:
+    pipeline = build_pipeline("user-code", ResilienceConfig(), breaker=None, bulkhead=None, recovery=None)
+    assert_type(breaker.call_sync(json.loads, "[1]"), Any)
+    assert_type(CircuitBreaker.call_sync(breaker, json.loads, "[1]"), Any)
+    assert_type(handle.execute_sync(json.loads, "[1]"), Any)
+    assert_type(handle.for_key("tenant-a").execute_sync(json.loads, "[1]"), Any)
+    assert_type(
+        get_resilience_manager().execute_with_resilience_sync(json.loads, ResilienceConfig(), "[1]"), Any
+    )
+    assert_type(pipeline.execute_sync(json.loads, "[1]"), Any)
+    assert_type(retry_sync(json.loads, "[1]"), Any)
+    items: list[int] = breaker.call_sync(json.loads, "[1]")
+    print(items)
+
+
 # -- blocks --------------------------------------------------------------------------------------
 
 
@@ -259,6 +280,7 @@ def check_http_clients() -> None:
     httpx.Client(mounts={"https://": ResilientTransport(policy, options=HttpOptions(per_host=False))})
     session = requests.Session()
     session.mount("https://", ResilientAdapter(policy, pool_maxsize=20))
+    session.mount("http://", ResilientAdapter(handle))
     mark_retryable(requests.Request("GET", "https://inventory.internal").prepare())
 
 
@@ -314,6 +336,11 @@ class SteppedClock:
         self.at += delay
 
 
+class ShiftedClock(SystemClock):
+    def now(self) -> float:
+        return super().now() + 60.0
+
+
 class PrintingListener:
     def on_event(self, src: TelemetrySource, kind: EventKind, data: EventArgs) -> None:
         print(src, kind, data)
@@ -331,11 +358,19 @@ def check_protocols() -> None:
     FallbackConfig(strategy=FallbackStrategy.CACHED_VALUE, cache_key="last", cache_service=cache)
     clock: Clock = SteppedClock()
     CircuitBreaker("user-code-clock", clock=clock)
+    system_clock: Clock = SystemClock()
+    Bulkhead("user-code-clock", clock=SystemClock())
+    Retry("user-code-clock", clock=ShiftedClock())
+    print(system_clock)
     ResilienceManager(clock=FakeClock(0.0))
     listener: TelemetryListener = PrintingListener()
     HUB.add_listener(listener)
     isolated: Isolatable = Switch()
-    print(isolated)
+    isolated_breaker: Isolatable = breaker
+    ErrorRecoverySystem().as_strategy(
+        breaker=breaker, breakers=lambda name: breaker if name == "user-code" else None
+    )
+    print(isolated, isolated_breaker)
 
 
 # -- a step and a pattern of one's own -----------------------------------------------------------

@@ -7,9 +7,9 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from types import BuiltinMethodType, FunctionType, MethodType, MethodWrapperType
-from typing import Any, Final, NoReturn, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
-from otel_resilience.engine.calling import SyncCallOfCoroutineFunction, not_callable
+from otel_resilience.engine.calling import NeverReturns, SyncCallOfCoroutineFunction, not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock, follow_process_clock
 from otel_resilience.engine.counting import snapshot
 from otel_resilience.engine.events import StrategyTelemetry, key_attribute
@@ -194,7 +194,7 @@ async def retry_async(
 
 @overload
 def retry_sync(
-    fn: Callable[..., NoReturn],
+    fn: Callable[..., NeverReturns],
     /,
     *args: Any,
     policy: RetryPolicy | None = None,
@@ -202,7 +202,7 @@ def retry_sync(
     clock: Clock | None = None,
     rng: random.Random | None = None,
     **kwargs: Any,
-) -> NoReturn: ...
+) -> NeverReturns: ...
 @overload
 def retry_sync(
     fn: Callable[..., Coroutine[Any, Any, Any]],
