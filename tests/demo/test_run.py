@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from otel_resilience.demo import app
+from otel_resilience.demo import view as view_module
 from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.monitor import CallCounters
 from otel_resilience.demo.options import DemoOptions
@@ -272,8 +273,14 @@ async def test_cancelling_the_run_leaves_no_listener_task_or_telemetry_behind() 
     assert others == []
 
 
-async def test_the_live_view_draws_the_table_and_the_summary() -> None:
-    """On a terminal the rich view shows every policy, breaker states, news and then the summary."""
+async def test_the_live_view_draws_the_table_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the rich view shows every policy, breaker states, news and then the summary.
+
+    The view shows the latest news items; on a loaded machine its redraws come further apart, and
+    the alerts of a full bulkhead could push the breaker's news out before any redraw: it keeps
+    them all here.
+    """
+    monkeypatch.setattr(view_module, "_NEWS_SHOWN", 1000)
     buffer = io.StringIO()
     console = Console(file=buffer, width=160, force_terminal=True, color_system=None)
     options = DemoOptions(scenario="outage", duration=1.5, time_scale=0.01, port=None)
