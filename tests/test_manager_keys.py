@@ -26,6 +26,7 @@ from otel_resilience import (
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitOpenError,
+    CountWindow,
     ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
@@ -1998,3 +1999,41 @@ def test_links_of_keys_breakers_racing_evictions_are_counted_in_the_key_or_refus
             assert kept.state is CircuitState.OPEN
             kept.reset()
     assert refused + counted == 200
+
+
+@pytest.mark.parametrize("timed_before", [False, True])
+async def test_a_call_in_flight_through_a_link_of_a_keys_breaker_ends_across_a_reload_that_times_calls(
+    manager: ResilienceManager, timed_before: bool
+) -> None:
+    """A call admitted by a link given out before a reload that keeps the breaker but adds (or drops)
+    ``slow_call_duration`` ends with its own answer, counted: the link moved to the new core while
+    it ran, and read the call's token by the new core's shape (a plain permit taken for a permit and
+    its start time, or the reverse): the caller got a ``TypeError`` (an ``AttributeError``) for a
+    call that succeeded."""
+    timed = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(
+            timeout=30.0, sliding_window=CountWindow(size=10), slow_call_duration=5.0
+        )
+    )
+    before, after = (timed, BREAKER) if timed_before else (BREAKER, timed)
+    policy = manager.policy("link-in-flight", before)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    own = _own_pipeline(breaker.as_strategy("own"))
+    with pytest.raises(ConnectionError):  # a streak: the next call takes a permit of its own
+        own.execute_sync(boom)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def call() -> str:
+        started.set()
+        await release.wait()
+        return "answer"
+
+    task = asyncio.ensure_future(own.execute(call))
+    await started.wait()
+    manager.reconfigure(policy.name, after)  # the same name: the breaker is kept
+    assert policy.for_key("a").circuit_breaker is breaker
+    release.set()
+    assert await task == "answer"
+    assert breaker.state is CircuitState.CLOSED
+    assert own.execute_sync(lambda: "next") == "next"

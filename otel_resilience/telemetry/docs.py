@@ -96,7 +96,9 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   succeeds at once opens one span only. Every attempt of a retry, the first included, is timed
   in `resilience.attempt.duration`. Each attempt has one span: a retry with a hedging inside it
   leaves its attempts' spans (and their timing) to the hedging, whose race opens one for each
-  of its attempts, the original (the retry's attempt, with its number) included. A recovery
+  of its attempts, the original (the retry's attempt, with its number) included; of two retries
+  in one chain, the inner one opens and times them (each run of the outer one is a run of the
+  inner one's attempts, numbered on). A recovery
   re-run is an attempt too: a retry (or hedging)
   inside the recovery opens its span and times it, as any of its runs; with neither, the
   recovery does (`resilience.pattern` `recovery`), after the re-run's delay and

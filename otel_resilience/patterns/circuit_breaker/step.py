@@ -5,6 +5,7 @@ One link per pipeline the breaker runs in (and one for its own), all sharing one
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Protocol, cast
 
@@ -13,7 +14,7 @@ from otel_resilience.engine.calling import notify, refused
 from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
-from otel_resilience.engine.facade import Link
+from otel_resilience.engine.facade import Link, _held_link
 from otel_resilience.engine.guard import guarded_block
 from otel_resilience.engine.validation import verdict
 from otel_resilience.errors import CircuitOpenError
@@ -82,8 +83,16 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
         Called under the lock the breaker's cores share, with its new core. A call in flight
         keeps the permit of the retired core, which the new one counts and judges nothing by (a
-        permit of another period), as a call in flight at a reload is counted.
+        permit of another period), as a call in flight at a reload is counted. A reload that adds
+        or drops ``slow_call_duration`` changes the shape of a call's token (a permit and its
+        start time, or the permit alone): the link then reads each token by its own shape
+        (:class:`_ReshapedStep`), a call in flight's too.
         """
+        if (core.settings.slow_call_duration is not None) is not self._timed and not isinstance(
+            self, _ReshapedStep
+        ):
+            held = cast("type[_ReshapedStep]", _held_link(_ReshapedStep))
+            self.__class__ = _ReshapedStep if type(self) is _BreakerStep else held
         self._bind(core)
         self.settle()  # the plan holds the standing admission
 
@@ -294,3 +303,36 @@ class _FollowingStep(_BreakerStep):
             return Rejected(reporter.rejected(live.rejection(period)))
         permit = self._core._permit
         return (permit, self.clock.now()) if self._timed else permit
+
+
+class _ReshapedStep(_BreakerStep):
+    """A link given out whose breaker a reload made time its calls, or stop timing them.
+
+    Made so by :meth:`_BreakerStep._follow_core`.
+
+    A call admitted before the reload holds a token of the retired core's shape: each end of a
+    call reads its token by its own shape, made the link's (a permit alone taken as a call of
+    unknown start, never slow), before the link's rules judge it. Only such links pay for it.
+    """
+
+    __slots__ = ()
+
+    def _shaped(self, token: Any) -> Any:
+        """``token`` in the shape of the link's tokens now: a permit and its start time, or a permit."""
+        if (type(token) is tuple) is self._timed:
+            return token
+        if self._timed:
+            return _permit_of(token), math.inf  # its start unknown: never slow
+        return token[0]
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
+        """:meth:`_BreakerStep.on_success` of the token in the link's shape (:meth:`_shaped`)."""
+        super().on_success(ctx, self._shaped(token), result)
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:
+        """:meth:`_BreakerStep.on_failure` of the token in the link's shape (:meth:`_shaped`)."""
+        super().on_failure(ctx, self._shaped(token), error)
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
+        """:meth:`_BreakerStep.on_cancel` of the token in the link's shape (:meth:`_shaped`)."""
+        super().on_cancel(ctx, self._shaped(token), running=running)
