@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import math
 import threading
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
+from otel_resilience.engine.protecting import is_async_callable, makes_iterator
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_number, fail
 from otel_resilience.manager.decorator import new_default_manager, replace_default_manager
@@ -461,7 +461,8 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> _FreshDefaults:
 
     Raises:
         TypeError: ``clock`` is not a clock (nothing is changed); a generator function, sync or
-            async, decorated (its block would end before its body ran: enter one in its body).
+            async, or an object whose ``__call__`` is one, decorated (its block would end before
+            its body ran: enter one in its body).
         otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
             be loaded (the manager before stays).
     """
@@ -502,13 +503,14 @@ class _FreshDefaults:
         """Run each call of ``function`` in a block of its own; an async function's while its coroutine runs.
 
         Raises:
-            TypeError: ``function`` is a generator function, sync or async.
+            TypeError: ``function`` is a generator function, sync or async, or an object whose
+                ``__call__`` is one.
         """
-        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        if makes_iterator(function):
             rule = "a function or an async function, not a generator function (enter the block in its body)"
             raise fail("fresh_defaults", "function", rule, function, kind=TypeError)
         clock = self._clock
-        if inspect.iscoroutinefunction(function):
+        if is_async_callable(function):  # as every decorator decides: an object's async __call__ too
 
             async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 with _block(clock):

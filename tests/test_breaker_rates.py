@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import math
 import pickle
@@ -557,7 +558,8 @@ def test_a_generator_function_callback_is_refused_when_given(caplog: pytest.LogC
             yield  # pragma: no cover - makes it an async generator function
 
     rule = r"CircuitBreaker\.callback must be a function or an async function, not a generator function"
-    for callback in (body, body_async, Notifier(), AsyncNotifier()):
+    # A partial of such an object too (it was taken: only the object's own __call__ was looked at).
+    for callback in (body, body_async, Notifier(), AsyncNotifier(), functools.partial(Notifier())):
         with pytest.raises(TypeError, match=rule):
             breaker.on_state_change(callback)
         with pytest.raises(TypeError, match=rule):

@@ -20,6 +20,8 @@ from support import BrokenQualname
 
 from otel_resilience import (
     CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
     Hedging,
     HedgingConfig,
     ResilienceConfig,
@@ -262,3 +264,36 @@ def test_an_object_whose_call_is_a_generator_function_is_refused_when_decorated(
             decorate(fn)
             pytest.fail(f"{name} decorated it")
     assert manager.get_resilience_statistics()["executions"]["total"] == 0
+
+
+@pytest.mark.parametrize(("probes", "closes"), [(1, False), (3, True)])
+def test_a_function_that_recurses_through_its_own_breaker_probes_once_per_nested_call(
+    probes: int, closes: bool
+) -> None:
+    """A probe is the call's, as a bulkhead slot is: each nested call of a HALF_OPEN breaker's probe
+    takes a probe of its own. Past ``half_open_max_calls`` the nested call is rejected, its
+    ``CircuitOpenError`` fails the probe and the breaker opens again, period after period, however
+    healthy the dependency: the README says so, and that probes above the depth let it close.
+    """
+    clock = FakeClock()
+    manager = ResilienceManager(clock=clock)
+    down = [True]
+    breaker = CircuitBreakerConfig(failure_threshold=1, timeout=10.0, half_open_max_calls=probes)
+
+    @resilient(ResilienceConfig(name=f"tree-{probes}", circuit_breaker=breaker), manager=manager)
+    def walk(depth: int) -> int:
+        if down[0]:
+            raise ConnectionError("down")
+        return 0 if depth == 0 else 1 + walk(depth - 1)
+
+    with pytest.raises(ConnectionError):
+        walk(2)
+    down[0] = False  # the dependency is back
+    outcomes = []
+    for _ in range(3):
+        clock.advance(10.0)
+        try:
+            outcomes.append(walk(2))
+        except CircuitOpenError as error:
+            outcomes.append(type(error).__name__)
+    assert outcomes == ([2, 2, 2] if closes else ["CircuitOpenError"] * 3)

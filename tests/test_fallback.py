@@ -1140,14 +1140,36 @@ async def _spare_stream(*args: object) -> AsyncIterator[str]:
     yield "spare"
 
 
-@pytest.mark.parametrize("function", [_spare_rows, _spare_stream, functools.partial(_spare_rows, "tag")])
+class _SpareRows:
+    def __call__(self, *args: object) -> object:
+        yield "spare"
+
+
+class _SpareStream:
+    async def __call__(self, *args: object) -> AsyncIterator[str]:
+        yield "spare"
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        _spare_rows,
+        _spare_stream,
+        functools.partial(_spare_rows, "tag"),
+        _SpareRows(),
+        _SpareStream(),
+        functools.partial(_SpareRows(), "tag"),
+    ],
+    ids=["generator", "async generator", "partial", "object", "async object", "partial of object"],
+)
 @pytest.mark.parametrize("strategy", [ALTERNATIVE, MULTIPLE])
 def test_generator_fallback_functions_are_refused_when_given(
     function: object, strategy: FallbackStrategy
 ) -> None:
     """A generator function (sync or async) makes an iterator before its body runs: it would answer
     every failure with that iterator, a success that cannot fail (a MULTIPLE_ATTEMPTS function after it
-    never runs), as the protected function itself is refused for."""
+    never runs), as the protected function itself is refused for. So does an object whose
+    ``__call__`` is one (it was taken, and answered every failure with a generator object)."""
     field = r"fallback_function" if strategy is ALTERNATIVE else r"fallback_functions\[1\]"
     kwargs = (
         {"fallback_function": function}

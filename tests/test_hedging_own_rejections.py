@@ -175,6 +175,18 @@ def test_a_generator_function_in_actions_is_refused_at_construction() -> None:
         HedgingConfig(mode="fallback", actions=(replicas,))
 
 
+def test_an_object_whose_call_is_an_async_generator_function_in_actions_is_refused_at_construction() -> None:
+    """What its call makes decides, as for the protected function: it was taken, and each hedge it
+    sent failed with the driver's ``TypeError`` instead of being refused when configured."""
+
+    class Replicas:
+        async def __call__(self) -> Any:
+            yield "r1"
+
+    with pytest.raises(TypeError, match=r"HedgingConfig\.actions\[0\] must be an async function"):
+        HedgingConfig(mode="fallback", actions=(Replicas(),))
+
+
 async def test_a_sync_action_is_refused_at_its_call_naming_the_field() -> None:
     """A plain function that returns a value, not an awaitable: TypeError naming actions[0], nothing hedged on it."""
 

@@ -221,6 +221,13 @@ async def _answer_async_generator(*_: object) -> AsyncIterator[str]:
     yield "spare"
 
 
+class _AnswerRows:
+    """An object whose ``__call__`` is a generator function: its call makes an iterator too."""
+
+    def __call__(self, *_: object) -> Iterator[str]:
+        yield "spare"
+
+
 @pytest.mark.parametrize(
     ("strategy", "field", "function"),
     [
@@ -230,6 +237,8 @@ async def _answer_async_generator(*_: object) -> AsyncIterator[str]:
         (RecoveryStrategy.FALLBACK, "fallback_function", _answer_generator),
         (RecoveryStrategy.FALLBACK, "fallback_function", _answer_async_generator),
         (RecoveryStrategy.FALLBACK, "fallback_function", functools.partial(_answer_generator, "arg")),
+        (RecoveryStrategy.RESTART, "restart_hook", _AnswerRows()),
+        (RecoveryStrategy.FALLBACK, "fallback_function", _AnswerRows()),
     ],
 )
 def test_a_generator_function_is_refused_as_a_hook_or_fallback(

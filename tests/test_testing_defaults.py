@@ -6,6 +6,7 @@ process of its own), a ``@resilient`` function of their application, no manager 
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -454,6 +455,45 @@ def test_a_generator_function_cannot_be_decorated_with_the_block() -> None:
         with pytest.raises(
             TypeError, match=r"fresh_defaults\.function must be .* not a generator function.*fixture"
         ):
+            fresh_defaults()(function)
+
+
+def test_an_object_whose_call_is_async_runs_in_its_block_as_an_async_function_does() -> None:
+    """Decided as every decorator decides (``is_async_callable``): its coroutine runs in the block.
+
+    An object whose ``__call__`` is a coroutine function got the sync wrapper: the block ended as
+    the coroutine was made, and its body ran in the manager before, on the system clock.
+    """
+    import asyncio  # noqa: PLC0415
+
+    before = get_resilience_manager()
+    clock = FakeClock()
+
+    class Case:
+        async def __call__(self) -> tuple[bool, bool]:
+            await asyncio.sleep(0)
+            manager = get_resilience_manager()
+            return manager is not before, manager._clock is clock
+
+    decorated = fresh_defaults(clock=clock)(Case())
+    assert inspect.iscoroutinefunction(decorated)
+    assert asyncio.run(decorated()) == (True, True)
+    assert get_resilience_manager() is before
+
+
+def test_an_object_whose_call_is_a_generator_function_cannot_be_decorated_with_the_block() -> None:
+    """Its iterator is made before its body runs, as a generator function's: refused alike."""
+
+    class Fixture:
+        def __call__(self) -> Iterator[None]:
+            yield
+
+    class AsyncFixture:
+        async def __call__(self) -> AsyncIterator[None]:
+            yield
+
+    for function in (Fixture(), AsyncFixture()):
+        with pytest.raises(TypeError, match=r"fresh_defaults\.function must be .* not a generator function"):
             fresh_defaults()(function)
 
 

@@ -107,11 +107,10 @@ def check_notified(owner: str, field: str, callback: object, argument: str) -> A
         TypeError: ``callback`` is not callable, cannot be called as ``<field>(<argument>)``, or is
             a generator function (sync or async) or an object whose ``__call__`` is one.
     """
+    from otel_resilience.engine.protecting import makes_iterator  # noqa: PLC0415 - imports this module
+
     check_called_with(owner, field, check_callable(owner, field, callback), argument)
-    # The function a call runs: the callback, or an object's own __call__ (a function's, a
-    # class's or a partial's is a wrapper, never a generator function).
-    runs = (callback, type(callback).__call__)
-    if any(inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run) for run in runs):
+    if makes_iterator(callback):  # what a call makes: the rule of every decorator's function too
         raise fail(
             owner,
             field,

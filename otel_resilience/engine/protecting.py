@@ -26,6 +26,7 @@ __all__ = [
     "check_protectable",
     "is_async_callable",
     "keep_metadata",
+    "makes_iterator",
     "protect_with",
     "rebuild_standalone",
     "standalone",
@@ -150,11 +151,25 @@ def check_protectable(name: str, fn: object) -> None:
             "decorator gets the function itself"
         )
         raise TypeError(msg)
-    runs = _runs(fn)
-    if inspect.isasyncgenfunction(runs):
-        raise async_generator_refused(repr(name)).as_type_error()
-    if inspect.isgeneratorfunction(runs):
+    if makes_iterator(fn):
+        if inspect.isasyncgenfunction(_runs(fn)):
+            raise async_generator_refused(repr(name)).as_type_error()
         raise generator_refused(repr(name)).as_type_error()
+
+
+def makes_iterator(fn: object) -> bool:
+    """Return whether calling ``fn`` makes an iterator before its body runs: the rule of what is refused so.
+
+    A generator function, async or not, an object whose ``__call__`` is one, or a
+    ``functools.partial`` of either (what a call runs decides, as :func:`is_async_callable`
+    decides the driver). Every decorator refuses such a function (:func:`check_protectable`), and
+    so do :func:`otel_resilience.testing.fresh_defaults` (its block would end before its body ran),
+    the functions that stand in for the protected one
+    (:func:`~otel_resilience.engine.validation.check_not_generator`) and the notification
+    callbacks (:func:`~otel_resilience.engine.calling.check_notified`).
+    """
+    runs = _runs(fn)
+    return inspect.isgeneratorfunction(runs) or inspect.isasyncgenfunction(runs)
 
 
 def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:

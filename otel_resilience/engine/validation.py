@@ -491,17 +491,22 @@ def _has_room(value: Any, count: int) -> bool | None:
 
 
 def check_not_generator(owner: str, field: str, value: object, rule: str) -> None:
-    """Refuse a generator function (sync or async; a partial of one too) where what a call returns answers.
+    """Refuse a generator function (sync or async, a partial of one too) where what a call returns answers.
+
+    So is an object whose ``__call__`` is one (a partial of it too): what a call makes decides.
 
     The one rule of a function that stands in for the protected one (a fallback's, a hedge's
     action): a generator function returns an iterator at once, before its body runs, so its call
     cannot fail, and what it answers is no result. The protected function itself is refused so
-    (:func:`~otel_resilience.engine.protecting.check_protectable`).
+    (:func:`~otel_resilience.engine.protecting.check_protectable`), by the same rule of what a
+    call makes (:func:`~otel_resilience.engine.protecting.makes_iterator`).
 
     Raises:
         TypeError: ``"<Class>.<field> must be <rule>, got <value>"``.
     """
-    if inspect.isgeneratorfunction(value) or inspect.isasyncgenfunction(value):
+    from otel_resilience.engine.protecting import makes_iterator  # noqa: PLC0415 - imports this module
+
+    if makes_iterator(value):
         raise fail(owner, field, rule, value, kind=TypeError)
 
 
