@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextvars
 import copy
 import dataclasses
+import functools
 import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,26 @@ def test_an_async_factory_is_refused() -> None:
     with pytest.raises(TypeError, match=fault):
         ChaosConfig(fault_rate=0.5, fault=error)
     assert ChaosConfig(outcome_rate=0.5, outcome=lambda: fake).outcome_rate == 0.5  # the function itself
+
+
+def test_a_generator_function_is_refused_as_a_fault_factory() -> None:
+    """A generator function (or an object whose ``__call__`` is one) returns an iterator, never an
+    exception: no run would be injected (each was skipped and counted in ``errors``)."""
+
+    def faults() -> Iterator[Exception]:
+        yield ConnectionError()
+
+    async def async_faults() -> AsyncIterator[Exception]:
+        yield ConnectionError()
+
+    class Faults:
+        def __call__(self) -> Iterator[Exception]:
+            yield ConnectionError()
+
+    rule = r"^ChaosConfig\.fault must be a factory that returns an exception, not a generator function "
+    for factory in (faults, async_faults, functools.partial(faults), Faults()):
+        with pytest.raises(TypeError, match=rule):
+            ChaosConfig(fault_rate=1.0, fault=factory)  # type: ignore[arg-type]
 
 
 def test_latency_is_a_duration_needed_by_its_rate() -> None:

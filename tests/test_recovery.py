@@ -251,6 +251,38 @@ def test_a_generator_function_is_refused_as_a_hook_or_fallback(
         RecoveryAction(strategy, **{field: function})
 
 
+class _Reconnects:
+    """A hook whose ``__call__`` is a generator function: a call returns an iterator, its body never runs."""
+
+    def __call__(self) -> Iterator[None]:
+        yield
+
+
+class _AnswersAsync:
+    """A fallback whose ``__call__`` is an async generator function."""
+
+    async def __call__(self, *_: object) -> AsyncIterator[str]:
+        yield "spare"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "field", "function"),
+    [
+        (RecoveryStrategy.RESTART, "restart_hook", _Reconnects()),
+        (RecoveryStrategy.RESTART, "restart_hook", functools.partial(_Reconnects())),
+        (RecoveryStrategy.FALLBACK, "fallback_function", _AnswersAsync()),
+    ],
+)
+def test_an_object_whose_call_is_a_generator_function_is_refused_as_a_hook_or_fallback(
+    strategy: RecoveryStrategy, field: str, function: Any
+) -> None:
+    """What a call runs decides, as it decides the driver and what ``protect`` refuses: an object
+    whose ``__call__`` is a generator function is one (the fallback answered every failure with
+    an iterator, counted a successful recovery)."""
+    with pytest.raises(TypeError, match=rf"RecoveryAction\.{field} must be .*not a generator function"):
+        RecoveryAction(strategy, **{field: function})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -2241,6 +2273,24 @@ def test_as_strategy_refuses_an_async_resolver(clock: FakeClock) -> None:
     system = ErrorRecoverySystem(clock=clock)
     with pytest.raises(TypeError, match=r"^ErrorRecoverySystem\.breakers must be a plain \(sync\) function"):
         system.as_strategy("policy", breakers=resolve)  # type: ignore[arg-type]
+
+
+def test_as_strategy_refuses_a_generator_resolver(clock: FakeClock) -> None:
+    """A generator function returns an iterator, never a breaker: every ISOLATE would fail. Refused when given."""
+
+    def resolve(name: str) -> Iterator[StandInBreaker]:
+        yield StandInBreaker(name)
+
+    async def resolve_async(name: str) -> AsyncIterator[StandInBreaker]:
+        yield StandInBreaker(name)
+
+    system = ErrorRecoverySystem(clock=clock)
+    rule = (
+        r"^ErrorRecoverySystem\.breakers must be a function that returns a breaker or None, not a generator"
+    )
+    for resolver in (resolve, resolve_async):
+        with pytest.raises(TypeError, match=rule):
+            system.as_strategy("policy", breakers=resolver)  # type: ignore[arg-type]
 
 
 async def test_non_callable_fn_is_a_type_error(clock: FakeClock) -> None:

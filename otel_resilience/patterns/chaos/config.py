@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Union
 from otel_resilience.engine.validation import (
     check_called_with,
     check_duration,
+    check_not_generator,
     check_number,
     check_predicate,
     check_sync_callable,
@@ -41,6 +42,10 @@ instance is refused when the config is made; one a factory returns skips that in
 _UNRAISABLE_RULE: Final = (
     "an exception a coroutine can raise, not a StopIteration (Python turns one raised in a coroutine "
     "into RuntimeError)"
+)
+_FAULT_NOT_A_GENERATOR: Final = (
+    "a factory that returns an exception, not a generator function (whose iterator, made before its "
+    "body runs, is no exception: no run would be injected)"
 )
 
 Fault = Union[Exception, type[Exception], Callable[[], Exception]]  # noqa: UP007 - a runtime alias on 3.10
@@ -151,8 +156,9 @@ class ChaosConfig:
     """What a fault raises (required when ``fault_rate > 0``): an ``Exception`` instance (a copy
     of it is raised each time, so that concurrent calls never share one traceback), an
     ``Exception`` subclass (instantiated with no argument: a class that needs arguments is
-    refused) or a factory (a plain function, not a coroutine function) called with no argument
-    that returns an ``Exception`` (one that needs an argument is refused). Each injected
+    refused) or a factory (a plain function, not a coroutine function nor a generator function,
+    whose iterator is no exception) called with no argument that returns an ``Exception`` (one
+    that needs an argument is refused). Each injected
     exception gets a note saying chaos injected it (one: an exception a factory returns again is
     raised anew, with one such note, its traceback that of the latest injection only).
     Cancellation and interrupts (``BaseException``) are not faults, nor is a ``StopIteration``,
@@ -274,6 +280,7 @@ class ChaosConfig:
             raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
         else:
             check_sync_callable(_OWNER, "fault", fault, what="factory")
+            check_not_generator(_OWNER, "fault", fault, _FAULT_NOT_A_GENERATOR)
             check_called_with(_OWNER, "fault", fault)  # called with no argument
 
     @property

@@ -23,7 +23,13 @@ from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
-from otel_resilience.engine.validation import check_called_with, check_name, check_sync_callable, fail
+from otel_resilience.engine.validation import (
+    check_called_with,
+    check_name,
+    check_not_generator,
+    check_sync_callable,
+    fail,
+)
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.recovery.config import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -49,6 +55,10 @@ __all__ = ["ErrorRecoverySystem"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_RESOLVER_NOT_A_GENERATOR: Final = (
+    "a function that returns a breaker or None, not a generator function (whose iterator, made before "
+    "its body runs, is no breaker: every ISOLATE would fail)"
+)
 _MAX_UNFOUND: Final = 256
 """Breaker names an ISOLATE found no breaker of that one system warns of (once each)."""
 
@@ -200,8 +210,8 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 the breaker itself (what the manager passes: the policy's own breaker) or its name.
             breakers: Finds a breaker by name (an ``isolate_breaker``, or ``breaker`` given as a
                 name); the manager passes the lookup among its own breakers. Default: every live
-                breaker (the most recently created of that name). A plain function: it is called
-                with the name, never awaited.
+                breaker (the most recently created of that name). A plain function (not a generator
+                function): it is called with the name, never awaited.
 
         Returns:
             An unlinked :class:`~otel_resilience.engine.step.Step` sharing this system's
@@ -209,7 +219,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
 
         Raises:
             TypeError: ``breaker`` is neither a name nor a breaker, or ``breakers`` is not callable,
-                is async (a coroutine function) or cannot take the name.
+                is async (a coroutine function), is a generator function or cannot take the name.
             ValueError: ``breaker`` is an empty name.
         """
         if isinstance(breaker, str):
@@ -223,6 +233,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 kind=TypeError,
             )
         check_sync_callable("ErrorRecoverySystem", "breakers", breakers, optional=True, what="function")
+        check_not_generator("ErrorRecoverySystem", "breakers", breakers, _RESOLVER_NOT_A_GENERATOR)
         check_called_with("ErrorRecoverySystem", "breakers", breakers, "name")
         return RecoveryStep(self, self._telemetry_for(pipeline), Isolation(breaker, breakers or any_breaker))
 
