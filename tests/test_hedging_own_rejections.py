@@ -556,3 +556,24 @@ async def test_an_original_that_wins_after_a_hedge_failed_and_was_then_rejected_
     pipeline, _, _, calls = await run_a_hedge_rejected_after_it_called(clock)
     assert calls == 2
     assert (pipeline.stats.succeeded, pipeline.stats.recovered) == (0, 1)
+
+
+def _delays() -> Any:
+    yield 0.1
+
+
+class _Delays:
+    def __call__(self) -> Any:
+        yield 0.1
+
+
+@pytest.mark.parametrize(
+    "delay", [_delays, _Delays(), functools.partial(_delays)], ids=["function", "object", "partial"]
+)
+def test_a_generator_function_as_the_delay_is_refused_at_construction(delay: Any) -> None:
+    """Its iterator, made before its body runs, is no delay: it was taken, and each hedge's delay then
+    failed when called (the race's TypeError in place of the answer)."""
+    with pytest.raises(
+        TypeError, match=r"HedgingConfig\.delay must be a function returning seconds, not a generator"
+    ):
+        HedgingConfig(delay=delay)

@@ -2518,3 +2518,27 @@ async def test_a_dropped_hook_that_raises_ends_the_execution_counted_as_a_failur
     stats = retry.get_stats()
     assert (stats["executions"], stats["non_retryable"]) == (1, 1)
     assert retry._pipeline.stats.as_dict()["failed"] == 1
+
+
+def _delays_from(outcome: object) -> Any:
+    yield 1.0
+
+
+class _DelaysFrom:
+    def __call__(self, outcome: object) -> Any:
+        yield 1.0
+
+
+@pytest.mark.parametrize(
+    "delay_from",
+    [_delays_from, _DelaysFrom(), functools.partial(_delays_from)],
+    ids=["function", "object", "partial"],
+)
+def test_a_generator_function_as_delay_from_is_refused_at_construction(delay_from: Any) -> None:
+    """Its iterator, made before its body runs, is no delay: it was taken, and the first retry then
+    failed with the retry's TypeError in place of the caller's ConnectionError."""
+    with pytest.raises(
+        TypeError,
+        match=r"RetryPolicy\.delay_from must be a function returning seconds or None, not a generator",
+    ):
+        RetryPolicy(delay_from=delay_from)

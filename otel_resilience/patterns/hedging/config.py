@@ -58,6 +58,10 @@ ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Except
 """Which errors: an exception type, a tuple of types, or a predicate ``(error) -> bool``."""
 
 _OWNER: Final = "HedgingConfig"
+_DELAY_NOT_A_GENERATOR: Final = (
+    "a function returning seconds, not a generator function (whose iterator, made before its body "
+    "runs, is no delay)"
+)
 _NOT_A_GENERATOR: Final = "an async function (a generator function makes an iterator, not an awaitable)"
 
 
@@ -304,6 +308,7 @@ class HedgingConfig:
             raise fail(_OWNER, "delay", rule, delay, kind=TypeError)
         if callable(delay):
             check_sync_callable(_OWNER, "delay", delay, what="function")
+            check_not_generator(_OWNER, "delay", delay, _DELAY_NOT_A_GENERATOR)
             check_called_with(_OWNER, "delay", delay)  # called with no argument, before each hedge
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))

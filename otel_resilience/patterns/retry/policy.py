@@ -26,6 +26,7 @@ from otel_resilience.engine.validation import (
     check_error_selector,
     check_exception_types,
     check_int,
+    check_not_generator,
     check_number,
     check_predicate,
     check_sync_callable,
@@ -109,6 +110,10 @@ DEFAULT_JITTER: Final = Jitter.PROPORTIONAL
 DEFAULT_JITTER_RATIO: Final = 0.25
 
 _OWNER: Final = "RetryPolicy"
+_NOT_A_GENERATOR: Final = (
+    "a function returning seconds or None, not a generator function (whose iterator, made before its "
+    "body runs, is no delay)"
+)
 _COMPUTE: Final = "RetryPolicy.compute_delay"
 """The owner named by an error of :meth:`RetryPolicy.compute_delay`'s arguments."""
 _DEFAULT_RNG: Final = fork_reseeded(random.Random())  # noqa: S311 - backoff jitter, not cryptography
@@ -307,6 +312,7 @@ class RetryPolicy:
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
         check_sync_callable(_OWNER, "delay_from", self.delay_from, optional=True, what="function")
+        check_not_generator(_OWNER, "delay_from", self.delay_from, _NOT_A_GENERATOR)
         check_called_with(_OWNER, "delay_from", self.delay_from, "outcome")
 
     def _check_read(self) -> None:
