@@ -327,25 +327,13 @@ class Replicas:
         """Return the ``tenants`` quota (one for the cluster) and the replicas' calls added up."""
         stats = [system.tenant_stats() for system in self.systems]
         total: dict[str, Any] = {"rate": stats[0]["rate"], "keys": max(s["keys"] for s in stats)}
-        for field in ("calls", "rejections", "failures"):
-            counts: dict[str, int] = {}
-            for s in stats:
-                for tenant, count in s[field].items():
-                    counts[tenant] = counts.get(tenant, 0) + count
-            total[field] = counts
-        return total
+        return total | _by_tenant(stats, ("calls", "rejections", "failures"))
 
     def preview_stats(self) -> dict[str, Any]:
         """Return the ``previews`` quota (one limiter the replicas share) and their previews added up."""
         stats = [system.preview_stats() for system in self.systems]
         total: dict[str, Any] = {key: stats[0][key] for key in ("rate", "burst", "keys")}
-        for field in ("granted", "refused"):
-            counts: dict[str, int] = {}
-            for s in stats:
-                for tenant, count in s[field].items():
-                    counts[tenant] = counts.get(tenant, 0) + count
-            total[field] = counts
-        return total
+        return total | _by_tenant(stats, ("granted", "refused"))
 
     def _down_calls(self, system: DemoSystem, name: str) -> int:
         """The calls ``system`` sent to dependency ``name`` while it was down (its ``down`` link's faults)."""
@@ -510,3 +498,15 @@ class Replicas:
             store.close()
         if self.relay is not None:
             self.relay.close()
+
+
+def _by_tenant(stats: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Each of ``fields`` of the replicas' ``stats`` (counts by tenant), added up tenant by tenant."""
+    total: dict[str, dict[str, int]] = {}
+    for field in fields:
+        counts: dict[str, int] = {}
+        for s in stats:
+            for tenant, count in s[field].items():
+                counts[tenant] = counts.get(tenant, 0) + count
+        total[field] = counts
+    return total
