@@ -48,7 +48,7 @@ from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import HELD_LOOKS
 from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS, PolicyStatsDict
 from otel_resilience.manager.keyed import KeyState
-from otel_resilience.patterns.circuit_breaker import CircuitState
+from otel_resilience.patterns.circuit_breaker import CircuitState, TimeWindow
 from otel_resilience.testing import FakeClock
 
 BREAKER = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
@@ -863,6 +863,29 @@ def test_a_keys_own_rejections_name_the_key(manager: ResilienceManager, clock: F
     assert str(limited.value).startswith("rate limiter 'hosts' (key '42') has no permit free")
 
 
+def test_a_keys_own_bulkhead_and_limiter_used_directly_name_the_key_in_their_rejections(
+    manager: ResilienceManager,
+) -> None:
+    """A block or call run with a key's bulkhead or limiter itself is the key's: its rejection names it too."""
+    config = ResilienceConfig(
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=1),
+    )
+    tenant = manager.policy("direct", config).for_key("t-1")
+    bulkhead, limiter = tenant.bulkhead, tenant.rate_limiter
+    assert bulkhead is not None
+    assert limiter is not None
+    with bulkhead.slot(), pytest.raises(BulkheadFullError) as full, bulkhead.slot():
+        pass
+    assert full.value.key == "t-1"
+    assert str(full.value) == "bulkhead 'direct' (key 't-1') is full (limits: 1 running, 0 waiting)"
+    limiter.call_sync(lambda: None)
+    with pytest.raises(RateLimitedError) as limited:
+        limiter.call_sync(lambda: None)
+    assert limited.value.key == "t-1"
+    assert str(limited.value).startswith("rate limiter 'direct' (key 't-1') has no permit free")
+
+
 async def test_a_keys_bulkhead_timeout_names_the_key(manager: ResilienceManager) -> None:
     """A caller that waited for a key's slot in vain is told which key: ``BulkheadTimeoutError.key``.
 
@@ -1039,6 +1062,30 @@ def test_a_key_whose_breaker_holds_failures_outlives_churn_through_other_keys(
         policy.for_key("flaky").execute_sync(boom)
     assert policy.for_key("flaky").circuit_breaker.state is CircuitState.OPEN  # 2 failures: threshold
     assert policy.get_stats()["evicted_keys"] == 3  # "b", "c" and "d", which held no failure
+
+
+@pytest.mark.parametrize("window", [CountWindow(10), TimeWindow(60.0)], ids=["count", "time"])
+def test_a_key_whose_window_holds_slow_calls_outlives_churn_through_other_keys(
+    manager: ResilienceManager, clock: FakeClock, window: CountWindow | TimeWindow
+) -> None:
+    """A key's slow calls short of the slow-call rate that opens are its count towards opening too."""
+    breaker = CircuitBreakerConfig(
+        sliding_window=window, minimum_calls=4, slow_call_duration=1.0, slow_call_rate_threshold=0.5
+    )
+    policy = manager.policy(
+        "churned-slow", ResilienceConfig(circuit_breaker=breaker), max_keys=1, idle_ttl=None
+    )
+
+    def slow() -> None:
+        clock.advance(2.0)
+
+    for _ in range(3):
+        policy.for_key("slow").execute_sync(slow)
+    for other in ("b", "c", "d"):
+        policy.for_key(other).execute_sync(lambda: None)
+    policy.for_key("slow").execute_sync(slow)
+    assert policy.for_key("slow").circuit_breaker.state is CircuitState.OPEN  # 4 slow calls of 4
+    assert policy.get_stats()["evicted_keys"] == 3  # "b", "c" and "d", which held no slow call
 
 
 def test_keys_that_all_hold_state_stay_bounded_oldest_evicted_first(manager: ResilienceManager) -> None:

@@ -233,7 +233,8 @@ class Pattern(abc.ABC, Generic[C, L]):
         self._name = name
         self._config: C = config  # type: ignore[assignment] # C itself where there is no default
         self._clock = clock
-        self._telemetry: StrategyTelemetry | None = None  # made at first use (telemetry)
+        # Made at first use (telemetry); until then None, or a keyed policy's key (_report_as).
+        self._telemetry: StrategyTelemetry | TelemetrySource | str | None = None
         self._standalone: Pipeline | None = None
 
     if TYPE_CHECKING:
@@ -330,15 +331,42 @@ class Pattern(abc.ABC, Generic[C, L]):
         Made at first use: most instances run only in a manager's pipelines, whose links report
         through telemetry of their own, and never report an event of the instance's own.
         """
-        return self._telemetry or self._own_telemetry()
+        telemetry = self._telemetry
+        if isinstance(telemetry, StrategyTelemetry):
+            return telemetry
+        return self._own_telemetry()
 
     def _own_telemetry(self) -> StrategyTelemetry:
         """Make the instance's own telemetry and keep it (racing threads may each make one, alike).
 
-        A pattern whose core reports events returns the core's instead (the breaker).
+        Of the source :meth:`_report_as` gave, if any. A pattern whose core reports events
+        returns the core's instead (the breaker).
         """
-        telemetry = self._telemetry = StrategyTelemetry.of(self.kind, self._name)
+        held = self._telemetry
+        if isinstance(held, StrategyTelemetry):  # made meanwhile by another thread
+            return held
+        source = (
+            held if isinstance(held, TelemetrySource) else TelemetrySource(self.kind, self._name, key=held)
+        )
+        telemetry = self._telemetry = StrategyTelemetry(source)
         return telemetry
+
+    def _report_as(self, key: str, metric_key: str | None = None) -> None:
+        """Report the instance's own events and executions as a keyed policy's ``key`` (its instance per key).
+
+        Called once, when the key's instance is made, before it is given out: the links of its
+        own (its verbs, ``protect``, ``guard()`` / ``slot()`` blocks, :meth:`as_strategy`) then
+        name the key in their rejections and carry it on their spans (``TelemetrySource.key``),
+        and on their metrics where the policy opted in (``metric_key``). A pattern whose core
+        reports events sets the core's instead (the breaker). The telemetry is still made at
+        first use (:attr:`telemetry`): until then only the key is kept (its source, where it has
+        a metric attribute), at no cost per key.
+        """
+        self._telemetry = (
+            key
+            if metric_key is None
+            else TelemetrySource(self.kind, self._name, key=key, metric_key=metric_key)
+        )
 
     def _hold_by(self, holder: Holder) -> None:
         """Run the calls and blocks made with the instance itself within ``holder(self)``.

@@ -117,18 +117,23 @@ class Spec:
 
 
 def breaker_holds_state(breaker: CircuitBreaker) -> bool:
-    """Whether an idle breaker holds state a new one would not: failures counted, or not CLOSED.
+    """Whether an idle breaker holds state a new one would not: failures or slow calls, or not CLOSED.
 
     The one rule of what a breaker would lose if evicted, for the manager's breakers and
     policies and for a policy's keys: such a breaker (and what keeps it) is evicted past the cap
     only after the idle ones holding none, and only while more than the cap of them (16 at
     most) are kept (``BoundedStore(holds_state=...)``), so that churn through other names or keys does not
-    wipe a failing dependency's count towards its opening, nor the HALF_OPEN probe of a key whose
-    OPEN period is over (made again, it would be CLOSED). Read without the breaker's lock, as its
+    wipe a failing (or slow: its sliding window's slow calls) dependency's count towards its
+    opening, nor the HALF_OPEN probe of a key whose OPEN period is over (made again, it would
+    be CLOSED). Read without the breaker's lock, as its
     state is (under the store's lock nothing else is taken): a time window's count is the one of
     its last call or read (a metrics collection reads it).
     """
-    return breaker.peek_state() is not CircuitState.CLOSED or breaker.stats.failure_count > 0
+    return (
+        breaker.peek_state() is not CircuitState.CLOSED
+        or breaker.stats.failure_count > 0
+        or breaker._holds_slow_calls()
+    )
 
 
 def limiter_rests(limiter: RateLimiter) -> bool:
@@ -461,11 +466,7 @@ def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, state: Key
     (``call``, ``call_sync``, ``protect``, ``guard()``) run with the key held, and raise once it
     is no longer (:func:`_holding`).
     """
-    breaker = CircuitBreaker(name, config, clock=spec.clock)
-    text = state.text
-    if text is not None:
-        breaker._report_as(text)
-    return _held_by_key(spec, breaker, state)
+    return _held_by_key(spec, CircuitBreaker(name, config, clock=spec.clock), state)
 
 
 def _new_bulkhead(spec: Spec, name: str, config: BulkheadConfig, state: KeyState) -> Bulkhead:
@@ -479,7 +480,11 @@ def _new_limiter(spec: Spec, config: RateLimiterConfig, state: KeyState) -> Rate
 
 
 def _held_by_key(spec: Spec, instance: OwnedT, state: KeyState) -> OwnedT:
-    """Give a key's new breaker, bulkhead or limiter its hold (:func:`_holding`); return it.
+    """Give a key's new breaker, bulkhead or limiter its key and its hold (:func:`_holding`); return it.
+
+    Its own events, rejections and executions (those of the calls and blocks run with it, and
+    a breaker's state changes, whoever moved it) name the key (``Pattern._report_as``), as the
+    key's pipeline's do: with the key's metric attribute where the policy opted in.
 
     The one rule of what a key's instances do when used directly, rather than through the
     policy: each call, block or action holds the key from its start to its end (so the key is
@@ -488,6 +493,9 @@ def _held_by_key(spec: Spec, instance: OwnedT, state: KeyState) -> OwnedT:
     permit or a probe the key's calls never see, over their limit, and count into an instance
     already folded into the policy's totals.
     """
+    text = state.text
+    if text is not None:
+        instance._report_as(text, state.metric_key)
     if spec.kept is not None:
         counted = isinstance(instance, CircuitBreaker)  # the one whose blocks hold nothing of it
         instance._hold_by(_Hold(weakref.ref(state), spec.kept, spec.name, state.text, counted=counted))

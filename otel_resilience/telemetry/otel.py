@@ -641,7 +641,8 @@ class OtelListener:
             plan = binding.plan(event, args)
             values = binding.event_values(plan, args)
             if instruments is not None:
-                binding.record_metrics(instruments, plan, info, values, current_key(info.policy))
+                key = info.key_attrs or current_key(info.policy)  # a key's own source says its key
+                binding.record_metrics(instruments, plan, info, values, key)
             span = event_span(tracer, info)
             if span is not None:
                 binding.add_span_event(span, plan, info, values, args)

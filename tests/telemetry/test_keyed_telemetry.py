@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 
 from otel_resilience import (
     BulkheadConfig,
+    BulkheadFullError,
     CircuitBreakerConfig,
     CircuitOpenError,
     ResilienceConfig,
@@ -458,3 +460,60 @@ def test_a_key_with_its_own_series_keeps_it_after_its_eviction(otel, manager: Re
         if attrs.get(sc.POLICY) == "kept-places" and sc.KEY in attrs:
             executions[attrs[sc.KEY]] = executions.get(attrs[sc.KEY], 0) + point.value
     assert executions == {"first": 2, "_OTHER": 2}
+
+
+def key_trips(otel, name: str) -> dict[tuple[str | None, str, str], int]:
+    """The transitions of breakers named ``name`` that happened: by key, new state and reason."""
+    return {
+        (attrs.get(sc.KEY), attrs[sc.CB_STATE], attrs[sc.CB_TRANSITION_REASON]): point.value
+        for point in otel.points(sc.CB_TRANSITIONS)
+        if (attrs := dict(point.attributes))[sc.NAME] == name and point.value
+    }
+
+
+def test_an_opted_in_keys_breaker_says_its_key_on_transitions_made_outside_its_calls(
+    otel, manager: ResilienceManager
+) -> None:
+    """An operator's action or a block run with a key's breaker itself is that key's breaker's transition too."""
+    policy = manager.policy("operated", BREAKER, key_attribute_limit=1)
+    policy.for_key("a").circuit_breaker.force_open()
+    policy.for_key("a").circuit_breaker.reset()
+    with pytest.raises(ConnectionError), policy.for_key("b").circuit_breaker.guard():
+        boom()
+    assert key_trips(otel, "operated") == {
+        ("a", "open", "forced"): 1,
+        ("a", "closed", "reset"): 1,
+        ("_OTHER", "open", "failure_threshold"): 1,
+    }
+
+
+def test_an_opted_in_keys_breaker_of_its_own_name_says_its_key_on_transitions(
+    otel, manager: ResilienceManager
+) -> None:
+    """A policy's breakers named otherwise (``circuit_breaker_name``) still say which key tripped."""
+    config = dataclasses.replace(BREAKER, circuit_breaker_name="payments-breaker")
+    policy = manager.policy("renamed", config, key_attribute_limit=1)
+    for key in ("a", "b"):
+        open_key(policy, key)
+    assert key_trips(otel, "payments-breaker") == {
+        ("a", "open", "failure_threshold"): 1,
+        ("_OTHER", "open", "failure_threshold"): 1,
+    }
+
+
+def test_the_blocks_run_with_an_opted_in_keys_own_instances_carry_its_key(
+    otel, manager: ResilienceManager
+) -> None:
+    """A ``slot()`` block of a key's bulkhead is the key's: its execution and its rejection say which key."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    bulkhead = manager.policy("slots", config, key_attribute_limit=1).for_key("a").bulkhead
+    assert bulkhead is not None
+    with bulkhead.slot(), pytest.raises(BulkheadFullError), bulkhead.slot():
+        pass
+    for name in (sc.EXECUTIONS, sc.REJECTIONS):
+        keys = {
+            dict(point.attributes).get(sc.KEY)
+            for point in otel.points(name)
+            if dict(point.attributes)[sc.PATTERN] == "bulkhead" and point.value
+        }
+        assert keys == {"a"}, name

@@ -124,14 +124,14 @@ class _BreakerCore:
         name: str,
         config: CircuitBreakerConfig,
         clock: Clock,
-        telemetry: StrategyTelemetry | str | None,
+        telemetry: StrategyTelemetry | TelemetrySource | str | None,
     ) -> None:
         self.name = name
         self.settings = settings_for(config)
         self.stats = CircuitBreakerStats()
         self.last_failure_type: str | None = None
         self._clock = clock
-        self._telemetry: StrategyTelemetry | str | None = telemetry  # made at first use (telemetry)
+        self._telemetry: StrategyTelemetry | TelemetrySource | str | None = telemetry  # made at first use
         self._lock: threading.Lock | None = None  # made by the first step that needs it
         self._permit = _FIRST_PERMIT
         self._shared: PeerCounts | None = None
@@ -166,12 +166,18 @@ class _BreakerCore:
         """The telemetry of the breaker's own events (state changes): made at first use, unless given.
 
         Until then ``_telemetry`` is ``None``, or the key of the keyed policy the breaker serves
-        (:meth:`report_as`): its events carry the key (``TelemetrySource.key``).
+        (its source where the policy opted in to a metric attribute: :meth:`report_as`): its
+        events carry the key (``TelemetrySource.key``, and ``metric_key``).
         """
         telemetry = self._telemetry
         if isinstance(telemetry, StrategyTelemetry):
             return telemetry
-        made = self._telemetry = StrategyTelemetry(TelemetrySource(KIND, self.name, key=telemetry))
+        source = (
+            telemetry
+            if isinstance(telemetry, TelemetrySource)
+            else TelemetrySource(KIND, self.name, key=telemetry)
+        )
+        made = self._telemetry = StrategyTelemetry(source)
         return made  # racing threads: each makes one, alike
 
     def _key(self) -> str | None:
@@ -179,20 +185,26 @@ class _BreakerCore:
         telemetry = self._telemetry
         if isinstance(telemetry, StrategyTelemetry):
             return telemetry.source.key
-        return telemetry
+        return telemetry.key if isinstance(telemetry, TelemetrySource) else telemetry
 
-    def report_as(self, key: str) -> None:
+    def report_as(self, key: str, metric_key: str | None = None) -> None:
         """Report the breaker's own events as the ones of a keyed policy's ``key`` (one breaker per key).
 
         Called once, before the breaker's first call. Its state changes then tell the keys of one
         policy apart (an alert's outage episode is a key's), at no cost until the first event; its
-        rejections name the key (:attr:`CircuitOpenError.key`).
+        rejections name the key (:attr:`CircuitOpenError.key`). ``metric_key``: the key's metric
+        attribute, where the policy opted in (``key_attribute_limit``): its metrics carry it
+        (its transitions say which key's breaker made them, whoever moved it: a call of the
+        policy, an operator, a block run with the breaker itself).
         """
         telemetry = self._telemetry
         if isinstance(telemetry, StrategyTelemetry):  # a subclass's own kind, given at construction
-            self._telemetry = StrategyTelemetry(telemetry.source._replace(key=key), telemetry.hub)
+            source = telemetry.source._replace(key=key, metric_key=metric_key)
+            self._telemetry = StrategyTelemetry(source, telemetry.hub)
+        elif metric_key is None:
+            self._telemetry = key  # its source is made at first use: nothing more per key
         else:
-            self._telemetry = key
+            self._telemetry = TelemetrySource(KIND, self.name, key=key, metric_key=metric_key)
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -490,6 +502,15 @@ class _BreakerCore:
         if permit.state is _HALF_OPEN:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
         return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
+
+    def holds_slow_calls(self) -> bool:
+        """Whether the sliding window holds slow calls, towards the slow-call rate that opens it.
+
+        Read without the lock, as ``stats.failure_count`` is (an eviction rule asks it under a
+        lock of its own): a time window's count is the one of its last call or read.
+        """
+        window = self.window
+        return window is not None and window.held_slow() > 0
 
     def _counts_locked(self) -> tuple[int, int, int]:
         """This replica's ``(calls, failures, slow)`` now, as the opening rule judges them.

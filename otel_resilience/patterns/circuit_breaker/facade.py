@@ -76,9 +76,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def _own_telemetry(self) -> StrategyTelemetry:
         return self._core.telemetry  # one for the breaker and its core, made by the core
 
-    def _report_as(self, key: str) -> None:
+    def _report_as(self, key: str, metric_key: str | None = None) -> None:
         """Report the breaker's own events as the ones of a keyed policy's ``key`` (see ``report_as``)."""
-        self._core.report_as(key)
+        self._core.report_as(key, metric_key)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)
@@ -125,6 +125,10 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         call, or the next read of :attr:`state`.
         """
         return self._core.peek_state()
+
+    def _holds_slow_calls(self) -> bool:
+        """Whether the sliding window holds slow calls (no lock, no side effect; ``holds_slow_calls``)."""
+        return self._core.holds_slow_calls()
 
     @property
     def failure_rate_threshold(self) -> float | None:

@@ -98,6 +98,10 @@ class WindowMetrics(Protocol):
         """Forget every call (the breaker changed state)."""
         ...
 
+    def held_slow(self) -> int:
+        """Return the slow calls the window held at its last record or read (no lock, no change)."""
+        ...
+
 
 @final
 class CountWindowMetrics:
@@ -147,6 +151,10 @@ class CountWindowMetrics:
         self._codes[:] = bytes(self._size)
         self._head = self._calls = self._failures = self._slow = 0
 
+    def held_slow(self) -> int:
+        """Return the slow calls among the last ``size`` (no lock, no change)."""
+        return self._slow
+
     def __repr__(self) -> str:
         return (
             f"CountWindowMetrics(size={self._size}, calls={self._calls}, "
@@ -168,6 +176,10 @@ class TimeWindowMetrics(SlidingCounts):
     """
 
     __slots__ = ()
+
+    def held_slow(self) -> int:
+        """Return the slow calls the window held at its last record or read (no lock, no change)."""
+        return self._total_b
 
     def __repr__(self) -> str:
         calls, failures, slow = self._total_events, self._total_a, self._total_b
