@@ -223,7 +223,11 @@ With the `instrumentation` extra (`opentelemetry-instrumentation`), the package 
 `opentelemetry_instrumentor` entry point `otel_resilience`
 (`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
 `uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
-`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Its `instrument(...)`
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Each switch is an
+option of `opentelemetry-instrument` too, as its own variables are (the
+`opentelemetry_environment_variables` entry point `otel_resilience` names
+`otel_resilience.telemetry.env`): `opentelemetry-instrument --resilience_spans_disabled true
+python app.py`, which `--help` lists. Its `instrument(...)`
 takes the keywords of `instrument()` and those of `BaseInstrumentor` (`skip_dep_check`, which
 `opentelemetry-instrument` passes, and `raise_exception_on_conflict`); any other keyword (a
 misspelt `tracer_provder=`) raises `TypeError` naming it, and nothing is registered. The

@@ -5,6 +5,10 @@ keyword wins), and applied once per telemetry source (its precomputed ``SourceIn
 execution pays nothing for it. Booleans follow the OpenTelemetry environment-variable
 specification: ``true`` (any case) is true; anything else, unset or empty included, is false,
 with a warning for a value other than ``true`` or ``false``.
+
+Each variable is also a module constant of its own name, as in ``opentelemetry.sdk.environment_variables``:
+the ``opentelemetry_environment_variables`` entry point names this module, and
+``opentelemetry-instrument`` makes an option of each (``--resilience_spans_disabled true``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ __all__ = [
     "DURATION_DISABLED",
     "ENTRY_POINT",
     "IN_PROCESS_HISTOGRAMS",
+    "OTEL_RESILIENCE_DURATION_DISABLED",
+    "OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS",
+    "OTEL_RESILIENCE_RECORD_MESSAGES",
+    "OTEL_RESILIENCE_SPANS_DISABLED",
     "RECORD_MESSAGES",
     "SPANS_DISABLED",
     "SWITCHES",
@@ -31,7 +39,10 @@ __all__ = [
 ]
 
 DISABLED_INSTRUMENTATIONS: Final = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-"""OpenTelemetry's list of instrumentations not to load; ``otel_resilience`` or ``*`` in it turns ours off."""
+"""OpenTelemetry's list of instrumentations not to load; ``otel_resilience`` or ``*`` in it turns ours off.
+
+Not a module constant of its name: opentelemetry-instrumentation's own module declares it, and
+``opentelemetry-instrument`` refuses an option declared twice."""
 ENTRY_POINT: Final = "otel_resilience"
 """The name of our ``opentelemetry_instrumentor`` entry point."""
 
@@ -58,27 +69,31 @@ class Switch:
     description: str
 
 
+OTEL_RESILIENCE_SPANS_DISABLED: Final = "OTEL_RESILIENCE_SPANS_DISABLED"
 SPANS_DISABLED: Final = Switch(
-    "OTEL_RESILIENCE_SPANS_DISABLED",
+    OTEL_RESILIENCE_SPANS_DISABLED,
     "spans",
     True,  # noqa: FBT003 - inverted
     "No execution or attempt span and no span event (metrics and log records stay).",
 )
+OTEL_RESILIENCE_DURATION_DISABLED: Final = "OTEL_RESILIENCE_DURATION_DISABLED"
 DURATION_DISABLED: Final = Switch(
-    "OTEL_RESILIENCE_DURATION_DISABLED",
+    OTEL_RESILIENCE_DURATION_DISABLED,
     "record_duration",
     True,  # noqa: FBT003 - inverted
     "No `resilience.execution.duration` nor `resilience.attempt.duration` histogram "
     "(the synchronous metric calls of a call that succeeds).",
 )
+OTEL_RESILIENCE_RECORD_MESSAGES: Final = "OTEL_RESILIENCE_RECORD_MESSAGES"
 RECORD_MESSAGES: Final = Switch(
-    "OTEL_RESILIENCE_RECORD_MESSAGES",
+    OTEL_RESILIENCE_RECORD_MESSAGES,
     "record_messages",
     False,  # noqa: FBT003 - not inverted
     "Failed spans carry the exception message as their status description (messages may hold user data).",
 )
+OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS: Final = "OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS"
 IN_PROCESS_HISTOGRAMS: Final = Switch(
-    "OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS",
+    OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS,
     "in_process_histograms",
     False,  # noqa: FBT003 - not inverted
     "The two duration histograms are kept in process and exported through observable counters "

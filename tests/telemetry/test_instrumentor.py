@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.telemetry import env as env_module
 from otel_resilience.telemetry.instrumentor import OtelResilienceInstrumentor
 
 
@@ -219,3 +220,36 @@ def test_the_base_class_keywords_are_taken(instrumentor: OtelResilienceInstrumen
     assert listener is not None
     assert listener._record_messages is True
     assert instrumentor.is_instrumented_by_opentelemetry
+
+
+def test_opentelemetry_instrument_takes_each_switch_as_an_option(tmp_path: Path) -> None:
+    """``opentelemetry-instrument --resilience_spans_disabled true`` sets the switch, as ``--sdk_disabled`` does.
+
+    The launcher makes an option of each ``OTEL_*`` name of the modules the
+    ``opentelemetry_environment_variables`` entry points name (its ``--help`` lists them); the
+    child sees this tree as an installed distribution whose ``entry_points.txt`` holds pyproject's
+    block.
+    """
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "pyproject.toml").read_text()
+    header = "[project.entry-points.opentelemetry_environment_variables]\n"
+    block = text.split(header, 1)[1].split("\n\n", 1)[0]
+    dist = tmp_path / "otel_resilience-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: otel_resilience\nVersion: 0.1.0\n")
+    entry_point = block.replace('"', "")
+    (dist / "entry_points.txt").write_text(f"[opentelemetry_environment_variables]\n{entry_point}\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_RESILIENCE_")},
+        "PYTHONPATH": os.pathsep.join((str(tmp_path), str(root))),
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    options = [f"--{s.variable.removeprefix('OTEL_').lower()}=true" for s in env_module.SWITCHES]
+    probe = f"import os; print(*(os.environ.get(v) for v in {[s.variable for s in env_module.SWITCHES]!r}))"
+    launcher = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+    command = [launcher, *options, sys.executable, "-c", probe]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == " ".join(["true"] * len(env_module.SWITCHES))
