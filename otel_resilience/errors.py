@@ -23,8 +23,10 @@ retries run out the *original* exception is re-raised, never wrapped.
 A rejection raised by the breaker, bulkhead or rate limiter of one key of a keyed policy
 (``manager.policy(...).for_key(key)``) names the key: its ``key`` is ``str(key)``, its last
 argument (made by :func:`keyed_rejection`), and its message says
-``circuit breaker 'payments' (key 'api.example.com') is open; ...``. Elsewhere ``key`` is
-``None`` and the arguments are the ones they always were.
+``circuit breaker 'payments' (key 'api.example.com') is open; ...``: a key longer than
+``MAX_ATTRIBUTE_LENGTH`` (256) is cut there as its ``resilience.key`` is, ending in a digest of
+the whole key, and stays whole in ``key``. Elsewhere ``key`` is ``None`` and the arguments are
+the ones they always were.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
+
+from otel_resilience._text import key_attribute
 
 __all__ = [
     "BulkheadFullError",
@@ -109,8 +113,13 @@ _KEY_DOC = "The key of the keyed policy whose own instance rejected the call (``
 
 
 def _who(what: str, name: str, key: str | None) -> str:
-    """The subject of a rejection's message: ``"circuit breaker 'payments' (key 'api.example.com')"``."""
-    return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key!r})"
+    """The subject of a rejection's message: ``"circuit breaker 'payments' (key 'api.example.com')"``.
+
+    The key is shown as its ``resilience.key`` is written (:func:`~otel_resilience._text.key_attribute`:
+    a long one cut, ending in a digest of the whole), so that a message stays bounded; the
+    error's ``key`` is whole. Run when the message is shown, never when the error is made.
+    """
+    return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key_attribute(key)!r})"
 
 
 def _shown(message: Callable[[_R], str]) -> Callable[[_R], str]:

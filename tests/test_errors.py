@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from otel_resilience import RetryPolicy, retry_sync
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -218,3 +219,22 @@ def test_an_attempt_timeout_a_retry_raises_shows_its_scope() -> None:
         retry_sync(slow, policy=policy, clock=clock)
     assert info.value.scope == "attempt"
     assert repr(info.value).endswith(".slow', 1.0, 'attempt')")
+
+
+_LONG_KEY = "k" * 4_990 + "0123456789"
+"""A key of 5,000 characters: a request's path or a tenant's payload used as the key."""
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _KEYED_REJECTIONS)
+def test_a_long_key_is_cut_in_the_message_and_whole_in_the_field(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    """The message shows the key as its ``resilience.key`` does (cut, with a digest); ``key`` is whole."""
+    error = cls(*args[:-1], _LONG_KEY)
+    assert error.key == _LONG_KEY  # type: ignore[attr-defined]
+    assert error.args[-1] == _LONG_KEY
+    shown = key_attribute(_LONG_KEY)
+    assert len(shown) == MAX_ATTRIBUTE_LENGTH
+    assert str(error) == message.replace(repr(args[-1]), repr(shown))
+    assert len(str(error)) < MAX_ATTRIBUTE_LENGTH + 100
+    assert str(cls(*args[:-1], _LONG_KEY + "!")) != str(error)  # two keys, two messages

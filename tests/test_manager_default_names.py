@@ -18,6 +18,7 @@ from otel_resilience import (
     ResilienceManager,
     resilient,
 )
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
 from otel_resilience.manager.keys import DefaultNames
 
 WARNING = "share this default name"
@@ -52,6 +53,23 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{next(_names)}"
+
+
+def test_the_warning_names_long_modules_cut(
+    manager: ResilienceManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Modules of 5,000 characters (a function's ``__module__`` is the program's to set) are named
+    as a long key is (cut, ending in a digest): the warning stays bounded."""
+    name = unique("fetch")
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig())
+    modules = ("a" * 5_000, "b" * 5_000)
+    first, second = (resilient(config, manager=manager)(namesake(module, name)) for module in modules)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        first()
+        second()
+    [found] = warnings(caplog)
+    assert f"{key_attribute(modules[0])!r} and {key_attribute(modules[1])!r}" in found
+    assert len(found) < 3 * MAX_ATTRIBUTE_LENGTH + 300
 
 
 def test_a_second_modules_function_on_a_taken_default_name_is_warned_about_once(

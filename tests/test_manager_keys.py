@@ -42,6 +42,7 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
@@ -181,6 +182,27 @@ def test_a_cached_fallback_keeps_each_key_value_apart(manager: ResilienceManager
     assert policy.for_key("acme").execute_sync(boom) == "acme 101"
     assert policy.execute_sync(boom) == "index 5000"
     assert cache.data == {"quote:acme": "acme 101", "quote:globex": "globex 7", "quote": "index 5000"}
+
+
+def test_a_long_keys_cache_error_names_its_cache_key_cut(
+    manager: ResilienceManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 5,000-character key's failed cache write is logged with its cache key cut, as a ``resilience.key``."""
+
+    class _DownCache(DictCache):
+        def set(self, key: str, value: object) -> None:
+            raise ConnectionError("cache down")
+
+    config = ResilienceConfig(
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.CACHED_VALUE, cache_key="quote", cache_service=_DownCache()
+        )
+    )
+    key = "t" * 5_000
+    with caplog.at_level("WARNING", logger="otel_resilience"):
+        assert manager.policy("cached-long", config).for_key(key).execute_sync(lambda: "fresh") == "fresh"
+    [message] = [r.getMessage() for r in caplog.records if "cache_service.set" in r.getMessage()]
+    assert message == f"fallback 'cached-long': cache_service.set({key_attribute('quote:' + key)!r}) failed"
 
 
 async def test_protect_runs_each_call_with_the_key_state(manager: ResilienceManager) -> None:
@@ -884,6 +906,30 @@ def test_a_keys_own_bulkhead_and_limiter_used_directly_name_the_key_in_their_rej
         limiter.call_sync(lambda: None)
     assert limited.value.key == "t-1"
     assert str(limited.value).startswith("rate limiter 'direct' (key 't-1') has no permit free")
+
+
+def test_a_long_keys_rejections_cut_it_in_their_messages(manager: ResilienceManager) -> None:
+    """A 5,000-character key is shown as its ``resilience.key`` (cut, with a digest), read whole in ``key``."""
+    config = ResilienceConfig(
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=1),
+    )
+    key = "/tenants/" + "x" * 4_991
+    tenant = manager.policy("long", config).for_key(key)
+    bulkhead, limiter = tenant.bulkhead, tenant.rate_limiter
+    assert bulkhead is not None
+    assert limiter is not None
+    shown = repr(key_attribute(key))
+    with bulkhead.slot(), pytest.raises(BulkheadFullError) as full, bulkhead.slot():
+        pass
+    assert full.value.key == key
+    assert str(full.value) == f"bulkhead 'long' (key {shown}) is full (limits: 1 running, 0 waiting)"
+    limiter.call_sync(lambda: None)
+    with pytest.raises(RateLimitedError) as limited:
+        limiter.call_sync(lambda: None)
+    assert limited.value.key == key
+    assert str(limited.value).startswith(f"rate limiter 'long' (key {shown}) has no permit free")
+    assert len(str(limited.value)) < MAX_ATTRIBUTE_LENGTH + 100
 
 
 async def test_a_keys_bulkhead_timeout_names_the_key(manager: ResilienceManager) -> None:
@@ -1813,6 +1859,26 @@ def test_a_policys_instance_refuses_to_be_copied_naming_the_one_in_use(
         assert policy.name in str(raised.value)
     alone = CircuitBreaker("alone")
     assert type(_COPIES[way](alone)) is CircuitBreaker
+
+
+@pytest.mark.parametrize("instance", ["circuit_breaker", "bulkhead", "rate_limiter"])
+def test_a_long_keys_instance_refused_a_copy_names_the_key_cut(
+    manager: ResilienceManager, instance: str
+) -> None:
+    """A 5,000-character key is named in a copy's refusal as its ``resilience.key`` is: cut, bounded."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1000.0, burst=100),
+    )
+    key = "t" * 5_000
+    owned = getattr(manager.policy(f"long-{instance}", config).for_key(key), instance)
+    with pytest.raises(TypeError, match=r"cannot be copied or pickled") as raised:
+        copy.copy(owned)
+    shown = repr(key_attribute(key))
+    assert f"(key {shown})" in str(raised.value)
+    assert f"handle.for_key({shown}).{instance}" in str(raised.value)
+    assert len(str(raised.value)) < 3 * MAX_ATTRIBUTE_LENGTH + 400
 
 
 @pytest.mark.parametrize("instance", ["circuit_breaker", "bulkhead", "rate_limiter"])

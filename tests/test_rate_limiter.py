@@ -27,7 +27,7 @@ from otel_resilience import (
     Retry,
     RetryPolicy,
 )
-from otel_resilience.engine.events import CallRejected, Event
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, CallRejected, Event, key_attribute
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
@@ -641,6 +641,18 @@ def test_ten_thousand_keys_through_a_hundred_stay_bounded(clock):
     gc.collect()
     assert len(per_key) <= 100
     assert per_key.get_stats() == {"keys": len(per_key), "max_keys": 100, "evicted": 10_000 - len(per_key)}
+
+
+def test_a_long_key_s_limiter_refused_a_copy_names_the_key_cut(clock):
+    """A 5,000-character key is named in a copy's refusal as its ``resilience.key`` is: cut, bounded."""
+    per_key = RateLimiter.per_key("ip", RateLimiterConfig(rate=1.0, burst=1), clock=clock)
+    key = "k" * 5_000
+    with pytest.raises(TypeError, match=r"cannot be copied") as raised:
+        pickle.dumps(per_key.for_key(key))
+    shown = repr(key_attribute(key))
+    assert f"It is the limiter of key {shown} of keyed rate limiter 'ip'" in str(raised.value)
+    assert f"keyed.for_key({shown})" in str(raised.value)
+    assert len(str(raised.value)) < 3 * MAX_ATTRIBUTE_LENGTH + 400
 
 
 def test_an_evicted_key_s_limiter_kept_by_a_caller_follows_its_key(clock):

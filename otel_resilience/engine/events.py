@@ -28,13 +28,13 @@ stats, which listeners read through :mod:`otel_resilience.engine.registry`.
 from __future__ import annotations
 
 import enum
-import hashlib
 import itertools
 import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast, runtime_checkable
 
+from otel_resilience._text import key_attribute, whole_text
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.deadline import DeadlineReachedError
@@ -42,7 +42,7 @@ from otel_resilience.engine.event_args import *  # noqa: F403 - the event argume
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
-from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH, check_name, fail, verdict, whole_text
+from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH, check_name, fail, verdict
 from otel_resilience.errors import OperationTimeoutError
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
@@ -840,35 +840,6 @@ def bounded_text(value: str) -> str:
     if len(value) <= MAX_ATTRIBUTE_LENGTH:
         return value
     return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
-
-
-_KEY_DIGEST_SIZE: Final = 8
-"""Bytes of the digest that ends a cut key (:func:`key_attribute`): 16 hexadecimal digits."""
-
-
-def key_attribute(key: str) -> str:
-    r"""Return the ``resilience.key`` of a keyed policy's key (its text, ``str(key)``): ``key``, or cut.
-
-    A key longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut to that length, ending in ``...#`` and
-    16 hexadecimal digits of a digest of the whole key: two keys that differ only past the cut
-    are two keys (a breaker each), so they are two values too, never one series made of two
-    states. The one rule of the key's span attribute and of its metric attribute, and of a name
-    the library takes from a function (:func:`~otel_resilience.engine.naming.callable_name`: a
-    policy or a retry named after the function it runs), which cannot be refused as a configured
-    name is, and of an alert's summary (made of such values: two subjects, two summaries). Run
-    once per key's pipeline, per policy built or per alert, never per call.
-
-    A key holding a lone surrogate (text decoded from a request with ``surrogateescape``, a JSON
-    ``"\ud800"``) is written with each one escaped (``\ud800``) and ends in that digest too,
-    so that it differs from a key written with those characters: as it is, it would fail every
-    export of its attribute (:func:`~otel_resilience.engine.validation.whole_text`).
-    """
-    whole = whole_text(key)
-    if whole and len(key) <= MAX_ATTRIBUTE_LENGTH:
-        return key
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=_KEY_DIGEST_SIZE).hexdigest()
-    text = key if whole else key.encode("utf-8", "backslashreplace").decode("utf-8")
-    return f"{text[: MAX_ATTRIBUTE_LENGTH - 4 - len(digest)]}...#{digest}"
 
 
 def error_type_name(error: BaseException | None) -> str | None:

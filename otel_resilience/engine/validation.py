@@ -28,6 +28,8 @@ from datetime import timedelta
 from types import CoroutineType, FunctionType
 from typing import Any, ClassVar, Final, Literal, cast, overload
 
+from otel_resilience._text import MAX_ATTRIBUTE_LENGTH, whole_text
+
 __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_COUNT",
@@ -62,11 +64,6 @@ MAX_COUNT: Final[int] = sys.maxsize
 """The largest count any configuration accepts: ``sys.maxsize`` (the longest a ``deque`` or a list
 may be, and the largest value of a 64-bit metric)."""
 
-MAX_ATTRIBUTE_LENGTH: Final = 256
-"""The longest text the library writes as a telemetry value it builds from a user's value (an
-alert's subject or attribute, a keyed policy's ``resilience.key``, an exception class's
-``error.type``); longer ones are cut. A name (:func:`check_name`), which becomes
-``resilience.policy`` or ``resilience.name``, is configuration: a longer one is refused."""
 
 _USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
 """A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
@@ -355,23 +352,6 @@ def check_name(owner: str, field: str, value: object) -> str:
     if not whole_text(value):  # a lone surrogate: no exporter can send it
         raise fail(owner, field, "a name of whole characters (no lone surrogate: UTF-8 text)", value)
     return value
-
-
-def whole_text(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8: no lone surrogate, which fails every exporter of an attribute.
-
-    The one rule of a telemetry value's text: a configured name holding one is refused
-    (:func:`check_name`), a key or a name taken from a function is written otherwise
-    (:func:`~otel_resilience.engine.events.key_attribute`). A Prometheus scrape that meets one
-    fails as a whole (``UnicodeEncodeError``): one such value hid every metric of the process.
-    """
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 _NAME_LENGTH: Final = f"a name of at most {MAX_ATTRIBUTE_LENGTH} characters (a telemetry attribute)"

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.events import key_attribute
 from otel_resilience.engine.facade import Pattern, not_in_use
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
@@ -542,9 +543,13 @@ class _Hold:
         return f"policy {self.policy!r}'s {what}; take the one in use with {taken}"
 
     def _in_use(self, instance: Pattern[Any, Any]) -> tuple[str, str]:
-        """Name ``instance`` as its key's (``bulkhead 'p' (key 'k')``); what gives the one in use."""
+        """Name ``instance`` as its key's (``bulkhead 'p' (key 'k')``); what gives the one in use.
+
+        The key is shown as its ``resilience.key`` is written (:func:`key_attribute`: a long one
+        cut), so that a refusal stays bounded.
+        """
         what, attribute = _IN_USE[instance.kind]
-        text = self.text
+        text = None if self.text is None else key_attribute(self.text)
         subject = "(its unkeyed calls)" if text is None else f"(key {text!r})"
         where = "handle" if text is None else f"handle.for_key({text!r})"
         return f"{what} {instance.name!r} {subject}", f"{where}.{attribute}"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
+from otel_resilience.engine.events import key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.manager.config import ResilienceConfig
@@ -191,8 +192,8 @@ class DefaultNames:
             "name), so they share one policy, breaker and bulkhead; give each its own "
             "ResilienceConfig.name",
             name,
-            first,
-            module,
+            first if first is None else key_attribute(first),  # a program's to set: a long one cut
+            module if module is None else key_attribute(module),
         )
 
 

@@ -42,7 +42,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from otel_resilience.engine.events import StateChanged
+from otel_resilience.engine.events import StateChanged, key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.patterns.circuit_breaker import shared
@@ -317,17 +317,19 @@ class SharedBreaker(PeerCounts):
                 _LOG.warning(
                     "shared store %r refused breaker key %r (%s: %s): breaker %r runs on local state",
                     store.namespace,
-                    keys,
+                    key_attribute(keys),  # a long one cut, as a resilience.key is
                     type(reply).__name__,
                     reply,
-                    self.key_name,
+                    key_attribute(self.key_name),
                 )
             if was_shared:
                 self.go_local()
             return False
         if self._refused.pop(operation, None) is not None and not self._refused:
             _LOG.warning(
-                "shared store %r takes breaker %r's keys again: shared again", store.namespace, self.key_name
+                "shared store %r takes breaker %r's keys again: shared again",
+                store.namespace,
+                key_attribute(self.key_name),
             )
             breaker = self.breaker
             if breaker is not None:

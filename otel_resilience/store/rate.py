@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.deadline import WaitDeadlineReachedError, time_left
+from otel_resilience.engine.events import key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, new_rules
 from otel_resilience.store import scripts
@@ -376,7 +377,7 @@ class ClusterRules:
             _LOG.warning(
                 "shared store %r refused rate limiter key %r (%s: %s): its calls take store_fallback",
                 store.namespace,
-                self._key,
+                key_attribute(self._key),  # a long one cut, as a resilience.key is
                 type(error).__name__,
                 error,
             )

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from otel_resilience import RateLimiter, RateLimiterConfig, RedisStore
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
 from otel_resilience.patterns.rate_limiter.config import Algorithm
 
 THREADS = 4
@@ -124,6 +125,35 @@ def test_two_limiters_of_one_name_and_different_algorithms_each_work(redis_url: 
     finally:
         old.close()
         new.close()
+
+
+def test_a_refused_long_keys_warning_names_its_store_key_cut(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 5,000-character key's refused store key is named as a ``resilience.key`` is: cut, bounded."""
+    key = "k" * 5_000
+    store_key = f"longkey:rl:token_bucket:api:{key}"
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(store_key, "not a bucket")
+    store = RedisStore.from_url(redis_url, namespace="longkey")
+    try:
+        config = RateLimiterConfig(rate=1.0, burst=1, store=store, store_fallback="open")  # type: ignore[arg-type]
+        per_key = RateLimiter.per_key("api", config)
+        with caplog.at_level("WARNING", logger="otel_resilience"):
+            assert per_key.for_key(key).try_acquire()
+        refusals = [
+            record.getMessage()
+            for record in caplog.records
+            if "refused rate limiter key" in record.getMessage()
+        ]
+        assert len(refusals) == 1
+        assert repr(key_attribute(store_key)) in refusals[0]
+        assert "WRONGTYPE" in refusals[0]
+        assert len(refusals[0]) < 2 * MAX_ATTRIBUTE_LENGTH + 200
+    finally:
+        client.delete(store_key)
+        client.close()
+        store.close()
 
 
 @pytest.mark.parametrize(("fallback", "admitted"), [("open", True), ("closed", False)])

@@ -32,7 +32,7 @@ from otel_resilience import (
     ResilienceManager,
     TimeWindow,
 )
-from otel_resilience.engine.events import StateChanged
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, StateChanged, key_attribute
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.patterns.circuit_breaker import shared
@@ -1067,6 +1067,32 @@ def test_a_url_with_a_database_number_or_none_is_taken() -> None:
         "unix:///tmp/r.sock?db=2",
     ):
         RedisStore.from_url(url, namespace="urls").close()
+
+
+def test_a_long_keys_refused_store_key_is_named_cut(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A 5,000-character key's refused store key, and its breaker, are named as a ``resilience.key`` is."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    key = "k" * 5_000
+    control = redis.Redis.from_url(redis_url)
+    control.set(f"wtlong:cb:bad:{key}:state", "not a hash")
+    store = RedisStore.from_url(redis_url, namespace="wtlong", resync_interval=0.2)
+    try:
+        with caplog.at_level("WARNING", logger="otel_resilience"), shared_key(key):
+            breaker = CircuitBreaker(
+                "bad", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
+            )  # type: ignore[arg-type]
+            _fail(breaker)
+            wait_for(lambda: store.errors > 0, 5.0, "the refused key met")
+        refusals = [r.getMessage() for r in caplog.records if "refused breaker key" in r.getMessage()]
+        assert refusals
+        assert repr(key_attribute(f"wtlong:cb:bad:{key}:state")) in refusals[0]
+        assert repr(key_attribute(f"bad:{key}")) in refusals[0]
+        assert len(refusals[0]) < 3 * MAX_ATTRIBUTE_LENGTH + 200
+    finally:
+        control.delete(f"wtlong:cb:bad:{key}:state")
+        control.close()
+        store.close()
 
 
 @pytest.mark.parametrize(

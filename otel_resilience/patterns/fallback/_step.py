@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.deadline import passes_to_its_scope
-from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
+from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name, key_attribute
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.notes import chain_failure
@@ -228,7 +228,7 @@ class FallbackCore(Counts):
             "fallback %r: cache_service.%s(%r) failed",
             self.name,
             operation,
-            key,
+            key_attribute(key),  # a keyed policy's key in it: a long one cut, as a resilience.key is
             exc_info=True if error is None else error,
         )
 

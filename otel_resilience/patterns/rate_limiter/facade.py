@@ -9,7 +9,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypedDict, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
-from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.events import StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Held, Pattern, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.guard import Guard, HeldGuard
@@ -664,9 +664,13 @@ class _KeyHold(InUse):
         self.leave()
 
     def owner_of(self, instance: Pattern[Any, Any]) -> str:  # noqa: ARG002 - the Holder's signature
-        """Say whose limiter it is and where the one in use is taken (a copy's refusal: ``Held``)."""
-        whose = f"the limiter of key {self.key!r} of keyed rate limiter {self.name!r}"
-        return f"{whose}; take the one in use with keyed.for_key({self.key!r})"
+        """Say whose limiter it is and where the one in use is taken (a copy's refusal: ``Held``).
+
+        The key is shown as its ``resilience.key`` is written (:func:`key_attribute`: a long one cut).
+        """
+        shown = key_attribute(self.key)
+        whose = f"the limiter of key {shown!r} of keyed rate limiter {self.name!r}"
+        return f"{whose}; take the one in use with keyed.for_key({shown!r})"
 
     def _kept(self) -> bool:
         """Whether the keyed limiter keeps the limiter for its key: an eviction decided (a use of the key)."""
