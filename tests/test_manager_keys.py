@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import math
 import pickle
+import sys
 import threading
 import time
 import tracemalloc
@@ -2149,4 +2150,51 @@ async def test_a_call_in_flight_through_a_link_of_a_keys_breaker_ends_across_a_r
     release.set()
     assert await task == "answer"
     assert breaker.state is CircuitState.CLOSED
+    assert own.execute_sync(lambda: "next") == "next"
+
+
+@pytest.mark.parametrize("timed_first", [False, True])
+def test_a_call_ending_through_a_reshaped_link_as_another_thread_reloads_ends_with_its_answer(
+    manager: ResilienceManager, timed_first: bool
+) -> None:
+    """A link reshaped by a reload (:class:`_ReshapedStep`) ends a call as another thread reloads
+    the breaker again, turning slow-call timing back: the reload lands between the link reading
+    the call's token and counting it (as a thread switch may put it; run there by a trace hook).
+    The token was read by the shape of before and counted by the shape of after: a ``TypeError``
+    (an ``AttributeError``) for a call that succeeded."""
+    timed = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(
+            timeout=30.0, sliding_window=CountWindow(size=10), slow_call_duration=5.0
+        )
+    )
+    first, second = (BREAKER, timed) if timed_first else (timed, BREAKER)
+    policy = manager.policy("reshaped-race", first)
+    breaker = policy.for_key("a").circuit_breaker
+    assert breaker is not None
+    own = _own_pipeline(breaker.as_strategy("own"))
+    with pytest.raises(ConnectionError):  # a streak: the next call takes a permit of its own
+        own.execute_sync(boom)
+    manager.reconfigure(policy.name, second)  # the link is reshaped
+    with pytest.raises(ConnectionError):
+        own.execute_sync(boom)
+    ends = {
+        getattr(step_class, name).__code__
+        for step_class in type(own.strategies[0]).__mro__
+        if step_class.__name__ == "_BreakerStep"
+        for name in ("on_success", "_judge_returned")
+    }
+    reloaded = []
+
+    def hook(frame: typing.Any, event: str, arg: typing.Any) -> None:
+        if event == "call" and frame.f_code in ends and not reloaded:
+            reloaded.append(True)
+            manager.reconfigure(policy.name, first)  # another thread's reload, at this moment
+
+    sys.setprofile(hook)
+    try:
+        answer = own.execute_sync(lambda: "answer")
+    finally:
+        sys.setprofile(None)
+    assert reloaded
+    assert answer == "answer"
     assert own.execute_sync(lambda: "next") == "next"

@@ -6,6 +6,7 @@ One link per pipeline the breaker runs in (and one for its own), all sharing one
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Protocol, cast
 
@@ -88,11 +89,13 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         start time, or the permit alone): the link then reads each token by its own shape
         (:class:`_ReshapedStep`), a call in flight's too.
         """
-        if (core.settings.slow_call_duration is not None) is not self._timed and not isinstance(
-            self, _ReshapedStep
-        ):
-            held = cast("type[_ReshapedStep]", _held_link(_ReshapedStep))
-            self.__class__ = _ReshapedStep if type(self) is _BreakerStep else held
+        reshaped = isinstance(self, _ReshapedStep)
+        if reshaped or (core.settings.slow_call_duration is not None) is not self._timed:
+            # Set before the class: a call ending from now on ends by the view of the new core.
+            _ENDS_BY[self] = _BreakerStep(core, self._telemetry)
+            if not reshaped:
+                held = cast("type[_ReshapedStep]", _held_link(_ReshapedStep))
+                self.__class__ = _ReshapedStep if type(self) is _BreakerStep else held
         self._bind(core)
         self.settle()  # the plan holds the standing admission
 
@@ -311,28 +314,39 @@ class _ReshapedStep(_BreakerStep):
     Made so by :meth:`_BreakerStep._follow_core`.
 
     A call admitted before the reload holds a token of the retired core's shape: each end of a
-    call reads its token by its own shape, made the link's (a permit alone taken as a call of
-    unknown start, never slow), before the link's rules judge it. Only such links pay for it.
+    call reads its token by its own shape, made the one of the link's core now (a permit alone
+    taken as a call of unknown start, never slow), before the link's rules judge it. It is ended
+    by a link of that core that no reload changes (its view, :data:`_ENDS_BY`, read once): a
+    reload by another thread while it ends, which moves this link to another core and shape,
+    cannot have the token read by one shape and judged by another. Only such links pay for it.
     """
 
     __slots__ = ()
 
-    def _shaped(self, token: Any) -> Any:
-        """``token`` in the shape of the link's tokens now: a permit and its start time, or a permit."""
-        if (type(token) is tuple) is self._timed:
-            return token
-        if self._timed:
-            return _permit_of(token), math.inf  # its start unknown: never slow
-        return token[0]
+    def _ending(self, token: Any) -> tuple[_BreakerStep, Any]:
+        """The link that ends a call now (its view, read once), and ``token`` in the shape of its tokens."""
+        view = _ENDS_BY[self]
+        if (type(token) is tuple) is view._timed:
+            return view, token
+        if view._timed:
+            return view, (_permit_of(token), math.inf)  # its start unknown: never slow
+        return view, token[0]
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
-        """:meth:`_BreakerStep.on_success` of the token in the link's shape (:meth:`_shaped`)."""
-        super().on_success(ctx, self._shaped(token), result)
+        """:meth:`_BreakerStep.on_success` of the view, with the token in its shape (:meth:`_ending`)."""
+        view, shaped = self._ending(token)
+        view.on_success(ctx, shaped, result)
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:
-        """:meth:`_BreakerStep.on_failure` of the token in the link's shape (:meth:`_shaped`)."""
-        super().on_failure(ctx, self._shaped(token), error)
+        """:meth:`_BreakerStep.on_failure` of the view, with the token in its shape (:meth:`_ending`)."""
+        view, shaped = self._ending(token)
+        view.on_failure(ctx, shaped, error)
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
-        """:meth:`_BreakerStep.on_cancel` of the token in the link's shape (:meth:`_shaped`)."""
-        super().on_cancel(ctx, self._shaped(token), running=running)
+        """:meth:`_BreakerStep.on_cancel` of the view, with the token in its shape (:meth:`_ending`)."""
+        view, shaped = self._ending(token)
+        view.on_cancel(ctx, shaped, running=running)
+
+
+_ENDS_BY: Final[weakref.WeakKeyDictionary[_BreakerStep, _BreakerStep]] = weakref.WeakKeyDictionary()
+"""Each reshaped link's view (:class:`_ReshapedStep`): a link of its core now, replaced by each reload."""
