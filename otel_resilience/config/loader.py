@@ -14,14 +14,17 @@ from otel_resilience.config.reader import read
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import fail, file_path
+from otel_resilience.environment_variables import OTEL_RESILIENCE_CONFIG
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.watch import read_settled
 from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["CONFIG_ENV", "ConfigFile", "from_env", "load", "loads"]
 
-CONFIG_ENV: Final = "OTEL_RESILIENCE_CONFIG"
-"""The environment variable that names the configuration file read at start-up (:func:`from_env`)."""
+CONFIG_ENV: Final = OTEL_RESILIENCE_CONFIG
+"""The environment variable that names the configuration file read at start-up (:func:`from_env`);
+its name is defined in :mod:`otel_resilience.environment_variables` (an option of
+``opentelemetry-instrument``: ``--resilience_config``)."""
 
 
 class ConfigFile(Mapping[str, ResilienceConfig]):

@@ -224,10 +224,11 @@ With the `instrumentation` extra (`opentelemetry-instrumentation`), the package 
 (`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
 `uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
 `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Each switch is an
-option of `opentelemetry-instrument` too, as its own variables are (the
-`opentelemetry_environment_variables` entry point `otel_resilience` names
-`otel_resilience.telemetry.env`): `opentelemetry-instrument --resilience_spans_disabled true
-python app.py`, which `--help` lists. Its `instrument(...)`
+option of `opentelemetry-instrument` too, as its own variables are, and so is every other
+`OTEL_RESILIENCE_*` variable the package reads (the `opentelemetry_environment_variables` entry
+point `otel_resilience` names `otel_resilience.environment_variables`, the one module that
+defines their names): `opentelemetry-instrument --resilience_spans_disabled true
+--resilience_config resilience.yaml python app.py`, which `--help` lists. Its `instrument(...)`
 takes the keywords of `instrument()` and those of `BaseInstrumentor` (`skip_dep_check`, which
 `opentelemetry-instrument` passes, and `raise_exception_on_conflict`); any other keyword (a
 misspelt `tracer_provder=`) raises `TypeError` naming it, and nothing is registered. The

@@ -6,8 +6,8 @@ execution pays nothing for it. Booleans follow the OpenTelemetry environment-var
 specification: ``true`` (any case) is true; anything else, unset or empty included, is false,
 with a warning for a value other than ``true`` or ``false``.
 
-Each variable is also a module constant of its own name, as in ``opentelemetry.sdk.environment_variables``:
-the ``opentelemetry_environment_variables`` entry point names this module, and
+Each variable's name is a constant of :mod:`otel_resilience.environment_variables` (re-exported
+here), the module the ``opentelemetry_environment_variables`` entry point names:
 ``opentelemetry-instrument`` makes an option of each (``--resilience_spans_disabled true``).
 """
 
@@ -18,6 +18,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from otel_resilience.environment_variables import (
+    OTEL_RESILIENCE_DURATION_DISABLED,
+    OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS,
+    OTEL_RESILIENCE_RECORD_MESSAGES,
+    OTEL_RESILIENCE_SPANS_DISABLED,
+)
 
 __all__ = [
     "DISABLED_INSTRUMENTATIONS",
@@ -69,14 +76,12 @@ class Switch:
     description: str
 
 
-OTEL_RESILIENCE_SPANS_DISABLED: Final = "OTEL_RESILIENCE_SPANS_DISABLED"
 SPANS_DISABLED: Final = Switch(
     OTEL_RESILIENCE_SPANS_DISABLED,
     "spans",
     True,  # noqa: FBT003 - inverted
     "No execution or attempt span and no span event (metrics and log records stay).",
 )
-OTEL_RESILIENCE_DURATION_DISABLED: Final = "OTEL_RESILIENCE_DURATION_DISABLED"
 DURATION_DISABLED: Final = Switch(
     OTEL_RESILIENCE_DURATION_DISABLED,
     "record_duration",
@@ -84,14 +89,12 @@ DURATION_DISABLED: Final = Switch(
     "No `resilience.execution.duration` nor `resilience.attempt.duration` histogram "
     "(the synchronous metric calls of a call that succeeds).",
 )
-OTEL_RESILIENCE_RECORD_MESSAGES: Final = "OTEL_RESILIENCE_RECORD_MESSAGES"
 RECORD_MESSAGES: Final = Switch(
     OTEL_RESILIENCE_RECORD_MESSAGES,
     "record_messages",
     False,  # noqa: FBT003 - not inverted
     "Failed spans carry the exception message as their status description (messages may hold user data).",
 )
-OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS: Final = "OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS"
 IN_PROCESS_HISTOGRAMS: Final = Switch(
     OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS,
     "in_process_histograms",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import otel_resilience
 from otel_resilience import ResilienceConfig, ResilienceManager
+from otel_resilience.config import CONFIG_ENV
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import env as env_module
@@ -222,13 +226,13 @@ def test_the_base_class_keywords_are_taken(instrumentor: OtelResilienceInstrumen
     assert instrumentor.is_instrumented_by_opentelemetry
 
 
-def test_opentelemetry_instrument_takes_each_switch_as_an_option(tmp_path: Path) -> None:
-    """``opentelemetry-instrument --resilience_spans_disabled true`` sets the switch, as ``--sdk_disabled`` does.
+def _launch(tmp_path: Path, options: Mapping[str, str]) -> list[str]:
+    """Run ``opentelemetry-instrument --<option>=<value>... python -c probe``: the variables' values.
 
     The launcher makes an option of each ``OTEL_*`` name of the modules the
     ``opentelemetry_environment_variables`` entry points name (its ``--help`` lists them); the
     child sees this tree as an installed distribution whose ``entry_points.txt`` holds pyproject's
-    block.
+    block. ``options`` maps each variable to its value; the probe prints what the program sees.
     """
     root = Path(__file__).resolve().parents[2]
     text = (root / "pyproject.toml").read_text()
@@ -246,10 +250,44 @@ def test_opentelemetry_instrument_takes_each_switch_as_an_option(tmp_path: Path)
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
-    options = [f"--{s.variable.removeprefix('OTEL_').lower()}=true" for s in env_module.SWITCHES]
-    probe = f"import os; print(*(os.environ.get(v) for v in {[s.variable for s in env_module.SWITCHES]!r}))"
+    arguments = [f"--{re.sub('OTEL_(PYTHON_)?', '', v).lower()}={value}" for v, value in options.items()]
+    probe = f"import os; print(*(os.environ.get(v) for v in {list(options)!r}), sep=chr(10))"
     launcher = str(Path(sys.executable).with_name("opentelemetry-instrument"))
-    command = [launcher, *options, sys.executable, "-c", probe]
+    command = [launcher, *arguments, sys.executable, "-c", probe]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == " ".join(["true"] * len(env_module.SWITCHES))
+    return done.stdout.strip().splitlines()[-len(options) :]
+
+
+def test_opentelemetry_instrument_takes_each_switch_as_an_option(tmp_path: Path) -> None:
+    """``opentelemetry-instrument --resilience_spans_disabled true`` sets the switch, as ``--sdk_disabled`` does."""
+    options = {s.variable: "true" for s in env_module.SWITCHES}
+    assert _launch(tmp_path, options) == list(options.values())
+
+
+def _variables_read() -> set[str]:
+    """Every ``OTEL_*`` name the package spells as a string of its own: the variables it reads."""
+    package = Path(otel_resilience.__file__).resolve().parent
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and re.fullmatch(r"OTEL_[A-Z0-9_]+", text):
+                names.add(text)
+    return names
+
+
+def test_opentelemetry_instrument_takes_each_variable_the_package_reads_as_an_option(
+    tmp_path: Path,
+) -> None:
+    """``opentelemetry-instrument --resilience_config x.yaml`` sets ``OTEL_RESILIENCE_CONFIG``, as a switch's option does.
+
+    Every ``OTEL_*`` variable the package reads is one, the configuration file's included (it
+    exited 2, "unrecognized arguments": only the telemetry switches were named), and
+    ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, which opentelemetry-instrumentation declares.
+    """
+    variables = _variables_read()
+    switches = {s.variable for s in env_module.SWITCHES}
+    assert {CONFIG_ENV, env_module.DISABLED_INSTRUMENTATIONS, *switches} <= variables
+    options = {v: f"{v.lower()}.value" for v in sorted(variables)}
+    assert _launch(tmp_path, options) == list(options.values())
