@@ -71,6 +71,7 @@ from otel_resilience.engine.deadline import (
     deadline_ignored,
     deadline_reached,
     enforce_binding_deadline,
+    passes_to_its_scope,
     publish_deadline,
     time_left,
     wait_sync_within_deadline,
@@ -589,7 +590,10 @@ class Step:
         ends in anything else (a cancellation, an interrupt) is :meth:`_call_stopped`, the rule
         the sync driver's :meth:`_resolve_sync` shares, and so is one whose error is its task's
         cancellation on its way out
-        (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`: no thread is cancelled).
+        (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`: no thread is cancelled)
+        or an enclosing scope's deadline, reached
+        (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`: a sync call that returned
+        past it), which passes to its scope as in :meth:`_resolve_sync`.
         The two differ in the call only: here what it returns is awaited when it is awaitable.
 
         What escapes (a continuation's error, a cancellation) has a traceback that holds this
@@ -605,7 +609,9 @@ class Step:
                     if inspect.isawaitable(value):
                         value = await value
                 except Exception as error:
-                    if cancelled_on_the_way(error):  # the task's cancellation, turned into an error
+                    # The task's cancellation turned into an error, or the deadline reached in a
+                    # sync call's thread (a late return under an async scope): neither is judged.
+                    if cancelled_on_the_way(error) or passes_to_its_scope(error):
                         self._call_stopped(ctx, token, call)
                         raise
                     action = call.then(ctx, call.state, None, error)
@@ -816,7 +822,12 @@ class Step:
     def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
         """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error).
 
-        The rules of :meth:`_resolve`; what escapes drops the calls, as there.
+        The rules of :meth:`_resolve`; what escapes drops the calls, as there. An enclosing
+        scope's deadline, reached in the call
+        (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), is this thread's form of
+        the cancellation that ends an async call at that deadline: it is :meth:`_call_stopped`
+        and passes to its scope, never judged by the continuation (which would answer it, or
+        run the next fallback function past the deadline).
         """
         call: Call | None = None
         try:
@@ -824,7 +835,10 @@ class Step:
                 call = action
                 try:
                     value = refuse_awaitable(call.what, call.fn(*call.args, **call.kwargs))
-                except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                except Exception as error:
+                    if passes_to_its_scope(error):  # the deadline ended the call, as a task's cancellation
+                        self._call_stopped(ctx, token, call)
+                        raise
                     action = call.then(ctx, call.state, None, error)
                 except BaseException:
                     self._call_stopped(ctx, token, call)
