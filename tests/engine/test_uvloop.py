@@ -234,7 +234,9 @@ def test_a_permit_waited_for_is_slept_for_once() -> None:
     _on_uvloop(main)
     stats = limiter.get_stats()
     assert stats["admitted"] == 100
-    assert clock.sleeps == stats["waited"] > 0  # (a caller the loop ran late finds its permit due)
+    # At most one sleep per permit waited for: a caller the loop ran late (a loaded machine) finds
+    # its permit due and sleeps none.
+    assert 0 < clock.sleeps <= stats["waited"]
 
 
 def test_a_hedge_by_delay_starts_once_its_delay_passed() -> None:
