@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis_support import Attempts, RedisServer, free_port
 from shared_workers import first_round, wait_for
+from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import (
     CircuitBreaker,
@@ -1519,10 +1520,18 @@ def test_a_replica_that_waits_for_its_store_to_sync_sends_nothing_to_an_isolated
         operator.close()
 
 
-async def test_a_coroutine_waits_for_the_store_to_sync_without_blocking_its_loop(redis_url: str) -> None:
-    """``wait_synced_async`` is ``wait_synced`` for an async start-up: the event loop runs on meanwhile."""
+async def test_a_coroutine_waits_for_the_store_to_sync_without_blocking_its_loop(
+    redis_url: str, proxy: TcpFaultProxy
+) -> None:
+    """``wait_synced_async`` is ``wait_synced`` for an async start-up: the event loop runs on meanwhile.
+
+    The late replica reaches Redis through the fault proxy, 50 ms each way, so that its store is
+    not in sync yet when the wait starts (on a fast path it could be, and the wait would not
+    suspend at all).
+    """
     operator = RedisStore.from_url(redis_url, namespace="startup_async")
-    late = RedisStore.from_url(redis_url, namespace="startup_async")
+    proxy.set("delay", 0.05)
+    late = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="startup_async", timeout=1.0)
     ticks = 0
 
     async def ticker() -> None:
