@@ -1565,14 +1565,14 @@ def test_waiting_for_an_unreachable_store_to_sync_returns_false_within_the_timeo
         breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store))
         started = time.monotonic()
         assert store.wait_synced(0.5) is False
-        assert 0.5 <= time.monotonic() - started < 2.0  # generous: the machine is shared
+        assert 0.5 <= time.monotonic() - started < 5.0  # generous: the machine is shared
         assert breaker.call_sync(int) == 0  # the breaker works on its own meanwhile
         assert asyncio.run(store.wait_synced_async(0.2)) is False
     finally:
         store.close()
     started = time.monotonic()
-    assert store.wait_synced(5.0) is False  # closed: it never syncs
-    assert time.monotonic() - started < 2.0
+    assert store.wait_synced(30.0) is False  # closed: it never syncs, and returns at once
+    assert time.monotonic() - started < 5.0
     closing = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="nowhere", timeout=0.1)
     with namesakes_expected():
         kept = CircuitBreaker("db", CircuitBreakerConfig(store=closing))
@@ -1580,7 +1580,7 @@ def test_waiting_for_an_unreachable_store_to_sync_returns_false_within_the_timeo
     closer.start()
     started = time.monotonic()
     assert closing.wait_synced(60.0) is False  # closed while it waited: it returns then
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 10.0
     closer.join()
     assert kept.call_sync(int) == 0
 
