@@ -1084,8 +1084,12 @@ def test_a_long_keys_refused_store_key_is_named_cut(redis_url: str, caplog: pyte
                 "bad", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
             )  # type: ignore[arg-type]
             _fail(breaker)
-            wait_for(lambda: store.errors > 0, 5.0, "the refused key met")
-        refusals = [r.getMessage() for r in caplog.records if "refused breaker key" in r.getMessage()]
+
+            def refused() -> list[str]:  # logged by the store's thread once it counted the error
+                return [r.getMessage() for r in caplog.records if "refused breaker key" in r.getMessage()]
+
+            wait_for(lambda: store.errors > 0 and refused(), 5.0, "the refused key met and told")
+        refusals = refused()
         assert refusals
         assert repr(key_attribute(f"wtlong:cb:bad:{key}:state")) in refusals[0]
         assert repr(key_attribute(f"bad:{key}")) in refusals[0]
