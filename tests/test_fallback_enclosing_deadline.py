@@ -33,9 +33,9 @@ async def _down_async() -> str:
     raise ConnectionError("down")
 
 
-def test_no_fallback_function_runs_after_the_callers_deadline_ended_the_one_before_sync() -> None:
-    clock = FakeClock(0.0)
-    called: list[tuple[str, float]] = []
+def _slow_then_spare(clock: FakeClock, called: list[tuple[str, float]]) -> FallbackHandler:
+    """MULTIPLE_ATTEMPTS of ``slow`` (its sync call returns 5 s later on ``clock``), then ``spare``;
+    each call recorded in ``called`` with its time."""
     inner = TimeoutHandler(60.0, name="spare-timeout", clock=clock)
 
     def slow() -> str:
@@ -47,7 +47,13 @@ def test_no_fallback_function_runs_after_the_callers_deadline_ended_the_one_befo
         return "spare"
 
     config = FallbackConfig(FallbackStrategy.MULTIPLE_ATTEMPTS, fallback_functions=[slow, spare])
-    handler = FallbackHandler(config, clock=clock)
+    return FallbackHandler(config, clock=clock)
+
+
+def test_no_fallback_function_runs_after_the_callers_deadline_ended_the_one_before_sync() -> None:
+    clock = FakeClock(0.0)
+    called: list[tuple[str, float]] = []
+    handler = _slow_then_spare(clock, called)
     with pytest.raises(OperationTimeoutError), SyncDeadline(clock, 1.0, "caller"):
         handler.execute_with_fallback_sync(_down)
     assert called == [("slow", 0.0)]  # before the fix: the spare ran at t=5.0, past the deadline
@@ -120,18 +126,7 @@ async def test_a_sync_fallback_function_that_returned_past_an_async_deadline_pas
     """The async driver calling a sync function that saw the deadline reached in its thread."""
     clock = FakeClock(0.0)
     called: list[tuple[str, float]] = []
-    inner = TimeoutHandler(60.0, name="spare-timeout", clock=clock)
-
-    def slow() -> str:
-        called.append(("slow", clock.now()))
-        return inner.with_timeout_sync(lambda: clock.advance(5.0) or "slow")  # past the caller's deadline
-
-    def spare() -> str:
-        called.append(("spare", clock.now()))
-        return "spare"
-
-    config = FallbackConfig(FallbackStrategy.MULTIPLE_ATTEMPTS, fallback_functions=[slow, spare])
-    handler = FallbackHandler(config, clock=clock)
+    handler = _slow_then_spare(clock, called)
     with pytest.raises(OperationTimeoutError):
         async with fail_after(1.0, clock=clock, operation="caller"):
             await handler.execute_with_fallback(_down_async)  # before the fix: "spare", at t=5.0
