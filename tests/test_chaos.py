@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import dataclasses
@@ -361,6 +362,44 @@ async def test_an_exception_instance_is_copied_for_each_injection(clock: Any, dr
     assert all(len(error.__notes__) == 2 for error in raised)
     assert original.__notes__ == ["kept"]
     assert original.__traceback__ is None
+
+
+async def test_concurrent_calls_of_a_per_call_config_never_share_an_injected_instance(
+    manager: ResilienceManager,
+) -> None:
+    """Calls running together, each with a config of its own around one exception instance, each
+    get their own copy: one traceback (one injection's), one chaos note, the original untouched."""
+    original = ConnectionError("reset by chaos")
+    raised: list[BaseException] = []
+
+    async def dependency() -> str:
+        await asyncio.sleep(0)
+        return "real"
+
+    async def one(i: int) -> None:
+        config = ResilienceConfig(name=f"per-call-{i % 2}", chaos=ChaosConfig(fault_rate=1.0, fault=original))
+        with pytest.raises(ConnectionError) as caught:
+            await manager.execute_with_resilience(dependency, config)
+        raised.append(caught.value)
+
+    def in_thread(i: int) -> None:
+        config = ResilienceConfig(name=f"per-call-{i % 2}", chaos=ChaosConfig(fault_rate=1.0, fault=original))
+        for _ in range(20):
+            with pytest.raises(ConnectionError) as caught:
+                manager.execute_with_resilience_sync(lambda: "real", config)
+            raised.append(caught.value)
+
+    threads = [threading.Thread(target=in_thread, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    await asyncio.gather(*(one(i) for i in range(40)))
+    for thread in threads:
+        thread.join()
+    assert len(raised) == len({id(error) for error in raised}) == 120
+    assert all(error is not original and len(error.__notes__) == 1 for error in raised)
+    assert len({traceback_length(error) for error in raised}) <= 2  # one injection's, per driver
+    assert original.__traceback__ is None
+    assert not hasattr(original, "__notes__")
 
 
 @dataclasses.dataclass(frozen=True)

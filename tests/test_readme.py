@@ -29,6 +29,10 @@ EXPECTED = [
     "user:42 from call 2 - hedge wins: 1\nuser:42 from eu-west\n",
     "rows 1.0",
     "'successful': 1",
+    (  # max_attempts_total: retries and recovery re-runs capped below the breaker's threshold
+        "4 otel_resilience retry 'ml_service': gave up after 1 of 3 attempts: the execution made 4 "
+        "attempts in total, its cap (max_attempts_total)\nclosed\n"
+    ),
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
     "7 3\nresilience.yaml:4: policies.inventory.circuit_breaker.failure_threshold must be >= 1, got 0\n",
     "ConnectionError\nConnectionError\nCircuitOpenError\ncharged via us-1\n2 1 4\n",  # a breaker per key
@@ -49,7 +53,7 @@ EXPECTED = [
 # The examples that log a warning on purpose (the README says so): a retry's on_retry hook, a
 # refused reload, a Redis store that cannot be reached. Every other example writes nothing on
 # stderr: a newcomer who copies one sees no warning.
-WARNS = {2, 15, 18}
+WARNS = {2, 16, 19}
 
 
 def test_readme_has_an_example_per_pattern_and_the_manager() -> None:

@@ -7,6 +7,7 @@ import math
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +122,32 @@ def test_a_fractional_allowance_rounds_as_the_strict_inequality_says(clock: Fake
         budget.deposit()
     assert budget.get_stats()["available"] == 2
     assert [budget.try_withdraw() for _ in range(3)] == [True, True, False]
+
+
+async def test_a_whole_bound_is_reached_not_stayed_below(driver: str, clock: FakeClock) -> None:
+    """ratio 0.2 and 10 failing calls: 2 retries are allowed (0.2 * 10, the bound reached), a third is not."""
+    budget = RetryBudget(ratio=0.2, min_retries_per_second=0.0, window=10.0, clock=clock)
+    for _ in range(10):
+        budget.deposit()
+    assert [budget.try_withdraw() for _ in range(3)] == [True, True, False]
+    budget = RetryBudget(ratio=0.2, min_retries_per_second=0.0, window=10.0, clock=clock)
+    fn = always_failing()
+    policy = zero_delay(max_attempts=2, budget=budget)
+    for _ in range(10):  # each call deposits, fails, and retries if the budget allows
+        with pytest.raises(Boom):
+            await invoke(Retry("dep", policy, clock=clock), driver, fn)
+    # the retries of calls 1 and 6 (retries 0 < 0.2 and 1 < 1.2); call 10's bound is 2.0: denied
+    assert (fn.calls, budget.get_stats()["retries"]) == (12, 2)  # type: ignore[attr-defined]
+
+
+def test_the_budget_texts_say_what_its_rule_does() -> None:
+    """The retries reach the bound rounded up (the tests above): no text says they stay below it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    texts = {"RetryBudget": RetryBudget.__doc__ or "", "README.md": readme}
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        assert "stay below" not in flat, name
+        assert "rounded up to a whole retry" in flat, name
 
 
 @pytest.mark.parametrize(

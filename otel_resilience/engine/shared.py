@@ -97,6 +97,15 @@ class SharedStore(abc.ABC):
         def ops(self) -> int: ...  # noqa: D102
         @property
         def fallback_permits(self) -> int: ...  # noqa: D102
+    else:
+        # The same, declared for introspection at run time (``typing.get_type_hints``): annotations
+        # alone, which define no class attribute (each store defines its own).
+        name: str
+        degraded: bool
+        outages: int
+        errors: int
+        ops: int
+        fallback_permits: int
 
     @property
     def local_only(self) -> bool:

@@ -21,6 +21,8 @@ from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.options import DEFAULT_REPLICAS, DemoOptions, check_redis_url
 from otel_resilience.demo.view import RichView
 from otel_resilience.engine.shared import STORES
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.store import redis_store
 
 from .conftest import FAST, Runner
 
@@ -277,6 +279,25 @@ async def test_redis_dropping_out_again_and_again_is_an_outage_of_every_store_ea
     assert out.count("store of replica 1: Redis unreachable") >= 3
     assert out.count("store of replica 1: Redis reached again") >= 3
     assert f"Redis dropped out {drops} time(s) (--redis-drops" in out
+
+
+def test_the_docs_promise_the_flapping_alert_of_redis_drops_and_allow_the_degraded_one() -> None:
+    """docs/demo.md promises what every --redis-drops run shows, ResilienceSharedStoreFlapping, and
+    not that ResilienceSharedStoreDegraded stays quiet: a store's tries back off further apart than
+    the gap between two drops, so a store may still be degraded when the next drop begins."""
+    gap = relay.DROP_EVERY - relay.DROP_FOR
+    assert gap < redis_store._RETRY_MAX
+    degraded_for = ar._seconds(ar.scale_duration(ar.RuleOptions().store_degraded_for, 0.05))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "demo.md").read_text(encoding="utf-8")
+    paragraph = " ".join(text.split("**Redis dropping out", 1)[1].split("\n\n", 1)[0].split())
+    assert "stays quiet" not in paragraph
+    assert "fires `ResilienceSharedStoreFlapping`" in paragraph
+    degraded = (
+        f"`ResilienceSharedStoreDegraded` (degraded for 2 min: {degraded_for:g} s at that scale) may fire"
+    )
+    assert degraded in paragraph
+    assert f"later than the {gap:g} s between two drops" in paragraph
+    assert f"back off up to {redis_store._RETRY_MAX:g} s apart" in paragraph
 
 
 async def test_without_redis_drops_the_summary_has_none(

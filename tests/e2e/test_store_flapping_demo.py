@@ -5,8 +5,8 @@ The demo runs its replicas on a real redis-server, reached through its relay tha
 shipped rules generated at the demo's time scale (0.05: the 30 min window is 90 s, ``for: 2m``
 is 6 s, every group evaluated every 3 s). Each drop is an outage of both stores, so the outages of
 the one instance reach 3 at the second drop: the alert fires some 6 s (its ``for``) and an
-evaluation later, while ResilienceSharedStoreDegraded (degraded for 2 min: 6 s) never does, each
-outage lasting well under a second. About 35 s of real time.
+evaluation later. ResilienceSharedStoreDegraded (degraded for 2 min: 6 s) may fire too, when the
+stores reach Redis again later than the 2.5 s between drops (docs/demo.md). About 35 s of real time.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def drops_run(harness, tmp_path_factory):
         redis.stop()
 
 
-def test_redis_dropping_out_fires_the_flapping_alert_and_not_the_degraded_one(drops_run):
+def test_redis_dropping_out_fires_the_flapping_alert(drops_run):
     """ResilienceSharedStoreFlapping fires for the demo's store while Redis drops out every 3 s.
 
     Whether ResilienceSharedStoreDegraded (a store unreachable 2 min on end, 6 s at this scale)

@@ -47,11 +47,13 @@ class RetryBudget:
     is ``7.000000000000001`` in floating point); otherwise it is *denied*: the retry gives up at
     once with the error it holds (or returns the last result, when a result was retried), a note
     saying the budget stopped it, and stop reason ``"budget"``. A denied retry spends nothing.
-    So over any window the retries stay below ``ratio`` times the first attempts plus the floor
-    ``min_retries_per_second * window``, the allowance that lets a quiet service (a few calls a
-    minute) retry at all. With the defaults (``ratio=0.1``, ``min_retries_per_second=10``,
-    ``window=10``) a dependency that fails every call receives at most 1.1 times the first
-    attempts, plus 100 retries per window.
+    So the retries a window counts are at most ``ratio`` times its first attempts plus the floor
+    ``min_retries_per_second * window`` (the allowance that lets a quiet service, a few calls a
+    minute, retry at all), rounded up to a whole retry: ``ratio=0.2`` and 10 first attempts allow
+    2 retries (the bound reached), ``ratio=0.25`` and 6 allow 2 (1.5 rounded up). With the
+    defaults (``ratio=0.1``, ``min_retries_per_second=10``, ``window=10``) a dependency that fails
+    every call receives at most 1.1 times the first attempts, plus 100 retries per window (the
+    sum rounded up).
 
     **The window** is divided in :data:`BUDGET_BUCKETS` buckets of ``window / 10`` seconds and
     slides by whole buckets: it holds between 9/10 of ``window`` and ``window`` of history. A
