@@ -7,12 +7,13 @@
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
                          [--summary-json PATH]
                          [--config PATH [--format yaml|toml] [--watch-interval S]]
-                         [--redis-url URL [--replicas N]]
+                         [--redis-url URL [--replicas N] [--redis-drops]]
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
     otel-resilience check PATH [--format yaml|toml]
     otel-resilience schema
+    otel-resilience --version
 
 The demo's dependencies (the ``demo`` extra) are imported only when ``demo`` runs. ``export``
 copies the files shipped in the package (no extra needed); its options regenerate the alert

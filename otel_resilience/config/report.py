@@ -1,10 +1,11 @@
 """A short account of a loaded file: each policy with the settings it changes from the defaults.
 
-What ``otel-resilience check PATH`` prints::
+What ``otel-resilience check PATH`` prints for the repository's ``resilience.yaml``: its header,
+its budget and one of its four policy lines, cut at ``...``::
 
-    resilience.yaml: 3 policies, 1 retry budget (settings that differ from the defaults)
+    resilience.yaml: 4 policies, 1 retry budget (settings that differ from the defaults)
       retry budget shared: ratio=0.2 min_retries_per_second=1 window=60s
-      ml_service: circuit_breaker(timeout=120s) retry_policy(initial_delay=2s budget=shared) timeout=60s
+      ml_service: circuit_breaker(timeout=120s) retry_policy(initial_delay=2s budget=shared) ...
 
 Each value is shown as loaded, never rounded, in a form a file may write that reads back the same:
 durations in seconds, rates per second, minute or hour (``100/m``), exception classes by name.

@@ -6,8 +6,13 @@ after the import is honoured). With no SDK configured it costs one cheap check p
 
 To use providers of your own (tests, several SDKs), or to turn telemetry off::
 
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
     from otel_resilience.telemetry import instrument, uninstrument
 
+    tp, mp, lp = TracerProvider(), MeterProvider(), LoggerProvider()  # the application's SDK
     instrument(tracer_provider=tp, meter_provider=mp, logger_provider=lp)
     ...
     uninstrument()
