@@ -13,7 +13,7 @@ deadline passed on as the request's timeout (a ``urllib3.util.Timeout`` too: eac
 capped; with ``pool_block=True``, the wait for a free connection too), and the breaker per
 host (``http://host/`` and ``http://host:80/`` are one host). A body given as a file or an
 iterator is never retried. The adapter's own ``max_retries`` stays 0 (any
-other is refused): the policy retries. A failed response is read in its attempt (up to
+other is refused, given or set later): the policy retries. A failed response is read in its attempt (up to
 :data:`~otel_resilience.integrations.http.DRAIN_LIMIT`: a longer body is read as the caller
 reads it, or not at all when the retry goes on after it): the one returned when attempts run
 out gives its body through ``content``, ``text`` and ``iter_content`` (with ``stream=True``
@@ -30,8 +30,8 @@ A header http.client refuses to write (a control character in one an auth set, w
 does not check: its ``ValueError``, nothing sent) is the caller's mistake: not sent again, not
 counted by the breaker (a :class:`~otel_resilience.integrations.http.RequestNotSentError`). So is
 a ``timeout`` requests cannot use (``(1, 2, 3)``, ``-1``, a NaN, ``("abc", 1)``: requests',
-urllib3's or the socket's ``ValueError`` as a connection opens), which the deadline's capping
-passes on as it is (:func:`_capped`).
+urllib3's or the socket's ``ValueError`` as a connection opens or a pooled one takes it), which
+the deadline's capping passes on as it is (:func:`_capped`).
 
 A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
 in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
@@ -60,6 +60,7 @@ from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 from requests.models import CONTENT_CHUNK_SIZE
 from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 from urllib3.util import Timeout
@@ -390,12 +391,16 @@ _CHECKS: Final = (
 ``ValueError`` raised in it is requests' (urllib3's, the socket's) own refusal, never the host's
 failure (:func:`refused_as_made`): a header with a control character (:data:`_PUT_HEADER`); a
 limit of a timeout that is no positive number (urllib3's check of each); a NaN, which urllib3 lets
-through and the socket refuses as urllib3 opens a connection (``create_connection``). requests'
-own refusal of a tuple that is no ``(connect, read)`` pair is raised by ``HTTPAdapter.send``
-itself (:data:`_ADAPTER_SEND`)."""
-_ADAPTER_SEND: Final = HTTPAdapter.send.__code__
-"""requests' ``HTTPAdapter.send``: a plain ``ValueError`` it raises itself refuses the request's timeout
-(its ``InvalidHeader``, a subclass, is a response's malformed header: the host's failure)."""
+through and the socket refuses as urllib3 opens a connection (``create_connection``; on a pooled
+one, :data:`_RAISING`). requests' own refusal of a tuple that is no ``(connect, read)`` pair is
+raised by ``HTTPAdapter.send`` itself (:data:`_RAISING`)."""
+_RAISING: Final = (HTTPAdapter.send.__code__, HTTPConnection.request.__code__)
+"""The code whose own plain ``ValueError`` refuses the request's timeout, before a byte is sent
+(:func:`refused_as_made`): requests' ``HTTPAdapter.send`` (its ``InvalidHeader``, a subclass, is a
+response's malformed header: the host's failure); urllib3's ``HTTPConnection.request``, where the
+socket refuses a NaN as a pooled connection takes the request's timeout, before writing it (a
+body's text it cannot encode is a ``UnicodeEncodeError``, a subclass; a body iterator of builtins
+raising there is the caller's failure too, the request never sent whole)."""
 
 _Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
 """``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""
@@ -431,7 +436,7 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             http.deadline_reached(error)
             raise
         except Exception as error:
-            if refused_as_made(error, *_CHECKS, raising=_ADAPTER_SEND):  # a header, a timeout: never sent
+            if refused_as_made(error, *_CHECKS, raising=_RAISING):  # a header, a timeout: never sent
                 raise refused(error).with_traceback(error.__traceback__) from None
             if isinstance(error, requests.ConnectionError) and _closed_pool(error):  # closed: sent no more
                 raise refused(error).with_traceback(error.__traceback__) from None
@@ -494,6 +499,23 @@ class AdapterOptions(TypedDict, total=False):
     """Whether a request waits for a free connection (until its deadline at most)."""
 
 
+class _MaxRetries:
+    """``ResilientAdapter.max_retries``: requests' own ``Retry(0, read=False)``, which stays 0.
+
+    ``HTTPAdapter`` sets it once (made, or unpickled); a later assignment (requests' other idiom,
+    ``adapter.max_retries = Retry(...)``) is checked as the keyword is
+    (:meth:`ResilientAdapter._check_client_options`): anything but 0 is refused, and 0 keeps
+    the adapter's own. Only assignments run here: a read (each send's) finds the instance's
+    value, as a plain attribute's (no ``__get__``).
+    """
+
+    def __set__(self, adapter: ResilientAdapter, value: Any) -> None:
+        if "max_retries" in vars(adapter):  # set already: by HTTPAdapter, made or unpickled
+            adapter._check_client_options({"max_retries": value})  # refuses all but 0
+        else:
+            vars(adapter)["max_retries"] = value
+
+
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
@@ -507,8 +529,9 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     ``manager`` is given (:meth:`HttpPolicy.__reduce__`).
 
     Raises:
-        ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
-            inside an attempt (a POST too), beside the policy's retries; or ``pool_connections``
+        ValueError: ``max_retries`` is given, or set later (``adapter.max_retries = ...``),
+            and not 0: urllib3 would send the request again inside an attempt (a POST too),
+            beside the policy's retries; or ``pool_connections``
             or ``pool_maxsize`` is below 1.
         TypeError: ``pool_connections`` or ``pool_maxsize`` is not an ``int``, or ``pool_block``
             not a ``bool``.
@@ -525,6 +548,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)
     or not decodable (``ContentDecodingError``)."""
     synchronous = True
+    max_retries = _MaxRetries()  # type: ignore[assignment] # read as HTTPAdapter's Retry: no __get__
 
     def __init__(
         self,

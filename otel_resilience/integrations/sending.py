@@ -692,14 +692,15 @@ def closed_during(error: BaseException, index: int | None = None) -> None:
     _not_the_hosts(error, index)
 
 
-def refused_as_made(error: BaseException, *checks: CodeType, raising: CodeType | None = None) -> bool:
+def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[CodeType, ...] = ()) -> bool:
     """Whether ``error`` is a client's refusal of the request as the caller made it, before a byte is sent.
 
     The one rule of a request a client will not send as it is: the ``ValueError`` raised in a
     call of one of ``checks``, the client's code that judges the request before a byte of it is
-    written, or a plain ``ValueError`` raised by ``raising`` itself (its own ``raise``, the last
-    frame of the error's traceback: a code every error of the send passes through, which judges
-    something first). A subclass ``raising`` raises is no such refusal: it may stand for the
+    written, or a plain ``ValueError`` raised by one of ``raising`` itself (its own ``raise``, or
+    a builtin it calls: the last frame of the error's traceback; a code every error of the send
+    passes through, which judges something first, or whose other plain ``ValueError`` can only
+    be such a refusal). A subclass ``raising`` raises is no such refusal: it may stand for the
     host's answer (requests' ``InvalidHeader``, a ``ValueError``, for a response whose
     ``Content-Length`` holds unmatching values, raised by ``HTTPAdapter.send`` once the request
     was sent).
@@ -708,25 +709,26 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: CodeType |
     requests, as httpx's ``LocalProtocolError`` (known by its class). A timeout requests cannot
     use (a tuple that is no ``(connect, read)`` pair, a limit that is no positive number, a NaN):
     requests' ``HTTPAdapter.send`` (``raising``), urllib3's check of each limit, the socket's
-    ``settimeout`` as urllib3 opens a connection. No host saw the request, and the client would
+    ``settimeout`` as urllib3 opens a connection, or gives a pooled one the request's timeout
+    (urllib3's ``HTTPConnection.request``, ``raising``). No host saw the request, and the client would
     refuse it again: the client raises it as :func:`refused` makes it (the breaker ignores it;
     nothing sends the request again). Asked on a send's error only.
     """
     if not isinstance(error, ValueError):
         return False
-    if raising is not None and type(error) is ValueError and _raised_by(error, raising):
+    if raising and type(error) is ValueError and _raised_by(error, raising):
         return True
     return any(raised_in(error, code) for code in checks)
 
 
-def _raised_by(error: BaseException, code: CodeType) -> bool:
-    """Whether ``error`` was raised by ``code`` itself: the last frame of its traceback runs ``code``."""
+def _raised_by(error: BaseException, codes: tuple[CodeType, ...]) -> bool:
+    """Whether ``error`` was raised by one of ``codes`` itself: the last frame of its traceback runs it."""
     trace = error.__traceback__
     if trace is None:
         return False
     while trace.tb_next is not None:
         trace = trace.tb_next
-    return trace.tb_frame.f_code is code
+    return trace.tb_frame.f_code in codes
 
 
 _REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}

@@ -207,6 +207,35 @@ def test_requests_a_request_with_a_timeout_it_refuses_is_not_the_hosts_failure(
     gc.collect()  # urllib3's socket a NaN was refused for, left open: reported in this test (_LEAKED_SOCKET)
 
 
+@pytest.mark.parametrize("deadline", [None, 5.0], ids=["no-deadline", "deadline"])
+def test_requests_a_nan_timeout_on_a_reused_connection_is_not_the_hosts_failure(
+    deadline: float | None, server: ScriptedHTTPServer
+) -> None:
+    """On a connection of the pool (a session's usual case), the socket refuses a NaN timeout as
+    urllib3 sets it for the request, before a byte is written: requests' own ``ValueError``, never
+    the host's failure, as on a new connection.
+
+    Was: counted by the host's breaker, which one such request opened (a threshold of one) for
+    every other request to the host.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(
+        name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE, timeout=deadline
+    )
+    with requests.Session() as session:
+        session.mount("http://", ResilientAdapter(config, manager=manager))
+        assert session.get(f"http://{host}/warm", timeout=5).status_code == 200  # its connection pooled
+        with pytest.raises(ValueError, match="NaN") as caught:
+            session.get(f"http://{host}/a", timeout=math.nan)
+        assert isinstance(caught.value, RequestNotSentError)
+        assert type(caught.value).__name__ == "ValueError"  # the client's own error, as it raised it
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+        assert session.get(f"http://{host}/b", timeout=5).status_code == 200  # the breaker let it through
+    assert server.count("/a") == 0  # never sent
+
+
 def test_requests_a_response_with_a_malformed_header_is_the_hosts_failure(server: ScriptedHTTPServer) -> None:
     """A response whose ``Content-Length`` holds unmatching values (``1, 3``) is the host's answer:
     requests raises its ``InvalidHeader`` (a ``ValueError``) from the adapter's send itself, after

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import httpx
 import pytest
+import requests
+from support import ScriptedHTTPServer
 from urllib3.util import Retry
 
 from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager
@@ -87,3 +90,30 @@ def test_valid_pool_options_are_passed_on() -> None:
         pool_block=True,
     )
     assert (adapter._pool_connections, adapter._pool_maxsize, adapter._pool_block) == (1, 1, True)
+
+
+@pytest.mark.parametrize(
+    "retries", [3, True, None, Retry(total=3, status_forcelist=[503], allowed_methods=None), Retry(0)]
+)
+def test_max_retries_set_after_construction_is_refused_too(retries: Any, server: ScriptedHTTPServer) -> None:
+    """``adapter.max_retries = Retry(...)`` (requests' other idiom) would have urllib3 send a POST
+    4 times in one attempt: refused as at construction, naming it, the adapter's retries left at 0."""
+    adapter = ResilientAdapter(ResilienceConfig(name="downstream"), manager=ResilienceManager())
+    with pytest.raises(ValueError, match=r"ResilientAdapter\.max_retries"):
+        adapter.max_retries = retries
+    assert (adapter.max_retries.total, adapter.max_retries.read) == (0, False)
+    server.script("/orders", *[(503, {})] * 4)
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        assert session.post(f"{server.url}/orders", data=b"{}").status_code == 503
+    assert server.count("/orders") == 1
+
+
+def test_max_retries_set_to_zero_after_construction_keeps_the_adapters_own() -> None:
+    """0 is what the adapter has: it keeps requests' own ``Retry(0, read=False)``; a copy keeps it too."""
+    adapter = ResilientAdapter(ResilienceConfig(name="downstream"))  # no manager: it pickles
+    own = adapter.max_retries
+    adapter.max_retries = 0
+    assert adapter.max_retries is own
+    copied = pickle.loads(pickle.dumps(adapter))
+    assert (copied.max_retries.total, copied.max_retries.read) == (0, False)
