@@ -651,6 +651,101 @@ async def test_the_slot_is_held_while_the_app_works_and_freed_when_it_ends() -> 
         assert (await client.get("/quick")).status_code == 200
 
 
+async def test_a_streamed_body_holds_its_slot_until_sent_and_frees_it_when_its_client_leaves() -> None:
+    """Served by uvicorn: the slot of a ``StreamingResponse`` is held after its endpoint returned, until
+    the last chunk is sent; a client that closes the connection mid-stream ends the body and frees it."""
+    last_chunk, endless_closed = asyncio.Event(), asyncio.Event()
+    app = FastAPI()
+
+    @app.get("/finite")
+    async def finite() -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await last_chunk.wait()
+            yield b"last\n"
+
+        return StreamingResponse(parts())
+
+    @app.get("/endless")
+    async def endless() -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    yield b"x" * 1024
+                    await asyncio.sleep(0.01)
+            finally:
+                endless_closed.set()
+
+        return StreamingResponse(parts())
+
+    @app.get("/quick")
+    async def quick() -> str:
+        return "quick"
+
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    async with _served(app) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            async with client.stream("GET", "/finite") as streamed:
+                chunks, received = streamed.aiter_bytes(), b""
+                while received != b"first\n":  # the endpoint returned: its body is being sent
+                    received += await anext(chunks)
+                assert (await client.get("/quick")).status_code == 503  # held
+                last_chunk.set()
+                assert b"".join([chunk async for chunk in chunks]) == b"last\n"
+            bulkhead = _shedder_in(app).bulkhead
+            assert bulkhead is not None
+            await asyncio.wait_for(_until(lambda: bulkhead.get_stats()["active"] == 0), 10)
+            assert (await client.get("/quick")).status_code == 200
+
+            async with client.stream("GET", "/endless") as streamed:
+                await anext(streamed.aiter_bytes())
+                assert (await client.get("/quick")).status_code == 503
+            # leaving the block closes the connection mid-body: the client left
+            await asyncio.wait_for(endless_closed.wait(), 10)
+            await asyncio.wait_for(_until(lambda: bulkhead.get_stats()["active"] == 0), 10)
+            assert (await client.get("/quick")).status_code == 200
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["rejected"], stats["cancelled"]) == (4, 2, 0)
+
+
+async def test_a_websocket_passes_through_a_full_shedder_untouched() -> None:
+    """A websocket scope takes no slot: with the one slot held by an HTTP request, it reaches the app
+    with the server's own receive and send, and the bulkhead counts nothing for it."""
+    gate, entered = asyncio.Event(), list[bytes]()
+    reached: list[tuple[Any, Any]] = []
+    echo = _echo_app(gate, entered)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            reached.append((receive, send))
+            await send({"type": "websocket.accept"})
+            return
+        await echo(scope, receive, send)
+
+    middleware = LoadSheddingMiddleware(app, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    assert middleware.bulkhead is not None
+    first = _Client(b"first")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    websocket_scope = {**_scope(), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    del websocket_scope["method"]
+    await asyncio.wait_for(middleware(websocket_scope, receive, send), 10)
+    assert reached == [(receive, send)]
+    assert sent == [{"type": "websocket.accept"}]
+    assert middleware.bulkhead.get_stats()["total"] == 1  # the HTTP request's only
+    gate.set()
+    await asyncio.wait_for(running, 10)
+
+
 # ---------------------------------------------------------------- load shedding: the app's own refusals
 
 
