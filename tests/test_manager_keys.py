@@ -789,7 +789,11 @@ def test_evicted_keys_leave_the_registries_and_their_counts_stay(manager: Resili
 
 
 def test_the_manager_statistics_list_named_policies_and_count_them(manager: ResilienceManager) -> None:
-    """named_policies has each handle's stats; executions totals include them."""
+    """named_policies has each handle's stats; executions totals include them.
+
+    The by-name tables of policies and breakers are those run by config (README): a handle's
+    breakers are its own, one per key, listed under named_policies only.
+    """
     manager.execute_with_resilience_sync(lambda: 1, ResilienceConfig(name="plain"))
     policy = manager.policy("named", BREAKER, max_keys=1)
     for key in range(3):
@@ -798,6 +802,8 @@ def test_the_manager_statistics_list_named_policies_and_count_them(manager: Resi
     assert stats["executions"]["total"] == 4
     assert stats["named_policies"]["named"]["executions"]["total"] == 3
     assert stats["named_policies"]["named"]["evicted_keys"] == 2
+    assert "named" not in stats["policies"] and "named" not in stats["circuit_breakers"]
+    assert "plain" in stats["policies"]
 
 
 def test_keys_are_safe_from_many_threads(manager: ResilienceManager) -> None:
