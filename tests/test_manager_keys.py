@@ -802,7 +802,8 @@ def test_the_manager_statistics_list_named_policies_and_count_them(manager: Resi
     assert stats["executions"]["total"] == 4
     assert stats["named_policies"]["named"]["executions"]["total"] == 3
     assert stats["named_policies"]["named"]["evicted_keys"] == 2
-    assert "named" not in stats["policies"] and "named" not in stats["circuit_breakers"]
+    assert "named" not in stats["policies"]
+    assert "named" not in stats["circuit_breakers"]
     assert "plain" in stats["policies"]
 
 

@@ -68,6 +68,13 @@ Decisions, in short (``docs/operations.md`` has the long form):
   the alerts a drill is expected to cause on that policy (see
   :mod:`~otel_resilience.ops.alertmanager`), and it tells whoever reads the other alerts that
   a drill is on.
+* **Series past the SDK's cardinality limit are reported**: the OpenTelemetry SDK records every
+  attribute set past its limit per instrument (2 000 by default in Python) in one series marked
+  ``otel.metric.overflow=true``, with no other attribute, where no rule that groups by policy,
+  breaker or key sees it (the 59th breaker of a process fills the transitions counter: its 34
+  transition series are made when it is). :data:`A_TELEMETRY_OVERFLOW` fires while anything
+  lands there, per service and metric (a keyed policy's own ``resilience.key="_OTHER"`` series,
+  the limit it chose, is left out).
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
@@ -110,6 +117,7 @@ __all__ = [
     "A_RETRY_STORM",
     "A_STORE_DEGRADED",
     "A_STORE_FLAPPING",
+    "A_TELEMETRY_OVERFLOW",
     "A_TIMEOUTS",
     "BREAKER_FLAPPING_FOR",
     "BREAKER_FLAPPING_TRIPS",
@@ -176,6 +184,7 @@ __all__ = [
     "R_STORE_DEGRADED",
     "R_STORE_OUTAGES",
     "R_SUCCESS_RATIO",
+    "R_TELEMETRY_OVERFLOW",
     "R_TIMEOUTS",
     "R_TIMEOUT_RATIO",
     "SERIES_HISTORY",
@@ -183,6 +192,7 @@ __all__ = [
     "STORE_FLAPPING_FOR",
     "STORE_FLAPPING_OUTAGES",
     "STORE_FLAPPING_WINDOW",
+    "TELEMETRY_OVERFLOW_WINDOW",
     "TIMEOUT_RATIO",
     "AlertRule",
     "RecordingRule",
@@ -297,6 +307,9 @@ CONFIG_STALE_FOR: Final = "15m"
 """How long a watched configuration file must stay refused before :data:`A_CONFIG_STALE` fires:
 :data:`A_RELOAD_FAILED` tells of the refusal for :data:`RELOAD_FAILED_WINDOW` after it is counted
 (once), and this one takes over when that window has passed, for as long as the file is left so."""
+TELEMETRY_OVERFLOW_WINDOW: Final = "15m"
+"""How long after the last measurement the SDK folded into its cardinality-limit overflow series
+:data:`A_TELEMETRY_OVERFLOW` keeps firing."""
 STORE_DEGRADED_FOR: Final = "2m"
 """How long a shared store must stay unreachable before :data:`A_STORE_DEGRADED` fires: a store
 reconnects within seconds (its retries back off to 5 s), so two minutes is an outage, not a blip."""
@@ -594,6 +607,8 @@ _CONFIG_STALE: Final = naming.series(sc.CONFIG_STALE)
 _CONFIG_FILE: Final = naming.label(sc.CONFIG_FILE)
 _KEY: Final = naming.label(sc.KEY)
 _OVERFLOW: Final = naming.label(sc.METRIC_OVERFLOW)
+_METRIC: Final = "metric"
+"""The label :data:`R_TELEMETRY_OVERFLOW` names the overflowing series with."""
 
 
 def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
@@ -678,6 +693,12 @@ R_CONFIG_STALE: Final = _record("job_file", _CONFIG_STALE, "sum")
 path) and applied none since: above 0, they run an older configuration than the file on disk."""
 """Faults, delays and results the chaos links of each policy injected within
 :data:`CHAOS_DRILL_WINDOW`, each series' first included: above 0, the policy is under a drill."""
+R_TELEMETRY_OVERFLOW: Final = _record(
+    "job_metric", "resilience", f"increase{TELEMETRY_OVERFLOW_WINDOW}", "_series_overflow"
+)
+"""How much each series grew in the SDK's cardinality-limit overflow series within
+:data:`TELEMETRY_OVERFLOW_WINDOW`, by service and series (``metric``), each series' first
+included."""
 
 # Alert names; each has a runbook, docs/runbooks/<name>.md.
 A_BREAKER_OPEN: Final = "ResilienceCircuitBreakerOpen"
@@ -698,6 +719,7 @@ A_RELOAD_FAILED: Final = "ResilienceReloadFailed"
 A_CONFIG_STALE: Final = "ResilienceConfigStale"
 A_STORE_DEGRADED: Final = "ResilienceSharedStoreDegraded"
 A_STORE_FLAPPING: Final = "ResilienceSharedStoreFlapping"
+A_TELEMETRY_OVERFLOW: Final = "ResilienceTelemetryOverflow"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -717,6 +739,7 @@ ALERT_NAMES: Final = (
     A_CONFIG_STALE,
     A_STORE_DEGRADED,
     A_STORE_FLAPPING,
+    A_TELEMETRY_OVERFLOW,
 )
 """Every alert name, in the order of the rules file."""
 RULE_SEVERITIES: Final = checks.RULE_SEVERITIES
@@ -1485,6 +1508,55 @@ def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
     )
 
 
+def _overflow_series() -> tuple[tuple[str, str], ...]:
+    """The series of every instrument the SDK's overflow series can hide a policy, breaker or key in.
+
+    Each as ``(name, selector)``: the instruments whose series are per policy, breaker or key and
+    already carry ``otel.metric.overflow`` (a keyed policy's own overflow series, which the
+    selector leaves out by its ``resilience.key``); a histogram by its ``_count``. They are the
+    series the alerts and dashboards group by policy, breaker and key, and the first to fill up
+    (the breaker transitions at 59 breakers, the executions at 285 policies). A duration kept in
+    process is read by its count and bucket counters, not its sum of seconds.
+    """
+    found = []
+    for spec in sc.INSTRUMENTS:
+        if sc.METRIC_OVERFLOW not in (*spec.attributes, *spec.conditional):
+            continue
+        if spec.unit == "s" and spec.kind is not sc.InstrumentKind.HISTOGRAM:
+            continue  # a sum of seconds kept in process, beside its count
+        histogram = spec.kind is sc.InstrumentKind.HISTOGRAM
+        series = naming.series(spec.name, "count") if histogram else naming.series(spec.name)
+        found.append((series, _sel(series, _eq(_OVERFLOW, "true"), _eq(_KEY, ""))))
+    return tuple(found)
+
+
+def _telemetry_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """What the SDK folded into its cardinality-limit overflow series, and the alert that says so."""
+    job = o.job_label
+    window = scale_duration(TELEMETRY_OVERFLOW_WINDOW, scale)
+    landed = "\nor\n".join(
+        f'label_replace(\n{_events(selector, window, (job,), scale)},\n"{_METRIC}", "{series}", "", "")'
+        for series, selector in _overflow_series()
+    )
+    return (
+        RecordingRule(R_TELEMETRY_OVERFLOW, landed),
+        AlertRule(
+            A_TELEMETRY_OVERFLOW,
+            f"{R_TELEMETRY_OVERFLOW} > 0",
+            "0s",
+            "warning",
+            f"{{{{ $labels.{_METRIC} }}}} of {{{{ $labels.{job} }}}} past the SDK's cardinality limit",
+            f"In service {{{{ $labels.{job} }}}}, {{{{ $labels.{_METRIC} }}}} grew by "
+            f'{{{{ printf "%.0f" $value }}}} in the last {window} in the OpenTelemetry SDK\'s overflow '
+            f'series ({_OVERFLOW}="true", with no other label): the instrument has more attribute sets '
+            "than the metric reader's cardinality limit (2000 by default), so what the newest "
+            "policies, breakers or keys did is counted under none of them, where the other alerts and "
+            "the dashboards do not see it. Raise the limit of the service's metric reader.",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -1517,6 +1589,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.chaos", _chaos_group(options, scale)),
         ("otel_resilience.configuration", _reload_group(options, scale)),
         ("otel_resilience.shared_stores", _store_group(options, scale)),
+        ("otel_resilience.telemetry", _telemetry_group(options, scale)),
     )
 
 
@@ -2841,6 +2914,43 @@ class _QuietCase:
         }
 
 
+def _telemetry_overflow_case() -> _Case:
+    rule = _rule(A_TELEMETRY_OVERFLOW)
+    sdk_overflow = {_OVERFLOW: "true"}
+    own_overflow = {
+        _POLICY: "tenants",
+        _PATTERN: "pipeline",
+        _OUTCOME: "success",
+        _KEY: "_OTHER",
+        **sdk_overflow,
+    }
+
+    def firing(series: str, value: str) -> _Firing:
+        return _Firing(rule, _job(**{_METRIC: series}), value)
+
+    return _Case(
+        "telemetry overflow: fires from the first measurement the SDK folds into its cardinality-limit "
+        "overflow series (a series born at 1 counts), names the metric, and resolves 15m after the "
+        "last; a keyed policy's own overflow key (resilience_key=_OTHER) fires nothing",
+        A_TELEMETRY_OVERFLOW,
+        (
+            # The 60th breaker trips at t+10m and again at t+11m: only the SDK's overflow series moves.
+            (_input(_CB_TRANSITIONS, sdk_overflow), _counter((1, 1), (0, 49), start=1, missing=10)),
+            # The executions of policies made past the limit, from t+40m.
+            (_input(_EXECUTIONS, sdk_overflow), _counter((3, 20), start=3, missing=40)),
+            # The keys past a policy's key_attribute_limit, all along.
+            (_input(_EXECUTIONS, own_overflow), _counter((5, 60))),
+        ),
+        (
+            ("9m", ()),
+            ("10m", (firing(_CB_TRANSITIONS, "1"),)),
+            ("20m", (firing(_CB_TRANSITIONS, "2"),)),
+            ("30m", ()),
+            ("42m", (firing(_EXECUTIONS, "9"),)),
+        ),
+    )
+
+
 def _zero_traffic_case() -> _QuietCase:
     """Every alert at zero traffic: a policy whose calls stopped, and one never called.
 
@@ -2986,6 +3096,8 @@ def _zero_traffic_case() -> _QuietCase:
     series.append(_breaker_rejections("checkout", (0, 9), (30, 10), (0, idle + 1)))
     series += _breaker_states("unused", ("closed", total))
     series.append(_breaker_rejections("unused", (0, total - 1)))
+    # A breaker past the SDK's cardinality limit tripped in those minutes: only its overflow series moved.
+    series.append((_input(_CB_TRANSITIONS, {_OVERFLOW: "true"}), stopped(1)))
     # A watched file refused in those minutes, then fixed: the watch of a service that stopped too.
     series.append(
         (_input(_CONFIG_STALE, {_CONFIG_FILE: "/etc/app/resilience.yaml"}), _gauge((1, busy), (0, idle + 1)))
@@ -3064,6 +3176,7 @@ def rules_test_document() -> dict[str, Any]:
         _config_stale_case(),
         _store_degraded_case(),
         _store_flapping_case(),
+        _telemetry_overflow_case(),
         _zero_traffic_case(),
     )
     return {

@@ -1792,6 +1792,26 @@ def _recovery() -> _Dashboard:
                         thresholds=_above((1, _RED)),
                         min=0,
                     ),
+                    _Panel(
+                        "timeseries",
+                        "Telemetry past the SDK's cardinality limit",
+                        "How much each series of policies, breakers or keys grew within the last "
+                        f"{ar.TELEMETRY_OVERFLOW_WINDOW} in the OpenTelemetry SDK's overflow series "
+                        '(otel_metric_overflow="true", with no other label): the instrument has more '
+                        "attribute sets than the metric reader's cardinality limit (2000 by default), "
+                        "so what the newest ones did is counted under none of them, where no other panel "
+                        f"shows it. {ar.A_TELEMETRY_OVERFLOW} fires above 0; one series at 0 when nothing "
+                        f"overflowed. {_rule_note(ar.R_TELEMETRY_OVERFLOW)}",
+                        "short",
+                        (
+                            _or_zero(
+                                _Query(_recorded(ar.R_TELEMETRY_OVERFLOW, _JOB_SEL), "{{metric}}"),
+                            ),
+                        ),
+                        thresholds=_above((1, _RED)),
+                        alert=ar.A_TELEMETRY_OVERFLOW,
+                        min=0,
+                    ),
                 ),
             ),
         ),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableCounter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis_support import free_port
@@ -46,8 +46,10 @@ from otel_resilience import (
     ResilienceManager,
     RetryBudget,
     RetryPolicy,
+    retry_sync,
 )
 from otel_resilience.manager.watch import ConfigWatch
+from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks, naming
 from otel_resilience.patterns.retry import Jitter
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
@@ -176,6 +178,18 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     shared = CircuitBreaker(f"ops-shared-{suffix}", CircuitBreakerConfig(store=store), clock=clock)
     while not store.degraded:
         await asyncio.sleep(0.01)
+    # A retry used alone, of another error: a second retries series, so that past a cardinality
+    # limit of 1 the retries counter has a series to fold into the SDK's overflow series too.
+    failed_once = iter((TimeoutError,))
+
+    def flaky() -> str:
+        error = next(failed_once, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    once = RetryPolicy(max_attempts=2, initial_delay=0.0, jitter=Jitter.NONE)
+    assert retry_sync(flaky, policy=once) == "ok"
     return [manager, recovery, pool, shadow, limiter, keyed, tenants, store, shared, watch, folder]
 
 
@@ -191,12 +205,13 @@ async def scrape() -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def _scraped(*, in_process: bool) -> AsyncIterator[str]:
+async def _scraped(
+    *, in_process: bool, cardinality_limits: dict[type, int] | None = None
+) -> AsyncIterator[str]:
     had_default = current_listener() is not None
     registry = CollectorRegistry()
-    provider = MeterProvider(
-        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
-    )
+    reader = PrometheusMetricReader(registry=registry, cardinality_limits=cardinality_limits)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     instrument(meter_provider=provider, in_process_histograms=in_process)
     clock = FakeClock(1000.0)
     alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
@@ -230,7 +245,15 @@ def scraped_labels(texts: list[str]) -> dict[str, set[str]]:
 
 
 def shipped_expressions(repo, rules, dashboards) -> list[str]:
-    expressions = checks.rule_expressions(rules)
+    # The telemetry overflow rule reads the SDK's overflow series, which exist only past its
+    # cardinality limit: test_past_the_cardinality_limit_... scrapes them.
+    overflow = {ar.R_TELEMETRY_OVERFLOW}
+    expressions = [
+        str(rule["expr"])
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if rule.get("record") not in overflow
+    ]
     for dashboard in dashboards.values():
         expressions += checks.dashboard_expressions(dashboard)
     for path in sorted((repo / "docs" / "runbooks").glob("*.md")):
@@ -307,3 +330,29 @@ def test_a_query_on_a_series_nothing_exports_is_caught(recorded):
         "sum(rate(resilience_retry_attempts_total[5m]))", checks.known_series(recorded)
     )
     assert problems
+
+
+async def test_past_the_cardinality_limit_the_overflow_rule_reads_what_the_sdk_exports(rules, recorded):
+    """A reader whose cardinality limit every instrument passes exports each series the telemetry
+    overflow rule reads as the rule selects it: the SDK's overflow series, ``otel_metric_overflow="true"``
+    and no ``resilience_key`` (the keys past a policy's own limit keep theirs, ``_OTHER``)."""
+    (expr,) = [
+        str(rule["expr"])
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if rule.get("record") == ar.R_TELEMETRY_OVERFLOW
+    ]
+    read = checks.analyse(expr, checks.known_series(recorded)).series
+    assert len(read) >= 5
+    limits: dict[type, int] = dict.fromkeys((Counter, ObservableCounter, Histogram), 1)
+    overflowing = set()
+    for in_process in (False, True):
+        async with _scraped(in_process=in_process, cardinality_limits=limits) as text:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    labels = sample.labels
+                    if labels.get(naming.label(semconv.METRIC_OVERFLOW)) == "true" and not labels.get(
+                        naming.label(semconv.KEY)
+                    ):
+                        overflowing.add(sample.name)
+    assert read <= overflowing, sorted(read - overflowing)
