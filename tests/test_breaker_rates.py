@@ -234,6 +234,39 @@ def test_a_raising_result_predicate_is_raised_and_the_probe_is_given_back() -> N
     assert breaker.get_stats()["half_open_in_flight"] == 0  # the probe place is free again
 
 
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("judge", ["record_result", "record_exceptions"])
+async def test_an_interrupt_from_a_judging_predicate_is_a_cancelled_call(driver: str, judge: str) -> None:
+    """A predicate's interrupt ends the call as the call's own would: cancelled, as the execution is, never ignored."""
+    clock = FakeClock()
+
+    def interrupting(value: object) -> bool:
+        raise KeyboardInterrupt(judge)
+
+    breaker, _ = make(clock, timeout=1.0, **{judge: interrupting})
+    breaker.force_open(1.0)
+    clock.advance(1.0)
+
+    def call() -> str:
+        if judge == "record_result":
+            return "ok"
+        raise Boom
+
+    async def acall() -> str:
+        return call()
+
+    with pytest.raises(KeyboardInterrupt, match=judge):
+        if driver == "sync":
+            breaker.call_sync(call)
+        else:
+            await breaker.call(acall)
+    stats = breaker.get_stats()
+    assert (stats["total_cancelled"], stats["total_ignored"], stats["half_open_in_flight"]) == (1, 0, 0), (
+        stats
+    )
+    assert breaker._pipeline.stats.cancelled == 1
+
+
 async def test_a_guarded_block_returns_no_value_for_record_result_to_judge(driver: str) -> None:
     """A block has no result: its success is a success, never ``record_result(None)``."""
     clock = FakeClock()
@@ -311,6 +344,52 @@ def test_a_break_duration_that_fails_later_falls_back_to_timeout(caplog: pytest.
         run(breaker, boom)
     assert breaker.get_stats()["retry_after"] == 7.0
     assert "break_duration(2) failed" in caplog.text
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("interrupted_opening", [1, 2])
+async def test_a_break_duration_interrupted_still_opens_for_timeout(
+    driver: str, interrupted_opening: int
+) -> None:
+    """An interrupt from ``break_duration`` reaches the caller, and the breaker opens all the same, for ``timeout``.
+
+    The opening from CLOSED (1) and the failed probe's (2): neither leaves the breaker CLOSED at its
+    threshold, nor HALF_OPEN with its only probe taken for ever.
+    """
+    clock = FakeClock()
+    armed = [False]
+
+    def duration(openings: int) -> float:
+        if armed[0] and openings == interrupted_opening:
+            raise KeyboardInterrupt(f"break_duration({openings})")
+        return 1.0
+
+    breaker, changes = make(
+        clock, failure_threshold=1, success_threshold=1, timeout=7.0, break_duration=duration
+    )
+    if interrupted_opening == 2:
+        run(breaker, boom)
+        clock.advance(1.0)  # the next call probes
+    armed[0] = True
+    with pytest.raises(KeyboardInterrupt, match=rf"break_duration\({interrupted_opening}\)"):
+        if driver == "sync":
+            breaker.call_sync(boom)
+        else:
+
+            async def aboom() -> str:
+                raise Boom
+
+            await breaker.call(aboom)
+    armed[0] = False
+    stats = breaker.get_stats()
+    assert (stats["state"], stats["retry_after"], stats["half_open_in_flight"]) == ("open", 7.0, 0), stats
+    assert stats["times_opened"] == stats["total_failures"] == interrupted_opening, stats
+    assert run(breaker, ok) == "rejected"
+    clock.advance(7.0)
+    assert run(breaker, ok) == "ok"  # the probe is let through, and closes it
+    assert breaker.get_stats()["state"] == "closed"
+    opened = [change.duration for change in changes if change.new == "open"]
+    assert opened == [1.0, 7.0][2 - interrupted_opening :]
 
 
 # -- a hung probe is reclaimed ---------------------------------------------------------------------

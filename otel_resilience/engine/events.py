@@ -801,7 +801,13 @@ class StrategyTelemetry:
     def _open(
         self, listeners: tuple[ExecutionListener, ...], method: str, *args: object
     ) -> list[tuple[ExecutionListener, object]] | None:
-        """Call ``listener.<method>(source, *args)`` on each listener; return the scopes opened."""
+        """Call ``listener.<method>(source, *args)`` on each listener; return the scopes opened.
+
+        An interrupt or a cancellation a listener raises (a ``BaseException`` that is no
+        ``Exception``) passes, as one raised in the run would: the scopes the listeners before it
+        opened are closed first, ``cancelled`` (:data:`_ENDED_UNOPENED`), as the run's end would
+        close them, so that no span is left open, nor current in the thread or task.
+        """
         handles: list[tuple[ExecutionListener, object]] | None = None
         for listener in listeners:
             try:
@@ -809,6 +815,11 @@ class StrategyTelemetry:
             except Exception:  # noqa: BLE001 - telemetry must never break the app
                 self.hub.listener_failed(listener, method)
                 continue
+            except BaseException:
+                if handles:
+                    end, ended = _ENDED_UNOPENED[method]
+                    self._close(handles, end, *ended)
+                raise
             if handle is not None:
                 if handles is None:
                     handles = []
@@ -816,12 +827,28 @@ class StrategyTelemetry:
         return handles
 
     def _close(self, handles: list[tuple[ExecutionListener, object]], method: str, *args: object) -> None:
-        """Call ``listener.<method>(handle, *args)`` for each scope, the last opened first."""
+        """Call ``listener.<method>(handle, *args)`` for each scope, the last opened first.
+
+        An interrupt or a cancellation a listener raises passes once the scopes opened before
+        its own are closed as well: none is left open, nor current in the thread or task.
+        """
         for listener, handle in reversed(handles):
             try:
                 getattr(listener, method)(handle, *args)
             except Exception:  # noqa: BLE001 - telemetry must never break the app
                 self.hub.listener_failed(listener, method)
+            except BaseException:
+                opened_before = next(place for place, (held, _) in enumerate(handles) if held is listener)
+                self._close(handles[:opened_before], method, *args)
+                raise
+
+
+_ENDED_UNOPENED: Final[dict[str, tuple[str, tuple[object, ...]]]] = {
+    "start_execution": ("end_execution", (Outcome.CANCELLED, 0.0, None)),
+    "start_attempt": ("end_attempt", (Outcome.CANCELLED, None)),
+}
+"""How :meth:`StrategyTelemetry._open` closes the scopes opened before a listener interrupted the
+opening: each ``start_*`` method's ``end_*`` and its arguments, a cancelled run's (nothing ran)."""
 
 
 _TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakKeyDictionary()

@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from otel_support import Otel
 from support import until_sync
 
 from otel_resilience import (
@@ -338,6 +341,103 @@ def test_an_interrupt_from_a_telemetry_listener_at_each_point(
         "event fallback_used",
     }
     assert landed >= expected, expected - landed
+
+
+class OpenSpans(SpanProcessor):
+    """The spans started and not ended yet, by span id."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, str] = {}
+
+    def on_start(self, span: Span, parent_context: object = None) -> None:
+        self.open[span.context.span_id] = span.name
+
+    def on_end(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        self.open.pop(span.context.span_id, None)
+
+
+class InterruptedScope:
+    """An execution listener that raises ``KeyboardInterrupt`` as it opens or closes a scope, once.
+
+    ``where`` is one of its methods: ``start_execution`` or ``end_execution``, or the
+    ``start_attempt`` or ``end_attempt`` of attempt 2 (attempt 1 opens no span).
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def interrupt(self, where: str) -> None:
+        if where == self.where:
+            self.where = ""
+            raise KeyboardInterrupt(where)
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        pass
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        self.interrupt("start_execution")
+        return self
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.interrupt("end_execution")
+
+    def start_attempt(
+        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
+    ) -> object:
+        if attempt == 2:
+            self.interrupt("start_attempt")
+        return attempt
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        if handle == 2:
+            self.interrupt("end_attempt")
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("where", ["start_execution", "start_attempt", "end_attempt", "end_execution"])
+async def test_a_listener_interrupted_in_a_scope_leaves_no_span_open_or_current(
+    driver: str, where: str, otel: Otel
+) -> None:
+    """The spans the other listeners opened end (``cancelled``, when the interrupt came as they opened).
+
+    The span current before the call is current again, in the thread or the task.
+    """
+    spans = OpenSpans()
+    otel.tracer_provider.add_span_processor(spans)
+    listener = InterruptedScope(where)
+    HUB.add_listener(listener)  # after the SDK's listener: it opens its scopes first, closes them last
+    calls: list[int] = []
+
+    def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    async def adependency() -> str:
+        return dependency()
+
+    manager = ResilienceManager(clock=FakeClock())
+    name = f"scoped-{next(_NAMES)}"
+    config = ResilienceConfig(name=name, retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0))
+    try:
+        with otel.tracer_provider.get_tracer("test").start_as_current_span("request") as request:
+            with pytest.raises(KeyboardInterrupt, match=where):
+                if driver == "sync":
+                    manager.execute_with_resilience_sync(dependency, config)
+                else:
+                    await manager.execute_with_resilience(adependency, config)
+            assert trace.get_current_span() is request
+    finally:
+        HUB.remove_listener(listener)
+    assert spans.open == {}
+    ended = [span for span in otel.spans() if span.name.startswith(name)]
+    assert ended, "the execution span was never opened"
+    if where.startswith("start"):
+        assert {span.attributes["resilience.outcome"] for span in ended if span.attributes} == {"cancelled"}
 
 
 # -- real signals: the main thread interrupted while it blocks in a wait ----------------------------

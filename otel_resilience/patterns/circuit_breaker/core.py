@@ -640,27 +640,39 @@ class _BreakerCore:
         """Start a new state period in ``new``; return the event to report (if anyone listens).
 
         Opening lasts ``open_for`` seconds when given (a forced opening), else the break
-        duration of this opening (:meth:`Settings.open_seconds`). A period that starts in the
-        state it ends is no change, except a new OPEN period (a forced opening of an OPEN
-        breaker): its end moved, so it is reported (``open`` to ``open``, with its duration).
+        duration of this opening (:meth:`Settings.open_seconds`), asked before anything changes.
+        A ``BaseException`` that ``break_duration`` raises there (an interrupt: an ``Exception``
+        falls back to ``timeout`` in :meth:`Settings.open_seconds`) passes once the breaker is
+        open for ``timeout`` all the same, its change queued for the next delivery (as a change
+        whose delivery is interrupted): the call that tripped it never leaves it CLOSED at its
+        threshold, nor HALF_OPEN with a failed probe's permit taken for ever. A period that
+        starts in the state it ends is no change, except a new OPEN period (a forced opening of
+        an OPEN breaker): its end moved, so it is reported (``open`` to ``open``, with its
+        duration).
         """
         current = self._permit
         old = current.state
-        stats = self.stats
-        if stats._rejected is None:  # before the period is published: only a new one rejects
-            stats._rejected = Counter()
-        stats.success_count = 0
         reopens = current.reopens
-        duration = None
-        opened_until = _NEVER_OPENED
+        duration = open_for
         if new is _OPEN:
             if old is _HALF_OPEN:
                 reopens += 1
             elif old is not _OPEN:
                 reopens = 0  # a new outage episode
+            if duration is None:
+                try:
+                    duration = self.settings.open_seconds(self.name, reopens + 1)
+                except BaseException:  # not `as`: the frame keeps no reference to it
+                    self._transition_locked(new, reason, self.settings.timeout)
+                    raise
+        stats = self.stats
+        if stats._rejected is None:  # before the period is published: only a new one rejects
+            stats._rejected = Counter()
+        stats.success_count = 0
+        opened_until = _NEVER_OPENED
+        if duration is not None:  # opening
             if old is not _OPEN:
                 stats.times_opened += 1
-            duration = self.settings.open_seconds(self.name, reopens + 1) if open_for is None else open_for
             opened_until = self._clock.now() + duration
         else:
             stats.failure_count = 0

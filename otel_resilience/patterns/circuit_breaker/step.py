@@ -143,7 +143,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         under the lock, when a streak started meanwhile (the success ends it) or when a guarded
         block ends. Anything that changes state takes the lock. The value is returned to the
         caller either way; what ``record_result`` raises is raised in its place, the permit
-        given back first (counted as ignored). A value ``record_result`` judged a failure is the
+        given back first (:meth:`_judging_raised`). A value ``record_result`` judged a failure is the
         execution's failed result (:meth:`_judge_returned`).
         """
         if not self._core.settings.plain:  # timed calls or judged results
@@ -180,15 +180,15 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """Classify ``error`` (ignored / failure / success) and count it; the error passes through.
 
         Raises:
-            Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
-                first (counted as ignored).
+            BaseException: Whatever a ``record_exceptions`` predicate raised; the permit is given
+                back first (:meth:`_judging_raised`).
         """
         permit, slow = self._ended(token) if self._timed else (_permit_of(token), False)
         core = self._core
         try:
             verdict = core._classify(error)
-        except BaseException:
-            self._core.ignore(permit)
+        except BaseException as raised:
+            self._judging_raised(permit, raised)
             raise
         if verdict == _SUCCESS:
             self._succeeded(permit, slow)
@@ -224,10 +224,22 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             failed: object = judge(result)
             if failed is not False and failed is not True:  # a bool is taken as it is, with no call
                 failed = verdict(failed, "CircuitBreakerConfig.record_result", self._core.name)
-        except BaseException:
-            self._core.ignore(permit)
+        except BaseException as raised:
+            self._judging_raised(permit, raised)
             raise
         return failed
+
+    def _judging_raised(self, permit: Permit, raised: BaseException) -> None:
+        """Give back the permit of a call whose judgment (``record_exceptions``, ``record_result``) raised.
+
+        An error is counted ignored (neither outcome: the breaker cannot tell what the call was);
+        an interrupt or a cancellation ends the call as one the call raised itself would
+        (:meth:`_BreakerCore.end`: cancelled), as the execution it ends counts it.
+        """
+        if isinstance(raised, Exception):
+            self._core.ignore(permit)
+        else:
+            self._core.end(permit, None)
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation.
