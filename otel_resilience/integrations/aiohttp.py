@@ -153,6 +153,23 @@ class ResilientMiddleware(HttpIntegration):
             raise
         raise FailedResponseError(response, response.status)
 
+    async def read_dropped(self, response: aiohttp.ClientResponse) -> None:
+        """Read a result the retry dropped up to the drain limit (:meth:`HttpPolicy.aread_dropped`).
+
+        A body read whole has its connection back in the pool once released; a longer one, or
+        one the read failed, is released unread (aiohttp closes its connection). Cancelled while
+        it reads (the deadline's timer, the caller), the response is closed. aiohttp's total
+        timeout firing while it reads ends the request as the policy's timeout, as in a send
+        (:meth:`HttpPolicy.client_timed_out`): it is not sent again.
+        """
+        try:
+            whole = await self._http.aread_dropped(response.content.iter_any())
+        except BaseException:
+            response.close()
+            raise
+        if not whole and _total_fired(response):  # its read ended by aiohttp's total timeout: over
+            raise self._http.client_timed_out(_TotalTimeoutError)
+
 
 class _TotalTimeoutError(OperationTimeoutError):
     """The policy's timeout for a request that aiohttp's total timeout (``ClientTimeout.total``) ended."""
@@ -177,15 +194,9 @@ def _total_timed_out(request: aiohttp.ClientRequest, error: BaseException) -> bo
     pending too: then it stays a cancellation. The timer is the request's (private to aiohttp,
     which gives a middleware no other way to it); without one, nothing is the total's.
     """
+    if not _total_fired(request):
+        return False
     timer = getattr(request, "_timer", None)
-    if timer is None:
-        return False
-    try:
-        timer.assert_timeout()  # raises once the total timeout fired
-    except asyncio.TimeoutError:
-        pass
-    else:
-        return False
     if isinstance(error, asyncio.CancelledError) and sys.version_info >= (3, 11):
         task = asyncio.current_task()
         if task is not None:
@@ -193,6 +204,22 @@ def _total_timed_out(request: aiohttp.ClientRequest, error: BaseException) -> bo
                 return False
             task.uncancel()
     return True
+
+
+def _total_fired(owner: aiohttp.ClientRequest | aiohttp.ClientResponse) -> bool:
+    """Whether aiohttp's total timeout (``ClientTimeout.total``) of the request has fired.
+
+    ``owner``: the request, or its response (both hold the request's timer); without a timer,
+    nothing fired.
+    """
+    timer = getattr(owner, "_timer", None)
+    if timer is None:
+        return False
+    try:
+        timer.assert_timeout()  # raises once the total timeout fired
+    except asyncio.TimeoutError:
+        return True
+    return False
 
 
 def _slot_closed(request: aiohttp.ClientRequest, error: BaseException) -> bool:

@@ -77,9 +77,11 @@ One request is one *execution* of the policy; each time the client sends it is o
   :meth:`~otel_resilience.integrations.sending.HttpPolicy.read_failed`): every response an attempt
   got that the caller does not get (a hedge that lost, too) is closed before the request ends,
   so no connection stays out of the client's pool. One the retry dropped (a result its
-  ``retry_on_result`` retried) is closed before the retry backs off
-  (:meth:`HttpRetryOnResult.dropped`), so neither another request during the backoff nor the
-  next send waits for its connection (a pool of one would wait until the deadline); so is every
+  ``retry_on_result`` retried) has its body read up to :data:`DRAIN_LIMIT`, within the deadline,
+  then is closed before the retry backs off (:meth:`HttpRetryOnResult.dropped`), so neither
+  another request during the backoff nor the next send waits for its connection (a pool of one
+  would wait until the deadline), and a body that ended within the limit leaves its keep-alive
+  connection in the pool, reused (a longer one is closed unread); so is every
   response a recovery rule's RETRY or RESTART re-run drops, before its delay
   (:func:`~otel_resilience.engine.rerun.let_go`); a send started beside others by hedging closes
   none of its race. (A failed response is read and closed in its attempt; one whose body is over
@@ -161,7 +163,8 @@ DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
 DRAIN_LIMIT: Final = 64 * 1024
 """Bytes of a failed response's body read in its attempt (64 KiB: any error page, and what a
-response the retry drops may cost at most), counted decoded, as the caller reads the body
+response the retry drops may cost at most; a result the retry drops is read as far before it is
+closed), counted decoded, as the caller reads the body
 (``content``, ``text``), by every client: httpx, which reads the raw body, decodes it a few
 bytes at a time to count it, and stops at 64 KiB on the wire too. A body that ends within it is
 read whole and its connection goes back to the pool; reading a longer one stops once more has
@@ -188,7 +191,7 @@ class _Sends(Protocol):
     It is :class:`~otel_resilience.integrations.sending.Sent` (defined there, which imports this module).
     """
 
-    def drop(self, result: object) -> Awaitable[None] | None: ...
+    def drop(self, result: object, *, read: bool = False) -> Awaitable[None] | None: ...
 
     def not_the_hosts(self, error: BaseException) -> bool: ...
 
@@ -581,27 +584,32 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
         """Close ``result``, a response the retry dropped, and what the earlier sends got.
 
         The retry calls it once it goes on after ``result``, before ``on_retry`` and the backoff
-        (see ``RetryPolicy.retry_on_result``): the request's record of sends closes them
+        (see ``RetryPolicy.retry_on_result``): the request's record of sends reads ``result``'s
+        body up to :data:`DRAIN_LIMIT`, within the deadline, then closes them
         (:meth:`~otel_resilience.integrations.sending.Sent.drop`), so their connections are
-        back in the client's pool during the backoff. Outside a request, nothing is closed.
+        back in the client's pool during the backoff (``result``'s kept open for the next sends
+        when its body ended within the limit). Outside a request, nothing is read or closed.
         A ``base`` with a ``dropped`` method of its own is told first, the response still open.
 
         Returns:
             What to await for an async client's request (what ``base.dropped`` returned, if
             awaitable, then the close), else what ``base.dropped`` returned, or ``None``.
         """
-        return _let_go(getattr(self.base, "dropped", None), result, result)
+        return _let_go(getattr(self.base, "dropped", None), result, result, read=True)
 
 
 _NONE: Final = object()
 """No response: what :func:`_let_go` is given for an error that holds none (it matches no send)."""
 
 
-def _let_go(told: Callable[[Any], object] | None, outcome: object, response: object) -> object:
+def _let_go(
+    told: Callable[[Any], object] | None, outcome: object, response: object, *, read: bool = False
+) -> object:
     """Tell ``told`` (a user's ``dropped``, if any) of ``outcome``, then have the request close its sends.
 
     The request's record of sends (its :class:`_Sends`) closes every send so far when
-    ``response`` is one of them; outside a request nothing is closed.
+    ``response`` is one of them (``read``: a result, its body read up to :data:`DRAIN_LIMIT`
+    first); outside a request nothing is closed.
 
     Returns:
         What to await for an async client's request (what ``told`` returned, if awaitable, then
@@ -609,7 +617,7 @@ def _let_go(told: Callable[[Any], object] | None, outcome: object, response: obj
     """
     own = None if told is None else told(outcome)  # what it raises ends the request: all closed then
     request = _RETRYABLE_ERRORS.get()
-    closing = None if request is None else cast("_Sends", request[2]).drop(response)  # the request's Sent
+    closing = None if request is None else cast("_Sends", request[2]).drop(response, read=read)  # its Sent
     if closing is None:
         return own  # an awaitable under the sync driver is refused there, as without the rule
     if not inspect.isawaitable(own):  # the drivers' test of what a call returned

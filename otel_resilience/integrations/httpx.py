@@ -535,6 +535,21 @@ class _SyncLink(Link[httpx.BaseTransport]):
         response.close()
         raise _failed(request, response, raw)
 
+    def read_dropped(self, response: httpx.Response) -> None:
+        """Read a result the retry dropped up to the drain limit (:meth:`HttpPolicy.read_dropped`).
+
+        httpx closes a response once its body is read whole, and its connection goes back to the
+        pool; a longer one is closed unread once the read stops, as is one the read failed.
+        A body read or closed already (by the retry's own ``dropped`` hook) is left as it is.
+        """
+        if response.is_stream_consumed or response.is_closed:
+            return
+        try:
+            self._http.read_dropped(response.iter_raw(), _decoders(response))
+        except BaseException:
+            response.close()
+            raise
+
 
 class _AsyncLink(Link[httpx.AsyncBaseTransport]):
     """The link of an :class:`AsyncResilientTransport`: its attempt."""
@@ -583,6 +598,19 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
             raise failed
         await response.aclose()
         raise _failed(request, response, raw)
+
+    async def read_dropped(self, response: httpx.Response) -> None:
+        """Read a result the retry dropped up to the drain limit (:meth:`HttpPolicy.aread_dropped`).
+
+        Cancelled while it reads (the deadline's timer, the caller), the response is closed.
+        """
+        if response.is_stream_consumed or response.is_closed:
+            return
+        try:
+            await self._http.aread_dropped(response.aiter_raw(), _decoders(response))
+        except BaseException:
+            await response.aclose()
+            raise
 
 
 _POOL_WAIT: Final = AsyncPoolRequest.wait_for_connection.__code__

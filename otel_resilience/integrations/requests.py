@@ -464,6 +464,25 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             raise FailedResponseError(response, response.status_code)
         return response
 
+    def read_dropped(self, response: requests.Response) -> None:
+        """Read a result the retry dropped up to the drain limit (:meth:`HttpPolicy.read_dropped`).
+
+        Each read of the connection within the deadline (:func:`_as_it_comes`). A body read
+        whole is marked consumed, so that closing the response gives its connection back to the
+        pool; a longer one, or one the read failed, is closed unread (urllib3 closes its
+        connection). A body read already (by the retry's own ``dropped`` hook) is left as it is.
+        """
+        if response._content_consumed:  # requests' own mark, as `content` sets it
+            return
+        rest, _pieces = _as_it_comes(response.raw, self._http)
+        try:
+            whole = self._http.read_dropped(rest)
+        except BaseException:
+            response.close()
+            raise
+        if whole:
+            response._content_consumed = True  # its connection released, not closed
+
 
 class _Closed:
     """What the requests under way when their adapter closed send through: nothing (a closed :class:`Link`).

@@ -20,7 +20,7 @@ from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import CodeType
-from typing import Any, ClassVar, Final, Generic, NoReturn, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, NoReturn, Protocol, TypeVar, cast, runtime_checkable
 
 from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
 from otel_resilience.engine.forking import fork_safe
@@ -48,6 +48,7 @@ __all__ = [
     "HttpIntegration",
     "HttpPolicy",
     "Link",
+    "ReadsDropped",
     "Sent",
     "aclose_dropped",
     "aclose_earlier",
@@ -58,6 +59,7 @@ __all__ = [
     "host_port",
     "pool_wait_ended",
     "raised_in",
+    "read_dropped",
     "record_send",
     "refused",
     "refused_as_made",
@@ -340,6 +342,38 @@ class HttpPolicy:
             if head.over(chunk):
                 return head.read(), False
         return head.read(), head.ended()
+
+    def read_dropped(self, chunks: Iterator[bytes], decoders: Sequence[Decoder] = ()) -> bool:
+        """Read the body of a result the retry dropped from ``chunks``, as :meth:`read_failed` reads one.
+
+        The one rule of how much of a body is read to keep its connection (:class:`_Head`): a
+        body that ends within :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` is read
+        whole, so that closing the response gives its connection back to the client's pool;
+        reading a longer one stops past the limit (closed, its connection is not reused). Within
+        the deadline: the deadline reached is the policy's timeout (:meth:`deadline_reached`).
+        What is read is nobody's: the response was judged, and dropped. A transport failure
+        while it is read (the body cut off, the client's own read timeout before the deadline)
+        ends the read, as the request goes on: the response is then closed as it would be unread,
+        its connection not reused.
+
+        Returns:
+            Whether the whole body was read.
+        """
+        try:
+            return self.read_failed(chunks, decoders)[1]
+        except self._transport_errors as error:
+            self.deadline_reached(error)
+            return False
+
+    async def aread_dropped(self, chunks: AsyncIterator[bytes], decoders: Sequence[Decoder] = ()) -> bool:
+        """Read the body of a result the retry dropped from ``chunks``; as :meth:`read_dropped`.
+
+        An async client's read is cancelled at the deadline (the caller closes the response).
+        """
+        try:
+            return (await self.aread_failed(chunks, decoders))[1]
+        except self._transport_errors:
+            return False
 
     # ------------------------------------------------------------------ running it
 
@@ -844,7 +878,8 @@ class Sent(list[Any]):
     It also knows which of them the policy dropped (:attr:`dropped`): a response the retry
     retried is never the caller's once the retry goes on, and the retry tells it so before it
     backs off (:meth:`drop`, through
-    :meth:`~otel_resilience.integrations.http.HttpRetryOnResult.dropped`), which closes it then,
+    :meth:`~otel_resilience.integrations.http.HttpRetryOnResult.dropped`), which reads its body
+    up to the drain limit (:func:`read_dropped`) and closes it then,
     its connection back in the client's pool for the whole backoff (a pool of one would
     otherwise wait for it until the deadline, or, with no deadline, for good; and another
     request on the pool through the backoff). A recovery's RETRY or RESTART re-run tells it so
@@ -889,7 +924,7 @@ class Sent(list[Any]):
         self.spared = tuple(told for told in spared if told is not found)
         return True
 
-    def drop(self, result: object) -> Awaitable[None] | None:
+    def drop(self, result: object, *, read: bool = False) -> Awaitable[None] | None:
         """The retry goes on after ``result`` (one of the sends'): close every send so far.
 
         Called before the backoff, once the retry decided to send the request again: the retry
@@ -897,27 +932,33 @@ class Sent(list[Any]):
         it ended, the losers cancelled), so no send made so far is still running or may still be
         returned; when retrying stops on ``result`` instead, nothing is closed and the caller
         gets it. A result that is none of this request's responses (another policy's, judged by
-        a retry inside the request) closes nothing.
+        a retry inside the request) closes nothing. ``read``: ``result`` is a response the retry
+        retried for its result, whose body is read up to the drain limit first
+        (:func:`read_dropped`), so that its connection is reused; a failed response (``False``)
+        was read in its attempt, and one over the limit is closed unread.
 
         Returns:
             ``None`` (a sync request's sends are closed in this thread); an async request's
             (:class:`_AsyncSent`) return the close to await.
         """
         if any(response is result for response in self):
-            return self.let_go()
+            return self.let_go(result if read else None)
         return None
 
-    def let_go(self) -> Awaitable[None] | None:
+    def let_go(self, result: object = None) -> Awaitable[None] | None:
         """Every send so far is over and dropped: close them (the retry goes on, a re-run starts).
 
         Called by :meth:`drop`, and by a recovery's RETRY or RESTART re-run before its delay
         (:func:`~otel_resilience.engine.rerun.let_go`: the recovery encloses the retry and the
-        hedging, so no send is still running, nor may any be returned).
+        hedging, so no send is still running, nor may any be returned). ``result``: the
+        response whose body is read up to the drain limit first (:meth:`drop`), or ``None``.
 
         Returns:
             ``None`` (closed in this thread: :func:`close_earlier`); an async request's
             (:class:`_AsyncSent`) return the close to await.
         """
+        if result is not None:
+            read_dropped(self, result)
         close_earlier(self)
         return None
 
@@ -937,10 +978,45 @@ def _raised_from(error: BaseException, cause: BaseException) -> bool:
 class _AsyncSent(Sent):
     """The sends of an async request: :meth:`let_go` returns the close to await (:func:`aclose_earlier`)."""
 
-    def let_go(self) -> Awaitable[None] | None:
-        """As :meth:`Sent.let_go`: the awaitable closing every send so far."""
+    def let_go(self, result: object = None) -> Awaitable[None] | None:
+        """As :meth:`Sent.let_go`: the awaitable reading ``result`` (if any), then closing every send."""
         self.dropped = len(self)
-        return aclose_earlier(self)
+        return aclose_earlier(self, result)
+
+
+@runtime_checkable
+class ReadsDropped(Protocol):
+    """The owner of a client's attempt (a :class:`Link`, aiohttp's middleware): it reads dropped results.
+
+    ``read_dropped(response)`` reads the body of ``response``, a result the retry dropped,
+    through :meth:`HttpPolicy.read_dropped` (an async client's: :meth:`HttpPolicy.aread_dropped`,
+    returning the read to await), and closes it if the read raises (the deadline, a
+    cancellation).
+    """
+
+    def read_dropped(self, response: Any) -> Awaitable[None] | None:
+        """Read ``response``'s body up to the drain limit (see the class)."""
+        ...
+
+
+def read_dropped(sent: Sent, result: object) -> Awaitable[None] | None:
+    """Read the body of ``result``, a response of ``sent`` the retry dropped, up to the drain limit.
+
+    Read by the client that sent it: the :class:`ReadsDropped` whose method the request's
+    attempt is (its ``__self__``), so that closing it then gives its connection back to the pool
+    when its body ended within the limit. Nothing is read for a request of another kind of
+    attempt, nor outside the request (``sent`` is not its record).
+
+    Returns:
+        ``None`` (read in this thread), or the read to await (an async client's).
+    """
+    found = _RETRYABLE_ERRORS.get()
+    if found is None or found[2] is not sent:
+        return None
+    owner = getattr(found[1], "__self__", None)
+    if not isinstance(owner, ReadsDropped):
+        return None
+    return owner.read_dropped(result)
 
 
 def record_send(sent: Sent, last: int | None = None) -> int:
@@ -987,12 +1063,17 @@ def close_earlier(sent: Sent) -> None:
         sent[index] = None
 
 
-async def aclose_earlier(sent: Sent) -> None:
+async def aclose_earlier(sent: Sent, result: object = None) -> None:
     """Close the dropped responses (:attr:`Sent.dropped`) of an async request the retry goes on with.
 
     Async sends may run side by side (hedging): only the responses the retry dropped are
-    closed (``aclose``, else ``release``), never one of a race still running.
+    closed (``aclose``, else ``release``), never one of a race still running. ``result``: the
+    response whose body is read up to the drain limit first (:func:`read_dropped`), or ``None``.
     """
+    if result is not None:
+        reading = read_dropped(sent, result)
+        if reading is not None:
+            await reading
     for index in _dropped(sent):
         await _aclose(sent[index])
         sent[index] = None
