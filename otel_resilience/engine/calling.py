@@ -38,6 +38,7 @@ __all__ = [
     "handled_error",
     "not_awaitable",
     "not_callable",
+    "not_on_asyncio",
     "not_sync_result",
     "notify",
     "refuse_awaitable",
@@ -379,6 +380,33 @@ class WrongDriver(BaseException):
     def as_type_error(self) -> TypeError:
         """Return the ``TypeError`` to raise in place of this signal."""
         return TypeError(*self.args)
+
+
+_get_running_loop: Final = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
+
+_NOT_ON_ASYNCIO: Final = (
+    "otel_resilience's async API runs on an asyncio event loop (asyncio's own, uvloop, or anyio's "
+    "asyncio backend, which FastAPI and Starlette use), and none runs in this thread: trio and "
+    "other event loops are not supported; from code with no asyncio event loop, call the _sync "
+    "variant (in a worker thread of that loop)"
+)
+
+
+def not_on_asyncio(error: BaseException | None = None) -> RuntimeError | None:
+    """The error an async call or scope ends with where no asyncio event loop runs in its thread.
+
+    The async API waits, sleeps and cancels with asyncio's loop (a backoff, a bulkhead's queue, a
+    rate limiter's permit, a deadline, a hedging race): under another event loop (trio, curio),
+    or a coroutine driven by hand, asyncio's own ``RuntimeError("no running event loop")`` would
+    reach the caller from deep inside, naming nothing the library supports. Asked only where an
+    async execution, guard or scope already failed: ``error`` (``None``: the scope found no
+    loop) is that failure; a ``RuntimeError`` raised while no asyncio loop runs gives the error
+    to raise from it, anything else ``None`` (it goes through unchanged: a cancellation of the
+    other loop, an error of the function's own, this error raised already by a scope inside).
+    """
+    if error is not None and (not isinstance(error, RuntimeError) or error.args == (_NOT_ON_ASYNCIO,)):
+        return None
+    return None if _get_running_loop() is not None else RuntimeError(_NOT_ON_ASYNCIO)
 
 
 if sys.version_info >= (3, 11):

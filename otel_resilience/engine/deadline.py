@@ -72,6 +72,7 @@ import weakref
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from otel_resilience.engine.calling import not_on_asyncio
 from otel_resilience.engine.clock import check_clock
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.engine.validation import check_duration, check_name
@@ -143,8 +144,12 @@ def _task_finder() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | 
     Up to Python 3.11 ``asyncio.current_task`` is Python code whose whole work, given the loop,
     is ``_current_tasks.get(loop)`` on asyncio's table of running tasks: a frame per look-up,
     two per deadline scope entered. The table's own ``get`` gives the same answer without one.
-    Where ``current_task`` is C already (3.12 on), or the table is not a ``dict``, asyncio's
-    function is used.
+    Where ``current_task`` is C already (3.12 on), asyncio's function is used: from 3.14 its C
+    code keeps the running task elsewhere, and the module's table, still a ``dict``, stays
+    empty. Given ``None`` (no asyncio loop runs: trio), the table's ``get`` answers ``None`` and
+    asyncio's function raises its bare ``RuntimeError``: a scope entered there says what the
+    async API runs on either way (:meth:`AsyncDeadline.enter` of the first, ``async with`` or the
+    pipeline's async driver of the second).
     """
     finder = asyncio.current_task
     table = getattr(asyncio.tasks, "_current_tasks", None)
@@ -615,7 +620,12 @@ class AsyncDeadline(TimerEntry):
         self.expired = False
 
     async def __aenter__(self) -> AsyncDeadline:
-        self.enter()
+        try:
+            self.enter()
+        except RuntimeError as error:  # asyncio's own, where no asyncio loop runs (3.12 on)
+            if (outside := not_on_asyncio(error)) is not None:  # trio: say what the async API runs on
+                raise outside from None
+            raise
         return self
 
     def enter(self) -> None:
@@ -633,10 +643,13 @@ class AsyncDeadline(TimerEntry):
         clock = self._clock
         now = clock.now  # read, then called: a call of the attribute is not specialised
         deadline = now() + self._timeout
-        loop = asyncio.get_running_loop()
-        task = _current_task(loop)
-        if task is None:  # pragma: no cover - always inside a task under asyncio
-            msg = "AsyncDeadline must be used inside an asyncio task"
+        # None under another event loop (trio): no task is found then, and the scope is refused.
+        loop: asyncio.AbstractEventLoop = _get_running_loop()  # type: ignore[assignment]
+        task = _current_task(loop)  # asyncio's, given None (3.12 on), raises: see __aenter__
+        if task is None:
+            if (outside := not_on_asyncio()) is not None:  # trio: say what the async API runs on
+                raise outside
+            msg = "AsyncDeadline must be used inside an asyncio task"  # pragma: no cover - a loop's callback
             raise RuntimeError(msg)
         outer, owner, outer_clock = _DEADLINE.get()
         task_ref = _ref(task)

@@ -83,7 +83,7 @@ class Guard:
             return step.admit(ctx) if step._admits else None
         except BaseException as error:
             if self._held.get(_BLOCK) is ctx:  # held by this entry: counted, and freed
-                self._refused(error)
+                self._refused(error, asynchronous=not sync)
             raise
 
     def _admitted(self, token: Any) -> Any:
@@ -94,15 +94,20 @@ class Guard:
             raise RuntimeError(msg)
         return token
 
-    def _refused(self, error: BaseException) -> None:
+    def _refused(self, error: BaseException, *, asynchronous: bool = False) -> None:
         """Count an entry that raised (a rejection, or a cancellation while it waited); free the guard.
 
         Counted by the pipeline's rule for an execution that raised: a step that refuses the
         driver (:class:`~otel_resilience.engine.calling.WrongDriver`, a hedging step in a thread)
-        is a failure, whose ``TypeError`` is raised from here in place of the signal.
+        is a failure, whose ``TypeError`` is raised from here in place of the signal; an async
+        wait that found no asyncio event loop (``asynchronous``) raises the error that says what
+        the async API runs on (:meth:`Pipeline._failed_async`).
         """
         self._held.clear()
-        self._pipeline._failed(error)
+        if asynchronous:
+            self._pipeline._failed_async(error)
+        else:
+            self._pipeline._failed(error)
 
     def _leave(self, error: BaseException | None, *, cancelled: bool = False) -> None:
         """End the block's run by its outcome: ``error``, or ``None`` for a success.
@@ -158,7 +163,7 @@ class Guard:
             if issubclass(type(token), Wait):
                 token = self._admitted(await token.wait())
         except BaseException as error:  # a rejection, or a cancellation while it waited
-            self._refused(error)
+            self._refused(error, asynchronous=True)
             raise
         self._token = token
         return self

@@ -882,7 +882,9 @@ async def _ended(tasks: set[asyncio.Task[Any]]) -> None:
 
     A cancellation that arrives while they end is re-raised once they all have: no task is left
     behind. Their exceptions are retrieved (the winner's outcome stands), so none is logged as
-    "never retrieved".
+    "never retrieved". After a cancellation the tasks are looked at before waiting again: an
+    anyio cancel scope cancels this task again at every turn of the loop in which it waits, and
+    a new wait on tasks that ended already would only end the turn after, cancelled again first.
     """
     interrupted: BaseException | None = None
     while True:
@@ -890,7 +892,8 @@ async def _ended(tasks: set[asyncio.Task[Any]]) -> None:
             await asyncio.wait(tasks)
         except asyncio.CancelledError as error:
             interrupted = error
-            continue
+            if not all(task.done() for task in tasks):
+                continue
         break
     for task in tasks:
         if not task.cancelled():

@@ -44,6 +44,7 @@ from otel_resilience.engine.calling import (
     WrongDriver,
     awaited,
     handled_error,
+    not_on_asyncio,
 )
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
@@ -223,6 +224,23 @@ class Pipeline:
         if handles:
             self.telemetry.end_execution(handles, outcome, self._clock.now() - start, error)
 
+    def _failed_async(
+        self, caught: BaseException, handles: ExecutionHandles | None = None, start: float = 0.0
+    ) -> None:
+        """:meth:`_failed` for the async driver, which needs asyncio's event loop to wait and cancel.
+
+        Counted as :meth:`_failed` counts it; then, where no asyncio loop runs in this thread
+        (trio, another event loop: :func:`~otel_resilience.engine.calling.not_on_asyncio`), the
+        ``RuntimeError`` a wait of the chain met is raised from here as the error that says what
+        the async API runs on.
+        """
+        self._failed(caught, handles, start)
+        if (error := not_on_asyncio(caught)) is not None:
+            try:
+                raise error from caught
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
+
     def _refused(self, signal: WrongDriver, handles: ExecutionHandles | None, start: float) -> NoReturn:
         """Count a function that does not fit the driver as a failure and raise its ``TypeError``.
 
@@ -242,7 +260,7 @@ class Pipeline:
         try:
             return head.admit(ctx)
         except BaseException:
-            self._failed(handled_error())
+            (self._failed if ctx.sync else self._failed_async)(handled_error())
             raise
 
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
@@ -283,7 +301,7 @@ class Pipeline:
             start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
             result = await (self._head.execute(ctx) if head is None else head.execute(ctx, token))
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
-            self._failed(handled_error())
+            self._failed_async(handled_error())
             raise
         next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
@@ -302,7 +320,7 @@ class Pipeline:
                 self._head.execute(ctx) if head is None else head.execute(ctx, head.admit(UNSTARTED))
             )
         except BaseException:
-            self._failed(handled_error(), handles, start)
+            self._failed_async(handled_error(), handles, start)
             raise
         self._returned(handles, start, ctx)
         return result
@@ -327,7 +345,7 @@ class Pipeline:
         try:
             result = await head.execute(ctx, token)
         except BaseException:
-            self._failed(handled_error())
+            self._failed_async(handled_error())
             raise
         next(self.stats.tally[ctx.outcome])
         return result
