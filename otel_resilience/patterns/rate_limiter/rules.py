@@ -380,10 +380,10 @@ class _Rules(abc.ABC):
         """Return a refused caller's ``retry_after``: the seconds to a reading that finds the ``due`` permit.
 
         Called by :meth:`acquire` on a refusal, right after :meth:`_due_locked` brought the state
-        to ``now``. ``due - now`` unless the algorithm's arithmetic says otherwise
-        (:meth:`_TokenBucket._retry_after_locked`).
+        to ``now``. The seconds to ``due`` (:func:`_seconds_until`) unless the algorithm's
+        arithmetic says otherwise (:meth:`_TokenBucket._retry_after_locked`).
         """
-        return due - now
+        return _seconds_until(due, now)
 
     @abc.abstractmethod
     def _take_locked(self, at: float) -> None:
@@ -529,6 +529,21 @@ def _due_after(due: float, start: float) -> float:
     ``start``, or one instant would admit past ``burst``.
     """
     return due if due > start else math.nextafter(start, _INF)
+
+
+def _seconds_until(due: float, now: float) -> float:
+    """Return a refused caller's wait: the seconds from ``now`` to the first reading ``now + seconds >= due``.
+
+    The one rule of a ``retry_after``: a caller back then finds the permit due at ``due`` (unless
+    others took it first). ``due - now`` rounds, and ``now + (due - now)`` may fall a step short
+    of ``due`` (``0.8 + (3.3333333333333335 - 0.8)`` is ``3.333333333333333``: a sliding window
+    of 0.3 per second would refuse that caller again, for ``4.4e-16`` s); then the seconds are
+    taken up to the first that reaches it (a step or two, on a refusal only).
+    """
+    seconds = due - now
+    while now + seconds < due:
+        seconds = math.nextafter(seconds, _INF)
+    return seconds
 
 
 def _owed(due: float, now: float, rate: float) -> float:

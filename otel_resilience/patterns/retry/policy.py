@@ -9,6 +9,7 @@ previous delay).
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -426,10 +427,7 @@ class RetryPolicy:
             return min(source.uniform(self.initial_delay, cap), cap)
         if self.jitter is Jitter.DECORRELATED:
             return _decorrelated(self, source, previous)
-        try:
-            base = _BASE_DELAY[self.strategy](self, attempt)
-        except OverflowError:  # a power or an attempt number past the floats: past any cap, unless times 0
-            base = cap if self.initial_delay else 0.0
+        base = _BASE_DELAY[self.strategy](self, attempt)
         return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
 
 
@@ -471,12 +469,36 @@ def _fixed(policy: RetryPolicy, attempt: int) -> float:  # noqa: ARG001 - the sa
 
 def _linear(policy: RetryPolicy, attempt: int) -> float:
     """``LINEAR``: ``initial_delay * attempt``."""
-    return policy.initial_delay * attempt
+    try:
+        return policy.initial_delay * attempt
+    except OverflowError:  # an attempt number past the floats
+        return _past_the_floats(policy, 1, math.log(attempt))
 
 
 def _exponential(policy: RetryPolicy, attempt: int) -> float:
-    """``EXPONENTIAL``: ``initial_delay * multiplier ** (attempt - 1)`` (may raise ``OverflowError``)."""
-    return policy.initial_delay * policy.multiplier ** (attempt - 1)
+    """``EXPONENTIAL``: ``initial_delay * multiplier ** (attempt - 1)``."""
+    try:
+        return policy.initial_delay * policy.multiplier ** (attempt - 1)
+    except OverflowError:  # a power past the floats
+        return _past_the_floats(policy, attempt - 1, math.log(policy.multiplier))
+
+
+def _past_the_floats(policy: RetryPolicy, times: int, log_factor: float) -> float:
+    """Return ``initial_delay * factor ** times``, capped, a growth past the floats, by ``log(factor)``.
+
+    The one rule of a base delay whose growth (a power, an attempt number) is no float: the
+    product may still be one (``1e-300 * 2.0 ** 1024`` is 1.8e8 s), so it is computed in
+    logarithms, and is ``max_delay`` when past it (a growth whose logarithm is no float either
+    is past any cap); 0 times any growth is 0.
+    """
+    initial, cap = policy.initial_delay, policy.max_delay
+    if not initial:
+        return 0.0
+    try:
+        exponent = math.log(initial) + times * log_factor
+    except OverflowError:  # times past the floats, and a factor > 1 (else the growth was a float)
+        return cap
+    return cap if exponent >= math.log(cap) else math.exp(exponent)
 
 
 _BASE_DELAY: Final[dict[RetryStrategy, Callable[[RetryPolicy, int], float]]] = {
@@ -484,7 +506,8 @@ _BASE_DELAY: Final[dict[RetryStrategy, Callable[[RetryPolicy, int], float]]] = {
     RetryStrategy.LINEAR: _linear,
     RetryStrategy.EXPONENTIAL: _exponential,
 }
-"""The base delay after a failed attempt, per strategy (``RANDOM`` draws its delay itself)."""
+"""The base delay after a failed attempt, per strategy (``RANDOM`` draws its delay itself); a growth
+past the floats too (:func:`_past_the_floats`), never an ``OverflowError``."""
 
 
 def _no_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> float:  # noqa: ARG001
