@@ -271,9 +271,10 @@ def test_a_function_that_recurses_through_its_own_breaker_probes_once_per_nested
     probes: int, closes: bool
 ) -> None:
     """A probe is the call's, as a bulkhead slot is: each nested call of a HALF_OPEN breaker's probe
-    takes a probe of its own. Past ``half_open_max_calls`` the nested call is rejected, its
-    ``CircuitOpenError`` fails the probe and the breaker opens again, period after period, however
-    healthy the dependency: the README says so, and that probes above the depth let it close.
+    takes a probe of its own. Past ``half_open_max_calls`` the nested call is rejected, and its
+    ``CircuitOpenError``, a rejection, is never counted: the probe is given back and the breaker
+    stays HALF_OPEN, rejecting every such call however healthy the dependency: the README says so,
+    and that probes above the depth let it close.
     """
     clock = FakeClock()
     manager = ResilienceManager(clock=clock)

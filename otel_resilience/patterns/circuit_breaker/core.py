@@ -111,7 +111,6 @@ class _BreakerCore:
         "_shared",
         "_telemetry",
         "_watchers",
-        "last_failure_type",
         "name",
         "settings",
         "standing",
@@ -129,7 +128,6 @@ class _BreakerCore:
         self.name = name
         self.settings = settings_for(config)
         self.stats = CircuitBreakerStats()
-        self.last_failure_type: str | None = None
         self._clock = clock
         self._telemetry: StrategyTelemetry | TelemetrySource | str | None = telemetry  # made at first use
         self._lock: threading.Lock | None = None  # made by the first step that needs it
@@ -495,8 +493,9 @@ class _BreakerCore:
         """Count a failure: a recorded error, or (``error=None``) a value ``record_result`` flagged."""
         if permit.reclaimed:  # counted as failed when it was reclaimed
             return None
-        self.stats.total_failures += 1
-        self.last_failure_type = _RESULT if error is None else error_type_name(error)
+        stats = self.stats
+        stats.total_failures += 1
+        stats.last_failure_type = _RESULT if error is None else error_type_name(error)
         if permit is not self._permit or permit.retired:
             return None
         if permit.state is _HALF_OPEN:

@@ -52,8 +52,7 @@ def reconfigured_core_locked(old: _BreakerCore, config: CircuitBreakerConfig) ->
     """
     new = _BreakerCore(old.name, config, old._clock, old._telemetry)
     new._lock = old._lock  # one lock for the totals both cores count into (held by the caller)
-    new.stats = stats = old.stats
-    new.last_failure_type = old.last_failure_type
+    new.stats = stats = old.stats  # the totals and the last failure's type
     period = old._permit  # carried whole but its probes in flight (they end in the old core)
     new._permit = Permit(
         period.generation + 1,

@@ -92,12 +92,17 @@ class CircuitBreakerStats:
         total_cancelled: Calls cancelled (or interrupted) while in flight.
         times_opened: Transitions into OPEN from another state (trips, forced and isolated); a
             forced re-opening of an OPEN breaker (reported ``open`` to ``open``) is none.
+        last_failure_type: The type of the latest call that failed (``error_type_name``, or
+            ``"result"`` for a value ``record_result`` counted as a failure; a reclaimed probe
+            sets none), ``None`` before any: kept with the totals, so that a call in flight at a
+            reload, counted by the core that admitted it, is the breaker's latest failure too.
     """
 
     __slots__ = (
         "_rejected",
         "_successes",
         "failure_count",
+        "last_failure_type",
         "success_count",
         "times_opened",
         "total_cancelled",
@@ -114,6 +119,7 @@ class CircuitBreakerStats:
         self.total_ignored = 0
         self.total_cancelled = 0
         self.times_opened = 0
+        self.last_failure_type: str | None = None
 
     total_successes = CounterValue(
         "_successes", "Calls that returned (or raised an error that is not recorded)."
@@ -351,7 +357,7 @@ def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
             "times_opened": stats.times_opened,
             "half_open_in_flight": core._permit.in_flight,
             "retry_after": retry_after,
-            "last_failure_type": core.last_failure_type,
+            "last_failure_type": stats.last_failure_type,
             "failure_rate": rates[0] if rates else None,
             "slow_call_rate": rates[1] if rates else None,
         }
