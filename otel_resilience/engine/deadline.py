@@ -437,11 +437,13 @@ def deadline_reached(
 
     The one rule for every engine wait in a thread that stops at a deadline (a sleep, a queue's
     wait): it lasts until the deadline on ``clock`` (a clock, or a lock's timeout, may wake a
-    little early: never before ``end``), and then is a :class:`DeadlineReachedError`, which the
-    scope that owns the deadline turns into its own timeout.
+    little early: never before ``end``), and on the clock of the deadline in force when that is
+    another one (a test's fake clock around a pattern on the system's: its scope reads the
+    deadline there), and then is a :class:`DeadlineReachedError`, which the scope that owns the
+    deadline turns into its own timeout.
 
     Args:
-        clock: The clock the deadline is on.
+        clock: The clock the wait is on.
         end: The deadline, on ``clock``.
         waited: The seconds the wait lasted, for the error.
         operation: The operation's name, for the error.
@@ -452,6 +454,13 @@ def deadline_reached(
     """
     while (left := end - clock.now()) > 0:
         clock.sleep_sync(left)
+    deadline, _, own = _own_cell()
+    if own is not clock and deadline != _NO_DEADLINE:
+        # The deadline is on another clock than the wait's (a test's fake clock around a pattern
+        # on the system's): reached there too, where its scope reads it, so that the scope takes
+        # the error for its own timeout, as in a task.
+        while (left := deadline - own.now()) > 0:
+            own.sleep_sync(left)
     return kind(operation, waited, "total")
 
 
