@@ -531,6 +531,9 @@ class PolicyHandle(_Runs):
         """
         with self._lock:
             retire(state, self._ledger)
+        breaker = state.breaker
+        if breaker is not None and breaker.config.store is not None:
+            breaker.config.store.unshare_breaker(breaker)  # it comes back fresh: its counts go
 
     # ------------------------------------------------------------------ reloads
 

@@ -24,6 +24,8 @@ the namespace and the name percent-encoded, so that two namespaces or names neve
 * ``ns:cb:name:wants:EPOCH`` - a hash, one field per replica: when a call of it was last rejected
   again for want of a lease another replica held (server ms); a holder none of whose calls
   probed since it took its leases gives them up to it (:meth:`SharedBreaker._lease_request`).
+  These three are deleted when the next period is published (``scripts.PUBLISH_STATE``), else
+  expire ``key_ttl`` after their last write.
 
 A key the server refuses (``WRONGTYPE``: something else wrote a string where the store keeps a
 hash, or a value a script cannot read) is that breaker's problem alone: it runs on local state
@@ -275,6 +277,7 @@ class SharedBreaker(PeerCounts):
         open_ms = _ms(change.duration) if change.new == "open" else -1
         argv = [epoch, change.new, open_ms, change.reason, store.channel, store.key_ttl_ms]
         argv += [f"{self._id}|{self.key_name}", _WINS_OVER if change.new == "open" else ""]
+        argv.append(f"{self._prefix}:")  # the period it ends takes its probe keys with it
         return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv
 
     def _published(self, reply: Any) -> None:
@@ -353,10 +356,20 @@ class SharedBreaker(PeerCounts):
         an operator's mode (:data:`_MODES`) facing no state (the server lost it): the replicas
         that start later take it. An operator's ``disabled`` or ``metrics_only`` is adopted (the
         rule of :data:`~otel_resilience.store.scripts.PUBLISH_STATE`, :data:`_WINS_OVER`).
+        A CLOSED replica facing no state takes none (epoch 0), as a replica joining now does: its
+        counts are then reported where that one's are (``counts:0``), until a transition founds
+        a period for all. Kept at the lost period's epoch, the replicas running since then and
+        those started after the loss (a restart, ``key_ttl`` after the last change) reported
+        their counts apart, and opened on their own sums only.
         """
         epoch, state, left, reason = reply
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
+        if state == "" and local is CircuitState.CLOSED:
+            if self.epoch:
+                self.epoch = 0
+                self._forget()  # this period's peers are gone with it; its counts reported again
+            return
         if int(epoch) <= self.epoch and (
             (local is CircuitState.OPEN and state in ("", _WINS_OVER)) or (local in _MODES and state == "")
         ):
@@ -605,6 +618,12 @@ class SharedBreaker(PeerCounts):
         self._peers, self._peer_probes, self._last_report, self.leases = _NO_COUNTS, 0, None, 0
         self._peer_slow_probes = 0
         self._wanted = 0
+
+    def reported(self) -> tuple[str, str] | None:
+        """The counts report of this replica in its period (key, field), or ``None`` if it made none."""
+        if self._last_report is None:
+            return None
+        return f"{self._prefix}:counts:{self.epoch}", self._id
 
     def detach(self) -> None:
         """Forget the breaker: from now on every operation of this link finds it gone."""

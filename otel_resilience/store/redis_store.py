@@ -119,7 +119,8 @@ class RedisStore(SharedStore):
         errors: Redis operations that failed (each counted once).
         max_connections: The most connections of its client, and of each event loop's async
             client, open at once (callers beyond wait, within ``timeout``).
-        channel: The pub/sub channel of the namespace's transitions (``NAMESPACE:events``).
+        channel: The pub/sub channel of the namespace's transitions (``NAMESPACE:events``, and
+            ``NAMESPACE:events:N`` on database ``N`` other than 0: :func:`_channel`).
         lease_ttl_ms: ``probe_lease_ttl`` in milliseconds; key_ttl_ms: ``key_ttl`` in milliseconds.
     """
 
@@ -148,6 +149,7 @@ class RedisStore(SharedStore):
         "_pending",
         "_reached",
         "_redis_errors",
+        "_reports_left",
         "_resync",
         "_resync_all",
         "_resync_every",
@@ -234,12 +236,14 @@ class RedisStore(SharedStore):
         self._resync_every = seconds["resync_interval"]
         self._lease_ttl_ms = round(seconds["probe_lease_ttl"] * 1000)
         self._key_ttl_ms = round(seconds["key_ttl"] * 1000)
-        self._channel = f"{namespace}:events"
+        self._channel = _channel(namespace, client)
         self._id = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
         self._lock = fork_safe(threading.Lock())
         self._links: list[SharedBreaker] = []
         self._pending: dict[int, tuple[SharedBreaker, StateChanged]] = {}
+        self._reports_left: list[tuple[str, str]] = []
+        """The counts reports (key, field) of breakers no longer shared: deleted next round."""
         self._resync_all = True
         self._resync: list[SharedBreaker] = []
         """Breakers shared since the last round: their cluster state is read in the next one."""
@@ -287,7 +291,9 @@ class RedisStore(SharedStore):
         "The most connections of its client, and of each event loop's async client, open at once.",
     )
     channel = ReadOnly[str](
-        "_channel", "The pub/sub channel of the namespace's transitions (``NAMESPACE:events``)."
+        "_channel",
+        "The pub/sub channel of the namespace's transitions (``NAMESPACE:events``, ``NAMESPACE:events:N``"
+        " on database N other than 0).",
     )
     lease_ttl_ms = ReadOnly[int](
         "_lease_ttl_ms", "``probe_lease_ttl`` in milliseconds, as probe leases are set."
@@ -472,6 +478,10 @@ class RedisStore(SharedStore):
         """Stop sharing ``breaker``: no more reports, leases or adoptions (a queued transition is still sent).
 
         The probe leases its link holds expire after ``probe_lease_ttl``, as a crashed prober's do.
+        Its counts leave the cluster in the store's next round (:meth:`_delete_reports`): left
+        to expire (60 s), the streak of a policy key's breaker evicted while it held failures
+        went on counting beside the breaker its key came back with, whose own success did not
+        reset it (2 failures, an eviction, a success and 1 failure opened a threshold of 3).
         """
         with self._lock:
             links = [link for link in self._links if link.breaker is breaker]
@@ -479,6 +489,11 @@ class RedisStore(SharedStore):
         for link in links:
             breaker._core.unwatch(link.on_change)
             link.detach()
+        reports = [report for link in links if (report := link.reported()) is not None]
+        if reports:
+            with self._lock:
+                self._reports_left.extend(reports)
+            self._wake.set()
 
     def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
         """Return the rules of a rate limiter whose budget all replicas share.
@@ -721,6 +736,7 @@ class RedisStore(SharedStore):
             self._closed.set()
         self._id = uuid.uuid4().hex[:12]
         self._pending = {}
+        self._reports_left = []  # the parent's to delete
         self._resync_all = True
         self._resync = []
         for link in self._links:
@@ -755,6 +771,7 @@ class RedisStore(SharedStore):
                     self._probe()
                     self._resync_all = True
                 self._drain()
+                self._delete_reports()
                 if self._read_states(now - last_resync >= self._resync_every):
                     last_resync = now
                 if probed:  # an outage another thread met during this round is the next probe's
@@ -850,6 +867,21 @@ class RedisStore(SharedStore):
                 publish_states(self._client, list(pending.values()), self._publishing)
         finally:
             self._drained.set()
+
+    def _delete_reports(self) -> None:
+        """Delete the counts reports of the breakers no longer shared (:meth:`unshare_breaker`), pipelined.
+
+        Those the round trip did not delete (an outage) expire as a gone replica's do.
+        """
+        with self._lock:
+            reports, self._reports_left = self._reports_left, []
+        if not reports:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, field in reports:
+            next(self._ops)
+            pipe.hdel(key, field)
+        pipe.execute(raise_on_error=False)  # a key the server refuses holds no report to delete
 
     def _publishing(self) -> bool:
         """Before each round trip of :meth:`_drain`: whether to stop (the store closed); marks one in flight.
@@ -1109,6 +1141,19 @@ def _lease_rounds_ms(seconds: Mapping[str, float]) -> int:
     (:func:`_check_lease_ttl`).
     """
     return _LEASE_ROUNDS * (round(seconds["flush_interval"] * 1000) + round(seconds["timeout"] * 1000))
+
+
+def _channel(namespace: str, client: Any) -> str:
+    """The pub/sub channel of ``namespace``'s transitions on the database of ``client``.
+
+    Redis' pub/sub is the server's, whatever the database a client selected: with one channel
+    for all, a trip of a store on database 1 (staging) opened the namesake breakers of a store of
+    the same namespace on database 0 (production), which founded it again in its own database
+    at its next read. Database 0 keeps the channel it always had (``NAMESPACE:events``), so a
+    replica of an earlier version still hears its peers there.
+    """
+    database = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    return f"{namespace}:events" if database == 0 else f"{namespace}:events:{database}"
 
 
 def _check_client(parameter: str, value: object) -> None:

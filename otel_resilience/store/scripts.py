@@ -69,13 +69,15 @@ PUBLISH_STATE: Final = (
     + _LEFT
     + """
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
--- channel, key ttl ms, message prefix, the cluster state it wins over ('' none). Compare-and-set
--- on the epoch, then publish; a state that wins over the cluster's (a trip over CLOSED) is
--- published whatever the epoch. A state the server lost (restarted without persistence, or the
--- key expired) is founded again at the publisher's epoch. Epochs never go back: a new period's
--- epoch is the server's time in ms when that is larger than the last epoch + 1, so a state
--- founded again by any replica, however far behind its epoch is, is newer than every period
--- before the loss, and the replicas take it.
+-- channel, key ttl ms, message prefix, the cluster state it wins over ('' none), the prefix of
+-- the breaker's keys ('ns:cb:name:'). Compare-and-set on the epoch, then publish; a state that
+-- wins over the cluster's (a trip over CLOSED) is published whatever the epoch. The period it
+-- ends takes its probe keys with it (no one reads them again; left to key_ttl, a breaker that
+-- broke every minute kept 3 hashes a period for a day). A state the server lost (restarted
+-- without persistence, or the key expired) is founded again at the publisher's epoch. Epochs
+-- never go back: a new period's epoch is the server's time in ms when that is larger than the
+-- last epoch + 1, so a state founded again by any replica, however far behind its epoch is, is
+-- newer than every period before the loss, and the replicas take it.
 local stored = redis.call('HGET', KEYS[1], 'epoch')
 local cur = tonumber(stored or '0')
 if not cur then return redis.error_reply(_NOT_AN_EPOCH) end
@@ -85,6 +87,7 @@ if cur ~= tonumber(ARGV[1]) then
   if ARGV[8] == '' or v[1] ~= ARGV[8] then return {0, cur, v[1] or '', left(v[2]), v[3] or ''} end
 end
 local epoch = math.max(cur + 1, now)
+for _, kind in ipairs({'probes:', 'slowprobes:', 'wants:'}) do redis.call('DEL', ARGV[9] .. kind .. cur) end
 local open = tonumber(ARGV[3])
 local untilms = open
 if open >= 0 then untilms = now + open end
@@ -95,6 +98,9 @@ return {1, epoch, ARGV[2], open, ARGV[4]}
 """
 )
 """Move the cluster's state from a known epoch (compare-and-set) and publish the change.
+
+The probe successes and wants of the period it ends are deleted in the same step (the period's
+leases expire on their own after ``probe_lease_ttl``).
 
 A trip wins over CLOSED (a trip is evidence) in the same step, never over an operator's
 ``disabled`` or ``metrics_only``: one round trip, whose outcome does not depend on the

@@ -1640,3 +1640,136 @@ def test_a_replica_gives_up_the_leases_its_gone_calls_took_once_one_probe_of_it_
             thread.join(timeout=2.0)
         for store in stores:
             store.close()
+
+
+def test_a_replica_that_joins_after_the_server_lost_the_state_counts_with_the_others(
+    redis_url: str, replicas: Replica
+) -> None:
+    """A replica started once the state was lost (a restart, or ``key_ttl`` after the last change) sums its failures with the others'.
+
+    The replicas running since the last period kept reporting their counts under that period's
+    epoch, and the one that joined under none (0): each counted apart, so that the cluster's
+    ``failure_threshold`` (3) met by 1 failure of the old replica and 2 of the new one opened nothing.
+    """
+    a = replicas(namespace="late-counts", resync_interval=0.2)
+    b = replicas(namespace="late-counts", resync_interval=0.2)
+    _open_and_close(a, b)
+    _lose_state(redis_url, "late-counts")
+    late = replicas(namespace="late-counts", resync_interval=0.2)
+    time.sleep(0.6)  # resyncs of every replica since the loss
+    _fail(a)
+    wait_for(_reported(a), 2.0, "a's failure in the store")
+    _fail(late)
+    _fail(late)
+    wait_for(_opened(a, b, late), 3.0, "every replica OPEN on the cluster's 3 failures")
+
+
+def test_the_probe_keys_of_a_period_go_with_it_not_a_day_later(redis_url: str) -> None:
+    """Each period's probe successes and wants are deleted when the next period is published.
+
+    They lived ``key_ttl`` (a day) after their last write, read by no one once their period was
+    over: a breaker that broke and recovered every minute left 3 hashes a period, 4 320 a day,
+    and a keyed policy's thousands of tenants as many each (3 periods here left 3 of each).
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace="period-keys", flush_interval=0.02)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        breaker = CircuitBreaker(
+            "db",
+            CircuitBreakerConfig(store=store, failure_threshold=1, success_threshold=2, timeout=0.05),
+        )
+        first_round(store)
+        for _ in range(3):
+            _fail(breaker)
+            _want_probes(breaker)
+            probe = lambda: _admits(lambda: breaker.call_sync(int))  # noqa: E731 - a call wanting a lease
+            wait_for(probe, 3.0, "a probe on a lease")  # 1 of 2: reported in the store's next round
+            period = f"period-keys:cb:db:probes:{breaker._core._shared.epoch}"  # type: ignore[union-attr]
+            wait_for(lambda p=period: client.exists(p) == 1, 3.0, "the success reported")
+            wait_for(probe, 3.0, "a second probe on a lease")
+            assert breaker.state is CircuitState.CLOSED
+            epoch = breaker._core._shared.epoch  # type: ignore[union-attr]
+            wait_for(lambda e=epoch: breaker._core._shared.epoch > e, 3.0, "the closing published")  # type: ignore[union-attr]
+        left = [
+            key
+            for kind in ("probes", "slowprobes", "wants")
+            for key in client.keys(f"period-keys:cb:db:{kind}:*")
+        ]
+        assert left == []
+    finally:
+        client.close()
+        store.close()
+
+
+def test_two_databases_of_one_server_never_share_a_breaker(redis_url: str, replicas: Replica) -> None:
+    """A store on database 1 keeps its transitions from a store of the same namespace on database 0.
+
+    Redis' pub/sub is the server's, whatever the database: a trip of staging's breaker (``/1``)
+    opened production's (``/0``) through the channel both listened on, and production's replica
+    then founded that OPEN again in its own database at its next read.
+    """
+    assert redis_url.endswith("/0")
+    other = RedisStore.from_url(f"{redis_url[:-2]}/1", namespace="svc")
+    try:
+        with namesakes_expected():
+            staging = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=3, store=other))
+        first_round(other)
+        production, witness = replicas("db"), replicas("db")
+        production.force_open(30.0)  # heard by its own database's replicas
+        wait_for(lambda: witness.state is CircuitState.OPEN, 2.0, "production's trip on production")
+        production.reset()
+        wait_for(lambda: witness.state is CircuitState.CLOSED, 2.0, "production's reset on production")
+        staging.force_open(30.0)
+        wait_for(lambda: staging._core._shared.epoch > 0, 2.0, "staging's trip published")  # type: ignore[union-attr]
+        time.sleep(0.5)
+        assert production.state is witness.state is CircuitState.CLOSED
+        assert other.channel != production.config.store.channel  # type: ignore[union-attr]
+    finally:
+        other.close()
+
+
+def test_a_key_evicted_while_it_held_failures_comes_back_fresh(redis_url: str) -> None:
+    """An evicted key's breaker takes its counts out of the cluster: the key comes back fresh, as without a store.
+
+    Its report stayed in Redis a minute, summed as another replica's streak with the breaker its
+    key came back with, whose own success could not reset it: 2 failures, an eviction
+    (``idle_ttl``), a success and 1 failure opened a ``failure_threshold`` of 3, with one replica.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace="evicted", flush_interval=0.02)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        handle = ResilienceManager().policy(
+            "tenants",
+            ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, store=store)),
+            max_keys=1,
+            idle_ttl=0.2,
+        )
+
+        def boom() -> None:
+            raise RuntimeError("down")
+
+        def breaker() -> CircuitBreaker:
+            found = handle.for_key("a").circuit_breaker
+            assert found is not None
+            return found
+
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                handle.for_key("a").execute_sync(boom)
+        wait_for(_reported(breaker()), 2.0, "a's failures in the store")
+        time.sleep(0.3)  # idle_ttl: the next call evicts it
+        assert handle.for_key("b").execute_sync(int) == 0
+        wait_for(lambda: not client.hlen("evicted:cb:tenants:a:counts:0"), 2.0, "a's report deleted")
+        assert handle.for_key("a").execute_sync(int) == 0
+        wait_for(_reported(breaker()), 2.0, "the new breaker's success reported")
+        with pytest.raises(RuntimeError):
+            handle.for_key("a").execute_sync(boom)
+        wait_for(_reported(breaker()), 2.0, "its failure reported")
+        assert breaker().state is CircuitState.CLOSED  # 1 failure since a success
+    finally:
+        client.close()
+        store.close()
