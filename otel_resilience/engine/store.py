@@ -8,8 +8,9 @@ generated function), so the store that keeps them is bounded:
   added or touched entries that are **idle** (the owner's ``is_idle`` says which: an OPEN
   breaker or a busy bulkhead is not idle);
 * with ``holds_state``, an idle entry that holds state a new one would not have (a CLOSED
-  breaker's failures, a rate limiter's bucket not full) is set aside by an eviction (made
-  young) instead of evicted, so that churn through entries without state does not wipe it; once
+  breaker's failures, a rate limiter's bucket not full) is set aside by an eviction (left where
+  it is, its last use unchanged: a ``ttl`` still evicts it once unused that long) instead of
+  evicted, so that churn through entries without state does not wipe it; once
   one eviction has set aside more than ``min(capacity, HELD_LOOKS)`` of them, the oldest of
   those goes, as an entry holding none would: memory stays bounded (at most ``capacity`` such
   entries kept beside the newest one in a store of up to :data:`HELD_LOOKS` entries, ``capacity``
@@ -43,7 +44,8 @@ Each eviction looks at each entry at most once, and moves a busy entry to the yo
 ``HELD_LOOKS + 1`` busy entries at most (past them it stops: the idle entries behind them go at
 a later eviction, so a store whose ``b`` busy entries come first keeps some ``b / HELD_LOOKS``
 idle entries past its capacity meanwhile), so the cost of adding is amortised O(1) however
-many entries are busy; a use past the capacity looks at one entry (O(1)); the expiry looks at
+many entries are busy; a use past the capacity looks at ``HELD_LOOKS + 1`` entries at most
+(O(1)); the expiry looks at
 entries oldest first and stops at the first one used within ``ttl`` (amortised O(1) too). An add whose
 ``create`` raises still hands over what its expiry evicted. Lookups (:meth:`BoundedStore.get`)
 take no lock.
@@ -51,6 +53,7 @@ take no lock.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import weakref
@@ -212,12 +215,12 @@ class BoundedStore(Generic[K, V]):
             must not call back into the store).
         holds_state: Says whether an idle entry holds state that a new entry would not have
             (called as ``is_idle``, on idle entries only): past the capacity an eviction sets
-            such entries aside (young again) and evicts the idle entries that hold none; once it
-            has set aside more than ``min(capacity, HELD_LOOKS)`` of them, the oldest of those
-            goes (asked ``is_idle`` again just before: it may mark the entry it allows to evict,
-            and ``holds_state`` unmark the one it keeps); a use's one look
-            moves one to the young end instead of evicting it (the next add or :meth:`trim`
-            evicts it if need be). The ``ttl`` expiry does not ask it; :meth:`unexpired` asks
+            such entries aside (left where they are, their last use unchanged) and evicts the
+            idle entries that hold none; once it has met more than ``min(capacity, HELD_LOOKS)``
+            of them, the oldest of those goes (asked ``is_idle`` again just before: it may mark
+            the entry it allows to evict, and ``holds_state`` unmark the one it keeps); a use's
+            look passes over them as well (the next add or :meth:`trim` evicts one if need
+            be). The ``ttl`` expiry does not ask it; :meth:`unexpired` asks
             its own ``holds`` (``None``: it counts as if this were ``None``). ``None``: every
             idle entry alike.
         on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
@@ -352,8 +355,9 @@ class BoundedStore(Generic[K, V]):
 
         The hit path of :meth:`get_or_add` (an owner that makes its ``create`` only on a miss
         calls it first): what expired meanwhile is evicted as there, and a store kept past its
-        capacity while its entries were busy looks at its oldest entry (one, so that a use costs
-        O(1)): evicted if idle, else moved to the young end. The store shrinks back to its
+        capacity while its entries were busy looks at its oldest entry (past the idle ones
+        holding state, ``min(capacity, HELD_LOOKS)`` at most, so that a use costs O(1)): evicted
+        if idle, else moved to the young end. The store shrinks back to its
         capacity as its entries are used, not only when a new one is added.
 
         Args:
@@ -499,7 +503,9 @@ class BoundedStore(Generic[K, V]):
         and a busy entry looked at is in use, so it is marked used now and moved there too), so
         the scan stops at the first entry used within ``ttl``: at once, when the oldest is. The
         scan never reaches ``using`` (the entries it moves go after it), so no key is ever
-        compared with another (a key's ``==`` may refuse other types: it would fail every look).
+        compared with another (a key's ``==`` may refuse other types: it would fail every look);
+        ``using`` is made the youngest again at its end, so that the shrink of a use
+        (:meth:`_shrink_locked`, which never looks at the youngest) never evicts the entry used.
         """
         clock_now = self._now  # read, then called: a call through a slot is not specialised
         now = clock_now()
@@ -521,6 +527,8 @@ class BoundedStore(Generic[K, V]):
             else:
                 entries.move_to_end(key)
                 touched[key] = now
+        if using is not None:  # the youngest again (a busy entry moved after it): a shrink spares it
+            entries.move_to_end(using)
         oldest = next(iter(entries), None)  # uses only grow from the oldest entry to the youngest
         self._due = (now if oldest is None else touched.get(oldest, now)) + self._span
         self._evicted += len(evicted)
@@ -530,15 +538,16 @@ class BoundedStore(Generic[K, V]):
     def _evict_locked(self, *, added: bool = True) -> list[tuple[K, V]]:
         """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most.
 
-        Idle entries that hold state (``holds_state``) are set aside, moved to the young end as
-        busy ones are; once more than :meth:`_held_limit` of them are set aside, the oldest of
-        them is evicted (asked ``is_idle`` again first), as an idle entry holding none is. So
-        they go only after the others, and only while more than ``capacity`` of them are kept
-        (the newest entry, never evicted, aside), :data:`HELD_LOOKS` at most: one eviction
-        sets aside no more (it stays O(1) amortised when every entry holds state). Busy entries
-        are moved to the young end, ``HELD_LOOKS + 1`` at most: past them the eviction stops, and
-        the idle entries behind them go at a later one (each moves that many busy ones along),
-        so an add costs O(1) however many entries are busy.
+        Idle entries that hold state (``holds_state``) are set aside: left where they are, their
+        last use unchanged (being looked at is no use: ``ttl`` still evicts them once unused that
+        long); once more than :meth:`_held_limit` of them are met, the oldest of them is
+        evicted (asked ``is_idle`` again first), as an idle entry holding none is. So they go
+        only after the others, and only while more than ``capacity`` of them are kept (the
+        newest entry, never evicted, aside), the least recently used first; one eviction looks
+        at :data:`HELD_LOOKS` of them at most (it stays O(1) when every entry holds state).
+        Busy entries are moved to the young end, ``HELD_LOOKS + 1`` at most: past them the
+        eviction stops, and the idle entries behind them go at a later one (each moves that many
+        busy ones along), so an add costs O(1) however many entries are busy.
 
         Args:
             added: The youngest entry was just added (used now): the entries kept go before it.
@@ -550,37 +559,38 @@ class BoundedStore(Generic[K, V]):
         evicted: list[tuple[K, V]] = []
         if excess <= 0:
             return evicted
-        holds = self._holds_state
+        holds, is_idle = self._holds_state, self._is_idle
         holding: deque[tuple[K, V]] = deque()
         limit = self._held_limit()
-        busy = 0
+        busy: list[K] = []
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
-        before = newest if added or self._ttl is None else None  # where the kept entries go
-        for _ in range(len(entries) - 1):
-            key, value = next(iter(entries.items()))
+        for key, value in entries.items():  # oldest first: nothing moves or leaves until the end
             if key is newest:  # the store's own key objects: no key is compared with another
                 break
-            if not self._is_idle(value):
-                self._keep_locked(key, before)
-                busy += 1
-                if busy > HELD_LOOKS:  # the idle entries behind them go at a later eviction
+            if not is_idle(value):
+                busy.append(key)
+                if len(busy) > HELD_LOOKS:  # the idle entries behind them go at a later eviction
                     break
                 continue
+            entry = (key, value)
             if holds is not None and holds(value):
-                holding.append((key, value))
-                self._keep_locked(key, before)
+                holding.append(entry)
                 if len(holding) <= limit:
                     continue
                 # Too many hold state: the oldest of them goes, asked again just before (an
                 # is_idle may mark the entry it allows to evict, and a holds_state unmark the
-                # one it keeps): it may be busy by now.
-                key, value = holding.popleft()
-                if not self._is_idle(value):
+                # one it keeps): it may be busy by now (then it stays where it is).
+                entry = holding.popleft()
+                if not is_idle(entry[1]):
                     continue
-            self._remove_locked(key)
-            evicted.append((key, value))
+            evicted.append(entry)
             if len(evicted) == excess:
                 break
+        for key, _ in evicted:
+            self._remove_locked(key)
+        before = newest if added or self._ttl is None else None  # where the busy entries go
+        for key in busy:
+            self._keep_locked(key, before)
         self._evicted += len(evicted)
         self._set_aside(evicted)
         return evicted
@@ -590,12 +600,15 @@ class BoundedStore(Generic[K, V]):
         return min(self._capacity, HELD_LOOKS)
 
     def _keep_locked(self, key: K, newest: K | None) -> None:
-        """Keep ``key`` past an eviction: moved to the young end (before ``newest``, if any), as used now."""
+        """Keep busy ``key`` past an eviction: moved to the young end (before ``newest``, if any).
+
+        With a ``ttl`` it counts as used now, so that the order of last use holds.
+        """
         entries = self._entries
         entries.move_to_end(key)
         if newest is not None:
             entries.move_to_end(newest)
-        if self._ttl is not None:  # in use now (or kept as if), so the order of last use holds
+        if self._ttl is not None:
             self._touched[key] = self._now()
 
     def _remove_locked(self, key: K) -> None:
@@ -604,24 +617,34 @@ class BoundedStore(Generic[K, V]):
         self._touched.pop(key, None)
 
     def _shrink_locked(self) -> list[tuple[K, V]]:
-        """Look at the oldest entry of a store past its capacity: evict it if idle, else make it young.
+        """Evict the oldest idle entry holding no state of a store past its capacity, or make one busy young.
 
-        An idle entry that holds state is made young too: one look cannot tell whether an idle
-        entry holding none is there to go first (the next add or trim evicts it if need be).
+        Looks at the entries oldest first, past the idle ones that hold state (left where they
+        are, as an eviction leaves them: being looked at is no use), :meth:`_held_limit` of them
+        at most: the first busy entry met is moved to the young end (in use now), the first idle
+        one holding none is evicted; past more of them, or at the entry used, nothing changes
+        (the next add or :meth:`trim` evicts what must go).
 
-        Called on a use (the entry used is the youngest, never the one looked at).
+        Called on a use (the entry used is the youngest, never one looked at).
         """
         entries = self._entries
-        key, value = next(iter(entries.items()))
-        holds = self._holds_state
-        if not self._is_idle(value) or (holds is not None and holds(value)):
-            entries.move_to_end(key)
-            if self._ttl is not None:  # busy: in use now, so the order of last use holds
-                self._touched[key] = self._now()
+        holds, is_idle = self._holds_state, self._is_idle
+        looks = min(len(entries) - 1, self._held_limit() + 1)  # never the youngest, the entry used
+        found: tuple[K, V] | None = None
+        for key, value in itertools.islice(entries.items(), looks):
+            if not is_idle(value):
+                entries.move_to_end(key)  # the scan ends here: nothing more is read
+                if self._ttl is not None:  # busy: in use now, so the order of last use holds
+                    self._touched[key] = self._now()
+                return _NOTHING
+            if holds is None or not holds(value):
+                found = (key, value)
+                break
+        if found is None:
             return _NOTHING
-        self._remove_locked(key)
+        self._remove_locked(found[0])
         self._evicted += 1
-        evicted = [(key, value)]
+        evicted = [found]
         self._set_aside(evicted)
         return evicted
 

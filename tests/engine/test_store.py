@@ -199,7 +199,8 @@ def test_an_eviction_looks_at_a_bounded_number_of_busy_entries() -> None:
 
 
 def test_a_use_past_the_capacity_keeps_an_idle_entry_holding_state() -> None:
-    """A use's one look makes an idle entry holding state young; the next trim evicts as needed."""
+    """A use's look passes over an idle entry holding state, left where it is (being looked at is
+    no use of it); the next add evicts the idle entry holding none."""
     evicted: list[str] = []
     s = _holding(evicted, 1)
     held = add(s, "held")
@@ -207,12 +208,38 @@ def test_a_use_past_the_capacity_keeps_an_idle_entry_holding_state() -> None:
     x = add(s, "x")
     x.busy = True
     held.busy = False
-    assert s.use("x") is x  # past the capacity: looks at "held", holding state
+    assert s.use("x") is x  # past the capacity: looks at "held", holding state, and stops at x
     assert evicted == []
+    assert [key for key, _ in s.items()] == ["held", "x"]
     x.busy = False
-    assert s.trim() == 1
+    assert s.trim() == 0  # x is the youngest: never evicted by a trim
+    add(s, "y")
     assert evicted == ["x"]
-    assert s.get("held") is held
+    assert [key for key, _ in s.items()] == ["held", "y"]
+
+
+def test_an_idle_entry_holding_state_set_aside_by_evictions_still_expires_after_its_ttl(clock) -> None:
+    """Setting an entry aside is no use of it: unused for the ttl, it goes, whatever it holds.
+
+    Each eviction that met it counted it as used then: with an add every 4 s past a capacity of
+    2 and a ttl of 10 s, an entry holding state, unused for 100 s, was never evicted."""
+    evicted: list[str] = []
+    s = BoundedStore(
+        "Owner",
+        "cap",
+        2,
+        is_idle=lambda item: not item.busy,
+        holds_state=lambda item: item.holds,
+        on_evict=lambda key, _item: evicted.append(key),
+        ttl=10.0,
+        clock=clock,
+    )
+    add(s, "held").holds = True
+    for turn in range(25):
+        clock.advance(4.0)
+        add(s, f"new-{turn}")
+    assert "held" in evicted
+    assert [key for key, _ in s.items()] == ["new-23", "new-24"]
 
 
 def test_the_entry_just_added_is_never_evicted() -> None:

@@ -29,9 +29,10 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
 * :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
   ones); a permit is due at ``log[-burst] + burst / rate`` (and not before the latest
   reservation: after a reload to a larger burst or a higher rate), so no window of that length
-  ever holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
-  reservation (a rolled-back one must not lose the entry that becomes ``log[-burst]`` again),
-  and forgets entries older than the window. A lapsed hole's entry leaves the log: nobody was
+  ever holds more than ``burst``. The log forgets entries older than the window, and only
+  those: a reload to a smaller burst keeps the admissions still in the window (a reload back to
+  a larger burst counts them), and a rolled-back reservation never loses the entry that becomes
+  ``log[-burst]`` again. A lapsed hole's entry leaves the log: nobody was
   admitted then.
 
 Both round a permit's time the same way (:func:`_due_after`): at a rate beyond the clock's
@@ -568,15 +569,17 @@ class _SlidingLog(_Rules):
         self._log: deque[float] = deque()
 
     def _forget_locked(self, now: float) -> None:
-        """Drop entries no window from ``now`` on contains, and those beyond the ones kept.
+        """Drop entries no window from ``now`` on contains: only time lets an admission go.
 
         An entry at ``t`` leaves at ``t + window``, or, when that rounds to ``t`` (a window below
         the clock's step at ``t``), at the next reading after ``t`` (:func:`_due_after`): never
-        at the reading that took it. So an entry still here is due to leave after ``now``.
+        at the reading that took it. So an entry still here is due to leave after ``now``. The
+        log holds more than ``burst`` entries (plus the reservations) only after a reload to a
+        smaller burst: those admissions are still in the window, and a reload back to a larger
+        burst counts them (dropped, it would hand out free permits).
         """
         log, window = self._log, self._window
-        keep = self.burst + len(self._pending)
-        while log and ((log[0] + window <= now and log[0] < now) or len(log) > keep):
+        while log and log[0] + window <= now and log[0] < now:
             log.popleft()
 
     def _due_locked(self, now: float) -> float:
@@ -605,15 +608,20 @@ class _SlidingLog(_Rules):
         Kept, it would count as an admission in every window holding its time, and refuse
         callers for a window that has room. Any entry at its time will do (equal times are one
         admission each, and the log is sorted); none is left when the window forgot those
-        already, or kept later ones only (a reload to a smaller burst): nothing to remove then.
+        already: nothing to remove then.
         """
         log = self._log
         if reservation.due in log:
             log.remove(reservation.due)
 
     def _available_locked(self, now: float) -> float:
+        """``burst`` minus the admissions in the window; negative only for the permits reserved ahead.
+
+        After a reload to a smaller burst the window may hold more admissions than ``burst``:
+        none is available then, never fewer.
+        """
         self._forget_locked(now)
-        return float(self.burst - len(self._log))
+        return float(self.burst - min(len(self._log), self.burst + len(self._pending)))
 
     def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:  # noqa: ARG002 - a log of times
         self._window = config.window
