@@ -34,7 +34,10 @@ from otel_resilience.engine.validation import describe
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["FORMATS", "Format", "UnknownFormatError", "check_format", "file_format", "format_of", "parse"]
+__all__ = [
+    "FORMATS", "Format", "UnknownFormatError", "check_format", "file_format", "format_of", "parse",
+    "plain_string",
+]  # fmt: skip
 
 Format = Literal["yaml", "toml"]
 """A file format :func:`parse` reads."""
@@ -64,6 +67,19 @@ _CORE_SCALARS: Final[dict[str, str]] = {
 order (``10`` is an int, though the float pattern matches it too); any other plain scalar is a
 string. The patterns also judge a value tagged explicitly (``!!int 1:30`` is refused)."""
 _CORE: Final = {tag: re.compile(f"(?:{pattern})\\Z") for tag, pattern in _CORE_SCALARS.items()}
+_PLAIN_WORD: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+"""A word YAML writes plain, unquoted, in a flow and as a key: letters, digits, ``_``, ``.``, ``-``."""
+
+
+def plain_string(text: str) -> bool:
+    """Whether ``text``, written unquoted in a YAML file (in a flow, or as a key), reads back as that string.
+
+    A word of letters, digits, ``_``, ``.`` and ``-`` that YAML 1.2's core schema does not read as a
+    null, a bool or a number (``null``, ``true``, ``10``, ``1e3``, ``.inf`` are not strings there).
+    """
+    return bool(_PLAIN_WORD.match(text)) and not any(pattern.match(text) for pattern in _CORE.values())
+
+
 _FIRST: Final = {"null": "~nN", "bool": "tTfF", "int": "-+0123456789", "float": "-+0123456789."}
 """The characters a plain scalar of each type starts with (PyYAML looks its resolvers up by them)."""
 

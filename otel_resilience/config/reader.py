@@ -282,6 +282,13 @@ class _Reader:
         if variant is None:
             allowed = ", ".join(map(repr, tags))
             if kind is None:
+                known = ["kind", *dict.fromkeys(k for v in field.variants for f in v.fields for k in f.keys)]
+                for key in settings:  # a misspelled kind ("knd") is named, with the key it is close to
+                    if key not in known:
+                        owners = " or ".join(v.owner for v in field.variants)
+                        raise self.error(
+                            (*path, key), _unknown(key, known, f"{owners} ({render_path(path)})")
+                        )
                 raise self.error(path, f"must set kind: one of {allowed}")
             raise self.error((*path, "kind"), f"must be one of {allowed}, got {describe(kind)}")
         return self.construct(variant, self.section_fields(variant, settings, path), path)

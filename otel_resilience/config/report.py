@@ -8,7 +8,11 @@ its budget and one of its four policy lines, cut at ``...``::
       ml_service: circuit_breaker(timeout=120s) retry_policy(initial_delay=2s budget=shared) ...
 
 Each value is shown as loaded, never rounded, in a form a file may write that reads back the same:
-durations in seconds, rates per second, minute or hour (``100/m``), exception classes by name.
+durations in seconds, rates per second, minute or hour (``100/m``), exception classes by name (a
+list of them in brackets, ``[ConnectionError, TimeoutError]``), any other value (a fallback's
+``default_value``, a name) as YAML 1.2 writes it in a flow (``"no"``, ``[null, .nan]``, ``2.0``).
+A value longer than :data:`MAX_SHOWN` characters is cut (``...``): one built of shared YAML aliases
+would otherwise be exponential in the file's size.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from decimal import Decimal
 from typing import Any, Final
 
 from otel_resilience.config.fields import POLICY, RETRY_BUDGET, Field, Section
+from otel_resilience.config.formats import plain_string
 from otel_resilience.config.loader import ConfigFile
 from otel_resilience.config.values import exception_name, parse_rate
 from otel_resilience.engine.validation import Derived, describe
 from otel_resilience.patterns.retry import RetryBudget
 
-__all__ = ["summary"]
+__all__ = ["MAX_SHOWN", "summary"]
+
+MAX_SHOWN: Final = 4096
+"""The longest value the account shows in full (characters); a longer one is cut with ``...``."""
 
 
 def summary(config: ConfigFile) -> str:
@@ -47,12 +55,14 @@ def summary(config: ConfigFile) -> str:
 
 
 def _name(name: str) -> str:
-    """A policy's or a budget's name as the account shows it, quoted if it is not printable.
+    """A policy's or a budget's name as the account shows it: bare when a file may write it so, else quoted.
 
-    A line break (or another character that is not printable) in a name would otherwise let it
-    pass for another line of the account.
+    A name that a file may write unquoted (:func:`~otel_resilience.config.formats.plain_string`) is
+    shown as it is; any other is quoted as a file writes it (:func:`_quoted`): a line break (or another
+    character that is not printable) would otherwise let it pass for another line of the account, a
+    space for the next setting, and ``null`` or ``10`` would read back as no name or a number.
     """
-    return name if name.isprintable() else repr(name)
+    return name if plain_string(name) else _quoted(name)
 
 
 def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:
@@ -115,19 +125,22 @@ def _text(field: Field, value: Any, budgets: dict[int, str]) -> str:  # noqa: PL
         return budgets.get(id(value), describe(value))
     if isinstance(value, enum.Enum):
         return str(value.value)
+    if field.kind == "choice" and isinstance(value, str):  # one of the field's choices: a word
+        return value
+    if field.kind == "name" and isinstance(value, str):
+        return _name(value)
     if field.kind == "duration":
         return f"{_plain(value)}s"
     if field.kind == "rate":
         return _rate(value)
     if isinstance(value, type) and issubclass(value, BaseException):
         return exception_name(value)
-    if isinstance(value, tuple) and all(
-        isinstance(item, type) and issubclass(item, BaseException) for item in value
-    ):
-        return "|".join(exception_name(item) for item in value)
-    if isinstance(value, float):
+    if field.kind in ("exceptions", "exception") and isinstance(value, tuple):
+        names = [exception_name(item) for item in value]
+        return names[0] if len(names) == 1 else f"[{', '.join(names)}]"
+    if field.kind == "number" and isinstance(value, float):
         return _plain(value)
-    return describe(value)
+    return _shown(value)
 
 
 def _plain(value: float) -> str:
@@ -156,3 +169,109 @@ def _reads_back(text: str, value: float) -> bool:
         return parse_rate(text) == value
     except ValueError:  # a rate past a float's range: not a way to write it
         return False
+
+
+def _shown(value: object) -> str:
+    """``value`` as :func:`_flow` writes it, or, past :data:`MAX_SHOWN` characters, cut (``...``)."""
+    parts: list[str] = []
+    try:
+        _flow(value, parts, [0])
+    except _TooLong:
+        return "".join(parts)[:MAX_SHOWN] + "..."
+    except _NotWritable:
+        return describe(value)
+    return "".join(parts)
+
+
+class _TooLong(Exception):  # noqa: N818 - a signal, not an error
+    """The value's text passed :data:`MAX_SHOWN` characters."""
+
+
+class _NotWritable(Exception):  # noqa: N818 - a signal, not an error
+    """The value holds something a file cannot write (a YAML timestamp, bytes): shown by its repr."""
+
+
+def _flow(value: object, parts: list[str], length: list[int]) -> None:
+    """Append ``value`` as YAML 1.2 writes it in a flow, which reads back the same value and type.
+
+    ``null``, ``true``, an int, a float as its ``repr`` (``2.0``, ``1e-05``) or ``.nan``, ``.inf``,
+    ``-.inf``; a string double-quoted (:func:`_quoted`); a list in brackets, a mapping in braces.
+
+    Raises:
+        _TooLong: The text passed :data:`MAX_SHOWN` characters (what was written stays in ``parts``).
+        _NotWritable: ``value`` holds a type a file writes only with a tag.
+    """
+    if isinstance(value, list):
+        text = "["
+    elif isinstance(value, dict):
+        text = "{"
+    else:
+        text = _scalar(value)
+    parts.append(text)
+    length[0] += len(text)
+    if length[0] > MAX_SHOWN:
+        raise _TooLong
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if index:
+                parts.append(", ")
+            _flow(item, parts, length)
+        parts.append("]")
+    elif isinstance(value, dict):
+        for index, (key, item) in enumerate(value.items()):
+            if index:
+                parts.append(", ")
+            _flow(key, parts, length)
+            parts.append(": ")
+            _flow(item, parts, length)
+        parts.append("}")
+
+
+def _scalar(value: object) -> str:  # noqa: PLR0911 - one return per kind of scalar
+    """A scalar as YAML 1.2's core schema reads it back (:func:`_flow`).
+
+    Raises:
+        _NotWritable: ``value`` is of a type a file writes only with a tag.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _quoted(value)
+    raise _NotWritable
+
+
+def _quoted(text: str) -> str:
+    r"""``text`` as a YAML double-quoted string, which reads back as ``text``.
+
+    ``\`` and ``"`` escaped; a tab, a line break and any other character that is not printable (a
+    control or format character) by its escape: ``\t``, ``\n``, ``\x1c``, ``\u200b``.
+    """
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    out.append('"')
+    return "".join(out)
+
+
+_ESCAPES: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+"""The short escapes of YAML's double-quoted strings (and Python's) for the usual control characters."""

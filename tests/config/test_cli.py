@@ -36,7 +36,7 @@ def test_check_prints_the_policies_of_a_valid_file() -> None:
     assert lines[1] == "  retry budget shared: ratio=0.2 min_retries_per_second=1 window=60s"
     assert lines[2] == (
         "  content_analysis: circuit_breaker(failure_threshold=3) retry_policy(max_attempts=2 budget=shared) "
-        "timeout=30s bulkhead_config(max_concurrent=5 max_waiting=10) enable_recovery=True"
+        "timeout=30s bulkhead_config(max_concurrent=5 max_waiting=10) enable_recovery=true"
     )
     assert lines[4] == (
         "  database: fallback_config(strategy=default_value default_value=[]) timeout=10s "
@@ -44,7 +44,9 @@ def test_check_prints_the_policies_of_a_valid_file() -> None:
     )
     assert "sliding_window=time(seconds=60s buckets=12)" in lines[5]
     assert "rate_limiter(rate=100/m burst=10 max_wait=0.5s)" in lines[5]
-    assert "retry_on=ConnectionError|TimeoutError|otel_resilience.errors.OperationTimeoutError" in lines[5]
+    assert (
+        "retry_on=[ConnectionError, TimeoutError, otel_resilience.errors.OperationTimeoutError]" in lines[5]
+    )
     assert len(lines) == 6
 
 
@@ -326,8 +328,10 @@ def test_from_env_of_a_file_without_a_known_suffix_names_the_variable(tmp_path: 
 
 
 def test_check_shows_a_name_that_is_not_printable_quoted(tmp_path: Path) -> None:
-    """A policy or budget name with a line break (YAML's "\\n") stays on its line, quoted: it cannot
-    pass for another policy's line (was: the name printed as it is, one line becoming two)."""
+    """A policy or budget name with a line break (YAML's "\\n") stays on its line, quoted as a file
+    writes it: it cannot pass for another policy's line (was: the name printed as it is, one line
+    becoming two), and reads back as itself (was: quoted by its repr, 'b\\nx', which YAML reads as a
+    backslash and an n)."""
     path = tmp_path / "names.yaml"
     path.write_text(
         'retry_budgets: {"b\\nx": {}}\n'
@@ -337,8 +341,8 @@ def test_check_shows_a_name_that_is_not_printable_quoted(tmp_path: Path) -> None
     code, out, _ = _run("check", str(path))
     assert code == 0
     assert out.splitlines()[1:] == [
-        "  retry budget 'b\\nx': defaults",
-        "  'a\\n  forged: timeout=1s': retry_policy(budget='b\\nx')",
+        '  retry budget "b\\nx": defaults',
+        '  "a\\n  forged: timeout=1s": retry_policy(budget="b\\nx")',
         "  plain.name: no pattern",
     ]
 
@@ -358,7 +362,7 @@ def test_check_shows_each_exception_class_by_the_name_that_reads_back(tmp_path: 
     code, out, err = _run("check", str(path))
     assert (code, err) == (0, "")
     assert out.splitlines()[1] == (
-        "  p: retry_policy(retry_on=otel_resilience.errors.OperationTimeoutError|TimeoutError) "
+        "  p: retry_policy(retry_on=[otel_resilience.errors.OperationTimeoutError, TimeoutError]) "
         "chaos(fault_rate=1 fault=http.client.HTTPException)"
     )
     reread = load(path)["p"]

@@ -218,6 +218,13 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {size: 5}\n",
         "f.yaml:4: policies.p.circuit_breaker.sliding_window must set kind: one of 'count', 'time'",
     ),
+    (  # a misspelled kind is named, with the key it is close to (was: "must set kind", the typo unnamed)
+        POLICY + "    circuit_breaker:\n      sliding_window:\n        size: 5\n        knd: count\n",
+        (
+            "f.yaml:6: policies.p.circuit_breaker.sliding_window.knd is not a key of CountWindow or "
+            "TimeWindow (policies.p.circuit_breaker.sliding_window): did you mean 'kind'?"
+        ),
+    ),
     (
         POLICY + "    circuit_breaker:\n      sliding_window:\n        kind: rolling\n",
         "f.yaml:5: policies.p.circuit_breaker.sliding_window.kind must be one of 'count', 'time', got 'rolling'",
