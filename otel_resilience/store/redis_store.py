@@ -1309,6 +1309,7 @@ def _connect(
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
+        **_idle_check(url, parse_url),
     }
     pooled = {"max_connections": max_connections, "timeout": timeout}
 
@@ -1336,6 +1337,34 @@ def _connect(
         return redis.asyncio.Redis.from_pool(async_pool())
 
     return (*clients, sockets, async_client)
+
+
+def _idle_check(url: str, parse_url: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """The option that has a pool check the connections it hands out, where redis-py skips it.
+
+    A pool checks each idle connection it hands out and connects again if the server closed it
+    (a restart, a dropped network), unless its maintenance notifications are on: redis-py 8.1
+    (the newest on Python 3.10) then skips the check, and they are on (``auto``) by
+    default, though they only apply to RESP3. The next operation failed on the closed connection,
+    an outage counted for it once Redis was back (each drop of Redis counted twice). On such a
+    release, a RESP2 URL (no ``protocol=3``) turns them off; a later release reads what is pending
+    and connects again, and is left as it is, as a URL of RESP3 is.
+    """
+    try:
+        import redis.asyncio.maint_notifications  # noqa: F401, PLC0415 - 8.1+: both clients take the option
+        from redis.asyncio.connection import AbstractConnection  # noqa: PLC0415
+        from redis.maint_notifications import MaintNotificationsConfig  # noqa: PLC0415
+    except ImportError:  # an older redis-py: no notifications of async clients, the check is made
+        return {}
+    if hasattr(AbstractConnection, "handle_pending_push_notifications"):  # 8.2+: checked
+        return {}
+    try:
+        protocol = parse_url(url).get("protocol")
+    except ValueError:  # a URL redis-py cannot read: refused as the pools are made, naming the field
+        return {}
+    if str(protocol) == "3":
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def _redis_errors() -> tuple[

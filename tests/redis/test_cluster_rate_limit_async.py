@@ -673,3 +673,27 @@ def test_a_store_made_of_clients_takes_an_unreachable_redis_as_an_outage() -> No
         assert store.fallback_permits == 1
     finally:
         store.close()
+
+
+async def test_a_pooled_connection_the_server_closed_is_no_outage(redis_url: str) -> None:
+    """Redis ends the loop's idle connection (a restart, a relay's drop, ``CLIENT KILL``): the next
+    permit connects again and is served, no outage counted.
+
+    redis-py 8.1 (the newest on Python 3.10) handed such a connection out of its pool whenever its
+    maintenance notifications were ``auto`` (the default), though they never apply to RESP2: the
+    permit failed on it, the store counted an outage and degraded (each drop of Redis counted twice).
+    """
+    store = RedisStore.from_url(redis_url, namespace="killed-idle", timeout=2.0)
+    control = redis.Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter("killed-idle", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert await limiter.call(_zero) == 0
+        client = await store._async_clients.client()
+        killed = control.client_kill_filter(_id=await client.client_id())
+        assert killed == 1
+        await asyncio.sleep(0.2)  # the loop reads the connection's end
+        assert await limiter.call(_zero) == 0
+        assert (store.outages, store.degraded) == (0, False)
+    finally:
+        store.close()
+        control.close()
