@@ -84,14 +84,17 @@ async def test_a_wait_is_a_span_event_and_a_histogram_sample(otel):
 def test_permits_are_counted_by_answer_and_summed_over_the_keys_of_a_keyed_limiter(otel):
     """resilience.rate_limiter.permits: immediate, waited, rejected and cancelled, per limiter name."""
     clock = FakeClock()
-    keyed = RateLimiter.per_key("tenants", RateLimiterConfig(rate=1.0, burst=1, max_wait=5.0), clock=clock)
+    # a name of its own: a limiter named alike that an earlier test left for the collector is summed too
+    keyed = RateLimiter.per_key(
+        "tenants-counted", RateLimiterConfig(rate=1.0, burst=1, max_wait=5.0), clock=clock
+    )
     for tenant in ("a", "b"):
         assert keyed.for_key(tenant).call_sync(str, 1) == "1"  # at once
     assert not keyed.for_key("b").try_acquire()  # refused: b's next permit is not due
     assert keyed.for_key("a").call_sync(str, 2) == "2"  # after a wait of a second
     counts = {
         result: otel.point(
-            sc.RL_PERMITS, resilience__name="tenants", resilience__rate_limiter__permit_result=result
+            sc.RL_PERMITS, resilience__name="tenants-counted", resilience__rate_limiter__permit_result=result
         ).value
         for result in sc.RL_PERMIT_RESULTS
     }
