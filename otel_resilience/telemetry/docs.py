@@ -128,7 +128,10 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   dependency slower than it) is a `timeout`, with the `error.type` of the timeout the caller
   gets, `{timeout_error}`, in both drivers: the async driver's
   deadline cancels the attempt, the sync driver finds the deadline reached when the attempt
-  ends. It is neither the caller's cancellation nor a retry's give-up: the retry counts the
+  ends (but for a retry's attempt with no `attempt_timeout` of its own that returned a result:
+  sync code cannot be pre-empted, and that attempt is its retry's `success`, README's
+  "Timeout", while the execution ends `timeout`). It is neither the caller's cancellation nor a
+  retry's give-up: the retry counts the
   execution cancelled, as when the deadline ends a backoff. So is the execution of a policy
   nested in that deadline's scope (a pattern used alone inside another policy's timeout), one
   that waited in a bulkhead's queue included: neither `cancelled` nor `rejected`. Exceptions

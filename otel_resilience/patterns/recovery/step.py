@@ -52,7 +52,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.notes import chain_failure, injected
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import let_go, may_run_again
-from otel_resilience.engine.stats import attempt_ended
+from otel_resilience.engine.stats import CUT, attempt_ended
 from otel_resilience.engine.step import TERMINAL, Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail, wrong_return
 from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
@@ -264,14 +264,16 @@ class RecoveryStep(Link[RecoveryConfig]):
         """A re-run returned: the recovery succeeded (a first run's success is not judged).
 
         Unless it returned too late (:meth:`_cut_by_deadline`): the caller gets the deadline's
-        timeout, and the recovery failed. Nor did it succeed when the re-run's result is one
-        its policy judged a failure (a retry inside gave up on it:
+        timeout, the recovery failed, and the re-run's attempt scope ends ``timeout``, as one the
+        deadline cancelled (:data:`~otel_resilience.engine.stats.CUT`). Nor did it succeed when
+        the re-run's result is one its policy judged a failure (a retry inside gave up on it:
         :meth:`~otel_resilience.engine.context.ExecutionContext.recovered` says so, by the one
         rule of a returned result): the result is returned, the recovery counted failed.
         """
-        if token.handles:
-            token.end(_SUCCESS if ctx.result_accepted() else _FAILURE, None)
-        if self._cut_by_deadline(ctx, returned=True):
+        cut = self._cut_by_deadline(ctx, returned=True)
+        if token.handles:  # a re-run that came too late ended as the deadline ends one (attempt_ended)
+            token.end(*(CUT if cut else (_SUCCESS if ctx.result_accepted() else _FAILURE, None)))
+        if cut:
             return self._give_up(token)
         self._settle(token.action.strategy, token.error_type, success=ctx.recovered(), named=token.last)
         return None
