@@ -289,7 +289,9 @@ class RateLimitedError(ExecutionRejectedError):
     Attributes:
         name: The rate limiter's name.
         retry_after: Seconds until the next permit is due, ``> 0``: a caller that comes back
-            then finds one, unless others took it first. At most
+            then finds one, unless others took it first (a permit a cancelled waiter left due
+            then is another caller's only at that time: it lapses once its time passed, and a
+            caller back later waits for the next one). At most
             :data:`~otel_resilience.engine.validation.MAX_DURATION`, as every duration: a permit
             due later (a caller refused behind the waiters of a limiter with a long period, each
             up to ``max_wait`` away) reads ``MAX_DURATION``, which any sleep takes.
