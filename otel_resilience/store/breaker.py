@@ -70,6 +70,13 @@ _WINS_OVER: Final = "closed"
 """The cluster state a trip is published over whatever its epoch (a trip is evidence; an operator's
 ``disabled`` or ``metrics_only`` is not overruled by it): :data:`~otel_resilience.store.scripts.PUBLISH_STATE`
 applies it on the server, in the publication's one round trip."""
+_OPERATOR_WINS: Final = "*"
+"""What an operator's action is published over, whatever its epoch (:data:`_OPERATORS`): the later
+of two actions made on two replicas applies to all, even when its replica had not yet heard of the
+earlier one (dropped, an operator's ``reset`` right after another's ``force_open`` left the cluster
+OPEN until a next reset)."""
+_OPERATORS: Final = frozenset({"forced", "reset"})
+"""The reasons of an operator's transitions (``force_open``, ``reset``, ``force_closed``, a mode)."""
 _UNPUBLISHED: Final = frozenset({"half_open"})
 """States each replica reaches on its own (the end of an OPEN period is the server's time)."""
 _STATES: Final = {state.value: state for state in CircuitState}
@@ -276,7 +283,8 @@ class SharedBreaker(PeerCounts):
         store = self._store
         open_ms = _ms(change.duration) if change.new == "open" else -1
         argv = [epoch, change.new, open_ms, change.reason, store.channel, store.key_ttl_ms]
-        argv += [f"{self._id}|{self.key_name}", _WINS_OVER if change.new == "open" else ""]
+        wins = _OPERATOR_WINS if change.reason in _OPERATORS else _WINS_OVER if change.new == "open" else ""
+        argv += [f"{self._id}|{self.key_name}", wins]
         argv.append(f"{self._prefix}:")  # the period it ends takes its probe keys with it
         return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv
 

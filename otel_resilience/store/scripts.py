@@ -69,9 +69,10 @@ PUBLISH_STATE: Final = (
     + _LEFT
     + """
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
--- channel, key ttl ms, message prefix, the cluster state it wins over ('' none), the prefix of
--- the breaker's keys ('ns:cb:name:'). Compare-and-set on the epoch, then publish; a state that
--- wins over the cluster's (a trip over CLOSED) is published whatever the epoch. The period it
+-- channel, key ttl ms, message prefix, the cluster state it wins over ('' none, '*' every one),
+-- the prefix of the breaker's keys ('ns:cb:name:'). Compare-and-set on the epoch, then publish;
+-- a state that wins over the cluster's (a trip over CLOSED, an operator's action over any) is
+-- published whatever the epoch. The period it
 -- ends takes its probe keys with it (no one reads them again; left to key_ttl, a breaker that
 -- broke every minute kept 3 hashes a period for a day). A state the server lost (restarted
 -- without persistence, or the key expired) is founded again at the publisher's epoch. Epochs
@@ -84,7 +85,9 @@ if not cur then return redis.error_reply(_NOT_AN_EPOCH) end
 if not stored then cur = tonumber(ARGV[1]) end
 if cur ~= tonumber(ARGV[1]) then
   local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')
-  if ARGV[8] == '' or v[1] ~= ARGV[8] then return {0, cur, v[1] or '', left(v[2]), v[3] or ''} end
+  if ARGV[8] == '' or (ARGV[8] ~= '*' and v[1] ~= ARGV[8]) then
+    return {0, cur, v[1] or '', left(v[2]), v[3] or ''}
+  end
 end
 local epoch = math.max(cur + 1, now)
 for _, kind in ipairs({'probes:', 'slowprobes:', 'wants:'}) do redis.call('DEL', ARGV[9] .. kind .. cur) end
@@ -103,7 +106,9 @@ The probe successes and wants of the period it ends are deleted in the same step
 leases expire on their own after ``probe_lease_ttl``).
 
 A trip wins over CLOSED (a trip is evidence) in the same step, never over an operator's
-``disabled`` or ``metrics_only``: one round trip, whose outcome does not depend on the
+``disabled`` or ``metrics_only``; an operator's action (``force_open``, ``reset``, a mode) wins
+over any state, its replica not having heard of the cluster's latest yet (the operator's last
+word applies to all): one round trip, whose outcome does not depend on the
 publisher reading its reply (:meth:`~otel_resilience.store.RedisStore.close` waits for its
 request to be sent only)."""
 
