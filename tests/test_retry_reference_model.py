@@ -301,6 +301,24 @@ def test_a_growth_past_the_floats_times_a_tiny_initial_delay_is_the_formulas(
     assert zero.compute_delay(attempt) == 0.0
 
 
+def test_an_attempt_number_past_the_floats_with_a_multiplier_of_one_is_the_initial_delay() -> None:
+    """``EXPONENTIAL`` with ``multiplier=1.0``: ``1.0 ** (2**1100 - 1)`` is no float, yet the growth is 1.
+
+    The documented ``min(i * m ** (a - 1), cap)`` is ``i`` (1 s) at any attempt; the growth's
+    logarithm ``(2**1100 - 1) * log(1.0)``, an int past the floats times 0.0, raised, and the
+    delay was taken for the cap (60 s).
+    """
+    policy = RetryPolicy(
+        strategy=RetryStrategy.EXPONENTIAL,
+        multiplier=1.0,
+        initial_delay=1.0,
+        max_delay=60.0,
+        jitter=Jitter.NONE,
+    )
+    assert policy.compute_delay(10**6) == 1.0
+    assert policy.compute_delay(2**1100) == 1.0
+
+
 @pytest.mark.parametrize("ratio", ["0.07", "0.1", "0.15", "0.29", "0.3", "0.33", "0.57", "0.7", "1.1"])
 def test_a_budget_allows_retries_while_under_its_ratio_as_the_numbers_read(ratio: str) -> None:
     """Executions that always fail, one retry each at most: allowed exactly while ``retries < ratio * first``."""

@@ -489,14 +489,17 @@ def _past_the_floats(policy: RetryPolicy, times: int, log_factor: float) -> floa
     The one rule of a base delay whose growth (a power, an attempt number) is no float: the
     product may still be one (``1e-300 * 2.0 ** 1024`` is 1.8e8 s), so it is computed in
     logarithms, and is ``max_delay`` when past it (a growth whose logarithm is no float either
-    is past any cap); 0 times any growth is 0.
+    is past any cap); 0 times any growth is 0, and a factor of 1 grows nothing (``1.0 ** times``
+    is no float when ``times`` is not).
     """
     initial, cap = policy.initial_delay, policy.max_delay
     if not initial:
         return 0.0
+    if not log_factor:  # a factor of 1, times past the floats: the growth is 1
+        return initial
     try:
         exponent = math.log(initial) + times * log_factor
-    except OverflowError:  # times past the floats, and a factor > 1 (else the growth was a float)
+    except OverflowError:  # times past the floats, and a factor > 1
         return cap
     return cap if exponent >= math.log(cap) else math.exp(exponent)
 
