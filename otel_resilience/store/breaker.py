@@ -74,7 +74,9 @@ _OPERATOR_WINS: Final = "*"
 """What an operator's action is published over, whatever its epoch (:data:`_OPERATORS`): the later
 of two actions made on two replicas applies to all, even when its replica had not yet heard of the
 earlier one (dropped, an operator's ``reset`` right after another's ``force_open`` left the cluster
-OPEN until a next reset)."""
+OPEN until a next reset). Not an action made while its replica could not reach Redis, or whose
+publication failed (an outage): sent late, it would undo the actions made on the others since;
+it is published as any transition is."""
 _OPERATORS: Final = frozenset({"forced", "reset"})
 """The reasons of an operator's transitions (``force_open``, ``reset``, ``force_closed``, a mode)."""
 _UNPUBLISHED: Final = frozenset({"half_open"})
@@ -144,6 +146,7 @@ class SharedBreaker(PeerCounts):
         "_failed",
         "_id",
         "_last_report",
+        "_late",
         "_lease_due",
         "_lock",
         "_max_age",
@@ -171,6 +174,10 @@ class SharedBreaker(PeerCounts):
         self.key_name = key_name(breaker.name, key)
         self._id = replica
         self._prefix = f"{store.key_prefix}:cb:{self.key_name}"
+        self._late = False
+        """The transition queued was made while the store could not reach Redis, or its publication
+        failed (:meth:`RedisStore._queue`): an operator's action is then published as any
+        transition is (:meth:`_publication`, :data:`_OPERATOR_WINS`)."""
         self._peers = _NO_COUNTS
         self._peer_probes = 0
         """The other replicas' probe successes in this period, as last read from the store."""
@@ -283,7 +290,8 @@ class SharedBreaker(PeerCounts):
         store = self._store
         open_ms = _ms(change.duration) if change.new == "open" else -1
         argv = [epoch, change.new, open_ms, change.reason, store.channel, store.key_ttl_ms]
-        wins = _OPERATOR_WINS if change.reason in _OPERATORS else _WINS_OVER if change.new == "open" else ""
+        operator = change.reason in _OPERATORS and not self._late  # late: others may have acted since
+        wins = _OPERATOR_WINS if operator else _WINS_OVER if change.new == "open" else ""
         argv += [f"{self._id}|{self.key_name}", wins]
         argv.append(f"{self._prefix}:")  # the period it ends takes its probe keys with it
         return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv

@@ -750,8 +750,9 @@ class RedisStore(SharedStore):
         with self._lock:
             if replace:
                 self._pending[id(link)] = (link, change)
-            else:
-                self._pending.setdefault(id(link), (link, change))
+                link._late = self._degraded  # made while Redis was away: others may act meanwhile
+            elif self._pending.setdefault(id(link), (link, change))[1] is change:
+                link._late = True  # its publication failed: sent late
         self._wake.set()
 
     def _run(self) -> None:
