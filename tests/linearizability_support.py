@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from otel_resilience import CircuitBreakerConfig
+from otel_resilience import CircuitBreakerConfig, RateLimiterConfig
 
 
 @dataclass
@@ -360,6 +360,45 @@ def waiting_limiter_model(
         return ((taken(tokens, due), now, waiting + 1, (*pending, (op.arg, due, now, tokens))),)
 
     return model
+
+
+@dataclass(frozen=True)
+class WaitingLimiter:
+    """A waiting rate limiter's drawn settings: its config and the model of its histories."""
+
+    rate: Fraction
+    burst: int
+    max_wait: Fraction
+    max_waiting: int
+    algorithm: str
+
+    @classmethod
+    def draw(cls, rng: Any, algorithm: str) -> WaitingLimiter:
+        """Draw the settings of one history (the thread and the task histories draw them alike)."""
+        rate, burst = Fraction(rng.choice([1, 2, 4])), rng.choice([1, 2])
+        max_wait, max_waiting = Fraction(rng.choice([1, 2, 4]), 4), rng.choice([1, 2, 3])
+        return cls(rate, burst, max_wait, max_waiting, algorithm)
+
+    @property
+    def bucket(self) -> bool:
+        """Whether it is a token bucket (else a sliding log)."""
+        return self.algorithm == "token_bucket"
+
+    def config(self) -> RateLimiterConfig:
+        """The limiter's config."""
+        return RateLimiterConfig(
+            rate=float(self.rate),
+            burst=self.burst,
+            max_wait=float(self.max_wait),
+            max_waiting=self.max_waiting,
+            algorithm=self.algorithm,
+        )
+
+    def model(self) -> Model:
+        """The model of its histories (:func:`waiting_limiter_model`)."""
+        return waiting_limiter_model(
+            self.rate, self.burst, self.max_wait, self.max_waiting, bucket=self.bucket
+        )
 
 
 def keyed_breaker_model(config: CircuitBreakerConfig, *, evicting: bool) -> Model:

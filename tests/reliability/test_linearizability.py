@@ -47,13 +47,13 @@ from linearizability_support import (
     Model,
     Op,
     Stop,
+    WaitingLimiter,
     breaker_model,
     check_history,
     keyed_breaker_model,
     linearizations,
     renumber,
     stamp,
-    waiting_limiter_model,
 )
 
 from otel_resilience import (
@@ -870,18 +870,12 @@ def waiting_limiter_history(seed: int, algorithm: str, threads: int = 4, per_thr
     """
     rng = random.Random(seed)
     interrupted = [[rng.random() < 0.3 for _ in range(per_thread)] for _ in range(threads)]
-    rate, burst = Fraction(rng.choice([1, 2, 4])), rng.choice([1, 2])
-    max_wait, max_waiting = Fraction(rng.choice([1, 2, 4]), 4), rng.choice([1, 2, 3])
+    drawn = WaitingLimiter.draw(rng, algorithm)
+    burst = drawn.burst
     clock = GateClock()
     limiter = RateLimiter(
         f"lin-w-{seed}",
-        RateLimiterConfig(
-            rate=float(rate),
-            burst=burst,
-            max_wait=float(max_wait),
-            max_waiting=max_waiting,
-            algorithm=algorithm,
-        ),
+        drawn.config(),
         clock=clock,
     )
     ops: list[Op] = []
@@ -947,7 +941,7 @@ def waiting_limiter_history(seed: int, algorithm: str, threads: int = 4, per_thr
             op.start = 0
 
     bucket = algorithm == "token_bucket"
-    model = waiting_limiter_model(rate, burst, max_wait, max_waiting, bucket=bucket)
+    model = drawn.model()
 
     history = renumber(ops)
     first = Fraction(burst) if bucket else ()

@@ -35,13 +35,13 @@ from linearizability_support import (
     Model,
     Op,
     Stop,
+    WaitingLimiter,
     breaker_model,
     keyed_breaker_model,
     linearizations,
     renumber,
     run_round,
     stamp,
-    waiting_limiter_model,
 )
 
 from otel_resilience import (
@@ -54,7 +54,6 @@ from otel_resilience import (
     CircuitOpenError,
     RateLimitedError,
     RateLimiter,
-    RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
 )
@@ -573,19 +572,13 @@ def waiting_limiter_async_history(seed: int, algorithm: str, tasks: int = 4, per
     Returns the number of waiters cancelled.
     """
     rng = random.Random(seed)
-    rate, burst = Fraction(rng.choice([1, 2, 4])), rng.choice([1, 2])
-    max_wait, max_waiting = Fraction(rng.choice([1, 2, 4]), 4), rng.choice([1, 2, 3])
+    drawn = WaitingLimiter.draw(rng, algorithm)
+    burst = drawn.burst
     loop = VirtualLoop()
     clock = TaskClock(loop)
     limiter = RateLimiter(
         f"lin-aw-{seed}",
-        RateLimiterConfig(
-            rate=float(rate),
-            burst=burst,
-            max_wait=float(max_wait),
-            max_waiting=max_waiting,
-            algorithm=algorithm,
-        ),
+        drawn.config(),
         clock=clock,
     )
     ops: list[Op] = []
@@ -664,7 +657,7 @@ def waiting_limiter_async_history(seed: int, algorithm: str, tasks: int = 4, per
     bucket = algorithm == "token_bucket"
     history = renumber(ops)
     first = Fraction(burst) if bucket else ()
-    model = waiting_limiter_model(rate, burst, max_wait, max_waiting, bucket=bucket)
+    model = drawn.model()
     ends = linearizations({(first, Fraction(0), 0, ())}, history, model)
     assert ends, "no linearization: " + "; ".join(
         f"t{op.thread} {op.name}({op.arg})={op.result} [{op.start},{op.end}]" for op in history
