@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from loops_support import NEW_LOOPS, LoopTimers
+from parity_support import FakeTimeLoop
 from support import CountingLock, collect_inside, run_threads, until, until_sync
 
 from otel_resilience.engine import timer as engine_timer
@@ -40,6 +41,8 @@ from otel_resilience.patterns.bulkhead import (
     BulkheadConfig,
 )
 from otel_resilience.patterns.bulkhead import _core as bulkhead_core
+from otel_resilience.patterns.timeout import fail_after
+from otel_resilience.testing import FakeClock
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -993,6 +996,52 @@ def test_a_stopped_loops_waiter_past_its_timeout_gives_its_place_to_a_caller_tha
     assert_idle(bulkhead)
 
 
+def test_a_stopped_loops_waiter_cancelled_before_its_place_is_freed_is_one_cancelled_call():
+    """The task of a waiter whose loop stopped past its timeout is cancelled, then a caller takes its place.
+
+    Its cancellation came before the look that ends its wait: it leaves counted ``cancelled``
+    (not ``timed_out``), as it does when its task resumes first, and raises its
+    ``CancelledError`` once its loop runs again, with no queue timeout reported.
+    """
+    bulkhead = Bulkhead(
+        "stopped-cancelled-overdue", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05)
+    )
+    core = bulkhead._core
+    take_slot(bulkhead)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def never():
+            return "never"
+
+        task = queue_on_a_loop(bulkhead, loop, never)  # its loop stops with it queued
+        stopped = core._queue[0]
+        until_sync(lambda: loop.time() > stopped.timer_when)  # its timeout passed, unseen by its timer
+        task.cancel()  # its loop stopped: its task sees it when the loop runs again
+        results: list[object] = []
+
+        def caller():
+            try:
+                results.append(call_within(bulkhead, 5.0))
+            except BulkheadFullError as error:
+                results.append(error)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        until_sync(lambda: bulkhead.stats.waiting == 1 and core._queue[0] is not stopped)
+        core.release()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert results == ["later"]
+        with pytest.raises(asyncio.CancelledError):
+            loop.run_until_complete(asyncio.wait_for(task, 5))
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["timed_out"], stats["rejected"], stats["cancelled"]) == (2, 0, 0, 1)
+    assert_idle(bulkhead)
+
+
 def test_a_queue_full_of_live_waiters_still_refuses_a_new_caller():
     """Only the places of waiters that can never run are freed: live waiters keep theirs."""
     bulkhead = Bulkhead("live-queue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
@@ -1301,6 +1350,66 @@ async def test_a_wait_cancelled_once_it_timed_out_is_reported_once_by_its_task(r
     gate.set()
     await asyncio.gather(*tasks)
     assert_idle(bulkhead)
+
+
+async def test_a_wait_cancelled_before_its_timeout_fired_is_one_cancelled_call(recorder):
+    """The task is cancelled, then the timer fires before the task resumes: the cancellation came first.
+
+    The queue timeout ends only a wait that is still the caller's: one whose cancellation was
+    requested before the timer fired leaves as a cancelled call (no ``timed_out``, no
+    ``queue_timeout`` event), as it does when its task resumes before the timer fires.
+    """
+    bulkhead = Bulkhead(
+        "cancelled-then-timed-out", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60)
+    )
+    gate, tasks = await occupy(bulkhead, 1)
+    waiting = asyncio.create_task(call(bulkhead, "async"))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    waiter = bulkhead._core._queue[0]
+    waiting.cancel()  # the caller is cancelled ...
+    waiter.fire()  # ... and the loop timer fires the wait's timeout in the same instant
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert recorder.of(Event.CALL_REJECTED) == []
+    stats = bulkhead.get_stats()
+    assert (stats["timed_out"], stats["cancelled"], stats["waiting"]) == (0, 1, 0)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert_idle(bulkhead)
+
+
+def test_a_wait_whose_enclosing_deadline_fires_first_at_its_queue_timeout_is_that_deadlines(recorder):
+    """A scope's deadline at the very time of the queue timeout, its timer entry first: the scope's timeout.
+
+    On a loop of virtual time, the scope (entered before the call queued) and the queue timeout
+    are due at the same loop time; the loop's shared timer fires the scope's entry first, which
+    cancels the waiting task, then the waiter's: the wait ends as the scope's timeout, counted
+    ``cancelled`` (README, "Bulkhead"), not ``timed_out``.
+    """
+    clock = FakeClock(1000.0)
+    loop = FakeTimeLoop(clock)
+
+    async def scenario() -> None:
+        bulkhead = Bulkhead(
+            "deadline-at-the-queue-timeout", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60)
+        )
+        gate, tasks = await occupy(bulkhead, 1)
+        with pytest.raises(OperationTimeoutError) as caught:
+            async with fail_after(60, clock=clock, operation="total"):
+                await call(bulkhead, "async")
+        assert (type(caught.value), caught.value.operation) == (OperationTimeoutError, "total")
+        assert clock.now() == 1060.0  # both were due then
+        assert recorder.of(Event.CALL_REJECTED) == []
+        stats = bulkhead.get_stats()
+        assert (stats["timed_out"], stats["cancelled"], stats["waiting"]) == (0, 1, 0)
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert_idle(bulkhead)
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
 
 
 async def test_pipeline_node_reports_with_its_pipeline_name(recorder):

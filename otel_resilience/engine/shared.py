@@ -22,6 +22,9 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import Registry
 from otel_resilience.engine.validation import fail
 
+if TYPE_CHECKING:
+    from otel_resilience.engine.event_args import StateChanged
+
 __all__ = [
     "STORES",
     "STORE_COUNTS",
@@ -44,8 +47,9 @@ class PeerCounts(abc.ABC):
     ``merged`` adds the latest counts of the other replicas (as the store last read them) to the
     local ones, ``merged_probes`` their probe successes (and the slow ones among them) of the
     current HALF_OPEN period; ``failed`` and ``probed`` say a call just failed or a probe just
-    succeeded, so the store reports it at once rather than with its next batch. All only read or
-    set plain attributes: none waits on the network.
+    succeeded, so the store reports it at once rather than with its next batch; ``acted`` tells
+    an operator's action that changed nothing here (asked outside the breaker's lock). All only
+    read or set plain attributes: none waits on the network.
     """
 
     __slots__ = ()
@@ -65,6 +69,15 @@ class PeerCounts(abc.ABC):
     @abc.abstractmethod
     def probed(self) -> None:
         """Note that a HALF_OPEN probe just succeeded (reported at once; never blocks)."""
+
+    @abc.abstractmethod
+    def acted(self, change: StateChanged) -> None:
+        """Note an operator's action that left the local state as it was (``change``: from it to it).
+
+        A reset of a breaker CLOSED here, say: no transition of this replica, but an action for
+        every replica (some of which may be OPEN), which the store tells them as it tells a
+        transition (never blocks).
+        """
 
 
 class SharedStore(abc.ABC):

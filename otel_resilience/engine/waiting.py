@@ -15,8 +15,11 @@ An async wait gives up on its loop's shared timer (:mod:`otel_resilience.engine.
 :class:`AsyncWaiter` is its own timer entry, so that a queued call allocates nothing more); a timeout
 is counted (:meth:`WaitQueue.expire`) when it fires, and reported (:meth:`WaitOwner.wait_timed_out`) by
 the waiting task when it resumes, in its own context (its span gets the rejection event), so a
-waiter holds no copy of its context; a caller cancelled in that same instant is still one
-timed-out call and one report, made as the cancellation passes. A sync wait gives up on its
+waiter holds no copy of its context. The wait ends as what came first: a caller cancelled after
+the timer fired, before its task resumed, is still one timed-out call and one report, made as
+the cancellation passes; one whose cancellation was requested before the timer fired (its
+task's future is cancelled: :meth:`Waiter.cancel_requested`) is not timed out: the queue counts
+it as a cancelled call. A sync wait gives up on its
 lock's wait timeout, or sooner at the effective deadline of an enclosing timeout scope
 (:func:`~otel_resilience.engine.deadline.time_left`), because a thread cannot be
 interrupted later: that is the scope's timeout, not the queue's (the waiter leaves the queue as
@@ -159,12 +162,25 @@ class Waiter(Wait, TimerEntry):
         """Whether its timeout has passed but cannot end its wait (its event loop is stopped)."""
         return False
 
+    def cancel_requested(self) -> bool:
+        """Whether its call's cancellation was requested and has not reached the wait yet.
+
+        Such a wait ended first by the cancellation (its task's, by its caller or by the scope
+        of an enclosing deadline whose timer entry fired first): a queue timeout that comes
+        before its task resumes counts it as cancelled (:meth:`WaitQueue.expire`), as the task
+        does when it resumes first. A thread's wait is never cancelled so.
+        """
+        return False
+
     @abc.abstractmethod
     def wake(self) -> bool:
         """Wake the waiter (to take its place, or to look again); ``False`` if it never can."""
 
     def fire(self) -> None:
         """Timer callback, at the queue timeout: end the wait if still queued, and wake the waiter.
+
+        The queue counts the wait as what ended it first (:meth:`WaitQueue.expire`): the timeout,
+        or a cancellation requested before it (:meth:`cancel_requested`).
 
         A waiter the queue timed out already (:meth:`overdue`, while its loop was stopped) is
         woken too, and so is one handed a place whose task has not resumed yet: its wake-up may
@@ -251,6 +267,10 @@ class AsyncWaiter(Waiter):
     def gone(self) -> bool:
         """Whether its loop is closed."""
         return self.loop.is_closed()
+
+    def cancel_requested(self) -> bool:
+        """Whether its task was cancelled while it awaits :attr:`future` (``Task.cancel`` cancels it)."""
+        return self.future.cancelled()
 
     def overdue(self) -> bool:
         """Whether its loop is stopped past its queue timeout (once its task waits: the timer's time)."""
@@ -341,7 +361,10 @@ class WaitQueue(Protocol):
         ...
 
     def expire(self, waiter: Waiter) -> bool:
-        """End a waiter's wait at its timeout (counting it).
+        """End a waiter's wait at its timeout (counting it: timed out, or cancelled if that came first).
+
+        A waiter whose cancellation was requested before (:meth:`Waiter.cancel_requested`) leaves
+        counted as cancelled, not timed out: what ended its wait first.
 
         Returns:
             ``True`` if it left the queue; ``False`` if it was handed a place (just before, or

@@ -271,7 +271,8 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
       proxy URL it cannot use, ``InvalidProxyURL`` too), known by their names whatever was
       imported before (:data:`_NOT_SENT`), and the ``ValueError`` aiohttp and requests (http.client) raise for
       a header with a control character, and requests (urllib3, the socket) for a ``timeout`` it
-      cannot use (``(1, 2, 3)``, ``-1``, a NaN), before a byte is written (told by where it was raised:
+      cannot use (``(1, 2, 3)``, ``-1``, a NaN; a ``Decimal``'s ``TypeError``, an infinity's
+      ``OverflowError``), before a byte is written (told by where it was raised:
       :func:`~otel_resilience.integrations.sending.refused_as_made`, a subclass of it made by
       :func:`~otel_resilience.integrations.sending.refused`);
     * a request under way when its client closed (its retry backing off, queued in a bulkhead):

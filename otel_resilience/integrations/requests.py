@@ -30,8 +30,10 @@ A header http.client refuses to write (a control character in one an auth set, w
 does not check: its ``ValueError``, nothing sent) is the caller's mistake: not sent again, not
 counted by the breaker (a :class:`~otel_resilience.integrations.http.RequestNotSentError`). So is
 a ``timeout`` requests cannot use (``(1, 2, 3)``, ``-1``, a NaN, ``("abc", 1)``: requests',
-urllib3's or the socket's ``ValueError`` as a connection opens or a pooled one takes it), which
-the deadline's capping passes on as it is (:func:`_capped`).
+urllib3's or the socket's ``ValueError`` as a connection opens or a pooled one takes it; a
+``Decimal``: the socket's ``TypeError``; an infinity or an int past the floats, with no deadline
+to cap it: the socket's or urllib3's ``OverflowError``), which the deadline's capping passes on as
+it is (:func:`_capped`).
 
 A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
 in a bulkhead's queue or for a rate limiter's permit, or, with ``pool_block=True``, for a free
@@ -148,11 +150,17 @@ def _capped_timeout(timeout: Timeout, left: float) -> Timeout:
     return Timeout(connect=capped[0], read=capped[1], total=capped[2])
 
 
-def _within(limit: object, left: float) -> float:
-    """Return a urllib3 Timeout's connect or read ``limit`` capped by ``left``."""
+def _within(limit: Any, left: float) -> Any:
+    """Return a urllib3 Timeout's connect or read ``limit`` capped by ``left`` (unset: ``left``).
+
+    A limit is a number urllib3 took (its check reads it as a float): one of a type the socket
+    refuses (a ``Decimal``) is capped as any, so that it stays what it was unless ``left`` is
+    less, and is refused by the socket as without a deadline. Taken for an unset one, it was
+    replaced by ``left``, a longer limit than the caller's.
+    """
     if limit is Timeout.DEFAULT_TIMEOUT:
         limit = socket.getdefaulttimeout()
-    return min(limit, left) if isinstance(limit, (int, float)) else left
+    return left if limit is None else min(limit, left)
 
 
 def _bound_waits(manager: PoolManager, http: HttpPolicy) -> None:
@@ -390,15 +398,18 @@ _CHECKS: Final = (
 """The code that refuses a request as the caller made it before a byte of it is sent: a
 ``ValueError`` raised in it is requests' (urllib3's, the socket's) own refusal, never the host's
 failure (:func:`refused_as_made`): a header with a control character (:data:`_PUT_HEADER`); a
-limit of a timeout that is no positive number (urllib3's check of each); a NaN, which urllib3 lets
-through and the socket refuses as urllib3 opens a connection (``create_connection``; on a pooled
-one, :data:`_RAISING`). requests' own refusal of a tuple that is no ``(connect, read)`` pair is
-raised by ``HTTPAdapter.send`` itself (:data:`_RAISING`)."""
+limit of a timeout that is no positive number (urllib3's check of each, whose ``OverflowError``
+refuses an int past the floats); a NaN, a ``Decimal`` or an infinity, which urllib3 lets through
+and the socket refuses (a ``ValueError``, ``TypeError`` or ``OverflowError``) as urllib3 opens a
+connection (``create_connection``; on a pooled one, :data:`_RAISING`). requests' own refusal of
+a tuple that is no ``(connect, read)`` pair is raised by ``HTTPAdapter.send`` itself
+(:data:`_RAISING`)."""
 _RAISING: Final = (HTTPAdapter.send.__code__, HTTPConnection.request.__code__)
-"""The code whose own plain ``ValueError`` refuses the request's timeout, before a byte is sent
-(:func:`refused_as_made`): requests' ``HTTPAdapter.send`` (its ``InvalidHeader``, a subclass, is a
-response's malformed header: the host's failure); urllib3's ``HTTPConnection.request``, where the
-socket refuses a NaN as a pooled connection takes the request's timeout, before writing it (a
+"""The code whose own plain ``ValueError`` (``TypeError``, ``OverflowError``) refuses the request's
+timeout, before a byte is sent (:func:`refused_as_made`): requests' ``HTTPAdapter.send`` (its
+``InvalidHeader``, a subclass, is a response's malformed header: the host's failure); urllib3's
+``HTTPConnection.request``, where the socket refuses a NaN (a ``Decimal``, an infinity) as a
+pooled connection takes the request's timeout, before writing it (a
 body's text it cannot encode is a ``UnicodeEncodeError``, a subclass; a body iterator of builtins
 raising there is the caller's failure too, the request never sent whole)."""
 

@@ -729,11 +729,12 @@ def closed_during(error: BaseException, index: int | None = None) -> None:
 def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[CodeType, ...] = ()) -> bool:
     """Whether ``error`` is a client's refusal of the request as the caller made it, before a byte is sent.
 
-    The one rule of a request a client will not send as it is: the ``ValueError`` raised in a
-    call of one of ``checks``, the client's code that judges the request before a byte of it is
-    written, or a plain ``ValueError`` raised by one of ``raising`` itself (its own ``raise``, or
+    The one rule of a request a client will not send as it is: a refusal (:data:`_REFUSALS_OF_A_VALUE`:
+    a ``ValueError``, ``TypeError`` or ``OverflowError``) raised in a call of one of ``checks``,
+    the client's code that judges the request before a byte of it is written, or a plain one
+    (of exactly one of those classes) raised by one of ``raising`` itself (its own ``raise``, or
     a builtin it calls: the last frame of the error's traceback; a code every error of the send
-    passes through, which judges something first, or whose other plain ``ValueError`` can only
+    passes through, which judges something first, or whose other plain such error can only
     be such a refusal). A subclass ``raising`` raises is no such refusal: it may stand for the
     host's answer (requests' ``InvalidHeader``, a ``ValueError``, for a response whose
     ``Content-Length`` holds unmatching values, raised by ``HTTPAdapter.send`` once the request
@@ -741,18 +742,26 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[Code
     A header with a control character in its name or value (a token read from a file with its
     newline): aiohttp's ``StreamWriter.write_headers``, http.client's ``putheader`` under
     requests, as httpx's ``LocalProtocolError`` (known by its class). A timeout requests cannot
-    use (a tuple that is no ``(connect, read)`` pair, a limit that is no positive number, a NaN):
+    use (a tuple that is no ``(connect, read)`` pair, a limit that is no positive number, a NaN;
+    one of a type the socket does not take, a ``Decimal``: its ``TypeError``; one past what it
+    can hold, an infinity or an int past the floats: its or urllib3's ``OverflowError``):
     requests' ``HTTPAdapter.send`` (``raising``), urllib3's check of each limit, the socket's
     ``settimeout`` as urllib3 opens a connection, or gives a pooled one the request's timeout
     (urllib3's ``HTTPConnection.request``, ``raising``). No host saw the request, and the client would
     refuse it again: the client raises it as :func:`refused` makes it (the breaker ignores it;
     nothing sends the request again). Asked on a send's error only.
     """
-    if not isinstance(error, ValueError):
+    if not isinstance(error, _REFUSALS_OF_A_VALUE):
         return False
-    if raising and type(error) is ValueError and _raised_by(error, raising):
+    if raising and type(error) in _REFUSALS_OF_A_VALUE and _raised_by(error, raising):
         return True
     return any(raised_in(error, code) for code in checks)
+
+
+_REFUSALS_OF_A_VALUE: Final = (ValueError, TypeError, OverflowError)
+"""What a client's check raises for a value of the request it will not use (:func:`refused_as_made`):
+a wrong value (``ValueError``), one of a wrong type (``TypeError``), one out of its range
+(``OverflowError``)."""
 
 
 def _raised_by(error: BaseException, codes: tuple[CodeType, ...]) -> bool:

@@ -149,6 +149,7 @@ class SharedBreaker(PeerCounts):
         "_late",
         "_lease_due",
         "_lock",
+        "_made_in",
         "_max_age",
         "_open_reason",
         "_peer_probes",
@@ -178,6 +179,10 @@ class SharedBreaker(PeerCounts):
         """The transition queued was made while the store could not reach Redis, or its publication
         failed (:meth:`RedisStore._queue`): an operator's action is then published as any
         transition is (:meth:`_publication`, :data:`_OPERATOR_WINS`)."""
+        self._made_in = 0
+        """The cluster's period (:attr:`epoch`) the transition queued was made in: a late one is
+        published from it (:func:`publish_states`), so that a period the replica took since (on
+        rejoining Redis, before the publication was sent) makes it fail as the others' later word."""
         self._peers = _NO_COUNTS
         self._peer_probes = 0
         """The other replicas' probe successes in this period, as last read from the store."""
@@ -276,6 +281,16 @@ class SharedBreaker(PeerCounts):
             self._open_reason = change.reason
         self._store._queue(self, change)
 
+    def acted(self, change: StateChanged) -> None:
+        """An operator's action that left the breaker's state as it was here: published as a transition is.
+
+        The action is every replica's (README, "Shared state on Redis"): a reset made on a
+        replica that is CLOSED (it had not yet heard of another's ``force_open``, or never takes
+        the cluster's state) closes the replicas that are OPEN, as a reset of an OPEN replica
+        does. Not published, they stayed OPEN (for good after a ``force_open()`` until reset).
+        """
+        self._store._queue(self, change)
+
     def publish(self, client: Any, change: StateChanged) -> None:
         """Publish a local transition (compare-and-set on :attr:`epoch`); adopt the cluster's if it moved.
 
@@ -296,8 +311,16 @@ class SharedBreaker(PeerCounts):
         argv.append(f"{self._prefix}:")  # the period it ends takes its probe keys with it
         return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv
 
-    def _published(self, reply: Any) -> None:
-        """Take the ``PUBLISH_STATE`` reply to a transition: this replica's new period, or the cluster's.
+    def _published(self, reply: Any, change: StateChanged) -> None:
+        """Take the ``PUBLISH_STATE`` reply to ``change``: this replica's new period, or the cluster's.
+
+        A period published is the cluster's, and this replica's too: if the replica took another
+        state meanwhile (a transition of another replica delivered between its own and its
+        publication: an operator's ``force_open`` there, then a ``reset`` here, made before this
+        replica heard of it), it takes the one it published (:meth:`_adopt`), unless a later
+        transition of its own waits to be published (:meth:`RedisStore._queued`). Left in the
+        other, it ran apart from the cluster: OPEN beside a CLOSED cluster, until its next read
+        of the cluster's state published its OPEN again, which undid the reset everywhere.
 
         Raises:
             Exception: ``reply`` is an outage (:meth:`accepted`).
@@ -308,8 +331,13 @@ class SharedBreaker(PeerCounts):
             self.epoch = max(self.epoch, int(reply[1]))
             self._forget()  # a new period: no lease held in it yet, so no probe either
             breaker = self.breaker
-            if breaker is not None:
+            if self._store._queued(self) and breaker is not None:
+                # A later transition of this replica waits to be published: its state is the
+                # one this replica has, not the one this reply confirms.
                 self._apply_probe_limit(breaker)
+                return
+            open_ms = _ms(change.duration) if change.new == "open" else -1
+            self._adopt(self.epoch, change.new, open_ms, change.reason)  # no change if it is in it
             return
         self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
 
@@ -730,12 +758,18 @@ def _publish_batch(
             held.enter_context(link._lock)
         errors = changes[0][0]._store._redis_errors
         try:
-            replies = _eval_batch(client, (link._publication(change, link.epoch) for link, change in changes))
+            replies = _eval_batch(
+                client,
+                (
+                    link._publication(change, link._made_in if link._late else link.epoch)
+                    for link, change in changes
+                ),
+            )
         except errors as error:  # the round trip failed: every reply is that outage
             replies = [error] * len(changes)
         for (link, change), reply in zip(changes, replies, strict=True):
             try:
-                link._published(reply)
+                link._published(reply, change)
             except errors as error:
                 outage = outage or error
                 unsent.append((link, change))

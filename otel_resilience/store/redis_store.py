@@ -751,9 +751,15 @@ class RedisStore(SharedStore):
             if replace:
                 self._pending[id(link)] = (link, change)
                 link._late = self._degraded  # made while Redis was away: others may act meanwhile
+                link._made_in = link.epoch
             elif self._pending.setdefault(id(link), (link, change))[1] is change:
                 link._late = True  # its publication failed: sent late
         self._wake.set()
+
+    def _queued(self, link: SharedBreaker) -> bool:
+        """Whether a transition of ``link`` waits to be published (later than any in flight)."""
+        with self._lock:
+            return id(link) in self._pending
 
     def _run(self) -> None:
         """The store's thread: publish, report, hold leases, resynchronise; back off while down."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ import httpx
 import pytest
 import requests
 from support import BackoffCheck, ScriptedHTTPServer
+from urllib3.util import Timeout
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
@@ -234,6 +237,80 @@ def test_requests_a_nan_timeout_on_a_reused_connection_is_not_the_hosts_failure(
         assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
         assert session.get(f"http://{host}/b", timeout=5).status_code == 200  # the breaker let it through
     assert server.count("/a") == 0  # never sent
+
+
+def _with_decimals() -> Timeout:
+    return Timeout(connect=Decimal("2.5"), read=Decimal("2.5"))
+
+
+@_LEAKED_SOCKET  # a socket urllib3 opened, whose settimeout refused the timeout
+@pytest.mark.parametrize("pooled", [False, True], ids=["new-connection", "pooled-connection"])
+@pytest.mark.parametrize(
+    ("timeout", "deadline", "kind"),
+    [
+        (Decimal("2.5"), None, TypeError),
+        (Decimal("2.5"), 5.0, TypeError),
+        (Fraction(5), None, TypeError),
+        (Fraction(5), 5.0, TypeError),
+        ((Decimal("2.5"), Decimal("2.5")), None, TypeError),
+        (_with_decimals, None, TypeError),
+        (_with_decimals, 5.0, TypeError),
+        (math.inf, None, OverflowError),
+        (10**400, None, OverflowError),
+    ],
+    ids=[
+        "decimal",
+        "decimal-deadline",
+        "fraction",
+        "fraction-deadline",
+        "pair",
+        "urllib3",
+        "urllib3-deadline",
+        "inf",
+        "huge-int",
+    ],
+)
+def test_requests_a_timeout_of_a_type_or_size_the_socket_refuses_is_not_the_hosts_failure(
+    timeout: Any, deadline: float | None, kind: type[Exception], pooled: bool, server: ScriptedHTTPServer
+) -> None:
+    """A timeout the socket cannot take (a ``Decimal``: its ``TypeError``; an infinity, an int past
+    the floats: its or urllib3's ``OverflowError``) is the caller's mistake, refused before a byte is
+    sent: the client's own error reaches the caller, the host's breaker counts nothing, and nothing
+    the caller gave (the adapter's ``max_retries``, a urllib3 ``Timeout``) is changed.
+
+    Was: counted as the host's failure, so that one such request opened the breaker of its host (a
+    threshold of one) for every other request to it; and under a deadline, a urllib3 ``Timeout``
+    whose limits were ``Decimal`` had them replaced by the time left (a longer limit than the
+    caller's), and was sent. Under a deadline, an infinity or a huge number is capped to the time
+    left, and sent.
+    """
+    if callable(timeout):
+        timeout = timeout()
+    given = dict(vars(timeout)) if isinstance(timeout, Timeout) else None
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(
+        name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE, timeout=deadline
+    )
+    adapter = ResilientAdapter(config, manager=manager)
+    retries = adapter.max_retries
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        if pooled:
+            assert session.get(f"http://{host}/warm", timeout=5).status_code == 200  # its connection pooled
+        with pytest.raises(kind) as caught:
+            session.get(f"http://{host}/a", timeout=timeout)
+        assert isinstance(caught.value, RequestNotSentError)
+        assert type(caught.value).__name__ == kind.__name__  # the client's own error, as it raised it
+        stats = _breaker(manager, "refused", host)
+        assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+        assert session.get(f"http://{host}/b", timeout=5).status_code == 200  # the breaker let it through
+    assert server.count("/a") == 0  # never sent
+    assert adapter.max_retries is retries
+    assert (retries.total, retries.read) == (0, False)
+    assert given is None or vars(timeout) == given
+    del caught
+    gc.collect()  # urllib3's socket the timeout was refused for, left open: reported in this test
 
 
 def test_requests_a_response_with_a_malformed_header_is_the_hosts_failure(server: ScriptedHTTPServer) -> None:

@@ -183,6 +183,109 @@ def test_isolation_and_reset_are_cluster_wide(replicas: Replica) -> None:
     wait_for(lambda: all(x.state is CircuitState.CLOSED for x in (a, b, c)), 2.0, "all CLOSED")
 
 
+def _link(breaker: CircuitBreaker) -> SharedBreaker:
+    link = breaker._core._shared
+    assert isinstance(link, SharedBreaker)
+    return link
+
+
+def _stays_closed(redis_url: str, *breakers: CircuitBreaker) -> None:
+    """Wait until every breaker and the cluster are CLOSED, then for each store's next reads of the cluster."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    server = redis.Redis.from_url(redis_url)
+    try:
+        closed = lambda: all(b.state is CircuitState.CLOSED for b in breakers)  # noqa: E731
+        wait_for(lambda: closed() and server.hget("svc:cb:db:state", "state") == b"closed", 5.0, "all CLOSED")
+        stores = [_link(b)._store for b in breakers]
+        ops = [store.ops for store in stores]
+        wait_for(lambda: all(s.ops >= o + 2 for s, o in zip(stores, ops, strict=True)), 5.0, "reads made")
+        assert closed()
+        assert server.hget("svc:cb:db:state", "state") == b"closed"
+    finally:
+        server.close()
+
+
+def _forced_open_unheard(a: CircuitBreaker, b: CircuitBreaker, redis_url: str) -> int:
+    """``b.force_open()`` published while ``a`` cannot take it yet (its link's lock held); return its epoch.
+
+    The caller holds ``a``'s link lock: its subscriber's delivery of the transition waits for it,
+    as does the store thread's publication of ``a``'s own.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    server = redis.Redis.from_url(redis_url)
+    try:
+        b.force_open()
+        wait_for(lambda: server.hget("svc:cb:db:state", "state") == b"open", 5.0, "b's force_open published")
+        return int(server.hget("svc:cb:db:state", "epoch") or 0)
+    finally:
+        server.close()
+
+
+def test_a_reset_on_a_replica_still_closed_closes_the_replicas_that_are_open(
+    replicas: Replica, redis_url: str
+) -> None:
+    """An operator's reset on a replica that had not yet heard of another's force_open applies to all.
+
+    Its breaker was CLOSED already, so the reset changed nothing there: it was published not at
+    all, and the other replicas (and this one, once it heard) stayed OPEN until a next reset,
+    for good after a ``force_open()`` with no duration. The README: a reset on one replica
+    applies to all.
+    """
+    a, b, c = (replicas(resync_interval=0.2) for _ in range(3))
+    with _link(a)._lock:  # a hears nothing meanwhile, nor publishes
+        _forced_open_unheard(a, b, redis_url)
+        wait_for(_opened(b, c), 5.0, "b and c OPEN")
+        assert a.state is CircuitState.CLOSED
+        a.reset()  # the operator's last word
+    _stays_closed(redis_url, a, b, c)
+
+
+def test_a_reset_published_after_its_replica_took_the_earlier_force_open_closes_it_too(
+    replicas: Replica, redis_url: str
+) -> None:
+    """The reset is published after its replica took the earlier force_open it had not heard of: it closes too.
+
+    The delivery of the force_open comes between the reset and its publication (made here, in
+    that order, while the store's thread waits for the link's lock). The publication closes the
+    cluster; the replica, OPEN from the delivery, takes the state it published. It stayed OPEN,
+    then published its OPEN again at its next read of the cluster (a replica OPEN facing a
+    CLOSED cluster of its period takes it for its own trip), and the reset was undone everywhere.
+    """
+    a, b = replicas(resync_interval=0.2), replicas(resync_interval=0.2)
+    link = _link(a)
+    with link._lock:
+        epoch = _forced_open_unheard(a, b, redis_url)
+        a.reset()  # queued: published once the lock is free
+        link.on_message("another replica", epoch, "open", -2, "forced")  # the delivery, first
+        assert a.state is CircuitState.OPEN
+    _stays_closed(redis_url, a, b)
+
+
+def test_a_publication_answered_while_a_later_transition_of_its_replica_waits_keeps_the_later_state(
+    replicas: Replica,
+) -> None:
+    """The reply to an earlier transition does not undo a later one of the same replica still queued.
+
+    The replica takes the state it published only when nothing of its own is on its way: here a
+    reset's reply comes back after the replica was forced OPEN (that transition queued while the
+    store's thread waits for the link's lock). Taking the reset's CLOSED, it ran CLOSED until its
+    OPEN was published and taken again, reporting two transitions that were never an operator's.
+    """
+    a = replicas(resync_interval=0.2)
+    link = _link(a)
+    with link._lock:
+        a.force_open()  # queued: published once the lock is free
+        assert a.state is CircuitState.OPEN
+        link._published(
+            [1, link.epoch + 1], StateChanged("closed", "closed", "reset")
+        )  # an earlier reset's reply
+        assert a.state is CircuitState.OPEN
+    wait_for(lambda: a.state is CircuitState.OPEN and not link._store._queued(link), 5.0, "OPEN published")
+    assert a.state is CircuitState.OPEN
+
+
 def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     """Another namespace, another name (even one with ':'), another key: each keeps its own state."""
     a = replicas("db")

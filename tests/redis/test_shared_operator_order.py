@@ -49,9 +49,15 @@ def test_a_reset_queued_while_its_replica_was_cut_off_does_not_undo_a_later_forc
     wait_for(lambda: server.hget(key, "state") == b"closed", 10.0, "reset published")
     last.force_open()
     wait_for(lambda: server.hget(key, "state") == b"open", 10.0, "force_open published")
+    changes: list[str] = []
+    last.on_state_change(lambda change: changes.append(change.new))
     proxy.set("pass")
     wait_for(lambda: late.state is CircuitState.OPEN or last.state is CircuitState.CLOSED, 15.0, "rejoined")
     time.sleep(1.0)  # a few rounds: the queued reset sent, each replica's reads made
 
     assert last.state is CircuitState.OPEN
     assert late.state is CircuitState.OPEN
+    # Never closed meanwhile: the late reset, published from the period it was made in, fails
+    # (it was published from the period its replica took on rejoining, and closed the cluster
+    # until that replica, left OPEN, published its OPEN again).
+    assert changes == []

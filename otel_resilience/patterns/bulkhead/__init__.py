@@ -57,8 +57,11 @@ Design:
   timeout: it leaves the queue as a cancelled call (``cancelled``), not a ``timed_out`` one.
 * **Telemetry:** each rejection reports ``Event.CALL_REJECTED`` with
   ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. A queue
-  timeout is counted and reported when the wait expires, so a caller cancelled in that same
-  instant is still one ``timed_out`` call and one event (it sees ``CancelledError``). Counts
+  timeout is counted when its timer fires and reported when the task resumes, so a caller
+  cancelled after the timer fired, before its task resumed, is still one ``timed_out`` call and
+  one event (it sees ``CancelledError``); one whose cancellation was requested before the timer
+  fired (by its caller, or by an enclosing deadline due first) is a ``cancelled`` call, with no
+  event (:meth:`~otel_resilience.engine.waiting.Waiter.cancel_requested`). Counts
   that move on every call are integers in :class:`BulkheadStats` (the rejections made without
   the lock an exact lock-free counter), read by observable instruments through
   :data:`~otel_resilience.engine.registry.BULKHEADS`.

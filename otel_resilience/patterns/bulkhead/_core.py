@@ -337,11 +337,21 @@ class _BulkheadCore(BulkheadStats):
         return expired
 
     def _expire_locked(self, waiter: Waiter) -> None:
-        """Take the queued ``waiter`` out of the queue at its timeout, counted ``timed_out``."""
+        """Take the queued ``waiter`` out of the queue at its timeout, counted as what ended its wait first.
+
+        ``timed_out``, unless its cancellation was requested before
+        (:meth:`~otel_resilience.engine.waiting.Waiter.cancel_requested`): then ``cancelled``, as
+        when its task resumes before the timeout; the task, resuming, finds it gone and raises
+        its ``CancelledError`` (no timeout reported).
+        """
         self._queue.remove(waiter)
         self.waiting -= 1
-        self.timed_out += 1
-        waiter.state = TIMED_OUT
+        if waiter.cancel_requested():
+            waiter.state = CANCELLED
+            self.cancelled += 1
+        else:
+            waiter.state = TIMED_OUT
+            self.timed_out += 1
 
     def resize(self, max_concurrent: int, max_waiting: int) -> None:
         """Change the limits now, keeping every call that runs or waits.
@@ -467,8 +477,9 @@ class _BulkheadCore(BulkheadStats):
         Called only when a call would be refused (every slot busy, the queue full): a place held
         by a waiter that will never run the call is no reason to refuse one that can. Such a
         waiter's loop is closed (it leaves, counted ``cancelled``), or stopped past its queue
-        timeout, which its loop's timer cannot fire (it leaves, counted ``timed_out``: when its
-        loop runs again, the timer wakes it to raise its timeout). The queue is looked through
+        timeout, which its loop's timer cannot fire (it leaves, counted ``timed_out``, or
+        ``cancelled`` if its cancellation was requested before, :meth:`_expire_locked`: when its
+        loop runs again, its task raises its timeout, or its cancellation). The queue is looked through
         at the first such refusal and then at every :data:`_ROOM_LOOK_EVERY`-th: under overload
         a rejection stays cheap (a look asks every waiter whether its loop is closed or
         stopped), and those waiters keep their places for that many refusals at most.

@@ -368,9 +368,17 @@ class _BreakerCore:
         self.force_state(_CLOSED, _REASON_RESET)
 
     def force_state(self, state: CircuitState, reason: str) -> None:
-        """Start a period in ``state`` now (CLOSED, DISABLED or METRICS_ONLY), its counts cleared."""
+        """Start a period in ``state`` now (CLOSED, DISABLED or METRICS_ONLY), its counts cleared.
+
+        An operator's action: a shared breaker already in ``state`` here (a reset of a CLOSED
+        one) makes no transition, but tells its store all the same (:meth:`PeerCounts.acted`),
+        since the action is every replica's, and another may not be in ``state``.
+        """
         with self._lock or self._make_lock():
+            shared = self._shared if self._permit.state is state else None
             change = self._transition_locked(state, reason)
+        if shared is not None:
+            shared.acted(StateChanged(state.value, state.value, reason))
         self._emit(change)
 
     def rates(self) -> tuple[float, float] | None:
