@@ -370,8 +370,9 @@ class NamedPolicies:
         their configs in one commit (:meth:`_reload`). A new name a call creates meanwhile (with
         the call's config) is judged again, as a policy that exists: reloaded if its config is
         not the one ``wanted`` gives it. A policy of ``owed`` (a refused reload of it was reported,
-        and none taken since) that ``wanted`` names with the config it has is reported reloaded
-        (a succeeded reload, its generation unchanged): the configuration given is in force.
+        and none taken since) that this batch leaves as it is (``wanted`` gives it the config it
+        has, or no longer names it) is reported reloaded (a succeeded reload, its generation
+        unchanged): the configuration given is applied, and the refusal is over.
 
         Returns:
             The handle of every policy ``wanted`` names.
@@ -392,7 +393,7 @@ class NamedPolicies:
             except _Taken:
                 continue  # a call created a new one: judged again, as a policy that exists
             for name in owed:
-                if name in wanted and name not in done and name in handles:
+                if name not in done and name in handles:
                     handles[name]._reloaded(handles[name].generation)
             return {name: done.get(name) or handles[name] for name in wanted}
 

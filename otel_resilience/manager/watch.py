@@ -141,7 +141,8 @@ def apply_file(
     one built, before any policy changes; the new policies are created with the reloads, in one
     commit, and a new one a call creates meanwhile is reloaded to the file's config if it has
     another. A refusal is reported once, for the policy it concerns. A policy of ``owed`` (a watch
-    reported a refused reload of it) the file gives the config it has counts a succeeded reload.
+    reported a refused reload of it) that the file leaves as it is (the config it has, or not
+    named) counts a succeeded reload.
 
     Returns:
         The handle of every policy the file names.

@@ -882,6 +882,33 @@ def test_a_good_file_put_back_after_a_refused_one_counts_a_succeeded_reload(
     assert _reloads(reader, "succeeded") == {"payments": 2, "search": 1}
 
 
+def test_a_file_applied_after_a_refused_one_counts_a_succeeded_reload_of_a_policy_it_no_longer_names(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """A file refused as a whole is reported for every policy of the last good file; the next file
+    applied ends the refusal for each of them, one it no longer names (left as it is) included, so
+    the runbook's check (`succeeded` grew after the failure) sees it end (was: that policy's
+    refusal was never followed by a succeeded reload)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        payments, search = manager.policy("payments"), manager.policy("search")
+        path.unlink()  # refused as a whole: reported for payments and search
+        assert not _look_twice(watch)
+        assert search.get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+        _write(path, "policies:\n  payments:\n    circuit_breaker: {failure_threshold: 4}\n")
+        assert _look_twice(watch)
+        assert not watch.stale
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+        assert search.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+        assert search.generation == 1  # left as it is: the file no longer names it
+        _write(path, "policies:\n  payments:\n    circuit_breaker: {failure_threshold: 5}\n")
+        assert _look_twice(watch)  # no refusal between: nothing owed
+        assert search.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}
+    assert _reloads(reader, "succeeded") == {"payments": 2, "search": 1}
+
+
 def _reloads(reader: InMemoryMetricReader, outcome: str) -> dict[str, int]:
     """The ``resilience.reload`` points of ``outcome``, by policy."""
     data = reader.get_metrics_data()
