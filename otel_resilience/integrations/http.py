@@ -296,6 +296,40 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
         return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
 
 
+_METHOD_NAMES: Final = "method names (str)"
+"""The rule of the items of :attr:`HttpOptions.retry_methods` (a ``TypeError``: of their type)."""
+
+
+def _set_of(owner: str, field: str, value: object, items: str, kind: type[Exception]) -> frozenset[Any]:
+    """Return ``value``, a ``set``, ``frozenset``, ``list`` or ``tuple``, as a frozenset.
+
+    Raises:
+        TypeError: ``value`` is none of those (a ``str`` is none: a set of its characters).
+        Exception: ``kind``, the error of a wrong item (``"<owner>.<field> must be <items>"``),
+            for an item that cannot be hashed (a list in the list), so is none of ``items``.
+    """
+    if isinstance(value, str) or not isinstance(value, (set, frozenset, list, tuple)):
+        raise fail(owner, field, "a set", value, kind=TypeError)
+    try:
+        return frozenset(value)
+    except TypeError:  # an unhashable item: no status, no method name
+        raise fail(owner, field, items, value, kind=kind) from None
+
+
+def _statuses(owner: str, field: str, value: object) -> frozenset[int]:
+    """Return ``value`` as a frozenset of HTTP statuses: the one rule of every set of statuses.
+
+    Raises:
+        TypeError: ``value`` is not a ``set``, ``frozenset``, ``list`` or ``tuple``.
+        ValueError: An item is not an ``int`` (a ``bool`` is none) from 100 to 599.
+    """
+    rule = "HTTP statuses (ints 100..599)"
+    statuses = _set_of(owner, field, value, rule, ValueError)
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
+        raise fail(owner, field, rule, value)
+    return statuses
+
+
 @dataclass(frozen=True, slots=True)
 class HttpOptions:
     """How an HTTP client integration judges and retries requests. Every field has a safe default.
@@ -361,17 +395,11 @@ class HttpOptions:
         defaulted = self.retry_after_statuses is None or type(self.retry_after_statuses) is _Derived
         if defaulted:
             object.__setattr__(self, "retry_after_statuses", RETRY_AFTER_STATUSES)
-        for field in ("failure_statuses", "retry_after_statuses", "retry_methods"):
-            value = getattr(self, field)
-            if isinstance(value, str) or not isinstance(value, (set, frozenset, list, tuple)):
-                raise fail("HttpOptions", field, "a set", value, kind=TypeError)
-        for field in ("failure_statuses", "retry_after_statuses"):
-            value = getattr(self, field)
-            statuses = frozenset(value)
-            if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
-                raise fail("HttpOptions", field, "HTTP statuses (ints 100..599)", value)
-            object.__setattr__(self, field, statuses)
-        retry_after = cast("frozenset[int]", self.retry_after_statuses)
+        failures = _statuses("HttpOptions", "failure_statuses", self.failure_statuses)
+        retry_after = _statuses("HttpOptions", "retry_after_statuses", self.retry_after_statuses)
+        methods = _set_of("HttpOptions", "retry_methods", self.retry_methods, _METHOD_NAMES, TypeError)
+        object.__setattr__(self, "failure_statuses", failures)
+        object.__setattr__(self, "retry_after_statuses", retry_after)
         if defaulted:  # 429 and 503, where they are failures
             object.__setattr__(self, "retry_after_statuses", _Derived(retry_after & self.failure_statuses))
         elif not retry_after <= self.failure_statuses:  # no failure: its header never read for it
@@ -381,11 +409,8 @@ class HttpOptions:
                 "failure statuses only (a response of another status is no failure, never retried for it)",
                 sorted(retry_after - self.failure_statuses),
             )
-        methods = frozenset(self.retry_methods)
         if not all(isinstance(m, str) for m in methods):
-            raise fail(
-                "HttpOptions", "retry_methods", "method names (str)", self.retry_methods, kind=TypeError
-            )
+            raise fail("HttpOptions", "retry_methods", _METHOD_NAMES, self.retry_methods, kind=TypeError)
         if not all(_TOKEN.fullmatch(m) for m in methods):  # "GET " or "" would match no request
             raise fail("HttpOptions", "retry_methods", "method names (HTTP tokens)", self.retry_methods)
         object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in methods))
@@ -461,10 +486,19 @@ class HttpRetryAfter:
     it carries. Any other outcome is read by ``retry_after_delay`` as it is.
 
     Attributes:
-        statuses: :attr:`HttpOptions.retry_after_statuses`.
+        statuses: :attr:`HttpOptions.retry_after_statuses` (a set, list or tuple is held as a
+            frozenset).
+
+    Raises:
+        TypeError: ``statuses`` is not a ``set``, ``frozenset``, ``list`` or ``tuple``.
+        ValueError: One of them is not an HTTP status (an ``int`` from 100 to 599).
     """
 
     statuses: frozenset[int] = RETRY_AFTER_STATUSES
+
+    def __post_init__(self) -> None:
+        # Checked as HttpOptions.retry_after_statuses is, once: each call reads the set.
+        object.__setattr__(self, "statuses", _statuses("HttpRetryAfter", "statuses", self.statuses))
 
     def __call__(self, outcome: Any) -> float | None:
         """Return the delay ``outcome`` asks for, or ``None`` for the policy's own backoff."""

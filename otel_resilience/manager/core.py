@@ -500,19 +500,37 @@ class ResilienceManager(NamedPolicies):
         """Return the breaker named ``name``, creating it with ``config`` on first use.
 
         Raises:
+            TypeError: ``name`` is not a ``str`` (an unhashable one too, which fails as a key:
+                named after the refusal, so a lookup pays nothing for it).
             ValueError: If a breaker of that name exists with a different config.
         """
-        with self._lock:
-            return self._breaker_locked(name, config, evict=True)
+        try:
+            with self._lock:
+                return self._breaker_locked(name, config, evict=True)
+        except TypeError:
+            given: object = name  # typed a str: an unhashable one failed as a key, unnamed
+            if isinstance(given, str):
+                raise
+        check_name("ResilienceManager.get_circuit_breaker", "name", given)  # raises, unchained
+        raise AssertionError("unreachable")
 
     def get_bulkhead(self, name: str, config: BulkheadConfig | None = None) -> Bulkhead:
         """Return the bulkhead named ``name``, creating it with ``config`` on first use.
 
         Raises:
+            TypeError: ``name`` is not a ``str`` (an unhashable one too, which fails as a key:
+                named after the refusal, so a lookup pays nothing for it).
             ValueError: If a bulkhead of that name exists with a different config.
         """
-        with self._lock:
-            return self._bulkhead_locked(name, config, evict=True)
+        try:
+            with self._lock:
+                return self._bulkhead_locked(name, config, evict=True)
+        except TypeError:
+            given: object = name  # typed a str: an unhashable one failed as a key, unnamed
+            if isinstance(given, str):
+                raise
+        check_name("ResilienceManager.get_bulkhead", "name", given)  # raises, unchained
+        raise AssertionError("unreachable")
 
     def _breaker_locked(
         self, name: str, config: CircuitBreakerConfig | None, *, evict: bool

@@ -186,7 +186,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             policy's breaker no longer in use (the ISOLATE failed: it left the breaker as it is).
 
         Raises:
-            TypeError: ``duration`` is not a number or ``timedelta``.
+            TypeError: ``duration`` is not a number or ``timedelta``, or ``reason`` not a ``str``.
             ValueError: ``duration`` is not finite and ``> 0``, or ``reason`` is unknown.
             RuntimeError: An operator's opening (``"forced"``, as every action below) of a named
                 policy's breaker no longer in use: its key was evicted, or a reload replaced it.
@@ -194,8 +194,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         seconds = None
         if duration is not None:
             seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
-        if reason not in _FORCE_REASONS:
-            raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
+        if reason not in _FORCE_REASONS:  # a str that names none is a ValueError, another type a TypeError
+            kind = ValueError if isinstance(reason, str) else TypeError
+            raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason, kind=kind)
         if reason == "forced":
             with self._held():
                 return self._core.force_open(seconds, reason)

@@ -25,7 +25,6 @@ from otel_resilience.engine.validation import (
     check_disjoint,
     check_duration,
     check_error_selector,
-    check_exception_types,
     check_int,
     check_not_generator,
     check_number,
@@ -123,14 +122,22 @@ process do not back off in step (the thundering herd jitter exists to break)."""
 
 
 def _enum_member(field: str, enum_cls: type[enum.Enum], value: object) -> Any:
-    """Return ``value`` as a member of ``enum_cls`` (its string value is accepted too)."""
+    """Return ``value`` as a member of ``enum_cls`` (its string value is accepted too).
+
+    Raises:
+        TypeError: ``value`` is neither a member nor a ``str`` (the wrong type, as every field says).
+        ValueError: ``value`` is a ``str`` that is no member's value.
+    """
     if isinstance(value, enum_cls):
         return value
+    allowed = ", ".join(repr(m.value) for m in enum_cls)
+    rule = f"a {enum_cls.__name__} (or one of {allowed})"
+    if not isinstance(value, str):
+        raise fail(_OWNER, field, rule, value, kind=TypeError)
     for member in enum_cls:
         if member.value == value:
             return member
-    allowed = ", ".join(repr(m.value) for m in enum_cls)
-    raise fail(_OWNER, field, f"a {enum_cls.__name__} (or one of {allowed})", value)
+    raise fail(_OWNER, field, rule, value)
 
 
 class _DerivedDelay(Derived, float):
@@ -192,7 +199,7 @@ class RetryPolicy:
     method is told each error the retry goes on after, as ``retry_on_result``'s is told each
     result (the HTTP integrations close a failed response left open). Default: ``(Exception,)``."""
     no_retry_on: ErrorSelector = (ExecutionRejectedError,)
-    """Errors never retried, even if ``retry_on`` matches them: types or a predicate.
+    """Errors never retried, even if ``retry_on`` matches them: ``Exception`` subclasses or a predicate.
     A type ``retry_on`` names that it excludes whole (a subclass of one of its types) is refused
     (``ValueError``): it would never be retried; to retry rejections, set ``no_retry_on=()``.
     Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""
@@ -265,7 +272,9 @@ class RetryPolicy:
             object.__setattr__(self, "attempt_timeout", timeout)
         retry_on = check_error_selector(_OWNER, "retry_on", self.retry_on, "cancellation is never retried")
         object.__setattr__(self, "retry_on", retry_on)
-        no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
+        no_retry_on = check_error_selector(
+            _OWNER, "no_retry_on", self.no_retry_on, "cancellation is never retried"
+        )
         object.__setattr__(self, "no_retry_on", no_retry_on)
         if isinstance(retry_on, tuple) and isinstance(no_retry_on, tuple):
             check_disjoint(
