@@ -623,6 +623,9 @@ class Step:
         except BaseException:
             call = action = value = None
             raise
+        # Decided: an error a call raised before may be kept by a later call's state (the errors
+        # of MULTIPLE_ATTEMPTS), and its traceback holds this frame: not bound here (a cycle).
+        call = None
         return action
 
     def _call_stopped(self, ctx: ExecutionContext, token: Any, call: Call) -> None:
@@ -848,6 +851,7 @@ class Step:
         except BaseException:
             call = action = value = None
             raise
+        call = None  # see _resolve: a call's state may keep an error whose traceback holds this frame
         return action
 
 
