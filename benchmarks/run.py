@@ -263,6 +263,10 @@ def machine_info(peers: Peers) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ main
 
 
+_GROUPS = ("memory", "scale", "policies")
+"""The --only names of the memory and scale measurements (beside the timed SCENARIOS)."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -272,14 +276,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="paired repeats per row (default 61; quick 3)")
     parser.add_argument("--target-ms", type=float, help="duration of one timed chunk in ms (default 2.5)")
     parser.add_argument(
-        "--only", default="", help=f"comma-separated scenarios: {','.join(SCENARIOS)},memory,scale,policies"
+        "--only", default="", help=f"comma-separated scenarios: {','.join((*SCENARIOS, *_GROUPS))}"
     )
     parser.add_argument(
         "--without", default="", help="comma-separated peers to treat as missing ('all' for every peer)"
     )
     parser.add_argument("--json", type=Path, help="write every row as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the tables as markdown here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = sorted({s.strip() for s in args.only.split(",") if s.strip()} - {*SCENARIOS, *_GROUPS})
+    if unknown:  # else the run would measure nothing, and say so only in its last line
+        parser.error(f"--only: no scenario named {', '.join(map(repr, unknown))} (see --help)")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.target_ms is not None and not args.target_ms > 0:
+        parser.error(f"--target-ms must be > 0, got {args.target_ms:g}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ rules, which needs the ``ops`` extra. ``check`` validates a configuration file a
 policies (YAML needs the ``config`` extra); ``schema`` prints the file's JSON Schema. ``--help``
 works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
-module, an invalid configuration file, a closed standard output), 2 for a usage error; 130 or 143
+module, an invalid configuration file, a closed standard output), 2 for a usage error (no command,
+an argument a command does not take: the usage shown is that command's); 130 or 143
 (128 + the signal's number) for a ``demo`` run SIGINT or SIGTERM ended. SIGINT or SIGTERM before a
 command begins (while its arguments are read; for ``demo``, until its run) stops it with one line
 and that status, and so does it while the package loads (the ``otel-resilience``
@@ -160,6 +161,23 @@ def _summary_json_argument(text: str) -> Path:
     return export_module.path_argument(text)
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of a command (``demo``, ``export``, ...): it refuses the arguments it does not know.
+
+    The top-level parser hands a command the arguments after its name and, left to itself, would
+    report those the command does not know under its own usage (``otel-resilience [-h] [--version]
+    COMMAND ...``, no option of the command); the command's usage names them.
+    """
+
+    def parse_known_args(  # type: ignore[override]  # the signature differs across Python versions
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``otel-resilience`` command."""
     parser = argparse.ArgumentParser(
@@ -168,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run the demo, export the operations artifacts, or check a configuration file.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     demo = commands.add_parser(
         "demo",
@@ -331,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_config_commands(commands: argparse._SubParsersAction[_CommandParser]) -> None:
     """Add ``check`` and ``schema``, the configuration file's commands."""
     check = commands.add_parser(
         "check",
@@ -521,10 +539,33 @@ def _emit(out: IO[str] | None, text: str) -> None:
     if out is None:  # started with standard output closed (`>&-`): Python's sys.stdout is None
         raise _OutputError("it is closed")
     try:
-        out.write(text)
+        try:
+            out.write(text)
+        except UnicodeEncodeError:  # a locale whose encoding lacks a character (LC_ALL=C: ASCII)
+            out.write(_encodable(text, out))
         out.flush()
     except (OSError, ValueError) as error:  # ValueError: a file object closed already
         raise _OutputError(getattr(error, "strerror", None) or str(error)) from None
+
+
+def _encodable(text: str, out: IO[str]) -> str:
+    r"""``text`` with each character that ``out``'s encoding lacks as a backslash escape.
+
+    As standard error writes it: a name read from a configuration file (``café``) is written
+    ``caf\xe9`` under ``LC_ALL=C``, not refused. A character the stream writes as it is (a path's
+    undecodable byte, which the C locale's ``surrogateescape`` writes back) stays.
+    """
+    encoding: str = getattr(out, "encoding", None) or "utf-8"
+    errors: str = getattr(out, "errors", None) or "strict"
+
+    def escaped(char: str) -> str:
+        try:
+            char.encode(encoding, errors)
+        except UnicodeEncodeError:
+            return char.encode("ascii", "backslashreplace").decode("ascii")
+        return char
+
+    return "".join(char if char.isascii() else escaped(char) for char in text)
 
 
 def _drop_stdout(out: IO[str] | None) -> None:
@@ -591,8 +632,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str]
 
         _emit(out, shipped())
         return 0
-    parser.print_help(out)
-    return 2
+    return parser.error("the following arguments are required: COMMAND (--help lists them)")  # exits: 2
 
 
 if __name__ == "__main__":  # python -m otel_resilience: loaded under the package's guard, which ends here

@@ -7,6 +7,7 @@ downstream process is stopped too, and the exit status is 0.
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import socket
@@ -59,8 +60,17 @@ def _exit(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def main() -> None:
-    """Start the downstreams and serve the service until Ctrl-C or SIGTERM."""
+def main(argv: list[str] | None = None) -> None:
+    """Start the downstreams and serve the service until Ctrl-C or SIGTERM.
+
+    ``argv`` (default: ``sys.argv[1:]``) takes no argument but ``--help``: anything else is a usage
+    error (exit status 2) before anything starts.
+    """
+    argparse.ArgumentParser(
+        prog="python -m examples.http_service",
+        description="Start the example's downstreams (a second process) and its service (uvicorn) "
+        "on free ports of 127.0.0.1, print their addresses, and serve until Ctrl-C or SIGTERM.",
+    ).parse_args(argv)
     signal.signal(signal.SIGTERM, _exit)
     process, urls = start_downstream()
     try:

@@ -16,9 +16,11 @@ written with units: the loader refuses them.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import inspect
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -224,10 +226,25 @@ def shipped() -> str:
     return resources.files("otel_resilience.config").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
-def main() -> None:
-    """Write :func:`generate`'s schema to ``otel_resilience/config/schema.json`` (beside this module)."""
-    Path(__file__).with_name(SCHEMA_FILE).write_text(render(generate()), encoding="utf-8")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write :func:`generate`'s schema to ``otel_resilience/config/schema.json`` (beside this module).
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``): none but ``--help``.
+
+    Returns:
+        0 once written (``--help`` and a usage error exit through ``SystemExit``, 0 and 2).
+    """
+    path = Path(__file__).with_name(SCHEMA_FILE)
+    parser = argparse.ArgumentParser(
+        prog="python -m otel_resilience.config.schema",
+        description=f"Regenerate the JSON Schema of the configuration file: write it to {path} "
+        "(the copy shipped in the package; `otel-resilience schema` prints it).",
+    )
+    parser.parse_args(argv)
+    path.write_text(render(generate()), encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

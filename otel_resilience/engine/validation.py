@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from types import CoroutineType, FunctionType
 from typing import Any, ClassVar, Final, Literal, cast, overload
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_DURATION",
     "Derived",
     "ExceptionTypeCollection",
+    "cannot_write",
     "check_callable",
     "check_called_with",
     "check_disjoint",
@@ -52,6 +54,7 @@ __all__ = [
     "discard",
     "fail",
     "file_path",
+    "in_the_way",
     "matched_by_class",
     "redacted_url",
     "verdict",
@@ -694,3 +697,28 @@ def file_path(owner: str, path: object, field: str = "path") -> str:
     if "\0" in source:  # no file has such a name: the operating system's call would refuse it unnamed
         raise fail(owner, field, "a path without NUL", path)
     return source
+
+
+def cannot_write(directory: str | os.PathLike[str], error: OSError) -> str:
+    """Say why ``directory`` could not be written: a file in its way, else the system's reason.
+
+    A file in its way is ``directory`` or one of its parents that exists and is no folder: a file,
+    or a device (``/dev/null``), whose own error would be "File exists" or "Not a directory".
+    """
+    return in_the_way(Path(file_path("cannot_write", directory, "directory"))) or str(error)
+
+
+def in_the_way(folder: Path) -> str | None:
+    """What is in the way of ``folder`` (``folder`` or a parent that is no folder), or ``None``."""
+    blocker = next((path for path in (folder, *folder.parents) if _no_folder(path)), None)
+    if blocker is None:
+        return None
+    return f"{blocker} is a file, not a folder" if blocker.is_file() else f"{blocker} is not a folder"
+
+
+def _no_folder(path: Path) -> bool:
+    """Whether ``path`` exists and is no folder (a file, a device, a socket; a link to one of them)."""
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError:  # a path the system cannot look at (too long, a loop of links): not the blocker
+        return False

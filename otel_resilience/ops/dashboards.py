@@ -41,6 +41,7 @@ __all__ = [
     "AlertPanel",
     "alert_panels",
     "dashboard_documents",
+    "main",
     "render_dashboards",
     "render_readme",
 ]
@@ -2152,5 +2153,27 @@ def alert_panels() -> list[AlertPanel]:
     ]
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print :func:`render_readme` (``python -m otel_resilience.ops.dashboards > dashboards/README.md``).
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``): none but ``--help``.
+
+    Returns:
+        0 (``--help`` and a usage error exit through ``SystemExit``, 0 and 2).
+    """
+    import argparse  # noqa: PLC0415 - the command line only
+
+    parser = argparse.ArgumentParser(
+        prog="python -m otel_resilience.ops.dashboards",
+        description="Print dashboards/README.md (how to import the dashboards, which panels read the "
+        "recording rules): python -m otel_resilience.ops.dashboards > dashboards/README.md. The "
+        "dashboards themselves: python -m otel_resilience.ops.export dashboards DIR.",
+    )
+    parser.parse_args(argv)
     sys.stdout.write(render_readme())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.engine.validation import file_path
+from otel_resilience.engine.validation import cannot_write, file_path, in_the_way
 from otel_resilience.ops.alert_rules import (
     EVALUATION_INTERVAL,
     MIN_TIME_SCALE,
@@ -249,15 +249,6 @@ def _folder(owner: str, directory: object, field: str = "directory") -> Path:
     return Path(file_path(owner, directory, field))
 
 
-def cannot_write(directory: str | os.PathLike[str], error: OSError) -> str:
-    """Say why ``directory`` could not be written: a file in its way, else the system's reason."""
-    folder = _folder("cannot_write", directory)
-    blocker = next((path for path in (folder, *folder.parents) if path.is_file()), None)
-    if blocker is not None:
-        return f"{blocker} is a file, not a folder"
-    return str(error)
-
-
 def _drop_shipped_rules_test(directory: Path) -> None:
     """Remove the shipped rules test an earlier plain export left in ``directory``.
 
@@ -294,12 +285,18 @@ def stale_artifacts(kind: str, directory: str | os.PathLike[str]) -> list[Path]:
 def _stale(kind: str, directory: Path) -> tuple[list[Path], list[Path]]:
     """The files of one kind missing from ``directory`` or differing there, and its extra files."""
     files = render(kind)
-    differing = [
-        directory / name
-        for name, text in sorted(files.items())
-        if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text
-    ]
+    differing = [directory / name for name, text in sorted(files.items()) if _differs(directory / name, text)]
     return differing, _extra_files(directory, files)
+
+
+def _differs(path: Path, text: str) -> bool:
+    """Whether ``path`` is missing, is no file, or holds another text than ``text`` (or no UTF-8 text)."""
+    if not path.is_file():
+        return True
+    try:
+        return path.read_text(encoding="utf-8") != text
+    except UnicodeDecodeError:
+        return True
 
 
 def path_argument(text: str) -> Path:
@@ -497,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for kind, directory in targets:
             if args.check:
+                blocked = in_the_way(directory)
+                if blocked is not None:  # a file where the folder should be: nothing to compare
+                    sys.stderr.write(f"{parser.prog}: cannot check {kind} in {directory}: {blocked}\n")
+                    status = 1
+                    continue
                 differing, extra = _stale(kind, directory)
                 # the command that rewrites this folder: --all (of its root) removes an extra file too
                 again = f"regenerate with {parser.prog} " + (

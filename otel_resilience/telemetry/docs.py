@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Command-line arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success; 1 when ``--check`` finds the file stale.
+        0 on success; 1 when ``--check`` finds the file stale, or the file cannot be read or written.
     """
     parser = argparse.ArgumentParser(prog="python -m otel_resilience.telemetry.docs", description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if the file differs; write nothing")
@@ -359,14 +359,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path: Path = args.path
     text = render()
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{path} is stale: run python -m otel_resilience.telemetry.docs\n")
+    try:
+        if args.check:
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if current != text:
+                sys.stderr.write(f"{path} is stale: run {parser.prog}\n")
+                return 1
+            return 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except UnicodeDecodeError as error:  # --check of a file that is not the UTF-8 reference
+        sys.stderr.write(f"{parser.prog}: cannot read {str(path)!r}: {error}\n")
+        return 1
+    except OSError as error:  # a folder, a missing or read-only place, a file where a folder should be
+        if args.check:
+            sys.stderr.write(f"{parser.prog}: cannot read {str(path)!r}: {error.strerror or error}\n")
             return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+        from otel_resilience.engine.validation import cannot_write  # noqa: PLC0415 - on failure only
+
+        reason = error.strerror if path.parent.is_dir() else cannot_write(path.parent, error)
+        sys.stderr.write(f"{parser.prog}: cannot write {str(path)!r}: {reason or error}\n")
+        return 1
     return 0
 
 
