@@ -255,22 +255,33 @@ def _shared(
     """Return the breaker or bulkhead named ``name`` from ``store``, made on first use with ``config``.
 
     Raises:
+        TypeError: ``name`` is no ``str`` (named after the look-up refused it, so a look-up pays
+            nothing for the check: an unhashable one failed as a key, unnamed).
         ValueError: It exists with a different config (the policy must name its own).
     """
-    shared, created = store.get_or_add(name, lambda: kind(name, config, clock=clock), evict=evict)
-    if not created and config is not None and shared.config != config:
-        what, field = _SHARED_NAMES[kind]
-        msg = f"{what} {name!r} already exists with a different config; give this policy its own {field}"
-        raise ValueError(msg)
-    return shared
+    try:
+        shared, created = store.get_or_add(name, lambda: kind(name, config, clock=clock), evict=evict)
+    except TypeError:
+        given: object = name
+        if isinstance(given, str):
+            raise
+    else:
+        if not created and config is not None and shared.config != config:
+            what, field, _ = _SHARED_NAMES[kind]
+            msg = f"{what} {name!r} already exists with a different config; give this policy its own {field}"
+            raise ValueError(msg)
+        return shared
+    check_name(_SHARED_NAMES[kind][2], "name", given)  # raises, unchained
+    raise AssertionError("unreachable")
 
 
-_SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
-    CircuitBreaker: ("circuit breaker", "circuit_breaker_name"),
-    Bulkhead: ("bulkhead", "bulkhead_name"),
-    RateLimiter: ("rate limiter", "name"),
+_SHARED_NAMES: Final[dict[object, tuple[str, str, str]]] = {
+    CircuitBreaker: ("circuit breaker", "circuit_breaker_name", "ResilienceManager.get_circuit_breaker"),
+    Bulkhead: ("bulkhead", "bulkhead_name", "ResilienceManager.get_bulkhead"),
+    RateLimiter: ("rate limiter", "name", "ResilienceManager.policy"),
 }
-"""How an error names each kind of shared instance, and the config field that names it."""
+"""How an error names each kind of shared instance, the config field that names it, and the
+method whose ``name`` a refusal of one that is no ``str`` names."""
 
 
 def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> bool:
@@ -504,15 +515,8 @@ class ResilienceManager(NamedPolicies):
                 named after the refusal, so a lookup pays nothing for it).
             ValueError: If a breaker of that name exists with a different config.
         """
-        try:
-            with self._lock:
-                return self._breaker_locked(name, config, evict=True)
-        except TypeError:
-            given: object = name  # typed a str: an unhashable one failed as a key, unnamed
-            if isinstance(given, str):
-                raise
-        check_name("ResilienceManager.get_circuit_breaker", "name", given)  # raises, unchained
-        raise AssertionError("unreachable")
+        with self._lock:
+            return self._breaker_locked(name, config, evict=True)
 
     def get_bulkhead(self, name: str, config: BulkheadConfig | None = None) -> Bulkhead:
         """Return the bulkhead named ``name``, creating it with ``config`` on first use.
@@ -522,15 +526,8 @@ class ResilienceManager(NamedPolicies):
                 named after the refusal, so a lookup pays nothing for it).
             ValueError: If a bulkhead of that name exists with a different config.
         """
-        try:
-            with self._lock:
-                return self._bulkhead_locked(name, config, evict=True)
-        except TypeError:
-            given: object = name  # typed a str: an unhashable one failed as a key, unnamed
-            if isinstance(given, str):
-                raise
-        check_name("ResilienceManager.get_bulkhead", "name", given)  # raises, unchained
-        raise AssertionError("unreachable")
+        with self._lock:
+            return self._bulkhead_locked(name, config, evict=True)
 
     def _breaker_locked(
         self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
