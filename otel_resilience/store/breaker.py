@@ -142,6 +142,7 @@ class SharedBreaker(PeerCounts):
     """
 
     __slots__ = (
+        "_adopted",
         "_breaker",
         "_failed",
         "_id",
@@ -183,6 +184,9 @@ class SharedBreaker(PeerCounts):
         """The cluster's period (:attr:`epoch`) the transition queued was made in: a late one is
         published from it (:func:`publish_states`), so that a period the replica took since (on
         rejoining Redis, before the publication was sent) makes it fail as the others' later word."""
+        self._adopted: object = None
+        """The breaker's state period (its core's permit) as this link's last adoption left it
+        (:meth:`_adopt`): while the breaker is still in it, no transition of its own came since."""
         self._peers = _NO_COUNTS
         self._peer_probes = 0
         """The other replicas' probe successes in this period, as last read from the store."""
@@ -317,10 +321,13 @@ class SharedBreaker(PeerCounts):
         A period published is the cluster's, and this replica's too: if the replica took another
         state meanwhile (a transition of another replica delivered between its own and its
         publication: an operator's ``force_open`` there, then a ``reset`` here, made before this
-        replica heard of it), it takes the one it published (:meth:`_adopt`), unless a later
-        transition of its own waits to be published (:meth:`RedisStore._queued`). Left in the
+        replica heard of it), it takes the one it published (:meth:`_adopt`). Left in the
         other, it ran apart from the cluster: OPEN beside a CLOSED cluster, until its next read
         of the cluster's state published its OPEN again, which undid the reset everywhere.
+        Only a state it adopted is so replaced: not one it came to by a later transition of its
+        own, queued (:meth:`RedisStore._queued`) or made and not yet told to the store (a
+        breaker tells its changes outside its lock, in the order made: while another thread
+        delivers an earlier one, a later waits), nor HALF_OPEN after an OPEN it took.
 
         Raises:
             Exception: ``reply`` is an outage (:meth:`accepted`).
@@ -331,9 +338,11 @@ class SharedBreaker(PeerCounts):
             self.epoch = max(self.epoch, int(reply[1]))
             self._forget()  # a new period: no lease held in it yet, so no probe either
             breaker = self.breaker
-            if self._store._queued(self) and breaker is not None:
-                # A later transition of this replica waits to be published: its state is the
-                # one this replica has, not the one this reply confirms.
+            if breaker is None:
+                return
+            if self._store._queued(self) or breaker._core._permit is not self._adopted:
+                # Not in a state it adopted: its own (a later transition of this replica, queued
+                # or on its way), not the one this reply confirms.
                 self._apply_probe_limit(breaker)
                 return
             open_ms = _ms(change.duration) if change.new == "open" else -1
@@ -472,6 +481,7 @@ class SharedBreaker(PeerCounts):
             shared.adopt(breaker._core, self, _STATES[state], open_for, reason or "forced")
         finally:
             _ADOPTING.on = False
+        self._adopted = breaker._core._permit
         self._apply_probe_limit(breaker)
 
     def _report(

@@ -1876,3 +1876,54 @@ def test_a_key_evicted_while_it_held_failures_comes_back_fresh(redis_url: str) -
     finally:
         client.close()
         store.close()
+
+
+def test_a_publication_answered_before_a_later_transition_reached_its_store_keeps_the_later_state(
+    replicas: Replica, redis_url: str
+) -> None:
+    """The reply to a transition does not undo a later one of its replica whose delivery is still under way.
+
+    A breaker's changes are told to its store by its state change callbacks, outside its lock, in
+    the order made: while another thread delivers an earlier change (here held in a watcher of
+    its own), a later one is made but not yet queued. The reply to the earlier one's publication
+    then took its state back: the replica, reset by its operator, went OPEN again (a transition
+    no one made) until the reset was published and taken in turn.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    a = replicas(resync_interval=60.0)
+    link = _link(a)
+    store = link._store
+    # Its first read of every breaker's state made: the next is a minute away (a read of the
+    # cluster's state, which is the force_open's, meanwhile would take it too, a case apart).
+    wait_for(store._synced.is_set, 5.0, "the store's first read")
+    release = threading.Event()
+    held = threading.Event()
+
+    def watcher(change: StateChanged) -> None:
+        if change.new == "open" and not held.is_set():
+            held.set()
+            release.wait(10.0)
+
+    a.on_state_change(watcher)
+    server = redis.Redis.from_url(redis_url)
+    opener = threading.Thread(target=a.force_open)
+    try:
+        with link._lock:  # the store's thread takes the force_open, then waits for the lock to publish it
+            opener.start()
+            assert held.wait(5.0)
+            wait_for(lambda: not store._queued(link), 5.0, "force_open taken for publishing")
+            a.reset()  # made; told to the store once the opener's delivery is over
+            assert a.state is CircuitState.CLOSED
+        wait_for(lambda: server.hget("svc:cb:db:state", "state") == b"open", 5.0, "force_open published")
+        with link._lock:  # its reply taken
+            assert a.state is CircuitState.CLOSED
+        release.set()  # the reset told to the store, and published
+        opener.join(10.0)
+        wait_for(lambda: server.hget("svc:cb:db:state", "state") == b"closed", 5.0, "reset published")
+        with link._lock:  # its reply taken
+            assert a.state is CircuitState.CLOSED
+    finally:
+        release.set()
+        opener.join(10.0)
+        server.close()
