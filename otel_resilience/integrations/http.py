@@ -272,7 +272,9 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
       imported before (:data:`_NOT_SENT`), and the ``ValueError`` aiohttp and requests (http.client) raise for
       a header with a control character, and requests (urllib3, the socket) for a ``timeout`` it
       cannot use (``(1, 2, 3)``, ``-1``, a NaN; a ``Decimal``'s ``TypeError``, an infinity's
-      ``OverflowError``), before a byte is written (told by where it was raised:
+      ``OverflowError``), and httpx (httpcore: the socket, anyio) for a ``connect`` or ``write``
+      timeout phase it cannot use (the same values; anyio takes an infinity and ``-1``), before
+      a byte is written (told by where it was raised:
       :func:`~otel_resilience.integrations.sending.refused_as_made`, a subclass of it made by
       :func:`~otel_resilience.integrations.sending.refused`);
     * a request under way when its client closed (its retry backing off, queued in a bulkhead):

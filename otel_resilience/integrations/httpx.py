@@ -17,6 +17,13 @@ retried (mark one with ``extensions={RETRYABLE: True}`` or an ``Idempotency-Key`
 ``PoolTimeout`` (no free connection in the client's pool) is never a failure of the host: it is
 a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the breaker ignores; nor
 is a per-attempt timeout that ended the wait (its timer cancelling it, for the async transport).
+Nor is a ``connect`` or ``write`` timeout phase httpx cannot use (a NaN, a ``Decimal``, an int past
+the floats; under the sync transport ``-1`` and an infinity too), which httpcore refuses as it
+connects or before it writes the request's first byte: the client's own ``ValueError``,
+``TypeError`` or ``OverflowError``, as a
+:class:`~otel_resilience.integrations.http.RequestNotSentError`, not sent again
+(:data:`_SYNC_REFUSING`, :data:`_ASYNC_REFUSING`). A ``read`` phase it cannot use is refused once
+the request was written: the host had it.
 Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`,
 counted over the whole request: a redirect's next hop (which copies the extensions) and the
 resend of an authentication flow (``auth=``: the same request) go on from the count of the send
@@ -39,13 +46,18 @@ the proxy to the transport wrapped.
 from __future__ import annotations
 
 import asyncio
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeVar
 
+import anyio
 import httpcore
 import httpx
+from anyio._backends._asyncio import CancelScope
 from httpcore._async.connection_pool import AsyncPoolRequest
+from httpcore._backends.anyio import AnyIOBackend, AnyIOStream
+from httpcore._backends.sync import SyncBackend, SyncStream
 from httpx import _decoders as httpx_decoders
 from httpx._decoders import BrotliDecoder, ContentDecoder, MultiDecoder
 from httpx._multipart import MultipartStream
@@ -72,6 +84,7 @@ from otel_resilience.integrations.sending import (
     raised_in,
     record_send,
     refused,
+    refused_as_made,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
@@ -520,6 +533,8 @@ class _SyncLink(Link[httpx.BaseTransport]):
             http.deadline_reached(error)
             raise
         except Exception as error:
+            if refused_as_made(error, raising=_SYNC_REFUSING):  # a timeout it cannot use: never sent
+                raise refused(error).with_traceback(error.__traceback__) from None
             if self._closed:  # the caller closed the client while the request was under way
                 closed_during(error, index)
             else:
@@ -584,6 +599,8 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
                 pool_wait_ended(error, index, cancelled=True)
             raise
         except Exception as error:
+            if refused_as_made(error, raising=_ASYNC_REFUSING):  # a timeout it cannot use: never sent
+                raise refused(error).with_traceback(error.__traceback__) from None
             if self._closed:  # the caller closed the client while the request was under way
                 closed_during(error, index)
             else:
@@ -616,6 +633,35 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
 _POOL_WAIT: Final = AsyncPoolRequest.wait_for_connection.__code__
 """httpcore's one wait for a free connection of an async pool (its proxies' pools too): a
 cancellation raised in it ended the send before it left the client (:func:`raised_in`)."""
+
+
+_SYNC_REFUSING: Final = (
+    SyncStream.write.__code__,
+    (socket.create_connection.__code__, SyncBackend.connect_tcp.__code__),
+)
+"""Where httpcore's sync backend refuses a timeout phase before a byte of the request is written: the
+socket's ``settimeout`` in ``SyncStream.write`` (the first write of the request, its headers, with the
+``write`` phase: its ``ValueError`` for a NaN or ``-1``, ``TypeError`` for a ``Decimal``,
+``OverflowError`` for an infinity or an int past the floats) and in ``create_connection`` as
+``SyncBackend.connect_tcp`` opens a connection (the ``connect`` phase). A plain such error raised by
+these (:func:`refused_as_made`'s ``raising``) can only be that refusal: ``write``'s other builtin, the
+socket's ``send``, takes httpcore's bytes; ``create_connection``'s own errors are ``OSError``; a host
+name it cannot encode is a ``UnicodeError`` (a subclass) raised deeper. The ``read`` phase is refused
+the same way, but only once the request was written whole (its first read): the host had it."""
+_ASYNC_REFUSING: Final = tuple(
+    (raiser, caller)
+    for raiser in (
+        getattr(anyio.fail_after, "__wrapped__", anyio.fail_after).__code__,  # a @contextmanager in anyio 4
+        CancelScope.__init__.__code__,
+    )
+    for caller in (AnyIOBackend.connect_tcp.__code__, AnyIOStream.write.__code__)
+)
+"""Where httpcore's async backend refuses a timeout phase before a byte of the request is written:
+anyio's ``fail_after`` (its ``TypeError`` for a ``Decimal``, ``OverflowError`` for an int past the
+floats) or its cancel scope (``ValueError`` for a NaN), entered by ``AnyIOBackend.connect_tcp`` with
+the ``connect`` phase or by ``AnyIOStream.write`` with the ``write`` phase before the stream's
+``send``. Each only in a call of httpcore's: anyio's code is anyone's. An infinity is no limit to
+anyio, and ``-1`` one that has passed (httpx's timeout)."""
 
 
 def _source(request: httpx.Request) -> object:

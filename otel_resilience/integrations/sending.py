@@ -726,7 +726,9 @@ def closed_during(error: BaseException, index: int | None = None) -> None:
     _not_the_hosts(error, index)
 
 
-def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[CodeType, ...] = ()) -> bool:
+def refused_as_made(
+    error: BaseException, *checks: CodeType, raising: tuple[CodeType | tuple[CodeType, CodeType], ...] = ()
+) -> bool:
     """Whether ``error`` is a client's refusal of the request as the caller made it, before a byte is sent.
 
     The one rule of a request a client will not send as it is: a refusal (:data:`_REFUSALS_OF_A_VALUE`:
@@ -735,8 +737,11 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[Code
     (of exactly one of those classes) raised by one of ``raising`` itself (its own ``raise``, or
     a builtin it calls: the last frame of the error's traceback; a code every error of the send
     passes through, which judges something first, or whose other plain such error can only
-    be such a refusal). A subclass ``raising`` raises is no such refusal: it may stand for the
-    host's answer (requests' ``InvalidHeader``, a ``ValueError``, for a response whose
+    be such a refusal); a pair ``(code, caller)`` in ``raising``: raised by ``code`` itself in a
+    call of ``caller`` (a code shared with other callers, the socket's ``create_connection``,
+    anyio's ``fail_after``, whose refusal is the request's only where the client's ``caller``
+    calls it with the request's timeout). A subclass ``raising`` raises is no such refusal: it may
+    stand for the host's answer (requests' ``InvalidHeader``, a ``ValueError``, for a response whose
     ``Content-Length`` holds unmatching values, raised by ``HTTPAdapter.send`` once the request
     was sent).
     A header with a control character in its name or value (a token read from a file with its
@@ -747,7 +752,11 @@ def refused_as_made(error: BaseException, *checks: CodeType, raising: tuple[Code
     can hold, an infinity or an int past the floats: its or urllib3's ``OverflowError``):
     requests' ``HTTPAdapter.send`` (``raising``), urllib3's check of each limit, the socket's
     ``settimeout`` as urllib3 opens a connection, or gives a pooled one the request's timeout
-    (urllib3's ``HTTPConnection.request``, ``raising``). No host saw the request, and the client would
+    (urllib3's ``HTTPConnection.request``, ``raising``). So is a timeout phase httpx cannot use (a
+    NaN, a ``Decimal``, an infinity or an int past the floats; ``-1`` under the sync transport):
+    httpcore's connect (the socket's ``create_connection``; anyio's ``fail_after`` under the async
+    transport) or its first write of the request (``settimeout``, or ``fail_after``, before the
+    socket's ``send``). No host saw the request, and the client would
     refuse it again: the client raises it as :func:`refused` makes it (the breaker ignores it;
     nothing sends the request again). Asked on a send's error only.
     """
@@ -764,14 +773,21 @@ a wrong value (``ValueError``), one of a wrong type (``TypeError``), one out of 
 (``OverflowError``)."""
 
 
-def _raised_by(error: BaseException, codes: tuple[CodeType, ...]) -> bool:
-    """Whether ``error`` was raised by one of ``codes`` itself: the last frame of its traceback runs it."""
+def _raised_by(error: BaseException, codes: tuple[CodeType | tuple[CodeType, CodeType], ...]) -> bool:
+    """Whether ``error`` was raised by one of ``codes`` itself: the last frame of its traceback runs it.
+
+    A pair ``(code, caller)``: ``code`` raised it in a call of ``caller`` (:func:`refused_as_made`).
+    """
     trace = error.__traceback__
     if trace is None:
         return False
     while trace.tb_next is not None:
         trace = trace.tb_next
-    return trace.tb_frame.f_code in codes
+    last = trace.tb_frame.f_code
+    return any(
+        code is last if isinstance(code, CodeType) else code[0] is last and raised_in(error, code[1])
+        for code in codes
+    )
 
 
 _REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}

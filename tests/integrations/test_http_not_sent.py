@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import socket
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import aiohttp
+import anyio
 import httpx
 import pytest
 import requests
@@ -502,3 +504,155 @@ def test_requests_a_request_its_closed_session_refuses_is_not_the_hosts_failure(
     assert caught.value.request.url == url
     _assert_refusal_ignored(manager, key)
     session.close()
+
+
+_HTTPX_REFUSED = {
+    "nan": (math.nan, ValueError, "NaN"),
+    "negative": (-1, ValueError, "out of range"),
+    "decimal": (Decimal("2.5"), TypeError, "decimal.Decimal"),
+    "inf": (math.inf, OverflowError, "out of range"),
+    "huge-int": (10**400, OverflowError, "too large"),
+}
+"""The timeout phases httpx cannot use, the client's error for each and what its message says."""
+
+
+def _httpx_refusals() -> list[Any]:
+    """Each case: a value a deadline does not cap (a deadline caps an infinity or a huge int, which is
+    then sent), in a phase used before a byte is written (``connect`` on a new connection only);
+    under the async transport, anyio takes an infinity (no limit) and ``-1`` (a limit that passed).
+    The socket's ``create_connection`` leaves open the socket whose ``settimeout`` refused the
+    connect phase (it closes it on an ``OSError`` only): reported in the test (:data:`_LEAKED_SOCKET`)."""
+    cases = []
+    for driver in ("sync", "async"):
+        for pooled in (False, True):
+            for phase in ("write",) if pooled else ("connect", "write"):
+                for deadline in (None, 5.0):
+                    for name, (value, kind, says) in _HTTPX_REFUSED.items():
+                        if deadline is not None and name in {"inf", "huge-int"}:
+                            continue
+                        if driver == "async" and name in {"inf", "negative"}:
+                            continue
+                        ident = "-".join(
+                            (
+                                driver,
+                                "pooled" if pooled else "new",
+                                phase,
+                                name,
+                                "deadline" if deadline else "none",
+                            )
+                        )
+                        leaks = driver == "sync" and phase == "connect"  # the socket create_connection opened
+                        marks = (_LEAKED_SOCKET,) if leaks else ()
+                        cases.append(
+                            pytest.param(
+                                driver, pooled, phase, deadline, value, kind, says, id=ident, marks=marks
+                            )
+                        )
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("driver", "pooled", "phase", "deadline", "value", "kind", "says"), _httpx_refusals()
+)
+async def test_httpx_a_timeout_it_cannot_use_is_refused_not_the_hosts_failure(  # noqa: PLR0917
+    driver: str,
+    pooled: bool,
+    phase: str,
+    deadline: float | None,
+    value: Any,
+    kind: type[Exception],
+    says: str,
+    server: ScriptedHTTPServer,
+) -> None:
+    """httpcore (the socket's ``settimeout``; anyio's ``fail_after`` under the async transport) refuses
+    a ``connect`` or ``write`` phase it cannot use as it connects, or before it writes the request's
+    first byte: the caller gets the client's own error as a ``RequestNotSentError``, sent once, and
+    the host's breaker counts nothing.
+
+    Was: the client's plain error, counted as the host's failure (a threshold of one opened the
+    breaker of the host for every other request to it), and the request sent again by the retry.
+    """
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(
+        name="refused", retry_policy=RETRY, circuit_breaker=ONE_FAILURE, timeout=deadline
+    )
+    timeout = httpx.Timeout(5.0, **{phase: value})
+    if driver == "sync":
+        transport = _Counting(httpx.HTTPTransport())
+        client = httpx.Client(transport=ResilientTransport(config, transport, manager=manager))
+
+        async def get(path: str, **kw: Any) -> httpx.Response:
+            return client.get(f"http://{host}{path}", **kw)
+
+    else:
+        transport = _Counting(httpx.AsyncHTTPTransport())
+        aclient = httpx.AsyncClient(transport=AsyncResilientTransport(config, transport, manager=manager))
+
+        async def get(path: str, **kw: Any) -> httpx.Response:
+            return await aclient.get(f"http://{host}{path}", **kw)
+
+    if pooled:
+        assert (await get("/warm")).status_code == 200  # its connection pooled
+    with pytest.raises(kind, match=says) as caught:
+        await get("/a", timeout=timeout)
+    refusal = caught.value
+    assert isinstance(refusal, RequestNotSentError)
+    assert type(refusal).__name__ == kind.__name__  # the client's own error, as it raised it
+    assert refusal.args
+    assert refusal.__cause__ is None
+    assert transport.sends == 1 + pooled  # not sent again: it would be refused again
+    stats = _breaker(manager, "refused", host)
+    assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("closed", 0, 1)
+    assert server.count("/a") == 0  # never sent
+    assert (await get("/b")).status_code == 200  # the host's breaker let the next request through
+    if driver == "sync":
+        client.close()
+    else:
+        await aclient.aclose()
+    del caught, refusal
+    gc.collect()  # the socket create_connection left open, reported in this test (_LEAKED_SOCKET)
+
+
+class _OwnTimeouts(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """A transport of the user's own that uses a NaN timeout itself, with the code httpcore refuses
+    one with (the socket's ``create_connection``, anyio's ``fail_after``), outside httpcore."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        socket.create_connection(("127.0.0.1", self.port), timeout=math.nan)
+        raise AssertionError  # not reached
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with anyio.fail_after(math.nan):
+            raise AssertionError  # not reached
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # create_connection's socket
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_httpx_a_nan_timeout_refused_outside_httpcore_is_no_refusal_of_the_request(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """The socket's or anyio's ``ValueError`` for a NaN is a refusal of the request's timeout only
+    where httpcore's connect or write raised it: raised in a transport of the user's own (or in
+    any code under the request), the same error is that code's failure, counted as any."""
+    manager = ResilienceManager()
+    host = f"127.0.0.1:{server.port}"
+    config = ResilienceConfig(name="own", circuit_breaker=ONE_FAILURE)
+    own = _OwnTimeouts(server.port)
+    with pytest.raises(ValueError, match="NaN") as caught:
+        if driver == "sync":
+            with httpx.Client(transport=ResilientTransport(config, own, manager=manager)) as client:
+                client.get(f"http://{host}/a")
+        else:
+            async with httpx.AsyncClient(
+                transport=AsyncResilientTransport(config, own, manager=manager)
+            ) as aclient:
+                await aclient.get(f"http://{host}/a")
+    assert not isinstance(caught.value, RequestNotSentError)
+    stats = _breaker(manager, "own", host)
+    assert (stats["state"], stats["total_failures"], stats["total_ignored"]) == ("open", 1, 0)
+    del caught
+    gc.collect()
