@@ -44,6 +44,7 @@ from typing import IO, Final
 
 from _otel_resilience_cli import end_package_guard, signals_interrupt, stopped_by_signal
 from otel_resilience import config as config_module
+from otel_resilience.config.errors import cannot_read
 from otel_resilience.config.formats import Format, UnknownFormatError, file_format
 from otel_resilience.config.report import summary as config_summary
 from otel_resilience.demo.options import (
@@ -396,13 +397,13 @@ def _format_hint(error: UnknownFormatError) -> str:
 
 
 def _unknown_format(path: Path, given: Format | None) -> str | None:
-    """Why the loader cannot read ``path`` (a directory), or not without ``--format``, or ``None``."""
+    """Why the loader cannot read ``path`` (not a regular file), or not without ``--format``, or ``None``."""
     try:
         file_format(str(path), given)
     except UnknownFormatError as error:
         return _format_hint(error)
-    except IsADirectoryError as error:  # worded as the load's own OSError would be
-        return str(error)
+    except OSError as error:  # a directory, a named pipe, a device: refused before it is opened
+        return cannot_read(path, error)
     return None
 
 
@@ -517,7 +518,7 @@ def _run_check(args: argparse.Namespace, out: IO[str] | None, err: IO[str]) -> i
         err.write(f"otel-resilience check: {error}\n")
         return 1
     except OSError as error:
-        err.write(f"otel-resilience check: cannot read {str(path)!r}: {error.strerror or error}\n")
+        err.write(f"otel-resilience check: {cannot_read(path, error)}\n")
         return 1
     except ImportError as error:
         err.write(f"otel-resilience check: {error}\n")

@@ -237,3 +237,36 @@ def test_the_export_check_of_a_folder_with_a_file_in_its_way_says_so(tmp_path: P
             f"python -m otel_resilience.ops.export: cannot check alerts in {target}: "
             f"{blocker} is a file, not a folder\n"
         )
+
+
+def test_a_config_file_that_cannot_be_read_is_said_one_way_and_a_pipe_is_never_waited_on(
+    tmp_path: Path,
+) -> None:
+    """`check FILE` and `demo --config FILE`: "cannot read 'FILE': <reason>", status 1 (was: the demo's
+    "[Errno 2] ..." and, for a named pipe nobody writes to, both waiting forever)."""
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    missing = tmp_path / "missing.yaml"
+    demo = ("demo", "--plain", "--no-metrics-server", "--config")
+    cases = [
+        (("check", str(fifo)), "check", f"{str(fifo)!r}: is a named pipe (FIFO), not a regular file"),
+        ((*demo, str(fifo)), "demo: --config", f"{str(fifo)!r}: is a named pipe (FIFO), not a regular file"),
+        ((*demo, str(missing)), "demo: --config", f"{str(missing)!r}: No such file or directory"),
+    ]
+    for argv, prefix, reason in cases:
+        result = _run([sys.executable, "-c", _SCRIPT, *argv], timeout=60)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == f"otel-resilience {prefix}: cannot read {reason}\n"
+
+
+def test_a_summary_json_under_a_pipe_says_it_is_not_a_folder(tmp_path: Path) -> None:
+    """`demo --summary-json PIPE/summary.json`: a usage error naming what is in the way (was: "is a
+    file, not a folder" of a named pipe)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    target = fifo / "summary.json"
+    result = _cli("demo", "--plain", "--no-metrics-server", "--summary-json", str(target))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.endswith(
+        f"otel-resilience demo: error: --summary-json: cannot write {str(target)!r}: {fifo} is not a folder\n"
+    )

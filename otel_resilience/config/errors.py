@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["ConfigError", "Path", "render_path"]
+__all__ = ["ConfigError", "Path", "cannot_read", "render_path"]
 
 Path = tuple[object, ...]
 """Where a value sits in the file: the keys and list indices from the top, e.g.
@@ -30,6 +31,16 @@ def render_path(path: Path) -> str:
         else:
             text += f"[{part!r}]"
     return text
+
+
+def cannot_read(source: str | os.PathLike[str], error: OSError) -> str:
+    """Why the configuration file ``source`` cannot be read, as the commands say it.
+
+    The path always named, the system's reason in words (the error's ``strerror``, such as
+    ``"No such file or directory"``, else its text): ``cannot read 'resilience.yaml': No such
+    file or directory``, ``cannot read 'pipe.yaml': is a named pipe (FIFO), not a regular file``.
+    """
+    return f"cannot read {os.fspath(source)!r}: {error.strerror or error}"
 
 
 class ConfigError(ValueError):

@@ -24,6 +24,7 @@ import importlib
 import math
 import pathlib
 import re
+import stat
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast, get_args
@@ -134,24 +135,54 @@ def file_format(source: str, given: Format | None = None) -> Format:
     """Return the format of the file ``source``: ``given``, else the one its suffix stands for.
 
     The first look at the file of every reader (:func:`~otel_resilience.config.load`,
-    :func:`~otel_resilience.config.from_env`, ``manager.watch``, the commands): a directory is
-    refused here, whatever its name or ``given`` (it has no format to tell, and no format read).
+    :func:`~otel_resilience.config.from_env`, ``manager.watch``, the commands): a path that is
+    not a regular file is refused here, before it is opened, whatever its name or ``given`` (a
+    directory has no format to tell; a named pipe nobody writes to, or a device, would never end
+    the read).
 
     Raises:
         ValueError: ``given`` is not ``None`` and names no format (:func:`check_format`).
         IsADirectoryError: ``source`` names a directory (``strerror``: ``"is a directory: name
             a file"``).
+        OSError: ``source`` names another thing that is not a regular file (``errno``
+            ``EINVAL``; ``strerror`` such as ``"is a named pipe (FIFO), not a regular file"``).
         UnknownFormatError: No format is given and the suffix stands for none.
     """
     checked = None if given is None else check_format(given)
-    if pathlib.Path(source).is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory: name a file", source)
+    _refuse_no_regular_file(source)
     if checked is not None:
         return checked
     found = format_of(source)
     if found is None:
         raise UnknownFormatError(source)
     return found
+
+
+_NO_REGULAR_FILES: Final[tuple[tuple[Callable[[int], bool], str], ...]] = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+"""What a path may name that is no regular file nor directory, by the test of its mode."""
+
+
+def _refuse_no_regular_file(source: str) -> None:
+    """Refuse ``source`` if it names (through links) something that exists and is not a regular file.
+
+    Raises:
+        IsADirectoryError: A directory.
+        OSError: Any other thing that is not a regular file (``EINVAL``).
+    """
+    try:
+        mode = pathlib.Path(source).stat().st_mode
+    except OSError:  # missing, or one the system cannot look at: the read says why
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory: name a file", source)
+    if not stat.S_ISREG(mode):
+        kind = next((f"is {name}, " for is_kind, name in _NO_REGULAR_FILES if is_kind(mode)), "is ")
+        raise OSError(errno.EINVAL, f"{kind}not a regular file", source)
 
 
 def parse(text: str, file_format: Format, source: str | None) -> Parsed:

@@ -168,7 +168,8 @@ def load(
             UTF-8 text, or its format cannot be told from its name.
         OSError: The file cannot be read; a directory, whatever its name or ``format``, raises
             ``IsADirectoryError`` (``strerror`` ``"is a directory: name a file"``) before its
-            suffix is looked at.
+            suffix is looked at, and any other path that is not a regular file (a named pipe, a
+            device) an ``OSError`` (``EINVAL``) before it is opened.
         ImportError: The format's parser is missing: install the ``config`` extra.
         ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty or
             holds a NUL character (before the file is read).

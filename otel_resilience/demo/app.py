@@ -246,7 +246,9 @@ class _Reloads:
             )
         except DemoConfigError:
             raise
-        except (OSError, ValueError) as error:  # ConfigError is a ValueError
+        except OSError as error:
+            raise DemoConfigError(_cannot_read(path, error)) from error
+        except ValueError as error:  # ConfigError is a ValueError
             raise DemoConfigError(f"--config: {error}") from error
         reloads._watching(watch)
         return reloads
@@ -731,10 +733,19 @@ def read_policies(
         from otel_resilience import config  # noqa: PLC0415 - the config extra, needed with --config only
 
         policies = config.load(path, format=file_format)
-    except (ImportError, OSError, ValueError) as error:  # ConfigError is a ValueError
+    except OSError as error:
+        raise DemoConfigError(_cannot_read(path, error)) from error
+    except (ImportError, ValueError) as error:  # ConfigError is a ValueError
         raise DemoConfigError(f"--config: {error}") from error
     check_file_policies(path, policies)
     return policies
+
+
+def _cannot_read(path: Path, error: OSError) -> str:
+    """The ``--config`` file's error when it cannot be read: the path named, the system's reason."""
+    from otel_resilience.config.errors import cannot_read  # noqa: PLC0415 - with --config only
+
+    return f"--config: {cannot_read(path, error)}"
 
 
 def check_file_policies(path: Path, policies: Mapping[str, ResilienceConfig]) -> None:

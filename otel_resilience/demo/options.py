@@ -18,7 +18,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from otel_resilience.config.formats import check_format
-from otel_resilience.engine.validation import MAX_DURATION, describe, redacted_url
+from otel_resilience.engine.validation import MAX_DURATION, describe, in_the_way, redacted_url
 
 __all__ = [
     "DEFAULT_HOST",
@@ -172,9 +172,9 @@ def check_summary_json(path: Path) -> Path:
     """
     folder = path.parent
     if not folder.is_dir():
-        blocker = next((str(p) for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        blocker = in_the_way(folder)
         if blocker is not None:
-            msg = f"--summary-json: cannot write {str(path)!r}: {blocker!r} is a file, not a folder"
+            msg = f"--summary-json: cannot write {str(path)!r}: {blocker}"
         else:
             msg = f"--summary-json: folder {str(folder)!r} does not exist"
         raise ValueError(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import pickle
@@ -33,6 +34,7 @@ from otel_resilience import (
     resilient,
 )
 from otel_resilience.config import ConfigError, ConfigFile, from_env, load, loads, parse_duration
+from otel_resilience.config.errors import cannot_read
 from otel_resilience.config.formats import UnknownFormatError
 from otel_resilience.testing import FakeClock
 
@@ -869,6 +871,26 @@ def test_an_integer_setting_written_as_a_float_without_fraction_is_that_int(file
     assert type(policy.retry_policy.max_attempts) is int  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"max_attempts must be an int, got 3\.5 \(float\)"):
         loads(f"{head}max_attempts{sep} 3.5\n", file_format)  # type: ignore[arg-type]
+
+
+def test_a_device_is_refused_before_it_is_read_by_every_reader() -> None:
+    """load, from_env and watch refuse a path that is no regular file before opening it (was: a
+    device read as an empty file; a named pipe nobody writes to, a read that never ends)."""
+    device = "/dev/null"
+    with pytest.raises(OSError) as caught:
+        load(device, format="yaml")
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EINVAL,
+        "is a character device, not a regular file",
+        device,
+    )
+    assert cannot_read(device, caught.value) == (
+        "cannot read '/dev/null': is a character device, not a regular file"
+    )
+    with pytest.raises(ConfigError, match="names a file that cannot be read: is a character device"):
+        from_env({"OTEL_RESILIENCE_CONFIG": device})
+    with pytest.raises(OSError, match="is a character device, not a regular file"):
+        ResilienceManager(clock=FakeClock()).watch(device, format="yaml")
 
 
 @pytest.mark.parametrize("name", ["policies", "policies.yaml"])

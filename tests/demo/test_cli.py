@@ -667,7 +667,7 @@ def test_the_config_of_the_demo_may_not_be_a_directory(tmp_path: Path) -> None:
         assert (code, out) == (1, "")
         assert (
             err
-            == f"otel-resilience demo: --config: [Errno {errno.EISDIR}] is a directory: name a file: {str(tmp_path)!r}\n"
+            == f"otel-resilience demo: --config: cannot read {str(tmp_path)!r}: is a directory: name a file\n"
         )
 
 
