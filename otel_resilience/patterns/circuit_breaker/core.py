@@ -687,6 +687,9 @@ class _BreakerCore:
         permit = Permit(current.generation + 1, new, opened_until, reopens)
         if new is _OPEN or new is _HALF_OPEN:  # the periods that reject
             permit.open_error = keyed_rejection(CircuitOpenError, self._key())
+        # The lock-free admission withdrawn before the new period is seen: a call admitted
+        # after a reader saw the period OPEN would be admitted by the one it ends.
+        self.standing.token = None
         self._permit = permit
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
