@@ -49,6 +49,8 @@ DOCUMENTS = [
 SHELLS = ("sh", "bash", "shell", "console")
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _IMPORT = re.compile(r"(import|from)\s+[\w.]+")
+_LITERAL_BLOCK = re.compile(r"::[ \t]*$", re.MULTILINE)
+"""A line that ends a paragraph with ``::``: a literal block follows (:func:`_literal_blocks`)."""
 
 
 def _fenced() -> list[tuple[str, str, str]]:
@@ -79,10 +81,17 @@ def _literal_blocks(doc: str) -> list[str]:
 
 
 def _docstrings() -> list[tuple[str, str]]:
-    """Every docstring of ``otel_resilience/**``: ``(where, text)``."""
+    """Every docstring of ``otel_resilience/**`` that may hold an example: ``(where, text)``.
+
+    Only the files with a literal block (a line that ends with ``::``) or a doctest (``>>>``)
+    are parsed: a docstring of any other file holds neither.
+    """
     found = []
     for path in sorted((ROOT / "otel_resilience").rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        source = path.read_text(encoding="utf-8")
+        if ">>>" not in source and _LITERAL_BLOCK.search(source) is None:
+            continue
+        tree = ast.parse(source)
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
