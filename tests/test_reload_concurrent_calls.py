@@ -574,11 +574,14 @@ class Reloader:
 
     @staticmethod
     def forced_open(alpha: PolicyHandle) -> CircuitBreaker | None:
-        """``held``'s breaker, forced OPEN (a breaker taken just before its key was evicted is taken again)."""
+        """``held``'s breaker, forced OPEN until reset (a breaker taken just before its key was evicted is taken again).
+
+        Forced even when OPEN: the calls' failures may have tripped it, and a trip's OPEN period ends.
+        """
         while True:
             held = alpha.for_key("held").circuit_breaker
             try:
-                if held is not None and held.peek_state() is not CircuitState.OPEN:
+                if held is not None:
                     held.force_open()
             except NotInUseError:
                 continue
@@ -626,6 +629,9 @@ class Reloader:
                 self.problems.append(f"a {quiet.state} breaker is CLOSED after a reload")
         elif breaker.stats.failure_count != (quiet.failures if window else 0):
             self.problems.append(f"failures {quiet.failures} carried as {breaker.stats.failure_count}")
+        held = alpha.for_key("held").circuit_breaker
+        if quiet.held is not None and held is quiet.held and held.peek_state() is not CircuitState.OPEN:
+            self.problems.append(f"a breaker forced OPEN until reset is {held.peek_state()} after a reload")
 
     def run(self) -> None:
         """Put ``RELOADS`` versions in force, or refuse them, checking what each kept."""
