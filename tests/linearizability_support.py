@@ -125,14 +125,30 @@ def check_history(
     *,
     between: Callable[[int], Callable[[Hashable], Hashable]],
 ) -> list[Op]:
-    """Run ``rounds`` rounds, each checked against ``model``; ``between(r)`` is the sequential move after round ``r``.
+    """Run ``rounds`` rounds of ``threads`` threads, each checked against ``model`` (:func:`check_rounds`)."""
+
+    def run(number: int) -> list[Op]:
+        return run_round(threads, lambda index, out: body(number, index, out))
+
+    return check_rounds(start, rounds, run, model, between=between)
+
+
+def check_rounds(
+    start: Hashable,
+    rounds: int,
+    run: Callable[[int], list[Op]],
+    model: Model,
+    *,
+    between: Callable[[int], Callable[[Hashable], Hashable]],
+) -> list[Op]:
+    """Run ``run(r)`` for each round ``r``, each history checked against ``model``; ``between(r)`` is the sequential move after it.
 
     Returns every op recorded (for the counts).
     """
     states: set[Hashable] = {start}
     everything: list[Op] = []
     for number in range(rounds):
-        ops = renumber(run_round(threads, lambda index, out, number=number: body(number, index, out)))
+        ops = renumber(run(number))
         ends = linearizations(states, ops, model)
         assert ends, f"round {number}: no linearization from {sorted(map(repr, states))[:4]}: " + "; ".join(
             f"t{op.thread} {op.name}({op.arg})={op.result} [{op.start},{op.end}]" for op in ops

@@ -37,6 +37,7 @@ from linearizability_support import (
     Stop,
     WaitingLimiter,
     breaker_model,
+    check_rounds,
     keyed_breaker_model,
     linearizations,
     renumber,
@@ -116,29 +117,6 @@ def loop_round(
     for op in ops:
         assert op.end >= 0, op
     return ops
-
-
-def check_rounds(
-    start: Hashable,
-    rounds: int,
-    run: Callable[[int], list[Op]],
-    model: Model,
-    *,
-    between: Callable[[int], Callable[[Hashable], Hashable]],
-) -> list[Op]:
-    """Run ``run(r)`` for each round, each history checked against ``model``; the moves between as in the thread tests."""
-    states: set[Hashable] = {start}
-    everything: list[Op] = []
-    for number in range(rounds):
-        ops = renumber(run(number))
-        ends = linearizations(states, ops, model)
-        assert ends, f"round {number}: no linearization from {sorted(map(repr, states))[:4]}: " + "; ".join(
-            f"t{op.thread} {op.name}({op.arg})={op.result} [{op.start},{op.end}]" for op in ops
-        )
-        move = between(number)
-        states = {move(state) for state in ends}
-        everything.extend(ops)
-    return everything
 
 
 def with_unadmitted(model: Model) -> Model:
