@@ -69,7 +69,7 @@ def _literal_blocks(doc: str) -> list[str]:
     lines = doc.splitlines()
     blocks = []
     for index, line in enumerate(lines):
-        if not line.rstrip().endswith("::"):
+        if _LITERAL_BLOCK.search(line) is None:
             continue
         body = []
         for following in lines[index + 1 :]:
