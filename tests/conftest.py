@@ -57,7 +57,7 @@ LONGEST_FIRST = (
 )
 """The files (under ``tests/``) that take longest in a full run, about 25 s or more each, longest first.
 
-``bash .ci/run`` runs whole files in two processes, each taking the next file as it ends one
+``bash .ci/run`` runs whole files in three processes, each taking the next file as it ends one
 (``--dist loadfile --no-loadscope-reorder``: in the order collected). These are collected
 first, so that no process starts a long one while the others are done.
 """

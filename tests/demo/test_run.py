@@ -23,6 +23,8 @@ from otel_resilience.engine import HUB
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.telemetry import current_listener
 
+pytestmark = pytest.mark.realtime  # counts made in real time: bash .ci/run runs these files apart
+
 
 def _kinds(listeners: tuple[object, ...]) -> list[str]:
     """The listeners' class names: telemetry re-installs a fresh default OtelListener after a run."""

@@ -28,6 +28,8 @@ from .conftest import FAST, Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.realtime  # counts made in real time: bash .ci/run runs these files apart
+
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
