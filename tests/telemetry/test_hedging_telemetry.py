@@ -496,7 +496,9 @@ async def test_attempts_that_caught_the_deadlines_cancellation_end_timeout_and_n
             return "late"
         return "never"
 
-    config = ResilienceConfig(name=name, timeout=0.05, hedging=HedgingConfig(delay=0.001, max_attempts=2))
+    # The hedge is due 1 ms after the original, the deadline 0.5 s after: a stall of the loop past
+    # both would run the deadline's cancellation before the hedge could start (one attempt).
+    config = ResilienceConfig(name=name, timeout=0.5, hedging=HedgingConfig(delay=0.001, max_attempts=2))
     try:
         await ResilienceManager().execute_with_resilience(stubborn, config)
     except OperationTimeoutError:
