@@ -22,6 +22,7 @@ import errno
 import functools
 import importlib
 import math
+import os
 import pathlib
 import re
 import stat
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS", "Format", "UnknownFormatError", "check_format", "file_format", "format_of", "parse",
-    "plain_string",
+    "plain_string", "read_file",
 ]  # fmt: skip
 
 Format = Literal["yaml", "toml"]
@@ -178,6 +179,54 @@ def _refuse_no_regular_file(source: str) -> None:
         mode = pathlib.Path(source).stat().st_mode
     except OSError:  # missing, or one the system cannot look at: the read says why
         return
+    _refuse_mode(mode, source)
+
+
+_OPEN_TO_READ: Final = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+"""How :func:`read_file` opens a file: read only, never waiting to open it (a named pipe nobody
+writes to is opened at once, and refused), not inherited by a child process, bytes as they are."""
+
+
+def read_file(source: str) -> bytes:
+    """Return the bytes of the regular file ``source``, refusing what is not one by what was opened.
+
+    The one read of every reader of a configuration file (:func:`~otel_resilience.config.load`,
+    and ``manager.watch`` and :func:`~otel_resilience.config.from_env`, which read it at each
+    look): :func:`file_format` refuses a path that is no regular file before it is opened, but
+    the path may name another thing by the time it is read (a named pipe moved over a watched
+    file). So the file is opened without waiting (``O_NONBLOCK``, which a regular file's reads
+    ignore) and what was opened is judged by the same rule before a byte is read: a named
+    pipe, a device or a directory is refused as :func:`file_format` refuses it, never waited on.
+
+    Raises:
+        IsADirectoryError: ``source`` names a directory.
+        OSError: ``source`` names another thing that is not a regular file (``EINVAL``), or
+            cannot be opened or read (its own error).
+    """
+    descriptor = os.open(source, _OPEN_TO_READ)
+    try:
+        _refuse_mode(os.fstat(descriptor).st_mode, source)
+        chunks = []
+        while chunk := os.read(descriptor, _CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+_CHUNK: Final = 1 << 16
+"""The bytes :func:`read_file` asks for at a time (a configuration file is usually one read)."""
+
+
+def _refuse_mode(mode: int, source: str) -> None:
+    """Refuse ``source``, whose mode is ``mode``, unless it is a regular file (the one rule of both looks).
+
+    Raises:
+        IsADirectoryError: A directory.
+        OSError: Any other thing that is not a regular file (``EINVAL``).
+    """
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory: name a file", source)
     if not stat.S_ISREG(mode):

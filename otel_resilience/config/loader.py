@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
 from otel_resilience.config.errors import ConfigError
-from otel_resilience.config.formats import Format, UnknownFormatError, check_format, file_format, parse
+from otel_resilience.config.formats import (
+    Format,
+    UnknownFormatError,
+    check_format,
+    file_format,
+    parse,
+    read_file,
+)
 from otel_resilience.config.reader import read
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
@@ -169,14 +175,15 @@ def load(
         OSError: The file cannot be read; a directory, whatever its name or ``format``, raises
             ``IsADirectoryError`` (``strerror`` ``"is a directory: name a file"``) before its
             suffix is looked at, and any other path that is not a regular file (a named pipe, a
-            device) an ``OSError`` (``EINVAL``) before it is opened.
+            device) an ``OSError`` (``EINVAL``) before it is opened, or once opened when it
+            became one since (never waited on: ``config.formats.read_file``).
         ImportError: The format's parser is missing: install the ``config`` extra.
         ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"``, or ``path`` is empty or
             holds a NUL character (before the file is read).
         TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
             :class:`ConfigFile` or ``None`` (before the file is read).
     """
-    return _load(path, format, previous, lambda source: Path(source).read_bytes())
+    return _load(path, format, previous, read_file)
 
 
 def _load(

@@ -279,9 +279,15 @@ class _Looker:
         return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
 
     def _read(self) -> bytes | OSError:
-        """The file's bytes, or the error reading it raised (a look compares, then loads, what it read)."""
+        """The file's bytes, or the error reading it raised (a look compares, then loads, what it read).
+
+        Read as every reader reads a configuration file (``config.formats.read_file``): a path that
+        names no regular file any more (a named pipe moved over it) is an error, never waited on.
+        """
+        from otel_resilience.config.formats import read_file  # noqa: PLC0415 - see ConfigWatch._load
+
         try:
-            return self._file.read_bytes()
+            return read_file(os.fspath(self._file))
         except OSError as error:
             return error.with_traceback(None)  # kept a look: its traceback would hold the looking frame
 

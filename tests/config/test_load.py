@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import math
+import os
 import pickle
 import re
 import subprocess
@@ -33,9 +34,18 @@ from otel_resilience import (
     TimeWindow,
     resilient,
 )
-from otel_resilience.config import ConfigError, ConfigFile, from_env, load, loads, parse_duration
+from otel_resilience.config import (
+    ConfigError,
+    ConfigFile,
+    formats,
+    from_env,
+    load,
+    loader,
+    loads,
+    parse_duration,
+)
 from otel_resilience.config.errors import cannot_read
-from otel_resilience.config.formats import UnknownFormatError
+from otel_resilience.config.formats import UnknownFormatError, read_file
 from otel_resilience.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -891,6 +901,56 @@ def test_a_device_is_refused_before_it_is_read_by_every_reader() -> None:
         from_env({"OTEL_RESILIENCE_CONFIG": device})
     with pytest.raises(OSError, match="is a character device, not a regular file"):
         ResilienceManager(clock=FakeClock()).watch(device, format="yaml")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_file_replaced_by_a_named_pipe_after_the_first_look_is_refused_by_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load(): a regular file when its format is told, a named pipe nobody writes to when it is
+    read (moved over it in between) is refused by the read as the first look refuses one, at once
+    (was: the read waited on the pipe for good)."""
+    path = tmp_path / "policies.yaml"
+    path.write_text("policies:\n  p: {timeout: 1s}\n")
+
+    def look_then_swap(source: str, given: Literal["yaml", "toml"] | None = None) -> str:
+        found = formats.file_format(source, given)
+        path.unlink()
+        os.mkfifo(path)
+        return found
+
+    monkeypatch.setattr(loader, "file_format", look_then_swap)
+    with pytest.raises(OSError) as caught:
+        load(path)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EINVAL,
+        "is a named pipe (FIFO), not a regular file",
+        str(path),
+    )
+
+
+def test_the_read_of_a_config_file_refuses_what_it_opened_unless_a_regular_file(tmp_path: Path) -> None:
+    """``read_file``, the one read of every reader: a regular file's bytes as they are; a directory,
+    a device and (POSIX) a named pipe nobody writes to refused with the first look's errors, at once."""
+    regular = tmp_path / "policies.yaml"
+    regular.write_bytes(b"policies: {}\r\n\xef")
+    assert read_file(str(regular)) == b"policies: {}\r\n\xef"
+    with pytest.raises(IsADirectoryError, match="is a directory: name a file"):
+        read_file(str(tmp_path))
+    refused = [("/dev/null", "is a character device, not a regular file")]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.yaml")
+        refused.append((str(tmp_path / "pipe.yaml"), "is a named pipe (FIFO), not a regular file"))
+    for source, reason in refused:
+        with pytest.raises(OSError) as caught:
+            read_file(source)
+        assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+            errno.EINVAL,
+            reason,
+            source,
+        )
+    with pytest.raises(FileNotFoundError):
+        read_file(str(tmp_path / "missing.yaml"))
 
 
 @pytest.mark.parametrize("name", ["policies", "policies.yaml"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import os
@@ -1693,3 +1694,37 @@ def test_stop_during_the_threads_look_ends_the_thread_whatever_the_interval(
     stopper.join(30)  # generous: an hour's wait is what fails it
     assert not stopper.is_alive()
     assert not watch._thread.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_file_replaced_by_a_named_pipe_is_refused_by_the_next_look_without_waiting_on_it(
+    tmp_path: Path,
+) -> None:
+    """A watched file replaced by a named pipe nobody writes to: the next looks refuse it as the
+    watch's start refuses one, "is a named pipe (FIFO), not a regular file", and return at once; a
+    good file put back is applied (was: the look's read waited on the pipe for good, the watch's
+    thread and every ``check()`` with it)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = _manager()
+    with manager.watch(path, interval=3600) as watch:
+        path.unlink()
+        os.mkfifo(path)
+        looked: list[bool] = []
+        looker = threading.Thread(target=lambda: looked.extend((watch.check(), watch.check())), daemon=True)
+        looker.start()
+        looker.join(30)
+        while looker.is_alive():  # a look waits on the pipe: a writer ends each wait, the test fails
+            with contextlib.suppress(OSError):  # ENXIO: no look has the pipe open yet
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            looker.join(0.1)
+        assert looked == [False, False]
+        assert (watch.applied, watch.failed, watch.stale) == (1, 1, True)
+        assert (
+            watch.last_error
+            == f"OSError: [Errno 22] is a named pipe (FIFO), not a regular file: {str(path)!r}"
+        )
+        path.unlink()
+        _write(path, SECOND)
+        assert _look_twice(watch)
+        assert (watch.applied, watch.stale, watch.last_error) == (2, False, None)
