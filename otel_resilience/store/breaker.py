@@ -401,8 +401,17 @@ class SharedBreaker(PeerCounts):
         """Read the cluster's state and take it (:func:`read_states` for this breaker alone)."""
         read_states(client, [self])
 
-    def _take_state(self, breaker: CircuitBreaker, reply: Any) -> None:
+    def _take_state(self, breaker: CircuitBreaker, reply: Any, permit: object) -> None:
         """Take the cluster's state read by ``READ_STATE`` (a replica joining, or after the store came back).
+
+        Not when the breaker made a transition of its own since the read was asked (its state
+        period, ``permit`` then, is another now) or one waits to be published: the read does not
+        hold it, and taking it undid it (an operator's ``reset`` waiting to be published, undone
+        by a read of the cluster still OPEN from the replica's earlier ``force_open``: OPEN again
+        until the reset's publication was taken back, two transitions reported that nobody made).
+        The publication compares and sets on the period and takes the cluster's state if it
+        moved (:meth:`_published`); a move of the breaker's own that is not published (to
+        HALF_OPEN) waits for the next read.
 
         An OPEN replica facing a cluster that is CLOSED, or has no state (it tripped while the
         store was away), publishes its OPEN instead: a trip is never lost. So does a replica in
@@ -415,6 +424,8 @@ class SharedBreaker(PeerCounts):
         those started after the loss (a restart, ``key_ttl`` after the last change) reported
         their counts apart, and opened on their own sums only.
         """
+        if breaker._core._permit is not permit or self._store._queued(self):
+            return
         epoch, state, left, reason = reply
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
@@ -720,10 +731,12 @@ def read_states(client: Any, links: Sequence[SharedBreaker]) -> None:
         with contextlib.ExitStack() as held:
             for link, _ in batch:
                 held.enter_context(link._lock)
+            permits = [breaker._core._permit for _, breaker in batch]  # their periods as the read is asked
             calls = ((link, scripts.READ_STATE, [f"{link._prefix}:state"], ()) for link, _ in batch)
-            for (link, breaker), reply in zip(batch, _eval_batch(client, calls), strict=True):
+            replies = _eval_batch(client, calls)
+            for (link, breaker), permit, reply in zip(batch, permits, replies, strict=True):
                 if link.accepted("state", f"{link._prefix}:state", reply):
-                    link._take_state(breaker, reply)
+                    link._take_state(breaker, reply, permit)
 
 
 def publish_states(

@@ -286,6 +286,43 @@ def test_a_publication_answered_while_a_later_transition_of_its_replica_waits_ke
     assert a.state is CircuitState.OPEN
 
 
+def test_a_read_of_the_cluster_made_while_a_transition_of_its_replica_waits_does_not_undo_it(
+    replicas: Replica, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resynchronising read taken while the replica's own later transition waits to be published
+    leaves that transition alone: its publication settles it (compare-and-set on the period).
+
+    Here an operator's reset is made between the store's publications and its read of every
+    breaker's cluster state in one round, as a call's thread may (made in the round here): the
+    read finds the cluster still OPEN from the replica's earlier ``force_open``. Taking it, the
+    replica went OPEN again until its reset was published the next round and taken back: two
+    transitions reported that nobody made, and calls rejected in between.
+    """
+    a = replicas(resync_interval=0.2)
+    link = _link(a)
+    store = link._store
+    a.force_open()
+    wait_for(lambda: not store._queued(link) and link.epoch > 0, 5.0, "force_open published")
+    changes: list[StateChanged] = []
+    a.on_state_change(changes.append)
+    read_states = RedisStore._read_states
+    read: list[bool] = []
+
+    def reset_before_the_read(self: RedisStore, due: bool) -> bool:
+        if self is store and not read:
+            a.reset()  # queued for the next round's publications
+            read.append(store._queued(link))
+            return read_states(self, True)  # every breaker's state, as at a resync
+        return read_states(self, due)
+
+    monkeypatch.setattr(RedisStore, "_read_states", reset_before_the_read)
+    store._wake.set()
+    wait_for(lambda: bool(read), 5.0, "the round's read")
+    _stays_closed(redis_url, a)
+    assert read == [True]
+    assert [(c.old, c.new, c.reason) for c in changes] == [("open", "closed", "reset")]
+
+
 def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     """Another namespace, another name (even one with ':'), another key: each keeps its own state."""
     a = replicas("db")
