@@ -182,9 +182,8 @@ def _refuse_no_regular_file(source: str) -> None:
     _refuse_mode(mode, source)
 
 
-_OPEN_TO_READ: Final = (
-    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-)
+_NONBLOCK: Final[int] = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no named pipe in a folder
+_OPEN_TO_READ: Final = os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 """How :func:`read_file` opens a file: read only, never waiting to open it (a named pipe nobody
 writes to is opened at once, and refused), not inherited by a child process, bytes as they are."""
 
@@ -196,9 +195,9 @@ def read_file(source: str) -> bytes:
     and ``manager.watch`` and :func:`~otel_resilience.config.from_env`, which read it at each
     look): :func:`file_format` refuses a path that is no regular file before it is opened, but
     the path may name another thing by the time it is read (a named pipe moved over a watched
-    file). So the file is opened without waiting (``O_NONBLOCK``, which a regular file's reads
-    ignore) and what was opened is judged by the same rule before a byte is read: a named
-    pipe, a device or a directory is refused as :func:`file_format` refuses it, never waited on.
+    file). So the file is opened without waiting (``O_NONBLOCK``) and what was opened is judged
+    by the same rule before a byte is read: a named pipe, a device or a directory is refused as
+    :func:`file_format` refuses it, never waited on; a regular file is read in blocking mode.
 
     Raises:
         IsADirectoryError: ``source`` names a directory.
@@ -208,6 +207,8 @@ def read_file(source: str) -> bytes:
     descriptor = os.open(source, _OPEN_TO_READ)
     try:
         _refuse_mode(os.fstat(descriptor).st_mode, source)
+        if _OPEN_TO_READ & _NONBLOCK:  # a regular file: its reads as any file's (a network file system's too)
+            os.set_blocking(descriptor, True)
         chunks = []
         while chunk := os.read(descriptor, _CHUNK):
             chunks.append(chunk)
