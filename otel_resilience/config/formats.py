@@ -207,7 +207,7 @@ def read_file(source: str) -> bytes:
     descriptor = os.open(source, _OPEN_TO_READ)
     try:
         _refuse_mode(os.fstat(descriptor).st_mode, source)
-        if _OPEN_TO_READ & _NONBLOCK:  # a regular file: its reads as any file's (a network file system's too)
+        if _NONBLOCK:  # a regular file: read as any file is (some network file systems honour the flag)
             os.set_blocking(descriptor, True)
         chunks = []
         while chunk := os.read(descriptor, _CHUNK):
