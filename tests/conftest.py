@@ -63,13 +63,32 @@ first, so that no process starts a long one while the others are done.
 """
 
 
+REALTIME_HOME = "demo"
+"""The folder (under ``tests/``) of every file marked ``realtime``: ``bash .ci/run`` collects only
+it for its second run (``-m realtime tests/demo``), so a file marked so elsewhere would be run by
+neither."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects them
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Put the items of :data:`LONGEST_FIRST` first, in its order; the others keep theirs.
 
     Raises:
-        pytest.UsageError: A file the list names is gone (renamed: the list must follow).
+        pytest.UsageError: A file the list names is gone (renamed: the list must follow), or a
+            test marked ``realtime`` lives outside :data:`REALTIME_HOME`.
     """
     root = Path(config.rootpath, "tests")
+    home = root / REALTIME_HOME
+    if astray := sorted(
+        {
+            str(item.path)
+            for item in items
+            if item.get_closest_marker("realtime") and home not in Path(item.path).parents
+        }
+    ):
+        raise pytest.UsageError(
+            f"tests marked realtime outside tests/{REALTIME_HOME} (bash .ci/run would skip them): {astray}"
+        )
     if missing := [name for name in LONGEST_FIRST if not (root / name).is_file()]:
         raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that are gone: {missing}")
     rank = {root / name: place for place, name in enumerate(LONGEST_FIRST)}
