@@ -475,7 +475,12 @@ class OtelListener:
             return None
         try:
             info = self._infos.get(source)
-            scope = open_execution_span(tracer, info, operation) if tracer and info.spans else None
+            scope = None
+            if tracer and info.spans:
+                try:
+                    scope = open_execution_span(tracer, info, operation)
+                except Exception:  # noqa: BLE001 - a span processor's, say: the duration is still recorded
+                    self.failed("start_execution")
             if scope is None and info.metrics and self._instruments is not None:
                 scope = info.metrics_only
             if info.key_attrs is not None:  # its events carry the key, even with no span nor duration
@@ -548,7 +553,10 @@ class OtelListener:
             span: Span | None = None
             token: Token[Context] | None = None
             if spans and tracer is not None:
-                span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
+                try:
+                    span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
+                except Exception:  # noqa: BLE001 - a span processor's, say: the attempt is still timed
+                    self.failed("start_attempt")
             if span is None and not timed:
                 return None
             return AttemptScope(info, span, token, time.perf_counter() if timed else 0.0, attempt_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import NoOpTracerProvider
 
+from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.engine.events import TelemetryHub, TelemetrySource
 from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.telemetry import current_listener, install_default, instrument, providers, uninstrument
@@ -713,3 +715,42 @@ def test_a_tracer_provider_that_cannot_be_loaded_leaves_a_meter_provider_set_lat
         OTEL_PYTHON_TRACER_PROVIDER="no_such_provider",
     )
     assert out.strip() == "ok"
+
+
+class _RaisingOnStart(SpanProcessor):
+    """A span processor that raises on every span start only."""
+
+    def on_start(self, span, parent_context=None) -> None:
+        raise RuntimeError("processor start")
+
+
+def test_a_span_that_fails_to_start_leaves_the_durations_recorded(otel, driver):
+    """The execution's and each attempt's duration are recorded when their span's start raises.
+
+    The span is lost, and counted; the histograms are not (a failing span start once dropped the
+    execution's duration and a retried attempt's).
+    """
+    otel.tracer_provider.add_span_processor(_RaisingOnStart())
+    manager = ResilienceManager()
+    config = ResilienceConfig(
+        name="fragile-spans", retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0)
+    )
+    failures = iter([True, False] * 5)
+
+    def flaky() -> str:
+        if next(failures):
+            raise ConnectionError("once")
+        return "ok"
+
+    async def flaky_async() -> str:
+        return flaky()
+
+    for _ in range(5):
+        if driver == "sync":
+            assert manager.execute_with_resilience_sync(flaky, config) == "ok"
+        else:
+            assert asyncio.run(manager.execute_with_resilience(flaky_async, config)) == "ok"
+    assert sum(p.count for p in otel.points("resilience.execution.duration")) == 5
+    assert sum(p.count for p in otel.points("resilience.attempt.duration")) == 10
+    assert otel.listener.errors == 10  # each execution's span and each second attempt's
+    assert otel.spans() == []
