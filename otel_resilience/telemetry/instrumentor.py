@@ -25,6 +25,8 @@ __all__ = ["OtelResilienceInstrumentor"]
 
 _KEYWORDS: Final = tuple(inspect.signature(instrument).parameters)
 """What ``instrument()`` takes: the keywords the instrumentor hands on as they were given."""
+_TAKEN: Final = frozenset((*_KEYWORDS, "skip_dep_check", "raise_exception_on_conflict"))
+"""Every keyword the instrumentor's ``instrument()`` takes: the function's and the base class's own."""
 
 
 def _unknown(unknown: list[str]) -> TypeError:
@@ -70,6 +72,18 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         """No library to instrument: the patterns are this package's own."""
         return ()
 
+    def instrument(self, **kwargs: Any) -> None:
+        """Register the listener with the keywords given; refuse one neither this nor the base class takes.
+
+        Raises:
+            TypeError: A keyword neither :func:`~otel_resilience.telemetry.instrument` nor the
+                base class takes, whether or not it is instrumented already (the base class
+                only warns then, and would never see the keyword).
+        """
+        if unknown := sorted(kwargs.keys() - _TAKEN):
+            raise _unknown(unknown)
+        super().instrument(**kwargs)
+
     def uninstrument(self, **kwargs: Any) -> None:
         """Turn telemetry off (:func:`~otel_resilience.telemetry.uninstrument`), whoever turned it on."""
         if current_listener() is not None:
@@ -79,9 +93,6 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         """Register the listener; the base class has taken its own keywords out of ``kwargs``."""
-        unknown = sorted(kwargs.keys() - set(_KEYWORDS))
-        if unknown:
-            raise _unknown(unknown)
         listener = instrument(**kwargs)
         self._registered = weakref.ref(listener)
 

@@ -216,6 +216,20 @@ def test_an_unknown_keyword_is_refused_and_nothing_is_registered(
     provider.shutdown()
 
 
+def test_an_unknown_keyword_is_refused_when_already_instrumented_too(
+    instrumentor: OtelResilienceInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Instrumented already, a misspelt keyword still raises TypeError naming it (the base class
+    would only warn that it is instrumented, the keyword unseen); the listener stays."""
+    instrumentor.instrument(skip_dep_check=True)
+    registered = current_listener()
+    with pytest.raises(TypeError, match=r"keyword argument 'tracer_provder' "):
+        instrumentor.instrument(tracer_provder=TracerProvider(shutdown_on_exit=False))
+    assert current_listener() is registered
+    assert instrumentor.is_instrumented_by_opentelemetry
+    assert _warnings(caplog) == []
+
+
 def test_the_base_class_keywords_are_taken(instrumentor: OtelResilienceInstrumentor) -> None:
     """skip_dep_check (what opentelemetry-instrument passes) and raise_exception_on_conflict are the
     base class's own: taken, and not handed on to instrument()."""
