@@ -36,10 +36,22 @@ from otel_resilience.patterns.rate_limiter.config import ALGORITHMS, MIN_RATE
 from otel_resilience.patterns.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.patterns.retry.budget import BUDGET_BUCKETS
 
-__all__ = ["FORMAT_VERSION", "POLICY", "RETRY_BUDGET", "SECTIONS", "Field", "Kind", "Section"]
+__all__ = [
+    "EXTENSION_PREFIX",
+    "FORMAT_VERSION",
+    "POLICY",
+    "RETRY_BUDGET",
+    "SECTIONS",
+    "Field",
+    "Kind",
+    "Section",
+]
 
 FORMAT_VERSION: Final = 1
 """The file format's version: a file may say ``version: 1``; no other version exists yet."""
+EXTENSION_PREFIX: Final = "x-"
+"""A top-level key that starts so is not read: a place for YAML anchors (``x-defaults: &defaults``)
+that the policies merge (``<<: *defaults``), as in Compose and OpenAPI files."""
 
 Kind = Literal[
     "int", "number", "duration", "bool", "name", "value", "exceptions", "exception", "choice", "section",

@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from otel_resilience.config.errors import ConfigError, Path, render_path
-from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, Field, Section
+from otel_resilience.config.fields import (
+    EXTENSION_PREFIX,
+    FORMAT_VERSION,
+    POLICY,
+    RETRY_BUDGET,
+    Field,
+    Section,
+)
 from otel_resilience.config.values import (
     duration_at_least,
     parse_duration,
@@ -108,7 +115,7 @@ class _Reader:
             raise self.error((), "the file is empty: it must be a mapping with a 'policies' key")
         document = self.mapping(data, (), "a mapping with a 'policies' key")
         for key in document:
-            if key not in TOP_KEYS:
+            if key not in TOP_KEYS and not (isinstance(key, str) and key.startswith(EXTENSION_PREFIX)):
                 raise self.error((key,), _unknown(key, TOP_KEYS, "the file's top level"))
         if "version" in document and (
             document["version"] != FORMAT_VERSION or isinstance(document["version"], bool)

@@ -25,7 +25,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, SECTIONS, Field, Section
+from otel_resilience.config.fields import (
+    EXTENSION_PREFIX,
+    FORMAT_VERSION,
+    POLICY,
+    RETRY_BUDGET,
+    SECTIONS,
+    Field,
+    Section,
+)
 from otel_resilience.config.values import (
     DURATION_PATTERN,
     EXCEPTION_PATTERN,
@@ -102,6 +110,9 @@ def generate() -> dict[str, Any]:
             "policies": _named(
                 POLICY, "Policies by name; the name is the policy's name in telemetry.", _ATTRIBUTE_NAME
             ),
+        },
+        "patternProperties": {
+            f"^{EXTENSION_PREFIX}": {"description": "Not read: a place for YAML anchors the policies merge."}
         },
         "required": ["policies"],
         "additionalProperties": False,

@@ -393,6 +393,26 @@ def test_yaml_anchors_and_merge_keys_share_settings() -> None:
     assert policies["c"] == dataclasses.replace(policies["a"], name="c")
 
 
+def test_a_top_level_key_starting_with_x_dash_holds_anchors_and_is_not_read() -> None:
+    """Shared settings live under an ``x-`` key (not a policy of their own) and are merged from there."""
+    policies = loads(
+        "x-defaults: &defaults\n"
+        "  timeout: 5s\n"
+        "  retry: {max_attempts: 2}\n"
+        "x-notes: anything at all, [not, read]\n"
+        "policies:\n"
+        "  a: *defaults\n"
+        "  b:\n"
+        "    <<: *defaults\n"
+        "    timeout: 9s\n"
+    )
+    assert list(policies) == ["a", "b"]
+    assert (policies["a"].timeout, policies["b"].timeout) == (5.0, 9.0)
+    assert policies["b"].retry_policy == RetryPolicy(max_attempts=2)
+    with pytest.raises(ConfigError, match="defaults is not a key of the file's top level"):
+        loads("defaults: {timeout: 5s}\npolicies: {}\n")
+
+
 def test_dotted_exception_names_import_their_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dotted name imports the module it names (here one of the test's), module:attr too."""
     (tmp_path / "hf_config_errors.py").write_text(

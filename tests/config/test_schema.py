@@ -35,6 +35,7 @@ _KNOWN = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "properties",
     "additionalProperties", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "pattern",
     "minLength", "maxLength", "items", "minItems", "anyOf", "oneOf", "allOf", "not", "propertyNames",
+    "patternProperties",
 }  # fmt: skip
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -105,8 +106,17 @@ def _object_errors(
     for key, item in value.items():
         if "propertyNames" in node:
             found += _errors(node["propertyNames"], key, root, f"{where}.{key} (name)")
+        patterned = [
+            schema
+            for pattern, schema in node.get("patternProperties", {}).items()
+            if isinstance(key, str) and re.search(_as_ecmascript(pattern), key)
+        ]
+        for schema in patterned:
+            found += _errors(schema, item, root, f"{where}.{key}")
         if key in properties:
             found += _errors(properties[key], item, root, f"{where}.{key}")
+        elif patterned:
+            pass  # not an additional property: a pattern matched it
         elif node.get("additionalProperties") is False:
             found.append(f"{where}.{key}: not allowed")
         elif isinstance(node.get("additionalProperties"), dict):
@@ -160,6 +170,7 @@ def test_the_sample_files_validate_against_the_schema(path: Path) -> None:
 
 
 GOOD = [
+    "x-defaults: &d {timeout: 2s}\nx-other: [1, 2]\npolicies: {p: {<<: *d}, q: *d}\n",
     "policies: {p: null, q: {}}\n",
     "version: 1\nretry_budgets: {b: {window: 500ms}}\npolicies: {p: {retry: {budget: b, retry_on: OSError}}}\n",
     "policies: {p: {circuit_breaker: {sliding_window: {kind: count, size: 3}, minimum_calls: 2}}}\n",
@@ -190,6 +201,8 @@ BAD = [
     "version: 2\npolicies: {}\n",
     "polices: {}\n",
     "retry_budgets: {}\n",
+    "xdefaults: {}\npolicies: {}\n",
+    "X-defaults: {}\npolicies: {}\n",
 ]
 
 
