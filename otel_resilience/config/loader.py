@@ -251,7 +251,7 @@ def from_env(
         ConfigError: The file is not valid, or cannot be read (a directory included), or its name
             has no known suffix (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
-        TypeError: ``environ`` is not a mapping or ``None``, ``previous`` is not a
+        TypeError: ``environ`` is not a mapping or ``None`` (or its variable is no ``str``), ``previous`` is not a
             :class:`ConfigFile` or ``None``, or ``clock`` is not a clock.
     """
     if environ is not None and not isinstance(environ, Mapping):
@@ -264,7 +264,10 @@ def from_env(
         )
     _check_previous("from_env", previous)
     check_clock("from_env", clock)
-    path = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV, "")
+    if not isinstance(value, str):  # os.environ's are; a mapping of the caller's may hold anything
+        raise fail("from_env", f"environ[{CONFIG_ENV!r}]", "a str (a file's path)", value, kind=TypeError)
+    path = value.strip()
     if not path:
         return None
     try:

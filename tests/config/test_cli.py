@@ -256,6 +256,14 @@ def test_from_env_errors_name_the_variable_or_the_file(tmp_path: Path) -> None:
         from_env({CONFIG_ENV: str(bad)}, clock=FakeClock())  # just written: its wait takes no time
 
 
+@pytest.mark.parametrize("value", [None, 5, b"/etc/resilience.yaml"])
+def test_from_env_refuses_a_variable_that_is_no_str_naming_it(value: object) -> None:
+    """A mapping of the caller's holding no ``str`` for the variable: a TypeError naming it (was an
+    AttributeError of ``strip``)."""
+    with pytest.raises(TypeError, match=rf"^from_env\.environ\['{CONFIG_ENV}'\] must be a str"):
+        from_env({CONFIG_ENV: value})  # type: ignore[dict-item]
+
+
 class _ClosedOutput(io.StringIO):
     """Standard output whose reader is gone (`otel-resilience schema | true`)."""
 
