@@ -251,8 +251,8 @@ def from_env(
         ConfigError: The file is not valid, or cannot be read (a directory included), or its name
             has no known suffix (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
-        TypeError: ``environ`` is not a mapping or ``None`` (or its variable is no ``str``), ``previous`` is not a
-            :class:`ConfigFile` or ``None``, or ``clock`` is not a clock.
+        TypeError: ``environ`` is not a mapping or ``None`` (or its variable is no ``str``),
+            ``previous`` is not a :class:`ConfigFile` or ``None``, or ``clock`` is not a clock.
     """
     if environ is not None and not isinstance(environ, Mapping):
         raise fail(

@@ -495,6 +495,22 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             response._content_consumed = True  # its connection released, not closed
 
 
+def _read_raised(response: requests.Response) -> None:
+    """Read the rest of a raised failed response's body (over the drain limit), as ``content`` reads it.
+
+    A request sent without ``stream=True`` leaves no response for its caller to close: its body
+    is read, and its connection goes back to the pool, as requests' own read after
+    ``HTTPAdapter.send`` would. A read that fails closes the response (its connection with it);
+    the failed response is raised either way, its body then what was read before the failure.
+    """
+    if response._content_consumed:  # read whole already (under the drain limit)
+        return
+    try:
+        response.content  # noqa: B018 - read, as Session.send reads it
+    except Exception:  # noqa: BLE001 - the response's failure is what is raised, not its body's
+        response.close()
+
+
 class _Closed:
     """What the requests under way when their adapter closed send through: nothing (a closed :class:`Link`).
 
@@ -659,7 +675,12 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         url = urlsplit(request.url or "")
         port = host_port(url.scheme, url.port)  # the scheme's own port: the host's one key
         exchange = (request, stream, timeout, verify, cert, proxies)
-        return http.send_sync(url.hostname or "", port, replayable, self._attempt, exchange)
+        try:
+            return http.send_sync(url.hostname or "", port, replayable, self._attempt, exchange)
+        except FailedResponseError as failed:
+            if not stream:  # Session.send reads a response's body unless streaming: raised, it never would
+                _read_raised(failed.response)
+            raise
 
     def close(self) -> None:
         """Close the adapter's pools; a request under way is not sent (:class:`_Closed`).

@@ -528,6 +528,32 @@ def test_httpx_raise_on_failure_holds_a_large_failed_body_whole(raw: Callable[..
             response.close()
 
 
+def test_requests_raise_on_failure_without_stream_reads_a_large_failed_body_and_frees_its_connection(
+    raw: Callable[..., RawServer],
+) -> None:
+    """Not streaming, the raised 503's body is read whole (as requests reads a response it returns)
+    and its connection goes back to the pool: the next request through a pool of one is sent at
+    once (it waited out the policy's timeout for a connection the raised response held)."""
+    server = raw(*large_then(503))
+    config = ResilienceConfig(name="downstream", retry_policy=TWICE, timeout=5.0)
+    adapter = ResilientAdapter(
+        config,
+        manager=ResilienceManager(),
+        options=HttpOptions(raise_on_failure=True),
+        pool_maxsize=1,
+        pool_block=True,
+    )
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        with pytest.raises(FailedResponseError) as caught:
+            session.get(f"{server.url}/a")
+        # The raised response untouched: its connection is the pool's one, free again (else this
+        # waits for it until the policy's timeout, an OperationTimeoutError).
+        assert session.get(f"{server.url}/b").content == b"ok"
+        assert caught.value.response.content == LARGE
+    assert server.sent == 3
+
+
 def rerun_after_failed_responses(strategy: RecoveryStrategy) -> tuple[ResilienceConfig, ResilienceManager]:
     """A policy without retry whose recovery sends the request once more after a failed response."""
     manager = ResilienceManager()
