@@ -249,6 +249,7 @@ _NOT_CALLED_BY_USERS = {
     "otel_resilience.PolicyHandle",
     "otel_resilience.RedisStore",
     "otel_resilience.integrations.http.FailedResponseError",
+    "otel_resilience.integrations.aiohttp.MalformedResponseError",
 }
 
 

@@ -58,6 +58,7 @@ import aiohttp
 from aiohttp import payload
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.connector import BaseConnector
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_writer import StreamWriter
 
 from otel_resilience.errors import OperationTimeoutError
@@ -76,7 +77,7 @@ from otel_resilience.integrations.sending import (
     refused_as_made,
 )
 
-__all__ = ["ResilientMiddleware"]
+__all__ = ["MalformedResponseError", "ResilientMiddleware"]
 
 _REPLAYABLE_BODIES = (payload.BytesPayload, payload.StringPayload, payload.JsonBytesPayload)
 _POOL_WAIT: Final = BaseConnector._wait_for_available_connection.__code__
@@ -99,7 +100,12 @@ class ResilientMiddleware(HttpIntegration):
     """
 
     transport_errors = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
-    """A failed connection, a timeout, and a failed response's body cut off (``ClientPayloadError``)."""
+    """A failed connection, a timeout, and a failed response's body cut off (``ClientPayloadError``).
+
+    A response aiohttp cannot parse (a bad status line, header or length) is one too: aiohttp
+    raises it as a ``ClientResponseError``, which the attempt raises as
+    :class:`MalformedResponseError`, a ``ClientConnectionError`` as well.
+    """
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
@@ -142,6 +148,9 @@ class ResilientMiddleware(HttpIntegration):
                 raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
         except Exception as error:
+            cause = error.__cause__
+            if isinstance(error, aiohttp.ClientResponseError) and isinstance(cause, HttpProcessingError):
+                raise MalformedResponseError.of(error).with_traceback(error.__traceback__) from cause
             if refused_as_made(error, _HEADERS):  # a header aiohttp will not write: never sent
                 raise refused(error).with_traceback(error.__traceback__) from None
             if request.session.closed:  # closed (or its connector) while the request was under way
@@ -169,6 +178,28 @@ class ResilientMiddleware(HttpIntegration):
             raise
         if not whole and _total_fired(response):  # its read ended by aiohttp's total timeout: over
             raise self._http.client_timed_out(_TotalTimeoutError)
+
+
+class MalformedResponseError(aiohttp.ClientResponseError, aiohttp.ClientConnectionError):
+    """aiohttp's ``ClientResponseError`` for a response it could not parse, raised as a transport error.
+
+    A bad status line, header or ``Content-Length`` from the host: retried and counted by the
+    breaker as a failed connection is (requests and httpx raise such a response as one of their
+    connection or protocol errors). Still a ``ClientResponseError``, with aiohttp's ``status``
+    (400, the parser's), ``message`` and ``request_info``; its ``__cause__`` is the parser's
+    ``HttpProcessingError``.
+    """
+
+    @classmethod
+    def of(cls, error: aiohttp.ClientResponseError) -> MalformedResponseError:
+        """The same error as a :class:`MalformedResponseError`."""
+        return cls(
+            error.request_info,
+            error.history,
+            status=error.status,
+            message=error.message,
+            headers=error.headers,
+        )
 
 
 class _TotalTimeoutError(OperationTimeoutError):

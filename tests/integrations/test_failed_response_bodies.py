@@ -29,8 +29,14 @@ import pytest
 import requests
 from support import FAST_RETRY
 
-from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager, RetryPolicy
-from otel_resilience.integrations.aiohttp import ResilientMiddleware
+from otel_resilience import (
+    CircuitBreakerConfig,
+    OperationTimeoutError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.integrations.aiohttp import MalformedResponseError, ResilientMiddleware
 from otel_resilience.integrations.http import DRAIN_LIMIT, FailedResponseError, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
@@ -195,6 +201,37 @@ async def test_aiohttp_retries_a_get_whose_failed_body_was_cut_off(raw: Callable
     server = raw(cut_off(503))
     async with aiohttp_session() as session, session.get(f"{server.url}/a") as response:
         assert (response.status, await response.text(), server.sent) == (200, "ok", 2)
+
+
+def bad_status_line(connection: socket.socket) -> bool:
+    """A status line no parser reads (``HTTP/1.1 abc OK``), and the connection closed."""
+    connection.sendall(b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nok")
+    return False
+
+
+async def test_aiohttp_retries_a_get_whose_response_cannot_be_parsed(raw: Callable[..., RawServer]) -> None:
+    """A response aiohttp cannot parse is a transport error, as requests and httpx raise it: sent again,
+    counted by the breaker; the caller's error is still aiohttp's ClientResponseError."""
+    server = raw(bad_status_line)
+    async with aiohttp_session() as session:
+        async with session.get(f"{server.url}/a") as response:
+            assert (response.status, await response.read(), server.sent) == (200, b"ok", 2)
+    twice = ResilienceConfig(
+        name="downstream", retry_policy=TWICE, circuit_breaker=CircuitBreakerConfig(failure_threshold=10)
+    )
+    manager = ResilienceManager()
+    server = raw(bad_status_line, bad_status_line)
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(twice, manager=manager),)) as session:
+        with pytest.raises(aiohttp.ClientResponseError) as caught:
+            await session.get(f"{server.url}/a")
+    assert isinstance(caught.value, MalformedResponseError)
+    assert isinstance(caught.value, aiohttp.ClientConnectionError)
+    assert "Bad status line" in caught.value.message
+    assert server.sent == 2
+    host = server.url.removeprefix("http://")
+    breaker = manager.policy("downstream").for_key(host).circuit_breaker
+    assert breaker is not None
+    assert breaker.get_stats()["total_failures"] == 2
 
 
 def test_requests_sends_a_post_whose_failed_body_was_cut_off_once(raw: Callable[..., RawServer]) -> None:
