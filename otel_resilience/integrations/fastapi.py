@@ -139,14 +139,24 @@ def error_response(error: Exception) -> Response:
     """Return the HTTP answer for a refusal or a timeout (see the module's table).
 
     Its JSON body is ``{"detail": ..., "error": ...}``: a public message of the error's kind and
-    the error's class name; never the error's own message, which names the policy, the key whose
-    instance refused (the per-host key of an HTTP client: an internal address) and its limits.
+    the error's class name (its nearest public one); never the error's own message, which names
+    the policy, the key whose instance refused (the per-host key of an HTTP client: an internal
+    address) and its limits.
 
     Raises:
         TypeError: ``error`` is none of the four handled errors.
     """
     status, headers, detail = _answer(error)
-    return JSONResponse({"detail": detail, "error": type(error).__name__}, status, headers)
+    return JSONResponse({"detail": detail, "error": _public_name(type(error))}, status, headers)
+
+
+def _public_name(kind: type[BaseException]) -> str:
+    """The name of ``kind``, or of its nearest base whose name is public.
+
+    An integration's private error (aiohttp's total timeout, raised as the policy's) answers as
+    ``OperationTimeoutError``.
+    """
+    return next(base.__name__ for base in kind.__mro__ if not base.__name__.startswith("_"))
 
 
 async def _handler(connection: HTTPConnection, error: Exception) -> Response | None:

@@ -211,6 +211,25 @@ async def test_a_handler_for_a_parent_class_neither_keeps_nor_replaces_ours() ->
     assert (refused.status_code, refused.text) == (200, "app's rejection")
 
 
+class _PrivateTimeout(OperationTimeoutError):
+    """An integration's own timeout class (as aiohttp's total timeout, raised as the policy's)."""
+
+
+class PaymentsTimeout(OperationTimeoutError):
+    """A user's public subclass."""
+
+
+def test_error_response_names_the_nearest_public_class() -> None:
+    """A private subclass answers by its public base's name; a public subclass by its own."""
+    private = error_response(_PrivateTimeout("payments", 1.0))
+    public = error_response(PaymentsTimeout("payments", 1.0))
+    assert (private.status_code, private.body) == (
+        504,
+        b'{"detail":"The operation timed out.","error":"OperationTimeoutError"}',
+    )
+    assert b'"error":"PaymentsTimeout"' in public.body
+
+
 def test_error_response_refuses_other_errors() -> None:
     """Only the four handled errors have an answer."""
     with pytest.raises(TypeError, match=r"error_response\.error"):
