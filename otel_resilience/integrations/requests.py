@@ -63,7 +63,7 @@ from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 from requests.models import CONTENT_CHUNK_SIZE
 from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection
-from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool, port_by_scheme
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 from urllib3.util import Timeout
 from urllib3.util.connection import create_connection
@@ -527,9 +527,14 @@ class _Closed:
         self.send = send
 
     def __call__(self, request: requests.PreparedRequest, **_: Any) -> NoReturn:
-        """Refuse the request: its adapter closed."""
-        closed = ClosedPoolError(None, "Pool is closed.")  # type: ignore[arg-type] # no pool: none is made
-        raise requests.ConnectionError(closed, request=request)
+        """Refuse the request: its adapter closed (urllib3's error and words, naming the pool's host)."""
+        url = urlsplit(request.url or "")
+        kind = HTTPSConnectionPool if url.scheme == "https" else HTTPConnectionPool
+        pool = kind(
+            url.hostname or "", url.port or port_by_scheme.get(url.scheme, 80)
+        )  # named by the error only
+        pool.close()
+        raise requests.ConnectionError(ClosedPoolError(pool, "Pool is closed."), request=request)
 
 
 class AdapterOptions(TypedDict, total=False):

@@ -343,6 +343,8 @@ def test_requests_a_request_is_not_sent_again_once_its_session_closed(server: Sc
     with pytest.raises(requests.ConnectionError) as caught:
         session.get(f"{server.url}/a")
     assert _closed_pool(caught.value)
+    port = server.url.rsplit(":", 1)[1]  # urllib3's words for its closed pool, naming it (was `None: ...`)
+    assert str(caught.value) == f"HTTPConnectionPool(host='127.0.0.1', port={port}): Pool is closed."
     assert server.count("/a") == 1  # the retry sent nothing through the closed adapter
     assert len(clock.outcomes) == 1  # one backoff (the one the close ran in): no retry after the refusal
     assert len(adapter.poolmanager.pools) == 0  # no pool made again by a send after the close
