@@ -39,6 +39,11 @@ __all__ = ["TOP_KEYS", "Read", "read"]
 TOP_KEYS: Final = ("version", "retry_budgets", "policies")
 """The keys of the file's top level, in the order they are read."""
 _CLASS_ERROR: Final = re.compile(r"(?P<owner>\w+)\.(?P<fields>\w+(?:\.\w+)*) (?P<reason>.*)", re.DOTALL)
+_CLASSES: Final = re.compile(
+    r"\((?P<classes>(?:<class '[\w.]+'>, )*<class '[\w.]+'>),?\)|<class '(?P<one>[\w.]+)'>"
+)
+"""A class's repr (``<class 'ValueError'>``), or a tuple of them, in a class's rule: a file writes the
+class by name (its dotted path but for a built-in, as :func:`exception_name`), several in brackets."""
 _LEFT_OUT: Final = {"None": "left out"}
 """A class's word for a setting not given, as a file says it: a file writes no ``None`` (TOML has
 no null; YAML's and JSON's ``null`` is the key left out)."""
@@ -71,6 +76,13 @@ def read(
         ConfigError: Anything wrong, with its path and line.
     """
     return _Reader(lines, source, previous_budgets or {}).top(data)
+
+
+def _classes_as_written(match: re.Match[str]) -> str:
+    """A match of :data:`_CLASSES` as a file writes it: ``ValueError``, ``[ValueError, a.B]``."""
+    if match["one"] is not None:
+        return match["one"]
+    return f"[{', '.join(name[len('<class ') + 1 : -2] for name in match['classes'].split(', '))}]"
 
 
 class _Reader:
@@ -223,7 +235,9 @@ class _Reader:
         field, by its path in the file; an enum member by the value a file writes; ``None`` by
         what a file does, ``left out`` (:data:`_LEFT_OUT`). A list of settings leaves out those a
         file cannot set (the section's refused keywords, ``extra_strategies``), unless it names
-        nothing else. The value the rule refused (after ``", got "``) is shown as given.
+        nothing else. The value the rule refused (after ``", got "``) is shown as given, but for
+        exception classes, which are shown by the names a file writes, as in the rule
+        (:data:`_CLASSES`).
         """
         rule, got, value = reason.partition(", got ")  # the value, as given, is left as it is
         unwritable = {name for name, _ in section.refused}
@@ -246,6 +260,9 @@ class _Reader:
                 words.update({member.name: str(member.value) for member in field.enum})
         changed = {word: key for word, key in words.items() if word != key}
         pattern = "|".join(re.escape(word) for word in sorted(changed, key=len, reverse=True))
+        rule = _CLASSES.sub(_classes_as_written, rule)
+        if (classes := _CLASSES.fullmatch(value)) is not None:  # a value given is left as it is, but classes
+            value = _classes_as_written(classes)
         return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: changed[m[0]], rule) + got + value
 
     def value(self, field: Field, value: object, path: Path) -> Any:

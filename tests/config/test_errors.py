@@ -46,8 +46,16 @@ YAML_ERRORS = [
         POLICY + "    retry:\n      retry_on: [otel_resilience.CircuitOpenError]\n",
         (
             "f.yaml:3: policies.p.retry.no_retry_on must be disjoint from retry_on (it excludes the retried "
-            "(<class 'otel_resilience.errors.CircuitOpenError'>,)), "
-            "got (<class 'otel_resilience.errors.ExecutionRejectedError'>,)"
+            "[otel_resilience.errors.CircuitOpenError]), "
+            "got [otel_resilience.errors.ExecutionRejectedError]"
+        ),
+    ),
+    (  # classes named as the file names them, several in brackets (was: their reprs, in a tuple)
+        POLICY + "    circuit_breaker:\n      record_exceptions: [ValueError, KeyError]\n"
+        "      ignore_exceptions: [KeyError, ValueError]\n",
+        (
+            "f.yaml:5: policies.p.circuit_breaker.ignore_exceptions must be disjoint from record_exceptions "
+            "(it ignores the recorded [ValueError, KeyError]), got [KeyError, ValueError]"
         ),
     ),
     (  # a rate setting without a window would be ignored: refused at its own line
@@ -112,7 +120,7 @@ YAML_ERRORS = [
         POLICY + "    retry:\n      retry_on: KeyboardInterrupt\n",
         (
             "f.yaml:4: policies.p.retry.retry_on must be Exception subclasses or a predicate (cancellation is "
-            "never retried), got (<class 'KeyboardInterrupt'>,)"
+            "never retried), got [KeyboardInterrupt]"
         ),
     ),
     (
