@@ -21,13 +21,14 @@ from __future__ import annotations
 import errno
 import functools
 import importlib
+import itertools
 import math
 import os
 import pathlib
 import re
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast, get_args
 
 from otel_resilience.config.errors import ConfigError, Path
@@ -244,13 +245,66 @@ def parse(text: str, file_format: Format, source: str | None) -> Parsed:
         ImportError: The parser is not installed (the message names the ``config`` extra).
     """
     text = text.removeprefix("\ufeff")  # a byte order mark some editors write: not part of either format
+    hint = " (a recursive YAML alias?)" if file_format == "yaml" else ""
+    too_deep = f"nests deeper than {MAX_NESTING} levels{hint}"
     try:
-        if file_format == "toml":
-            return _parse_toml(text, source)
-        return _parse_yaml(text, source)
+        parsed = _parse_toml(text, source) if file_format == "toml" else _parse_yaml(text, source)
     except RecursionError:  # either parser (or the reading of YAML nodes) past Python's recursion limit
-        hint = " (a recursive YAML alias?)" if file_format == "yaml" else ""
-        raise ConfigError(f"nests too deep{hint}", source=source) from None
+        raise ConfigError(too_deep, source=source) from None
+    if _nests_too_deep(parsed[0]):  # the same answer wherever the caller's stack stands
+        raise ConfigError(too_deep, source=source)
+    return parsed
+
+
+MAX_NESTING: Final = 64
+"""The most lists and mappings a file may nest in one another (a policy's settings take five).
+
+A file nested deeper is refused whoever reads it: without this limit, one nested some hundred
+levels deep loaded or failed by how deep the caller's own stack stood (the parsers recurse)."""
+
+
+def _nests_too_deep(data: object) -> bool:
+    """Whether ``data`` nests lists and mappings more than :data:`MAX_NESTING` deep, or in a cycle.
+
+    Walked without recursion, each container once (the heights of those reached again through
+    YAML aliases are kept: a file of aliases of aliases is not walked exponentially).
+    """
+    if not isinstance(data, (dict, list, tuple, set, frozenset)):
+        return False
+    heights: dict[int, int] = {}
+    on_path = {id(data)}
+    stack: list[tuple[object, Iterator[object], list[int]]] = [(data, _members(data), [0])]
+    while stack:
+        node, members, tallest = stack[-1]
+        for member in members:
+            if not isinstance(member, (dict, list, tuple, set, frozenset)):
+                continue
+            if id(member) in on_path:  # a container inside itself: endless
+                return True
+            height = heights.get(id(member))
+            if height is None:
+                if len(stack) >= MAX_NESTING:  # one more level is past the limit
+                    return True
+                on_path.add(id(member))
+                stack.append((member, _members(member), [0]))
+                break
+            tallest[0] = max(tallest[0], height)
+        else:
+            stack.pop()
+            on_path.discard(id(node))
+            heights[id(node)] = height = tallest[0] + 1
+            if stack:
+                stack[-1][2][0] = max(stack[-1][2][0], height)
+            elif height > MAX_NESTING:
+                return True
+    return False
+
+
+def _members(container: object) -> Iterator[object]:
+    """The keys and values of a mapping, the items of any other container."""
+    if isinstance(container, dict):
+        return itertools.chain(container.keys(), container.values())
+    return iter(cast("list[object]", container))
 
 
 def _yaml() -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Callable
 
 import pytest
 
-from otel_resilience.config import ConfigError, loads
+from otel_resilience.config import ConfigError, ConfigFile, loads
 
 POLICY = "policies:\n  p:\n"
 
@@ -564,12 +565,39 @@ def test_every_refused_key_is_reported_as_taking_code() -> None:
             )
 
 
+DEEPER_YAML = "f.yaml: nests deeper than 64 levels (a recursive YAML alias?)"
+
+
+def _nested(file_format: str, levels: int) -> str:
+    """A policy whose fallback value nests lists so that the file nests ``levels`` deep."""
+    inner = "[" * (levels - 4) + "1" + "]" * (levels - 4)  # policies, p, fallback: three mappings
+    if file_format == "toml":
+        return f'[policies.p.fallback]\nstrategy = "default_value"\ndefault_value = {inner}\n'
+    return f"policies: {{p: {{fallback: {{strategy: default_value, default_value: {inner}}}}}}}\n"
+
+
+def _deeper(frames: int, call: Callable[[], object]) -> object:
+    return call() if frames == 0 else _deeper(frames - 1, call)
+
+
+@pytest.mark.parametrize("file_format", ["yaml", "toml"])
+@pytest.mark.parametrize("frames", [0, 300])
+def test_the_nesting_limit_is_the_same_wherever_the_caller_stands(file_format: str, frames: int) -> None:
+    """64 levels load and 65 do not, from a shallow stack or a deep one (a file some hundred levels
+    deep loaded, or was refused, by how deep the caller's stack stood); 480 levels alike."""
+    loaded = _deeper(frames, lambda: loads(_nested(file_format, 64), file_format))  # type: ignore[arg-type]
+    assert isinstance(loaded, ConfigFile)
+    for levels in (65, 480):
+        with pytest.raises(ConfigError, match=r"nests deeper than 64 levels"):
+            _deeper(frames, lambda n=levels: loads(_nested(file_format, n), file_format))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("text", "file_format", "message"),
     [
-        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "toml", "f.toml: nests too deep"),
-        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "yaml", "f.yaml: nests too deep (a recursive YAML alias?)"),
-        ("a: &a [*a]\npolicies: {}\n", "yaml", "f.yaml: nests too deep (a recursive YAML alias?)"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "toml", "f.toml: nests deeper than 64 levels"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "yaml", DEEPER_YAML),
+        ("a: &a [*a]\npolicies: {}\n", "yaml", DEEPER_YAML),
     ],
     ids=["toml", "yaml", "yaml-recursive-alias"],
 )
