@@ -128,8 +128,8 @@ def parse_duration(value: object) -> float:
 
     A string is one or more ``<number><unit>`` (units ``ms``, ``s``, ``m``, ``h``): ``"250ms"``
     is 0.25, ``"2m"`` 120.0, ``"1h30m"`` 5400.0. A number is seconds, returned as a ``float``
-    whatever its sign (the config class judges its range, with its own rule: ``> 0`` or
-    ``>= 0``).
+    whatever its sign, and a duration string after a minus sign as its negative (the config class
+    judges the range, with its own rule: ``> 0`` or ``>= 0``).
 
     Args:
         value: What the file holds.
@@ -138,8 +138,8 @@ def parse_duration(value: object) -> float:
         Seconds.
 
     Raises:
-        ValueError: ``value`` is a string that is not a duration (negative, a bare number in
-            quotes, an unknown unit ...).
+        ValueError: ``value`` is a string that is not a duration (a bare number in quotes, an
+            unknown unit ...).
         TypeError: ``value`` is neither a number nor a string (a bool, a list ...).
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -151,8 +151,9 @@ def parse_duration(value: object) -> float:
         raise TypeError(f"must be {_DURATION_RULE}, got {describe(value)} ({type(value).__name__})")
     if not re.fullmatch(DURATION_PATTERN[1:-1], value):
         text = value.strip()
-        if text.startswith("-"):
-            raise ValueError(f"must be a duration >= 0, got {value!r}")
+        negative = text.startswith("-") and re.fullmatch(DURATION_PATTERN[1:-1], text[1:])
+        if negative and (seconds := parse_duration(text[1:])):  # its field's own rule refuses it
+            return -seconds
         plain = _plain_number(text)
         hint = f" (write {plain} for seconds, or add a unit: '{plain}s')" if plain is not None else ""
         if _CLOCK.fullmatch(text):  # 90 s in YAML 1.1 (base 60): the writer says which units

@@ -143,7 +143,14 @@ YAML_ERRORS = [
             "'2s', '2m', '1h30m', got '2 minutes'"
         ),
     ),
-    (POLICY + "    timeout: -250ms\n", "f.yaml:3: policies.p.timeout must be a duration >= 0, got '-250ms'"),
+    (  # the field's own rule, as for -0.25 (was: "must be a duration >= 0", which 0s breaks too)
+        POLICY + "    timeout: -250ms\n",
+        "f.yaml:3: policies.p.timeout must be > 0 seconds, got -0.25",
+    ),
+    (
+        POLICY + "    bulkhead: {timeout: -1m}\n",
+        "f.yaml:3: policies.p.bulkhead.timeout must be > 0 seconds, got -60.0",
+    ),
     (
         POLICY + "    bulkhead: {timeout: '30'}\n",
         (

@@ -280,10 +280,16 @@ def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+def test_a_negative_duration_string_is_its_negative_for_the_field_to_judge() -> None:
+    """``-5s`` is -5.0: refused by its field's own rule (``> 0`` or ``>= 0``), not by another."""
+    assert parse_duration("-5s") == parse_duration("-5000ms") == -5.0
+    assert parse_duration("-1h30m") == -5400.0
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("-1s", "must be a duration >= 0, got '-1s'"),
+        ("-0s", "got '-0s'"),  # no negative zero: the schema refuses it too
         ("2", "(write 2 for seconds, or add a unit: '2s')"),
         ("2 minutes", "got '2 minutes'"),
         ("2d", "got '2d'"),
@@ -294,7 +300,7 @@ def test_durations(text: object, seconds: float) -> None:
     ],
 )
 def test_bad_durations(value: object, message: str) -> None:
-    """Negative strings, strings without a unit, unknown units and other types are refused."""
+    """Negative zero, strings without a unit, unknown units and other types are refused."""
     with pytest.raises((ValueError, TypeError), match="must be") as caught:
         parse_duration(value)
     assert message in str(caught.value)
