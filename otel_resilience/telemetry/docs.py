@@ -213,7 +213,9 @@ made (see docs/design.md, "Same-named instances share one set of series").
 Every exception inside the listener, an instrument callback, a reader or an exporter is
 swallowed: the protected call's result and timing are unaffected. Each one is counted
 (`resilience.telemetry.errors`) and logged to the `otel_resilience` logger at most once a
-minute per call site.
+minute per call site. What failed is all that is lost: a span that cannot start (a span
+processor's `on_start` raising) is missing from the trace, and the execution's or attempt's
+duration is still recorded.
 """
 
 _ENV: Final = """\
