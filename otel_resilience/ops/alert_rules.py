@@ -93,6 +93,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from otel_resilience.engine.validation import MAX_COUNT, describe
 from otel_resilience.ops import _yaml, checks, naming
@@ -380,6 +381,26 @@ class RuleOptionError(ValueError):
         return (type(self), (self.field, self.reason), self.__dict__)
 
 
+def _runbook_base_problem(base: str) -> str | None:
+    """What keeps ``base`` from starting each alert's runbook URL (``{base}/{alert}.md``), or ``None``.
+
+    Said as the end of "must be an http(s) URL": empty when it is none.
+
+    It needs a host, and nothing after its path: a query or a fragment would take the alert's
+    name into it. No ``{{`` or ``}}`` either: Prometheus reads an annotation as a template.
+    """
+    if not re.fullmatch(r"https?://\S+", base):
+        return ""
+    parts = urlsplit(base)
+    if not parts.hostname:
+        return " with a host"
+    if parts.query or parts.fragment or "?" in base or "#" in base:
+        return " without a query or a fragment (the alert's page is added to its path)"
+    if "{{" in base or "}}" in base:
+        return " without {{ or }} (Prometheus reads the annotation as a template)"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RuleOptions:
     """What a team adapts in the generated rules without editing Python.
@@ -485,9 +506,9 @@ class RuleOptions:
             first, then = getattr(self, shorter), getattr(self, longer)
             if _seconds(then) <= _seconds(first):
                 raise RuleOptionError(longer, f"must be longer than {shorter} ({first}), got {then!r}: {why}")
-        if not re.fullmatch(r"https?://\S+", self.runbook_url_base):
+        if (problem := _runbook_base_problem(self.runbook_url_base)) is not None:
             raise RuleOptionError(
-                "runbook_url_base", f"must be an http(s) URL, got {self.runbook_url_base!r}"
+                "runbook_url_base", f"must be an http(s) URL{problem}, got {self.runbook_url_base!r}"
             )
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.job_label) or self.job_label.startswith("__"):
             raise RuleOptionError("job_label", f"must be a Prometheus label name, got {self.job_label!r}")

@@ -214,6 +214,19 @@ def test_a_time_scale_that_collapses_an_adapted_ladder_is_a_usage_error(tmp_path
         (("--job-label", ""), "--job-label must be a Prometheus label name, got ''"),
         (("--job-label", "instance"), "--job-label must name the service, not 'instance', a label the rules"),
         (("--runbook-url-base", "ftp://wiki"), "--runbook-url-base must be an http(s) URL, got 'ftp://wiki'"),
+        (("--runbook-url-base", "https:///"), "--runbook-url-base must be an http(s) URL with a host, got"),
+        (
+            ("--runbook-url-base", "https://wiki/r?x=1"),
+            "--runbook-url-base must be an http(s) URL without a query",
+        ),
+        (
+            ("--runbook-url-base", "https://wiki/#top"),
+            "--runbook-url-base must be an http(s) URL without a query",
+        ),
+        (
+            ("--runbook-url-base", "https://wiki/{{"),
+            "--runbook-url-base must be an http(s) URL without {{ or }}",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["otel-resilience export", "python -m otel_resilience.ops.export"])
