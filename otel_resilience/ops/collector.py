@@ -306,8 +306,9 @@ def render_collector_configs() -> dict[str, str]:
             "otel_resilience/ops/collector.py",
             "Prometheus scraping the Collector's `prometheus` exporter (honor_labels keeps the job\n"
             "the Collector derives from service.name), with the shipped rules and Alertmanager.\n"
-            "Check it with `promtool check config prometheus.yaml`. To scrape a service's own\n"
-            "/metrics instead, add a scrape job named after the service (the job is the service).",
+            "Check it with `promtool check config prometheus.yaml` once the rules it loads are\n"
+            "beside this folder (`otel-resilience export alerts ../alerts`). To scrape a service's\n"
+            "own /metrics instead, add a scrape job named after the service (the job is the service).",
         ),
     )
     return rendered

@@ -97,6 +97,10 @@ the last part of its repository folder (``shipped/collector-config``, ``shipped/
 REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[2]
 """The repository root, when running from a source checkout."""
 _RUNBOOK_SUFFIX: Final = ".md"
+COLLECTOR_README: Final = "README.md"
+"""The Collector folder's own notes (its variables, the otelcol-contrib it needs, the folder
+layout ``prometheus.yaml`` reads): written by hand in ``collector-config/``, shipped and exported
+with the configs."""
 
 
 class MissingExtraError(RuntimeError):
@@ -186,7 +190,11 @@ def _render(kind: str, time_scale: float, options: RuleOptions | None) -> dict[s
     if kind == "collector":
         from otel_resilience.ops.collector import render_collector_configs  # noqa: PLC0415
 
-        return render_collector_configs()
+        files = render_collector_configs()
+        readme = REPOSITORY_ROOT / DEFAULT_DIRECTORIES["collector"] / COLLECTOR_README
+        if readme.is_file():  # written by hand: shipped beside the configs it explains, as they are
+            files[COLLECTOR_README] = readme.read_text(encoding="utf-8")
+        return dict(sorted(files.items()))
     source = REPOSITORY_ROOT / DEFAULT_DIRECTORIES["runbooks"]
     return {
         path.name: path.read_text(encoding="utf-8")

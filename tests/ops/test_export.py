@@ -43,7 +43,8 @@ def test_the_package_data_is_the_repository_folder(kind, repo):
     in_repo = {
         path.name: path.read_text(encoding="utf-8")
         for path in folder.iterdir()
-        if path.suffix in {".json", ".yml", ".yaml", ".md"} and path.name != "README.md"
+        if path.suffix in {".json", ".yml", ".yaml", ".md"}
+        and (path.name != "README.md" or kind == "collector")  # the Collector's notes are shipped too
     }
     assert export.packaged(kind) == in_repo
     assert in_repo
@@ -64,7 +65,15 @@ def test_every_committed_generated_file_has_a_generator(kind, repo):
         for path in (repo / export.DEFAULT_DIRECTORIES[kind]).iterdir()
         if path.suffix in {".json", ".yml", ".yaml"}
     }
-    assert committed == set(export.render(kind))
+    assert committed == set(export.render(kind)) - {export.COLLECTOR_README}
+
+
+def test_the_exported_collector_folder_holds_its_readme(tmp_path):
+    """`export collector DIR` writes the notes its configs point to ("see README.md here")."""
+    written = {p.name: p for p in export.export_artifacts("collector", tmp_path / "collector")}
+    assert export.COLLECTOR_README in written
+    assert "see README.md here" in written["otelcol.yaml"].read_text(encoding="utf-8")
+    assert "OTLP_GRPC_ENDPOINT" in written[export.COLLECTOR_README].read_text(encoding="utf-8")
 
 
 def test_export_artifacts_writes_every_file_of_a_kind(tmp_path):
