@@ -396,7 +396,8 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=None,
         help="alerts only: an http:// or https:// URL, where the runbooks <AlertName>.md are browsed "
-        "(runbook_url of every alert; default: the project's repository)",
+        "(runbook_url of every alert: URL/<AlertName>.md, so a host and no query, fragment, {{ or }}; "
+        "default: the project's repository)",
     )
     parser.add_argument(
         "--job-label",
