@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 
 import pytest
@@ -123,6 +124,27 @@ def test_a_named_policy_beside_another_managers_policy_of_its_name_is_warned_abo
     found = shared_warnings(caplog)
     assert len(found) == 1, found  # once per manager and name
     assert "policy 'in-two-managers-retry'" in found[0]
+
+
+def test_a_named_policy_kept_after_its_manager_was_freed_is_another_managers(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem, otel: Otel
+) -> None:
+    """A handle whose manager is gone still runs and exports under its name: a new manager's policy of
+    that name shares its series, and is warned about (it was silent), naming why."""
+    kept = ResilienceManager(alert_system=alerts).policy("in-two-managers-retry", RETRY_ONLY)
+    gc.collect()  # its manager is freed; the handle is not
+    kept.execute_sync(lambda: None)
+    second = ResilienceManager(alert_system=alerts)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        second.execute_with_resilience_sync(lambda: None, RETRY_ONLY)
+    found = [r.getMessage() for r in caplog.records if "share its telemetry series" in r.getMessage()]
+    assert len(found) == 1, found
+    assert (
+        "policy 'in-two-managers-retry' is a policy of a ResilienceManager freed while its caller kept"
+        in found[0]
+    )
+    series = {"resilience.policy": "in-two-managers-retry", "resilience.outcome": "success"}
+    assert _exported(otel, sc.EXECUTIONS, series) == 2
 
 
 def test_one_managers_own_policies_of_one_name_are_no_other_managers(

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Final
 from otel_resilience.engine.events import key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_module, callable_name
+from otel_resilience.engine.registry import POLICIES
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.policy import same_config
 
@@ -273,6 +274,8 @@ class ConfigNamesakes:
 class ManagerNamesakes:
     """The policy names one manager shares with another live manager: warned about once each.
 
+    A named policy whose manager was freed while its caller kept it counts as another manager's.
+
     Telemetry series are per policy name, not per manager: the policies of one name in two live
     managers share its series (counts summed), and a manager freed takes its counts out of them,
     so the exported counters go down, which a backend reads as a counter reset (a manager's own
@@ -306,22 +309,36 @@ class ManagerNamesakes:
         """Whether the manager has a policy named ``name`` (run by config, or a named one)."""
         return name in self._named or name in self._handles
 
+    def _orphan_handle(self, name: str) -> bool:
+        """Whether a named policy of ``name`` outlives the manager that made it (its caller kept it).
+
+        It runs, and exports its counts under its name, as a live manager's policy would: its
+        series are shared all the same.
+        """
+        own = self._handles.get(name)
+        return any(handle.name == name and handle is not own for handle in POLICIES.items())
+
     def check(self, name: str) -> None:
         """Warn, once per name, if another live manager has a policy of ``name``, just made here."""
         if name in self._warned:
             return
         with self._LIVE_LOCK:
             others = [other for other in self._LIVE if other is not self]
-        if not any(other.has(name) for other in others):
+        if any(other.has(name) for other in others):
+            owner = "another live ResilienceManager"
+        elif self._orphan_handle(name):
+            owner = "a ResilienceManager freed while its caller kept the policy"
+        else:
             return
         with self._lock:
             if name in self._warned:
                 return
             self._warned.add(name)
         _LOG.warning(
-            "policy %r is a policy of another live ResilienceManager too: the two share its telemetry "
+            "policy %r is a policy of %s too: the two share its telemetry "
             "series (counts summed), and when either manager is freed its counts leave them, so the "
             "exported counters go down (a backend reads a counter reset); give each manager's "
             "policies names of their own, or share one manager",
             name,
+            owner,
         )
