@@ -445,9 +445,11 @@ def fresh_defaults(*, clock: Clock = SYSTEM_CLOCK) -> _FreshDefaults:
             :class:`FakeClock` lets a ``@resilient`` function's breaker timeout pass with
             ``advance``), and the process-wide clock of the block: that of every retry given no
             clock of its own (a :func:`~otel_resilience.retry` function, decorated before the
-            block or in it; ``retry_sync`` and ``retry_async`` called with no ``clock``), whose
-            backoffs a :class:`FakeClock` passes at once, recorded in its ``sleeps``; a call
-            running as the block starts or ends ends on the clock it started on. So is every
+            block or in it; ``retry_sync`` and ``retry_async`` called with no ``clock``; not a
+            :class:`~otel_resilience.Retry` constructed, which keeps the clock it is given, the
+            system clock by default), whose backoffs a :class:`FakeClock` passes at once,
+            recorded in its ``sleeps``; a call running as the block starts or ends ends on the
+            clock it started on. So is every
             :class:`~otel_resilience.RetryBudget` given no clock (one made at import, in a
             module-level policy): ``advance`` refills it, and a block on another clock than the
             one before starts its window afresh (a new :class:`FakeClock` per test: each test

@@ -63,7 +63,10 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
             the attempt that failed (unique in the execution) and its error (``None`` when a
             result was retried). Sync or async; the sync drivers refuse an async one. Its
             exceptions propagate, ending the execution as a failure (``non_retryable``).
-        clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
+        clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests:
+            a ``Retry`` keeps the clock it is given, the system clock by default, whatever the
+            clock of a :func:`~otel_resilience.testing.fresh_defaults` block; the
+            :func:`~otel_resilience.retry` decorator given no clock follows that one).
         rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
 
     Raises:
