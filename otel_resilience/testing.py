@@ -20,7 +20,11 @@ What a fake clock does not drive:
   the sum, and a sleep cancelled before its turn moves no time. A sleep whose time has come
   (``sleep(0)``) ends first, but holds the later ones back a few loop turns only: a task polling
   with ``sleep(0)`` lets them end as on a real loop. A sleeper never wakes before its
-  time. A sync sleep (``sleep_sync``) moves the time at once: sleeps of threads side by side add
+  time. Work that is no sleep on the clock (a task's first steps, a few loop turns of
+  computation) is not waited for: a task started as the time moved (a hedge a failure starts)
+  may run only after another sleep has moved the time on (the next hedge's delay), so assert the
+  order in which things happen, not the fake time of a step taken between two sleeps. A sync
+  sleep (``sleep_sync``) moves the time at once: sleeps of threads side by side add
   up, each moving the time on from where the other left it. Tasks of one test that must start or
   end in a given order wait on events of their own, not on the clock.
 * **An async deadline fires in real time.** A policy's ``timeout``, ``TimeoutHandler.with_timeout``,
