@@ -150,9 +150,8 @@ def notify(
                 msg = f"returned {pending!r}, whose body never runs: nothing iterates it"
                 raise TypeError(msg)  # noqa: TRY301 - logged (and counted) as anything the callback raises
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _get_running_loop()  # None outside a loop: no RuntimeError for the callback's to chain to
+        if loop is None:
             _run_alone(_logged(pending, what, failed))
             return
         _keep(loop, loop.create_task(_logged(pending, what, failed)))
