@@ -48,6 +48,10 @@ _MIN_GAP: Final = 0.01
 """The shortest time between two rounds of the store's thread (at most 100 reports a second)."""
 _MAX_CONNECTIONS: Final = 50
 """The default ``max_connections``: connections of the sync client, and of each event loop's async client."""
+_MAX_CONNECTIONS_LIMIT: Final = 10_000
+"""The largest ``max_connections``: a Redis server's own default ``maxclients``. redis-py's pool
+makes a place for each connection it may open when it is made (a hundred million took minutes
+and gigabytes before any connection), so a number meant as "no limit" is refused, not waited on."""
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
 _NEEDS_REDIS: Final = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
@@ -356,7 +360,8 @@ class RedisStore(SharedStore):
                 by a NAT or a vanished host).
             max_connections: The most connections open at once of the store's client (its thread
                 and the threads asking for permits) and, apart, of each event loop's async client
-                (at least 1; the subscriber has one more of its own). An operation finding them
+                (1 to 10 000, a Redis server's default ``maxclients``; the subscriber has one
+                more of its own). An operation finding them
                 all in use waits for one within its ``timeout`` (the wait included); past it, it
                 fails as a slow store does: the store degrades until its thread reaches Redis
                 again, and the calls meanwhile go on with local state.
@@ -1114,7 +1119,9 @@ def _check_settings(
             rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
             raise fail(owner, name, rule, durations[name])
     _check_lease_ttl(owner, seconds, durations["probe_lease_ttl"])
-    return seconds, check_int(owner, "max_connections", max_connections, minimum=1)
+    return seconds, check_int(
+        owner, "max_connections", max_connections, minimum=1, maximum=_MAX_CONNECTIONS_LIMIT
+    )
 
 
 def _check_lease_ttl(owner: str, seconds: dict[str, float], given: object) -> None:

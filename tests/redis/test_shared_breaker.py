@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -599,6 +600,7 @@ def test_a_store_made_of_clients_refuses_one_that_is_not_a_sync_redis_client(
         ({"resync_interval": float("inf")}, ValueError, "resync_interval"),
         ({"max_connections": 0}, ValueError, "max_connections"),
         ({"max_connections": 2.5}, TypeError, "max_connections"),
+        ({"max_connections": 10_001}, ValueError, "max_connections"),
     ],
 )
 def test_a_store_made_of_clients_checks_its_settings_as_from_url_does(
@@ -632,6 +634,16 @@ def test_a_store_made_of_two_sync_clients_shares_a_trip(redis_url: str) -> None:
     finally:
         made.close()
         other.close()
+
+
+def test_max_connections_is_at_most_a_redis_servers_default_maxclients() -> None:
+    """10 000 is taken; more is refused at once, naming the parameter (``sys.maxsize`` for "no limit"
+    hung in redis-py's pool, which makes a place for each connection before opening one)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    RedisStore.from_url(url, max_connections=10_000).close()
+    for many in (10_001, sys.maxsize):
+        with pytest.raises(ValueError, match=r"^RedisStore\.from_url\.max_connections must be <= 10000"):
+            RedisStore.from_url(url, max_connections=many)
 
 
 def test_a_probe_lease_of_three_rounds_is_taken_to_the_millisecond() -> None:
