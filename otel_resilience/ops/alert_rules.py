@@ -934,13 +934,18 @@ def scale_duration(duration: str, time_scale: float) -> str:
     scaled = production * scale
     if scaled < 1 and not math.isclose(scaled, 1):
         msg = (
-            f"{{name}}={time_scale!r} makes {duration!r} {scaled:g} ms: under 1 ms, the shortest "
+            f"{{name}}={time_scale!r} makes {duration!r} {_under_one(scaled)} ms: under 1 ms, the shortest "
             f"duration the rules write; use a {{name}} of at least {1 / production:.6g} "
             f"(1 ms per {duration})"
         )
         raise TimeScaleError(msg)
     millis = round(scaled)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def _under_one(scaled: float) -> str:
+    """``scaled`` (below 1) in as few digits as show it below 1 (``:g`` wrote 0.99999999 as ``1``)."""
+    return next(text for digits in range(6, 18) if float(text := f"{scaled:.{digits}g}") < 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,12 @@ def test_a_time_scale_under_a_millisecond_per_rule_duration_is_refused(scale):
         ar.render_rules(scale)
 
 
+def test_a_scaled_duration_just_under_a_millisecond_is_not_written_as_one():
+    """The refusal says how far under 1 ms it is (``:g`` wrote "1 ms: under 1 ms")."""
+    with pytest.raises(ValueError, match=r"makes '1m' 0\.999999996 ms: under 1 ms"):
+        ar.render_rules(0.0000166666666)
+
+
 def test_the_smallest_time_scale_keeps_the_breaker_open_ladder():
     """At the smallest time scale the shipped rules accept (1 ms per production minute, their shortest
     duration), the breaker-open alert still warns before it pages."""
