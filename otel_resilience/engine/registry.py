@@ -324,6 +324,22 @@ class Registry(Generic[T]):
             entries = [*self._by_name.values(), *self._others]
             return [item for entry in entries if (item := entry()) is not None]
 
+    def has_other(self, name: str, item: object) -> bool:
+        """Whether a live instance named ``name`` other than ``item`` is registered.
+
+        One look by name; the older namesakes (and unfindable instances) are looked through only
+        when the newest of the name is ``item``, or gone.
+        """
+        entry = self._by_name.get(name)
+        found = None if entry is None else entry()
+        if found is not None and found is not item:
+            return True
+        with self._lock:
+            return any(
+                other.name == name and (alive := other()) is not None and alive is not item
+                for other in self._others
+            )
+
     def get(self, name: str) -> T | None:
         """Return a live instance named ``name`` (the most recently created if several), or ``None``.
 

@@ -315,8 +315,7 @@ class ManagerNamesakes:
         It runs, and exports its counts under its name, as a live manager's policy would: its
         series are shared all the same.
         """
-        own = self._handles.get(name)
-        return any(handle.name == name and handle is not own for handle in POLICIES.items())
+        return POLICIES.has_other(name, self._handles.get(name))
 
     def check(self, name: str) -> None:
         """Warn, once per name, if another live manager has a policy of ``name``, just made here."""
