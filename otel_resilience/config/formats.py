@@ -263,13 +263,17 @@ A file nested deeper is refused whoever reads it: without this limit, one nested
 levels deep loaded or failed by how deep the caller's own stack stood (the parsers recurse)."""
 
 
+_CONTAINERS: Final = (dict, list, tuple, set, frozenset)
+"""What a parsed file nests: the mappings and lists of YAML and TOML (sets and tuples of YAML's tags)."""
+
+
 def _nests_too_deep(data: object) -> bool:
     """Whether ``data`` nests lists and mappings more than :data:`MAX_NESTING` deep, or in a cycle.
 
     Walked without recursion, each container once (the heights of those reached again through
     YAML aliases are kept: a file of aliases of aliases is not walked exponentially).
     """
-    if not isinstance(data, (dict, list, tuple, set, frozenset)):
+    if not isinstance(data, _CONTAINERS):
         return False
     heights: dict[int, int] = {}
     on_path = {id(data)}
@@ -277,7 +281,7 @@ def _nests_too_deep(data: object) -> bool:
     while stack:
         node, members, tallest = stack[-1]
         for member in members:
-            if not isinstance(member, (dict, list, tuple, set, frozenset)):
+            if not isinstance(member, _CONTAINERS):
                 continue
             if id(member) in on_path:  # a container inside itself: endless
                 return True

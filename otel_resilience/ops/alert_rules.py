@@ -394,7 +394,7 @@ def _runbook_base_problem(base: str) -> str | None:
     parts = urlsplit(base)
     if not parts.hostname:
         return " with a host"
-    if parts.query or parts.fragment or "?" in base or "#" in base:
+    if "?" in base or "#" in base:
         return " without a query or a fragment (the alert's page is added to its path)"
     if "{{" in base or "}}" in base:
         return " without {{ or }} (Prometheus reads the annotation as a template)"
